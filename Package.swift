@@ -1,0 +1,73 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "custos",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "custos", targets: ["custos"]),
+        .library(name: "PKCS11", targets: ["PKCS11"]),
+        .library(name: "HSM", targets: ["HSM"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+    ],
+    targets: [
+        // p11-kit's pkcs11.h and dlfcn, nothing else: only `PKCS11` imports it.
+        .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
+        .target(
+            name: "PKCS11",
+            dependencies: ["CPKCS11"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "HSM",
+            dependencies: [
+                "PKCS11",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "custos",
+            dependencies: [
+                "HSM",
+                "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Creates throw-away SoftHSM tokens for the test suites; not a mock: every call is real.
+        .target(
+            name: "HSMTestSupport",
+            dependencies: ["PKCS11", "HSM", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/HSMTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PKCS11Tests",
+            dependencies: ["PKCS11", "HSM", "HSMTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "HSMTests",
+            dependencies: [
+                "HSM", "PKCS11", "HSMTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,40 @@
+public import PKCS11
+
+/// Everything the session pool needs to reach one token.
+public struct HSMConfiguration: Sendable {
+    /// Absolute path of the PKCS#11 module (Debian's SoftHSM2: `/usr/lib/softhsm/libsofthsm2.so`).
+    public var modulePath: String
+    /// Which token: by label or serial, never by slot number.
+    public var token: TokenSelector
+    /// Where the user PIN comes from.
+    public var userPIN: PINSource
+    /// Worker threads, each owning one session. Capped by the token's session limit.
+    public var workers: Int
+    /// How long a request may wait for a free session before ``HSMError/exhausted(waitedNanoseconds:maxSessions:)``.
+    public var acquireTimeout: Duration
+    /// First and longest pause between attempts to re-initialise a lost device.
+    public var recoveryBackoff: ClosedRange<Duration>
+
+    public init(
+        modulePath: String,
+        token: TokenSelector,
+        userPIN: PINSource,
+        workers: Int = 2,
+        acquireTimeout: Duration = .seconds(2),
+        recoveryBackoff: ClosedRange<Duration> = .milliseconds(50) ... .seconds(30)
+    ) {
+        self.modulePath = modulePath
+        self.token = token
+        self.userPIN = userPIN
+        self.workers = workers
+        self.acquireTimeout = acquireTimeout
+        self.recoveryBackoff = recoveryBackoff
+    }
+}
+
+extension Duration {
+    var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
+    }
+}

@@ -1,0 +1,38 @@
+public import PKCS11
+
+/// What the pool does about a failed PKCS#11 call, decided by its return value alone
+/// (DESIGN §4).
+public enum RecoveryClass: Hashable, Sendable {
+    /// The session is gone: drop it, open another, retry once.
+    case sessionFatal
+    /// The login (and with it every session object) is gone: bump the generation, log in,
+    /// re-resolve keys, retry once.
+    case loginLost
+    /// The device or library is gone: drain, finalize, re-initialise with backoff; the circuit
+    /// breaker answers "unavailable" meanwhile.
+    case device
+    /// A PIN problem: never retried.
+    case pin
+    /// `CKR_GENERAL_ERROR` and friends: retried once only if the pool's generation changed
+    /// while the call ran (a logout under load briefly answers this on SoftHSM).
+    case transient
+    /// The caller's mistake (mechanism, key size, template, data): surfaced as it is.
+    case caller
+
+    public init(_ returnValue: PKCS11ReturnValue) {
+        switch returnValue {
+        case .sessionHandleInvalid, .sessionClosed:
+            self = .sessionFatal
+        case .userNotLoggedIn, .objectHandleInvalid, .keyHandleInvalid:
+            self = .loginLost
+        case .deviceRemoved, .deviceError, .tokenNotPresent, .cryptokiNotInitialized, .deviceMemory:
+            self = .device
+        case .pinIncorrect, .pinInvalid, .pinLenRange, .pinExpired, .pinLocked, .userPINNotInitialized:
+            self = .pin
+        case .generalError, .functionFailed:
+            self = .transient
+        default:
+            self = .caller
+        }
+    }
+}

@@ -1,0 +1,447 @@
+public import Logging
+public import PKCS11
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A bounded pool of PKCS#11 sessions on one token, each owned by a worker thread, plus one
+/// persistent logged-in session that holds the login and owns unwrapped session keys.
+///
+/// ```swift
+/// let pool = try SessionPool(configuration: configuration, logger: logger)
+/// try await pool.start()
+/// let mac = try await pool.hmacSHA256(key: .tokenObject(label: "custos/audit/v1"), data: bytes)
+/// ```
+///
+/// Failures are recovered by the class of their `CK_RV` (``RecoveryClass``): a lost session is
+/// replaced, a lost login is restored and keys re-resolved, a lost device is re-initialised
+/// after in-flight calls drain, with a circuit breaker meanwhile; PIN errors are never retried.
+public final class SessionPool: Sendable {
+    public let configuration: HSMConfiguration
+    public let module: PKCS11Module
+    let logger: Logger
+    let queue = WorkQueue()
+    let gate = CallGate()
+    let metrics: SessionPoolMetrics
+    /// Runs tasks on the worker threads; see ``withPreferredExecutor(_:)``.
+    public let executor: HSMTaskExecutor
+
+    private let state = Mutex(Lifecycle.idle)
+    private let persistent = Mutex(PersistentSession())
+    private let keyCache = Mutex([String: CachedHandle]())
+    private let recoveryLock = Mutex(())
+    private let generationCounter = Atomic<UInt64>(1)
+    private let epochCounter = Atomic<UInt64>(1)
+    private let breakerUntil = Atomic<UInt64>(0)
+    private let breakerBackoff = Atomic<UInt64>(0)
+    private let openSessions = Atomic<Int>(0)
+    private let slot = Mutex<SlotID?>(nil)
+    private let pin: SecretBytes
+    private let acquireTimeout: UInt64
+
+    private enum Lifecycle {
+        case idle, running(workers: [pthread_t], watchdog: pthread_t), stopped
+    }
+
+    private struct PersistentSession {
+        var session: PKCS11Session?
+        var verified = false
+        var rejected: PKCS11ReturnValue?
+    }
+
+    private struct CachedHandle {
+        let handle: ObjectHandle
+        let generation: UInt64
+    }
+
+    /// Loads the module and reads the PIN; no PKCS#11 session is opened until ``start()``.
+    /// - Throws: ``HSMError/configuration(_:)`` or ``HSMError/pinUnreadable(_:)``.
+    public convenience init(configuration: HSMConfiguration, logger: Logger) throws {
+        let module: PKCS11Module
+        do {
+            module = try PKCS11Module(path: configuration.modulePath)
+        } catch {
+            throw HSMError.configuration(String(describing: error))
+        }
+        try self.init(configuration: configuration, module: module, logger: logger)
+    }
+
+    /// Uses an already loaded module (tests load their own copy to isolate `C_Finalize`).
+    public init(configuration: HSMConfiguration, module: PKCS11Module, logger: Logger) throws {
+        guard configuration.workers >= 1 else { throw HSMError.configuration("the pool needs at least one worker") }
+        self.configuration = configuration
+        self.module = module
+        self.logger = logger
+        do {
+            pin = try configuration.userPIN.read()
+        } catch {
+            throw HSMError.pinUnreadable(error)
+        }
+        acquireTimeout = configuration.acquireTimeout.nanoseconds
+        metrics = SessionPoolMetrics(label: String(describing: configuration.token))
+        executor = HSMTaskExecutor(queue: queue)
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts the worker threads, initialises the library, selects the token and logs in.
+    /// - Throws: ``HSMError``; the pool is stopped again when start fails.
+    public func start() async throws {
+        let shouldStart = state.withLock { state -> Bool in
+            guard case .idle = state else { return false }
+            state = .stopped  // placeholder until the threads exist
+            return true
+        }
+        guard shouldStart else { throw HSMError.configuration("the pool was already started") }
+        var workers = [pthread_t]()
+        for index in 0..<configuration.workers {
+            let worker = SessionWorker(pool: self, index: index)
+            workers.append(startThread(name: "custos-hsm-\(index)") { worker.runLoop() })
+        }
+        let watchdog = startThread(name: "custos-hsm-wd") { [weak self] in self?.watchdogLoop() }
+        state.withLock { $0 = .running(workers: workers, watchdog: watchdog) }
+        metrics.sessionsMax.record(configuration.workers)
+        do {
+            try await submit { _ in try self.establish() }
+        } catch {
+            await shutdown()
+            throw error
+        }
+        logger.info("HSM session pool started", metadata: [
+            "module": "\(configuration.modulePath)", "token": "\(configuration.token)", "workers": "\(configuration.workers)",
+        ])
+    }
+
+    /// Stops accepting work, fails what still waits, lets running calls finish, closes every
+    /// session (after draining: never `C_CloseAllSessions` with calls in flight).
+    public func shutdown() async {
+        let threads: ([pthread_t], pthread_t)? = state.withLock { state in
+            guard case .running(let workers, let watchdog) = state else { return nil }
+            state = .stopped
+            return (workers, watchdog)
+        }
+        guard let (workers, watchdog) = threads else { return }
+        for request in queue.stop() { request.fail(.notRunning) }
+        // Joining blocks, so it happens on a thread of its own rather than the cooperative pool.
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            _ = startThread(name: "custos-hsm-join") {
+                for worker in workers { pthread_join(worker, nil) }
+                pthread_join(watchdog, nil)
+                self.gate.drain {
+                    self.persistent.withLock { state in
+                        if let session = state.session { try? session.close() }
+                        state.session = nil
+                    }
+                }
+                continuation.resume()
+            }
+        }
+        logger.info("HSM session pool stopped")
+    }
+
+    // MARK: Running work
+
+    /// Runs `body` with a session on a worker thread and returns its result.
+    ///
+    /// Called from a task that prefers ``executor``, the body runs inline on the current worker
+    /// (no thread hop); otherwise the request waits for a worker for at most the configured
+    /// timeout. The body may run twice (one retry after recovery), so it must be idempotent.
+    /// - Throws: ``HSMError``.
+    public func withSession<R: Sendable>(
+        _ operation: HSMOperation = .custom,
+        _ body: @escaping @Sendable (HSMSession) throws -> R
+    ) async throws -> R {
+        if let worker = SessionWorker.current, worker.pool === self {
+            return try translate { try worker.perform(operation, body) }
+        }
+        return try await submit { worker in try worker.perform(operation, body) }
+    }
+
+    /// Runs `body` in a task that prefers the pool's executor, so every HSM call in it runs
+    /// on a worker thread without a hop.
+    public func withPreferredExecutor<R: Sendable>(_ body: @Sendable () async throws -> R) async rethrows -> R {
+        try await withTaskExecutorPreference(executor) { try await body() }
+    }
+
+    private func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
+            let request = PendingRequest(
+                run: { worker in
+                    do {
+                        let result = try self.translate { try body(worker) }
+                        continuation.resume(returning: result)
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                },
+                fail: { error in continuation.resume(throwing: error) }
+            )
+            if !queue.push(request: request) { continuation.resume(throwing: HSMError.notRunning) }
+        }
+    }
+
+    /// Nothing but ``HSMError`` leaves the pool.
+    private func translate<R>(_ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch let error as HSMError {
+            throw error
+        } catch let error as PKCS11Error {
+            throw finalError(error, RecoveryClass(error.returnValue))
+        } catch let error as PKCS11ModuleError {
+            throw HSMError.configuration(error.description)
+        }
+    }
+
+    func finalError(_ error: PKCS11Error, _ recovery: RecoveryClass) -> HSMError {
+        switch recovery {
+        case .sessionFatal, .loginLost, .device, .transient:
+            .unavailable(reason: error.description, retryAfterNanoseconds: nil)
+        case .pin:
+            .pinRejected(error.returnValue)
+        case .caller:
+            .operationFailed(error)
+        }
+    }
+
+    // MARK: State the workers read
+
+    var generation: UInt64 { generationCounter.load(ordering: .acquiring) }
+    var epoch: UInt64 { epochCounter.load(ordering: .acquiring) }
+
+    func currentSlot() throws -> SlotID {
+        guard let current = slot.withLock({ $0 }) else {
+            throw HSMError.unavailable(reason: "no token selected yet", retryAfterNanoseconds: nil)
+        }
+        return current
+    }
+
+    func sessionOpened() { openSessions.wrappingAdd(1, ordering: .relaxed) }
+    func sessionClosed() { openSessions.wrappingSubtract(1, ordering: .relaxed) }
+
+    // MARK: Keys
+
+    /// The handle of `key` for the current generation, resolved in the persistent session.
+    func resolve(_ key: HSMKey) throws -> ObjectHandle {
+        let generation = self.generation
+        if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
+            metrics.keyCacheHits.increment()
+            return cached.handle
+        }
+        metrics.keyCacheMisses.increment()
+        return try persistent.withLock { state in
+            let generation = self.generation
+            if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation { return cached.handle }
+            let session = try persistentSession(&state)
+            let handle: ObjectHandle
+            do {
+                handle = try key.resolve(session)
+            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
+                // The persistent session is gone, and with it every session object: start a new
+                // generation so that no stale handle is used again.
+                state.session = nil
+                generationCounter.wrappingAdd(1, ordering: .releasing)
+                throw error
+            }
+            keyCache.withLock { $0[key.id] = CachedHandle(handle: handle, generation: generation) }
+            return handle
+        }
+    }
+
+    /// Runs `body` in the persistent session, which owns session objects (unwrapped keys).
+    /// Serialised: use it to create keys, not for bulk work.
+    public func withPersistentSession<R: Sendable>(_ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
+        try await withSession(.custom) { _ in
+            try self.persistent.withLock { state in try body(try self.persistentSession(&state)) }
+        }
+    }
+
+    /// Forgets a cached handle, e.g. after a key was destroyed.
+    public func evict(_ key: HSMKey) {
+        _ = keyCache.withLock { $0.removeValue(forKey: key.id) }
+    }
+
+    private func persistentSession(_ state: inout PersistentSession) throws -> PKCS11Session {
+        if let session = state.session { return session }
+        let session = try module.openSession(slot: try currentSlot())
+        state.session = session
+        try login(session, &state)
+        return session
+    }
+
+    // MARK: Login and recovery
+
+    /// Initial set-up, on a worker thread: initialise, select the token, log in.
+    private func establish() throws {
+        try module.initialize()
+        let token = try module.findToken(configuration.token)
+        if let maximum = token.maxSessionCount, maximum < configuration.workers + 1 {
+            throw HSMError.configuration(
+                "token allows \(maximum) sessions; the pool needs \(configuration.workers + 1) (workers + 1 persistent)"
+            )
+        }
+        slot.withLock { $0 = token.slot }
+        try gate.drain {
+            try persistent.withLock { state in
+                state.session = nil
+                _ = try persistentSession(&state)
+            }
+        }
+    }
+
+    /// Logs the user in, unless the PIN already failed or the token says a try is risky.
+    private func login(_ session: PKCS11Session, _ state: inout PersistentSession) throws {
+        if let rejected = state.rejected { throw HSMError.pinRejected(rejected) }
+        let token = try module.tokenInfo(slot: session.slot)
+        if token.userPINLocked { throw HSMError.pinLocked(finalTry: false) }
+        if token.userPINFinalTry { throw HSMError.pinLocked(finalTry: true) }
+        do {
+            try session.login(.user, pin: pin)
+            state.verified = true
+        } catch let error as PKCS11Error where error.returnValue == .userAlreadyLoggedIn {
+            // Only our own, already verified login may answer this: otherwise a wrong PIN would
+            // pass unnoticed (DESIGN §4).
+            guard state.verified else { throw HSMError.loginUnverifiable }
+        } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .pin {
+            state.rejected = error.returnValue
+            logger.error("HSM login refused; the pool will not retry it", metadata: ["rv": "\(error.returnValue.name)"])
+            throw HSMError.pinRejected(error.returnValue)
+        }
+    }
+
+    /// After a login-lost error: drain, log out and in again, start a new generation (every
+    /// cached handle is re-resolved). Skipped when another worker already did it.
+    func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error) throws {
+        try recoveryLock.withLock { _ in
+            guard generation == seenGeneration else { return }
+            logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause)"])
+            try gate.drain {
+                try persistent.withLock { state in
+                    if let session = state.session {
+                        try? session.logout()
+                        if (try? session.state()) == nil {
+                            state.session = nil
+                        } else {
+                            try login(session, &state)
+                        }
+                    }
+                    _ = try persistentSession(&state)
+                }
+                generationCounter.wrappingAdd(1, ordering: .releasing)
+            }
+            metrics.relogins.increment()
+        }
+    }
+
+    /// After a device error: drain, finalize, initialise again, select the token anew, log in.
+    /// On failure the circuit opens for a growing pause, and calls answer "unavailable" at once.
+    func recoverDevice(seenEpoch: UInt64, cause: PKCS11Error?) throws {
+        try recoveryLock.withLock { _ in
+            guard epoch == seenEpoch else { return }
+            let now = monotonicNanoseconds()
+            let until = breakerUntil.load(ordering: .acquiring)
+            if until != 0 && now < until {
+                throw HSMError.unavailable(reason: "HSM recovery pending", retryAfterNanoseconds: until - now)
+            }
+            logger.warning("HSM device lost; re-initialising", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "breaker")"])
+            do {
+                try gate.drain {
+                    persistent.withLock { $0.session = nil }
+                    epochCounter.wrappingAdd(1, ordering: .releasing)
+                    generationCounter.wrappingAdd(1, ordering: .releasing)
+                    try? module.finalize()
+                    try module.initialize()
+                    let token = try module.findToken(configuration.token)
+                    slot.withLock { $0 = token.slot }
+                    try persistent.withLock { state in _ = try persistentSession(&state) }
+                }
+                breakerUntil.store(0, ordering: .releasing)
+                breakerBackoff.store(0, ordering: .relaxed)
+                metrics.breakerOpen.record(0)
+                metrics.reinitializations.increment()
+                logger.info("HSM re-initialised")
+            } catch {
+                let lower = configuration.recoveryBackoff.lowerBound.nanoseconds
+                let upper = configuration.recoveryBackoff.upperBound.nanoseconds
+                let previous = breakerBackoff.load(ordering: .relaxed)
+                let backoff = previous == 0 ? lower : min(previous * 2, upper)
+                breakerBackoff.store(backoff, ordering: .relaxed)
+                breakerUntil.store(monotonicNanoseconds() + backoff, ordering: .releasing)
+                metrics.breakerOpen.record(1)
+                logger.error("HSM re-initialisation failed", metadata: ["error": "\(error)", "retry_in_ms": "\(backoff / 1_000_000)"])
+                if let hsmError = error as? HSMError, !hsmError.isRetryable, case .pinRejected = hsmError { throw hsmError }
+                throw HSMError.unavailable(reason: "HSM re-initialisation failed: \(error)", retryAfterNanoseconds: backoff)
+            }
+        }
+    }
+
+    /// Fails fast while the circuit is open; once the pause is over, the caller tries recovery.
+    func checkBreaker() throws {
+        let until = breakerUntil.load(ordering: .acquiring)
+        guard until != 0 else { return }
+        let now = monotonicNanoseconds()
+        if now < until {
+            throw HSMError.unavailable(reason: "HSM circuit open after a device error", retryAfterNanoseconds: until - now)
+        }
+        try recoverDevice(seenEpoch: epoch, cause: nil)
+    }
+
+    // MARK: Watchdog
+
+    /// Fails requests that waited too long and samples the gauges.
+    private func watchdogLoop() {
+        let tick = min(max(acquireTimeout / 4, 1_000_000), 50_000_000)
+        let sleeper = ConditionLock()
+        while isRunning {
+            for (request, waited) in queue.removeExpired(timeout: acquireTimeout) {
+                metrics.exhausted.increment()
+                request.fail(.exhausted(waitedNanoseconds: waited, maxSessions: configuration.workers))
+            }
+            metrics.waiting.record(queue.waitingRequests)
+            metrics.sessionsInUse.record(gate.callsInFlight)
+            metrics.sessionsOpen.record(openSessions.load(ordering: .relaxed))
+            sleeper.withLock { sleeper.wait(untilNanoseconds: monotonicNanoseconds() + tick) }
+        }
+    }
+
+    private var isRunning: Bool {
+        state.withLock { if case .running = $0 { true } else { false } }
+    }
+
+    // MARK: Status
+
+    /// A snapshot for `custos hsm status` and health checks.
+    public var statistics: SessionPoolStatistics {
+        SessionPoolStatistics(
+            workers: configuration.workers,
+            openSessions: openSessions.load(ordering: .relaxed),
+            callsInFlight: gate.callsInFlight,
+            waitingRequests: queue.waitingRequests,
+            generation: generation,
+            epoch: epoch,
+            breakerOpen: breakerUntil.load(ordering: .relaxed) != 0,
+            cachedKeys: keyCache.withLock { $0.count },
+            running: isRunning
+        )
+    }
+
+    /// The selected token as the module describes it now.
+    public func tokenInfo() async throws -> TokenInfo {
+        try await withSession(.custom) { session in try self.module.tokenInfo(slot: session.pkcs11.slot) }
+    }
+}
+
+/// What ``SessionPool/statistics`` reports.
+public struct SessionPoolStatistics: Sendable, Hashable, Codable {
+    public let workers: Int
+    public let openSessions: Int
+    public let callsInFlight: Int
+    public let waitingRequests: Int
+    public let generation: UInt64
+    public let epoch: UInt64
+    public let breakerOpen: Bool
+    public let cachedKeys: Int
+    public let running: Bool
+}

@@ -1,0 +1,150 @@
+import PKCS11
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One worker thread and the PKCS#11 session it owns.
+///
+/// PKCS#11 calls block (a network HSM takes milliseconds), so they run here, never on Swift's
+/// cooperative pool. A worker runs queued requests and, for tasks that prefer the pool's
+/// executor, their code too, so those tasks call the HSM without changing threads.
+final class SessionWorker: @unchecked Sendable {
+    // SAFETY: `session` and `sessionEpoch` are read and written only on this worker's own thread:
+    // by its run loop and by requests or executor jobs it runs. Everything else is immutable.
+    private var session: PKCS11Session?
+    private var sessionEpoch: UInt64 = 0
+    unowned let pool: SessionPool
+    let index: Int
+
+    init(pool: SessionPool, index: Int) {
+        self.pool = pool
+        self.index = index
+    }
+
+    /// The worker running on the current thread, if any.
+    static var current: SessionWorker? {
+        guard let pointer = pthread_getspecific(currentWorkerKey) else { return nil }
+        return Unmanaged<SessionWorker>.fromOpaque(pointer).takeUnretainedValue()
+    }
+
+    var hasSession: Bool { session != nil }
+
+    func runLoop() {
+        pthread_setspecific(currentWorkerKey, Unmanaged.passUnretained(self).toOpaque())
+        let executor = pool.executor.asUnownedTaskExecutor()
+        while let item = pool.queue.next() {
+            switch item {
+            case .job(let job):
+                job.runSynchronously(on: executor)
+            case .request(let request, let enqueuedAt):
+                pool.metrics.waitTime.recordNanoseconds(Int64(monotonicNanoseconds() &- enqueuedAt))
+                request.run(self)
+            }
+        }
+        closeSession()
+        pthread_setspecific(currentWorkerKey, nil)
+    }
+
+    /// Runs `body` with this worker's session, recovering by the class of any PKCS#11 failure
+    /// and retrying at most once. The body may therefore run twice; it must be idempotent.
+    func perform<R>(_ operation: HSMOperation, _ body: (HSMSession) throws -> R) throws -> R {
+        var retried = false
+        while true {
+            let generation = pool.generation
+            let epoch = pool.epoch
+            do {
+                return try attempt(operation, body)
+            } catch let error as PKCS11Error {
+                pool.metrics.recordError(error)
+                let recovery = RecoveryClass(error.returnValue)
+                if retried { throw pool.finalError(error, recovery) }
+                switch recovery {
+                case .sessionFatal:
+                    break
+                case .loginLost:
+                    try pool.recoverLogin(seenGeneration: generation, cause: error)
+                case .device:
+                    try pool.recoverDevice(seenEpoch: epoch, cause: error)
+                case .transient where pool.generation != generation || pool.epoch != epoch:
+                    break
+                case .transient, .pin, .caller:
+                    throw pool.finalError(error, recovery)
+                }
+                retried = true
+            }
+        }
+    }
+
+    private func attempt<R>(_ operation: HSMOperation, _ body: (HSMSession) throws -> R) throws -> R {
+        try pool.checkBreaker()
+        pool.gate.enter()
+        defer { pool.gate.exit() }
+        let started = monotonicNanoseconds()
+        let current = try currentSession()
+        do {
+            let result = try body(HSMSession(pkcs11: current, pool: pool))
+            pool.metrics.recordCall(operation, nanoseconds: monotonicNanoseconds() &- started)
+            return result
+        } catch let error as PKCS11Error {
+            // A failed call can leave an operation active (SoftHSM after CKR_ARGUMENTS_BAD), and
+            // nothing clears it: never hand this session to the next caller.
+            discardSession()
+            throw error
+        }
+    }
+
+    /// This worker's session, reopened if the library was re-initialised since it was opened.
+    private func currentSession() throws -> PKCS11Session {
+        let epoch = pool.epoch
+        if let session, sessionEpoch == epoch { return session }
+        // A session from before a re-initialisation is forgotten, not closed: its handle number
+        // may now belong to someone else's session.
+        session = nil
+        let opened = try pool.module.openSession(slot: try pool.currentSlot())
+        session = opened
+        sessionEpoch = epoch
+        pool.sessionOpened()
+        return opened
+    }
+
+    private func discardSession() {
+        guard let session else { return }
+        if sessionEpoch == pool.epoch { try? session.close() }
+        self.session = nil
+        pool.sessionClosed()
+    }
+
+    /// Closes the session at shutdown (inside the gate, so never during a drain).
+    private func closeSession() {
+        guard session != nil else { return }
+        pool.gate.enter()
+        defer { pool.gate.exit() }
+        discardSession()
+    }
+}
+
+/// The thread-local slot that tells a worker thread from any other.
+private let currentWorkerKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+
+/// Starts a joinable thread running `body`. (`pthread_setname_np` needs _GNU_SOURCE and does not
+/// import; `name` documents the thread's role at the call site.)
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Start: Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    var thread = pthread_t()
+    let start = Unmanaged.passRetained(Start(body)).toOpaque()
+    let rc = pthread_create(&thread, nil, { context in
+        let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+        start.body()
+        return nil
+    }, start)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    return thread
+}

@@ -1,0 +1,204 @@
+internal import CPKCS11
+
+/// A `CKA_*` attribute type.
+public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+
+    public static let `class` = Self(rawValue: 0x000)
+    public static let token = Self(rawValue: 0x001)
+    public static let `private` = Self(rawValue: 0x002)
+    public static let label = Self(rawValue: 0x003)
+    public static let value = Self(rawValue: 0x011)
+    public static let keyType = Self(rawValue: 0x100)
+    public static let id = Self(rawValue: 0x102)
+    public static let sensitive = Self(rawValue: 0x103)
+    public static let encrypt = Self(rawValue: 0x104)
+    public static let decrypt = Self(rawValue: 0x105)
+    public static let wrap = Self(rawValue: 0x106)
+    public static let unwrap = Self(rawValue: 0x107)
+    public static let sign = Self(rawValue: 0x108)
+    public static let verify = Self(rawValue: 0x10A)
+    public static let derive = Self(rawValue: 0x10C)
+    public static let valueLength = Self(rawValue: 0x161)
+    public static let extractable = Self(rawValue: 0x162)
+    public static let local = Self(rawValue: 0x163)
+    public static let neverExtractable = Self(rawValue: 0x164)
+    public static let alwaysSensitive = Self(rawValue: 0x165)
+    public static let modifiable = Self(rawValue: 0x170)
+    public static let copyable = Self(rawValue: 0x171)
+    public static let destroyable = Self(rawValue: 0x172)
+    public static let checkValue = Self(rawValue: 0x090)
+    public static let trusted = Self(rawValue: 0x086)
+    public static let wrapWithTrusted = Self(rawValue: 0x210)
+    public static let ecParams = Self(rawValue: 0x180)
+    public static let ecPoint = Self(rawValue: 0x181)
+
+    static let names: [UInt: String] = [
+        0x000: "CKA_CLASS", 0x001: "CKA_TOKEN", 0x002: "CKA_PRIVATE", 0x003: "CKA_LABEL",
+        0x011: "CKA_VALUE", 0x100: "CKA_KEY_TYPE", 0x102: "CKA_ID", 0x103: "CKA_SENSITIVE",
+        0x104: "CKA_ENCRYPT", 0x105: "CKA_DECRYPT", 0x106: "CKA_WRAP", 0x107: "CKA_UNWRAP",
+        0x108: "CKA_SIGN", 0x10A: "CKA_VERIFY", 0x10C: "CKA_DERIVE", 0x161: "CKA_VALUE_LEN",
+        0x162: "CKA_EXTRACTABLE", 0x163: "CKA_LOCAL", 0x164: "CKA_NEVER_EXTRACTABLE",
+        0x165: "CKA_ALWAYS_SENSITIVE", 0x170: "CKA_MODIFIABLE", 0x171: "CKA_COPYABLE",
+        0x172: "CKA_DESTROYABLE", 0x090: "CKA_CHECK_VALUE", 0x086: "CKA_TRUSTED",
+        0x210: "CKA_WRAP_WITH_TRUSTED", 0x180: "CKA_EC_PARAMS", 0x181: "CKA_EC_POINT",
+    ]
+
+    public var description: String { Self.names[rawValue] ?? "CKA 0x" + String(rawValue, radix: 16) }
+}
+
+/// A typed attribute value, as used in templates.
+public enum Attribute: Sendable, CustomStringConvertible {
+    case `class`(ObjectClass)
+    case keyType(KeyType)
+    case token(Bool)
+    case `private`(Bool)
+    case sensitive(Bool)
+    case extractable(Bool)
+    case modifiable(Bool)
+    case copyable(Bool)
+    case destroyable(Bool)
+    case encrypt(Bool)
+    case decrypt(Bool)
+    case wrap(Bool)
+    case unwrap(Bool)
+    case sign(Bool)
+    case verify(Bool)
+    case derive(Bool)
+    case trusted(Bool)
+    case wrapWithTrusted(Bool)
+    case label(String)
+    case id([UInt8])
+    case valueLength(Int)
+    /// Key material to import. Held as ``SecretBytes`` and never printed.
+    case value(SecretBytes)
+    case ecParams([UInt8])
+
+    public var type: AttributeType {
+        switch self {
+        case .class: .class
+        case .keyType: .keyType
+        case .token: .token
+        case .private: .private
+        case .sensitive: .sensitive
+        case .extractable: .extractable
+        case .modifiable: .modifiable
+        case .copyable: .copyable
+        case .destroyable: .destroyable
+        case .encrypt: .encrypt
+        case .decrypt: .decrypt
+        case .wrap: .wrap
+        case .unwrap: .unwrap
+        case .sign: .sign
+        case .verify: .verify
+        case .derive: .derive
+        case .trusted: .trusted
+        case .wrapWithTrusted: .wrapWithTrusted
+        case .label: .label
+        case .id: .id
+        case .valueLength: .valueLength
+        case .value: .value
+        case .ecParams: .ecParams
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .value(let secret): "\(type)=<\(secret.count) secret bytes>"
+        case .label(let label): "\(type)=\"\(label)\""
+        case .class(let objectClass): "\(type)=\(objectClass.rawValue)"
+        case .keyType(let keyType): "\(type)=\(keyType.rawValue)"
+        case .valueLength(let length): "\(type)=\(length)"
+        case .id(let bytes), .ecParams(let bytes): "\(type)=\(bytes.hexString)"
+        case .token(let flag), .private(let flag), .sensitive(let flag), .extractable(let flag),
+             .modifiable(let flag), .copyable(let flag), .destroyable(let flag), .encrypt(let flag),
+             .decrypt(let flag), .wrap(let flag), .unwrap(let flag), .sign(let flag), .verify(let flag),
+             .derive(let flag), .trusted(let flag), .wrapWithTrusted(let flag):
+            "\(type)=\(flag)"
+        }
+    }
+
+    /// The attribute's encoded bytes, written into `buffer` (which has ``encodedLength`` bytes).
+    fileprivate func encode(into buffer: UnsafeMutableRawBufferPointer) {
+        switch self {
+        case .class(let value): buffer.storeBytes(of: CK_ULONG(value.rawValue), as: CK_ULONG.self)
+        case .keyType(let value): buffer.storeBytes(of: CK_ULONG(value.rawValue), as: CK_ULONG.self)
+        case .valueLength(let value): buffer.storeBytes(of: CK_ULONG(value), as: CK_ULONG.self)
+        case .token(let flag), .private(let flag), .sensitive(let flag), .extractable(let flag),
+             .modifiable(let flag), .copyable(let flag), .destroyable(let flag), .encrypt(let flag),
+             .decrypt(let flag), .wrap(let flag), .unwrap(let flag), .sign(let flag), .verify(let flag),
+             .derive(let flag), .trusted(let flag), .wrapWithTrusted(let flag):
+            buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
+        case .label(let label): _ = buffer.initializeMemory(as: UInt8.self, from: label.utf8)
+        case .id(let bytes), .ecParams(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
+        case .value(let secret):
+            secret.withUnsafeBytes { source in
+                if let base = source.baseAddress, source.count > 0 {
+                    buffer.baseAddress!.copyMemory(from: base, byteCount: source.count)
+                }
+            }
+        }
+    }
+
+    fileprivate var encodedLength: Int {
+        switch self {
+        case .class, .keyType, .valueLength: MemoryLayout<CK_ULONG>.size
+        case .label(let label): label.utf8.count
+        case .id(let bytes), .ecParams(let bytes): bytes.count
+        case .value(let secret): secret.count
+        default: MemoryLayout<CK_BBOOL>.size
+        }
+    }
+
+    fileprivate var isSecret: Bool {
+        if case .value = self { return true }
+        return false
+    }
+}
+
+extension Array where Element == Attribute {
+    /// Lays the template out as a `CK_ATTRIBUTE` array for the duration of `body`; secret
+    /// values are wiped from the scratch buffer afterwards.
+    func withTemplate<R>(_ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, CK_ULONG) throws -> R) rethrows -> R {
+        let lengths = map(\.encodedLength)
+        // Each value starts on an 8-byte boundary so that CK_ULONG values are aligned.
+        var offsets = [Int]()
+        offsets.reserveCapacity(count)
+        var running = 0
+        for length in lengths {
+            offsets.append(running)
+            running += (length + 7) & ~7
+        }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(running, 8), alignment: 8)
+        defer {
+            if contains(where: \.isSecret) { explicitWipe(scratch) }
+            scratch.deallocate()
+        }
+        let attributes = UnsafeMutablePointer<CK_ATTRIBUTE>.allocate(capacity: Swift.max(count, 1))
+        defer { attributes.deallocate() }
+        for (index, attribute) in enumerated() {
+            let slot = UnsafeMutableRawBufferPointer(rebasing: scratch[offsets[index] ..< offsets[index] + lengths[index]])
+            attribute.encode(into: slot)
+            attributes[index] = CK_ATTRIBUTE(
+                type: CK_ATTRIBUTE_TYPE(attribute.type.rawValue),
+                pValue: UnsafeMutableRawPointer(scratch.baseAddress! + offsets[index]),
+                ulValueLen: CK_ULONG(lengths[index])
+            )
+        }
+        return try body(isEmpty ? nil : attributes, CK_ULONG(count))
+    }
+}
+
+extension Array where Element == UInt8 {
+    var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(count * 2)
+        for byte in self {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

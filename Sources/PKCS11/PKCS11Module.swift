@@ -1,0 +1,223 @@
+internal import CPKCS11
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A loaded PKCS#11 module (a shared library such as SoftHSM2 or a vendor's client library).
+///
+/// The module is loaded with `dlopen` from an absolute path and stays loaded for the life of
+/// the process: unloading a library that may still have threads or callbacks is not worth
+/// the risk for a long-running service.
+public final class PKCS11Module: @unchecked Sendable {
+    // SAFETY: `functions` is a copy of the module's function list taken once in `init` and never
+    // written again; PKCS#11 functions are thread-safe once `C_Initialize` had
+    // `CKF_OS_LOCKING_OK`. `faultInjector` is guarded by its mutex, and `faultsArmed` is atomic.
+    let functions: CK_FUNCTION_LIST
+    public let path: String
+    private let faultsArmed = Atomic<Bool>(false)
+    private let faultInjector = Mutex<(any PKCS11FaultInjector)?>(nil)
+
+    /// Loads the module at `path`.
+    /// - Throws: ``PKCS11ModuleError`` when the path is relative, the library cannot be loaded
+    ///   or is not a PKCS#11 module; ``PKCS11Error`` when `C_GetFunctionList` fails.
+    public init(path: String) throws {
+        guard path.hasPrefix("/") else { throw PKCS11ModuleError.relativePath(path) }
+        guard let library = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
+            throw PKCS11ModuleError.cannotLoad(path: path, reason: reason)
+        }
+        guard let symbol = dlsym(library, "C_GetFunctionList") else {
+            dlclose(library)
+            throw PKCS11ModuleError.notAPKCS11Module(path: path)
+        }
+        let getFunctionList = unsafeBitCast(symbol, to: CK_C_GetFunctionList.self)
+        var list: UnsafeMutablePointer<CK_FUNCTION_LIST>? = nil
+        let rv = getFunctionList(&list)
+        guard rv == CKR_OK, let list else {
+            throw PKCS11Error(function: .getFunctionList, returnValue: .init(rawValue: UInt(rv)))
+        }
+        self.functions = list.pointee
+        self.path = path
+    }
+
+    // MARK: Calls
+
+    /// Every C call goes through here: it consults the fault injector when one is armed and
+    /// turns a non-OK answer into a ``PKCS11Error`` naming the function.
+    @inline(__always)
+    func call(_ function: PKCS11Function, _ body: () -> CK_RV) throws {
+        if faultsArmed.load(ordering: .relaxed),
+           let injected = faultInjector.withLock({ $0?.fault(for: function) }) {
+            throw PKCS11Error(function: function, returnValue: injected)
+        }
+        let rv = body()
+        if rv != CKR_OK {
+            throw PKCS11Error(function: function, returnValue: .init(rawValue: UInt(rv)))
+        }
+    }
+
+    /// Installs (or, with `nil`, removes) a fault injector consulted before every call.
+    /// For fault tests only.
+    public func installFaultInjector(_ injector: (any PKCS11FaultInjector)?) {
+        faultInjector.withLock { $0 = injector }
+        faultsArmed.store(injector != nil, ordering: .relaxed)
+    }
+
+    // MARK: Library
+
+    /// `C_Initialize` with `CKF_OS_LOCKING_OK`. Without that flag SoftHSM turns its own locking
+    /// off and crashes under concurrent use. An already initialised library counts as success.
+    public func initialize() throws {
+        var arguments = CK_C_INITIALIZE_ARGS(
+            CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
+            flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: nil
+        )
+        do {
+            try call(.initialize) { functions.C_Initialize(&arguments) }
+        } catch let error as PKCS11Error where error.returnValue == .cryptokiAlreadyInitialized {
+            return
+        }
+    }
+
+    /// `C_Finalize`. Only call it when no other call is in flight: SoftHSM crashes otherwise.
+    public func finalize() throws {
+        try call(.finalize) { functions.C_Finalize(nil) }
+    }
+
+    /// `C_GetInfo`.
+    public func info() throws -> ModuleInfo {
+        var info = CK_INFO()
+        try call(.getInfo) { functions.C_GetInfo(&info) }
+        return ModuleInfo(
+            cryptokiVersion: PKCS11Version(major: info.cryptokiVersion.major, minor: info.cryptokiVersion.minor),
+            manufacturer: paddedString(info.manufacturerID),
+            libraryDescription: paddedString(info.libraryDescription),
+            libraryVersion: PKCS11Version(major: info.libraryVersion.major, minor: info.libraryVersion.minor)
+        )
+    }
+
+    /// `C_GetSlotList`.
+    public func slots(withTokenPresent tokenPresent: Bool = true) throws -> [SlotID] {
+        let present = CK_BBOOL(tokenPresent ? 1 : 0)
+        // The slot count can change between the two calls (a token was initialised): retry.
+        while true {
+            var count: CK_ULONG = 0
+            try call(.getSlotList) { functions.C_GetSlotList(present, nil, &count) }
+            var slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
+            do {
+                try call(.getSlotList) { functions.C_GetSlotList(present, &slots, &count) }
+            } catch let error as PKCS11Error where error.returnValue == .bufferTooSmall {
+                continue
+            }
+            return slots.prefix(Int(count)).map { SlotID(rawValue: UInt($0)) }
+        }
+    }
+
+    /// `C_GetTokenInfo`.
+    public func tokenInfo(slot: SlotID) throws -> TokenInfo {
+        var info = CK_TOKEN_INFO()
+        try call(.getTokenInfo) { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) }
+        return TokenInfo(
+            slot: slot,
+            label: paddedString(info.label),
+            manufacturer: paddedString(info.manufacturerID),
+            model: paddedString(info.model),
+            serialNumber: paddedString(info.serialNumber),
+            flags: UInt(info.flags),
+            maxSessionCount: countOrNil(info.ulMaxSessionCount),
+            sessionCount: countOrNil(info.ulSessionCount),
+            maxPINLength: Int(info.ulMaxPinLen),
+            minPINLength: Int(info.ulMinPinLen),
+            hardwareVersion: PKCS11Version(major: info.hardwareVersion.major, minor: info.hardwareVersion.minor),
+            firmwareVersion: PKCS11Version(major: info.firmwareVersion.major, minor: info.firmwareVersion.minor)
+        )
+    }
+
+    /// The one token matching `selector`, looked up afresh (slot ids change when tokens are
+    /// initialised).
+    /// - Throws: ``PKCS11ModuleError/tokenNotFound(_:)`` or ``PKCS11ModuleError/ambiguousToken(_:count:)``.
+    public func findToken(_ selector: TokenSelector) throws -> TokenInfo {
+        var matches = [TokenInfo]()
+        for slot in try slots(withTokenPresent: true) {
+            let info: TokenInfo
+            do {
+                info = try tokenInfo(slot: slot)
+            } catch let error as PKCS11Error where error.returnValue == .tokenNotPresent {
+                continue
+            }
+            switch selector {
+            case .label(let label) where info.isInitialized && info.label == label: matches.append(info)
+            case .serial(let serial) where info.isInitialized && info.serialNumber == serial: matches.append(info)
+            default: break
+            }
+        }
+        guard let first = matches.first else { throw PKCS11ModuleError.tokenNotFound(selector) }
+        guard matches.count == 1 else { throw PKCS11ModuleError.ambiguousToken(selector, count: matches.count) }
+        return first
+    }
+
+    /// `C_GetMechanismList`.
+    public func mechanisms(slot: SlotID) throws -> [MechanismType] {
+        var count: CK_ULONG = 0
+        try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), nil, &count) }
+        var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+        try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), &list, &count) }
+        return list.prefix(Int(count)).map { MechanismType(rawValue: UInt($0)) }
+    }
+
+    /// `C_GetMechanismInfo`.
+    public func mechanismInfo(slot: SlotID, _ type: MechanismType) throws -> MechanismInfo {
+        var info = CK_MECHANISM_INFO()
+        try call(.getMechanismInfo) {
+            functions.C_GetMechanismInfo(CK_SLOT_ID(slot.rawValue), CK_MECHANISM_TYPE(type.rawValue), &info)
+        }
+        return MechanismInfo(minKeySize: UInt(info.ulMinKeySize), maxKeySize: UInt(info.ulMaxKeySize), flags: UInt(info.flags))
+    }
+
+    /// `C_InitToken`: (re)initialises the token in `slot`, destroying its objects.
+    /// The label is padded with spaces to 32 bytes as the standard requires.
+    public func initToken(slot: SlotID, securityOfficerPIN: SecretBytes, label: String) throws {
+        var paddedLabel = [UInt8](repeating: 0x20, count: 32)
+        for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
+        try securityOfficerPIN.withUnsafeBytes { pin in
+            try call(.initToken) {
+                functions.C_InitToken(
+                    CK_SLOT_ID(slot.rawValue),
+                    UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                    CK_ULONG(pin.count),
+                    &paddedLabel
+                )
+            }
+        }
+    }
+
+    /// `C_OpenSession` (always serial; read-write unless asked otherwise).
+    public func openSession(slot: SlotID, readWrite: Bool = true) throws -> PKCS11Session {
+        var handle: CK_SESSION_HANDLE = 0
+        let flags = CK_FLAGS(CKF_SERIAL_SESSION) | (readWrite ? CK_FLAGS(CKF_RW_SESSION) : 0)
+        try call(.openSession) { functions.C_OpenSession(CK_SLOT_ID(slot.rawValue), flags, nil, nil, &handle) }
+        return PKCS11Session(module: self, slot: slot, handle: UInt(handle))
+    }
+
+    /// `C_CloseAllSessions`. Only call it when no call on those sessions is in flight:
+    /// SoftHSM crashes otherwise.
+    public func closeAllSessions(slot: SlotID) throws {
+        try call(.closeAllSessions) { functions.C_CloseAllSessions(CK_SLOT_ID(slot.rawValue)) }
+    }
+}
+
+/// PKCS#11 pads fixed-width text fields with spaces.
+func paddedString<T>(_ tuple: T) -> String {
+    withUnsafeBytes(of: tuple) { raw in
+        var bytes = Array(raw)
+        while let last = bytes.last, last == 0x20 || last == 0 { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// `CK_EFFECTIVELY_INFINITE` (0) and `CK_UNAVAILABLE_INFORMATION` (~0) mean "no number".
+private func countOrNil(_ value: CK_ULONG) -> Int? {
+    value == 0 || value == CK_ULONG.max ? nil : Int(value)
+}
