@@ -313,10 +313,10 @@ public final class SessionPool: Sendable {
 
     /// After a login-lost error: drain, log out and in again, start a new generation (every
     /// cached handle is re-resolved). Skipped when another worker already did it.
-    func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error) throws {
+    func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error?) throws {
         try recoveryLock.withLock { _ in
             guard generation == seenGeneration else { return }
-            logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause)"])
+            logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "requested")"])
             try gate.drain {
                 try persistent.withLock { state in
                     if let session = state.session {
@@ -374,6 +374,31 @@ public final class SessionPool: Sendable {
                 if let hsmError = error as? HSMError, !hsmError.isRetryable, case .pinRejected = hsmError { throw hsmError }
                 throw HSMError.unavailable(reason: "HSM re-initialisation failed: \(error)", retryAfterNanoseconds: backoff)
             }
+        }
+    }
+
+    /// Closes every session of the token for real (`C_CloseAllSessions`) once in-flight calls
+    /// have drained, then opens and logs in afresh. For maintenance; cached handles are re-resolved.
+    public func resetSessions() async throws {
+        try await submit { _ in
+            try self.recoveryLock.withLock { _ in
+                try self.gate.drain {
+                    self.persistent.withLock { $0.session = nil }
+                    self.epochCounter.wrappingAdd(1, ordering: .releasing)
+                    self.generationCounter.wrappingAdd(1, ordering: .releasing)
+                    try self.module.closeAllSessions(slot: try self.currentSlot())
+                    try self.persistent.withLock { state in _ = try self.persistentSession(&state) }
+                }
+            }
+            self.logger.notice("HSM sessions reset")
+        }
+    }
+
+    /// Logs out and in again for real once in-flight calls have drained (e.g. after a PIN change).
+    public func relogin() async throws {
+        let seen = generation
+        try await submit { _ in
+            try self.recoverLogin(seenGeneration: seen, cause: nil)
         }
     }
 

@@ -1,0 +1,185 @@
+import HSM
+import HSMTestSupport
+import PKCS11
+import Synchronization
+import Testing
+
+/// Injects failures at the binding boundary: chosen functions answer a chosen `CK_RV` with a
+/// given probability, instead of calling SoftHSM.
+final class RandomFaults: PKCS11FaultInjector {
+    private let plan: [PKCS11Function: [(PKCS11ReturnValue, Double)]]
+    private let generator = Mutex(SystemRandomNumberGenerator())
+    let injected = Mutex([PKCS11ReturnValue: Int]())
+
+    init(_ plan: [PKCS11Function: [(PKCS11ReturnValue, Double)]]) { self.plan = plan }
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        guard let choices = plan[function] else { return nil }
+        let roll = generator.withLock { Double.random(in: 0 ..< 1, using: &$0) }
+        var threshold = 0.0
+        for (returnValue, probability) in choices {
+            threshold += probability
+            if roll < threshold {
+                injected.withLock { $0[returnValue, default: 0] += 1 }
+                return returnValue
+            }
+        }
+        return nil
+    }
+}
+
+/// Fails the next `count` calls of one function, then behaves.
+final class NextCallsFail: PKCS11FaultInjector {
+    private let function: PKCS11Function
+    private let returnValue: PKCS11ReturnValue
+    private let remaining: Mutex<Int>
+
+    init(_ function: PKCS11Function, _ returnValue: PKCS11ReturnValue, count: Int = 1) {
+        self.function = function
+        self.returnValue = returnValue
+        remaining = Mutex(count)
+    }
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        guard function == self.function else { return nil }
+        return remaining.withLock { left in
+            guard left > 0 else { return nil }
+            left -= 1
+            return returnValue
+        }
+    }
+}
+
+/// Each test here gets its own token and its own copy of the SoftHSM library, because it
+/// logs out, closes all sessions or finalizes the library: process-wide state.
+@Suite("Fault injection and recovery", .serialized)
+struct FaultInjectionTests {
+    @Test("Under load with session-fatal, login-lost and device faults plus real resets: every answer is right or retryable, then all succeed")
+    func faultsUnderLoad() async throws {
+        let token = try TestToken.make("faults")
+        let module = try TestToken.isolatedModule()
+        let pool = try await startedPool(token, workers: 2, module: module)
+        let known = KnownHMACKey()
+        let faults = RandomFaults([
+            .sign: [(.sessionHandleInvalid, 0.01), (.userNotLoggedIn, 0.005), (.deviceError, 0.002), (.sessionClosed, 0.005)],
+            .signInit: [(.keyHandleInvalid, 0.005)],
+        ])
+        let before = pool.statistics
+        module.installFaultInjector(faults)
+        let succeeded = Tally()
+        let retryable = Tally()
+        let wrong = Tally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<64 {
+                group.addTask {
+                    for index in 0..<60 {
+                        let data = message(task, index)
+                        do {
+                            let mac = try await pool.hmacSHA256(key: known.key, data: data)
+                            if mac == known.expected(data) { succeeded.add() } else { wrong.add() }
+                        } catch let error as HSMError where error.isRetryable {
+                            retryable.add()
+                        } catch {
+                            wrong.note("\(error)")
+                            wrong.add()
+                        }
+                    }
+                }
+            }
+            // Real teardown while the load runs: the pool drains in-flight calls first, because
+            // SoftHSM crashes if C_CloseAllSessions or C_Logout races with them.
+            group.addTask {
+                for _ in 0..<3 {
+                    try await Task.sleep(for: .milliseconds(20))
+                    try await pool.resetSessions()
+                    try await Task.sleep(for: .milliseconds(20))
+                    try await pool.relogin()
+                }
+            }
+            try await group.waitForAll()
+        }
+        module.installFaultInjector(nil)
+        let injected = faults.injected.withLock { $0.values.reduce(0, +) }
+        #expect(wrong.value == 0, "\(wrong.lines.prefix(3))")
+        #expect(succeeded.value + retryable.value == 64 * 60)
+        #expect(injected > 20, "the plan injected \(injected) faults")
+        // Each fault class really triggered its recovery.
+        let after = pool.statistics
+        #expect(after.epoch > before.epoch, "device recovery re-initialised the library")
+        #expect(after.generation > before.generation + 6, "re-logins and resets started new generations")
+
+        // After recovery every call succeeds.
+        for index in 0..<300 {
+            let data = message(999, index)
+            #expect(try await pool.hmacSHA256(key: known.key, data: data) == known.expected(data))
+        }
+        await pool.shutdown()
+    }
+
+    @Test("A device that stays down opens the circuit (fast 'unavailable'), and the pool recovers when it returns")
+    func circuitBreaker() async throws {
+        let token = try TestToken.make("breaker")
+        let module = try TestToken.isolatedModule()
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let known = KnownHMACKey()
+        _ = try await pool.hmacSHA256(key: known.key, data: [1])
+        // The device fails, and so does re-initialisation (C_Initialize answers DEVICE_ERROR).
+        module.installFaultInjector(RandomFaults([.sign: [(.deviceError, 1)], .initialize: [(.deviceError, 1)]]))
+        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: known.key, data: [2]) }
+        #expect(pool.statistics.breakerOpen)
+        do {
+            _ = try await pool.hmacSHA256(key: known.key, data: [3])
+            Issue.record("expected unavailable")
+        } catch let error as HSMError {
+            #expect(error.isRetryable)
+            guard case .unavailable = error else { Issue.record("got \(error)"); return }
+        }
+        module.installFaultInjector(nil)
+        // Once the pause (≤ 200 ms in tests) is over, the next call re-initialises and succeeds.
+        var recovered = false
+        for _ in 0..<50 where !recovered {
+            try await Task.sleep(for: .milliseconds(20))
+            recovered = (try? await pool.hmacSHA256(key: known.key, data: [4])) == known.expected([4])
+        }
+        #expect(recovered)
+        #expect(pool.statistics.breakerOpen == false)
+        await pool.shutdown()
+    }
+
+    @Test("A session that fails mid-operation is replaced, not reused")
+    func poisonedSessionReplaced() async throws {
+        let token = try TestToken.make("poison")
+        let module = try TestToken.isolatedModule()
+        try module.initialize()
+
+        // The hazard, shown on a raw session: C_SignInit succeeded, C_Sign failed, and the
+        // operation stays active, so the next C_SignInit on that session is refused.
+        let raw = try module.openSession(slot: try module.findToken(.label(token.label)).slot)
+        try raw.login(.user, pin: token.userPIN)
+        let rawKey = try raw.createObject([
+            .class(.secretKey), .keyType(.genericSecret), .token(false), .sign(true), .value(SecretBytes([UInt8](repeating: 1, count: 32))),
+        ])
+        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
+        #expect(throws: PKCS11Error(function: .sign, returnValue: .argumentsBad)) { _ = try raw.sign(.sha256HMAC, key: rawKey, data: [1]) }
+        #expect(throws: PKCS11Error(function: .signInit, returnValue: .operationActive)) { _ = try raw.sign(.sha256HMAC, key: rawKey, data: [1]) }
+        try raw.close()
+
+        // Through the pool (one worker, so the next caller would get the same session).
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let known = KnownHMACKey()
+        _ = try await pool.hmacSHA256(key: known.key, data: [0])
+        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
+        do {
+            _ = try await pool.hmacSHA256(key: known.key, data: [1])
+            Issue.record("expected the injected failure")
+        } catch let error as HSMError {
+            guard case .operationFailed(let cause) = error else { Issue.record("got \(error)"); return }
+            #expect(cause.returnValue == .argumentsBad)
+            #expect(!error.isRetryable)
+        }
+        let data = message(1, 1)
+        #expect(try await pool.hmacSHA256(key: known.key, data: data) == known.expected(data))
+        module.installFaultInjector(nil)
+        await pool.shutdown()
+    }
+}
