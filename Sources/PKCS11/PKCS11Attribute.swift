@@ -161,6 +161,14 @@ extension Array where Element == Attribute {
     /// Lays the template out as a `CK_ATTRIBUTE` array for the duration of `body`; secret
     /// values are wiped from the scratch buffer afterwards.
     func withTemplate<R>(_ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, CK_ULONG) throws -> R) rethrows -> R {
+        // SoftHSM 2.6.1 applies an unwrap template in order and refuses every attribute after
+        // CKA_MODIFIABLE=false (CKR_ATTRIBUTE_READ_ONLY). Order carries no meaning in PKCS#11,
+        // so CKA_MODIFIABLE always goes last.
+        let ordered = filter { $0.type != .modifiable } + filter { $0.type == .modifiable }
+        return try ordered.withOrderedTemplate(body)
+    }
+
+    private func withOrderedTemplate<R>(_ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, CK_ULONG) throws -> R) rethrows -> R {
         let lengths = map(\.encodedLength)
         // Each value starts on an 8-byte boundary so that CK_ULONG values are aligned.
         var offsets = [Int]()

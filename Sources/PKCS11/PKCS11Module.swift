@@ -140,11 +140,15 @@ public final class PKCS11Module: @unchecked Sendable {
     /// - Throws: ``PKCS11ModuleError/tokenNotFound(_:)`` or ``PKCS11ModuleError/ambiguousToken(_:count:)``.
     public func findToken(_ selector: TokenSelector) throws -> TokenInfo {
         var matches = [TokenInfo]()
+        var unreadable: PKCS11Error?
         for slot in try slots(withTokenPresent: true) {
             let info: TokenInfo
             do {
                 info = try tokenInfo(slot: slot)
-            } catch let error as PKCS11Error where error.returnValue == .tokenNotPresent {
+            } catch let error as PKCS11Error {
+                // Another token that cannot be read right now (removed, or being rewritten by
+                // another process on SoftHSM's file store) must not hide the one we want.
+                if error.returnValue != .tokenNotPresent { unreadable = unreadable ?? error }
                 continue
             }
             switch selector {
@@ -153,7 +157,11 @@ public final class PKCS11Module: @unchecked Sendable {
             default: break
             }
         }
-        guard let first = matches.first else { throw PKCS11ModuleError.tokenNotFound(selector) }
+        guard let first = matches.first else {
+            // If some token could not be read, it may have been the one: say so rather than "not found".
+            if let unreadable { throw unreadable }
+            throw PKCS11ModuleError.tokenNotFound(selector)
+        }
         guard matches.count == 1 else { throw PKCS11ModuleError.ambiguousToken(selector, count: matches.count) }
         return first
     }
