@@ -32,6 +32,7 @@ let package = Package(
             name: "HSM",
             dependencies: [
                 "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],

@@ -34,18 +34,7 @@ public struct TestToken: Sendable {
             let label = String("t-\(name)-\(getpid())-\(counter)".prefix(32))
             let soPIN = SecretBytes(randomPIN())
             let userPIN = SecretBytes(randomPIN())
-            // A free slot is the one whose token is not initialised; slot ids change afterwards.
-            let free = try module.slots(withTokenPresent: true).first { slot in
-                (try? module.tokenInfo(slot: slot).isInitialized) == false
-            }
-            guard let free else { throw HSMError.configuration("SoftHSM offers no free slot") }
-            try module.initToken(slot: free, securityOfficerPIN: soPIN, label: label)
-            let token = try module.findToken(.label(label))
-            let session = try module.openSession(slot: token.slot)
-            try session.login(.securityOfficer, pin: soPIN)
-            try session.initPIN(userPIN)
-            try session.logout()
-            try session.close()
+            _ = try TokenProvisioning.initializeToken(module: module, label: label, securityOfficerPIN: soPIN, userPIN: userPIN)
             let pinFile = TestEnvironment.directory + "/\(label).pin"
             try writePrivateFile(pinFile, userPIN)
             return TestToken(label: label, userPIN: userPIN, pinFile: pinFile)

@@ -62,15 +62,19 @@ struct SessionPoolTests {
         let known = KnownHMACKey()
         _ = try await pool.hmacSHA256(key: known.key, data: [1])
         let outcomes = Tally()
+        let holding = Tally()
         await withTaskGroup(of: Void.self) { group in
             // Two bodies hold both sessions for 400 ms…
             for _ in 0..<2 {
                 group.addTask {
-                    _ = try? await pool.withSession { _ in usleep(400_000) }
+                    _ = try? await pool.withSession { _ in
+                        holding.add()
+                        usleep(400_000)
+                    }
                 }
             }
-            // …while five more requests wait 30 ms at most.
-            try? await Task.sleep(for: .milliseconds(50))
+            // …and once both hold one, five more requests may wait 30 ms at most.
+            while holding.value < 2 { try? await Task.sleep(for: .milliseconds(2)) }
             for _ in 0..<5 {
                 group.addTask {
                     do {

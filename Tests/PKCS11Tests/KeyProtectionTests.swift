@@ -45,6 +45,21 @@ struct KeyProtectionTests {
         }
     }
 
+    @Test("An unwrapped key can be locked like a generated one (CKA_MODIFIABLE false anywhere in the template)")
+    func unwrapLockedTemplate() throws {
+        let kek = try session.generateKey(.aesKeyGen, template: [
+            .class(.secretKey), .keyType(.aes), .valueLength(32), .token(false), .wrap(true), .unwrap(true),
+        ])
+        let key = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyForWrapping(.webhook))
+        let blob = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: key)
+        let template: [Attribute] = [.modifiable(false)] + KeyTemplate.tenantKeyUnwrapped(.webhook).filter { $0.type != .modifiable }
+        let unwrapped = try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: blob, template: template)
+        #expect(try session.boolAttribute(.modifiable, of: unwrapped) == false)
+        #expect(try session.boolAttribute(.copyable, of: unwrapped) == false)
+        #expect(try session.boolAttribute(.extractable, of: unwrapped) == false)
+        #expect(try session.sign(.sha256HMAC, key: unwrapped, data: [1]) == session.sign(.sha256HMAC, key: key, data: [1]))
+    }
+
     @Test("Bad input gives the right PKCS11Error, not a crash")
     func badInput() throws {
         let aes = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.data) + [.valueLength(32)])
