@@ -6,11 +6,11 @@ public struct HSMSession {
     /// The session this worker thread owns. Do not close it, and do not log in or out on it:
     /// the pool manages both.
     public let pkcs11: PKCS11Session
-    let pool: SessionPool
+    let worker: SessionWorker
 
     /// The handle of `key` in the current pool generation (resolved once, then cached).
     public func handle(for key: HSMKey) throws -> ObjectHandle {
-        try pool.resolve(key)
+        try worker.handle(for: key)
     }
 }
 

@@ -100,7 +100,7 @@ public final class SessionPool: Sendable {
             let worker = SessionWorker(pool: self, index: index)
             workers.append(startThread(name: "custos-hsm-\(index)") { worker.runLoop() })
         }
-        let watchdog = startThread(name: "custos-hsm-wd") { [weak self] in self?.watchdogLoop() }
+        let watchdog = startThread(name: "custos-hsm-wd") { self.watchdogLoop() }
         state.withLock { $0 = .running(workers: workers, watchdog: watchdog) }
         metrics.sessionsMax.record(configuration.workers)
         do {
@@ -223,17 +223,20 @@ public final class SessionPool: Sendable {
 
     // MARK: Keys
 
-    /// The handle of `key` for the current generation, resolved in the persistent session.
-    func resolve(_ key: HSMKey) throws -> ObjectHandle {
+    /// The handle of `key` for the current generation (and that generation), resolved once in
+    /// the persistent session and shared by all workers.
+    func resolve(_ key: HSMKey) throws -> (handle: ObjectHandle, generation: UInt64) {
         let generation = self.generation
         if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
             metrics.keyCacheHits.increment()
-            return cached.handle
+            return (cached.handle, generation)
         }
         metrics.keyCacheMisses.increment()
         return try persistent.withLock { state in
             let generation = self.generation
-            if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation { return cached.handle }
+            if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
+                return (cached.handle, generation)
+            }
             let session = try persistentSession(&state)
             let handle: ObjectHandle
             do {
@@ -246,7 +249,7 @@ public final class SessionPool: Sendable {
                 throw error
             }
             keyCache.withLock { $0[key.id] = CachedHandle(handle: handle, generation: generation) }
-            return handle
+            return (handle, generation)
         }
     }
 
@@ -256,11 +259,6 @@ public final class SessionPool: Sendable {
         try await withSession(.custom) { _ in
             try self.persistent.withLock { state in try body(try self.persistentSession(&state)) }
         }
-    }
-
-    /// Forgets a cached handle, e.g. after a key was destroyed.
-    public func evict(_ key: HSMKey) {
-        _ = keyCache.withLock { $0.removeValue(forKey: key.id) }
     }
 
     private func persistentSession(_ state: inout PersistentSession) throws -> PKCS11Session {

@@ -14,7 +14,11 @@ final class SessionWorker: @unchecked Sendable {
     // by its run loop and by requests or executor jobs it runs. Everything else is immutable.
     private var session: PKCS11Session?
     private var sessionEpoch: UInt64 = 0
-    unowned let pool: SessionPool
+    /// Handles this worker already looked up, so the hot path takes no lock.
+    private var keyHandles = [String: (handle: ObjectHandle, generation: UInt64)]()
+    // Strong on purpose: an unowned or weak reference forces every retain of the pool through
+    // the slow side-table path, which showed up in profiles. The thread, not the pool, owns the worker.
+    let pool: SessionPool
     let index: Int
 
     init(pool: SessionPool, index: Int) {
@@ -83,7 +87,7 @@ final class SessionWorker: @unchecked Sendable {
         let started = monotonicNanoseconds()
         let current = try currentSession()
         do {
-            let result = try body(HSMSession(pkcs11: current, pool: pool))
+            let result = try body(HSMSession(pkcs11: current, worker: self))
             pool.metrics.recordCall(operation, nanoseconds: monotonicNanoseconds() &- started)
             return result
         } catch let error as PKCS11Error {
@@ -92,6 +96,19 @@ final class SessionWorker: @unchecked Sendable {
             discardSession()
             throw error
         }
+    }
+
+    /// The handle of `key` for the current generation: from this worker's own cache, else from
+    /// the pool (which resolves it once for all workers).
+    func handle(for key: HSMKey) throws -> ObjectHandle {
+        let generation = pool.generation
+        if let cached = keyHandles[key.id], cached.generation == generation {
+            pool.metrics.keyCacheHits.increment()
+            return cached.handle
+        }
+        let resolved = try pool.resolve(key)
+        keyHandles[key.id] = (resolved.handle, resolved.generation)
+        return resolved.handle
     }
 
     /// This worker's session, reopened if the library was re-initialised since it was opened.

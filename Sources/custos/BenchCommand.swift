@@ -1,0 +1,9 @@
+import ArgumentParser
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks (local; build with -c release, as scripts/bench does).",
+        subcommands: [PoolBenchCommand.self]
+    )
+}

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+@main
+struct CustosCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "custos",
+        abstract: "HSM-backed tokenization and key custody.",
+        discussion: """
+        Local commands talk to the HSM (and later the database) directly, with the configuration \
+        that scripts/setup wrote to .custos/config.json (found by searching upwards from the \
+        current directory, or given by --config or CUSTOS_CONFIG).
+        Exit codes: 0 ok, 1 local error, 2 server error.
+        """,
+        subcommands: [HSMCommand.self, BenchCommand.self]
+    )
+}

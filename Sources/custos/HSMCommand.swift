@@ -1,0 +1,201 @@
+import ArgumentParser
+import Foundation
+import HSM
+import Logging
+import PKCS11
+
+struct HSMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hsm",
+        abstract: "Inspect and test the HSM (local: talks to the PKCS#11 module directly).",
+        subcommands: [HSMStatusCommand.self, HSMSelfTestCommand.self, HSMInitTokenCommand.self]
+    )
+}
+
+/// The mechanisms Custos needs, and what for.
+let requiredMechanisms: [(MechanismType, String)] = [
+    (.sha256HMAC, "API-key hashes, webhook v1, audit chain, subject references"),
+    (.aesECB, "biometric PRF"),
+    (.aesGCM, "envelope encryption of names and emails"),
+    (.aesCMAC, "key check values"),
+    (.aesKeyWrapPad, "wrapping tenant keys under the root KEK"),
+    (.eddsa, "webhook v1a signatures"),
+    (.ecEdwardsKeyPairGen, "webhook v1a keys"),
+    (.genericSecretKeyGen, "HMAC keys"),
+    (.aesKeyGen, "AES keys"),
+    (.sha256, "digests"),
+]
+
+struct HSMStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Module, token, mechanisms and pool state (local)."
+    )
+
+    @OptionGroup var options: LocalOptions
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    struct Report: Encodable {
+        struct Module: Encodable {
+            let path: String
+            let cryptokiVersion: String
+            let manufacturer: String
+            let library: String
+            let libraryVersion: String
+        }
+        struct Token: Encodable {
+            let label: String
+            let serial: String
+            let manufacturer: String
+            let model: String
+            let slot: UInt
+            let initialized: Bool
+            let loginRequired: Bool
+            let userPINInitialized: Bool
+            let userPINCountLow: Bool
+            let userPINFinalTry: Bool
+            let userPINLocked: Bool
+            let hasRNG: Bool
+            let maxSessions: Int?
+            let sessions: Int?
+        }
+        struct Mechanism: Encodable {
+            let name: String
+            let present: Bool
+            let usedFor: String
+        }
+        let module: Module
+        let token: Token
+        let mechanisms: [Mechanism]
+        let pool: SessionPoolStatistics?
+        let poolError: String?
+        var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) }
+    }
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let poolConfiguration = try configuration.poolConfiguration()
+        let module = try PKCS11Module(path: poolConfiguration.modulePath)
+        try module.initialize()
+        let info = try module.info()
+        let token = try module.findToken(poolConfiguration.token)
+        let available = Set(try module.mechanisms(slot: token.slot))
+
+        var statistics: SessionPoolStatistics?
+        var poolError: String?
+        do {
+            let pool = try SessionPool(configuration: poolConfiguration, module: module, logger: makeLogger())
+            try await pool.start()
+            statistics = pool.statistics
+            await pool.shutdown()
+        } catch {
+            poolError = String(describing: error)
+        }
+
+        let report = Report(
+            module: .init(
+                path: module.path, cryptokiVersion: info.cryptokiVersion.description, manufacturer: info.manufacturer,
+                library: info.libraryDescription, libraryVersion: info.libraryVersion.description
+            ),
+            token: .init(
+                label: token.label, serial: token.serialNumber, manufacturer: token.manufacturer, model: token.model,
+                slot: token.slot.rawValue, initialized: token.isInitialized, loginRequired: token.isLoginRequired,
+                userPINInitialized: token.isUserPINInitialized, userPINCountLow: token.userPINCountLow,
+                userPINFinalTry: token.userPINFinalTry, userPINLocked: token.userPINLocked, hasRNG: token.hasRNG,
+                maxSessions: token.maxSessionCount, sessions: token.sessionCount
+            ),
+            mechanisms: requiredMechanisms.map { .init(name: $0.0.description, present: available.contains($0.0), usedFor: $0.1) },
+            pool: statistics,
+            poolError: poolError
+        )
+        switch output {
+        case .json:
+            print(try encodeJSON(report))
+        case .table:
+            print("module      \(report.module.path)")
+            print("            \(report.module.manufacturer) \(report.module.library) \(report.module.libraryVersion), Cryptoki \(report.module.cryptokiVersion)")
+            print("token       \(report.token.label) (serial \(report.token.serial), slot \(report.token.slot), \(report.token.manufacturer) \(report.token.model))")
+            print("            user PIN \(report.token.userPINLocked ? "LOCKED" : report.token.userPINFinalTry ? "FINAL TRY" : report.token.userPINCountLow ? "count low" : "ok")")
+            print("mechanisms")
+            for mechanism in report.mechanisms {
+                print("  \(mechanism.present ? "yes" : "NO ") \(mechanism.name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(mechanism.usedFor)")
+            }
+            if let pool = report.pool {
+                print("pool        started and logged in: \(pool.workers) workers, \(pool.openSessions) sessions open")
+            } else {
+                print("pool        FAILED: \(report.poolError ?? "unknown")")
+            }
+        }
+        if !report.healthy { throw ExitCode(1) }
+    }
+}
+
+struct HSMSelfTestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest",
+        abstract: "Known-answer tests of every HSM operation Custos uses (local)."
+    )
+
+    @OptionGroup var options: LocalOptions
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
+        try await pool.start()
+        let results = await SelfTest.run(on: pool)
+        await pool.shutdown()
+        switch output {
+        case .json:
+            print(try encodeJSON(results))
+        case .table:
+            for result in results {
+                print("\(result.passed ? "pass" : "FAIL")  \(result.name)\(result.passed ? "" : ": \(result.detail)")")
+            }
+            print("\(results.filter(\.passed).count) passed, \(results.filter { !$0.passed }.count) failed")
+        }
+        if results.contains(where: { !$0.passed }) { throw ExitCode(1) }
+    }
+}
+
+struct HSMInitTokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init-token",
+        abstract: "Initialise a token and its user PIN if no token has this label (local).",
+        discussion: "PINs are read from files with mode 0600, never from the command line."
+    )
+
+    @Option(help: "Absolute path of the PKCS#11 module.")
+    var modulePath = "/usr/lib/softhsm/libsofthsm2.so"
+    @Option(help: "Token label (at most 32 bytes).")
+    var label: String
+    @Option(help: "File holding the security officer PIN (mode 0600).")
+    var soPINFile: String
+    @Option(help: "File holding the user PIN (mode 0600).")
+    var userPINFile: String
+
+    func run() async throws {
+        let soPIN = try PINSource.file(path: soPINFile).read()
+        let userPIN = try PINSource.file(path: userPINFile).read()
+        let module = try PKCS11Module(path: modulePath)
+        switch try TokenProvisioning.initializeToken(module: module, label: label, securityOfficerPIN: soPIN, userPIN: userPIN) {
+        case .created(let token):
+            print("initialised token \(token.label) (serial \(token.serialNumber))")
+        case .alreadyPresent(let token):
+            print("token \(token.label) already present (serial \(token.serialNumber)); nothing to do")
+        }
+    }
+}
+
+func makeLogger() -> Logger {
+    var logger = Logger(label: "custos") { StreamLogHandler.standardError(label: $0) }
+    let level = ProcessInfo.processInfo.environment["CUSTOS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+    logger.logLevel = level ?? .warning
+    return logger
+}
+
+func encodeJSON(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}

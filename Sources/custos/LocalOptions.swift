@@ -1,0 +1,40 @@
+import ArgumentParser
+import HSM
+import PKCS11
+
+/// How a local command finds its configuration: flags override the environment, which
+/// overrides `.custos/config.json`.
+struct LocalOptions: ParsableArguments {
+    @Option(help: "Path of config.json (default: CUSTOS_CONFIG, else .custos/config.json above the current directory).")
+    var config: String?
+
+    @Option(help: "Absolute path of the PKCS#11 module (overrides the configuration).")
+    var modulePath: String?
+
+    @Option(help: "Label of the token to use (overrides the configuration).")
+    var tokenLabel: String?
+
+    @Option(help: "File holding the user PIN, mode 0600 (overrides the configuration).")
+    var userPINFile: String?
+
+    @Option(help: "Environment variable holding the user PIN (overrides the PIN file).")
+    var userPINEnv: String?
+
+    @Option(help: "Worker threads (and sessions) of the pool.")
+    var workers: Int?
+
+    func loadConfiguration() throws -> CustosConfiguration {
+        var configuration = try CustosConfiguration.load(explicitPath: config)
+        if let modulePath { configuration.hsm.modulePath = modulePath }
+        if let tokenLabel { configuration.hsm.tokenLabel = tokenLabel }
+        if let userPINFile { configuration.hsm.userPINFile = userPINFile }
+        if let userPINEnv { configuration.hsm.userPINEnvironment = userPINEnv }
+        if let workers { configuration.hsm.workers = workers }
+        configuration.applyEnvironment()
+        return configuration
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json
+}
