@@ -10,6 +10,14 @@ extension SessionPool {
         }
     }
 
+    /// HMAC-SHA256 of `data` under `key`. A concrete overload of the generic one: generic code
+    /// is not specialised across modules, and this is the hottest call of the service.
+    public func hmacSHA256(key: HSMKey, data: [UInt8]) async throws -> [UInt8] {
+        try await withSession(.hmac) { session in
+            try session.pkcs11.sign(.sha256HMAC, key: session.handle(for: key), data: data)
+        }
+    }
+
     /// AES-CMAC of `data` under `key`.
     public func cmac(key: HSMKey, data: some PKCS11Bytes & Sendable) async throws -> [UInt8] {
         try await withSession(.cmac) { session in

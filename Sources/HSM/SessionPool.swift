@@ -149,6 +149,7 @@ public final class SessionPool: Sendable {
     /// (no thread hop); otherwise the request waits for a worker for at most the configured
     /// timeout. The body may run twice (one retry after recovery), so it must be idempotent.
     /// - Throws: ``HSMError``.
+    @inline(__always)
     public func withSession<R: Sendable>(
         _ operation: HSMOperation = .custom,
         _ body: @escaping @Sendable (HSMSession) throws -> R

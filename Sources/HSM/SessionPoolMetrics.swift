@@ -15,7 +15,8 @@ final class SessionPoolMetrics: Sendable {
     let reinitializations: Counter
     let keyCacheHits: Counter
     let keyCacheMisses: Counter
-    private let callTimers: [HSMOperation: Timer]
+    /// Indexed by `HSMOperation.index`: a dictionary lookup hashed the key on every call.
+    private let callTimers: [Timer]
     private let errorCounters = Mutex<[String: Counter]>([:])
 
     init(label: String) {
@@ -31,21 +32,19 @@ final class SessionPoolMetrics: Sendable {
         reinitializations = Counter(label: "custos_hsm_reinitializations_total", dimensions: dimensions)
         keyCacheHits = Counter(label: "custos_hsm_key_cache_total", dimensions: dimensions + [("result", "hit")])
         keyCacheMisses = Counter(label: "custos_hsm_key_cache_total", dimensions: dimensions + [("result", "miss")])
-        var timers = [HSMOperation: Timer]()
-        for operation in HSMOperation.allCases {
-            timers[operation] = Timer(
+        callTimers = HSMOperation.allCases.map { operation in
+            Timer(
                 label: "custos_hsm_call", dimensions: dimensions + [("operation", operation.rawValue)],
                 preferredDisplayUnit: .microseconds
             )
         }
-        callTimers = timers
         self.label = label
     }
 
     private let label: String
 
     func recordCall(_ operation: HSMOperation, nanoseconds: UInt64) {
-        callTimers[operation]?.recordNanoseconds(Int64(nanoseconds))
+        callTimers[operation.index].recordNanoseconds(Int64(nanoseconds))
     }
 
     func recordError(_ error: PKCS11Error) {
@@ -66,4 +65,21 @@ final class SessionPoolMetrics: Sendable {
 /// The typed operations, as metric dimensions.
 public enum HSMOperation: String, Sendable, CaseIterable {
     case hmac, prf, seal, open, wrap, unwrap, sign, verify, random, cmac, generate, custom
+
+    var index: Int {
+        switch self {
+        case .hmac: 0
+        case .prf: 1
+        case .seal: 2
+        case .open: 3
+        case .wrap: 4
+        case .unwrap: 5
+        case .sign: 6
+        case .verify: 7
+        case .random: 8
+        case .cmac: 9
+        case .generate: 10
+        case .custom: 11
+        }
+    }
 }

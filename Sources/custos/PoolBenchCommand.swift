@@ -18,7 +18,7 @@ struct PoolBenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds per phase.") var seconds: Double = 2
     @Option(help: "Rounds of (raw, pool, hop); figures are the median round.") var rounds = 5
     @Option(help: "Concurrent tasks in the pool phases.") var tasks = 64
-    @Option(help: "Phases to run, for profiling one alone.") var phases = "raw,pool,hop"
+    @Option(help: "Phases to run (raw, pool, hop, empty), e.g. one alone for profiling.") var phases = "raw,pool,hop,empty"
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
@@ -33,16 +33,17 @@ struct PoolBenchCommand: AsyncParsableCommand {
         let workers = poolConfiguration.workers
         let message = [UInt8](repeating: 0x5C, count: 64)
 
-        var raw = [Phase](), preferred = [Phase](), hopping = [Phase]()
+        var raw = [Phase](), preferred = [Phase](), hopping = [Phase](), empty = [Phase]()
         for _ in 0..<rounds {
             let selected = Set(phases.split(separator: ","))
             if selected.contains("raw") { raw.append(try runRaw(module: pool.module, slot: slot, key: handle, threads: workers, message: message)) }
             if selected.contains("pool") { preferred.append(try await runPool(pool, key: key, message: message, preferExecutor: true)) }
+            if selected.contains("empty") { empty.append(try await runPool(pool, key: key, message: message, preferExecutor: true, empty: true)) }
             if selected.contains("hop") { hopping.append(try await runPool(pool, key: key, message: message, preferExecutor: false)) }
         }
         await pool.shutdown()
 
-        let report = Report(raw: raw, preferred: preferred, hopping: hopping, workers: workers, tasks: tasks, rounds: rounds, seconds: seconds)
+        let report = Report(raw: raw, preferred: preferred, hopping: hopping, empty: empty, workers: workers, tasks: tasks, rounds: rounds, seconds: seconds)
         if json {
             print(try encodeJSON(report))
         } else {
@@ -93,7 +94,7 @@ struct PoolBenchCommand: AsyncParsableCommand {
         return merge(results.phases, elapsed: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 
-    private func runPool(_ pool: SessionPool, key: HSMKey, message: [UInt8], preferExecutor: Bool) async throws -> Phase {
+    private func runPool(_ pool: SessionPool, key: HSMKey, message: [UInt8], preferExecutor: Bool, empty: Bool = false) async throws -> Phase {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
         let start = DispatchTime.now().uptimeNanoseconds
         let body: @Sendable () async throws -> Phase = {
@@ -101,7 +102,11 @@ struct PoolBenchCommand: AsyncParsableCommand {
             phase.latencies.reserveCapacity(50_000)
             var now = DispatchTime.now().uptimeNanoseconds
             while now < deadline {
-                _ = try await pool.hmacSHA256(key: key, data: message)
+                if empty {
+                    _ = try await pool.withSession { _ in 0 }
+                } else {
+                    _ = try await pool.hmacSHA256(key: key, data: message)
+                }
                 let after = DispatchTime.now().uptimeNanoseconds
                 phase.latencies.append(UInt32(clamping: after - now))
                 phase.operations += 1
@@ -147,13 +152,16 @@ struct PoolBenchCommand: AsyncParsableCommand {
         let raw_rounds: [Double]
         let pool_rounds: [Double]
         let hop_rounds: [Double]
+        /// `withSession` with an empty body on the preferred executor: the pool's own cost.
+        let empty_calls_per_s: Double
+        let overhead_ns_per_call: Double
         let latency_us: [String: Latency]
         let workers: Int
         let tasks: Int
         let rounds: Int
         let seconds_per_phase: Double
 
-        init(raw: [Phase], preferred: [Phase], hopping: [Phase], workers: Int, tasks: Int, rounds: Int, seconds: Double) {
+        init(raw: [Phase], preferred: [Phase], hopping: [Phase], empty: [Phase], workers: Int, tasks: Int, rounds: Int, seconds: Double) {
             raw_rounds = raw.map(\.opsPerSecond)
             pool_rounds = preferred.map(\.opsPerSecond)
             hop_rounds = hopping.map(\.opsPerSecond)
@@ -161,6 +169,8 @@ struct PoolBenchCommand: AsyncParsableCommand {
             pool_ops_per_s = median(pool_rounds)
             pool_hop_ops_per_s = median(hop_rounds)
             ratio = pool_ops_per_s / raw_ops_per_s
+            empty_calls_per_s = median(empty.map(\.opsPerSecond))
+            overhead_ns_per_call = empty_calls_per_s > 0 ? 1e9 * Double(workers) / empty_calls_per_s : 0
             hop_ratio = pool_hop_ops_per_s / raw_ops_per_s
             latency_us = [
                 "raw": Self.latency(raw), "pool": Self.latency(preferred), "hop": Self.latency(hopping),
@@ -190,6 +200,7 @@ struct PoolBenchCommand: AsyncParsableCommand {
             raw PKCS#11 (\(workers) threads)    \(format(raw_ops_per_s)) ops/s   \(latencyText("raw"))
             pool, executor preference  \(format(pool_ops_per_s)) ops/s   \(latencyText("pool"))   ratio \(String(format: "%.3f", ratio))
             pool, hop per call         \(format(pool_hop_ops_per_s)) ops/s   \(latencyText("hop"))   ratio \(String(format: "%.3f", hop_ratio))
+            pool, empty body           \(format(empty_calls_per_s)) calls/s  (\(String(format: "%.0f", overhead_ns_per_call)) ns per call and worker, benchmark loop included)
             """
         }
     }
