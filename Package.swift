@@ -13,12 +13,14 @@ let package = Package(
         .executable(name: "custos", targets: ["custos"]),
         .library(name: "PKCS11", targets: ["PKCS11"]),
         .library(name: "HSM", targets: ["HSM"]),
+        .library(name: "Custody", targets: ["Custody"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
     ],
     targets: [
         // p11-kit's pkcs11.h and dlfcn, nothing else: only `PKCS11` imports it.
@@ -38,11 +40,34 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Shared value types, no logic with dependencies.
+        .target(name: "CustosModel", swiftSettings: strict),
+        .target(
+            name: "Storage",
+            dependencies: [
+                "CustosModel",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Custody",
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "Storage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "custos",
             dependencies: [
                 "HSM",
                 "PKCS11",
+                "Custody",
+                "Storage",
+                "CustosModel",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -59,6 +84,16 @@ let package = Package(
         .testTarget(
             name: "PKCS11Tests",
             dependencies: ["PKCS11", "HSM", "HSMTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CustodyTests",
+            dependencies: [
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -27,6 +27,12 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Finds or creates the key in `session` now (resolvers of other keys may need it, e.g. the
+    /// root KEK to unwrap a tenant key). Callers on the hot path use the pool's cache instead.
+    public func resolve(in session: PKCS11Session) throws -> ObjectHandle {
+        try resolve(session)
+    }
+
     public var description: String { id }
 
     public static func == (lhs: HSMKey, rhs: HSMKey) -> Bool { lhs.id == rhs.id }

@@ -1,40 +1,27 @@
 public import PKCS11
 
-/// What a tenant key is for (DESIGN §5). Each purpose gets exactly the usages it needs.
-public enum KeyPurpose: String, Sendable, CaseIterable, Codable {
-    /// HMAC: derives the biometric projection seed.
-    case bioSeed = "bio-seed"
-    /// AES-256, ENCRYPT only (never DECRYPT): the biometric PRF.
-    case bioPRF = "bio-prf"
-    /// HMAC: deterministic subject references.
-    case pii
-    /// HMAC: API-key hashing.
-    case apiKeyPepper = "apikey-pepper"
-    /// HMAC: Standard Webhooks v1 secret.
-    case webhook
-    /// AES-256-GCM: envelope encryption of names, emails, metadata.
-    case data
+/// What a secret key may do, fixed at creation. The custody layer maps each key purpose
+/// (DESIGN §5) to one of these; the HSM layer knows nothing of purposes.
+public struct KeyUsage: Sendable, Hashable {
+    public let keyType: KeyType
+    public let encrypt: Bool
+    public let decrypt: Bool
+    public let sign: Bool
 
-    var keyType: KeyType {
-        switch self {
-        case .bioPRF, .data: .aes
-        case .bioSeed, .pii, .apiKeyPepper, .webhook: .genericSecret
-        }
-    }
+    /// A 32-byte HMAC-SHA256 key (generic secret): SIGN and VERIFY only.
+    public static let hmac = KeyUsage(keyType: .genericSecret, encrypt: false, decrypt: false, sign: true)
+    /// AES-256 that can only encrypt: a PRF that can never be inverted through the HSM.
+    public static let encryptOnly = KeyUsage(keyType: .aes, encrypt: true, decrypt: false, sign: false)
+    /// AES-256 for authenticated encryption (GCM): ENCRYPT and DECRYPT.
+    public static let encryptDecrypt = KeyUsage(keyType: .aes, encrypt: true, decrypt: true, sign: false)
 
-    var generation: Mechanism {
-        keyType == .aes ? .aesKeyGen : .genericSecretKeyGen
-    }
+    var generation: Mechanism { keyType == .aes ? .aesKeyGen : .genericSecretKeyGen }
 
-    var usages: [Attribute] {
-        switch self {
-        case .bioPRF:
-            [.encrypt(true), .decrypt(false), .sign(false), .verify(false), .wrap(false), .unwrap(false), .derive(false)]
-        case .data:
-            [.encrypt(true), .decrypt(true), .sign(false), .verify(false), .wrap(false), .unwrap(false), .derive(false)]
-        case .bioSeed, .pii, .apiKeyPepper, .webhook:
-            [.sign(true), .verify(true), .encrypt(false), .decrypt(false), .wrap(false), .unwrap(false), .derive(false)]
-        }
+    var attributes: [Attribute] {
+        [
+            .encrypt(encrypt), .decrypt(decrypt), .sign(sign), .verify(sign),
+            .wrap(false), .unwrap(false), .derive(false),
+        ]
     }
 }
 
@@ -64,24 +51,33 @@ public enum KeyTemplate {
 
     /// A new tenant key: a session object, sensitive, extractable only so that it can be
     /// wrapped under the root KEK once, then destroyed.
-    public static func tenantKeyForWrapping(_ purpose: KeyPurpose) -> [Attribute] {
+    public static func tenantKeyForWrapping(_ usage: KeyUsage) -> [Attribute] {
         [
-            .class(.secretKey), .keyType(purpose.keyType), .valueLength(32), .token(false), .private(true),
+            .class(.secretKey), .keyType(usage.keyType), .valueLength(32), .token(false), .private(true),
             .sensitive(true), .extractable(true), .modifiable(false), .copyable(false),
-        ] + purpose.usages
+        ] + usage.attributes
     }
 
     /// A tenant key as unwrapped for use: a session object that is sensitive and can never
     /// leave the HSM again.
-    public static func tenantKeyUnwrapped(_ purpose: KeyPurpose) -> [Attribute] {
+    public static func tenantKeyUnwrapped(_ usage: KeyUsage) -> [Attribute] {
         [
-            .class(.secretKey), .keyType(purpose.keyType), .token(false), .private(true),
+            .class(.secretKey), .keyType(usage.keyType), .token(false), .private(true),
             .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
-        ] + purpose.usages
+        ] + usage.attributes
     }
 
-    /// The mechanism that generates a key of `purpose`.
-    public static func generationMechanism(_ purpose: KeyPurpose) -> Mechanism { purpose.generation }
+    /// A secret imported from known bytes (a webhook v1 secret the tenant is shown once): a
+    /// session object, sensitive, extractable only so that it can be wrapped, then destroyed.
+    public static func importedForWrapping(_ usage: KeyUsage, value: SecretBytes) -> [Attribute] {
+        [
+            .class(.secretKey), .keyType(usage.keyType), .token(false), .private(true),
+            .sensitive(true), .extractable(true), .modifiable(false), .copyable(false), .value(value),
+        ] + usage.attributes
+    }
+
+    /// The mechanism that generates a key of `usage`.
+    public static func generationMechanism(_ usage: KeyUsage) -> Mechanism { usage.generation }
 
     /// An Ed25519 key pair for Standard Webhooks v1a: the private half is a token object
     /// (SoftHSM 2.6.1 cannot wrap Ed25519 private keys), sensitive and non-extractable.

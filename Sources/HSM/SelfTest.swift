@@ -90,7 +90,7 @@ public enum SelfTest {
             let mac = try importKey(session, macBytes, .genericSecret, [.sign(true), .extractable(true)])
             defer { try? session.destroyObject(mac) }
             let blob = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: mac)
-            let back = try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: blob, template: KeyTemplate.tenantKeyUnwrapped(.pii))
+            let back = try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: blob, template: KeyTemplate.tenantKeyUnwrapped(.hmac))
             defer { try? session.destroyObject(back) }
             let message = Array("wrap round trip".utf8)
             return expect(try session.sign(.sha256HMAC, key: back, data: message),

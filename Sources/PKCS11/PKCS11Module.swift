@@ -140,26 +140,41 @@ public final class PKCS11Module: @unchecked Sendable {
     /// - Throws: ``PKCS11ModuleError/tokenNotFound(_:)`` or ``PKCS11ModuleError/ambiguousToken(_:count:)``.
     public func findToken(_ selector: TokenSelector) throws -> TokenInfo {
         var matches = [TokenInfo]()
-        var unreadable: PKCS11Error?
-        for slot in try slots(withTokenPresent: true) {
-            let info: TokenInfo
-            do {
-                info = try tokenInfo(slot: slot)
-            } catch let error as PKCS11Error {
-                // Another token that cannot be read right now (removed, or being rewritten by
-                // another process on SoftHSM's file store) must not hide the one we want.
-                if error.returnValue != .tokenNotPresent { unreadable = unreadable ?? error }
-                continue
-            }
+        var unreadable = [(SlotID, PKCS11Error)]()
+        func consider(_ info: TokenInfo) {
             switch selector {
             case .label(let label) where info.isInitialized && info.label == label: matches.append(info)
             case .serial(let serial) where info.isInitialized && info.serialNumber == serial: matches.append(info)
             default: break
             }
         }
+        for slot in try slots(withTokenPresent: true) {
+            do {
+                consider(try tokenInfo(slot: slot))
+            } catch let error as PKCS11Error {
+                // A token being rewritten by another process on SoftHSM's file store can answer
+                // CKR_GENERAL_ERROR for a moment; it must not hide the one we want.
+                if error.returnValue != .tokenNotPresent { unreadable.append((slot, error)) }
+            }
+        }
+        // If some token could not be read and none matched, it may have been the one: look again
+        // a few times before saying "not found".
+        var attempt = 0
+        while matches.isEmpty, !unreadable.isEmpty, attempt < 5 {
+            attempt += 1
+            usleep(UInt32(10_000 * attempt))
+            let again = unreadable
+            unreadable = []
+            for (slot, _) in again {
+                do {
+                    consider(try tokenInfo(slot: slot))
+                } catch let error as PKCS11Error {
+                    if error.returnValue != .tokenNotPresent { unreadable.append((slot, error)) }
+                }
+            }
+        }
         guard let first = matches.first else {
-            // If some token could not be read, it may have been the one: say so rather than "not found".
-            if let unreadable { throw unreadable }
+            if let (_, error) = unreadable.first { throw error }
             throw PKCS11ModuleError.tokenNotFound(selector)
         }
         guard matches.count == 1 else { throw PKCS11ModuleError.ambiguousToken(selector, count: matches.count) }

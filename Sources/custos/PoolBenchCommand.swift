@@ -26,7 +26,7 @@ struct PoolBenchCommand: AsyncParsableCommand {
         let pool = try SessionPool(configuration: poolConfiguration, logger: makeLogger())
         try await pool.start()
         let key = HSMKey(id: "bench:hmac") { session in
-            try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.apiKeyPepper) + [.valueLength(32)])
+            try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
         }
         let handle = try await pool.withSession { session in try session.handle(for: key) }
         let slot = try await pool.withSession { session in session.pkcs11.slot }

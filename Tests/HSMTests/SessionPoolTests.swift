@@ -105,7 +105,7 @@ struct SessionPoolTests {
         let token = try TestToken.make("typed")
         let pool = try await startedPool(token)
         let dataKey = HSMKey(id: "test:data") { session in
-            try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.data) + [.valueLength(32)])
+            try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptDecrypt) + [.valueLength(32)])
         }
         let box = try await pool.sealAESGCM(key: dataKey, plaintext: Array("ada@example.org".utf8), additionalData: [9])
         #expect(box.nonce.count == 12)
@@ -113,7 +113,7 @@ struct SessionPoolTests {
         await #expect(throws: HSMError.self) { _ = try await pool.openAESGCM(key: dataKey, box: box, additionalData: [8]) }
 
         let prfKey = HSMKey(id: "test:prf") { session in
-            try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.bioPRF) + [.valueLength(32)])
+            try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptOnly) + [.valueLength(32)])
         }
         let blocks = [UInt8](repeating: 7, count: 1024 * 16)
         let first = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks)

@@ -172,11 +172,11 @@ struct BindingRoundTripTests {
 
     @Test("Generated keys honour their templates; KCV is readable from a sensitive key")
     func generatedKeys() throws {
-        let aes = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.bioPRF) + [.valueLength(32)])
+        let aes = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptOnly) + [.valueLength(32)])
         #expect(try session.ulongAttribute(.valueLength, of: aes) == 32)
         #expect(try session.boolAttribute(.decrypt, of: aes) == false)
         #expect(try session.attribute(.checkValue, of: aes).count == 3)
-        let hmac = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.pii) + [.valueLength(32)])
+        let hmac = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
         #expect(try session.sign(.sha256HMAC, key: hmac, data: [1, 2, 3]).count == 32)
     }
 }

@@ -15,7 +15,7 @@ struct KeyProtectionTests {
 
     @Test("A sensitive key refuses to reveal CKA_VALUE")
     func sensitiveValueRefused() throws {
-        let key = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.data) + [.valueLength(32)])
+        let key = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptDecrypt) + [.valueLength(32)])
         #expect(throws: PKCS11Error(function: .getAttributeValue, returnValue: .attributeSensitive)) {
             _ = try session.attribute(.value, of: key)
         }
@@ -26,7 +26,7 @@ struct KeyProtectionTests {
         let kek = try session.generateKey(.aesKeyGen, template: [
             .class(.secretKey), .keyType(.aes), .valueLength(32), .token(false), .wrap(true), .unwrap(true),
         ])
-        let key = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.apiKeyPepper) + [.valueLength(32)])
+        let key = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
         #expect(throws: PKCS11Error(function: .wrapKey, returnValue: .keyUnextractable)) {
             _ = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: key)
         }
@@ -34,7 +34,7 @@ struct KeyProtectionTests {
 
     @Test("Templates lock permissions: an encrypt-only key cannot be widened to decrypt or copied")
     func permissionsLocked() throws {
-        let key = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.bioPRF) + [.valueLength(32)])
+        let key = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptOnly) + [.valueLength(32)])
         #expect(throws: PKCS11Error.self) { try session.setAttributes([.decrypt(true)], of: key) }
         #expect(throws: PKCS11Error.self) { _ = try session.copyObject(key, template: [.decrypt(true)]) }
         #expect(try session.boolAttribute(.decrypt, of: key) == false)
@@ -50,9 +50,9 @@ struct KeyProtectionTests {
         let kek = try session.generateKey(.aesKeyGen, template: [
             .class(.secretKey), .keyType(.aes), .valueLength(32), .token(false), .wrap(true), .unwrap(true),
         ])
-        let key = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyForWrapping(.webhook))
+        let key = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyForWrapping(.hmac))
         let blob = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: key)
-        let template: [Attribute] = [.modifiable(false)] + KeyTemplate.tenantKeyUnwrapped(.webhook).filter { $0.type != .modifiable }
+        let template: [Attribute] = [.modifiable(false)] + KeyTemplate.tenantKeyUnwrapped(.hmac).filter { $0.type != .modifiable }
         let unwrapped = try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: blob, template: template)
         #expect(try session.boolAttribute(.modifiable, of: unwrapped) == false)
         #expect(try session.boolAttribute(.copyable, of: unwrapped) == false)
@@ -62,7 +62,7 @@ struct KeyProtectionTests {
 
     @Test("Bad input gives the right PKCS11Error, not a crash")
     func badInput() throws {
-        let aes = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.data) + [.valueLength(32)])
+        let aes = try session.generateKey(.aesKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.encryptDecrypt) + [.valueLength(32)])
         // ECB needs whole blocks.
         #expect(throws: PKCS11Error(function: .encrypt, returnValue: .dataLenRange)) {
             _ = try token.userSession().encrypt(.aesECB, key: aes, data: [UInt8](repeating: 1, count: 15))

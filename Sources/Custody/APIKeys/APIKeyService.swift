@@ -1,0 +1,209 @@
+public import CustosModel
+public import Foundation
+public import HSM
+public import Logging
+public import PKCS11
+public import Storage
+import Synchronization
+
+/// API keys (DESIGN §7): issued from the HSM's RNG, shown once, stored only as an HMAC under the
+/// tenant's `apikey-pepper` key computed in the HSM; verified without a database or HSM call
+/// when the format or checksum is wrong; revoked everywhere within about a second through
+/// PostgreSQL LISTEN/NOTIFY.
+public final class APIKeyService: Sendable {
+    let pool: SessionPool
+    let database: Database
+    let keyring: TenantKeyring
+    let audit: AuditLog
+    let logger: Logger
+    /// `live` or `test`, the `<env>` part of issued keys.
+    public let environment: String
+
+    /// Key rows by key id, used only while the revocation listener is connected: a revocation
+    /// it might miss must never leave a stale "valid" row behind (fail closed).
+    private let cache = Mutex([String: APIKeyRecord]())
+    private let listening = Atomic<Bool>(false)
+    private let lastTouched = Mutex([String: ContinuousClock.Instant]())
+
+    public init(pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, environment: String = "live", logger: Logger) {
+        self.pool = pool
+        self.database = database
+        self.keyring = keyring
+        self.audit = audit
+        self.environment = environment
+        self.logger = logger
+    }
+
+    /// A key as issued: `key` is shown to the caller once and never stored.
+    public struct Issued: Sendable {
+        public let keyID: String
+        public let key: SecretBytes
+        public let tenant: TenantID
+        public let scopes: [String]
+        public let expiresAt: Date?
+    }
+
+    /// A key that verified.
+    public struct Verified: Sendable, Equatable {
+        public let tenant: TenantID
+        public let keyID: String
+        public let scopes: [String]
+    }
+
+    /// Issues a key for `tenant`.
+    /// - Throws: ``CustodyError``.
+    public func issue(tenant: TenantID, scopes: [String], label: String = "", expiresAt: Date? = nil, actor: String) async throws -> Issued {
+        try await custody {
+            let (pepper, pepperVersion) = try await keyring.key(tenant, .apiKeyPepper)
+            let keyIDBytes = try await pool.random(count: APIKeyFormat.keyIDByteCount)
+            let secret = try await pool.randomSecret(count: APIKeyFormat.secretByteCount)
+            let key = try APIKeyFormat.make(environment: environment, keyID: keyIDBytes, secret: secret)
+            let parsed = try APIKeyFormat.parse(key)
+            let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
+            let record = APIKeyRecord(
+                keyID: parsed.keyID, tenant: tenant, hash: hash, pepperVersion: pepperVersion, scopes: scopes,
+                label: label, expiresAt: expiresAt
+            )
+            try await database.withTenant(tenant, context: "issue API key") { connection in
+                try await APIKeyStore.insert(record, on: connection)
+            }
+            try await audit.append(
+                tenant: tenant, actor: actor, action: "apikey.issue", target: parsed.keyID,
+                details: ["scopes": scopes.joined(separator: " "), "pepper_version": "\(pepperVersion)"]
+            )
+            return Issued(keyID: parsed.keyID, key: key, tenant: tenant, scopes: scopes, expiresAt: expiresAt)
+        }
+    }
+
+    /// Verifies a presented key: parse and checksum (no I/O), row by key id, HMAC in the HSM
+    /// with the row's pepper version, constant-time comparison. After a pepper rotation a key
+    /// that verifies is re-hashed under the active version.
+    /// - Throws: ``APIKeyError/invalid`` for unknown, revoked, expired or wrong keys alike;
+    ///   ``APIKeyError/malformed(_:)`` for a key that fails its format or checksum;
+    ///   ``CustodyError`` when the HSM or database is unavailable.
+    public func verify(_ presented: SecretBytes) async throws -> Verified {
+        let parsed: ParsedAPIKey
+        do {
+            parsed = try APIKeyFormat.parse(presented)
+        } catch {
+            throw APIKeyError.malformed(error)
+        }
+        return try await custody {
+            guard var record = try await row(keyID: parsed.keyID) else { throw APIKeyError.invalid }
+            if record.revokedAt != nil { throw APIKeyError.invalid }
+            if let expiry = record.expiresAt, expiry <= Date() { throw APIKeyError.invalid }
+            let (pepper, _) = try await keyring.key(record.tenant, .apiKeyPepper, version: record.pepperVersion)
+            let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
+            guard constantTimeEqual(hash, record.hash) else { throw APIKeyError.invalid }
+            let (active, activeVersion) = try await keyring.key(record.tenant, .apiKeyPepper)
+            if activeVersion != record.pepperVersion {
+                record.hash = try await pool.hmacSHA256(key: active, data: parsed.whole)
+                record.pepperVersion = activeVersion
+                let updated = record
+                try await database.withTenant(record.tenant, context: "re-hash API key") { connection in
+                    try await APIKeyStore.rehash(keyID: updated.keyID, hash: updated.hash, pepperVersion: updated.pepperVersion, on: connection)
+                }
+                if listening.load(ordering: .acquiring) { cache.withLock { $0[updated.keyID] = updated } }
+            }
+            try await touchIfDue(record)
+            return Verified(tenant: record.tenant, keyID: record.keyID, scopes: record.scopes)
+        }
+    }
+
+    /// Revokes a key of `tenant`; every instance stops accepting it once the notification
+    /// arrives. Unknown keys and keys of other tenants answer `false` alike.
+    public func revoke(tenant: TenantID, keyID: String, actor: String) async throws -> Bool {
+        try await custody {
+            let revoked = try await database.withTenant(tenant, context: "revoke API key") { connection in
+                try await APIKeyStore.revoke(keyID: keyID, on: connection)
+            }
+            cache.withLock { _ = $0.removeValue(forKey: keyID) }
+            if revoked {
+                try await audit.append(tenant: tenant, actor: actor, action: "apikey.revoke", target: keyID, details: [:])
+            }
+            return revoked
+        }
+    }
+
+    /// The tenant's keys (ids, scopes, dates — never a secret).
+    public func list(tenant: TenantID) async throws -> [APIKeyRecord] {
+        try await custody {
+            try await database.withTenant(tenant, context: "list API keys") { connection in
+                try await APIKeyStore.list(on: connection)
+            }
+        }
+    }
+
+    /// Keeps a LISTEN connection for revocations until cancelled, reconnecting with backoff.
+    /// While it is down the cache is off and every verification reads the database.
+    public func runRevocationListener() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await database.listen(
+                    channel: APIKeyStore.revocationChannel,
+                    ready: { [self] in
+                        cache.withLock { $0.removeAll() }
+                        listening.store(true, ordering: .releasing)
+                    },
+                    received: { [self] keyID in
+                        _ = cache.withLock { $0.removeValue(forKey: keyID) }
+                    }
+                )
+            } catch {
+                if !Task.isCancelled {
+                    logger.warning("API-key revocation listener lost; verifying against the database until it is back", metadata: ["error": "\(error)"])
+                }
+            }
+            listening.store(false, ordering: .releasing)
+            cache.withLock { $0.removeAll() }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// Whether the revocation listener is connected (and so the cache is in use).
+    public var isListening: Bool { listening.load(ordering: .acquiring) }
+
+    private func row(keyID: String) async throws -> APIKeyRecord? {
+        let useCache = listening.load(ordering: .acquiring)
+        if useCache, let cached = cache.withLock({ $0[keyID] }) { return cached }
+        guard let tenant = try await database.withTransaction(context: "look up API key id", { connection in
+            try await APIKeyStore.tenant(forKeyID: keyID, on: connection)
+        }) else { return nil }
+        let record = try await database.withTenant(tenant, context: "read API key") { connection in
+            try await APIKeyStore.get(keyID: keyID, on: connection)
+        }
+        if useCache, let record { cache.withLock { $0[keyID] = record } }
+        return record
+    }
+
+    /// Records last use at most once a minute per key, so verification stays read-only.
+    private func touchIfDue(_ record: APIKeyRecord) async throws {
+        let now = ContinuousClock.now
+        let due = lastTouched.withLock { touched -> Bool in
+            if let last = touched[record.keyID], now - last < .seconds(60) { return false }
+            touched[record.keyID] = now
+            return true
+        }
+        guard due else { return }
+        let keyID = record.keyID
+        try await database.withTenant(record.tenant, context: "record API key use") { connection in
+            try await APIKeyStore.touch(keyID: keyID, on: connection)
+        }
+    }
+}
+
+/// API-key failures a caller may see. `invalid` deliberately does not say whether the key is
+/// unknown, revoked, expired or simply wrong.
+public enum APIKeyError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalid
+    case malformed(APIKeyFormatError)
+
+    public var description: String {
+        switch self {
+        case .invalid: "API key not valid"
+        case .malformed(let error): "API key malformed: \(error)"
+        }
+    }
+}

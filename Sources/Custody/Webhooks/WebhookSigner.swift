@@ -1,0 +1,107 @@
+public import CustosModel
+import Crypto
+import Foundation
+public import HSM
+public import PKCS11
+import Storage
+
+/// Signs webhook deliveries per Standard Webhooks 1.0 (DESIGN §8) with keys held in the HSM:
+/// `v1` HMAC-SHA256 under the tenant's `webhook` secret (shown to the tenant once, then held
+/// only wrapped), `v1a` Ed25519 under a private key that never leaves the token. During a
+/// rotation's overlap window every usable version signs, space-separated.
+///
+/// Not an open oracle: the RPC layer lets a tenant's key sign only events Custos emits for
+/// that tenant (issue #5); this type signs what internal callers give it.
+public final class WebhookSigner: Sendable {
+    let pool: SessionPool
+    let keyring: TenantKeyring
+    let audit: AuditLog
+
+    public init(pool: SessionPool, keyring: TenantKeyring, audit: AuditLog) {
+        self.pool = pool
+        self.keyring = keyring
+        self.audit = audit
+    }
+
+    /// A new v1 secret for `tenant` — the first, or a rotation in which the previous one keeps
+    /// signing for `overlap` (default 24 h; 0 after a leak).
+    /// - Returns: the version and the secret as `whsec_…`, to be shown once.
+    public func createSecret(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, secret: SecretBytes) {
+        try await custody {
+            let secret = try await pool.randomSecret(count: 32)
+            let versions = try await keyring.versions(tenant).filter { $0.purpose == .webhook }
+            let next = (versions.map(\.version).max() ?? 0) + 1
+            let hasActive = versions.contains { $0.state == .active }
+            let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
+            try await install(record, hasActive: hasActive, overlap: overlap)
+            try await audit.append(
+                tenant: tenant, actor: actor, action: "webhook.secret", target: "webhook/v\(next)",
+                details: ["kcv": hex(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+            )
+            return (next, StandardWebhooks.encodeSecret(secret))
+        }
+    }
+
+    /// A new v1a Ed25519 key pair generated in the HSM (the private half a token object: SoftHSM
+    /// cannot wrap Ed25519 private keys). - Returns: the version and the public key as `whpk_…`.
+    public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
+        try await custody {
+            let versions = try await keyring.versions(tenant).filter { $0.purpose == .webhookEd25519 }
+            let next = (versions.map(\.version).max() ?? 0) + 1
+            let hasActive = versions.contains { $0.state == .active }
+            let label = "custos/tenant/\(tenant.rawValue)/webhook-ed25519/v\(next)"
+            let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
+                let id = try session.generateRandom(count: 16)
+                let templates = KeyTemplate.ed25519(label: label, id: id, token: true)
+                let pair = try session.generateKeyPair(.ecEdwardsKeyPairGen, publicTemplate: templates.public, privateTemplate: templates.private)
+                let point = try session.attribute(.ecPoint, of: pair.publicKey)
+                return Array(point.suffix(32))
+            }
+            let unsealed = KeyVersionRecord(
+                tenant: tenant, purpose: .webhookEd25519, version: next, state: .pending, wrappedKey: nil,
+                wrapMechanism: "none (token object)", rootKEKVersion: keyring.rootKeys.kekVersion,
+                checkValue: Array(SHA256.hash(data: publicKey).prefix(3)), publicKey: publicKey, tokenLabel: label, rowMAC: []
+            )
+            let record = try await keyring.authenticator.sealed(unsealed, pool: pool)
+            try await install(record, hasActive: hasActive, overlap: overlap)
+            try await audit.append(
+                tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
+                details: ["public_key_sha256_prefix": hex(record.checkValue)]
+            )
+            return (next, StandardWebhooks.encodePublicKey(publicKey))
+        }
+    }
+
+    /// First version: stored active. Later ones: the keyring's crash-safe rotation steps.
+    private func install(_ pending: KeyVersionRecord, hasActive: Bool, overlap: Duration) async throws {
+        try await keyring.storePending(pending)
+        _ = try await keyring.complete(pending, overlap: hasActive ? overlap : .zero)
+    }
+
+    /// The `webhook-signature` header for one delivery: one entry per usable version.
+    /// - Throws: ``CustodyError/noActiveKey(_:_:)`` when the tenant has no webhook key.
+    public func signatureHeader(tenant: TenantID, id: String, timestamp: Int64, body: [UInt8]) async throws -> String {
+        try await custody {
+            let content = StandardWebhooks.signedContent(id: id, timestamp: timestamp, body: body)
+            var entries = [(version: String, signature: [UInt8])]()
+            for record in (try? await keyring.cachedSigningVersions(tenant, .webhook)) ?? [] {
+                let signature = try await pool.hmacSHA256(key: keyring.hsmKey(for: record), data: content)
+                entries.append((StandardWebhooks.hmacVersion, signature))
+            }
+            for record in (try? await keyring.cachedSigningVersions(tenant, .webhookEd25519)) ?? [] {
+                let signature = try await pool.signEd25519(key: keyring.hsmKey(for: record), message: content)
+                entries.append((StandardWebhooks.ed25519Version, signature))
+            }
+            guard !entries.isEmpty else { throw CustodyError.noActiveKey(tenant, .webhook) }
+            return StandardWebhooks.signatureHeader(entries)
+        }
+    }
+
+    /// The tenant's usable v1a public keys (`whpk_…`), newest first.
+    public func publicKeys(tenant: TenantID) async throws -> [String] {
+        try await custody {
+            let records = (try? await keyring.signingVersions(tenant, .webhookEd25519)) ?? []
+            return records.compactMap { $0.publicKey.map(StandardWebhooks.encodePublicKey) }
+        }
+    }
+}

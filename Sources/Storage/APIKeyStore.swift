@@ -1,0 +1,117 @@
+public import CustosModel
+public import Foundation
+public import PostgresNIO
+
+/// An API key as stored: its public id and an HSM-keyed HMAC of the whole key, never the key.
+public struct APIKeyRecord: Sendable, Hashable {
+    public let keyID: String
+    public let tenant: TenantID
+    public var hash: [UInt8]
+    public var pepperVersion: Int
+    public let scopes: [String]
+    public let label: String
+    public let expiresAt: Date?
+    public let createdAt: Date?
+    public var lastUsedAt: Date?
+    public var revokedAt: Date?
+
+    public init(
+        keyID: String, tenant: TenantID, hash: [UInt8], pepperVersion: Int, scopes: [String], label: String,
+        expiresAt: Date?, createdAt: Date? = nil, lastUsedAt: Date? = nil, revokedAt: Date? = nil
+    ) {
+        self.keyID = keyID
+        self.tenant = tenant
+        self.hash = hash
+        self.pepperVersion = pepperVersion
+        self.scopes = scopes
+        self.label = label
+        self.expiresAt = expiresAt
+        self.createdAt = createdAt
+        self.lastUsedAt = lastUsedAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// `api_key_index` (key id → tenant, readable before the tenant is known) and `api_keys`
+/// (tenant-scoped by row-level security).
+public enum APIKeyStore {
+    /// The channel on which revocations are announced to every instance.
+    public static let revocationChannel = "custos_apikey_revoked"
+
+    private static let columns = "key_id, tenant_id::text, hash, pepper_version, scopes, label, expires_at, created_at, last_used_at, revoked_at"
+
+    /// Inserts the index row and the key row; run inside the tenant's transaction.
+    public static func insert(_ record: APIKeyRecord, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO api_key_index (key_id, tenant_id) VALUES (\(record.keyID), \(record.tenant.rawValue)::uuid)
+            """, logger: Database.quiet)
+        try await connection.query("""
+            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at)
+            VALUES (\(record.keyID), \(record.tenant.rawValue)::uuid, \(Data(record.hash)), \(record.pepperVersion),
+                \(record.scopes), \(record.label), \(record.expiresAt))
+            """, logger: Database.quiet)
+    }
+
+    /// The tenant a key id belongs to, looked up without a tenant in scope.
+    public static func tenant(forKeyID keyID: String, on connection: PostgresConnection) async throws -> TenantID? {
+        let rows = try await connection.query("SELECT tenant_id::text FROM api_key_index WHERE key_id = \(keyID)", logger: Database.quiet)
+        for try await tenant in rows.decode(String.self) { return TenantID(tenant) }
+        return nil
+    }
+
+    public static func get(keyID: String, on connection: PostgresConnection) async throws -> APIKeyRecord? {
+        try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys WHERE key_id = \(keyID)", logger: Database.quiet)).first
+    }
+
+    public static func list(on connection: PostgresConnection) async throws -> [APIKeyRecord] {
+        try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys ORDER BY created_at, key_id", logger: Database.quiet))
+    }
+
+    /// Marks the key revoked and announces it (the notification is delivered at commit).
+    /// - Returns: whether a live key was revoked.
+    public static func revoke(keyID: String, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("""
+            UPDATE api_keys SET revoked_at = now() WHERE key_id = \(keyID) AND revoked_at IS NULL RETURNING key_id
+            """, logger: Database.quiet)
+        var revoked = false
+        for try await _ in rows { revoked = true }
+        if revoked {
+            try await connection.query("SELECT pg_notify(\(revocationChannel), \(keyID))", logger: Database.quiet)
+        }
+        return revoked
+    }
+
+    /// Replaces the hash after a pepper rotation (the key itself was just presented).
+    public static func rehash(keyID: String, hash: [UInt8], pepperVersion: Int, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            UPDATE api_keys SET hash = \(Data(hash)), pepper_version = \(pepperVersion) WHERE key_id = \(keyID)
+            """, logger: Database.quiet)
+    }
+
+    public static func touch(keyID: String, on connection: PostgresConnection) async throws {
+        try await connection.query("UPDATE api_keys SET last_used_at = now() WHERE key_id = \(keyID)", logger: Database.quiet)
+    }
+
+    /// How many live keys still need pepper `version` (a version they need is never destroyed).
+    public static func count(pepperVersion version: Int, on connection: PostgresConnection) async throws -> Int {
+        let rows = try await connection.query(
+            "SELECT count(*)::int FROM api_keys WHERE pepper_version = \(version) AND revoked_at IS NULL", logger: Database.quiet
+        )
+        for try await count in rows.decode(Int.self) { return count }
+        return 0
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [APIKeyRecord] {
+        var records = [APIKeyRecord]()
+        for try await row in rows {
+            let (keyID, tenant, hash, pepper, scopes, label, expires, created, lastUsed, revoked) =
+                try row.decode((String, String, Data, Int, [String], String, Date?, Date, Date?, Date?).self)
+            guard let tenantID = TenantID(tenant) else { continue }
+            records.append(APIKeyRecord(
+                keyID: keyID, tenant: tenantID, hash: Array(hash), pepperVersion: pepper, scopes: scopes, label: label,
+                expiresAt: expires, createdAt: created, lastUsedAt: lastUsed, revokedAt: revoked
+            ))
+        }
+        return records
+    }
+}

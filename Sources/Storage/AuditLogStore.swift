@@ -1,0 +1,77 @@
+public import CustosModel
+public import Foundation
+public import PostgresNIO
+
+/// One audit entry as stored. `details` is JSON text that never holds a secret, a name, an
+/// email or a subject reference.
+public struct AuditEntryRecord: Sendable, Hashable {
+    public let seq: Int64
+    public let at: Date
+    public let tenant: TenantID?
+    public let actor: String
+    public let action: String
+    public let target: String
+    public let details: String
+    public let previousHash: [UInt8]
+    public let entryHash: [UInt8]
+    public let mac: [UInt8]
+    public let macKeyVersion: Int
+
+    public init(
+        seq: Int64, at: Date, tenant: TenantID?, actor: String, action: String, target: String, details: String,
+        previousHash: [UInt8], entryHash: [UInt8], mac: [UInt8], macKeyVersion: Int
+    ) {
+        self.seq = seq
+        self.at = at
+        self.tenant = tenant
+        self.actor = actor
+        self.action = action
+        self.target = target
+        self.details = details
+        self.previousHash = previousHash
+        self.entryHash = entryHash
+        self.mac = mac
+        self.macKeyVersion = macKeyVersion
+    }
+}
+
+/// `audit_log`: append-only for the service role (INSERT and SELECT only).
+public enum AuditLogStore {
+    /// Serialises appends across connections and instances until the transaction ends.
+    public static func lockForAppend(on connection: PostgresConnection) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append'))", logger: Database.quiet)
+    }
+
+    /// The newest entry's sequence number and hash.
+    public static func head(on connection: PostgresConnection) async throws -> (seq: Int64, hash: [UInt8])? {
+        let rows = try await connection.query("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1", logger: Database.quiet)
+        for try await (seq, hash) in rows.decode((Int64, Data).self) { return (seq, Array(hash)) }
+        return nil
+    }
+
+    public static func insert(_ entry: AuditEntryRecord, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO audit_log (seq, at, tenant_id, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version)
+            VALUES (\(entry.seq), \(entry.at), \(entry.tenant?.rawValue)::uuid, \(entry.actor), \(entry.action), \(entry.target),
+                \(entry.details), \(Data(entry.previousHash)), \(Data(entry.entryHash)), \(Data(entry.mac)), \(entry.macKeyVersion))
+            """, logger: Database.quiet)
+    }
+
+    /// Entries with `seq > after`, in order, at most `limit`.
+    public static func entries(after: Int64, limit: Int, on connection: PostgresConnection) async throws -> [AuditEntryRecord] {
+        var entries = [AuditEntryRecord]()
+        let rows = try await connection.query("""
+            SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
+            FROM audit_log WHERE seq > \(after) ORDER BY seq LIMIT \(limit)
+            """, logger: Database.quiet)
+        for try await row in rows {
+            let (seq, at, tenant, actor, action, target, details, previous, hash, mac, macVersion) =
+                try row.decode((Int64, Date, String?, String, String, String, String, Data, Data, Data, Int).self)
+            entries.append(AuditEntryRecord(
+                seq: seq, at: at, tenant: tenant.flatMap(TenantID.init), actor: actor, action: action, target: target,
+                details: details, previousHash: Array(previous), entryHash: Array(hash), mac: Array(mac), macKeyVersion: macVersion
+            ))
+        }
+        return entries
+    }
+}

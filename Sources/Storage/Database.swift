@@ -1,0 +1,154 @@
+public import CustosModel
+public import Logging
+public import PostgresNIO
+import Synchronization
+
+/// A pooled PostgreSQL client for one role and one schema.
+///
+/// Every tenant-scoped statement runs inside ``withTenant(_:_:)``: a transaction that first sets
+/// `app.tenant_id` with `set_config(…, true)` (transaction-local), which the row-level security
+/// policies read. Statements that start without a tenant (index tables, the audit log, tenant
+/// administration) use ``withTransaction(_:)``.
+public final class Database: Sendable {
+    public let configuration: DatabaseConfiguration
+    let client: PostgresClient
+    let logger: Logger
+    public let schema: String
+    private let runner = Mutex<Task<Void, Never>?>(nil)
+
+    public init(configuration: DatabaseConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        schema = try configuration.validatedSchema()
+        var clientConfiguration = PostgresClient.Configuration(
+            unixSocketPath: configuration.socketPath, username: configuration.username,
+            password: configuration.password, database: configuration.database
+        )
+        clientConfiguration.options.maximumConnections = configuration.maximumConnections
+        clientConfiguration.options.connectTimeout = configuration.connectTimeout
+        let statementMilliseconds = configuration.statementTimeout.components.seconds * 1000
+            + configuration.statementTimeout.components.attoseconds / 1_000_000_000_000_000
+        clientConfiguration.options.additionalStartupParameters = [
+            ("search_path", schema),
+            ("statement_timeout", String(statementMilliseconds)),
+            ("application_name", "custos"),
+        ]
+        client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+    }
+
+    /// Starts the connection pool. Connections are made on demand and re-made after the
+    /// server comes back.
+    public func start() {
+        runner.withLock { task in
+            guard task == nil else { return }
+            let client = self.client
+            task = Task { await client.run() }
+        }
+    }
+
+    /// Closes every connection.
+    public func shutdown() async {
+        let task = runner.withLock { task -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        task?.cancel()
+        await task?.value
+    }
+
+    /// A transaction scoped to `tenant`: row-level security shows and accepts only its rows.
+    /// - Throws: ``StorageError``.
+    public func withTenant<Result: Sendable>(
+        _ tenant: TenantID, context: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await withTransaction(context: context) { connection in
+            try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: self.logger)
+            return try await body(connection)
+        }
+    }
+
+    /// A transaction with no tenant set: row-level-security tables show nothing in it.
+    /// - Throws: ``StorageError``.
+    public func withTransaction<Result: Sendable>(
+        context: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await leased(context: context) { connection in
+            try await connection.query("BEGIN", logger: self.logger)
+            do {
+                let result = try await body(connection)
+                try await connection.query("COMMIT", logger: self.logger)
+                return result
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                throw error
+            }
+        }
+    }
+
+    /// A connection outside any transaction (LISTEN, DDL).
+    public func withConnection<Result: Sendable>(
+        context: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await leased(context: context, body)
+    }
+
+    /// Leases a connection, giving up after the lease timeout (the pool waits for the server
+    /// indefinitely otherwise) and classifying every error as a ``StorageError``.
+    private func leased<Result: Sendable>(
+        context: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let client = self.client
+        let timeout = configuration.operationTimeout
+        do {
+            return try await withThrowingTaskGroup(of: Result?.self) { group in
+                group.addTask {
+                    try await client.withConnection { connection in try await body(connection) }
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let result = first else {
+                    throw StorageError.unavailable("\(context): no answer within \(timeout)")
+                }
+                return result
+            }
+        } catch {
+            throw StorageError.from(error, context: context)
+        }
+    }
+}
+
+extension Database {
+    /// Statements log nothing by default: bound values may be secret-derived.
+    public static let quiet = Logger(label: "custos.storage.quiet") { _ in SwiftLogNoOpLogHandler() }
+}
+
+extension Database {
+    /// Listens on `channel` for as long as the connection lives: calls `ready` once the LISTEN
+    /// is in place, then `received` with each payload. Returns or throws when the connection
+    /// ends (callers reconnect). Not bounded by the operation timeout: it is meant to run long.
+    public func listen(
+        channel: String,
+        ready: @escaping @Sendable () -> Void,
+        received: @escaping @Sendable (String) -> Void
+    ) async throws {
+        do {
+            try await client.withConnection { connection in
+                try await connection.listen(on: channel) { notifications in
+                    ready()
+                    for try await notification in notifications {
+                        received(notification.payload)
+                    }
+                }
+            }
+        } catch {
+            throw StorageError.from(error, context: "listen on \(channel)")
+        }
+    }
+}

@@ -1,0 +1,150 @@
+public import CustosModel
+public import Foundation
+public import PostgresNIO
+
+/// One version of one tenant key, as stored. The key material is present only wrapped under
+/// a root KEK (or, for Ed25519, as the label of a token object); `rowMAC` binds every field
+/// that matters to this row (DESIGN §5: AES key wrap has no associated data).
+public struct KeyVersionRecord: Sendable, Hashable {
+    public let tenant: TenantID
+    public let purpose: KeyPurpose
+    public let version: Int
+    public var state: KeyState
+    public var wrappedKey: [UInt8]?
+    public let wrapMechanism: String
+    public let rootKEKVersion: Int
+    public let checkValue: [UInt8]
+    public let publicKey: [UInt8]?
+    public var tokenLabel: String?
+    public var rowMAC: [UInt8]
+    public var retiringUntil: Date?
+    /// When the version stopped being active (set by the database; read-only here).
+    public let retiredAt: Date?
+
+    public init(
+        tenant: TenantID, purpose: KeyPurpose, version: Int, state: KeyState, wrappedKey: [UInt8]?,
+        wrapMechanism: String, rootKEKVersion: Int, checkValue: [UInt8], publicKey: [UInt8]? = nil,
+        tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, retiredAt: Date? = nil
+    ) {
+        self.tenant = tenant
+        self.purpose = purpose
+        self.version = version
+        self.state = state
+        self.wrappedKey = wrappedKey
+        self.wrapMechanism = wrapMechanism
+        self.rootKEKVersion = rootKEKVersion
+        self.checkValue = checkValue
+        self.publicKey = publicKey
+        self.tokenLabel = tokenLabel
+        self.rowMAC = rowMAC
+        self.retiringUntil = retiringUntil
+        self.retiredAt = retiredAt
+    }
+}
+
+/// `key_versions` and `pending_rotations`. Functions take the caller's connection so that the
+/// custody layer composes one transaction per step; tenant-scoped ones must run inside
+/// ``Database/withTenant(_:context:_:)``.
+public enum KeyVersionStore {
+    private static let columns = """
+        tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \
+        public_key, token_label, row_mac, retiring_until, retired_at
+        """
+
+    public static func insert(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO key_versions (tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version,
+                check_value, public_key, token_label, row_mac, retiring_until, activated_at)
+            VALUES (\(record.tenant.rawValue)::uuid, \(record.purpose.rawValue), \(record.version), \(record.state.rawValue),
+                \(record.wrappedKey.map { Data($0) }), \(record.wrapMechanism), \(record.rootKEKVersion), \(Data(record.checkValue)),
+                \(record.publicKey.map { Data($0) }), \(record.tokenLabel), \(Data(record.rowMAC)), \(record.retiringUntil),
+                CASE WHEN \(record.state.rawValue) = 'active' THEN now() END)
+            """, logger: Database.quiet)
+    }
+
+    /// Every version of one purpose, oldest first.
+    public static func versions(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: PostgresConnection) async throws -> [KeyVersionRecord] {
+        try await decode(connection.query("""
+            SELECT \(unescaped: columns) FROM key_versions
+            WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) ORDER BY version
+            """, logger: Database.quiet))
+    }
+
+    /// Every version of every purpose of the tenant in scope.
+    public static func all(on connection: PostgresConnection) async throws -> [KeyVersionRecord] {
+        try await decode(connection.query(
+            "SELECT \(unescaped: columns) FROM key_versions ORDER BY purpose, version", logger: Database.quiet
+        ))
+    }
+
+    public static func get(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws -> KeyVersionRecord? {
+        try await decode(connection.query("""
+            SELECT \(unescaped: columns) FROM key_versions
+            WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) AND version = \(version)
+            """, logger: Database.quiet)).first
+    }
+
+    /// Changes a version's state (and its MAC, which covers the state), stamping the time.
+    public static func update(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
+        let rows = try await connection.query("""
+            UPDATE key_versions SET state = \(record.state.rawValue), row_mac = \(Data(record.rowMAC)),
+                retiring_until = \(record.retiringUntil), wrapped_key = \(record.wrappedKey.map { Data($0) }), token_label = \(record.tokenLabel),
+                activated_at = CASE WHEN \(record.state.rawValue) = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END,
+                retired_at = CASE WHEN \(record.state.rawValue) IN ('retiring', 'retired') THEN coalesce(retired_at, now()) ELSE retired_at END,
+                destroyed_at = CASE WHEN \(record.state.rawValue) = 'destroyed' THEN now() ELSE destroyed_at END
+            WHERE tenant_id = \(record.tenant.rawValue)::uuid AND purpose = \(record.purpose.rawValue) AND version = \(record.version)
+            RETURNING version
+            """, logger: Database.quiet)
+        for try await _ in rows { return }
+        throw StorageError.notFound("key version \(record.purpose.rawValue) v\(record.version)")
+    }
+
+    /// Deletes a version that never became active (a rotation rolled back).
+    public static func deletePending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            DELETE FROM key_versions WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
+                AND version = \(version) AND state = 'pending'
+            """, logger: Database.quiet)
+    }
+
+    // MARK: Rotations in progress (no tenant needed)
+
+    public static func markPending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO pending_rotations (tenant_id, purpose, version) VALUES (\(tenant.rawValue)::uuid, \(purpose.rawValue), \(version))
+            """, logger: Database.quiet)
+    }
+
+    public static func clearPending(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
+            """, logger: Database.quiet)
+    }
+
+    public static func pendingRotations(on connection: PostgresConnection) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {
+        var pending = [(tenant: TenantID, purpose: KeyPurpose, version: Int)]()
+        let rows = try await connection.query("SELECT tenant_id::text, purpose, version FROM pending_rotations ORDER BY created_at", logger: Database.quiet)
+        for try await (tenant, purpose, version) in rows.decode((String, String, Int).self) {
+            guard let tenant = TenantID(tenant), let purpose = KeyPurpose(rawValue: purpose) else { continue }
+            pending.append((tenant, purpose, version))
+        }
+        return pending
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [KeyVersionRecord] {
+        var records = [KeyVersionRecord]()
+        for try await row in rows {
+            let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, retiredAt) =
+                try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?).self)
+            guard let tenantID = TenantID(tenant), let purposeValue = KeyPurpose(rawValue: purpose), let stateValue = KeyState(rawValue: state) else {
+                throw StorageError.query(sqlState: "XX000", context: "unknown purpose or state in key_versions")
+            }
+            records.append(KeyVersionRecord(
+                tenant: tenantID, purpose: purposeValue, version: version, state: stateValue, wrappedKey: wrapped.map { Array($0) },
+                wrapMechanism: mechanism, rootKEKVersion: rootVersion, checkValue: Array(checkValue), publicKey: publicKey.map { Array($0) },
+                tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, retiredAt: retiredAt
+            ))
+        }
+        return records
+    }
+}

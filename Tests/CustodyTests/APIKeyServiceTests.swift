@@ -1,0 +1,116 @@
+import Custody
+import CustosModel
+import Foundation
+import HSM
+import PKCS11
+import Storage
+import Testing
+
+@Suite("API keys")
+struct APIKeyServiceTests {
+    @Test("Issue, verify, scopes; unknown, revoked, expired and wrong keys all get the same answer")
+    func lifecycle() async throws {
+        let harness = try await CustodyHarness.make("apikeys")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        let issued = try await harness.apiKeys.issue(tenant: tenant.id, scopes: ["verify", "enrol"], label: "ats", actor: "officer")
+        let text = String(decoding: issued.key.withUnsafeBytes { Array($0) }, as: UTF8.self)
+        #expect(text.hasPrefix("custos_test_\(issued.keyID)_"))
+        let verified = try await harness.apiKeys.verify(issued.key)
+        #expect(verified.tenant == tenant.id && verified.keyID == issued.keyID && verified.scopes == ["verify", "enrol"])
+
+        // A well-formed key that was never issued (valid checksum, unknown id).
+        let stranger = try APIKeyFormat.make(environment: "test", keyID: [1, 2, 3, 4, 5, 6, 7, 8], secret: SecretBytes([UInt8](repeating: 9, count: 32)))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(stranger) }
+        // The right id with another secret.
+        let forged = try APIKeyFormat.make(environment: "test", keyID: Base62.decode(issued.keyID, byteCount: 8)!, secret: SecretBytes([UInt8](repeating: 7, count: 32)))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(forged) }
+        // Expired.
+        let expired = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], expiresAt: Date().addingTimeInterval(-1), actor: "officer")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(expired.key) }
+        // Revoked.
+        #expect(try await harness.apiKeys.revoke(tenant: tenant.id, keyID: issued.keyID, actor: "officer"))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        // Another tenant cannot revoke (or see) this tenant's keys.
+        let other = try await harness.keyring.createTenant(label: "globex", actor: "officer")
+        let live = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        #expect(try await harness.apiKeys.revoke(tenant: other.id, keyID: live.keyID, actor: "mallory") == false)
+        #expect(try await harness.apiKeys.list(tenant: other.id).isEmpty)
+        #expect(try await harness.apiKeys.verify(live.key).tenant == tenant.id)
+        // The listing never holds a secret.
+        let listed = try await harness.apiKeys.list(tenant: tenant.id)
+        #expect(listed.count == 3)
+        #expect(!"\(listed)".contains(text))
+        await harness.shutdown()
+    }
+
+    @Test("A typo is rejected by the checksum without touching the database or the HSM")
+    func typoNeedsNoIO() async throws {
+        let harness = try await CustodyHarness.make("typo")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        let issued = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        var bytes = issued.key.withUnsafeBytes { Array($0) }
+        bytes[bytes.count - 10] = bytes[bytes.count - 10] == UInt8(ascii: "a") ? UInt8(ascii: "b") : UInt8(ascii: "a")
+        // Both the HSM and the database are gone: a malformed key must still get its answer.
+        await harness.pool.shutdown()
+        await harness.service.shutdown()
+        do {
+            _ = try await harness.apiKeys.verify(SecretBytes(bytes))
+            Issue.record("a typo'd key verified")
+        } catch let error as APIKeyError {
+            guard case .malformed = error else { Issue.record("got \(error)"); return }
+            #expect(!error.description.contains(String(decoding: bytes, as: UTF8.self)))
+        }
+        await harness.shutdown()
+    }
+
+    @Test("After a pepper rotation old keys verify and are re-hashed under the new version")
+    func pepperRotation() async throws {
+        let harness = try await CustodyHarness.make("pepper")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        let issued = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        let before = try await harness.apiKeys.list(tenant: tenant.id).first!
+        #expect(before.pepperVersion == 1)
+        try await harness.keyring.rotate(tenant.id, .apiKeyPepper, actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID)
+        let after = try await harness.apiKeys.list(tenant: tenant.id).first!
+        #expect(after.pepperVersion == 2)
+        #expect(after.hash != before.hash)
+        #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID)
+        await harness.shutdown()
+    }
+
+    @Test("A revocation reaches a second instance through LISTEN/NOTIFY")
+    func revocationReachesSecondInstance() async throws {
+        let harness = try await CustodyHarness.make("notify")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        let issued = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        // Instance B: its own database client, keyring and listener (same HSM token and schema).
+        let databaseB = try harness.secondServiceDatabase()
+        let keyringB = TenantKeyring(pool: harness.pool, database: databaseB, audit: harness.audit, logger: harness.logs.logger)
+        let instanceB = APIKeyService(pool: harness.pool, database: databaseB, keyring: keyringB, audit: harness.audit, environment: "test", logger: harness.logs.logger)
+        let listener = Task { await instanceB.runRevocationListener() }
+        defer { listener.cancel() }
+        for _ in 0..<500 where !instanceB.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(instanceB.isListening)
+        // B verifies once, so the row sits in its cache.
+        #expect(try await instanceB.verify(issued.key).tenant == tenant.id)
+        #expect(try await harness.apiKeys.revoke(tenant: tenant.id, keyID: issued.keyID, actor: "officer"))
+        let revokedAt = ContinuousClock.now
+        var refused = false
+        // A generous wait: the delay itself is a benchmark figure (scripts/bench custody), not an assertion.
+        while !refused, ContinuousClock.now - revokedAt < .seconds(10) {
+            do {
+                _ = try await instanceB.verify(issued.key)
+                try await Task.sleep(for: .milliseconds(5))
+            } catch APIKeyError.invalid {
+                refused = true
+            }
+        }
+        #expect(refused)
+        listener.cancel()
+        await listener.value
+        #expect(!instanceB.isListening, "with the listener gone the cache is off (fail closed)")
+        await databaseB.shutdown()
+        await harness.shutdown()
+    }
+}

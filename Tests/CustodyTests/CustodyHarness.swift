@@ -1,0 +1,174 @@
+import Custody
+import CustosModel
+import Foundation
+import HSM
+import HSMTestSupport
+import Logging
+import PKCS11
+import PostgresNIO
+import Storage
+
+/// Everything a custody test needs, all real: a fresh SoftHSM token with root keys, and a fresh
+/// schema in the PostgreSQL cluster that `scripts/setup` started (migrated by the owner role,
+/// used through the non-owner service role, as the service does).
+final class CustodyHarness: Sendable {
+    let token: TestToken
+    let pool: SessionPool
+    let owner: Database
+    let service: Database
+    let audit: AuditLog
+    let keyring: TenantKeyring
+    let apiKeys: APIKeyService
+    let webhooks: WebhookSigner
+    let schema: String
+    let settings: PostgresSettings
+    let anchorPath: String
+    let logs: LogCapture
+
+    static func make(_ name: String, rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil) async throws -> CustodyHarness {
+        let settings = try PostgresSettings.load()
+        let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
+        let logs = LogCapture()
+        let owner = try Database(configuration: settings.configuration(role: .owner, schema: schema), logger: logs.logger)
+        owner.start()
+        try await Migrations.migrate(owner, serviceRole: settings.serviceUser, logger: logs.logger)
+        let service = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)
+        service.start()
+        let token = try TestToken.make(name)
+        let pool = try SessionPool(configuration: token.configuration(), logger: logs.logger)
+        try await pool.start()
+        _ = try await RootKeys().createIfMissing(on: pool)
+        let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
+        let audit = AuditLog(pool: pool, database: service, anchorPath: anchorPath)
+        let keyring = TenantKeyring(pool: pool, database: service, audit: audit, logger: logs.logger, rotationHook: rotationHook)
+        return CustodyHarness(
+            token: token, pool: pool, owner: owner, service: service, audit: audit, keyring: keyring,
+            apiKeys: APIKeyService(pool: pool, database: service, keyring: keyring, audit: audit, environment: "test", logger: logs.logger),
+            webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit),
+            schema: schema, settings: settings, anchorPath: anchorPath, logs: logs
+        )
+    }
+
+    private init(
+        token: TestToken, pool: SessionPool, owner: Database, service: Database, audit: AuditLog, keyring: TenantKeyring,
+        apiKeys: APIKeyService, webhooks: WebhookSigner, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture
+    ) {
+        self.token = token
+        self.pool = pool
+        self.owner = owner
+        self.service = service
+        self.audit = audit
+        self.keyring = keyring
+        self.apiKeys = apiKeys
+        self.webhooks = webhooks
+        self.schema = schema
+        self.settings = settings
+        self.anchorPath = anchorPath
+        self.logs = logs
+    }
+
+    /// A second service database client on the same schema, as another instance would have.
+    func secondServiceDatabase() throws -> Database {
+        let database = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)
+        database.start()
+        return database
+    }
+
+    /// Runs SQL as the schema owner with `app.tenant_id` set (the owner is subject to the
+    /// forced row-level security too): how a tester with database access tampers with rows.
+    func ownerSQL(tenant: TenantID?, _ query: PostgresQuery) async throws {
+        try await owner.withTransaction(context: "owner SQL") { connection in
+            if let tenant {
+                try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+            }
+            try await connection.query(query, logger: Database.quiet)
+        }
+    }
+
+    /// `pg_dump` of this test's schema, as the postgres superuser over the unix socket.
+    func dump() throws -> String {
+        try run(["/usr/sbin/runuser", "-u", "postgres", "--", settings.binary("pg_dump"), "-h", settings.socketDirectory,
+                 "-p", String(settings.port), "-d", settings.database, "-n", schema])
+    }
+
+    func shutdown() async {
+        await pool.shutdown()
+        await service.shutdown()
+        _ = try? await owner.withConnection(context: "drop test schema") { connection in
+            try await connection.query("DROP SCHEMA \(unescaped: self.schema) CASCADE", logger: Database.quiet)
+        }
+        await owner.shutdown()
+    }
+}
+
+/// The cluster `scripts/setup` made, from `.custos/config.json` (found upwards from the
+/// current directory, or `CUSTOS_CONFIG`).
+struct PostgresSettings: Sendable {
+    enum Role { case owner, service }
+
+    let socketDirectory: String
+    let port: Int
+    let database: String
+    let serviceUser: String
+    let servicePassword: String
+    let ownerUser: String
+    let ownerPassword: String
+
+    static func load() throws -> PostgresSettings {
+        var directory = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        var path = ProcessInfo.processInfo.environment["CUSTOS_CONFIG"]
+        while path == nil {
+            let candidate = directory.appendingPathComponent(".custos/config.json").path
+            if FileManager.default.fileExists(atPath: candidate) { path = candidate; break }
+            let parent = directory.deletingLastPathComponent()
+            if parent.path == directory.path { break }
+            directory = parent
+        }
+        guard let path, let data = FileManager.default.contents(atPath: path),
+              let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let postgres = json["postgres"] as? [String: Any] else {
+            throw StorageError.configuration("no .custos/config.json with a postgres section: run scripts/setup first")
+        }
+        func read(_ key: String) throws -> String {
+            guard let file = postgres[key] as? String, let contents = FileManager.default.contents(atPath: file) else {
+                throw StorageError.configuration("cannot read \(key)")
+            }
+            return String(decoding: contents, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return PostgresSettings(
+            socketDirectory: postgres["socketDirectory"] as? String ?? "", port: postgres["port"] as? Int ?? 5432,
+            database: postgres["database"] as? String ?? "custos",
+            serviceUser: postgres["user"] as? String ?? "custos_service", servicePassword: try read("passwordFile"),
+            ownerUser: postgres["ownerUser"] as? String ?? "custos_owner", ownerPassword: try read("ownerPasswordFile")
+        )
+    }
+
+    func configuration(role: Role, schema: String) -> DatabaseConfiguration {
+        DatabaseConfiguration(
+            socketDirectory: socketDirectory, port: port, database: database,
+            username: role == .owner ? ownerUser : serviceUser, password: role == .owner ? ownerPassword : servicePassword,
+            schema: schema, maximumConnections: 4
+        )
+    }
+
+    func binary(_ name: String) -> String {
+        let candidate = "/usr/lib/postgresql/15/bin/\(name)"
+        return FileManager.default.fileExists(atPath: candidate) ? candidate : "/usr/bin/\(name)"
+    }
+}
+
+/// Runs a program, returns its standard output; throws if it fails.
+func run(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: arguments[0])
+    process.arguments = Array(arguments.dropFirst())
+    process.currentDirectoryURL = URL(fileURLWithPath: "/")
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = Pipe()
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw StorageError.configuration("\(arguments[0]) exited \(process.terminationStatus)") }
+    return String(decoding: data, as: UTF8.self)
+}
