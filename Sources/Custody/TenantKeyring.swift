@@ -131,7 +131,8 @@ public final class TenantKeyring: Sendable {
         }
     }
 
-    /// ``signingVersions(_:_:now:)`` cached for ``activeCacheTTL`` (the hot path of signing).
+    /// ``signingVersions(_:_:now:)`` cached for ``activeCacheTTL`` (the hot path of signing);
+    /// empty when the tenant has no usable version of `purpose`.
     func cachedSigningVersions(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> [KeyVersionRecord] {
         let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/signing"
         let now = ContinuousClock.now
@@ -139,7 +140,14 @@ public final class TenantKeyring: Sendable {
             let date = Date()
             return cached.records.filter { $0.state == .active || ($0.retiringUntil.map { $0 > date } ?? false) }
         }
-        let records = try await signingVersions(tenant, purpose)
+        // "No usable version" is cached too: most tenants have no v1a key, and asking the
+        // database about it on every signature cost 20 times the signature itself.
+        let records: [KeyVersionRecord]
+        do {
+            records = try await signingVersions(tenant, purpose)
+        } catch CustodyError.noActiveKey {
+            records = []
+        }
         signingCache.withLock { $0[cacheKey] = (records, now) }
         return records
     }

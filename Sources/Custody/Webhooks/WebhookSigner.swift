@@ -84,11 +84,11 @@ public final class WebhookSigner: Sendable {
         try await custody {
             let content = StandardWebhooks.signedContent(id: id, timestamp: timestamp, body: body)
             var entries = [(version: String, signature: [UInt8])]()
-            for record in (try? await keyring.cachedSigningVersions(tenant, .webhook)) ?? [] {
+            for record in try await keyring.cachedSigningVersions(tenant, .webhook) {
                 let signature = try await pool.hmacSHA256(key: keyring.hsmKey(for: record), data: content)
                 entries.append((StandardWebhooks.hmacVersion, signature))
             }
-            for record in (try? await keyring.cachedSigningVersions(tenant, .webhookEd25519)) ?? [] {
+            for record in try await keyring.cachedSigningVersions(tenant, .webhookEd25519) {
                 let signature = try await pool.signEd25519(key: keyring.hsmKey(for: record), message: content)
                 entries.append((StandardWebhooks.ed25519Version, signature))
             }
