@@ -6,11 +6,14 @@ struct CustosCommand: AsyncParsableCommand {
         commandName: "custos",
         abstract: "HSM-backed tokenization and key custody.",
         discussion: """
-        Local commands talk to the HSM (and later the database) directly, with the configuration \
+        Local commands talk to the HSM and the database directly, with the configuration \
         that scripts/setup wrote to .custos/config.json (found by searching upwards from the \
         current directory, or given by --config or CUSTOS_CONFIG).
         Exit codes: 0 ok, 1 local error, 2 server error.
         """,
-        subcommands: [HSMCommand.self, BenchCommand.self]
+        subcommands: [
+            HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
+            WebhookCommand.self, AuditCommand.self, BenchCommand.self,
+        ]
     )
 }

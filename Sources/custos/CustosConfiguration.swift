@@ -21,14 +21,17 @@ struct CustosConfiguration: Codable {
         var passwordFile: String
         var ownerUser: String?
         var ownerPasswordFile: String?
+        var schema: String?
     }
 
     var hsm: HSMSection
     var postgres: PostgresSection?
+    /// `live` or `test`: the `<env>` part of issued API keys.
+    var keyEnvironment: String?
     /// Where the configuration was read from, for messages.
     var source: String = "defaults"
 
-    private enum CodingKeys: String, CodingKey { case hsm, postgres }
+    private enum CodingKeys: String, CodingKey { case hsm, postgres, keyEnvironment }
 
     /// Reads the configuration from `explicitPath`, `CUSTOS_CONFIG`, or the nearest
     /// `.custos/config.json` above the current directory.

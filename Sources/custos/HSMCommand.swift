@@ -1,4 +1,5 @@
 import ArgumentParser
+import Custody
 import Foundation
 import HSM
 import Logging
@@ -8,7 +9,7 @@ struct HSMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hsm",
         abstract: "Inspect and test the HSM (local: talks to the PKCS#11 module directly).",
-        subcommands: [HSMStatusCommand.self, HSMSelfTestCommand.self, HSMInitTokenCommand.self]
+        subcommands: [HSMStatusCommand.self, HSMSelfTestCommand.self, HSMInitTokenCommand.self, HSMInitRootKeysCommand.self]
     )
 }
 
@@ -184,6 +185,27 @@ struct HSMInitTokenCommand: AsyncParsableCommand {
         case .alreadyPresent(let token):
             print("token \(token.label) already present (serial \(token.serialNumber)); nothing to do")
         }
+    }
+}
+
+struct HSMInitRootKeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init-root-keys",
+        abstract: "Generate the root KEK and root MAC key in the HSM if missing (local; development only).",
+        discussion: """
+        Keys generated this way are non-extractable and can never be backed up. Production root \
+        keys come from the key ceremony, which splits them into custodian shares first.
+        """
+    )
+    @OptionGroup var options: LocalOptions
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
+        try await pool.start()
+        let created = try await RootKeys().createIfMissing(on: pool)
+        await pool.shutdown()
+        print(created.isEmpty ? "root keys present; nothing to do" : "created \(created.joined(separator: ", "))")
     }
 }
 

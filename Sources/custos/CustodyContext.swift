@@ -1,0 +1,72 @@
+import Custody
+import CustosModel
+import Foundation
+import HSM
+import Logging
+import Storage
+
+/// The HSM pool, the database and the custody services, built from the configuration for a
+/// local command, and torn down after it.
+struct CustodyContext {
+    let pool: SessionPool
+    let database: Database
+    let audit: AuditLog
+    let keyring: TenantKeyring
+    let apiKeys: APIKeyService
+    let webhooks: WebhookSigner
+
+    static func withContext<R>(_ configuration: CustosConfiguration, _ body: (CustodyContext) async throws -> R) async throws -> R {
+        let logger = makeLogger()
+        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: logger)
+        try await pool.start()
+        let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: logger)
+        database.start()
+        let audit = AuditLog(pool: pool, database: database, anchorPath: configuration.auditAnchorPath)
+        let keyring = TenantKeyring(pool: pool, database: database, audit: audit, logger: logger)
+        let context = CustodyContext(
+            pool: pool, database: database, audit: audit, keyring: keyring,
+            apiKeys: APIKeyService(pool: pool, database: database, keyring: keyring, audit: audit, environment: configuration.environment, logger: logger),
+            webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        )
+        do {
+            let result = try await body(context)
+            await database.shutdown()
+            await pool.shutdown()
+            return result
+        } catch {
+            await database.shutdown()
+            await pool.shutdown()
+            throw error
+        }
+    }
+}
+
+extension CustosConfiguration {
+    enum DatabaseRole { case owner, service }
+
+    func databaseConfiguration(role: DatabaseRole) throws -> DatabaseConfiguration {
+        guard let postgres else { throw LocalError.configurationInvalid(path: source, reason: "no postgres section") }
+        let user = role == .owner ? (postgres.ownerUser ?? "custos_owner") : postgres.user
+        let passwordFile = role == .owner ? postgres.ownerPasswordFile : postgres.passwordFile
+        guard let passwordFile else { throw LocalError.configurationInvalid(path: source, reason: "no password file for \(user)") }
+        // The same 0600 rules as PINs.
+        let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        return DatabaseConfiguration(
+            socketDirectory: postgres.socketDirectory, port: postgres.port, database: postgres.database,
+            username: user, password: password, schema: postgres.schema ?? "custos"
+        )
+    }
+
+    /// The audit head anchor lives beside config.json, outside PostgreSQL.
+    var auditAnchorPath: String {
+        URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("audit-anchor.log").path
+    }
+
+    var environment: String { keyEnvironment ?? "live" }
+}
+
+/// Turns a tenant argument into a ``TenantID`` or a clear local error.
+func tenantID(_ text: String) throws -> TenantID {
+    guard let id = TenantID(text) else { throw LocalError.failed("not a tenant id (a UUID): \(text)") }
+    return id
+}
