@@ -71,6 +71,28 @@ public final class TenantKeyring: Sendable {
         }
     }
 
+    /// Disables or re-enables a tenant; its API keys stop (or start) verifying on every
+    /// instance once the announcement arrives.
+    /// - Returns: whether a tenant was changed.
+    public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
+        try await custody {
+            let changed = try await database.withTransaction(context: "set tenant status") { connection in
+                let rows = try await connection.query(
+                    "UPDATE tenants SET status = \(active ? "active" : "disabled") WHERE id = \(tenant.rawValue)::uuid RETURNING id::text",
+                    logger: Database.quiet
+                )
+                var changed = false
+                for try await _ in rows { changed = true }
+                if changed { try await APIKeyStore.announceFlush(on: connection) }
+                return changed
+            }
+            if changed {
+                try await audit.append(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue, details: [:])
+            }
+            return changed
+        }
+    }
+
     // MARK: Using keys
 
     /// The key of `purpose` for `tenant` — the active version, or `version` — ready for the pool.

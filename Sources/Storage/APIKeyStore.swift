@@ -52,11 +52,23 @@ public enum APIKeyStore {
             """, logger: Database.quiet)
     }
 
-    /// The tenant a key id belongs to, looked up without a tenant in scope.
-    public static func tenant(forKeyID keyID: String, on connection: PostgresConnection) async throws -> TenantID? {
-        let rows = try await connection.query("SELECT tenant_id::text FROM api_key_index WHERE key_id = \(keyID)", logger: Database.quiet)
-        for try await tenant in rows.decode(String.self) { return TenantID(tenant) }
+    /// The tenant a key id belongs to, looked up without a tenant in scope, and whether that
+    /// tenant is active.
+    public static func tenant(forKeyID keyID: String, on connection: PostgresConnection) async throws -> (tenant: TenantID, active: Bool)? {
+        let rows = try await connection.query("""
+            SELECT i.tenant_id::text, t.status = 'active' FROM api_key_index i JOIN tenants t ON t.id = i.tenant_id
+            WHERE i.key_id = \(keyID)
+            """, logger: Database.quiet)
+        for try await (tenant, active) in rows.decode((String, Bool).self) {
+            guard let id = TenantID(tenant) else { return nil }
+            return (id, active)
+        }
         return nil
+    }
+
+    /// Tells every instance to forget all cached keys (a tenant was disabled).
+    public static func announceFlush(on connection: PostgresConnection) async throws {
+        try await connection.query("SELECT pg_notify(\(revocationChannel), '*')", logger: Database.quiet)
     }
 
     public static func get(keyID: String, on connection: PostgresConnection) async throws -> APIKeyRecord? {

@@ -58,16 +58,4 @@ public struct TenantStore: Sendable {
             return records
         }
     }
-
-    /// - Returns: whether a tenant was changed.
-    public func setStatus(_ id: TenantID, active: Bool) async throws -> Bool {
-        try await database.withTransaction(context: "set tenant status") { connection in
-            let rows = try await connection.query(
-                "UPDATE tenants SET status = \(active ? "active" : "disabled") WHERE id = \(id.rawValue)::uuid RETURNING id::text",
-                logger: Database.quiet
-            )
-            for try await _ in rows { return true }
-            return false
-        }
-    }
 }

@@ -54,9 +54,7 @@ struct TenantCommand: AsyncParsableCommand {
             let id = try tenantID(tenant)
             try confirm("Disable tenant \(id)?", yes: yes)
             let changed = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                let changed = try await TenantStore(context.database).setStatus(id, active: false)
-                if changed { try await context.audit.append(tenant: id, actor: actor, action: "tenant.disable", target: id.rawValue, details: [:]) }
-                return changed
+                try await context.keyring.setTenantActive(id, false, actor: actor)
             }
             guard changed else { throw LocalError.failed("no tenant \(id)") }
             print("disabled tenant \(id)")

@@ -36,10 +36,16 @@ struct APIKeyServiceTests {
         #expect(try await harness.apiKeys.revoke(tenant: other.id, keyID: live.keyID, actor: "mallory") == false)
         #expect(try await harness.apiKeys.list(tenant: other.id).isEmpty)
         #expect(try await harness.apiKeys.verify(live.key).tenant == tenant.id)
-        // The listing never holds a secret.
+        // The listing never holds a secret, nor does any log line.
         let listed = try await harness.apiKeys.list(tenant: tenant.id)
         #expect(listed.count == 3)
         #expect(!"\(listed)".contains(text))
+        #expect(!harness.logs.text.contains(text) && !harness.logs.text.contains(String(text.suffix(49))))
+        // A disabled tenant's keys are refused like unknown ones, and accepted again once re-enabled.
+        #expect(try await harness.keyring.setTenantActive(tenant.id, false, actor: "officer"))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(live.key) }
+        #expect(try await harness.keyring.setTenantActive(tenant.id, true, actor: "officer"))
+        #expect(try await harness.apiKeys.verify(live.key).tenant == tenant.id)
         await harness.shutdown()
     }
 

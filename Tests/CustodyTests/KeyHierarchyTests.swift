@@ -52,6 +52,12 @@ struct KeyHierarchyTests {
         #expect(try await harness.pool.hmacSHA256(key: v2, data: message) != old)
         let (again, _) = try await harness.keyring.key(tenant.id, .pii, version: 1)
         #expect(try await harness.pool.hmacSHA256(key: again, data: message) == old)
+        // A value sealed under the old data key still opens after the data key rotates.
+        let (data1, dataVersion) = try await harness.keyring.key(tenant.id, .data)
+        let sealed = try await harness.pool.sealAESGCM(key: data1, plaintext: Array("ada@example.org".utf8))
+        try await harness.keyring.rotate(tenant.id, .data, actor: "officer")
+        let (stillData1, _) = try await harness.keyring.key(tenant.id, .data, version: dataVersion)
+        #expect(try await harness.pool.openAESGCM(key: stillData1, box: sealed) == Array("ada@example.org".utf8))
         await harness.shutdown()
     }
 

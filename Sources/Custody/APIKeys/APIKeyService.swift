@@ -147,7 +147,11 @@ public final class APIKeyService: Sendable {
                         listening.store(true, ordering: .releasing)
                     },
                     received: { [self] keyID in
-                        _ = cache.withLock { $0.removeValue(forKey: keyID) }
+                        if keyID == "*" {
+                            cache.withLock { $0.removeAll() }
+                        } else {
+                            _ = cache.withLock { $0.removeValue(forKey: keyID) }
+                        }
                     }
                 )
             } catch {
@@ -168,9 +172,11 @@ public final class APIKeyService: Sendable {
     private func row(keyID: String) async throws -> APIKeyRecord? {
         let useCache = listening.load(ordering: .acquiring)
         if useCache, let cached = cache.withLock({ $0[keyID] }) { return cached }
-        guard let tenant = try await database.withTransaction(context: "look up API key id", { connection in
+        guard let (tenant, active) = try await database.withTransaction(context: "look up API key id", { connection in
             try await APIKeyStore.tenant(forKeyID: keyID, on: connection)
         }) else { return nil }
+        // A disabled tenant's keys are refused like unknown ones.
+        guard active else { return nil }
         let record = try await database.withTenant(tenant, context: "read API key") { connection in
             try await APIKeyStore.get(keyID: keyID, on: connection)
         }
