@@ -60,6 +60,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Face embeddings in, keyed one-way tokens out (DESIGN §6).
+        .target(
+            name: "Tokenization",
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "Custody",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "custos",
             dependencies: [
@@ -68,6 +77,7 @@ let package = Package(
                 "Custody",
                 "Storage",
                 "CustosModel",
+                "Tokenization",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -93,6 +103,14 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TokenizationTests",
+            dependencies: [
+                "Tokenization", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
