@@ -276,6 +276,26 @@ public final class TenantKeyring: Sendable {
         }
     }
 
+    /// Rotates `bio-seed` and `bio-prf` together: one biometric key version covers both
+    /// (DESIGN §5), so tokens of version n are made with seed n and PRF n. If an earlier call was
+    /// interrupted between the two, this brings the lagging one up instead of moving both.
+    /// - Returns: the biometric version now active.
+    @discardableResult
+    public func rotateBiometric(_ tenant: TenantID, actor: String) async throws -> Int {
+        try await custody {
+            let seed = try await record(tenant, .bioSeed, version: nil).version
+            let prf = try await record(tenant, .bioPRF, version: nil).version
+            let target = seed == prf ? seed + 1 : max(seed, prf)
+            for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
+                let rotated = try await rotate(tenant, purpose, actor: actor)
+                guard rotated.version == target else {
+                    throw CustodyError.invalidTransition(tenant, purpose, rotated.version, from: .pending, to: .active)
+                }
+            }
+            return target
+        }
+    }
+
     /// Step (2) of a rotation: one transaction.
     func complete(_ pending: KeyVersionRecord, overlap: Duration) async throws -> KeyVersionRecord {
         let tenant = pending.tenant, purpose = pending.purpose

@@ -59,6 +59,14 @@ struct KeyCommand: AsyncParsableCommand {
 
         func run() async throws {
             let id = try tenantID(tenant)
+            if purpose == .bioSeed || purpose == .bioPRF {
+                // One biometric version covers both keys: they rotate together.
+                let version = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+                    try await context.keyring.rotateBiometric(id, actor: actor)
+                }
+                print("bio-seed and bio-prf v\(version) are active; re-enrol subjects to renew their tokens")
+                return
+            }
             let record = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
                 try await context.keyring.rotate(id, purpose, overlap: .seconds(overlap), actor: actor)
             }

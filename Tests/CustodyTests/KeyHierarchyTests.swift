@@ -61,6 +61,19 @@ struct KeyHierarchyTests {
         await harness.shutdown()
     }
 
+    @Test("bio-seed and bio-prf rotate together, and an interrupted pair is brought back in step")
+    func biometricRotation() async throws {
+        let harness = try await CustodyHarness.make("biorotate")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        #expect(try await harness.keyring.rotateBiometric(tenant.id, actor: "officer") == 2)
+        // As if a previous call stopped after the seed: only bio-seed moves to v3.
+        try await harness.keyring.rotate(tenant.id, .bioSeed, actor: "officer")
+        #expect(try await harness.keyring.rotateBiometric(tenant.id, actor: "officer") == 3)
+        let active = try await harness.keyring.versions(tenant.id).filter { $0.state == .active && ($0.purpose == .bioSeed || $0.purpose == .bioPRF) }
+        #expect(active.map(\.version) == [3, 3])
+        await harness.shutdown()
+    }
+
     @Test("A crash between the two rotation steps is completed at the next start: exactly one active version, no lost key")
     func crashBetweenSteps() async throws {
         struct Crash: Error {}
