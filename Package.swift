@@ -40,6 +40,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // prctl wrappers (variadic C does not import): core-dump suppression.
+        .systemLibrary(name: "CSystemShims"),
         // Shared value types, no logic with dependencies.
         .target(name: "CustosModel", swiftSettings: strict),
         .target(
@@ -64,7 +66,7 @@ let package = Package(
         .target(
             name: "Tokenization",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody",
+                "CustosModel", "HSM", "PKCS11", "Custody", "CSystemShims",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

@@ -29,7 +29,11 @@ final class CustodyHarness: Sendable {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
         let logs = LogCapture()
-        let owner = try Database(configuration: settings.configuration(role: .owner, schema: schema), logger: logs.logger)
+        var ownerConfiguration = settings.configuration(role: .owner, schema: schema)
+        // Many suites migrate their schemas at once on a 2-core machine: give DDL time.
+        ownerConfiguration.operationTimeout = .seconds(60)
+        ownerConfiguration.statementTimeout = .seconds(50)
+        let owner = try Database(configuration: ownerConfiguration, logger: logs.logger)
         owner.start()
         try await Migrations.migrate(owner, serviceRole: settings.serviceUser, logger: logs.logger)
         let service = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)

@@ -1,0 +1,119 @@
+public import Custody
+public import CustosModel
+import Foundation
+public import HSM
+import PKCS11
+import Synchronization
+
+/// Face embeddings in, keyed one-way tokens out (DESIGN §6):
+/// 1. the projection seed is an HSM HMAC under the tenant's `bio-seed` key (computed once per
+///    tenant and biometric version, then the projection is cached);
+/// 2. Index-of-Max hashing of the unit vector: 1,024 symbols, each the argmax of 16 projections;
+/// 3. one `C_Encrypt` (AES-ECB, the `bio-prf` key, which cannot decrypt) over all 1,024 blocks;
+///    32 bits of each output block make the token.
+///
+/// Feature vectors live in zeroizing storage and are never logged; tokens never leave the
+/// service (the RPC returns decisions, not tokens).
+public final class BiometricTokenizer: Sendable {
+    let pool: SessionPool
+    public let kind: IndexOfMaxHashing.ProjectionKind
+    let limiter: TokenizationRateLimiter?
+    let keys: @Sendable (TenantID, Int?) async throws -> BiometricKeys
+    private let projections = Mutex([String: IndexOfMaxHashing]())
+    /// Projections kept at once; past this the cache is emptied (a structured projection is
+    /// small, but the number of tenants is not bounded).
+    public let projectionCacheLimit: Int
+
+    /// The two keys of one biometric version.
+    public struct BiometricKeys: Sendable {
+        public let version: Int
+        public let seed: HSMKey
+        public let prf: HSMKey
+
+        public init(version: Int, seed: HSMKey, prf: HSMKey) {
+            self.version = version
+            self.seed = seed
+            self.prf = prf
+        }
+    }
+
+    public init(
+        pool: SessionPool, keyring: TenantKeyring, kind: IndexOfMaxHashing.ProjectionKind = .structured,
+        limiter: TokenizationRateLimiter? = nil, projectionCacheLimit: Int = 10_000
+    ) {
+        self.pool = pool
+        self.kind = kind
+        self.limiter = limiter
+        self.projectionCacheLimit = projectionCacheLimit
+        keys = { tenant, version in
+            let (seed, seedVersion) = try await keyring.key(tenant, .bioSeed, version: version)
+            // One biometric version covers both keys: the PRF of the same version.
+            let (prf, _) = try await keyring.key(tenant, .bioPRF, version: seedVersion)
+            return BiometricKeys(version: seedVersion, seed: seed, prf: prf)
+        }
+    }
+
+    /// Uses fixed keys instead of a tenant's (evaluation with imported test keys).
+    public init(pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind, fixedKeys: [Int: BiometricKeys]) {
+        self.pool = pool
+        self.kind = kind
+        limiter = nil
+        projectionCacheLimit = 10_000
+        keys = { _, version in
+            guard let keys = fixedKeys[version ?? fixedKeys.keys.max() ?? 1] else { throw CustodyError.rootKeyMissing("evaluation keys") }
+            return keys
+        }
+    }
+
+    /// The token of `features` for `tenant` under its active biometric version (or `version`).
+    /// - Throws: ``TokenizationError`` (rate limit), ``CustodyError`` (keys, HSM, database).
+    public func tokenize(_ features: FeatureVector, tenant: TenantID, version: Int? = nil) async throws -> BiometricToken {
+        if let limiter, !limiter.allow(tenant) {
+            try await limiter.recordRefusal(tenant)
+            throw TokenizationError.rateLimited(tenant)
+        }
+        let keys = try await keys(tenant, version)
+        let hashing = try await projection(tenant: tenant, keys: keys, dimension: features.dimension)
+        let symbols = try hashing.symbols(for: features)
+        let blocks = PRFBlocks(tenant: tenant, keyVersion: keys.version).input(for: symbols)
+        let output = try await custodyCall { try await self.pool.encryptBlocksECB(key: keys.prf, blocks: blocks) }
+        return BiometricToken(keyVersion: keys.version, values: try PRFBlocks.tokenValues(fromPRFOutput: output))
+    }
+
+    private func projection(tenant: TenantID, keys: BiometricKeys, dimension: Int) async throws -> IndexOfMaxHashing {
+        let cacheKey = "\(tenant.rawValue)/\(keys.version)/\(dimension)/\(kind.rawValue)"
+        if let cached = projections.withLock({ $0[cacheKey] }) { return cached }
+        var message = Array("custos/bio/seed/v1".utf8)
+        message.append(contentsOf: Array(tenant.rawValue.utf8))
+        message.append(contentsOf: Array(String(keys.version).utf8))
+        let seedBytes = try await custodyCall { try await self.pool.hmacSHA256(key: keys.seed, data: message) }
+        let seed = SecretBytes(seedBytes)
+        let hashing = try IndexOfMaxHashing(seed: seed, dimension: dimension, kind: kind)
+        projections.withLock { cache in
+            if cache.count >= projectionCacheLimit { cache.removeAll() }
+            cache[cacheKey] = hashing
+        }
+        return hashing
+    }
+
+    private func custodyCall<R>(_ body: () async throws -> R) async throws -> R {
+        do {
+            return try await body()
+        } catch let error as HSMError {
+            throw CustodyError.hsm(error)
+        }
+    }
+}
+
+/// Tokenization failures of the caller's making.
+public enum TokenizationError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The tenant used up its tokenization budget: whoever can call the PRF at will can build a
+    /// codebook, so calls are rate-limited per tenant (DESIGN §6).
+    case rateLimited(TenantID)
+
+    public var description: String {
+        switch self {
+        case .rateLimited(let tenant): "tenant \(tenant) is over its tokenization budget; retry later"
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import CustosModel
+import HSM
+import HSMTestSupport
+import Testing
+import Tokenization
+
+/// The whole pipeline on a real SoftHSM token: seed HMAC and PRF in the HSM, with the fixed
+/// evaluation keys (no database needed).
+@Suite("Biometric tokenizer (HSM)")
+struct BiometricTokenizerTests {
+    static let tenant = TenantID("11111111-2222-4333-8444-555555555555")!
+
+    private func tokenizer(_ kind: IndexOfMaxHashing.ProjectionKind = .structured) async throws -> (SessionPool, BiometricTokenizer) {
+        let token = try TestToken.make("tokenizer")
+        let pool = try SessionPool(configuration: token.configuration(), logger: LogCapture().logger)
+        try await pool.start()
+        return (pool, BiometricTokenizer(pool: pool, kind: kind, fixedKeys: [1: EvaluationKeys.keys(version: 1), 2: EvaluationKeys.keys(version: 2)]))
+    }
+
+    private func vector(seed: UInt64, dimension: Int = 512) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        return (0..<dimension).map { _ in
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Float(Int64(bitPattern: state % 2001) - 1000) / 1000
+        }
+    }
+
+    private func noisy(_ values: [Float], amount: Float, seed: UInt64) -> [Float] {
+        let noise = vector(seed: seed, dimension: values.count)
+        return zip(values, noise).map { $0 + amount * $1 }
+    }
+
+    @Test("Same embedding twice → the same token; small noise → a high score; unrelated → about 1/16")
+    func tokenProperties() async throws {
+        let (pool, tokenizer) = try await tokenizer()
+        let face = vector(seed: 1)
+        let first = try await tokenizer.tokenize(try FeatureVector(face), tenant: Self.tenant)
+        let again = try await tokenizer.tokenize(try FeatureVector(face), tenant: Self.tenant)
+        #expect(first == again)
+        #expect(first.keyVersion == 2, "the newest fixed version is the default")
+        let close = try await tokenizer.tokenize(try FeatureVector(noisy(face, amount: 0.15, seed: 2)), tenant: Self.tenant)
+        #expect(first.score(against: close) > 0.6)
+        var unrelatedScores = [Double]()
+        for seed in 10..<20 as Range<UInt64> {
+            let other = try await tokenizer.tokenize(try FeatureVector(vector(seed: seed)), tenant: Self.tenant)
+            unrelatedScores.append(first.score(against: other))
+        }
+        let mean = unrelatedScores.reduce(0, +) / Double(unrelatedScores.count)
+        #expect(mean > 0.03 && mean < 0.10, "mean unrelated score \(mean)")
+        await pool.shutdown()
+    }
+
+    @Test("Other key versions and other tenants give unlinkable tokens (scores like impostors or lower)")
+    func unlinkable() async throws {
+        let (pool, tokenizer) = try await tokenizer()
+        let face = try FeatureVector(vector(seed: 7))
+        let v1 = try await tokenizer.tokenize(face, tenant: Self.tenant, version: 1)
+        let v2 = try await tokenizer.tokenize(face, tenant: Self.tenant, version: 2)
+        #expect(v1.keyVersion == 1 && v2.keyVersion == 2)
+        #expect(v1.score(against: v2) == 0, "different versions never compare")
+        #expect(v1.matchingPositions(with: v2) < 8, "and their values are unrelated")
+        let otherTenant = TenantID("99999999-2222-4333-8444-555555555555")!
+        let elsewhere = try await tokenizer.tokenize(face, tenant: otherTenant, version: 1)
+        #expect(v1.matchingPositions(with: elsewhere) < 8, "the same face under another tenant does not link")
+        await pool.shutdown()
+    }
+
+    @Test("Invalid inputs each give their own error")
+    func invalidInputs() {
+        #expect(throws: FeatureVectorError.wrongDimension(100)) { _ = try FeatureVector([Float](repeating: 1, count: 100)) }
+        var nan = vector(seed: 3)
+        nan[17] = .nan
+        #expect(throws: FeatureVectorError.notFinite(index: 17)) { _ = try FeatureVector(nan) }
+        var infinite = vector(seed: 3)
+        infinite[3] = -.infinity
+        #expect(throws: FeatureVectorError.notFinite(index: 3)) { _ = try FeatureVector(infinite) }
+        #expect(throws: FeatureVectorError.zeroNorm) { _ = try FeatureVector([Float](repeating: 0, count: 256)) }
+    }
+
+    @Test("On a generated set (fixed seed and keys): raw cosine errs, protected EER ≤ raw + 0.0025, D↔sys ≤ 0.05")
+    func evaluationTargets() async throws {
+        let (pool, _) = try await tokenizer()
+        let set = SyntheticEmbeddings(configuration: .init(identities: 60, samplesPerIdentity: 8, dimension: 512, seed: 42))
+        let report = try await ProtectedEvaluation.run(set.embeddings, pool: pool, kind: .structured)
+        #expect(report.raw_eer > 0, "a set on which raw cosine never errs proves nothing")
+        #expect(report.protected_eer <= report.raw_eer + 0.0025, "raw \(report.raw_eer) protected \(report.protected_eer)")
+        #expect(report.dsys <= 0.05)
+        #expect(report.renewability_max < report.protected_impostor_mean, "old vs new token of a face scores below impostors")
+        #expect(report.samples == 480 && report.identities == 60)
+        await pool.shutdown()
+    }
+
+    @Test("A tenant over its tokenization budget is refused with a clear error")
+    func rateLimited() {
+        let clock = ManualClock()
+        let limiter = TokenizationRateLimiter(perSecond: 1, burst: 3, audit: nil, clock: { clock.now })
+        #expect(limiter.allow(Self.tenant) && limiter.allow(Self.tenant) && limiter.allow(Self.tenant))
+        #expect(!limiter.allow(Self.tenant), "the burst is spent")
+        #expect(limiter.allow(TenantID("99999999-2222-4333-8444-555555555555")!), "budgets are per tenant")
+        clock.advance(1.0)
+        #expect(limiter.allow(Self.tenant), "one more per second")
+        #expect(!limiter.allow(Self.tenant))
+    }
+}
+
+final class ManualClock: Sendable {
+    private let value = Mutex(0.0)
+    var now: Double { value.withLock { $0 } }
+    func advance(_ seconds: Double) { value.withLock { $0 += seconds } }
+}
+
+import Synchronization
