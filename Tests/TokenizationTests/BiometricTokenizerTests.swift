@@ -110,3 +110,14 @@ final class ManualClock: Sendable {
 }
 
 import Synchronization
+
+@Suite("Process hygiene")
+struct ProcessHygieneTests {
+    @Test("Core dumps are off and the process is not dumpable after lockDown()")
+    func lockDown() {
+        let state = ProcessHygiene.lockDown()
+        #expect(state.coreLimitZero)
+        #expect(!state.dumpable)
+        #expect(ProcessHygiene.current == state)
+    }
+}
