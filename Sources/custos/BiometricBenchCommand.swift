@@ -17,10 +17,7 @@ struct BiometricBenchCommand: AsyncParsableCommand {
     @Option(help: "Concurrent tasks.") var tasks = 16
     @Option(help: "Identification queries per gallery size.") var queries = 200
 
-    struct Latency: Encodable {
-        let p50: Double
-        let p99: Double
-    }
+    typealias Latency = BenchmarkLoop.Latency
 
     struct Report: Encodable {
         let tokenizations_per_s: Double
@@ -46,13 +43,13 @@ struct BiometricBenchCommand: AsyncParsableCommand {
         let vectors = try (0..<set.embeddings.count).map { try set.embeddings.featureVector(at: $0) }
         let enrolled = try await tokenizer.tokenize(vectors[0], tenant: tenant, version: 1)
 
-        let tokenize = try await measure(pool: pool) { index in
+        let tokenize = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
             _ = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
         }
         let prfKey = EvaluationKeys.keys(version: 1).prf
         let blocks = [UInt8](repeating: 0x42, count: PRFBlocks.byteCount)
-        let prf = try await measure(pool: pool) { _ in _ = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks) }
-        let verify = try await measure(pool: pool) { index in
+        let prf = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { _ in _ = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks) }
+        let verify = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
             let probe = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
             _ = probe.score(against: enrolled)
         }
@@ -106,42 +103,12 @@ struct BiometricBenchCommand: AsyncParsableCommand {
             }
             latencies.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
-        latencies.sort()
-        return Latency(p50: (latencies[latencies.count / 2] * 100).rounded() / 100, p99: (latencies[min(latencies.count - 1, latencies.count * 99 / 100)] * 100).rounded() / 100)
+        return BenchmarkLoop.percentiles(latencies)
     }
 
     /// The best candidates of every slice (merged by the caller after the scan).
     final class TopCandidates: Sendable {
         private let candidates = Mutex([(Int, Int)]())
         func merge(_ top: [(Int, Int)]) { candidates.withLock { $0 += top } }
-    }
-
-    private func measure(pool: SessionPool, _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> (rate: Double, latency: Latency) {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let start = ContinuousClock.now
-        let samples = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for task in 0..<tasks {
-                group.addTask(executorPreference: pool.executor) {
-                    var latencies = [Double]()
-                    var index = task
-                    while ContinuousClock.now < deadline {
-                        let before = ContinuousClock.now
-                        try await operation(index)
-                        let elapsed = ContinuousClock.now - before
-                        latencies.append(Double(elapsed.components.attoseconds) / 1e12 + Double(elapsed.components.seconds) * 1e6)
-                        index += tasks
-                    }
-                    return latencies
-                }
-            }
-            return try await group.reduce(into: [Double]()) { $0 += $1 }
-        }
-        let elapsed = ContinuousClock.now - start
-        let total = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let sorted = samples.sorted()
-        let latency = sorted.isEmpty ? Latency(p50: 0, p99: 0) : Latency(
-            p50: (sorted[sorted.count / 2] * 10).rounded() / 10, p99: (sorted[min(sorted.count - 1, sorted.count * 99 / 100)] * 10).rounded() / 10
-        )
-        return (Double(samples.count) / total, latency)
     }
 }

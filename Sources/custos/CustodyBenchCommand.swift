@@ -34,10 +34,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
         let seconds_per_phase: Double
     }
 
-    struct Latency: Encodable {
-        let p50: Double
-        let p99: Double
-    }
+    typealias Latency = BenchmarkLoop.Latency
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
@@ -62,13 +59,13 @@ struct CustodyBenchCommand: AsyncParsableCommand {
             let key = issued.key
             let apiKeys = context.apiKeys
             _ = try await apiKeys.verify(key)
-            let verify = try await measure(pool: context.pool) { _ = try await apiKeys.verify(key) }
+            let verify = try await BenchmarkLoop.measure(pool: context.pool, tasks: tasks, seconds: seconds) { _ in _ = try await apiKeys.verify(key) }
 
             let webhooks = context.webhooks
             let body = [UInt8](repeating: 0x7B, count: 1024)
             let tenantID = tenant.id
             _ = try await webhooks.signatureHeader(tenant: tenantID, id: "msg_bench", timestamp: 1_700_000_000, body: body)
-            let sign = try await measure(pool: context.pool) {
+            let sign = try await BenchmarkLoop.measure(pool: context.pool, tasks: tasks, seconds: seconds) { _ in
                 _ = try await webhooks.signatureHeader(tenant: tenantID, id: "msg_bench", timestamp: 1_700_000_000, body: body)
             }
 
@@ -95,7 +92,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
                     }
                     if ContinuousClock.now - start > .seconds(10) { throw LocalError.failed("revocation not seen within 10 s") }
                 }
-                delays.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e15 + Double((ContinuousClock.now - start).components.seconds) * 1000)
+                delays.append(BenchmarkLoop.microseconds(ContinuousClock.now - start) / 1000)
             }
             listenerB.cancel()
             await listenerB.value
@@ -107,7 +104,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
                 raw_hmac_75b_ops_per_s: rawSmall, apikey_verify_per_s: verify.rate, apikey_ratio_to_raw: verify.rate / rawSmall,
                 apikey_latency_us: verify.latency, raw_hmac_1kib_ops_per_s: rawLarge, webhook_sign_per_s: sign.rate,
                 webhook_ratio_to_raw: sign.rate / rawLarge, webhook_latency_us: sign.latency,
-                revocation_delay_ms: percentiles(delays, scale: 1), revocations: revocations, workers: workers, tasks: tasks,
+                revocation_delay_ms: BenchmarkLoop.percentiles(delays), revocations: revocations, workers: workers, tasks: tasks,
                 seconds_per_phase: seconds
             )
         }
@@ -121,29 +118,6 @@ struct CustodyBenchCommand: AsyncParsableCommand {
             revocation delay    p50 \(String(format: "%.2f", report.revocation_delay_ms.p50)) ms  p99 \(String(format: "%.2f", report.revocation_delay_ms.p99)) ms  (\(report.revocations) revocations)
             """)
         }
-    }
-
-    private func measure(pool: SessionPool, _ operation: @escaping @Sendable () async throws -> Void) async throws -> (rate: Double, latency: Latency) {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let start = ContinuousClock.now
-        let samples = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for _ in 0..<tasks {
-                group.addTask(executorPreference: pool.executor) {
-                    var latencies = [Double]()
-                    while ContinuousClock.now < deadline {
-                        let before = ContinuousClock.now
-                        try await operation()
-                        let elapsed = ContinuousClock.now - before
-                        latencies.append(Double(elapsed.components.attoseconds) / 1e12 + Double(elapsed.components.seconds) * 1e6)
-                    }
-                    return latencies
-                }
-            }
-            return try await group.reduce(into: [Double]()) { $0 += $1 }
-        }
-        let elapsed = ContinuousClock.now - start
-        let total = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return (Double(samples.count) / total, percentiles(samples, scale: 1))
     }
 
     private func rawHMAC(module: PKCS11Module, slot: SlotID, key: ObjectHandle, threads: Int, length: Int) throws -> Double {
@@ -168,13 +142,6 @@ struct CustodyBenchCommand: AsyncParsableCommand {
         group.wait()
         return Double(counts.total) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
-}
-
-private func percentiles(_ values: [Double], scale: Double) -> CustodyBenchCommand.Latency {
-    let sorted = values.sorted()
-    guard !sorted.isEmpty else { return .init(p50: 0, p99: 0) }
-    func at(_ q: Double) -> Double { (sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] * scale * 100).rounded() / 100 }
-    return .init(p50: at(0.5), p99: at(0.99))
 }
 
 private final class CountBox: @unchecked Sendable {
