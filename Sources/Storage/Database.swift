@@ -78,10 +78,18 @@ public final class Database: Sendable {
             try await connection.query("BEGIN", logger: self.logger)
             do {
                 let result = try await body(connection)
+                // A body that outlived the operation timeout has already been reported as failed
+                // ("unavailable") to its caller, who may retry: commit nothing then.
+                try Task.checkCancellation()
                 try await connection.query("COMMIT", logger: self.logger)
                 return result
             } catch {
-                _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                // The failure may be a cancellation (the operation timeout): a ROLLBACK issued
+                // from the cancelled task could be cancelled too and leave the pooled connection
+                // inside a half-done transaction (with its tenant scope) for the next lease. An
+                // unstructured task is not cancelled with us.
+                let logger = self.logger
+                await Task { _ = try? await connection.query("ROLLBACK", logger: logger) }.value
                 throw error
             }
         }

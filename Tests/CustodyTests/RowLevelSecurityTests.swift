@@ -70,6 +70,38 @@ struct RowLevelSecurityTests {
         await harness.shutdown()
     }
 
+    @Test("An operation cut off by its timeout leaves no half-written record and no open transaction behind")
+    func timeoutRollsBack() async throws {
+        let harness = try await CustodyHarness.make("timeout")
+        var configuration = harness.settings.configuration(role: .service, schema: harness.schema)
+        configuration.maximumConnections = 1
+        configuration.operationTimeout = .seconds(1)
+        let database = try Database(configuration: configuration, logger: LogCaptureHolder.logger)
+        database.start()
+        let id = TenantID.random()
+        do {
+            _ = try await database.withTransaction(context: "slow insert") { connection in
+                try await connection.query("INSERT INTO tenants (id, label, status) VALUES (\(id.rawValue)::uuid, 'half-written', 'active')", logger: Database.quiet)
+                try await connection.query("SELECT pg_sleep(2)", logger: Database.quiet)
+            }
+            Issue.record("expected the operation timeout")
+        } catch let error as StorageError {
+            #expect(error.isRetryable, "\(error)")
+        }
+        // The only pooled connection serves the next operation outside any transaction.
+        var next: Int?
+        for _ in 0..<20 where next == nil {
+            next = try? await database.withTransaction(context: "count") { connection in
+                try await connection.query("SELECT count(*)::int FROM tenants WHERE label = 'half-written'", logger: Database.quiet)
+                    .collect().first!.decode(Int.self)
+            }
+            if next == nil { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(next == 0, "the cut-off insert was rolled back")
+        await database.shutdown()
+        await harness.shutdown()
+    }
+
     @Test("Migrations are idempotent and recorded")
     func migrationsIdempotent() async throws {
         let harness = try await CustodyHarness.make("migrate")
