@@ -71,6 +71,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The verification core: only ever sees tokens. Never imports HSM, PKCS11, Tokenization
+        // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
+        .target(
+            name: "Verification",
+            dependencies: ["CustosModel"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "custos",
             dependencies: [
@@ -114,6 +121,11 @@ let package = Package(
                 "Tokenization", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VerificationTests",
+            dependencies: ["Verification", "CustosModel"],
             swiftSettings: strict
         ),
         .testTarget(

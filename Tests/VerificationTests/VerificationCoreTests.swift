@@ -1,0 +1,71 @@
+import CustosModel
+import Testing
+import Verification
+
+@Suite("Verification core: decisions and the 1:N gallery")
+struct VerificationCoreTests {
+    private func token(_ seed: UInt32, version: Int = 1, copyFrom other: BiometricToken? = nil, sharing fraction: Double = 0) -> BiometricToken {
+        var state = seed &* 2_654_435_761 | 1
+        var values = (0..<BiometricToken.length).map { _ -> UInt32 in
+            state ^= state << 13; state ^= state >> 17; state ^= state << 5
+            return state
+        }
+        if let other {
+            for index in 0..<Int(Double(BiometricToken.length) * fraction) { values[index] = other.values[index] }
+        }
+        return BiometricToken(keyVersion: version, values: values)
+    }
+
+    @Test("Scores map to green / amber / red by the tenant's thresholds; red flags, it does not reject")
+    func decisions() {
+        let thresholds = DecisionThresholds.default
+        #expect(thresholds.decide(score: 0.9) == Decision(color: .green, confidence: .high))
+        #expect(thresholds.decide(score: 0.31).color == .green)
+        #expect(thresholds.decide(score: 0.31).confidence == .low)
+        #expect(thresholds.decide(score: 0.2).color == .amber)
+        #expect(thresholds.decide(score: 0.0625) == Decision(color: .red, confidence: .medium))
+        #expect(thresholds.decide(score: 0).color == .red)
+        #expect(DecisionThresholds(green: 0.2, amber: 0.3) == nil, "amber must be below green")
+        #expect(DecisionThresholds(green: 0.5, amber: 0) == nil)
+        let strict = DecisionThresholds(green: 0.6, amber: 0.4)!
+        #expect(strict.decide(score: 0.5).color == .amber)
+    }
+
+    @Test("Identification finds the enrolled subject first and agrees with a brute-force ranking")
+    func identification() {
+        var gallery = TokenGallery(capacity: 1_000)
+        var enrolled = [String: BiometricToken]()
+        for index in 0..<300 {
+            let subject = "subject-\(index)"
+            enrolled[subject] = token(UInt32(index + 1))
+            gallery.enrol(subject, enrolled[subject]!)
+        }
+        let target = enrolled["subject-123"]!
+        let probe = token(9_999, copyFrom: target, sharing: 0.6)
+        let top = gallery.identify(probe, top: 5)
+        #expect(top.first?.subject == "subject-123")
+        #expect(abs((top.first?.score ?? 0) - 0.6) < 0.01)
+        let bruteForce = enrolled.map { ($0.key, Double(probe.matchingPositions(with: $0.value)) / 1024) }.sorted { $0.1 > $1.1 }
+        #expect(top.map(\.score) == bruteForce.prefix(5).map(\.1))
+        // Another key version never matches.
+        let otherVersion = BiometricToken(keyVersion: 2, values: target.values)
+        #expect(gallery.identify(otherVersion, top: 3).isEmpty)
+    }
+
+    @Test("Past its capacity the gallery evicts the least recently used subject, and removal works")
+    func eviction() {
+        var gallery = TokenGallery(capacity: 3)
+        gallery.enrol("a", token(1))
+        gallery.enrol("b", token(2))
+        gallery.enrol("c", token(3))
+        _ = gallery.identify(token(99, copyFrom: token(1), sharing: 0.9), top: 1)  // "a" was just used
+        #expect(gallery.enrol("d", token(4)) == "b", "b is the least recently used")
+        #expect(gallery.count == 3)
+        #expect(gallery.identify(token(2), top: 3).map(\.subject).contains("b") == false)
+        gallery.remove("a")
+        #expect(gallery.count == 2)
+        #expect(gallery.identify(token(1), top: 3).map(\.subject).contains("a") == false)
+        #expect(gallery.enrol("c", token(33)) == nil, "re-enrolling replaces, never evicts")
+        #expect(gallery.count == 2)
+    }
+}
