@@ -75,7 +75,7 @@ let package = Package(
         // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
         .target(
             name: "Verification",
-            dependencies: ["CustosModel"],
+            dependencies: ["CustosModel", "Storage"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "CustodyTests",
             dependencies: [
-                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -114,6 +114,26 @@ public enum Migrations {
         GRANT UPDATE (hash, pepper_version, last_used_at, revoked_at) ON api_keys TO {service};
         GRANT SELECT, INSERT ON audit_log TO {service};
         """),
+        Migration(version: 2, summary: "biometric templates (tokens only), row-level security", sql: """
+        CREATE TABLE templates (
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            subject_ref text NOT NULL,
+            key_version integer NOT NULL,
+            token bytea NOT NULL CHECK (length(token) = 4096),
+            enrolled_at timestamptz NOT NULL DEFAULT now(),
+            last_used_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, subject_ref, key_version)
+        );
+
+        ALTER TABLE templates ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE templates FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON templates
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+
+        GRANT SELECT, INSERT, DELETE ON templates TO {service};
+        GRANT UPDATE (token, enrolled_at, last_used_at) ON templates TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.
