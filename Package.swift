@@ -75,7 +75,16 @@ let package = Package(
         // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
         .target(
             name: "Verification",
-            dependencies: ["CustosModel", "Storage"],
+            dependencies: [
+                "CustosModel", "Storage",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Wires custody into the verification core's ports, and features → tokens → decisions.
+        .target(
+            name: "Composition",
+            dependencies: ["CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -87,6 +96,8 @@ let package = Package(
                 "Storage",
                 "CustosModel",
                 "Tokenization",
+                "Verification",
+                "Composition",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -108,7 +119,7 @@ let package = Package(
         .testTarget(
             name: "CustodyTests",
             dependencies: [
-                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification",
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

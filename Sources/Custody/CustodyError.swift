@@ -20,6 +20,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case stillNeeded(TenantID, KeyPurpose, Int, reason: String)
     /// A root key is missing from the token.
     case rootKeyMissing(String)
+    /// Data sealed under this key version does not open: the row was altered or moved.
+    case sealedDataInvalid(TenantID, KeyPurpose, Int)
     case hsm(HSMError)
     case storage(StorageError)
 
@@ -46,6 +48,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .stillNeeded(let tenant, let purpose, let version, let reason):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) cannot be destroyed: \(reason)"
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
+        case .sealedDataInvalid(let tenant, let purpose, let version):
+            "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         }

@@ -420,16 +420,25 @@ public final class TenantKeyring: Sendable {
         }
     }
 
-    /// How many stored values still need `version`. API-key hashes are counted here; the
-    /// biometric and data purposes register their stores with issue #4.
+    /// How many stored values still need `version`: API-key hashes (pepper), enrolled tokens
+    /// (both biometric keys: one version covers the pair), sealed names and emails (data), and
+    /// stored subject references (pii). Webhook keys sign outgoing messages only: nothing
+    /// stored depends on them.
     func references(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> Int {
-        switch purpose {
-        case .apiKeyPepper:
-            try await database.withTenant(tenant, context: "count API keys by pepper") { connection in
+        try await database.withTenant(tenant, context: "count references to a key version") { connection in
+            switch purpose {
+            case .apiKeyPepper:
                 try await APIKeyStore.count(pepperVersion: version, on: connection)
+            case .bioSeed, .bioPRF:
+                try await TemplateStore.count(keyVersion: version, on: connection)
+            case .data:
+                try await SessionStore.count(dataKeyVersion: version, on: connection)
+            case .pii:
+                try await TemplateStore.count(piiVersion: version, on: connection)
+                    + SessionStore.count(piiVersion: version, on: connection)
+            case .webhook, .webhookEd25519:
+                0
             }
-        default:
-            0
         }
     }
 

@@ -104,7 +104,8 @@ public final class Database: Sendable {
     }
 
     /// Leases a connection, giving up after the lease timeout (the pool waits for the server
-    /// indefinitely otherwise) and classifying every error as a ``StorageError``.
+    /// indefinitely otherwise) and classifying every database error as a ``StorageError``;
+    /// errors the body throws itself reach the caller unchanged.
     private func leased<Result: Sendable>(
         context: String,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
@@ -114,7 +115,20 @@ public final class Database: Sendable {
         do {
             return try await withThrowingTaskGroup(of: Result?.self) { group in
                 group.addTask {
-                    try await client.withConnection { connection in try await body(connection) }
+                    try await client.withConnection { connection in
+                        do {
+                            return try await body(connection)
+                        } catch let error as PSQLError {
+                            throw error
+                        } catch let error as StorageError {
+                            throw error
+                        } catch is CancellationError {
+                            throw CancellationError()
+                        } catch {
+                            // The caller's own refusal (e.g. "consent required"), not a database fault.
+                            throw CallerError(error: error)
+                        }
+                    }
                 }
                 group.addTask {
                     try await Task.sleep(for: timeout)
@@ -126,10 +140,17 @@ public final class Database: Sendable {
                 }
                 return result
             }
+        } catch let error as CallerError {
+            throw error.error
         } catch {
             throw StorageError.from(error, context: context)
         }
     }
+}
+
+/// Carries an error thrown by a transaction's body past the database-error classification.
+private struct CallerError: Error {
+    let error: any Error
 }
 
 extension Database {

@@ -134,6 +134,79 @@ public enum Migrations {
         GRANT SELECT, INSERT, DELETE ON templates TO {service};
         GRANT UPDATE (token, enrolled_at, last_used_at) ON templates TO {service};
         """),
+        Migration(version: 3, summary: "tenant policies, verification sessions, gateway links; subject references record their pii version", sql: """
+        -- Per-tenant decision thresholds, retention and tokenization budget (defaults in code
+        -- apply while a tenant has no row).
+        CREATE TABLE tenant_policies (
+            tenant_id uuid PRIMARY KEY REFERENCES tenants (id),
+            green_threshold double precision NOT NULL,
+            amber_threshold double precision NOT NULL,
+            retention_days integer NOT NULL CHECK (retention_days BETWEEN 1 AND 3650),
+            tokenizations_per_minute integer NOT NULL CHECK (tokenizations_per_minute BETWEEN 1 AND 1000000),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            CHECK (amber_threshold > 0 AND amber_threshold < green_threshold AND green_threshold <= 1)
+        );
+
+        -- Which pii key made each reference, so that version is not destroyed while in use.
+        ALTER TABLE templates ADD COLUMN pii_version integer NOT NULL DEFAULT 1 CHECK (pii_version > 0);
+        ALTER TABLE templates ALTER COLUMN pii_version DROP DEFAULT;
+        CREATE INDEX templates_last_used ON templates (tenant_id, last_used_at);
+
+        -- A candidate's verification: name and email only as AES-GCM ciphertext under the
+        -- tenant's data key; consent before any features; the outcome written once.
+        CREATE TABLE verification_sessions (
+            id uuid PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            subject_ref text NOT NULL,
+            pii_version integer NOT NULL CHECK (pii_version > 0),
+            sealed_name bytea,
+            sealed_email bytea,
+            data_key_version integer,
+            expires_at timestamptz NOT NULL,
+            link_opened_at timestamptz,
+            notice_version text CHECK (length(notice_version) BETWEEN 1 AND 64),
+            consented_at timestamptz,
+            outcome text CHECK (outcome IN ('enrolled', 'green', 'amber', 'red', 'no_match')),
+            confidence text CHECK (confidence IN ('low', 'medium', 'high')),
+            biometric_key_version integer,
+            completed_at timestamptz,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CHECK ((sealed_name IS NULL AND sealed_email IS NULL) OR data_key_version IS NOT NULL),
+            CHECK (consented_at IS NULL OR link_opened_at IS NOT NULL),
+            CHECK (outcome IS NULL OR (consented_at IS NOT NULL AND completed_at IS NOT NULL))
+        );
+        CREATE INDEX verification_sessions_subject ON verification_sessions (tenant_id, subject_ref);
+
+        -- Non-secret index: a gateway link (only its SHA-256 is stored) names its tenant and
+        -- session before the tenant is known. Single use: opened_at is set once.
+        CREATE TABLE gateway_links (
+            link_hash bytea PRIMARY KEY CHECK (length(link_hash) = 32),
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            session_id uuid NOT NULL REFERENCES verification_sessions (id) ON DELETE CASCADE,
+            expires_at timestamptz NOT NULL,
+            opened_at timestamptz
+        );
+        CREATE INDEX gateway_links_session ON gateway_links (session_id);
+
+        ALTER TABLE tenant_policies ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE tenant_policies FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON tenant_policies
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+
+        ALTER TABLE verification_sessions ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE verification_sessions FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON verification_sessions
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+
+        GRANT SELECT, INSERT, UPDATE ON tenant_policies TO {service};
+        GRANT SELECT, INSERT, DELETE ON verification_sessions TO {service};
+        GRANT UPDATE (link_opened_at, notice_version, consented_at, outcome, confidence, biometric_key_version, completed_at, sealed_name, sealed_email, data_key_version) ON verification_sessions TO {service};
+        GRANT SELECT, INSERT, DELETE ON gateway_links TO {service};
+        GRANT UPDATE (opened_at) ON gateway_links TO {service};
+        GRANT UPDATE (pii_version) ON templates TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -1,15 +1,28 @@
 public import CustosModel
-import Foundation
+public import Foundation
 public import PostgresNIO
 
 /// `templates`: enrolled biometric tokens (never features), tenant-scoped by row-level
 /// security. Functions run inside ``Database/withTenant(_:context:_:)``.
 public enum TemplateStore {
+    /// Enrolments and erasures are announced here (payload: ``GalleryChange``), inside the
+    /// writing transaction, so every instance's 1:N gallery follows at commit.
+    public static let galleryChannel = "custos_gallery"
+
+    /// What an export shows of a template: never the token itself.
+    public struct Metadata: Sendable, Hashable, Codable {
+        public let subject: String
+        public let keyVersion: Int
+        public let piiVersion: Int
+        public let enrolledAt: Date
+        public let lastUsedAt: Date
+    }
+
     /// Stores (or replaces) the subject's token of its key version.
-    public static func upsert(subject: String, token: BiometricToken, tenant: TenantID, on connection: PostgresConnection) async throws {
+    public static func upsert(subject: SubjectReference, token: BiometricToken, tenant: TenantID, on connection: PostgresConnection) async throws {
         try await connection.query("""
-            INSERT INTO templates (tenant_id, subject_ref, key_version, token)
-            VALUES (\(tenant.rawValue)::uuid, \(subject), \(token.keyVersion), \(Data(token.bytes)))
+            INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
+            VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)))
             ON CONFLICT (tenant_id, subject_ref, key_version)
             DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now()
             """, logger: Database.quiet)
@@ -35,13 +48,109 @@ public enum TemplateStore {
         return result
     }
 
+    /// Which of `subjects` still have a template of `keyVersion` (identification re-checks its
+    /// in-memory candidates, so an erased subject is never returned by a stale gallery).
+    public static func existing(subjects: [String], keyVersion: Int, on connection: PostgresConnection) async throws -> Set<String> {
+        guard !subjects.isEmpty else { return [] }
+        var found = Set<String>()
+        let rows = try await connection.query("""
+            SELECT subject_ref FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
+            """, logger: Database.quiet)
+        for try await subject in rows.decode(String.self) { found.insert(subject) }
+        return found
+    }
+
+    /// Whether any template exists for one of `subjects` (to keep a subject's reference stable
+    /// across `pii` key rotations).
+    public static func firstEnrolled(among subjects: [String], on connection: PostgresConnection) async throws -> String? {
+        guard !subjects.isEmpty else { return nil }
+        let rows = try await connection.query("""
+            SELECT subject_ref FROM templates WHERE subject_ref = ANY(\(subjects)) ORDER BY enrolled_at LIMIT 1
+            """, logger: Database.quiet)
+        for try await subject in rows.decode(String.self) { return subject }
+        return nil
+    }
+
     public static func touch(subject: String, on connection: PostgresConnection) async throws {
         try await connection.query("UPDATE templates SET last_used_at = now() WHERE subject_ref = \(subject)", logger: Database.quiet)
     }
 
-    /// Deletes every template of the subject (erasure). - Returns: rows deleted.
+    public static func metadata(subjects: [String], on connection: PostgresConnection) async throws -> [Metadata] {
+        var result = [Metadata]()
+        let rows = try await connection.query("""
+            SELECT subject_ref, key_version, pii_version, enrolled_at, last_used_at FROM templates
+            WHERE subject_ref = ANY(\(subjects)) ORDER BY enrolled_at, key_version
+            """, logger: Database.quiet)
+        for try await row in rows.decode((String, Int, Int, Date, Date).self) {
+            result.append(Metadata(subject: row.0, keyVersion: row.1, piiVersion: row.2, enrolledAt: row.3, lastUsedAt: row.4))
+        }
+        return result
+    }
+
+    /// Deletes every template of the subjects (erasure). - Returns: rows deleted.
     @discardableResult
-    public static func delete(subject: String, on connection: PostgresConnection) async throws -> Int {
-        try await connection.query("DELETE FROM templates WHERE subject_ref = \(subject) RETURNING 1", logger: Database.quiet).collect().count
+    public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {
+        try await connection.query("DELETE FROM templates WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
+    }
+
+    /// Retention: deletes templates with no activity since `cutoff`. - Returns: rows deleted.
+    public static func deleteInactive(since cutoff: Date, on connection: PostgresConnection) async throws -> Int {
+        try await connection.query("DELETE FROM templates WHERE last_used_at < \(cutoff) RETURNING 1", logger: Database.quiet).collect().count
+    }
+
+    /// Stored tokens made under a biometric key version (they need that key to be compared).
+    public static func count(keyVersion: Int, on connection: PostgresConnection) async throws -> Int {
+        try await scalar("SELECT count(*)::int FROM templates WHERE key_version = \(keyVersion)", on: connection)
+    }
+
+    /// Stored subject references made under a `pii` key version.
+    public static func count(piiVersion: Int, on connection: PostgresConnection) async throws -> Int {
+        try await scalar("SELECT count(*)::int FROM templates WHERE pii_version = \(piiVersion)", on: connection)
+    }
+
+    /// Announces a change to every instance's gallery, at commit of the caller's transaction.
+    public static func notify(_ change: GalleryChange, on connection: PostgresConnection) async throws {
+        try await connection.query("SELECT pg_notify(\(galleryChannel), \(change.payload))", logger: Database.quiet)
+    }
+
+    static func scalar(_ query: PostgresQuery, on connection: PostgresConnection) async throws -> Int {
+        for try await count in try await connection.query(query, logger: Database.quiet).decode(Int.self) { return count }
+        return 0
+    }
+}
+
+/// A gallery change as it travels through NOTIFY: which instance made it (so it skips its
+/// own), which tenant, and what changed. Subject references are pseudonymous HMACs; the
+/// payload is never stored.
+public struct GalleryChange: Sendable, Hashable {
+    public enum Kind: String, Sendable {
+        /// The subject's token of `keyVersion` was stored: reload that one row.
+        case enrolled = "e"
+        /// The subject's templates were erased.
+        case erased = "x"
+        /// Many rows changed (retention): drop the tenant's galleries.
+        case reset = "r"
+    }
+
+    public let instance: String
+    public let tenant: TenantID
+    public let kind: Kind
+    public let keyVersion: Int
+    public let subject: String
+
+    public init(instance: String, tenant: TenantID, kind: Kind, keyVersion: Int = 0, subject: String = "") {
+        self.instance = instance
+        self.tenant = tenant
+        self.kind = kind
+        self.keyVersion = keyVersion
+        self.subject = subject
+    }
+
+    var payload: String { [instance, tenant.rawValue, kind.rawValue, String(keyVersion), subject].joined(separator: "|") }
+
+    public init?(payload: String) {
+        let parts = payload.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 5, let tenant = TenantID(parts[1]), let kind = Kind(rawValue: parts[2]), let version = Int(parts[3]) else { return nil }
+        self.init(instance: parts[0], tenant: tenant, kind: kind, keyVersion: version, subject: parts[4])
     }
 }

@@ -17,7 +17,7 @@ import Synchronization
 public final class BiometricTokenizer: Sendable {
     let pool: SessionPool
     public let kind: IndexOfMaxHashing.ProjectionKind
-    let limiter: TokenizationRateLimiter?
+    public let limiter: TokenizationRateLimiter?
     let keys: @Sendable (TenantID, Int?) async throws -> BiometricKeys
     private let projections = Mutex([String: IndexOfMaxHashing]())
     /// Projections kept at once; past this the cache is emptied (a structured projection is

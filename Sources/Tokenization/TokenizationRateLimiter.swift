@@ -2,14 +2,16 @@ public import Custody
 public import CustosModel
 import Synchronization
 
-/// A per-tenant token bucket for tokenizations: `perSecond` sustained, `burst` at once. Hitting
-/// it is audited (at most once a minute per tenant, so an attack does not flood the log).
+/// A per-tenant token bucket for tokenizations: `perSecond` sustained, `burst` at once (a
+/// tenant's own budget, from its policy, replaces the default). Hitting it is audited (at most
+/// once a minute per tenant, so an attack does not flood the log).
 public final class TokenizationRateLimiter: Sendable {
     public let perSecond: Double
     public let burst: Double
     let audit: AuditLog?
     let clock: @Sendable () -> Double
     private let buckets = Mutex([TenantID: (tokens: Double, at: Double, lastAudit: Double)]())
+    private let budgets = Mutex([TenantID: (perSecond: Double, burst: Double)]())
 
     /// - Parameter clock: seconds on a monotonic scale (injectable for tests; default: the
     ///   continuous clock).
@@ -24,9 +26,19 @@ public final class TokenizationRateLimiter: Sendable {
         }
     }
 
+    /// Sets `tenant`'s budget: `perMinute` sustained, bursts of up to 5 seconds' worth.
+    public func setBudget(_ tenant: TenantID, perMinute: Int) {
+        let perSecond = Double(perMinute) / 60
+        let budget = (perSecond: perSecond, burst: max(1, (perSecond * 5).rounded(.down)))
+        budgets.withLock { budgets in
+            if budgets[tenant]?.perSecond != budget.perSecond { budgets[tenant] = budget }
+        }
+    }
+
     /// Takes one tokenization from `tenant`'s bucket, if there is one.
     public func allow(_ tenant: TenantID) -> Bool {
         let now = clock()
+        let (perSecond, burst) = budgets.withLock { $0[tenant] } ?? (self.perSecond, self.burst)
         return buckets.withLock { buckets in
             var bucket = buckets[tenant] ?? (burst, now, -.infinity)
             bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * perSecond)
@@ -48,6 +60,7 @@ public final class TokenizationRateLimiter: Sendable {
             return true
         }
         guard due, let audit else { return }
+        let (perSecond, burst) = budgets.withLock { $0[tenant] } ?? (self.perSecond, self.burst)
         try await audit.append(
             tenant: tenant, actor: "custos", action: "tokenization.rate_limited", target: tenant.rawValue,
             details: ["per_second": "\(perSecond)", "burst": "\(burst)"]

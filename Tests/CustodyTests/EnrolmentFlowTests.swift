@@ -1,3 +1,4 @@
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -14,30 +15,25 @@ struct EnrolmentFlowTests {
     /// A distinctive embedding: every value easy to search for in a dump or a log.
     static let canary: [Float] = (0..<512).map { index in Float(0.0123456 + Double(index % 97) * 0.0007123) * (index % 2 == 0 ? 1 : -1) }
 
-    private func subjectReference(_ harness: CustodyHarness, _ tenant: TenantID, _ externalID: String) async throws -> String {
-        let (pii, version) = try await harness.keyring.key(tenant, .pii)
-        let mac = try await harness.pool.hmacSHA256(key: pii, data: Array(externalID.utf8))
-        return "v\(version):" + mac.map { String(format: "%02x", $0) }.joined()
-    }
-
     @Test("Enrol a canary face, verify it (green) and an impostor (red); neither pg_dump nor any log holds a feature value")
     func canary() async throws {
-        let harness = try await CustodyHarness.make("canary")
+        let verification = try await VerificationHarness.make("canary")
+        let harness = verification.custody
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
-        let tokenizer = BiometricTokenizer(pool: harness.pool, keyring: harness.keyring)
-        let core = VerificationService(database: harness.service)
-        let subject = try await subjectReference(harness, tenant.id, "candidate-7731")
+        let flow = verification.flow
+        let session = try await verification.consentedSession(tenant.id, "candidate-7731", name: "Ada Lovelace", email: "ada@example.com")
+        let subject = try await flow.enrol(tenant: tenant.id, session: session, features: try FeatureVector(Self.canary)).value
 
-        let enrolled = try await tokenizer.tokenize(try FeatureVector(Self.canary), tenant: tenant.id)
-        try await core.enrol(tenant: tenant.id, subject: subject, token: enrolled)
         let probe = Self.canary.enumerated().map { $0.element + ($0.offset % 5 == 0 ? 0.001 : 0) }
-        let decision = try await core.verify(tenant: tenant.id, subject: subject, probe: try await tokenizer.tokenize(try FeatureVector(probe), tenant: tenant.id))
-        #expect(decision.color == .green)
+        let second = try await verification.consentedSession(tenant.id, "candidate-7731")
+        #expect(try await flow.verify(tenant: tenant.id, session: second, features: try FeatureVector(probe)).color == .green)
         let impostor = (0..<512).map { Float(sin(Double($0) * 1.7)) }
-        let impostorDecision = try await core.verify(tenant: tenant.id, subject: subject, probe: try await tokenizer.tokenize(try FeatureVector(impostor), tenant: tenant.id))
-        #expect(impostorDecision.color == .red)
-        let found = try await core.identify(tenant: tenant.id, probe: try await tokenizer.tokenize(try FeatureVector(probe), tenant: tenant.id))
+        let third = try await verification.consentedSession(tenant.id, "candidate-7731")
+        #expect(try await flow.verify(tenant: tenant.id, session: third, features: try FeatureVector(impostor)).color == .red)
+        let fourth = try await verification.consentedSession(tenant.id, "someone-else")
+        let found = try await flow.identify(tenant: tenant.id, session: fourth, features: try FeatureVector(probe), top: 3)
         #expect(found.first?.subject == subject)
+        #expect(found.first?.decision.color == .green)
 
         let dump = try harness.dump()
         #expect(dump.contains(subject), "the dump does hold the enrolment (as a token and a reference)")
@@ -61,54 +57,71 @@ struct EnrolmentFlowTests {
             #expect(!dump.contains(needle), "a feature value is in the dump: \(needle)")
             #expect(!logs.contains(needle), "a feature value is in a log line: \(needle)")
         }
-        #expect(!dump.contains("candidate-7731"), "the external id is not stored, only its HMAC")
+        for personal in ["candidate-7731", "Ada Lovelace", "Lovelace", "ada@example.com"] {
+            #expect(!dump.contains(personal), "personal data is stored only sealed or as an HMAC: \(personal)")
+            #expect(!logs.contains(personal), "personal data is in a log line: \(personal)")
+        }
         await harness.shutdown()
     }
 
-    @Test("Tenant B cannot verify against, identify in, or erase tenant A's subjects; erasure deletes the rows")
+    @Test("Tenant B cannot verify against, identify in, export or erase tenant A's subjects; erasure deletes the rows")
     func crossTenantAndErasure() async throws {
-        let harness = try await CustodyHarness.make("crosstenant")
+        let verification = try await VerificationHarness.make("crosstenant")
+        let harness = verification.custody
         let a = try await harness.keyring.createTenant(label: "tenant-a", actor: "officer")
         let b = try await harness.keyring.createTenant(label: "tenant-b", actor: "officer")
-        let tokenizer = BiometricTokenizer(pool: harness.pool, keyring: harness.keyring)
-        let core = VerificationService(database: harness.service)
+        let flow = verification.flow
         let face = try FeatureVector(Self.canary)
-        let subject = try await subjectReference(harness, a.id, "candidate-1")
-        try await core.enrol(tenant: a.id, subject: subject, token: try await tokenizer.tokenize(face, tenant: a.id))
+        let enrolment = try await verification.consentedSession(a.id, "candidate-1", name: "Grace Hopper")
+        _ = try await flow.enrol(tenant: a.id, session: enrolment, features: face)
 
+        // B knows the external id, and even A's session id: neither reaches A's data.
+        await #expect(throws: VerificationError.sessionNotFound(enrolment)) {
+            _ = try await verification.sessions.status(tenant: b.id, session: enrolment)
+        }
+        let bSession = try await verification.consentedSession(b.id, "candidate-1")
         await #expect(throws: VerificationError.notEnrolled) {
-            _ = try await core.verify(tenant: b.id, subject: subject, probe: try await tokenizer.tokenize(face, tenant: b.id))
+            _ = try await flow.verify(tenant: b.id, session: bSession, features: face)
         }
-        #expect(try await core.identify(tenant: b.id, probe: try await tokenizer.tokenize(face, tenant: b.id)).isEmpty)
-        #expect(try await core.erase(tenant: b.id, subject: subject) == 0, "B's erase does not reach A's rows")
-        #expect(try await core.verify(tenant: a.id, subject: subject, probe: try await tokenizer.tokenize(face, tenant: a.id)).color == .green)
+        let bSearch = try await verification.consentedSession(b.id, "searcher")
+        #expect(try await flow.identify(tenant: b.id, session: bSearch, features: face, top: 5).isEmpty)
+        let bExport = try await verification.rights.export(tenant: b.id, externalID: PersonalText("candidate-1"), actor: "dpo")
+        #expect(bExport.biometricTemplates.isEmpty && bExport.sessions.count == 1, "B sees only its own session")
+        #expect(bExport.sessions.allSatisfy { $0.candidateName == nil })
+        let bErase = try await verification.rights.erase(tenant: b.id, externalID: PersonalText("candidate-1"), actor: "dpo")
+        #expect(bErase == ErasureCounts(templates: 0, sessions: 1), "B's erase reaches only B's own rows")
+        #expect(try await verification.count("templates", tenant: a.id) == 1)
+        #expect(try await verification.count("verification_sessions", tenant: a.id) == 1)
 
-        #expect(try await core.erase(tenant: a.id, subject: subject) == 1)
-        let left = try await harness.owner.withTransaction(context: "count") { connection in
-            try await connection.query("SELECT set_config('app.tenant_id', \(a.id.rawValue), true)", logger: Database.quiet)
-            return try await connection.query("SELECT count(*)::int FROM templates", logger: Database.quiet).collect().first!.decode(Int.self)
-        }
-        #expect(left == 0, "erasure deletes the rows")
-        #expect(try await core.identify(tenant: a.id, probe: try await tokenizer.tokenize(face, tenant: a.id)).isEmpty)
+        let aVerify = try await verification.consentedSession(a.id, "candidate-1")
+        #expect(try await flow.verify(tenant: a.id, session: aVerify, features: face).color == .green)
+        let erased = try await verification.rights.erase(tenant: a.id, externalID: PersonalText("candidate-1"), actor: "dpo")
+        #expect(erased == ErasureCounts(templates: 1, sessions: 2))
+        #expect(try await verification.count("templates", tenant: a.id) == 0, "erasure deletes the rows")
+        #expect(try await verification.count("verification_sessions", tenant: a.id) == 0)
+        let aSearch = try await verification.consentedSession(a.id, "searcher")
+        #expect(try await flow.identify(tenant: a.id, session: aSearch, features: face, top: 5).isEmpty)
         await harness.shutdown()
     }
 
     @Test("After a biometric key rotation old tokens no longer match: subjects are re-enrolled")
     func reEnrolAfterRotation() async throws {
-        let harness = try await CustodyHarness.make("reenrol")
+        let verification = try await VerificationHarness.make("reenrol")
+        let harness = verification.custody
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
-        let tokenizer = BiometricTokenizer(pool: harness.pool, keyring: harness.keyring)
-        let core = VerificationService(database: harness.service)
+        let tokenizer = verification.tokenizer
+        let core = verification.core
+        let s1 = SubjectReference(value: "v1:" + String(repeating: "ab", count: 32), piiVersion: 1)
         let face = try FeatureVector(Self.canary)
         let old = try await tokenizer.tokenize(face, tenant: tenant.id)
-        try await core.enrol(tenant: tenant.id, subject: "s1", token: old)
+        try await core.enrol(tenant: tenant.id, subject: s1, token: old)
         try await harness.keyring.rotateBiometric(tenant.id, actor: "officer")
         let fresh = try await tokenizer.tokenize(face, tenant: tenant.id)
         #expect(fresh.keyVersion == old.keyVersion + 1)
         #expect(old.matchingPositions(with: fresh) < 8, "renewed: the old token says nothing about the new one")
-        await #expect(throws: VerificationError.notEnrolled) { _ = try await core.verify(tenant: tenant.id, subject: "s1", probe: fresh) }
-        try await core.enrol(tenant: tenant.id, subject: "s1", token: fresh)
-        #expect(try await core.verify(tenant: tenant.id, subject: "s1", probe: fresh).color == .green)
+        await #expect(throws: VerificationError.notEnrolled) { _ = try await core.verify(tenant: tenant.id, subject: s1, probe: fresh) }
+        try await core.enrol(tenant: tenant.id, subject: s1, token: fresh)
+        #expect(try await core.verify(tenant: tenant.id, subject: s1, probe: fresh).color == .green)
         await harness.shutdown()
     }
 }

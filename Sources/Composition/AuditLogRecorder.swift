@@ -1,0 +1,14 @@
+public import Custody
+public import CustosModel
+public import Verification
+
+/// The verification core's audit port, written to custody's hash-chained audit log.
+public struct AuditLogRecorder: AuditRecording {
+    let log: AuditLog
+
+    public init(_ log: AuditLog) { self.log = log }
+
+    public func record(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws {
+        _ = try await log.append(tenant: tenant, actor: actor, action: action, target: target, details: details)
+    }
+}

@@ -1,0 +1,151 @@
+public import CustosModel
+public import Foundation
+public import PostgresNIO
+
+/// `verification_sessions`, tenant-scoped by row-level security, and `gateway_links`, the
+/// non-secret index that resolves a candidate's link (by its SHA-256) to tenant and session
+/// before any tenant is in scope.
+public enum SessionStore {
+    public struct Row: Sendable, Hashable {
+        public let id: UUID
+        public let subject: SubjectReference
+        public let sealedName: [UInt8]?
+        public let sealedEmail: [UInt8]?
+        public let dataKeyVersion: Int?
+        public let expiresAt: Date
+        public let linkOpenedAt: Date?
+        public let noticeVersion: String?
+        public let consentedAt: Date?
+        public let outcome: String?
+        public let confidence: String?
+        public let biometricKeyVersion: Int?
+        public let completedAt: Date?
+        public let createdAt: Date
+    }
+
+    /// What a new session stores.
+    public struct New: Sendable {
+        public let id: UUID
+        public let subject: SubjectReference
+        public let sealedName: [UInt8]?
+        public let sealedEmail: [UInt8]?
+        public let dataKeyVersion: Int?
+        public let expiresAt: Date
+        public let linkHash: [UInt8]
+
+        public init(id: UUID, subject: SubjectReference, sealedName: [UInt8]?, sealedEmail: [UInt8]?, dataKeyVersion: Int?, expiresAt: Date, linkHash: [UInt8]) {
+            self.id = id
+            self.subject = subject
+            self.sealedName = sealedName
+            self.sealedEmail = sealedEmail
+            self.dataKeyVersion = dataKeyVersion
+            self.expiresAt = expiresAt
+            self.linkHash = linkHash
+        }
+    }
+
+    /// Why a gateway link did not open.
+    public enum LinkRefusal: Error, Sendable, Equatable {
+        case unknown, alreadyUsed, expired
+    }
+
+    static let columns = """
+        id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at, link_opened_at,
+        notice_version, consented_at, outcome, confidence, biometric_key_version, completed_at, created_at
+        """
+
+    /// Inserts the session and its link index row (the caller's tenant transaction).
+    public static func insert(_ new: New, tenant: TenantID, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
+            VALUES (\(new.id), \(tenant.rawValue)::uuid, \(new.subject.value), \(new.subject.piiVersion),
+                    \(new.sealedName.map { Data($0) }), \(new.sealedEmail.map { Data($0) }), \(new.dataKeyVersion), \(new.expiresAt))
+            """, logger: Database.quiet)
+        try await connection.query("""
+            INSERT INTO gateway_links (link_hash, tenant_id, session_id, expires_at)
+            VALUES (\(Data(new.linkHash)), \(tenant.rawValue)::uuid, \(new.id), \(new.expiresAt))
+            """, logger: Database.quiet)
+    }
+
+    /// Marks the link used, once: a second open, or one after `now` passed its expiry, is
+    /// refused. The index table has no row-level security: the tenant is matched here.
+    public static func openLink(hash: [UInt8], tenant: TenantID, now: Date, on connection: PostgresConnection) async throws -> Result<UUID, LinkRefusal> {
+        let opened = try await connection.query("""
+            UPDATE gateway_links SET opened_at = \(now)
+            WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid AND opened_at IS NULL AND expires_at > \(now)
+            RETURNING session_id
+            """, logger: Database.quiet)
+        for try await session in opened.decode(UUID.self) { return .success(session) }
+        // Another tenant's link is "unknown": its existence is not revealed.
+        let why = try await connection.query("""
+            SELECT opened_at IS NOT NULL FROM gateway_links WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid
+            """, logger: Database.quiet)
+        for try await used in why.decode(Bool.self) { return .failure(used ? .alreadyUsed : .expired) }
+        return .failure(.unknown)
+    }
+
+    public static func markOpened(_ id: UUID, at now: Date, on connection: PostgresConnection) async throws {
+        try await connection.query("UPDATE verification_sessions SET link_opened_at = \(now) WHERE id = \(id)", logger: Database.quiet)
+    }
+
+    /// The session, locked against concurrent completion when `forUpdate`.
+    public static func get(_ id: UUID, forUpdate: Bool = false, on connection: PostgresConnection) async throws -> Row? {
+        let query: PostgresQuery = forUpdate
+            ? "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id) FOR UPDATE"
+            : "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id)"
+        return try await decode(try await connection.query(query, logger: Database.quiet)).first
+    }
+
+    public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            UPDATE verification_sessions SET notice_version = \(noticeVersion), consented_at = \(now) WHERE id = \(id)
+            """, logger: Database.quiet)
+    }
+
+    /// Writes the outcome if none is written yet. - Returns: whether it was written.
+    public static func complete(_ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("""
+            UPDATE verification_sessions SET outcome = \(outcome), confidence = \(confidence),
+                biometric_key_version = \(biometricKeyVersion), completed_at = \(now)
+            WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
+            """, logger: Database.quiet)
+        return try await rows.collect().count == 1
+    }
+
+    public static func bySubjects(_ subjects: [String], on connection: PostgresConnection) async throws -> [Row] {
+        try await decode(try await connection.query("""
+            SELECT \(unescaped: columns) FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) ORDER BY created_at, id
+            """, logger: Database.quiet))
+    }
+
+    /// Deletes the subjects' sessions (their gateway links go with them). - Returns: sessions deleted.
+    public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {
+        try await connection.query("DELETE FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
+    }
+
+    /// Sessions whose name or email is sealed under a `data` key version.
+    public static func count(dataKeyVersion: Int, on connection: PostgresConnection) async throws -> Int {
+        try await TemplateStore.scalar("SELECT count(*)::int FROM verification_sessions WHERE data_key_version = \(dataKeyVersion)", on: connection)
+    }
+
+    /// Sessions whose subject reference was made under a `pii` key version.
+    public static func count(piiVersion: Int, on connection: PostgresConnection) async throws -> Int {
+        try await TemplateStore.scalar("SELECT count(*)::int FROM verification_sessions WHERE pii_version = \(piiVersion)", on: connection)
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [Row] {
+        var result = [Row]()
+        for try await row in rows {
+            let cells = try row.decode(
+                (UUID, String, Int, Data?, Data?, Int?, Date, Date?, String?, Date?, String?, String?, Int?, Date?, Date).self
+            )
+            result.append(Row(
+                id: cells.0, subject: SubjectReference(value: cells.1, piiVersion: cells.2),
+                sealedName: cells.3.map { Array($0) }, sealedEmail: cells.4.map { Array($0) }, dataKeyVersion: cells.5,
+                expiresAt: cells.6, linkOpenedAt: cells.7, noticeVersion: cells.8, consentedAt: cells.9,
+                outcome: cells.10, confidence: cells.11, biometricKeyVersion: cells.12, completedAt: cells.13, createdAt: cells.14
+            ))
+        }
+        return result
+    }
+}

@@ -1,0 +1,28 @@
+public import CustosModel
+
+// What the verification core needs from custody, declared here and implemented by the
+// composition root (DESIGN §3): the core never imports HSM, PKCS11, Tokenization or Custody.
+
+/// Seals and opens a candidate's name or email under the tenant's `data` key (AES-GCM in the
+/// HSM). `context` is bound as associated data, so a ciphertext moved to another row or field
+/// does not open.
+public protocol PersonalDataSealing: Sendable {
+    /// - Parameter keyVersion: `nil` for the tenant's active version.
+    /// - Returns: nonce ‖ ciphertext ‖ tag, and the key version that sealed it.
+    func seal(_ text: PersonalText, tenant: TenantID, keyVersion: Int?, context: [UInt8]) async throws -> (sealed: [UInt8], keyVersion: Int)
+    func open(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText
+}
+
+/// Makes pseudonymous subject references: HMACs of the tenant's external id under its `pii`
+/// key, never the id itself.
+public protocol SubjectReferencing: Sendable {
+    /// The references of `externalID` under every `pii` version still usable, the active
+    /// version's first (a subject enrolled before a `pii` rotation is still found).
+    func references(for externalID: PersonalText, tenant: TenantID) async throws -> [SubjectReference]
+}
+
+/// Appends to the tamper-evident audit log. Entries carry counts and ids, never personal data
+/// or subject references.
+public protocol AuditRecording: Sendable {
+    func record(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws
+}

@@ -1,0 +1,174 @@
+public import CustosModel
+public import Foundation
+public import Storage
+
+/// A data subject's rights (GDPR Art. 15, 17, 20; DESIGN §9): export everything held about one
+/// subject, decrypted for the tenant that holds it; erase it all, recorded in the audit log
+/// without the erased data.
+public final class SubjectRights: Sendable {
+    let database: Database
+    let core: VerificationService
+    let sealer: any PersonalDataSealing
+    let referencer: any SubjectReferencing
+    let audit: any AuditRecording
+    let now: @Sendable () -> Date
+
+    public init(
+        database: Database, core: VerificationService, sealer: any PersonalDataSealing, referencer: any SubjectReferencing,
+        audit: any AuditRecording, now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.database = database
+        self.core = core
+        self.sealer = sealer
+        self.referencer = referencer
+        self.audit = audit
+        self.now = now
+    }
+
+    /// Everything held about the subject the tenant knows as `externalID`.
+    public func export(tenant: TenantID, externalID: PersonalText, actor: String) async throws -> SubjectExport {
+        try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
+        let references = try await referencer.references(for: externalID, tenant: tenant).map(\.value)
+        let (templates, sessions) = try await database.withTenant(tenant, context: "export subject") { connection in
+            (try await TemplateStore.metadata(subjects: references, on: connection), try await SessionStore.bySubjects(references, on: connection))
+        }
+        let at = now()
+        var exported = [SubjectExport.Session]()
+        for row in sessions {
+            var name: String?
+            var email: String?
+            if let version = row.dataKeyVersion {
+                if let sealed = row.sealedName {
+                    name = try await sealer.open(sealed, keyVersion: version, tenant: tenant, context: VerificationSessions.sealingContext(tenant, row.id, "name")).value
+                }
+                if let sealed = row.sealedEmail {
+                    email = try await sealer.open(sealed, keyVersion: version, tenant: tenant, context: VerificationSessions.sealingContext(tenant, row.id, "email")).value
+                }
+            }
+            let status = SessionStatus(row, now: at)
+            exported.append(SubjectExport.Session(
+                id: row.id.uuidString.lowercased(), state: status.state.rawValue, createdAt: row.createdAt, expiresAt: row.expiresAt,
+                candidateName: name, candidateEmail: email, dataKeyVersion: row.dataKeyVersion,
+                consent: row.consentedAt.map { SubjectExport.Consent(noticeVersion: row.noticeVersion ?? "", at: $0) },
+                outcome: row.outcome, confidence: row.confidence, biometricKeyVersion: row.biometricKeyVersion, completedAt: row.completedAt
+            ))
+        }
+        try await audit.record(tenant: tenant, actor: actor, action: "subject.export", target: "subject", details: [
+            "templates": "\(templates.count)", "sessions": "\(sessions.count)",
+        ])
+        return SubjectExport(
+            tenant: tenant.rawValue, exportedAt: at, subjectReferences: Array(Set(templates.map(\.subject) + sessions.map(\.subject.value))).sorted(),
+            biometricTemplates: templates.map { SubjectExport.Template(keyVersion: $0.keyVersion, enrolledAt: $0.enrolledAt, lastUsedAt: $0.lastUsedAt) },
+            sessions: exported
+        )
+    }
+
+    /// Erases the subject's fingerprints and sessions (their gateway links with them), then
+    /// records the erasure — counts only — in the audit log.
+    public func erase(tenant: TenantID, externalID: PersonalText, actor: String) async throws -> ErasureCounts {
+        try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
+        let references = try await referencer.references(for: externalID, tenant: tenant).map(\.value)
+        let notices = references.map { core.galleryChange(tenant, .erased, subject: $0) }
+        let counts = try await database.withTenant(tenant, context: "erase subject") { connection in
+            let templates = try await TemplateStore.delete(subjects: references, on: connection)
+            let sessions = try await SessionStore.delete(subjects: references, on: connection)
+            for notice in notices { try await TemplateStore.notify(notice, on: connection) }
+            return ErasureCounts(templates: templates, sessions: sessions)
+        }
+        core.galleryRemove(tenant, references)
+        try await audit.record(tenant: tenant, actor: actor, action: "subject.erase", target: "subject", details: [
+            "templates": "\(counts.templates)", "sessions": "\(counts.sessions)",
+        ])
+        return counts
+    }
+}
+
+public struct ErasureCounts: Sendable, Hashable, Codable {
+    public let templates: Int
+    public let sessions: Int
+
+    public init(templates: Int, sessions: Int) {
+        self.templates = templates
+        self.sessions = sessions
+    }
+}
+
+/// An Art. 15/20 export, as JSON (``json()``): what is held, decrypted for the tenant, with no
+/// secret values — templates appear as metadata, because only keyed one-way tokens are held.
+public struct SubjectExport: Sendable, Codable, Hashable {
+    public struct Template: Sendable, Codable, Hashable {
+        public let keyVersion: Int
+        public let enrolledAt: Date
+        public let lastUsedAt: Date
+    }
+
+    public struct Consent: Sendable, Codable, Hashable {
+        public let noticeVersion: String
+        public let at: Date
+    }
+
+    public struct Session: Sendable, Codable, Hashable {
+        public let id: String
+        public let state: String
+        public let createdAt: Date
+        public let expiresAt: Date
+        public let candidateName: String?
+        public let candidateEmail: String?
+        public let dataKeyVersion: Int?
+        public let consent: Consent?
+        public let outcome: String?
+        public let confidence: String?
+        public let biometricKeyVersion: Int?
+        public let completedAt: Date?
+    }
+
+    public let tenant: String
+    public let exportedAt: Date
+    public let subjectReferences: [String]
+    public let biometricTemplates: [Template]
+    public let sessions: [Session]
+    public var templatesNote: String {
+        "Face templates are held only as keyed one-way tokens (Index-of-Max hashes under an HSM key); no image or feature vector is stored, and a token cannot be turned back into one."
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case tenant, exportedAt = "exported_at", subjectReferences = "subject_references", biometricTemplates = "biometric_templates", sessions
+        case templatesNote = "templates_note"
+    }
+
+    public init(tenant: String, exportedAt: Date, subjectReferences: [String], biometricTemplates: [Template], sessions: [Session]) {
+        self.tenant = tenant
+        self.exportedAt = exportedAt
+        self.subjectReferences = subjectReferences
+        self.biometricTemplates = biometricTemplates
+        self.sessions = sessions
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        tenant = try container.decode(String.self, forKey: .tenant)
+        exportedAt = try container.decode(Date.self, forKey: .exportedAt)
+        subjectReferences = try container.decode([String].self, forKey: .subjectReferences)
+        biometricTemplates = try container.decode([Template].self, forKey: .biometricTemplates)
+        sessions = try container.decode([Session].self, forKey: .sessions)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(tenant, forKey: .tenant)
+        try container.encode(exportedAt, forKey: .exportedAt)
+        try container.encode(subjectReferences, forKey: .subjectReferences)
+        try container.encode(biometricTemplates, forKey: .biometricTemplates)
+        try container.encode(sessions, forKey: .sessions)
+        try container.encode(templatesNote, forKey: .templatesNote)
+    }
+
+    /// Machine-readable (Art. 20): snake_case keys, ISO 8601 times, stable key order.
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+}

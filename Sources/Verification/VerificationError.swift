@@ -1,0 +1,39 @@
+public import Foundation
+
+/// Refusals of the verification core. Each is the caller's to fix (or to wait out), so each
+/// maps to a precise status at the RPC boundary, never to an internal error.
+public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No enrolled template for this subject (and key version) in this tenant.
+    case notEnrolled
+    /// No such session in this tenant (other tenants' sessions are invisible).
+    case sessionNotFound(UUID)
+    /// Features were sent for a session whose candidate has not consented.
+    case consentRequired(UUID)
+    /// Consent was sent before the candidate opened the gateway link.
+    case linkNotOpened(UUID)
+    /// The session's outcome is already recorded (it is written once).
+    case sessionCompleted(UUID)
+    /// The session is past its 24 h lifetime.
+    case sessionExpired(UUID)
+    /// The gateway link is unknown (or another tenant's), already used, or expired.
+    case gatewayLinkUnknown
+    case gatewayLinkUsed
+    case gatewayLinkExpired
+    /// A field the caller sent is out of range; `field` names it, `reason` says the rule.
+    case invalidArgument(field: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .notEnrolled: "subject not enrolled (or enrolled under another key version: re-enrol after a key rotation)"
+        case .sessionNotFound(let id): "no verification session \(id.uuidString.lowercased()) for this tenant"
+        case .consentRequired(let id): "session \(id.uuidString.lowercased()) has no recorded consent: record the candidate's consent before sending features"
+        case .linkNotOpened(let id): "session \(id.uuidString.lowercased()): the candidate has not opened the gateway link yet"
+        case .sessionCompleted(let id): "session \(id.uuidString.lowercased()) already has its outcome; create a new session"
+        case .sessionExpired(let id): "session \(id.uuidString.lowercased()) has expired; create a new session"
+        case .gatewayLinkUnknown: "unknown gateway link"
+        case .gatewayLinkUsed: "gateway link already used (links are single-use)"
+        case .gatewayLinkExpired: "gateway link expired (links are valid for 24 hours)"
+        case .invalidArgument(let field, let reason): "invalid \(field): \(reason)"
+        }
+    }
+}

@@ -1,0 +1,192 @@
+public import CustosModel
+public import Foundation
+public import Storage
+
+/// Verification sessions (DESIGN §9): a front-end creates one for a candidate; the candidate
+/// opens a single-use gateway link (valid 24 h) and consents (notice version, time); only then
+/// may features be processed; the outcome is written once; the tenant reads the status.
+public final class VerificationSessions: Sendable {
+    let database: Database
+    let sealer: any PersonalDataSealing
+    let referencer: any SubjectReferencing
+    let now: @Sendable () -> Date
+    public let lifetime: Duration
+
+    /// - Parameter now: the clock (injectable, so expiry can be tested).
+    public init(
+        database: Database, sealer: any PersonalDataSealing, referencer: any SubjectReferencing,
+        lifetime: Duration = .seconds(24 * 3600), now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.database = database
+        self.sealer = sealer
+        self.referencer = referencer
+        self.lifetime = lifetime
+        self.now = now
+    }
+
+    /// What the front-end gets back: the link is shown once, to be sent to the candidate.
+    public struct Created: Sendable {
+        public let id: UUID
+        public let gatewayLink: GatewayLink
+        public let expiresAt: Date
+        public let subject: SubjectReference
+    }
+
+    /// Creates a session for the candidate known to the tenant as `externalID`. Name and email
+    /// are optional and stored only sealed under the tenant's `data` key.
+    public func create(tenant: TenantID, externalID: PersonalText, name: PersonalText?, email: PersonalText?) async throws -> Created {
+        try Self.check(externalID, field: "external_id", maxBytes: 256, required: true)
+        try Self.check(name, field: "name", maxBytes: 512, required: false)
+        try Self.check(email, field: "email", maxBytes: 320, required: false)
+
+        let references = try await referencer.references(for: externalID, tenant: tenant)
+        guard let current = references.first else { throw VerificationError.invalidArgument(field: "external_id", reason: "no subject reference") }
+        // A subject enrolled under an older pii version keeps its reference.
+        let enrolled = try await database.withTenant(tenant, context: "find subject") { connection in
+            try await TemplateStore.firstEnrolled(among: references.map(\.value), on: connection)
+        }
+        let subject = references.first { $0.value == enrolled } ?? current
+
+        let id = UUID()
+        var dataKeyVersion: Int?
+        var sealed = [String: [UInt8]]()
+        for (field, text) in [("name", name), ("email", email)] {
+            guard let text else { continue }
+            let box = try await sealer.seal(text, tenant: tenant, keyVersion: dataKeyVersion, context: Self.sealingContext(tenant, id, field))
+            dataKeyVersion = box.keyVersion
+            sealed[field] = box.sealed
+        }
+        let link = GatewayLink.random()
+        let expiresAt = now().addingTimeInterval(Double(lifetime.components.seconds))
+        let new = SessionStore.New(
+            id: id, subject: subject, sealedName: sealed["name"], sealedEmail: sealed["email"],
+            dataKeyVersion: dataKeyVersion, expiresAt: expiresAt, linkHash: link.hash
+        )
+        try await database.withTenant(tenant, context: "create session") { connection in
+            try await SessionStore.insert(new, tenant: tenant, on: connection)
+        }
+        return Created(id: id, gatewayLink: link, expiresAt: expiresAt, subject: subject)
+    }
+
+    /// The candidate opens the link: once, before it expires, for the tenant that made it.
+    /// - Returns: the session it opens.
+    public func openGateway(tenant: TenantID, link: GatewayLink) async throws -> UUID {
+        let now = now()
+        let opened = try await database.withTenant(tenant, context: "open gateway link") { connection in
+            let opened = try await SessionStore.openLink(hash: link.hash, tenant: tenant, now: now, on: connection)
+            if case .success(let session) = opened { try await SessionStore.markOpened(session, at: now, on: connection) }
+            return opened
+        }
+        switch opened {
+        case .success(let session): return session
+        case .failure(.unknown): throw VerificationError.gatewayLinkUnknown
+        case .failure(.alreadyUsed): throw VerificationError.gatewayLinkUsed
+        case .failure(.expired): throw VerificationError.gatewayLinkExpired
+        }
+    }
+
+    /// Records the candidate's consent to the notice `noticeVersion`, once the link is open.
+    public func recordConsent(tenant: TenantID, session: UUID, noticeVersion: String) async throws -> Date {
+        guard (1...64).contains(noticeVersion.utf8.count), noticeVersion.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw VerificationError.invalidArgument(field: "notice_version", reason: "1 to 64 printable ASCII characters")
+        }
+        let now = now()
+        try await database.withTenant(tenant, context: "record consent") { connection in
+            guard let row = try await SessionStore.get(session, forUpdate: true, on: connection) else { throw VerificationError.sessionNotFound(session) }
+            try Self.requireOpen(row, now: now)
+            guard row.linkOpenedAt != nil else { throw VerificationError.linkNotOpened(session) }
+            try await SessionStore.recordConsent(session, noticeVersion: noticeVersion, at: now, on: connection)
+        }
+        return now
+    }
+
+    public func status(tenant: TenantID, session: UUID) async throws -> SessionStatus {
+        let now = now()
+        let row = try await database.withTenant(tenant, context: "read session") { connection in
+            try await SessionStore.get(session, on: connection)
+        }
+        guard let row else { throw VerificationError.sessionNotFound(session) }
+        return SessionStatus(row, now: now)
+    }
+
+    /// Checks, before any features are processed, that the session may take them.
+    /// - Returns: the session's subject.
+    public func requireConsent(tenant: TenantID, session: UUID) async throws -> SubjectReference {
+        let row = try await database.withTenant(tenant, context: "check consent") { connection in
+            try await SessionStore.get(session, on: connection)
+        }
+        guard let row else { throw VerificationError.sessionNotFound(session) }
+        try Self.requireReady(row, now: now())
+        return row.subject
+    }
+
+    /// Consented, not completed, not expired: the rule checked before tokenizing and again in
+    /// the transaction that records the outcome.
+    static func requireReady(_ row: SessionStore.Row, now: Date) throws {
+        try requireOpen(row, now: now)
+        guard row.consentedAt != nil else { throw VerificationError.consentRequired(row.id) }
+    }
+
+    static func requireOpen(_ row: SessionStore.Row, now: Date) throws {
+        guard row.outcome == nil else { throw VerificationError.sessionCompleted(row.id) }
+        guard now < row.expiresAt else { throw VerificationError.sessionExpired(row.id) }
+    }
+
+    /// Associated data for a sealed field: which tenant, session and field it belongs to.
+    static func sealingContext(_ tenant: TenantID, _ session: UUID, _ field: String) -> [UInt8] {
+        Array("custos/session/v1\0\(tenant.rawValue)\0\(session.uuidString.lowercased())\0\(field)".utf8)
+    }
+
+    static func check(_ text: PersonalText?, field: String, maxBytes: Int, required: Bool) throws {
+        guard let text, !text.value.isEmpty else {
+            if required { throw VerificationError.invalidArgument(field: field, reason: "required") }
+            return
+        }
+        guard text.value.utf8.count <= maxBytes else {
+            throw VerificationError.invalidArgument(field: field, reason: "at most \(maxBytes) bytes")
+        }
+        guard !text.value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw VerificationError.invalidArgument(field: field, reason: "control characters are not allowed")
+        }
+    }
+}
+
+/// A session as its tenant sees it: never the name, email, features or scores.
+public struct SessionStatus: Sendable, Hashable, Codable {
+    public enum State: String, Sendable, Codable {
+        case created, opened, consented, completed, expired
+    }
+
+    public enum Outcome: String, Sendable, Codable {
+        case enrolled, green, amber, red
+        case noMatch = "no_match"
+    }
+
+    public let id: UUID
+    public let state: State
+    public let outcome: Outcome?
+    public let confidence: Decision.Confidence?
+    public let noticeVersion: String?
+    public let consentedAt: Date?
+    public let completedAt: Date?
+    public let createdAt: Date
+    public let expiresAt: Date
+    /// The biometric key version the outcome was reached under.
+    public let biometricKeyVersion: Int?
+
+    init(_ row: SessionStore.Row, now: Date) {
+        id = row.id
+        outcome = row.outcome.flatMap(Outcome.init(rawValue:))
+        confidence = row.confidence.flatMap(Decision.Confidence.init(rawValue:))
+        state = row.outcome != nil ? .completed
+            : now >= row.expiresAt ? .expired
+            : row.consentedAt != nil ? .consented
+            : row.linkOpenedAt != nil ? .opened : .created
+        noticeVersion = row.noticeVersion
+        consentedAt = row.consentedAt
+        completedAt = row.completedAt
+        createdAt = row.createdAt
+        expiresAt = row.expiresAt
+        biometricKeyVersion = row.biometricKeyVersion
+    }
+}
