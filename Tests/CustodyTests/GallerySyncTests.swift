@@ -1,0 +1,49 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import Storage
+import Testing
+import Tokenization
+import Verification
+
+@Suite("The 1:N gallery across two instances on one PostgreSQL")
+struct GallerySyncTests {
+    static func face(_ seed: Double) -> [Float] { (0..<128).map { Float(cos(Double($0) * seed + 1 / seed)) } }
+
+    @Test("An enrolment on instance B is found by instance A's warm gallery; an erasure on B is never returned by A")
+    func twoInstances() async throws {
+        let first = try await VerificationHarness.make("gallery")
+        let second = VerificationHarness(first.custody, database: try first.custody.secondServiceDatabase())
+        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let listener = Task { await first.core.runGalleryListener() }
+        defer { listener.cancel() }
+        for _ in 0..<200 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(first.core.isListening)
+
+        // Warm A's gallery with one subject.
+        let warm = try await first.consentedSession(tenant, "early")
+        _ = try await first.flow.enrol(tenant: tenant, session: warm, features: try FeatureVector(Self.face(0.11)))
+        let probeEarly = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.11)), tenant: tenant)
+        #expect(try await first.core.identify(tenant: tenant, probe: probeEarly, top: 1).first?.decision.color == .green)
+
+        // B enrols someone new: A learns it through NOTIFY, without reloading from scratch.
+        let late = try await second.consentedSession(tenant, "late")
+        let lateSubject = try await second.flow.enrol(tenant: tenant, session: late, features: try FeatureVector(Self.face(0.23)))
+        let probeLate = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.23)), tenant: tenant)
+        var found = [IdentifiedCandidate]()
+        for _ in 0..<200 {
+            found = try await first.core.identify(tenant: tenant, probe: probeLate, top: 1)
+            if found.first?.subject == lateSubject.value { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(found.first?.subject == lateSubject.value, "A's gallery followed B's enrolment")
+        #expect(found.first?.decision.color == .green)
+
+        // B erases: A must not return the subject, not even once, whatever its gallery holds.
+        _ = try await second.rights.erase(tenant: tenant, externalID: PersonalText("late"), actor: "dpo")
+        let after = try await first.core.identify(tenant: tenant, probe: probeLate, top: 5)
+        #expect(!after.contains { $0.subject == lateSubject.value }, "an erased subject is never identified")
+        await first.custody.shutdown()
+    }
+}

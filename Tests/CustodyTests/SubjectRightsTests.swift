@@ -1,0 +1,109 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import Storage
+import Testing
+import Tokenization
+import Verification
+
+@Suite("Export, erasure and retention of one subject's data")
+struct SubjectRightsTests {
+    static func face(_ seed: Double) -> [Float] { (0..<128).map { Float(sin(Double($0) * seed + seed)) } }
+
+    @Test("Export returns what is held, decrypted for the tenant, and no token; erasure deletes every row and audits counts only")
+    func exportAndErase() async throws {
+        let verification = try await VerificationHarness.make("rights")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let session = try await verification.consentedSession(tenant, "emp-42", name: "Alan Turing", email: "alan@example.net")
+        let subject = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.3)))
+        let pending = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("emp-42"), name: nil, email: nil)
+
+        let export = try await verification.rights.export(tenant: tenant, externalID: PersonalText("emp-42"), actor: "dpo")
+        #expect(export.subjectReferences == [subject.value])
+        #expect(export.biometricTemplates.map(\.keyVersion) == [1])
+        #expect(export.sessions.count == 2)
+        let completed = try #require(export.sessions.first { $0.id == session.uuidString.lowercased() })
+        #expect(completed.candidateName == "Alan Turing" && completed.candidateEmail == "alan@example.net")
+        #expect(completed.outcome == "enrolled" && completed.consent?.noticeVersion == "notice-2026-01")
+        #expect(export.sessions.first { $0.id == pending.id.uuidString.lowercased() }?.state == "created")
+        let json = String(decoding: try export.json(), as: UTF8.self)
+        #expect(json.contains("\"templates_note\"") && json.contains("\"biometric_templates\""))
+        let object = try JSONSerialization.jsonObject(with: try export.json()) as? [String: Any]
+        #expect(object?["subject_references"] as? [String] == [subject.value], "machine-readable JSON")
+        // The token is 4 KiB of bytes; nothing of that size (nor its base64) is in the export.
+        #expect(json.utf8.count < 4_000, "no token in the export")
+
+        let counts = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("emp-42"), actor: "dpo")
+        #expect(counts == ErasureCounts(templates: 1, sessions: 2))
+        #expect(try await verification.count("templates", tenant: tenant) == 0)
+        #expect(try await verification.count("verification_sessions", tenant: tenant) == 0)
+        let links = try await verification.custody.owner.withTransaction(context: "links") { connection in
+            try await connection.query("SELECT count(*)::int FROM gateway_links", logger: Database.quiet).collect().first!.decode(Int.self)
+        }
+        #expect(links == 0, "the gateway links went with their sessions")
+        let again = try await verification.rights.export(tenant: tenant, externalID: PersonalText("emp-42"), actor: "dpo")
+        #expect(again.sessions.isEmpty && again.biometricTemplates.isEmpty && again.subjectReferences.isEmpty)
+
+        let entries = try await verification.auditEntries("subject.erase")
+        #expect(entries.count == 1)
+        let entry = try #require(entries.first)
+        #expect(entry.details.contains("\"templates\":\"1\"") || entry.details.contains("\"templates\": \"1\""))
+        for erased in [subject.value, String(subject.value.dropFirst(3)), "emp-42", "Alan", "alan@example.net"] {
+            #expect(!entry.details.contains(erased) && !entry.target.contains(erased), "the audit entry holds erased data: \(erased)")
+        }
+        #expect(try await verification.custody.audit.verify().isIntact)
+        await verification.custody.shutdown()
+    }
+
+    @Test("Retention deletes fingerprints idle past the tenant's period (clock moved forward) and keeps active ones")
+    func retention() async throws {
+        let verification = try await VerificationHarness.make("retention")
+        let keyring = verification.custody.keyring
+        let a = try await keyring.createTenant(label: "tenant-a", actor: "officer").id
+        let b = try await keyring.createTenant(label: "tenant-b", actor: "officer").id
+        try await verification.policies.set(try TenantPolicy(green: 0.3, amber: 0.15, retentionDays: 30, tokenizationsPerMinute: 1000), for: b, actor: "officer")
+        for (tenant, id) in [(a, "old"), (a, "busy"), (b, "b-old")] {
+            let session = try await verification.consentedSession(tenant, id)
+            _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(Double(id.count) + 0.1)))
+        }
+        // The database stamps activity with its own clock: age the rows as 100 days of idling would.
+        try await verification.custody.ownerSQL(tenant: a, "UPDATE templates SET last_used_at = now() - interval '100 days'")
+        try await verification.custody.ownerSQL(tenant: b, "UPDATE templates SET last_used_at = now() - interval '45 days'")
+        try await verification.custody.ownerSQL(tenant: a, """
+            UPDATE templates SET last_used_at = now() - interval '10 days'
+            WHERE subject_ref = (SELECT subject_ref FROM verification_sessions WHERE outcome = 'enrolled' ORDER BY created_at DESC LIMIT 1)
+            """)
+
+        #expect(try await verification.retention.run() == [a: 1, b: 1], "A: 100 days > 90; B: 45 days > its 30")
+        #expect(try await verification.count("templates", tenant: a) == 1, "the subject active 10 days ago stays")
+        #expect(try await verification.count("templates", tenant: b) == 0)
+        #expect(try await verification.retention.run().isEmpty, "nothing more to delete")
+        verification.clock.advance(days: 81)
+        #expect(try await verification.retention.run(tenant: a) == [a: 1], "81 days later the last one is 91 days idle")
+        #expect(try await verification.count("verification_sessions", tenant: a) == 2, "session metadata stays for the audit trail")
+        #expect(try await verification.auditEntries("retention.delete").count == 3)
+        await verification.custody.shutdown()
+    }
+
+    @Test("Per-tenant thresholds decide the colour; out-of-range policies are refused")
+    func thresholds() async throws {
+        let verification = try await VerificationHarness.make("thresholds")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let enrol = try await verification.consentedSession(tenant, "p1")
+        _ = try await verification.flow.enrol(tenant: tenant, session: enrol, features: try FeatureVector(Self.face(0.7)))
+        let noisy = Self.face(0.7).enumerated().map { $0.element + Float(sin(Double($0.offset) * 5.1)) * 0.35 }
+        let first = try await verification.consentedSession(tenant, "p1")
+        let relaxed = try await verification.flow.verify(tenant: tenant, session: first, features: try FeatureVector(noisy))
+        #expect(relaxed.color == .green)
+        try await verification.policies.set(try TenantPolicy(green: 0.99, amber: 0.98, retentionDays: 90, tokenizationsPerMinute: 600), for: tenant, actor: "officer")
+        let second = try await verification.consentedSession(tenant, "p1")
+        let strict = try await verification.flow.verify(tenant: tenant, session: second, features: try FeatureVector(noisy))
+        #expect(strict.color == .red, "same comparison, the tenant's stricter thresholds flag it")
+        #expect(throws: VerificationError.self) { _ = try TenantPolicy(green: 0.2, amber: 0.5, retentionDays: 90, tokenizationsPerMinute: 10) }
+        #expect(throws: VerificationError.self) { _ = try TenantPolicy(green: 0.5, amber: 0.2, retentionDays: 0, tokenizationsPerMinute: 10) }
+        #expect(throws: VerificationError.self) { _ = try TenantPolicy(green: .nan, amber: 0.2, retentionDays: 9, tokenizationsPerMinute: 10) }
+        #expect(try await verification.auditEntries("tenant.policy").count == 1)
+        await verification.custody.shutdown()
+    }
+}
