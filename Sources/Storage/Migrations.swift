@@ -207,6 +207,36 @@ public enum Migrations {
         GRANT UPDATE (opened_at) ON gateway_links TO {service};
         GRANT UPDATE (pii_version) ON templates TO {service};
         """),
+        // Version 4 is the key ceremony's (root KEK rotation).
+        Migration(version: 5, summary: "two-officer key destruction requests; revoked officer certificates", sql: """
+        -- Administration data, not tenant data: officers act across tenants, so no row-level
+        -- security; nothing secret in either table.
+        CREATE TABLE destruction_requests (
+            id uuid PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            purpose text NOT NULL,
+            version integer NOT NULL CHECK (version > 0),
+            requested_by text NOT NULL,
+            requested_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            approved_by text,
+            approved_at timestamptz,
+            executed_at timestamptz,
+            CHECK (approved_by IS NULL OR approved_by <> requested_by),
+            CHECK (executed_at IS NULL OR approved_at IS NOT NULL)
+        );
+
+        CREATE TABLE revoked_certificates (
+            serial text PRIMARY KEY CHECK (serial ~ '^[0-9a-f]{1,64}$'),
+            subject text NOT NULL,
+            revoked_by text NOT NULL,
+            revoked_at timestamptz NOT NULL DEFAULT now()
+        );
+
+        GRANT SELECT, INSERT ON destruction_requests TO {service};
+        GRANT UPDATE (approved_by, approved_at, executed_at) ON destruction_requests TO {service};
+        GRANT SELECT, INSERT ON revoked_certificates TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -1,0 +1,117 @@
+public import CustosModel
+public import Foundation
+public import Storage
+
+/// Destroying a key version takes two officers (DESIGN §10): one requests, a different one
+/// approves before the request expires, then either carries it out — once, and still subject to
+/// the keyring's own rules (retired, waiting period over, nothing stored still needs it).
+public final class KeyDestructionApprovals: Sendable {
+    let database: Database
+    let keyring: TenantKeyring
+    let audit: AuditLog
+    public let lifetime: Duration
+    let now: @Sendable () -> Date
+
+    public init(database: Database, keyring: TenantKeyring, audit: AuditLog, lifetime: Duration = .seconds(24 * 3600), now: @escaping @Sendable () -> Date = { Date() }) {
+        self.database = database
+        self.keyring = keyring
+        self.audit = audit
+        self.lifetime = lifetime
+        self.now = now
+    }
+
+    public typealias Request = DestructionRequestStore.Row
+
+    public func request(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, officer: String) async throws -> Request {
+        let versions = try await keyring.versions(tenant)
+        guard let record = versions.first(where: { $0.purpose == purpose && $0.version == version }) else {
+            throw CustodyError.unknownKeyVersion(tenant, purpose, version)
+        }
+        guard record.state == .retired else { throw CustodyError.invalidTransition(tenant, purpose, version, from: record.state, to: .destroyed) }
+        let at = now()
+        let row = Request(
+            id: UUID(), tenant: tenant, purpose: purpose, version: version, requestedBy: officer, requestedAt: at,
+            expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), approvedBy: nil, approvedAt: nil, executedAt: nil
+        )
+        try await custody {
+            try await database.withTransaction(context: "request key destruction") { connection in
+                try await DestructionRequestStore.insert(row, on: connection)
+            }
+        }
+        _ = try await audit.append(tenant: tenant, actor: officer, action: "key.destroy.request", target: "\(purpose.rawValue)/v\(version)", details: ["request": row.id.uuidString.lowercased()])
+        return row
+    }
+
+    /// - Throws: ``DestructionApprovalError`` when the approver requested it, or the request is
+    ///   unknown, expired, already approved or carried out.
+    public func approve(_ id: UUID, officer: String) async throws -> Request {
+        let at = now()
+        let row = try await custody {
+            try await database.withTransaction(context: "approve key destruction") { connection in
+                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
+                guard row.approvedBy == nil else { throw DestructionApprovalError.alreadyApproved(id) }
+                guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
+                try await DestructionRequestStore.approve(id, by: officer, at: at, on: connection)
+                return row
+            }
+        }
+        _ = try await audit.append(tenant: row.tenant, actor: officer, action: "key.destroy.approve", target: "\(row.purpose.rawValue)/v\(row.version)", details: ["request": id.uuidString.lowercased()])
+        return try await get(id)
+    }
+
+    /// Carries out an approved, unexpired request once.
+    public func execute(_ id: UUID, officer: String, waitingPeriod: Duration) async throws -> Request {
+        let at = now()
+        let row = try await get(id)
+        guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
+        guard row.approvedBy != nil else { throw DestructionApprovalError.notApproved(id) }
+        guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
+        try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+        try await custody {
+            try await database.withTransaction(context: "record key destruction") { connection in
+                try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
+            }
+        }
+        return try await get(id)
+    }
+
+    public func get(_ id: UUID) async throws -> Request {
+        let row = try await custody {
+            try await database.withTransaction(context: "read key destruction request") { connection in
+                try await DestructionRequestStore.get(id, forUpdate: false, on: connection)
+            }
+        }
+        guard let row else { throw DestructionApprovalError.unknown(id) }
+        return row
+    }
+
+    private func custody<R: Sendable>(_ body: () async throws -> R) async throws -> R {
+        do {
+            return try await body()
+        } catch let error as StorageError {
+            throw CustodyError.storage(error)
+        }
+    }
+}
+
+/// Why a destruction request was refused.
+public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknown(UUID)
+    case approverIsRequester(UUID)
+    case alreadyApproved(UUID)
+    case notApproved(UUID)
+    case alreadyExecuted(UUID)
+    case expired(UUID)
+
+    public var description: String {
+        switch self {
+        case .unknown(let id): "no key destruction request \(id.uuidString.lowercased())"
+        case .approverIsRequester(let id): "request \(id.uuidString.lowercased()) must be approved by a different officer than the one who made it"
+        case .alreadyApproved(let id): "request \(id.uuidString.lowercased()) is already approved"
+        case .notApproved(let id): "request \(id.uuidString.lowercased()) has no approval from a second officer yet"
+        case .alreadyExecuted(let id): "request \(id.uuidString.lowercased()) was already carried out"
+        case .expired(let id): "request \(id.uuidString.lowercased()) has expired; make a new one"
+        }
+    }
+}

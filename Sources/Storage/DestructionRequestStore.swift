@@ -1,0 +1,83 @@
+public import CustosModel
+public import Foundation
+public import PostgresNIO
+
+/// `destruction_requests`: a key version's destruction asked for by one officer, approved by a
+/// different one before it expires, then carried out once.
+public enum DestructionRequestStore {
+    public struct Row: Sendable, Hashable, Codable {
+        public let id: UUID
+        public let tenant: TenantID
+        public let purpose: KeyPurpose
+        public let version: Int
+        public let requestedBy: String
+        public let requestedAt: Date
+        public let expiresAt: Date
+        public let approvedBy: String?
+        public let approvedAt: Date?
+        public let executedAt: Date?
+
+        public init(
+            id: UUID, tenant: TenantID, purpose: KeyPurpose, version: Int, requestedBy: String, requestedAt: Date,
+            expiresAt: Date, approvedBy: String?, approvedAt: Date?, executedAt: Date?
+        ) {
+            self.id = id
+            self.tenant = tenant
+            self.purpose = purpose
+            self.version = version
+            self.requestedBy = requestedBy
+            self.requestedAt = requestedAt
+            self.expiresAt = expiresAt
+            self.approvedBy = approvedBy
+            self.approvedAt = approvedAt
+            self.executedAt = executedAt
+        }
+    }
+
+    public static func insert(_ row: Row, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at)
+            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.purpose.rawValue), \(row.version), \(row.requestedBy), \(row.requestedAt), \(row.expiresAt))
+            """, logger: Database.quiet)
+    }
+
+    public static func get(_ id: UUID, forUpdate: Bool, on connection: PostgresConnection) async throws -> Row? {
+        let query: PostgresQuery = forUpdate
+            ? "SELECT id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at FROM destruction_requests WHERE id = \(id) FOR UPDATE"
+            : "SELECT id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at FROM destruction_requests WHERE id = \(id)"
+        let rows = try await connection.query(query, logger: Database.quiet)
+        for try await row in rows.decode((UUID, String, String, Int, String, Date, Date, String?, Date?, Date?).self) {
+            guard let tenant = TenantID(row.1), let purpose = KeyPurpose(rawValue: row.2) else { continue }
+            return Row(
+                id: row.0, tenant: tenant, purpose: purpose, version: row.3, requestedBy: row.4, requestedAt: row.5,
+                expiresAt: row.6, approvedBy: row.7, approvedAt: row.8, executedAt: row.9
+            )
+        }
+        return nil
+    }
+
+    public static func approve(_ id: UUID, by officer: String, at now: Date, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            UPDATE destruction_requests SET approved_by = \(officer), approved_at = \(now) WHERE id = \(id)
+            """, logger: Database.quiet)
+    }
+
+    public static func markExecuted(_ id: UUID, at now: Date, on connection: PostgresConnection) async throws {
+        try await connection.query("UPDATE destruction_requests SET executed_at = \(now) WHERE id = \(id)", logger: Database.quiet)
+    }
+}
+
+/// `revoked_certificates`: officer (or front-end) certificates refused from now on, by serial.
+public enum CertificateRevocationStore {
+    public static func isRevoked(serial: String, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("SELECT 1 FROM revoked_certificates WHERE serial = \(serial)", logger: Database.quiet)
+        return try await rows.collect().count > 0
+    }
+
+    public static func revoke(serial: String, subject: String, by officer: String, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO revoked_certificates (serial, subject, revoked_by) VALUES (\(serial), \(subject), \(officer))
+            ON CONFLICT (serial) DO NOTHING
+            """, logger: Database.quiet)
+    }
+}
