@@ -134,6 +134,10 @@ public enum Migrations {
         GRANT SELECT, INSERT, DELETE ON templates TO {service};
         GRANT UPDATE (token, enrolled_at, last_used_at) ON templates TO {service};
         """),
+        // Version 3 is another change's; versions need not be applied in number order.
+        Migration(version: 4, summary: "root-KEK rotation may re-point key versions at the new root KEK", sql: """
+        GRANT UPDATE (root_kek_version) ON key_versions TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.
