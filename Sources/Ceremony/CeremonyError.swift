@@ -1,6 +1,6 @@
 public import Custody
 public import HSM
-import PKCS11
+public import PKCS11
 
 /// Why a ceremony step failed. Descriptions name files, indices, labels and check values —
 /// never share bytes, key material or PINs — so they are safe to print and to read aloud.
@@ -35,6 +35,8 @@ public enum CeremonyError: Error, Sendable, CustomStringConvertible {
     case transcriptBroken(path: String, line: Int, reason: String)
     case pin(PINSourceError)
     case hsm(HSMError)
+    /// A direct PKCS#11 call failed (token initialisation, outside the pool).
+    case pkcs11(PKCS11Error)
     case custody(CustodyError)
 
     public var description: String {
@@ -64,6 +66,7 @@ public enum CeremonyError: Error, Sendable, CustomStringConvertible {
         case .transcriptBroken(let path, let line, let reason): "transcript \(path) is broken at line \(line): \(reason)"
         case .pin(let error): error.description
         case .hsm(let error): error.description
+        case .pkcs11(let error): error.description
         case .custody(let error): error.description
         }
     }
@@ -76,6 +79,8 @@ public enum CeremonyError: Error, Sendable, CustomStringConvertible {
         case let error as HSMError: CeremonyError.hsm(error)
         case let error as CustodyError: CeremonyError.custody(error)
         case let error as PINSourceError: CeremonyError.pin(error)
+        case let error as PKCS11Error: CeremonyError.pkcs11(error)
+        case let error as PKCS11ModuleError: CeremonyError.hsm(.configuration(error.description))
         default: error
         }
     }
