@@ -13,7 +13,7 @@ struct CustosCommand: AsyncParsableCommand {
         """,
         subcommands: [
             HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
-            WebhookCommand.self, AuditCommand.self, EvalCommand.self, BenchCommand.self,
+            WebhookCommand.self, AuditCommand.self, EvalCommand.self, BenchCommand.self, CeremonyCommand.self,
         ]
     )
 }
