@@ -27,20 +27,28 @@ enum Hex {
         return bytes
     }
 
-    /// Hex of a secret, written straight into protected memory. The digit lookup is indexed by
-    /// the secret nibble; it goes to a file, which holds the same bytes, so it adds no exposure.
+    /// Hex of a secret, written straight into protected memory, without a table lookup or a
+    /// branch on the secret nibble.
     static func encode(secret: SecretBytes) -> SecretBytes {
         secret.withUnsafeBytes { bytes in
             SecretBytes(count: bytes.count * 2) { output in
                 for (offset, byte) in bytes.enumerated() {
-                    output[offset * 2] = digits[Int(byte >> 4)]
-                    output[offset * 2 + 1] = digits[Int(byte & 0x0F)]
+                    output[offset * 2] = digit(byte >> 4)
+                    output[offset * 2 + 1] = digit(byte & 0x0F)
                 }
             }
         }
     }
 
-    /// Decodes hex characters (a region of a protected buffer) into protected memory.
+    /// '0'…'9', 'a'…'f' for 0…15: 0x30 + n, plus 0x27 when n > 9 (by the sign of 9 − n).
+    @inline(__always)
+    static func digit(_ nibble: UInt8) -> UInt8 {
+        let n = Int(nibble)
+        return UInt8(truncatingIfNeeded: n + 0x30 + (((9 - n) >> 8) & 0x27))
+    }
+
+    /// Decodes hex characters (a region of a protected buffer) into protected memory. (Validating
+    /// the characters branches on them; a share file is read once, by its custodian's ceremony.)
     static func decode(secret characters: UnsafeRawBufferPointer) -> SecretBytes? {
         guard characters.count % 2 == 0 else { return nil }
         var valid = true

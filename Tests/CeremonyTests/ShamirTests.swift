@@ -70,3 +70,15 @@ struct ShamirTests {
         #expect(throws: ShamirError.invalidIndex(0)) { try Shamir.combine([ShamirShare(index: 0, value: secret([1]))]) }
     }
 }
+
+@Suite("Hex of secrets")
+struct HexTests {
+    @Test("Branch-free hex digits equal the table, and secret hex round-trips")
+    func digits() {
+        for nibble in 0..<16 as Range<UInt8> { #expect(Hex.digit(nibble) == Hex.digits[Int(nibble)]) }
+        let value = secret((0...255).map(UInt8.init))
+        let hex = Hex.encode(secret: value)
+        #expect(bytes(of: hex) == Array(Hex.encode(bytes(of: value)).utf8))
+        #expect(hex.withUnsafeBytes { Hex.decode(secret: $0) } == value)
+    }
+}
