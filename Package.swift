@@ -71,6 +71,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The key ceremony (DESIGN §11): Shamir shares of the root keys, share files, the signed
+        // transcript, restore and root-KEK rotation. Talks to the HSM directly.
+        // CryptoExtras (same swift-crypto package) only for the single-block AES of the AES KCV.
+        .target(
+            name: "Ceremony",
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "Custody", "Storage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The verification core: only ever sees tokens. Never imports HSM, PKCS11, Tokenization
         // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
         .target(
@@ -98,6 +111,7 @@ let package = Package(
                 "Tokenization",
                 "Verification",
                 "Composition",
+                "Ceremony",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -119,7 +133,7 @@ let package = Package(
         .testTarget(
             name: "CustodyTests",
             dependencies: [
-                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition",
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -130,6 +144,14 @@ let package = Package(
             name: "TokenizationTests",
             dependencies: [
                 "Tokenization", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CeremonyTests",
+            dependencies: [
+                "Ceremony", "HSM", "PKCS11", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

@@ -49,6 +49,29 @@ public enum KeyTemplate {
         ]
     }
 
+    /// The root KEK imported from known bytes (the key ceremony: generated from the HSM RNG, split
+    /// into custodian shares, then imported; or rebuilt from shares on restore). The same
+    /// permissions as ``rootKEK(label:id:)``; no `CKA_VALUE_LEN` (`C_CreateObject` takes the
+    /// length from the value).
+    public static func importedRootKEK(label: String, id: [UInt8], value: SecretBytes) -> [Attribute] {
+        rootKEK(label: label, id: id).filter { $0.type != .valueLength } + [.value(value)]
+    }
+
+    /// The root MAC key imported from known bytes (see ``importedRootKEK(label:id:value:)``).
+    public static func importedRootMAC(label: String, id: [UInt8], value: SecretBytes) -> [Attribute] {
+        rootMAC(label: label, id: id).filter { $0.type != .valueLength } + [.value(value)]
+    }
+
+    /// A tenant key unwrapped under an old root KEK only to be wrapped again under a new one
+    /// (root-KEK rotation): a session object, sensitive, extractable for that one wrap, then
+    /// destroyed.
+    public static func tenantKeyForRewrapping(_ usage: KeyUsage) -> [Attribute] {
+        [
+            .class(.secretKey), .keyType(usage.keyType), .token(false), .private(true),
+            .sensitive(true), .extractable(true), .modifiable(false), .copyable(false),
+        ] + usage.attributes
+    }
+
     /// A new tenant key: a session object, sensitive, extractable only so that it can be
     /// wrapped under the root KEK once, then destroyed.
     public static func tenantKeyForWrapping(_ usage: KeyUsage) -> [Attribute] {

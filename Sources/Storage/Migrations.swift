@@ -207,7 +207,9 @@ public enum Migrations {
         GRANT UPDATE (opened_at) ON gateway_links TO {service};
         GRANT UPDATE (pii_version) ON templates TO {service};
         """),
-        // Version 4 is the key ceremony's (root KEK rotation).
+        Migration(version: 4, summary: "root-KEK rotation may re-point key versions at the new root KEK", sql: """
+        GRANT UPDATE (root_kek_version) ON key_versions TO {service};
+        """),
         Migration(version: 5, summary: "two-officer key destruction requests; revoked officer certificates", sql: """
         -- Administration data, not tenant data: officers act across tenants, so no row-level
         -- security; nothing secret in either table.

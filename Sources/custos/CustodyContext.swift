@@ -1,3 +1,4 @@
+import Ceremony
 import Custody
 import CustosModel
 import Foundation
@@ -21,8 +22,12 @@ struct CustodyContext {
         try await pool.start()
         let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: logger)
         database.start()
-        let audit = AuditLog(pool: pool, database: database, anchorPath: configuration.auditAnchorPath)
-        let keyring = TenantKeyring(pool: pool, database: database, audit: audit, logger: logger)
+        // The newest root keys on the token: after a root-KEK rotation, new tenant keys are
+        // wrapped under the new KEK (older ones stay for rows that still name them).
+        let inventory = try await RootKeyInventory.read(from: pool)
+        let rootKeys = RootKeys(kekVersion: max(1, inventory.newestKEKVersion), macVersion: max(1, inventory.newestMACVersion))
+        let audit = AuditLog(pool: pool, database: database, rootKeys: rootKeys, anchorPath: configuration.auditAnchorPath)
+        let keyring = TenantKeyring(pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger)
         let context = CustodyContext(
             pool: pool, database: database, audit: audit, keyring: keyring,
             apiKeys: APIKeyService(pool: pool, database: database, keyring: keyring, audit: audit, environment: configuration.environment, logger: logger),

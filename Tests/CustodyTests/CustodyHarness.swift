@@ -25,7 +25,11 @@ final class CustodyHarness: Sendable {
     let anchorPath: String
     let logs: LogCapture
 
-    static func make(_ name: String, rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil) async throws -> CustodyHarness {
+    /// - Parameter createRootKeys: `false` leaves the harness token without root keys (the key
+    ///   ceremony test brings its own tokens and uses only the database).
+    static func make(
+        _ name: String, createRootKeys: Bool = true, rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
+    ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
         let logs = LogCapture()
@@ -41,7 +45,7 @@ final class CustodyHarness: Sendable {
         let token = try TestToken.make(name)
         let pool = try SessionPool(configuration: token.configuration(), logger: logs.logger)
         try await pool.start()
-        _ = try await RootKeys().createIfMissing(on: pool)
+        if createRootKeys { _ = try await RootKeys().createIfMissing(on: pool) }
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
         let audit = AuditLog(pool: pool, database: service, anchorPath: anchorPath)
         let keyring = TenantKeyring(pool: pool, database: service, audit: audit, logger: logs.logger, rotationHook: rotationHook)

@@ -41,6 +41,14 @@ public struct TestToken: Sendable {
         }
     }
 
+    /// Runs `body` while no other suite initialises a token: `C_InitToken` takes the one free
+    /// slot, so two initialisations at once would race for it (for tests that initialise their
+    /// own tokens, e.g. the key ceremony's init-token step).
+    public static func serializingInitialisation<R>(_ body: () throws -> R) rethrows -> R {
+        _ = sharedModule
+        return try creation.withLock { _ in try body() }
+    }
+
     /// A pool configuration for this token (PIN from its 0600 file).
     public func configuration(workers: Int = 2, acquireTimeout: Duration = .seconds(5)) -> HSMConfiguration {
         HSMConfiguration(

@@ -1,0 +1,364 @@
+public import Custody
+import Foundation
+public import HSM
+public import Logging
+public import PKCS11
+
+/// The key ceremony (DESIGN §11), run locally against the HSM: generate the root keys from the
+/// HSM RNG and split them at once into M-of-N custodian shares, restore them into a fresh token,
+/// verify the token's check values, rotate the root KEK. Every step appends a MAC'd line to the
+/// transcript. Key material exists outside the HSM only in ``SecretBytes`` (locked, wiped on
+/// release) and, as shares, in the share files.
+public struct KeyCeremony: Sendable {
+    public static let toolVersion = "custos-ceremony/1"
+    /// Every root key is 32 bytes: AES-256 for the KEK, a 256-bit HMAC key for the MAC key.
+    public static let keyLength = 32
+
+    public let pool: SessionPool
+    public let participants: CeremonyParticipants
+    /// SHA-256 of the configuration the step ran with (hex), recorded in the transcript.
+    public let configHash: String
+    let random: any CeremonyRandomSource
+    let logger: Logger
+
+    /// - Parameter random: where key material and Shamir coefficients come from; the HSM RNG
+    ///   unless a test passes its own.
+    public init(
+        pool: SessionPool, participants: CeremonyParticipants, configHash: String,
+        random: (any CeremonyRandomSource)? = nil, logger: Logger
+    ) {
+        self.pool = pool
+        self.participants = participants
+        self.configHash = configHash
+        self.random = random ?? HSMRandomSource(pool: pool)
+        self.logger = logger
+    }
+
+    // MARK: init-token
+
+    /// Initialises a fresh token (SO PIN and user PIN from files or the environment, never argv)
+    /// and writes the transcript's first line, which carries no MAC yet: the token has no root
+    /// MAC key; the next step's MAC'd line covers it through the hash chain.
+    /// - Throws: ``CeremonyError/tokenAlreadyPresent(label:serial:)`` when the label is taken.
+    @discardableResult
+    public static func initToken(
+        module: PKCS11Module, label: String, securityOfficerPIN: PINSource, userPIN: PINSource,
+        participants: CeremonyParticipants, configHash: String, transcript: CeremonyTranscript
+    ) async throws -> TokenInfo {
+        let token = try provisionToken(module: module, label: label, securityOfficerPIN: securityOfficerPIN, userPIN: userPIN)
+        try await recordInitToken(token, module: module, participants: participants, configHash: configHash, transcript: transcript)
+        return token
+    }
+
+    /// The token half of ``initToken(module:label:securityOfficerPIN:userPIN:participants:configHash:transcript:)``.
+    public static func provisionToken(module: PKCS11Module, label: String, securityOfficerPIN: PINSource, userPIN: PINSource) throws -> TokenInfo {
+        do {
+            let soPIN = try securityOfficerPIN.read()
+            let pin = try userPIN.read()
+            switch try TokenProvisioning.initializeToken(module: module, label: label, securityOfficerPIN: soPIN, userPIN: pin) {
+            case .created(let created): return created
+            case .alreadyPresent(let existing): throw CeremonyError.tokenAlreadyPresent(label: existing.label, serial: existing.serialNumber)
+            }
+        } catch {
+            throw CeremonyError.wrap(error)
+        }
+    }
+
+    /// The transcript half of ``initToken(module:label:securityOfficerPIN:userPIN:participants:configHash:transcript:)``.
+    public static func recordInitToken(
+        _ token: TokenInfo, module: PKCS11Module, participants: CeremonyParticipants, configHash: String, transcript: CeremonyTranscript
+    ) async throws {
+        var draft = CeremonyTranscript.Draft(
+            step: "init-token", operatorName: participants.operatorName, witnesses: participants.witnesses,
+            tokenLabel: token.label, tokenSerial: token.serialNumber, configHash: configHash
+        )
+        draft.details = ["module": module.path, "userPINInitialized": String(token.isUserPINInitialized)]
+        try await transcript.append(draft, macKey: nil, pool: nil)
+    }
+
+    // MARK: generate-root
+
+    /// What ``generateRoot(threshold:shares:outputDirectory:transcript:kekVersion:macVersion:)`` made.
+    public struct Outcome: Sendable {
+        public let ceremonyID: String
+        public let sharePaths: [String]
+        /// The keys as the token reports them (label, CKA_ID, CKA_CHECK_VALUE).
+        public let keys: [CeremonyTranscriptEntry.Key]
+        public let entry: CeremonyTranscriptEntry
+    }
+
+    /// Generates the root KEK and the root MAC key (32 bytes each from the HSM RNG), splits
+    /// their concatenation into `shares` shares with threshold `threshold`, writes one share file
+    /// per custodian, imports both keys (non-extractable) and checks the token's KCVs against
+    /// the ones in the share files. The shares are written before the import: a key is never on
+    /// the token without its backup.
+    /// - Throws: ``CeremonyError``; ``CeremonyError/rootKeyAlreadyPresent(_:)`` when the token
+    ///   has either key.
+    public func generateRoot(
+        threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript,
+        kekVersion: Int = 1, macVersion: Int = 1
+    ) async throws -> Outcome {
+        try await ceremony {
+            try Shamir.validate(threshold: threshold, count: shares)
+            let kekLabel = RootKeys.kekLabel(version: kekVersion)
+            let macLabel = RootKeys.macLabel(version: macVersion)
+            let inventory = try await RootKeyInventory.read(from: pool)
+            for label in [kekLabel, macLabel] where inventory.entry(label: label) != nil {
+                throw CeremonyError.rootKeyAlreadyPresent(label)
+            }
+            let secret = try await random.randomSecret(count: 2 * Self.keyLength)
+            let kek = ShareSet.slice(secret, .init(label: kekLabel, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: []))
+            let mac = ShareSet.slice(secret, .init(label: macLabel, keyType: .genericSecret, offset: Self.keyLength, length: Self.keyLength, checkValue: []))
+            let keys = [
+                ShareFile.Key(label: kekLabel, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: try KeyCheckValue.compute(kek, keyType: .aes)),
+                ShareFile.Key(label: macLabel, keyType: .genericSecret, offset: Self.keyLength, length: Self.keyLength, checkValue: try KeyCheckValue.compute(mac, keyType: .genericSecret)),
+            ]
+            return try await splitImportAndRecord(
+                step: "generate-root", secret: secret, keys: keys, threshold: threshold, shares: shares,
+                outputDirectory: outputDirectory, transcript: transcript, details: [:]
+            )
+        }
+    }
+
+    // MARK: restore
+
+    /// Rebuilds the keys of one share set into this token: the set is checked (one ceremony,
+    /// distinct indices, at least M, every share's own check value), combined, checked against
+    /// the recorded secret check value and KCVs, imported, and the token's KCVs checked again.
+    /// Run once per share set (after a root-KEK rotation: the generate-root set, then each
+    /// rotate-root set).
+    /// - Throws: ``CeremonyError``; ``CeremonyError/rootKeyAlreadyPresent(_:)`` when the token has
+    ///   any of the set's keys.
+    public func restore(sharePaths: [String], transcript: CeremonyTranscript) async throws -> Outcome {
+        try await ceremony {
+            let set = try ShareSet(paths: sharePaths)
+            let secret = try set.combine()
+            guard let header = set.header else { throw CeremonyError.notEnoughShares(have: 0, need: 2) }
+            let imported = try await importKeys(secret: secret, keys: header.keys)
+            let token = try await pool.tokenInfo()
+            var draft = draft("restore", token: token)
+            draft.ceremonyID = header.ceremonyID
+            draft.keys = imported
+            draft.threshold = header.threshold
+            draft.shareCount = header.shares
+            draft.shares = set.files.map { .init(index: $0.file.header.index, file: Self.fileName($0.path), checkValue: $0.file.header.shareCheckValue) }
+            draft.details = ["sourceTokenLabel": header.token.label, "sourceTokenSerial": header.token.serial]
+            let entry = try await transcript.append(draft, macKey: try await RootKeyInventory.read(from: pool).newestMACLabel, pool: pool)
+            logger.notice("root keys restored from shares", metadata: ["ceremony": "\(header.ceremonyID)", "keys": "\(imported.map(\.label))"])
+            return Outcome(ceremonyID: header.ceremonyID, sharePaths: sharePaths, keys: imported, entry: entry)
+        }
+    }
+
+    // MARK: verify
+
+    /// One root key's recorded check value against the token's.
+    public struct Comparison: Sendable, Codable, Hashable {
+        public let label: String
+        public let expected: String?
+        public let actual: String?
+        public var matches: Bool { expected != nil && expected == actual }
+    }
+
+    /// The check values recorded for each label in a transcript (the latest entry naming it),
+    /// after checking the transcript's chain and MACs.
+    /// - Throws: ``CeremonyError/transcriptBroken(path:line:reason:)`` for a broken transcript.
+    public func expectedCheckValues(transcript: CeremonyTranscript) async throws -> [String: String] {
+        try await ceremony {
+            let verification = try await transcript.verify(pool: pool)
+            if let line = verification.firstBadLine ?? (verification.problem != nil ? 0 : nil) {
+                throw CeremonyError.transcriptBroken(path: transcript.path, line: line, reason: verification.problem ?? "")
+            }
+            var expected = [String: String]()
+            for entry in try transcript.entries() {
+                for key in entry.keys { expected[key.label] = key.checkValue }
+            }
+            return expected
+        }
+    }
+
+    /// The check values a share file records (its own check value is verified on reading).
+    public static func expectedCheckValues(shareFile path: String) throws -> [String: String] {
+        let file = try ShareFile.read(from: path)
+        return Dictionary(uniqueKeysWithValues: file.header.keys.map { ($0.label, $0.checkValue.lowercased()) })
+    }
+
+    /// Compares the token's root keys with `expected` (label → hex KCV); appends the result to
+    /// `transcript` when one is given. Keys on the token that `expected` does not name are
+    /// listed with no expected value (not a failure).
+    public func verify(expected: [String: String], transcript: CeremonyTranscript?) async throws -> [Comparison] {
+        try await ceremony {
+            let inventory = try await RootKeyInventory.read(from: pool)
+            var comparisons = expected.keys.sorted().map { label in
+                Comparison(label: label, expected: expected[label], actual: inventory.entry(label: label).map { Hex.encode($0.checkValue) })
+            }
+            for entry in inventory.entries where expected[entry.label] == nil {
+                comparisons.append(Comparison(label: entry.label, expected: nil, actual: Hex.encode(entry.checkValue)))
+            }
+            if let transcript {
+                let token = try await pool.tokenInfo()
+                var draft = draft("verify", token: token)
+                draft.keys = inventory.entries.filter { expected[$0.label] != nil }.map {
+                    .init(label: $0.label, id: Hex.encode($0.id), checkValue: Hex.encode($0.checkValue))
+                }
+                let failures = comparisons.filter { $0.expected != nil && !$0.matches }.map(\.label)
+                draft.details = ["result": failures.isEmpty ? "all match" : "MISMATCH", "mismatched": failures.joined(separator: ",")]
+                try await transcript.append(draft, macKey: inventory.newestMACLabel, pool: pool)
+            }
+            return comparisons
+        }
+    }
+
+    // MARK: rotate-root
+
+    /// What ``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:)`` did.
+    public struct Rotation: Sendable {
+        public let generated: Outcome
+        public let newKEKVersion: Int
+        public let rewrap: TenantKeyring.RewrapReport
+    }
+
+    /// A new root KEK (version n + 1, from the HSM RNG) with its own new M-of-N shares; then every
+    /// tenant key version is re-wrapped from the KEK it names to the new one, its row MAC
+    /// recomputed. Old root KEKs stay on the token (rows of destroyed versions still name them).
+    /// The MAC key is not rotated, so its shares stay those of generate-root.
+    /// - Throws: ``CeremonyError``.
+    public func rotateRoot(
+        threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript, keyring: TenantKeyring
+    ) async throws -> Rotation {
+        try await ceremony {
+            try Shamir.validate(threshold: threshold, count: shares)
+            let inventory = try await RootKeyInventory.read(from: pool)
+            let current = inventory.newestKEKVersion
+            guard current > 0 else { throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(version: 1)) }
+            guard inventory.newestMACLabel != nil else { throw CeremonyError.rootKeyMissing(RootKeys.macLabel(version: 1)) }
+            let next = current + 1
+            let label = RootKeys.kekLabel(version: next)
+            let secret = try await random.randomSecret(count: Self.keyLength)
+            let keys = [ShareFile.Key(label: label, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: try KeyCheckValue.compute(secret, keyType: .aes))]
+            let generated = try await splitImportAndRecord(
+                step: "rotate-root", secret: secret, keys: keys, threshold: threshold, shares: shares,
+                outputDirectory: outputDirectory, transcript: transcript, details: ["previousKEK": RootKeys.kekLabel(version: current)]
+            )
+            let report = try await rewrap(toKEKVersion: next, transcript: transcript, keyring: keyring)
+            return Rotation(generated: generated, newKEKVersion: next, rewrap: report)
+        }
+    }
+
+    /// Re-wraps every tenant key version under the newest root KEK on the token: the second half
+    /// of a rotation, run again after an interruption (rows already moved are left alone).
+    public func resumeRewrap(transcript: CeremonyTranscript, keyring: TenantKeyring) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport) {
+        try await ceremony {
+            let newest = try await RootKeyInventory.read(from: pool).newestKEKVersion
+            guard newest > 0 else { throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(version: 1)) }
+            return (newest, try await rewrap(toKEKVersion: newest, transcript: transcript, keyring: keyring))
+        }
+    }
+
+    private func rewrap(toKEKVersion version: Int, transcript: CeremonyTranscript, keyring: TenantKeyring) async throws -> TenantKeyring.RewrapReport {
+        let report = try await keyring.rewrapTenantKeys(toKEKVersion: version, actor: "ceremony:\(participants.operatorName)")
+        let inventory = try await RootKeyInventory.read(from: pool)
+        var draft = draft("rewrap", token: try await pool.tokenInfo())
+        draft.details = [
+            "kek": RootKeys.kekLabel(version: version), "tenants": "\(report.tenants)", "rewrapped": "\(report.rewrapped)",
+            "alreadyCurrent": "\(report.alreadyCurrent)", "withoutBlob": "\(report.withoutBlob)",
+        ]
+        try await transcript.append(draft, macKey: inventory.newestMACLabel, pool: pool)
+        return report
+    }
+
+    // MARK: Shared steps
+
+    /// Splits, writes the share files, imports, checks, records. `secret` holds `keys` at their offsets.
+    private func splitImportAndRecord(
+        step: String, secret: SecretBytes, keys: [ShareFile.Key], threshold: Int, shares: Int,
+        outputDirectory: String, transcript: CeremonyTranscript, details: [String: String]
+    ) async throws -> Outcome {
+        let token = try await pool.tokenInfo()
+        let ceremonyID = UUID().uuidString.lowercased()
+        let split = try await Shamir.split(secret, threshold: threshold, count: shares, random: random)
+        // Before anything is written: the first M and the last M shares give the secret back.
+        for subset in [Array(split.prefix(threshold)), Array(split.suffix(threshold))] {
+            guard try Shamir.combine(subset) == secret else { throw CeremonyError.secretCheckFailed(ceremony: ceremonyID) }
+        }
+        let secretCheck = ShareFile.secretCheckValue(ceremonyID: ceremonyID, secret: secret)
+        let createdAt = ISO8601DateFormatter().string(from: Date())
+        let files = split.map { share in
+            ShareFile(header: .init(
+                format: ShareFile.format, ceremonyID: ceremonyID, createdAt: createdAt, threshold: threshold, shares: shares,
+                index: Int(share.index),
+                shareCheckValue: ShareFile.shareCheckValue(ceremonyID: ceremonyID, threshold: threshold, count: shares, share: share),
+                secretCheckValue: secretCheck, keys: keys, token: .init(label: token.label, serial: token.serialNumber)
+            ), share: share)
+        }
+        let directory = URL(fileURLWithPath: outputDirectory)
+        let paths = files.map {
+            directory.appendingPathComponent("custos-share-\(ceremonyID.prefix(8))-\($0.header.index)-of-\(shares).json").path
+        }
+        // Refuse before writing anything if any output exists: never a half-written set.
+        for path in paths where PrivateFile.exists(path) { throw CeremonyError.fileExists(path) }
+        for (file, path) in zip(files, paths) { try file.write(to: path) }
+        let imported = try await importKeys(secret: secret, keys: keys)
+        var draft = draft(step, token: token)
+        draft.ceremonyID = ceremonyID
+        draft.keys = imported
+        draft.threshold = threshold
+        draft.shareCount = shares
+        draft.shares = zip(files, paths).map { .init(index: $0.header.index, file: Self.fileName($1), checkValue: $0.header.shareCheckValue) }
+        draft.details = details
+        let entry = try await transcript.append(draft, macKey: try await RootKeyInventory.read(from: pool).newestMACLabel, pool: pool)
+        logger.notice("root keys split into shares and imported", metadata: [
+            "step": "\(step)", "ceremony": "\(ceremonyID)", "threshold": "\(threshold)", "shares": "\(shares)",
+        ])
+        return Outcome(ceremonyID: ceremonyID, sharePaths: paths, keys: imported, entry: entry)
+    }
+
+    /// Imports each key of `secret` as a private, sensitive, non-extractable, non-modifiable,
+    /// non-copyable token object with a random CKA_ID, and checks the token's CKA_CHECK_VALUE
+    /// against the recorded one; on any mismatch every key imported by this call is destroyed.
+    func importKeys(secret: SecretBytes, keys: [ShareFile.Key]) async throws -> [CeremonyTranscriptEntry.Key] {
+        var templates = [(key: ShareFile.Key, template: [Attribute], id: [UInt8])]()
+        for key in keys {
+            guard key.length == Self.keyLength, let keyType = key.pkcs11KeyType else {
+                throw CeremonyError.unsupportedKeyType("\(key.label) (\(key.keyType), \(key.length) bytes)")
+            }
+            let value = ShareSet.slice(secret, key)
+            let id = try await pool.random(count: 16)
+            let template = keyType == .aes
+                ? KeyTemplate.importedRootKEK(label: key.label, id: id, value: value)
+                : KeyTemplate.importedRootMAC(label: key.label, id: id, value: value)
+            templates.append((key, template, id))
+        }
+        let prepared = templates
+        return try await pool.withPersistentSession { session in
+            for item in prepared where !(try session.findObjects([.class(.secretKey), .label(item.key.label)], limit: 1)).isEmpty {
+                throw CeremonyError.rootKeyAlreadyPresent(item.key.label)
+            }
+            var created = [ObjectHandle]()
+            do {
+                var recorded = [CeremonyTranscriptEntry.Key]()
+                for item in prepared {
+                    let handle = try session.createObject(item.template)
+                    created.append(handle)
+                    let checkValue = Hex.encode(try session.attribute(.checkValue, of: handle))
+                    guard checkValue == item.key.checkValue.lowercased() else {
+                        throw CeremonyError.checkValueMismatch(label: item.key.label, expected: item.key.checkValue, actual: checkValue, stage: "reported by the token")
+                    }
+                    recorded.append(.init(label: item.key.label, id: Hex.encode(item.id), checkValue: checkValue))
+                }
+                return recorded
+            } catch {
+                for handle in created { try? session.destroyObject(handle) }
+                throw error
+            }
+        }
+    }
+
+    private func draft(_ step: String, token: TokenInfo) -> CeremonyTranscript.Draft {
+        CeremonyTranscript.Draft(
+            step: step, operatorName: participants.operatorName, witnesses: participants.witnesses,
+            tokenLabel: token.label, tokenSerial: token.serialNumber, configHash: configHash
+        )
+    }
+
+    static func fileName(_ path: String) -> String { URL(fileURLWithPath: path).lastPathComponent }
+}

@@ -1,0 +1,76 @@
+import PKCS11
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ceremony output files: created with `O_EXCL` (an existing file is never overwritten),
+/// mode 0600, synced to disk before the step reports success.
+enum PrivateFile {
+    /// Creates `path` and writes `contents`.
+    /// - Throws: ``CeremonyError/fileExists(_:)`` or ``CeremonyError/fileError(path:operation:errno:)``.
+    static func create(_ path: String, contents: some PKCS11Bytes) throws(CeremonyError) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard descriptor >= 0 else {
+            if errno == EEXIST { throw .fileExists(path) }
+            throw .fileError(path: path, operation: "create", errno: errno)
+        }
+        defer { close(descriptor) }
+        guard fchmod(descriptor, 0o600) == 0 else { throw .fileError(path: path, operation: "chmod", errno: errno) }
+        try write(descriptor, contents, path: path)
+    }
+
+    /// Appends `contents` to an existing file (the transcript), which must be a regular file
+    /// owned by this user with mode 0600 or stricter.
+    static func append(_ path: String, contents: some PKCS11Bytes) throws(CeremonyError) {
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
+        guard descriptor >= 0 else { throw .fileError(path: path, operation: "open for append", errno: errno) }
+        defer { close(descriptor) }
+        try write(descriptor, contents, path: path)
+    }
+
+    /// Reads a whole file into protected memory (share files hold share bytes).
+    static func read(_ path: String, limit: Int = 1 << 20) throws(CeremonyError) -> SecretBytes {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard descriptor >= 0 else { throw .fileError(path: path, operation: "open", errno: errno) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+            throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
+        }
+        let size = Int(status.st_size)
+        guard size <= limit else { throw .fileError(path: path, operation: "read (file too large)", errno: EFBIG) }
+        var failure: Int32?
+        let contents = SecretBytes(count: size) { buffer in
+            var offset = 0
+            while offset < size {
+                let got = Glibc.read(descriptor, buffer.baseAddress! + offset, size - offset)
+                if got < 0 && errno == EINTR { continue }
+                if got <= 0 { failure = got == 0 ? EIO : errno; return }
+                offset += got
+            }
+        }
+        if let failure { throw .fileError(path: path, operation: "read", errno: failure) }
+        return contents
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0
+    }
+
+    private static func write(_ descriptor: Int32, _ contents: some PKCS11Bytes, path: String) throws(CeremonyError) {
+        let failure: Int32? = contents.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let wrote = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if wrote < 0 && errno == EINTR { continue }
+                if wrote <= 0 { return errno }
+                offset += wrote
+            }
+            return nil
+        }
+        if let failure { throw .fileError(path: path, operation: "write", errno: failure) }
+        guard fsync(descriptor) == 0 else { throw .fileError(path: path, operation: "fsync", errno: errno) }
+    }
+}

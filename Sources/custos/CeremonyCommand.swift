@@ -1,0 +1,231 @@
+import ArgumentParser
+import Ceremony
+import Crypto
+import Foundation
+import HSM
+import PKCS11
+
+/// `custos ceremony …`: the key ceremony (DESIGN §11), run by the compliance team through
+/// scripts/ceremony. Every subcommand talks to the HSM directly and appends to a transcript.
+struct CeremonyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ceremony",
+        abstract: "Key ceremony: root keys, custodian shares, signed transcript (local: talks to the HSM directly).",
+        discussion: "PINs come from files (mode 0600) or the environment, never from the command line. Output files are never overwritten.",
+        subcommands: [
+            CeremonyInitTokenCommand.self, CeremonyGenerateRootCommand.self, CeremonyRestoreCommand.self,
+            CeremonyVerifyCommand.self, CeremonyRotateRootCommand.self, CeremonyVerifyTranscriptCommand.self,
+        ]
+    )
+}
+
+/// Who runs the step, who watches, and where the transcript is.
+struct CeremonyOptions: ParsableArguments {
+    @Option(name: .customLong("operator"), help: "Name of the operator running this step.")
+    var operatorName: String
+
+    @Option(name: .customLong("witness"), help: "Name of a witness (repeat for each; at least one).")
+    var witnesses: [String] = []
+
+    @Option(help: "Transcript file (JSON lines): created if missing, otherwise appended to.")
+    var transcript: String
+
+    func participants() throws -> CeremonyParticipants {
+        try CeremonyParticipants(operatorName: operatorName, witnesses: witnesses)
+    }
+}
+
+extension CustosConfiguration {
+    /// SHA-256 of the configuration file as read, hex, for the transcript.
+    var configHash: String {
+        guard let data = FileManager.default.contents(atPath: source) else { return "unreadable" }
+        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Runs `body` with a started pool on the configured token and a ceremony for it.
+func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions, _ body: (KeyCeremony, CustosConfiguration) async throws -> R) async throws -> R {
+    let configuration = try options.loadConfiguration()
+    let participants = try ceremonyOptions.participants()
+    let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
+    try await pool.start()
+    let ceremony = KeyCeremony(pool: pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+    do {
+        let result = try await body(ceremony, configuration)
+        await pool.shutdown()
+        return result
+    } catch {
+        await pool.shutdown()
+        throw error
+    }
+}
+
+struct CeremonyInitTokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init-token",
+        abstract: "Initialise a fresh token and its user PIN; refuses an existing label (local: talks to the HSM directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(help: "Token label (at most 32 bytes; default: the configured token label).")
+    var label: String?
+    @Option(help: "File holding the security officer PIN (mode 0600).")
+    var soPINFile: String?
+    @Option(help: "Environment variable holding the security officer PIN (instead of --so-pin-file).")
+    var soPINEnv: String?
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let poolConfiguration = try configuration.poolConfiguration()
+        let soPIN: PINSource
+        if let soPINEnv { soPIN = .environment(name: soPINEnv) } else if let soPINFile { soPIN = .file(path: soPINFile) } else {
+            throw ValidationError("give --so-pin-file or --so-pin-env")
+        }
+        let module = try PKCS11Module(path: poolConfiguration.modulePath)
+        let token = try await KeyCeremony.initToken(
+            module: module, label: label ?? configuration.hsm.tokenLabel, securityOfficerPIN: soPIN, userPIN: poolConfiguration.userPIN,
+            participants: try ceremony.participants(), configHash: configuration.configHash,
+            transcript: CeremonyTranscript(path: ceremony.transcript)
+        )
+        print("initialised token \(token.label) (serial \(token.serialNumber)); transcript \(ceremony.transcript)")
+    }
+}
+
+struct CeremonyGenerateRootCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate-root",
+        abstract: "Generate the root KEK and MAC key, split them M-of-N into share files, import them (local: talks to the HSM directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(help: "M: shares needed to restore.") var threshold: Int
+    @Option(help: "N: shares written, one per custodian.") var shares: Int
+    @Option(help: "Directory for the share files (must exist).") var output: String
+
+    func run() async throws {
+        let outcome = try await withCeremony(options, ceremony) { ceremony, _ in
+            try await ceremony.generateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: self.ceremony.transcript))
+        }
+        print("ceremony \(outcome.ceremonyID): \(threshold)-of-\(shares) shares")
+        for path in outcome.sharePaths { print("  share file \(path)") }
+        for key in outcome.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }
+    }
+}
+
+struct CeremonyRestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Rebuild root keys from M share files into a fresh token (local: talks to the HSM directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(name: .customLong("share"), help: "A share file (repeat for each custodian present).") var shares: [String] = []
+
+    func run() async throws {
+        let outcome = try await withCeremony(options, ceremony) { ceremony, _ in
+            try await ceremony.restore(sharePaths: shares, transcript: CeremonyTranscript(path: self.ceremony.transcript))
+        }
+        print("restored from ceremony \(outcome.ceremonyID) with \(shares.count) shares")
+        for key in outcome.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }
+    }
+}
+
+struct CeremonyVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Compare the token's root-key KCVs with a transcript or a share file (local: talks to the HSM directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(help: "Compare against this share file's recorded KCVs instead of the transcript's.") var share: String?
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    func run() async throws {
+        let comparisons = try await withCeremony(options, ceremony) { ceremony, _ in
+            let transcript = CeremonyTranscript(path: self.ceremony.transcript)
+            let expected: [String: String]
+            if let share {
+                expected = try KeyCeremony.expectedCheckValues(shareFile: share)
+            } else {
+                expected = try await ceremony.expectedCheckValues(transcript: transcript)
+            }
+            return try await ceremony.verify(expected: expected, transcript: transcript)
+        }
+        switch output {
+        case .json: print(try encodeJSON(comparisons))
+        case .table:
+            for item in comparisons {
+                let verdict = item.expected == nil ? "extra" : item.matches ? "match" : "MISMATCH"
+                print("\(verdict.padding(toLength: 9, withPad: " ", startingAt: 0)) \(item.label)  recorded \(item.expected ?? "-")  token \(item.actual ?? "missing")")
+            }
+        }
+        if comparisons.contains(where: { $0.expected != nil && !$0.matches }) { throw ExitCode(1) }
+    }
+}
+
+struct CeremonyRotateRootCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-root",
+        abstract: "New root KEK with new M-of-N shares; re-wrap every tenant key under it (local: talks to the HSM and database directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(help: "M: shares needed to restore the new KEK.") var threshold: Int?
+    @Option(help: "N: shares written.") var shares: Int?
+    @Option(help: "Directory for the new share files (must exist).") var output: String?
+    @Flag(help: "Only finish re-wrapping under the newest KEK (after an interrupted rotation).") var resume = false
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let participants = try ceremony.participants()
+        let transcript = CeremonyTranscript(path: ceremony.transcript)
+        try await CustodyContext.withContext(configuration) { context in
+            let keyCeremony = KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+            if resume {
+                let (version, report) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring)
+                print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there)")
+                return
+            }
+            guard let threshold, let shares, let output else { throw ValidationError("give --threshold, --shares and --output (or --resume)") }
+            let rotation = try await keyCeremony.rotateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring)
+            print("root KEK v\(rotation.newKEKVersion): ceremony \(rotation.generated.ceremonyID), \(threshold)-of-\(shares) shares")
+            for path in rotation.generated.sharePaths { print("  share file \(path)") }
+            for key in rotation.generated.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }
+            print("re-wrapped \(rotation.rewrap.rewrapped) key versions of \(rotation.rewrap.tenants) tenants; \(rotation.rewrap.withoutBlob) without a blob keep naming the old KEK")
+        }
+    }
+}
+
+struct CeremonyVerifyTranscriptCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify-transcript",
+        abstract: "Recompute a transcript's hash chain and HSM MACs; report the first bad line (local: talks to the HSM directly)."
+    )
+    @OptionGroup var options: LocalOptions
+    @Option(help: "Transcript file.") var transcript: String
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
+        try await pool.start()
+        let result: CeremonyTranscript.Verification
+        do {
+            result = try await CeremonyTranscript(path: transcript).verify(pool: pool)
+            await pool.shutdown()
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+        switch output {
+        case .json: print(try encodeJSON(result))
+        case .table:
+            if result.isIntact {
+                print("transcript intact: \(result.entries) entries, chain and MACs verified")
+            } else {
+                print("transcript BROKEN at line \(result.firstBadLine.map(String.init) ?? "?"): \(result.problem ?? "")")
+            }
+        }
+        if !result.isIntact { throw ExitCode(1) }
+    }
+}
