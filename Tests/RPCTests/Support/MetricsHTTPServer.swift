@@ -1,0 +1,80 @@
+// docs/rpc.md §(d): a Prometheus text endpoint without a web framework: NIO's own HTTP/1 codec
+// (NIOHTTP1, already in the dependency graph through swift-nio) and ~60 lines. Compiled and used
+// by MetricsEndpointTests.
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// Serves `GET /metrics` (Prometheus text format 0.0.4) from a `PrometheusCollectorRegistry`;
+/// every other path is 404, every other method 405. One response per connection
+/// (`connection: close`), which is all a scraper needs.
+struct MetricsHTTPServer: Service {
+    private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+    private let registry: PrometheusCollectorRegistry
+
+    /// The bound port (useful with port 0).
+    var port: Int? { channel.channel.localAddress?.port }
+
+    /// Binds at once (so a bad address fails at start-up, and port 0 is known); serves in `run()`.
+    static func bind(host: String, port: Int, registry: PrometheusCollectorRegistry) async throws -> MetricsHTTPServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.configureHTTPServerPipeline()
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: child
+                    )
+                }
+            }
+        return MetricsHTTPServer(channel: channel, registry: registry)
+    }
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await channel.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask { try? await serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            channel.channel.close(promise: nil)
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async throws {
+        try await connection.executeThenClose { inbound, outbound in
+            var head: HTTPRequestHead?
+            for try await part in inbound {
+                switch part {
+                case .head(let requestHead): head = requestHead
+                case .body: continue
+                case .end:
+                    guard let head else { return }
+                    let (status, body) = respond(to: head)
+                    var headers = HTTPHeaders()
+                    headers.add(name: "content-type", value: status == .ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+                    headers.add(name: "content-length", value: String(body.count))
+                    headers.add(name: "connection", value: "close")
+                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                    try await outbound.write(.end(nil))
+                    return
+                }
+            }
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, [UInt8]) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == "/metrics" else { return (.notFound, Array("not found\n".utf8)) }
+        guard head.method == .GET || head.method == .HEAD else { return (.methodNotAllowed, Array("GET only\n".utf8)) }
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return (.ok, head.method == .HEAD ? [] : buffer)
+    }
+}
