@@ -69,9 +69,13 @@ public enum DestructionRequestStore {
 
 /// `revoked_certificates`: officer (or front-end) certificates refused from now on, by serial.
 public enum CertificateRevocationStore {
-    public static func isRevoked(serial: String, on connection: PostgresConnection) async throws -> Bool {
-        let rows = try await connection.query("SELECT 1 FROM revoked_certificates WHERE serial = \(serial)", logger: Database.quiet)
-        return try await rows.collect().count > 0
+    /// Every revoked serial (a short list: officers and front-ends are few).
+    public static func all(on connection: PostgresConnection) async throws -> Set<String> {
+        var serials = Set<String>()
+        for try await serial in try await connection.query("SELECT serial FROM revoked_certificates", logger: Database.quiet).decode(String.self) {
+            serials.insert(serial)
+        }
+        return serials
     }
 
     public static func revoke(serial: String, subject: String, by officer: String, on connection: PostgresConnection) async throws {

@@ -14,7 +14,7 @@ struct CustosCommand: AsyncParsableCommand {
         subcommands: [
             HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
             WebhookCommand.self, AuditCommand.self, SubjectCommand.self, RetentionCommand.self, EvalCommand.self, BenchCommand.self,
-            CeremonyCommand.self,
+            CeremonyCommand.self, ServeCommand.self,
         ]
     )
 }

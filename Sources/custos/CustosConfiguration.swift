@@ -24,14 +24,30 @@ struct CustosConfiguration: Codable {
         var schema: String?
     }
 
+    /// The served RPC and how the CLI reaches it (scripts/setup writes the local CA's files).
+    struct RPCSection: Codable {
+        var host: String
+        var port: Int
+        var metricsPort: Int?
+        var serverCertificate: String?
+        var serverKey: String?
+        /// The CA client certificates must chain to, and that the CLI trusts for the server.
+        var caCertificate: String?
+        /// The CLI's own certificate and key (an officer's), unless given by flags or environment.
+        var clientCertificate: String?
+        var clientKey: String?
+        var noticeVersion: String?
+    }
+
     var hsm: HSMSection
     var postgres: PostgresSection?
+    var rpc: RPCSection?
     /// `live` or `test`: the `<env>` part of issued API keys.
     var keyEnvironment: String?
     /// Where the configuration was read from, for messages.
     var source: String = "defaults"
 
-    private enum CodingKeys: String, CodingKey { case hsm, postgres, keyEnvironment }
+    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment }
 
     /// Reads the configuration from `explicitPath`, `CUSTOS_CONFIG`, or the nearest
     /// `.custos/config.json` above the current directory.

@@ -281,6 +281,19 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RevokeCertificate" metadata.
+        public enum RevokeCertificate: Sendable {
+            /// Request type for "RevokeCertificate".
+            public typealias Input = Custos_V1_RevokeCertificateRequest
+            /// Response type for "RevokeCertificate".
+            public typealias Output = Custos_V1_RevokeCertificateResponse
+            /// Descriptor for "RevokeCertificate".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "RevokeCertificate",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -301,7 +314,8 @@ public enum Custos_V1_Admin: Sendable {
             ExportSubject.descriptor,
             EraseSubject.descriptor,
             RunRetention.descriptor,
-            SetTenantPolicy.descriptor
+            SetTenantPolicy.descriptor,
+            RevokeCertificate.descriptor
         ]
     }
 }
@@ -428,9 +442,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-        /// > the version is already retired or destroyed).
+        /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RetireKeyRequest` messages.
@@ -695,6 +708,26 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_SetTenantPolicyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_SetTenantPolicyResponse>
+
+        /// Handle the "RevokeCertificate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+        /// > on every instance within a few seconds. Audited.
+        /// > Errors: INVALID_ARGUMENT (not a hex serial).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_RevokeCertificateRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_RevokeCertificateResponse` messages.
+        func revokeCertificate(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_RevokeCertificateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RevokeCertificateResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -805,9 +838,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-        /// > the version is already retired or destroyed).
+        /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RetireKeyRequest` message.
@@ -1072,6 +1104,26 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_SetTenantPolicyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_SetTenantPolicyResponse>
+
+        /// Handle the "RevokeCertificate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+        /// > on every instance within a few seconds. Audited.
+        /// > Errors: INVALID_ARGUMENT (not a hex serial).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RevokeCertificateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_RevokeCertificateResponse` message.
+        func revokeCertificate(
+            request: GRPCCore.ServerRequest<Custos_V1_RevokeCertificateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1180,9 +1232,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-        /// > the version is already retired or destroyed).
+        /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RetireKeyRequest` message.
@@ -1447,6 +1498,26 @@ extension Custos_V1_Admin {
             request: Custos_V1_SetTenantPolicyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_SetTenantPolicyResponse
+
+        /// Handle the "RevokeCertificate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+        /// > on every instance within a few seconds. Audited.
+        /// > Errors: INVALID_ARGUMENT (not a hex serial).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_RevokeCertificateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_RevokeCertificateResponse` to respond with.
+        func revokeCertificate(
+            request: Custos_V1_RevokeCertificateRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_RevokeCertificateResponse
     }
 }
 
@@ -1663,6 +1734,17 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.RevokeCertificate.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RevokeCertificateRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RevokeCertificateResponse>(),
+            handler: { request, context in
+                try await self.revokeCertificate(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1872,6 +1954,17 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_SetTenantPolicyResponse> {
         let response = try await self.setTenantPolicy(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func revokeCertificate(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_RevokeCertificateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RevokeCertificateResponse> {
+        let response = try await self.revokeCertificate(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2128,6 +2221,19 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func revokeCertificate(
+        request: GRPCCore.ServerRequest<Custos_V1_RevokeCertificateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse>(
+            message: try await self.revokeCertificate(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: custos.v1.Admin (client)
@@ -2264,9 +2370,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-        /// > the version is already retired or destroyed).
+        /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RetireKeyRequest` message.
@@ -2601,6 +2706,31 @@ extension Custos_V1_Admin {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_SetTenantPolicyResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "RevokeCertificate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+        /// > on every instance within a few seconds. Audited.
+        /// > Errors: INVALID_ARGUMENT (not a hex serial).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RevokeCertificateRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RevokeCertificateRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RevokeCertificateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func revokeCertificate<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RevokeCertificateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RevokeCertificateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RevokeCertificateResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RevokeCertificateResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "custos.v1.Admin" service.
@@ -2799,9 +2929,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-        /// > the version is already retired or destroyed).
+        /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RetireKeyRequest` message.
@@ -3290,6 +3419,42 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RevokeCertificate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+        /// > on every instance within a few seconds. Audited.
+        /// > Errors: INVALID_ARGUMENT (not a hex serial).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RevokeCertificateRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RevokeCertificateRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RevokeCertificateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func revokeCertificate<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RevokeCertificateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RevokeCertificateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RevokeCertificateResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RevokeCertificateResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.RevokeCertificate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3451,9 +3616,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-    /// > the version is already retired or destroyed).
+    /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RetireKeyRequest` message.
@@ -3872,6 +4036,37 @@ extension Custos_V1_Admin.ClientProtocol {
             onResponse: handleResponse
         )
     }
+
+    /// Call the "RevokeCertificate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+    /// > on every instance within a few seconds. Audited.
+    /// > Errors: INVALID_ARGUMENT (not a hex serial).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_RevokeCertificateRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeCertificate<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_RevokeCertificateRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RevokeCertificateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.revokeCertificate(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RevokeCertificateRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RevokeCertificateResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
 }
 
 // Helpers providing sugared APIs for 'ClientProtocol' methods.
@@ -4052,9 +4247,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Retires one version: RETIRING for `overlap_seconds`, then RETIRED.
-    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the only active version, or
-    /// > the version is already retired or destroyed).
+    /// > Ends a RETIRING version's overlap window now: RETIRED (verify / decrypt only).
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not RETIRING).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -4524,6 +4718,41 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.setTenantPolicy(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RevokeCertificate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Refuses a client certificate (an officer's or a front-end's) from now on, by serial number,
+    /// > on every instance within a few seconds. Audited.
+    /// > Errors: INVALID_ARGUMENT (not a hex serial).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeCertificate<Result>(
+        _ message: Custos_V1_RevokeCertificateRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RevokeCertificateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_RevokeCertificateRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.revokeCertificate(
             request: request,
             options: options,
             onResponse: handleResponse

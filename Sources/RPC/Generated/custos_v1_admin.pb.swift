@@ -234,10 +234,8 @@ public nonisolated struct Custos_V1_RetireKeyRequest: Sendable {
 
   public var purpose: Custos_V1_KeyPurpose = .unspecified
 
+  /// A RETIRING version: its overlap window ends now (it verifies or decrypts only from here).
   public var version: UInt32 = 0
-
-  /// How long the version stays RETIRING. 0: retired at once (after a leak).
-  public var overlapSeconds: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -492,20 +490,18 @@ public nonisolated struct Custos_V1_AuditEntry: Sendable {
   /// Clears the value of `at`. Subsequent reads from it will return its default value.
   public mutating func clearAt() {self._at = nil}
 
-  /// Who acted: an officer name, a tenant id, `system`.
   public var actor: String = String()
 
-  /// What happened, e.g. `key.rotate`, `apikey.issue`, `subject.erase`.
   public var action: String = String()
 
-  /// Empty for events that concern no tenant.
   public var tenantID: String = String()
 
-  /// Non-secret details (never a subject reference in clear, never a secret).
   public var details: Dictionary<String,String> = [:]
 
-  /// Lowercase hex of this entry's chain hash.
+  /// This entry's chain hash, lowercase hex.
   public var hash: String = String()
+
+  public var target: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -578,18 +574,22 @@ public nonisolated struct Custos_V1_HSMStatusResponse: Sendable {
 
   public var model: String = String()
 
-  public var loggedIn: Bool = false
+  /// The pool: worker threads (one session each), sessions open, calls running and waiting.
+  public var workers: UInt32 = 0
 
-  public var sessionsInUse: UInt32 = 0
+  public var openSessions: UInt32 = 0
 
-  public var sessionsIdle: UInt32 = 0
+  public var callsInFlight: UInt32 = 0
 
-  public var sessionsMax: UInt32 = 0
+  public var waitingRequests: UInt32 = 0
 
-  /// `closed` (healthy), `open` or `half-open`.
-  public var breakerState: String = String()
+  /// Bumped each time the pool re-opened its sessions after a device failure.
+  public var generation: UInt64 = 0
 
-  public var poolGeneration: UInt64 = 0
+  /// True while the circuit breaker refuses calls after repeated device failures.
+  public var breakerOpen: Bool = false
+
+  public var running: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -680,9 +680,8 @@ public nonisolated struct Custos_V1_RunRetentionResponse: Sendable {
 
   public var templatesDeleted: UInt32 = 0
 
-  public var sessionsDeleted: UInt32 = 0
-
-  public var tenantsSwept: UInt32 = 0
+  /// Tenants in which something was deleted.
+  public var tenantsWithDeletions: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -731,6 +730,34 @@ public nonisolated struct Custos_V1_SetTenantPolicyResponse: Sendable {
   public init() {}
 
   fileprivate var _policy: Custos_V1_TenantPolicy? = nil
+}
+
+public nonisolated struct Custos_V1_RevokeCertificateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The certificate's serial number, hex (as `openssl x509 -serial` prints it).
+  public var serial: String = String()
+
+  /// Who it was issued to, for the record (e.g. "custos://officer/bob").
+  public var subject: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_RevokeCertificateResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var revoked: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1125,7 +1152,7 @@ nonisolated extension Custos_V1_RotateKeyResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Custos_V1_RetireKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RetireKeyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}purpose\0\u{1}version\0\u{3}overlap_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}purpose\0\u{1}version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1136,7 +1163,6 @@ nonisolated extension Custos_V1_RetireKeyRequest: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.overlapSeconds) }()
       default: break
       }
     }
@@ -1152,9 +1178,6 @@ nonisolated extension Custos_V1_RetireKeyRequest: SwiftProtobuf.Message, SwiftPr
     if self.version != 0 {
       try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 3)
     }
-    if self.overlapSeconds != 0 {
-      try visitor.visitSingularUInt32Field(value: self.overlapSeconds, fieldNumber: 4)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1162,7 +1185,6 @@ nonisolated extension Custos_V1_RetireKeyRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs.purpose != rhs.purpose {return false}
     if lhs.version != rhs.version {return false}
-    if lhs.overlapSeconds != rhs.overlapSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1650,7 +1672,7 @@ nonisolated extension Custos_V1_AuditTailRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}at\0\u{1}actor\0\u{1}action\0\u{3}tenant_id\0\u{1}details\0\u{1}hash\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}at\0\u{1}actor\0\u{1}action\0\u{3}tenant_id\0\u{1}details\0\u{1}hash\0\u{1}target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1665,6 +1687,7 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
       case 5: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.details) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.hash) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.target) }()
       default: break
       }
     }
@@ -1696,6 +1719,9 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
     if !self.hash.isEmpty {
       try visitor.visitSingularStringField(value: self.hash, fieldNumber: 7)
     }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1707,6 +1733,7 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs.details != rhs.details {return false}
     if lhs.hash != rhs.hash {return false}
+    if lhs.target != rhs.target {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1827,7 +1854,7 @@ nonisolated extension Custos_V1_HSMStatusRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HSMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_label\0\u{3}token_serial\0\u{1}manufacturer\0\u{1}model\0\u{3}logged_in\0\u{3}sessions_in_use\0\u{3}sessions_idle\0\u{3}sessions_max\0\u{3}breaker_state\0\u{3}pool_generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_label\0\u{3}token_serial\0\u{1}manufacturer\0\u{1}model\0\u{1}workers\0\u{3}open_sessions\0\u{3}calls_in_flight\0\u{3}waiting_requests\0\u{1}generation\0\u{3}breaker_open\0\u{1}running\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1839,12 +1866,13 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularStringField(value: &self.tokenSerial) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.manufacturer) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.model) }()
-      case 5: try { try decoder.decodeSingularBoolField(value: &self.loggedIn) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsInUse) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsIdle) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsMax) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.breakerState) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.poolGeneration) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.workers) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.openSessions) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.callsInFlight) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.waitingRequests) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.breakerOpen) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.running) }()
       default: break
       }
     }
@@ -1863,23 +1891,26 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
     if !self.model.isEmpty {
       try visitor.visitSingularStringField(value: self.model, fieldNumber: 4)
     }
-    if self.loggedIn != false {
-      try visitor.visitSingularBoolField(value: self.loggedIn, fieldNumber: 5)
+    if self.workers != 0 {
+      try visitor.visitSingularUInt32Field(value: self.workers, fieldNumber: 5)
     }
-    if self.sessionsInUse != 0 {
-      try visitor.visitSingularUInt32Field(value: self.sessionsInUse, fieldNumber: 6)
+    if self.openSessions != 0 {
+      try visitor.visitSingularUInt32Field(value: self.openSessions, fieldNumber: 6)
     }
-    if self.sessionsIdle != 0 {
-      try visitor.visitSingularUInt32Field(value: self.sessionsIdle, fieldNumber: 7)
+    if self.callsInFlight != 0 {
+      try visitor.visitSingularUInt32Field(value: self.callsInFlight, fieldNumber: 7)
     }
-    if self.sessionsMax != 0 {
-      try visitor.visitSingularUInt32Field(value: self.sessionsMax, fieldNumber: 8)
+    if self.waitingRequests != 0 {
+      try visitor.visitSingularUInt32Field(value: self.waitingRequests, fieldNumber: 8)
     }
-    if !self.breakerState.isEmpty {
-      try visitor.visitSingularStringField(value: self.breakerState, fieldNumber: 9)
+    if self.generation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 9)
     }
-    if self.poolGeneration != 0 {
-      try visitor.visitSingularUInt64Field(value: self.poolGeneration, fieldNumber: 10)
+    if self.breakerOpen != false {
+      try visitor.visitSingularBoolField(value: self.breakerOpen, fieldNumber: 10)
+    }
+    if self.running != false {
+      try visitor.visitSingularBoolField(value: self.running, fieldNumber: 11)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1889,12 +1920,13 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
     if lhs.tokenSerial != rhs.tokenSerial {return false}
     if lhs.manufacturer != rhs.manufacturer {return false}
     if lhs.model != rhs.model {return false}
-    if lhs.loggedIn != rhs.loggedIn {return false}
-    if lhs.sessionsInUse != rhs.sessionsInUse {return false}
-    if lhs.sessionsIdle != rhs.sessionsIdle {return false}
-    if lhs.sessionsMax != rhs.sessionsMax {return false}
-    if lhs.breakerState != rhs.breakerState {return false}
-    if lhs.poolGeneration != rhs.poolGeneration {return false}
+    if lhs.workers != rhs.workers {return false}
+    if lhs.openSessions != rhs.openSessions {return false}
+    if lhs.callsInFlight != rhs.callsInFlight {return false}
+    if lhs.waitingRequests != rhs.waitingRequests {return false}
+    if lhs.generation != rhs.generation {return false}
+    if lhs.breakerOpen != rhs.breakerOpen {return false}
+    if lhs.running != rhs.running {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2071,7 +2103,7 @@ nonisolated extension Custos_V1_RunRetentionRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunRetentionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}templates_deleted\0\u{3}sessions_deleted\0\u{3}tenants_swept\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}templates_deleted\0\u{3}tenants_with_deletions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2080,8 +2112,7 @@ nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, Swi
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.templatesDeleted) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsDeleted) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.tenantsSwept) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.tenantsWithDeletions) }()
       default: break
       }
     }
@@ -2091,19 +2122,15 @@ nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, Swi
     if self.templatesDeleted != 0 {
       try visitor.visitSingularUInt32Field(value: self.templatesDeleted, fieldNumber: 1)
     }
-    if self.sessionsDeleted != 0 {
-      try visitor.visitSingularUInt32Field(value: self.sessionsDeleted, fieldNumber: 2)
-    }
-    if self.tenantsSwept != 0 {
-      try visitor.visitSingularUInt32Field(value: self.tenantsSwept, fieldNumber: 3)
+    if self.tenantsWithDeletions != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tenantsWithDeletions, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_RunRetentionResponse, rhs: Custos_V1_RunRetentionResponse) -> Bool {
     if lhs.templatesDeleted != rhs.templatesDeleted {return false}
-    if lhs.sessionsDeleted != rhs.sessionsDeleted {return false}
-    if lhs.tenantsSwept != rhs.tenantsSwept {return false}
+    if lhs.tenantsWithDeletions != rhs.tenantsWithDeletions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2177,6 +2204,71 @@ nonisolated extension Custos_V1_SetTenantPolicyResponse: SwiftProtobuf.Message, 
 
   public static func ==(lhs: Custos_V1_SetTenantPolicyResponse, rhs: Custos_V1_SetTenantPolicyResponse) -> Bool {
     if lhs._policy != rhs._policy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_RevokeCertificateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevokeCertificateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}serial\0\u{1}subject\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.serial) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.serial.isEmpty {
+      try visitor.visitSingularStringField(value: self.serial, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_RevokeCertificateRequest, rhs: Custos_V1_RevokeCertificateRequest) -> Bool {
+    if lhs.serial != rhs.serial {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_RevokeCertificateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevokeCertificateResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revoked\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.revoked) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.revoked != false {
+      try visitor.visitSingularBoolField(value: self.revoked, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_RevokeCertificateResponse, rhs: Custos_V1_RevokeCertificateResponse) -> Bool {
+    if lhs.revoked != rhs.revoked {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

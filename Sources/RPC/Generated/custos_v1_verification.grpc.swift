@@ -181,11 +181,10 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Starts a verification session for one candidate and returns a single-use gateway link to
-        /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-        /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-        /// > application id); a second call with the same external_id while the first session is open
-        /// > returns ALREADY_EXISTS.
-        /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+        /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+        /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+        /// > ciphertext under the tenant's data key.
+        /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_CreateSessionRequest` messages.
@@ -227,7 +226,7 @@ extension Custos_V1_Verification {
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
         /// > before Enrol or Verify. Idempotent for the same notice version.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RecordConsentRequest` messages.
@@ -306,9 +305,10 @@ extension Custos_V1_Verification {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-        /// > each with a decision. Candidates whose decision is RED are not returned.
-        /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+        /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+        /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+        /// > returned. The session completes with the best decision (or no match).
+        /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_IdentifyRequest` messages.
@@ -355,11 +355,10 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Starts a verification session for one candidate and returns a single-use gateway link to
-        /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-        /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-        /// > application id); a second call with the same external_id while the first session is open
-        /// > returns ALREADY_EXISTS.
-        /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+        /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+        /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+        /// > ciphertext under the tenant's data key.
+        /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSessionRequest` message.
@@ -401,7 +400,7 @@ extension Custos_V1_Verification {
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
         /// > before Enrol or Verify. Idempotent for the same notice version.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -480,9 +479,10 @@ extension Custos_V1_Verification {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-        /// > each with a decision. Candidates whose decision is RED are not returned.
-        /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+        /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+        /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+        /// > returned. The session completes with the best decision (or no match).
+        /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IdentifyRequest` message.
@@ -527,11 +527,10 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Starts a verification session for one candidate and returns a single-use gateway link to
-        /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-        /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-        /// > application id); a second call with the same external_id while the first session is open
-        /// > returns ALREADY_EXISTS.
-        /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+        /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+        /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+        /// > ciphertext under the tenant's data key.
+        /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_CreateSessionRequest` message.
@@ -573,7 +572,7 @@ extension Custos_V1_Verification {
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
         /// > before Enrol or Verify. Idempotent for the same notice version.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RecordConsentRequest` message.
@@ -652,9 +651,10 @@ extension Custos_V1_Verification {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-        /// > each with a decision. Candidates whose decision is RED are not returned.
-        /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+        /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+        /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+        /// > returned. The session completes with the best decision (or no match).
+        /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_IdentifyRequest` message.
@@ -998,11 +998,10 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Starts a verification session for one candidate and returns a single-use gateway link to
-        /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-        /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-        /// > application id); a second call with the same external_id while the first session is open
-        /// > returns ALREADY_EXISTS.
-        /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+        /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+        /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+        /// > ciphertext under the tenant's data key.
+        /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSessionRequest` message.
@@ -1054,7 +1053,7 @@ extension Custos_V1_Verification {
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
         /// > before Enrol or Verify. Idempotent for the same notice version.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1153,9 +1152,10 @@ extension Custos_V1_Verification {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-        /// > each with a decision. Candidates whose decision is RED are not returned.
-        /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+        /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+        /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+        /// > returned. The session completes with the best decision (or no match).
+        /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IdentifyRequest` message.
@@ -1220,11 +1220,10 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Starts a verification session for one candidate and returns a single-use gateway link to
-        /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-        /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-        /// > application id); a second call with the same external_id while the first session is open
-        /// > returns ALREADY_EXISTS.
-        /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+        /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+        /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+        /// > ciphertext under the tenant's data key.
+        /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSessionRequest` message.
@@ -1298,7 +1297,7 @@ extension Custos_V1_Verification {
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
         /// > before Enrol or Verify. Idempotent for the same notice version.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1441,9 +1440,10 @@ extension Custos_V1_Verification {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-        /// > each with a decision. Candidates whose decision is RED are not returned.
-        /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+        /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+        /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+        /// > returned. The session completes with the best decision (or no match).
+        /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IdentifyRequest` message.
@@ -1518,11 +1518,10 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Starts a verification session for one candidate and returns a single-use gateway link to
-    /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-    /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-    /// > application id); a second call with the same external_id while the first session is open
-    /// > returns ALREADY_EXISTS.
-    /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+    /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+    /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+    /// > ciphertext under the tenant's data key.
+    /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_CreateSessionRequest` message.
@@ -1586,7 +1585,7 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
     /// > before Enrol or Verify. Idempotent for the same notice version.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-    /// > returned), FAILED_PRECONDITION (session expired or completed).
+    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1709,9 +1708,10 @@ extension Custos_V1_Verification.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-    /// > each with a decision. Candidates whose decision is RED are not returned.
-    /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+    /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+    /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+    /// > returned. The session completes with the best decision (or no match).
+    /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_IdentifyRequest` message.
@@ -1775,11 +1775,10 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Starts a verification session for one candidate and returns a single-use gateway link to
-    /// > send to the candidate. The name and email are stored only as ciphertext under the tenant's
-    /// > data key. `external_id` is the tenant's own id of this verification (e.g. the ATS
-    /// > application id); a second call with the same external_id while the first session is open
-    /// > returns ALREADY_EXISTS.
-    /// > Errors: INVALID_ARGUMENT (empty external_id, malformed email, fields too long).
+    /// > send to the candidate. `subject_external_id` is the tenant's own id of the person; only a
+    /// > pseudonymous HMAC of it is stored. The name and email are optional and stored only as
+    /// > ciphertext under the tenant's data key.
+    /// > Errors: INVALID_ARGUMENT (empty subject_external_id, fields too long, control characters).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1851,7 +1850,7 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
     /// > before Enrol or Verify. Idempotent for the same notice version.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-    /// > returned), FAILED_PRECONDITION (session expired or completed).
+    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1990,9 +1989,10 @@ extension Custos_V1_Verification.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Identifies 1:N among the tenant's enrolled subjects: at most `top` candidates, best first,
-    /// > each with a decision. Candidates whose decision is RED are not returned.
-    /// > Errors: INVALID_ARGUMENT (features, top outside 1..20), RESOURCE_EXHAUSTED.
+    /// > Identifies 1:N, in a consented session, among the tenant's enrolled subjects: at most `top`
+    /// > candidates, best first, each with a decision; candidates whose decision is RED are not
+    /// > returned. The session completes with the best decision (or no match).
+    /// > Errors: as Verify, and INVALID_ARGUMENT for top outside 1..20.
     ///
     /// - Parameters:
     ///   - message: request message to send.

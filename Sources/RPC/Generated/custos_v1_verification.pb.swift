@@ -40,8 +40,11 @@ public nonisolated enum Custos_V1_SessionStatus: SwiftProtobuf.Enum, Swift.CaseI
   public typealias RawValue = Int
   case unspecified // = 0
 
-  /// Created; the gateway link may not have been opened yet.
+  /// Created; the gateway link has not been opened yet.
   case created // = 1
+
+  /// The candidate opened the gateway link; consent is next.
+  case opened // = 5
 
   /// The candidate consented; features may be sent.
   case consented // = 2
@@ -64,6 +67,7 @@ public nonisolated enum Custos_V1_SessionStatus: SwiftProtobuf.Enum, Swift.CaseI
     case 2: self = .consented
     case 3: self = .completed
     case 4: self = .expired
+    case 5: self = .opened
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -75,6 +79,7 @@ public nonisolated enum Custos_V1_SessionStatus: SwiftProtobuf.Enum, Swift.CaseI
     case .consented: return 2
     case .completed: return 3
     case .expired: return 4
+    case .opened: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -83,9 +88,59 @@ public nonisolated enum Custos_V1_SessionStatus: SwiftProtobuf.Enum, Swift.CaseI
   public static let allCases: [Custos_V1_SessionStatus] = [
     .unspecified,
     .created,
+    .opened,
     .consented,
     .completed,
     .expired,
+  ]
+
+}
+
+/// What a completed session recorded.
+public nonisolated enum Custos_V1_SessionOutcome: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// The subject was enrolled.
+  case enrolled // = 1
+
+  /// A 1:1 or 1:N comparison was decided: see `result`.
+  case decided // = 2
+
+  /// A 1:N search found nobody.
+  case noMatch // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .enrolled
+    case 2: self = .decided
+    case 3: self = .noMatch
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .enrolled: return 1
+    case .decided: return 2
+    case .noMatch: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Custos_V1_SessionOutcome] = [
+    .unspecified,
+    .enrolled,
+    .decided,
+    .noMatch,
   ]
 
 }
@@ -95,31 +150,19 @@ public nonisolated struct Custos_V1_CreateSessionRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The tenant's own id for this verification. 1..128 printable ASCII characters.
-  public var externalID: String = String()
+  /// The tenant's id of the person (e.g. its ATS candidate id): 1..256 bytes, required. Never
+  /// stored in clear: only its HMAC under the tenant's pii key.
+  public var subjectExternalID: String = String()
 
-  /// Stored encrypted; 1..256 characters.
+  /// Optional (empty: none); stored encrypted; at most 512 bytes.
   public var candidateName: String = String()
 
-  /// Stored encrypted; a syntactically valid address, at most 254 characters.
+  /// Optional (empty: none); stored encrypted; at most 320 bytes.
   public var candidateEmail: String = String()
-
-  /// The tenant's id of the person (to verify a returning candidate against an earlier
-  /// enrolment). Unset: the subject is derived from candidate_email. Never stored in clear.
-  public var subjectExternalID: String {
-    get {_subjectExternalID ?? String()}
-    set {_subjectExternalID = newValue}
-  }
-  /// Returns true if `subjectExternalID` has been explicitly set.
-  public var hasSubjectExternalID: Bool {self._subjectExternalID != nil}
-  /// Clears the value of `subjectExternalID`. Subsequent reads from it will return its default value.
-  public mutating func clearSubjectExternalID() {self._subjectExternalID = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
-
-  fileprivate var _subjectExternalID: String? = nil
 }
 
 public nonisolated struct Custos_V1_CreateSessionResponse: Sendable {
@@ -130,8 +173,8 @@ public nonisolated struct Custos_V1_CreateSessionResponse: Sendable {
   /// Opaque session id (UUID text).
   public var sessionID: String = String()
 
-  /// Opaque, single-use string to embed in the link sent to the candidate. Returned once;
-  /// only its keyed hash is stored.
+  /// Opaque, single-use string (`cgl_` + 43 base64url characters) to embed in the link sent to
+  /// the candidate. Returned once; only its SHA-256 is stored.
   public var gatewayLink: String = String()
 
   public var expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -244,7 +287,7 @@ public nonisolated struct Custos_V1_GetSessionResponse: Sendable {
 
   public var status: Custos_V1_SessionStatus = .unspecified
 
-  /// Set once status is COMPLETED.
+  /// Set when outcome is DECIDED.
   public var result: Custos_V1_Decision {
     get {_result ?? Custos_V1_Decision()}
     set {_result = newValue}
@@ -290,7 +333,13 @@ public nonisolated struct Custos_V1_GetSessionResponse: Sendable {
   /// Clears the value of `completedAt`. Subsequent reads from it will return its default value.
   public mutating func clearCompletedAt() {self._completedAt = nil}
 
-  public var externalID: String = String()
+  public var outcome: Custos_V1_SessionOutcome = .unspecified
+
+  /// The notice version the candidate consented to.
+  public var noticeVersion: String = String()
+
+  /// The biometric key version the outcome was reached under (0 before completion).
+  public var keyVersion: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -322,8 +371,8 @@ public nonisolated struct Custos_V1_EnrolResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Pseudonymous subject reference: lowercase hex of an HSM-keyed HMAC. Stable within a
-  /// tenant and key version, unlinkable across tenants.
+  /// Pseudonymous subject reference, `v<pii key version>:<64 hex digits>` (an HSM-keyed HMAC of
+  /// the subject's external id): stable within a tenant, unlinkable across tenants.
   public var subjectReference: String = String()
 
   /// The biometric key version (bio-seed and bio-prf) the template was made with.
@@ -378,6 +427,9 @@ public nonisolated struct Custos_V1_IdentifyRequest: Sendable {
 
   /// How many candidates at most, 1..20.
   public var top: UInt32 = 0
+
+  /// A session with recorded consent: the probe is a candidate's face too.
+  public var sessionID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -445,12 +497,16 @@ public nonisolated struct Custos_V1_PingResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "custos.v1"
 
 nonisolated extension Custos_V1_SessionStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SESSION_STATUS_UNSPECIFIED\0\u{1}SESSION_STATUS_CREATED\0\u{1}SESSION_STATUS_CONSENTED\0\u{1}SESSION_STATUS_COMPLETED\0\u{1}SESSION_STATUS_EXPIRED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SESSION_STATUS_UNSPECIFIED\0\u{1}SESSION_STATUS_CREATED\0\u{1}SESSION_STATUS_CONSENTED\0\u{1}SESSION_STATUS_COMPLETED\0\u{1}SESSION_STATUS_EXPIRED\0\u{1}SESSION_STATUS_OPENED\0")
+}
+
+nonisolated extension Custos_V1_SessionOutcome: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SESSION_OUTCOME_UNSPECIFIED\0\u{1}SESSION_OUTCOME_ENROLLED\0\u{1}SESSION_OUTCOME_DECIDED\0\u{1}SESSION_OUTCOME_NO_MATCH\0")
 }
 
 nonisolated extension Custos_V1_CreateSessionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateSessionRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}external_id\0\u{3}candidate_name\0\u{3}candidate_email\0\u{3}subject_external_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}subject_external_id\0\u{3}candidate_name\0\u{3}candidate_email\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -458,22 +514,17 @@ nonisolated extension Custos_V1_CreateSessionRequest: SwiftProtobuf.Message, Swi
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.externalID) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.subjectExternalID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.candidateName) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.candidateEmail) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self._subjectExternalID) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.externalID.isEmpty {
-      try visitor.visitSingularStringField(value: self.externalID, fieldNumber: 1)
+    if !self.subjectExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.subjectExternalID, fieldNumber: 1)
     }
     if !self.candidateName.isEmpty {
       try visitor.visitSingularStringField(value: self.candidateName, fieldNumber: 2)
@@ -481,17 +532,13 @@ nonisolated extension Custos_V1_CreateSessionRequest: SwiftProtobuf.Message, Swi
     if !self.candidateEmail.isEmpty {
       try visitor.visitSingularStringField(value: self.candidateEmail, fieldNumber: 3)
     }
-    try { if let v = self._subjectExternalID {
-      try visitor.visitSingularStringField(value: v, fieldNumber: 4)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_CreateSessionRequest, rhs: Custos_V1_CreateSessionRequest) -> Bool {
-    if lhs.externalID != rhs.externalID {return false}
+    if lhs.subjectExternalID != rhs.subjectExternalID {return false}
     if lhs.candidateName != rhs.candidateName {return false}
     if lhs.candidateEmail != rhs.candidateEmail {return false}
-    if lhs._subjectExternalID != rhs._subjectExternalID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -716,7 +763,7 @@ nonisolated extension Custos_V1_GetSessionRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Custos_V1_GetSessionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetSessionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{1}status\0\u{1}result\0\u{3}created_at\0\u{3}expires_at\0\u{3}consented_at\0\u{3}completed_at\0\u{3}external_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{1}status\0\u{1}result\0\u{3}created_at\0\u{3}expires_at\0\u{3}consented_at\0\u{3}completed_at\0\u{1}outcome\0\u{3}notice_version\0\u{3}key_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -731,7 +778,9 @@ nonisolated extension Custos_V1_GetSessionResponse: SwiftProtobuf.Message, Swift
       case 5: try { try decoder.decodeSingularMessageField(value: &self._expiresAt) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._consentedAt) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._completedAt) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.externalID) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.noticeVersion) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.keyVersion) }()
       default: break
       }
     }
@@ -763,8 +812,14 @@ nonisolated extension Custos_V1_GetSessionResponse: SwiftProtobuf.Message, Swift
     try { if let v = self._completedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
-    if !self.externalID.isEmpty {
-      try visitor.visitSingularStringField(value: self.externalID, fieldNumber: 8)
+    if self.outcome != .unspecified {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 8)
+    }
+    if !self.noticeVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.noticeVersion, fieldNumber: 9)
+    }
+    if self.keyVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.keyVersion, fieldNumber: 10)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -777,7 +832,9 @@ nonisolated extension Custos_V1_GetSessionResponse: SwiftProtobuf.Message, Swift
     if lhs._expiresAt != rhs._expiresAt {return false}
     if lhs._consentedAt != rhs._consentedAt {return false}
     if lhs._completedAt != rhs._completedAt {return false}
-    if lhs.externalID != rhs.externalID {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.noticeVersion != rhs.noticeVersion {return false}
+    if lhs.keyVersion != rhs.keyVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -924,7 +981,7 @@ nonisolated extension Custos_V1_VerifyResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Custos_V1_IdentifyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IdentifyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}features\0\u{1}top\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}features\0\u{1}top\0\u{3}session_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -934,6 +991,7 @@ nonisolated extension Custos_V1_IdentifyRequest: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedFloatField(value: &self.features) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.top) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
       default: break
       }
     }
@@ -946,12 +1004,16 @@ nonisolated extension Custos_V1_IdentifyRequest: SwiftProtobuf.Message, SwiftPro
     if self.top != 0 {
       try visitor.visitSingularUInt32Field(value: self.top, fieldNumber: 2)
     }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_IdentifyRequest, rhs: Custos_V1_IdentifyRequest) -> Bool {
     if lhs.features != rhs.features {return false}
     if lhs.top != rhs.top {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

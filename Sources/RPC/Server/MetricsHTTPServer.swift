@@ -1,24 +1,23 @@
-// docs/rpc.md §(d): a Prometheus text endpoint without a web framework: NIO's own HTTP/1 codec
-// (NIOHTTP1, already in the dependency graph through swift-nio) and ~60 lines. Compiled and used
-// by MetricsEndpointTests.
+// A Prometheus text endpoint without a web framework (docs/rpc.md §d): NIO's own HTTP/1 codec
+// (NIOHTTP1, already in the dependency graph through swift-nio).
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Prometheus
-import ServiceLifecycle
+public import Prometheus
+public import ServiceLifecycle
 
 /// Serves `GET /metrics` (Prometheus text format 0.0.4) from a `PrometheusCollectorRegistry`;
 /// every other path is 404, every other method 405. One response per connection
 /// (`connection: close`), which is all a scraper needs.
-struct MetricsHTTPServer: Service {
+public struct MetricsHTTPServer: Service {
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     private let registry: PrometheusCollectorRegistry
 
     /// The bound port (useful with port 0).
-    var port: Int? { channel.channel.localAddress?.port }
+    public var port: Int? { channel.channel.localAddress?.port }
 
     /// Binds at once (so a bad address fails at start-up, and port 0 is known); serves in `run()`.
-    static func bind(host: String, port: Int, registry: PrometheusCollectorRegistry) async throws -> MetricsHTTPServer {
+    public static func bind(host: String, port: Int, registry: PrometheusCollectorRegistry) async throws -> MetricsHTTPServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { child in
@@ -32,7 +31,7 @@ struct MetricsHTTPServer: Service {
         return MetricsHTTPServer(channel: channel, registry: registry)
     }
 
-    func run() async throws {
+    public func run() async throws {
         try await withGracefulShutdownHandler {
             try await channel.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in

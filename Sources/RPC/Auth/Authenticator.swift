@@ -1,0 +1,127 @@
+public import Custody
+import CustosModel
+import Foundation
+public import GRPCCore
+import PKCS11
+public import Storage
+import Synchronization
+
+/// Decides who is calling (DESIGN §10). TLS has already verified the client certificate against
+/// the Custos CA; this reads its role, refuses revoked serials, and scopes tenant-facing calls
+/// to one tenant — the API key's, or the one the `custos-tenant` metadata names among those the
+/// front-end certificate allows (or its only one).
+public final class Authenticator: Sendable {
+    /// Which API-key scope each tenant-facing service needs.
+    public static let scopes: [String: String] = [
+        "custos.v1.Verification": "verification",
+        "custos.v1.Webhooks": "webhooks",
+        "custos.v1.APIKeys": "keys",
+    ]
+    public static let adminService = "custos.v1.Admin"
+    public static let healthService = "grpc.health.v1.Health"
+    public static let tenantMetadataKey = "custos-tenant"
+
+    let apiKeys: APIKeyService
+    let database: Database
+    let cacheLifetime: Duration
+    private let revoked = Mutex<(serials: Set<String>, until: ContinuousClock.Instant)?>(nil)
+    private let tenants = Mutex([TenantID: (active: Bool, until: ContinuousClock.Instant)]())
+
+    public init(apiKeys: APIKeyService, database: Database, cacheLifetime: Duration = .seconds(2)) {
+        self.apiKeys = apiKeys
+        self.database = database
+        self.cacheLifetime = cacheLifetime
+    }
+
+    /// - Throws: `RPCError` UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND or INVALID_ARGUMENT.
+    public func authenticate(service: String, metadata: Metadata, certificate: CallerCertificate?) async throws -> Caller {
+        if service == Self.healthService { return Caller(kind: .healthProbe) }
+        guard let certificate else {
+            throw RPCError(code: .unauthenticated, message: "a client certificate naming a Custos officer or front-end is required")
+        }
+        if try await isRevoked(certificate.serial) {
+            throw RPCError(code: .unauthenticated, message: "client certificate revoked")
+        }
+        if service == Self.adminService {
+            guard case .officer(let name) = certificate.role else {
+                throw RPCError(code: .permissionDenied, message: "Admin calls need an officer certificate")
+            }
+            return Caller(kind: .officer(name: name))
+        }
+        guard let scope = Self.scopes[service] else {
+            throw RPCError(code: .unimplemented, message: "unknown service \(service)")
+        }
+        guard case .frontend(let frontend, let allowance) = certificate.role else {
+            throw RPCError(code: .permissionDenied, message: "officer certificates may call Admin only")
+        }
+        let named = try requestedTenant(metadata)
+        if let bearer = try bearerToken(metadata) {
+            let verified: APIKeyService.Verified
+            do {
+                verified = try await apiKeys.verify(bearer)
+            } catch let error as APIKeyError {
+                _ = error
+                throw RPCError(code: .unauthenticated, message: "API key not valid")
+            }
+            if let named, named != verified.tenant {
+                throw RPCError(code: .permissionDenied, message: "the API key belongs to another tenant than \(Self.tenantMetadataKey) names")
+            }
+            guard verified.scopes.contains(scope) else {
+                throw RPCError(code: .permissionDenied, message: "the API key lacks the '\(scope)' scope")
+            }
+            return Caller(kind: .tenant(verified.tenant, via: .apiKey(keyID: verified.keyID, scopes: verified.scopes)))
+        }
+        guard let tenant = named ?? allowance.single else {
+            throw RPCError(code: .invalidArgument, message: "name the tenant in the \(Self.tenantMetadataKey) metadata (this certificate serves several)")
+        }
+        guard allowance.allows(tenant) else {
+            throw RPCError(code: .permissionDenied, message: "this certificate may not act for tenant \(tenant)")
+        }
+        try await requireActive(tenant)
+        return Caller(kind: .tenant(tenant, via: .certificate(frontend: frontend)))
+    }
+
+    func requestedTenant(_ metadata: Metadata) throws -> TenantID? {
+        guard let text = metadata[stringValues: Self.tenantMetadataKey].first(where: { _ in true }) else { return nil }
+        guard let tenant = TenantID(text) else {
+            throw RPCError(code: .invalidArgument, message: "\(Self.tenantMetadataKey) is not a tenant id (a UUID)")
+        }
+        return tenant
+    }
+
+    func bearerToken(_ metadata: Metadata) throws -> SecretBytes? {
+        guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }) else { return nil }
+        guard value.hasPrefix("Bearer "), value.utf8.count > 7 else {
+            throw RPCError(code: .unauthenticated, message: "authorization must be 'Bearer <API key>'")
+        }
+        return SecretBytes(Array(value.utf8.dropFirst(7)))
+    }
+
+    func requireActive(_ tenant: TenantID) async throws {
+        let now = ContinuousClock.now
+        let active: Bool
+        if let cached = tenants.withLock({ $0[tenant] }), cached.until > now {
+            active = cached.active
+        } else {
+            guard let record = try await TenantStore(database).get(tenant) else {
+                throw RPCError(code: .notFound, message: "unknown tenant \(tenant)")
+            }
+            active = record.status == "active"
+            tenants.withLock { $0[tenant] = (active, now + cacheLifetime) }
+        }
+        guard active else { throw RPCError(code: .permissionDenied, message: "tenant \(tenant) is disabled") }
+    }
+
+    func isRevoked(_ serial: String) async throws -> Bool {
+        let now = ContinuousClock.now
+        if let cached = revoked.withLock({ $0 }), cached.until > now { return cached.serials.contains(serial) }
+        let serials = try await database.withTransaction(context: "read revoked certificates") { connection in
+            try await CertificateRevocationStore.all(on: connection)
+        }
+        revoked.withLock { $0 = (serials, now + cacheLifetime) }
+        return serials.contains(serial)
+    }
+
+    /// Forgets cached revocations (after this instance revoked a certificate).
+    public func invalidateRevocations() { revoked.withLock { $0 = nil } }
+}

@@ -1,0 +1,319 @@
+public import Custody
+import CustosModel
+import Foundation
+public import GRPCCore
+public import HSM
+import PKCS11
+public import Storage
+import SwiftProtobuf
+public import Verification
+
+/// `custos.v1.Admin`: what security officers and data-protection officers do. Officer
+/// certificates only (the interceptor checks); every change is audited with the officer's name.
+public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
+    public struct Dependencies: Sendable {
+        public let pool: SessionPool
+        public let database: Database
+        public let keyring: TenantKeyring
+        public let audit: AuditLog
+        public let apiKeys: APIKeyService
+        public let approvals: KeyDestructionApprovals
+        public let policies: TenantPolicies
+        public let rights: SubjectRights
+        public let retention: RetentionJob
+        public let authenticator: Authenticator
+        /// How long a retired version must rest before it may be destroyed.
+        public let destructionWaitingPeriod: Duration
+
+        public init(
+            pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
+            approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
+            authenticator: Authenticator, destructionWaitingPeriod: Duration
+        ) {
+            self.pool = pool
+            self.database = database
+            self.keyring = keyring
+            self.audit = audit
+            self.apiKeys = apiKeys
+            self.approvals = approvals
+            self.policies = policies
+            self.rights = rights
+            self.retention = retention
+            self.authenticator = authenticator
+            self.destructionWaitingPeriod = destructionWaitingPeriod
+        }
+    }
+
+    let deps: Dependencies
+
+    public init(_ dependencies: Dependencies) { deps = dependencies }
+
+    private func officer() throws -> String { "officer:" + (try Caller.requireOfficer()) }
+
+    // MARK: Tenants
+
+    public func createTenant(request: Custos_V1_CreateTenantRequest, context: ServerContext) async throws -> Custos_V1_CreateTenantResponse {
+        guard request.label.utf8.count <= 63, request.label.range(of: "^[a-z0-9][a-z0-9-]*$", options: .regularExpression) != nil else {
+            throw RPCError(code: .invalidArgument, message: "label: 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit")
+        }
+        let record = try await deps.keyring.createTenant(label: request.label, actor: try officer())
+        return .with { $0.tenant = tenant(record, policy: .default) }
+    }
+
+    public func listTenants(request: Custos_V1_ListTenantsRequest, context: ServerContext) async throws -> Custos_V1_ListTenantsResponse {
+        _ = try officer()
+        var tenants = [Custos_V1_Tenant]()
+        for record in try await TenantStore(deps.database).list() {
+            tenants.append(tenant(record, policy: try await deps.policies.policy(record.id)))
+        }
+        return .with { $0.tenants = tenants }
+    }
+
+    public func disableTenant(request: Custos_V1_DisableTenantRequest, context: ServerContext) async throws -> Custos_V1_DisableTenantResponse {
+        let id = try RequestFields.tenant(request.tenantID)
+        guard try await deps.keyring.setTenantActive(id, false, actor: try officer()) else {
+            throw RPCError(code: .notFound, message: "unknown tenant \(id)")
+        }
+        return Custos_V1_DisableTenantResponse()
+    }
+
+    public func setTenantPolicy(request: Custos_V1_SetTenantPolicyRequest, context: ServerContext) async throws -> Custos_V1_SetTenantPolicyResponse {
+        let id = try await existingTenant(request.tenantID)
+        let policy = try TenantPolicy(
+            green: request.policy.greenThreshold, amber: request.policy.amberThreshold,
+            retentionDays: Int(request.policy.retentionDays), tokenizationsPerMinute: Int(request.policy.tokenizationBudgetPerMinute)
+        )
+        try await deps.policies.set(policy, for: id, actor: try officer())
+        return .with { $0.policy = Self.policy(policy) }
+    }
+
+    // MARK: Keys
+
+    public func listKeys(request: Custos_V1_AdminListKeysRequest, context: ServerContext) async throws -> Custos_V1_AdminListKeysResponse {
+        _ = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let versions = try await deps.keyring.versions(id)
+        return .with { $0.keys = versions.map(Self.keyVersion) }
+    }
+
+    public func rotateKey(request: Custos_V1_RotateKeyRequest, context: ServerContext) async throws -> Custos_V1_RotateKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let purpose = try RequestFields.purpose(request.purpose)
+        var activated = [KeyVersionRecord]()
+        if purpose == .bioSeed || purpose == .bioPRF {
+            // One biometric version covers both keys: they rotate together.
+            let version = try await deps.keyring.rotateBiometric(id, actor: actor)
+            activated = try await deps.keyring.versions(id).filter { ($0.purpose == .bioSeed || $0.purpose == .bioPRF) && $0.version == version }
+        } else {
+            activated = [try await deps.keyring.rotate(id, purpose, actor: actor)]
+        }
+        return .with { $0.activated = activated.map(Self.keyVersion) }
+    }
+
+    public func retireKey(request: Custos_V1_RetireKeyRequest, context: ServerContext) async throws -> Custos_V1_RetireKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let purpose = try RequestFields.purpose(request.purpose)
+        try await deps.keyring.retire(id, purpose, version: Int(request.version), actor: actor)
+        let record = try await deps.keyring.versions(id).first { $0.purpose == purpose && $0.version == Int(request.version) }
+        return .with { if let record { $0.key = Self.keyVersion(record) } }
+    }
+
+    public func requestKeyDestruction(request: Custos_V1_RequestKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_RequestKeyDestructionResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let row = try await deps.approvals.request(id, try RequestFields.purpose(request.purpose), version: Int(request.version), officer: actor)
+        return .with {
+            $0.requestID = row.id.uuidString.lowercased()
+            $0.expiresAt = Google_Protobuf_Timestamp(date: row.expiresAt)
+        }
+    }
+
+    public func approveKeyDestruction(request: Custos_V1_ApproveKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_ApproveKeyDestructionResponse {
+        let actor = try officer()
+        let row = try await deps.approvals.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor)
+        return .with { if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) } }
+    }
+
+    public func destroyKey(request: Custos_V1_DestroyKeyRequest, context: ServerContext) async throws -> Custos_V1_DestroyKeyResponse {
+        let actor = try officer()
+        let row = try await deps.approvals.execute(
+            try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, waitingPeriod: deps.destructionWaitingPeriod
+        )
+        let record = try await deps.keyring.versions(row.tenant).first { $0.purpose == row.purpose && $0.version == row.version }
+        return .with { if let record { $0.key = Self.keyVersion(record) } }
+    }
+
+    // MARK: API keys
+
+    public func issueAPIKey(request: Custos_V1_IssueAPIKeyRequest, context: ServerContext) async throws -> Custos_V1_IssueAPIKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let known = Set(Authenticator.scopes.values)
+        guard !request.scopes.isEmpty, request.scopes.allSatisfy(known.contains) else {
+            throw RPCError(code: .invalidArgument, message: "scopes: one or more of \(known.sorted().joined(separator: ", "))")
+        }
+        guard request.label.utf8.count <= 128 else { throw RPCError(code: .invalidArgument, message: "label: at most 128 bytes") }
+        guard request.ttlSeconds <= 3 * 365 * 86_400 else { throw RPCError(code: .invalidArgument, message: "ttl_seconds: at most 3 years") }
+        let expiry = request.ttlSeconds == 0 ? nil : Date().addingTimeInterval(Double(request.ttlSeconds))
+        let issued = try await deps.apiKeys.issue(tenant: id, scopes: request.scopes, label: request.label, expiresAt: expiry, actor: actor)
+        let record = try await deps.apiKeys.list(tenant: id).first { $0.keyID == issued.keyID }
+        return .with {
+            $0.apiKey = issued.key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            if let record { $0.info = APIKeysHandler.info(record) }
+        }
+    }
+
+    public func revokeAPIKey(request: Custos_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Custos_V1_RevokeAPIKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        guard try await deps.apiKeys.revoke(tenant: id, keyID: request.keyID, actor: actor) else {
+            throw RPCError(code: .notFound, message: "no API key \(request.keyID) in tenant \(id)")
+        }
+        return .with { $0.revoked = true }
+    }
+
+    public func listAPIKeys(request: Custos_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Custos_V1_ListAPIKeysResponse {
+        _ = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let keys = try await deps.apiKeys.list(tenant: id)
+        return .with { $0.keys = keys.map(APIKeysHandler.info) }
+    }
+
+    public func revokeCertificate(request: Custos_V1_RevokeCertificateRequest, context: ServerContext) async throws -> Custos_V1_RevokeCertificateResponse {
+        let actor = try officer()
+        let serial = request.serial.lowercased()
+        guard (1...64).contains(serial.utf8.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            throw RPCError(code: .invalidArgument, message: "serial: the certificate's serial number in hex")
+        }
+        try await deps.database.withTransaction(context: "revoke certificate") { connection in
+            try await CertificateRevocationStore.revoke(serial: serial, subject: request.subject, by: actor, on: connection)
+        }
+        deps.authenticator.invalidateRevocations()
+        _ = try await deps.audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:])
+        return .with { $0.revoked = true }
+    }
+
+    // MARK: Audit and HSM
+
+    public func auditTail(request: Custos_V1_AuditTailRequest, context: ServerContext) async throws -> Custos_V1_AuditTailResponse {
+        _ = try officer()
+        let limit = Int(request.limit == 0 ? 20 : min(request.limit, 1_000))
+        let entries = try await deps.database.withTransaction(context: "audit tail") { connection in
+            let head = try await AuditLogStore.head(on: connection)?.seq ?? 0
+            return try await AuditLogStore.entries(after: max(0, head - Int64(limit)), limit: limit, on: connection)
+        }
+        return .with {
+            $0.entries = entries.map { entry in
+                .with {
+                    $0.sequence = UInt64(entry.seq)
+                    $0.at = Google_Protobuf_Timestamp(date: entry.at)
+                    $0.actor = entry.actor
+                    $0.action = entry.action
+                    $0.target = entry.target
+                    $0.tenantID = entry.tenant?.rawValue ?? ""
+                    $0.details = (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String]) ?? [:]
+                    $0.hash = entry.entryHash.map { String(format: "%02x", $0) }.joined()
+                }
+            }
+        }
+    }
+
+    public func auditVerify(request: Custos_V1_AuditVerifyRequest, context: ServerContext) async throws -> Custos_V1_AuditVerifyResponse {
+        _ = try officer()
+        let result = try await deps.audit.verify()
+        return .with {
+            $0.ok = result.isIntact
+            $0.entriesChecked = UInt64(result.entriesChecked)
+            $0.firstBadSequence = UInt64(result.firstBroken ?? 0)
+            $0.problem = result.problem ?? ""
+        }
+    }
+
+    public func hsmStatus(request: Custos_V1_HSMStatusRequest, context: ServerContext) async throws -> Custos_V1_HSMStatusResponse {
+        _ = try officer()
+        let token = try await deps.pool.tokenInfo()
+        let statistics = deps.pool.statistics
+        return .with {
+            $0.tokenLabel = token.label
+            $0.tokenSerial = token.serialNumber
+            $0.manufacturer = token.manufacturer
+            $0.model = token.model
+            $0.workers = UInt32(statistics.workers)
+            $0.openSessions = UInt32(statistics.openSessions)
+            $0.callsInFlight = UInt32(statistics.callsInFlight)
+            $0.waitingRequests = UInt32(statistics.waitingRequests)
+            $0.generation = statistics.generation
+            $0.breakerOpen = statistics.breakerOpen
+            $0.running = statistics.running
+        }
+    }
+
+    // MARK: Data protection
+
+    public func exportSubject(request: Custos_V1_ExportSubjectRequest, context: ServerContext) async throws -> Custos_V1_ExportSubjectResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let export = try await deps.rights.export(tenant: id, externalID: PersonalText(request.subjectExternalID), actor: actor)
+        return .with { $0.json = (try? export.json()) ?? Data() }
+    }
+
+    public func eraseSubject(request: Custos_V1_EraseSubjectRequest, context: ServerContext) async throws -> Custos_V1_EraseSubjectResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let counts = try await deps.rights.erase(tenant: id, externalID: PersonalText(request.subjectExternalID), actor: actor)
+        return .with {
+            $0.templatesDeleted = UInt32(counts.templates)
+            $0.sessionsDeleted = UInt32(counts.sessions)
+        }
+    }
+
+    public func runRetention(request: Custos_V1_RunRetentionRequest, context: ServerContext) async throws -> Custos_V1_RunRetentionResponse {
+        let actor = try officer()
+        let tenant = request.hasTenantID ? try await existingTenant(request.tenantID) : nil
+        let deleted = try await deps.retention.run(tenant: tenant, actor: actor)
+        return .with {
+            $0.templatesDeleted = UInt32(deleted.values.reduce(0, +))
+            $0.tenantsWithDeletions = UInt32(deleted.count)
+        }
+    }
+
+    // MARK: Helpers
+
+    private func existingTenant(_ text: String) async throws -> TenantID {
+        let id = try RequestFields.tenant(text)
+        guard try await TenantStore(deps.database).get(id) != nil else { throw RPCError(code: .notFound, message: "unknown tenant \(id)") }
+        return id
+    }
+
+    private func tenant(_ record: TenantRecord, policy: TenantPolicy) -> Custos_V1_Tenant {
+        .with {
+            $0.tenantID = record.id.rawValue
+            $0.label = record.label
+            $0.disabled = record.status != "active"
+            $0.createdAt = Google_Protobuf_Timestamp(date: record.createdAt)
+            $0.policy = Self.policy(policy)
+        }
+    }
+
+    static func policy(_ policy: TenantPolicy) -> Custos_V1_TenantPolicy {
+        .with {
+            $0.greenThreshold = policy.thresholds.green
+            $0.amberThreshold = policy.thresholds.amber
+            $0.retentionDays = UInt32(policy.retentionDays)
+            $0.tokenizationBudgetPerMinute = UInt32(policy.tokenizationsPerMinute)
+        }
+    }
+
+    static func keyVersion(_ record: KeyVersionRecord) -> Custos_V1_KeyVersion {
+        .with {
+            $0.purpose = RequestFields.purpose(record.purpose)
+            $0.version = UInt32(record.version)
+            $0.state = RequestFields.state(record.state)
+            $0.checkValue = record.checkValue.map { String(format: "%02x", $0) }.joined()
+            $0.rootKekVersion = UInt32(record.rootKEKVersion)
+            if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
+        }
+    }
+}

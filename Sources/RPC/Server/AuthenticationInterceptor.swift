@@ -1,0 +1,46 @@
+import CustosModel
+import Dispatch
+public import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+public import Logging
+import Metrics
+
+/// The one door every RPC passes: authenticates the caller (``Authenticator``), runs the handler
+/// with ``Caller/current`` set, turns whatever it throws into the precise status
+/// (``StatusMapping``), and counts requests by method and code and their latency.
+public struct AuthenticationInterceptor: ServerInterceptor {
+    let authenticator: Authenticator
+    let logger: Logger
+
+    public init(authenticator: Authenticator, logger: Logger) {
+        self.authenticator = authenticator
+        self.logger = logger
+    }
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>,
+        context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let method = context.descriptor.fullyQualifiedMethod
+        let started = DispatchTime.now().uptimeNanoseconds
+        var code = "ok"
+        defer {
+            Timer(label: "custos_rpc_duration_seconds", dimensions: [("method", method)]).recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+            Counter(label: "custos_rpc_requests_total", dimensions: [("method", method), ("code", code)]).increment()
+        }
+        do {
+            let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate.flatMap(CallerCertificate.init)
+            let caller = try await authenticator.authenticate(
+                service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
+            )
+            return try await Caller.$current.withValue(caller) {
+                try await next(request, context)
+            }
+        } catch {
+            let status = StatusMapping.rpcError(for: error, method: method, logger: logger)
+            code = "\(status.code)"
+            throw status
+        }
+    }
+}

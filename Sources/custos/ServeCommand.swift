@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import RPC
+import Tokenization
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the service: the gRPC API (mutual TLS), /metrics, and the cache listeners.",
+        discussion: """
+        Reads the rpc section of config.json (scripts/setup writes it, with certificates from its \
+        local CA). Stops gracefully on SIGTERM or SIGINT. Logs go to standard error, structured, \
+        never with secrets (CUSTOS_LOG_LEVEL=debug|info|notice|warning).
+        """
+    )
+
+    @OptionGroup var options: LocalOptions
+    @Option(help: "Listen on this port instead of the configured one (0: any free port).") var port: Int?
+    @Option(help: "Serve /metrics on this port instead of the configured one (0: any free port).") var metricsPort: Int?
+    @Flag(help: "Serve plaintext instead of mutual TLS — on loopback only, for development.") var plaintextLoopback = false
+    @Option(help: "Write the bound address (host:port) to this file once listening (for scripts).") var addressFile: String?
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        guard let rpc = configuration.rpc else {
+            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+        }
+        var logger = Logger(label: "custos.serve") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = ProcessInfo.processInfo.environment["CUSTOS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        // Before any feature arrives: no core dumps, not dumpable (DESIGN §6).
+        let hygiene = ProcessHygiene.lockDown()
+        logger.info("process hygiene", metadata: ["core_limit_zero": "\(hygiene.coreLimitZero)", "dumpable": "\(hygiene.dumpable)"])
+
+        var tls: ServerEndpoint.TLSFiles?
+        if !plaintextLoopback {
+            guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
+                throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate (or --plaintext-loopback)")
+            }
+            tls = ServerEndpoint.TLSFiles(certificateChain: certificate, privateKey: key, clientCA: ca)
+        }
+        let endpoint = ServerEndpoint(host: rpc.host, port: port ?? rpc.port, tls: tls)
+        var settings = RPCSettings()
+        if let notice = rpc.noticeVersion { settings.noticeVersion = notice }
+        let addressFile = addressFile
+        try await CustodyContext.withContext(configuration) { context in
+            let services = CustosServices(
+                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
+                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
+            )
+            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: rpc.host, port: $0, registry: registry) }
+            try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
+                if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
+            }
+        }
+    }
+}
