@@ -2,36 +2,72 @@ import ArgumentParser
 import Custody
 import Foundation
 import PKCS11
+import RPC
 
 struct APIKeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apikey",
-        abstract: "API keys: issue, verify, revoke, list (local for now).",
-        subcommands: [Issue.self, Verify.self, Revoke.self, List.self]
+        abstract: "API keys: issue, revoke, list (over the Admin RPC); verify (local).",
+        subcommands: [Issue.self, Revoke.self, List.self, Verify.self]
     )
 
+    static func row(_ key: Custos_V1_APIKeyInfo) -> String {
+        "\(pad(key.keyID, 12))\(pad(key.revokedAt.seconds > 0 ? "revoked" : "active", 9))\(pad(key.scopes.joined(separator: ","), 30))\(key.label)"
+    }
+
     struct Issue: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Issue a key; it is printed once and never stored.")
-        @OptionGroup var options: LocalOptions
+        static let configuration = CommandConfiguration(abstract: "Issue a key; it is printed once (to standard output) and never stored.")
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(name: .customLong("scope"), help: "A scope (repeat for several).") var scopes: [String] = []
-        @Option(help: "A label for listings.") var label = ""
-        @Option(help: "Days until it expires (default: never).") var expiresInDays: Int?
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
+        @Option(help: "Scope (repeatable): verification, webhooks, keys.") var scope: [String] = ["verification"]
+        @Option(help: "A label for the key (not secret).") var label = ""
+        @Option(help: "Lifetime in seconds (0: no expiry).") var ttl: UInt64 = 0
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            let expiry = expiresInDays.map { Date().addingTimeInterval(Double($0) * 86_400) }
-            let issued = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.apiKeys.issue(tenant: id, scopes: scopes, label: label, expiresAt: expiry, actor: actor)
+            let id = try tenantArgument(tenant)
+            let (scopes, label, ttl) = (scope, label, ttl)
+            let response = try await remote.withAdmin {
+                try await $0.issueAPIKey(.with { $0.tenantID = id; $0.scopes = scopes; $0.label = label; $0.ttlSeconds = ttl })
             }
-            FileHandle.standardError.write(Data("key id \(issued.keyID); the key below is shown once:\n".utf8))
-            issued.key.withUnsafeBytes { FileHandle.standardOutput.write(Data($0) + Data("\n".utf8)) }
+            switch remote.output {
+            case .json: try remote.print(response) { "" }
+            case .table:
+                FileHandle.standardError.write(Data("API key \(response.info.keyID) for tenant \(id); shown once:\n".utf8))
+                print(response.apiKey)
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a key; every instance refuses it within about a second.")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "The key's public id (11 characters).") var keyID: String
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            try confirm("Revoke API key \(keyID)?", yes: yes)
+            let keyID = keyID
+            let response = try await remote.withAdmin { try await $0.revokeAPIKey(.with { $0.tenantID = id; $0.keyID = keyID }) }
+            try remote.print(response) { "revoked \(keyID)" }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A tenant's keys (ids, scopes, dates; never a secret).")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let response = try await remote.withAdmin { try await $0.listAPIKeys(.with { $0.tenantID = id }) }
+            try remote.print(response) { response.keys.map(APIKeyCommand.row).joined(separator: "\n") }
         }
     }
 
     struct Verify: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Verify a key read from standard input (never from the command line).")
+        static let configuration = CommandConfiguration(abstract: "Verify a key read from standard input, never the command line (local: talks to the HSM and database).")
         @OptionGroup var options: LocalOptions
 
         func run() async throws {
@@ -40,61 +76,6 @@ struct APIKeyCommand: AsyncParsableCommand {
                 try await context.apiKeys.verify(key)
             }
             print("valid: tenant \(verified.tenant), key id \(verified.keyID), scopes \(verified.scopes.joined(separator: " "))")
-        }
-    }
-
-    struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a key; every instance refuses it within about a second.")
-        @OptionGroup var options: LocalOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "The key's public id (11 characters).") var keyID: String
-        @Flag(help: "Do not ask for confirmation.") var yes = false
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
-
-        func run() async throws {
-            let id = try tenantID(tenant)
-            try confirm("Revoke API key \(keyID)?", yes: yes)
-            let revoked = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.apiKeys.revoke(tenant: id, keyID: keyID, actor: actor)
-            }
-            guard revoked else { throw LocalError.failed("no live key \(keyID) for tenant \(id)") }
-            print("revoked \(keyID)")
-        }
-    }
-
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "A tenant's keys (ids, scopes, dates; never a secret).")
-        @OptionGroup var options: LocalOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Output format.") var output: OutputFormat = .table
-
-        struct Row: Encodable {
-            let keyID: String
-            let label: String
-            let scopes: [String]
-            let pepperVersion: Int
-            let createdAt: Date?
-            let expiresAt: Date?
-            let lastUsedAt: Date?
-            let revokedAt: Date?
-        }
-
-        func run() async throws {
-            let id = try tenantID(tenant)
-            let keys = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.apiKeys.list(tenant: id)
-            }
-            let rows = keys.map {
-                Row(keyID: $0.keyID, label: $0.label, scopes: $0.scopes, pepperVersion: $0.pepperVersion, createdAt: $0.createdAt,
-                    expiresAt: $0.expiresAt, lastUsedAt: $0.lastUsedAt, revokedAt: $0.revokedAt)
-            }
-            switch output {
-            case .json: print(try encodeJSON(rows))
-            case .table:
-                for row in rows {
-                    print("\(row.keyID)  \(row.revokedAt == nil ? "live   " : "revoked")  \(row.scopes.joined(separator: ","))  \(row.label)")
-                }
-            }
         }
     }
 }

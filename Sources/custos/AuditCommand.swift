@@ -1,9 +1,11 @@
 import ArgumentParser
 import Custody
+import RPC
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "The tamper-evident audit log (local).", subcommands: [Verify.self]
+        commandName: "audit", abstract: "The tamper-evident audit log: tail (over the Admin RPC), verify (local).",
+        subcommands: [Tail.self, Verify.self]
     )
 
     struct Verify: AsyncParsableCommand {
@@ -27,6 +29,23 @@ struct AuditCommand: AsyncParsableCommand {
                 }
             }
             if !result.isIntact { throw ExitCode(1) }
+        }
+    }
+
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The newest entries (actor, action, target, counts; never personal data).")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "How many entries (at most 1000).") var limit: UInt32 = 20
+
+        func run() async throws {
+            let limit = limit
+            let response = try await remote.withAdmin { try await $0.auditTail(.with { $0.limit = limit }) }
+            try remote.print(response) {
+                response.entries.map { entry in
+                    let details = entry.details.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                    return "\(pad(String(entry.sequence), 6))\(pad(entry.actor, 22))\(pad(entry.action, 26))\(pad(entry.target, 24))\(details)"
+                }.joined(separator: "\n")
+            }
         }
     }
 }

@@ -6,15 +6,18 @@ struct CustosCommand: AsyncParsableCommand {
         commandName: "custos",
         abstract: "HSM-backed tokenization and key custody.",
         discussion: """
-        Local commands talk to the HSM and the database directly, with the configuration \
-        that scripts/setup wrote to .custos/config.json (found by searching upwards from the \
-        current directory, or given by --config or CUSTOS_CONFIG).
+        Remote commands (tenant, key, apikey issue/revoke/list, subject, retention, audit tail, \
+        certificate) call the Admin RPC of a running `custos serve` over mutual TLS with an \
+        officer certificate. Commands marked (local) talk to the HSM and the database directly \
+        (hsm, db, eval, bench, ceremony, audit verify, webhook, key reconcile, apikey verify). \
+        Both read .custos/config.json, which scripts/setup wrote (found by searching upwards \
+        from the current directory, or given by --config or CUSTOS_CONFIG).
         Exit codes: 0 ok, 1 local error, 2 server error.
         """,
         subcommands: [
             HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
             WebhookCommand.self, AuditCommand.self, SubjectCommand.self, RetentionCommand.self, EvalCommand.self, BenchCommand.self,
-            CeremonyCommand.self, ServeCommand.self,
+            CeremonyCommand.self, ServeCommand.self, CertificateCommand.self,
         ]
     )
 }

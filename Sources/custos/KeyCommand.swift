@@ -2,125 +2,135 @@ public import ArgumentParser
 import Custody
 import CustosModel
 import Foundation
-import Storage
+import RPC
 
 extension KeyPurpose: ExpressibleByArgument {}
+
+extension KeyPurpose {
+    var wire: Custos_V1_KeyPurpose {
+        switch self {
+        case .bioSeed: .bioSeed
+        case .bioPRF: .bioPrf
+        case .pii: .pii
+        case .apiKeyPepper: .apikeyPepper
+        case .webhook: .webhook
+        case .webhookEd25519: .webhookEd25519
+        case .data: .data
+        }
+    }
+}
 
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "Tenant keys: list, rotate, retire, destroy, reconcile (local for now).",
-        subcommands: [List.self, Rotate.self, Retire.self, Destroy.self, Reconcile.self]
+        abstract: "Tenant keys: list, rotate, retire, and destruction by two officers (over the Admin RPC); reconcile (local).",
+        subcommands: [List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self]
     )
 
-    struct KeyRow: Encodable {
-        let purpose: String
-        let version: Int
-        let state: String
-        let kcv: String
-        let rootKEKVersion: Int
-        let retiringUntil: Date?
+    static func row(_ key: Custos_V1_KeyVersion) -> String {
+        let purpose = String(describing: key.purpose)
+        let state = String(describing: key.state)
+        return "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)"
     }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Versions of a tenant's keys, with check values (never key material).")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Output format.") var output: OutputFormat = .table
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            let versions = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.versions(id)
-            }
-            let rows = versions.map {
-                KeyRow(purpose: $0.purpose.rawValue, version: $0.version, state: $0.state.rawValue,
-                       kcv: $0.checkValue.map { String(format: "%02X", $0) }.joined(), rootKEKVersion: $0.rootKEKVersion,
-                       retiringUntil: $0.retiringUntil)
-            }
-            switch output {
-            case .json: print(try encodeJSON(rows))
-            case .table:
-                print("PURPOSE          VERSION  STATE      KCV     ROOT KEK")
-                for row in rows {
-                    print("\(row.purpose.padding(toLength: 16, withPad: " ", startingAt: 0)) v\(String(row.version).padding(toLength: 7, withPad: " ", startingAt: 0)) \(row.state.padding(toLength: 10, withPad: " ", startingAt: 0)) \(row.kcv)  v\(row.rootKEKVersion)")
-                }
-            }
+            let id = try tenantArgument(tenant)
+            let response = try await remote.withAdmin { try await $0.listKeys(.with { $0.tenantID = id }) }
+            try remote.print(response) { (["PURPOSE         VERSION  STATE      KCV"] + response.keys.map(KeyCommand.row)).joined(separator: "\n") }
         }
     }
 
     struct Rotate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make a new version active; the old one retires (after an overlap, if given).")
-        @OptionGroup var options: LocalOptions
+        static let configuration = CommandConfiguration(abstract: "Make a new version active; the old one retires (bio-seed and bio-prf rotate together).")
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Seconds the old version may still sign or encrypt.") var overlap = 0
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            if purpose == .bioSeed || purpose == .bioPRF {
-                // One biometric version covers both keys: they rotate together.
-                let version = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                    try await context.keyring.rotateBiometric(id, actor: actor)
-                }
-                print("bio-seed and bio-prf v\(version) are active; re-enrol subjects to renew their tokens")
-                return
-            }
-            let record = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.rotate(id, purpose, overlap: .seconds(overlap), actor: actor)
-            }
-            print("\(purpose.rawValue) v\(record.version) is active (KCV \(record.checkValue.map { String(format: "%02X", $0) }.joined()))")
+            let id = try tenantArgument(tenant)
+            let wire = purpose.wire
+            let response = try await remote.withAdmin { try await $0.rotateKey(.with { $0.tenantID = id; $0.purpose = wire }) }
+            try remote.print(response) { response.activated.map { "active: " + KeyCommand.row($0) }.joined(separator: "\n") }
         }
     }
 
     struct Retire: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "End a retiring version's overlap now.")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Key purpose.") var purpose: KeyPurpose
         @Option(help: "Version.") var version: Int
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.retire(id, purpose, version: version, actor: actor)
+            let id = try tenantArgument(tenant)
+            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let response = try await remote.withAdmin {
+                try await $0.retireKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
             }
-            print("\(purpose.rawValue) v\(version) retired")
+            try remote.print(response) { "retired: " + KeyCommand.row(response.key) }
+        }
+    }
+
+    struct RequestDestruction: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "request-destroy",
+            abstract: "First officer: ask for a retired version's destruction (a second officer approves within 24 h)."
+        )
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Key purpose.") var purpose: KeyPurpose
+        @Option(help: "Version.") var version: Int
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let response = try await remote.withAdmin {
+                try await $0.requestKeyDestruction(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
+            }
+            try remote.print(response) { "destruction request \(response.requestID): a different officer runs `custos key approve-destroy \(response.requestID)`" }
+        }
+    }
+
+    struct ApproveDestruction: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "approve-destroy", abstract: "Second officer: approve a destruction request.")
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Request id.") var request: String
+
+        func run() async throws {
+            let request = request
+            let response = try await remote.withAdmin { try await $0.approveKeyDestruction(.with { $0.requestID = request }) }
+            try remote.print(response) { "approved \(request): now `custos key destroy \(request)`" }
         }
     }
 
     struct Destroy: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Destroy a retired version's material (metadata stays).")
-        @OptionGroup var options: LocalOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Version.") var version: Int
-        @Option(help: "Seconds that must have passed since the version retired.") var waitingPeriod = 7 * 86_400
-        @Flag(help: "Do not ask for confirmation.") var yes = false
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
+        static let configuration = CommandConfiguration(abstract: "Carry out an approved destruction request (material gone; metadata and KCV stay).")
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Request id.") var request: String
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            try confirm("Destroy \(purpose.rawValue) v\(version) of tenant \(id)? This cannot be undone.", yes: yes)
-            try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.destroy(id, purpose, version: version, waitingPeriod: .seconds(waitingPeriod), actor: actor)
-            }
-            print("\(purpose.rawValue) v\(version) destroyed")
+            try confirm("Destroy the key version of request \(request)? This cannot be undone.", yes: yes)
+            let request = request
+            let response = try await remote.withAdmin { try await $0.destroyKey(.with { $0.requestID = request }) }
+            try remote.print(response) { "destroyed: " + KeyCommand.row(response.key) }
         }
     }
 
     struct Reconcile: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Complete or roll back rotations interrupted by a crash.")
+        static let configuration = CommandConfiguration(abstract: "Complete or roll back rotations interrupted by a crash (local; `custos serve` does it at start).")
         @OptionGroup var options: LocalOptions
 
         func run() async throws {
-            let actions = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let done = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
                 try await context.keyring.reconcile()
             }
-            if actions.isEmpty { print("no interrupted rotation") }
-            for action in actions { print("\(action)") }
+            print(done.isEmpty ? "nothing to reconcile" : done.map { "\($0)" }.joined(separator: "\n"))
         }
     }
 }

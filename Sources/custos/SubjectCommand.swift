@@ -1,69 +1,44 @@
 import ArgumentParser
-import Composition
-import CustosModel
 import Foundation
-import Verification
-
-/// The verification core composed over a custody context, for the data-protection commands.
-extension CustodyContext {
-    var subjectRights: SubjectRights {
-        let sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
-        let audit = AuditLogRecorder(audit)
-        let core = VerificationService(database: database, policies: TenantPolicies(database: database, audit: audit))
-        return SubjectRights(
-            database: database, core: core, sealer: sealer, referencer: CustodySubjectReferencer(pool: pool, keyring: keyring), audit: audit
-        )
-    }
-
-    var retentionJob: RetentionJob {
-        let audit = AuditLogRecorder(audit)
-        return RetentionJob(database: database, core: VerificationService(database: database, policies: TenantPolicies(database: database, audit: audit)), audit: audit)
-    }
-}
+import RPC
 
 struct SubjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "subject",
-        abstract: "One data subject's data: export (GDPR Art. 15/20) or erase (Art. 17).",
+        abstract: "One data subject's data: export (GDPR Art. 15/20) or erase (Art. 17), over the Admin RPC.",
         discussion: "The subject's external id is read from standard input, never from the command line (it may be an email).",
         subcommands: [Export.self, Erase.self]
     )
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print everything held about one subject as JSON (names decrypted for the tenant).")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "dpo"
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            let externalID = PersonalText(String(decoding: readSecretFromStandardInput(), as: UTF8.self))
-            let export = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.subjectRights.export(tenant: id, externalID: externalID, actor: actor)
+            let id = try tenantArgument(tenant)
+            let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
+            let response = try await remote.withAdmin {
+                try await $0.exportSubject(.with { $0.tenantID = id; $0.subjectExternalID = externalID })
             }
-            print(String(decoding: try export.json(), as: UTF8.self))
+            print(String(decoding: response.json, as: UTF8.self))
         }
     }
 
     struct Erase: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Erase one subject's fingerprints and sessions; the audit log records counts only.")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "dpo"
-        @Option(help: "Output format.") var output: OutputFormat = .table
 
         func run() async throws {
-            let id = try tenantID(tenant)
+            let id = try tenantArgument(tenant)
             try confirm("Erase this subject's data in tenant \(id)?", yes: yes)
-            let externalID = PersonalText(String(decoding: readSecretFromStandardInput(), as: UTF8.self))
-            let counts = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.subjectRights.erase(tenant: id, externalID: externalID, actor: actor)
+            let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
+            let response = try await remote.withAdmin {
+                try await $0.eraseSubject(.with { $0.tenantID = id; $0.subjectExternalID = externalID })
             }
-            switch output {
-            case .json: print(try encodeJSON(counts))
-            case .table: print("erased: \(counts.templates) fingerprints, \(counts.sessions) sessions")
-            }
+            try remote.print(response) { "erased: \(response.templatesDeleted) fingerprints, \(response.sessionsDeleted) sessions" }
         }
     }
 }
@@ -71,27 +46,45 @@ struct SubjectCommand: AsyncParsableCommand {
 struct RetentionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retention",
-        abstract: "Delete fingerprints idle past each tenant's retention period (default 90 days).",
+        abstract: "Delete fingerprints idle past each tenant's retention period (default 90 days), over the Admin RPC.",
         subcommands: [Run.self]
     )
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the retention job once (schedule it daily, e.g. from cron or a systemd timer).")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Only this tenant (default: every tenant).") var tenant: String?
-        @Option(help: "Output format.") var output: OutputFormat = .table
 
         func run() async throws {
-            let id = try tenant.map(tenantID)
-            let deleted = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.retentionJob.run(tenant: id, actor: "retention")
+            let id = try tenant.map(tenantArgument)
+            let response = try await remote.withAdmin { try await $0.runRetention(.with { if let id { $0.tenantID = id } }) }
+            try remote.print(response) {
+                response.templatesDeleted == 0 ? "nothing to delete"
+                    : "\(response.templatesDeleted) fingerprints deleted in \(response.tenantsWithDeletions) tenants"
             }
-            switch output {
-            case .json: print(try encodeJSON(Dictionary(uniqueKeysWithValues: deleted.map { ($0.key.rawValue, $0.value) })))
-            case .table:
-                if deleted.isEmpty { print("nothing to delete") }
-                for (tenant, count) in deleted.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { print("\(tenant): \(count) fingerprints deleted") }
-            }
+        }
+    }
+}
+
+struct CertificateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "certificate",
+        abstract: "Client certificates: revoke an officer's or a front-end's (over the Admin RPC).",
+        subcommands: [Revoke.self]
+    )
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Refuse a certificate from now on, by serial (`openssl x509 -noout -serial -in CERT`).")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Serial number, hex.") var serial: String
+        @Option(help: "Who it was issued to, for the record.") var subject = ""
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            try confirm("Revoke certificate \(serial)?", yes: yes)
+            let (serial, subject) = (serial.lowercased().replacingOccurrences(of: "serial=", with: ""), subject)
+            let response = try await remote.withAdmin { try await $0.revokeCertificate(.with { $0.serial = serial; $0.subject = subject }) }
+            try remote.print(response) { "revoked certificate \(serial)" }
         }
     }
 }

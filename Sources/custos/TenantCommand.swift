@@ -1,63 +1,80 @@
 import ArgumentParser
-import Custody
-import Storage
+import Foundation
+import RPC
 
 struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tenant",
-        abstract: "Tenants (local for now; over the Admin RPC once it exists).",
-        subcommands: [Create.self, List.self, Disable.self]
+        abstract: "Tenants: create, list, disable, set policy (over the Admin RPC).",
+        subcommands: [Create.self, List.self, Disable.self, Policy.self]
     )
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a tenant and version 1 of its keys.")
-        @OptionGroup var options: LocalOptions
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "A handle for the tenant: lower-case letters, digits, '-'.") var label: String
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
-        @Option(help: "Output format.") var output: OutputFormat = .table
 
         func run() async throws {
-            let tenant = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.createTenant(label: label, actor: actor)
-            }
-            switch output {
-            case .json: print(try encodeJSON(tenant))
-            case .table: print("created tenant \(tenant.label): \(tenant.id)")
-            }
+            let label = label
+            let response = try await remote.withAdmin { try await $0.createTenant(.with { $0.label = label }) }
+            try remote.print(response) { "created tenant \(response.tenant.label): \(response.tenant.tenantID)" }
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List tenants.")
-        @OptionGroup var options: LocalOptions
-        @Option(help: "Output format.") var output: OutputFormat = .table
+        static let configuration = CommandConfiguration(abstract: "List tenants with their policies.")
+        @OptionGroup var remote: RemoteOptions
 
         func run() async throws {
-            let tenants = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await TenantStore(context.database).list()
-            }
-            switch output {
-            case .json: print(try encodeJSON(tenants))
-            case .table: for tenant in tenants { print("\(tenant.id)  \(tenant.status.padding(toLength: 9, withPad: " ", startingAt: 0))  \(tenant.label)") }
+            let response = try await remote.withAdmin { try await $0.listTenants(.init()) }
+            try remote.print(response) {
+                response.tenants.map { tenant in
+                    "\(tenant.tenantID)  \(pad(tenant.disabled ? "disabled" : "active", 9))\(pad(tenant.label, 24))"
+                        + "green ≥ \(tenant.policy.greenThreshold), amber ≥ \(tenant.policy.amberThreshold), "
+                        + "retention \(tenant.policy.retentionDays) d, \(tenant.policy.tokenizationBudgetPerMinute)/min"
+                }.joined(separator: "\n")
             }
         }
     }
 
     struct Disable: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Disable a tenant.")
-        @OptionGroup var options: LocalOptions
+        static let configuration = CommandConfiguration(abstract: "Disable a tenant: its API keys and certificates are refused.")
+        @OptionGroup var remote: RemoteOptions
         @Argument(help: "Tenant id.") var tenant: String
-        @Flag(help: "Do not ask for confirmation.") var yes = false
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
 
         func run() async throws {
-            let id = try tenantID(tenant)
+            let id = try tenantArgument(tenant)
             try confirm("Disable tenant \(id)?", yes: yes)
-            let changed = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.keyring.setTenantActive(id, false, actor: actor)
+            let response = try await remote.withAdmin { try await $0.disableTenant(.with { $0.tenantID = id }) }
+            try remote.print(response) { "disabled tenant \(id)" }
+        }
+    }
+
+    struct Policy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a tenant's decision thresholds, retention and tokenization budget.")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Scores at or above: green.") var green = 0.30
+        @Option(help: "Scores at or above (below green): amber; below: red.") var amber = 0.15
+        @Option(help: "Days without activity before a fingerprint is deleted.") var retentionDays = 90
+        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = 600_000
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let (green, amber, days, budget) = (green, amber, retentionDays, tokenizationsPerMinute)
+            let response = try await remote.withAdmin {
+                try await $0.setTenantPolicy(.with {
+                    $0.tenantID = id
+                    $0.policy = .with {
+                        $0.greenThreshold = green
+                        $0.amberThreshold = amber
+                        $0.retentionDays = UInt32(clamping: days)
+                        $0.tokenizationBudgetPerMinute = UInt32(clamping: budget)
+                    }
+                })
             }
-            guard changed else { throw LocalError.failed("no tenant \(id)") }
-            print("disabled tenant \(id)")
+            try remote.print(response) { "policy of \(id): green ≥ \(green), amber ≥ \(amber), retention \(days) d, \(budget)/min" }
         }
     }
 }

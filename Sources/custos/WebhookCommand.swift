@@ -7,7 +7,7 @@ import PKCS11
 struct WebhookCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webhook",
-        abstract: "Standard Webhooks keys and signatures (local for now).",
+        abstract: "Standard Webhooks keys and signatures (local: talks to the HSM directly; front-ends use the Webhooks RPC).",
         subcommands: [Secret.self, Ed25519.self, Sign.self, Verify.self]
     )
 

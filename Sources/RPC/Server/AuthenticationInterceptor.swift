@@ -34,9 +34,18 @@ public struct AuthenticationInterceptor: ServerInterceptor {
             let caller = try await authenticator.authenticate(
                 service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
             )
-            return try await Caller.$current.withValue(caller) {
+            let response = try await Caller.$current.withValue(caller) {
                 try await next(request, context)
             }
+            // An error a handler throws reaches here already wrapped by grpc-swift as UNKNOWN,
+            // with the original as its cause: give it its precise status.
+            if case .failure(let error) = response.accepted {
+                let status = error.code == .unknown && error.cause != nil
+                    ? StatusMapping.rpcError(for: error.cause!, method: method, logger: logger) : error
+                code = "\(status.code)"
+                return StreamingServerResponse(error: status)
+            }
+            return response
         } catch {
             let status = StatusMapping.rpcError(for: error, method: method, logger: logger)
             code = "\(status.code)"

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import RPC
+import SwiftProtobuf
+
+/// How a remote command reaches the Admin RPC: flags override the environment, which overrides
+/// the rpc section of config.json. The certificate is an officer's (mutual TLS); the second
+/// officer of a key destruction uses their own (`--client-cert`/`--client-key` or
+/// CUSTOS_CLIENT_CERT / CUSTOS_CLIENT_KEY).
+struct RemoteOptions: ParsableArguments {
+    @Option(help: "Path of config.json (default: CUSTOS_CONFIG, else .custos/config.json above the current directory).")
+    var config: String?
+
+    @Option(help: "Server as host:port (default: CUSTOS_SERVER, else the rpc section of config.json).")
+    var server: String?
+
+    @Option(help: "Officer certificate, PEM (default: CUSTOS_CLIENT_CERT, else config.json).")
+    var clientCert: String?
+
+    @Option(help: "Officer private key, PEM, mode 0600 (default: CUSTOS_CLIENT_KEY, else config.json).")
+    var clientKey: String?
+
+    @Option(help: "CA that signed the server's certificate, PEM (default: config.json).")
+    var ca: String?
+
+    @Flag(help: "Talk plaintext to a server on loopback started with --plaintext-loopback (development).")
+    var plaintextLoopback = false
+
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    /// Runs `body` with an Admin client; server refusals exit 2, local problems 1.
+    func withAdmin<R: Sendable>(_ body: @Sendable (Custos_V1_Admin.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+        let environment = ProcessInfo.processInfo.environment
+        let configuration = try? CustosConfiguration.load(explicitPath: config)
+        let rpc = configuration?.rpc
+        let address = server ?? environment["CUSTOS_SERVER"] ?? rpc.map { "\($0.host):\($0.port)" }
+        guard let address, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw LocalError.failed("no server address: pass --server host:port or run scripts/setup")
+        }
+        let host = String(address[..<colon])
+        let security: HTTP2ClientTransport.Posix.TransportSecurity
+        if plaintextLoopback {
+            guard ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) else { throw LocalError.failed("--plaintext-loopback is for a loopback server only") }
+            security = .plaintext
+        } else {
+            guard let certificate = clientCert ?? environment["CUSTOS_CLIENT_CERT"] ?? rpc?.clientCertificate,
+                  let key = clientKey ?? environment["CUSTOS_CLIENT_KEY"] ?? rpc?.clientKey,
+                  let caFile = ca ?? rpc?.caCertificate
+            else { throw LocalError.failed("no client certificate, key or CA: pass --client-cert, --client-key and --ca, or run scripts/setup") }
+            for file in [certificate, key, caFile] where !FileManager.default.isReadableFile(atPath: file) {
+                throw LocalError.failed("cannot read \(file)")
+            }
+            security = .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) { tls in
+                tls.trustRoots = .certificates([.file(path: caFile, format: .pem)])
+            }
+        }
+        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let isIPv4 = bare.split(separator: ".").count == 4 && bare.allSatisfy { $0.isNumber || $0 == "." }
+        let target: any ResolvableTarget = isIPv4 ? .ipv4(address: bare, port: port) : bare.contains(":") ? .ipv6(address: bare, port: port) : .dns(host: bare, port: port)
+        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security)
+        do {
+            return try await withGRPCClient(transport: transport) { client in
+                try await body(Custos_V1_Admin.Client(wrapping: client))
+            }
+        } catch let error as RPCError {
+            FileHandle.standardError.write(Data("custos: server: \(error.code): \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    /// Prints a response as protobuf JSON (`--output json`) or with `table`.
+    func print(_ message: some SwiftProtobuf.Message, table: () -> String) throws {
+        switch output {
+        case .json:
+            var options = JSONEncodingOptions()
+            options.preserveProtoFieldNames = true
+            Swift.print(try message.jsonString(options: options))
+        case .table:
+            Swift.print(table())
+        }
+    }
+}
+
+/// Options the remote commands share: a tenant.
+func tenantArgument(_ text: String) throws -> String {
+    guard TenantIDShape.valid(text) else { throw LocalError.failed("not a tenant id (a UUID): \(text)") }
+    return text.lowercased()
+}
+
+enum TenantIDShape {
+    static func valid(_ text: String) -> Bool { UUID(uuidString: text) != nil && text.utf8.count == 36 }
+}
+
+/// Text columns for tables.
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
+}
