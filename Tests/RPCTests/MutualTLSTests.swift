@@ -1,3 +1,4 @@
+import CustosModel
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import RPC
@@ -46,8 +47,8 @@ struct MutualTLSTests {
             clientSecurity: Self.clientSecurity(certs, "frontend-demo")
         ) { client in
             let seen = try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init())
-            #expect(seen.keyID == "\(CallerIdentity.frontEnd("demo"))")
-            #expect(seen.scopes == ["custos://frontend/demo"])
+            #expect(seen.keyID == "\(CallerCertificate.Role.frontend(name: "demo", tenants: .any))")
+            #expect(seen.scopes == ["custos://frontend/demo", "custos://tenant/*"])
             #expect(seen.tenantID.contains("CN=custos frontend demo"))
         }
     }
@@ -63,7 +64,7 @@ struct MutualTLSTests {
                 clientSecurity: Self.clientSecurity(certs, name)
             ) { client in
                 let seen = try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init())
-                #expect(seen.keyID == "\(CallerIdentity.officer(officer))")
+                #expect(seen.keyID == "\(CallerCertificate.Role.officer(name: officer))")
                 #expect(seen.scopes == ["custos://officer/\(officer)"])
             }
         }
@@ -140,18 +141,22 @@ struct MutualTLSTests {
         }
     }
 
-    @Test("The identity mapping: exactly one well-formed custos:// URI, or nothing")
+    @Test("The identity mapping: one officer, or one front-end with its tenants, or a single tenant; anything else names no one")
     func identityMapping() {
-        #expect(CallerIdentity(uris: ["custos://officer/alice"]) == .officer("alice"))
-        #expect(CallerIdentity(uris: ["custos://frontend/demo", "https://example.com"]) == .frontEnd("demo"))
-        let tenant = "0f8fad5b-d9cb-469f-a165-70867728950e"
-        #expect(CallerIdentity(uris: ["custos://tenant/\(tenant)"]) == .tenant(.init(uuidString: tenant)!))
-        #expect(CallerIdentity(uris: []) == nil)
-        #expect(CallerIdentity(uris: ["custos://officer/alice", "custos://officer/bob"]) == nil, "two identities: refused")
-        #expect(CallerIdentity(uris: ["custos://tenant/not-a-uuid"]) == nil)
-        #expect(CallerIdentity(uris: ["custos://officer/"]) == nil)
-        #expect(CallerIdentity(uris: ["custos://officer/alice/extra"]) == nil)
-        #expect(CallerIdentity(uris: ["custos://root/alice"]) == nil)
+        let tenant = TenantID("0f8fad5b-d9cb-469f-a165-70867728950e")!
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/alice"]) == .officer(name: "alice"))
+        #expect(CallerCertificate.role(fromURIs: ["custos://frontend/demo", "custos://tenant/*", "https://example.com"]) == .frontend(name: "demo", tenants: .any))
+        #expect(CallerCertificate.role(fromURIs: ["custos://frontend/demo", "custos://tenant/\(tenant)"]) == .frontend(name: "demo", tenants: .only([tenant])))
+        #expect(CallerCertificate.role(fromURIs: ["custos://tenant/\(tenant)"]) == .frontend(name: "tenant-\(tenant)", tenants: .only([tenant])))
+        #expect(CallerCertificate.role(fromURIs: ["custos://frontend/demo"]) == nil, "a front-end must name the tenants it serves")
+        #expect(CallerCertificate.role(fromURIs: []) == nil)
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/alice", "custos://officer/bob"]) == nil, "two identities: refused")
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/alice", "custos://frontend/demo", "custos://tenant/*"]) == nil)
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/alice", "custos://tenant/*"]) == nil, "an officer serves no tenant")
+        #expect(CallerCertificate.role(fromURIs: ["custos://tenant/not-a-uuid"]) == nil)
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/"]) == nil)
+        #expect(CallerCertificate.role(fromURIs: ["custos://officer/alice/extra"]) == nil)
+        #expect(CallerCertificate.role(fromURIs: ["custos://root/alice"]) == nil)
     }
 }
 

@@ -35,7 +35,7 @@ public struct CallerCertificate: Sendable, Hashable {
         self.init(role: role, serial: String(certificate.serialNumber.bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }))
     }
 
-    static func role(fromURIs uris: [String]) -> Role? {
+    public static func role(fromURIs uris: [String]) -> Role? {
         var officers = [String]()
         var frontends = [String]()
         var tenants = Set<TenantID>()

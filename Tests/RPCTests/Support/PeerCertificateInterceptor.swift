@@ -4,6 +4,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import RPC
 import X509
 
 /// What a verified client certificate says: the parts Custos maps to an identity.
@@ -25,45 +26,16 @@ struct PeerCertificate: Sendable, Equatable {
     }
 }
 
-/// The caller, as Custos understands a certificate's one `custos://` SAN URI.
-enum CallerIdentity: Sendable, Equatable {
-    /// `custos://tenant/<uuid>`: a front-end of exactly one tenant.
-    case tenant(UUID)
-    /// `custos://frontend/<name>`: a front-end that names the tenant of each call.
-    case frontEnd(String)
-    /// `custos://officer/<name>`: a security officer (Admin only).
-    case officer(String)
-
-    /// - Returns: `nil` unless exactly one SAN URI has the `custos` scheme and it is well formed:
-    ///   a certificate naming two identities is refused rather than guessed at.
-    init?(uris: [String]) {
-        let ours = uris.filter { $0.hasPrefix("custos://") }
-        guard ours.count == 1 else { return nil }
-        let parts = ours[0].dropFirst("custos://".count).split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[1].isEmpty,
-              parts[1].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") })
-        else { return nil }
-        switch parts[0] {
-        case "tenant":
-            guard let id = UUID(uuidString: String(parts[1])) else { return nil }
-            self = .tenant(id)
-        case "frontend": self = .frontEnd(String(parts[1]))
-        case "officer": self = .officer(String(parts[1]))
-        default: return nil
-        }
-    }
-}
-
 /// What the interceptor hands to the handlers in `ServerContext.transportSpecific`, in place
 /// of the transport's own context: the certificate, already parsed, and the identity.
 struct AuthenticatedPeer: ServerContext.TransportSpecific {
     let certificate: PeerCertificate
-    let identity: CallerIdentity
+    let identity: CallerCertificate.Role
 }
 
 /// Reads the client certificate that the TLS handshake verified (grpc-swift-nio-transport puts
 /// it in `ServerContext.transportSpecific` as `HTTP2ServerTransport.Posix.Context`), maps its
-/// SAN URI to a ``CallerIdentity`` and passes it on in the context. No certificate, or one
+/// SAN URIs to a `CallerCertificate.Role` (the production rules) and passes it on in the context. No certificate, or one
 /// that names no single Custos identity: UNAUTHENTICATED, and no handler runs.
 ///
 /// The context is a value passed to `next`, so the identity reaches unary and streaming
@@ -86,7 +58,7 @@ struct PeerCertificateInterceptor: ServerInterceptor {
         } catch {
             throw RPCError(code: .unauthenticated, message: "unreadable client certificate")
         }
-        guard let identity = CallerIdentity(uris: certificate.uris) else {
+        guard let identity = CallerCertificate.role(fromURIs: certificate.uris) else {
             throw RPCError(code: .unauthenticated, message: "the client certificate names no Custos identity")
         }
         var context = context
