@@ -172,7 +172,10 @@ let package = Package(
         .testTarget(
             name: "CustodyTests",
             dependencies: [
-                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony",
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony", "RPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -204,7 +207,7 @@ let package = Package(
         .testTarget(
             name: "RPCTests",
             dependencies: [
-                "RPC", "CustosModel",
+                "RPC", "CustosModel", "HSMTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,3 +1,4 @@
+import HSMTestSupport
 import CustosModel
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

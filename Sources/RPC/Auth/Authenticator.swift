@@ -1,5 +1,5 @@
 public import Custody
-import CustosModel
+public import CustosModel
 import Foundation
 public import GRPCCore
 import PKCS11
@@ -122,6 +122,11 @@ public final class Authenticator: Sendable {
         return serials.contains(serial)
     }
 
-    /// Forgets cached revocations (after this instance revoked a certificate).
+    /// Forgets cached revocations (after this instance revoked a certificate). Other instances
+    /// see a revocation within ``cacheLifetime``.
     public func invalidateRevocations() { revoked.withLock { $0 = nil } }
+
+    /// Forgets a tenant's cached status (after this instance disabled it); other instances see
+    /// it within ``cacheLifetime``.
+    public func invalidateTenant(_ tenant: TenantID) { _ = tenants.withLock { $0.removeValue(forKey: tenant) } }
 }

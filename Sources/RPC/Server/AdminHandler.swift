@@ -74,6 +74,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard try await deps.keyring.setTenantActive(id, false, actor: try officer()) else {
             throw RPCError(code: .notFound, message: "unknown tenant \(id)")
         }
+        deps.authenticator.invalidateTenant(id)
         return Custos_V1_DisableTenantResponse()
     }
 

@@ -2,19 +2,19 @@ import Foundation
 
 /// Certificates made by `scripts/make-ca` in a temporary folder, once per test process: the
 /// tests exercise the script itself as well as the TLS set-up.
-struct TestCertificates: Sendable {
-    let directory: String
+public struct TestCertificates: Sendable {
+    public let directory: String
 
-    func path(_ name: String) -> String { "\(directory)/\(name)" }
+    public func path(_ name: String) -> String { "\(directory)/\(name)" }
 
     static let shared: Result<TestCertificates, any Error> = Result { try make() }
 
-    static func get() throws -> TestCertificates { try shared.get() }
+    public static func get() throws -> TestCertificates { try shared.get() }
 
     private static func make() throws -> TestCertificates {
+        // Tests/HSMTestSupport/TestCertificates.swift → the repository.
         let root = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("custos-rpc-tests-\(UUID().uuidString)").path
         let process = Process()

@@ -1,0 +1,104 @@
+import Custody
+import CustosModel
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import HSMTestSupport
+import RPC
+import Storage
+
+/// The real service on loopback with mutual TLS (certificates from scripts/make-ca), over a
+/// custody harness: what a front-end, an officer or an attacker's client meets.
+struct RPCHarness: Sendable {
+    let custody: CustodyHarness
+    let services: CustosServices
+    let certificates: TestCertificates
+    let port: Int
+
+    /// Runs `body` with the server up; stops it (gracefully) and the harness afterwards.
+    static func with<R: Sendable>(
+        _ name: String, settings: RPCSettings = RPCSettings(), custody: CustodyHarness? = nil,
+        _ body: @Sendable (RPCHarness) async throws -> R
+    ) async throws -> R {
+        let custody = if let custody { custody } else { try await CustodyHarness.make(name) }
+        let certificates = try TestCertificates.get()
+        let services = CustosServices(
+            pool: custody.pool, database: custody.service, keyring: custody.keyring, audit: custody.audit,
+            apiKeys: custody.apiKeys, webhooks: custody.webhooks, settings: settings, logger: custody.logs.logger
+        )
+        let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(
+            certificateChain: certificates.path("server.pem"), privateKey: certificates.path("server.key"), clientCA: certificates.path("ca.pem")
+        ))
+        let server = GRPCServer(transport: try CustosServer.transport(endpoint), services: services.services, interceptors: services.interceptors)
+        do {
+            let result = try await withThrowingTaskGroup(of: R?.self) { group in
+                group.addTask { try await server.serve(); return nil }
+                group.addTask { await services.runBackground(); return nil }
+                defer { group.cancelAll() }
+                guard let port = try await server.listeningAddress?.ipv4?.port else { throw RPCError(code: .internalError, message: "no port") }
+                let harness = RPCHarness(custody: custody, services: services, certificates: certificates, port: port)
+                let result = try await body(harness)
+                server.beginGracefulShutdown()
+                return result
+            }
+            await custody.shutdown()
+            return result
+        } catch {
+            await custody.shutdown()
+            throw error
+        }
+    }
+
+    enum Identity: String {
+        case alice = "officer-alice", bob = "officer-bob", frontend = "frontend-demo", otherCA = "other-client"
+    }
+
+    /// A client presenting `identity`'s certificate (or none).
+    func withClient<R: Sendable>(_ identity: Identity?, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+        let ca = certificates.path("ca.pem")
+        let security: HTTP2ClientTransport.Posix.TransportSecurity = if let identity {
+            .mTLS(certificateChain: [.file(path: certificates.path("\(identity.rawValue).pem"), format: .pem)],
+                  privateKey: .file(path: certificates.path("\(identity.rawValue).key"), format: .pem)) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+        } else {
+            .tls { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+        }
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+        return try await withGRPCClient(transport: transport) { try await body($0) }
+    }
+
+    /// Runs `call` and returns the status code it failed with (nil: it succeeded).
+    static func code(_ call: () async throws -> Void) async -> RPCError.Code? {
+        do {
+            try await call()
+            return nil
+        } catch let error as RPCError {
+            return error.code
+        } catch {
+            return .unknown
+        }
+    }
+
+    static let fast = CallOptions.defaults.with { $0.timeout = .seconds(20) }
+}
+
+extension CallOptions {
+    fileprivate func with(_ change: (inout Self) -> Void) -> Self {
+        var copy = self
+        change(&copy)
+        return copy
+    }
+}
+
+/// Metadata helpers: the tenant-scope headers a front-end sends.
+func tenantMetadata(_ tenant: String) -> Metadata {
+    var metadata = Metadata()
+    metadata.addString(tenant, forKey: "custos-tenant")
+    return metadata
+}
+
+func bearer(_ key: String, tenant: String? = nil) -> Metadata {
+    var metadata = Metadata()
+    metadata.addString("Bearer \(key)", forKey: "authorization")
+    if let tenant { metadata.addString(tenant, forKey: "custos-tenant") }
+    return metadata
+}
