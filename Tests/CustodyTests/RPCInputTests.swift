@@ -1,0 +1,161 @@
+import CustosModel
+import Foundation
+import GRPCCore
+import RPC
+import SwiftProtobuf
+import Testing
+
+@Suite("RPC: malformed input gets its precise code, and the service keeps serving", .serialized)
+struct RPCInputTests {
+    static let face: [Float] = (0..<512).map { Float(sin(Double($0) * 0.37 + 0.5)) }
+
+    @Test("Every service: empty, oversized, NaN, wrong dimension, unknown or bad ids — never INTERNAL, never a crash")
+    func malformed() async throws {
+        try await RPCHarness.with("rpcinput") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            try await rpc.withClient(.frontend) { client in
+                let verification = Custos_V1_Verification.Client(wrapping: client)
+                let webhooks = Custos_V1_Webhooks.Client(wrapping: client)
+                let apiKeys = Custos_V1_APIKeys.Client(wrapping: client)
+                let scope = tenantMetadata(tenant)
+                func session(consented: Bool = true) async throws -> String {
+                    let created = try await verification.createSession(.with { $0.subjectExternalID = "cand-\(UUID())" }, metadata: scope)
+                    guard consented else { return created.sessionID }
+                    let opened = try await verification.openGateway(.with { $0.gatewayLink = created.gatewayLink }, metadata: scope)
+                    _ = try await verification.recordConsent(.with { $0.sessionID = opened.sessionID; $0.noticeVersion = opened.noticeVersion }, metadata: scope)
+                    return opened.sessionID
+                }
+                let unknown = UUID().uuidString.lowercased()
+                var nan = Self.face
+                nan[7] = .nan
+                var infinite = Self.face
+                infinite[0] = .infinity
+                let unopened = try await verification.createSession(.with { $0.subjectExternalID = "late" }, metadata: scope)
+
+                let cases: [(String, RPCError.Code, () async throws -> Void)] = [
+                    ("CreateSession without subject", .invalidArgument, { _ = try await verification.createSession(.init(), metadata: scope) }),
+                    ("CreateSession name over 512 bytes", .invalidArgument, {
+                        _ = try await verification.createSession(.with { $0.subjectExternalID = "x"; $0.candidateName = String(repeating: "n", count: 600) }, metadata: scope)
+                    }),
+                    ("CreateSession control characters", .invalidArgument, {
+                        _ = try await verification.createSession(.with { $0.subjectExternalID = "x\u{0}y" }, metadata: scope)
+                    }),
+                    ("OpenGateway malformed link", .invalidArgument, { _ = try await verification.openGateway(.with { $0.gatewayLink = "https://evil" }, metadata: scope) }),
+                    ("OpenGateway unknown link", .notFound, {
+                        _ = try await verification.openGateway(.with { $0.gatewayLink = "cgl_" + String(repeating: "A", count: 43) }, metadata: scope)
+                    }),
+                    ("RecordConsent bad session id", .invalidArgument, {
+                        _ = try await verification.recordConsent(.with { $0.sessionID = "1; DROP TABLE"; $0.noticeVersion = "custos-notice-1" }, metadata: scope)
+                    }),
+                    ("RecordConsent unknown session", .notFound, {
+                        _ = try await verification.recordConsent(.with { $0.sessionID = unknown; $0.noticeVersion = "custos-notice-1" }, metadata: scope)
+                    }),
+                    ("RecordConsent other notice", .invalidArgument, {
+                        _ = try await verification.recordConsent(.with { $0.sessionID = unopened.sessionID; $0.noticeVersion = "v0" }, metadata: scope)
+                    }),
+                    ("RecordConsent before the link is opened", .failedPrecondition, {
+                        _ = try await verification.recordConsent(.with { $0.sessionID = unopened.sessionID; $0.noticeVersion = "custos-notice-1" }, metadata: scope)
+                    }),
+                    ("Enrol without consent", .failedPrecondition, {
+                        _ = try await verification.enrol(.with { $0.sessionID = unopened.sessionID; $0.features = Self.face }, metadata: scope)
+                    }),
+                    ("Enrol empty features", .invalidArgument, { let id = try await session(); _ = try await verification.enrol(.with { $0.sessionID = id }, metadata: scope) }),
+                    ("Enrol NaN", .invalidArgument, { let id = try await session(); _ = try await verification.enrol(.with { $0.sessionID = id; $0.features = nan }, metadata: scope) }),
+                    ("Enrol infinity", .invalidArgument, { let id = try await session(); _ = try await verification.enrol(.with { $0.sessionID = id; $0.features = infinite }, metadata: scope) }),
+                    ("Enrol wrong dimension", .invalidArgument, {
+                        let id = try await session(); _ = try await verification.enrol(.with { $0.sessionID = id; $0.features = Array(Self.face.prefix(100)) }, metadata: scope)
+                    }),
+                    ("Enrol zero norm", .invalidArgument, {
+                        let id = try await session(); _ = try await verification.enrol(.with { $0.sessionID = id; $0.features = Array(repeating: 0, count: 128) }, metadata: scope)
+                    }),
+                    ("Enrol unknown session", .notFound, { _ = try await verification.enrol(.with { $0.sessionID = unknown; $0.features = Self.face }, metadata: scope) }),
+                    ("Verify never enrolled", .failedPrecondition, {
+                        let id = try await session(); _ = try await verification.verify(.with { $0.sessionID = id; $0.features = Self.face }, metadata: scope)
+                    }),
+                    ("Identify top 0", .invalidArgument, {
+                        let id = try await session(); _ = try await verification.identify(.with { $0.sessionID = id; $0.features = Self.face; $0.top = 0 }, metadata: scope)
+                    }),
+                    ("GetSession bad id", .invalidArgument, { _ = try await verification.getSession(.with { $0.sessionID = "" }, metadata: scope) }),
+                    ("SignDelivery no event type", .invalidArgument, {
+                        _ = try await webhooks.signDelivery(.with { $0.sessionID = unopened.sessionID }, metadata: scope)
+                    }),
+                    ("SignDelivery of an open session", .failedPrecondition, {
+                        _ = try await webhooks.signDelivery(.with { $0.sessionID = unopened.sessionID; $0.eventType = .sessionCompleted }, metadata: scope)
+                    }),
+                    ("Rotate a non-webhook purpose", .invalidArgument, { _ = try await webhooks.rotate(.with { $0.purpose = .data }, metadata: scope) }),
+                    ("RevokeKey malformed id", .invalidArgument, { _ = try await apiKeys.revokeKey(.with { $0.keyID = "../../etc" }, metadata: scope) }),
+                    ("RevokeKey unknown id", .notFound, { _ = try await apiKeys.revokeKey(.with { $0.keyID = "AAAAAAAAAAA" }, metadata: scope) }),
+                    ("A 100 KiB request", .resourceExhausted, {
+                        _ = try await verification.createSession(.with { $0.subjectExternalID = String(repeating: "x", count: 100 * 1024) }, metadata: scope)
+                    }),
+                ]
+                for (name, expected, call) in cases {
+                    let code = await RPCHarness.code(call)
+                    #expect(code == expected, "\(name): got \(code.map { "\($0)" } ?? "OK")")
+                }
+                #expect(await RPCHarness.code { _ = try await verification.ping(.init(), metadata: scope) } == nil, "still serving")
+            }
+
+            try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                let unknownTenant = UUID().uuidString.lowercased()
+                let cases: [(String, RPCError.Code, () async throws -> Void)] = [
+                    ("CreateTenant bad label", .invalidArgument, { _ = try await admin.createTenant(.with { $0.label = "Robert'); DROP TABLE tenants;--" }) }),
+                    ("CreateTenant duplicate label", .alreadyExists, { _ = try await admin.createTenant(.with { $0.label = "acme" }) }),
+                    ("ListKeys bad tenant id", .invalidArgument, { _ = try await admin.listKeys(.with { $0.tenantID = "acme" }) }),
+                    ("ListKeys unknown tenant", .notFound, { _ = try await admin.listKeys(.with { $0.tenantID = unknownTenant }) }),
+                    ("RotateKey no purpose", .invalidArgument, { _ = try await admin.rotateKey(.with { $0.tenantID = tenant }) }),
+                    ("RetireKey an active version", .failedPrecondition, {
+                        _ = try await admin.retireKey(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 1 })
+                    }),
+                    ("RequestKeyDestruction an active version", .failedPrecondition, {
+                        _ = try await admin.requestKeyDestruction(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 1 })
+                    }),
+                    ("RequestKeyDestruction unknown version", .notFound, {
+                        _ = try await admin.requestKeyDestruction(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 99 })
+                    }),
+                    ("ApproveKeyDestruction unknown request", .notFound, { _ = try await admin.approveKeyDestruction(.with { $0.requestID = UUID().uuidString }) }),
+                    ("IssueAPIKey unknown scope", .invalidArgument, { _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["root"] }) }),
+                    ("SetTenantPolicy out of range", .invalidArgument, {
+                        _ = try await admin.setTenantPolicy(.with { $0.tenantID = tenant; $0.policy = .with { $0.greenThreshold = .nan; $0.amberThreshold = 0.1; $0.retentionDays = 9; $0.tokenizationBudgetPerMinute = 9 } })
+                    }),
+                    ("RevokeCertificate bad serial", .invalidArgument, { _ = try await admin.revokeCertificate(.with { $0.serial = "zz" }) }),
+                    ("ExportSubject empty external id", .invalidArgument, { _ = try await admin.exportSubject(.with { $0.tenantID = tenant }) }),
+                    ("EraseSubject unknown tenant", .notFound, { _ = try await admin.eraseSubject(.with { $0.tenantID = unknownTenant; $0.subjectExternalID = "x" }) }),
+                    ("RunRetention bad tenant", .invalidArgument, { _ = try await admin.runRetention(.with { $0.tenantID = "x" }) }),
+                ]
+                for (name, expected, call) in cases {
+                    let code = await RPCHarness.code(call)
+                    #expect(code == expected, "\(name): got \(code.map { "\($0)" } ?? "OK")")
+                }
+                let tenants = try await admin.listTenants(.init()).tenants
+                #expect(tenants.count == 1, "still serving, nothing half-written")
+            }
+        }
+    }
+
+    @Test("A request over the transport's limit is cut off by the transport (the client sees UNAVAILABLE); the server keeps serving")
+    func transportLimit() async throws {
+        try await RPCHarness.with("rpclimit") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            try await rpc.withClient(.frontend) { client in
+                let verification = Custos_V1_Verification.Client(wrapping: client)
+                let huge = String(repeating: "x", count: CustosServer.transportLimit + 1)
+                let code = await RPCHarness.code {
+                    _ = try await verification.createSession(.with { $0.subjectExternalID = huge }, metadata: tenantMetadata(tenant), options: RPCHarness.fast)
+                }
+                #expect(code == .unavailable || code == .resourceExhausted, "got \(String(describing: code))")
+            }
+            let after = await RPCHarness.code {
+                try await rpc.withClient(.frontend) { client in
+                    _ = try await Custos_V1_Verification.Client(wrapping: client).ping(.init(), metadata: tenantMetadata(tenant))
+                }
+            }
+            #expect(after == nil, "still serving")
+        }
+    }
+}
