@@ -103,47 +103,91 @@ public final class Database: Sendable {
         try await leased(context: context, body)
     }
 
-    /// Leases a connection, giving up after the lease timeout (the pool waits for the server
+    /// Leases a connection, giving up after the operation timeout (the pool waits for the server
     /// indefinitely otherwise) and classifying every database error as a ``StorageError``;
     /// errors the body throws itself reach the caller unchanged.
+    ///
+    /// The work runs in its own task and the caller does not wait for it past the timeout: a
+    /// query on a connection the server dropped mid-restart can hang, and a task group would wait
+    /// for it (seen: a call that never answered during `pg_ctl restart`). The abandoned work is
+    /// cancelled; its transaction cannot commit after the deadline (``withTransaction``).
     private func leased<Result: Sendable>(
         context: String,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         let client = self.client
         let timeout = configuration.operationTimeout
-        do {
-            return try await withThrowingTaskGroup(of: Result?.self) { group in
-                group.addTask {
-                    try await client.withConnection { connection in
-                        do {
-                            return try await body(connection)
-                        } catch let error as PSQLError {
-                            throw error
-                        } catch let error as StorageError {
-                            throw error
-                        } catch is CancellationError {
-                            throw CancellationError()
-                        } catch {
-                            // The caller's own refusal (e.g. "consent required"), not a database fault.
-                            throw CallerError(error: error)
-                        }
-                    }
+        let work = Task<Result, any Error> {
+            try await client.withConnection { connection in
+                do {
+                    return try await body(connection)
+                } catch let error as PSQLError {
+                    throw error
+                } catch let error as StorageError {
+                    throw error
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    // The caller's own refusal (e.g. "consent required"), not a database fault.
+                    throw CallerError(error: error)
                 }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
+            }
+        }
+        let outcome = OnceResult<Result>()
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            if !Task.isCancelled { outcome.finish(.failure(StorageError.unavailable("\(context): no answer within \(timeout)"))) }
+            work.cancel()
+        }
+        let watcher = Task {
+            let result = await work.result
+            timer.cancel()
+            outcome.finish(result)
+        }
+        _ = watcher
+        let result = await withTaskCancellationHandler {
+            await outcome.value
+        } onCancel: {
+            work.cancel()
+            timer.cancel()
+            outcome.finish(.failure(CancellationError()))
+        }
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error as CallerError):
+            throw error.error
+        case .failure(let error):
+            throw StorageError.from(error, context: context)
+        }
+    }
+}
+
+/// A result delivered once, by whichever of several tasks gets there first; the waiter is not
+/// held up by the others.
+private final class OnceResult<Value: Sendable>: Sendable {
+    private let state = Mutex<(result: Swift.Result<Value, any Error>?, waiter: CheckedContinuation<Swift.Result<Value, any Error>, Never>?)>((nil, nil))
+
+    func finish(_ result: Swift.Result<Value, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Swift.Result<Value, any Error>, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    var value: Swift.Result<Value, any Error> {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Swift.Result<Value, any Error>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
                     return nil
                 }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw StorageError.unavailable("\(context): no answer within \(timeout)")
-                }
-                return result
+                if let ready { continuation.resume(returning: ready) }
             }
-        } catch let error as CallerError {
-            throw error.error
-        } catch {
-            throw StorageError.from(error, context: context)
         }
     }
 }

@@ -59,7 +59,11 @@ struct RemoteOptions: ParsableArguments {
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let isIPv4 = bare.split(separator: ".").count == 4 && bare.allSatisfy { $0.isNumber || $0 == "." }
         let target: any ResolvableTarget = isIPv4 ? .ipv4(address: bare, port: port) : bare.contains(":") ? .ipv6(address: bare, port: port) : .dns(host: bare, port: port)
-        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security)
+        // Every Admin call has a deadline: a command never hangs on a server that stopped answering.
+        let deadline = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin")], timeout: .seconds(60))
+        let transport = try HTTP2ClientTransport.Posix(
+            target: target, transportSecurity: security, serviceConfig: ServiceConfig(methodConfig: [deadline])
+        )
         do {
             return try await withGRPCClient(transport: transport) { client in
                 try await body(Custos_V1_Admin.Client(wrapping: client))

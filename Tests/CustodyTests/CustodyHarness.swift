@@ -27,8 +27,11 @@ final class CustodyHarness: Sendable {
 
     /// - Parameter createRootKeys: `false` leaves the harness token without root keys (the key
     ///   ceremony test brings its own tokens and uses only the database).
+    ///   `module`: a private copy of the PKCS#11 module (``TestToken/isolatedModule()``) for
+    ///   tests that inject faults, so no other suite sees them.
     static func make(
-        _ name: String, createRootKeys: Bool = true, rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
+        _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
+        rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -43,7 +46,11 @@ final class CustodyHarness: Sendable {
         let service = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)
         service.start()
         let token = try TestToken.make(name)
-        let pool = try SessionPool(configuration: token.configuration(), logger: logs.logger)
+        let pool = if let module {
+            try SessionPool(configuration: token.configuration(), module: module, logger: logs.logger)
+        } else {
+            try SessionPool(configuration: token.configuration(), logger: logs.logger)
+        }
         try await pool.start()
         if createRootKeys { _ = try await RootKeys().createIfMissing(on: pool) }
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"

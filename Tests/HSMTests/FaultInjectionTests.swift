@@ -4,30 +4,6 @@ import PKCS11
 import Synchronization
 import Testing
 
-/// Injects failures at the binding boundary: chosen functions answer a chosen `CK_RV` with a
-/// given probability, instead of calling SoftHSM.
-final class RandomFaults: PKCS11FaultInjector {
-    private let plan: [PKCS11Function: [(PKCS11ReturnValue, Double)]]
-    private let generator = Mutex(SystemRandomNumberGenerator())
-    let injected = Mutex([PKCS11ReturnValue: Int]())
-
-    init(_ plan: [PKCS11Function: [(PKCS11ReturnValue, Double)]]) { self.plan = plan }
-
-    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
-        guard let choices = plan[function] else { return nil }
-        let roll = generator.withLock { Double.random(in: 0 ..< 1, using: &$0) }
-        var threshold = 0.0
-        for (returnValue, probability) in choices {
-            threshold += probability
-            if roll < threshold {
-                injected.withLock { $0[returnValue, default: 0] += 1 }
-                return returnValue
-            }
-        }
-        return nil
-    }
-}
-
 /// Fails the next `count` calls of one function, then behaves.
 final class NextCallsFail: PKCS11FaultInjector {
     private let function: PKCS11Function

@@ -11,12 +11,13 @@ public struct APIKeysHandler: Custos_V1_APIKeys.SimpleServiceProtocol {
 
     public func whoAmI(request: Custos_V1_WhoAmIRequest, context: ServerContext) async throws -> Custos_V1_WhoAmIResponse {
         let tenant = try Caller.requireTenant()
+        guard case .tenant(_, .apiKey(let keyID, let scopes)) = Caller.current?.kind else {
+            throw RPCError(code: .failedPrecondition, message: "this call carries no API key to describe (it was made with a certificate)")
+        }
         return .with {
             $0.tenantID = tenant.rawValue
-            if case .tenant(_, .apiKey(let keyID, let scopes)) = Caller.current?.kind {
-                $0.keyID = keyID
-                $0.scopes = scopes
-            }
+            $0.keyID = keyID
+            $0.scopes = scopes
         }
     }
 

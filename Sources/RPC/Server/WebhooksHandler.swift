@@ -27,13 +27,13 @@ public struct WebhooksHandler: Custos_V1_Webhooks.SimpleServiceProtocol {
         switch request.eventType {
         case .sessionConsented:
             guard status.consentedAt != nil else { throw RPCError(code: .failedPrecondition, message: "session has no consent to report") }
-            type = "session.consented"
+            type = "verification.session.consented"
         case .sessionCompleted:
             guard status.state == .completed else { throw RPCError(code: .failedPrecondition, message: "session is not completed") }
-            type = "session.completed"
+            type = "verification.session.completed"
         case .sessionExpired:
             guard status.state == .expired else { throw RPCError(code: .failedPrecondition, message: "session has not expired") }
-            type = "session.expired"
+            type = "verification.session.expired"
         case .unspecified, .UNRECOGNIZED:
             throw RPCError(code: .invalidArgument, message: "event_type is required (e.g. WEBHOOK_EVENT_TYPE_SESSION_COMPLETED)")
         }
