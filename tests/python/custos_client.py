@@ -113,7 +113,7 @@ class Identity:
 def identity(config: Config, name: str) -> Identity:
     """`officer` (the config's client certificate), or a certificate of <pki>/<name>.pem."""
     if name == "officer":
-        return Identity("officer", config.client_cert, config.client_key)
+        return Identity(config.client_cert.stem, config.client_cert, config.client_key)
     return Identity(name, config.pki / f"{name}.pem", config.pki / f"{name}.key")
 
 

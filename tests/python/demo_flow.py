@@ -30,6 +30,7 @@ import math
 import random
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
@@ -135,7 +136,10 @@ class DemoFlow:
         self.result = DemoResult()
         self._api_key: str | None = None      # shown once; kept in memory only, never printed
         self._webhook_secret: str | None = None
-        self.subject = f"demo-candidate-{self.seed}"
+        # Tenant labels must be unique: the seed may repeat (--seed), the run id does not.
+        self.run_id = uuid.uuid4().hex[:8]
+        self.label = f"demo-{self.seed}-{self.run_id}"
+        self.subject = f"demo-candidate-{self.seed}-{self.run_id}"
         self.face = self.probe = self.impostor = None
         self._step = 0
 
@@ -169,7 +173,7 @@ class DemoFlow:
 
     # -- officer
     def create_tenant(self, label: str | None = None) -> admin_pb2.Tenant:
-        label = label or f"demo-{self.seed}"
+        label = label or self.label
         self.step(f"officer ({self.officer.who.name}): Admin.CreateTenant(label={label!r})")
         response = self.officer.admin.CreateTenant(admin_pb2.CreateTenantRequest(label=label),
                                                    timeout=self.timeout)
