@@ -20,11 +20,13 @@ public struct KeyVersionRecord: Sendable, Hashable {
     public var retiringUntil: Date?
     /// When the version stopped being active (set by the database; read-only here).
     public let retiredAt: Date?
+    /// When the version was made (set by the database; nil for a record not yet read back).
+    public let createdAt: Date?
 
     public init(
         tenant: TenantID, purpose: KeyPurpose, version: Int, state: KeyState, wrappedKey: [UInt8]?,
         wrapMechanism: String, rootKEKVersion: Int, checkValue: [UInt8], publicKey: [UInt8]? = nil,
-        tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, retiredAt: Date? = nil
+        tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, retiredAt: Date? = nil, createdAt: Date? = nil
     ) {
         self.tenant = tenant
         self.purpose = purpose
@@ -39,6 +41,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
         self.rowMAC = rowMAC
         self.retiringUntil = retiringUntil
         self.retiredAt = retiredAt
+        self.createdAt = createdAt
     }
 }
 
@@ -48,7 +51,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
 public enum KeyVersionStore {
     private static let columns = """
         tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \
-        public_key, token_label, row_mac, retiring_until, retired_at
+        public_key, token_label, row_mac, retiring_until, retired_at, created_at
         """
 
     public static func insert(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
@@ -134,15 +137,15 @@ public enum KeyVersionStore {
     private static func decode(_ rows: PostgresRowSequence) async throws -> [KeyVersionRecord] {
         var records = [KeyVersionRecord]()
         for try await row in rows {
-            let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, retiredAt) =
-                try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?).self)
+            let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, retiredAt, createdAt) =
+                try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?, Date).self)
             guard let tenantID = TenantID(tenant), let purposeValue = KeyPurpose(rawValue: purpose), let stateValue = KeyState(rawValue: state) else {
                 throw StorageError.query(sqlState: "XX000", context: "unknown purpose or state in key_versions")
             }
             records.append(KeyVersionRecord(
                 tenant: tenantID, purpose: purposeValue, version: version, state: stateValue, wrappedKey: wrapped.map { Array($0) },
                 wrapMechanism: mechanism, rootKEKVersion: rootVersion, checkValue: Array(checkValue), publicKey: publicKey.map { Array($0) },
-                tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, retiredAt: retiredAt
+                tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, retiredAt: retiredAt, createdAt: createdAt
             ))
         }
         return records

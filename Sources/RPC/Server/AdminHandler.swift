@@ -107,7 +107,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             let version = try await deps.keyring.rotateBiometric(id, actor: actor)
             activated = try await deps.keyring.versions(id).filter { ($0.purpose == .bioSeed || $0.purpose == .bioPRF) && $0.version == version }
         } else {
-            activated = [try await deps.keyring.rotate(id, purpose, actor: actor)]
+            let rotated = try await deps.keyring.rotate(id, purpose, actor: actor)
+            activated = try await deps.keyring.versions(id).filter { $0.purpose == purpose && $0.version == rotated.version }
         }
         return .with { $0.activated = activated.map(Self.keyVersion) }
     }
@@ -315,6 +316,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.checkValue = record.checkValue.map { String(format: "%02x", $0) }.joined()
             $0.rootKekVersion = UInt32(record.rootKEKVersion)
             if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
+            if let at = record.createdAt { $0.createdAt = Google_Protobuf_Timestamp(date: at) }
         }
     }
 }
