@@ -1,0 +1,322 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import Metrics
+import Prometheus
+import RPC
+import SwiftProtobuf
+import Tokenization
+
+/// `custos bench rpc`: requests per second and latency over real gRPC with mutual TLS, for
+/// the empty RPC (Ping: the ceiling of the stack), API-key verification (WhoAmI with a
+/// bearer key), and features in → token → answer (Enrol and Verify, a fresh consented session
+/// per call), all measured in one run so each can be read as a ratio to Ping.
+struct RPCBenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rpc",
+        abstract: "gRPC load over mutual TLS: Ping, WhoAmI, Enrol, Verify (server in-process, or --server).",
+        discussion: """
+        Without --server, starts the service in this process on 127.0.0.1 (any free port) with \
+        the configuration's server certificate and CA, and stops it before exiting. Prepares a \
+        tenant, an API key and consented sessions through the Admin (officer certificate) and \
+        Verification RPCs, then loads the server from front-end-certificate clients.
+        """
+    )
+
+    @OptionGroup var options: LocalOptions
+    @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "Load a running server (host:port) instead of one started in this process.") var server: String?
+    @Option(help: "Client connections (HTTP/2).") var connections = 4
+    @Option(help: "Concurrent callers, spread over the connections.") var callers = 32
+    @Option(help: "Seconds per measured method.") var seconds: Double = 5
+    @Option(help: "Seconds of unmeasured Ping and WhoAmI load before measuring.") var warmup: Double = 1
+    @Option(help: "Subjects enrolled for Verify (Verify sessions name them round robin).") var subjects = 128
+    @Option(help: "Most sessions prepared per session-consuming method.") var maxSessions = 100_000
+    @Option(help: "Tokenizations per minute allowed to the bench tenant (SetTenantPolicy; the server allows at most 1,000,000).")
+    var budget: UInt32 = 1_000_000
+    @Option(help: "Front-end certificate of the load clients (default: frontend-demo.pem beside the CA).") var clientCertificate: String?
+    @Option(help: "Its private key (default: frontend-demo.key beside the CA).") var clientKey: String?
+    @Option(help: "Officer certificate for Admin calls (default: the configuration's rpc client certificate).") var officerCertificate: String?
+    @Option(help: "Its private key (default: the configuration's rpc client key).") var officerKey: String?
+
+    typealias Latency = BenchmarkLoop.Latency
+
+    struct Report: Encodable {
+        struct Method: Encodable {
+            let method: String
+            /// Calls answered OK, and how long the phase took.
+            let requests: Int
+            let seconds: Double
+            let requests_per_s: Double
+            let latency_ms: Latency
+            /// Failed calls by gRPC code; empty in a clean run.
+            let errors: [String: Int]
+            /// requests/s ÷ Ping's requests/s in the same run.
+            let ratio_to_ping: Double
+            /// The prepared sessions ran out before the time was up (the rate is still over
+            /// the phase's real duration).
+            let ran_out_of_sessions: Bool
+        }
+
+        let methods: [Method]
+        let verify_decisions: [String: Int]
+        let server: String
+        let tls: String
+        let connections: Int
+        let callers: Int
+        let seconds_per_method: Double
+        let verify_subjects: Int
+        let sessions_prepared: Int
+        let preparation_seconds: Double
+        let hsm_workers: Int?
+        let cores: Int
+    }
+
+    func validate() throws {
+        guard connections >= 1, callers >= 1 else { throw ValidationError("--connections and --callers must be at least 1") }
+        guard seconds > 0, warmup >= 0 else { throw ValidationError("--seconds must be positive and --warmup not negative") }
+        guard subjects >= 1, maxSessions >= callers else { throw ValidationError("--subjects must be at least 1 and --max-sessions at least --callers") }
+        guard budget > 0 else { throw ValidationError("--budget must be positive") }
+        if let server, RPCLoadGenerator.Target(server) == nil { throw ValidationError("--server must be host:port") }
+    }
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        guard let rpc = configuration.rpc else {
+            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+        }
+        guard let ca = rpc.caCertificate else {
+            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs caCertificate")
+        }
+        let pki = URL(fileURLWithPath: ca).deletingLastPathComponent()
+        let frontend = RPCLoadGenerator.Identity(
+            certificate: clientCertificate ?? pki.appendingPathComponent("frontend-demo.pem").path,
+            key: clientKey ?? pki.appendingPathComponent("frontend-demo.key").path, ca: ca
+        )
+        guard let officerCertificate = officerCertificate ?? rpc.clientCertificate, let officerKey = officerKey ?? rpc.clientKey else {
+            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs clientCertificate and clientKey (an officer's), or --officer-certificate and --officer-key")
+        }
+        let officer = RPCLoadGenerator.Identity(certificate: officerCertificate, key: officerKey, ca: ca)
+
+        let report: Report
+        if let server, let target = RPCLoadGenerator.Target(server) {
+            report = try await measure(target: target, frontend: frontend, officer: officer, serverLabel: target.description, workers: nil)
+        } else {
+            report = try await measureInProcess(configuration, rpc: rpc, frontend: frontend, officer: officer)
+        }
+        if json {
+            print(try encodeJSON(report))
+        } else {
+            print(Self.table(report))
+        }
+    }
+
+    /// Serves as `custos serve` does (same services, interceptors, transport, Prometheus
+    /// metrics, listeners), on 127.0.0.1 and any free port, for the length of the measurement.
+    private func measureInProcess(
+        _ configuration: CustosConfiguration, rpc: CustosConfiguration.RPCSection,
+        frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity
+    ) async throws -> Report {
+        guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
+            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
+        }
+        ProcessHygiene.lockDown()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        let logger = makeLogger()
+        var settings = RPCSettings()
+        if let notice = rpc.noticeVersion { settings.noticeVersion = notice }
+        let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(certificateChain: certificate, privateKey: key, clientCA: ca))
+        return try await CustodyContext.withContext(configuration) { context in
+            let services = CustosServices(
+                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
+                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
+            )
+            let background = Task { await services.runBackground() }
+            let outcome: Result<Report, any Error>
+            do {
+                let report = try await withGRPCServer(
+                    transport: try CustosServer.transport(endpoint), services: services.services, interceptors: services.interceptors
+                ) { server in
+                    guard let port = try await server.listeningAddress?.ipv4?.port else {
+                        throw LocalError.failed("the in-process server has no IPv4 address")
+                    }
+                    // API-key rows are cached only while the revocation listener runs (as in `serve`).
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    while !context.apiKeys.isListening {
+                        guard ContinuousClock.now < deadline else { throw LocalError.failed("the API-key revocation listener did not start") }
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                    return try await measure(
+                        target: .init(host: "127.0.0.1", port: port), frontend: frontend, officer: officer,
+                        serverLabel: "in-process", workers: context.pool.configuration.workers
+                    )
+                }
+                outcome = .success(report)
+            } catch {
+                outcome = .failure(error)
+            }
+            // The server has stopped (withGRPCServer waits for it); now the listeners.
+            background.cancel()
+            await background.value
+            return try outcome.get()
+        }
+    }
+
+    private func measure(
+        target: RPCLoadGenerator.Target, frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity,
+        serverLabel: String, workers: Int?
+    ) async throws -> Report {
+        // A tenant of its own, the largest tokenization budget the server allows (1,000,000/min,
+        // far above this load), an API key.
+        let run = String(UInt32.random(in: 0 ... .max), radix: 36)
+        let (tenant, apiKey) = try await RPCLoadGenerator.withClients(count: 1, target: target, identity: officer) { clients in
+            let admin = Custos_V1_Admin.Client(wrapping: clients[0])
+            func step<R>(_ name: String, _ body: () async throws -> R) async throws -> R {
+                do { return try await body() } catch { throw LocalError.failed("preparing the tenant: Admin.\(name): \(error)") }
+            }
+            let tenant = try await step("CreateTenant") { try await admin.createTenant(.with { $0.label = "bench-rpc-\(run)" }).tenant }
+            var policy = tenant.policy
+            policy.tokenizationBudgetPerMinute = budget
+            _ = try await step("SetTenantPolicy") {
+                try await admin.setTenantPolicy(.with { $0.tenantID = tenant.tenantID; $0.policy = policy })
+            }
+            let issued = try await step("IssueAPIKey") {
+                try await admin.issueAPIKey(.with {
+                    $0.tenantID = tenant.tenantID
+                    $0.scopes = ["verification", "webhooks", "keys"]
+                    $0.label = "bench rpc \(run)"
+                })
+            }
+            return (tenant.tenantID, issued.apiKey)
+        }
+
+        return try await RPCLoadGenerator.withClients(count: connections, target: target, identity: frontend) { clients in
+            let load = RPCLoadGenerator(clients: clients, callers: callers, tenant: tenant)
+            let options = load.options
+            let tenantMetadata = load.tenantMetadata
+            var bearerMetadata = Metadata()
+            bearerMetadata.addString("Bearer \(apiKey)", forKey: "authorization")
+            let bearer = bearerMetadata
+            let ping: @Sendable (Int) async throws -> Bool = { caller in
+                _ = try await load.verification(caller).ping(Custos_V1_PingRequest(), metadata: tenantMetadata, options: options)
+                return true
+            }
+            let whoAmI: @Sendable (Int) async throws -> Bool = { caller in
+                _ = try await Custos_V1_APIKeys.Client(wrapping: load.client(caller)).whoAmI(Custos_V1_WhoAmIRequest(), metadata: bearer, options: options)
+                return true
+            }
+            // Connections up, handshakes done, caches warm.
+            for call in [ping, whoAmI] {
+                let warm = await load.measure(seconds: warmup, call)
+                guard warm.errors.isEmpty else { throw LocalError.failed("warm-up failed: \(warm.errors)") }
+            }
+
+            // Features: one synthetic identity per Verify subject, two samples each: the first
+            // enrolled, the second the probe. Enrol in the measured phase reuses the first samples
+            // for fresh subjects (Enrol does not compare with other subjects).
+            let embeddings = SyntheticEmbeddings(configuration: .init(identities: subjects, samplesPerIdentity: 2, dimension: 512, seed: 11)).embeddings
+            let enrolFeatures = (0..<subjects).map { Array(embeddings.values(at: 2 * $0)) }
+            let probeFeatures = (0..<subjects).map { Array(embeddings.values(at: 2 * $0 + 1)) }
+            let subjectCount = subjects
+
+            func enrol(_ queue: WorkQueue<(session: String, index: Int)>) -> @Sendable (Int) async throws -> Bool {
+                { caller in
+                    guard let next = queue.take() else { return false }
+                    _ = try await load.verification(caller).enrol(
+                        .with { $0.sessionID = next.session; $0.features = enrolFeatures[next.index % subjectCount] },
+                        metadata: tenantMetadata, options: options
+                    )
+                    return true
+                }
+            }
+            let decisions = Tally()
+            func verify(_ queue: WorkQueue<(session: String, index: Int)>, tally: Tally?) -> @Sendable (Int) async throws -> Bool {
+                { caller in
+                    guard let next = queue.take() else { return false }
+                    let answer = try await load.verification(caller).verify(
+                        .with { $0.sessionID = next.session; $0.features = probeFeatures[next.index % subjectCount] },
+                        metadata: tenantMetadata, options: options
+                    )
+                    tally?.add("\(answer.decision.color)")
+                    return true
+                }
+            }
+            func queue(_ sessions: [String]) -> WorkQueue<(session: String, index: Int)> {
+                WorkQueue(items: sessions.enumerated().map { (session: $0.element, index: $0.offset) })
+            }
+
+            // Enrol the Verify subjects, then verify each once: both unmeasured, and their rates
+            // size the session pools of the measured phases (twice what they suggest).
+            let preparationStart = ContinuousClock.now
+            let verifySubject: @Sendable (Int) -> String = { "bench-\(run)-v\($0 % subjectCount)" }
+            let enrolled = await load.measure(seconds: 3600, enrol(queue(try await load.prepareSessions(count: subjects, subject: verifySubject))))
+            guard enrolled.errors.isEmpty, enrolled.requests == subjects else {
+                throw LocalError.failed("enrolling the \(subjects) Verify subjects failed: \(enrolled.errors)")
+            }
+            let checked = await load.measure(seconds: 3600, verify(queue(try await load.prepareSessions(count: subjects, subject: verifySubject)), tally: nil))
+            guard checked.errors.isEmpty else { throw LocalError.failed("verifying the Verify subjects failed: \(checked.errors)") }
+            func poolSize(_ phase: RPCLoadGenerator.Phase) -> Int {
+                min(maxSessions, Int(phase.rate * seconds * 2) + 2 * callers)
+            }
+            let enrolSessions = try await load.prepareSessions(count: poolSize(enrolled)) { "bench-\(run)-e\($0)" }
+            let verifySessions = try await load.prepareSessions(count: poolSize(checked), subject: verifySubject)
+            let preparation = BenchmarkLoop.microseconds(ContinuousClock.now - preparationStart) / 1e6
+
+            // The measured phases, back to back, in this order.
+            var phases = [(String, RPCLoadGenerator.Phase)]()
+            phases.append(("Verification.Ping", await load.measure(seconds: seconds, ping)))
+            phases.append(("APIKeys.WhoAmI", await load.measure(seconds: seconds, whoAmI)))
+            phases.append(("Verification.Enrol", await load.measure(seconds: seconds, enrol(queue(enrolSessions)))))
+            phases.append(("Verification.Verify", await load.measure(seconds: seconds, verify(queue(verifySessions), tally: decisions))))
+            let ceiling = phases[0].1.rate
+            return Report(
+                methods: phases.map { name, phase in
+                    let latency = BenchmarkLoop.percentiles(phase.latencies)
+                    return Report.Method(
+                        method: name, requests: phase.requests, seconds: Self.rounded(phase.seconds, 3),
+                        requests_per_s: Self.rounded(phase.rate, 1),
+                        latency_ms: Latency(p50: Self.rounded(latency.p50 / 1000, 3), p99: Self.rounded(latency.p99 / 1000, 3)),
+                        errors: phase.errors, ratio_to_ping: ceiling > 0 ? Self.rounded(phase.rate / ceiling, 4) : 0,
+                        ran_out_of_sessions: phase.exhausted
+                    )
+                },
+                verify_decisions: decisions.snapshot, server: serverLabel, tls: "mutual", connections: connections, callers: callers,
+                seconds_per_method: seconds, verify_subjects: subjects,
+                sessions_prepared: 2 * subjects + enrolSessions.count + verifySessions.count,
+                preparation_seconds: Self.rounded(preparation, 1), hsm_workers: workers,
+                cores: ProcessInfo.processInfo.activeProcessorCount
+            )
+        }
+    }
+
+    static func rounded(_ value: Double, _ places: Int) -> Double {
+        let scale = pow(10, Double(places))
+        return (value * scale).rounded() / scale
+    }
+
+    static func table(_ report: Report) -> String {
+        func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+            let space = String(repeating: " ", count: max(0, width - text.count))
+            return left ? text + space : space + text
+        }
+        var lines = [
+            "server \(report.server), mutual TLS, \(report.connections) connections, \(report.callers) callers, \(report.seconds_per_method) s per method, \(report.cores) cores"
+                + (report.hsm_workers.map { ", \($0) HSM workers" } ?? ""),
+            pad("method", 22, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + "  errors",
+        ]
+        for method in report.methods {
+            let errors = method.errors.isEmpty ? "0" : method.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            lines.append(
+                pad(method.method, 22, left: true) + pad(String(format: "%.0f", method.requests_per_s), 10)
+                    + pad(String(format: "%.2f", method.latency_ms.p50), 9) + pad(String(format: "%.2f", method.latency_ms.p99), 9)
+                    + pad(String(format: "%.3f", method.ratio_to_ping), 8) + "  " + errors
+                    + (method.ran_out_of_sessions ? "  (ran out of sessions after \(method.seconds) s)" : "")
+            )
+        }
+        let decisions = report.verify_decisions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        lines.append("Verify decisions: \(decisions.isEmpty ? "none" : decisions); \(report.sessions_prepared) sessions prepared in \(report.preparation_seconds) s")
+        return lines.joined(separator: "\n")
+    }
+}
