@@ -23,8 +23,9 @@ public struct RPCSettings: Sendable {
 }
 
 /// Every service of the RPC, composed over the custody pieces (which a caller owns and shuts
-/// down): the handlers, the interceptors in order (size limit, then authentication), the
-/// health registry and the listeners that keep caches honest across instances.
+/// down): the handlers; the interceptors, outermost first — authentication (which also turns
+/// every failure into its precise status and counts it), then the size limit; the health
+/// registry; and the listeners that keep caches honest across instances.
 public struct CustosServices: Sendable {
     public let services: [any RegistrableRPCService]
     public let interceptors: [any ServerInterceptor]
