@@ -95,6 +95,14 @@ struct RPCInputTests {
                     let code = await RPCHarness.code(call)
                     #expect(code == expected, "\(name): got \(code.map { "\($0)" } ?? "OK")")
                 }
+                let hurried = try await session()
+                let late = await RPCHarness.code {
+                    _ = try await verification.enrol(
+                        .with { $0.sessionID = hurried; $0.features = Self.face }, metadata: scope,
+                        options: { var options = CallOptions.defaults; options.timeout = .milliseconds(1); return options }()
+                    )
+                }
+                #expect(late == .deadlineExceeded, "a 1 ms deadline: got \(String(describing: late))")
                 #expect(await RPCHarness.code { _ = try await verification.ping(.init(), metadata: scope) } == nil, "still serving")
             }
 

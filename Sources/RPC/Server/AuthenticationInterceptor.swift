@@ -34,8 +34,20 @@ public struct AuthenticationInterceptor: ServerInterceptor {
             let caller = try await authenticator.authenticate(
                 service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
             )
-            let response = try await Caller.$current.withValue(caller) {
-                try await next(request, context)
+            // grpc-swift signals a passed deadline or a vanished client through the RPC's
+            // cancellation handle, not by cancelling the handler's task: turn it into task
+            // cancellation, which the HSM pool and the database honour (a transaction cut off
+            // rolls back).
+            // `next` does not outlive this call: the task is awaited before returning.
+            let response = try await withoutActuallyEscaping(next) { next in
+                let work = Caller.$current.withValue(caller) {
+                    Task { try await next(request, context) }
+                }
+                return try await withRPCCancellationHandler {
+                    try await work.value
+                } onCancelRPC: {
+                    work.cancel()
+                }
             }
             // An error a handler throws reaches here already wrapped by grpc-swift as UNKNOWN,
             // with the original as its cause: give it its precise status.
