@@ -18,10 +18,11 @@ public struct BiometricVerification: Sendable {
         self.tokenizer = tokenizer
     }
 
-    /// Enrols the session's candidate. - Returns: the subject's pseudonymous reference.
-    public func enrol(tenant: TenantID, session: UUID, features: FeatureVector) async throws -> SubjectReference {
+    /// Enrols the session's candidate.
+    /// - Returns: the subject's pseudonymous reference and the biometric key version used.
+    public func enrol(tenant: TenantID, session: UUID, features: FeatureVector) async throws -> (subject: SubjectReference, keyVersion: Int) {
         let token = try await tokenize(features, tenant: tenant, session: session)
-        return try await core.enrol(tenant: tenant, session: session, token: token)
+        return (try await core.enrol(tenant: tenant, session: session, token: token), token.keyVersion)
     }
 
     /// Verifies the session's candidate 1:1 against their enrolment.

@@ -22,7 +22,7 @@ struct EnrolmentFlowTests {
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
         let flow = verification.flow
         let session = try await verification.consentedSession(tenant.id, "candidate-7731", name: "Ada Lovelace", email: "ada@example.com")
-        let subject = try await flow.enrol(tenant: tenant.id, session: session, features: try FeatureVector(Self.canary)).value
+        let subject = try await flow.enrol(tenant: tenant.id, session: session, features: try FeatureVector(Self.canary)).subject.value
 
         let probe = Self.canary.enumerated().map { $0.element + ($0.offset % 5 == 0 ? 0.001 : 0) }
         let second = try await verification.consentedSession(tenant.id, "candidate-7731")

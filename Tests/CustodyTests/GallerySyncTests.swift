@@ -29,7 +29,7 @@ struct GallerySyncTests {
 
         // B enrols someone new: A learns it through NOTIFY, without reloading from scratch.
         let late = try await second.consentedSession(tenant, "late")
-        let lateSubject = try await second.flow.enrol(tenant: tenant, session: late, features: try FeatureVector(Self.face(0.23)))
+        let lateSubject = try await second.flow.enrol(tenant: tenant, session: late, features: try FeatureVector(Self.face(0.23))).subject
         let probeLate = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.23)), tenant: tenant)
         var found = [IdentifiedCandidate]()
         for _ in 0..<200 {

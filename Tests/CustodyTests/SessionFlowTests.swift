@@ -45,7 +45,8 @@ struct SessionFlowTests {
         #expect(consented.state == .consented && consented.noticeVersion == "notice-7")
         #expect(abs(consented.consentedAt!.timeIntervalSince(consentedAt)) < 0.001)
 
-        let subject = try await verification.flow.enrol(tenant: tenant, session: created.id, features: features)
+        let (subject, keyVersion) = try await verification.flow.enrol(tenant: tenant, session: created.id, features: features)
+        #expect(keyVersion == 1)
         let done = try await verification.sessions.status(tenant: tenant, session: created.id)
         #expect(done.state == .completed && done.outcome == .enrolled && done.biometricKeyVersion == 1)
         await #expect(throws: VerificationError.sessionCompleted(created.id), "the outcome is written once") {

@@ -16,7 +16,7 @@ struct SubjectRightsTests {
         let verification = try await VerificationHarness.make("rights")
         let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
         let session = try await verification.consentedSession(tenant, "emp-42", name: "Alan Turing", email: "alan@example.net")
-        let subject = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.3)))
+        let subject = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.3))).subject
         let pending = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("emp-42"), name: nil, email: nil)
 
         let export = try await verification.rights.export(tenant: tenant, externalID: PersonalText("emp-42"), actor: "dpo")

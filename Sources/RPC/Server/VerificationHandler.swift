@@ -89,11 +89,10 @@ public struct VerificationHandler: Custos_V1_Verification.SimpleServiceProtocol 
         let tenant = try Caller.requireTenant()
         let session = try RequestFields.uuid(request.sessionID, field: "session_id")
         let features = try FeatureVector(request.features)
-        let subject = try await flow.enrol(tenant: tenant, session: session, features: features)
-        let status = try await flow.sessions.status(tenant: tenant, session: session)
+        let enrolled = try await flow.enrol(tenant: tenant, session: session, features: features)
         return .with {
-            $0.subjectReference = subject.value
-            $0.keyVersion = UInt32(status.biometricKeyVersion ?? 0)
+            $0.subjectReference = enrolled.subject.value
+            $0.keyVersion = UInt32(enrolled.keyVersion)
         }
     }
 
