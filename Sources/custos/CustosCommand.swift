@@ -6,10 +6,11 @@ struct CustosCommand: AsyncParsableCommand {
         commandName: "custos",
         abstract: "HSM-backed tokenization and key custody.",
         discussion: """
-        Remote commands (tenant, key, apikey issue/revoke/list, subject, retention, audit tail, \
-        certificate) call the Admin RPC of a running `custos serve` over mutual TLS with an \
-        officer certificate. Commands marked (local) talk to the HSM and the database directly \
-        (hsm, db, eval, bench, ceremony, audit verify, webhook, key reconcile, apikey verify). \
+        Remote commands (tenant, key, apikey issue/revoke/list, webhook secret/ed25519, subject, \
+        retention, audit tail, certificate) call the Admin RPC of a running `custos serve` over \
+        mutual TLS with an officer certificate. Commands marked (local) talk to the HSM and the \
+        database directly (serve, hsm, db, eval, bench, ceremony, audit verify, webhook \
+        sign/verify, key reconcile, apikey verify). \
         Both read .custos/config.json, which scripts/setup wrote (found by searching upwards \
         from the current directory, or given by --config or CUSTOS_CONFIG).
         Exit codes: 0 ok, 1 local error, 2 server error.

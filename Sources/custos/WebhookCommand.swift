@@ -3,49 +3,54 @@ import Custody
 import HSM
 import Foundation
 import PKCS11
+import RPC
 
 struct WebhookCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webhook",
-        abstract: "Standard Webhooks keys and signatures (local: talks to the HSM directly; front-ends use the Webhooks RPC).",
+        abstract: "Standard Webhooks: secret and ed25519 over the Admin RPC; sign (local: the HSM) and verify (local, no HSM) to test receivers.",
         subcommands: [Secret.self, Ed25519.self, Sign.self, Verify.self]
     )
 
     struct Secret: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create (or rotate to) a new v1 secret; printed once as whsec_….")
-        @OptionGroup var options: LocalOptions
+        static let configuration = CommandConfiguration(abstract: "Create (or rotate to) a new v1 secret; printed once as whsec_… (over the Admin RPC).")
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Seconds the previous secret keeps signing (0 after a leak).") var overlap = 86_400
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
+        @Option(help: "Seconds the previous secret keeps signing (0 after a leak).") var overlap: UInt32 = 86_400
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            let (version, secret) = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.webhooks.createSecret(tenant: id, overlap: .seconds(overlap), actor: actor)
+            let id = try tenantArgument(tenant)
+            let overlap = overlap
+            let response = try await remote.withAdmin {
+                try await $0.createWebhookSecret(.with { $0.tenantID = id; $0.overlapSeconds = overlap })
             }
-            FileHandle.standardError.write(Data("webhook secret v\(version); shown once:\n".utf8))
-            secret.withUnsafeBytes { FileHandle.standardOutput.write(Data($0) + Data("\n".utf8)) }
+            switch remote.output {
+            case .json: try remote.print(response) { "" }
+            case .table:
+                FileHandle.standardError.write(Data("webhook secret v\(response.version); shown once:\n".utf8))
+                print(response.secret)
+            }
         }
     }
 
     struct Ed25519: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create (or rotate to) a v1a Ed25519 key in the HSM; prints the whpk_… public key.")
-        @OptionGroup var options: LocalOptions
+        static let configuration = CommandConfiguration(abstract: "Create (or rotate to) a v1a Ed25519 key in the HSM; prints the whpk_… public key (over the Admin RPC).")
+        @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Seconds the previous key keeps signing.") var overlap = 86_400
-        @Option(help: "Who does this (recorded in the audit log).") var actor = "officer"
+        @Option(help: "Seconds the previous key keeps signing.") var overlap: UInt32 = 86_400
 
         func run() async throws {
-            let id = try tenantID(tenant)
-            let (version, publicKey) = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.webhooks.createEd25519Key(tenant: id, overlap: .seconds(overlap), actor: actor)
+            let id = try tenantArgument(tenant)
+            let overlap = overlap
+            let response = try await remote.withAdmin {
+                try await $0.createWebhookEd25519Key(.with { $0.tenantID = id; $0.overlapSeconds = overlap })
             }
-            print("v1a key v\(version): \(publicKey)")
+            try remote.print(response) { "v1a key v\(response.version): \(response.publicKey)" }
         }
     }
 
     struct Sign: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the webhook-signature header for a body file (for testing receivers).")
+        static let configuration = CommandConfiguration(abstract: "Print the webhook-signature header for a body file, to test receivers (local: talks to the HSM directly).")
         @OptionGroup var options: LocalOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "webhook-id.") var id: String

@@ -294,6 +294,32 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CreateWebhookSecret" metadata.
+        public enum CreateWebhookSecret: Sendable {
+            /// Request type for "CreateWebhookSecret".
+            public typealias Input = Custos_V1_CreateWebhookSecretRequest
+            /// Response type for "CreateWebhookSecret".
+            public typealias Output = Custos_V1_CreateWebhookSecretResponse
+            /// Descriptor for "CreateWebhookSecret".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CreateWebhookSecret",
+                type: .unary
+            )
+        }
+        /// Namespace for "CreateWebhookEd25519Key" metadata.
+        public enum CreateWebhookEd25519Key: Sendable {
+            /// Request type for "CreateWebhookEd25519Key".
+            public typealias Input = Custos_V1_CreateWebhookEd25519KeyRequest
+            /// Response type for "CreateWebhookEd25519Key".
+            public typealias Output = Custos_V1_CreateWebhookEd25519KeyResponse
+            /// Descriptor for "CreateWebhookEd25519Key".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CreateWebhookEd25519Key",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -315,7 +341,9 @@ public enum Custos_V1_Admin: Sendable {
             EraseSubject.descriptor,
             RunRetention.descriptor,
             SetTenantPolicy.descriptor,
-            RevokeCertificate.descriptor
+            RevokeCertificate.descriptor,
+            CreateWebhookSecret.descriptor,
+            CreateWebhookEd25519Key.descriptor
         ]
     }
 }
@@ -728,6 +756,47 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_RevokeCertificateRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RevokeCertificateResponse>
+
+        /// Handle the "CreateWebhookSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+        /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+        /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+        /// > only wrapped. Audited.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CreateWebhookSecretRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CreateWebhookSecretResponse` messages.
+        func createWebhookSecret(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookSecretResponse>
+
+        /// Handle the "CreateWebhookEd25519Key" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+        /// > public key. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CreateWebhookEd25519KeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CreateWebhookEd25519KeyResponse` messages.
+        func createWebhookEd25519Key(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1124,6 +1193,47 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_RevokeCertificateRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse>
+
+        /// Handle the "CreateWebhookSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+        /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+        /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+        /// > only wrapped. Audited.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CreateWebhookSecretResponse` message.
+        func createWebhookSecret(
+            request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookSecretResponse>
+
+        /// Handle the "CreateWebhookEd25519Key" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+        /// > public key. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookEd25519KeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CreateWebhookEd25519KeyResponse` message.
+        func createWebhookEd25519Key(
+            request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1518,6 +1628,47 @@ extension Custos_V1_Admin {
             request: Custos_V1_RevokeCertificateRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_RevokeCertificateResponse
+
+        /// Handle the "CreateWebhookSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+        /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+        /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+        /// > only wrapped. Audited.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CreateWebhookSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CreateWebhookSecretResponse` to respond with.
+        func createWebhookSecret(
+            request: Custos_V1_CreateWebhookSecretRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CreateWebhookSecretResponse
+
+        /// Handle the "CreateWebhookEd25519Key" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+        /// > public key. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CreateWebhookEd25519KeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CreateWebhookEd25519KeyResponse` to respond with.
+        func createWebhookEd25519Key(
+            request: Custos_V1_CreateWebhookEd25519KeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CreateWebhookEd25519KeyResponse
     }
 }
 
@@ -1745,6 +1896,28 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CreateWebhookSecret.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookSecretRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookSecretResponse>(),
+            handler: { request, context in
+                try await self.createWebhookSecret(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CreateWebhookEd25519Key.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookEd25519KeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookEd25519KeyResponse>(),
+            handler: { request, context in
+                try await self.createWebhookEd25519Key(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1965,6 +2138,28 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RevokeCertificateResponse> {
         let response = try await self.revokeCertificate(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createWebhookSecret(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookSecretResponse> {
+        let response = try await self.createWebhookSecret(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createWebhookEd25519Key(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse> {
+        let response = try await self.createWebhookEd25519Key(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2228,6 +2423,32 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse> {
         return GRPCCore.ServerResponse<Custos_V1_RevokeCertificateResponse>(
             message: try await self.revokeCertificate(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createWebhookSecret(
+        request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookSecretResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CreateWebhookSecretResponse>(
+            message: try await self.createWebhookSecret(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createWebhookEd25519Key(
+        request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>(
+            message: try await self.createWebhookEd25519Key(
                 request: request.message,
                 context: context
             ),
@@ -2730,6 +2951,57 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RevokeCertificateResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RevokeCertificateResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateWebhookSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+        /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+        /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+        /// > only wrapped. Audited.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookSecretRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CreateWebhookSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CreateWebhookSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createWebhookSecret<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CreateWebhookSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookSecretResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookSecretResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateWebhookEd25519Key" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+        /// > public key. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookEd25519KeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CreateWebhookEd25519KeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CreateWebhookEd25519KeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createWebhookEd25519Key<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3455,6 +3727,79 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CreateWebhookSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+        /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+        /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+        /// > only wrapped. Audited.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookSecretRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CreateWebhookSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CreateWebhookSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createWebhookSecret<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CreateWebhookSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookSecretResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookSecretResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CreateWebhookSecret.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CreateWebhookEd25519Key" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+        /// > public key. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CreateWebhookEd25519KeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CreateWebhookEd25519KeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CreateWebhookEd25519KeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createWebhookEd25519Key<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CreateWebhookEd25519KeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CreateWebhookEd25519Key.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4063,6 +4408,69 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RevokeCertificateRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RevokeCertificateResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateWebhookSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+    /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+    /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+    /// > only wrapped. Audited.
+    /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CreateWebhookSecretRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createWebhookSecret<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookSecretRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createWebhookSecret(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookSecretRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookSecretResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateWebhookEd25519Key" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+    /// > public key. Audited.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CreateWebhookEd25519KeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createWebhookEd25519Key<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createWebhookEd25519Key(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookEd25519KeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4753,6 +5161,77 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.revokeCertificate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateWebhookSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new Standard Webhooks v1 secret for a tenant (its first, or a rotation during which the
+    /// > previous one keeps signing for `overlap_seconds`, default 86400; 0 after a leak). The
+    /// > `whsec_` secret is returned once, for the officer to hand to the tenant; Custos keeps it
+    /// > only wrapped. Audited.
+    /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (overlap over 7 days).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createWebhookSecret<Result>(
+        _ message: Custos_V1_CreateWebhookSecretRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CreateWebhookSecretRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createWebhookSecret(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateWebhookEd25519Key" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new v1a Ed25519 key in the HSM for a tenant (same overlap rule); returns the `whpk_`
+    /// > public key. Audited.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createWebhookEd25519Key<Result>(
+        _ message: Custos_V1_CreateWebhookEd25519KeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CreateWebhookEd25519KeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createWebhookEd25519Key(
             request: request,
             options: options,
             onResponse: handleResponse

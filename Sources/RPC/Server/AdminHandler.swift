@@ -12,6 +12,7 @@ public import Verification
 /// certificates only (the interceptor checks); every change is audited with the officer's name.
 public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public struct Dependencies: Sendable {
+        public let webhooks: WebhookSigner
         public let pool: SessionPool
         public let database: Database
         public let keyring: TenantKeyring
@@ -26,10 +27,11 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         public let destructionWaitingPeriod: Duration
 
         public init(
-            pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
+            webhooks: WebhookSigner, pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
             approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
             authenticator: Authenticator, destructionWaitingPeriod: Duration
         ) {
+            self.webhooks = webhooks
             self.pool = pool
             self.database = database
             self.keyring = keyring
@@ -195,6 +197,34 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         deps.authenticator.invalidateRevocations()
         _ = try await deps.audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:])
         return .with { $0.revoked = true }
+    }
+
+    // MARK: Webhook keys
+
+    public func createWebhookSecret(request: Custos_V1_CreateWebhookSecretRequest, context: ServerContext) async throws -> Custos_V1_CreateWebhookSecretResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let (version, secret) = try await deps.webhooks.createSecret(tenant: id, overlap: try Self.overlap(request.hasOverlapSeconds ? request.overlapSeconds : nil), actor: actor)
+        return .with {
+            $0.version = UInt32(version)
+            $0.secret = secret.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    public func createWebhookEd25519Key(request: Custos_V1_CreateWebhookEd25519KeyRequest, context: ServerContext) async throws -> Custos_V1_CreateWebhookEd25519KeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let (version, publicKey) = try await deps.webhooks.createEd25519Key(tenant: id, overlap: try Self.overlap(request.hasOverlapSeconds ? request.overlapSeconds : nil), actor: actor)
+        return .with {
+            $0.version = UInt32(version)
+            $0.publicKey = publicKey
+        }
+    }
+
+    static func overlap(_ seconds: UInt32?) throws -> Duration {
+        guard let seconds else { return .seconds(86_400) }
+        guard seconds <= 7 * 86_400 else { throw RPCError(code: .invalidArgument, message: "overlap_seconds is at most 604800 (7 days)") }
+        return .seconds(Int(seconds))
     }
 
     // MARK: Audit and HSM

@@ -64,7 +64,7 @@ public struct CustosServices: Sendable {
             APIKeysHandler(apiKeys: apiKeys),
             WebhooksHandler(signer: webhooks, keyring: keyring, sessions: sessions),
             AdminHandler(AdminHandler.Dependencies(
-                pool: pool, database: database, keyring: keyring, audit: audit, apiKeys: apiKeys, approvals: approvals,
+                webhooks: webhooks, pool: pool, database: database, keyring: keyring, audit: audit, apiKeys: apiKeys, approvals: approvals,
                 policies: policies, rights: rights, retention: retention, authenticator: authenticator,
                 destructionWaitingPeriod: settings.destructionWaitingPeriod
             )),
