@@ -8,6 +8,7 @@ import Logging
 import PKCS11
 import Storage
 import Testing
+import Tokenization
 
 /// The key ceremony end to end, on real SoftHSM tokens and a real PostgreSQL schema: the root
 /// keys are generated and split, the token is lost, the keys come back from custodian shares,
@@ -86,6 +87,8 @@ struct CeremonyFlowTests {
         let macBefore = try await poolA.hmacSHA256(key: pii, data: message)
         let (dataKey, _) = try await keyringA.key(tenant.id, .data)
         let sealed = try await poolA.sealAESGCM(key: dataKey, plaintext: Array("ada@example.org".utf8))
+        let face = try FeatureVector((0..<256).map { Float(sin(Double($0) * 0.41 + 0.3)) })
+        let tokenBefore = try await BiometricTokenizer(pool: poolA, keyring: keyringA).tokenize(face, tenant: tenant.id)
         await poolA.shutdown()
 
         // 3. The token is lost: a fresh one, and restore attempts that must fail.
@@ -122,6 +125,8 @@ struct CeremonyFlowTests {
         #expect(try await poolB.hmacSHA256(key: piiB, data: message) == macBefore, "a tenant key made on the lost token unwraps under the restored KEK")
         let (dataKeyB, _) = try await keyringB.key(tenant.id, .data)
         #expect(try await poolB.openAESGCM(key: dataKeyB, box: sealed) == Array("ada@example.org".utf8))
+        let tokenAfter = try await BiometricTokenizer(pool: poolB, keyring: keyringB).tokenize(face, tenant: tenant.id)
+        #expect(tokenAfter == tokenBefore, "an enrolled token still matches: the same face gives the same token after the restore")
         let auditCheck = try await auditB.verify()
         #expect(auditCheck.isIntact && auditCheck.entriesChecked >= 2, "the audit chain MAC'd on the lost token verifies: \(auditCheck)")
         let comparisons = try await ceremonyB.verify(expected: try await ceremonyB.expectedCheckValues(transcript: transcript), transcript: transcript)
