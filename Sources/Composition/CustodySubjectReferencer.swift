@@ -22,7 +22,7 @@ public struct CustodySubjectReferencer: SubjectReferencing {
         for record in versions {
             let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
             let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(externalID)) }
-            references.append(SubjectReference(value: "v\(version):" + hex(mac), piiVersion: version))
+            references.append(SubjectReference(value: "v\(version):" + lowercaseHex(mac), piiVersion: version))
         }
         return references
     }
@@ -31,17 +31,6 @@ public struct CustodySubjectReferencer: SubjectReferencing {
     static func message(_ externalID: PersonalText) -> [UInt8] {
         Array("custos/subject/v1\0".utf8) + Array(externalID.value.utf8)
     }
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// HSM failures surface as custody errors, as everywhere else above the pool.

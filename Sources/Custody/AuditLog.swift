@@ -196,7 +196,7 @@ public final class AuditLog: Sendable {
 
     private func writeAnchor(seq: Int64, hash: [UInt8], mac: [UInt8]) throws {
         guard let anchorPath else { return }
-        let line = "\(seq) \(hex(hash)) \(hex(mac))\n"
+        let line = "\(seq) \(lowercaseHex(hash)) \(lowercaseHex(mac))\n"
         let descriptor = open(anchorPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw CustodyError.storage(.configuration("cannot open audit anchor \(anchorPath)")) }
         defer { close(descriptor) }

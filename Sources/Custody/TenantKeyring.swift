@@ -65,7 +65,7 @@ public final class TenantKeyring: Sendable {
             }
             try await audit.append(
                 tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
-                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(hex($0.checkValue))" }.joined(separator: ",")]
+                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(lowercaseHex($0.checkValue))" }.joined(separator: ",")]
             )
             return created
         }
@@ -263,7 +263,7 @@ public final class TenantKeyring: Sendable {
             let activated = try await complete(pending, overlap: overlap)
             try await audit.append(
                 tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
-                details: ["kcv": hex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                details: ["kcv": lowercaseHex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             )
             return activated
         }
@@ -416,7 +416,7 @@ public final class TenantKeyring: Sendable {
                 try await KeyVersionStore.update(sealed, on: connection)
             }
             invalidate(tenant, purpose)
-            try await audit.append(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": hex(row.checkValue)])
+            try await audit.append(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(row.checkValue)])
         }
     }
 
@@ -453,6 +453,13 @@ public final class TenantKeyring: Sendable {
     }
 }
 
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+/// Lower-case hex of bytes (check values, hashes, MACs in logs and audit details).
+public func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -6,20 +6,6 @@ import RPC
 
 extension KeyPurpose: ExpressibleByArgument {}
 
-extension KeyPurpose {
-    var wire: Custos_V1_KeyPurpose {
-        switch self {
-        case .bioSeed: .bioSeed
-        case .bioPRF: .bioPrf
-        case .pii: .pii
-        case .apiKeyPepper: .apikeyPepper
-        case .webhook: .webhook
-        case .webhookEd25519: .webhookEd25519
-        case .data: .data
-        }
-    }
-}
-
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",

@@ -36,7 +36,7 @@ public final class WebhookSigner: Sendable {
             try await install(record, hasActive: hasActive, overlap: overlap)
             try await audit.append(
                 tenant: tenant, actor: actor, action: "webhook.secret", target: "webhook/v\(next)",
-                details: ["kcv": hex(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                details: ["kcv": lowercaseHex(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             )
             return (next, StandardWebhooks.encodeSecret(secret))
         }
@@ -66,7 +66,7 @@ public final class WebhookSigner: Sendable {
             try await install(record, hasActive: hasActive, overlap: overlap)
             try await audit.append(
                 tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
-                details: ["public_key_sha256_prefix": hex(record.checkValue)]
+                details: ["public_key_sha256_prefix": lowercaseHex(record.checkValue)]
             )
             return (next, StandardWebhooks.encodePublicKey(publicKey))
         }

@@ -246,7 +246,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
                     $0.target = entry.target
                     $0.tenantID = entry.tenant?.rawValue ?? ""
                     $0.details = (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String]) ?? [:]
-                    $0.hash = entry.entryHash.map { String(format: "%02x", $0) }.joined()
+                    $0.hash = lowercaseHex(entry.entryHash)
                 }
             }
         }
@@ -343,7 +343,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.purpose = RequestFields.purpose(record.purpose)
             $0.version = UInt32(record.version)
             $0.state = RequestFields.state(record.state)
-            $0.checkValue = record.checkValue.map { String(format: "%02x", $0) }.joined()
+            $0.checkValue = lowercaseHex(record.checkValue)
             $0.rootKekVersion = UInt32(record.rootKEKVersion)
             if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
             if let at = record.createdAt { $0.createdAt = Google_Protobuf_Timestamp(date: at) }

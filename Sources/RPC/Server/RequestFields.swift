@@ -1,4 +1,4 @@
-import CustosModel
+public import CustosModel
 import Foundation
 import GRPCCore
 import Verification
@@ -50,17 +50,7 @@ enum RequestFields {
         }
     }
 
-    static func purpose(_ purpose: KeyPurpose) -> Custos_V1_KeyPurpose {
-        switch purpose {
-        case .bioSeed: .bioSeed
-        case .bioPRF: .bioPrf
-        case .pii: .pii
-        case .apiKeyPepper: .apikeyPepper
-        case .webhook: .webhook
-        case .webhookEd25519: .webhookEd25519
-        case .data: .data
-        }
-    }
+    static func purpose(_ purpose: KeyPurpose) -> Custos_V1_KeyPurpose { purpose.wire }
 
     static func state(_ state: KeyState) -> Custos_V1_KeyState {
         switch state {
@@ -83,5 +73,20 @@ extension Caller {
     static func requireOfficer() throws -> String {
         guard case .officer(let name) = current?.kind else { throw RPCError(code: .permissionDenied, message: "Admin calls need an officer certificate") }
         return name
+    }
+}
+
+extension KeyPurpose {
+    /// The purpose as the protos spell it (one mapping for the server and the CLI).
+    public var wire: Custos_V1_KeyPurpose {
+        switch self {
+        case .bioSeed: .bioSeed
+        case .bioPRF: .bioPrf
+        case .pii: .pii
+        case .apiKeyPepper: .apikeyPepper
+        case .webhook: .webhook
+        case .webhookEd25519: .webhookEd25519
+        case .data: .data
+        }
     }
 }
