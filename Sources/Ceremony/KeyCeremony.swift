@@ -1,4 +1,5 @@
 public import Custody
+import CustosModel
 import Foundation
 public import HSM
 public import Logging
@@ -87,35 +88,48 @@ public struct KeyCeremony: Sendable {
         public let entry: CeremonyTranscriptEntry
     }
 
-    /// Generates the root KEK and the root MAC key (32 bytes each from the HSM RNG), splits
-    /// their concatenation into `shares` shares with threshold `threshold`, writes one share file
-    /// per custodian, imports both keys (non-extractable) and checks the token's KCVs against
-    /// the ones in the share files. The shares are written before the import: a key is never on
-    /// the token without its backup.
+    /// Generates the root keys — one root KEK per wrapped key purpose and the root MAC key,
+    /// 32 bytes each from the HSM RNG — splits their concatenation into `shares` shares with
+    /// threshold `threshold` (one share set for all of them), writes one share file per
+    /// custodian, imports every key (non-extractable; each KEK with its pinned unwrap template)
+    /// and checks the token's KCVs against the ones in the share files. The shares are written
+    /// before the import: a key is never on the token without its backup.
     /// - Throws: ``CeremonyError``; ``CeremonyError/rootKeyAlreadyPresent(_:)`` when the token
-    ///   has either key.
+    ///   has any of the keys.
     public func generateRoot(
         threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript,
         kekVersion: Int = 1, macVersion: Int = 1
     ) async throws -> Outcome {
         try await ceremony {
             try Shamir.validate(threshold: threshold, count: shares)
-            let kekLabel = RootKeys.kekLabel(version: kekVersion)
-            let macLabel = RootKeys.macLabel(version: macVersion)
             let inventory = try await RootKeyInventory.read(from: pool)
-            for label in [kekLabel, macLabel] where inventory.entry(label: label) != nil {
+            let layout = Self.keyLayout(kekVersion: kekVersion, macVersion: macVersion)
+            for (label, _) in layout where inventory.entry(label: label) != nil {
                 throw CeremonyError.rootKeyAlreadyPresent(label)
             }
-            let secret = try await random.randomSecret(count: 2 * Self.keyLength)
-            let kek = ShareSet.slice(secret, .init(label: kekLabel, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: []))
-            let mac = ShareSet.slice(secret, .init(label: macLabel, keyType: .genericSecret, offset: Self.keyLength, length: Self.keyLength, checkValue: []))
-            let keys = [
-                ShareFile.Key(label: kekLabel, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: try KeyCheckValue.compute(kek, keyType: .aes)),
-                ShareFile.Key(label: macLabel, keyType: .genericSecret, offset: Self.keyLength, length: Self.keyLength, checkValue: try KeyCheckValue.compute(mac, keyType: .genericSecret)),
-            ]
+            let secret = try await random.randomSecret(count: layout.count * Self.keyLength)
             return try await splitImportAndRecord(
-                step: "generate-root", secret: secret, keys: keys, threshold: threshold, shares: shares,
+                step: "generate-root", secret: secret, keys: try Self.shareKeys(layout, secret: secret), threshold: threshold, shares: shares,
                 outputDirectory: outputDirectory, transcript: transcript, details: [:]
+            )
+        }
+    }
+
+    /// The labels and key types of one share set: every wrapped purpose's KEK of `kekVersion`,
+    /// then (when `macVersion` is given) the root MAC key.
+    static func keyLayout(kekVersion: Int, macVersion: Int?) -> [(label: String, keyType: KeyType)] {
+        RootKeys.wrappedPurposes.map { (RootKeys.kekLabel($0, version: kekVersion), KeyType.aes) }
+            + (macVersion.map { [(RootKeys.macLabel(version: $0), KeyType.genericSecret)] } ?? [])
+    }
+
+    /// The share-file entries for `layout`, each key at its offset in `secret`, with its KCV.
+    static func shareKeys(_ layout: [(label: String, keyType: KeyType)], secret: SecretBytes) throws -> [ShareFile.Key] {
+        try layout.enumerated().map { index, item in
+            let slot = ShareFile.Key(label: item.label, keyType: item.keyType, offset: index * keyLength, length: keyLength, checkValue: [])
+            let value = ShareSet.slice(secret, slot)
+            return ShareFile.Key(
+                label: item.label, keyType: item.keyType, offset: index * keyLength, length: keyLength,
+                checkValue: try KeyCheckValue.compute(value, keyType: item.keyType)
             )
         }
     }
@@ -134,7 +148,12 @@ public struct KeyCeremony: Sendable {
             let set = try ShareSet(paths: sharePaths)
             let secret = try set.combine()
             guard let header = set.header else { throw CeremonyError.notEnoughShares(have: 0, need: 2) }
-            let imported = try await importKeys(secret: secret, keys: header.keys)
+            // A legacy permissive KEK is never imported again (it would reopen the hole that
+            // per-purpose KEKs close); rotate-root takes it from these shares as a session-only
+            // rewrap key instead.
+            let restorable = header.keys.filter { RootKeyInventory.parse($0.label)?.kind != .legacyKEK }
+            let skipped = header.keys.filter { RootKeyInventory.parse($0.label)?.kind == .legacyKEK }.map(\.label)
+            let imported = try await importKeys(secret: secret, keys: restorable)
             let token = try await pool.tokenInfo()
             var draft = draft("restore", token: token)
             draft.ceremonyID = header.ceremonyID
@@ -143,6 +162,7 @@ public struct KeyCeremony: Sendable {
             draft.shareCount = header.shares
             draft.shares = set.files.map { .init(index: $0.file.header.index, file: Self.fileName($0.path), checkValue: $0.file.header.shareCheckValue) }
             draft.details = ["sourceTokenLabel": header.token.label, "sourceTokenSerial": header.token.serial]
+            if !skipped.isEmpty { draft.details["notImportedLegacyKEKs"] = skipped.joined(separator: ",") }
             let entry = try await transcript.append(draft, macKey: try await RootKeyInventory.read(from: pool).newestMACLabel, pool: pool)
             logger.notice("root keys restored from shares", metadata: ["ceremony": "\(header.ceremonyID)", "keys": "\(imported.map(\.label))"])
             return Outcome(ceremonyID: header.ceremonyID, sharePaths: sharePaths, keys: imported, entry: entry)
@@ -210,60 +230,94 @@ public struct KeyCeremony: Sendable {
 
     // MARK: rotate-root
 
-    /// What ``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:)`` did.
+    /// What ``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)`` did.
     public struct Rotation: Sendable {
         public let generated: Outcome
         public let newKEKVersion: Int
         public let rewrap: TenantKeyring.RewrapReport
+        /// Legacy permissive KEKs destroyed at the end (a migration).
+        public let destroyedLegacyKEKs: [String]
     }
 
-    /// A new root KEK (version n + 1, from the HSM RNG) with its own new M-of-N shares; then every
-    /// tenant key version is re-wrapped from the KEK it names to the new one, its row MAC
-    /// recomputed. Old root KEKs stay on the token (rows of destroyed versions still name them).
-    /// The MAC key is not rotated, so its shares stay those of generate-root.
-    /// - Throws: ``CeremonyError``.
+    /// New root KEKs (version n + 1, one per wrapped purpose, from the HSM RNG) with their own
+    /// new M-of-N shares; then every tenant key version is re-wrapped under them and its row
+    /// MAC recomputed. The MAC key is not rotated, so its shares stay those of generate-root.
+    ///
+    /// The token's KEKs never unwrap an extractable key, so the old KEKs are rebuilt from
+    /// `currentShares` (M of the share set that made them: custodians must be present) as
+    /// session-only rewrap keys of this process, checked against the token's KCVs, and gone
+    /// when it ends. An installation still on the permissive legacy KEK needs no shares: its
+    /// blobs are moved off it (the last use of that hole) and it is destroyed at the end.
+    /// Old per-purpose KEKs stay on the token (rows of destroyed versions still name them).
+    /// - Throws: ``CeremonyError``; before anything is written when the shares do not rebuild a
+    ///   KEK some blob needs.
     public func rotateRoot(
-        threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript, keyring: TenantKeyring
+        threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript, keyring: TenantKeyring,
+        currentShares: [[String]] = []
     ) async throws -> Rotation {
         try await ceremony {
             try Shamir.validate(threshold: threshold, count: shares)
             let inventory = try await RootKeyInventory.read(from: pool)
             let current = inventory.newestKEKVersion
-            guard current > 0 else { throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(version: 1)) }
+            guard current > 0 else { throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(.bioSeed, version: 1)) }
             guard inventory.newestMACLabel != nil else { throw CeremonyError.rootKeyMissing(RootKeys.macLabel(version: 1)) }
+            let sources = try await RewrapSources.make(pool: pool, inventory: inventory, shareSets: currentShares)
+            // Refuse before the new set exists if a blob would be left behind.
+            try await keyring.checkRewrapSources(toKEKVersion: current + 1, unwrappingKey: sources.unwrappingKey)
             let next = current + 1
-            let label = RootKeys.kekLabel(version: next)
-            let secret = try await random.randomSecret(count: Self.keyLength)
-            let keys = [ShareFile.Key(label: label, keyType: .aes, offset: 0, length: Self.keyLength, checkValue: try KeyCheckValue.compute(secret, keyType: .aes))]
+            let layout = Self.keyLayout(kekVersion: next, macVersion: nil)
+            let secret = try await random.randomSecret(count: layout.count * Self.keyLength)
             let generated = try await splitImportAndRecord(
-                step: "rotate-root", secret: secret, keys: keys, threshold: threshold, shares: shares,
-                outputDirectory: outputDirectory, transcript: transcript, details: ["previousKEK": RootKeys.kekLabel(version: current)]
+                step: "rotate-root", secret: secret, keys: try Self.shareKeys(layout, secret: secret), threshold: threshold, shares: shares,
+                outputDirectory: outputDirectory, transcript: transcript, details: ["previousKEKVersion": "\(current)"]
             )
-            let report = try await rewrap(toKEKVersion: next, transcript: transcript, keyring: keyring)
-            return Rotation(generated: generated, newKEKVersion: next, rewrap: report)
+            let (report, destroyed) = try await rewrap(toKEKVersion: next, sources: sources, transcript: transcript, keyring: keyring)
+            return Rotation(generated: generated, newKEKVersion: next, rewrap: report, destroyedLegacyKEKs: destroyed)
         }
     }
 
-    /// Re-wraps every tenant key version under the newest root KEK on the token: the second half
-    /// of a rotation, run again after an interruption (rows already moved are left alone).
-    public func resumeRewrap(transcript: CeremonyTranscript, keyring: TenantKeyring) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport) {
+    /// Re-wraps every tenant key version under the newest root KEKs on the token: the second
+    /// half of a rotation, run again after an interruption (rows already moved are left
+    /// alone). Needs the same `currentShares` as the interrupted run.
+    public func resumeRewrap(
+        transcript: CeremonyTranscript, keyring: TenantKeyring, currentShares: [[String]] = []
+    ) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport, destroyedLegacyKEKs: [String]) {
         try await ceremony {
-            let newest = try await RootKeyInventory.read(from: pool).newestKEKVersion
-            guard newest > 0 else { throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(version: 1)) }
-            return (newest, try await rewrap(toKEKVersion: newest, transcript: transcript, keyring: keyring))
+            let inventory = try await RootKeyInventory.read(from: pool)
+            guard let newest = inventory.completeKEKVersions.last else {
+                throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(.bioSeed, version: 1))
+            }
+            let sources = try await RewrapSources.make(pool: pool, inventory: inventory, shareSets: currentShares)
+            let (report, destroyed) = try await rewrap(toKEKVersion: newest, sources: sources, transcript: transcript, keyring: keyring)
+            return (newest, report, destroyed)
         }
     }
 
-    private func rewrap(toKEKVersion version: Int, transcript: CeremonyTranscript, keyring: TenantKeyring) async throws -> TenantKeyring.RewrapReport {
-        let report = try await keyring.rewrapTenantKeys(toKEKVersion: version, actor: "ceremony:\(participants.operatorName)")
+    private func rewrap(
+        toKEKVersion version: Int, sources: RewrapSources, transcript: CeremonyTranscript, keyring: TenantKeyring
+    ) async throws -> (TenantKeyring.RewrapReport, [String]) {
+        let report: TenantKeyring.RewrapReport
+        do {
+            report = try await keyring.rewrapTenantKeys(
+                toKEKVersion: version, unwrappingKey: sources.unwrappingKey, acceptsFirstFormat: sources.migratesLegacy,
+                actor: "ceremony:\(participants.operatorName)"
+            )
+        } catch {
+            await sources.destroy(on: pool)
+            throw error
+        }
+        await sources.destroy(on: pool)
+        // Every blob now names `version`: the permissive legacy KEK has nothing left to unwrap.
+        let destroyed = try await sources.destroyLegacyKEKs(on: pool)
         let inventory = try await RootKeyInventory.read(from: pool)
         var draft = draft("rewrap", token: try await pool.tokenInfo())
         draft.details = [
-            "kek": RootKeys.kekLabel(version: version), "tenants": "\(report.tenants)", "rewrapped": "\(report.rewrapped)",
-            "alreadyCurrent": "\(report.alreadyCurrent)", "withoutBlob": "\(report.withoutBlob)",
+            "kekVersion": "\(version)", "tenants": "\(report.tenants)", "rewrapped": "\(report.rewrapped)",
+            "alreadyCurrent": "\(report.alreadyCurrent)", "withoutBlob": "\(report.withoutBlob)", "resealed": "\(report.resealed)",
+            "destroyedLegacyKEKs": destroyed.joined(separator: ","),
         ]
         try await transcript.append(draft, macKey: inventory.newestMACLabel, pool: pool)
-        return report
+        return (report, destroyed)
     }
 
     // MARK: Shared steps
@@ -318,14 +372,22 @@ public struct KeyCeremony: Sendable {
     func importKeys(secret: SecretBytes, keys: [ShareFile.Key]) async throws -> [CeremonyTranscriptEntry.Key] {
         var templates = [(key: ShareFile.Key, template: [Attribute], id: [UInt8])]()
         for key in keys {
-            guard key.length == Self.keyLength, let keyType = key.pkcs11KeyType else {
+            guard key.length == Self.keyLength, let keyType = key.pkcs11KeyType, let parsed = RootKeyInventory.parse(key.label) else {
                 throw CeremonyError.unsupportedKeyType("\(key.label) (\(key.keyType), \(key.length) bytes)")
             }
             let value = ShareSet.slice(secret, key)
             let id = try await pool.random(count: 16)
-            let template = keyType == .aes
-                ? KeyTemplate.importedRootKEK(label: key.label, id: id, value: value)
-                : KeyTemplate.importedRootMAC(label: key.label, id: id, value: value)
+            let template: [Attribute]
+            switch (parsed.kind, keyType) {
+            case (.kek, .aes):
+                guard let usage = parsed.purpose?.usage else { throw CeremonyError.unsupportedKeyType(key.label) }
+                template = KeyTemplate.rootKEK(label: key.label, id: id, value: value, usage: usage)
+            case (.mac, .genericSecret):
+                template = KeyTemplate.rootMAC(label: key.label, id: id, value: value)
+            default:
+                // Never a legacy permissive KEK, never a key whose type contradicts its label.
+                throw CeremonyError.unsupportedKeyType("\(key.label) (\(key.keyType))")
+            }
             templates.append((key, template, id))
         }
         let prepared = templates

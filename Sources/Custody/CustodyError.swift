@@ -20,6 +20,16 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case stillNeeded(TenantID, KeyPurpose, Int, reason: String)
     /// A root key is missing from the token.
     case rootKeyMissing(String)
+    /// The row changed between reading and writing it (another instance or a re-wrap acted
+    /// first); nothing was written. Retry reads the new state.
+    case changedConcurrently(TenantID, KeyPurpose, Int)
+    /// The token's root keys are not the ones this database was made with.
+    case rootKeysDoNotMatch([RootKeyMismatch])
+    /// The token still holds the permissive legacy root KEK (no unwrap template).
+    case legacyRootKEKPresent(versions: [Int])
+    /// Root-KEK rotation needs the old KEK of `purpose` version `version` rebuilt from its
+    /// custodians' shares, and was not given them.
+    case rewrapKeyMissing(KeyPurpose, version: Int)
     /// Data sealed under this key version does not open: the row was altered or moved.
     case sealedDataInvalid(TenantID, KeyPurpose, Int)
     case hsm(HSMError)
@@ -48,6 +58,18 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .stillNeeded(let tenant, let purpose, let version, let reason):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) cannot be destroyed: \(reason)"
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
+        case .changedConcurrently(let tenant, let purpose, let version):
+            "\(purpose.rawValue) key v\(version) of tenant \(tenant) changed while this operation ran; nothing was written, try again"
+        case .rootKeysDoNotMatch(let mismatches):
+            "the token's root keys do not match this database (\(mismatches.map(\.description).joined(separator: "; "))): "
+                + "this token was not made for this database. Restore the root keys from the custodians' shares "
+                + "(scripts/ceremony/restore) or point the service at the token and database that belong together"
+        case .legacyRootKEKPresent(let versions):
+            "the token holds the legacy root KEK (\(versions.map { RootKeys.legacyKEKLabel(version: $0) }.joined(separator: ", "))), "
+                + "which lets the user PIN unwrap tenant keys readable: run scripts/ceremony/rotate-root to move every key to "
+                + "per-purpose root KEKs and destroy it (docs/key-hierarchy.md, \"Migrating\")"
+        case .rewrapKeyMissing(let purpose, let version):
+            "re-wrapping needs \(RootKeys.kekLabel(purpose, version: version)) rebuilt from its custodians' shares: pass that share set with --old-share"
         case .sealedDataInvalid(let tenant, let purpose, let version):
             "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
         case .hsm(let error): error.description
@@ -63,6 +85,27 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case let error as StorageError: CustodyError.storage(error)
         default: error
         }
+    }
+}
+
+/// One root key that differs between the token and the database's record.
+public struct RootKeyMismatch: Sendable, Hashable, CustomStringConvertible {
+    public let label: String
+    /// The check value the database recorded (hex).
+    public let recorded: String
+    /// The token's (hex), or nil when the token lacks the key.
+    public let onToken: String?
+
+    public var description: String {
+        "\(label): recorded kcv \(recorded), token \(onToken.map { "kcv \($0)" } ?? "has no such key")"
+    }
+}
+
+extension Optional {
+    /// The wrapped value, or `error` thrown.
+    func orThrow(_ error: @autoclosure () -> any Error) throws -> Wrapped {
+        guard let value = self else { throw error() }
+        return value
     }
 }
 

@@ -1,18 +1,43 @@
 import CustosModel
+import Foundation
 import HSM
 import PKCS11
 import Storage
 
 /// Computes and checks the HSM MAC that binds a `key_versions` row to its fields (DESIGN §5):
-/// moving a wrapped blob to another row, or editing its state, makes the MAC fail.
+/// moving a wrapped blob to another row, editing its state, or moving one of its lifecycle
+/// times (to shorten a waiting period) makes the MAC fail.
 public struct KeyVersionAuthenticator: Sendable {
     let rootKeys: RootKeys
+    /// Accept rows sealed by the first format, which did not cover lifecycle times. Only the
+    /// migration off a legacy root KEK sets it: it reseals every row in the current format, and
+    /// the service refuses to start while a legacy KEK is on the token.
+    let acceptsFirstFormat: Bool
 
-    static let domain = "custos/key_versions/v1"
+    init(rootKeys: RootKeys, acceptsFirstFormat: Bool = false) {
+        self.rootKeys = rootKeys
+        self.acceptsFirstFormat = acceptsFirstFormat
+    }
+
+    static let domain = "custos/key_versions/v2"
+    static let firstDomain = "custos/key_versions/v1"
 
     /// The bytes the MAC covers: tenant, purpose, version, state, wrapped blob, wrap mechanism,
-    /// root KEK version, check value, public key, token label.
+    /// root KEK version, check value, public key, token label, and the times it became active,
+    /// retiring-until, retired and destroyed (whole seconds).
     static func message(for record: KeyVersionRecord) -> [UInt8] {
+        var encoding = fields(of: record, domain: domain)
+        for time in [record.activatedAt, record.retiringUntil, record.retiredAt, record.destroyedAt] {
+            encoding.append(optional: time.map { String(Int64($0.timeIntervalSince1970.rounded(.down))) })
+        }
+        return encoding.bytes
+    }
+
+    static func firstFormatMessage(for record: KeyVersionRecord) -> [UInt8] {
+        fields(of: record, domain: firstDomain).bytes
+    }
+
+    private static func fields(of record: KeyVersionRecord, domain: String) -> CanonicalEncoding {
         var encoding = CanonicalEncoding(domain: domain)
         encoding.append(record.tenant.rawValue)
         encoding.append(record.purpose.rawValue)
@@ -24,7 +49,7 @@ public struct KeyVersionAuthenticator: Sendable {
         encoding.append(record.checkValue)
         encoding.append(optional: record.publicKey)
         encoding.append(optional: record.tokenLabel)
-        return encoding.bytes
+        return encoding
     }
 
     /// The MAC for `record`, computed in the HSM.
@@ -39,11 +64,32 @@ public struct KeyVersionAuthenticator: Sendable {
         return sealed
     }
 
+    /// Whether the stored MAC matches (checked through the pool).
+    func isAuthentic(_ record: KeyVersionRecord, pool: SessionPool) async throws -> Bool {
+        if constantTimeEqual(try await mac(record, pool: pool), record.rowMAC) { return true }
+        guard acceptsFirstFormat else { return false }
+        return constantTimeEqual(try await pool.hmacSHA256(key: rootKeys.mac, data: Self.firstFormatMessage(for: record)), record.rowMAC)
+    }
+
+    /// Throws ``CustodyError/rowTampered(_:_:_:)`` unless the stored MAC matches.
+    func verify(_ record: KeyVersionRecord, pool: SessionPool) async throws {
+        guard try await isAuthentic(record, pool: pool) else {
+            throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
+        }
+    }
+
     /// Checks the MAC inside an HSM session (used by key resolvers, which run there).
     func isAuthentic(_ record: KeyVersionRecord, session: PKCS11Session, macKey: ObjectHandle) throws -> Bool {
-        let expected = try session.sign(.sha256HMAC, key: macKey, data: Self.message(for: record))
-        return constantTimeEqual(expected, record.rowMAC)
+        if constantTimeEqual(try session.sign(.sha256HMAC, key: macKey, data: Self.message(for: record)), record.rowMAC) { return true }
+        guard acceptsFirstFormat else { return false }
+        return constantTimeEqual(try session.sign(.sha256HMAC, key: macKey, data: Self.firstFormatMessage(for: record)), record.rowMAC)
     }
+}
+
+extension Date {
+    /// Now, in whole seconds: lifecycle times are covered by row MACs, and whole seconds
+    /// survive every round trip through PostgreSQL exactly.
+    static var wholeSecondsNow: Date { Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down)) }
 }
 
 /// Compares in time that depends only on the lengths.

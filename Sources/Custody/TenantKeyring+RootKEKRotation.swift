@@ -1,100 +1,156 @@
-import CustosModel
-import HSM
+public import CustosModel
+public import HSM
 import PKCS11
 import Storage
 
 extension TenantKeyring {
-    /// What ``rewrapTenantKeys(toKEKVersion:actor:)`` did.
+    /// What ``rewrapTenantKeys(toKEKVersion:unwrappingKey:acceptsFirstFormat:actor:)`` did.
     public struct RewrapReport: Sendable, Hashable, Codable {
         public let tenants: Int
-        /// Versions wrapped again under the new root KEK.
+        /// Versions wrapped again under the new root KEKs.
         public let rewrapped: Int
-        /// Versions that already named the new root KEK (an earlier, interrupted run).
+        /// Versions that already named the new root KEK version (an earlier, interrupted run).
         public let alreadyCurrent: Int
         /// Versions with no wrapped blob (destroyed, or Ed25519 token keys): nothing to re-wrap;
-        /// their rows keep naming the old KEK, which is why old root KEKs are never destroyed.
+        /// their rows keep naming the old version.
         public let withoutBlob: Int
+        /// Rows sealed in the first MAC format and sealed again in the current one (migration).
+        public let resealed: Int
     }
 
-    /// Re-wraps every tenant key version from the root KEK it names to root KEK `newVersion`
-    /// (root-KEK rotation, DESIGN §11). Per version: its row MAC is checked, it is unwrapped
-    /// under the old KEK into an extractable session object, wrapped under the new KEK, the new
-    /// blob unwrapped once under the new KEK as a check, the objects destroyed, and the row
-    /// updated — blob, KEK version and MAC together, in one statement guarded by the old KEK
-    /// version. (AES key wrap with padding checks integrity on unwrap, and the row MAC binds
-    /// the blob to its row.)
+    /// Re-wraps every tenant key version from the root KEK it names to root KEK version
+    /// `newVersion` (root-KEK rotation, DESIGN §5 and §11).
+    ///
+    /// The token's KEKs never unwrap an extractable key, so the old KEKs come from
+    /// `unwrappingKey(purpose, version)`: the old KEK rebuilt from its custodians' shares as a
+    /// session-only ``KeyTemplate/rewrapKEK(value:usage:)`` (or, once, the permissive legacy KEK
+    /// being migrated away). Per version: the row MAC is checked; the key is unwrapped into an
+    /// extractable session object, wrapped under the new token KEK of its purpose, the new blob
+    /// unwrapped once under it (with the pinned template) as a check, the objects destroyed, and
+    /// the row updated — blob, KEK version and MAC together, compare-and-swap on the old MAC.
     ///
     /// Each row is consistent at every moment (its MAC names the KEK its blob is wrapped under),
-    /// so a crash midway leaves a mix that works; running this again finishes the job. Old root
-    /// KEKs stay on the token.
-    /// - Throws: ``CustodyError``.
-    public func rewrapTenantKeys(toKEKVersion newVersion: Int, actor: String) async throws -> RewrapReport {
+    /// so a crash midway leaves a mix that works; running this again finishes the job.
+    /// - Parameter acceptsFirstFormat: accept (and reseal) rows MAC'd in the first format:
+    ///   for the migration off a legacy KEK only.
+    /// - Throws: ``CustodyError``; ``CustodyError/rewrapKeyMissing(_:version:)`` before any row
+    ///   changes when a version in use has no unwrapping key.
+    public func rewrapTenantKeys(
+        toKEKVersion newVersion: Int, unwrappingKey: @Sendable (KeyPurpose, Int) -> HSMKey?,
+        acceptsFirstFormat: Bool = false, actor: String
+    ) async throws -> RewrapReport {
         try await custody {
-            let newKEK = rootKeys.kek(version: newVersion)
-            let tenants = try await TenantStore(database).list()
-            var rewrapped = 0, alreadyCurrent = 0, withoutBlob = 0
-            for tenant in tenants {
-                let records = try await database.withTenant(tenant.id, context: "read key versions for re-wrap") { connection in
-                    try await KeyVersionStore.all(on: connection)
-                }
+            let authenticator = KeyVersionAuthenticator(rootKeys: rootKeys, acceptsFirstFormat: acceptsFirstFormat)
+            let plan = try await rewrapPlan()
+            // Every old KEK the blobs need must be at hand before anything changes.
+            try Self.check(plan, toKEKVersion: newVersion, unwrappingKey: unwrappingKey)
+            let tenants = plan
+            var rewrapped = 0, alreadyCurrent = 0, withoutBlob = 0, resealed = 0
+            for (tenant, records) in plan {
                 var tenantRewrapped = 0
                 for record in records {
-                    guard let wrapped = record.wrappedKey, let usage = record.purpose.usage else { withoutBlob += 1; continue }
-                    guard record.rootKEKVersion != newVersion else { alreadyCurrent += 1; continue }
-                    let oldKEK = rootKeys.kek(version: record.rootKEKVersion)
-                    let macKey = rootKeys.mac
-                    let authenticator = self.authenticator
-                    let blob: [UInt8] = try await pool.withSession(.wrap) { session in
-                        let pkcs11 = session.pkcs11
-                        guard try authenticator.isAuthentic(record, session: pkcs11, macKey: session.handle(for: macKey)) else {
-                            throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
-                        }
-                        let key: ObjectHandle
-                        do {
-                            key = try pkcs11.unwrapKey(
-                                .aesKeyWrapPad, unwrappingKey: session.handle(for: oldKEK), wrapped: wrapped,
-                                template: KeyTemplate.tenantKeyForRewrapping(usage)
-                            )
-                        } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
-                            throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
-                        }
-                        defer { try? pkcs11.destroyObject(key) }
-                        // SoftHSM 2.6.1 leaves CKA_CHECK_VALUE empty on unwrapped keys; where a
-                        // token reports one, it must be the row's.
-                        let checkValue = try pkcs11.attribute(.checkValue, of: key)
-                        guard checkValue.isEmpty || checkValue == record.checkValue else {
-                            throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
-                        }
-                        let newKEKHandle = try session.handle(for: newKEK)
-                        let blob = try pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: newKEKHandle, key: key)
-                        // The new blob must unwrap under the new KEK before any row points at it.
-                        let check = try pkcs11.unwrapKey(
-                            .aesKeyWrapPad, unwrappingKey: newKEKHandle, wrapped: blob, template: KeyTemplate.tenantKeyUnwrapped(usage)
+                    let current = try await authenticator.mac(record, pool: pool) == record.rowMAC
+                    let authentic = current ? true : try await authenticator.isAuthentic(record, pool: pool)
+                    guard authentic else {
+                        throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
+                    }
+                    var moved = record
+                    if let wrapped = record.wrappedKey, let usage = record.purpose.usage, record.rootKEKVersion != newVersion,
+                       let oldKEK = unwrappingKey(record.purpose, record.rootKEKVersion) {
+                        let newKEK = rootKeys.kek(record.purpose, version: newVersion)
+                        let blob = try await rewrap(record, wrapped: wrapped, usage: usage, from: oldKEK, to: newKEK)
+                        moved = KeyVersionRecord(
+                            tenant: record.tenant, purpose: record.purpose, version: record.version, state: record.state,
+                            wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
+                            checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
+                            retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
+                            destroyedAt: record.destroyedAt
                         )
-                        try? pkcs11.destroyObject(check)
-                        return blob
+                    } else {
+                        if record.wrappedKey == nil { withoutBlob += 1 } else { alreadyCurrent += 1 }
+                        if current { continue }
                     }
-                    let moved = KeyVersionRecord(
-                        tenant: record.tenant, purpose: record.purpose, version: record.version, state: record.state,
-                        wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
-                        checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
-                        retiringUntil: record.retiringUntil, retiredAt: record.retiredAt
-                    )
                     let sealed = try await authenticator.sealed(moved, pool: pool)
-                    let changed = try await database.withTenant(tenant.id, context: "re-wrap key version") { connection in
-                        try await KeyVersionStore.rewrap(sealed, fromKEKVersion: record.rootKEKVersion, on: connection)
+                    let changed = try await database.withTenant(tenant, context: "re-wrap key version") { connection in
+                        try await KeyVersionStore.rewrap(sealed, expectedMAC: record.rowMAC, on: connection)
                     }
-                    if changed { rewrapped += 1; tenantRewrapped += 1 } else { alreadyCurrent += 1 }
+                    guard changed else { throw CustodyError.changedConcurrently(record.tenant, record.purpose, record.version) }
+                    if moved.rootKEKVersion != record.rootKEKVersion {
+                        rewrapped += 1
+                        tenantRewrapped += 1
+                    }
+                    if !current { resealed += 1 }
                 }
-                for purpose in KeyPurpose.allCases { invalidate(tenant.id, purpose) }
+                for purpose in KeyPurpose.allCases { invalidate(tenant, purpose) }
                 if tenantRewrapped > 0 {
                     try await audit.append(
-                        tenant: tenant.id, actor: actor, action: "key.rewrap", target: "root-kek/v\(newVersion)",
+                        tenant: tenant, actor: actor, action: "key.rewrap", target: "root-kek/v\(newVersion)",
                         details: ["versions": "\(tenantRewrapped)"]
                     )
                 }
             }
-            return RewrapReport(tenants: tenants.count, rewrapped: rewrapped, alreadyCurrent: alreadyCurrent, withoutBlob: withoutBlob)
+            return RewrapReport(
+                tenants: tenants.count, rewrapped: rewrapped, alreadyCurrent: alreadyCurrent, withoutBlob: withoutBlob, resealed: resealed
+            )
+        }
+    }
+
+    /// Throws ``CustodyError/rewrapKeyMissing(_:version:)`` unless `unwrappingKey` covers every
+    /// blob that does not name `newVersion` yet. Changes nothing.
+    public func checkRewrapSources(toKEKVersion newVersion: Int, unwrappingKey: @Sendable (KeyPurpose, Int) -> HSMKey?) async throws {
+        try await custody { try Self.check(try await rewrapPlan(), toKEKVersion: newVersion, unwrappingKey: unwrappingKey) }
+    }
+
+    private func rewrapPlan() async throws -> [(tenant: TenantID, records: [KeyVersionRecord])] {
+        var plan = [(tenant: TenantID, records: [KeyVersionRecord])]()
+        for tenant in try await TenantStore(database).list() {
+            let records = try await database.withTenant(tenant.id, context: "read key versions for re-wrap") { connection in
+                try await KeyVersionStore.all(on: connection)
+            }
+            plan.append((tenant.id, records))
+        }
+        return plan
+    }
+
+    private static func check(
+        _ plan: [(tenant: TenantID, records: [KeyVersionRecord])], toKEKVersion newVersion: Int,
+        unwrappingKey: @Sendable (KeyPurpose, Int) -> HSMKey?
+    ) throws {
+        for (_, records) in plan {
+            for record in records where record.wrappedKey != nil && record.rootKEKVersion != newVersion {
+                guard unwrappingKey(record.purpose, record.rootKEKVersion) != nil else {
+                    throw CustodyError.rewrapKeyMissing(record.purpose, version: record.rootKEKVersion)
+                }
+            }
+        }
+    }
+
+    /// One blob from `oldKEK` to `newKEK`, checked by unwrapping it under `newKEK` with the
+    /// pinned template before any row points at it.
+    private func rewrap(_ record: KeyVersionRecord, wrapped: [UInt8], usage: KeyUsage, from oldKEK: HSMKey, to newKEK: HSMKey) async throws -> [UInt8] {
+        try await pool.withSession(.wrap) { session in
+            let pkcs11 = session.pkcs11
+            let key: ObjectHandle
+            do {
+                key = try pkcs11.unwrapKey(
+                    .aesKeyWrapPad, unwrappingKey: session.handle(for: oldKEK), wrapped: wrapped,
+                    template: KeyTemplate.tenantKeyForRewrapping(usage)
+                )
+            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
+                throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
+            }
+            defer { try? pkcs11.destroyObject(key) }
+            // SoftHSM 2.6.1 leaves CKA_CHECK_VALUE empty on unwrapped keys; where a token
+            // reports one, it must be the row's.
+            let checkValue = try pkcs11.attribute(.checkValue, of: key)
+            guard checkValue.isEmpty || checkValue == record.checkValue else {
+                throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
+            }
+            let newKEKHandle = try session.handle(for: newKEK)
+            let blob = try pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: newKEKHandle, key: key)
+            let check = try pkcs11.unwrapKey(.aesKeyWrapPad, unwrappingKey: newKEKHandle, wrapped: blob, template: KeyTemplate.tenantKeyUnwrapped(usage))
+            try? pkcs11.destroyObject(check)
+            return blob
         }
     }
 }

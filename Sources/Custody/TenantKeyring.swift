@@ -175,11 +175,18 @@ public final class TenantKeyring: Sendable {
     }
 
     func hsmKey(for record: KeyVersionRecord) -> HSMKey {
-        if record.purpose == .webhookEd25519, let label = record.tokenLabel {
-            return .tokenObject(label: label, class: .privateKey)
-        }
         let authenticator = self.authenticator
         let rootKeys = self.rootKeys
+        if record.purpose == .webhookEd25519, let label = record.tokenLabel {
+            // The row names the token object; its MAC is checked first, like every other row's.
+            let object = HSMKey.tokenObject(label: label, class: .privateKey)
+            return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)") { session in
+                guard try authenticator.isAuthentic(record, session: session, macKey: try rootKeys.mac.resolve(in: session)) else {
+                    throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
+                }
+                return try object.resolve(in: session)
+            }
+        }
         return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)") { session in
             // Runs in the pool's persistent session, once per pool generation.
             let macKey = try rootKeys.mac.resolve(in: session)
@@ -189,8 +196,9 @@ public final class TenantKeyring: Sendable {
             guard let usage = record.purpose.usage, let wrapped = record.wrappedKey else {
                 throw CustodyError.keyDestroyed(record.tenant, record.purpose, record.version)
             }
-            let kek = try rootKeys.kek(version: record.rootKEKVersion).resolve(in: session)
+            let kek = try rootKeys.kek(record.purpose, version: record.rootKEKVersion).resolve(in: session)
             do {
+                // Exactly the KEK's unwrap template: the token refuses anything else.
                 return try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: wrapped, template: KeyTemplate.tenantKeyUnwrapped(usage))
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
                 // A tampered blob or the wrong KEK answers CKR_GENERAL_ERROR on SoftHSM (DESIGN §4).
@@ -205,7 +213,7 @@ public final class TenantKeyring: Sendable {
     /// row sealed. The clear key never leaves the HSM and is destroyed once wrapped.
     func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState) async throws -> KeyVersionRecord {
         guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
-        let kek = rootKeys.kek()
+        let kek = rootKeys.kek(purpose)
         let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
             let kekHandle = try session.handle(for: kek)
             let key = try session.pkcs11.generateKey(KeyTemplate.generationMechanism(usage), template: KeyTemplate.tenantKeyForWrapping(usage))
@@ -220,7 +228,7 @@ public final class TenantKeyring: Sendable {
     /// into the HSM, wrapped, destroyed.
     func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, importing secret: SecretBytes) async throws -> KeyVersionRecord {
         guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
-        let kek = rootKeys.kek()
+        let kek = rootKeys.kek(purpose)
         let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
             let kekHandle = try session.handle(for: kek)
             let key = try session.pkcs11.createObject(KeyTemplate.importedForWrapping(usage, value: secret))
@@ -234,7 +242,8 @@ public final class TenantKeyring: Sendable {
     private func seal(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, wrapped: [UInt8], checkValue: [UInt8]) async throws -> KeyVersionRecord {
         let record = KeyVersionRecord(
             tenant: tenant, purpose: purpose, version: version, state: state, wrappedKey: wrapped,
-            wrapMechanism: Self.wrapMechanism, rootKEKVersion: rootKeys.kekVersion, checkValue: checkValue, rowMAC: []
+            wrapMechanism: Self.wrapMechanism, rootKEKVersion: rootKeys.kekVersion, checkValue: checkValue, rowMAC: [],
+            activatedAt: state == .active ? .wholeSecondsNow : nil
         )
         return try await authenticator.sealed(record, pool: pool)
     }
@@ -302,25 +311,37 @@ public final class TenantKeyring: Sendable {
         let current = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
         }
-        var updates = [KeyVersionRecord]()
+        let now = Date.wholeSecondsNow
+        var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
         for var old in current where old.state == .active && old.version != pending.version {
+            try await authenticator.verify(old, pool: pool)
+            let expectedMAC = old.rowMAC
             if overlap > .zero {
                 old.state = .retiring
-                old.retiringUntil = Date().addingTimeInterval(Double(overlap.components.seconds))
+                old.retiringUntil = now.addingTimeInterval(Double(overlap.components.seconds))
             } else {
                 old.state = .retired
                 old.retiringUntil = nil
             }
-            updates.append(try await authenticator.sealed(old, pool: pool))
+            old.retiredAt = old.retiredAt ?? now
+            updates.append((try await authenticator.sealed(old, pool: pool), expectedMAC))
         }
         var activated = pending
         activated.state = .active
+        activated.activatedAt = now
         activated = try await authenticator.sealed(activated, pool: pool)
         let oldVersions = updates
         let newVersion = activated
+        let pendingMAC = pending.rowMAC
         try await database.withTenant(tenant, context: "activate key version") { connection in
-            for old in oldVersions { try await KeyVersionStore.update(old, on: connection) }
-            try await KeyVersionStore.update(newVersion, on: connection)
+            for old in oldVersions {
+                guard try await KeyVersionStore.update(old.record, expectedMAC: old.expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, old.record.version)
+                }
+            }
+            guard try await KeyVersionStore.update(newVersion, expectedMAC: pendingMAC, on: connection) else {
+                throw CustodyError.changedConcurrently(tenant, purpose, newVersion.version)
+            }
             try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
         }
         invalidate(tenant, purpose)
@@ -371,15 +392,21 @@ public final class TenantKeyring: Sendable {
     /// Ends a `retiring` version's overlap now: it may only verify or decrypt from here on.
     public func retire(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws {
         try await custody {
-            var row = try await record(tenant, purpose, version: version)
+            var row = try await database.withTenant(tenant, context: "read key version") { connection in
+                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+            try await authenticator.verify(row, pool: pool)
             guard row.state == .retiring else {
                 throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .retired)
             }
+            let expectedMAC = row.rowMAC
             row.state = .retired
             row.retiringUntil = nil
             let sealed = try await authenticator.sealed(row, pool: pool)
             try await database.withTenant(tenant, context: "retire key version") { connection in
-                try await KeyVersionStore.update(sealed, on: connection)
+                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, version)
+                }
             }
             invalidate(tenant, purpose)
             try await audit.append(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)", details: [:])
@@ -394,6 +421,9 @@ public final class TenantKeyring: Sendable {
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
             }
             guard var row = rows.first(where: { $0.version == version }) else { throw CustodyError.unknownKeyVersion(tenant, purpose, version) }
+            // The waiting period is read from the row: only a MAC-valid row is believed.
+            try await authenticator.verify(row, pool: pool)
+            let expectedMAC = row.rowMAC
             guard row.state == .retired else { throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .destroyed) }
             let retiredAt = row.retiredAt ?? .distantFuture
             if Date().timeIntervalSince(retiredAt) < Double(waitingPeriod.components.seconds) {
@@ -411,9 +441,12 @@ public final class TenantKeyring: Sendable {
             row.state = .destroyed
             row.wrappedKey = nil
             row.tokenLabel = nil
+            row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
             try await database.withTenant(tenant, context: "destroy key version") { connection in
-                try await KeyVersionStore.update(sealed, on: connection)
+                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, version)
+                }
             }
             invalidate(tenant, purpose)
             try await audit.append(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(row.checkValue)])

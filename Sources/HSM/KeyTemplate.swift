@@ -29,47 +29,64 @@ public struct KeyUsage: Sendable, Hashable {
 /// creation (`CKA_MODIFIABLE` and `CKA_COPYABLE` false): SoftHSM otherwise lets
 /// `C_SetAttributeValue` or `C_CopyObject` widen an encrypt-only key to decrypt.
 public enum KeyTemplate {
-    /// The root key-encryption key: a private token object that only wraps and unwraps.
-    public static func rootKEK(label: String, id: [UInt8]) -> [Attribute] {
+    /// A root key-encryption key for one usage (one per key purpose), imported from known bytes
+    /// (the key ceremony: drawn from the HSM RNG and split into custodian shares first, or rebuilt
+    /// from shares on restore): a private token object that only wraps and unwraps.
+    ///
+    /// Its `CKA_UNWRAP_TEMPLATE` is ``tenantKeyUnwrapped(_:)``: whoever holds the user PIN can
+    /// unwrap a stored blob only into a sensitive, non-extractable, non-modifiable,
+    /// non-copyable session key with exactly the usage flags of its purpose — never a readable
+    /// key, never an encrypt-only key that decrypts. Its `CKA_WRAP_TEMPLATE` lets it wrap only
+    /// sensitive keys of that very shape. No `CKA_VALUE_LEN` (`C_CreateObject` takes the length
+    /// from the value).
+    public static func rootKEK(label: String, id: [UInt8], value: SecretBytes, usage: KeyUsage) -> [Attribute] {
         [
-            .class(.secretKey), .keyType(.aes), .valueLength(32), .token(true), .private(true),
+            .class(.secretKey), .keyType(.aes), .token(true), .private(true),
             .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
             .wrap(true), .unwrap(true), .encrypt(false), .decrypt(false), .sign(false), .verify(false),
             .derive(false), .label(label), .id(id),
+            .unwrapTemplate(tenantKeyUnwrapped(usage)), .wrapTemplate(wrappable(usage)), .value(value),
         ]
     }
 
-    /// The audit MAC key (and the root MAC that binds `key_versions` rows): HMAC only.
-    public static func rootMAC(label: String, id: [UInt8]) -> [Attribute] {
+    /// The audit MAC key (and the root MAC that binds `key_versions` rows), imported from known
+    /// bytes (see ``rootKEK(label:id:value:usage:)``): HMAC only.
+    public static func rootMAC(label: String, id: [UInt8], value: SecretBytes) -> [Attribute] {
         [
-            .class(.secretKey), .keyType(.genericSecret), .valueLength(32), .token(true), .private(true),
+            .class(.secretKey), .keyType(.genericSecret), .token(true), .private(true),
             .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
             .sign(true), .verify(true), .encrypt(false), .decrypt(false), .wrap(false), .unwrap(false),
-            .derive(false), .label(label), .id(id),
+            .derive(false), .label(label), .id(id), .value(value),
         ]
     }
 
-    /// The root KEK imported from known bytes (the key ceremony: generated from the HSM RNG, split
-    /// into custodian shares, then imported; or rebuilt from shares on restore). The same
-    /// permissions as ``rootKEK(label:id:)``; no `CKA_VALUE_LEN` (`C_CreateObject` takes the
-    /// length from the value).
-    public static func importedRootKEK(label: String, id: [UInt8], value: SecretBytes) -> [Attribute] {
-        rootKEK(label: label, id: id).filter { $0.type != .valueLength } + [.value(value)]
-    }
-
-    /// The root MAC key imported from known bytes (see ``importedRootKEK(label:id:value:)``).
-    public static func importedRootMAC(label: String, id: [UInt8], value: SecretBytes) -> [Attribute] {
-        rootMAC(label: label, id: id).filter { $0.type != .valueLength } + [.value(value)]
+    /// An old root KEK rebuilt from custodian shares for one root-KEK rotation (DESIGN §5): a
+    /// session object of the ceremony's own process, which no other process can reach, that
+    /// only unwraps, and only into ``tenantKeyForRewrapping(_:)`` keys. It dies with the
+    /// ceremony's session. The token's own KEKs never unwrap extractable keys.
+    public static func rewrapKEK(value: SecretBytes, usage: KeyUsage) -> [Attribute] {
+        [
+            .class(.secretKey), .keyType(.aes), .token(false), .private(true),
+            .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
+            .wrap(false), .unwrap(true), .encrypt(false), .decrypt(false), .sign(false), .verify(false),
+            .derive(false), .unwrapTemplate(tenantKeyForRewrapping(usage)), .value(value),
+        ]
     }
 
     /// A tenant key unwrapped under an old root KEK only to be wrapped again under a new one
     /// (root-KEK rotation): a session object, sensitive, extractable for that one wrap, then
-    /// destroyed.
+    /// destroyed. Only a ``rewrapKEK(value:usage:)`` (rebuilt from shares, M-of-N) or a legacy
+    /// KEK being migrated away accepts this template.
     public static func tenantKeyForRewrapping(_ usage: KeyUsage) -> [Attribute] {
         [
             .class(.secretKey), .keyType(usage.keyType), .token(false), .private(true),
             .sensitive(true), .extractable(true), .modifiable(false), .copyable(false),
         ] + usage.attributes
+    }
+
+    /// What a root KEK of `usage` may wrap: a sensitive, extractable key of exactly that usage.
+    static func wrappable(_ usage: KeyUsage) -> [Attribute] {
+        [.class(.secretKey), .keyType(usage.keyType), .sensitive(true), .extractable(true)] + usage.attributes
     }
 
     /// A new tenant key: a session object, sensitive, extractable only so that it can be

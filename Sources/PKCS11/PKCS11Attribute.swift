@@ -33,6 +33,10 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let wrapWithTrusted = Self(rawValue: 0x210)
     public static let ecParams = Self(rawValue: 0x180)
     public static let ecPoint = Self(rawValue: 0x181)
+    /// `CKF_ARRAY_ATTRIBUTE | 0x211`: what a wrapping key may wrap.
+    public static let wrapTemplate = Self(rawValue: 0x4000_0211)
+    /// `CKF_ARRAY_ATTRIBUTE | 0x212`: what every key unwrapped by this key must be.
+    public static let unwrapTemplate = Self(rawValue: 0x4000_0212)
 
     static let names: [UInt: String] = [
         0x000: "CKA_CLASS", 0x001: "CKA_TOKEN", 0x002: "CKA_PRIVATE", 0x003: "CKA_LABEL",
@@ -43,6 +47,7 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
         0x165: "CKA_ALWAYS_SENSITIVE", 0x170: "CKA_MODIFIABLE", 0x171: "CKA_COPYABLE",
         0x172: "CKA_DESTROYABLE", 0x090: "CKA_CHECK_VALUE", 0x086: "CKA_TRUSTED",
         0x210: "CKA_WRAP_WITH_TRUSTED", 0x180: "CKA_EC_PARAMS", 0x181: "CKA_EC_POINT",
+        0x4000_0211: "CKA_WRAP_TEMPLATE", 0x4000_0212: "CKA_UNWRAP_TEMPLATE",
     ]
 
     public var description: String { Self.names[rawValue] ?? "CKA 0x" + String(rawValue, radix: 16) }
@@ -74,6 +79,14 @@ public enum Attribute: Sendable, CustomStringConvertible {
     /// Key material to import. Held as ``SecretBytes`` and never printed.
     case value(SecretBytes)
     case ecParams([UInt8])
+    /// `CKA_LOCAL` (read-only on objects; meaningful inside a wrap template).
+    case local(Bool)
+    /// `CKA_WRAP_TEMPLATE`: a key is wrappable by this key only if it has every one of these
+    /// attributes with the same value.
+    case wrapTemplate([Attribute])
+    /// `CKA_UNWRAP_TEMPLATE`: every unwrap with this key must ask for exactly these values
+    /// (SoftHSM 2.6.1 refuses an unwrap whose template lacks one or differs in its bytes).
+    case unwrapTemplate([Attribute])
 
     public var type: AttributeType {
         switch self {
@@ -100,6 +113,9 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .valueLength: .valueLength
         case .value: .value
         case .ecParams: .ecParams
+        case .local: .local
+        case .wrapTemplate: .wrapTemplate
+        case .unwrapTemplate: .unwrapTemplate
         }
     }
 
@@ -111,6 +127,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .keyType(let keyType): "\(type)=\(keyType.rawValue)"
         case .valueLength(let length): "\(type)=\(length)"
         case .id(let bytes), .ecParams(let bytes): "\(type)=\(bytes.hexString)"
+        case .wrapTemplate(let inner), .unwrapTemplate(let inner): "\(type)=[\(inner.map(\.description).joined(separator: ", "))]"
+        case .local(let flag): "\(type)=\(flag)"
         case .token(let flag), .private(let flag), .sensitive(let flag), .extractable(let flag),
              .modifiable(let flag), .copyable(let flag), .destroyable(let flag), .encrypt(let flag),
              .decrypt(let flag), .wrap(let flag), .unwrap(let flag), .sign(let flag), .verify(let flag),
@@ -130,6 +148,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
              .decrypt(let flag), .wrap(let flag), .unwrap(let flag), .sign(let flag), .verify(let flag),
              .derive(let flag), .trusted(let flag), .wrapWithTrusted(let flag):
             buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
+        case .local(let flag): buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
+        case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.encodeNested(into: buffer)
         case .label(let label): _ = buffer.initializeMemory(as: UInt8.self, from: label.utf8)
         case .id(let bytes), .ecParams(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
         case .value(let secret):
@@ -147,13 +167,26 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .label(let label): label.utf8.count
         case .id(let bytes), .ecParams(let bytes): bytes.count
         case .value(let secret): secret.count
+        case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.nestedLayout.total
         default: MemoryLayout<CK_BBOOL>.size
         }
     }
 
+    /// The length PKCS#11 is told: for an array attribute, the `CK_ATTRIBUTE` array only (its
+    /// values follow it in the same buffer).
+    fileprivate var declaredLength: Int {
+        switch self {
+        case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.count * MemoryLayout<CK_ATTRIBUTE>.stride
+        default: encodedLength
+        }
+    }
+
     fileprivate var isSecret: Bool {
-        if case .value = self { return true }
-        return false
+        switch self {
+        case .value: true
+        case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.contains(where: \.isSecret)
+        default: false
+        }
     }
 }
 
@@ -191,10 +224,44 @@ extension Array where Element == Attribute {
             attributes[index] = CK_ATTRIBUTE(
                 type: CK_ATTRIBUTE_TYPE(attribute.type.rawValue),
                 pValue: UnsafeMutableRawPointer(scratch.baseAddress! + offsets[index]),
-                ulValueLen: CK_ULONG(lengths[index])
+                ulValueLen: CK_ULONG(attribute.declaredLength)
             )
         }
         return try body(isEmpty ? nil : attributes, CK_ULONG(count))
+    }
+}
+
+extension Array where Element == Attribute {
+    /// Where a nested template's parts go in its buffer: the `CK_ATTRIBUTE` array first, then
+    /// each value on an 8-byte boundary.
+    fileprivate var nestedLayout: (offsets: [Int], total: Int) {
+        var running = count * MemoryLayout<CK_ATTRIBUTE>.stride
+        var offsets = [Int]()
+        for attribute in self {
+            running = (running + 7) & ~7
+            offsets.append(running)
+            running += attribute.encodedLength
+        }
+        return (offsets, (running + 7) & ~7)
+    }
+
+    /// Writes a nested template (an array attribute's value) into `buffer`, which stays alive for
+    /// the call: the inner `CK_ATTRIBUTE`s point at values later in the same buffer.
+    fileprivate func encodeNested(into buffer: UnsafeMutableRawBufferPointer) {
+        let layout = nestedLayout
+        // SAFETY: `buffer` starts on an 8-byte boundary (the outer layout aligns every value) and
+        // holds `layout.total` bytes, so the array and each value fit where the layout says.
+        let base = buffer.baseAddress!
+        for (index, attribute) in enumerated() {
+            let slot = UnsafeMutableRawBufferPointer(start: base + layout.offsets[index], count: attribute.encodedLength)
+            attribute.encode(into: slot)
+            let entry = CK_ATTRIBUTE(
+                type: CK_ATTRIBUTE_TYPE(attribute.type.rawValue),
+                pValue: base + layout.offsets[index],
+                ulValueLen: CK_ULONG(attribute.declaredLength)
+            )
+            (base + index * MemoryLayout<CK_ATTRIBUTE>.stride).storeBytes(of: entry, as: CK_ATTRIBUTE.self)
+        }
     }
 }
 

@@ -37,6 +37,8 @@ public enum Mechanism: Sendable, Hashable {
     case aesCMAC
     /// RFC 5649 AES key wrap with padding (0x210A).
     case aesKeyWrapPad
+    /// RFC 3394 AES key wrap without padding (0x2109); Custos never wraps with it, attackers try it.
+    case aesKeyWrap
     case eddsa
     case genericSecretKeyGen
     case aesKeyGen
@@ -50,6 +52,7 @@ public enum Mechanism: Sendable, Hashable {
         case .aesGCM: .aesGCM
         case .aesCMAC: .aesCMAC
         case .aesKeyWrapPad: .aesKeyWrapPad
+        case .aesKeyWrap: .aesKeyWrap
         case .eddsa: .eddsa
         case .genericSecretKeyGen: .genericSecretKeyGen
         case .aesKeyGen: .aesKeyGen
@@ -67,6 +70,7 @@ public enum Mechanism: Sendable, Hashable {
         case .aesCMAC: 16
         case .eddsa: 64
         case .aesKeyWrapPad: encrypting ? ((inputLength + 7) / 8) * 8 + 8 : inputLength
+        case .aesKeyWrap: encrypting ? inputLength + 8 : max(inputLength - 8, 0)
         case .genericSecretKeyGen, .aesKeyGen, .ecEdwardsKeyPairGen: nil
         }
     }

@@ -18,15 +18,20 @@ public struct KeyVersionRecord: Sendable, Hashable {
     public var tokenLabel: String?
     public var rowMAC: [UInt8]
     public var retiringUntil: Date?
-    /// When the version stopped being active (set by the database; read-only here).
-    public let retiredAt: Date?
+    /// When the version became active. Like every lifecycle time it is set by custody (whole
+    /// seconds) and covered by the row MAC, so a database writer cannot shorten a waiting period.
+    public var activatedAt: Date?
+    /// When the version stopped being active.
+    public var retiredAt: Date?
+    public var destroyedAt: Date?
     /// When the version was made (set by the database; nil for a record not yet read back).
     public let createdAt: Date?
 
     public init(
         tenant: TenantID, purpose: KeyPurpose, version: Int, state: KeyState, wrappedKey: [UInt8]?,
         wrapMechanism: String, rootKEKVersion: Int, checkValue: [UInt8], publicKey: [UInt8]? = nil,
-        tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, retiredAt: Date? = nil, createdAt: Date? = nil
+        tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, activatedAt: Date? = nil, retiredAt: Date? = nil,
+        destroyedAt: Date? = nil, createdAt: Date? = nil
     ) {
         self.tenant = tenant
         self.purpose = purpose
@@ -40,7 +45,9 @@ public struct KeyVersionRecord: Sendable, Hashable {
         self.tokenLabel = tokenLabel
         self.rowMAC = rowMAC
         self.retiringUntil = retiringUntil
+        self.activatedAt = activatedAt
         self.retiredAt = retiredAt
+        self.destroyedAt = destroyedAt
         self.createdAt = createdAt
     }
 }
@@ -51,7 +58,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
 public enum KeyVersionStore {
     private static let columns = """
         tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \
-        public_key, token_label, row_mac, retiring_until, retired_at, created_at
+        public_key, token_label, row_mac, retiring_until, activated_at, retired_at, destroyed_at, created_at
         """
 
     public static func insert(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
@@ -61,7 +68,7 @@ public enum KeyVersionStore {
             VALUES (\(record.tenant.rawValue)::uuid, \(record.purpose.rawValue), \(record.version), \(record.state.rawValue),
                 \(record.wrappedKey.map { Data($0) }), \(record.wrapMechanism), \(record.rootKEKVersion), \(Data(record.checkValue)),
                 \(record.publicKey.map { Data($0) }), \(record.tokenLabel), \(Data(record.rowMAC)), \(record.retiringUntil),
-                CASE WHEN \(record.state.rawValue) = 'active' THEN now() END)
+                \(record.activatedAt))
             """, logger: Database.quiet)
     }
 
@@ -87,19 +94,21 @@ public enum KeyVersionStore {
             """, logger: Database.quiet)).first
     }
 
-    /// Changes a version's state (and its MAC, which covers the state), stamping the time.
-    public static func update(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
+    /// Changes a version's state, material and lifecycle times together with its MAC, only if
+    /// the stored MAC is still `expectedMAC` (compare-and-swap: a retire or destroy racing a
+    /// re-wrap never undoes the other's change, and never leaves a row failing its MAC).
+    /// - Returns: whether the row was changed (false: it changed meanwhile, or is gone).
+    public static func update(_ record: KeyVersionRecord, expectedMAC: [UInt8], on connection: PostgresConnection) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE key_versions SET state = \(record.state.rawValue), row_mac = \(Data(record.rowMAC)),
                 retiring_until = \(record.retiringUntil), wrapped_key = \(record.wrappedKey.map { Data($0) }), token_label = \(record.tokenLabel),
-                activated_at = CASE WHEN \(record.state.rawValue) = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END,
-                retired_at = CASE WHEN \(record.state.rawValue) IN ('retiring', 'retired') THEN coalesce(retired_at, now()) ELSE retired_at END,
-                destroyed_at = CASE WHEN \(record.state.rawValue) = 'destroyed' THEN now() ELSE destroyed_at END
+                activated_at = \(record.activatedAt), retired_at = \(record.retiredAt), destroyed_at = \(record.destroyedAt)
             WHERE tenant_id = \(record.tenant.rawValue)::uuid AND purpose = \(record.purpose.rawValue) AND version = \(record.version)
+                AND row_mac = \(Data(expectedMAC))
             RETURNING version
             """, logger: Database.quiet)
-        for try await _ in rows { return }
-        throw StorageError.notFound("key version \(record.purpose.rawValue) v\(record.version)")
+        for try await _ in rows { return true }
+        return false
     }
 
     /// Deletes a version that never became active (a rotation rolled back).
@@ -137,15 +146,16 @@ public enum KeyVersionStore {
     private static func decode(_ rows: PostgresRowSequence) async throws -> [KeyVersionRecord] {
         var records = [KeyVersionRecord]()
         for try await row in rows {
-            let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, retiredAt, createdAt) =
-                try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?, Date).self)
+            let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, activatedAt, retiredAt, destroyedAt, createdAt) =
+                try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?, Date?, Date?, Date).self)
             guard let tenantID = TenantID(tenant), let purposeValue = KeyPurpose(rawValue: purpose), let stateValue = KeyState(rawValue: state) else {
                 throw StorageError.query(sqlState: "XX000", context: "unknown purpose or state in key_versions")
             }
             records.append(KeyVersionRecord(
                 tenant: tenantID, purpose: purposeValue, version: version, state: stateValue, wrappedKey: wrapped.map { Array($0) },
                 wrapMechanism: mechanism, rootKEKVersion: rootVersion, checkValue: Array(checkValue), publicKey: publicKey.map { Array($0) },
-                tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, retiredAt: retiredAt, createdAt: createdAt
+                tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, activatedAt: activatedAt, retiredAt: retiredAt,
+                destroyedAt: destroyedAt, createdAt: createdAt
             ))
         }
         return records

@@ -239,6 +239,16 @@ public enum Migrations {
         GRANT UPDATE (approved_by, approved_at, executed_at) ON destruction_requests TO {service};
         GRANT SELECT, INSERT ON revoked_certificates TO {service};
         """),
+        Migration(version: 6, summary: "check values of the token's root keys, so start-up notices a token that does not match the database", sql: """
+        -- Non-secret: labels and 3-byte check values. Written when the ceremony creates, restores
+        -- or rotates root keys, and at the first start against a token; never updated.
+        CREATE TABLE root_keys (
+            label text PRIMARY KEY CHECK (label ~ '^custos/root/'),
+            check_value bytea NOT NULL,
+            recorded_at timestamptz NOT NULL DEFAULT now()
+        );
+        GRANT SELECT, INSERT ON root_keys TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

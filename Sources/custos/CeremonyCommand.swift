@@ -1,9 +1,11 @@
 import ArgumentParser
 import Ceremony
 import Crypto
+import Custody
 import Foundation
 import HSM
 import PKCS11
+import Storage
 
 /// `custos ceremony …`: the key ceremony (DESIGN §11), run by the compliance team through
 /// scripts/ceremony. Every subcommand talks to the HSM directly and appends to a transcript.
@@ -52,12 +54,29 @@ func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions
     let ceremony = KeyCeremony(pool: pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
     do {
         let result = try await body(ceremony, configuration)
+        try await recordRootKeys(pool: pool, configuration: configuration)
         await pool.shutdown()
         return result
     } catch {
         await pool.shutdown()
         throw error
     }
+}
+
+/// Records the token's root-key check values in the configured database (when there is one),
+/// so that the service later refuses a token that is not this one (``RootKeyCheck``). The
+/// ceremony's work is done by then: a database that cannot record them yet (not migrated, not
+/// reachable) gets a warning, and the service's first start records them instead.
+func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration) async throws {
+    guard configuration.postgres != nil else { return }
+    let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: makeLogger())
+    database.start()
+    do {
+        try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), in: database)
+    } catch {
+        FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
+    }
+    await database.shutdown()
 }
 
 struct CeremonyInitTokenCommand: AsyncParsableCommand {
@@ -94,17 +113,23 @@ struct CeremonyInitTokenCommand: AsyncParsableCommand {
 struct CeremonyGenerateRootCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate-root",
-        abstract: "Generate the root KEK and MAC key, split them M-of-N into share files, import them (local: talks to the HSM directly)."
+        abstract: "Generate the root KEKs (one per key purpose) and MAC key, split them M-of-N into one share set, import them (local: talks to the HSM directly)."
     )
     @OptionGroup var options: LocalOptions
     @OptionGroup var ceremony: CeremonyOptions
     @Option(help: "M: shares needed to restore.") var threshold: Int
     @Option(help: "N: shares written, one per custodian.") var shares: Int
     @Option(help: "Directory for the share files (must exist).") var output: String
+    @Flag(help: "Do nothing when the token already holds root keys (for set-up scripts).") var ifMissing = false
 
     func run() async throws {
-        let outcome = try await withCeremony(options, ceremony) { ceremony, _ in
-            try await ceremony.generateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: self.ceremony.transcript))
+        let outcome: KeyCeremony.Outcome? = try await withCeremony(options, ceremony) { ceremony, _ in
+            if ifMissing, !(try await RootKeyInventory.read(from: ceremony.pool).entries.isEmpty) { return nil }
+            return try await ceremony.generateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: self.ceremony.transcript))
+        }
+        guard let outcome else {
+            print("the token holds root keys already; nothing generated")
+            return
         }
         print("ceremony \(outcome.ceremonyID): \(threshold)-of-\(shares) shares")
         for path in outcome.sharePaths { print("  share file \(path)") }
@@ -166,33 +191,54 @@ struct CeremonyVerifyCommand: AsyncParsableCommand {
 struct CeremonyRotateRootCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rotate-root",
-        abstract: "New root KEK with new M-of-N shares; re-wrap every tenant key under it (local: talks to the HSM and database directly)."
+        abstract: "New root KEKs with new M-of-N shares; re-wrap every tenant key under them (local: talks to the HSM and database directly).",
+        discussion: """
+        The token's KEKs never unwrap a readable key, so the current KEKs are rebuilt from their \
+        custodians' shares (--old-share, M files of the share set that made them) as session-only \
+        keys of this process. On an installation still on the legacy single KEK, no shares are \
+        needed: every key moves to per-purpose KEKs and the legacy KEK is destroyed.
+        """
     )
     @OptionGroup var options: LocalOptions
     @OptionGroup var ceremony: CeremonyOptions
-    @Option(help: "M: shares needed to restore the new KEK.") var threshold: Int?
+    @Option(help: "M: shares needed to restore the new KEKs.") var threshold: Int?
     @Option(help: "N: shares written.") var shares: Int?
     @Option(help: "Directory for the new share files (must exist).") var output: String?
-    @Flag(help: "Only finish re-wrapping under the newest KEK (after an interrupted rotation).") var resume = false
+    @Option(name: .customLong("old-share"), help: "A share file of the current root KEKs (repeat for each custodian present).") var oldShares: [String] = []
+    @Flag(help: "Only finish re-wrapping under the newest KEKs (after an interrupted rotation).") var resume = false
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
         let participants = try ceremony.participants()
         let transcript = CeremonyTranscript(path: ceremony.transcript)
-        try await CustodyContext.withContext(configuration) { context in
+        let shareSets = try groupedShareSets(oldShares)
+        try await CustodyContext.withContext(configuration, verifyRootKeys: false) { context in
             let keyCeremony = KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
             if resume {
-                let (version, report) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring)
-                print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there)")
+                let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
+                print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there, \(report.resealed) resealed)")
+                if !destroyed.isEmpty { print("destroyed the legacy root KEK: \(destroyed.joined(separator: ", "))") }
+                try await recordRootKeys(pool: context.pool, configuration: configuration)
                 return
             }
             guard let threshold, let shares, let output else { throw ValidationError("give --threshold, --shares and --output (or --resume)") }
-            let rotation = try await keyCeremony.rotateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring)
-            print("root KEK v\(rotation.newKEKVersion): ceremony \(rotation.generated.ceremonyID), \(threshold)-of-\(shares) shares")
+            let rotation = try await keyCeremony.rotateRoot(
+                threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring, currentShares: shareSets
+            )
+            try await recordRootKeys(pool: context.pool, configuration: configuration)
+            print("root KEKs v\(rotation.newKEKVersion): ceremony \(rotation.generated.ceremonyID), \(threshold)-of-\(shares) shares")
             for path in rotation.generated.sharePaths { print("  share file \(path)") }
             for key in rotation.generated.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }
-            print("re-wrapped \(rotation.rewrap.rewrapped) key versions of \(rotation.rewrap.tenants) tenants; \(rotation.rewrap.withoutBlob) without a blob keep naming the old KEK")
+            print("re-wrapped \(rotation.rewrap.rewrapped) key versions of \(rotation.rewrap.tenants) tenants (\(rotation.rewrap.resealed) resealed); \(rotation.rewrap.withoutBlob) without a blob keep naming the old version")
+            if !rotation.destroyedLegacyKEKs.isEmpty { print("destroyed the legacy root KEK: \(rotation.destroyedLegacyKEKs.joined(separator: ", "))") }
         }
+    }
+
+    /// Share files grouped by the ceremony that made them (one set each).
+    private func groupedShareSets(_ paths: [String]) throws -> [[String]] {
+        var sets = [String: [String]]()
+        for path in paths { sets[try ShareFile.read(from: path).header.ceremonyID, default: []].append(path) }
+        return sets.keys.sorted().map { sets[$0]! }
     }
 }
 

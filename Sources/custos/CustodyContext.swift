@@ -16,16 +16,27 @@ struct CustodyContext {
     let apiKeys: APIKeyService
     let webhooks: WebhookSigner
 
-    static func withContext<R>(_ configuration: CustosConfiguration, _ body: (CustodyContext) async throws -> R) async throws -> R {
+    /// - Parameter verifyRootKeys: refuse a token whose root keys the database does not know
+    ///   (``RootKeyCheck``); only the root-KEK ceremony, which migrates and records them, skips it.
+    static func withContext<R>(
+        _ configuration: CustosConfiguration, verifyRootKeys: Bool = true, _ body: (CustodyContext) async throws -> R
+    ) async throws -> R {
         let logger = makeLogger()
         let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: logger)
         try await pool.start()
         let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: logger)
         database.start()
         // The newest root keys on the token: after a root-KEK rotation, new tenant keys are
-        // wrapped under the new KEK (older ones stay for rows that still name them).
-        let inventory = try await RootKeyInventory.read(from: pool)
-        let rootKeys = RootKeys(kekVersion: max(1, inventory.newestKEKVersion), macVersion: max(1, inventory.newestMACVersion))
+        // wrapped under the new KEKs (older ones stay for rows that still name them).
+        let inventory: RootKeyInventory
+        do {
+            inventory = verifyRootKeys ? try await RootKeyCheck.verify(pool: pool, database: database) : try await RootKeyInventory.read(from: pool)
+        } catch {
+            await database.shutdown()
+            await pool.shutdown()
+            throw error
+        }
+        let rootKeys = RootKeys(inventory: inventory)
         let audit = AuditLog(pool: pool, database: database, rootKeys: rootKeys, anchorPath: configuration.auditAnchorPath)
         let keyring = TenantKeyring(pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger)
         let context = CustodyContext(

@@ -9,7 +9,7 @@ struct HSMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hsm",
         abstract: "Inspect and test the HSM (local: talks to the PKCS#11 module directly).",
-        subcommands: [HSMStatusCommand.self, HSMSelfTestCommand.self, HSMInitTokenCommand.self, HSMInitRootKeysCommand.self]
+        subcommands: [HSMStatusCommand.self, HSMSelfTestCommand.self, HSMInitTokenCommand.self, HSMCheckRootKeysCommand.self]
     )
 }
 
@@ -188,24 +188,25 @@ struct HSMInitTokenCommand: AsyncParsableCommand {
     }
 }
 
-struct HSMInitRootKeysCommand: AsyncParsableCommand {
+struct HSMCheckRootKeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "init-root-keys",
-        abstract: "Generate the root KEK and root MAC key in the HSM if missing (local; development only).",
+        commandName: "check-root-keys",
+        abstract: "Check the token's root keys against the check values the database recorded (local: talks to the HSM and database directly).",
         discussion: """
-        Keys generated this way are non-extractable and can never be backed up. Production root \
-        keys come from the key ceremony, which splits them into custodian shares first.
+        Refuses (exit 1, with the labels and check values that differ) a token that was not made \
+        for this database, a token still holding the legacy single root KEK, or a token without \
+        root keys; records the check values of keys the database has not seen yet. `custos serve` \
+        runs the same check at start-up.
         """
     )
     @OptionGroup var options: LocalOptions
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
-        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-        try await pool.start()
-        let created = try await RootKeys().createIfMissing(on: pool)
-        await pool.shutdown()
-        print(created.isEmpty ? "root keys present; nothing to do" : "created \(created.joined(separator: ", "))")
+        try await CustodyContext.withContext(configuration) { context in
+            let inventory = try await RootKeyInventory.read(from: context.pool)
+            print("root keys match the database: \(inventory.entries.map(\.label).joined(separator: ", "))")
+        }
     }
 }
 

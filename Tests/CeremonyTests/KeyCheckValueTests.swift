@@ -26,8 +26,8 @@ struct KeyCheckValueTests {
         defer { try? session.close() }
         for seed in 0..<4 as Range<UInt64> {
             let value = try await SeededRandomSource(seed: seed).randomSecret(count: 32)
-            let aes = try session.createObject(KeyTemplate.importedRootKEK(label: "kcv/aes/\(seed)", id: [UInt8(seed)], value: value))
-            let generic = try session.createObject(KeyTemplate.importedRootMAC(label: "kcv/mac/\(seed)", id: [UInt8(seed)], value: value))
+            let aes = try session.createObject(KeyTemplate.rootKEK(label: "kcv/aes/\(seed)", id: [UInt8(seed)], value: value, usage: .encryptOnly))
+            let generic = try session.createObject(KeyTemplate.rootMAC(label: "kcv/mac/\(seed)", id: [UInt8(seed)], value: value))
             #expect(try session.attribute(.checkValue, of: aes) == KeyCheckValue.compute(value, keyType: .aes))
             #expect(try session.attribute(.checkValue, of: generic) == KeyCheckValue.compute(value, keyType: .genericSecret))
             // Imported root keys keep the root templates' protections.

@@ -58,7 +58,8 @@ struct CeremonyFlowTests {
         let ceremonyA = KeyCeremony(pool: poolA, participants: participants, configHash: "test-config", logger: logs.logger)
         let generated = try await ceremonyA.generateRoot(threshold: 3, shares: 5, outputDirectory: directory + "/shares", transcript: transcript)
         #expect(generated.sharePaths.count == 5)
-        #expect(generated.keys.map(\.label) == ["custos/root/kek/v1", "custos/root/mac/v1"])
+        let expectedLabels = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 1) } + ["custos/root/mac/v1"]
+        #expect(generated.keys.map(\.label) == expectedLabels, "one KEK per wrapped purpose and the MAC key, in one share set")
         let recorded = try KeyCeremony.expectedCheckValues(shareFile: generated.sharePaths[0])
         for key in generated.keys {
             #expect(recorded[key.label] == key.checkValue, "share file KCV = token CKA_CHECK_VALUE for \(key.label)")
@@ -66,7 +67,7 @@ struct CeremonyFlowTests {
         }
         // The imported keys carry the root templates' protections.
         let protections = try await poolA.withPersistentSession { session in
-            try ["custos/root/kek/v1", "custos/root/mac/v1"].map { label in
+            try expectedLabels.map { label in
                 let handle = try #require(try session.findObjects([.class(.secretKey), .label(label)]).first)
                 return try [AttributeType.sensitive, .extractable, .modifiable, .copyable, .private, .token].map { try session.boolAttribute($0, of: handle) }
             }
@@ -130,7 +131,7 @@ struct CeremonyFlowTests {
         let auditCheck = try await auditB.verify()
         #expect(auditCheck.isIntact && auditCheck.entriesChecked >= 2, "the audit chain MAC'd on the lost token verifies: \(auditCheck)")
         let comparisons = try await ceremonyB.verify(expected: try await ceremonyB.expectedCheckValues(transcript: transcript), transcript: transcript)
-        #expect(comparisons.count == 2 && comparisons.allSatisfy(\.matches))
+        #expect(comparisons.count == expectedLabels.count && comparisons.allSatisfy(\.matches))
 
         // 5. The transcript: intact, and any change to a line is found at that line.
         let verification = try await transcript.verify(pool: poolB)
@@ -149,19 +150,28 @@ struct CeremonyFlowTests {
         try (dropped.joined(separator: "\n") + "\n").write(toFile: droppedPath, atomically: false, encoding: .utf8)
         #expect(try await CeremonyTranscript(path: droppedPath).verify(pool: poolB).firstBadLine == 3)
         // A recorded KCV that differs from the token's is reported as a mismatch.
-        let foreign = try await ceremonyB.verify(expected: ["custos/root/kek/v1": "000000"], transcript: nil)
-        #expect(foreign.first { $0.label == "custos/root/kek/v1" }?.matches == false)
+        let foreign = try await ceremonyB.verify(expected: [expectedLabels[0]: "000000"], transcript: nil)
+        #expect(foreign.first { $0.label == expectedLabels[0] }?.matches == false)
 
-        // 6. Rotate the root KEK: new shares, every tenant key re-wrapped, still the same keys.
+        // 6. Rotate the root KEKs: without the custodians' shares of the current KEKs it is
+        // refused before anything is written; with three of them, new shares, every tenant key
+        // re-wrapped, still the same keys.
+        let withoutShares = await #expect(throws: CeremonyError.self) {
+            _ = try await ceremonyB.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB)
+        }
+        guard case .custody(.rewrapKeyMissing) = withoutShares else { Issue.record("got \(String(describing: withoutShares))"); return }
+        #expect(try await RootKeyInventory.read(from: poolB).newestKEKVersion == 1, "no new KEK without the old shares")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/rotation").isEmpty, "no share file written")
         let rotation = try await ceremonyB.rotateRoot(
-            threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB
+            threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB,
+            currentShares: [[generated.sharePaths[0], generated.sharePaths[2], generated.sharePaths[4]]]
         )
         #expect(rotation.newKEKVersion == 2)
         let wrappedCount = try await keyringB.versions(tenant.id).filter { $0.wrappedKey != nil }.count
         #expect(rotation.rewrap.rewrapped == wrappedCount && wrappedCount > 0)
         let rows = try await keyringB.versions(tenant.id)
         #expect(rows.filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
-        let again = try await ceremonyB.resumeRewrap(transcript: transcript, keyring: keyringB)
+        let again = try await ceremonyB.resumeRewrap(transcript: transcript, keyring: keyringB, currentShares: [Array(generated.sharePaths.prefix(3))])
         #expect(again.report.rewrapped == 0 && again.report.alreadyCurrent == wrappedCount)
         await poolB.shutdown()
 
@@ -178,7 +188,9 @@ struct CeremonyFlowTests {
         let other = try await keyringC.createTenant(label: "globex", actor: "officer")
         #expect(try await keyringC.versions(other.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
         #expect(try await auditC.verify().isIntact)
-        #expect(try await RootKeyInventory.read(from: poolC).entries.map(\.label) == ["custos/root/kek/v1", "custos/root/kek/v2", "custos/root/mac/v1"], "old KEK kept")
+        let labelsC = Set(try await RootKeyInventory.read(from: poolC).entries.map(\.label))
+        let expectedC = Set(expectedLabels + RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 2) })
+        #expect(labelsC == expectedC, "old KEKs kept beside the new ones")
         let final = try await transcript.verify(pool: poolC)
         #expect(final.isIntact, "\(final)")
         await poolC.shutdown()

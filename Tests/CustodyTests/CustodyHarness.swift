@@ -1,3 +1,4 @@
+import Ceremony
 import Custody
 import CustosModel
 import Foundation
@@ -24,6 +25,8 @@ final class CustodyHarness: Sendable {
     let settings: PostgresSettings
     let anchorPath: String
     let logs: LogCapture
+    /// The share files of the root keys (2 of 3 restore them), as every install has them.
+    let sharePaths: [String]
 
     /// - Parameter createRootKeys: `false` leaves the harness token without root keys (the key
     ///   ceremony test brings its own tokens and uses only the database).
@@ -52,7 +55,19 @@ final class CustodyHarness: Sendable {
             try SessionPool(configuration: token.configuration(), logger: logs.logger)
         }
         try await pool.start()
-        if createRootKeys { _ = try await RootKeys().createIfMissing(on: pool) }
+        // Root keys the way every install makes them: the ceremony, with shares.
+        var sharePaths = [String]()
+        if createRootKeys {
+            let directory = TestEnvironment.directory + "/\(schema).ceremony"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let ceremony = KeyCeremony(
+                pool: pool, participants: try CeremonyParticipants(operatorName: "Test Operator", witnesses: ["Test Witness"]),
+                configHash: "test", logger: logs.logger
+            )
+            sharePaths = try await ceremony.generateRoot(
+                threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl")
+            ).sharePaths
+        }
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
         let audit = AuditLog(pool: pool, database: service, anchorPath: anchorPath)
         let keyring = TenantKeyring(pool: pool, database: service, audit: audit, logger: logs.logger, rotationHook: rotationHook)
@@ -60,13 +75,14 @@ final class CustodyHarness: Sendable {
             token: token, pool: pool, owner: owner, service: service, audit: audit, keyring: keyring,
             apiKeys: APIKeyService(pool: pool, database: service, keyring: keyring, audit: audit, environment: "test", logger: logs.logger),
             webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit),
-            schema: schema, settings: settings, anchorPath: anchorPath, logs: logs
+            schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths
         )
     }
 
     private init(
         token: TestToken, pool: SessionPool, owner: Database, service: Database, audit: AuditLog, keyring: TenantKeyring,
-        apiKeys: APIKeyService, webhooks: WebhookSigner, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture
+        apiKeys: APIKeyService, webhooks: WebhookSigner, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture,
+        sharePaths: [String]
     ) {
         self.token = token
         self.pool = pool
@@ -80,6 +96,7 @@ final class CustodyHarness: Sendable {
         self.settings = settings
         self.anchorPath = anchorPath
         self.logs = logs
+        self.sharePaths = sharePaths
     }
 
     /// A second service database client on the same schema, as another instance would have.

@@ -68,7 +68,8 @@ public enum StatusMapping {
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
-        case .rootKeyMissing:
+        case .changedConcurrently: return RPCError(code: .aborted, message: error.description)
+        case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rewrapKeyMissing:
             logger.error("root key missing", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .unavailable, message: "HSM not ready: \(error.description)")
         case .hsm(let inner): return hsm(inner, method: method, logger: logger)

@@ -1,0 +1,55 @@
+public import HSM
+public import Storage
+
+/// Start-up's check that the token and the database belong together (DESIGN §5): the
+/// database records every root key's check value; a token whose keys differ — e.g. one
+/// recreated by set-up over a database that outlived it — is refused with the labels and check
+/// values that differ, before any call can fail half-way.
+public enum RootKeyCheck {
+    /// Checks the token's root keys against the database's record and records any the
+    /// database has not seen yet (first start, or keys the ceremony just made or restored).
+    /// - Returns: the token's root keys.
+    /// - Throws: ``CustodyError/legacyRootKEKPresent(versions:)`` while the permissive legacy
+    ///   KEK is on the token; ``CustodyError/rootKeyMissing(_:)`` when the token has no complete
+    ///   set of root keys; ``CustodyError/rootKeysDoNotMatch(_:)`` when a recorded key is
+    ///   missing or differs.
+    @discardableResult
+    public static func verify(pool: SessionPool, database: Database) async throws -> RootKeyInventory {
+        try await custody {
+            let inventory = try await RootKeyInventory.read(from: pool)
+            let legacy = inventory.legacyKEKVersions
+            guard legacy.isEmpty else { throw CustodyError.legacyRootKEKPresent(versions: legacy) }
+            let newest = inventory.newestKEKVersion
+            for purpose in RootKeys.wrappedPurposes where inventory.entry(label: RootKeys.kekLabel(purpose, version: max(newest, 1))) == nil {
+                throw CustodyError.rootKeyMissing(RootKeys.kekLabel(purpose, version: max(newest, 1)))
+            }
+            guard inventory.newestMACVersion > 0 else { throw CustodyError.rootKeyMissing(RootKeys.macLabel(version: 1)) }
+            let recorded = try await database.withTransaction(context: "read root key check values") { connection in
+                try await RootKeyStore.all(on: connection)
+            }
+            var mismatches = [RootKeyMismatch]()
+            for (label, checkValue) in recorded.sorted(by: { $0.key < $1.key }) {
+                // A legacy KEK recorded before the migration is gone on purpose.
+                if RootKeyInventory.parse(label)?.kind == .legacyKEK { continue }
+                let onToken = inventory.entry(label: label)?.checkValue
+                if onToken != checkValue {
+                    mismatches.append(RootKeyMismatch(label: label, recorded: lowercaseHex(checkValue), onToken: onToken.map(lowercaseHex)))
+                }
+            }
+            guard mismatches.isEmpty else { throw CustodyError.rootKeysDoNotMatch(mismatches) }
+            try await record(inventory, in: database)
+            return inventory
+        }
+    }
+
+    /// Records the check values of `inventory`'s keys the database has not recorded yet.
+    public static func record(_ inventory: RootKeyInventory, in database: Database) async throws {
+        try await custody {
+            try await database.withTransaction(context: "record root key check values") { connection in
+                for entry in inventory.entries where entry.kind != .legacyKEK {
+                    try await RootKeyStore.record(label: entry.label, checkValue: entry.checkValue, on: connection)
+                }
+            }
+        }
+    }
+}
