@@ -29,6 +29,9 @@ struct CustosConfiguration: Codable {
         var host: String
         var port: Int
         var metricsPort: Int?
+        /// Where /metrics listens: loopback unless set, even when the RPC listens elsewhere
+        /// (metrics name tenants and error rates; scrape them locally or through a proxy).
+        var metricsHost: String?
         var serverCertificate: String?
         var serverKey: String?
         /// The CA client certificates must chain to, and that the CLI trusts for the server.

@@ -20,8 +20,12 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: LocalOptions
     @Option(help: "Listen on this port instead of the configured one (0: any free port).") var port: Int?
     @Option(help: "Serve /metrics on this port instead of the configured one (0: any free port).") var metricsPort: Int?
+    @Option(help: "Serve /metrics on this address instead of the configured one (default 127.0.0.1, whatever the RPC listens on).") var metricsHost: String?
     @Flag(help: "Serve plaintext instead of mutual TLS — on loopback only, for development.") var plaintextLoopback = false
     @Option(help: "Write the bound address (host:port) to this file once listening (for scripts).") var addressFile: String?
+
+    /// /metrics stays on loopback unless an operator opens it on purpose.
+    static let defaultMetricsHost = "127.0.0.1"
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
@@ -52,7 +56,8 @@ struct ServeCommand: AsyncParsableCommand {
                 pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
                 apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
             )
-            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: rpc.host, port: $0, registry: registry) }
+            let metricsHost = metricsHost ?? rpc.metricsHost ?? Self.defaultMetricsHost
+            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
             try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
                 if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
             }
