@@ -24,9 +24,6 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Serve plaintext instead of mutual TLS — on loopback only, for development.") var plaintextLoopback = false
     @Option(help: "Write the bound address (host:port) to this file once listening (for scripts).") var addressFile: String?
 
-    /// /metrics stays on loopback unless an operator opens it on purpose.
-    static let defaultMetricsHost = "127.0.0.1"
-
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let rpc = configuration.rpc else {
@@ -56,7 +53,8 @@ struct ServeCommand: AsyncParsableCommand {
                 pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
                 apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
             )
-            let metricsHost = metricsHost ?? rpc.metricsHost ?? Self.defaultMetricsHost
+            // Loopback unless an operator opens it on purpose.
+            let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
             let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
             try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
                 if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
