@@ -58,10 +58,13 @@ public final class VerificationService: Sendable {
     /// A subject that already has a template (of any key version) is replaced only when the
     /// caller says so with `replacing`: otherwise whoever can open a session for a subject
     /// could swap the face it is checked against. A replacement is audited (after the commit).
+    /// - Parameter actor: who asked, as the audit log names callers.
     /// - Returns: the subject's reference.
     /// - Throws: ``VerificationError/alreadyEnrolled`` when the subject has a template and
     ///   `replacing` is false (nothing is written; the session stays open).
-    public func enrol(tenant: TenantID, session: UUID, token: BiometricToken, replacing: Bool = false) async throws -> SubjectReference {
+    public func enrol(
+        tenant: TenantID, session: UUID, token: BiometricToken, replacing: Bool = false, actor: String = "custos"
+    ) async throws -> SubjectReference {
         let now = now()
         let instance = instance
         let (subject, replaced) = try await database.withTenant(tenant, context: "enrol in session") { connection in
@@ -78,7 +81,7 @@ public final class VerificationService: Sendable {
         galleryEnrol(tenant, subject.value, token)
         if !replaced.isEmpty {
             // No subject reference in the log (DESIGN §9): the session names the event.
-            try await audit?.record(tenant: tenant, actor: "custos", action: "subject.reenrol", target: "session:" + session.uuidString.lowercased(), details: [
+            try await audit?.record(tenant: tenant, actor: actor, action: "subject.reenrol", target: "session:" + session.uuidString.lowercased(), details: [
                 "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
             ])
         }

@@ -101,6 +101,7 @@ struct RPCOracleTests {
                 try await AuditLogStore.entries(after: 0, limit: 10_000, on: connection)
             }.filter { $0.action == "subject.reenrol" }
             #expect(entries.count == 1)
+            #expect(entries.first?.actor == "frontend:demo", "the audit names the front-end that asked")
         }
     }
 }

@@ -110,7 +110,9 @@ public struct VerificationHandler: Custos_V1_Verification.SimpleServiceProtocol 
         let tenant = try Caller.requireTenant()
         let session = try RequestFields.uuid(request.sessionID, field: "session_id")
         let features = try FeatureVector(request.features)
-        let enrolled = try await flow.enrol(tenant: tenant, session: session, features: features, replacing: replacing)
+        let enrolled = try await flow.enrol(
+            tenant: tenant, session: session, features: features, replacing: replacing, actor: Caller.current?.actor ?? "custos"
+        )
         return .with {
             $0.subjectReference = enrolled.subject.value
             $0.keyVersion = UInt32(enrolled.keyVersion)
