@@ -26,6 +26,15 @@ public enum VerificationAttemptStore {
         throw StorageError.notFound("verification attempt row")
     }
 
+    /// Forgets counters whose window started at or before `cutoff` (ended windows: the limit no
+    /// longer needs them, and each names a subject). - Returns: rows deleted.
+    @discardableResult
+    public static func deleteEnded(windowStartedBy cutoff: Date, on connection: PostgresConnection) async throws -> Int {
+        try await connection.query(
+            "DELETE FROM verification_attempts WHERE window_start <= \(cutoff) RETURNING 1", logger: Database.quiet
+        ).collect().count
+    }
+
     /// Forgets the subjects' counters (erasure).
     @discardableResult
     public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {

@@ -14,7 +14,7 @@ struct BiometricOracleTests {
     static let face: [Float] = (0..<128).map { Float(sin(Double($0) * 0.61)) }
     static let otherFace: [Float] = (0..<128).map { Float(cos(Double($0) * 1.37 + 0.4)) }
 
-    @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure forgets the counter")
+    @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure and retention forget counters")
     func attemptLimit() async throws {
         let custody = try await CustodyHarness.make("attempts")
         let verification = VerificationHarness(custody, attemptLimit: VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)))
@@ -50,6 +50,8 @@ struct BiometricOracleTests {
         #expect(try await verification.count("verification_attempts", tenant: tenant) == 2)
         _ = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("cand-1"), actor: "dpo")
         #expect(try await verification.count("verification_attempts", tenant: tenant) == 1, "erasure removes the subject's counter")
+        _ = try await verification.retention.run(tenant: tenant)
+        #expect(try await verification.count("verification_attempts", tenant: tenant) == 0, "retention removes counters of ended windows")
         await custody.shutdown()
     }
 
