@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import RPC
 import Tokenization
+import Verification
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,6 +48,20 @@ struct ServeCommand: AsyncParsableCommand {
         let endpoint = ServerEndpoint(host: rpc.host, port: port ?? rpc.port, tls: tls)
         var settings = RPCSettings()
         if let notice = rpc.noticeVersion { settings.noticeVersion = notice }
+        if rpc.verificationAttemptsPerSubject != nil || rpc.verificationAttemptWindowSeconds != nil {
+            let attempts = rpc.verificationAttemptsPerSubject ?? settings.verificationAttempts.attempts
+            let seconds = rpc.verificationAttemptWindowSeconds ?? Int(settings.verificationAttempts.window.components.seconds)
+            guard attempts > 0, seconds > 0 else {
+                throw LocalError.configurationInvalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
+            }
+            settings.verificationAttempts = VerificationAttemptLimit(attempts: attempts, window: .seconds(seconds))
+        }
+        if let bytes = rpc.galleryMemoryBytes {
+            guard bytes >= TokenGallery.bytesPerSubject else {
+                throw LocalError.configurationInvalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
+            }
+            settings.galleryMemoryLimit = bytes
+        }
         let addressFile = addressFile
         try await CustodyContext.withContext(configuration) { context in
             let services = CustosServices(
