@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "Tokenization",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody", "CSystemShims",
+                "CustosModel", "HSM", "PKCS11", "Custody", "Storage", "CSystemShims",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

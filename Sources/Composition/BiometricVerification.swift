@@ -18,11 +18,15 @@ public struct BiometricVerification: Sendable {
         self.tokenizer = tokenizer
     }
 
-    /// Enrols the session's candidate.
+    /// Enrols the session's candidate; `replacing` must be true to replace the template of an
+    /// already enrolled subject (audited, naming `actor`).
     /// - Returns: the subject's pseudonymous reference and the biometric key version used.
-    public func enrol(tenant: TenantID, session: UUID, features: FeatureVector) async throws -> (subject: SubjectReference, keyVersion: Int) {
+    /// - Throws: ``VerificationError/alreadyEnrolled`` for an enrolled subject without `replacing`.
+    public func enrol(
+        tenant: TenantID, session: UUID, features: FeatureVector, replacing: Bool = false, actor: String = "custos"
+    ) async throws -> (subject: SubjectReference, keyVersion: Int) {
         let token = try await tokenize(features, tenant: tenant, session: session)
-        return (try await core.enrol(tenant: tenant, session: session, token: token), token.keyVersion)
+        return (try await core.enrol(tenant: tenant, session: session, token: token, replacing: replacing, actor: actor), token.keyVersion)
     }
 
     /// Verifies the session's candidate 1:1 against their enrolment.

@@ -1,4 +1,5 @@
 public import Custody
+import Foundation
 public import CustosModel
 public import HSM
 public import Verification
@@ -14,22 +15,41 @@ public struct CustodySubjectReferencer: SubjectReferencing {
         self.keyring = keyring
     }
 
+    /// The external id is Unicode-normalised (NFC) before the HMAC, so "é" typed as U+00E9 or as
+    /// "e" + U+0301 names one subject. References written before normalisation (the id's bytes
+    /// as sent) are still found: the NFD and as-sent forms follow the NFC one when they differ,
+    /// so export and erasure reach them too. New references are always the NFC form (first).
     public func references(for externalID: PersonalText, tenant: TenantID) async throws -> [SubjectReference] {
         let versions = try await keyring.versions(tenant)
             .filter { $0.purpose == .pii && ($0.state == .active || $0.state == .retiring || $0.state == .retired) }
             .sorted { ($0.state == .active ? 1 : 0, $0.version) > ($1.state == .active ? 1 : 0, $1.version) }
+        let forms = Self.lookupForms(externalID.value)
         var references = [SubjectReference]()
         for record in versions {
             let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
-            let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(externalID)) }
-            references.append(SubjectReference(value: "v\(version):" + lowercaseHex(mac), piiVersion: version))
+            for form in forms {
+                let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(form)) }
+                references.append(SubjectReference(value: "v\(version):" + lowercaseHex(mac), piiVersion: version))
+            }
         }
         return references
     }
 
+    /// NFC first (what new references are made of), then the other byte sequences an id may
+    /// have been stored under before normalisation: NFD and the id as sent. Compared by bytes
+    /// (Swift's `==` on strings ignores the difference).
+    public static func lookupForms(_ externalID: String) -> [[UInt8]] {
+        var forms = [[UInt8]]()
+        for form in [externalID.precomposedStringWithCanonicalMapping, externalID.decomposedStringWithCanonicalMapping, externalID] {
+            let bytes = Array(form.utf8)
+            if !forms.contains(bytes) { forms.append(bytes) }
+        }
+        return forms
+    }
+
     /// Domain-separated, so a `pii` HMAC of an external id never equals one made for another use.
-    static func message(_ externalID: PersonalText) -> [UInt8] {
-        Array("custos/subject/v1\0".utf8) + Array(externalID.value.utf8)
+    static func message(_ externalID: [UInt8]) -> [UInt8] {
+        Array("custos/subject/v1\0".utf8) + externalID
     }
 }
 

@@ -249,6 +249,45 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT ON root_keys TO {service};
         """),
+        Migration(version: 8, summary: "shared tokenization budgets; per-subject verification attempts", sql: """
+        -- One token bucket per tenant, shared by every instance: instances lease tokens from it
+        -- in blocks (one short transaction per block), so neither a second instance nor a
+        -- restart grants a fresh budget. Refills are computed from the database clock.
+        CREATE TABLE tokenization_budgets (
+            tenant_id uuid PRIMARY KEY REFERENCES tenants (id),
+            tokens double precision NOT NULL CHECK (tokens >= 0),
+            refilled_at timestamptz NOT NULL,
+            refusal_audited_at timestamptz
+        );
+
+        -- Verification attempts per subject in a fixed window, counted in the transaction that
+        -- records the verification (DESIGN §6: the decision is an oracle; hill-climbing needs
+        -- many attempts against one subject).
+        CREATE TABLE verification_attempts (
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            subject_ref text NOT NULL,
+            window_start timestamptz NOT NULL,
+            attempts integer NOT NULL CHECK (attempts >= 0),
+            PRIMARY KEY (tenant_id, subject_ref)
+        );
+
+        ALTER TABLE tokenization_budgets ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE tokenization_budgets FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON tokenization_budgets
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+
+        ALTER TABLE verification_attempts ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE verification_attempts FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON verification_attempts
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+
+        GRANT SELECT, INSERT ON tokenization_budgets TO {service};
+        GRANT UPDATE (tokens, refilled_at, refusal_audited_at) ON tokenization_budgets TO {service};
+        GRANT SELECT, INSERT, DELETE ON verification_attempts TO {service};
+        GRANT UPDATE (window_start, attempts) ON verification_attempts TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -36,27 +36,31 @@ public enum TemplateStore {
         return nil
     }
 
-    /// Every token of one key version of the tenant in scope (to load the 1:N gallery).
-    public static func all(keyVersion: Int, on connection: PostgresConnection) async throws -> [(subject: String, token: BiometricToken)] {
+    /// The tokens of one key version of the tenant in scope (to load the 1:N gallery): the
+    /// `limit` most recently used, least recent first (so a gallery's LRU order follows).
+    public static func all(keyVersion: Int, limit: Int = .max, on connection: PostgresConnection) async throws -> [(subject: String, token: BiometricToken)] {
         var result = [(subject: String, token: BiometricToken)]()
         let rows = try await connection.query("""
             SELECT subject_ref, token FROM templates WHERE key_version = \(keyVersion)
+            ORDER BY last_used_at DESC, subject_ref LIMIT \(Int64(clamping: limit))
             """, logger: Database.quiet)
         for try await (subject, bytes) in rows.decode((String, Data).self) {
             if let token = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes)) { result.append((subject, token)) }
         }
-        return result
+        return result.reversed()
     }
 
-    /// Which of `subjects` still have a template of `keyVersion` (identification re-checks its
-    /// in-memory candidates, so an erased subject is never returned by a stale gallery).
-    public static func existing(subjects: [String], keyVersion: Int, on connection: PostgresConnection) async throws -> Set<String> {
-        guard !subjects.isEmpty else { return [] }
-        var found = Set<String>()
+    /// The tokens of `subjects` of one key version (identification re-scores its in-memory
+    /// candidates with them; a subject erased meanwhile is simply absent).
+    public static func tokens(subjects: [String], keyVersion: Int, on connection: PostgresConnection) async throws -> [String: BiometricToken] {
+        guard !subjects.isEmpty else { return [:] }
+        var found = [String: BiometricToken]()
         let rows = try await connection.query("""
-            SELECT subject_ref FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
+            SELECT subject_ref, token FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
-        for try await subject in rows.decode(String.self) { found.insert(subject) }
+        for try await (subject, bytes) in rows.decode((String, Data).self) {
+            found[subject] = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes))
+        }
         return found
     }
 
@@ -69,6 +73,16 @@ public enum TemplateStore {
             """, logger: Database.quiet)
         for try await subject in rows.decode(String.self) { return subject }
         return nil
+    }
+
+    /// The key versions the subject has templates of (empty: not enrolled).
+    public static func keyVersions(subject: String, on connection: PostgresConnection) async throws -> [Int] {
+        var versions = [Int]()
+        let rows = try await connection.query("""
+            SELECT key_version FROM templates WHERE subject_ref = \(subject) ORDER BY key_version
+            """, logger: Database.quiet)
+        for try await version in rows.decode(Int.self) { versions.append(version) }
+        return versions
     }
 
     public static func touch(subject: String, on connection: PostgresConnection) async throws {

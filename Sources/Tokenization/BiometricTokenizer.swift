@@ -66,12 +66,10 @@ public final class BiometricTokenizer: Sendable {
     }
 
     /// The token of `features` for `tenant` under its active biometric version (or `version`).
-    /// - Throws: ``TokenizationError`` (rate limit), ``CustodyError`` (keys, HSM, database).
+    /// - Throws: ``TokenizationError`` (rate limit), ``CustodyError`` (keys, HSM, database),
+    ///   `StorageError` (the shared budget cannot be read).
     public func tokenize(_ features: FeatureVector, tenant: TenantID, version: Int? = nil) async throws -> BiometricToken {
-        if let limiter, !limiter.allow(tenant) {
-            try await limiter.recordRefusal(tenant)
-            throw TokenizationError.rateLimited(tenant)
-        }
+        try await limiter?.acquire(tenant)
         let keys = try await keys(tenant, version)
         let hashing = try await projection(tenant: tenant, keys: keys, dimension: features.dimension)
         let symbols = try hashing.symbols(for: features)

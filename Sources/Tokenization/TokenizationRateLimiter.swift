@@ -1,69 +1,115 @@
 public import Custody
 public import CustosModel
+public import Storage
 import Synchronization
 
-/// A per-tenant token bucket for tokenizations: `perSecond` sustained, `burst` at once (a
-/// tenant's own budget, from its policy, replaces the default). Hitting it is audited (at most
-/// once a minute per tenant, so an attack does not flood the log).
+/// The per-tenant tokenization budget (DESIGN §6), shared by every instance and kept across
+/// restarts: the bucket is a PostgreSQL row per tenant (``TokenizationBudgetStore``). An
+/// instance leases tokens from it in blocks — one short transaction per block, not per call —
+/// and spends them locally. Whatever all instances spend together never exceeds what the shared
+/// bucket released (burst + rate × time); a lease an instance does not use within
+/// ``leaseLifetime`` is dropped, not returned (the safe direction: it under-spends).
+///
+/// A tenant's own budget (its policy, ``setBudget(_:perMinute:)``) replaces the default.
+/// Hitting the budget is audited at most once a minute per tenant, across instances (the time
+/// of the last audit is kept in the same row).
 public final class TokenizationRateLimiter: Sendable {
-    public let perSecond: Double
-    public let burst: Double
+    public let defaultBudget: TokenizationBudget
+    /// The most tokens one lease takes (a block is also at most a tenth of the burst).
+    public let maximumBlock: Int
+    public let leaseLifetime: Duration
+    let database: Database
     let audit: AuditLog?
-    let clock: @Sendable () -> Double
-    private let buckets = Mutex([TenantID: (tokens: Double, at: Double, lastAudit: Double)]())
-    private let budgets = Mutex([TenantID: (perSecond: Double, burst: Double)]())
+    private let leases = Mutex([TenantID: Lease]())
+    private let budgets = Mutex([TenantID: TokenizationBudget]())
 
-    /// - Parameter clock: seconds on a monotonic scale (injectable for tests; default: the
-    ///   continuous clock).
-    public init(perSecond: Double, burst: Double, audit: AuditLog?, clock: (@Sendable () -> Double)? = nil) {
-        self.perSecond = perSecond
-        self.burst = burst
+    struct Lease {
+        var tokens = 0
+        var until: ContinuousClock.Instant
+        /// After a refusal: refuse locally until then, without asking the database again (an
+        /// attacker's flood must not become a flood of transactions).
+        var refusedUntil: ContinuousClock.Instant?
+    }
+
+    public init(
+        database: Database, defaultBudget: TokenizationBudget, audit: AuditLog?, maximumBlock: Int = 1_000,
+        leaseLifetime: Duration = .seconds(10)
+    ) {
+        self.database = database
+        self.defaultBudget = defaultBudget
         self.audit = audit
-        let origin = ContinuousClock.now
-        self.clock = clock ?? {
-            let elapsed = ContinuousClock.now - origin
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        }
+        self.maximumBlock = max(1, maximumBlock)
+        self.leaseLifetime = leaseLifetime
     }
 
     /// Sets `tenant`'s budget: `perMinute` sustained, bursts of up to 5 seconds' worth.
     public func setBudget(_ tenant: TenantID, perMinute: Int) {
-        let perSecond = Double(perMinute) / 60
-        let budget = (perSecond: perSecond, burst: max(1, (perSecond * 5).rounded(.down)))
-        budgets.withLock { budgets in
-            if budgets[tenant]?.perSecond != budget.perSecond { budgets[tenant] = budget }
-        }
+        setBudget(tenant, TokenizationBudget(perMinute: perMinute))
     }
 
-    /// Takes one tokenization from `tenant`'s bucket, if there is one.
-    public func allow(_ tenant: TenantID) -> Bool {
-        let now = clock()
-        let (perSecond, burst) = budgets.withLock { $0[tenant] } ?? (self.perSecond, self.burst)
-        return buckets.withLock { buckets in
-            var bucket = buckets[tenant] ?? (burst, now, -.infinity)
-            bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * perSecond)
-            bucket.at = now
-            let allowed = bucket.tokens >= 1
-            if allowed { bucket.tokens -= 1 }
-            buckets[tenant] = bucket
-            return allowed
-        }
+    public func setBudget(_ tenant: TenantID, _ budget: TokenizationBudget) {
+        budgets.withLock { $0[tenant] = budget }
     }
 
-    /// Audits a refusal, at most once a minute per tenant.
-    func recordRefusal(_ tenant: TenantID) async throws {
-        let now = clock()
-        let due = buckets.withLock { buckets -> Bool in
-            guard var bucket = buckets[tenant], now - bucket.lastAudit >= 60 else { return false }
-            bucket.lastAudit = now
-            buckets[tenant] = bucket
+    /// The tokens one lease asks for under `budget`: a tenth of the burst (so several
+    /// instances can share a burst), at least one, at most ``maximumBlock``.
+    public func blockSize(_ budget: TokenizationBudget) -> Int {
+        max(1, min(maximumBlock, Int((budget.burst / 10).rounded(.down))))
+    }
+
+    /// Takes one tokenization from `tenant`'s budget.
+    /// - Throws: ``TokenizationError/rateLimited(_:)`` when the budget is spent;
+    ///   ``StorageError`` when the shared bucket cannot be read.
+    public func acquire(_ tenant: TenantID) async throws {
+        let now = ContinuousClock.now
+        let local = leases.withLock { leases -> Bool? in
+            guard var lease = leases[tenant] else { return nil }
+            if let refused = lease.refusedUntil, now < refused { return false }
+            guard lease.tokens > 0, now < lease.until else { return nil }
+            lease.tokens -= 1
+            leases[tenant] = lease
             return true
         }
-        guard due, let audit else { return }
-        let (perSecond, burst) = budgets.withLock { $0[tenant] } ?? (self.perSecond, self.burst)
-        try await audit.append(
-            tenant: tenant, actor: "custos", action: "tokenization.rate_limited", target: tenant.rawValue,
-            details: ["per_second": "\(perSecond)", "burst": "\(burst)"]
-        )
+        if let local {
+            if local { return }
+            throw TokenizationError.rateLimited(tenant)
+        }
+        let budget = budgets.withLock { $0[tenant] } ?? defaultBudget
+        let block = blockSize(budget)
+        let (granted, wait, auditDue) = try await database.withTenant(tenant, context: "lease tokenization budget") { connection in
+            let row = try await TokenizationBudgetStore.lock(tenant: tenant, burst: budget.burst, on: connection)
+            var bucket = TokenBucket(tokens: row.tokens, at: row.refilledAt)
+            bucket.refill(to: row.now, budget: budget)
+            let granted = bucket.take(upTo: block)
+            let auditDue = granted == 0 && (row.refusalAuditedAt.map { row.now - $0 >= 60 } ?? true)
+            try await TokenizationBudgetStore.update(
+                tenant: tenant, tokens: bucket.tokens, refilledAt: bucket.at,
+                refusalAuditedAt: auditDue ? row.now : row.refusalAuditedAt, on: connection
+            )
+            return (granted, bucket.secondsUntilNextToken(budget), auditDue)
+        }
+        let leasedAt = ContinuousClock.now
+        leases.withLock { leases in
+            var lease = leases[tenant] ?? Lease(until: leasedAt + leaseLifetime)
+            if leasedAt >= lease.until { lease.tokens = 0 }
+            if granted > 0 {
+                // This call spends one; the rest joins whatever is left of the lease.
+                lease.tokens += granted - 1
+                lease.until = leasedAt + leaseLifetime
+                lease.refusedUntil = nil
+            } else {
+                // At most a second, so a raised budget takes effect quickly.
+                lease.refusedUntil = leasedAt + .milliseconds(Int(min(1, wait) * 1000))
+            }
+            leases[tenant] = lease
+        }
+        guard granted == 0 else { return }
+        if auditDue, let audit {
+            try await audit.append(
+                tenant: tenant, actor: "custos", action: "tokenization.rate_limited", target: tenant.rawValue,
+                details: ["per_second": "\(budget.perSecond)", "burst": "\(budget.burst)"]
+            )
+        }
+        throw TokenizationError.rateLimited(tenant)
     }
 }

@@ -3,7 +3,8 @@ public import Foundation
 public import Storage
 
 /// Deletes fingerprints with no activity (enrolment or 1:1 match) for longer than each
-/// tenant's retention period (default 90 days). Session metadata stays for the audit trail.
+/// tenant's retention period (default 90 days), and verification-attempt counters whose window
+/// has ended. Session metadata stays for the audit trail.
 /// The clock is injected, so a test can run the job "100 days later".
 public struct RetentionJob: Sendable {
     let database: Database
@@ -27,7 +28,9 @@ public struct RetentionJob: Sendable {
             let policy = try await core.policies.policy(tenant)
             let cutoff = now().addingTimeInterval(-Double(policy.retentionDays) * 86_400)
             let notice = core.galleryChange(tenant, .reset)
+            let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
             let count = try await database.withTenant(tenant, context: "retention") { connection in
+                try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, on: connection)
                 let count = try await TemplateStore.deleteInactive(since: cutoff, on: connection)
                 if count > 0 { try await TemplateStore.notify(notice, on: connection) }
                 return count

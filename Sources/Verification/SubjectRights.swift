@@ -72,6 +72,8 @@ public final class SubjectRights: Sendable {
         let counts = try await database.withTenant(tenant, context: "erase subject") { connection in
             let templates = try await TemplateStore.delete(subjects: references, on: connection)
             let sessions = try await SessionStore.delete(subjects: references, on: connection)
+            // The attempt counters name the subject too.
+            try await VerificationAttemptStore.delete(subjects: references, on: connection)
             for notice in notices { try await TemplateStore.notify(notice, on: connection) }
             return ErasureCounts(templates: templates, sessions: sessions)
         }

@@ -12,7 +12,11 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     /// Tokenizations a minute, sustained (bursts of up to 5 seconds' worth).
     public let tokenizationsPerMinute: Int
 
-    public static let `default` = TenantPolicy(unchecked: .default, retentionDays: 90, tokenizationsPerMinute: 600_000)
+    /// 6,000 tokenizations a minute (100/s, bursts of 500): the tokenization PRF and the
+    /// decisions behind it are an oracle (a codebook, or hill-climbing towards an enrolled face),
+    /// so the default is a hundredth of what it was (600,000), still far above one check per
+    /// candidate for any hiring pipeline; a tenant that needs more raises it (audited).
+    public static let `default` = TenantPolicy(unchecked: .default, retentionDays: 90, tokenizationsPerMinute: 6_000)
 
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` naming the field out of range.
     public init(green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int) throws {

@@ -21,6 +21,12 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
     case gatewayLinkExpired
     /// A field the caller sent is out of range; `field` names it, `reason` says the rule.
     case invalidArgument(field: String, reason: String)
+    /// The session's subject already has a template: replacing it needs the explicit
+    /// re-enrolment flag.
+    case alreadyEnrolled
+    /// The subject had `limit` verification attempts in the current `window`: a quota that
+    /// resets with time, not a state the caller can fix.
+    case tooManyAttempts(limit: Int, window: Duration, retryAfter: Date)
 
     public var description: String {
         switch self {
@@ -34,6 +40,9 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
         case .gatewayLinkUsed: "gateway link already used (links are single-use)"
         case .gatewayLinkExpired: "gateway link expired (links are valid for 24 hours)"
         case .invalidArgument(let field, let reason): "invalid \(field): \(reason)"
+        case .alreadyEnrolled: "the subject is already enrolled: re-enrolling replaces its template and needs the explicit re-enrol flag"
+        case .tooManyAttempts(let limit, let window, let retryAfter):
+            "too many verification attempts for this subject (at most \(limit) per \(window.components.seconds) s); retry after \(retryAfter.formatted(.iso8601))"
         }
     }
 }

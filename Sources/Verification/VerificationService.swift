@@ -17,20 +17,36 @@ public final class VerificationService: Sendable {
     let database: Database
     public let policies: TenantPolicies
     public let galleryCapacity: Int
+    /// Bytes all galleries together may hold, across tenants (``TokenGallery/bytesPerSubject``
+    /// each subject): past it the galleries used least recently are dropped whole.
+    public let galleryMemoryLimit: Int
+    public let attemptLimit: VerificationAttemptLimit
+    let audit: (any AuditRecording)?
     let now: @Sendable () -> Date
     let logger: Logger
     /// Names this instance in gallery notifications, so it skips its own.
     let instance = UUID().uuidString.lowercased()
     private let galleries = Mutex([String: TokenGallery]())
+    /// When each gallery was last used (a counter), for the global cap's eviction order.
+    private let galleryUse = Mutex((tick: UInt64(0), last: [String: UInt64]()))
+
+    /// 1.5 GiB: room for 1,258,291 subjects (1M with room to spare) at ``TokenGallery/bytesPerSubject``.
+    public static let defaultGalleryMemoryLimit = 1_536 * 1_024 * 1_024
     private let listening = Atomic<Bool>(false)
 
     public init(
         database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 100_000,
+        galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
         logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.database = database
-        self.policies = policies ?? TenantPolicies(database: database, audit: nil)
+        let policies = policies ?? TenantPolicies(database: database, audit: nil)
+        self.policies = policies
         self.galleryCapacity = galleryCapacity
+        self.galleryMemoryLimit = galleryMemoryLimit
+        self.attemptLimit = attemptLimit
+        // Re-enrolments are audited: by default through the policies' recorder.
+        self.audit = audit ?? policies.audit
         self.logger = logger
         self.now = now
     }
@@ -38,30 +54,60 @@ public final class VerificationService: Sendable {
     // MARK: Sessions
 
     /// Enrols the session's subject with `token` and records the outcome, in one transaction.
+    ///
+    /// A subject that already has a template (of any key version) is replaced only when the
+    /// caller says so with `replacing`: otherwise whoever can open a session for a subject
+    /// could swap the face it is checked against. A replacement is audited (after the commit).
+    /// - Parameter actor: who asked, as the audit log names callers.
     /// - Returns: the subject's reference.
-    public func enrol(tenant: TenantID, session: UUID, token: BiometricToken) async throws -> SubjectReference {
+    /// - Throws: ``VerificationError/alreadyEnrolled`` when the subject has a template and
+    ///   `replacing` is false (nothing is written; the session stays open).
+    public func enrol(
+        tenant: TenantID, session: UUID, token: BiometricToken, replacing: Bool = false, actor: String = "custos"
+    ) async throws -> SubjectReference {
         let now = now()
         let instance = instance
-        let subject = try await database.withTenant(tenant, context: "enrol in session") { connection in
+        let (subject, replaced) = try await database.withTenant(tenant, context: "enrol in session") { connection in
             let row = try await Self.lockReadySession(session, now: now, on: connection)
+            let replaced = try await TemplateStore.keyVersions(subject: row.subject.value, on: connection)
+            guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             try await TemplateStore.upsert(subject: row.subject, token: token, tenant: tenant, on: connection)
             _ = try await SessionStore.complete(session, outcome: "enrolled", confidence: nil, biometricKeyVersion: token.keyVersion, at: now, on: connection)
             try await TemplateStore.notify(
                 GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value), on: connection
             )
-            return row.subject
+            return (row.subject, replaced)
         }
         galleryEnrol(tenant, subject.value, token)
+        if !replaced.isEmpty {
+            // No subject reference in the log (DESIGN §9): the session names the event.
+            try await audit?.record(tenant: tenant, actor: actor, action: "subject.reenrol", target: "session:" + session.uuidString.lowercased(), details: [
+                "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
+            ])
+        }
         return subject
     }
 
-    /// Compares `probe` with the session subject's template and records the decision.
-    /// - Throws: ``VerificationError/notEnrolled`` (the session stays open: enrol first).
+    /// Compares `probe` with the session subject's template and records the decision. The
+    /// attempt counts against the subject's ``attemptLimit`` in the same transaction.
+    /// - Throws: ``VerificationError/notEnrolled`` (the session stays open: enrol first);
+    ///   ``VerificationError/tooManyAttempts(limit:window:retryAfter:)`` when the subject's
+    ///   window is used up (nothing is compared or written; the session stays open).
     public func verify(tenant: TenantID, session: UUID, probe: BiometricToken) async throws -> Decision {
         let now = now()
         let policy = try await policies.policy(tenant)
+        let limit = attemptLimit
         return try await database.withTenant(tenant, context: "verify in session") { connection in
             let row = try await Self.lockReadySession(session, now: now, on: connection)
+            // Counted before any comparison; a refusal rolls the count back with everything
+            // else, so the stored count stops at the limit until the window passes.
+            let counted = try await VerificationAttemptStore.count(subject: row.subject.value, tenant: tenant, now: now, window: limit.window, on: connection)
+            guard counted.attempts <= limit.attempts else {
+                throw VerificationError.tooManyAttempts(
+                    limit: limit.attempts, window: limit.window,
+                    retryAfter: counted.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
+                )
+            }
             guard let enrolled = try await TemplateStore.get(subject: row.subject.value, keyVersion: probe.keyVersion, on: connection) else {
                 throw VerificationError.notEnrolled
             }
@@ -130,27 +176,69 @@ public final class VerificationService: Sendable {
     }
 
     /// The best `top` candidates for `probe` among the tenant's enrolled subjects, each with a
-    /// decision (the gallery is loaded from PostgreSQL on first use).
+    /// decision (the gallery is loaded from PostgreSQL on first use). The in-memory scan of
+    /// fingerprints preselects a few more than `top`; their full tokens, read from the database,
+    /// give the exact scores the decisions use (and drop subjects erased meanwhile).
     public func identify(tenant: TenantID, probe: BiometricToken, top: Int = 5) async throws -> [IdentifiedCandidate] {
         guard (1...100).contains(top) else { throw VerificationError.invalidArgument(field: "top", reason: "between 1 and 100") }
         let policy = try await policies.policy(tenant)
         let key = galleryKey(tenant, probe.keyVersion)
+        let capacity = max(1, min(galleryCapacity, gallerySubjectCapacity))
         // Without the listener, changes from other instances would be missed: load afresh.
         let cached = listening.load(ordering: .acquiring)
         if !cached || galleries.withLock({ $0[key] == nil }) {
             let rows = try await database.withTenant(tenant, context: "load gallery") { connection in
-                try await TemplateStore.all(keyVersion: probe.keyVersion, on: connection)
+                try await TemplateStore.all(keyVersion: probe.keyVersion, limit: capacity, on: connection)
             }
-            var gallery = TokenGallery(capacity: galleryCapacity)
+            var gallery = TokenGallery(capacity: capacity)
             for row in rows { gallery.enrol(row.subject, row.token) }
             galleries.withLock { if !cached || $0[key] == nil { $0[key] = gallery } }
         }
-        let candidates = galleries.withLock { $0[key]?.identify(probe, top: top) ?? [] }
-        let still = try await database.withTenant(tenant, context: "confirm candidates") { connection in
-            try await TemplateStore.existing(subjects: candidates.map(\.subject), keyVersion: probe.keyVersion, on: connection)
+        markUsed(key)
+        enforceGalleryMemoryLimit(keeping: key)
+        // Chance agreement of fingerprints can reorder close candidates: preselect a margin.
+        let preselected = galleries.withLock { $0[key]?.identify(probe, top: min(100, top * 2 + 8)) ?? [] }
+        let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
+            try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
-        return candidates.filter { still.contains($0.subject) }.map {
+        let scored = preselected.compactMap { candidate in tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: $0)) } }
+        return scored.sorted { ($0.score, $1.subject) > ($1.score, $0.subject) }.prefix(top).map {
             IdentifiedCandidate(subject: $0.subject, decision: policy.thresholds.decide(score: $0.score))
+        }
+    }
+
+    /// Subjects all galleries together may hold (``galleryMemoryLimit`` / ``TokenGallery/bytesPerSubject``).
+    public var gallerySubjectCapacity: Int { galleryMemoryLimit / TokenGallery.bytesPerSubject }
+
+    /// Subjects held in memory now, across every tenant's galleries.
+    public var gallerySubjectsInMemory: Int { galleries.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+
+    private func markUsed(_ key: String) {
+        galleryUse.withLock { use in
+            use.tick += 1
+            use.last[key] = use.tick
+        }
+    }
+
+    /// Past the global limit, drops whole galleries, least recently used first, never `keeping`
+    /// (the one in use; its own capacity is at most the global one). A dropped gallery is
+    /// reloaded from PostgreSQL at its tenant's next identification.
+    private func enforceGalleryMemoryLimit(keeping: String) {
+        let limit = gallerySubjectCapacity
+        let order = galleryUse.withLock { use in use.last.sorted { $0.value < $1.value }.map(\.key) }
+        let dropped = galleries.withLock { galleries -> [String] in
+            var total = galleries.values.reduce(0) { $0 + $1.count }
+            var dropped = [String]()
+            for key in order where total > limit && key != keeping {
+                guard let gallery = galleries.removeValue(forKey: key) else { continue }
+                total -= gallery.count
+                dropped.append(key)
+            }
+            return dropped
+        }
+        if !dropped.isEmpty {
+            galleryUse.withLock { use in for key in dropped { use.last[key] = nil } }
+            logger.notice("gallery memory limit reached: least recently used galleries dropped", metadata: ["galleries": "\(dropped.count)"])
         }
     }
 
@@ -217,9 +305,12 @@ public final class VerificationService: Sendable {
 
     func galleryEnrol(_ tenant: TenantID, _ subject: String, _ token: BiometricToken) {
         let key = galleryKey(tenant, token.keyVersion)
-        galleries.withLock { galleries in
-            if galleries[key] != nil { galleries[key]!.enrol(subject, token) }
+        let held = galleries.withLock { galleries in
+            guard galleries[key] != nil else { return false }
+            galleries[key]!.enrol(subject, token)
+            return true
         }
+        if held { enforceGalleryMemoryLimit(keeping: key) }
     }
 
     func galleryRemove(_ tenant: TenantID, _ subjects: [String]) {

@@ -29,6 +29,14 @@ struct CustosConfiguration: Codable {
         var host: String
         var port: Int
         var metricsPort: Int?
+        /// Where /metrics listens: loopback unless set, even when the RPC listens elsewhere
+        /// (metrics name tenants and error rates; scrape them locally or through a proxy).
+        var metricsHost: String?
+        /// 1:1 verifications one subject may have per window (default 20 per 86,400 s).
+        var verificationAttemptsPerSubject: Int?
+        var verificationAttemptWindowSeconds: Int?
+        /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB).
+        var galleryMemoryBytes: Int?
         var serverCertificate: String?
         var serverKey: String?
         /// The CA client certificates must chain to, and that the CLI trusts for the server.

@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import RPC
 import Tokenization
+import Verification
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: LocalOptions
     @Option(help: "Listen on this port instead of the configured one (0: any free port).") var port: Int?
     @Option(help: "Serve /metrics on this port instead of the configured one (0: any free port).") var metricsPort: Int?
+    @Option(help: "Serve /metrics on this address instead of the configured one (default 127.0.0.1, whatever the RPC listens on).") var metricsHost: String?
     @Flag(help: "Serve plaintext instead of mutual TLS — on loopback only, for development.") var plaintextLoopback = false
     @Option(help: "Write the bound address (host:port) to this file once listening (for scripts).") var addressFile: String?
 
@@ -46,13 +48,29 @@ struct ServeCommand: AsyncParsableCommand {
         let endpoint = ServerEndpoint(host: rpc.host, port: port ?? rpc.port, tls: tls)
         var settings = RPCSettings()
         if let notice = rpc.noticeVersion { settings.noticeVersion = notice }
+        if rpc.verificationAttemptsPerSubject != nil || rpc.verificationAttemptWindowSeconds != nil {
+            let attempts = rpc.verificationAttemptsPerSubject ?? settings.verificationAttempts.attempts
+            let seconds = rpc.verificationAttemptWindowSeconds ?? Int(settings.verificationAttempts.window.components.seconds)
+            guard attempts > 0, seconds > 0 else {
+                throw LocalError.configurationInvalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
+            }
+            settings.verificationAttempts = VerificationAttemptLimit(attempts: attempts, window: .seconds(seconds))
+        }
+        if let bytes = rpc.galleryMemoryBytes {
+            guard bytes >= TokenGallery.bytesPerSubject else {
+                throw LocalError.configurationInvalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
+            }
+            settings.galleryMemoryLimit = bytes
+        }
         let addressFile = addressFile
         try await CustodyContext.withContext(configuration) { context in
             let services = CustosServices(
                 pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
                 apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
             )
-            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: rpc.host, port: $0, registry: registry) }
+            // Loopback unless an operator opens it on purpose.
+            let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
+            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
             try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
                 if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
             }

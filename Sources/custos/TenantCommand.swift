@@ -58,7 +58,7 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Scores at or above: green.") var green = 0.30
         @Option(help: "Scores at or above (below green): amber; below: red.") var amber = 0.15
         @Option(help: "Days without activity before a fingerprint is deleted.") var retentionDays = 90
-        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = 600_000
+        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = 6_000
 
         func run() async throws {
             let id = try tenantArgument(tenant)

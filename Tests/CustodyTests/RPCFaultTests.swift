@@ -6,6 +6,7 @@ import PKCS11
 import RPC
 import Synchronization
 import Testing
+import Verification
 
 @Suite("RPC under HSM faults", .serialized)
 struct RPCFaultTests {
@@ -16,7 +17,10 @@ struct RPCFaultTests {
     func hsmFaultsUnderLoad() async throws {
         let module = try TestToken.isolatedModule()
         let custody = try await CustodyHarness.make("rpcfaults", module: module)
-        try await RPCHarness.with("rpcfaults", custody: custody) { rpc in
+        // 96+ verifications of one subject: far past the default per-subject attempt limit.
+        var settings = RPCSettings()
+        settings.verificationAttempts = VerificationAttemptLimit(attempts: 1_000, window: .seconds(86_400))
+        try await RPCHarness.with("rpcfaults", settings: settings, custody: custody) { rpc in
             let tenant = try await rpc.withClient(.alice) { client in
                 try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
             }

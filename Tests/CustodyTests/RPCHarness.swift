@@ -51,6 +51,8 @@ struct RPCHarness: Sendable {
 
     enum Identity: String {
         case alice = "officer-alice", bob = "officer-bob", frontend = "frontend-demo", otherCA = "other-client"
+        /// A front-end allowed one tenant only, one that no test creates.
+        case narrow = "frontend-narrow"
     }
 
     /// A client presenting `identity`'s certificate (or none).

@@ -14,7 +14,7 @@ struct RateLimitAndReferenceTests {
     @Test("A tenant over its tokenization budget is refused with a clear error and an audit entry; others are not")
     func budget() async throws {
         let custody = try await CustodyHarness.make("budget")
-        let limiter = TokenizationRateLimiter(perSecond: 1_000, burst: 1_000, audit: custody.audit)
+        let limiter = TokenizationRateLimiter(database: custody.service, defaultBudget: TokenizationBudget(perSecond: 1_000, burst: 1_000), audit: custody.audit)
         let verification = VerificationHarness(custody, limiter: limiter)
         let a = try await custody.keyring.createTenant(label: "tenant-a", actor: "officer").id
         let b = try await custody.keyring.createTenant(label: "tenant-b", actor: "officer").id

@@ -32,7 +32,10 @@ struct VerificationHarness: Sendable {
     let tokenizer: BiometricTokenizer
     let flow: BiometricVerification
 
-    init(_ custody: CustodyHarness, database: Database? = nil, limiter: TokenizationRateLimiter? = nil) {
+    init(
+        _ custody: CustodyHarness, database: Database? = nil, limiter: TokenizationRateLimiter? = nil,
+        attemptLimit: VerificationAttemptLimit = .default
+    ) {
         let database = database ?? custody.service
         self.custody = custody
         clock = TestClock()
@@ -40,7 +43,7 @@ struct VerificationHarness: Sendable {
         referencer = CustodySubjectReferencer(pool: custody.pool, keyring: custody.keyring)
         recorder = AuditLogRecorder(custody.audit)
         policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: .zero)
-        core = VerificationService(database: database, policies: policies, logger: custody.logs.logger, now: clock.now)
+        core = VerificationService(database: database, policies: policies, attemptLimit: attemptLimit, logger: custody.logs.logger, now: clock.now)
         sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: clock.now)
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: clock.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: clock.now)

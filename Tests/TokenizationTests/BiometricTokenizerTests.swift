@@ -90,24 +90,25 @@ struct BiometricTokenizerTests {
         await pool.shutdown()
     }
 
-    @Test("A tenant over its tokenization budget is refused with a clear error")
-    func rateLimited() {
-        let clock = ManualClock()
-        let limiter = TokenizationRateLimiter(perSecond: 1, burst: 3, audit: nil, clock: { clock.now })
-        #expect(limiter.allow(Self.tenant) && limiter.allow(Self.tenant) && limiter.allow(Self.tenant))
-        #expect(!limiter.allow(Self.tenant), "the burst is spent")
-        #expect(limiter.allow(TenantID("99999999-2222-4333-8444-555555555555")!), "budgets are per tenant")
-        clock.advance(1.0)
-        #expect(limiter.allow(Self.tenant), "one more per second")
-        #expect(!limiter.allow(Self.tenant))
+    @Test("The budget's bucket: bursts, refills per second, never past the burst, nothing for a clock that went back")
+    func tokenBucket() {
+        let budget = TokenizationBudget(perSecond: 1, burst: 3)
+        var bucket = TokenBucket(tokens: budget.burst, at: 100)
+        #expect(bucket.take(upTo: 2) == 2)
+        #expect(bucket.take(upTo: 2) == 1, "the burst is spent")
+        #expect(bucket.take(upTo: 1) == 0)
+        #expect(bucket.secondsUntilNextToken(budget) == 1)
+        bucket.refill(to: 101.5, budget: budget)
+        #expect(bucket.take(upTo: 5) == 1, "one and a half earned: one whole token")
+        bucket.refill(to: 50, budget: budget)
+        #expect(bucket.take(upTo: 1) == 0 && bucket.at == 101.5, "a clock that went backwards earns nothing")
+        bucket.refill(to: 10_000, budget: budget)
+        #expect(bucket.tokens == 3, "never past the burst")
+        #expect(TokenizationBudget(perMinute: 12) == TokenizationBudget(perSecond: 0.2, burst: 1))
+        #expect(TokenizationBudget(perMinute: 6_000).burst == 500)
     }
 }
 
-final class ManualClock: Sendable {
-    private let value = Mutex(0.0)
-    var now: Double { value.withLock { $0 } }
-    func advance(_ seconds: Double) { value.withLock { $0 += seconds } }
-}
 
 import Synchronization
 

@@ -31,7 +31,7 @@ struct VerificationCoreTests {
         #expect(strict.decide(score: 0.5).color == .amber)
     }
 
-    @Test("Identification finds the enrolled subject first and agrees with a brute-force ranking")
+    @Test("Identification finds the enrolled subject first and agrees with a brute-force ranking of fingerprints")
     func identification() {
         var gallery = TokenGallery(capacity: 1_000)
         var enrolled = [String: BiometricToken]()
@@ -45,8 +45,14 @@ struct VerificationCoreTests {
         let top = gallery.identify(probe, top: 5)
         #expect(top.first?.subject == "subject-123")
         #expect(abs((top.first?.score ?? 0) - 0.6) < 0.01)
-        let bruteForce = enrolled.map { ($0.key, Double(probe.matchingPositions(with: $0.value)) / 1024) }.sorted { $0.1 > $1.1 }
+        // The gallery holds 1-byte fingerprints (the low byte of each value): its scores are
+        // those of the fingerprints, never below the tokens' own.
+        func lowBytes(_ token: BiometricToken) -> [UInt8] { token.values.map { UInt8(truncatingIfNeeded: $0) } }
+        let bruteForce = enrolled.map { entry in
+            (entry.key, Double(zip(lowBytes(probe), lowBytes(entry.value)).filter { $0 == $1 }.count) / 1024)
+        }.sorted { $0.1 > $1.1 }
         #expect(top.map(\.score) == bruteForce.prefix(5).map(\.1))
+        #expect(top.allSatisfy { candidate in candidate.score >= probe.score(against: enrolled[candidate.subject]!) })
         // Another key version never matches.
         let otherVersion = BiometricToken(keyVersion: 2, values: target.values)
         #expect(gallery.identify(otherVersion, top: 3).isEmpty)

@@ -251,12 +251,15 @@ class DemoFlow:
         self.say(f"     RecordConsent -> consented at {consent.consented_at.ToJsonString()}")
         return ConsentedSession(created.session_id, created, opened, consent)
 
-    def enrol(self, features: list[float], why: str = "enrolment") -> EnrolResult:
+    def enrol(self, features: list[float], why: str = "enrolment", replacing: bool = False) -> EnrolResult:
+        """`replacing`: the subject is enrolled already; replacing its template must be asked
+        for explicitly (metadata custos-reenrol: true), and is audited."""
         self.step(f"Verification: {why} in a new consented session")
         session = self.consented_session(why)
+        metadata = tuple(self.tenant_metadata()) + ((("custos-reenrol", "true"),) if replacing else ())
         response = self.frontend.verification.Enrol(
             verification_pb2.EnrolRequest(session_id=session.session_id, features=features),
-            metadata=self.tenant_metadata(), timeout=self.timeout)
+            metadata=metadata, timeout=self.timeout)
         self.say(f"     Enrol -> subject {response.subject_reference[:14]}… under biometric key "
                  f"version {response.key_version}")
         return EnrolResult(session, response)
@@ -335,7 +338,7 @@ class DemoFlow:
         r.delivery = self.sign_delivery(r.probe.session.session_id)
         r.rotation = self.rotate_biometric_keys()
         r.after_rotation = self.verify_refused(self.probe, "the probe after the rotation (old enrolment)")
-        r.re_enrolment = self.enrol(self.face, "re-enrolment under the new key version")
+        r.re_enrolment = self.enrol(self.face, "re-enrolment under the new key version", replacing=True)
         r.re_verify = self.verify(self.probe, "the probe against the re-enrolment")
         self.say("\ndone.")
         return r

@@ -379,7 +379,7 @@ def run_flow(t: Runner, flow: DemoFlow, officer: cc.Clients) -> None:
     t.check("Verify the old enrolment after the rotation: FAILED_PRECONDITION", after_rotation)
 
     def re_enrol():
-        e = flow.enrol(flow.face, "re-enrolment under the new key version")
+        e = flow.enrol(flow.face, "re-enrolment under the new key version", replacing=True)
         r.re_enrolment = e
         assert_session(e.session, flow)
         assert e.response.key_version == 2, f"key version {e.response.key_version}"

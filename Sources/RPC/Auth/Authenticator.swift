@@ -56,6 +56,7 @@ public final class Authenticator: Sendable {
         }
         let named = try requestedTenant(metadata)
         if let bearer = try bearerToken(metadata) {
+            try requireEnvironment(bearer)
             let verified: APIKeyService.Verified
             do {
                 verified = try await apiKeys.verify(bearer)
@@ -65,6 +66,11 @@ public final class Authenticator: Sendable {
             }
             if let named, named != verified.tenant {
                 throw RPCError(code: .permissionDenied, message: "the API key belongs to another tenant than \(Self.tenantMetadataKey) names")
+            }
+            // The certificate is the front-end's own credential: a key of a tenant it may not
+            // serve does not widen it (a front-end's leaked or misrouted key is not a pass).
+            guard allowance.allows(verified.tenant) else {
+                throw RPCError(code: .permissionDenied, message: "this certificate may not act for the API key's tenant \(verified.tenant)")
             }
             guard verified.scopes.contains(scope) else {
                 throw RPCError(code: .permissionDenied, message: "the API key lacks the '\(scope)' scope")
@@ -79,6 +85,18 @@ public final class Authenticator: Sendable {
         }
         try await requireActive(tenant)
         return Caller(kind: .tenant(tenant, via: .certificate(frontend: frontend)))
+    }
+
+    /// A key issued for another environment (`custos_test_…` at a `live` server, or the
+    /// reverse) is refused before any database or HSM call, with a message that says why: a
+    /// test key must never work in production, and a clear refusal saves a support ticket.
+    /// Malformed keys go on to the ordinary refusal.
+    func requireEnvironment(_ bearer: SecretBytes) throws {
+        guard let parsed = try? APIKeyFormat.parse(bearer), parsed.environment != apiKeys.environment else { return }
+        throw RPCError(
+            code: .unauthenticated,
+            message: "API key is for the '\(parsed.environment)' environment; this server serves '\(apiKeys.environment)'"
+        )
     }
 
     func requestedTenant(_ metadata: Metadata) throws -> TenantID? {

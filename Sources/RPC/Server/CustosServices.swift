@@ -14,10 +14,14 @@ public struct RPCSettings: Sendable {
     public var noticeVersion = "custos-notice-1"
     /// Subjects held in memory per tenant and biometric version for 1:N.
     public var galleryCapacity = 100_000
+    /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB: 1.26M subjects).
+    public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
     /// How long a retired key version rests before two officers may destroy it.
     public var destructionWaitingPeriod: Duration = .seconds(7 * 86_400)
     /// Request messages larger than this are refused with RESOURCE_EXHAUSTED.
     public var maxRequestBytes = 64 * 1024
+    /// 1:1 verifications one subject may have per window (RESOURCE_EXHAUSTED past it).
+    public var verificationAttempts = VerificationAttemptLimit.default
 
     public init() {}
 }
@@ -45,10 +49,15 @@ public struct CustosServices: Sendable {
         let sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
         let referencer = CustodySubjectReferencer(pool: pool, keyring: keyring)
         let policies = TenantPolicies(database: database, audit: recorder)
-        let core = VerificationService(database: database, policies: policies, galleryCapacity: settings.galleryCapacity, logger: logger)
+        let core = VerificationService(
+            database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
+            galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger
+        )
         let sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer)
         // The default budget applies until a tenant sets its own (TenantPolicy).
-        let limiter = TokenizationRateLimiter(perSecond: 10_000, burst: 50_000, audit: audit)
+        let limiter = TokenizationRateLimiter(
+            database: database, defaultBudget: TokenizationBudget(perMinute: TenantPolicy.default.tokenizationsPerMinute), audit: audit
+        )
         let tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
         let flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
         let rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder)

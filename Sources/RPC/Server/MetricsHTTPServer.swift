@@ -16,6 +16,19 @@ public struct MetricsHTTPServer: Service {
     /// The bound port (useful with port 0).
     public var port: Int? { channel.channel.localAddress?.port }
 
+    /// The bound address.
+    public var host: String? { channel.channel.localAddress?.ipAddress }
+
+    /// Where /metrics listens unless told otherwise: loopback, whatever the RPC listens on —
+    /// the endpoint has no TLS and no authentication.
+    public static let defaultHost = "127.0.0.1"
+
+    /// The listen address: a command-line `override`, else the `configured` one, else
+    /// ``defaultHost``. Never the RPC's host by inference.
+    public static func listenHost(override: String?, configured: String?) -> String {
+        override ?? configured ?? defaultHost
+    }
+
     /// Binds at once (so a bad address fails at start-up, and port 0 is known); serves in `run()`.
     public static func bind(host: String, port: Int, registry: PrometheusCollectorRegistry) async throws -> MetricsHTTPServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

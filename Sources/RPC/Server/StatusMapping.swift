@@ -55,6 +55,10 @@ public enum StatusMapping {
         case .notEnrolled, .consentRequired, .linkNotOpened, .sessionCompleted, .sessionExpired, .gatewayLinkUsed, .gatewayLinkExpired:
             .failedPrecondition
         case .invalidArgument: .invalidArgument
+        case .alreadyEnrolled: .alreadyExists
+        // A quota that refills with time (gRPC: "perhaps a per-user quota"), not a state the
+        // caller must repair (FAILED_PRECONDITION): the same code as the tokenization budget.
+        case .tooManyAttempts: .resourceExhausted
         }
     }
 

@@ -85,11 +85,34 @@ public struct VerificationHandler: Custos_V1_Verification.SimpleServiceProtocol 
         }
     }
 
+    /// Request metadata that allows Enrol to replace an enrolled subject's template: `true`
+    /// (anything else but `false` is refused). Metadata rather than a request field, so the
+    /// generated code did not have to change; a field can replace it at the next proto change.
+    public static let reenrolMetadataKey = "custos-reenrol"
+
+    /// The full form of Enrol, to read ``reenrolMetadataKey``.
+    public func enrol(request: ServerRequest<Custos_V1_EnrolRequest>, context: ServerContext) async throws -> ServerResponse<Custos_V1_EnrolResponse> {
+        let flag = request.metadata[stringValues: Self.reenrolMetadataKey].first(where: { _ in true })
+        let replacing: Bool
+        switch flag {
+        case nil, "false": replacing = false
+        case "true": replacing = true
+        default: throw RPCError(code: .invalidArgument, message: "\(Self.reenrolMetadataKey) must be 'true' or 'false'")
+        }
+        return ServerResponse(message: try await enrol(request.message, replacing: replacing), metadata: [:])
+    }
+
     public func enrol(request: Custos_V1_EnrolRequest, context: ServerContext) async throws -> Custos_V1_EnrolResponse {
+        try await enrol(request, replacing: false)
+    }
+
+    private func enrol(_ request: Custos_V1_EnrolRequest, replacing: Bool) async throws -> Custos_V1_EnrolResponse {
         let tenant = try Caller.requireTenant()
         let session = try RequestFields.uuid(request.sessionID, field: "session_id")
         let features = try FeatureVector(request.features)
-        let enrolled = try await flow.enrol(tenant: tenant, session: session, features: features)
+        let enrolled = try await flow.enrol(
+            tenant: tenant, session: session, features: features, replacing: replacing, actor: Caller.current?.actor ?? "custos"
+        )
         return .with {
             $0.subjectReference = enrolled.subject.value
             $0.keyVersion = UInt32(enrolled.keyVersion)
