@@ -22,6 +22,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case rootKeyMissing(String)
     /// Data sealed under this key version does not open: the row was altered or moved.
     case sealedDataInvalid(TenantID, KeyPurpose, Int)
+    /// The tenant already holds `limit` live HSM token objects (Ed25519 webhook keys): the
+    /// token's storage is shared, so destroy retired versions before making another.
+    case tokenObjectLimit(TenantID, limit: Int)
     case hsm(HSMError)
     case storage(StorageError)
 
@@ -50,6 +53,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
         case .sealedDataInvalid(let tenant, let purpose, let version):
             "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
+        case .tokenObjectLimit(let tenant, let limit):
+            "tenant \(tenant) already holds \(limit) live HSM token objects (the limit); destroy retired webhook-ed25519 versions first"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         }

@@ -68,6 +68,7 @@ public enum StatusMapping {
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
+        case .tokenObjectLimit: return RPCError(code: .resourceExhausted, message: error.description)
         case .rootKeyMissing:
             logger.error("root key missing", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .unavailable, message: "HSM not ready: \(error.description)")
