@@ -239,6 +239,14 @@ public enum Migrations {
         GRANT UPDATE (approved_by, approved_at, executed_at) ON destruction_requests TO {service};
         GRANT SELECT, INSERT ON revoked_certificates TO {service};
         """),
+        Migration(version: 7, summary: "destruction approvals carry an HSM MAC and the approver's certificate serial", sql: """
+        -- Approvals made before this migration have no MAC and no longer count: approve again.
+        ALTER TABLE destruction_requests
+            ADD COLUMN approver_certificate_serial text CHECK (approver_certificate_serial ~ '^[0-9a-f]{1,64}$'),
+            ADD COLUMN approval_mac bytea,
+            ADD COLUMN approval_mac_version integer;
+        GRANT UPDATE (approver_certificate_serial, approval_mac, approval_mac_version) ON destruction_requests TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.
