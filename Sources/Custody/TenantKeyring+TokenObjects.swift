@@ -3,6 +3,12 @@ import PKCS11
 import Storage
 
 extension TenantKeyring {
+    /// The start of the label of a tenant's Ed25519 version `version`; a random part follows,
+    /// so that two creations that pick the same version never share a label.
+    static func tokenObjectLabelPrefix(_ tenant: TenantID, version: Int) -> String {
+        "custos/tenant/\(tenant.rawValue)/webhook-ed25519/v\(version)/"
+    }
+
     /// Step (1) of a rotation for a version held as a token object: under a per-tenant
     /// advisory lock, refuses when the tenant already holds `limit` live token objects, then
     /// stores the row as pending — one transaction, so two instances cannot both pass the count.
@@ -38,6 +44,21 @@ extension TenantKeyring {
             }
         } catch {
             logger.warning("could not destroy an unstored token object; destroy it by label", metadata: ["label": "\(label)", "error": "\(error)"])
+        }
+    }
+
+    /// Destroys the key pair of a pending Ed25519 version that reconciliation just deleted
+    /// (its row failed its MAC). The label comes from that untrusted row, so it is used only
+    /// with this tenant's and this version's prefix: no other stored row can name such a label.
+    func discardRolledBackTokenObjects(_ row: KeyVersionRecord) async {
+        guard row.purpose == .webhookEd25519, let label = row.tokenLabel,
+              label.hasPrefix(Self.tokenObjectLabelPrefix(row.tenant, version: row.version)) else { return }
+        do {
+            _ = try await pool.withPersistentSession { session in
+                for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
+            }
+        } catch {
+            logger.warning("could not destroy a rolled-back token object; destroy it by label", metadata: ["label": "\(label)", "error": "\(error)"])
         }
     }
 }

@@ -6,6 +6,7 @@ import HSM
 import Logging
 import PKCS11
 import RPC
+import Storage
 import Testing
 
 @Suite("Ed25519 webhook keys: a bounded number of uniquely labelled token objects per tenant")
@@ -70,6 +71,34 @@ struct WebhookTokenObjectTests {
         let (version, _) = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
         #expect(version == 1)
         #expect(try await Self.tokenObjectLabels(harness.pool, prefix: "custos/tenant/\(tenant.rawValue)/").count == 2)
+        _ = try await harness.webhooks.signatureHeader(tenant: tenant, id: "msg_1", timestamp: 1, body: [])
+        await harness.shutdown()
+    }
+
+    @Test("Reconciliation that rolls back a tampered pending Ed25519 version destroys its key pair")
+    func rolledBackPendingVersion() async throws {
+        let harness = try await CustodyHarness.make("tokrollback")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        // A crash left v2 pending (key pair made, row stored), and the row was altered since.
+        let label = "custos/tenant/\(tenant.rawValue)/webhook-ed25519/v2/00112233aabbccdd"
+        let publicKey = try await harness.pool.withPersistentSession { session in
+            let templates = KeyTemplate.ed25519(label: label, id: [0x0F, 0x0F], token: true)
+            let pair = try session.generateKeyPair(.ecEdwardsKeyPairGen, publicTemplate: templates.public, privateTemplate: templates.private)
+            return Array(try session.attribute(.ecPoint, of: pair.publicKey).suffix(32))
+        }
+        let pending = KeyVersionRecord(
+            tenant: tenant, purpose: .webhookEd25519, version: 2, state: .pending, wrappedKey: nil, wrapMechanism: "none (token object)",
+            rootKEKVersion: 1, checkValue: [1, 2, 3], publicKey: publicKey, tokenLabel: label, rowMAC: [UInt8](repeating: 0, count: 32)
+        )
+        try await harness.service.withTenant(tenant, context: "plant a pending version") { connection in
+            try await KeyVersionStore.insert(pending, on: connection)
+            try await KeyVersionStore.markPending(tenant, .webhookEd25519, version: 2, on: connection)
+        }
+        #expect(try await Self.tokenObjectLabels(harness.pool, prefix: "custos/tenant/\(tenant.rawValue)/").count == 4)
+        #expect(try await harness.keyring.reconcile() == [.rolledBack(tenant, .webhookEd25519, version: 2)])
+        let labels = try await Self.tokenObjectLabels(harness.pool, prefix: "custos/tenant/\(tenant.rawValue)/")
+        #expect(labels.count == 2 && !labels.contains(label))
         _ = try await harness.webhooks.signatureHeader(tenant: tenant, id: "msg_1", timestamp: 1, body: [])
         await harness.shutdown()
     }

@@ -78,7 +78,7 @@ public final class WebhookSigner: Sendable {
         // A random part makes the label unique even if another instance picks the same version
         // number at the same moment: signing finds keys by label and refuses a label held twice.
         let unique = lowercaseHex(try await pool.random(count: 8))
-        let label = "custos/tenant/\(tenant.rawValue)/webhook-ed25519/v\(next)/\(unique)"
+        let label = TenantKeyring.tokenObjectLabelPrefix(tenant, version: next) + unique
         let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
             let id = try session.generateRandom(count: 16)
             let templates = KeyTemplate.ed25519(label: label, id: id, token: true)
