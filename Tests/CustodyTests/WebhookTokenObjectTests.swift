@@ -103,6 +103,24 @@ struct WebhookTokenObjectTests {
         await harness.shutdown()
     }
 
+    @Test("Over RPC, Webhooks.Rotate past the tenant's limit answers RESOURCE_EXHAUSTED")
+    func rotateOverRPC() async throws {
+        try await RPCHarness.with("tokrpc") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            try await rpc.withClient(.frontend) { client in
+                let webhooks = Custos_V1_Webhooks.Client(wrapping: client)
+                let scope = tenantMetadata(tenant)
+                for _ in 0..<WebhookSigner.defaultTokenObjectLimit {
+                    _ = try await webhooks.rotate(.with { $0.purpose = .webhookEd25519 }, metadata: scope)
+                }
+                let code = await RPCHarness.code { _ = try await webhooks.rotate(.with { $0.purpose = .webhookEd25519 }, metadata: scope) }
+                #expect(code == .resourceExhausted)
+            }
+        }
+    }
+
     /// Labels of every token object whose label starts with `prefix` (one per object).
     static func tokenObjectLabels(_ pool: SessionPool, prefix: String) async throws -> [String] {
         try await pool.withPersistentSession { session in
