@@ -32,6 +32,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case rewrapKeyMissing(KeyPurpose, version: Int)
     /// Data sealed under this key version does not open: the row was altered or moved.
     case sealedDataInvalid(TenantID, KeyPurpose, Int)
+    /// The tenant already holds `limit` live HSM token objects (Ed25519 webhook keys): the
+    /// token's storage is shared, so destroy retired versions before making another.
+    case tokenObjectLimit(TenantID, limit: Int)
     case hsm(HSMError)
     case storage(StorageError)
 
@@ -72,6 +75,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "re-wrapping needs \(RootKeys.kekLabel(purpose, version: version)) rebuilt from its custodians' shares: pass that share set with --old-share"
         case .sealedDataInvalid(let tenant, let purpose, let version):
             "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
+        case .tokenObjectLimit(let tenant, let limit):
+            "tenant \(tenant) already holds \(limit) live HSM token objects (the limit); destroy retired webhook-ed25519 versions first"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         }

@@ -5,19 +5,31 @@ public import Storage
 /// Destroying a key version takes two officers (DESIGN §10): one requests, a different one
 /// approves before the request expires, then either carries it out — once, and still subject to
 /// the keyring's own rules (retired, waiting period over, nothing stored still needs it).
+///
+/// An approval is sealed with an HSM MAC (see ``DestructionApprovalAuthenticator``) and names
+/// the approver's certificate serial: one written into the database directly, or whose
+/// approver's certificate has since been revoked, does not count.
 public final class KeyDestructionApprovals: Sendable {
     let database: Database
     let keyring: TenantKeyring
     let audit: AuditLog
     public let lifetime: Duration
     let now: @Sendable () -> Date
+    let authenticator = DestructionApprovalAuthenticator()
+    /// Test hook: runs while an execution holds the request row locked, before the key is destroyed.
+    let executionHook: (@Sendable (UUID) async throws -> Void)?
 
-    public init(database: Database, keyring: TenantKeyring, audit: AuditLog, lifetime: Duration = .seconds(24 * 3600), now: @escaping @Sendable () -> Date = { Date() }) {
+    /// - Parameter executionHook: for tests only (observing the row lock during an execution).
+    public init(
+        database: Database, keyring: TenantKeyring, audit: AuditLog, lifetime: Duration = .seconds(24 * 3600),
+        now: @escaping @Sendable () -> Date = { Date() }, executionHook: (@Sendable (UUID) async throws -> Void)? = nil
+    ) {
         self.database = database
         self.keyring = keyring
         self.audit = audit
         self.lifetime = lifetime
         self.now = now
+        self.executionHook = executionHook
     }
 
     public typealias Request = DestructionRequestStore.Row
@@ -42,17 +54,34 @@ public final class KeyDestructionApprovals: Sendable {
         return row
     }
 
+    /// An approval that no longer counts (see ``execute(_:officer:waitingPeriod:)``) may be
+    /// replaced by a new one.
+    /// - Parameter certificateSerial: the serial (lower-case hex) of the certificate the approver
+    ///   authenticated with; revoking it later voids the approval.
     /// - Throws: ``DestructionApprovalError`` when the approver requested it, or the request is
     ///   unknown, expired, already approved or carried out.
-    public func approve(_ id: UUID, officer: String) async throws -> Request {
-        let at = now()
+    public func approve(_ id: UUID, officer: String, certificateSerial: String) async throws -> Request {
+        // Whole seconds: the MAC covers the time, and PostgreSQL keeps microseconds only.
+        let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let pool = keyring.pool, rootKeys = keyring.rootKeys, authenticator = self.authenticator
         let row = try await custody {
             try await database.withTransaction(context: "approve key destruction") { connection in
                 guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
-                guard row.approvedBy == nil else { throw DestructionApprovalError.alreadyApproved(id) }
+                let revoked = try await CertificateRevocationStore.all(on: connection)
+                guard !revoked.contains(certificateSerial) else { throw DestructionApprovalError.approverRevoked(id) }
+                // A void approval (forged in the database, or by a since-revoked officer) may be replaced.
+                if row.approvedBy != nil, try await authenticator.isAuthentic(row, pool: pool),
+                   !revoked.contains(row.approverCertificateSerial ?? "") {
+                    throw DestructionApprovalError.alreadyApproved(id)
+                }
                 guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
-                try await DestructionRequestStore.approve(id, by: officer, at: at, on: connection)
+                let (mac, macVersion) = try await authenticator.mac(
+                    for: row, approvedBy: officer, certificateSerial: certificateSerial, approvedAt: at, pool: pool, rootKeys: rootKeys
+                )
+                try await DestructionRequestStore.approve(
+                    id, by: officer, certificateSerial: certificateSerial, at: at, mac: mac, macVersion: macVersion, on: connection
+                )
                 return row
             }
         }
@@ -60,16 +89,26 @@ public final class KeyDestructionApprovals: Sendable {
         return try await get(id)
     }
 
-    /// Carries out an approved, unexpired request once.
+    /// Carries out an approved, unexpired request once: the request row stays locked (`FOR
+    /// UPDATE`) from the checks until it is marked carried out, so a second execution waits and
+    /// then finds it done. Needs a second database connection meanwhile (the keyring's own).
+    /// - Throws: ``DestructionApprovalError``; ``CustodyError`` from the keyring's rules.
     public func execute(_ id: UUID, officer: String, waitingPeriod: Duration) async throws -> Request {
         let at = now()
-        let row = try await get(id)
-        guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
-        guard row.approvedBy != nil else { throw DestructionApprovalError.notApproved(id) }
-        guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
-        try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+        let keyring = self.keyring, authenticator = self.authenticator, hook = executionHook
+        let pool = keyring.pool
         try await custody {
-            try await database.withTransaction(context: "record key destruction") { connection in
+            try await database.withTransaction(context: "carry out key destruction") { connection in
+                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
+                guard row.approvedBy != nil else { throw DestructionApprovalError.notApproved(id) }
+                guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
+                guard try await authenticator.isAuthentic(row, pool: pool) else { throw DestructionApprovalError.approvalNotAuthentic(id) }
+                if let serial = row.approverCertificateSerial, try await CertificateRevocationStore.all(on: connection).contains(serial) {
+                    throw DestructionApprovalError.approverRevoked(id)
+                }
+                try await hook?(id)
+                try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
                 try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
             }
         }
@@ -103,6 +142,10 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
     case notApproved(UUID)
     case alreadyExecuted(UUID)
     case expired(UUID)
+    /// The approval's HSM MAC is missing or wrong: it was not made through Custos.
+    case approvalNotAuthentic(UUID)
+    /// The approver's certificate was revoked after approving: the approval no longer counts.
+    case approverRevoked(UUID)
 
     public var description: String {
         switch self {
@@ -112,6 +155,8 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
         case .notApproved(let id): "request \(id.uuidString.lowercased()) has no approval from a second officer yet"
         case .alreadyExecuted(let id): "request \(id.uuidString.lowercased()) was already carried out"
         case .expired(let id): "request \(id.uuidString.lowercased()) has expired; make a new one"
+        case .approvalNotAuthentic(let id): "the approval of request \(id.uuidString.lowercased()) fails its integrity check; it does not count"
+        case .approverRevoked(let id): "the officer who approved request \(id.uuidString.lowercased()) has had their certificate revoked; another officer must approve it"
         }
     }
 }

@@ -375,6 +375,8 @@ public final class TenantKeyring: Sendable {
                         if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
                         try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
                     }
+                    // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
+                    if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
                     actions.append(.rolledBack(tenant, purpose, version: version))
                 }
                 try await audit.append(

@@ -16,10 +16,18 @@ public enum DestructionRequestStore {
         public let approvedBy: String?
         public let approvedAt: Date?
         public let executedAt: Date?
+        /// The serial (lower-case hex) of the certificate the approver called with: the approval
+        /// stops counting once that certificate is revoked.
+        public let approverCertificateSerial: String?
+        /// The HSM MAC over the approval (``approvalMACVersion`` names the root MAC key): an
+        /// approval written into the database by anyone else has none that verifies.
+        public let approvalMAC: [UInt8]?
+        public let approvalMACVersion: Int?
 
         public init(
             id: UUID, tenant: TenantID, purpose: KeyPurpose, version: Int, requestedBy: String, requestedAt: Date,
-            expiresAt: Date, approvedBy: String?, approvedAt: Date?, executedAt: Date?
+            expiresAt: Date, approvedBy: String?, approvedAt: Date?, executedAt: Date?,
+            approverCertificateSerial: String? = nil, approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil
         ) {
             self.id = id
             self.tenant = tenant
@@ -31,6 +39,9 @@ public enum DestructionRequestStore {
             self.approvedBy = approvedBy
             self.approvedAt = approvedAt
             self.executedAt = executedAt
+            self.approverCertificateSerial = approverCertificateSerial
+            self.approvalMAC = approvalMAC
+            self.approvalMACVersion = approvalMACVersion
         }
     }
 
@@ -41,24 +52,35 @@ public enum DestructionRequestStore {
             """, logger: Database.quiet)
     }
 
+    private static let columns = """
+        id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at,
+        approver_certificate_serial, approval_mac, approval_mac_version
+        """
+
+    /// - Parameter forUpdate: lock the row until the transaction ends (approving, carrying out).
     public static func get(_ id: UUID, forUpdate: Bool, on connection: PostgresConnection) async throws -> Row? {
         let query: PostgresQuery = forUpdate
-            ? "SELECT id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at FROM destruction_requests WHERE id = \(id) FOR UPDATE"
-            : "SELECT id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at FROM destruction_requests WHERE id = \(id)"
+            ? "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id) FOR UPDATE"
+            : "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id)"
         let rows = try await connection.query(query, logger: Database.quiet)
-        for try await row in rows.decode((UUID, String, String, Int, String, Date, Date, String?, Date?, Date?).self) {
+        for try await row in rows.decode((UUID, String, String, Int, String, Date, Date, String?, Date?, Date?, String?, Data?, Int?).self) {
             guard let tenant = TenantID(row.1), let purpose = KeyPurpose(rawValue: row.2) else { continue }
             return Row(
                 id: row.0, tenant: tenant, purpose: purpose, version: row.3, requestedBy: row.4, requestedAt: row.5,
-                expiresAt: row.6, approvedBy: row.7, approvedAt: row.8, executedAt: row.9
+                expiresAt: row.6, approvedBy: row.7, approvedAt: row.8, executedAt: row.9,
+                approverCertificateSerial: row.10, approvalMAC: row.11.map { Array($0) }, approvalMACVersion: row.12
             )
         }
         return nil
     }
 
-    public static func approve(_ id: UUID, by officer: String, at now: Date, on connection: PostgresConnection) async throws {
+    public static func approve(
+        _ id: UUID, by officer: String, certificateSerial: String, at now: Date, mac: [UInt8], macVersion: Int, on connection: PostgresConnection
+    ) async throws {
         try await connection.query("""
-            UPDATE destruction_requests SET approved_by = \(officer), approved_at = \(now) WHERE id = \(id)
+            UPDATE destruction_requests SET approved_by = \(officer), approved_at = \(now), approver_certificate_serial = \(certificateSerial),
+                approval_mac = \(Data(mac)), approval_mac_version = \(macVersion)
+            WHERE id = \(id)
             """, logger: Database.quiet)
     }
 

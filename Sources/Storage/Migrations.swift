@@ -249,6 +249,14 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT ON root_keys TO {service};
         """),
+        Migration(version: 7, summary: "destruction approvals carry an HSM MAC and the approver's certificate serial", sql: """
+        -- Approvals made before this migration have no MAC and no longer count: approve again.
+        ALTER TABLE destruction_requests
+            ADD COLUMN approver_certificate_serial text CHECK (approver_certificate_serial ~ '^[0-9a-f]{1,64}$'),
+            ADD COLUMN approval_mac bytea,
+            ADD COLUMN approval_mac_version integer;
+        GRANT UPDATE (approver_certificate_serial, approval_mac, approval_mac_version) ON destruction_requests TO {service};
+        """),
         Migration(version: 8, summary: "shared tokenization budgets; per-subject verification attempts", sql: """
         -- One token bucket per tenant, shared by every instance: instances lease tokens from it
         -- in blocks (one short transaction per block), so neither a second instance nor a

@@ -42,7 +42,10 @@ struct CustodyContext {
         let context = CustodyContext(
             pool: pool, database: database, audit: audit, keyring: keyring,
             apiKeys: APIKeyService(pool: pool, database: database, keyring: keyring, audit: audit, environment: configuration.environment, logger: logger),
-            webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+            webhooks: WebhookSigner(
+                pool: pool, keyring: keyring, audit: audit,
+                tokenObjectLimit: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit
+            )
         )
         do {
             let result = try await body(context)

@@ -11,6 +11,9 @@ struct CustosConfiguration: Codable {
         var userPINEnvironment: String?
         var softhsmConf: String?
         var workers: Int?
+        /// Live Ed25519 webhook key pairs (token objects) one tenant may hold; default
+        /// `WebhookSigner.defaultTokenObjectLimit` (8).
+        var tokenObjectsPerTenant: Int?
     }
 
     struct PostgresSection: Codable {

@@ -21,11 +21,11 @@ struct KeyDestructionApprovalTests {
             _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
         }
         await #expect(throws: DestructionApprovalError.approverIsRequester(request.id)) {
-            _ = try await approvals.approve(request.id, officer: "alice")
+            _ = try await approvals.approve(request.id, officer: "alice", certificateSerial: "a11ce")
         }
-        let approved = try await approvals.approve(request.id, officer: "bob")
+        let approved = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
         #expect(approved.approvedBy == "bob" && approved.approvedAt != nil)
-        await #expect(throws: DestructionApprovalError.alreadyApproved(request.id)) { _ = try await approvals.approve(request.id, officer: "carol") }
+        await #expect(throws: DestructionApprovalError.alreadyApproved(request.id)) { _ = try await approvals.approve(request.id, officer: "carol", certificateSerial: "ca201") }
 
         let done = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
         #expect(done.executedAt != nil)
@@ -38,10 +38,10 @@ struct KeyDestructionApprovalTests {
         try await harness.keyring.rotate(tenant, .data, actor: "alice")
         let late = try await approvals.request(tenant, .data, version: 2, officer: "alice")
         clock.advance(hours: 24.5)
-        await #expect(throws: DestructionApprovalError.expired(late.id)) { _ = try await approvals.approve(late.id, officer: "bob") }
+        await #expect(throws: DestructionApprovalError.expired(late.id)) { _ = try await approvals.approve(late.id, officer: "bob", certificateSerial: "b0b") }
         #expect(try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.version == 2 }?.state == .retired)
         let nobody = UUID()
-        await #expect(throws: DestructionApprovalError.unknown(nobody)) { _ = try await approvals.approve(nobody, officer: "bob") }
+        await #expect(throws: DestructionApprovalError.unknown(nobody)) { _ = try await approvals.approve(nobody, officer: "bob", certificateSerial: "b0b") }
         await harness.shutdown()
     }
 }

@@ -81,8 +81,11 @@ struct WebhookSignerTests {
         #expect(throws: WebhookVerificationError.noMatchingSignature) {
             try WebhookVerifier(publicKeys: [publicKey]).verify(id: "msg_9", timestamp: "1700000000", signatureHeader: header, body: body + [1], now: 1_700_000_000)
         }
+        // The label has a random part (two rotations never share one): read it from the row.
+        let label = try #require(try await harness.keyring.versions(tenant.id).first { $0.purpose == .webhookEd25519 }?.tokenLabel)
+        #expect(label.hasPrefix("custos/tenant/\(tenant.id.rawValue)/webhook-ed25519/v1/"))
         let attributes = try await harness.pool.withPersistentSession { session in
-            let handle = try session.findObjects([.class(.privateKey), .label("custos/tenant/\(tenant.id.rawValue)/webhook-ed25519/v1")]).first!
+            let handle = try session.findObjects([.class(.privateKey), .label(label)]).first!
             return (try session.boolAttribute(.sensitive, of: handle), try session.boolAttribute(.extractable, of: handle), try session.boolAttribute(.token, of: handle))
         }
         #expect(attributes == (true, false, true))

@@ -21,18 +21,47 @@ public final class APIKeyService: Sendable {
 
     /// Key rows by key id, used only while the revocation listener is connected: a revocation
     /// it might miss must never leave a stale "valid" row behind (fail closed).
-    private let cache = Mutex([String: APIKeyRecord]())
+    private let cache = Mutex(RowCache())
     private let listening = Atomic<Bool>(false)
     private let lastTouched = Mutex([String: ContinuousClock.Instant]())
+    /// Test hook: runs after a key's row was read from the database, before it is cached.
+    let rowReadHook: (@Sendable (_ keyID: String) async -> Void)?
 
-    public init(pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, environment: String = "live", logger: Logger) {
+    /// - Parameter rowReadHook: for tests only (interleaving a revocation with a read).
+    public init(
+        pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, environment: String = "live", logger: Logger,
+        rowReadHook: (@Sendable (_ keyID: String) async -> Void)? = nil
+    ) {
         self.pool = pool
         self.database = database
         self.keyring = keyring
         self.audit = audit
         self.environment = environment
         self.logger = logger
+        self.rowReadHook = rowReadHook
     }
+
+    /// Cached rows and a generation that every revocation notice, flush and listener change
+    /// bumps. A row read while a notice arrives may predate the revocation it announces: it is
+    /// cached only if the generation is still the one read before the database was asked.
+    private struct RowCache {
+        var generation: UInt64 = 0
+        var rows = [String: APIKeyRecord]()
+
+        /// Forgets `keyID`'s row, or every row when `keyID` is nil.
+        mutating func invalidate(_ keyID: String?) {
+            generation &+= 1
+            if let keyID { rows.removeValue(forKey: keyID) } else { rows.removeAll() }
+        }
+
+        mutating func store(_ record: APIKeyRecord, readUnder readGeneration: UInt64) {
+            if generation == readGeneration { rows[record.keyID] = record }
+        }
+    }
+
+    /// How many times the row cache was invalidated (revocation notices, flushes, listener
+    /// changes): tests wait on it to know a notice has arrived.
+    public var cacheGeneration: UInt64 { cache.withLock { $0.generation } }
 
     /// A key as issued: `key` is shown to the caller once and never stored.
     public struct Issued: Sendable {
@@ -89,7 +118,8 @@ public final class APIKeyService: Sendable {
             throw APIKeyError.malformed(error)
         }
         return try await custody {
-            guard var record = try await row(keyID: parsed.keyID) else { throw APIKeyError.invalid }
+            guard let (found, readGeneration) = try await row(keyID: parsed.keyID) else { throw APIKeyError.invalid }
+            var record = found
             if record.revokedAt != nil { throw APIKeyError.invalid }
             if let expiry = record.expiresAt, expiry <= Date() { throw APIKeyError.invalid }
             let (pepper, _) = try await keyring.key(record.tenant, .apiKeyPepper, version: record.pepperVersion)
@@ -103,7 +133,8 @@ public final class APIKeyService: Sendable {
                 try await database.withTenant(record.tenant, context: "re-hash API key") { connection in
                     try await APIKeyStore.rehash(keyID: updated.keyID, hash: updated.hash, pepperVersion: updated.pepperVersion, on: connection)
                 }
-                if listening.load(ordering: .acquiring) { cache.withLock { $0[updated.keyID] = updated } }
+                // Only if no revocation notice came since the row was read (or it would undo it).
+                if listening.load(ordering: .acquiring) { cache.withLock { $0.store(updated, readUnder: readGeneration) } }
             }
             try await touchIfDue(record)
             return Verified(tenant: record.tenant, keyID: record.keyID, scopes: record.scopes)
@@ -117,7 +148,7 @@ public final class APIKeyService: Sendable {
             let revoked = try await database.withTenant(tenant, context: "revoke API key") { connection in
                 try await APIKeyStore.revoke(keyID: keyID, on: connection)
             }
-            cache.withLock { _ = $0.removeValue(forKey: keyID) }
+            cache.withLock { $0.invalidate(keyID) }
             if revoked {
                 try await audit.append(tenant: tenant, actor: actor, action: "apikey.revoke", target: keyID, details: [:])
             }
@@ -143,15 +174,11 @@ public final class APIKeyService: Sendable {
                 try await database.listen(
                     channel: APIKeyStore.revocationChannel,
                     ready: { [self] in
-                        cache.withLock { $0.removeAll() }
+                        cache.withLock { $0.invalidate(nil) }
                         listening.store(true, ordering: .releasing)
                     },
                     received: { [self] keyID in
-                        if keyID == "*" {
-                            cache.withLock { $0.removeAll() }
-                        } else {
-                            _ = cache.withLock { $0.removeValue(forKey: keyID) }
-                        }
+                        cache.withLock { $0.invalidate(keyID == "*" ? nil : keyID) }
                     }
                 )
             } catch {
@@ -160,7 +187,7 @@ public final class APIKeyService: Sendable {
                 }
             }
             listening.store(false, ordering: .releasing)
-            cache.withLock { $0.removeAll() }
+            cache.withLock { $0.invalidate(nil) }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(5))
         }
@@ -169,9 +196,11 @@ public final class APIKeyService: Sendable {
     /// Whether the revocation listener is connected (and so the cache is in use).
     public var isListening: Bool { listening.load(ordering: .acquiring) }
 
-    private func row(keyID: String) async throws -> APIKeyRecord? {
+    /// The key's row, from the cache or the database, with the cache generation read before it.
+    private func row(keyID: String) async throws -> (record: APIKeyRecord, generation: UInt64)? {
         let useCache = listening.load(ordering: .acquiring)
-        if useCache, let cached = cache.withLock({ $0[keyID] }) { return cached }
+        let (cached, generation) = cache.withLock { ($0.rows[keyID], $0.generation) }
+        if useCache, let cached { return (cached, generation) }
         guard let (tenant, active) = try await database.withTransaction(context: "look up API key id", { connection in
             try await APIKeyStore.tenant(forKeyID: keyID, on: connection)
         }) else { return nil }
@@ -180,8 +209,10 @@ public final class APIKeyService: Sendable {
         let record = try await database.withTenant(tenant, context: "read API key") { connection in
             try await APIKeyStore.get(keyID: keyID, on: connection)
         }
-        if useCache, let record { cache.withLock { $0[keyID] = record } }
-        return record
+        guard let record else { return nil }
+        await rowReadHook?(keyID)
+        if useCache { cache.withLock { $0.store(record, readUnder: generation) } }
+        return (record, generation)
     }
 
     /// Records last use at most once a minute per key, so verification stays read-only.

@@ -16,11 +16,22 @@ public final class WebhookSigner: Sendable {
     let pool: SessionPool
     let keyring: TenantKeyring
     let audit: AuditLog
+    /// How many live Ed25519 token objects (versions not destroyed) one tenant may hold.
+    public let tokenObjectLimit: Int
+    /// One Ed25519 creation at a time per tenant in this instance: two at once would pick the
+    /// same version number and one would fail after making its key pair.
+    private let ed25519Creation = KeyedSerializer<TenantID>()
 
-    public init(pool: SessionPool, keyring: TenantKeyring, audit: AuditLog) {
+    /// Live Ed25519 token objects a tenant may hold unless configured otherwise: an active and a
+    /// retiring version plus retired ones awaiting their two-officer destruction.
+    public static let defaultTokenObjectLimit = 8
+
+    /// - Parameter tokenObjectLimit: see ``defaultTokenObjectLimit``.
+    public init(pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit) {
         self.pool = pool
         self.keyring = keyring
         self.audit = audit
+        self.tokenObjectLimit = tokenObjectLimit
     }
 
     /// A new v1 secret for `tenant` — the first, or a rotation in which the previous one keeps
@@ -44,32 +55,63 @@ public final class WebhookSigner: Sendable {
 
     /// A new v1a Ed25519 key pair generated in the HSM (the private half a token object: SoftHSM
     /// cannot wrap Ed25519 private keys). - Returns: the version and the public key as `whpk_…`.
+    /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)`` when the tenant already holds
+    ///   ``tokenObjectLimit`` live versions; other ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
         try await custody {
-            let versions = try await keyring.versions(tenant).filter { $0.purpose == .webhookEd25519 }
-            let next = (versions.map(\.version).max() ?? 0) + 1
-            let hasActive = versions.contains { $0.state == .active }
-            let label = "custos/tenant/\(tenant.rawValue)/webhook-ed25519/v\(next)"
-            let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
-                let id = try session.generateRandom(count: 16)
-                let templates = KeyTemplate.ed25519(label: label, id: id, token: true)
-                let pair = try session.generateKeyPair(.ecEdwardsKeyPairGen, publicTemplate: templates.public, privateTemplate: templates.private)
+            try await ed25519Creation.run(tenant) {
+                try await createEd25519KeyAlone(tenant: tenant, overlap: overlap, actor: actor)
+            }
+        }
+    }
+
+    private func createEd25519KeyAlone(tenant: TenantID, overlap: Duration, actor: String) async throws -> (version: Int, publicKey: String) {
+        let all = try await keyring.versions(tenant)
+        // Checked again, authoritatively, in the insert's transaction; this early check keeps a
+        // tenant at its limit from making (and discarding) a key pair on every call.
+        guard all.filter({ $0.tokenLabel != nil && $0.state != .destroyed }).count < tokenObjectLimit else {
+            throw CustodyError.tokenObjectLimit(tenant, limit: tokenObjectLimit)
+        }
+        let versions = all.filter { $0.purpose == .webhookEd25519 }
+        let next = (versions.map(\.version).max() ?? 0) + 1
+        let hasActive = versions.contains { $0.state == .active }
+        // A random part makes the label unique even if another instance picks the same version
+        // number at the same moment: signing finds keys by label and refuses a label held twice.
+        let unique = lowercaseHex(try await pool.random(count: 8))
+        let label = TenantKeyring.tokenObjectLabelPrefix(tenant, version: next) + unique
+        let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
+            let id = try session.generateRandom(count: 16)
+            let templates = KeyTemplate.ed25519(label: label, id: id, token: true)
+            let pair = try session.generateKeyPair(.ecEdwardsKeyPairGen, publicTemplate: templates.public, privateTemplate: templates.private)
+            do {
                 let point = try session.attribute(.ecPoint, of: pair.publicKey)
                 return Array(point.suffix(32))
+            } catch {
+                try? session.destroyObject(pair.privateKey)
+                try? session.destroyObject(pair.publicKey)
+                throw error
             }
+        }
+        let record: KeyVersionRecord
+        do {
             let unsealed = KeyVersionRecord(
                 tenant: tenant, purpose: .webhookEd25519, version: next, state: .pending, wrappedKey: nil,
                 wrapMechanism: "none (token object)", rootKEKVersion: keyring.rootKeys.kekVersion,
                 checkValue: Array(SHA256.hash(data: publicKey).prefix(3)), publicKey: publicKey, tokenLabel: label, rowMAC: []
             )
-            let record = try await keyring.authenticator.sealed(unsealed, pool: pool)
-            try await install(record, hasActive: hasActive, overlap: overlap)
-            try await audit.append(
-                tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
-                details: ["public_key_sha256_prefix": lowercaseHex(record.checkValue)]
-            )
-            return (next, StandardWebhooks.encodePublicKey(publicKey))
+            record = try await keyring.authenticator.sealed(unsealed, pool: pool)
+            try await keyring.storePendingTokenObject(record, limit: tokenObjectLimit)
+        } catch {
+            // Without its row nothing would ever find or destroy this key pair.
+            await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next)
+            throw error
         }
+        _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero)
+        try await audit.append(
+            tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
+            details: ["public_key_sha256_prefix": lowercaseHex(record.checkValue)]
+        )
+        return (next, StandardWebhooks.encodePublicKey(publicKey))
     }
 
     /// First version: stored active. Later ones: the keyring's crash-safe rotation steps.

@@ -46,7 +46,7 @@ public final class Authenticator: Sendable {
             guard case .officer(let name) = certificate.role else {
                 throw RPCError(code: .permissionDenied, message: "Admin calls need an officer certificate")
             }
-            return Caller(kind: .officer(name: name))
+            return Caller(kind: .officer(name: name), certificateSerial: certificate.serial)
         }
         guard let scope = Self.scopes[service] else {
             throw RPCError(code: .unimplemented, message: "unknown service \(service)")

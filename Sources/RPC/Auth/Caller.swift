@@ -19,6 +19,9 @@ public struct Caller: Sendable, Hashable {
     }
 
     public let kind: Kind
+    /// The serial (lower-case hex) of the client certificate, for officers: what an approval
+    /// records so that revoking the certificate voids it.
+    public var certificateSerial: String? = nil
 
     @TaskLocal public static var current: Caller?
 

@@ -136,7 +136,10 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func approveKeyDestruction(request: Custos_V1_ApproveKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_ApproveKeyDestructionResponse {
         let actor = try officer()
-        let row = try await deps.approvals.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor)
+        guard let serial = Caller.current?.certificateSerial else {
+            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
+        }
+        let row = try await deps.approvals.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
         return .with { if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) } }
     }
 

@@ -73,6 +73,7 @@ public enum StatusMapping {
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
         case .changedConcurrently: return RPCError(code: .aborted, message: error.description)
+        case .tokenObjectLimit: return RPCError(code: .resourceExhausted, message: error.description)
         case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rewrapKeyMissing:
             logger.error("root key missing", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .unavailable, message: "HSM not ready: \(error.description)")

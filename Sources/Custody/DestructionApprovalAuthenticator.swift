@@ -1,0 +1,55 @@
+import CustosModel
+import Foundation
+import HSM
+import Storage
+
+/// Computes and checks the HSM MAC over a key-destruction approval, under the root MAC key as
+/// ``KeyVersionAuthenticator`` does for key rows but with its own domain: whoever can write to
+/// `destruction_requests` without the HSM cannot approve a request, nor move an approval to
+/// another request, nor extend one past its expiry.
+struct DestructionApprovalAuthenticator: Sendable {
+    static let domain = "custos/destruction_requests/v1"
+
+    /// The bytes the MAC covers: the request (id, tenant, purpose, version, requester, expiry)
+    /// and the approval (approver, the approver's certificate serial, when).
+    static func message(for row: DestructionRequestStore.Row, approvedBy: String, certificateSerial: String, approvedAt: Date) -> [UInt8] {
+        var encoding = CanonicalEncoding(domain: domain)
+        encoding.append(row.id.uuidString.lowercased())
+        encoding.append(row.tenant.rawValue)
+        encoding.append(row.purpose.rawValue)
+        encoding.append(row.version)
+        encoding.append(row.requestedBy)
+        encoding.append(microseconds(row.expiresAt))
+        encoding.append(approvedBy)
+        encoding.append(certificateSerial)
+        encoding.append(microseconds(approvedAt))
+        return encoding.bytes
+    }
+
+    /// PostgreSQL keeps microseconds; callers pass dates as read back from it (or truncated to
+    /// whole seconds), so both sides round the same value.
+    static func microseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+    }
+
+    /// The MAC for an approval, with the root MAC key version it was made under.
+    func mac(for row: DestructionRequestStore.Row, approvedBy: String, certificateSerial: String, approvedAt: Date, pool: SessionPool, rootKeys: RootKeys) async throws -> (mac: [UInt8], version: Int) {
+        let message = Self.message(for: row, approvedBy: approvedBy, certificateSerial: certificateSerial, approvedAt: approvedAt)
+        return (try await pool.hmacSHA256(key: rootKeys.mac, data: message), rootKeys.macVersion)
+    }
+
+    /// Whether `row` carries an approval whose MAC verifies under the root MAC key it names.
+    func isAuthentic(_ row: DestructionRequestStore.Row, pool: SessionPool) async throws -> Bool {
+        guard let approvedBy = row.approvedBy, let approvedAt = row.approvedAt, let serial = row.approverCertificateSerial,
+              let stored = row.approvalMAC, let version = row.approvalMACVersion, version > 0 else { return false }
+        let message = Self.message(for: row, approvedBy: approvedBy, certificateSerial: serial, approvedAt: approvedAt)
+        let expected: [UInt8]
+        do {
+            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: message)
+        } catch HSMError.keyNotFound {
+            // A MAC key version the token never held: written by someone without the HSM.
+            return false
+        }
+        return constantTimeEqual(expected, stored)
+    }
+}

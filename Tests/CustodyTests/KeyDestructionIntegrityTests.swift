@@ -1,0 +1,132 @@
+import Custody
+import CustosModel
+import Foundation
+import PostgresNIO
+import Storage
+import Synchronization
+import Testing
+
+@Suite("Key destruction approvals: HSM-sealed, void with a revoked approver, carried out under a row lock")
+struct KeyDestructionIntegrityTests {
+    /// A tenant whose `data` v1 is retired: what a destruction request may name.
+    static func retiredVersion(_ harness: CustodyHarness) async throws -> TenantID {
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        return tenant
+    }
+
+    static func state(_ harness: CustodyHarness, _ tenant: TenantID) async throws -> KeyState? {
+        try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.version == 1 }?.state
+    }
+
+    @Test("An approval written into the database without the HSM MAC, or with another request's MAC, is refused")
+    func forgedApproval() async throws {
+        let harness = try await CustodyHarness.make("forged")
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        let tenant = try await Self.retiredVersion(harness)
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice")
+        // A database writer flips the approval.
+        try await harness.ownerSQL(tenant: nil, """
+            UPDATE destruction_requests SET approved_by = 'mallory', approved_at = now(), approver_certificate_serial = 'abc'
+            WHERE id = \(request.id)
+            """)
+        await #expect(throws: DestructionApprovalError.approvalNotAuthentic(request.id)) {
+            _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        }
+        // ... or copies a genuine approval, MAC and all, from another request.
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        let other = try await approvals.request(tenant, .data, version: 2, officer: "alice")
+        _ = try await approvals.approve(other.id, officer: "bob", certificateSerial: "b0b")
+        try await harness.ownerSQL(tenant: nil, """
+            UPDATE destruction_requests AS target SET approved_by = source.approved_by, approved_at = source.approved_at,
+                approver_certificate_serial = source.approver_certificate_serial, approval_mac = source.approval_mac,
+                approval_mac_version = source.approval_mac_version
+            FROM destruction_requests AS source WHERE target.id = \(request.id) AND source.id = \(other.id)
+            """)
+        await #expect(throws: DestructionApprovalError.approvalNotAuthentic(request.id)) {
+            _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        }
+        // ... or extends the request's life past its expiry.
+        try await harness.ownerSQL(tenant: nil, "UPDATE destruction_requests SET expires_at = expires_at + interval '1 day' WHERE id = \(other.id)")
+        await #expect(throws: DestructionApprovalError.approvalNotAuthentic(other.id)) {
+            _ = try await approvals.execute(other.id, officer: "alice", waitingPeriod: .zero)
+        }
+        #expect(try await Self.state(harness, tenant) == .retired)
+
+        // A forged approval is void, so a real officer may still approve; then it runs.
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        #expect(try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
+        #expect(try await Self.state(harness, tenant) == .destroyed)
+        await harness.shutdown()
+    }
+
+    @Test("An approval dies with the approver's revoked certificate; another officer may approve again")
+    func revokedApprover() async throws {
+        let harness = try await CustodyHarness.make("revokedappr")
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        let tenant = try await Self.retiredVersion(harness)
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice")
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        try await harness.service.withTransaction(context: "revoke bob") { connection in
+            try await CertificateRevocationStore.revoke(serial: "b0b", subject: "custos://officer/bob", by: "alice", on: connection)
+        }
+        await #expect(throws: DestructionApprovalError.approverRevoked(request.id)) {
+            _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        }
+        #expect(try await Self.state(harness, tenant) == .retired)
+        // Bob's revoked certificate cannot approve anew either.
+        await #expect(throws: DestructionApprovalError.approverRevoked(request.id)) {
+            _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        }
+        _ = try await approvals.approve(request.id, officer: "carol", certificateSerial: "ca201")
+        #expect(try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
+        #expect(try await Self.state(harness, tenant) == .destroyed)
+        await harness.shutdown()
+    }
+
+    @Test("Execution holds the request row locked: another transaction cannot take it, and a second execution finds it done")
+    func executionLocksTheRow() async throws {
+        let harness = try await CustodyHarness.make("execlock")
+        let lockedDuringExecution = Mutex<Bool?>(nil)
+        let owner = harness.owner
+        let approvals = KeyDestructionApprovals(
+            database: harness.service, keyring: harness.keyring, audit: harness.audit,
+            executionHook: { id in
+                // From another connection: NOWAIT fails at once (55P03) if the row is locked.
+                let locked: Bool
+                do {
+                    try await owner.withTransaction(context: "probe request lock") { connection in
+                        for try await _ in try await connection.query("SELECT id FROM destruction_requests WHERE id = \(id) FOR UPDATE NOWAIT", logger: Database.quiet) {}
+                    }
+                    locked = false
+                } catch StorageError.query(let sqlState, _) where sqlState == "55P03" {
+                    locked = true
+                }
+                lockedDuringExecution.withLock { $0 = locked }
+            }
+        )
+        let tenant = try await Self.retiredVersion(harness)
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice")
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        #expect(try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
+        #expect(lockedDuringExecution.withLock { $0 } == true)
+
+        // Two executions at once: one carries it out, the other waits for the lock and finds it done.
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        let second = try await approvals.request(tenant, .data, version: 2, officer: "alice")
+        _ = try await approvals.approve(second.id, officer: "bob", certificateSerial: "b0b")
+        let outcomes = await withTaskGroup(of: (any Error)?.self) { group in
+            for officer in ["alice", "carol"] {
+                group.addTask {
+                    do { _ = try await approvals.execute(second.id, officer: officer, waitingPeriod: .zero); return nil } catch { return error }
+                }
+            }
+            var all = [(any Error)?]()
+            for await outcome in group { all.append(outcome) }
+            return all
+        }
+        #expect(outcomes.filter { $0 == nil }.count == 1)
+        #expect(outcomes.compactMap { $0 as? DestructionApprovalError } == [.alreadyExecuted(second.id)])
+        await harness.shutdown()
+    }
+}
