@@ -22,6 +22,11 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case rootKeyMissing(String)
     /// Data sealed under this key version does not open: the row was altered or moved.
     case sealedDataInvalid(TenantID, KeyPurpose, Int)
+    /// The audit log stands behind (or beside) its HSM anchor: newest entries were deleted or
+    /// the chain rewritten. Appends are refused until an officer investigates.
+    case auditLogBehindAnchor(anchoredSeq: Int64, logSeq: Int64)
+    /// The HSM holds an audit anchor object whose MAC is wrong: refused, never overwritten.
+    case auditAnchorInvalid
     case hsm(HSMError)
     case storage(StorageError)
 
@@ -50,6 +55,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
         case .sealedDataInvalid(let tenant, let purpose, let version):
             "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
+        case .auditLogBehindAnchor(let anchoredSeq, let logSeq):
+            "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
+        case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         }

@@ -179,6 +179,25 @@ struct BindingRoundTripTests {
         let hmac = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
         #expect(try session.sign(.sha256HMAC, key: hmac, data: [1, 2, 3]).count == 32)
     }
+
+    @Test("Data objects (CKO_DATA): a private token object's CKA_VALUE is created, found by label and application, read and replaced")
+    func dataObjectRoundTrip() throws {
+        let label = "custos/test/anchor"
+        let first = Array("head 1".utf8)
+        let handle = try session.createObject([
+            .class(.data), .token(true), .private(true), .modifiable(true), .label(label),
+            .application("custos"), .dataValue(first),
+        ])
+        let found = try session.findObjects([.class(.data), .label(label), .application("custos")])
+        #expect(found == [handle])
+        #expect(try session.findObjects([.class(.data), .label(label), .application("someone-else")]).isEmpty)
+        #expect(try session.attribute(.value, of: handle) == first)
+        let second = Array("head 2, a longer value than the first".utf8)
+        try session.setAttributes([.dataValue(second)], of: handle)
+        #expect(try token.userSession().attribute(.value, of: handle) == second, "C_SetAttributeValue replaced the value for every session")
+        #expect(try session.boolAttribute(.private, of: handle))
+        try session.destroyObject(handle)
+    }
 }
 
 func hex(_ string: String) -> [UInt8] {
