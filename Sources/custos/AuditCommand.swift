@@ -23,7 +23,10 @@ struct AuditCommand: AsyncParsableCommand {
             case .json: print(try encodeJSON(result))
             case .table:
                 if result.isIntact {
-                    print("audit log intact: \(result.entriesChecked) entries, anchored head \(result.anchoredSeq.map(String.init) ?? "none")")
+                    print("audit log intact: \(result.entriesChecked) entries, anchored head \(result.anchoredSeq.map(String.init) ?? "none"), HSM anchor \(result.hsmAnchoredSeq.map(String.init) ?? "none on this token")")
+                    if let unconfirmed = result.unconfirmedSeq {
+                        print("note: entry \(unconfirmed) was anchored but is absent: its transaction rolled back, or the newest entry was deleted")
+                    }
                 } else {
                     print("audit log BROKEN at entry \(result.firstBroken.map(String.init) ?? "?"): \(result.problem ?? "")")
                 }
