@@ -139,8 +139,8 @@ public struct CeremonyTranscript: Sendable {
         case .invalid:
             return Verification(path: path, entries: entries.count, firstBadLine: nil, problem: "the token's anchor for this transcript fails its MAC")
         case .anchor(let value):
-            if let (line, reason) = CeremonyTranscriptAnchor.problem(value, entries: entries) {
-                return Verification(path: path, entries: entries.count, firstBadLine: line, problem: reason, anchoredLine: value.line)
+            if let found = CeremonyTranscriptAnchor.problem(value, entries: entries) {
+                return Verification(path: path, entries: entries.count, firstBadLine: found.line, problem: found.reason, anchoredLine: value.line)
             }
             return Verification(path: path, entries: entries.count, firstBadLine: nil, problem: nil, anchoredLine: value.line)
         }

@@ -1,5 +1,5 @@
 import Crypto
-public import HSM
+import HSM
 import PKCS11
 
 /// The newest MAC'd line of a transcript, kept on the token that wrote it: a private data object

@@ -2,6 +2,7 @@ public import CustosModel
 import Crypto
 import Foundation
 public import HSM
+public import PostgresNIO
 public import Storage
 
 #if canImport(Glibc)

@@ -66,10 +66,11 @@ public final class APIKeyService: Sendable {
             )
             // The key and its audit entry commit together: no issued key without its entry.
             let audit = audit
+            let keyID = parsed.keyID
             try await database.withTenant(tenant, context: "issue API key") { connection in
                 try await APIKeyStore.insert(record, on: connection)
                 try await audit.append(
-                    tenant: tenant, actor: actor, action: "apikey.issue", target: parsed.keyID,
+                    tenant: tenant, actor: actor, action: "apikey.issue", target: keyID,
                     details: ["scopes": scopes.joined(separator: " "), "pepper_version": "\(pepperVersion)"], on: connection
                 )
             }
