@@ -3,8 +3,10 @@ import HSM
 import PKCS11
 
 /// The newest MAC'd line of a transcript, kept on the token that wrote it: a private data object
-/// (`CKO_DATA`, label `custos/ceremony/anchor`, `CKA_ID` derived from the transcript's first
-/// line), holding the line number, its hash and a MAC by the root MAC key that signed the line.
+/// (`CKO_DATA`, label `custos/ceremony/anchor`, `CKA_APPLICATION` derived from the transcript's
+/// first line), holding the line number, its hash and a MAC by the root MAC key that signed the
+/// line. SoftHSM keeps a data object's value read-only, so a write creates the new object and
+/// then destroys the old; a reader takes the MAC-valid one with the highest line.
 ///
 /// The hash chain finds any changed, removed or reordered line but not lines cut from the end;
 /// this anchor does: ``CeremonyTranscript/verify(pool:)`` compares, and
@@ -13,7 +15,6 @@ import PKCS11
 /// are not in the shares) until its first MAC'd line.
 struct CeremonyTranscriptAnchor: Sendable {
     static let label = "custos/ceremony/anchor"
-    static let application = "custos"
     static let format: UInt8 = 1
 
     struct Value: Equatable {
@@ -64,49 +65,54 @@ struct CeremonyTranscriptAnchor: Sendable {
     }
 
     let pool: SessionPool
-    let id: [UInt8]
+    /// `custos/ceremony:` and 16 bytes of SHA-256 of the transcript's first line hash, in hex.
+    let application: String
 
     /// - Parameter firstEntryHash: the transcript's identity (its first line's hash).
     init(pool: SessionPool, firstEntryHash: [UInt8]) {
         self.pool = pool
         var identity = Array("custos/ceremony/anchor\0".utf8)
         identity += firstEntryHash
-        id = Array(SHA256.hash(data: identity).prefix(16))
+        application = "custos/ceremony:" + Hex.encode(SHA256.hash(data: identity).prefix(16))
     }
 
+    private var template: [Attribute] { [.class(.data), .label(Self.label), .application(application)] }
+
     func read() async throws -> Reading {
-        let id = id
+        let template = template
         return try await pool.withSession { session in
             let pkcs11 = session.pkcs11
-            guard let handle = try pkcs11.findObjects([.class(.data), .label(Self.label), .id(id)], limit: 1).first else { return .missing }
-            guard let value = Value(bytes: try pkcs11.attribute(.value, of: handle)), value.macKey.hasPrefix("custos/root/mac/v") else {
-                return .invalid
+            let handles = try pkcs11.findObjects(template, limit: 16)
+            if handles.isEmpty { return .missing }
+            var newest: Value?
+            for handle in handles {
+                guard let value = Value(bytes: try pkcs11.attribute(.value, of: handle)), value.macKey.hasPrefix("custos/root/mac/v") else {
+                    continue
+                }
+                let expected = try pkcs11.sign(
+                    .sha256HMAC, key: try session.handle(for: .tokenObject(label: value.macKey)),
+                    data: Value.message(line: value.line, entryHash: value.entryHash)
+                )
+                if constantTimeEqual(expected, value.mac), value.line > newest?.line ?? 0 { newest = value }
             }
-            let expected = try pkcs11.sign(
-                .sha256HMAC, key: try session.handle(for: .tokenObject(label: value.macKey)),
-                data: Value.message(line: value.line, entryHash: value.entryHash)
-            )
-            return constantTimeEqual(expected, value.mac) ? .anchor(value) : .invalid
+            return newest.map(Reading.anchor) ?? .invalid
         }
     }
 
-    /// Records `line` as the transcript's newest, creating the object on first use.
+    /// Records `line` as the transcript's newest.
     func write(line: Int, entryHash: [UInt8], macKey: String) async throws {
-        let id = id
+        let template = template
         try await pool.withSession { session in
             let pkcs11 = session.pkcs11
             let mac = try pkcs11.sign(
                 .sha256HMAC, key: try session.handle(for: .tokenObject(label: macKey)), data: Value.message(line: line, entryHash: entryHash)
             )
             let value = Value(line: line, entryHash: entryHash, macKey: macKey, mac: mac)
-            if let handle = try pkcs11.findObjects([.class(.data), .label(Self.label), .id(id)], limit: 1).first {
-                try pkcs11.setAttributes([.dataValue(value.bytes)], of: handle)
-            } else {
-                _ = try pkcs11.createObject([
-                    .class(.data), .token(true), .private(true), .modifiable(true), .copyable(false),
-                    .label(Self.label), .application(Self.application), .id(id), .dataValue(value.bytes),
-                ])
-            }
+            let old = try pkcs11.findObjects(template, limit: 16)
+            _ = try pkcs11.createObject(template + [
+                .token(true), .private(true), .copyable(false), .dataValue(value.bytes), .modifiable(false),
+            ])
+            for handle in old { try pkcs11.destroyObject(handle) }
         }
     }
 

@@ -79,9 +79,14 @@ struct AuditAnchorTests {
         let older = try await hsmAnchorValue(harness)
         for index in 5...8 { try await append(harness.audit, index) }
         try await harness.ownerSQL(tenant: nil, "DELETE FROM audit_log WHERE seq >= 5")
+        // The value of a data object is fixed once created: the PIN holder replaces the object.
         try await harness.pool.withPersistentSession { session in
             let handle = try #require(try session.findObjects([.class(.data), .label(AuditHSMAnchor.label)]).first)
-            try session.setAttributes([.dataValue(older)], of: handle)
+            let application = String(decoding: try session.attribute(.application, of: handle), as: UTF8.self)
+            try session.destroyObject(handle)
+            _ = try session.createObject([
+                .class(.data), .token(true), .private(true), .label(AuditHSMAnchor.label), .application(application), .dataValue(older),
+            ])
         }
         let verification = try await harness.audit.verify()
         #expect(verification.hsmAnchoredSeq == 4, "the rolled-back HSM anchor itself agrees with the truncated log")
