@@ -120,7 +120,8 @@ struct CeremonyTranscriptAnchor: Sendable {
     /// bad line and why.
     static func problem(_ anchor: Value, entries: [CeremonyTranscriptEntry]) -> (line: Int, reason: String)? {
         if anchor.line > entries.count {
-            return (entries.count + 1, "lines \(entries.count + 1)…\(anchor.line) were removed from the end (the token anchored line \(anchor.line))")
+            let removed = anchor.line == entries.count + 1 ? "line \(anchor.line) was" : "lines \(entries.count + 1)…\(anchor.line) were"
+            return (entries.count + 1, "\(removed) removed from the end (the token anchored line \(anchor.line))")
         }
         if Hex.decode(entries[anchor.line - 1].entryHash) != anchor.entryHash {
             return (anchor.line, "line \(anchor.line) is not the line the token anchored")

@@ -81,4 +81,15 @@ public struct AuditHSMAnchor: Sendable {
             return anchor
         }
     }
+
+    /// Destroys every anchor object of this log (see ``AuditLog/resetAnchor(actor:)``).
+    /// - Returns: how many objects were destroyed.
+    func destroyAll() async throws -> Int {
+        let template: [Attribute] = [.class(.data), .label(Self.label), .application(application)]
+        return try await pool.withSession { session in
+            let handles = try session.pkcs11.findObjects(template, limit: Self.searchLimit)
+            for handle in handles { try session.pkcs11.destroyObject(handle) }
+            return handles.count
+        }
+    }
 }

@@ -98,6 +98,41 @@ public final class AuditLog: Sendable {
         }
     }
 
+    /// After a sanctioned restore of PostgreSQL to an older point, the log stands behind its
+    /// HSM anchor and appends are refused. This officer step drops the HSM anchor and sets this
+    /// instance's anchor file aside (renamed, never deleted), then records the reset — with the
+    /// head the anchor had recorded — as the first entry of the new anchor, all under the append
+    /// lock in one transaction. Other instances' anchor files must be set aside by hand.
+    /// - Returns: the sequence number the HSM anchor had recorded (`nil`: there was none).
+    /// - Throws: ``CustodyError``.
+    @discardableResult
+    public func resetAnchor(actor: String) async throws -> Int64? {
+        try await custody {
+            let hsmAnchor = hsmAnchor
+            return try await database.withTransaction(context: "reset audit anchor") { connection in
+                try await AuditLogStore.lockForAppend(on: connection)
+                let head = try await AuditLogStore.head(on: connection)
+                let previous: Int64? = if case .anchor(let anchor) = try await hsmAnchor.read() { anchor.seq } else { nil }
+                let destroyed = try await hsmAnchor.destroyAll()
+                if let anchorPath = self.anchorPath, FileManager.default.fileExists(atPath: anchorPath) {
+                    let aside = anchorPath + ".before-reset-\(Int64(Date().timeIntervalSince1970))"
+                    guard rename(anchorPath, aside) == 0 else {
+                        throw CustodyError.storage(.configuration("cannot set the audit anchor file \(anchorPath) aside"))
+                    }
+                }
+                try await self.append(
+                    tenant: nil, actor: actor, action: "audit.anchor.reset", target: "audit",
+                    details: [
+                        "previous_anchored_seq": previous.map(String.init) ?? "none", "log_seq": "\(head?.seq ?? 0)",
+                        "objects_destroyed": "\(destroyed)",
+                    ],
+                    on: connection
+                )
+                return previous
+            }
+        }
+    }
+
     /// The HSM anchor never moves backwards: appending to a log that stands behind it would
     /// overwrite the evidence of the deletion.
     private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: PostgresConnection) async throws {

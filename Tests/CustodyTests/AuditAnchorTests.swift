@@ -127,4 +127,22 @@ struct AuditAnchorTests {
         #expect(verification.isIntact && verification.anchoredSeq == 3, "\(verification)")
         await harness.shutdown()
     }
+
+    @Test("After a sanctioned restore to an older point, an officer's anchor reset lets appends resume and is itself recorded")
+    func resetAfterRestore() async throws {
+        let harness = try await CustodyHarness.make("anchorreset")
+        for index in 1...6 { try await append(harness.audit, index) }
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM audit_log WHERE seq >= 5")
+        await #expect(throws: CustodyError.self) { try await append(harness.audit, 99) }
+        #expect(try await harness.audit.resetAnchor(actor: "officer") == 6)
+        try await append(harness.audit, 7)
+        let verification = try await harness.audit.verify()
+        #expect(verification.isIntact && verification.entriesChecked == 6 && verification.hsmAnchoredSeq == 6, "\(verification)")
+        let reset = try await harness.owner.withTransaction(context: "read reset") { connection in
+            try await connection.query("SELECT seq, details FROM audit_log WHERE action = 'audit.anchor.reset'", logger: Database.quiet)
+                .collect().map { try $0.decode((Int64, String).self) }
+        }
+        #expect(reset.count == 1 && reset[0].0 == 5 && reset[0].1.contains("\"previous_anchored_seq\":\"6\""), "\(reset)")
+        await harness.shutdown()
+    }
 }
