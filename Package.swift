@@ -44,14 +44,15 @@ let package = Package(
         .target(
             name: "HSM",
             dependencies: [
-                "PKCS11",
+                "PKCS11", "CSystemShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
-        // prctl wrappers (variadic C does not import): core-dump suppression.
+        // prctl wrappers (variadic C does not import): core-dump suppression (HSM's
+        // ProcessHygiene, so that the service and the key ceremony share it).
         .systemLibrary(name: "CSystemShims"),
         // Shared value types, no logic with dependencies.
         .target(name: "CustosModel", swiftSettings: strict),
@@ -77,7 +78,7 @@ let package = Package(
         .target(
             name: "Tokenization",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody", "Storage", "CSystemShims",
+                "CustosModel", "HSM", "PKCS11", "Custody", "Storage",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

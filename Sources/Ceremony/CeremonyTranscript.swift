@@ -41,6 +41,9 @@ public struct CeremonyTranscript: Sendable {
         /// The first line (1-based) that fails, and why.
         public let firstBadLine: Int?
         public let problem: String?
+        /// The line the token anchored for this transcript; `nil` when this token holds no
+        /// anchor for it (a token restored from shares, before its first MAC'd line).
+        public var anchoredLine: Int? = nil
         public var isIntact: Bool { firstBadLine == nil && problem == nil }
     }
 
@@ -61,6 +64,11 @@ public struct CeremonyTranscript: Sendable {
                 // The chain always; the MACs too when the HSM is at hand (not before init-token).
                 let check = try await Self.check(entries, path: path, pool: pool, requireFinalMAC: false)
                 if let line = check.firstBadLine { throw CeremonyError.transcriptBroken(path: path, line: line, reason: check.problem ?? "") }
+                // Never extend a transcript cut short: the next line would hide the cut.
+                if let pool, let first = entries.first.flatMap({ Hex.decode($0.entryHash) }) {
+                    let anchored = try await Self.anchorCheck(entries, path: path, anchor: CeremonyTranscriptAnchor(pool: pool, firstEntryHash: first))
+                    if let line = anchored.firstBadLine { throw CeremonyError.transcriptBroken(path: path, line: line, reason: anchored.problem ?? "") }
+                }
             }
             let previous = entries.last
             let time = ISO8601DateFormatter().string(from: Date())
@@ -93,6 +101,10 @@ public struct CeremonyTranscript: Sendable {
             } else {
                 try PrivateFile.create(path, contents: line)
             }
+            // After the line is on disk: an anchor ahead of the file would be a false alarm.
+            if let macKey, let pool, let first = Hex.decode(entries.first?.entryHash ?? entry.entryHash) {
+                try await CeremonyTranscriptAnchor(pool: pool, firstEntryHash: first).write(line: entry.seq, entryHash: hash, macKey: macKey)
+            }
             return entry
         }
     }
@@ -113,7 +125,24 @@ public struct CeremonyTranscript: Sendable {
                     return Verification(path: path, entries: index, firstBadLine: index + 1, problem: "not a transcript entry (\(error.reason))")
                 }
             }
-            return try await Self.check(entries, path: path, pool: pool, requireFinalMAC: true)
+            let chain = try await Self.check(entries, path: path, pool: pool, requireFinalMAC: true)
+            guard chain.isIntact, let first = entries.first.flatMap({ Hex.decode($0.entryHash) }) else { return chain }
+            return try await Self.anchorCheck(entries, path: path, anchor: CeremonyTranscriptAnchor(pool: pool, firstEntryHash: first))
+        }
+    }
+
+    /// Compares an intact chain with the token's anchor for it (lines cut from the end).
+    static func anchorCheck(_ entries: [CeremonyTranscriptEntry], path: String, anchor: CeremonyTranscriptAnchor) async throws -> Verification {
+        switch try await anchor.read() {
+        case .missing:
+            return Verification(path: path, entries: entries.count, firstBadLine: nil, problem: nil)
+        case .invalid:
+            return Verification(path: path, entries: entries.count, firstBadLine: nil, problem: "the token's anchor for this transcript fails its MAC")
+        case .anchor(let value):
+            if let found = CeremonyTranscriptAnchor.problem(value, entries: entries) {
+                return Verification(path: path, entries: entries.count, firstBadLine: found.line, problem: found.reason, anchoredLine: value.line)
+            }
+            return Verification(path: path, entries: entries.count, firstBadLine: nil, problem: nil, anchoredLine: value.line)
         }
     }
 

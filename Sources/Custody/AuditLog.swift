@@ -2,6 +2,7 @@ public import CustosModel
 import Crypto
 import Foundation
 public import HSM
+public import PostgresNIO
 public import Storage
 
 #if canImport(Glibc)
@@ -9,17 +10,20 @@ import Glibc
 #endif
 
 /// The tamper-evident audit log (DESIGN §9): each entry carries the hash of the previous one
-/// and an HSM HMAC; appends are serialised by an advisory lock; the head (sequence number and
-/// hash, MAC'd) is also appended to a file outside PostgreSQL, so that deleting the newest
-/// entries — which leaves a valid-looking chain — is detected too.
+/// and an HSM HMAC; appends are serialised by an advisory transaction lock. Deleting the newest
+/// entries leaves a valid-looking chain, so the head (sequence number, hash and predecessor's
+/// hash, MAC'd) is also anchored outside PostgreSQL, under the same lock: in the HSM, as a data
+/// object every instance shares and that never moves backwards (``AuditHSMAnchor``), and in an
+/// append-only file per instance.
 ///
 /// Entries never hold secret values, names, emails or subject references.
 public final class AuditLog: Sendable {
     let pool: SessionPool
     let database: Database
     let rootKeys: RootKeys
-    /// The append-only anchor file (`nil`: no anchor; verification then says so).
+    /// This instance's append-only anchor file (`nil`: none; the HSM anchor still applies).
     public let anchorPath: String?
+    let hsmAnchor: AuditHSMAnchor
 
     static let entryDomain = "custos/audit/v1"
     static let macDomain = "custos/audit/v1/mac"
@@ -30,40 +34,122 @@ public final class AuditLog: Sendable {
         self.database = database
         self.rootKeys = rootKeys
         self.anchorPath = anchorPath
+        hsmAnchor = AuditHSMAnchor(
+            pool: pool, macKey: rootKeys.mac, logIdentity: "\(database.configuration.database)/\(database.schema)"
+        )
     }
 
-    /// Appends one entry.
+    /// Appends one entry in a transaction of its own.
     /// - Parameters:
     ///   - details: non-secret facts (key versions, KCVs, counts); stored as JSON.
     /// - Throws: ``CustodyError``.
     @discardableResult
     public func append(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws -> Int64 {
         try await custody {
+            try await database.withTransaction(context: "append audit entry") { connection in
+                try await self.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
+            }
+        }
+    }
+
+    /// Appends one entry inside the caller's open transaction, so that the audited action and
+    /// its entry commit or roll back together: no action without its entry.
+    ///
+    /// Takes the append lock, which every appender (on every instance) then waits for until
+    /// this transaction ends: call it as the transaction's last statement, after the action's
+    /// own writes and checks.
+    /// - Parameters:
+    ///   - connection: inside ``Database/withTransaction(context:_:)`` or
+    ///     ``Database/withTenant(_:context:_:)`` of this log's database.
+    ///   - details: non-secret facts (key versions, KCVs, counts); stored as JSON.
+    /// - Returns: the entry's sequence number.
+    /// - Throws: ``CustodyError``; ``CustodyError/auditLogBehindAnchor(anchoredSeq:logSeq:)`` when
+    ///   the log stands behind its HSM anchor (entries deleted): the caller's transaction must
+    ///   then roll back.
+    @discardableResult
+    public func append(
+        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String],
+        on connection: PostgresConnection
+    ) async throws -> Int64 {
+        try await custody {
             let detailsText = Self.json(details)
             let milliseconds = Int64((Date().timeIntervalSince1970 * 1000).rounded())
-            let pool = self.pool
-            let macKey = rootKeys.mac
-            let macVersion = rootKeys.macVersion
-            let (seq, hash, anchorMAC) = try await database.withTransaction(context: "append audit entry") { connection in
+            try await AuditLogStore.lockForAppend(on: connection)
+            let head = try await AuditLogStore.head(on: connection)
+            try await requireNotBehindAnchor(head: head, on: connection)
+            let seq = (head?.seq ?? 0) + 1
+            let previous = head?.hash ?? [UInt8](repeating: 0, count: 32)
+            let hash = Self.entryHash(
+                previous: previous, seq: seq, milliseconds: milliseconds, tenant: tenant, actor: actor,
+                action: action, target: target, details: detailsText
+            )
+            let mac = try await pool.hmacSHA256(key: rootKeys.mac, data: Self.macMessage(seq: seq, hash: hash))
+            try await AuditLogStore.insert(AuditEntryRecord(
+                seq: seq, at: Date(timeIntervalSince1970: Double(milliseconds) / 1000), tenant: tenant, actor: actor,
+                action: action, target: target, details: detailsText, previousHash: previous, entryHash: hash, mac: mac,
+                macKeyVersion: rootKeys.macVersion
+            ), on: connection)
+            // Still under the lock: the anchors move in append order. Should this transaction
+            // roll back, the anchors name an entry the log never got, with its predecessor as
+            // the log's head: a state verification accepts (``AuditAnchor/Standing/newestAbsent``).
+            let anchor = try await hsmAnchor.write(seq: seq, hash: hash, previousHash: previous)
+            try writeAnchorLine(anchor)
+            return seq
+        }
+    }
+
+    /// After a sanctioned restore of PostgreSQL to an older point, the log stands behind its
+    /// HSM anchor and appends are refused. This officer step drops the HSM anchor and sets this
+    /// instance's anchor file aside (renamed, never deleted), then records the reset — with the
+    /// head the anchor had recorded — as the first entry of the new anchor, all under the append
+    /// lock in one transaction. Other instances' anchor files must be set aside by hand.
+    /// - Returns: the sequence number the HSM anchor had recorded (`nil`: there was none).
+    /// - Throws: ``CustodyError``.
+    @discardableResult
+    public func resetAnchor(actor: String) async throws -> Int64? {
+        try await custody {
+            let hsmAnchor = hsmAnchor
+            return try await database.withTransaction(context: "reset audit anchor") { connection in
                 try await AuditLogStore.lockForAppend(on: connection)
                 let head = try await AuditLogStore.head(on: connection)
-                let seq = (head?.seq ?? 0) + 1
-                let previous = head?.hash ?? [UInt8](repeating: 0, count: 32)
-                let hash = Self.entryHash(
-                    previous: previous, seq: seq, milliseconds: milliseconds, tenant: tenant, actor: actor,
-                    action: action, target: target, details: detailsText
+                let previous: Int64? = if case .anchor(let anchor) = try await hsmAnchor.read() { anchor.seq } else { nil }
+                let destroyed = try await hsmAnchor.destroyAll()
+                if let anchorPath = self.anchorPath, FileManager.default.fileExists(atPath: anchorPath) {
+                    let aside = anchorPath + ".before-reset-\(Int64(Date().timeIntervalSince1970))"
+                    guard rename(anchorPath, aside) == 0 else {
+                        throw CustodyError.storage(.configuration("cannot set the audit anchor file \(anchorPath) aside"))
+                    }
+                }
+                try await self.append(
+                    tenant: nil, actor: actor, action: "audit.anchor.reset", target: "audit",
+                    details: [
+                        "previous_anchored_seq": previous.map(String.init) ?? "none", "log_seq": "\(head?.seq ?? 0)",
+                        "objects_destroyed": "\(destroyed)",
+                    ],
+                    on: connection
                 )
-                let mac = try await pool.hmacSHA256(key: macKey, data: Self.macMessage(seq: seq, hash: hash))
-                try await AuditLogStore.insert(AuditEntryRecord(
-                    seq: seq, at: Date(timeIntervalSince1970: Double(milliseconds) / 1000), tenant: tenant, actor: actor,
-                    action: action, target: target, details: detailsText, previousHash: previous, entryHash: hash, mac: mac,
-                    macKeyVersion: macVersion
-                ), on: connection)
-                let anchorMAC = try await pool.hmacSHA256(key: macKey, data: Self.anchorMessage(seq: seq, hash: hash))
-                return (seq, hash, anchorMAC)
+                return previous
             }
-            try writeAnchor(seq: seq, hash: hash, mac: anchorMAC)
-            return seq
+        }
+    }
+
+    /// The HSM anchor never moves backwards: appending to a log that stands behind it would
+    /// overwrite the evidence of the deletion.
+    private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: PostgresConnection) async throws {
+        switch try await hsmAnchor.read() {
+        case .missing:
+            // A fresh token (or one restored from shares: data objects are not in the shares).
+            return
+        case .invalid:
+            throw CustodyError.auditAnchorInvalid
+        case .anchor(let anchor):
+            let standing = try await anchor.standing(head: head) { seq in
+                try await AuditLogStore.entries(after: seq - 1, limit: 1, on: connection).first.flatMap { $0.seq == seq ? $0.entryHash : nil }
+            }
+            switch standing {
+            case .confirmed, .newestAbsent: return
+            case .truncated, .diverged: throw CustodyError.auditLogBehindAnchor(anchoredSeq: anchor.seq, logSeq: head?.seq ?? 0)
+            }
         }
     }
 
@@ -73,14 +159,33 @@ public final class AuditLog: Sendable {
         /// The first entry that fails (sequence number and why), if any.
         public let firstBroken: Int64?
         public let problem: String?
-        /// The newest head recorded outside PostgreSQL, if an anchor file is configured.
+        /// The newest head confirmed by an anchor outside PostgreSQL (HSM or this instance's file).
         public let anchoredSeq: Int64?
+        /// The HSM anchor's sequence number; `nil` when this token holds none for this log (a
+        /// fresh or restored token: the next append creates it).
+        public let hsmAnchoredSeq: Int64?
+        /// An anchored entry that is absent while its predecessor ends the log: its transaction
+        /// rolled back, or the single newest entry was deleted (the two look alike).
+        public let unconfirmedSeq: Int64?
         public var isIntact: Bool { firstBroken == nil && problem == nil }
+
+        init(
+            entriesChecked: Int64, firstBroken: Int64? = nil, problem: String? = nil, anchoredSeq: Int64? = nil,
+            hsmAnchoredSeq: Int64? = nil, unconfirmedSeq: Int64? = nil
+        ) {
+            self.entriesChecked = entriesChecked
+            self.firstBroken = firstBroken
+            self.problem = problem
+            self.anchoredSeq = anchoredSeq
+            self.hsmAnchoredSeq = hsmAnchoredSeq
+            self.unconfirmedSeq = unconfirmedSeq
+        }
     }
 
     /// Walks the whole chain: sequence numbers contiguous from 1, each hash recomputed from the
-    /// entry and its predecessor, each MAC recomputed in the HSM; then compares the head with the
-    /// anchor. Reports the first broken entry.
+    /// entry and its predecessor, each MAC recomputed in the HSM; then compares the head with
+    /// the HSM anchor and with the highest MAC-valid line of this instance's anchor file (lines
+    /// other instances' appends passed are fine). Reports the first broken entry.
     public func verify() async throws -> Verification {
         try await custody {
             var expectedSeq: Int64 = 1
@@ -94,42 +199,66 @@ public final class AuditLog: Sendable {
                 }
                 for entry in entries {
                     if let problem = try await check(entry, expectedSeq: expectedSeq, previous: previous) {
-                        return Verification(entriesChecked: checked, firstBroken: problem.seq, problem: problem.reason, anchoredSeq: nil)
+                        return Verification(entriesChecked: checked, firstBroken: problem.seq, problem: problem.reason)
                     }
                     previous = entry.entryHash
                     expectedSeq += 1
                     checked += 1
                 }
             } while entries.count == 500
-            let headSeq = expectedSeq - 1
-            guard anchorPath != nil else {
-                return Verification(entriesChecked: checked, firstBroken: nil, problem: nil, anchoredSeq: nil)
+            let head: (seq: Int64, hash: [UInt8])? = checked > 0 ? (checked, previous) : nil
+            let database = database
+            let hashAt: @Sendable (Int64) async throws -> [UInt8]? = { seq in
+                try await database.withTransaction(context: "read anchored audit entry") { connection in
+                    try await AuditLogStore.entries(after: seq - 1, limit: 1, on: connection).first.flatMap { $0.seq == seq ? $0.entryHash : nil }
+                }
             }
-            guard let anchor = try readAnchor() else {
-                return Verification(
-                    entriesChecked: checked, firstBroken: nil,
-                    problem: headSeq > 0 ? "the anchor file is missing or empty while the log has \(headSeq) entries" : nil,
-                    anchoredSeq: nil
-                )
+            var anchoredSeq: Int64?
+            var unconfirmedSeq: Int64?
+            var hsmAnchoredSeq: Int64?
+            // The HSM anchor, then this instance's file: each must agree with the log.
+            var anchors = [(source: String, anchor: AuditAnchor)]()
+            switch try await hsmAnchor.read() {
+            case .missing: break
+            case .invalid:
+                return Verification(entriesChecked: checked, problem: "the HSM's audit anchor fails its MAC")
+            case .anchor(let anchor):
+                hsmAnchoredSeq = anchor.seq
+                anchors.append(("the HSM anchor", anchor))
             }
-            let expectedMAC = try await pool.hmacSHA256(key: rootKeys.mac, data: Self.anchorMessage(seq: anchor.seq, hash: anchor.hash))
-            guard constantTimeEqual(expectedMAC, anchor.mac) else {
-                return Verification(entriesChecked: checked, firstBroken: nil, problem: "the anchor's own MAC is wrong", anchoredSeq: anchor.seq)
+            if anchorPath != nil {
+                switch try await newestValidAnchorLine() {
+                case .none: break
+                case .some(nil):
+                    return Verification(entriesChecked: checked, problem: "no line of the anchor file \(anchorPath ?? "") carries a valid MAC", hsmAnchoredSeq: hsmAnchoredSeq)
+                case .some(let anchor?):
+                    anchors.append(("the anchor file", anchor))
+                }
             }
-            if anchor.seq > headSeq {
-                return Verification(
-                    entriesChecked: checked, firstBroken: headSeq + 1,
-                    problem: "entries \(headSeq + 1)…\(anchor.seq) were deleted (the anchor recorded entry \(anchor.seq))",
-                    anchoredSeq: anchor.seq
-                )
+            for (source, anchor) in anchors {
+                switch try await anchor.standing(head: head, hashAt: hashAt) {
+                case .confirmed:
+                    anchoredSeq = Swift.max(anchoredSeq ?? 0, anchor.seq)
+                case .newestAbsent:
+                    anchoredSeq = Swift.max(anchoredSeq ?? 0, anchor.seq - 1)
+                    unconfirmedSeq = Swift.max(unconfirmedSeq ?? 0, anchor.seq)
+                case .truncated(let firstMissing):
+                    return Verification(
+                        entriesChecked: checked, firstBroken: firstMissing,
+                        problem: "entries from \(firstMissing) on were deleted (\(source) recorded entry \(anchor.seq))",
+                        anchoredSeq: anchor.seq, hsmAnchoredSeq: hsmAnchoredSeq
+                    )
+                case .diverged(let seq):
+                    return Verification(
+                        entriesChecked: checked, firstBroken: seq, problem: "entry \(seq) differs from the head \(source) recorded",
+                        anchoredSeq: anchor.seq, hsmAnchoredSeq: hsmAnchoredSeq
+                    )
+                }
             }
-            let anchored = try await database.withTransaction(context: "read anchored audit entry") { connection in
-                try await AuditLogStore.entries(after: anchor.seq - 1, limit: 1, on: connection).first
-            }
-            if anchored?.entryHash != anchor.hash {
-                return Verification(entriesChecked: checked, firstBroken: anchor.seq, problem: "entry \(anchor.seq) differs from the anchored head", anchoredSeq: anchor.seq)
-            }
-            return Verification(entriesChecked: checked, firstBroken: nil, problem: nil, anchoredSeq: anchor.seq)
+            if unconfirmedSeq != nil, anchoredSeq.map({ $0 >= unconfirmedSeq! }) == true { unconfirmedSeq = nil }
+            return Verification(
+                entriesChecked: checked, anchoredSeq: anchoredSeq, hsmAnchoredSeq: hsmAnchoredSeq, unconfirmedSeq: unconfirmedSeq
+            )
         }
     }
 
@@ -194,24 +323,30 @@ public final class AuditLog: Sendable {
 
     // MARK: Anchor file
 
-    private func writeAnchor(seq: Int64, hash: [UInt8], mac: [UInt8]) throws {
+    /// Appends the anchor as one line with one `write` (`O_APPEND`: never interleaved with
+    /// another writer's line), under the append lock.
+    private func writeAnchorLine(_ anchor: AuditAnchor) throws {
         guard let anchorPath else { return }
-        let line = "\(seq) \(lowercaseHex(hash)) \(lowercaseHex(mac))\n"
         let descriptor = open(anchorPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw CustodyError.storage(.configuration("cannot open audit anchor \(anchorPath)")) }
         defer { close(descriptor) }
-        _ = line.withCString { write(descriptor, $0, strlen($0)) }
+        let bytes = Array(anchor.line.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == bytes.count else { throw CustodyError.storage(.configuration("cannot write audit anchor \(anchorPath)")) }
     }
 
-    private func readAnchor() throws -> (seq: Int64, hash: [UInt8], mac: [UInt8])? {
+    /// The highest-sequence line of the anchor file whose MAC is valid: `nil` when the file is
+    /// missing or empty, `.some(nil)` when it has lines but none is valid. Torn or foreign lines
+    /// are skipped, so a line cut short by a crash does not hide the good ones before it.
+    private func newestValidAnchorLine() async throws -> AuditAnchor?? {
         guard let anchorPath, let data = FileManager.default.contents(atPath: anchorPath) else { return nil }
         let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
-        guard let last = lines.last else { return nil }
-        let fields = last.split(separator: " ")
-        guard fields.count == 3, let seq = Int64(fields[0]), let hash = unhex(fields[1]), let mac = unhex(fields[2]) else {
-            return (0, [], [])
+        guard !lines.isEmpty else { return nil }
+        for anchor in lines.compactMap(AuditAnchor.init(line:)).sorted(by: { $0.seq > $1.seq }) {
+            let expected = try await pool.hmacSHA256(key: rootKeys.mac, data: anchor.message)
+            if constantTimeEqual(expected, anchor.mac) { return .some(anchor) }
         }
-        return (seq, hash, mac)
+        return .some(nil)
     }
 }
 

@@ -35,6 +35,11 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// The tenant already holds `limit` live HSM token objects (Ed25519 webhook keys): the
     /// token's storage is shared, so destroy retired versions before making another.
     case tokenObjectLimit(TenantID, limit: Int)
+    /// The audit log stands behind (or beside) its HSM anchor: newest entries were deleted or
+    /// the chain rewritten. Appends are refused until an officer investigates.
+    case auditLogBehindAnchor(anchoredSeq: Int64, logSeq: Int64)
+    /// The HSM holds an audit anchor object whose MAC is wrong: refused, never overwritten.
+    case auditAnchorInvalid
     case hsm(HSMError)
     case storage(StorageError)
 
@@ -77,6 +82,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "data sealed under \(purpose.rawValue) key v\(version) of tenant \(tenant) does not open (altered or moved row)"
         case .tokenObjectLimit(let tenant, let limit):
             "tenant \(tenant) already holds \(limit) live HSM token objects (the limit); destroy retired webhook-ed25519 versions first"
+        case .auditLogBehindAnchor(let anchoredSeq, let logSeq):
+            "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
+        case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         }

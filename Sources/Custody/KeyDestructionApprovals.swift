@@ -45,12 +45,16 @@ public final class KeyDestructionApprovals: Sendable {
             id: UUID(), tenant: tenant, purpose: purpose, version: version, requestedBy: officer, requestedAt: at,
             expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), approvedBy: nil, approvedAt: nil, executedAt: nil
         )
+        let audit = audit
         try await custody {
             try await database.withTransaction(context: "request key destruction") { connection in
                 try await DestructionRequestStore.insert(row, on: connection)
+                try await audit.append(
+                    tenant: tenant, actor: officer, action: "key.destroy.request", target: "\(purpose.rawValue)/v\(version)",
+                    details: ["request": row.id.uuidString.lowercased()], on: connection
+                )
             }
         }
-        _ = try await audit.append(tenant: tenant, actor: officer, action: "key.destroy.request", target: "\(purpose.rawValue)/v\(version)", details: ["request": row.id.uuidString.lowercased()])
         return row
     }
 
@@ -64,7 +68,8 @@ public final class KeyDestructionApprovals: Sendable {
         // Whole seconds: the MAC covers the time, and PostgreSQL keeps microseconds only.
         let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
         let pool = keyring.pool, rootKeys = keyring.rootKeys, authenticator = self.authenticator
-        let row = try await custody {
+        let audit = audit
+        _ = try await custody {
             try await database.withTransaction(context: "approve key destruction") { connection in
                 guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
@@ -82,10 +87,13 @@ public final class KeyDestructionApprovals: Sendable {
                 try await DestructionRequestStore.approve(
                     id, by: officer, certificateSerial: certificateSerial, at: at, mac: mac, macVersion: macVersion, on: connection
                 )
+                try await audit.append(
+                    tenant: row.tenant, actor: officer, action: "key.destroy.approve", target: "\(row.purpose.rawValue)/v\(row.version)",
+                    details: ["request": id.uuidString.lowercased()], on: connection
+                )
                 return row
             }
         }
-        _ = try await audit.append(tenant: row.tenant, actor: officer, action: "key.destroy.approve", target: "\(row.purpose.rawValue)/v\(row.version)", details: ["request": id.uuidString.lowercased()])
         return try await get(id)
     }
 

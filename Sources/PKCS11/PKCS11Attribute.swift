@@ -9,6 +9,7 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let token = Self(rawValue: 0x001)
     public static let `private` = Self(rawValue: 0x002)
     public static let label = Self(rawValue: 0x003)
+    public static let application = Self(rawValue: 0x010)
     public static let value = Self(rawValue: 0x011)
     public static let keyType = Self(rawValue: 0x100)
     public static let id = Self(rawValue: 0x102)
@@ -39,7 +40,7 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let unwrapTemplate = Self(rawValue: 0x4000_0212)
 
     static let names: [UInt: String] = [
-        0x000: "CKA_CLASS", 0x001: "CKA_TOKEN", 0x002: "CKA_PRIVATE", 0x003: "CKA_LABEL",
+        0x000: "CKA_CLASS", 0x001: "CKA_TOKEN", 0x002: "CKA_PRIVATE", 0x003: "CKA_LABEL", 0x010: "CKA_APPLICATION",
         0x011: "CKA_VALUE", 0x100: "CKA_KEY_TYPE", 0x102: "CKA_ID", 0x103: "CKA_SENSITIVE",
         0x104: "CKA_ENCRYPT", 0x105: "CKA_DECRYPT", 0x106: "CKA_WRAP", 0x107: "CKA_UNWRAP",
         0x108: "CKA_SIGN", 0x10A: "CKA_VERIFY", 0x10C: "CKA_DERIVE", 0x161: "CKA_VALUE_LEN",
@@ -74,10 +75,14 @@ public enum Attribute: Sendable, CustomStringConvertible {
     case trusted(Bool)
     case wrapWithTrusted(Bool)
     case label(String)
+    /// `CKA_APPLICATION` of a data object (`CKO_DATA`): who owns it.
+    case application(String)
     case id([UInt8])
     case valueLength(Int)
     /// Key material to import. Held as ``SecretBytes`` and never printed.
     case value(SecretBytes)
+    /// `CKA_VALUE` of a data object (`CKO_DATA`) that is not a secret, e.g. an anchored log head.
+    case dataValue([UInt8])
     case ecParams([UInt8])
     /// `CKA_LOCAL` (read-only on objects; meaningful inside a wrap template).
     case local(Bool)
@@ -109,9 +114,10 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .trusted: .trusted
         case .wrapWithTrusted: .wrapWithTrusted
         case .label: .label
+        case .application: .application
         case .id: .id
         case .valueLength: .valueLength
-        case .value: .value
+        case .value, .dataValue: .value
         case .ecParams: .ecParams
         case .local: .local
         case .wrapTemplate: .wrapTemplate
@@ -122,7 +128,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .value(let secret): "\(type)=<\(secret.count) secret bytes>"
-        case .label(let label): "\(type)=\"\(label)\""
+        case .label(let label), .application(let label): "\(type)=\"\(label)\""
+        case .dataValue(let bytes): "\(type)=<\(bytes.count) bytes>"
         case .class(let objectClass): "\(type)=\(objectClass.rawValue)"
         case .keyType(let keyType): "\(type)=\(keyType.rawValue)"
         case .valueLength(let length): "\(type)=\(length)"
@@ -150,8 +157,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
             buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
         case .local(let flag): buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.encodeNested(into: buffer)
-        case .label(let label): _ = buffer.initializeMemory(as: UInt8.self, from: label.utf8)
-        case .id(let bytes), .ecParams(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
+        case .label(let label), .application(let label): _ = buffer.initializeMemory(as: UInt8.self, from: label.utf8)
+        case .id(let bytes), .ecParams(let bytes), .dataValue(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
         case .value(let secret):
             secret.withUnsafeBytes { source in
                 if let base = source.baseAddress, source.count > 0 {
@@ -164,8 +171,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
     fileprivate var encodedLength: Int {
         switch self {
         case .class, .keyType, .valueLength: MemoryLayout<CK_ULONG>.size
-        case .label(let label): label.utf8.count
-        case .id(let bytes), .ecParams(let bytes): bytes.count
+        case .label(let label), .application(let label): label.utf8.count
+        case .id(let bytes), .ecParams(let bytes), .dataValue(let bytes): bytes.count
         case .value(let secret): secret.count
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.nestedLayout.total
         default: MemoryLayout<CK_BBOOL>.size

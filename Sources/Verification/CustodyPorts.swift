@@ -1,4 +1,5 @@
 public import CustosModel
+public import PostgresNIO
 
 // What the verification core needs from custody, declared here and implemented by the
 // composition root (DESIGN §3): the core never imports HSM, PKCS11, Tokenization or Custody.
@@ -25,4 +26,9 @@ public protocol SubjectReferencing: Sendable {
 /// or subject references.
 public protocol AuditRecording: Sendable {
     func record(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws
+    /// Records inside the caller's open transaction, as its last statement, so that the action
+    /// and its entry commit or roll back together.
+    func record(
+        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: PostgresConnection
+    ) async throws
 }

@@ -29,18 +29,21 @@ public struct RetentionJob: Sendable {
             let cutoff = now().addingTimeInterval(-Double(policy.retentionDays) * 86_400)
             let notice = core.galleryChange(tenant, .reset)
             let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
+            let audit = audit
             let count = try await database.withTenant(tenant, context: "retention") { connection in
                 try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, on: connection)
                 let count = try await TemplateStore.deleteInactive(since: cutoff, on: connection)
-                if count > 0 { try await TemplateStore.notify(notice, on: connection) }
+                if count > 0 {
+                    try await TemplateStore.notify(notice, on: connection)
+                    try await audit.record(tenant: tenant, actor: actor, action: "retention.delete", target: "templates", details: [
+                        "templates": "\(count)", "retention_days": "\(policy.retentionDays)",
+                    ], on: connection)
+                }
                 return count
             }
             guard count > 0 else { continue }
             core.galleryReset(tenant)
             deleted[tenant] = count
-            try await audit.record(tenant: tenant, actor: actor, action: "retention.delete", target: "templates", details: [
-                "templates": "\(count)", "retention_days": "\(policy.retentionDays)",
-            ])
         }
         return deleted
     }

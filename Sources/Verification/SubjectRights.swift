@@ -69,18 +69,20 @@ public final class SubjectRights: Sendable {
         try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
         let references = try await referencer.references(for: externalID, tenant: tenant).map(\.value)
         let notices = references.map { core.galleryChange(tenant, .erased, subject: $0) }
+        let audit = audit
+        // The erasure and its audit entry commit together: nothing erased without a record.
         let counts = try await database.withTenant(tenant, context: "erase subject") { connection in
             let templates = try await TemplateStore.delete(subjects: references, on: connection)
             let sessions = try await SessionStore.delete(subjects: references, on: connection)
             // The attempt counters name the subject too.
             try await VerificationAttemptStore.delete(subjects: references, on: connection)
             for notice in notices { try await TemplateStore.notify(notice, on: connection) }
+            try await audit.record(tenant: tenant, actor: actor, action: "subject.erase", target: "subject", details: [
+                "templates": "\(templates)", "sessions": "\(sessions)",
+            ], on: connection)
             return ErasureCounts(templates: templates, sessions: sessions)
         }
         core.galleryRemove(tenant, references)
-        try await audit.record(tenant: tenant, actor: actor, action: "subject.erase", target: "subject", details: [
-            "templates": "\(counts.templates)", "sessions": "\(counts.sessions)",
-        ])
         return counts
     }
 }

@@ -77,13 +77,14 @@ public final class TenantPolicies: Sendable {
             green: policy.thresholds.green, amber: policy.thresholds.amber,
             retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute
         )
+        let audit = audit
         try await database.withTenant(tenant, context: "set tenant policy") { connection in
             try await TenantPolicyStore.put(row, tenant: tenant, on: connection)
+            try await audit?.record(tenant: tenant, actor: actor, action: "tenant.policy", target: tenant.rawValue, details: [
+                "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
+                "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
+            ], on: connection)
         }
         cache.withLock { $0[tenant] = nil }
-        try await audit?.record(tenant: tenant, actor: actor, action: "tenant.policy", target: tenant.rawValue, details: [
-            "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
-            "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
-        ])
     }
 }

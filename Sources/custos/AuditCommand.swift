@@ -1,11 +1,12 @@
 import ArgumentParser
 import Custody
+import Foundation
 import RPC
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "The tamper-evident audit log: tail (over the Admin RPC), verify (local).",
-        subcommands: [Tail.self, Verify.self]
+        commandName: "audit", abstract: "The tamper-evident audit log: tail (over the Admin RPC), verify and reset-anchor (local).",
+        subcommands: [Tail.self, Verify.self, ResetAnchor.self]
     )
 
     struct Verify: AsyncParsableCommand {
@@ -23,12 +24,33 @@ struct AuditCommand: AsyncParsableCommand {
             case .json: print(try encodeJSON(result))
             case .table:
                 if result.isIntact {
-                    print("audit log intact: \(result.entriesChecked) entries, anchored head \(result.anchoredSeq.map(String.init) ?? "none")")
+                    print("audit log intact: \(result.entriesChecked) entries, anchored head \(result.anchoredSeq.map(String.init) ?? "none"), HSM anchor \(result.hsmAnchoredSeq.map(String.init) ?? "none on this token")")
+                    if let unconfirmed = result.unconfirmedSeq {
+                        print("note: entry \(unconfirmed) was anchored but is absent: its transaction rolled back, or the newest entry was deleted")
+                    }
                 } else {
                     print("audit log BROKEN at entry \(result.firstBroken.map(String.init) ?? "?"): \(result.problem ?? "")")
                 }
             }
             if !result.isIntact { throw ExitCode(1) }
+        }
+    }
+
+    struct ResetAnchor: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reset-anchor",
+            abstract: "After a sanctioned database restore: drop the HSM audit anchor, set this instance's anchor file aside, record the reset (local).",
+            discussion: "Appends are refused while the log stands behind its HSM anchor. Run this only after the restore was approved; the reset and the head the anchor had recorded become the next audit entry."
+        )
+        @OptionGroup var options: LocalOptions
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            try confirm("Reset the audit anchor (only after an approved database restore)?", yes: yes)
+            let previous = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+                try await context.audit.resetAnchor(actor: "local:\(NSUserName())")
+            }
+            print("audit anchor reset; it had recorded entry \(previous.map(String.init) ?? "none")")
         }
     }
 

@@ -45,8 +45,19 @@ extension CustosConfiguration {
     }
 }
 
+/// Every ceremony step holds PINs, root-key material or custodian shares in memory: no core
+/// file may catch them, and no other process of the user may attach. A step refuses to run
+/// where the kernel does not grant both.
+func lockDownCeremony() throws {
+    let state = ProcessHygiene.lockDown()
+    guard state.coreLimitZero, !state.dumpable else {
+        throw LocalError.failed("cannot disable core dumps and ptrace for this process; refusing to run a ceremony step")
+    }
+}
+
 /// Runs `body` with a started pool on the configured token and a ceremony for it.
 func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions, _ body: (KeyCeremony, CustosConfiguration) async throws -> R) async throws -> R {
+    try lockDownCeremony()
     let configuration = try options.loadConfiguration()
     let participants = try ceremonyOptions.participants()
     let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
@@ -94,6 +105,7 @@ struct CeremonyInitTokenCommand: AsyncParsableCommand {
     var soPINEnv: String?
 
     func run() async throws {
+        try lockDownCeremony()
         let configuration = try options.loadConfiguration()
         let poolConfiguration = try configuration.poolConfiguration()
         let soPIN: PINSource
@@ -208,6 +220,7 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
     @Flag(help: "Only finish re-wrapping under the newest KEKs (after an interrupted rotation).") var resume = false
 
     func run() async throws {
+        try lockDownCeremony()
         let configuration = try options.loadConfiguration()
         let participants = try ceremony.participants()
         let transcript = CeremonyTranscript(path: ceremony.transcript)
@@ -252,6 +265,7 @@ struct CeremonyVerifyTranscriptCommand: AsyncParsableCommand {
     @Option(help: "Output format.") var output: OutputFormat = .table
 
     func run() async throws {
+        try lockDownCeremony()
         let configuration = try options.loadConfiguration()
         let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
         try await pool.start()
@@ -267,7 +281,8 @@ struct CeremonyVerifyTranscriptCommand: AsyncParsableCommand {
         case .json: print(try encodeJSON(result))
         case .table:
             if result.isIntact {
-                print("transcript intact: \(result.entries) entries, chain and MACs verified")
+                let anchor = result.anchoredLine.map { "the token anchored line \($0)" } ?? "this token holds no anchor for it (restored token?)"
+                print("transcript intact: \(result.entries) entries, chain and MACs verified; \(anchor)")
             } else {
                 print("transcript BROKEN at line \(result.firstBadLine.map(String.init) ?? "?"): \(result.problem ?? "")")
             }

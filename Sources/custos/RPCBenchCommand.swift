@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HSM
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging

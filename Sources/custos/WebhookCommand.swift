@@ -62,7 +62,14 @@ struct WebhookCommand: AsyncParsableCommand {
             guard let body = FileManager.default.contents(atPath: bodyFile) else { throw LocalError.failed("cannot read \(bodyFile)") }
             let time = timestamp ?? Int64(Date().timeIntervalSince1970)
             let header = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
-                try await context.webhooks.signatureHeader(tenant: tenantValue, id: id, timestamp: time, body: Array(body))
+                let header = try await context.webhooks.signatureHeader(tenant: tenantValue, id: id, timestamp: time, body: Array(body))
+                // A local signature is a use of the tenant's webhook key like any other: audited
+                // before it is shown (no entry, no signature). The body stays out of the entry.
+                try await context.audit.append(
+                    tenant: tenantValue, actor: "local:\(NSUserName())", action: "webhook.sign.local", target: id,
+                    details: ["timestamp": "\(time)", "bytes": "\(body.count)"]
+                )
+                return header
             }
             print("webhook-id: \(id)\nwebhook-timestamp: \(time)\nwebhook-signature: \(header)")
         }

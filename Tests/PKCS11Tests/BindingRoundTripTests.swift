@@ -179,6 +179,29 @@ struct BindingRoundTripTests {
         let hmac = try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
         #expect(try session.sign(.sha256HMAC, key: hmac, data: [1, 2, 3]).count == 32)
     }
+
+    @Test("Data objects (CKO_DATA): a private token object's CKA_VALUE is stored, found by label and application, read back; the value is fixed once created")
+    func dataObjectRoundTrip() throws {
+        let label = "custos/test/anchor"
+        let first = Array("head 1".utf8)
+        let handle = try session.createObject([
+            .class(.data), .token(true), .private(true), .modifiable(true), .label(label),
+            .application("custos:test"), .dataValue(first),
+        ])
+        #expect(try session.findObjects([.class(.data), .label(label), .application("custos:test")]) == [handle])
+        #expect(try session.findObjects([.class(.data), .label(label), .application("custos:other")]).isEmpty)
+        #expect(try token.userSession().attribute(.value, of: handle) == first, "readable from every logged-in session")
+        #expect(try session.boolAttribute(.private, of: handle))
+        // C_SetAttributeValue works on the object, but SoftHSM 2.6.1 keeps a data object's
+        // CKA_VALUE read-only after creation: whoever moves a value on creates a new object.
+        try session.setAttributes([.label(label + "/renamed")], of: handle)
+        #expect(try session.findObjects([.class(.data), .label(label + "/renamed")]) == [handle])
+        #expect(throws: PKCS11Error(function: .setAttributeValue, returnValue: .attributeReadOnly)) {
+            try session.setAttributes([.dataValue(Array("head 2".utf8))], of: handle)
+        }
+        try session.destroyObject(handle)
+        #expect(try session.findObjects([.class(.data), .label(label + "/renamed")]).isEmpty)
+    }
 }
 
 func hex(_ string: String) -> [UInt8] {

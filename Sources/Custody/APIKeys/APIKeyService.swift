@@ -93,13 +93,16 @@ public final class APIKeyService: Sendable {
                 keyID: parsed.keyID, tenant: tenant, hash: hash, pepperVersion: pepperVersion, scopes: scopes,
                 label: label, expiresAt: expiresAt
             )
+            // The key and its audit entry commit together: no issued key without its entry.
+            let audit = audit
+            let keyID = parsed.keyID
             try await database.withTenant(tenant, context: "issue API key") { connection in
                 try await APIKeyStore.insert(record, on: connection)
+                try await audit.append(
+                    tenant: tenant, actor: actor, action: "apikey.issue", target: keyID,
+                    details: ["scopes": scopes.joined(separator: " "), "pepper_version": "\(pepperVersion)"], on: connection
+                )
             }
-            try await audit.append(
-                tenant: tenant, actor: actor, action: "apikey.issue", target: parsed.keyID,
-                details: ["scopes": scopes.joined(separator: " "), "pepper_version": "\(pepperVersion)"]
-            )
             return Issued(keyID: parsed.keyID, key: key, tenant: tenant, scopes: scopes, expiresAt: expiresAt)
         }
     }
@@ -145,13 +148,15 @@ public final class APIKeyService: Sendable {
     /// arrives. Unknown keys and keys of other tenants answer `false` alike.
     public func revoke(tenant: TenantID, keyID: String, actor: String) async throws -> Bool {
         try await custody {
+            let audit = audit
             let revoked = try await database.withTenant(tenant, context: "revoke API key") { connection in
-                try await APIKeyStore.revoke(keyID: keyID, on: connection)
+                let revoked = try await APIKeyStore.revoke(keyID: keyID, on: connection)
+                if revoked {
+                    try await audit.append(tenant: tenant, actor: actor, action: "apikey.revoke", target: keyID, details: [:], on: connection)
+                }
+                return revoked
             }
             cache.withLock { $0.invalidate(keyID) }
-            if revoked {
-                try await audit.append(tenant: tenant, actor: actor, action: "apikey.revoke", target: keyID, details: [:])
-            }
             return revoked
         }
     }

@@ -194,11 +194,13 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard (1...64).contains(serial.utf8.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw RPCError(code: .invalidArgument, message: "serial: the certificate's serial number in hex")
         }
+        let audit = deps.audit
+        let subject = request.subject
         try await deps.database.withTransaction(context: "revoke certificate") { connection in
-            try await CertificateRevocationStore.revoke(serial: serial, subject: request.subject, by: actor, on: connection)
+            try await CertificateRevocationStore.revoke(serial: serial, subject: subject, by: actor, on: connection)
+            try await audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:], on: connection)
         }
         deps.authenticator.invalidateRevocations()
-        _ = try await deps.audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:])
         return .with { $0.revoked = true }
     }
 

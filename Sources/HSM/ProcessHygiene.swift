@@ -4,9 +4,11 @@ internal import CSystemShims
 import Glibc
 #endif
 
-/// Keeps raw features out of core files (DESIGN §6): no core dumps (`RLIMIT_CORE` 0), and the
-/// process not dumpable (`PR_SET_DUMPABLE` 0), which also stops other processes of the same
-/// user from attaching with ptrace and reading memory.
+/// Keeps raw features, PINs and key shares out of core files (DESIGN §6, §11): no core dumps
+/// (`RLIMIT_CORE` 0), and the process not dumpable (`PR_SET_DUMPABLE` 0), which also stops
+/// other processes of the same user from attaching with ptrace and reading memory. Lives here,
+/// beside the PIN handling, so the service and the key ceremony use it without depending on
+/// Tokenization.
 public enum ProcessHygiene {
     /// What ``lockDown()`` achieved.
     public struct State: Sendable, Equatable, Codable {
