@@ -58,16 +58,17 @@ public final class TenantKeyring: Sendable {
                 records.append(try await makeVersion(tenant, purpose, version: 1, state: .active))
             }
             let stored = records
-            let created = try await database.withTenant(tenant, context: "create tenant") { connection in
-                let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
-                for record in stored { try await KeyVersionStore.insert(record, on: connection) }
-                return tenantRecord
-            }
-            try await audit.append(
+            let entry = AuditEntry(
                 tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
                 details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(lowercaseHex($0.checkValue))" }.joined(separator: ",")]
             )
-            return created
+            let audit = audit
+            return try await database.withTenant(tenant, context: "create tenant") { connection in
+                let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
+                for record in stored { try await KeyVersionStore.insert(record, on: connection) }
+                try await entry.append(to: audit, on: connection)
+                return tenantRecord
+            }
         }
     }
 
@@ -83,11 +84,12 @@ public final class TenantKeyring: Sendable {
                 )
                 var changed = false
                 for try await _ in rows { changed = true }
-                if changed { try await APIKeyStore.announceFlush(on: connection) }
+                if changed {
+                    try await APIKeyStore.announceFlush(on: connection)
+                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
+                        .append(to: self.audit, on: connection)
+                }
                 return changed
-            }
-            if changed {
-                try await audit.append(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue, details: [:])
             }
             return changed
         }
@@ -269,12 +271,10 @@ public final class TenantKeyring: Sendable {
             let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
             try await storePending(pending)
             try rotationHook?(.pendingStored)
-            let activated = try await complete(pending, overlap: overlap)
-            try await audit.append(
+            return try await complete(pending, overlap: overlap, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
                 details: ["kcv": lowercaseHex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
-            )
-            return activated
+            ))
         }
     }
 
@@ -306,7 +306,8 @@ public final class TenantKeyring: Sendable {
     }
 
     /// Step (2) of a rotation: one transaction.
-    func complete(_ pending: KeyVersionRecord, overlap: Duration) async throws -> KeyVersionRecord {
+    /// - Parameter entry: the audit entry of the action, written in the same transaction.
+    func complete(_ pending: KeyVersionRecord, overlap: Duration, entry: AuditEntry) async throws -> KeyVersionRecord {
         let tenant = pending.tenant, purpose = pending.purpose
         let current = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
@@ -343,6 +344,7 @@ public final class TenantKeyring: Sendable {
                 throw CustodyError.changedConcurrently(tenant, purpose, newVersion.version)
             }
             try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
+            try await entry.append(to: self.audit, on: connection)
         }
         invalidate(tenant, purpose)
         return activated
@@ -367,22 +369,23 @@ public final class TenantKeyring: Sendable {
                 let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
                     try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
                 }
+                func entry(_ outcome: String) -> AuditEntry {
+                    AuditEntry(tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
+                }
                 if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
-                    _ = try await complete(row, overlap: .zero)
+                    _ = try await complete(row, overlap: .zero, entry: entry("completed"))
                     actions.append(.completed(tenant, purpose, version: version))
                 } else {
+                    let rolledBack = entry("rolled back"), audit = audit
                     try await database.withTenant(tenant, context: "roll back pending key version") { connection in
                         if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
                         try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
+                        try await rolledBack.append(to: audit, on: connection)
                     }
                     // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
                     if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
                     actions.append(.rolledBack(tenant, purpose, version: version))
                 }
-                try await audit.append(
-                    tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)",
-                    details: ["outcome": actions.last.map { if case .completed = $0 { "completed" } else { "rolled back" } } ?? ""]
-                )
             }
             if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
             return actions
@@ -405,13 +408,15 @@ public final class TenantKeyring: Sendable {
             row.state = .retired
             row.retiringUntil = nil
             let sealed = try await authenticator.sealed(row, pool: pool)
+            let audit = audit
             try await database.withTenant(tenant, context: "retire key version") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await AuditEntry(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)")
+                    .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
-            try await audit.append(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)", details: [:])
         }
     }
 
@@ -435,23 +440,36 @@ public final class TenantKeyring: Sendable {
             if references > 0 {
                 throw CustodyError.stillNeeded(tenant, purpose, version, reason: "\(references) stored values still use it; re-key them first")
             }
-            if purpose == .webhookEd25519, let label = row.tokenLabel {
-                _ = try await pool.withPersistentSession { session in
-                    for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
-                }
-            }
+            let tokenLabel = purpose == .webhookEd25519 ? row.tokenLabel : nil
             row.state = .destroyed
             row.wrappedKey = nil
             row.tokenLabel = nil
             row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
+            let audit = audit, checkValue = row.checkValue
+            // The row and its audit entry commit together, before the token objects go: a
+            // failure in between leaves material that nothing can use any more (logged), never
+            // a destroyed key without its entry.
             try await database.withTenant(tenant, context: "destroy key version") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(checkValue)])
+                    .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
-            try await audit.append(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(row.checkValue)])
+            if let tokenLabel {
+                do {
+                    _ = try await pool.withPersistentSession { session in
+                        for handle in try session.findObjects([.label(tokenLabel)], limit: 4) { try session.destroyObject(handle) }
+                    }
+                } catch {
+                    logger.error("key version destroyed, but its token objects remain", metadata: [
+                        "label": "\(tokenLabel)", "error": "\(error)",
+                    ])
+                    throw error
+                }
+            }
         }
     }
 

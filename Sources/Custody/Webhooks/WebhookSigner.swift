@@ -44,11 +44,11 @@ public final class WebhookSigner: Sendable {
             let next = (versions.map(\.version).max() ?? 0) + 1
             let hasActive = versions.contains { $0.state == .active }
             let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
-            try await install(record, hasActive: hasActive, overlap: overlap)
-            try await audit.append(
+            try await keyring.storePending(record)
+            _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: "webhook.secret", target: "webhook/v\(next)",
                 details: ["kcv": lowercaseHex(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
-            )
+            ))
             return (next, StandardWebhooks.encodeSecret(secret))
         }
     }
@@ -106,18 +106,11 @@ public final class WebhookSigner: Sendable {
             await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next)
             throw error
         }
-        _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero)
-        try await audit.append(
+        _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
             tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
             details: ["public_key_sha256_prefix": lowercaseHex(record.checkValue)]
-        )
+        ))
         return (next, StandardWebhooks.encodePublicKey(publicKey))
-    }
-
-    /// First version: stored active. Later ones: the keyring's crash-safe rotation steps.
-    private func install(_ pending: KeyVersionRecord, hasActive: Bool, overlap: Duration) async throws {
-        try await keyring.storePending(pending)
-        _ = try await keyring.complete(pending, overlap: hasActive ? overlap : .zero)
     }
 
     /// The `webhook-signature` header for one delivery: one entry per usable version.
