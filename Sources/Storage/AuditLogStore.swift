@@ -39,7 +39,9 @@ public struct AuditEntryRecord: Sendable, Hashable {
 public enum AuditLogStore {
     /// Serialises appends across connections and instances until the transaction ends.
     public static func lockForAppend(on connection: PostgresConnection) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append'))", logger: Database.quiet)
+        // One chain per schema, so one lock per schema: deployments (and test suites) sharing a
+        // database do not wait on each other's appends.
+        try await connection.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append:' || current_schema()))", logger: Database.quiet)
     }
 
     /// The newest entry's sequence number and hash.
