@@ -283,25 +283,21 @@ public struct KeyCeremony: Sendable {
     /// database recorded (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)``
     /// records them before moving any row): the second half of a rotation, run again after an
     /// interruption (rows already moved are left alone). Needs the same `currentShares` as the
-    /// interrupted run. A newer complete set that no ceremony recorded — planted with the user
-    /// PIN, of values its holder knows — is never a target.
+    /// interrupted run. Refused when the newest complete set on the token is not recorded —
+    /// planted with the user PIN (of values its holder knows), or left by a rotation interrupted
+    /// before its record, which no row names: destroy it, then resume or rotate again.
     public func resumeRewrap(
         transcript: CeremonyTranscript, keyring: TenantKeyring, currentShares: [[String]] = []
     ) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport, destroyedLegacyKEKs: [String]) {
         try await ceremony {
             let inventory = try await RootKeyInventory.read(from: pool)
-            let recorded = try await keyring.recordedRootKeys()
-            let newest = inventory.completeKEKVersions.last { version in
-                RootKeys.wrappedPurposes.allSatisfy { purpose in
-                    let label = RootKeys.kekLabel(purpose, version: version)
-                    return recorded[label] != nil && recorded[label] == inventory.entry(label: label)?.checkValue
-                }
-            }
-            guard let newest else {
-                if let unrecorded = inventory.completeKEKVersions.last {
-                    throw CustodyError.rootKeyNotRecorded(RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: unrecorded) })
-                }
+            guard let newest = inventory.completeKEKVersions.last else {
                 throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(.bioSeed, version: 1))
+            }
+            let recorded = try await keyring.recordedRootKeys()
+            let labels = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: newest) }
+            guard labels.allSatisfy({ recorded[$0] != nil && recorded[$0] == inventory.entry(label: $0)?.checkValue }) else {
+                throw CustodyError.rootKeyNotRecorded(labels)
             }
             let sources = try await RewrapSources.make(pool: pool, inventory: inventory, shareSets: currentShares)
             let (report, destroyed) = try await rewrap(toKEKVersion: newest, sources: sources, transcript: transcript, keyring: keyring)

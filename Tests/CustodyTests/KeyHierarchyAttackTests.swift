@@ -95,7 +95,7 @@ struct KeyHierarchyAttackTests {
         await harness.shutdown()
     }
 
-    @Test("an interrupted rotation resumes under the KEKs it made, not under a newer set planted meanwhile")
+    @Test("an interrupted rotation never resumes under a newer KEK set planted meanwhile; without it, under the set it made")
     func resumeIgnoresPlantedSet() async throws {
         let harness = try await CustodyHarness.make("resumehijack")
         try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
@@ -123,17 +123,79 @@ struct KeyHierarchyAttackTests {
 
         // Meanwhile the attacker plants a complete set v3, then the custodians resume.
         let planted = try await Self.plantKEKSet(harness.pool, version: 3)
-        let resumed = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
-        let rows = try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }
-        if let piiRow = rows.first(where: { $0.purpose == .pii }), piiRow.rootKEKVersion == 3,
+        let v3 = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 3) }
+        let refused = await #expect(throws: CeremonyError.self) {
+            _ = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        }
+        let moved = try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }
+        if let piiRow = moved.first(where: { $0.purpose == .pii }), piiRow.rootKEKVersion == 3,
            let stolen = try? await Self.readPIIKey(harness.pool, blob: piiRow.wrappedKey ?? [], kekValue: planted[.pii] ?? [], message: message) {
             Issue.record("resume moved every key under the planted KEKs: the PII key came out (\(stolen.value.count) bytes)")
         }
+        guard case .custody(.rootKeyNotRecorded(v3)) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        #expect(moved.allSatisfy { $0.rootKEKVersion == 1 }, "nothing moved")
+
+        // The planted set destroyed, the resume finishes under the set the rotation recorded.
+        try await harness.pool.withPersistentSession { session in
+            for label in v3 { for handle in try session.findObjects([.class(.secretKey), .label(label)]) { try session.destroyObject(handle) } }
+        }
+        let resumed = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        let rows = try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }
         #expect(resumed.kekVersion == 2, "resume targets the set the rotation made and recorded")
         #expect(rows.allSatisfy { $0.rootKEKVersion == 2 })
         let fresh = TenantKeyring(pool: harness.pool, database: harness.service, rootKeys: RootKeys(kekVersion: 2), audit: harness.audit, logger: harness.logs.logger)
         let (piiAfter, _) = try await fresh.key(tenant.id, .pii)
         #expect(try await harness.pool.hmacSHA256(key: piiAfter, data: message) == macBefore, "the same key, nothing lost")
+        await harness.shutdown()
+    }
+
+    @Test("a rotation interrupted between importing its KEKs and recording them: refused until they are destroyed, then rotate-root again loses nothing")
+    func rotationInterruptedBeforeRecord() async throws {
+        let harness = try await CustodyHarness.make("unrecorded")
+        try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
+        let tenant = try await harness.keyring.createTenant(label: "victim", actor: "officer")
+        let message = Array("subject-8".utf8)
+        let (piiBefore, _) = try await harness.keyring.key(tenant.id, .pii)
+        let macBefore = try await harness.pool.hmacSHA256(key: piiBefore, data: message)
+        let directory = TestEnvironment.directory + "/\(harness.schema).rotation"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ceremony = KeyCeremony(
+            pool: harness.pool, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]),
+            configHash: "test", logger: harness.logs.logger
+        )
+        let transcript = CeremonyTranscript(path: directory + "/transcript.jsonl")
+        let shares = [Array(harness.sharePaths.suffix(2))]
+        // The crash: KEKs v2 imported, no row moved, their record gone (as if never written).
+        try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
+        await #expect(throws: (any Error).self) {
+            _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        }
+        try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = substring(row_mac from 1 for length(row_mac) - 1)")
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v2'")
+        let v2 = Set(RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 2) })
+
+        let refused = await #expect(throws: CustodyError.self) { try await RootKeyCheck.verify(pool: harness.pool, database: harness.service) }
+        guard case .rootKeyNotRecorded(let labels) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        #expect(Set(labels) == v2)
+        let resumeRefused = await #expect(throws: CeremonyError.self) {
+            _ = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        }
+        guard case .custody(.rootKeyNotRecorded) = resumeRefused else { Issue.record("got \(String(describing: resumeRefused))"); return }
+        #expect(try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 }, "no row names them")
+
+        // What the error says: destroy them, rotate again.
+        try await harness.pool.withPersistentSession { session in
+            for label in v2 { for handle in try session.findObjects([.class(.secretKey), .label(label)]) { try session.destroyObject(handle) } }
+        }
+        let rotation = try await ceremony.rotateRoot(
+            threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, currentShares: shares
+        )
+        #expect(rotation.newKEKVersion == 2)
+        let inventory = try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
+        let fresh = TenantKeyring(pool: harness.pool, database: harness.service, rootKeys: RootKeys(inventory: inventory), audit: harness.audit, logger: harness.logs.logger)
+        let (piiAfter, _) = try await fresh.key(tenant.id, .pii)
+        #expect(try await harness.pool.hmacSHA256(key: piiAfter, data: message) == macBefore, "the same key, nothing lost")
+        #expect(try await fresh.versions(tenant.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
         await harness.shutdown()
     }
 
