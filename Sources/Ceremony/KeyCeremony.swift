@@ -271,14 +271,21 @@ public struct KeyCeremony: Sendable {
                 step: "rotate-root", secret: secret, keys: try Self.shareKeys(layout, secret: secret), threshold: threshold, shares: shares,
                 outputDirectory: outputDirectory, transcript: transcript, details: ["previousKEKVersion": "\(current)"]
             )
+            // Recorded before any row moves: a resume re-wraps only under KEKs the database
+            // recorded, never under a newer set planted on the token with the user PIN meanwhile.
+            try await keyring.recordRootKeys(labels: Set(generated.keys.map(\.label)))
             let (report, destroyed) = try await rewrap(toKEKVersion: next, sources: sources, transcript: transcript, keyring: keyring)
             return Rotation(generated: generated, newKEKVersion: next, rewrap: report, destroyedLegacyKEKs: destroyed)
         }
     }
 
-    /// Re-wraps every tenant key version under the newest root KEKs on the token: the second
-    /// half of a rotation, run again after an interruption (rows already moved are left
-    /// alone). Needs the same `currentShares` as the interrupted run.
+    /// Re-wraps every tenant key version under the newest root KEKs on the token that the
+    /// database recorded (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)``
+    /// records them before moving any row): the second half of a rotation, run again after an
+    /// interruption (rows already moved are left alone). Needs the same `currentShares` as the
+    /// interrupted run. Refused when the newest complete set on the token is not recorded —
+    /// planted with the user PIN (of values its holder knows), or left by a rotation interrupted
+    /// before its record, which no row names: destroy it, then resume or rotate again.
     public func resumeRewrap(
         transcript: CeremonyTranscript, keyring: TenantKeyring, currentShares: [[String]] = []
     ) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport, destroyedLegacyKEKs: [String]) {
@@ -286,6 +293,11 @@ public struct KeyCeremony: Sendable {
             let inventory = try await RootKeyInventory.read(from: pool)
             guard let newest = inventory.completeKEKVersions.last else {
                 throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(.bioSeed, version: 1))
+            }
+            let recorded = try await keyring.recordedRootKeys()
+            let labels = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: newest) }
+            guard labels.allSatisfy({ recorded[$0] != nil && recorded[$0] == inventory.entry(label: $0)?.checkValue }) else {
+                throw CustodyError.rootKeyNotRecorded(labels)
             }
             let sources = try await RewrapSources.make(pool: pool, inventory: inventory, shareSets: currentShares)
             let (report, destroyed) = try await rewrap(toKEKVersion: newest, sources: sources, transcript: transcript, keyring: keyring)

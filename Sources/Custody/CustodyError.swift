@@ -27,6 +27,10 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case rootKeysDoNotMatch([RootKeyMismatch])
     /// The token still holds the permissive legacy root KEK (no unwrap template).
     case legacyRootKEKPresent(versions: [Int])
+    /// The token holds root keys that no ceremony recorded in this database: the user PIN alone
+    /// can create token objects that look exactly like root keys, of values its holder knows
+    /// (or a rotate-root was interrupted between importing its KEKs and recording them).
+    case rootKeyNotRecorded([String])
     /// Root-KEK rotation needs the old KEK of `purpose` version `version` rebuilt from its
     /// custodians' shares, and was not given them.
     case rewrapKeyMissing(KeyPurpose, version: Int)
@@ -76,6 +80,12 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "the token holds the legacy root KEK (\(versions.map { RootKeys.legacyKEKLabel(version: $0) }.joined(separator: ", "))), "
                 + "which lets the user PIN unwrap tenant keys readable: run scripts/ceremony/rotate-root to move every key to "
                 + "per-purpose root KEKs and destroy it (docs/key-hierarchy.md, \"Migrating\")"
+        case .rootKeyNotRecorded(let labels):
+            "the token holds root keys this database never recorded (\(labels.joined(separator: ", "))): the ceremony "
+                + "records every root key it makes before any tenant key uses it, so these were made with the user PIN "
+                + "(they would let their maker read every new tenant key) or left by a rotate-root interrupted before it "
+                + "recorded them. No stored key needs them: destroy them, investigate how the PIN was used, and run "
+                + "rotate-root again if one was interrupted (docs/key-hierarchy.md, \"The token must match the database\")"
         case .rewrapKeyMissing(let purpose, let version):
             "re-wrapping needs \(RootKeys.kekLabel(purpose, version: version)) rebuilt from its custodians' shares: pass that share set with --old-share"
         case .sealedDataInvalid(let tenant, let purpose, let version):

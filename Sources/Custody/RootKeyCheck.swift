@@ -6,13 +6,19 @@ public import Storage
 /// recreated by set-up over a database that outlived it — is refused with the labels and check
 /// values that differ, before any call can fail half-way.
 public enum RootKeyCheck {
-    /// Checks the token's root keys against the database's record and records any the
-    /// database has not seen yet (first start, or keys the ceremony just made or restored).
+    /// Checks the token's root keys against the database's record; on the first start (nothing
+    /// recorded yet) records them.
+    ///
+    /// Once anything is recorded, a root key on the token that is not recorded is refused, not
+    /// recorded: the user PIN can create a token object identical to a root KEK in every
+    /// attribute but of a value its holder chose, and the newest KEK version on the token wraps
+    /// every new tenant key. Only the ceremony records root keys after the first start.
     /// - Returns: the token's root keys.
     /// - Throws: ``CustodyError/legacyRootKEKPresent(versions:)`` while the permissive legacy
     ///   KEK is on the token; ``CustodyError/rootKeyMissing(_:)`` when the token has no complete
     ///   set of root keys; ``CustodyError/rootKeysDoNotMatch(_:)`` when a recorded key is
-    ///   missing or differs.
+    ///   missing or differs; ``CustodyError/rootKeyNotRecorded(_:)`` for a root key the database
+    ///   never recorded.
     @discardableResult
     public static func verify(pool: SessionPool, database: Database) async throws -> RootKeyInventory {
         try await custody {
@@ -37,18 +43,35 @@ public enum RootKeyCheck {
                 }
             }
             guard mismatches.isEmpty else { throw CustodyError.rootKeysDoNotMatch(mismatches) }
-            try await record(inventory, in: database)
+            guard !recorded.isEmpty else {
+                try await record(inventory, in: database)
+                return inventory
+            }
+            let unrecorded = inventory.entries.filter { $0.kind != .legacyKEK && recorded[$0.label] == nil }.map(\.label)
+            guard unrecorded.isEmpty else { throw CustodyError.rootKeyNotRecorded(unrecorded) }
             return inventory
         }
     }
 
-    /// Records the check values of `inventory`'s keys the database has not recorded yet.
-    public static func record(_ inventory: RootKeyInventory, in database: Database) async throws {
+    /// Records the check values of `inventory`'s keys the database has not recorded yet: of
+    /// `labels` only (the keys a ceremony made), or of every key when the database has recorded
+    /// none yet (the first record of an installation).
+    public static func record(_ inventory: RootKeyInventory, labels: Set<String>? = nil, in database: Database) async throws {
         try await custody {
             try await database.withTransaction(context: "record root key check values") { connection in
-                for entry in inventory.entries where entry.kind != .legacyKEK {
+                let first = try await RootKeyStore.all(on: connection).isEmpty
+                for entry in inventory.entries where entry.kind != .legacyKEK && (first || labels?.contains(entry.label) ?? true) {
                     try await RootKeyStore.record(label: entry.label, checkValue: entry.checkValue, on: connection)
                 }
+            }
+        }
+    }
+
+    /// Label → check value of every root key the database recorded.
+    public static func recorded(in database: Database) async throws -> [String: [UInt8]] {
+        try await custody {
+            try await database.withTransaction(context: "read root key check values") { connection in
+                try await RootKeyStore.all(on: connection)
             }
         }
     }

@@ -43,11 +43,13 @@ public struct RootKeyInventory: Sendable {
         }
     }
 
-    /// Parses `custos/root/kek/<purpose>/v<n>`, `custos/root/kek/v<n>` and `custos/root/mac/v<n>`.
+    /// Parses `custos/root/kek/<purpose>/v<n>`, `custos/root/kek/v<n>` and `custos/root/mac/v<n>`,
+    /// `n` in canonical decimal only: every other use of a root key rebuilds its label from the
+    /// version, so `v01` or `v+1` would be counted here yet never found (nor destroyed) there.
     public static func parse(_ label: String) -> (kind: Entry.Kind, purpose: KeyPurpose?, version: Int)? {
         let parts = label.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 4, parts[0] == "custos", parts[1] == "root", let last = parts.last, last.hasPrefix("v"),
-              let version = Int(last.dropFirst()), version > 0 else { return nil }
+              let version = Int(last.dropFirst()), version > 0, "v\(version)" == last else { return nil }
         switch (parts[2], parts.count) {
         case ("mac", 4): return (.mac, nil, version)
         case ("kek", 4): return (.legacyKEK, nil, version)

@@ -95,6 +95,17 @@ extension TenantKeyring {
         }
     }
 
+    /// Records the check values of the root keys labelled `labels` (the keys a ceremony just
+    /// made) in this keyring's database (every root key on the first record).
+    public func recordRootKeys(labels: Set<String>) async throws {
+        try await custody { try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database) }
+    }
+
+    /// Label → check value of every root key this keyring's database recorded.
+    public func recordedRootKeys() async throws -> [String: [UInt8]] {
+        try await RootKeyCheck.recorded(in: database)
+    }
+
     /// Throws ``CustodyError/rewrapKeyMissing(_:version:)`` unless `unwrappingKey` covers every
     /// blob that does not name `newVersion` yet. Changes nothing.
     public func checkRewrapSources(toKEKVersion newVersion: Int, unwrappingKey: @Sendable (KeyPurpose, Int) -> HSMKey?) async throws {

@@ -55,8 +55,12 @@ func lockDownCeremony() throws {
     }
 }
 
-/// Runs `body` with a started pool on the configured token and a ceremony for it.
-func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions, _ body: (KeyCeremony, CustosConfiguration) async throws -> R) async throws -> R {
+/// Runs `body` with a started pool on the configured token and a ceremony for it, then records
+/// the root keys `made` names (the ones this ceremony imported) in the database.
+func withCeremony<R>(
+    _ options: LocalOptions, _ ceremonyOptions: CeremonyOptions, made: (R) -> [String] = { _ in [] },
+    _ body: (KeyCeremony, CustosConfiguration) async throws -> R
+) async throws -> R {
     try lockDownCeremony()
     let configuration = try options.loadConfiguration()
     let participants = try ceremonyOptions.participants()
@@ -65,7 +69,7 @@ func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions
     let ceremony = KeyCeremony(pool: pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
     do {
         let result = try await body(ceremony, configuration)
-        try await recordRootKeys(pool: pool, configuration: configuration)
+        try await recordRootKeys(pool: pool, configuration: configuration, labels: Set(made(result)))
         await pool.shutdown()
         return result
     } catch {
@@ -74,16 +78,18 @@ func withCeremony<R>(_ options: LocalOptions, _ ceremonyOptions: CeremonyOptions
     }
 }
 
-/// Records the token's root-key check values in the configured database (when there is one),
-/// so that the service later refuses a token that is not this one (``RootKeyCheck``). The
+/// Records the check values of the root keys labelled `labels` (those the ceremony made; every
+/// root key when the database has recorded none yet) in the configured database (when there is
+/// one), so that the service later refuses a token that is not this one (``RootKeyCheck``). Keys
+/// on the token the ceremony did not make stay unrecorded, and the service refuses them. The
 /// ceremony's work is done by then: a database that cannot record them yet (not migrated, not
 /// reachable) gets a warning, and the service's first start records them instead.
-func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration) async throws {
+func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration, labels: Set<String>) async throws {
     guard configuration.postgres != nil else { return }
     let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: makeLogger())
     database.start()
     do {
-        try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), in: database)
+        try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
     } catch {
         FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
     }
@@ -135,7 +141,7 @@ struct CeremonyGenerateRootCommand: AsyncParsableCommand {
     @Flag(help: "Do nothing when the token already holds root keys (for set-up scripts).") var ifMissing = false
 
     func run() async throws {
-        let outcome: KeyCeremony.Outcome? = try await withCeremony(options, ceremony) { ceremony, _ in
+        let outcome: KeyCeremony.Outcome? = try await withCeremony(options, ceremony, made: { $0?.keys.map(\.label) ?? [] }) { ceremony, _ in
             if ifMissing, !(try await RootKeyInventory.read(from: ceremony.pool).entries.isEmpty) { return nil }
             return try await ceremony.generateRoot(threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: self.ceremony.transcript))
         }
@@ -159,7 +165,7 @@ struct CeremonyRestoreCommand: AsyncParsableCommand {
     @Option(name: .customLong("share"), help: "A share file (repeat for each custodian present).") var shares: [String] = []
 
     func run() async throws {
-        let outcome = try await withCeremony(options, ceremony) { ceremony, _ in
+        let outcome = try await withCeremony(options, ceremony, made: { $0.keys.map(\.label) }) { ceremony, _ in
             try await ceremony.restore(sharePaths: shares, transcript: CeremonyTranscript(path: self.ceremony.transcript))
         }
         print("restored from ceremony \(outcome.ceremonyID) with \(shares.count) shares")
@@ -231,14 +237,13 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
                 let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
                 print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there, \(report.resealed) resealed)")
                 if !destroyed.isEmpty { print("destroyed the legacy root KEK: \(destroyed.joined(separator: ", "))") }
-                try await recordRootKeys(pool: context.pool, configuration: configuration)
                 return
             }
             guard let threshold, let shares, let output else { throw ValidationError("give --threshold, --shares and --output (or --resume)") }
             let rotation = try await keyCeremony.rotateRoot(
                 threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring, currentShares: shareSets
             )
-            try await recordRootKeys(pool: context.pool, configuration: configuration)
+            // rotateRoot recorded the new KEKs itself, before moving any row.
             print("root KEKs v\(rotation.newKEKVersion): ceremony \(rotation.generated.ceremonyID), \(threshold)-of-\(shares) shares")
             for path in rotation.generated.sharePaths { print("  share file \(path)") }
             for key in rotation.generated.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }

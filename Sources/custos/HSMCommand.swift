@@ -194,9 +194,9 @@ struct HSMCheckRootKeysCommand: AsyncParsableCommand {
         abstract: "Check the token's root keys against the check values the database recorded (local: talks to the HSM and database directly).",
         discussion: """
         Refuses (exit 1, with the labels and check values that differ) a token that was not made \
-        for this database, a token still holding the legacy single root KEK, or a token without \
-        root keys; records the check values of keys the database has not seen yet. `custos serve` \
-        runs the same check at start-up.
+        for this database, a token still holding the legacy single root KEK, a token without \
+        root keys, or root keys no ceremony recorded (made with the user PIN); on the first check \
+        of an installation records the check values. `custos serve` runs the same check at start-up.
         """
     )
     @OptionGroup var options: LocalOptions

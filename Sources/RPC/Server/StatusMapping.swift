@@ -74,7 +74,7 @@ public enum StatusMapping {
             return RPCError(code: .dataLoss, message: error.description)
         case .changedConcurrently: return RPCError(code: .aborted, message: error.description)
         case .tokenObjectLimit: return RPCError(code: .resourceExhausted, message: error.description)
-        case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rewrapKeyMissing:
+        case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rootKeyNotRecorded, .rewrapKeyMissing:
             logger.error("root key missing", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .unavailable, message: "HSM not ready: \(error.description)")
         case .hsm(let inner): return hsm(inner, method: method, logger: logger)
