@@ -379,8 +379,10 @@ public struct KeyCeremony: Sendable {
     }
 
     /// Imports each key of `secret` as a private, sensitive, non-extractable, non-modifiable,
-    /// non-copyable token object with a random CKA_ID, and checks the token's CKA_CHECK_VALUE
-    /// against the recorded one; on any mismatch every key imported by this call is destroyed.
+    /// non-copyable, non-destroyable token object with a random CKA_ID, and checks the token's
+    /// CKA_CHECK_VALUE against the recorded one. A mismatch (an HSM that computes check values
+    /// another way) stops the step; root keys cannot be destroyed, so the keys imported so far
+    /// stay on that token: initialise a fresh one.
     func importKeys(secret: SecretBytes, keys: [ShareFile.Key]) async throws -> [CeremonyTranscriptEntry.Key] {
         var templates = [(key: ShareFile.Key, template: [Attribute], id: [UInt8])]()
         for key in keys {
@@ -407,23 +409,19 @@ public struct KeyCeremony: Sendable {
             for item in prepared where !(try session.findObjects([.class(.secretKey), .label(item.key.label)], limit: 1)).isEmpty {
                 throw CeremonyError.rootKeyAlreadyPresent(item.key.label)
             }
-            var created = [ObjectHandle]()
-            do {
-                var recorded = [CeremonyTranscriptEntry.Key]()
-                for item in prepared {
-                    let handle = try session.createObject(item.template)
-                    created.append(handle)
-                    let checkValue = Hex.encode(try session.attribute(.checkValue, of: handle))
-                    guard checkValue == item.key.checkValue.lowercased() else {
-                        throw CeremonyError.checkValueMismatch(label: item.key.label, expected: item.key.checkValue, actual: checkValue, stage: "reported by the token")
-                    }
-                    recorded.append(.init(label: item.key.label, id: Hex.encode(item.id), checkValue: checkValue))
+            var recorded = [CeremonyTranscriptEntry.Key]()
+            for item in prepared {
+                let handle = try session.createObject(item.template)
+                let checkValue = Hex.encode(try session.attribute(.checkValue, of: handle))
+                guard checkValue == item.key.checkValue.lowercased() else {
+                    throw CeremonyError.checkValueMismatch(
+                        label: item.key.label, expected: item.key.checkValue, actual: checkValue,
+                        stage: "reported by the token (root keys cannot be destroyed: initialise a fresh token)"
+                    )
                 }
-                return recorded
-            } catch {
-                for handle in created { try? session.destroyObject(handle) }
-                throw error
+                recorded.append(.init(label: item.key.label, id: Hex.encode(item.id), checkValue: checkValue))
             }
+            return recorded
         }
     }
 

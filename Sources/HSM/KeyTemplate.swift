@@ -37,14 +37,16 @@ public enum KeyTemplate {
     /// unwrap a stored blob only into a sensitive, non-extractable, non-modifiable,
     /// non-copyable session key with exactly the usage flags of its purpose — never a readable
     /// key, never an encrypt-only key that decrypts. Its `CKA_WRAP_TEMPLATE` lets it wrap only
-    /// sensitive keys of that very shape. No `CKA_VALUE_LEN` (`C_CreateObject` takes the length
-    /// from the value).
+    /// sensitive keys of that very shape. `CKA_DESTROYABLE` false: a user-PIN holder cannot
+    /// destroy a root key and put one of their own making under its label (a 3-byte check value
+    /// is quickly ground to match); only re-initialising the token (SO PIN) removes root keys.
+    /// No `CKA_VALUE_LEN` (`C_CreateObject` takes the length from the value).
     public static func rootKEK(label: String, id: [UInt8], value: SecretBytes, usage: KeyUsage) -> [Attribute] {
         [
             .class(.secretKey), .keyType(.aes), .token(true), .private(true),
             .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
             .wrap(true), .unwrap(true), .encrypt(false), .decrypt(false), .sign(false), .verify(false),
-            .derive(false), .label(label), .id(id),
+            .derive(false), .destroyable(false), .label(label), .id(id),
             .unwrapTemplate(tenantKeyUnwrapped(usage)), .wrapTemplate(wrappable(usage)), .value(value),
         ]
     }
@@ -56,7 +58,7 @@ public enum KeyTemplate {
             .class(.secretKey), .keyType(.genericSecret), .token(true), .private(true),
             .sensitive(true), .extractable(false), .modifiable(false), .copyable(false),
             .sign(true), .verify(true), .encrypt(false), .decrypt(false), .wrap(false), .unwrap(false),
-            .derive(false), .label(label), .id(id), .value(value),
+            .derive(false), .destroyable(false), .label(label), .id(id), .value(value),
         ]
     }
 

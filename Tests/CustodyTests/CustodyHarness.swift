@@ -175,11 +175,14 @@ struct PostgresSettings: Sendable {
         )
     }
 
+    /// Timeouts are 3× the service's defaults: some 40 suites run at once on a 2-core machine,
+    /// and a call that waits its turn there is not a failure of what the suites test (the
+    /// suites that test timeouts set their own).
     func configuration(role: Role, schema: String) -> DatabaseConfiguration {
         DatabaseConfiguration(
             socketDirectory: socketDirectory, port: port, database: database,
             username: role == .owner ? ownerUser : serviceUser, password: role == .owner ? ownerPassword : servicePassword,
-            schema: schema, maximumConnections: 4
+            schema: schema, maximumConnections: 4, statementTimeout: .seconds(24), operationTimeout: .seconds(30)
         )
     }
 

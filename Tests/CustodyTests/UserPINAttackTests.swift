@@ -109,6 +109,22 @@ struct UserPINAttackTests {
         await harness.shutdown()
     }
 
+    @Test("the user PIN can neither destroy a root key (to put one of its own under the label) nor widen one")
+    func rootKeysStay() async throws {
+        let harness = try await CustodyHarness.make("pinroot")
+        let survivors = try await harness.pool.withPersistentSession { session -> Int in
+            let roots = try session.findObjects([.class(.secretKey), .token(true)], limit: 64)
+            #expect(roots.count == RootKeys.wrappedPurposes.count + 1)
+            for root in roots {
+                #expect(throws: PKCS11Error.self, "C_DestroyObject on a root key") { try session.destroyObject(root) }
+                #expect(throws: PKCS11Error.self, "C_SetAttributeValue on a root key") { try session.setAttributes([.unwrapTemplate([])], of: root) }
+            }
+            return try session.findObjects([.class(.secretKey), .token(true)], limit: 64).count
+        }
+        #expect(survivors == RootKeys.wrappedPurposes.count + 1)
+        await harness.shutdown()
+    }
+
     @Test("control: the same templates open a blob under a KEK without an unwrap template (the design before issue 9)")
     func permissiveKEKWasOpen() async throws {
         let harness = try await CustodyHarness.make("pincontrol", createRootKeys: false)
