@@ -279,27 +279,37 @@ public struct KeyCeremony: Sendable {
         }
     }
 
-    /// Re-wraps every tenant key version under the newest root KEKs on the token that the
-    /// database recorded (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)``
-    /// records them before moving any row): the second half of a rotation, run again after an
-    /// interruption (rows already moved are left alone). Needs the same `currentShares` as the
-    /// interrupted run. Refused when the newest complete set on the token is not recorded —
-    /// planted with the user PIN (of values its holder knows), or left by a rotation interrupted
-    /// before its record, which no row names: destroy it, then resume or rotate again.
+    /// Re-wraps every tenant key version under the newest root KEK set the database recorded
+    /// (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)``
+    /// records its new set before moving any row): the second half of a rotation, run again
+    /// after an interruption (rows already moved are left alone). Needs the same
+    /// `currentShares` as the interrupted run.
+    ///
+    /// A set on the token that the database never recorded is never a target — the user PIN can
+    /// plant one — unless `currentShares` include that set's own share files (a rotation
+    /// interrupted between importing its KEKs and recording them): rebuilt from them with
+    /// matching check values, it is recorded first. Root keys cannot be destroyed, so this is
+    /// how such a set is adopted; without its shares it stays unused.
     public func resumeRewrap(
         transcript: CeremonyTranscript, keyring: TenantKeyring, currentShares: [[String]] = []
     ) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport, destroyedLegacyKEKs: [String]) {
         try await ceremony {
             let inventory = try await RootKeyInventory.read(from: pool)
-            guard let newest = inventory.completeKEKVersions.last else {
-                throw CeremonyError.rootKeyMissing(RootKeys.kekLabel(.bioSeed, version: 1))
-            }
-            let recorded = try await keyring.recordedRootKeys()
-            let labels = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: newest) }
-            guard labels.allSatisfy({ recorded[$0] != nil && recorded[$0] == inventory.entry(label: $0)?.checkValue }) else {
-                throw CustodyError.rootKeyNotRecorded(labels)
-            }
             let sources = try await RewrapSources.make(pool: pool, inventory: inventory, shareSets: currentShares)
+            var recorded = try await keyring.recordedRootKeys()
+            let proven = inventory.entries.filter { recorded[$0.label] == nil && sources.provenLabels.contains($0.label) }.map(\.label)
+            if !proven.isEmpty {
+                try await keyring.recordRootKeys(labels: Set(proven))
+                recorded = try await keyring.recordedRootKeys()
+            }
+            let trusted = inventory.completeKEKVersions.filter { version in
+                RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: version) }
+                    .allSatisfy { recorded[$0] != nil && recorded[$0] == inventory.entry(label: $0)?.checkValue }
+            }
+            guard let newest = trusted.last else {
+                let complete = inventory.completeKEKVersions.last ?? 1
+                throw CustodyError.rootKeyNotRecorded(RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: complete) })
+            }
             let (report, destroyed) = try await rewrap(toKEKVersion: newest, sources: sources, transcript: transcript, keyring: keyring)
             return (newest, report, destroyed)
         }

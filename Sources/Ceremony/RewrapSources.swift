@@ -14,15 +14,19 @@ public final class RewrapSources: Sendable {
     private let keys: [String: HSMKey]
     /// Legacy KEK labels on the token.
     let legacyLabels: [String]
+    /// Root keys on the token that a given share set rebuilt with the token's check value:
+    /// the custodians vouch for them.
+    let provenLabels: Set<String>
     private let created: CreatedHandles
 
     /// Whether this rotation migrates off a legacy KEK (then rows sealed in the first MAC
     /// format are accepted once and resealed).
     public var migratesLegacy: Bool { !legacyLabels.isEmpty || keys.keys.contains { $0.hasPrefix("legacy:") } }
 
-    private init(keys: [String: HSMKey], legacyLabels: [String], created: CreatedHandles) {
+    private init(keys: [String: HSMKey], legacyLabels: [String], provenLabels: Set<String>, created: CreatedHandles) {
         self.keys = keys
         self.legacyLabels = legacyLabels
+        self.provenLabels = provenLabels
         self.created = created
     }
 
@@ -38,6 +42,7 @@ public final class RewrapSources: Sendable {
         let created = CreatedHandles()
         let nonce = lowercaseHex(try await pool.random(count: 8))
         var keys = [String: HSMKey]()
+        var proven = Set<String>()
         for version in inventory.legacyKEKVersions {
             let legacy = HSMKey.tokenObject(label: RootKeys.legacyKEKLabel(version: version))
             for purpose in RootKeys.wrappedPurposes { keys["\(purpose.rawValue)/\(version)"] = legacy }
@@ -57,6 +62,7 @@ public final class RewrapSources: Sendable {
                 guard try KeyCheckValue.compute(value, keyType: .aes) == Hex.decode(key.checkValue) else {
                     throw CeremonyError.checkValueMismatch(label: key.label, expected: key.checkValue, actual: "-", stage: "rebuilt from shares")
                 }
+                if inventory.entry(label: key.label) != nil { proven.insert(key.label) }
                 let purposes = parsed.kind == .legacyKEK ? RootKeys.wrappedPurposes : parsed.purpose.map { [$0] } ?? []
                 for purpose in purposes {
                     guard let usage = purpose.usage else { continue }
@@ -69,7 +75,9 @@ public final class RewrapSources: Sendable {
                 }
             }
         }
-        return RewrapSources(keys: keys, legacyLabels: inventory.legacyKEKVersions.map(RootKeys.legacyKEKLabel(version:)), created: created)
+        return RewrapSources(
+            keys: keys, legacyLabels: inventory.legacyKEKVersions.map(RootKeys.legacyKEKLabel(version:)), provenLabels: proven, created: created
+        )
     }
 
     /// Destroys the session-only rewrap KEKs made so far.

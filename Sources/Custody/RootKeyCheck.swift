@@ -1,4 +1,5 @@
 public import HSM
+public import Logging
 public import Storage
 
 /// Start-up's check that the token and the database belong together (DESIGN §5): the
@@ -9,27 +10,24 @@ public enum RootKeyCheck {
     /// Checks the token's root keys against the database's record; on the first start (nothing
     /// recorded yet) records them.
     ///
-    /// Once anything is recorded, a root key on the token that is not recorded is refused, not
-    /// recorded: the user PIN can create a token object identical to a root KEK in every
-    /// attribute but of a value its holder chose, and the newest KEK version on the token wraps
-    /// every new tenant key. Only the ceremony records root keys after the first start.
-    /// - Returns: the token's root keys.
+    /// Once anything is recorded, root keys on the token that the database never recorded are
+    /// left out of what this returns — never used, logged — rather than trusted: the user PIN
+    /// can create a token object identical to a root KEK in every attribute but of a value its
+    /// holder chose, and the newest KEK version wraps every new tenant key. Only the ceremony
+    /// records root keys after the first start. (Root keys cannot be destroyed, so refusing to
+    /// start would let such an object, or a rotation interrupted before its record, stop the
+    /// service for good.)
+    /// - Returns: the token's root keys the database vouches for.
     /// - Throws: ``CustodyError/legacyRootKEKPresent(versions:)`` while the permissive legacy
-    ///   KEK is on the token; ``CustodyError/rootKeyMissing(_:)`` when the token has no complete
-    ///   set of root keys; ``CustodyError/rootKeysDoNotMatch(_:)`` when a recorded key is
-    ///   missing or differs; ``CustodyError/rootKeyNotRecorded(_:)`` for a root key the database
-    ///   never recorded.
+    ///   KEK is on the token; ``CustodyError/rootKeysDoNotMatch(_:)`` when a recorded key is
+    ///   missing or differs; ``CustodyError/rootKeyMissing(_:)`` when no complete recorded set
+    ///   of root keys remains.
     @discardableResult
-    public static func verify(pool: SessionPool, database: Database) async throws -> RootKeyInventory {
+    public static func verify(pool: SessionPool, database: Database, logger: Logger? = nil) async throws -> RootKeyInventory {
         try await custody {
             let inventory = try await RootKeyInventory.read(from: pool)
             let legacy = inventory.legacyKEKVersions
             guard legacy.isEmpty else { throw CustodyError.legacyRootKEKPresent(versions: legacy) }
-            let newest = inventory.newestKEKVersion
-            for purpose in RootKeys.wrappedPurposes where inventory.entry(label: RootKeys.kekLabel(purpose, version: max(newest, 1))) == nil {
-                throw CustodyError.rootKeyMissing(RootKeys.kekLabel(purpose, version: max(newest, 1)))
-            }
-            guard inventory.newestMACVersion > 0 else { throw CustodyError.rootKeyMissing(RootKeys.macLabel(version: 1)) }
             let recorded = try await database.withTransaction(context: "read root key check values") { connection in
                 try await RootKeyStore.all(on: connection)
             }
@@ -43,14 +41,29 @@ public enum RootKeyCheck {
                 }
             }
             guard mismatches.isEmpty else { throw CustodyError.rootKeysDoNotMatch(mismatches) }
-            guard !recorded.isEmpty else {
+            var trusted = inventory
+            if recorded.isEmpty {
+                try requireComplete(inventory)
                 try await record(inventory, in: database)
-                return inventory
+            } else {
+                let ignored = inventory.entries.filter { recorded[$0.label] == nil }.map(\.label)
+                if !ignored.isEmpty {
+                    logger?.error("root keys on the token that the database never recorded are ignored", metadata: ["labels": "\(ignored)"])
+                }
+                trusted = RootKeyInventory(entries: inventory.entries.filter { recorded[$0.label] != nil })
+                try requireComplete(trusted)
             }
-            let unrecorded = inventory.entries.filter { $0.kind != .legacyKEK && recorded[$0.label] == nil }.map(\.label)
-            guard unrecorded.isEmpty else { throw CustodyError.rootKeyNotRecorded(unrecorded) }
-            return inventory
+            return trusted
         }
+    }
+
+    /// The newest KEK version has every wrapped purpose's KEK, and there is a MAC key.
+    private static func requireComplete(_ inventory: RootKeyInventory) throws {
+        let newest = max(inventory.newestKEKVersion, 1)
+        for purpose in RootKeys.wrappedPurposes where inventory.entry(label: RootKeys.kekLabel(purpose, version: newest)) == nil {
+            throw CustodyError.rootKeyMissing(RootKeys.kekLabel(purpose, version: newest))
+        }
+        guard inventory.newestMACVersion > 0 else { throw CustodyError.rootKeyMissing(RootKeys.macLabel(version: 1)) }
     }
 
     /// Records the check values of `inventory`'s keys the database has not recorded yet: of

@@ -30,7 +30,7 @@ struct CustodyContext {
         // wrapped under the new KEKs (older ones stay for rows that still name them).
         let inventory: RootKeyInventory
         do {
-            inventory = verifyRootKeys ? try await RootKeyCheck.verify(pool: pool, database: database) : try await RootKeyInventory.read(from: pool)
+            inventory = verifyRootKeys ? try await RootKeyCheck.verify(pool: pool, database: database, logger: logger) : try await RootKeyInventory.read(from: pool)
         } catch {
             await database.shutdown()
             await pool.shutdown()

@@ -35,8 +35,9 @@ struct KeyCheckValueTests {
             #expect(try !session.boolAttribute(.modifiable, of: generic) && !session.boolAttribute(.copyable, of: generic))
             #expect(try session.boolAttribute(.wrap, of: aes) && !session.boolAttribute(.encrypt, of: aes))
             #expect(try session.boolAttribute(.sign, of: generic) && !session.boolAttribute(.wrap, of: generic))
-            try session.destroyObject(aes)
-            try session.destroyObject(generic)
+            // Root keys stay: not even their maker can destroy them (CKA_DESTROYABLE false).
+            #expect(throws: PKCS11Error.self) { try session.destroyObject(aes) }
+            #expect(throws: PKCS11Error.self) { try session.destroyObject(generic) }
         }
     }
 }
