@@ -98,26 +98,34 @@ struct KeyHierarchyAttackTests {
         await harness.shutdown()
     }
 
-    @Test("an interrupted rotation never resumes under a newer KEK set planted meanwhile; without it, under the set it made")
-    func resumeIgnoresPlantedSet() async throws {
-        let harness = try await CustodyHarness.make("resumehijack")
+    /// A recorded install with one tenant, the PII key's MAC of `message` before any rotation,
+    /// and a ceremony writing into a fresh rotation folder.
+    static func rotationScene(_ name: String) async throws -> (
+        harness: CustodyHarness, tenant: TenantRecord, message: [UInt8], macBefore: [UInt8],
+        directory: String, ceremony: KeyCeremony, transcript: CeremonyTranscript
+    ) {
+        let harness = try await CustodyHarness.make(name)
         try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
         let tenant = try await harness.keyring.createTenant(label: "victim", actor: "officer")
-        let message = Array("subject-7".utf8)
+        let message = Array("subject-\(name)".utf8)
         let (piiBefore, _) = try await harness.keyring.key(tenant.id, .pii)
         let macBefore = try await harness.pool.hmacSHA256(key: piiBefore, data: message)
-
-        // The rotation stops after importing KEKs v2, before moving any row (here: every row's
-        // MAC is unreadable for a moment, so the first row stops it; it is put back after).
-        try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
         let directory = TestEnvironment.directory + "/\(harness.schema).rotation"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let ceremony = KeyCeremony(
             pool: harness.pool, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]),
             configHash: "test", logger: harness.logs.logger
         )
-        let transcript = CeremonyTranscript(path: directory + "/transcript.jsonl")
+        return (harness, tenant, message, macBefore, directory, ceremony, CeremonyTranscript(path: directory + "/transcript.jsonl"))
+    }
+
+    @Test("an interrupted rotation never resumes under a newer KEK set planted meanwhile; without it, under the set it made")
+    func resumeIgnoresPlantedSet() async throws {
+        let (harness, tenant, message, macBefore, directory, ceremony, transcript) = try await Self.rotationScene("resumehijack")
         let shares = [Array(harness.sharePaths.prefix(2))]
+        // The rotation stops after importing KEKs v2, before moving any row (here: every row's
+        // MAC is unreadable for a moment, so the first row stops it; it is put back after).
+        try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
         await #expect(throws: (any Error).self) {
             _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, currentShares: shares)
         }
@@ -146,19 +154,7 @@ struct KeyHierarchyAttackTests {
 
     @Test("a rotation interrupted between importing its KEKs and recording them: the service keeps the old set; resume with the new set's shares adopts it and loses nothing")
     func rotationInterruptedBeforeRecord() async throws {
-        let harness = try await CustodyHarness.make("unrecorded")
-        try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
-        let tenant = try await harness.keyring.createTenant(label: "victim", actor: "officer")
-        let message = Array("subject-8".utf8)
-        let (piiBefore, _) = try await harness.keyring.key(tenant.id, .pii)
-        let macBefore = try await harness.pool.hmacSHA256(key: piiBefore, data: message)
-        let directory = TestEnvironment.directory + "/\(harness.schema).rotation"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let ceremony = KeyCeremony(
-            pool: harness.pool, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]),
-            configHash: "test", logger: harness.logs.logger
-        )
-        let transcript = CeremonyTranscript(path: directory + "/transcript.jsonl")
+        let (harness, tenant, message, macBefore, directory, ceremony, transcript) = try await Self.rotationScene("unrecorded")
         let shares = [Array(harness.sharePaths.suffix(2))]
         // The crash: KEKs v2 imported, no row moved, their record gone (as if never written).
         try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
