@@ -65,28 +65,27 @@ struct CeremonyTranscriptAnchor: Sendable {
     }
 
     let pool: SessionPool
-    /// `custos/ceremony:` and 16 bytes of SHA-256 of the transcript's first line hash, in hex.
-    let application: String
+    /// `CKA_APPLICATION`: `custos/ceremony:` and 16 bytes of SHA-256 of the transcript's first
+    /// line hash, in hex.
+    let object: TokenDataObject
 
     /// - Parameter firstEntryHash: the transcript's identity (its first line's hash).
     init(pool: SessionPool, firstEntryHash: [UInt8]) {
         self.pool = pool
         var identity = Array("custos/ceremony/anchor\0".utf8)
         identity += firstEntryHash
-        application = "custos/ceremony:" + Hex.encode(SHA256.hash(data: identity).prefix(16))
+        object = TokenDataObject(label: Self.label, application: "custos/ceremony:" + Hex.encode(SHA256.hash(data: identity).prefix(16)))
     }
 
-    private var template: [Attribute] { [.class(.data), .label(Self.label), .application(application)] }
-
     func read() async throws -> Reading {
-        let template = template
+        let object = object
         return try await pool.withSession { session in
             let pkcs11 = session.pkcs11
-            let handles = try pkcs11.findObjects(template, limit: 16)
-            if handles.isEmpty { return .missing }
+            let stored = try object.values(in: pkcs11)
+            if stored.isEmpty { return .missing }
             var newest: Value?
-            for handle in handles {
-                guard let value = Value(bytes: try pkcs11.attribute(.value, of: handle)), value.macKey.hasPrefix("custos/root/mac/v") else {
+            for bytes in stored {
+                guard let value = Value(bytes: bytes), value.macKey.hasPrefix("custos/root/mac/v") else {
                     continue
                 }
                 let expected = try pkcs11.sign(
@@ -101,18 +100,14 @@ struct CeremonyTranscriptAnchor: Sendable {
 
     /// Records `line` as the transcript's newest.
     func write(line: Int, entryHash: [UInt8], macKey: String) async throws {
-        let template = template
+        let object = object
         try await pool.withSession { session in
             let pkcs11 = session.pkcs11
             let mac = try pkcs11.sign(
                 .sha256HMAC, key: try session.handle(for: .tokenObject(label: macKey)), data: Value.message(line: line, entryHash: entryHash)
             )
             let value = Value(line: line, entryHash: entryHash, macKey: macKey, mac: mac)
-            let old = try pkcs11.findObjects(template, limit: 16)
-            _ = try pkcs11.createObject(template + [
-                .token(true), .private(true), .copyable(false), .dataValue(value.bytes), .modifiable(false),
-            ])
-            for handle in old { try pkcs11.destroyObject(handle) }
+            try object.replace(with: value.bytes, in: pkcs11)
         }
     }
 

@@ -11,22 +11,22 @@ import PKCS11
 /// deleting the newest entries — or copying an older anchor file back — is found. Reading or
 /// writing it needs the user PIN, like every key on the token.
 ///
-/// SoftHSM 2.6.1 keeps a data object's `CKA_VALUE` read-only once created, so a write creates
-/// the new object first and then destroys the old ones; a reader takes the MAC-valid object
-/// with the highest sequence number, so a crash between the two steps loses nothing.
+/// Stored as a ``TokenDataObject``: a reader takes the MAC-valid value with the highest sequence
+/// number, so a crash in the middle of a write loses nothing.
 public struct AuditHSMAnchor: Sendable {
     public static let label = "custos/audit/anchor"
 
     let pool: SessionPool
     let macKey: HSMKey
     /// `CKA_APPLICATION`: `custos/audit:` and 16 bytes of SHA-256 of the log's identity, in hex.
-    let application: String
+    let object: TokenDataObject
 
     /// - Parameter logIdentity: names the log, e.g. database and schema.
     public init(pool: SessionPool, macKey: HSMKey, logIdentity: String) {
         self.pool = pool
         self.macKey = macKey
-        application = "custos/audit:" + lowercaseHex(SHA256.hash(data: Array("custos/audit/anchor\0\(logIdentity)".utf8)).prefix(16))
+        let application = "custos/audit:" + lowercaseHex(SHA256.hash(data: Array("custos/audit/anchor\0\(logIdentity)".utf8)).prefix(16))
+        object = TokenDataObject(label: Self.label, application: application)
     }
 
     /// What the token holds.
@@ -37,21 +37,16 @@ public struct AuditHSMAnchor: Sendable {
         case anchor(AuditAnchor)
     }
 
-    /// At most this many anchor objects are looked at (normally one; two after an interrupted
-    /// write).
-    static let searchLimit = 16
-
     /// Reads the anchor and checks its MAC in the HSM.
     /// - Throws: ``HSMError``.
     func read() async throws -> Reading {
-        let template: [Attribute] = [.class(.data), .label(Self.label), .application(application)]
-        let macKey = macKey
+        let macKey = macKey, object = object
         return try await pool.withSession { session in
-            let handles = try session.pkcs11.findObjects(template, limit: Self.searchLimit)
-            if handles.isEmpty { return .missing }
+            let values = try object.values(in: session.pkcs11)
+            if values.isEmpty { return .missing }
             var newest: AuditAnchor?
-            for handle in handles {
-                guard let anchor = AuditAnchor(bytes: try session.pkcs11.attribute(.value, of: handle)) else { continue }
+            for bytes in values {
+                guard let anchor = AuditAnchor(bytes: bytes) else { continue }
                 let expected = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: macKey), data: anchor.message)
                 if constantTimeEqual(expected, anchor.mac), anchor.seq > newest?.seq ?? 0 { newest = anchor }
             }
@@ -65,19 +60,12 @@ public struct AuditHSMAnchor: Sendable {
     /// - Throws: ``HSMError``.
     @discardableResult
     func write(seq: Int64, hash: [UInt8], previousHash: [UInt8]) async throws -> AuditAnchor {
-        let template: [Attribute] = [.class(.data), .label(Self.label), .application(application)]
-        let macKey = macKey
+        let macKey = macKey, object = object
         return try await pool.withSession { session in
             let message = AuditAnchor.message(seq: seq, hash: hash, previousHash: previousHash)
             let mac = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: macKey), data: message)
             let anchor = AuditAnchor(seq: seq, hash: hash, previousHash: previousHash, mac: mac)
-            let old = try session.pkcs11.findObjects(template, limit: Self.searchLimit)
-            // Private (user PIN to read), not modifiable or copyable: a value is replaced by a
-            // new object, never edited.
-            _ = try session.pkcs11.createObject(template + [
-                .token(true), .private(true), .copyable(false), .dataValue(anchor.bytes), .modifiable(false),
-            ])
-            for handle in old { try session.pkcs11.destroyObject(handle) }
+            try object.replace(with: anchor.bytes, in: session.pkcs11)
             return anchor
         }
     }
@@ -85,11 +73,7 @@ public struct AuditHSMAnchor: Sendable {
     /// Destroys every anchor object of this log (see ``AuditLog/resetAnchor(actor:)``).
     /// - Returns: how many objects were destroyed.
     func destroyAll() async throws -> Int {
-        let template: [Attribute] = [.class(.data), .label(Self.label), .application(application)]
-        return try await pool.withSession { session in
-            let handles = try session.pkcs11.findObjects(template, limit: Self.searchLimit)
-            for handle in handles { try session.pkcs11.destroyObject(handle) }
-            return handles.count
-        }
+        let object = object
+        return try await pool.withSession { session in try object.destroyAll(in: session.pkcs11) }
     }
 }
