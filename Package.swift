@@ -83,6 +83,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Research and measurement, never linked into the `custos` executable: synthetic and
+        // labelled embeddings, the DET/unlinkability metrics, and the fixed evaluation keys
+        // (so a production build cannot tokenize with them).
+        .target(
+            name: "TokenizationEvaluation",
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "Tokenization",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         // The key ceremony (DESIGN §11): Shamir shares of the root keys, share files, the signed
         // transcript, restore and root-KEK rotation. Talks to the HSM directly.
         // CryptoExtras (same swift-crypto package) only for the single-block AES of the AES KCV.
@@ -142,6 +153,7 @@ let package = Package(
                 "Storage",
                 "CustosModel",
                 "Tokenization",
+                "TokenizationEvaluation",
                 "Verification",
                 "Composition",
                 "Ceremony",
@@ -186,7 +198,7 @@ let package = Package(
         .testTarget(
             name: "TokenizationTests",
             dependencies: [
-                "Tokenization", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                "Tokenization", "TokenizationEvaluation", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

@@ -37,32 +37,26 @@ public final class BiometricTokenizer: Sendable {
         }
     }
 
-    public init(
+    /// Tokenizes under each tenant's own `bio-seed` and `bio-prf` keys from `keyring`.
+    public convenience init(
         pool: SessionPool, keyring: TenantKeyring, kind: IndexOfMaxHashing.ProjectionKind = .structured,
+        limiter: TokenizationRateLimiter? = nil, projectionCacheLimit: Int = 10_000
+    ) {
+        self.init(pool: pool, keys: TenantBiometricKeys(keyring: keyring), kind: kind, limiter: limiter, projectionCacheLimit: projectionCacheLimit)
+    }
+
+    /// Tokenizes under whatever `keys` hands out. The service passes ``TenantBiometricKeys``;
+    /// fixed evaluation keys live in the separate `TokenizationEvaluation` target, which the
+    /// `custos` executable does not link, so a production build cannot tokenize with them.
+    public init(
+        pool: SessionPool, keys: some BiometricKeySource, kind: IndexOfMaxHashing.ProjectionKind = .structured,
         limiter: TokenizationRateLimiter? = nil, projectionCacheLimit: Int = 10_000
     ) {
         self.pool = pool
         self.kind = kind
         self.limiter = limiter
         self.projectionCacheLimit = projectionCacheLimit
-        keys = { tenant, version in
-            let (seed, seedVersion) = try await keyring.key(tenant, .bioSeed, version: version)
-            // One biometric version covers both keys: the PRF of the same version.
-            let (prf, _) = try await keyring.key(tenant, .bioPRF, version: seedVersion)
-            return BiometricKeys(version: seedVersion, seed: seed, prf: prf)
-        }
-    }
-
-    /// Uses fixed keys instead of a tenant's (evaluation with imported test keys).
-    public init(pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind, fixedKeys: [Int: BiometricKeys]) {
-        self.pool = pool
-        self.kind = kind
-        limiter = nil
-        projectionCacheLimit = 10_000
-        keys = { _, version in
-            guard let keys = fixedKeys[version ?? fixedKeys.keys.max() ?? 1] else { throw CustodyError.rootKeyMissing("evaluation keys") }
-            return keys
-        }
+        self.keys = { tenant, version in try await keys.keys(for: tenant, version: version) }
     }
 
     /// The token of `features` for `tenant` under its active biometric version (or `version`).

@@ -3,6 +3,7 @@ import CustosModel
 import Foundation
 import Synchronization
 import HSM
+import TokenizationEvaluation
 import Tokenization
 
 /// `custos bench biometric`: tokenizations per second (512-d) and the HSM's share of them,
@@ -38,7 +39,7 @@ struct BiometricBenchCommand: AsyncParsableCommand {
         let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
         try await pool.start()
         let tenant = ProtectedEvaluation.tenant
-        let tokenizer = BiometricTokenizer(pool: pool, kind: .structured, fixedKeys: [1: EvaluationKeys.keys(version: 1)])
+        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1]), kind: .structured)
         let set = SyntheticEmbeddings(configuration: .init(identities: 100, samplesPerIdentity: 2, dimension: 512, seed: 9))
         let vectors = try (0..<set.embeddings.count).map { try set.embeddings.featureVector(at: $0) }
         let enrolled = try await tokenizer.tokenize(vectors[0], tenant: tenant, version: 1)

@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 import HSM
+import TokenizationEvaluation
 import Tokenization
 
 extension IndexOfMaxHashing.ProjectionKind: ExpressibleByArgument {}

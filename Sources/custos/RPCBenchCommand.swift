@@ -8,6 +8,7 @@ import Metrics
 import Prometheus
 import RPC
 import SwiftProtobuf
+import TokenizationEvaluation
 import Tokenization
 import Verification
 

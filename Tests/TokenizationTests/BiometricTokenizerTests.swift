@@ -3,6 +3,7 @@ import HSM
 import HSMTestSupport
 import Testing
 import Tokenization
+import TokenizationEvaluation
 
 /// The whole pipeline on a real SoftHSM token: seed HMAC and PRF in the HSM, with the fixed
 /// evaluation keys (no database needed).
@@ -14,7 +15,7 @@ struct BiometricTokenizerTests {
         let token = try TestToken.make("tokenizer")
         let pool = try SessionPool(configuration: token.configuration(), logger: LogCapture().logger)
         try await pool.start()
-        return (pool, BiometricTokenizer(pool: pool, kind: kind, fixedKeys: [1: EvaluationKeys.keys(version: 1), 2: EvaluationKeys.keys(version: 2)]))
+        return (pool, BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2]), kind: kind))
     }
 
     private func vector(seed: UInt64, dimension: Int = 512) -> [Float] {

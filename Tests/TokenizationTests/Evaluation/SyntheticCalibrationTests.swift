@@ -1,5 +1,6 @@
 import Testing
 import Tokenization
+import TokenizationEvaluation
 
 /// The synthetic set behaves like real 512-d face embeddings (raw-cosine EER near 0.5 %), and
 /// Index-of-Max hashing costs at most 0.25 points of EER on it (DESIGN §6).

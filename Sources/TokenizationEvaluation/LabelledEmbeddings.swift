@@ -1,3 +1,4 @@
+public import Tokenization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

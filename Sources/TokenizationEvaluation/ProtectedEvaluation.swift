@@ -1,3 +1,4 @@
+public import Tokenization
 public import CustosModel
 public import HSM
 
@@ -45,7 +46,7 @@ public enum ProtectedEvaluation {
 
     /// Runs the evaluation through the real HSM pipeline (seed HMAC and PRF in the HSM).
     public static func run(_ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind) async throws -> Report {
-        let tokenizer = BiometricTokenizer(pool: pool, kind: kind, fixedKeys: [1: EvaluationKeys.keys(version: 1), 2: EvaluationKeys.keys(version: 2)])
+        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2]), kind: kind)
         var vectors = [FeatureVector]()
         var first = [BiometricToken]()
         var second = [BiometricToken]()

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Tokenization
+import TokenizationEvaluation
 
 @Suite("Labelled embeddings files")
 struct LabelledEmbeddingsTests {

@@ -1,5 +1,6 @@
 import Testing
 import Tokenization
+import TokenizationEvaluation
 
 @Suite("Accuracy and unlinkability metrics")
 struct MetricsTests {

@@ -1,3 +1,4 @@
+import Tokenization
 public import PKCS11
 
 /// Index-of-Max symbols packed four bits each, for fast unprotected comparisons in evaluation:
