@@ -2,7 +2,7 @@ public import CustosModel
 import Crypto
 import Foundation
 public import HSM
-public import PostgresNIO
+import SecureMemory
 public import Storage
 
 #if canImport(Glibc)
@@ -348,18 +348,4 @@ public final class AuditLog: Sendable {
         }
         return .some(nil)
     }
-}
-
-func unhex(_ text: Substring) -> [UInt8]? {
-    let characters = Array(text.utf8)
-    guard characters.count % 2 == 0 else { return nil }
-    var bytes = [UInt8]()
-    bytes.reserveCapacity(characters.count / 2)
-    var index = 0
-    while index < characters.count {
-        guard let byte = UInt8(String(decoding: characters[index ..< index + 2], as: UTF8.self), radix: 16) else { return nil }
-        bytes.append(byte)
-        index += 2
-    }
-    return bytes
 }

@@ -3,7 +3,7 @@ public import Foundation
 public import HSM
 public import Logging
 import PKCS11
-import PostgresNIO
+import SecureMemory
 public import Storage
 import Synchronization
 
@@ -60,7 +60,7 @@ public final class TenantKeyring: Sendable {
             let stored = records
             let entry = AuditEntry(
                 tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
-                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(lowercaseHex($0.checkValue))" }.joined(separator: ",")]
+                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(Hex.encode($0.checkValue))" }.joined(separator: ",")]
             )
             let audit = audit
             return try await database.withTenant(tenant, context: "create tenant") { connection in
@@ -273,7 +273,7 @@ public final class TenantKeyring: Sendable {
             try rotationHook?(.pendingStored)
             return try await complete(pending, overlap: overlap, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
-                details: ["kcv": lowercaseHex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             ))
         }
     }
@@ -454,7 +454,7 @@ public final class TenantKeyring: Sendable {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(checkValue)])
+                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
@@ -504,15 +504,4 @@ public final class TenantKeyring: Sendable {
             for key in cache.keys where key.hasPrefix(prefix) { cache.removeValue(forKey: key) }
         }
     }
-}
-
-/// Lower-case hex of bytes (check values, hashes, MACs in logs and audit details).
-public func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }

@@ -1,6 +1,6 @@
 import Crypto
 import HSM
-import PKCS11
+import SecureMemory
 
 /// Fixed, imported biometric keys for `custos eval` and the tests, so that accuracy figures are
 /// deterministic (DESIGN §6). Derived from public labels: never use them for real data.

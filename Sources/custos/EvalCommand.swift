@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 import HSM
+import SecureMemory
 import Tokenization
 
 extension IndexOfMaxHashing.ProjectionKind: ExpressibleByArgument {}

@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// Index-of-Max symbols packed four bits each, for fast unprotected comparisons in evaluation:
 /// the score is the fraction of positions with equal symbols, what the token score measures
