@@ -202,7 +202,7 @@ public final class TenantKeyring: Sendable {
             do {
                 // Exactly the KEK's unwrap template: the token refuses anything else.
                 return try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: wrapped, template: KeyTemplate.tenantKeyUnwrapped(usage))
-            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
+            } catch where HSMError.isUnwrapRefusal(error) {
                 // A tampered blob or the wrong KEK answers CKR_GENERAL_ERROR on SoftHSM (DESIGN §4).
                 throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
             }
