@@ -69,7 +69,7 @@ public final class AuditLog: Sendable {
     @discardableResult
     public func append(
         tenant: TenantID?, actor: String, action: String, target: String, details: [String: String],
-        on connection: PostgresConnection
+        on connection: DatabaseTransaction
     ) async throws -> Int64 {
         try await custody {
             let detailsText = Self.json(details)
@@ -135,7 +135,7 @@ public final class AuditLog: Sendable {
 
     /// The HSM anchor never moves backwards: appending to a log that stands behind it would
     /// overwrite the evidence of the deletion.
-    private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: PostgresConnection) async throws {
+    private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: DatabaseTransaction) async throws {
         switch try await hsmAnchor.read() {
         case .missing:
             // A fresh token (or one restored from shares: data objects are not in the shares).

@@ -78,12 +78,7 @@ public final class TenantKeyring: Sendable {
     public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
         try await custody {
             let changed = try await database.withTransaction(context: "set tenant status") { connection in
-                let rows = try await connection.query(
-                    "UPDATE tenants SET status = \(active ? "active" : "disabled") WHERE id = \(tenant.rawValue)::uuid RETURNING id::text",
-                    logger: Database.quiet
-                )
-                var changed = false
-                for try await _ in rows { changed = true }
+                let changed = try await TenantStore.setActive(tenant, active, on: connection)
                 if changed {
                     try await APIKeyStore.announceFlush(on: connection)
                     try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
