@@ -85,7 +85,7 @@ let package = Package(
         .target(
             name: "Tokenization",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "SecureMemory", "Custody", "Storage",
+                "CustosModel", "HSM", "SecureMemory", "Custody", "Storage",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -104,7 +104,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // The verification core: only ever sees tokens. Never imports HSM, PKCS11, Tokenization
-        // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
+        // or Custody (DESIGN §2.3; scripts/check-imports fails on it); what it needs from custody
+        // it declares as protocols.
         .target(
             name: "Verification",
             dependencies: [
@@ -116,7 +117,7 @@ let package = Package(
         // Wires custody into the verification core's ports, and features → tokens → decisions.
         .target(
             name: "Composition",
-            dependencies: ["CustosModel", "HSM", "PKCS11", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification"],
+            dependencies: ["CustosModel", "HSM", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification"],
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never
@@ -124,7 +125,7 @@ let package = Package(
         .target(
             name: "RPC",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification", "Composition",
+                "CustosModel", "HSM", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification", "Composition",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -194,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "TokenizationTests",
             dependencies: [
-                "Tokenization", "CustosModel", "HSM", "PKCS11", "SecureMemory", "HSMTestSupport",
+                "Tokenization", "CustosModel", "HSM", "SecureMemory", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
