@@ -36,26 +36,33 @@ let package = Package(
     targets: [
         // p11-kit's pkcs11.h and dlfcn, nothing else: only `PKCS11` imports it.
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
+        // The leaf every layer may use: secret bytes (locked, wiped, redacted), the one memory
+        // wipe, the one hex encoder/decoder and process hygiene. Nothing but the C library.
+        .target(
+            name: "SecureMemory",
+            dependencies: ["CSystemShims"],
+            swiftSettings: strict
+        ),
         .target(
             name: "PKCS11",
-            dependencies: ["CPKCS11"],
+            dependencies: ["CPKCS11", "SecureMemory"],
             swiftSettings: strict
         ),
         .target(
             name: "HSM",
             dependencies: [
-                "PKCS11", "CSystemShims",
+                "PKCS11", "SecureMemory",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
-        // prctl wrappers (variadic C does not import): core-dump suppression (HSM's
+        // prctl wrappers (variadic C does not import): core-dump suppression (SecureMemory's
         // ProcessHygiene, so that the service and the key ceremony share it).
         .systemLibrary(name: "CSystemShims"),
         // Shared value types, no logic with dependencies.
-        .target(name: "CustosModel", swiftSettings: strict),
+        .target(name: "CustosModel", dependencies: ["SecureMemory"], swiftSettings: strict),
         .target(
             name: "Storage",
             dependencies: [
@@ -68,7 +75,7 @@ let package = Package(
         .target(
             name: "Custody",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Storage",
+                "CustosModel", "HSM", "PKCS11", "SecureMemory", "Storage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -78,7 +85,7 @@ let package = Package(
         .target(
             name: "Tokenization",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody", "Storage",
+                "CustosModel", "HSM", "SecureMemory", "Custody", "Storage",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -89,7 +96,7 @@ let package = Package(
         .target(
             name: "TokenizationEvaluation",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Tokenization",
+                "CustosModel", "HSM", "SecureMemory", "Tokenization",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -100,7 +107,7 @@ let package = Package(
         .target(
             name: "Ceremony",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody", "Storage",
+                "CustosModel", "HSM", "PKCS11", "SecureMemory", "Custody", "Storage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -108,7 +115,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // The verification core: only ever sees tokens. Never imports HSM, PKCS11, Tokenization
-        // or Custody (DESIGN §2.3); what it needs from custody it declares as protocols.
+        // or Custody (DESIGN §2.3; scripts/check-imports fails on it); what it needs from custody
+        // it declares as protocols.
         .target(
             name: "Verification",
             dependencies: [
@@ -120,7 +128,7 @@ let package = Package(
         // Wires custody into the verification core's ports, and features → tokens → decisions.
         .target(
             name: "Composition",
-            dependencies: ["CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification"],
+            dependencies: ["CustosModel", "HSM", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification"],
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never
@@ -128,7 +136,7 @@ let package = Package(
         .target(
             name: "RPC",
             dependencies: [
-                "CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification", "Composition",
+                "CustosModel", "HSM", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification", "Composition",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -149,6 +157,7 @@ let package = Package(
             dependencies: [
                 "HSM",
                 "PKCS11",
+                "SecureMemory",
                 "Custody",
                 "Storage",
                 "CustosModel",
@@ -173,19 +182,19 @@ let package = Package(
         // Creates throw-away SoftHSM tokens for the test suites; not a mock: every call is real.
         .target(
             name: "HSMTestSupport",
-            dependencies: ["PKCS11", "HSM", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PKCS11", "HSM", "SecureMemory", .product(name: "Logging", package: "swift-log")],
             path: "Tests/HSMTestSupport",
             swiftSettings: strict
         ),
         .testTarget(
             name: "PKCS11Tests",
-            dependencies: ["PKCS11", "HSM", "HSMTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["PKCS11", "HSM", "SecureMemory", "HSMTestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CustodyTests",
             dependencies: [
-                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony", "RPC",
+                "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "SecureMemory", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony", "RPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -198,7 +207,7 @@ let package = Package(
         .testTarget(
             name: "TokenizationTests",
             dependencies: [
-                "Tokenization", "TokenizationEvaluation", "CustosModel", "HSM", "PKCS11", "HSMTestSupport",
+                "Tokenization", "TokenizationEvaluation", "CustosModel", "HSM", "SecureMemory", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -206,7 +215,7 @@ let package = Package(
         .testTarget(
             name: "CeremonyTests",
             dependencies: [
-                "Ceremony", "HSM", "PKCS11", "HSMTestSupport",
+                "Ceremony", "HSM", "PKCS11", "SecureMemory", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -240,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "HSMTests",
             dependencies: [
-                "HSM", "PKCS11", "HSMTestSupport",
+                "HSM", "PKCS11", "SecureMemory", "HSMTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,5 +1,5 @@
 public import HSM
-public import PKCS11
+public import SecureMemory
 
 /// Where key material and Shamir coefficients come from. In a ceremony that is the HSM's RNG
 /// (`C_GenerateRandom`); tests pass a deterministic source so that splits are reproducible.

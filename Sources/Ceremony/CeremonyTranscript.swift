@@ -1,6 +1,6 @@
 import Foundation
 public import HSM
-import PKCS11
+import SecureMemory
 
 /// A ceremony transcript: JSON lines, hash-chained, each line MAC'd in the HSM by the root MAC
 /// key (DESIGN §11). Lines are only ever appended; the file is created with `O_EXCL`, mode 0600.

@@ -1,6 +1,6 @@
 import Crypto
 import HSM
-import PKCS11
+import SecureMemory
 
 /// The newest MAC'd line of a transcript, kept on the token that wrote it: a private data object
 /// (`CKO_DATA`, label `custos/ceremony/anchor`, `CKA_APPLICATION` derived from the transcript's

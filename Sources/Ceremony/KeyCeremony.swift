@@ -4,6 +4,7 @@ import Foundation
 public import HSM
 public import Logging
 public import PKCS11
+import SecureMemory
 
 /// The key ceremony (DESIGN §11), run locally against the HSM: generate the root keys from the
 /// HSM RNG and split them at once into M-of-N custodian shares, restore them into a fresh token,

@@ -1,6 +1,7 @@
 import Crypto
 import CryptoExtras
 public import PKCS11
+public import SecureMemory
 
 /// Key check values computed in software exactly as SoftHSM 2.6.1 computes `CKA_CHECK_VALUE`
 /// when a secret key is created, so that a value recorded in a share file before import can be

@@ -1,4 +1,5 @@
 import PKCS11
+import SecureMemory
 
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@ import Custody
 public import CustosModel
 public import HSM
 import PKCS11
+import SecureMemory
 import Synchronization
 
 /// The old root KEKs a root-KEK rotation unwraps with (DESIGN §5). The token's own KEKs pin
@@ -40,7 +41,7 @@ public final class RewrapSources: Sendable {
     /// - Parameter shareSets: the share files of each set needed (M of them each).
     static func make(pool: SessionPool, inventory: RootKeyInventory, shareSets: [[String]]) async throws -> RewrapSources {
         let created = CreatedHandles()
-        let nonce = lowercaseHex(try await pool.random(count: 8))
+        let nonce = Hex.encode(try await pool.random(count: 8))
         var keys = [String: HSMKey]()
         var proven = Set<String>()
         for version in inventory.legacyKEKVersions {

@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// Shamir secret sharing over GF(2⁸), byte by byte (each byte of the secret is the constant
 /// term of its own random polynomial of degree M − 1; share i is every polynomial at x = i).

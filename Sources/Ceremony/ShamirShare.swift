@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// One point of a Shamir split: x = ``index`` (1…255), y = ``value`` (one byte per secret byte).
 public struct ShamirShare: Sendable, CustomStringConvertible {

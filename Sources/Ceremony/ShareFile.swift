@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 public import PKCS11
+import SecureMemory
 
 /// One custodian's share, as a JSON file: everything needed to check it on its own and, with
 /// M − 1 others of the same ceremony, to rebuild and verify the root keys.

@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// Share files put together: checked as a set, combined, and the result checked against what
 /// the split recorded. It either yields the exact secret of the ceremony or throws — never a

@@ -1,6 +1,6 @@
 public import Custody
 public import CustosModel
-public import PostgresNIO
+public import Storage
 public import Verification
 
 /// The verification core's audit port, written to custody's hash-chained audit log.
@@ -14,7 +14,7 @@ public struct AuditLogRecorder: AuditRecording {
     }
 
     public func record(
-        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: PostgresConnection
+        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws {
         _ = try await log.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
     }

@@ -1,7 +1,7 @@
 public import Custody
 public import CustosModel
 public import HSM
-import PKCS11
+import SecureMemory
 public import Verification
 
 /// Names and emails sealed with AES-256-GCM in the HSM under the tenant's `data` key (the key

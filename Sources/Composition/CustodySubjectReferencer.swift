@@ -2,6 +2,7 @@ public import Custody
 import Foundation
 public import CustosModel
 public import HSM
+import SecureMemory
 public import Verification
 
 /// Subject references as HMAC-SHA256 (in the HSM) of the external id under the tenant's `pii`
@@ -29,7 +30,7 @@ public struct CustodySubjectReferencer: SubjectReferencing {
             let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
             for form in forms {
                 let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(form)) }
-                references.append(SubjectReference(value: "v\(version):" + lowercaseHex(mac), piiVersion: version))
+                references.append(SubjectReference(value: "v\(version):" + Hex.encode(mac), piiVersion: version))
             }
         }
         return references

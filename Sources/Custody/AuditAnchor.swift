@@ -1,3 +1,5 @@
+import SecureMemory
+
 /// One anchored head of the audit chain, kept outside PostgreSQL (in the HSM and in a file):
 /// entry `seq` has hash `hash` and links to a predecessor with hash `previousHash`; the root MAC
 /// key authenticates all three.
@@ -61,15 +63,15 @@ struct AuditAnchor: Sendable, Equatable {
     // MARK: File line: "v2 <seq> <hash> <previous hash> <mac>" (legacy: "<seq> <hash> <mac>")
 
     var line: String {
-        "v2 \(seq) \(lowercaseHex(hash)) \(lowercaseHex(previousHash ?? [])) \(lowercaseHex(mac))\n"
+        "v2 \(seq) \(Hex.encode(hash)) \(Hex.encode(previousHash ?? [])) \(Hex.encode(mac))\n"
     }
 
     init?(line: Substring) {
         let fields = line.split(separator: " ")
-        if fields.count == 5, fields[0] == "v2", let seq = Int64(fields[1]), let hash = unhex(fields[2]),
-           let previous = unhex(fields[3]), let mac = unhex(fields[4]) {
+        if fields.count == 5, fields[0] == "v2", let seq = Int64(fields[1]), let hash = Hex.decode(fields[2]),
+           let previous = Hex.decode(fields[3]), let mac = Hex.decode(fields[4]) {
             self.init(seq: seq, hash: hash, previousHash: previous, mac: mac)
-        } else if fields.count == 3, let seq = Int64(fields[0]), let hash = unhex(fields[1]), let mac = unhex(fields[2]) {
+        } else if fields.count == 3, let seq = Int64(fields[0]), let hash = Hex.decode(fields[1]), let mac = Hex.decode(fields[2]) {
             self.init(seq: seq, hash: hash, previousHash: nil, mac: mac)
         } else {
             return nil

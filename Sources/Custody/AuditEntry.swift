@@ -1,5 +1,5 @@
 import CustosModel
-import PostgresNIO
+import Storage
 
 /// An audit entry prepared before its action's transaction and appended inside it, as that
 /// transaction's last statement (the append lock is held until commit): the action and its
@@ -11,7 +11,7 @@ struct AuditEntry: Sendable {
     let target: String
     var details: [String: String] = [:]
 
-    func append(to audit: AuditLog, on connection: PostgresConnection) async throws {
+    func append(to audit: AuditLog, on connection: DatabaseTransaction) async throws {
         _ = try await audit.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
     }
 }

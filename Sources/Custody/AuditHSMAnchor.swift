@@ -1,6 +1,6 @@
 import Crypto
 public import HSM
-import PKCS11
+import SecureMemory
 
 /// The audit head kept in the HSM: a private token data object (`CKO_DATA`, label
 /// `custos/audit/anchor`, `CKA_APPLICATION` naming the log, since several databases or schemas
@@ -25,7 +25,7 @@ public struct AuditHSMAnchor: Sendable {
     public init(pool: SessionPool, macKey: HSMKey, logIdentity: String) {
         self.pool = pool
         self.macKey = macKey
-        let application = "custos/audit:" + lowercaseHex(SHA256.hash(data: Array("custos/audit/anchor\0\(logIdentity)".utf8)).prefix(16))
+        let application = "custos/audit:" + Hex.encode(SHA256.hash(data: Array("custos/audit/anchor\0\(logIdentity)".utf8)).prefix(16))
         object = TokenDataObject(label: Self.label, application: application)
     }
 

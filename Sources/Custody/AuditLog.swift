@@ -2,7 +2,7 @@ public import CustosModel
 import Crypto
 import Foundation
 public import HSM
-public import PostgresNIO
+import SecureMemory
 public import Storage
 
 #if canImport(Glibc)
@@ -69,7 +69,7 @@ public final class AuditLog: Sendable {
     @discardableResult
     public func append(
         tenant: TenantID?, actor: String, action: String, target: String, details: [String: String],
-        on connection: PostgresConnection
+        on connection: DatabaseTransaction
     ) async throws -> Int64 {
         try await custody {
             let detailsText = Self.json(details)
@@ -135,7 +135,7 @@ public final class AuditLog: Sendable {
 
     /// The HSM anchor never moves backwards: appending to a log that stands behind it would
     /// overwrite the evidence of the deletion.
-    private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: PostgresConnection) async throws {
+    private func requireNotBehindAnchor(head: (seq: Int64, hash: [UInt8])?, on connection: DatabaseTransaction) async throws {
         switch try await hsmAnchor.read() {
         case .missing:
             // A fresh token (or one restored from shares: data objects are not in the shares).
@@ -348,18 +348,4 @@ public final class AuditLog: Sendable {
         }
         return .some(nil)
     }
-}
-
-func unhex(_ text: Substring) -> [UInt8]? {
-    let characters = Array(text.utf8)
-    guard characters.count % 2 == 0 else { return nil }
-    var bytes = [UInt8]()
-    bytes.reserveCapacity(characters.count / 2)
-    var index = 0
-    while index < characters.count {
-        guard let byte = UInt8(String(decoding: characters[index ..< index + 2], as: UTF8.self), radix: 16) else { return nil }
-        bytes.append(byte)
-        index += 2
-    }
-    return bytes
 }

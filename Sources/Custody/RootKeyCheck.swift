@@ -1,5 +1,6 @@
 public import HSM
 public import Logging
+import SecureMemory
 public import Storage
 
 /// Start-up's check that the token and the database belong together (DESIGN §5): the
@@ -37,7 +38,7 @@ public enum RootKeyCheck {
                 if RootKeyInventory.parse(label)?.kind == .legacyKEK { continue }
                 let onToken = inventory.entry(label: label)?.checkValue
                 if onToken != checkValue {
-                    mismatches.append(RootKeyMismatch(label: label, recorded: lowercaseHex(checkValue), onToken: onToken.map(lowercaseHex)))
+                    mismatches.append(RootKeyMismatch(label: label, recorded: Hex.encode(checkValue), onToken: onToken.map { Hex.encode($0) }))
                 }
             }
             guard mismatches.isEmpty else { throw CustodyError.rootKeysDoNotMatch(mismatches) }

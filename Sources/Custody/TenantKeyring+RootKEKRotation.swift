@@ -147,7 +147,7 @@ extension TenantKeyring {
                     .aesKeyWrapPad, unwrappingKey: session.handle(for: oldKEK), wrapped: wrapped,
                     template: KeyTemplate.tenantKeyForRewrapping(usage)
                 )
-            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
+            } catch where HSMError.isUnwrapRefusal(error) {
                 throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
             }
             defer { try? pkcs11.destroyObject(key) }

@@ -3,13 +3,17 @@ public import Foundation
 public import HSM
 public import Logging
 import PKCS11
-import PostgresNIO
 public import Storage
 import Synchronization
 
 /// The tenant key hierarchy (DESIGN §5): keys generated in the HSM, wrapped under the root KEK,
 /// stored wrapped with a row MAC, unwrapped on first use into non-extractable session objects,
 /// rotated crash-safely, retired and destroyed.
+///
+/// This file holds the state and the lookups (with their caches); each other job is an
+/// extension in its own file: `+Tenants`, `+KeyMaterial` (making versions), `+Rotation` (and
+/// reconciliation), `+Destruction` (retire, destroy), `+RootKEKRotation` (rewrap under a new
+/// root KEK) and `+TokenObjects` (Ed25519 versions held on the token).
 public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
 
@@ -44,55 +48,6 @@ public final class TenantKeyring: Sendable {
         self.logger = logger
         self.activeCacheTTL = activeCacheTTL
         self.rotationHook = rotationHook
-    }
-
-    // MARK: Tenants
-
-    /// Creates a tenant and version 1 of each of its keys, in one transaction.
-    /// - Throws: ``CustodyError``; `.storage(.conflict)` when the label is taken.
-    public func createTenant(label: String, actor: String) async throws -> TenantRecord {
-        try await custody {
-            let tenant = TenantID.random()
-            var records = [KeyVersionRecord]()
-            for purpose in KeyPurpose.createdWithTenant {
-                records.append(try await makeVersion(tenant, purpose, version: 1, state: .active))
-            }
-            let stored = records
-            let entry = AuditEntry(
-                tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
-                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(lowercaseHex($0.checkValue))" }.joined(separator: ",")]
-            )
-            let audit = audit
-            return try await database.withTenant(tenant, context: "create tenant") { connection in
-                let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
-                for record in stored { try await KeyVersionStore.insert(record, on: connection) }
-                try await entry.append(to: audit, on: connection)
-                return tenantRecord
-            }
-        }
-    }
-
-    /// Disables or re-enables a tenant; its API keys stop (or start) verifying on every
-    /// instance once the announcement arrives.
-    /// - Returns: whether a tenant was changed.
-    public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
-        try await custody {
-            let changed = try await database.withTransaction(context: "set tenant status") { connection in
-                let rows = try await connection.query(
-                    "UPDATE tenants SET status = \(active ? "active" : "disabled") WHERE id = \(tenant.rawValue)::uuid RETURNING id::text",
-                    logger: Database.quiet
-                )
-                var changed = false
-                for try await _ in rows { changed = true }
-                if changed {
-                    try await APIKeyStore.announceFlush(on: connection)
-                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
-                        .append(to: self.audit, on: connection)
-                }
-                return changed
-            }
-            return changed
-        }
     }
 
     // MARK: Using keys
@@ -202,299 +157,14 @@ public final class TenantKeyring: Sendable {
             do {
                 // Exactly the KEK's unwrap template: the token refuses anything else.
                 return try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: wrapped, template: KeyTemplate.tenantKeyUnwrapped(usage))
-            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .caller || error.returnValue == .generalError {
+            } catch where HSMError.isUnwrapRefusal(error) {
                 // A tampered blob or the wrong KEK answers CKR_GENERAL_ERROR on SoftHSM (DESIGN §4).
                 throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
             }
         }
     }
 
-    // MARK: Making versions
-
-    /// New key material generated in the HSM, wrapped under the root KEK, its KCV read, the
-    /// row sealed. The clear key never leaves the HSM and is destroyed once wrapped.
-    func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState) async throws -> KeyVersionRecord {
-        guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
-        let kek = rootKeys.kek(purpose)
-        let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
-            let kekHandle = try session.handle(for: kek)
-            let key = try session.pkcs11.generateKey(KeyTemplate.generationMechanism(usage), template: KeyTemplate.tenantKeyForWrapping(usage))
-            defer { try? session.pkcs11.destroyObject(key) }
-            let checkValue = try session.pkcs11.attribute(.checkValue, of: key)
-            return (try session.pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: kekHandle, key: key), checkValue)
-        }
-        return try await seal(tenant, purpose, version: version, state: state, wrapped: wrapped, checkValue: checkValue)
-    }
-
-    /// A version from known secret bytes (a webhook secret shown to the tenant once): imported
-    /// into the HSM, wrapped, destroyed.
-    func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, importing secret: SecretBytes) async throws -> KeyVersionRecord {
-        guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
-        let kek = rootKeys.kek(purpose)
-        let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
-            let kekHandle = try session.handle(for: kek)
-            let key = try session.pkcs11.createObject(KeyTemplate.importedForWrapping(usage, value: secret))
-            defer { try? session.pkcs11.destroyObject(key) }
-            let checkValue = try session.pkcs11.attribute(.checkValue, of: key)
-            return (try session.pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: kekHandle, key: key), checkValue)
-        }
-        return try await seal(tenant, purpose, version: version, state: state, wrapped: wrapped, checkValue: checkValue)
-    }
-
-    private func seal(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, wrapped: [UInt8], checkValue: [UInt8]) async throws -> KeyVersionRecord {
-        let record = KeyVersionRecord(
-            tenant: tenant, purpose: purpose, version: version, state: state, wrappedKey: wrapped,
-            wrapMechanism: Self.wrapMechanism, rootKEKVersion: rootKeys.kekVersion, checkValue: checkValue, rowMAC: [],
-            activatedAt: state == .active ? .wholeSecondsNow : nil
-        )
-        return try await authenticator.sealed(record, pool: pool)
-    }
-
-    // MARK: Rotation
-
-    /// Rotates `purpose`: a new version becomes active; the old one becomes `retiring` for
-    /// `overlap` (still usable for signing, e.g. webhooks) or, with no overlap, `retired`
-    /// (verify/decrypt only).
-    ///
-    /// Crash-safe in two committed steps: (1) the new version is stored `pending` and listed in
-    /// `pending_rotations`; (2) one transaction retires the old version, activates the new one and
-    /// clears the listing. A crash after (1) is completed by ``reconcile()``; the unique index
-    /// on active versions makes two active versions impossible.
-    @discardableResult
-    public func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, overlap: Duration = .zero, actor: String) async throws -> KeyVersionRecord {
-        try await custody {
-            let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
-                try await KeyVersionStore.versions(tenant, purpose, on: connection)
-            }
-            guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
-            let next = (existing.map(\.version).max() ?? 0) + 1
-            let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
-            try await storePending(pending)
-            try rotationHook?(.pendingStored)
-            return try await complete(pending, overlap: overlap, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
-                details: ["kcv": lowercaseHex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
-            ))
-        }
-    }
-
-    func storePending(_ pending: KeyVersionRecord) async throws {
-        try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
-            try await KeyVersionStore.insert(pending, on: connection)
-            try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
-        }
-    }
-
-    /// Rotates `bio-seed` and `bio-prf` together: one biometric key version covers both
-    /// (DESIGN §5), so tokens of version n are made with seed n and PRF n. If an earlier call was
-    /// interrupted between the two, this brings the lagging one up instead of moving both.
-    /// - Returns: the biometric version now active.
-    @discardableResult
-    public func rotateBiometric(_ tenant: TenantID, actor: String) async throws -> Int {
-        try await custody {
-            let seed = try await record(tenant, .bioSeed, version: nil).version
-            let prf = try await record(tenant, .bioPRF, version: nil).version
-            let target = seed == prf ? seed + 1 : max(seed, prf)
-            for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                let rotated = try await rotate(tenant, purpose, actor: actor)
-                guard rotated.version == target else {
-                    throw CustodyError.invalidTransition(tenant, purpose, rotated.version, from: .pending, to: .active)
-                }
-            }
-            return target
-        }
-    }
-
-    /// Step (2) of a rotation: one transaction.
-    /// - Parameter entry: the audit entry of the action, written in the same transaction.
-    func complete(_ pending: KeyVersionRecord, overlap: Duration, entry: AuditEntry) async throws -> KeyVersionRecord {
-        let tenant = pending.tenant, purpose = pending.purpose
-        let current = try await database.withTenant(tenant, context: "read key versions") { connection in
-            try await KeyVersionStore.versions(tenant, purpose, on: connection)
-        }
-        let now = Date.wholeSecondsNow
-        var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
-        for var old in current where old.state == .active && old.version != pending.version {
-            try await authenticator.verify(old, pool: pool)
-            let expectedMAC = old.rowMAC
-            if overlap > .zero {
-                old.state = .retiring
-                old.retiringUntil = now.addingTimeInterval(Double(overlap.components.seconds))
-            } else {
-                old.state = .retired
-                old.retiringUntil = nil
-            }
-            old.retiredAt = old.retiredAt ?? now
-            updates.append((try await authenticator.sealed(old, pool: pool), expectedMAC))
-        }
-        var activated = pending
-        activated.state = .active
-        activated.activatedAt = now
-        activated = try await authenticator.sealed(activated, pool: pool)
-        let oldVersions = updates
-        let newVersion = activated
-        let pendingMAC = pending.rowMAC
-        try await database.withTenant(tenant, context: "activate key version") { connection in
-            for old in oldVersions {
-                guard try await KeyVersionStore.update(old.record, expectedMAC: old.expectedMAC, on: connection) else {
-                    throw CustodyError.changedConcurrently(tenant, purpose, old.record.version)
-                }
-            }
-            guard try await KeyVersionStore.update(newVersion, expectedMAC: pendingMAC, on: connection) else {
-                throw CustodyError.changedConcurrently(tenant, purpose, newVersion.version)
-            }
-            try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
-            try await entry.append(to: self.audit, on: connection)
-        }
-        invalidate(tenant, purpose)
-        return activated
-    }
-
-    /// What start-up reconciliation did with one interrupted rotation.
-    public enum Reconciliation: Sendable, Equatable {
-        case completed(TenantID, KeyPurpose, version: Int)
-        case rolledBack(TenantID, KeyPurpose, version: Int)
-    }
-
-    /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
-    /// MAC is intact is activated (its material is stored, nothing is lost); one that fails its
-    /// check is deleted. Run at start-up.
-    public func reconcile() async throws -> [Reconciliation] {
-        try await custody {
-            let pending = try await database.withTransaction(context: "list pending rotations") { connection in
-                try await KeyVersionStore.pendingRotations(on: connection)
-            }
-            var actions = [Reconciliation]()
-            for (tenant, purpose, version) in pending {
-                let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
-                    try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                }
-                func entry(_ outcome: String) -> AuditEntry {
-                    AuditEntry(tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
-                }
-                if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
-                    _ = try await complete(row, overlap: .zero, entry: entry("completed"))
-                    actions.append(.completed(tenant, purpose, version: version))
-                } else {
-                    let rolledBack = entry("rolled back"), audit = audit
-                    try await database.withTenant(tenant, context: "roll back pending key version") { connection in
-                        if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
-                        try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
-                        try await rolledBack.append(to: audit, on: connection)
-                    }
-                    // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
-                    if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
-                    actions.append(.rolledBack(tenant, purpose, version: version))
-                }
-            }
-            if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
-            return actions
-        }
-    }
-
-    // MARK: Retire and destroy
-
-    /// Ends a `retiring` version's overlap now: it may only verify or decrypt from here on.
-    public func retire(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws {
-        try await custody {
-            var row = try await database.withTenant(tenant, context: "read key version") { connection in
-                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-            }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
-            try await authenticator.verify(row, pool: pool)
-            guard row.state == .retiring else {
-                throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .retired)
-            }
-            let expectedMAC = row.rowMAC
-            row.state = .retired
-            row.retiringUntil = nil
-            let sealed = try await authenticator.sealed(row, pool: pool)
-            let audit = audit
-            try await database.withTenant(tenant, context: "retire key version") { connection in
-                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
-                    throw CustodyError.changedConcurrently(tenant, purpose, version)
-                }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)")
-                    .append(to: audit, on: connection)
-            }
-            invalidate(tenant, purpose)
-        }
-    }
-
-    /// Destroys a retired version's material (metadata and version number stay). Refused
-    /// before `waitingPeriod` has passed since retirement, and while live data still needs it.
-    public func destroy(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, waitingPeriod: Duration, actor: String) async throws {
-        try await custody {
-            let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
-                try await KeyVersionStore.versions(tenant, purpose, on: connection)
-            }
-            guard var row = rows.first(where: { $0.version == version }) else { throw CustodyError.unknownKeyVersion(tenant, purpose, version) }
-            // The waiting period is read from the row: only a MAC-valid row is believed.
-            try await authenticator.verify(row, pool: pool)
-            let expectedMAC = row.rowMAC
-            guard row.state == .retired else { throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .destroyed) }
-            let retiredAt = row.retiredAt ?? .distantFuture
-            if Date().timeIntervalSince(retiredAt) < Double(waitingPeriod.components.seconds) {
-                throw CustodyError.stillNeeded(tenant, purpose, version, reason: "retired less than \(waitingPeriod.components.seconds) s ago")
-            }
-            let references = try await self.references(tenant, purpose, version: version)
-            if references > 0 {
-                throw CustodyError.stillNeeded(tenant, purpose, version, reason: "\(references) stored values still use it; re-key them first")
-            }
-            let tokenLabel = purpose == .webhookEd25519 ? row.tokenLabel : nil
-            row.state = .destroyed
-            row.wrappedKey = nil
-            row.tokenLabel = nil
-            row.destroyedAt = .wholeSecondsNow
-            let sealed = try await authenticator.sealed(row, pool: pool)
-            let audit = audit, checkValue = row.checkValue
-            // The row and its audit entry commit together, before the token objects go: a
-            // failure in between leaves material that nothing can use any more (logged), never
-            // a destroyed key without its entry.
-            try await database.withTenant(tenant, context: "destroy key version") { connection in
-                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
-                    throw CustodyError.changedConcurrently(tenant, purpose, version)
-                }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(checkValue)])
-                    .append(to: audit, on: connection)
-            }
-            invalidate(tenant, purpose)
-            if let tokenLabel {
-                do {
-                    _ = try await pool.withPersistentSession { session in
-                        for handle in try session.findObjects([.label(tokenLabel)], limit: 4) { try session.destroyObject(handle) }
-                    }
-                } catch {
-                    logger.error("key version destroyed, but its token objects remain", metadata: [
-                        "label": "\(tokenLabel)", "error": "\(error)",
-                    ])
-                    throw error
-                }
-            }
-        }
-    }
-
-    /// How many stored values still need `version`: API-key hashes (pepper), enrolled tokens
-    /// (both biometric keys: one version covers the pair), sealed names and emails (data), and
-    /// stored subject references (pii). Webhook keys sign outgoing messages only: nothing
-    /// stored depends on them.
-    func references(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> Int {
-        try await database.withTenant(tenant, context: "count references to a key version") { connection in
-            switch purpose {
-            case .apiKeyPepper:
-                try await APIKeyStore.count(pepperVersion: version, on: connection)
-            case .bioSeed, .bioPRF:
-                try await TemplateStore.count(keyVersion: version, on: connection)
-            case .data:
-                try await SessionStore.count(dataKeyVersion: version, on: connection)
-            case .pii:
-                try await TemplateStore.count(piiVersion: version, on: connection)
-                    + SessionStore.count(piiVersion: version, on: connection)
-            case .webhook, .webhookEd25519:
-                0
-            }
-        }
-    }
-
+    /// Forgets the cached versions of `purpose`, after a rotation, retirement or destruction.
     func invalidate(_ tenant: TenantID, _ purpose: KeyPurpose) {
         let prefix = "\(tenant.rawValue)/\(purpose.rawValue)/"
         cache.withLock { cache in
@@ -504,15 +174,4 @@ public final class TenantKeyring: Sendable {
             for key in cache.keys where key.hasPrefix(prefix) { cache.removeValue(forKey: key) }
         }
     }
-}
-
-/// Lower-case hex of bytes (check values, hashes, MACs in logs and audit details).
-public func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }

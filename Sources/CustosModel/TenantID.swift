@@ -1,3 +1,5 @@
+import SecureMemory
+
 /// A tenant: a company using Custos. A UUID, lower-case text on the wire and in SQL.
 public struct TenantID: Hashable, Sendable, Codable, CustomStringConvertible, LosslessStringConvertible {
     public let rawValue: String
@@ -17,23 +19,25 @@ public struct TenantID: Hashable, Sendable, Codable, CustomStringConvertible, Lo
         rawValue = lower
     }
 
+    /// Parses a tenant argument or request field: the one entry point callers that must refuse
+    /// bad input use, so the CLI and the RPC refuse it alike.
+    /// - Throws: ``TenantIDError/notATenantID`` when `text` is not a canonical UUID.
+    public static func parse(_ text: String) throws(TenantIDError) -> TenantID {
+        guard let id = TenantID(text) else { throw .notATenantID }
+        return id
+    }
+
     /// A new random (version 4) tenant id.
     public static func random() -> TenantID {
         var bytes = (0..<16).map { _ in UInt8.random(in: 0 ... 255) }
         bytes[6] = (bytes[6] & 0x0F) | 0x40
         bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+        let hex = Hex.encode(bytes)
         let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
         return TenantID(parts.joined(separator: "-"))!
     }
 
     public var description: String { rawValue }
-}
-
-extension String {
-    func leftPadded(to length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
-    }
 }
 
 extension TenantID {

@@ -1,4 +1,5 @@
 public import PKCS11
+public import SecureMemory
 
 /// What a secret key may do, fixed at creation. The custody layer maps each key purpose
 /// (DESIGN §5) to one of these; the HSM layer knows nothing of purposes.

@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import Crypto
 import PKCS11
+import SecureMemory
 
 /// Known-answer tests of every operation Custos uses, run against the configured token with
 /// throw-away session keys: against swift-crypto where it has the algorithm, against
@@ -141,22 +142,9 @@ public enum SelfTest {
     }
 }
 
-/// Hex text to bytes, for the known answers above.
-func hexBytes(_ string: String) -> [UInt8] {
-    var bytes = [UInt8]()
-    bytes.reserveCapacity(string.utf8.count / 2)
-    var iterator = string.utf8.makeIterator()
-    while let high = iterator.next(), let low = iterator.next() {
-        bytes.append(UInt8(hexDigit(high) << 4 | hexDigit(low)))
-    }
+/// Hex text to bytes, for the known answers above: constants of this file, so a typo traps in
+/// the first self-test run rather than comparing against a wrong answer.
+private func hexBytes(_ string: String) -> [UInt8] {
+    guard let bytes = Hex.decode(string) else { preconditionFailure("a known answer is not hex") }
     return bytes
-}
-
-private func hexDigit(_ character: UInt8) -> UInt8 {
-    switch character {
-    case UInt8(ascii: "0") ... UInt8(ascii: "9"): character - UInt8(ascii: "0")
-    case UInt8(ascii: "a") ... UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A") ... UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
-    default: 0
-    }
 }

@@ -1,4 +1,5 @@
 public import PKCS11
+public import SecureMemory
 
 /// The typed operations the service needs, each one HSM round trip on a pooled session.
 extension SessionPool {

@@ -1,5 +1,6 @@
 public import Logging
 public import PKCS11
+import SecureMemory
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 public import PKCS11
+public import SecureMemory
 
 /// Initialises a token through the binding, so PINs never appear on a command line
 /// (`softhsm2-util` takes them as arguments when no terminal is attached).

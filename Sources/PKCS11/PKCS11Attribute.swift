@@ -1,4 +1,5 @@
 internal import CPKCS11
+public import SecureMemory
 
 /// A `CKA_*` attribute type.
 public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -133,7 +134,7 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .class(let objectClass): "\(type)=\(objectClass.rawValue)"
         case .keyType(let keyType): "\(type)=\(keyType.rawValue)"
         case .valueLength(let length): "\(type)=\(length)"
-        case .id(let bytes), .ecParams(let bytes): "\(type)=\(bytes.hexString)"
+        case .id(let bytes), .ecParams(let bytes): "\(type)=\(Hex.encode(bytes))"
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): "\(type)=[\(inner.map(\.description).joined(separator: ", "))]"
         case .local(let flag): "\(type)=\(flag)"
         case .token(let flag), .private(let flag), .sensitive(let flag), .extractable(let flag),
@@ -220,7 +221,7 @@ extension Array where Element == Attribute {
         }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(running, 8), alignment: 8)
         defer {
-            if contains(where: \.isSecret) { explicitWipe(scratch) }
+            if contains(where: \.isSecret) { wipe(scratch) }
             scratch.deallocate()
         }
         let attributes = UnsafeMutablePointer<CK_ATTRIBUTE>.allocate(capacity: Swift.max(count, 1))
@@ -269,18 +270,5 @@ extension Array where Element == Attribute {
             )
             (base + index * MemoryLayout<CK_ATTRIBUTE>.stride).storeBytes(of: entry, as: CK_ATTRIBUTE.self)
         }
-    }
-}
-
-extension Array where Element == UInt8 {
-    var hexString: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(count * 2)
-        for byte in self {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,3 +1,5 @@
+public import SecureMemory
+
 /// Byte sequences the binding accepts as call input without copying them.
 public protocol PKCS11Bytes {
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R

@@ -1,4 +1,5 @@
 internal import CPKCS11
+public import SecureMemory
 import Synchronization
 
 #if canImport(Glibc)

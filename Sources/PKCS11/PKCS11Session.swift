@@ -1,4 +1,5 @@
 internal import CPKCS11
+public import SecureMemory
 
 /// An open PKCS#11 session.
 ///

@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// An API key as stored: its public id and an HSM-keyed HMAC of the whole key, never the key.
 public struct APIKeyRecord: Sendable, Hashable {
@@ -41,7 +41,7 @@ public enum APIKeyStore {
     private static let columns = "key_id, tenant_id::text, hash, pepper_version, scopes, label, expires_at, created_at, last_used_at, revoked_at"
 
     /// Inserts the index row and the key row; run inside the tenant's transaction.
-    public static func insert(_ record: APIKeyRecord, on connection: PostgresConnection) async throws {
+    public static func insert(_ record: APIKeyRecord, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO api_key_index (key_id, tenant_id) VALUES (\(record.keyID), \(record.tenant.rawValue)::uuid)
             """, logger: Database.quiet)
@@ -54,7 +54,7 @@ public enum APIKeyStore {
 
     /// The tenant a key id belongs to, looked up without a tenant in scope, and whether that
     /// tenant is active.
-    public static func tenant(forKeyID keyID: String, on connection: PostgresConnection) async throws -> (tenant: TenantID, active: Bool)? {
+    public static func tenant(forKeyID keyID: String, on connection: DatabaseTransaction) async throws -> (tenant: TenantID, active: Bool)? {
         let rows = try await connection.query("""
             SELECT i.tenant_id::text, t.status = 'active' FROM api_key_index i JOIN tenants t ON t.id = i.tenant_id
             WHERE i.key_id = \(keyID)
@@ -67,21 +67,21 @@ public enum APIKeyStore {
     }
 
     /// Tells every instance to forget all cached keys (a tenant was disabled).
-    public static func announceFlush(on connection: PostgresConnection) async throws {
+    public static func announceFlush(on connection: DatabaseTransaction) async throws {
         try await connection.query("SELECT pg_notify(\(revocationChannel), '*')", logger: Database.quiet)
     }
 
-    public static func get(keyID: String, on connection: PostgresConnection) async throws -> APIKeyRecord? {
+    public static func get(keyID: String, on connection: DatabaseTransaction) async throws -> APIKeyRecord? {
         try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys WHERE key_id = \(keyID)", logger: Database.quiet)).first
     }
 
-    public static func list(on connection: PostgresConnection) async throws -> [APIKeyRecord] {
+    public static func list(on connection: DatabaseTransaction) async throws -> [APIKeyRecord] {
         try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys ORDER BY created_at, key_id", logger: Database.quiet))
     }
 
     /// Marks the key revoked and announces it (the notification is delivered at commit).
     /// - Returns: whether a live key was revoked.
-    public static func revoke(keyID: String, on connection: PostgresConnection) async throws -> Bool {
+    public static func revoke(keyID: String, on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE api_keys SET revoked_at = now() WHERE key_id = \(keyID) AND revoked_at IS NULL RETURNING key_id
             """, logger: Database.quiet)
@@ -94,18 +94,18 @@ public enum APIKeyStore {
     }
 
     /// Replaces the hash after a pepper rotation (the key itself was just presented).
-    public static func rehash(keyID: String, hash: [UInt8], pepperVersion: Int, on connection: PostgresConnection) async throws {
+    public static func rehash(keyID: String, hash: [UInt8], pepperVersion: Int, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             UPDATE api_keys SET hash = \(Data(hash)), pepper_version = \(pepperVersion) WHERE key_id = \(keyID)
             """, logger: Database.quiet)
     }
 
-    public static func touch(keyID: String, on connection: PostgresConnection) async throws {
+    public static func touch(keyID: String, on connection: DatabaseTransaction) async throws {
         try await connection.query("UPDATE api_keys SET last_used_at = now() WHERE key_id = \(keyID)", logger: Database.quiet)
     }
 
     /// How many live keys still need pepper `version` (a version they need is never destroyed).
-    public static func count(pepperVersion version: Int, on connection: PostgresConnection) async throws -> Int {
+    public static func count(pepperVersion version: Int, on connection: DatabaseTransaction) async throws -> Int {
         let rows = try await connection.query(
             "SELECT count(*)::int FROM api_keys WHERE pepper_version = \(version) AND revoked_at IS NULL", logger: Database.quiet
         )

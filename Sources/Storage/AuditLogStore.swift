@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// One audit entry as stored. `details` is JSON text that never holds a secret, a name, an
 /// email or a subject reference.
@@ -38,20 +38,20 @@ public struct AuditEntryRecord: Sendable, Hashable {
 /// `audit_log`: append-only for the service role (INSERT and SELECT only).
 public enum AuditLogStore {
     /// Serialises appends across connections and instances until the transaction ends.
-    public static func lockForAppend(on connection: PostgresConnection) async throws {
+    public static func lockForAppend(on connection: DatabaseTransaction) async throws {
         // One chain per schema, so one lock per schema: deployments (and test suites) sharing a
         // database do not wait on each other's appends.
         try await connection.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append:' || current_schema()))", logger: Database.quiet)
     }
 
     /// The newest entry's sequence number and hash.
-    public static func head(on connection: PostgresConnection) async throws -> (seq: Int64, hash: [UInt8])? {
+    public static func head(on connection: DatabaseTransaction) async throws -> (seq: Int64, hash: [UInt8])? {
         let rows = try await connection.query("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1", logger: Database.quiet)
         for try await (seq, hash) in rows.decode((Int64, Data).self) { return (seq, Array(hash)) }
         return nil
     }
 
-    public static func insert(_ entry: AuditEntryRecord, on connection: PostgresConnection) async throws {
+    public static func insert(_ entry: AuditEntryRecord, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO audit_log (seq, at, tenant_id, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version)
             VALUES (\(entry.seq), \(entry.at), \(entry.tenant?.rawValue)::uuid, \(entry.actor), \(entry.action), \(entry.target),
@@ -60,7 +60,7 @@ public enum AuditLogStore {
     }
 
     /// Entries with `seq > after`, in order, at most `limit`.
-    public static func entries(after: Int64, limit: Int, on connection: PostgresConnection) async throws -> [AuditEntryRecord] {
+    public static func entries(after: Int64, limit: Int, on connection: DatabaseTransaction) async throws -> [AuditEntryRecord] {
         var entries = [AuditEntryRecord]()
         let rows = try await connection.query("""
             SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version

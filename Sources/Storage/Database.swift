@@ -1,6 +1,6 @@
 public import CustosModel
 public import Logging
-public import PostgresNIO
+import PostgresNIO
 import Synchronization
 
 /// A pooled PostgreSQL client for one role and one schema.
@@ -60,7 +60,7 @@ public final class Database: Sendable {
     /// - Throws: ``StorageError``.
     public func withTenant<Result: Sendable>(
         _ tenant: TenantID, context: String,
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await withTransaction(context: context) { connection in
             try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: self.logger)
@@ -72,7 +72,7 @@ public final class Database: Sendable {
     /// - Throws: ``StorageError``.
     public func withTransaction<Result: Sendable>(
         context: String,
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await leased(context: context) { connection in
             try await connection.query("BEGIN", logger: self.logger)
@@ -98,7 +98,7 @@ public final class Database: Sendable {
     /// A connection outside any transaction (LISTEN, DDL).
     public func withConnection<Result: Sendable>(
         context: String,
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await leased(context: context, body)
     }
@@ -113,14 +113,14 @@ public final class Database: Sendable {
     /// cancelled; its transaction cannot commit after the deadline (``withTransaction``).
     private func leased<Result: Sendable>(
         context: String,
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         let client = self.client
         let timeout = configuration.operationTimeout
         let work = Task<Result, any Error> {
             try await client.withConnection { connection in
                 do {
-                    return try await body(connection)
+                    return try await body(DatabaseTransaction(connection))
                 } catch let error as PSQLError {
                     throw error
                 } catch let error as StorageError {

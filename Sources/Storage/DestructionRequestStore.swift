@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// `destruction_requests`: a key version's destruction asked for by one officer, approved by a
 /// different one before it expires, then carried out once.
@@ -45,7 +45,7 @@ public enum DestructionRequestStore {
         }
     }
 
-    public static func insert(_ row: Row, on connection: PostgresConnection) async throws {
+    public static func insert(_ row: Row, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at)
             VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.purpose.rawValue), \(row.version), \(row.requestedBy), \(row.requestedAt), \(row.expiresAt))
@@ -58,7 +58,7 @@ public enum DestructionRequestStore {
         """
 
     /// - Parameter forUpdate: lock the row until the transaction ends (approving, carrying out).
-    public static func get(_ id: UUID, forUpdate: Bool, on connection: PostgresConnection) async throws -> Row? {
+    public static func get(_ id: UUID, forUpdate: Bool, on connection: DatabaseTransaction) async throws -> Row? {
         let query: PostgresQuery = forUpdate
             ? "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id) FOR UPDATE"
             : "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id)"
@@ -75,7 +75,7 @@ public enum DestructionRequestStore {
     }
 
     public static func approve(
-        _ id: UUID, by officer: String, certificateSerial: String, at now: Date, mac: [UInt8], macVersion: Int, on connection: PostgresConnection
+        _ id: UUID, by officer: String, certificateSerial: String, at now: Date, mac: [UInt8], macVersion: Int, on connection: DatabaseTransaction
     ) async throws {
         try await connection.query("""
             UPDATE destruction_requests SET approved_by = \(officer), approved_at = \(now), approver_certificate_serial = \(certificateSerial),
@@ -84,7 +84,7 @@ public enum DestructionRequestStore {
             """, logger: Database.quiet)
     }
 
-    public static func markExecuted(_ id: UUID, at now: Date, on connection: PostgresConnection) async throws {
+    public static func markExecuted(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws {
         try await connection.query("UPDATE destruction_requests SET executed_at = \(now) WHERE id = \(id)", logger: Database.quiet)
     }
 }
@@ -92,7 +92,7 @@ public enum DestructionRequestStore {
 /// `revoked_certificates`: officer (or front-end) certificates refused from now on, by serial.
 public enum CertificateRevocationStore {
     /// Every revoked serial (a short list: officers and front-ends are few).
-    public static func all(on connection: PostgresConnection) async throws -> Set<String> {
+    public static func all(on connection: DatabaseTransaction) async throws -> Set<String> {
         var serials = Set<String>()
         for try await serial in try await connection.query("SELECT serial FROM revoked_certificates", logger: Database.quiet).decode(String.self) {
             serials.insert(serial)
@@ -100,7 +100,7 @@ public enum CertificateRevocationStore {
         return serials
     }
 
-    public static func revoke(serial: String, subject: String, by officer: String, on connection: PostgresConnection) async throws {
+    public static func revoke(serial: String, subject: String, by officer: String, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO revoked_certificates (serial, subject, revoked_by) VALUES (\(serial), \(subject), \(officer))
             ON CONFLICT (serial) DO NOTHING

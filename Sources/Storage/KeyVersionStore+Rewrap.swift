@@ -1,5 +1,5 @@
 import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 extension KeyVersionStore {
     /// Replaces a version's wrapped blob after a root-KEK rotation: the blob, the root KEK
@@ -7,7 +7,7 @@ extension KeyVersionStore {
     /// MAC is still `expectedMAC` (a concurrent retire or destroy, or a repeated run, wins; this
     /// changes nothing then). Needs migration 4 (`UPDATE (root_kek_version)` for the service role).
     /// - Returns: whether the row was changed.
-    public static func rewrap(_ record: KeyVersionRecord, expectedMAC: [UInt8], on connection: PostgresConnection) async throws -> Bool {
+    public static func rewrap(_ record: KeyVersionRecord, expectedMAC: [UInt8], on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE key_versions SET wrapped_key = \(record.wrappedKey.map { Data($0) }), root_kek_version = \(record.rootKEKVersion),
                 row_mac = \(Data(record.rowMAC))

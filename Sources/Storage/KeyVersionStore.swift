@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// One version of one tenant key, as stored. The key material is present only wrapped under
 /// a root KEK (or, for Ed25519, as the label of a token object); `rowMAC` binds every field
@@ -61,7 +61,7 @@ public enum KeyVersionStore {
         public_key, token_label, row_mac, retiring_until, activated_at, retired_at, destroyed_at, created_at
         """
 
-    public static func insert(_ record: KeyVersionRecord, on connection: PostgresConnection) async throws {
+    public static func insert(_ record: KeyVersionRecord, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO key_versions (tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version,
                 check_value, public_key, token_label, row_mac, retiring_until, activated_at)
@@ -73,7 +73,7 @@ public enum KeyVersionStore {
     }
 
     /// Every version of one purpose, oldest first.
-    public static func versions(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: PostgresConnection) async throws -> [KeyVersionRecord] {
+    public static func versions(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws -> [KeyVersionRecord] {
         try await decode(connection.query("""
             SELECT \(unescaped: columns) FROM key_versions
             WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) ORDER BY version
@@ -81,13 +81,13 @@ public enum KeyVersionStore {
     }
 
     /// Every version of every purpose of the tenant in scope.
-    public static func all(on connection: PostgresConnection) async throws -> [KeyVersionRecord] {
+    public static func all(on connection: DatabaseTransaction) async throws -> [KeyVersionRecord] {
         try await decode(connection.query(
             "SELECT \(unescaped: columns) FROM key_versions ORDER BY purpose, version", logger: Database.quiet
         ))
     }
 
-    public static func get(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws -> KeyVersionRecord? {
+    public static func get(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction) async throws -> KeyVersionRecord? {
         try await decode(connection.query("""
             SELECT \(unescaped: columns) FROM key_versions
             WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) AND version = \(version)
@@ -98,7 +98,7 @@ public enum KeyVersionStore {
     /// the stored MAC is still `expectedMAC` (compare-and-swap: a retire or destroy racing a
     /// re-wrap never undoes the other's change, and never leaves a row failing its MAC).
     /// - Returns: whether the row was changed (false: it changed meanwhile, or is gone).
-    public static func update(_ record: KeyVersionRecord, expectedMAC: [UInt8], on connection: PostgresConnection) async throws -> Bool {
+    public static func update(_ record: KeyVersionRecord, expectedMAC: [UInt8], on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE key_versions SET state = \(record.state.rawValue), row_mac = \(Data(record.rowMAC)),
                 retiring_until = \(record.retiringUntil), wrapped_key = \(record.wrappedKey.map { Data($0) }), token_label = \(record.tokenLabel),
@@ -112,7 +112,7 @@ public enum KeyVersionStore {
     }
 
     /// Deletes a version that never became active (a rotation rolled back).
-    public static func deletePending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws {
+    public static func deletePending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             DELETE FROM key_versions WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
                 AND version = \(version) AND state = 'pending'
@@ -121,19 +121,19 @@ public enum KeyVersionStore {
 
     // MARK: Rotations in progress (no tenant needed)
 
-    public static func markPending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: PostgresConnection) async throws {
+    public static func markPending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO pending_rotations (tenant_id, purpose, version) VALUES (\(tenant.rawValue)::uuid, \(purpose.rawValue), \(version))
             """, logger: Database.quiet)
     }
 
-    public static func clearPending(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: PostgresConnection) async throws {
+    public static func clearPending(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
             """, logger: Database.quiet)
     }
 
-    public static func pendingRotations(on connection: PostgresConnection) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {
+    public static func pendingRotations(on connection: DatabaseTransaction) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {
         var pending = [(tenant: TenantID, purpose: KeyPurpose, version: Int)]()
         let rows = try await connection.query("SELECT tenant_id::text, purpose, version FROM pending_rotations ORDER BY created_at", logger: Database.quiet)
         for try await (tenant, purpose, version) in rows.decode((String, String, Int).self) {

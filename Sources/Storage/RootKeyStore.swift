@@ -1,11 +1,11 @@
 import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// `root_keys`: the check value of every root key this database's blobs and MACs were made
 /// under (no key material). Not tenant data: no row-level security.
 public enum RootKeyStore {
     /// Label → check value, as recorded.
-    public static func all(on connection: PostgresConnection) async throws -> [String: [UInt8]] {
+    public static func all(on connection: DatabaseTransaction) async throws -> [String: [UInt8]] {
         var recorded = [String: [UInt8]]()
         let rows = try await connection.query("SELECT label, check_value FROM root_keys", logger: Database.quiet)
         for try await (label, checkValue) in rows.decode((String, Data).self) { recorded[label] = Array(checkValue) }
@@ -13,7 +13,7 @@ public enum RootKeyStore {
     }
 
     /// Records `label` unless it is recorded already (a recorded value is never replaced).
-    public static func record(label: String, checkValue: [UInt8], on connection: PostgresConnection) async throws {
+    public static func record(label: String, checkValue: [UInt8], on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO root_keys (label, check_value) VALUES (\(label), \(Data(checkValue))) ON CONFLICT (label) DO NOTHING
             """, logger: Database.quiet)

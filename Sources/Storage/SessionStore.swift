@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// `verification_sessions`, tenant-scoped by row-level security, and `gateway_links`, the
 /// non-secret index that resolves a candidate's link (by its SHA-256) to tenant and session
@@ -55,7 +55,7 @@ public enum SessionStore {
         """
 
     /// Inserts the session and its link index row (the caller's tenant transaction).
-    public static func insert(_ new: New, tenant: TenantID, on connection: PostgresConnection) async throws {
+    public static func insert(_ new: New, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
             VALUES (\(new.id), \(tenant.rawValue)::uuid, \(new.subject.value), \(new.subject.piiVersion),
@@ -69,7 +69,7 @@ public enum SessionStore {
 
     /// Marks the link used, once: a second open, or one after `now` passed its expiry, is
     /// refused. The index table has no row-level security: the tenant is matched here.
-    public static func openLink(hash: [UInt8], tenant: TenantID, now: Date, on connection: PostgresConnection) async throws -> Result<UUID, LinkRefusal> {
+    public static func openLink(hash: [UInt8], tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Result<UUID, LinkRefusal> {
         let opened = try await connection.query("""
             UPDATE gateway_links SET opened_at = \(now)
             WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid AND opened_at IS NULL AND expires_at > \(now)
@@ -84,26 +84,26 @@ public enum SessionStore {
         return .failure(.unknown)
     }
 
-    public static func markOpened(_ id: UUID, at now: Date, on connection: PostgresConnection) async throws {
+    public static func markOpened(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws {
         try await connection.query("UPDATE verification_sessions SET link_opened_at = \(now) WHERE id = \(id)", logger: Database.quiet)
     }
 
     /// The session, locked against concurrent completion when `forUpdate`.
-    public static func get(_ id: UUID, forUpdate: Bool = false, on connection: PostgresConnection) async throws -> Row? {
+    public static func get(_ id: UUID, forUpdate: Bool = false, on connection: DatabaseTransaction) async throws -> Row? {
         let query: PostgresQuery = forUpdate
             ? "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id) FOR UPDATE"
             : "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id)"
         return try await decode(try await connection.query(query, logger: Database.quiet)).first
     }
 
-    public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: PostgresConnection) async throws {
+    public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             UPDATE verification_sessions SET notice_version = \(noticeVersion), consented_at = \(now) WHERE id = \(id)
             """, logger: Database.quiet)
     }
 
     /// Writes the outcome if none is written yet. - Returns: whether it was written.
-    public static func complete(_ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, on connection: PostgresConnection) async throws -> Bool {
+    public static func complete(_ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE verification_sessions SET outcome = \(outcome), confidence = \(confidence),
                 biometric_key_version = \(biometricKeyVersion), completed_at = \(now)
@@ -112,24 +112,24 @@ public enum SessionStore {
         return try await rows.collect().count == 1
     }
 
-    public static func bySubjects(_ subjects: [String], on connection: PostgresConnection) async throws -> [Row] {
+    public static func bySubjects(_ subjects: [String], on connection: DatabaseTransaction) async throws -> [Row] {
         try await decode(try await connection.query("""
             SELECT \(unescaped: columns) FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) ORDER BY created_at, id
             """, logger: Database.quiet))
     }
 
     /// Deletes the subjects' sessions (their gateway links go with them). - Returns: sessions deleted.
-    public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {
+    public static func delete(subjects: [String], on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("DELETE FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
     }
 
     /// Sessions whose name or email is sealed under a `data` key version.
-    public static func count(dataKeyVersion: Int, on connection: PostgresConnection) async throws -> Int {
+    public static func count(dataKeyVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await TemplateStore.scalar("SELECT count(*)::int FROM verification_sessions WHERE data_key_version = \(dataKeyVersion)", on: connection)
     }
 
     /// Sessions whose subject reference was made under a `pii` key version.
-    public static func count(piiVersion: Int, on connection: PostgresConnection) async throws -> Int {
+    public static func count(piiVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await TemplateStore.scalar("SELECT count(*)::int FROM verification_sessions WHERE pii_version = \(piiVersion)", on: connection)
     }
 

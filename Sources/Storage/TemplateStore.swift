@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// `templates`: enrolled biometric tokens (never features), tenant-scoped by row-level
 /// security. Functions run inside ``Database/withTenant(_:context:_:)``.
@@ -19,7 +19,7 @@ public enum TemplateStore {
     }
 
     /// Stores (or replaces) the subject's token of its key version.
-    public static func upsert(subject: SubjectReference, token: BiometricToken, tenant: TenantID, on connection: PostgresConnection) async throws {
+    public static func upsert(subject: SubjectReference, token: BiometricToken, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
             VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)))
@@ -28,7 +28,7 @@ public enum TemplateStore {
             """, logger: Database.quiet)
     }
 
-    public static func get(subject: String, keyVersion: Int, on connection: PostgresConnection) async throws -> BiometricToken? {
+    public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> BiometricToken? {
         let rows = try await connection.query("""
             SELECT token FROM templates WHERE subject_ref = \(subject) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
@@ -38,7 +38,7 @@ public enum TemplateStore {
 
     /// The tokens of one key version of the tenant in scope (to load the 1:N gallery): the
     /// `limit` most recently used, least recent first (so a gallery's LRU order follows).
-    public static func all(keyVersion: Int, limit: Int = .max, on connection: PostgresConnection) async throws -> [(subject: String, token: BiometricToken)] {
+    public static func all(keyVersion: Int, limit: Int = .max, on connection: DatabaseTransaction) async throws -> [(subject: String, token: BiometricToken)] {
         var result = [(subject: String, token: BiometricToken)]()
         let rows = try await connection.query("""
             SELECT subject_ref, token FROM templates WHERE key_version = \(keyVersion)
@@ -52,7 +52,7 @@ public enum TemplateStore {
 
     /// The tokens of `subjects` of one key version (identification re-scores its in-memory
     /// candidates with them; a subject erased meanwhile is simply absent).
-    public static func tokens(subjects: [String], keyVersion: Int, on connection: PostgresConnection) async throws -> [String: BiometricToken] {
+    public static func tokens(subjects: [String], keyVersion: Int, on connection: DatabaseTransaction) async throws -> [String: BiometricToken] {
         guard !subjects.isEmpty else { return [:] }
         var found = [String: BiometricToken]()
         let rows = try await connection.query("""
@@ -66,7 +66,7 @@ public enum TemplateStore {
 
     /// Whether any template exists for one of `subjects` (to keep a subject's reference stable
     /// across `pii` key rotations).
-    public static func firstEnrolled(among subjects: [String], on connection: PostgresConnection) async throws -> String? {
+    public static func firstEnrolled(among subjects: [String], on connection: DatabaseTransaction) async throws -> String? {
         guard !subjects.isEmpty else { return nil }
         let rows = try await connection.query("""
             SELECT subject_ref FROM templates WHERE subject_ref = ANY(\(subjects)) ORDER BY enrolled_at LIMIT 1
@@ -76,7 +76,7 @@ public enum TemplateStore {
     }
 
     /// The key versions the subject has templates of (empty: not enrolled).
-    public static func keyVersions(subject: String, on connection: PostgresConnection) async throws -> [Int] {
+    public static func keyVersions(subject: String, on connection: DatabaseTransaction) async throws -> [Int] {
         var versions = [Int]()
         let rows = try await connection.query("""
             SELECT key_version FROM templates WHERE subject_ref = \(subject) ORDER BY key_version
@@ -85,11 +85,11 @@ public enum TemplateStore {
         return versions
     }
 
-    public static func touch(subject: String, on connection: PostgresConnection) async throws {
+    public static func touch(subject: String, on connection: DatabaseTransaction) async throws {
         try await connection.query("UPDATE templates SET last_used_at = now() WHERE subject_ref = \(subject)", logger: Database.quiet)
     }
 
-    public static func metadata(subjects: [String], on connection: PostgresConnection) async throws -> [Metadata] {
+    public static func metadata(subjects: [String], on connection: DatabaseTransaction) async throws -> [Metadata] {
         var result = [Metadata]()
         let rows = try await connection.query("""
             SELECT subject_ref, key_version, pii_version, enrolled_at, last_used_at FROM templates
@@ -103,31 +103,31 @@ public enum TemplateStore {
 
     /// Deletes every template of the subjects (erasure). - Returns: rows deleted.
     @discardableResult
-    public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {
+    public static func delete(subjects: [String], on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("DELETE FROM templates WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
     }
 
     /// Retention: deletes templates with no activity since `cutoff`. - Returns: rows deleted.
-    public static func deleteInactive(since cutoff: Date, on connection: PostgresConnection) async throws -> Int {
+    public static func deleteInactive(since cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("DELETE FROM templates WHERE last_used_at < \(cutoff) RETURNING 1", logger: Database.quiet).collect().count
     }
 
     /// Stored tokens made under a biometric key version (they need that key to be compared).
-    public static func count(keyVersion: Int, on connection: PostgresConnection) async throws -> Int {
+    public static func count(keyVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await scalar("SELECT count(*)::int FROM templates WHERE key_version = \(keyVersion)", on: connection)
     }
 
     /// Stored subject references made under a `pii` key version.
-    public static func count(piiVersion: Int, on connection: PostgresConnection) async throws -> Int {
+    public static func count(piiVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await scalar("SELECT count(*)::int FROM templates WHERE pii_version = \(piiVersion)", on: connection)
     }
 
     /// Announces a change to every instance's gallery, at commit of the caller's transaction.
-    public static func notify(_ change: GalleryChange, on connection: PostgresConnection) async throws {
+    public static func notify(_ change: GalleryChange, on connection: DatabaseTransaction) async throws {
         try await connection.query("SELECT pg_notify(\(galleryChannel), \(change.payload))", logger: Database.quiet)
     }
 
-    static func scalar(_ query: PostgresQuery, on connection: PostgresConnection) async throws -> Int {
+    static func scalar(_ query: PostgresQuery, on connection: DatabaseTransaction) async throws -> Int {
         for try await count in try await connection.query(query, logger: Database.quiet).decode(Int.self) { return count }
         return 0
     }

@@ -1,5 +1,5 @@
 public import CustosModel
-public import PostgresNIO
+import PostgresNIO
 
 /// `tenant_policies`: one row per tenant that changed a default. Values are checked by the
 /// caller (and again by the table's CHECK constraints).
@@ -18,7 +18,7 @@ public enum TenantPolicyStore {
         }
     }
 
-    public static func get(on connection: PostgresConnection) async throws -> Row? {
+    public static func get(on connection: DatabaseTransaction) async throws -> Row? {
         let rows = try await connection.query("""
             SELECT green_threshold, amber_threshold, retention_days, tokenizations_per_minute FROM tenant_policies
             """, logger: Database.quiet)
@@ -28,7 +28,7 @@ public enum TenantPolicyStore {
         return nil
     }
 
-    public static func put(_ row: Row, tenant: TenantID, on connection: PostgresConnection) async throws {
+    public static func put(_ row: Row, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute)
             VALUES (\(tenant.rawValue)::uuid, \(row.green), \(row.amber), \(row.retentionDays), \(row.tokenizationsPerMinute))

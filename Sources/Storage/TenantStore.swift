@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// A tenant as stored: no secret, no personal data (the label is a company handle).
 public struct TenantRecord: Sendable, Hashable, Codable {
@@ -25,7 +25,7 @@ public struct TenantStore: Sendable {
     }
 
     /// Inserts inside the caller's transaction (tenant creation also creates its keys).
-    public static func insert(id: TenantID, label: String, on connection: PostgresConnection) async throws -> TenantRecord {
+    public static func insert(id: TenantID, label: String, on connection: DatabaseTransaction) async throws -> TenantRecord {
         let rows = try await connection.query("""
             INSERT INTO tenants (id, label, status) VALUES (\(id.rawValue)::uuid, \(label), 'active')
             RETURNING id::text, label, status, created_at
@@ -34,6 +34,18 @@ public struct TenantStore: Sendable {
             return TenantRecord(id: TenantID(row.0)!, label: row.1, status: row.2, createdAt: row.3)
         }
         throw StorageError.notFound("tenant after insert")
+    }
+
+    /// Sets the tenant's status to `active` or `disabled` inside the caller's transaction.
+    /// - Returns: whether a tenant with that id exists (and so was changed).
+    public static func setActive(_ id: TenantID, _ active: Bool, on connection: DatabaseTransaction) async throws -> Bool {
+        let rows = try await connection.query(
+            "UPDATE tenants SET status = \(active ? "active" : "disabled") WHERE id = \(id.rawValue)::uuid RETURNING id::text",
+            logger: Database.quiet
+        )
+        var changed = false
+        for try await _ in rows { changed = true }
+        return changed
     }
 
     public func get(_ id: TenantID) async throws -> TenantRecord? {

@@ -1,5 +1,5 @@
 public import CustosModel
-public import PostgresNIO
+import PostgresNIO
 
 /// `tokenization_budgets`: one token bucket per tenant, shared by every instance (DESIGN §6: the
 /// PRF is reachable only at a budgeted rate). Functions run inside
@@ -16,7 +16,7 @@ public enum TokenizationBudgetStore {
 
     /// Locks the tenant's bucket for the rest of the transaction (creating it full, at `burst`,
     /// on first use) and reads it.
-    public static func lock(tenant: TenantID, burst: Double, on connection: PostgresConnection) async throws -> Row {
+    public static func lock(tenant: TenantID, burst: Double, on connection: DatabaseTransaction) async throws -> Row {
         try await connection.query("""
             INSERT INTO tokenization_budgets (tenant_id, tokens, refilled_at)
             VALUES (\(tenant.rawValue)::uuid, \(burst), clock_timestamp())
@@ -35,7 +35,7 @@ public enum TokenizationBudgetStore {
 
     /// Writes the bucket back (same transaction as ``lock(tenant:burst:on:)``).
     public static func update(
-        tenant: TenantID, tokens: Double, refilledAt: Double, refusalAuditedAt: Double?, on connection: PostgresConnection
+        tenant: TenantID, tokens: Double, refilledAt: Double, refusalAuditedAt: Double?, on connection: DatabaseTransaction
     ) async throws {
         try await connection.query("""
             UPDATE tokenization_budgets SET tokens = \(max(0, tokens)), refilled_at = to_timestamp(\(refilledAt)),

@@ -1,6 +1,6 @@
 public import CustosModel
 public import Foundation
-public import PostgresNIO
+import PostgresNIO
 
 /// `verification_attempts`: 1:1 verification attempts per subject in a fixed window, counted in
 /// the transaction that records the verification itself (no commit of its own). Functions run
@@ -11,7 +11,7 @@ public enum VerificationAttemptStore {
     /// after the other.
     /// - Returns: the attempts in the current window, this one included, and when it started.
     public static func count(
-        subject: String, tenant: TenantID, now: Date, window: Duration, on connection: PostgresConnection
+        subject: String, tenant: TenantID, now: Date, window: Duration, on connection: DatabaseTransaction
     ) async throws -> (attempts: Int, windowStart: Date) {
         let cutoff = now.addingTimeInterval(-Double(window.components.seconds))
         let rows = try await connection.query("""
@@ -29,7 +29,7 @@ public enum VerificationAttemptStore {
     /// Forgets counters whose window started at or before `cutoff` (ended windows: the limit no
     /// longer needs them, and each names a subject). - Returns: rows deleted.
     @discardableResult
-    public static func deleteEnded(windowStartedBy cutoff: Date, on connection: PostgresConnection) async throws -> Int {
+    public static func deleteEnded(windowStartedBy cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query(
             "DELETE FROM verification_attempts WHERE window_start <= \(cutoff) RETURNING 1", logger: Database.quiet
         ).collect().count
@@ -37,7 +37,7 @@ public enum VerificationAttemptStore {
 
     /// Forgets the subjects' counters (erasure).
     @discardableResult
-    public static func delete(subjects: [String], on connection: PostgresConnection) async throws -> Int {
+    public static func delete(subjects: [String], on connection: DatabaseTransaction) async throws -> Int {
         guard !subjects.isEmpty else { return 0 }
         return try await connection.query(
             "DELETE FROM verification_attempts WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet

@@ -2,7 +2,7 @@ public import Custody
 public import CustosModel
 import Foundation
 public import HSM
-import PKCS11
+import SecureMemory
 import Synchronization
 
 /// Face embeddings in, keyed one-way tokens out (DESIGN §6):

@@ -1,4 +1,4 @@
-import PKCS11
+import SecureMemory
 
 /// A validated face embedding, scaled to unit length (DESIGN §6 step 1).
 ///

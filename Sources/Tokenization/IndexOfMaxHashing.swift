@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// Keyed Index-of-Max hashing (DESIGN §6 step 2): 1,024 symbols, each the index (0–15) of the
 /// largest of 16 random projections of a unit embedding.

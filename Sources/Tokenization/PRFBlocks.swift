@@ -1,6 +1,6 @@
 public import CustosModel
 import Crypto
-public import PKCS11
+public import SecureMemory
 
 /// The AES-ECB input and output of the biometric PRF (DESIGN §6 step 3) for one tenant and key
 /// version.

@@ -1,7 +1,7 @@
 import Crypto
 public import CustosModel
 import HSM
-import PKCS11
+import SecureMemory
 public import Tokenization
 
 /// Fixed, imported biometric keys for `custos-bench eval` and the tests, so that accuracy

@@ -1,5 +1,5 @@
 import Tokenization
-public import PKCS11
+public import SecureMemory
 
 /// Index-of-Max symbols packed four bits each, for fast unprotected comparisons in evaluation:
 /// the score is the fraction of positions with equal symbols, what the token score measures

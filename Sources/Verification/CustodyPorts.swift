@@ -1,5 +1,5 @@
 public import CustosModel
-public import PostgresNIO
+public import Storage
 
 // What the verification core needs from custody, declared here and implemented by the
 // composition root (DESIGN §3): the core never imports HSM, PKCS11, Tokenization or Custody.
@@ -29,6 +29,6 @@ public protocol AuditRecording: Sendable {
     /// Records inside the caller's open transaction, as its last statement, so that the action
     /// and its entry commit or roll back together.
     func record(
-        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: PostgresConnection
+        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws
 }

@@ -1,7 +1,6 @@
 public import CustosModel
 public import Foundation
 public import Logging
-import PostgresNIO
 public import Storage
 import Synchronization
 
@@ -141,7 +140,7 @@ public final class VerificationService: Sendable {
         return candidates
     }
 
-    static func lockReadySession(_ session: UUID, now: Date, on connection: PostgresConnection) async throws -> SessionStore.Row {
+    static func lockReadySession(_ session: UUID, now: Date, on connection: DatabaseTransaction) async throws -> SessionStore.Row {
         guard let row = try await SessionStore.get(session, forUpdate: true, on: connection) else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(row, now: now)
         return row

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Custody
 import Foundation
-import PKCS11
+import SecureMemory
 import RPC
 
 struct APIKeyCommand: AsyncParsableCommand {

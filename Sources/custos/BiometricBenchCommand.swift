@@ -1,6 +1,7 @@
 import ArgumentParser
 import CustosModel
 import Foundation
+import SecureMemory
 import Synchronization
 import HSM
 import TokenizationEvaluation

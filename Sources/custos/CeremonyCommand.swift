@@ -5,6 +5,7 @@ import Custody
 import Foundation
 import HSM
 import PKCS11
+import SecureMemory
 import Storage
 
 /// `custos ceremony …`: the key ceremony (DESIGN §11), run by the compliance team through
@@ -41,7 +42,7 @@ extension CustosConfiguration {
     /// SHA-256 of the configuration file as read, hex, for the transcript.
     var configHash: String {
         guard let data = FileManager.default.contents(atPath: source) else { return "unreadable" }
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(SHA256.hash(data: data))
     }
 }
 

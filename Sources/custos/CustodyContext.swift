@@ -86,6 +86,9 @@ extension CustosConfiguration {
 
 /// Turns a tenant argument into a ``TenantID`` or a clear local error.
 func tenantID(_ text: String) throws -> TenantID {
-    guard let id = TenantID(text) else { throw LocalError.failed("not a tenant id (a UUID): \(text)") }
-    return id
+    do {
+        return try TenantID.parse(text)
+    } catch {
+        throw LocalError.failed("\(error): \(text)")
+    }
 }

@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 import HSM
+import SecureMemory
 import TokenizationEvaluation
 import Tokenization
 

@@ -7,6 +7,7 @@ import Logging
 import Metrics
 import Prometheus
 import RPC
+import SecureMemory
 import SwiftProtobuf
 import TokenizationEvaluation
 import Tokenization

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import Prometheus
 import RPC
+import SecureMemory
 import Tokenization
 import Verification
 

@@ -2,7 +2,7 @@ import ArgumentParser
 import Custody
 import HSM
 import Foundation
-import PKCS11
+import SecureMemory
 import RPC
 
 struct WebhookCommand: AsyncParsableCommand {

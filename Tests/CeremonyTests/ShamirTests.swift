@@ -1,5 +1,5 @@
 @testable import Ceremony
-import PKCS11
+@testable import SecureMemory
 import Testing
 
 @Suite("Shamir secret sharing over GF(2⁸)")

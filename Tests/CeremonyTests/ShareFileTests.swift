@@ -1,7 +1,7 @@
 @testable import Ceremony
 import Foundation
 import HSMTestSupport
-import PKCS11
+import SecureMemory
 import Testing
 
 @Suite("Share files: one per custodian, checked alone and as a set")

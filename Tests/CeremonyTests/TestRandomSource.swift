@@ -1,6 +1,6 @@
 @testable import Ceremony
 import Crypto
-import PKCS11
+import SecureMemory
 
 /// A deterministic stand-in for the HSM RNG: SHA-256 in counter mode over a seed, so splits are
 /// reproducible in tests. Never used outside tests.

@@ -1,5 +1,5 @@
 import Custody
-import PKCS11
+import SecureMemory
 import Testing
 
 @Suite("API key format")

@@ -2,7 +2,7 @@ import Custody
 import CustosModel
 import Foundation
 import HSM
-import PKCS11
+import SecureMemory
 import Storage
 import Testing
 

@@ -6,6 +6,7 @@ import HSM
 import HSMTestSupport
 import Logging
 import PKCS11
+import SecureMemory
 import Storage
 import Testing
 import Tokenization

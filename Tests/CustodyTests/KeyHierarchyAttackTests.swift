@@ -5,6 +5,7 @@ import Foundation
 import HSM
 import HSMTestSupport
 import PKCS11
+import SecureMemory
 import PostgresNIO
 import Storage
 import Testing

@@ -3,7 +3,7 @@ import Custody
 import CustosModel
 import Foundation
 import HSM
-import PKCS11
+import SecureMemory
 import Testing
 
 @Suite("Webhook signing in the HSM")

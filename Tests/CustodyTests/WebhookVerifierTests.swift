@@ -1,7 +1,7 @@
 import Crypto
 import Custody
 import Foundation
-import PKCS11
+import SecureMemory
 import Testing
 
 @Suite("Standard Webhooks")

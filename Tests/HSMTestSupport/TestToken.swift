@@ -1,5 +1,6 @@
 public import HSM
 public import PKCS11
+public import SecureMemory
 import Synchronization
 
 #if canImport(Glibc)

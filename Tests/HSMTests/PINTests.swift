@@ -1,6 +1,7 @@
 import HSM
 import HSMTestSupport
 import PKCS11
+import SecureMemory
 import Synchronization
 import Testing
 

@@ -3,6 +3,7 @@ import HSM
 import HSMTestSupport
 import Logging
 import PKCS11
+import SecureMemory
 import Synchronization
 
 /// A known HMAC key imported as a private, sensitive session object of the pool's persistent

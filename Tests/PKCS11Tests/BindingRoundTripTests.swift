@@ -2,6 +2,7 @@ import Crypto
 import HSM
 import HSMTestSupport
 import PKCS11
+import SecureMemory
 import Testing
 
 /// Every binding operation against a real SoftHSM token, checked against swift-crypto or a

@@ -1,6 +1,7 @@
 import HSM
 import HSMTestSupport
 import PKCS11
+import SecureMemory
 import Testing
 
 @Suite("Key protection and bad input")

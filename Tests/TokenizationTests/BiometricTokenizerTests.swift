@@ -1,6 +1,7 @@
 import CustosModel
 import HSM
 import HSMTestSupport
+import SecureMemory
 import Testing
 import Tokenization
 import TokenizationEvaluation

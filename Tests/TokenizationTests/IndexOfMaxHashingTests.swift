@@ -1,4 +1,4 @@
-import PKCS11
+import SecureMemory
 import Testing
 import Tokenization
 

@@ -1,6 +1,6 @@
 import Crypto
 import CustosModel
-import PKCS11
+import SecureMemory
 import Testing
 import Tokenization
 

@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// The text form of an API key: `custos_<env>_<keyid>_<secret><checksum>` (DESIGN §7).
 ///

@@ -2,7 +2,7 @@ public import CustosModel
 public import Foundation
 public import HSM
 public import Logging
-public import PKCS11
+public import SecureMemory
 public import Storage
 import Synchronization
 

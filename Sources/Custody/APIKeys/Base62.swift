@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// Fixed-width base62 (alphabet `0-9A-Za-z`): a byte string read as one big-endian unsigned
 /// number, written as exactly `width` digits, most significant first and zero-padded.

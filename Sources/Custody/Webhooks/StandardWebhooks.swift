@@ -1,4 +1,4 @@
-public import PKCS11
+public import SecureMemory
 
 /// The wire format of Standard Webhooks 1.0 (DESIGN §8).
 ///

@@ -2,7 +2,7 @@ public import CustosModel
 import Crypto
 import Foundation
 public import HSM
-public import PKCS11
+public import SecureMemory
 import Storage
 
 /// Signs webhook deliveries per Standard Webhooks 1.0 (DESIGN §8) with keys held in the HSM:
@@ -47,7 +47,7 @@ public final class WebhookSigner: Sendable {
             try await keyring.storePending(record)
             _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: "webhook.secret", target: "webhook/v\(next)",
-                details: ["kcv": lowercaseHex(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             ))
             return (next, StandardWebhooks.encodeSecret(secret))
         }
@@ -77,7 +77,7 @@ public final class WebhookSigner: Sendable {
         let hasActive = versions.contains { $0.state == .active }
         // A random part makes the label unique even if another instance picks the same version
         // number at the same moment: signing finds keys by label and refuses a label held twice.
-        let unique = lowercaseHex(try await pool.random(count: 8))
+        let unique = Hex.encode(try await pool.random(count: 8))
         let label = TenantKeyring.tokenObjectLabelPrefix(tenant, version: next) + unique
         let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
             let id = try session.generateRandom(count: 16)
@@ -108,7 +108,7 @@ public final class WebhookSigner: Sendable {
         }
         _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
             tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
-            details: ["public_key_sha256_prefix": lowercaseHex(record.checkValue)]
+            details: ["public_key_sha256_prefix": Hex.encode(record.checkValue)]
         ))
         return (next, StandardWebhooks.encodePublicKey(publicKey))
     }

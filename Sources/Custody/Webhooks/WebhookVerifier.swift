@@ -1,5 +1,5 @@
 import Crypto
-public import PKCS11
+public import SecureMemory
 
 /// Checks Standard Webhooks 1.0 signatures (DESIGN §8): `v1` (HMAC-SHA256) against symmetric
 /// secrets, `v1a` (Ed25519) against public keys.

@@ -2,7 +2,7 @@ public import Custody
 public import CustosModel
 import Foundation
 public import GRPCCore
-import PKCS11
+import SecureMemory
 public import Storage
 import Synchronization
 
@@ -101,10 +101,11 @@ public final class Authenticator: Sendable {
 
     func requestedTenant(_ metadata: Metadata) throws -> TenantID? {
         guard let text = metadata[stringValues: Self.tenantMetadataKey].first(where: { _ in true }) else { return nil }
-        guard let tenant = TenantID(text) else {
-            throw RPCError(code: .invalidArgument, message: "\(Self.tenantMetadataKey) is not a tenant id (a UUID)")
+        do {
+            return try TenantID.parse(text)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "\(Self.tenantMetadataKey) is \(error)")
         }
-        return tenant
     }
 
     func bearerToken(_ metadata: Metadata) throws -> SecretBytes? {

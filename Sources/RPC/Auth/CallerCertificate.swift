@@ -1,4 +1,5 @@
 public import CustosModel
+import SecureMemory
 public import X509
 
 /// Who a client certificate (already verified by TLS against the Custos CA) says its holder is,
@@ -31,8 +32,7 @@ public struct CallerCertificate: Sendable, Hashable {
             if case .uniformResourceIdentifier(let uri) = name { uris.append(uri) }
         }
         guard let role = Self.role(fromURIs: uris) else { return nil }
-        let digits = Array("0123456789abcdef")
-        self.init(role: role, serial: String(certificate.serialNumber.bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }))
+        self.init(role: role, serial: Hex.encode(certificate.serialNumber.bytes))
     }
 
     public static func role(fromURIs uris: [String]) -> Role? {

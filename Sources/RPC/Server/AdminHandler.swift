@@ -3,7 +3,7 @@ import CustosModel
 import Foundation
 public import GRPCCore
 public import HSM
-import PKCS11
+import SecureMemory
 public import Storage
 import SwiftProtobuf
 public import Verification
@@ -251,7 +251,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
                     $0.target = entry.target
                     $0.tenantID = entry.tenant?.rawValue ?? ""
                     $0.details = (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String]) ?? [:]
-                    $0.hash = lowercaseHex(entry.entryHash)
+                    $0.hash = Hex.encode(entry.entryHash)
                 }
             }
         }
@@ -348,7 +348,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.purpose = RequestFields.purpose(record.purpose)
             $0.version = UInt32(record.version)
             $0.state = RequestFields.state(record.state)
-            $0.checkValue = lowercaseHex(record.checkValue)
+            $0.checkValue = Hex.encode(record.checkValue)
             $0.rootKekVersion = UInt32(record.rootKEKVersion)
             if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
             if let at = record.createdAt { $0.createdAt = Google_Protobuf_Timestamp(date: at) }

@@ -13,8 +13,11 @@ enum RequestFields {
     }
 
     static func tenant(_ text: String) throws -> TenantID {
-        guard let tenant = TenantID(text) else { throw RPCError(code: .invalidArgument, message: "tenant_id is not a tenant id (a UUID)") }
-        return tenant
+        do {
+            return try TenantID.parse(text)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "tenant_id is \(error)")
+        }
     }
 
     static func decision(_ decision: Decision) -> Custos_V1_Decision {

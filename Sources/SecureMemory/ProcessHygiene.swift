@@ -6,9 +6,9 @@ import Glibc
 
 /// Keeps raw features, PINs and key shares out of core files (DESIGN §6, §11): no core dumps
 /// (`RLIMIT_CORE` 0), and the process not dumpable (`PR_SET_DUMPABLE` 0), which also stops
-/// other processes of the same user from attaching with ptrace and reading memory. Lives here,
-/// beside the PIN handling, so the service and the key ceremony use it without depending on
-/// Tokenization.
+/// other processes of the same user from attaching with ptrace and reading memory. Lives in the
+/// leaf target beside ``SecretBytes``, so the service, the tools and the key ceremony use it
+/// without depending on the HSM or Tokenization.
 public enum ProcessHygiene {
     /// What ``lockDown()`` achieved.
     public struct State: Sendable, Equatable, Codable {

@@ -38,7 +38,7 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
         do {
             try fill(slice)
         } catch {
-            Self.wipe(buffer)
+            wipe(buffer)
             if locked { munlock(buffer.baseAddress!, buffer.count) }
             buffer.deallocate()
             throw error
@@ -48,7 +48,7 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
 
     deinit {
         let whole = UnsafeMutableRawBufferPointer(start: storage.baseAddress, count: max(storage.count, 1))
-        Self.wipe(whole)
+        wipe(whole)
         if locked { munlock(whole.baseAddress!, whole.count) }
         whole.deallocate()
     }
@@ -70,14 +70,4 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
 
     public var description: String { "SecretBytes(<redacted>, \(count) bytes)" }
     public var debugDescription: String { description }
-
-    private static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
-        explicitWipe(buffer)
-    }
-}
-
-/// Zeroes `buffer` in a way the optimiser cannot drop as a dead store before `free`.
-func explicitWipe(_ buffer: UnsafeMutableRawBufferPointer) {
-    guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-    explicit_bzero(base, buffer.count)
 }

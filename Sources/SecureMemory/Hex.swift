@@ -1,10 +1,11 @@
-import PKCS11
-
-/// Lower-case hexadecimal, for check values, CKA_IDs and (into protected memory) share bytes.
-enum Hex {
+/// Lower-case hexadecimal, the one encoder and decoder in Custos: check values, CKA_IDs, hashes
+/// and MACs in logs, audit details and anchors, known answers, and (into protected memory)
+/// share bytes. Decoding accepts either case and refuses anything else.
+public enum Hex {
     static let digits = Array("0123456789abcdef".utf8)
 
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    /// Lower-case hex of `bytes`, two digits a byte.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out = [UInt8]()
         for byte in bytes {
             out.append(digits[Int(byte >> 4)])
@@ -13,7 +14,8 @@ enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func decode(_ text: String) -> [UInt8]? {
+    /// The bytes `text` spells, or nil when its length is odd or it holds a non-hex character.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
         let characters = Array(text.utf8)
         guard characters.count % 2 == 0 else { return nil }
         var bytes = [UInt8]()
@@ -29,7 +31,7 @@ enum Hex {
 
     /// Hex of a secret, written straight into protected memory, without a table lookup or a
     /// branch on the secret nibble.
-    static func encode(secret: SecretBytes) -> SecretBytes {
+    public static func encode(secret: SecretBytes) -> SecretBytes {
         secret.withUnsafeBytes { bytes in
             SecretBytes(count: bytes.count * 2) { output in
                 for (offset, byte) in bytes.enumerated() {
@@ -49,7 +51,7 @@ enum Hex {
 
     /// Decodes hex characters (a region of a protected buffer) into protected memory. (Validating
     /// the characters branches on them; a share file is read once, by its custodian's ceremony.)
-    static func decode(secret characters: UnsafeRawBufferPointer) -> SecretBytes? {
+    public static func decode(secret characters: UnsafeRawBufferPointer) -> SecretBytes? {
         guard characters.count % 2 == 0 else { return nil }
         var valid = true
         let decoded = SecretBytes(count: characters.count / 2) { output in

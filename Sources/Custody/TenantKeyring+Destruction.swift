@@ -1,0 +1,110 @@
+public import CustosModel
+import Foundation
+import HSM
+import SecureMemory
+import Storage
+
+// The end of a version's life: retire (overlap over) and destroy (after the waiting period,
+// only when nothing stored still needs it).
+extension TenantKeyring {
+    /// Ends a `retiring` version's overlap now: it may only verify or decrypt from here on.
+    public func retire(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws {
+        try await custody {
+            var row = try await database.withTenant(tenant, context: "read key version") { connection in
+                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+            try await authenticator.verify(row, pool: pool)
+            guard row.state == .retiring else {
+                throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .retired)
+            }
+            let expectedMAC = row.rowMAC
+            row.state = .retired
+            row.retiringUntil = nil
+            let sealed = try await authenticator.sealed(row, pool: pool)
+            let audit = audit
+            try await database.withTenant(tenant, context: "retire key version") { connection in
+                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, version)
+                }
+                try await AuditEntry(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)")
+                    .append(to: audit, on: connection)
+            }
+            invalidate(tenant, purpose)
+        }
+    }
+
+    /// Destroys a retired version's material (metadata and version number stay). Refused
+    /// before `waitingPeriod` has passed since retirement, and while live data still needs it.
+    public func destroy(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, waitingPeriod: Duration, actor: String) async throws {
+        try await custody {
+            let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
+                try await KeyVersionStore.versions(tenant, purpose, on: connection)
+            }
+            guard var row = rows.first(where: { $0.version == version }) else { throw CustodyError.unknownKeyVersion(tenant, purpose, version) }
+            // The waiting period is read from the row: only a MAC-valid row is believed.
+            try await authenticator.verify(row, pool: pool)
+            let expectedMAC = row.rowMAC
+            guard row.state == .retired else { throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .destroyed) }
+            let retiredAt = row.retiredAt ?? .distantFuture
+            if Date().timeIntervalSince(retiredAt) < Double(waitingPeriod.components.seconds) {
+                throw CustodyError.stillNeeded(tenant, purpose, version, reason: "retired less than \(waitingPeriod.components.seconds) s ago")
+            }
+            let references = try await self.references(tenant, purpose, version: version)
+            if references > 0 {
+                throw CustodyError.stillNeeded(tenant, purpose, version, reason: "\(references) stored values still use it; re-key them first")
+            }
+            let tokenLabel = purpose == .webhookEd25519 ? row.tokenLabel : nil
+            row.state = .destroyed
+            row.wrappedKey = nil
+            row.tokenLabel = nil
+            row.destroyedAt = .wholeSecondsNow
+            let sealed = try await authenticator.sealed(row, pool: pool)
+            let audit = audit, checkValue = row.checkValue
+            // The row and its audit entry commit together, before the token objects go: a
+            // failure in between leaves material that nothing can use any more (logged), never
+            // a destroyed key without its entry.
+            try await database.withTenant(tenant, context: "destroy key version") { connection in
+                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, version)
+                }
+                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
+                    .append(to: audit, on: connection)
+            }
+            invalidate(tenant, purpose)
+            if let tokenLabel {
+                do {
+                    _ = try await pool.withPersistentSession { session in
+                        for handle in try session.findObjects([.label(tokenLabel)], limit: 4) { try session.destroyObject(handle) }
+                    }
+                } catch {
+                    logger.error("key version destroyed, but its token objects remain", metadata: [
+                        "label": "\(tokenLabel)", "error": "\(error)",
+                    ])
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// How many stored values still need `version`: API-key hashes (pepper), enrolled tokens
+    /// (both biometric keys: one version covers the pair), sealed names and emails (data), and
+    /// stored subject references (pii). Webhook keys sign outgoing messages only: nothing
+    /// stored depends on them.
+    func references(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> Int {
+        try await database.withTenant(tenant, context: "count references to a key version") { connection in
+            switch purpose {
+            case .apiKeyPepper:
+                try await APIKeyStore.count(pepperVersion: version, on: connection)
+            case .bioSeed, .bioPRF:
+                try await TemplateStore.count(keyVersion: version, on: connection)
+            case .data:
+                try await SessionStore.count(dataKeyVersion: version, on: connection)
+            case .pii:
+                try await TemplateStore.count(piiVersion: version, on: connection)
+                    + SessionStore.count(piiVersion: version, on: connection)
+            case .webhook, .webhookEd25519:
+                0
+            }
+        }
+    }
+}

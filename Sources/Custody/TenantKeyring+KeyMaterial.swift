@@ -1,0 +1,49 @@
+import CustosModel
+import Foundation
+import HSM
+import PKCS11
+import SecureMemory
+import Storage
+
+// Making versions: key material generated (or imported) in the HSM, wrapped under the root
+// KEK, its KCV read, the row sealed.
+extension TenantKeyring {
+    /// New key material generated in the HSM, wrapped under the root KEK, its KCV read, the
+    /// row sealed. The clear key never leaves the HSM and is destroyed once wrapped.
+    func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState) async throws -> KeyVersionRecord {
+        guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
+        let kek = rootKeys.kek(purpose)
+        let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
+            let kekHandle = try session.handle(for: kek)
+            let key = try session.pkcs11.generateKey(KeyTemplate.generationMechanism(usage), template: KeyTemplate.tenantKeyForWrapping(usage))
+            defer { try? session.pkcs11.destroyObject(key) }
+            let checkValue = try session.pkcs11.attribute(.checkValue, of: key)
+            return (try session.pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: kekHandle, key: key), checkValue)
+        }
+        return try await seal(tenant, purpose, version: version, state: state, wrapped: wrapped, checkValue: checkValue)
+    }
+
+    /// A version from known secret bytes (a webhook secret shown to the tenant once): imported
+    /// into the HSM, wrapped, destroyed.
+    func makeVersion(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, importing secret: SecretBytes) async throws -> KeyVersionRecord {
+        guard let usage = purpose.usage else { throw CustodyError.invalidTransition(tenant, purpose, version, from: .pending, to: state) }
+        let kek = rootKeys.kek(purpose)
+        let (wrapped, checkValue) = try await pool.withSession(.generate) { session in
+            let kekHandle = try session.handle(for: kek)
+            let key = try session.pkcs11.createObject(KeyTemplate.importedForWrapping(usage, value: secret))
+            defer { try? session.pkcs11.destroyObject(key) }
+            let checkValue = try session.pkcs11.attribute(.checkValue, of: key)
+            return (try session.pkcs11.wrapKey(.aesKeyWrapPad, wrappingKey: kekHandle, key: key), checkValue)
+        }
+        return try await seal(tenant, purpose, version: version, state: state, wrapped: wrapped, checkValue: checkValue)
+    }
+
+    private func seal(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, state: KeyState, wrapped: [UInt8], checkValue: [UInt8]) async throws -> KeyVersionRecord {
+        let record = KeyVersionRecord(
+            tenant: tenant, purpose: purpose, version: version, state: state, wrappedKey: wrapped,
+            wrapMechanism: Self.wrapMechanism, rootKEKVersion: rootKeys.kekVersion, checkValue: checkValue, rowMAC: [],
+            activatedAt: state == .active ? .wholeSecondsNow : nil
+        )
+        return try await authenticator.sealed(record, pool: pool)
+    }
+}

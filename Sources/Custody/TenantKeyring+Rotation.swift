@@ -1,0 +1,149 @@
+public import CustosModel
+import Foundation
+import HSM
+import SecureMemory
+public import Storage
+
+// Rotation of one purpose's key, crash-safe in two committed steps, and the start-up
+// reconciliation that finishes or undoes an interrupted one.
+extension TenantKeyring {
+    /// Rotates `purpose`: a new version becomes active; the old one becomes `retiring` for
+    /// `overlap` (still usable for signing, e.g. webhooks) or, with no overlap, `retired`
+    /// (verify/decrypt only).
+    ///
+    /// Crash-safe in two committed steps: (1) the new version is stored `pending` and listed in
+    /// `pending_rotations`; (2) one transaction retires the old version, activates the new one and
+    /// clears the listing. A crash after (1) is completed by ``reconcile()``; the unique index
+    /// on active versions makes two active versions impossible.
+    @discardableResult
+    public func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, overlap: Duration = .zero, actor: String) async throws -> KeyVersionRecord {
+        try await custody {
+            let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
+                try await KeyVersionStore.versions(tenant, purpose, on: connection)
+            }
+            guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
+            let next = (existing.map(\.version).max() ?? 0) + 1
+            let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
+            try await storePending(pending)
+            try rotationHook?(.pendingStored)
+            return try await complete(pending, overlap: overlap, entry: AuditEntry(
+                tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
+                details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+            ))
+        }
+    }
+
+    func storePending(_ pending: KeyVersionRecord) async throws {
+        try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
+            try await KeyVersionStore.insert(pending, on: connection)
+            try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
+        }
+    }
+
+    /// Rotates `bio-seed` and `bio-prf` together: one biometric key version covers both
+    /// (DESIGN §5), so tokens of version n are made with seed n and PRF n. If an earlier call was
+    /// interrupted between the two, this brings the lagging one up instead of moving both.
+    /// - Returns: the biometric version now active.
+    @discardableResult
+    public func rotateBiometric(_ tenant: TenantID, actor: String) async throws -> Int {
+        try await custody {
+            let seed = try await record(tenant, .bioSeed, version: nil).version
+            let prf = try await record(tenant, .bioPRF, version: nil).version
+            let target = seed == prf ? seed + 1 : max(seed, prf)
+            for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
+                let rotated = try await rotate(tenant, purpose, actor: actor)
+                guard rotated.version == target else {
+                    throw CustodyError.invalidTransition(tenant, purpose, rotated.version, from: .pending, to: .active)
+                }
+            }
+            return target
+        }
+    }
+
+    /// Step (2) of a rotation: one transaction.
+    /// - Parameter entry: the audit entry of the action, written in the same transaction.
+    func complete(_ pending: KeyVersionRecord, overlap: Duration, entry: AuditEntry) async throws -> KeyVersionRecord {
+        let tenant = pending.tenant, purpose = pending.purpose
+        let current = try await database.withTenant(tenant, context: "read key versions") { connection in
+            try await KeyVersionStore.versions(tenant, purpose, on: connection)
+        }
+        let now = Date.wholeSecondsNow
+        var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
+        for var old in current where old.state == .active && old.version != pending.version {
+            try await authenticator.verify(old, pool: pool)
+            let expectedMAC = old.rowMAC
+            if overlap > .zero {
+                old.state = .retiring
+                old.retiringUntil = now.addingTimeInterval(Double(overlap.components.seconds))
+            } else {
+                old.state = .retired
+                old.retiringUntil = nil
+            }
+            old.retiredAt = old.retiredAt ?? now
+            updates.append((try await authenticator.sealed(old, pool: pool), expectedMAC))
+        }
+        var activated = pending
+        activated.state = .active
+        activated.activatedAt = now
+        activated = try await authenticator.sealed(activated, pool: pool)
+        let oldVersions = updates
+        let newVersion = activated
+        let pendingMAC = pending.rowMAC
+        try await database.withTenant(tenant, context: "activate key version") { connection in
+            for old in oldVersions {
+                guard try await KeyVersionStore.update(old.record, expectedMAC: old.expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, old.record.version)
+                }
+            }
+            guard try await KeyVersionStore.update(newVersion, expectedMAC: pendingMAC, on: connection) else {
+                throw CustodyError.changedConcurrently(tenant, purpose, newVersion.version)
+            }
+            try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
+            try await entry.append(to: self.audit, on: connection)
+        }
+        invalidate(tenant, purpose)
+        return activated
+    }
+
+    /// What start-up reconciliation did with one interrupted rotation.
+    public enum Reconciliation: Sendable, Equatable {
+        case completed(TenantID, KeyPurpose, version: Int)
+        case rolledBack(TenantID, KeyPurpose, version: Int)
+    }
+
+    /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
+    /// MAC is intact is activated (its material is stored, nothing is lost); one that fails its
+    /// check is deleted. Run at start-up.
+    public func reconcile() async throws -> [Reconciliation] {
+        try await custody {
+            let pending = try await database.withTransaction(context: "list pending rotations") { connection in
+                try await KeyVersionStore.pendingRotations(on: connection)
+            }
+            var actions = [Reconciliation]()
+            for (tenant, purpose, version) in pending {
+                let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
+                    try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+                }
+                func entry(_ outcome: String) -> AuditEntry {
+                    AuditEntry(tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
+                }
+                if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
+                    _ = try await complete(row, overlap: .zero, entry: entry("completed"))
+                    actions.append(.completed(tenant, purpose, version: version))
+                } else {
+                    let rolledBack = entry("rolled back"), audit = audit
+                    try await database.withTenant(tenant, context: "roll back pending key version") { connection in
+                        if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
+                        try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
+                        try await rolledBack.append(to: audit, on: connection)
+                    }
+                    // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
+                    if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
+                    actions.append(.rolledBack(tenant, purpose, version: version))
+                }
+            }
+            if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
+            return actions
+        }
+    }
+}

@@ -1,0 +1,48 @@
+public import CustosModel
+import SecureMemory
+public import Storage
+
+// Tenants: creation with version 1 of every key, and disabling/re-enabling.
+extension TenantKeyring {
+    /// Creates a tenant and version 1 of each of its keys, in one transaction.
+    /// - Throws: ``CustodyError``; `.storage(.conflict)` when the label is taken.
+    public func createTenant(label: String, actor: String) async throws -> TenantRecord {
+        try await custody {
+            let tenant = TenantID.random()
+            var records = [KeyVersionRecord]()
+            for purpose in KeyPurpose.createdWithTenant {
+                records.append(try await makeVersion(tenant, purpose, version: 1, state: .active))
+            }
+            let stored = records
+            let entry = AuditEntry(
+                tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
+                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(Hex.encode($0.checkValue))" }.joined(separator: ",")]
+            )
+            let audit = audit
+            return try await database.withTenant(tenant, context: "create tenant") { connection in
+                let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
+                for record in stored { try await KeyVersionStore.insert(record, on: connection) }
+                try await entry.append(to: audit, on: connection)
+                return tenantRecord
+            }
+        }
+    }
+
+    /// Disables or re-enables a tenant; its API keys stop (or start) verifying on every
+    /// instance once the announcement arrives.
+    /// - Returns: whether a tenant was changed.
+    public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
+        try await custody {
+            let changed = try await database.withTransaction(context: "set tenant status") { connection in
+                let changed = try await TenantStore.setActive(tenant, active, on: connection)
+                if changed {
+                    try await APIKeyStore.announceFlush(on: connection)
+                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
+                        .append(to: self.audit, on: connection)
+                }
+                return changed
+            }
+            return changed
+        }
+    }
+}
