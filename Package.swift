@@ -113,7 +113,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never
-        // generated during a build) and the grpc.health.v1 service. Handlers come later.
+        // generated during a build), the handlers, authentication, status mapping, the
+        // grpc.health.v1 service and the server with its /metrics endpoint.
         .target(
             name: "RPC",
             dependencies: [
@@ -204,7 +205,7 @@ let package = Package(
             dependencies: ["Verification", "CustosModel"],
             swiftSettings: strict
         ),
-        // Real servers and clients over loopback: health, mutual TLS, peer identity, limits.
+        // Real servers and clients over loopback, no database: health, mutual TLS, lifecycle, limits.
         .testTarget(
             name: "RPCTests",
             dependencies: [

@@ -1,4 +1,6 @@
 public import CustosModel
+public import GRPCCore
+import GRPCNIOTransportHTTP2Posix
 public import X509
 
 /// Who a client certificate (already verified by TLS against the Custos CA) says its holder is,
@@ -33,6 +35,15 @@ public struct CallerCertificate: Sendable, Hashable {
         guard let role = Self.role(fromURIs: uris) else { return nil }
         let digits = Array("0123456789abcdef")
         self.init(role: role, serial: String(certificate.serialNumber.bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }))
+    }
+
+    /// The certificate the TLS handshake verified for this RPC, as the NIO transport hands it
+    /// over (`HTTP2ServerTransport.Posix.Context.peerCertificate`, looked up per RPC).
+    /// - Returns: `nil` without a certificate (plaintext, or another transport) or when its SAN
+    ///   URIs name no single Custos role: the caller is then unauthenticated.
+    public init?(verifiedPeerOf context: ServerContext) {
+        guard let leaf = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else { return nil }
+        self.init(leaf)
     }
 
     public static func role(fromURIs uris: [String]) -> Role? {
