@@ -210,6 +210,8 @@ let package = Package(
             name: "RPCTests",
             dependencies: [
                 "RPC", "CustosModel", "HSMTestSupport",
+                // StatusMappingTests builds each module's errors.
+                "Custody", "HSM", "PKCS11", "Storage", "Tokenization", "Verification",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
