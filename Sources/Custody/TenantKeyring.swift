@@ -59,7 +59,7 @@ public final class TenantKeyring: Sendable {
             }
             let stored = records
             let entry = AuditEntry(
-                tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
+                tenant: tenant, actor: actor, action: .tenantCreate, target: tenant.rawValue,
                 details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(lowercaseHex($0.checkValue))" }.joined(separator: ",")]
             )
             let audit = audit
@@ -86,7 +86,7 @@ public final class TenantKeyring: Sendable {
                 for try await _ in rows { changed = true }
                 if changed {
                     try await APIKeyStore.announceFlush(on: connection)
-                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
+                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? .tenantEnable : .tenantDisable, target: tenant.rawValue)
                         .append(to: self.audit, on: connection)
                 }
                 return changed
@@ -272,7 +272,7 @@ public final class TenantKeyring: Sendable {
             try await storePending(pending)
             try rotationHook?(.pendingStored)
             return try await complete(pending, overlap: overlap, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
+                tenant: tenant, actor: actor, action: .keyRotate, target: "\(purpose.rawValue)/v\(next)",
                 details: ["kcv": lowercaseHex(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             ))
         }
@@ -370,7 +370,7 @@ public final class TenantKeyring: Sendable {
                     try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
                 }
                 func entry(_ outcome: String) -> AuditEntry {
-                    AuditEntry(tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
+                    AuditEntry(tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
                 }
                 if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
                     _ = try await complete(row, overlap: .zero, entry: entry("completed"))
@@ -413,7 +413,7 @@ public final class TenantKeyring: Sendable {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)")
+                try await AuditEntry(tenant: tenant, actor: actor, action: .keyRetire, target: "\(purpose.rawValue)/v\(version)")
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
@@ -454,7 +454,7 @@ public final class TenantKeyring: Sendable {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(checkValue)])
+                try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": lowercaseHex(checkValue)])
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)

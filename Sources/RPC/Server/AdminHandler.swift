@@ -198,7 +198,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let subject = request.subject
         try await deps.database.withTransaction(context: "revoke certificate") { connection in
             try await CertificateRevocationStore.revoke(serial: serial, subject: subject, by: actor, on: connection)
-            try await audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:], on: connection)
+            try await audit.append(tenant: nil, actor: actor, action: .certificateRevoke, target: serial, details: [:], on: connection)
         }
         deps.authenticator.invalidateRevocations()
         return .with { $0.revoked = true }
