@@ -39,6 +39,17 @@ public final class AuditLog: Sendable {
         )
     }
 
+    /// The newest `limit` entries, oldest first (what `custos audit tail` shows).
+    /// - Throws: ``CustodyError``.
+    public func tail(limit: Int) async throws -> [AuditEntryRecord] {
+        try await custody {
+            try await database.withTransaction(context: "audit tail") { connection in
+                let head = try await AuditLogStore.head(on: connection)?.seq ?? 0
+                return try await AuditLogStore.entries(after: max(0, head - Int64(limit)), limit: limit, on: connection)
+            }
+        }
+    }
+
     /// Appends one entry in a transaction of its own.
     /// - Parameters:
     ///   - details: non-secret facts (key versions, KCVs, counts); stored as JSON.
