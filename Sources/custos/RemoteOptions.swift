@@ -74,13 +74,12 @@ struct RemoteOptions: ParsableArguments {
         }
     }
 
-    /// Prints a response as protobuf JSON (`--output json`) or with `table`.
+    /// Prints a response as protobuf JSON (`--output json`, key purposes and states as users
+    /// spell them: ``UserFacingNames``) or with `table`.
     func print(_ message: some SwiftProtobuf.Message, table: () -> String) throws {
         switch output {
         case .json:
-            var options = JSONEncodingOptions()
-            options.preserveProtoFieldNames = true
-            Swift.print(try message.jsonString(options: options))
+            Swift.print(try UserFacingNames.json(message))
         case .table:
             Swift.print(table())
         }
