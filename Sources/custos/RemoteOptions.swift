@@ -52,9 +52,7 @@ struct RemoteOptions: ParsableArguments {
             for file in [certificate, key, caFile] where !FileManager.default.isReadableFile(atPath: file) {
                 throw LocalError.failed("cannot read \(file)")
             }
-            security = .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) { tls in
-                tls.trustRoots = .certificates([.file(path: caFile, format: .pem)])
-            }
+            security = RPCClientTLS(certificateChain: certificate, privateKey: key, serverCA: caFile).transportSecurity
         }
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let isIPv4 = bare.split(separator: ".").count == 4 && bare.allSatisfy { $0.isNumber || $0 == "." }

@@ -18,15 +18,9 @@ struct MutualTLSTests {
         ))
     }
 
-    /// Client: its certificate and key; trusts our CA for the server's certificate.
+    /// Client: the production set-up (`RPCClientTLS`) with `name`'s certificate and key.
     static func clientSecurity(_ certs: TestCertificates, _ name: String) -> HTTP2ClientTransport.Posix.TransportSecurity {
-        .mTLS(
-            certificateChain: [.file(path: certs.path("\(name).pem"), format: .pem)],
-            privateKey: .file(path: certs.path("\(name).key"), format: .pem)
-        ) { tls in
-            tls.trustRoots = .certificates([.file(path: certs.path("ca.pem"), format: .pem)])
-            tls.serverCertificateVerification = .fullVerification
-        }
+        RPCClientTLS(certificateChain: certs.path("\(name).pem"), privateKey: certs.path("\(name).key"), serverCA: certs.path("ca.pem")).transportSecurity
     }
 
     /// The first RPC on a connection whose handshake fails: fail fast, with a deadline.
