@@ -33,10 +33,10 @@ enum UserFacingNames {
             return String(json.dropFirst().dropLast())
         }
         let purposes = KeyPurpose.allCases.compactMap { purpose in
-            field(.with { $0.purpose = purpose.wire }).map { ($0, "\"purpose\":\"\(purpose.rawValue)\"") }
+            field(.with { $0.purpose = purpose.wire }).map { (wire: $0, user: "\"purpose\":\"\(purpose.rawValue)\"") }
         }
         let states = KeyState.allCases.compactMap { state in
-            field(.with { $0.state = state.wire }).map { ($0, "\"state\":\"\(state.rawValue)\"") }
+            field(.with { $0.state = state.wire }).map { (wire: $0, user: "\"state\":\"\(state.rawValue)\"") }
         }
         return purposes + states
     }()
