@@ -132,7 +132,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never
-        // generated during a build) and the grpc.health.v1 service. Handlers come later.
+        // generated during a build), the handlers, authentication, status mapping, the
+        // grpc.health.v1 service and the server with its /metrics endpoint.
         .target(
             name: "RPC",
             dependencies: [
@@ -225,11 +226,13 @@ let package = Package(
             dependencies: ["Verification", "CustosModel"],
             swiftSettings: strict
         ),
-        // Real servers and clients over loopback: health, mutual TLS, peer identity, limits.
+        // Real servers and clients over loopback, no database: health, mutual TLS, lifecycle, limits.
         .testTarget(
             name: "RPCTests",
             dependencies: [
                 "RPC", "CustosModel", "HSMTestSupport",
+                // StatusMappingTests builds each module's errors.
+                "Custody", "HSM", "PKCS11", "Storage", "Tokenization", "Verification",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

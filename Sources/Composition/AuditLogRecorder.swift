@@ -9,12 +9,12 @@ public struct AuditLogRecorder: AuditRecording {
 
     public init(_ log: AuditLog) { self.log = log }
 
-    public func record(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws {
+    public func record(tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String]) async throws {
         _ = try await log.append(tenant: tenant, actor: actor, action: action, target: target, details: details)
     }
 
     public func record(
-        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: DatabaseTransaction
+        tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws {
         _ = try await log.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
     }

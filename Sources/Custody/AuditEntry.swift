@@ -7,7 +7,7 @@ import Storage
 struct AuditEntry: Sendable {
     let tenant: TenantID?
     let actor: String
-    let action: String
+    let action: AuditAction
     let target: String
     var details: [String: String] = [:]
 

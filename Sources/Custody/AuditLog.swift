@@ -39,12 +39,23 @@ public final class AuditLog: Sendable {
         )
     }
 
+    /// The newest `limit` entries, oldest first (what `custos audit tail` shows).
+    /// - Throws: ``CustodyError``.
+    public func tail(limit: Int) async throws -> [AuditEntryRecord] {
+        try await custody {
+            try await database.withTransaction(context: "audit tail") { connection in
+                let head = try await AuditLogStore.head(on: connection)?.seq ?? 0
+                return try await AuditLogStore.entries(after: max(0, head - Int64(limit)), limit: limit, on: connection)
+            }
+        }
+    }
+
     /// Appends one entry in a transaction of its own.
     /// - Parameters:
     ///   - details: non-secret facts (key versions, KCVs, counts); stored as JSON.
     /// - Throws: ``CustodyError``.
     @discardableResult
-    public func append(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws -> Int64 {
+    public func append(tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String]) async throws -> Int64 {
         try await custody {
             try await database.withTransaction(context: "append audit entry") { connection in
                 try await self.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
@@ -68,7 +79,7 @@ public final class AuditLog: Sendable {
     ///   then roll back.
     @discardableResult
     public func append(
-        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String],
+        tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String],
         on connection: DatabaseTransaction
     ) async throws -> Int64 {
         try await custody {
@@ -81,12 +92,12 @@ public final class AuditLog: Sendable {
             let previous = head?.hash ?? [UInt8](repeating: 0, count: 32)
             let hash = Self.entryHash(
                 previous: previous, seq: seq, milliseconds: milliseconds, tenant: tenant, actor: actor,
-                action: action, target: target, details: detailsText
+                action: action.rawValue, target: target, details: detailsText
             )
             let mac = try await pool.hmacSHA256(key: rootKeys.mac, data: Self.macMessage(seq: seq, hash: hash))
             try await AuditLogStore.insert(AuditEntryRecord(
                 seq: seq, at: Date(timeIntervalSince1970: Double(milliseconds) / 1000), tenant: tenant, actor: actor,
-                action: action, target: target, details: detailsText, previousHash: previous, entryHash: hash, mac: mac,
+                action: action.rawValue, target: target, details: detailsText, previousHash: previous, entryHash: hash, mac: mac,
                 macKeyVersion: rootKeys.macVersion
             ), on: connection)
             // Still under the lock: the anchors move in append order. Should this transaction
@@ -121,7 +132,7 @@ public final class AuditLog: Sendable {
                     }
                 }
                 try await self.append(
-                    tenant: nil, actor: actor, action: "audit.anchor.reset", target: "audit",
+                    tenant: nil, actor: actor, action: .auditAnchorReset, target: "audit",
                     details: [
                         "previous_anchored_seq": previous.map(String.init) ?? "none", "log_seq": "\(head?.seq ?? 0)",
                         "objects_destroyed": "\(destroyed)",

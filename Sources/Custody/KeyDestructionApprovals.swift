@@ -50,7 +50,7 @@ public final class KeyDestructionApprovals: Sendable {
             try await database.withTransaction(context: "request key destruction") { connection in
                 try await DestructionRequestStore.insert(row, on: connection)
                 try await audit.append(
-                    tenant: tenant, actor: officer, action: "key.destroy.request", target: "\(purpose.rawValue)/v\(version)",
+                    tenant: tenant, actor: officer, action: .keyDestroyRequest, target: "\(purpose.rawValue)/v\(version)",
                     details: ["request": row.id.uuidString.lowercased()], on: connection
                 )
             }
@@ -88,7 +88,7 @@ public final class KeyDestructionApprovals: Sendable {
                     id, by: officer, certificateSerial: certificateSerial, at: at, mac: mac, macVersion: macVersion, on: connection
                 )
                 try await audit.append(
-                    tenant: row.tenant, actor: officer, action: "key.destroy.approve", target: "\(row.purpose.rawValue)/v\(row.version)",
+                    tenant: row.tenant, actor: officer, action: .keyDestroyApprove, target: "\(row.purpose.rawValue)/v\(row.version)",
                     details: ["request": id.uuidString.lowercased()], on: connection
                 )
                 return row

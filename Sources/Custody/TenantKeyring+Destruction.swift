@@ -26,7 +26,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.retire", target: "\(purpose.rawValue)/v\(version)")
+                try await AuditEntry(tenant: tenant, actor: actor, action: .keyRetire, target: "\(purpose.rawValue)/v\(version)")
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
@@ -67,7 +67,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await AuditEntry(tenant: tenant, actor: actor, action: "key.destroy", target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
+                try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)

@@ -84,7 +84,7 @@ extension TenantKeyring {
                 for purpose in KeyPurpose.allCases { invalidate(tenant, purpose) }
                 if tenantRewrapped > 0 {
                     try await audit.append(
-                        tenant: tenant, actor: actor, action: "key.rewrap", target: "root-kek/v\(newVersion)",
+                        tenant: tenant, actor: actor, action: .keyRewrap, target: "root-kek/v\(newVersion)",
                         details: ["versions": "\(tenantRewrapped)"]
                     )
                 }

@@ -27,7 +27,7 @@ extension TenantKeyring {
             try await storePending(pending)
             try rotationHook?(.pendingStored)
             return try await complete(pending, overlap: overlap, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: "key.rotate", target: "\(purpose.rawValue)/v\(next)",
+                tenant: tenant, actor: actor, action: .keyRotate, target: "\(purpose.rawValue)/v\(next)",
                 details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             ))
         }
@@ -125,7 +125,7 @@ extension TenantKeyring {
                     try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
                 }
                 func entry(_ outcome: String) -> AuditEntry {
-                    AuditEntry(tenant: tenant, actor: "custos", action: "key.reconcile", target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
+                    AuditEntry(tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
                 }
                 if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
                     _ = try await complete(row, overlap: .zero, entry: entry("completed"))

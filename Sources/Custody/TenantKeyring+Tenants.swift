@@ -15,7 +15,7 @@ extension TenantKeyring {
             }
             let stored = records
             let entry = AuditEntry(
-                tenant: tenant, actor: actor, action: "tenant.create", target: tenant.rawValue,
+                tenant: tenant, actor: actor, action: .tenantCreate, target: tenant.rawValue,
                 details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(Hex.encode($0.checkValue))" }.joined(separator: ",")]
             )
             let audit = audit
@@ -37,12 +37,24 @@ extension TenantKeyring {
                 let changed = try await TenantStore.setActive(tenant, active, on: connection)
                 if changed {
                     try await APIKeyStore.announceFlush(on: connection)
-                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? "tenant.enable" : "tenant.disable", target: tenant.rawValue)
+                    try await AuditEntry(tenant: tenant, actor: actor, action: active ? .tenantEnable : .tenantDisable, target: tenant.rawValue)
                         .append(to: self.audit, on: connection)
                 }
                 return changed
             }
             return changed
         }
+    }
+
+    /// Every tenant, active or disabled (`tenants` holds nothing secret).
+    /// - Throws: ``CustodyError``.
+    public func tenants() async throws -> [TenantRecord] {
+        try await custody { try await TenantStore(database).list() }
+    }
+
+    /// - Returns: `nil` for a tenant that does not exist.
+    /// - Throws: ``CustodyError``.
+    public func tenant(_ id: TenantID) async throws -> TenantRecord? {
+        try await custody { try await TenantStore(database).get(id) }
     }
 }

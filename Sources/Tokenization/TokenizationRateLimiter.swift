@@ -106,7 +106,7 @@ public final class TokenizationRateLimiter: Sendable {
         guard granted == 0 else { return }
         if auditDue, let audit {
             try await audit.append(
-                tenant: tenant, actor: "custos", action: "tokenization.rate_limited", target: tenant.rawValue,
+                tenant: tenant, actor: "custos", action: .tokenizationRateLimited, target: tenant.rawValue,
                 details: ["per_second": "\(budget.perSecond)", "burst": "\(budget.burst)"]
             )
         }

@@ -25,10 +25,10 @@ public protocol SubjectReferencing: Sendable {
 /// Appends to the tamper-evident audit log. Entries carry counts and ids, never personal data
 /// or subject references.
 public protocol AuditRecording: Sendable {
-    func record(tenant: TenantID?, actor: String, action: String, target: String, details: [String: String]) async throws
+    func record(tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String]) async throws
     /// Records inside the caller's open transaction, as its last statement, so that the action
     /// and its entry commit or roll back together.
     func record(
-        tenant: TenantID?, actor: String, action: String, target: String, details: [String: String], on connection: DatabaseTransaction
+        tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws
 }

@@ -35,7 +35,7 @@ public struct RetentionJob: Sendable {
                 let count = try await TemplateStore.deleteInactive(since: cutoff, on: connection)
                 if count > 0 {
                     try await TemplateStore.notify(notice, on: connection)
-                    try await audit.record(tenant: tenant, actor: actor, action: "retention.delete", target: "templates", details: [
+                    try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates", details: [
                         "templates": "\(count)", "retention_days": "\(policy.retentionDays)",
                     ], on: connection)
                 }

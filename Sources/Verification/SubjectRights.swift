@@ -53,7 +53,7 @@ public final class SubjectRights: Sendable {
                 outcome: row.outcome, confidence: row.confidence, biometricKeyVersion: row.biometricKeyVersion, completedAt: row.completedAt
             ))
         }
-        try await audit.record(tenant: tenant, actor: actor, action: "subject.export", target: "subject", details: [
+        try await audit.record(tenant: tenant, actor: actor, action: .subjectExport, target: "subject", details: [
             "templates": "\(templates.count)", "sessions": "\(sessions.count)",
         ])
         return SubjectExport(
@@ -77,7 +77,7 @@ public final class SubjectRights: Sendable {
             // The attempt counters name the subject too.
             try await VerificationAttemptStore.delete(subjects: references, on: connection)
             for notice in notices { try await TemplateStore.notify(notice, on: connection) }
-            try await audit.record(tenant: tenant, actor: actor, action: "subject.erase", target: "subject", details: [
+            try await audit.record(tenant: tenant, actor: actor, action: .subjectErase, target: "subject", details: [
                 "templates": "\(templates)", "sessions": "\(sessions)",
             ], on: connection)
             return ErasureCounts(templates: templates, sessions: sessions)

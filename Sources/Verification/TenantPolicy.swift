@@ -80,7 +80,7 @@ public final class TenantPolicies: Sendable {
         let audit = audit
         try await database.withTenant(tenant, context: "set tenant policy") { connection in
             try await TenantPolicyStore.put(row, tenant: tenant, on: connection)
-            try await audit?.record(tenant: tenant, actor: actor, action: "tenant.policy", target: tenant.rawValue, details: [
+            try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: [
                 "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
             ], on: connection)

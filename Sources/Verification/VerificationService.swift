@@ -80,7 +80,7 @@ public final class VerificationService: Sendable {
         galleryEnrol(tenant, subject.value, token)
         if !replaced.isEmpty {
             // No subject reference in the log (DESIGN §9): the session names the event.
-            try await audit?.record(tenant: tenant, actor: actor, action: "subject.reenrol", target: "session:" + session.uuidString.lowercased(), details: [
+            try await audit?.record(tenant: tenant, actor: actor, action: .subjectReenrol, target: "session:" + session.uuidString.lowercased(), details: [
                 "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
             ])
         }

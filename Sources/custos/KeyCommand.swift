@@ -14,9 +14,17 @@ struct KeyCommand: AsyncParsableCommand {
     )
 
     static func row(_ key: Custos_V1_KeyVersion) -> String {
-        let purpose = String(describing: key.purpose)
-        let state = String(describing: key.state)
+        let purpose = UserFacingNames.purpose(key.purpose)
+        let state = UserFacingNames.state(key.state)
         return "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)"
+    }
+
+    /// A reconciled rotation, the purpose spelled as `--purpose` takes it.
+    static func line(_ reconciliation: TenantKeyring.Reconciliation) -> String {
+        switch reconciliation {
+        case .completed(let tenant, let purpose, let version): "completed   \(tenant) \(purpose.rawValue) v\(version)"
+        case .rolledBack(let tenant, let purpose, let version): "rolled back \(tenant) \(purpose.rawValue) v\(version)"
+        }
     }
 
     struct List: AsyncParsableCommand {
@@ -116,7 +124,7 @@ struct KeyCommand: AsyncParsableCommand {
             let done = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
                 try await context.keyring.reconcile()
             }
-            print(done.isEmpty ? "nothing to reconcile" : done.map { "\($0)" }.joined(separator: "\n"))
+            print(done.isEmpty ? "nothing to reconcile" : done.map(KeyCommand.line).joined(separator: "\n"))
         }
     }
 }

@@ -56,11 +56,7 @@ struct RPCLoadGenerator: Sendable {
         var ca: String
 
         var security: HTTP2ClientTransport.Posix.TransportSecurity {
-            .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) { tls in
-                // Our CA only, and the server's name or address checked against its certificate.
-                tls.trustRoots = .certificates([.file(path: ca, format: .pem)])
-                tls.serverCertificateVerification = .fullVerification
-            }
+            RPCClientTLS(certificateChain: certificate, privateKey: key, serverCA: ca).transportSecurity
         }
     }
 

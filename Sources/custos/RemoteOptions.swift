@@ -52,9 +52,7 @@ struct RemoteOptions: ParsableArguments {
             for file in [certificate, key, caFile] where !FileManager.default.isReadableFile(atPath: file) {
                 throw LocalError.failed("cannot read \(file)")
             }
-            security = .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) { tls in
-                tls.trustRoots = .certificates([.file(path: caFile, format: .pem)])
-            }
+            security = RPCClientTLS(certificateChain: certificate, privateKey: key, serverCA: caFile).transportSecurity
         }
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let isIPv4 = bare.split(separator: ".").count == 4 && bare.allSatisfy { $0.isNumber || $0 == "." }
@@ -74,13 +72,12 @@ struct RemoteOptions: ParsableArguments {
         }
     }
 
-    /// Prints a response as protobuf JSON (`--output json`) or with `table`.
+    /// Prints a response as protobuf JSON (`--output json`, key purposes and states as users
+    /// spell them: ``UserFacingNames``) or with `table`.
     func print(_ message: some SwiftProtobuf.Message, table: () -> String) throws {
         switch output {
         case .json:
-            var options = JSONEncodingOptions()
-            options.preserveProtoFieldNames = true
-            Swift.print(try message.jsonString(options: options))
+            Swift.print(try UserFacingNames.json(message))
         case .table:
             Swift.print(table())
         }

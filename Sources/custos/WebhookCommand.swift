@@ -66,7 +66,7 @@ struct WebhookCommand: AsyncParsableCommand {
                 // A local signature is a use of the tenant's webhook key like any other: audited
                 // before it is shown (no entry, no signature). The body stays out of the entry.
                 try await context.audit.append(
-                    tenant: tenantValue, actor: "local:\(NSUserName())", action: "webhook.sign.local", target: id,
+                    tenant: tenantValue, actor: "local:\(NSUserName())", action: .webhookSignLocal, target: id,
                     details: ["timestamp": "\(time)", "bytes": "\(body.count)"]
                 )
                 return header

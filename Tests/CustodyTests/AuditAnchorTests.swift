@@ -18,7 +18,7 @@ struct AuditAnchorTests {
     }
 
     private func append(_ log: AuditLog, _ index: Int) async throws {
-        _ = try await log.append(tenant: nil, actor: "officer", action: "test.event", target: "item-\(index)", details: [:])
+        _ = try await log.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: "item-\(index)", details: [:])
     }
 
     /// The anchor object's raw value, read as someone holding the user PIN would.
@@ -102,7 +102,7 @@ struct AuditAnchorTests {
         let audit = harness.audit
         await #expect(throws: Abandon.self) {
             try await harness.service.withTransaction(context: "abandoned action") { connection in
-                _ = try await audit.append(tenant: nil, actor: "officer", action: "test.abandoned", target: "x", details: [:], on: connection)
+                _ = try await audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: "x", details: [:], on: connection)
                 throw Abandon()
             }
         }

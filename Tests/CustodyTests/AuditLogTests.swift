@@ -10,7 +10,7 @@ struct AuditLogTests {
     private func filledLog(_ name: String) async throws -> CustodyHarness {
         let harness = try await CustodyHarness.make(name)
         for index in 1...8 {
-            _ = try await harness.audit.append(tenant: nil, actor: "officer", action: "test.event", target: "item-\(index)", details: ["n": "\(index)"])
+            _ = try await harness.audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: "item-\(index)", details: ["n": "\(index)"])
         }
         let verification = try await harness.audit.verify()
         #expect(verification.isIntact && verification.entriesChecked == 8 && verification.anchoredSeq == 8, "\(verification)")

@@ -83,7 +83,7 @@ struct CeremonyFlowTests {
         let auditA = AuditLog(pool: poolA, database: harness.service, anchorPath: anchor)
         let keyringA = TenantKeyring(pool: poolA, database: harness.service, audit: auditA, logger: logs.logger)
         let tenant = try await keyringA.createTenant(label: "acme", actor: "officer")
-        try await auditA.append(tenant: tenant.id, actor: "officer", action: "test.before-loss", target: "token-a", details: [:])
+        try await auditA.append(tenant: tenant.id, actor: "officer", action: .certificateRevoke, target: "token-a", details: [:])
         let message = Array("subject-42".utf8)
         let (pii, _) = try await keyringA.key(tenant.id, .pii)
         let macBefore = try await poolA.hmacSHA256(key: pii, data: message)

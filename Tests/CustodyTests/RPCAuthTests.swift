@@ -78,6 +78,32 @@ struct RPCAuthTests {
         }
     }
 
+    @Test("Through the production interceptor and authenticator, a certificate's identity reaches the handler: a front-end and two officers, each named in the audit log")
+    func identitiesReachTheHandler() async throws {
+        try await RPCHarness.with("rpcidentity") { rpc in
+            let a = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "by-alice" }).tenant.tenantID
+            }
+            let b = try await rpc.withClient(.bob) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "by-bob" }).tenant.tenantID
+            }
+            // frontend-demo names custos://tenant/*: it may act for any tenant, named per call.
+            try await rpc.withClient(.frontend) { client in
+                let webhooks = Custos_V1_Webhooks.Client(wrapping: client)
+                _ = try await webhooks.createSecret(.init(), metadata: tenantMetadata(a))
+                _ = try await webhooks.createSecret(.init(), metadata: tenantMetadata(b))
+            }
+            let entries = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).auditTail(.with { $0.limit = 100 }).entries
+            }
+            let seen = Set(entries.map { "\($0.actor) \($0.action) \($0.tenantID)" })
+            #expect(seen.isSuperset(of: [
+                "officer:alice tenant.create \(a)", "officer:bob tenant.create \(b)",
+                "frontend:demo webhook.secret \(a)", "frontend:demo webhook.secret \(b)",
+            ]), "\(seen.sorted())")
+        }
+    }
+
     /// The certificate's serial as `openssl x509 -serial` prints it, lower-case hex.
     static func serial(_ path: String) throws -> String {
         let process = Process()

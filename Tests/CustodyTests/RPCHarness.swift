@@ -59,8 +59,9 @@ struct RPCHarness: Sendable {
     func withClient<R: Sendable>(_ identity: Identity?, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
         let ca = certificates.path("ca.pem")
         let security: HTTP2ClientTransport.Posix.TransportSecurity = if let identity {
-            .mTLS(certificateChain: [.file(path: certificates.path("\(identity.rawValue).pem"), format: .pem)],
-                  privateKey: .file(path: certificates.path("\(identity.rawValue).key"), format: .pem)) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+            RPCClientTLS(
+                certificateChain: certificates.path("\(identity.rawValue).pem"), privateKey: certificates.path("\(identity.rawValue).key"), serverCA: ca
+            ).transportSecurity
         } else {
             .tls { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
         }

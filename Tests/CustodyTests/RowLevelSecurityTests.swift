@@ -59,7 +59,7 @@ struct RowLevelSecurityTests {
                 }
             }
         }
-        _ = try await harness.audit.append(tenant: nil, actor: "test", action: "test", target: "x", details: [:])
+        _ = try await harness.audit.append(tenant: nil, actor: "test", action: .certificateRevoke, target: "x", details: [:])
         for statement in ["UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"] {
             await #expect(throws: StorageError.permissionDenied("test")) {
                 try await harness.service.withTransaction(context: "test") { connection in

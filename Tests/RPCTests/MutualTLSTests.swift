@@ -1,141 +1,100 @@
-import HSMTestSupport
 import CustosModel
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import HSMTestSupport
 import RPC
 import Testing
 
-/// docs/rpc.md §(a) and §(b): the server and client set-ups below are the documented ones.
-@Suite("Mutual TLS and the caller's certificate in the handler")
+/// The production server transport (`CustosServer.transport`, the one `custos serve` runs)
+/// with real certificates from `scripts/make-ca`, in front of the health service: what the TLS
+/// handshake lets through and what the transport tells the interceptor chain about the caller.
+/// Needs no database; the whole production path — `AuthenticationInterceptor` and
+/// `Authenticator` to the handler — is in Tests/CustodyTests/RPCAuthTests.
+@Suite("Mutual TLS: the handshake and the caller's certificate")
 struct MutualTLSTests {
-    /// Server: its certificate and key; trust roots = our CA only; a client certificate REQUIRED.
-    static func serverSecurity(_ certs: TestCertificates) -> HTTP2ServerTransport.Posix.TransportSecurity {
-        .mTLS(
-            certificateChain: [.file(path: certs.path("server.pem"), format: .pem)],
-            privateKey: .file(path: certs.path("server.key"), format: .pem)
-        ) { tls in
-            // `.mTLS` defaults to the *system* trust roots: any public CA's client certificate
-            // would pass. Trust our CA alone.
-            tls.trustRoots = .certificates([.file(path: certs.path("ca.pem"), format: .pem)])
-            // The default of `.mTLS`, spelled out: verify the chain (no hostname: clients have
-            // none) and fail the handshake without a client certificate.
-            tls.clientCertificateVerification = .noHostnameVerification
-            tls.requireALPN = true
-        }
+    static func endpoint(_ certs: TestCertificates) -> ServerEndpoint {
+        ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(
+            certificateChain: certs.path("server.pem"), privateKey: certs.path("server.key"), clientCA: certs.path("ca.pem")
+        ))
     }
 
-    /// Client: its certificate and key; trusts our CA for the server's certificate.
+    /// Client: the production set-up (`RPCClientTLS`) with `name`'s certificate and key.
     static func clientSecurity(_ certs: TestCertificates, _ name: String) -> HTTP2ClientTransport.Posix.TransportSecurity {
-        .mTLS(
-            certificateChain: [.file(path: certs.path("\(name).pem"), format: .pem)],
-            privateKey: .file(path: certs.path("\(name).key"), format: .pem)
-        ) { tls in
-            tls.trustRoots = .certificates([.file(path: certs.path("ca.pem"), format: .pem)])
-            tls.serverCertificateVerification = .fullVerification
-        }
+        RPCClientTLS(certificateChain: certs.path("\(name).pem"), privateKey: certs.path("\(name).key"), serverCA: certs.path("ca.pem")).transportSecurity
     }
 
     /// The first RPC on a connection whose handshake fails: fail fast, with a deadline.
     static let failFast = CallOptions.defaults.with { $0.timeout = .seconds(10); $0.waitForReady = false }
 
-    @Test("A front-end's certificate reaches the handler: subject and SAN URI, mapped to an identity")
-    func frontEnd() async throws {
-        let certs = try TestCertificates.get()
+    /// One health check as `name` (a certificate of scripts/make-ca) against the production
+    /// transport; returns what the interceptor chain saw.
+    static func check(
+        as security: HTTP2ClientTransport.Posix.TransportSecurity, _ certs: TestCertificates, options: CallOptions = .defaults
+    ) async throws -> [PeerRecorder.Seen] {
+        let recorder = PeerRecorder()
         try await withLoopbackServer(
-            services: [EchoPeerAPIKeys()],
-            interceptors: [PeerCertificateInterceptor()],
-            serverSecurity: Self.serverSecurity(certs),
-            clientSecurity: Self.clientSecurity(certs, "frontend-demo")
+            transport: try CustosServer.transport(endpoint(certs)),
+            services: [HealthService(registry: HealthStatusRegistry())],
+            interceptors: [recorder],
+            clientSecurity: security
         ) { client in
-            let seen = try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init())
-            #expect(seen.keyID == "\(CallerCertificate.Role.frontend(name: "demo", tenants: .any))")
-            #expect(seen.scopes == ["custos://frontend/demo", "custos://tenant/*"])
-            #expect(seen.tenantID.contains("CN=custos frontend demo"))
+            _ = try await Grpc_Health_V1_Health.Client(wrapping: client).check(.with { $0.service = "" }, options: options)
         }
+        return recorder.seen.withLock { $0 }
     }
 
-    @Test("Two officers' certificates give two officer identities")
+    @Test("A front-end's certificate reaches the interceptor chain: subject, SAN URIs, and the front-end role read from them")
+    func frontEnd() async throws {
+        let certs = try TestCertificates.get()
+        let seen = try await Self.check(as: Self.clientSecurity(certs, "frontend-demo"), certs)
+        #expect(seen.count == 1)
+        #expect(seen.first?.role == .frontend(name: "demo", tenants: .any))
+        #expect(seen.first?.uris == ["custos://frontend/demo", "custos://tenant/*"])
+        #expect(seen.first?.subject?.contains("CN=custos frontend demo") == true)
+    }
+
+    @Test("Two officers' certificates give two officer roles")
     func officers() async throws {
         let certs = try TestCertificates.get()
         for (name, officer) in [("officer-alice", "alice"), ("officer-bob", "bob")] {
-            try await withLoopbackServer(
-                services: [EchoPeerAPIKeys()],
-                interceptors: [PeerCertificateInterceptor()],
-                serverSecurity: Self.serverSecurity(certs),
-                clientSecurity: Self.clientSecurity(certs, name)
-            ) { client in
-                let seen = try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init())
-                #expect(seen.keyID == "\(CallerCertificate.Role.officer(name: officer))")
-                #expect(seen.scopes == ["custos://officer/\(officer)"])
-            }
-        }
-    }
-
-    @Test("Without an interceptor a handler can read HTTP2ServerTransport.Posix.Context.peerCertificate itself")
-    func rawTransportContext() async throws {
-        let certs = try TestCertificates.get()
-        try await withLoopbackServer(
-            services: [EchoPeerAPIKeys()],
-            serverSecurity: Self.serverSecurity(certs),
-            clientSecurity: Self.clientSecurity(certs, "officer-alice")
-        ) { client in
-            let seen = try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init())
-            #expect(seen.keyID == "raw transport context")
-            #expect(seen.scopes == ["custos://officer/alice"])
+            let seen = try await Self.check(as: Self.clientSecurity(certs, name), certs)
+            #expect(seen.first?.role == .officer(name: officer))
+            #expect(seen.first?.uris == ["custos://officer/\(officer)"])
         }
     }
 
     @Test("No client certificate: the handshake fails and no RPC runs")
     func noClientCertificate() async throws {
         let certs = try TestCertificates.get()
-        let counter = CountingInterceptor()
         let noCertificate = HTTP2ClientTransport.Posix.TransportSecurity.tls { tls in
             tls.trustRoots = .certificates([.file(path: certs.path("ca.pem"), format: .pem)])
         }
-        try await withLoopbackServer(
-            services: [EchoPeerAPIKeys()],
-            interceptors: [counter, PeerCertificateInterceptor()],
-            serverSecurity: Self.serverSecurity(certs),
-            clientSecurity: noCertificate
-        ) { client in
-            let error = await #expect(throws: RPCError.self) {
-                try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init(), options: Self.failFast)
-            }
-            #expect(error?.code == .unavailable)
-            #expect(counter.count.load(ordering: .relaxed) == 0)
-        }
+        try await Self.expectRefused(noCertificate, certs)
     }
 
     @Test("A certificate from another CA, even with a Custos SAN URI, fails the handshake")
     func otherCA() async throws {
         let certs = try TestCertificates.get()
-        let counter = CountingInterceptor()
-        try await withLoopbackServer(
-            services: [EchoPeerAPIKeys()],
-            interceptors: [counter, PeerCertificateInterceptor()],
-            serverSecurity: Self.serverSecurity(certs),
-            clientSecurity: Self.clientSecurity(certs, "other-client")
-        ) { client in
-            let error = await #expect(throws: RPCError.self) {
-                try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init(), options: Self.failFast)
-            }
-            #expect(error?.code == .unavailable)
-            #expect(counter.count.load(ordering: .relaxed) == 0)
-        }
+        try await Self.expectRefused(Self.clientSecurity(certs, "other-client"), certs)
     }
 
     @Test("The server's own certificate (serverAuth only) is refused as a client certificate")
     func serverCertificateAsClient() async throws {
         let certs = try TestCertificates.get()
+        try await Self.expectRefused(Self.clientSecurity(certs, "server"), certs)
+    }
+
+    /// The handshake refuses the client: it sees UNAVAILABLE, and no RPC reaches an interceptor.
+    static func expectRefused(_ security: HTTP2ClientTransport.Posix.TransportSecurity, _ certs: TestCertificates) async throws {
         let counter = CountingInterceptor()
         try await withLoopbackServer(
-            services: [EchoPeerAPIKeys()],
-            interceptors: [counter, PeerCertificateInterceptor()],
-            serverSecurity: Self.serverSecurity(certs),
-            clientSecurity: Self.clientSecurity(certs, "server")
+            transport: try CustosServer.transport(endpoint(certs)),
+            services: [HealthService(registry: HealthStatusRegistry())],
+            interceptors: [counter],
+            clientSecurity: security
         ) { client in
             let error = await #expect(throws: RPCError.self) {
-                try await Custos_V1_APIKeys.Client(wrapping: client).whoAmI(.init(), options: Self.failFast)
+                try await Grpc_Health_V1_Health.Client(wrapping: client).check(.with { $0.service = "" }, options: Self.failFast)
             }
             #expect(error?.code == .unavailable)
             #expect(counter.count.load(ordering: .relaxed) == 0)

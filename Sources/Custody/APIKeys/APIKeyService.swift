@@ -99,7 +99,7 @@ public final class APIKeyService: Sendable {
             try await database.withTenant(tenant, context: "issue API key") { connection in
                 try await APIKeyStore.insert(record, on: connection)
                 try await audit.append(
-                    tenant: tenant, actor: actor, action: "apikey.issue", target: keyID,
+                    tenant: tenant, actor: actor, action: .apiKeyIssue, target: keyID,
                     details: ["scopes": scopes.joined(separator: " "), "pepper_version": "\(pepperVersion)"], on: connection
                 )
             }
@@ -152,7 +152,7 @@ public final class APIKeyService: Sendable {
             let revoked = try await database.withTenant(tenant, context: "revoke API key") { connection in
                 let revoked = try await APIKeyStore.revoke(keyID: keyID, on: connection)
                 if revoked {
-                    try await audit.append(tenant: tenant, actor: actor, action: "apikey.revoke", target: keyID, details: [:], on: connection)
+                    try await audit.append(tenant: tenant, actor: actor, action: .apiKeyRevoke, target: keyID, details: [:], on: connection)
                 }
                 return revoked
             }

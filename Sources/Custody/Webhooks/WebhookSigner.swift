@@ -46,7 +46,7 @@ public final class WebhookSigner: Sendable {
             let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
             try await keyring.storePending(record)
             _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: "webhook.secret", target: "webhook/v\(next)",
+                tenant: tenant, actor: actor, action: .webhookSecret, target: "webhook/v\(next)",
                 details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
             ))
             return (next, StandardWebhooks.encodeSecret(secret))
@@ -107,7 +107,7 @@ public final class WebhookSigner: Sendable {
             throw error
         }
         _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
-            tenant: tenant, actor: actor, action: "webhook.ed25519", target: "webhook-ed25519/v\(next)",
+            tenant: tenant, actor: actor, action: .webhookEd25519, target: "webhook-ed25519/v\(next)",
             details: ["public_key_sha256_prefix": Hex.encode(record.checkValue)]
         ))
         return (next, StandardWebhooks.encodePublicKey(publicKey))

@@ -1,4 +1,6 @@
 public import CustosModel
+public import GRPCCore
+import GRPCNIOTransportHTTP2Posix
 import SecureMemory
 public import X509
 
@@ -33,6 +35,15 @@ public struct CallerCertificate: Sendable, Hashable {
         }
         guard let role = Self.role(fromURIs: uris) else { return nil }
         self.init(role: role, serial: Hex.encode(certificate.serialNumber.bytes))
+    }
+
+    /// The certificate the TLS handshake verified for this RPC, as the NIO transport hands it
+    /// over (`HTTP2ServerTransport.Posix.Context.peerCertificate`, looked up per RPC).
+    /// - Returns: `nil` without a certificate (plaintext, or another transport) or when its SAN
+    ///   URIs name no single Custos role: the caller is then unauthenticated.
+    public init?(verifiedPeerOf context: ServerContext) {
+        guard let leaf = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else { return nil }
+        self.init(leaf)
     }
 
     public static func role(fromURIs uris: [String]) -> Role? {

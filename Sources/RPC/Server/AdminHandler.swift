@@ -4,20 +4,22 @@ import Foundation
 public import GRPCCore
 public import HSM
 import SecureMemory
-public import Storage
+import Storage
 import SwiftProtobuf
 public import Verification
 
 /// `custos.v1.Admin`: what security officers and data-protection officers do. Officer
 /// certificates only (the interceptor checks); every change is audited with the officer's name.
+/// It reads and writes nothing itself: each call goes to the Custody or Verification service
+/// that owns the data (Storage's record types are only what those services return).
 public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public struct Dependencies: Sendable {
         public let webhooks: WebhookSigner
         public let pool: SessionPool
-        public let database: Database
         public let keyring: TenantKeyring
         public let audit: AuditLog
         public let apiKeys: APIKeyService
+        public let revocations: CertificateRevocations
         public let approvals: KeyDestructionApprovals
         public let policies: TenantPolicies
         public let rights: SubjectRights
@@ -27,16 +29,16 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         public let destructionWaitingPeriod: Duration
 
         public init(
-            webhooks: WebhookSigner, pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
-            approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
+            webhooks: WebhookSigner, pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
+            revocations: CertificateRevocations, approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
             authenticator: Authenticator, destructionWaitingPeriod: Duration
         ) {
             self.webhooks = webhooks
             self.pool = pool
-            self.database = database
             self.keyring = keyring
             self.audit = audit
             self.apiKeys = apiKeys
+            self.revocations = revocations
             self.approvals = approvals
             self.policies = policies
             self.rights = rights
@@ -65,7 +67,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public func listTenants(request: Custos_V1_ListTenantsRequest, context: ServerContext) async throws -> Custos_V1_ListTenantsResponse {
         _ = try officer()
         var tenants = [Custos_V1_Tenant]()
-        for record in try await TenantStore(deps.database).list() {
+        for record in try await deps.keyring.tenants() {
             tenants.append(tenant(record, policy: try await deps.policies.policy(record.id)))
         }
         return .with { $0.tenants = tenants }
@@ -194,12 +196,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard (1...64).contains(serial.utf8.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw RPCError(code: .invalidArgument, message: "serial: the certificate's serial number in hex")
         }
-        let audit = deps.audit
-        let subject = request.subject
-        try await deps.database.withTransaction(context: "revoke certificate") { connection in
-            try await CertificateRevocationStore.revoke(serial: serial, subject: subject, by: actor, on: connection)
-            try await audit.append(tenant: nil, actor: actor, action: "certificate.revoke", target: serial, details: [:], on: connection)
-        }
+        try await deps.revocations.revoke(serial: serial, subject: request.subject, actor: actor)
         deps.authenticator.invalidateRevocations()
         return .with { $0.revoked = true }
     }
@@ -237,10 +234,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public func auditTail(request: Custos_V1_AuditTailRequest, context: ServerContext) async throws -> Custos_V1_AuditTailResponse {
         _ = try officer()
         let limit = Int(request.limit == 0 ? 20 : min(request.limit, 1_000))
-        let entries = try await deps.database.withTransaction(context: "audit tail") { connection in
-            let head = try await AuditLogStore.head(on: connection)?.seq ?? 0
-            return try await AuditLogStore.entries(after: max(0, head - Int64(limit)), limit: limit, on: connection)
-        }
+        let entries = try await deps.audit.tail(limit: limit)
         return .with {
             $0.entries = entries.map { entry in
                 .with {
@@ -320,7 +314,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     private func existingTenant(_ text: String) async throws -> TenantID {
         let id = try RequestFields.tenant(text)
-        guard try await TenantStore(deps.database).get(id) != nil else { throw RPCError(code: .notFound, message: "unknown tenant \(id)") }
+        guard try await deps.keyring.tenant(id) != nil else { throw RPCError(code: .notFound, message: "unknown tenant \(id)") }
         return id
     }
 

@@ -1,7 +1,6 @@
 import CustosModel
 import Dispatch
 public import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 public import Logging
 import Metrics
 
@@ -30,7 +29,7 @@ public struct AuthenticationInterceptor: ServerInterceptor {
             Counter(label: "custos_rpc_requests_total", dimensions: [("method", method), ("code", code)]).increment()
         }
         do {
-            let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate.flatMap(CallerCertificate.init)
+            let certificate = CallerCertificate(verifiedPeerOf: context)
             let caller = try await authenticator.authenticate(
                 service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
             )

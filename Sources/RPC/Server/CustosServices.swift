@@ -73,7 +73,8 @@ public struct CustosServices: Sendable {
             APIKeysHandler(apiKeys: apiKeys),
             WebhooksHandler(signer: webhooks, keyring: keyring, sessions: sessions),
             AdminHandler(AdminHandler.Dependencies(
-                webhooks: webhooks, pool: pool, database: database, keyring: keyring, audit: audit, apiKeys: apiKeys, approvals: approvals,
+                webhooks: webhooks, pool: pool, keyring: keyring, audit: audit, apiKeys: apiKeys,
+                revocations: CertificateRevocations(database: database, audit: audit), approvals: approvals,
                 policies: policies, rights: rights, retention: retention, authenticator: authenticator,
                 destructionWaitingPeriod: settings.destructionWaitingPeriod
             )),

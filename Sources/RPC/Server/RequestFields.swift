@@ -1,4 +1,4 @@
-public import CustosModel
+import CustosModel
 import Foundation
 import GRPCCore
 import Verification
@@ -41,29 +41,15 @@ enum RequestFields {
     }
 
     static func purpose(_ purpose: Custos_V1_KeyPurpose) throws -> KeyPurpose {
-        switch purpose {
-        case .bioSeed: .bioSeed
-        case .bioPrf: .bioPRF
-        case .pii: .pii
-        case .apikeyPepper: .apiKeyPepper
-        case .webhook: .webhook
-        case .webhookEd25519: .webhookEd25519
-        case .data: .data
-        case .unspecified, .UNRECOGNIZED: throw RPCError(code: .invalidArgument, message: "purpose is required (e.g. KEY_PURPOSE_DATA)")
+        guard let purpose = KeyPurpose(wire: purpose) else {
+            throw RPCError(code: .invalidArgument, message: "purpose is required (e.g. KEY_PURPOSE_DATA)")
         }
+        return purpose
     }
 
     static func purpose(_ purpose: KeyPurpose) -> Custos_V1_KeyPurpose { purpose.wire }
 
-    static func state(_ state: KeyState) -> Custos_V1_KeyState {
-        switch state {
-        case .pending: .pending
-        case .active: .active
-        case .retiring: .retiring
-        case .retired: .retired
-        case .destroyed: .destroyed
-        }
-    }
+    static func state(_ state: KeyState) -> Custos_V1_KeyState { state.wire }
 }
 
 extension Caller {
@@ -76,20 +62,5 @@ extension Caller {
     static func requireOfficer() throws -> String {
         guard case .officer(let name) = current?.kind else { throw RPCError(code: .permissionDenied, message: "Admin calls need an officer certificate") }
         return name
-    }
-}
-
-extension KeyPurpose {
-    /// The purpose as the protos spell it (one mapping for the server and the CLI).
-    public var wire: Custos_V1_KeyPurpose {
-        switch self {
-        case .bioSeed: .bioSeed
-        case .bioPRF: .bioPrf
-        case .pii: .pii
-        case .apiKeyPepper: .apikeyPepper
-        case .webhook: .webhook
-        case .webhookEd25519: .webhookEd25519
-        case .data: .data
-        }
     }
 }

@@ -17,7 +17,21 @@ func withLoopbackServer<Result: Sendable>(
         transportSecurity: serverSecurity,
         config: serverConfig
     )
-    return try await withGRPCServer(transport: transport, services: services, interceptors: interceptors) { server in
+    return try await withLoopbackServer(
+        transport: transport, services: services, interceptors: interceptors, clientSecurity: clientSecurity, body
+    )
+}
+
+/// The same over a server transport made elsewhere (e.g. the production
+/// `CustosServer.transport`), which must listen on 127.0.0.1.
+func withLoopbackServer<Result: Sendable>(
+    transport: HTTP2ServerTransport.Posix,
+    services: [any RegistrableRPCService],
+    interceptors: [any ServerInterceptor] = [],
+    clientSecurity: HTTP2ClientTransport.Posix.TransportSecurity,
+    _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+) async throws -> Result {
+    try await withGRPCServer(transport: transport, services: services, interceptors: interceptors) { server in
         guard let port = try await server.listeningAddress?.ipv4?.port else {
             throw RPCError(code: .internalError, message: "server has no IPv4 listening address")
         }

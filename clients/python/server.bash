@@ -1,4 +1,4 @@
-# tests/python/server.bash — sourced by scripts/python-client-test and scripts/demo: start a
+# clients/python/server.bash — sourced by scripts/python-client-test and scripts/demo: start a
 # temporary `custos serve` on any free port and stop it again.
 #
 #   start_server BIN CONFIG WORKDIR   starts `BIN serve --config CONFIG --port 0 --metrics-port 0

@@ -2,7 +2,7 @@
 """The Custos end-to-end demo over gRPC with mutual TLS, step by step.
 
 Every step is a method of `DemoFlow` that prints what happens (for the demo) and returns the
-server's answer (for tests/python/test_demo_flow.py, which checks every answer). `run()` does
+server's answer (for clients/python/test_demo_flow.py, which checks every answer). `run()` does
 them all in order:
 
   officer  : CreateTenant, IssueAPIKey (scopes verification, webhooks, keys)

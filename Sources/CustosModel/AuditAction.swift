@@ -1,0 +1,38 @@
+/// What an audit log entry records was done. The raw value is the string stored in
+/// `audit_log.action` and covered by the entry's hash and MAC: never change one, or chains
+/// already written stop verifying (`AuditActionTests` pins each). Custody, the verification
+/// core and the CLI record actions, so the type lives here.
+public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
+    case tenantCreate = "tenant.create"
+    case tenantEnable = "tenant.enable"
+    case tenantDisable = "tenant.disable"
+    case tenantPolicy = "tenant.policy"
+
+    case keyRotate = "key.rotate"
+    case keyRetire = "key.retire"
+    case keyDestroy = "key.destroy"
+    case keyDestroyRequest = "key.destroy.request"
+    case keyDestroyApprove = "key.destroy.approve"
+    /// An interrupted rotation completed or rolled back at start-up.
+    case keyReconcile = "key.reconcile"
+    /// A tenant key re-wrapped under a new root KEK (ceremony).
+    case keyRewrap = "key.rewrap"
+
+    case apiKeyIssue = "apikey.issue"
+    case apiKeyRevoke = "apikey.revoke"
+
+    case webhookSecret = "webhook.secret"
+    case webhookEd25519 = "webhook.ed25519"
+    /// `custos webhook sign` used a tenant's webhook key on the host.
+    case webhookSignLocal = "webhook.sign.local"
+
+    case certificateRevoke = "certificate.revoke"
+    case auditAnchorReset = "audit.anchor.reset"
+
+    case subjectReenrol = "subject.reenrol"
+    case subjectExport = "subject.export"
+    case subjectErase = "subject.erase"
+    case retentionDelete = "retention.delete"
+    /// A tenant over its tokenization budget (at most once a minute per tenant).
+    case tokenizationRateLimited = "tokenization.rate_limited"
+}

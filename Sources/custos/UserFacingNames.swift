@@ -1,0 +1,43 @@
+import CustosModel
+import RPC
+import SwiftProtobuf
+
+/// One spelling per concept for what the CLI prints: a key purpose reads `bio-seed` and a key
+/// state `active` in tables and in `--output json` alike — the spelling `--purpose` takes —
+/// while the protos keep their enum names (`KEY_PURPOSE_BIO_SEED`) on the wire.
+enum UserFacingNames {
+    static func purpose(_ wire: Custos_V1_KeyPurpose) -> String { KeyPurpose(wire: wire)?.rawValue ?? "unspecified" }
+
+    static func state(_ wire: Custos_V1_KeyState) -> String { KeyState(wire: wire)?.rawValue ?? "unspecified" }
+
+    /// Protobuf JSON (field names as in the .proto) with key purposes and states renamed.
+    static func json(_ message: some SwiftProtobuf.Message) throws -> String {
+        var text = try message.jsonString(options: jsonOptions)
+        for (wire, user) in renames { text = text.replacingOccurrences(of: wire, with: user) }
+        return text
+    }
+
+    static let jsonOptions: JSONEncodingOptions = {
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        return options
+    }()
+
+    /// `"purpose":"KEY_PURPOSE_BIO_SEED"` → `"purpose":"bio-seed"`, and each `"state":…` likewise,
+    /// the wire text taken from the encoder itself. A quote inside a JSON string is escaped, so
+    /// this text can only be a field and its value, never part of a label.
+    static let renames: [(wire: String, user: String)] = {
+        func field(_ message: Custos_V1_KeyVersion) -> String? {
+            // `{"purpose":"KEY_PURPOSE_BIO_SEED"}` without its braces.
+            guard let json = try? message.jsonString(options: jsonOptions), json.hasPrefix("{"), json.hasSuffix("}") else { return nil }
+            return String(json.dropFirst().dropLast())
+        }
+        let purposes = KeyPurpose.allCases.compactMap { purpose in
+            field(.with { $0.purpose = purpose.wire }).map { (wire: $0, user: "\"purpose\":\"\(purpose.rawValue)\"") }
+        }
+        let states = KeyState.allCases.compactMap { state in
+            field(.with { $0.state = state.wire }).map { (wire: $0, user: "\"state\":\"\(state.rawValue)\"") }
+        }
+        return purposes + states
+    }()
+}

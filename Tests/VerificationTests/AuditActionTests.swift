@@ -1,0 +1,44 @@
+import CustosModel
+import Testing
+
+/// The stored spelling of every audit action. Each string is part of the entries' hashes and
+/// MACs: a changed one would make every chain already written fail `custos audit verify`.
+@Suite("AuditAction: the strings stored in audit_log.action")
+struct AuditActionTests {
+    static let stored: [AuditAction: String] = [
+        .tenantCreate: "tenant.create",
+        .tenantEnable: "tenant.enable",
+        .tenantDisable: "tenant.disable",
+        .tenantPolicy: "tenant.policy",
+        .keyRotate: "key.rotate",
+        .keyRetire: "key.retire",
+        .keyDestroy: "key.destroy",
+        .keyDestroyRequest: "key.destroy.request",
+        .keyDestroyApprove: "key.destroy.approve",
+        .keyReconcile: "key.reconcile",
+        .keyRewrap: "key.rewrap",
+        .apiKeyIssue: "apikey.issue",
+        .apiKeyRevoke: "apikey.revoke",
+        .webhookSecret: "webhook.secret",
+        .webhookEd25519: "webhook.ed25519",
+        .webhookSignLocal: "webhook.sign.local",
+        .certificateRevoke: "certificate.revoke",
+        .auditAnchorReset: "audit.anchor.reset",
+        .subjectReenrol: "subject.reenrol",
+        .subjectExport: "subject.export",
+        .subjectErase: "subject.erase",
+        .retentionDelete: "retention.delete",
+        .tokenizationRateLimited: "tokenization.rate_limited",
+    ]
+
+    @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)
+    func pinned(_ action: AuditAction) {
+        #expect(action.rawValue == Self.stored[action], "a new case needs its stored string pinned here")
+        #expect(AuditAction(rawValue: action.rawValue) == action)
+    }
+
+    @Test("No two actions share a stored string")
+    func distinct() {
+        #expect(Set(AuditAction.allCases.map(\.rawValue)).count == AuditAction.allCases.count)
+    }
+}
