@@ -27,61 +27,34 @@ extension SessionPool {
     func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error?) throws {
         guard try shouldStart(recovery.begin { $0.loginLost(seenGeneration: seenGeneration) }) else { return }
         logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "requested")"])
-        let effects: [RecoveryStateMachine.Effect]
-        do {
-            effects = try gate.drain {
-                recovery.step { $0.recoveryDrained() }
-                try persistent.withLock { persistent in
-                    if let session = persistent {
-                        try? session.logout()
-                        if (try? session.state()) == nil {
-                            persistent = nil
-                        } else {
-                            try login(session)
-                        }
+        try runRecovery {
+            try persistent.withLock { persistent in
+                if let session = persistent {
+                    try? session.logout()
+                    if (try? session.state()) == nil {
+                        persistent = nil
+                    } else {
+                        try login(session)
                     }
-                    _ = try persistentSession(&persistent)
                 }
-                return recovery.step { $0.recoverySucceeded() }
+                _ = try persistentSession(&persistent)
             }
-        } catch {
-            _ = recovery.step { $0.recoveryFailed(now: monotonicNanoseconds(), pinRejected: error.isPINRejection) }
-            throw error
         }
-        record(effects)
     }
 
     /// After a device error: drain, finalize, initialise again, select the token anew, log in.
     /// On failure the circuit opens for a growing pause, and calls answer "unavailable" at once.
     func recoverDevice(seenEpoch: UInt64, cause: PKCS11Error?) throws {
-        let decision = recovery.begin { $0.deviceLost(seenEpoch: seenEpoch, now: monotonicNanoseconds()) }
-        guard try shouldStart(decision) else { return }
+        guard try shouldStart(recovery.begin { $0.deviceLost(seenEpoch: seenEpoch, now: monotonicNanoseconds()) }) else { return }
         logger.warning("HSM device lost; re-initialising", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "breaker")"])
-        let effects: [RecoveryStateMachine.Effect]
-        do {
-            effects = try gate.drain {
-                persistent.withLock { $0 = nil }
-                recovery.step { $0.recoveryDrained() }
-                try? module.finalize()
-                try module.initialize()
-                let token = try module.findToken(configuration.token)
-                slot.withLock { $0 = token.slot }
-                try persistent.withLock { persistent in _ = try persistentSession(&persistent) }
-                return recovery.step { $0.recoverySucceeded() }
-            }
-        } catch {
-            let action = recovery.step { $0.recoveryFailed(now: monotonicNanoseconds(), pinRejected: error.isPINRejection) }
-            switch action {
-            case .rethrow:
-                throw error
-            case .openBreaker(let backoff), .openBreakerAndGiveUp(let backoff):
-                metrics.breakerOpen.record(1)
-                logger.error("HSM re-initialisation failed", metadata: ["error": "\(error)", "retry_in_ms": "\(backoff / 1_000_000)"])
-                if case .openBreakerAndGiveUp = action { throw error }
-                throw HSMError.unavailable(reason: "HSM re-initialisation failed: \(error)", retryAfterNanoseconds: backoff)
-            }
+        try runRecovery {
+            persistent.withLock { $0 = nil }
+            try? module.finalize()
+            try module.initialize()
+            let token = try module.findToken(configuration.token)
+            slot.withLock { $0 = token.slot }
+            try persistent.withLock { persistent in _ = try persistentSession(&persistent) }
         }
-        record(effects)
     }
 
     /// Closes every session of the token for real (`C_CloseAllSessions`) once in-flight calls
@@ -89,17 +62,10 @@ extension SessionPool {
     public func resetSessions() async throws {
         try await submit { _ in
             guard try self.shouldStart(self.recovery.begin { $0.resetRequested() }) else { return }
-            do {
-                try self.gate.drain {
-                    self.persistent.withLock { $0 = nil }
-                    self.recovery.step { $0.recoveryDrained() }
-                    try self.module.closeAllSessions(slot: try self.currentSlot())
-                    try self.persistent.withLock { persistent in _ = try self.persistentSession(&persistent) }
-                    self.record(self.recovery.step { $0.recoverySucceeded() })
-                }
-            } catch {
-                _ = self.recovery.step { $0.recoveryFailed(now: monotonicNanoseconds(), pinRejected: error.isPINRejection) }
-                throw error
+            try self.runRecovery {
+                self.persistent.withLock { $0 = nil }
+                try self.module.closeAllSessions(slot: try self.currentSlot())
+                try self.persistent.withLock { persistent in _ = try self.persistentSession(&persistent) }
             }
             self.logger.notice("HSM sessions reset")
         }
@@ -127,6 +93,32 @@ extension SessionPool {
         case .awaitRecovery:
             preconditionFailure("RecoveryLock.begin returns only once no recovery runs")
         }
+    }
+
+    /// Runs the started recovery's `procedure` once in-flight calls have drained, and reports
+    /// its end to the machine whatever happens, so that the machine never stays "recovering".
+    private func runRecovery(_ procedure: () throws -> Void) throws {
+        let effects: [RecoveryStateMachine.Effect]
+        do {
+            effects = try gate.drain {
+                recovery.step { $0.recoveryDrained() }
+                try procedure()
+                // Still drained: no call runs with the old generation once the gate reopens.
+                return recovery.step { $0.recoverySucceeded() }
+            }
+        } catch {
+            let action = recovery.step { $0.recoveryFailed(now: monotonicNanoseconds(), pinRejected: error.isPINRejection) }
+            switch action {
+            case .rethrow:
+                throw error
+            case .openBreaker(let backoff), .openBreakerAndGiveUp(let backoff):
+                metrics.breakerOpen.record(1)
+                logger.error("HSM re-initialisation failed", metadata: ["error": "\(error)", "retry_in_ms": "\(backoff / 1_000_000)"])
+                if case .openBreakerAndGiveUp = action { throw error }
+                throw HSMError.unavailable(reason: "HSM re-initialisation failed: \(error)", retryAfterNanoseconds: backoff)
+            }
+        }
+        record(effects)
     }
 
     private func record(_ effects: [RecoveryStateMachine.Effect]) {
