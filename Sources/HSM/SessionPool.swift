@@ -19,6 +19,8 @@ import Glibc
 /// Failures are recovered by the class of their `CK_RV` (``RecoveryClass``): a lost session is
 /// replaced, a lost login is restored and keys re-resolved, a lost device is re-initialised
 /// after in-flight calls drain, with a circuit breaker meanwhile; PIN errors are never retried.
+/// What to do is decided by ``RecoveryStateMachine`` (a value, table-tested without an HSM);
+/// this class owns the threads and makes the PKCS#11 calls.
 public final class SessionPool: Sendable {
     public let configuration: HSMConfiguration
     public let module: PKCS11Module
@@ -30,26 +32,18 @@ public final class SessionPool: Sendable {
     public let executor: HSMTaskExecutor
 
     private let state = Mutex(Lifecycle.idle)
-    private let persistent = Mutex(PersistentSession())
+    /// The persistent session: it holds the login and owns the session objects.
+    let persistent = Mutex<PKCS11Session?>(nil)
     private let keyCache = Mutex([String: CachedHandle]())
-    private let recoveryLock = Mutex(())
-    private let generationCounter = Atomic<UInt64>(1)
-    private let epochCounter = Atomic<UInt64>(1)
-    private let breakerUntil = Atomic<UInt64>(0)
-    private let breakerBackoff = Atomic<UInt64>(0)
+    /// Recovery, circuit breaker and login policy (``RecoveryStateMachine``).
+    let recovery: RecoveryLock
     private let openSessions = Atomic<Int>(0)
-    private let slot = Mutex<SlotID?>(nil)
+    let slot = Mutex<SlotID?>(nil)
     private let pin: SecretBytes
     private let acquireTimeout: UInt64
 
     private enum Lifecycle {
         case idle, running(workers: [pthread_t], watchdog: pthread_t), stopped
-    }
-
-    private struct PersistentSession {
-        var session: PKCS11Session?
-        var verified = false
-        var rejected: PKCS11ReturnValue?
     }
 
     private struct CachedHandle {
@@ -81,6 +75,9 @@ public final class SessionPool: Sendable {
             throw HSMError.pinUnreadable(error)
         }
         acquireTimeout = configuration.acquireTimeout.nanoseconds
+        recovery = RecoveryLock(RecoveryStateMachine(
+            backoff: configuration.recoveryBackoff.lowerBound.nanoseconds ... configuration.recoveryBackoff.upperBound.nanoseconds
+        ))
         metrics = SessionPoolMetrics(label: String(describing: configuration.token))
         executor = HSMTaskExecutor(queue: queue)
     }
@@ -124,6 +121,7 @@ public final class SessionPool: Sendable {
             return (workers, watchdog)
         }
         guard let (workers, watchdog) = threads else { return }
+        recovery.step { $0.shutDown() }
         for request in queue.stop() { request.fail(.notRunning) }
         // Joining blocks, so it happens on a thread of its own rather than the cooperative pool.
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
@@ -131,9 +129,9 @@ public final class SessionPool: Sendable {
                 for worker in workers { pthread_join(worker, nil) }
                 pthread_join(watchdog, nil)
                 self.gate.drain {
-                    self.persistent.withLock { state in
-                        if let session = state.session { try? session.close() }
-                        state.session = nil
+                    self.persistent.withLock { session in
+                        try? session?.close()
+                        session = nil
                     }
                 }
                 continuation.resume()
@@ -167,7 +165,7 @@ public final class SessionPool: Sendable {
         try await withTaskExecutorPreference(executor) { try await body() }
     }
 
-    private func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
+    func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
             let request = PendingRequest(
                 run: { worker in
@@ -210,8 +208,8 @@ public final class SessionPool: Sendable {
 
     // MARK: State the workers read
 
-    var generation: UInt64 { generationCounter.load(ordering: .acquiring) }
-    var epoch: UInt64 { epochCounter.load(ordering: .acquiring) }
+    var generation: UInt64 { recovery.generation }
+    var epoch: UInt64 { recovery.epoch }
 
     func currentSlot() throws -> SlotID {
         guard let current = slot.withLock({ $0 }) else {
@@ -234,20 +232,20 @@ public final class SessionPool: Sendable {
             return (cached.handle, generation)
         }
         metrics.keyCacheMisses.increment()
-        return try persistent.withLock { state in
+        return try persistent.withLock { persistent in
             let generation = self.generation
             if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
                 return (cached.handle, generation)
             }
-            let session = try persistentSession(&state)
+            let session = try persistentSession(&persistent)
             let handle: ObjectHandle
             do {
                 handle = try key.resolve(session)
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
                 // The persistent session is gone, and with it every session object: start a new
                 // generation so that no stale handle is used again.
-                state.session = nil
-                generationCounter.wrappingAdd(1, ordering: .releasing)
+                persistent = nil
+                recovery.step { $0.persistentSessionLost() }
                 throw error
             }
             keyCache.withLock { $0[key.id] = CachedHandle(handle: handle, generation: generation) }
@@ -259,19 +257,20 @@ public final class SessionPool: Sendable {
     /// Serialised: use it to create keys, not for bulk work.
     public func withPersistentSession<R: Sendable>(_ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
         try await withSession(.custom) { _ in
-            try self.persistent.withLock { state in try body(try self.persistentSession(&state)) }
+            try self.persistent.withLock { persistent in try body(try self.persistentSession(&persistent)) }
         }
     }
 
-    private func persistentSession(_ state: inout PersistentSession) throws -> PKCS11Session {
-        if let session = state.session { return session }
+    /// The persistent session, opened and logged in if there is none.
+    func persistentSession(_ persistent: inout PKCS11Session?) throws -> PKCS11Session {
+        if let session = persistent { return session }
         let session = try module.openSession(slot: try currentSlot())
-        state.session = session
-        try login(session, &state)
+        persistent = session
+        try login(session)
         return session
     }
 
-    // MARK: Login and recovery
+    // MARK: Login
 
     /// Initial set-up, on a worker thread: initialise, select the token, log in.
     private func establish() throws {
@@ -284,133 +283,35 @@ public final class SessionPool: Sendable {
         }
         slot.withLock { $0 = token.slot }
         try gate.drain {
-            try persistent.withLock { state in
-                state.session = nil
-                _ = try persistentSession(&state)
+            try persistent.withLock { persistent in
+                persistent = nil
+                _ = try persistentSession(&persistent)
             }
         }
     }
 
-    /// Logs the user in, unless the PIN already failed or the token says a try is risky.
-    private func login(_ session: PKCS11Session, _ state: inout PersistentSession) throws {
-        if let rejected = state.rejected { throw HSMError.pinRejected(rejected) }
+    /// Logs the user in, unless the PIN already failed or the token says a try is risky
+    /// (the rules are ``RecoveryStateMachine``'s).
+    func login(_ session: PKCS11Session) throws {
+        if let refusal = recovery.read({ $0.loginRefusal() }) { throw refusal.error }
         let token = try module.tokenInfo(slot: session.slot)
-        if token.userPINLocked { throw HSMError.pinLocked(finalTry: false) }
-        if token.userPINFinalTry { throw HSMError.pinLocked(finalTry: true) }
+        if let refusal = recovery.read({ $0.loginRefusal(userPINLocked: token.userPINLocked, userPINFinalTry: token.userPINFinalTry) }) {
+            throw refusal.error
+        }
+        let result: RecoveryStateMachine.LoginResult
         do {
             try session.login(.user, pin: pin)
-            state.verified = true
+            result = .succeeded
         } catch let error as PKCS11Error where error.returnValue == .userAlreadyLoggedIn {
-            // Only our own, already verified login may answer this: otherwise a wrong PIN would
-            // pass unnoticed (DESIGN §4).
-            guard state.verified else { throw HSMError.loginUnverifiable }
+            result = .alreadyLoggedIn
         } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .pin {
-            state.rejected = error.returnValue
-            logger.error("HSM login refused; the pool will not retry it", metadata: ["rv": "\(error.returnValue.name)"])
-            throw HSMError.pinRejected(error.returnValue)
+            result = .pinRefused(error.returnValue)
         }
-    }
-
-    /// After a login-lost error: drain, log out and in again, start a new generation (every
-    /// cached handle is re-resolved). Skipped when another worker already did it.
-    func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error?) throws {
-        try recoveryLock.withLock { _ in
-            guard generation == seenGeneration else { return }
-            logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "requested")"])
-            try gate.drain {
-                try persistent.withLock { state in
-                    if let session = state.session {
-                        try? session.logout()
-                        if (try? session.state()) == nil {
-                            state.session = nil
-                        } else {
-                            try login(session, &state)
-                        }
-                    }
-                    _ = try persistentSession(&state)
-                }
-                generationCounter.wrappingAdd(1, ordering: .releasing)
-            }
-            metrics.relogins.increment()
+        guard let refusal = recovery.step({ $0.loginFinished(result) }) else { return }
+        if case .pinRejected(let returnValue) = refusal {
+            logger.error("HSM login refused; the pool will not retry it", metadata: ["rv": "\(returnValue.name)"])
         }
-    }
-
-    /// After a device error: drain, finalize, initialise again, select the token anew, log in.
-    /// On failure the circuit opens for a growing pause, and calls answer "unavailable" at once.
-    func recoverDevice(seenEpoch: UInt64, cause: PKCS11Error?) throws {
-        try recoveryLock.withLock { _ in
-            guard epoch == seenEpoch else { return }
-            let now = monotonicNanoseconds()
-            let until = breakerUntil.load(ordering: .acquiring)
-            if until != 0 && now < until {
-                throw HSMError.unavailable(reason: "HSM recovery pending", retryAfterNanoseconds: until - now)
-            }
-            logger.warning("HSM device lost; re-initialising", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "breaker")"])
-            do {
-                try gate.drain {
-                    persistent.withLock { $0.session = nil }
-                    epochCounter.wrappingAdd(1, ordering: .releasing)
-                    generationCounter.wrappingAdd(1, ordering: .releasing)
-                    try? module.finalize()
-                    try module.initialize()
-                    let token = try module.findToken(configuration.token)
-                    slot.withLock { $0 = token.slot }
-                    try persistent.withLock { state in _ = try persistentSession(&state) }
-                }
-                breakerUntil.store(0, ordering: .releasing)
-                breakerBackoff.store(0, ordering: .relaxed)
-                metrics.breakerOpen.record(0)
-                metrics.reinitializations.increment()
-                logger.info("HSM re-initialised")
-            } catch {
-                let lower = configuration.recoveryBackoff.lowerBound.nanoseconds
-                let upper = configuration.recoveryBackoff.upperBound.nanoseconds
-                let previous = breakerBackoff.load(ordering: .relaxed)
-                let backoff = previous == 0 ? lower : min(previous * 2, upper)
-                breakerBackoff.store(backoff, ordering: .relaxed)
-                breakerUntil.store(monotonicNanoseconds() + backoff, ordering: .releasing)
-                metrics.breakerOpen.record(1)
-                logger.error("HSM re-initialisation failed", metadata: ["error": "\(error)", "retry_in_ms": "\(backoff / 1_000_000)"])
-                if let hsmError = error as? HSMError, !hsmError.isRetryable, case .pinRejected = hsmError { throw hsmError }
-                throw HSMError.unavailable(reason: "HSM re-initialisation failed: \(error)", retryAfterNanoseconds: backoff)
-            }
-        }
-    }
-
-    /// Closes every session of the token for real (`C_CloseAllSessions`) once in-flight calls
-    /// have drained, then opens and logs in afresh. For maintenance; cached handles are re-resolved.
-    public func resetSessions() async throws {
-        try await submit { _ in
-            try self.recoveryLock.withLock { _ in
-                try self.gate.drain {
-                    self.persistent.withLock { $0.session = nil }
-                    self.epochCounter.wrappingAdd(1, ordering: .releasing)
-                    self.generationCounter.wrappingAdd(1, ordering: .releasing)
-                    try self.module.closeAllSessions(slot: try self.currentSlot())
-                    try self.persistent.withLock { state in _ = try self.persistentSession(&state) }
-                }
-            }
-            self.logger.notice("HSM sessions reset")
-        }
-    }
-
-    /// Logs out and in again for real once in-flight calls have drained (e.g. after a PIN change).
-    public func relogin() async throws {
-        let seen = generation
-        try await submit { _ in
-            try self.recoverLogin(seenGeneration: seen, cause: nil)
-        }
-    }
-
-    /// Fails fast while the circuit is open; once the pause is over, the caller tries recovery.
-    func checkBreaker() throws {
-        let until = breakerUntil.load(ordering: .acquiring)
-        guard until != 0 else { return }
-        let now = monotonicNanoseconds()
-        if now < until {
-            throw HSMError.unavailable(reason: "HSM circuit open after a device error", retryAfterNanoseconds: until - now)
-        }
-        try recoverDevice(seenEpoch: epoch, cause: nil)
+        throw refusal.error
     }
 
     // MARK: Watchdog
@@ -446,7 +347,7 @@ public final class SessionPool: Sendable {
             waitingRequests: queue.waitingRequests,
             generation: generation,
             epoch: epoch,
-            breakerOpen: breakerUntil.load(ordering: .relaxed) != 0,
+            breakerOpen: recovery.breakerOpen,
             cachedKeys: keyCache.withLock { $0.count },
             running: isRunning
         )

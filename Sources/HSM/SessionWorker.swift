@@ -66,17 +66,14 @@ final class SessionWorker: @unchecked Sendable {
             } catch let error as PKCS11Error {
                 pool.metrics.recordError(error)
                 let recovery = RecoveryClass(error.returnValue)
-                if retried { throw pool.finalError(error, recovery) }
-                switch recovery {
-                case .sessionFatal:
+                switch pool.afterFailure(recovery, seenGeneration: generation, seenEpoch: epoch, retried: retried) {
+                case .retry:
                     break
-                case .loginLost:
+                case .recoverLogin:
                     try pool.recoverLogin(seenGeneration: generation, cause: error)
-                case .device:
+                case .recoverDevice:
                     try pool.recoverDevice(seenEpoch: epoch, cause: error)
-                case .transient where pool.generation != generation || pool.epoch != epoch:
-                    break
-                case .transient, .pin, .caller:
+                case .surface:
                     throw pool.finalError(error, recovery)
                 }
                 retried = true
