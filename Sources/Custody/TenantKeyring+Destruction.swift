@@ -2,7 +2,7 @@ public import CustosModel
 import Foundation
 import HSM
 import SecureMemory
-public import Storage
+import Storage
 
 // The end of a version's life: retire (overlap over) and destroy (after the waiting period,
 // only when nothing stored still needs it).
