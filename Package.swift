@@ -258,5 +258,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The leaf alone: hex, the wipe, secret bytes. No token, no database.
+        .testTarget(name: "SecureMemoryTests", dependencies: ["SecureMemory"], swiftSettings: strict),
     ]
 )
