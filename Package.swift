@@ -109,7 +109,11 @@ let package = Package(
         // Wires custody into the verification core's ports, and features → tokens → decisions.
         .target(
             name: "Composition",
-            dependencies: ["CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification"],
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Ceremony
+import Composition
 import Crypto
 import Custody
 import Foundation

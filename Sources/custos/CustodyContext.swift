@@ -1,4 +1,5 @@
 import Ceremony
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -58,30 +59,6 @@ struct CustodyContext {
             throw error
         }
     }
-}
-
-extension CustosConfiguration {
-    enum DatabaseRole { case owner, service }
-
-    func databaseConfiguration(role: DatabaseRole) throws -> DatabaseConfiguration {
-        guard let postgres else { throw LocalError.configurationInvalid(path: source, reason: "no postgres section") }
-        let user = role == .owner ? (postgres.ownerUser ?? "custos_owner") : postgres.user
-        let passwordFile = role == .owner ? postgres.ownerPasswordFile : postgres.passwordFile
-        guard let passwordFile else { throw LocalError.configurationInvalid(path: source, reason: "no password file for \(user)") }
-        // The same 0600 rules as PINs.
-        let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-        return DatabaseConfiguration(
-            socketDirectory: postgres.socketDirectory, port: postgres.port, database: postgres.database,
-            username: user, password: password, schema: postgres.schema ?? "custos"
-        )
-    }
-
-    /// The audit head anchor lives beside config.json, outside PostgreSQL.
-    var auditAnchorPath: String {
-        URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("audit-anchor.log").path
-    }
-
-    var environment: String { keyEnvironment ?? "live" }
 }
 
 /// Turns a tenant argument into a ``TenantID`` or a clear local error.

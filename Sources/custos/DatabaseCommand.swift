@@ -16,8 +16,7 @@ struct DatabaseCommand: AsyncParsableCommand {
             let owner = try Database(configuration: try configuration.databaseConfiguration(role: .owner), logger: logger)
             owner.start()
             defer { Task { await owner.shutdown() } }
-            let serviceRole = configuration.postgres?.user ?? "custos_service"
-            let applied = try await Migrations.migrate(owner, serviceRole: serviceRole, logger: logger)
+                        let applied = try await Migrations.migrate(owner, serviceRole: configuration.serviceUser, logger: logger)
             await owner.shutdown()
             print(applied.isEmpty ? "schema is at version \(Migrations.latestVersion); nothing to do" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
         }

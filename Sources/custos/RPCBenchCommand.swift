@@ -1,4 +1,5 @@
 import ArgumentParser
+import Composition
 import Foundation
 import HSM
 import GRPCCore
@@ -87,10 +88,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let rpc = configuration.rpc else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
         }
         guard let ca = rpc.caCertificate else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs caCertificate")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs caCertificate")
         }
         let pki = URL(fileURLWithPath: ca).deletingLastPathComponent()
         let frontend = RPCLoadGenerator.Identity(
@@ -98,7 +99,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
             key: clientKey ?? pki.appendingPathComponent("frontend-demo.key").path, ca: ca
         )
         guard let officerCertificate = officerCertificate ?? rpc.clientCertificate, let officerKey = officerKey ?? rpc.clientKey else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs clientCertificate and clientKey (an officer's), or --officer-certificate and --officer-key")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs clientCertificate and clientKey (an officer's), or --officer-certificate and --officer-key")
         }
         let officer = RPCLoadGenerator.Identity(certificate: officerCertificate, key: officerKey, ca: ca)
 
@@ -122,7 +123,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
         frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity
     ) async throws -> Report {
         guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
         }
         ProcessHygiene.lockDown()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Composition
 import Foundation
 import HSM
 import Logging
@@ -29,7 +30,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let rpc = configuration.rpc else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
         }
         var logger = Logger(label: "custos.serve") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = ProcessInfo.processInfo.environment["CUSTOS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
@@ -42,7 +43,7 @@ struct ServeCommand: AsyncParsableCommand {
         var tls: ServerEndpoint.TLSFiles?
         if !plaintextLoopback {
             guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate (or --plaintext-loopback)")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate (or --plaintext-loopback)")
             }
             tls = ServerEndpoint.TLSFiles(certificateChain: certificate, privateKey: key, clientCA: ca)
         }
@@ -53,13 +54,13 @@ struct ServeCommand: AsyncParsableCommand {
             let attempts = rpc.verificationAttemptsPerSubject ?? settings.verificationAttempts.attempts
             let seconds = rpc.verificationAttemptWindowSeconds ?? Int(settings.verificationAttempts.window.components.seconds)
             guard attempts > 0, seconds > 0 else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
             }
             settings.verificationAttempts = VerificationAttemptLimit(attempts: attempts, window: .seconds(seconds))
         }
         if let bytes = rpc.galleryMemoryBytes {
             guard bytes >= TokenGallery.bytesPerSubject else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
             }
             settings.galleryMemoryLimit = bytes
         }
