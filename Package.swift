@@ -113,6 +113,7 @@ let package = Package(
                 "CustosModel", "HSM", "PKCS11", "Custody", "Storage", "Tokenization", "Verification",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

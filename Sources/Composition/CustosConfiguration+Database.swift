@@ -1,5 +1,5 @@
 import Foundation
-public import HSM
+import HSM
 public import Storage
 
 /// The PostgreSQL role a runtime connects as: the service role for everything the service does,

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Composition
 import Foundation
 import HSM
 import Tokenization
@@ -27,10 +28,9 @@ struct EvalCommand: AsyncParsableCommand {
             ProcessHygiene.lockDown()
             let set = try LabelledEmbeddings(contentsOfFile: embeddings)
             let configuration = try options.loadConfiguration()
-            let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-            try await pool.start()
-            let report = try await ProtectedEvaluation.run(set, pool: pool, kind: projection)
-            await pool.shutdown()
+            let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
+                try await ProtectedEvaluation.run(set, pool: pool, kind: projection)
+            }
             switch output {
             case .json:
                 print(try encodeJSON(report))

@@ -134,11 +134,8 @@ struct RPCBenchCommand: AsyncParsableCommand {
         // limit allows a real subject: the bench measures throughput, not that limit.
         settings.verificationAttempts = VerificationAttemptLimit(attempts: .max, window: .seconds(1))
         let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(certificateChain: certificate, privateKey: key, clientCA: ca))
-        return try await CustodyContext.withContext(configuration) { context in
-            let services = CustosServices(
-                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
-                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
-            )
+        return try await CustosRuntime.run(configuration, options: .cli()) { context in
+            let services = CustosServices(context.verification(settings.verification, logger: logger), settings: settings, logger: logger)
             let background = Task { await services.runBackground() }
             let outcome: Result<Report, any Error>
             do {

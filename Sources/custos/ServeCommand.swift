@@ -65,16 +65,21 @@ struct ServeCommand: AsyncParsableCommand {
             settings.galleryMemoryLimit = bytes
         }
         let addressFile = addressFile
-        try await CustodyContext.withContext(configuration) { context in
-            let services = CustosServices(
-                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
-                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
-            )
-            // Loopback unless an operator opens it on purpose.
-            let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
-            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
-            try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
-                if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
+        // Loopback unless an operator opens it on purpose.
+        let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
+        let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
+        // Serves until SIGTERM or SIGINT, then shuts down gracefully: the RPC first, then the
+        // database and the pool.
+        let runtimeOptions = CustosRuntime.Options(logger: makeLogger(), lifetime: .services, gracefulShutdownSignals: [.sigterm, .sigint])
+        var served: CustosServer.Served?
+        try await CustosRuntime.run(configuration, options: runtimeOptions, services: { runtime in
+            let services = CustosServices(runtime.verification(settings.verification, logger: logger), settings: settings, logger: logger)
+            let prepared = try await CustosServer.prepare(services, endpoint: endpoint, metrics: metrics, logger: logger)
+            served = prepared
+            return prepared.members
+        }) { _ in
+            if let address = await served?.listening(), let addressFile {
+                try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic)
             }
         }
     }
