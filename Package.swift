@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "custos", targets: ["custos"]),
+        .executable(name: "custos-bench", targets: ["custos-bench"]),
         .library(name: "PKCS11", targets: ["PKCS11"]),
         .library(name: "HSM", targets: ["HSM"]),
         .library(name: "Custody", targets: ["Custody"]),
@@ -152,6 +153,31 @@ let package = Package(
                 "Ceremony",
                 "RPC",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // Benchmarks and the biometric evaluation (fixed test keys), apart from the production
+        // executable; they start Custos through the same runtime (Composition.CustosRuntime).
+        .executableTarget(
+            name: "custos-bench",
+            dependencies: [
+                "HSM",
+                "PKCS11",
+                "Custody",
+                "Storage",
+                "CustosModel",
+                "Tokenization",
+                "Verification",
+                "Composition",
+                "RPC",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -51,7 +51,7 @@ struct EvalCommand: AsyncParsableCommand {
     }
 
     struct Synth: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a realistic synthetic labelled set (CSV) for `custos eval`.")
+        static let configuration = CommandConfiguration(abstract: "Write a realistic synthetic labelled set (CSV) for `custos-bench eval`.")
         @Option(help: "Output file (never overwritten).") var out: String
         @Option(help: "Identities.") var identities = 200
         @Option(help: "Samples per identity.") var samples = 10

@@ -7,7 +7,7 @@ import HSM
 import PKCS11
 import Storage
 
-/// `custos bench custody`: API-key verifications and webhook signatures per second through the
+/// `custos-bench custody`: API-key verifications and webhook signatures per second through the
 /// pool with warm caches, the revocation delay between two instances, and — measured in the same
 /// run as the baseline — the raw PKCS#11 HMAC rate for the same message sizes.
 struct CustodyBenchCommand: AsyncParsableCommand {

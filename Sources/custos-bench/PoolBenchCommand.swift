@@ -4,7 +4,7 @@ import Foundation
 import HSM
 import PKCS11
 
-/// `custos bench pool`: the pool's overhead over raw PKCS#11.
+/// `custos-bench pool`: the pool's overhead over raw PKCS#11.
 ///
 /// In one run on one token, alternating phases so drift hits all alike:
 /// - raw: N threads, each with its own session, HMAC-SHA256 of 64-byte messages under one

@@ -6,7 +6,7 @@ import Synchronization
 import HSM
 import Tokenization
 
-/// `custos bench biometric`: tokenizations per second (512-d) and the HSM's share of them,
+/// `custos-bench biometric`: tokenizations per second (512-d) and the HSM's share of them,
 /// 1:1 verifications per second (tokenize + compare), and 1:N identification latency over
 /// 10k and 100k enrolled tokens (in-memory SIMD scan, top 5).
 struct BiometricBenchCommand: AsyncParsableCommand {

@@ -12,7 +12,7 @@ import SwiftProtobuf
 import Tokenization
 import Verification
 
-/// `custos bench rpc`: requests per second and latency over real gRPC with mutual TLS, for
+/// `custos-bench rpc`: requests per second and latency over real gRPC with mutual TLS, for
 /// the empty RPC (Ping: the ceiling of the stack), API-key verification (WhoAmI with a
 /// bearer key), and features in → token → answer (Enrol and Verify, a fresh consented session
 /// per call), all measured in one run so each can be read as a ratio to Ping.
