@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "custos", targets: ["custos"]),
+        .executable(name: "custos-bench", targets: ["custos-bench"]),
         .library(name: "PKCS11", targets: ["PKCS11"]),
         .library(name: "HSM", targets: ["HSM"]),
         .library(name: "Custody", targets: ["Custody"]),
@@ -128,7 +129,12 @@ let package = Package(
         // Wires custody into the verification core's ports, and features → tokens → decisions.
         .target(
             name: "Composition",
-            dependencies: ["CustosModel", "HSM", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification"],
+            dependencies: [
+                "CustosModel", "HSM", "PKCS11", "SecureMemory", "Custody", "Storage", "Tokenization", "Verification",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         // The internal RPC: generated code from proto/ (scripts/gen-proto; committed, never
@@ -153,8 +159,48 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // What both executables' commands share: local options and configuration lookup, output
+        // format, logging to standard error, local errors.
+        .target(
+            name: "CustosCommandLine",
+            dependencies: [
+                "Composition", "CustosModel", "PKCS11",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "custos",
+            dependencies: [
+                "HSM",
+                "PKCS11",
+                "SecureMemory",
+                "Custody",
+                "Storage",
+                "CustosModel",
+                "Tokenization",
+                "Verification",
+                "Composition",
+                "CustosCommandLine",
+                "Ceremony",
+                "RPC",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // Benchmarks and the biometric evaluation (fixed test keys), apart from the production
+        // executable; they start Custos through the same runtime (Composition.CustosRuntime).
+        .executableTarget(
+            name: "custos-bench",
             dependencies: [
                 "HSM",
                 "PKCS11",
@@ -166,9 +212,8 @@ let package = Package(
                 "TokenizationEvaluation",
                 "Verification",
                 "Composition",
-                "Ceremony",
+                "CustosCommandLine",
                 "RPC",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

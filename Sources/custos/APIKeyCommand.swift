@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import Foundation
 import SecureMemory
@@ -72,7 +74,7 @@ struct APIKeyCommand: AsyncParsableCommand {
 
         func run() async throws {
             let key = SecretBytes(readSecretFromStandardInput())
-            let verified = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let verified = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.apiKeys.verify(key)
             }
             print("valid: tenant \(verified.tenant), key id \(verified.keyID), scopes \(verified.scopes.joined(separator: " "))")

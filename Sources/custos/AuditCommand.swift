@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import Foundation
 import RPC
@@ -17,7 +19,7 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Output format.") var output: OutputFormat = .table
 
         func run() async throws {
-            let result = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let result = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.audit.verify()
             }
             switch output {
@@ -47,7 +49,7 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             try confirm("Reset the audit anchor (only after an approved database restore)?", yes: yes)
-            let previous = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let previous = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.audit.resetAnchor(actor: "local:\(NSUserName())")
             }
             print("audit anchor reset; it had recorded entry \(previous.map(String.init) ?? "none")")

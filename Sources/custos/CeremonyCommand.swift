@@ -1,5 +1,7 @@
 import ArgumentParser
+import CustosCommandLine
 import Ceremony
+import Composition
 import Crypto
 import Custody
 import Foundation
@@ -65,17 +67,11 @@ func withCeremony<R>(
     try lockDownCeremony()
     let configuration = try options.loadConfiguration()
     let participants = try ceremonyOptions.participants()
-    let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-    try await pool.start()
-    let ceremony = KeyCeremony(pool: pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
-    do {
+    return try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
+        let ceremony = KeyCeremony(pool: pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
         let result = try await body(ceremony, configuration)
         try await recordRootKeys(pool: pool, configuration: configuration, labels: Set(made(result)))
-        await pool.shutdown()
         return result
-    } catch {
-        await pool.shutdown()
-        throw error
     }
 }
 
@@ -87,14 +83,13 @@ func withCeremony<R>(
 /// reachable) gets a warning, and the service's first start records them instead.
 func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration, labels: Set<String>) async throws {
     guard configuration.postgres != nil else { return }
-    let database = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: makeLogger())
-    database.start()
-    do {
-        try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
-    } catch {
-        FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
+    try await CustosRuntime.withDatabase(configuration, options: .cli()) { database in
+        do {
+            try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
+        } catch {
+            FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
+        }
     }
-    await database.shutdown()
 }
 
 struct CeremonyInitTokenCommand: AsyncParsableCommand {
@@ -232,7 +227,7 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
         let participants = try ceremony.participants()
         let transcript = CeremonyTranscript(path: ceremony.transcript)
         let shareSets = try groupedShareSets(oldShares)
-        try await CustodyContext.withContext(configuration, verifyRootKeys: false) { context in
+        try await CustosRuntime.run(configuration, options: .cli(verifyRootKeys: false)) { context in
             let keyCeremony = KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
             if resume {
                 let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
@@ -273,16 +268,8 @@ struct CeremonyVerifyTranscriptCommand: AsyncParsableCommand {
     func run() async throws {
         try lockDownCeremony()
         let configuration = try options.loadConfiguration()
-        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-        try await pool.start()
-        let result: CeremonyTranscript.Verification
-        do {
-            result = try await CeremonyTranscript(path: transcript).verify(pool: pool)
-            await pool.shutdown()
-        } catch {
-            await pool.shutdown()
-            throw error
-        }
+        let file = CeremonyTranscript(path: transcript)
+        let result = try await CustosRuntime.withPool(configuration, options: .cli()) { try await file.verify(pool: $0) }
         switch output {
         case .json: print(try encodeJSON(result))
         case .table:

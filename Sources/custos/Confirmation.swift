@@ -1,3 +1,4 @@
+import CustosCommandLine
 import Foundation
 
 /// Destructive commands ask first unless `--yes`; without a terminal they refuse rather than

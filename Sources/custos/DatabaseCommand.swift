@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Storage
 
 struct DatabaseCommand: AsyncParsableCommand {
@@ -12,13 +14,10 @@ struct DatabaseCommand: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try options.loadConfiguration()
-            let logger = makeLogger()
-            let owner = try Database(configuration: try configuration.databaseConfiguration(role: .owner), logger: logger)
-            owner.start()
-            defer { Task { await owner.shutdown() } }
-            let serviceRole = configuration.postgres?.user ?? "custos_service"
-            let applied = try await Migrations.migrate(owner, serviceRole: serviceRole, logger: logger)
-            await owner.shutdown()
+            let runtimeOptions = CustosRuntime.Options.cli(databaseRole: .owner)
+            let applied = try await CustosRuntime.withDatabase(configuration, options: runtimeOptions) { owner in
+                try await Migrations.migrate(owner, serviceRole: configuration.serviceUser, logger: runtimeOptions.logger)
+            }
             print(applied.isEmpty ? "schema is at version \(Migrations.latestVersion); nothing to do" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
         }
     }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import Foundation
 import HSM
@@ -85,10 +87,7 @@ struct HSMStatusCommand: AsyncParsableCommand {
         var statistics: SessionPoolStatistics?
         var poolError: String?
         do {
-            let pool = try SessionPool(configuration: poolConfiguration, module: module, logger: makeLogger())
-            try await pool.start()
-            statistics = pool.statistics
-            await pool.shutdown()
+            statistics = try await CustosRuntime.withPool(poolConfiguration, options: .cli(module: module)) { $0.statistics }
         } catch {
             poolError = String(describing: error)
         }
@@ -142,10 +141,7 @@ struct HSMSelfTestCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
-        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-        try await pool.start()
-        let results = await SelfTest.run(on: pool)
-        await pool.shutdown()
+        let results = try await CustosRuntime.withPool(configuration, options: .cli()) { await SelfTest.run(on: $0) }
         switch output {
         case .json:
             print(try encodeJSON(results))
@@ -203,22 +199,9 @@ struct HSMCheckRootKeysCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
-        try await CustodyContext.withContext(configuration) { context in
+        try await CustosRuntime.run(configuration, options: .cli()) { context in
             let inventory = try await RootKeyInventory.read(from: context.pool)
             print("root keys match the database: \(inventory.entries.map(\.label).joined(separator: ", "))")
         }
     }
-}
-
-func makeLogger() -> Logger {
-    var logger = Logger(label: "custos") { StreamLogHandler.standardError(label: $0) }
-    let level = ProcessInfo.processInfo.environment["CUSTOS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
-    logger.logLevel = level ?? .warning
-    return logger
-}
-
-func encodeJSON(_ value: some Encodable) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }

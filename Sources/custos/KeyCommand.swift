@@ -1,4 +1,6 @@
 public import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -121,7 +123,7 @@ struct KeyCommand: AsyncParsableCommand {
         @OptionGroup var options: LocalOptions
 
         func run() async throws {
-            let done = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let done = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.keyring.reconcile()
             }
             print(done.isEmpty ? "nothing to reconcile" : done.map(KeyCommand.line).joined(separator: "\n"))

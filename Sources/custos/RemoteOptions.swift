@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Foundation
 import HSM
 import Logging
@@ -30,7 +32,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let rpc = configuration.rpc else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
         }
         var logger = Logger(label: "custos.serve") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = ProcessInfo.processInfo.environment["CUSTOS_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
@@ -43,7 +45,7 @@ struct ServeCommand: AsyncParsableCommand {
         var tls: ServerEndpoint.TLSFiles?
         if !plaintextLoopback {
             guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate (or --plaintext-loopback)")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate (or --plaintext-loopback)")
             }
             tls = ServerEndpoint.TLSFiles(certificateChain: certificate, privateKey: key, clientCA: ca)
         }
@@ -54,27 +56,32 @@ struct ServeCommand: AsyncParsableCommand {
             let attempts = rpc.verificationAttemptsPerSubject ?? settings.verificationAttempts.attempts
             let seconds = rpc.verificationAttemptWindowSeconds ?? Int(settings.verificationAttempts.window.components.seconds)
             guard attempts > 0, seconds > 0 else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "verificationAttemptsPerSubject and verificationAttemptWindowSeconds must be positive")
             }
             settings.verificationAttempts = VerificationAttemptLimit(attempts: attempts, window: .seconds(seconds))
         }
         if let bytes = rpc.galleryMemoryBytes {
             guard bytes >= TokenGallery.bytesPerSubject else {
-                throw LocalError.configurationInvalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
+                throw ConfigurationError.invalid(path: configuration.source, reason: "galleryMemoryBytes must hold at least one subject (\(TokenGallery.bytesPerSubject) bytes)")
             }
             settings.galleryMemoryLimit = bytes
         }
         let addressFile = addressFile
-        try await CustodyContext.withContext(configuration) { context in
-            let services = CustosServices(
-                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
-                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
-            )
-            // Loopback unless an operator opens it on purpose.
-            let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
-            let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
-            try await CustosServer.run(services, endpoint: endpoint, metrics: metrics, logger: logger) { address in
-                if let addressFile { try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic) }
+        // Loopback unless an operator opens it on purpose.
+        let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)
+        let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
+        // Serves until SIGTERM or SIGINT, then shuts down gracefully: the RPC first, then the
+        // database and the pool.
+        let runtimeOptions = CustosRuntime.Options(logger: makeLogger(), lifetime: .services, gracefulShutdownSignals: [.sigterm, .sigint])
+        var served: CustosServer.Served?
+        try await CustosRuntime.run(configuration, options: runtimeOptions, services: { runtime in
+            let services = CustosServices(runtime.verification(settings.verification, logger: logger), settings: settings, logger: logger)
+            let prepared = try await CustosServer.prepare(services, endpoint: endpoint, metrics: metrics, logger: logger)
+            served = prepared
+            return prepared.members
+        }) { _ in
+            if let address = await served?.listening(), let addressFile {
+                try? Data((address + "\n").utf8).write(to: URL(fileURLWithPath: addressFile), options: .atomic)
             }
         }
     }

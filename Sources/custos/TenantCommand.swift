@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RPC
+import Verification
 
 struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -58,7 +59,7 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Scores at or above: green.") var green = 0.30
         @Option(help: "Scores at or above (below green): amber; below: red.") var amber = 0.15
         @Option(help: "Days without activity before a fingerprint is deleted.") var retentionDays = 90
-        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = 6_000
+        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = TenantPolicy.default.tokenizationsPerMinute
 
         func run() async throws {
             let id = try tenantArgument(tenant)

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import HSM
 import Foundation
@@ -61,7 +63,7 @@ struct WebhookCommand: AsyncParsableCommand {
             let tenantValue = try tenantID(tenant)
             guard let body = FileManager.default.contents(atPath: bodyFile) else { throw LocalError.failed("cannot read \(bodyFile)") }
             let time = timestamp ?? Int64(Date().timeIntervalSince1970)
-            let header = try await CustodyContext.withContext(try options.loadConfiguration()) { context in
+            let header = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 let header = try await context.webhooks.signatureHeader(tenant: tenantValue, id: id, timestamp: time, body: Array(body))
                 // A local signature is a use of the tenant's webhook key like any other: audited
                 // before it is shown (no entry, no signature). The body stays out of the entry.

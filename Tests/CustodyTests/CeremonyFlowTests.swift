@@ -1,4 +1,5 @@
 import Ceremony
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -176,25 +177,29 @@ struct CeremonyFlowTests {
         #expect(again.report.rewrapped == 0 && again.report.alreadyCurrent == wrappedCount)
         await poolB.shutdown()
 
-        // A fresh pool (no cached handles) unwraps under KEK v2, and new tenants get v2 blobs.
-        let poolC = try SessionPool(configuration: poolB.configuration, logger: logs.logger)
-        try await poolC.start()
-        let rootKeysC = RootKeys(kekVersion: 2)
-        let auditC = AuditLog(pool: poolC, database: harness.service, rootKeys: rootKeysC, anchorPath: anchor)
-        let keyringC = TenantKeyring(pool: poolC, database: harness.service, rootKeys: rootKeysC, audit: auditC, logger: logs.logger)
-        let (piiC, _) = try await keyringC.key(tenant.id, .pii)
-        #expect(try await poolC.hmacSHA256(key: piiC, data: message) == macBefore)
-        let (dataKeyC, _) = try await keyringC.key(tenant.id, .data)
-        #expect(try await poolC.openAESGCM(key: dataKeyC, box: sealed) == Array("ada@example.org".utf8))
-        let other = try await keyringC.createTenant(label: "globex", actor: "officer")
-        #expect(try await keyringC.versions(other.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
-        #expect(try await auditC.verify().isIntact)
-        let labelsC = Set(try await RootKeyInventory.read(from: poolC).entries.map(\.label))
-        let expectedC = Set(expectedLabels + RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 2) })
-        #expect(labelsC == expectedC, "old KEKs kept beside the new ones")
-        let final = try await transcript.verify(pool: poolC)
-        #expect(final.isIntact, "\(final)")
-        await poolC.shutdown()
+        // A fresh runtime (no cached handles) on the rotated token, as the service would start
+        // after the ceremony: it picks the newest KEKs (v2), unwraps under them, and new tenants
+        // get v2 blobs.
+        let rootKeysC = try await CustosRuntime.run(
+            pool: poolB.configuration, database: harness.settings.configuration(role: .service, schema: harness.schema),
+            custody: CustodyGraph.Settings(auditAnchorPath: anchor), options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false)
+        ) { runtime in
+            let (poolC, keyringC, auditC) = (runtime.pool, runtime.keyring, runtime.audit)
+            #expect(runtime.custody.rootKeys.kekVersion == 2 && runtime.custody.rootKeys.macVersion == 1)
+            let (piiC, _) = try await keyringC.key(tenant.id, .pii)
+            #expect(try await poolC.hmacSHA256(key: piiC, data: message) == macBefore)
+            let (dataKeyC, _) = try await keyringC.key(tenant.id, .data)
+            #expect(try await poolC.openAESGCM(key: dataKeyC, box: sealed) == Array("ada@example.org".utf8))
+            let other = try await keyringC.createTenant(label: "globex", actor: "officer")
+            #expect(try await keyringC.versions(other.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
+            #expect(try await auditC.verify().isIntact)
+            let labelsC = Set(try await RootKeyInventory.read(from: poolC).entries.map(\.label))
+            let expectedC = Set(expectedLabels + RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 2) })
+            #expect(labelsC == expectedC, "old KEKs kept beside the new ones")
+            let final = try await transcript.verify(pool: poolC)
+            #expect(final.isIntact, "\(final)")
+            return runtime.custody.rootKeys
+        }
 
         // 7. A third token rebuilt from both share sets works with the rotated rows.
         let (poolD, _, _) = try await freshToken("d", directory: directory, transcript: transcript, participants: participants)

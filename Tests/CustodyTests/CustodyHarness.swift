@@ -1,4 +1,5 @@
 import Ceremony
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -14,13 +15,18 @@ import Storage
 /// used through the non-owner service role, as the service does).
 final class CustodyHarness: Sendable {
     let token: TestToken
-    let pool: SessionPool
+    /// The service's runtime (``CustosRuntime``) on this harness's token and schema: the pool,
+    /// the service-role database and the custody services, started and assembled as `serve`
+    /// does.
+    let started: CustosRuntime.Started
     let owner: Database
-    let service: Database
-    let audit: AuditLog
-    let keyring: TenantKeyring
-    let apiKeys: APIKeyService
-    let webhooks: WebhookSigner
+    var graph: CustodyGraph { started.runtime.custody }
+    var pool: SessionPool { graph.pool }
+    var service: Database { graph.database }
+    var audit: AuditLog { graph.audit }
+    var keyring: TenantKeyring { graph.keyring }
+    var apiKeys: APIKeyService { graph.apiKeys }
+    var webhooks: WebhookSigner { graph.webhooks }
     let schema: String
     let settings: PostgresSettings
     let anchorPath: String
@@ -46,15 +52,16 @@ final class CustodyHarness: Sendable {
         let owner = try Database(configuration: ownerConfiguration, logger: logs.logger)
         owner.start()
         try await Migrations.migrate(owner, serviceRole: settings.serviceUser, logger: logs.logger)
-        let service = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)
-        service.start()
         let token = try TestToken.make(name)
-        let pool = if let module {
-            try SessionPool(configuration: token.configuration(), module: module, logger: logs.logger)
-        } else {
-            try SessionPool(configuration: token.configuration(), logger: logs.logger)
-        }
-        try await pool.start()
+        let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
+        // The token has no root keys yet (the ceremony below makes them): nothing to check, and
+        // the graph uses the first ones (v1), as it would on that token.
+        let started = try await CustosRuntime.start(
+            pool: token.configuration(), database: settings.configuration(role: .service, schema: schema),
+            custody: CustodyGraph.Settings(auditAnchorPath: anchorPath, keyEnvironment: "test", rotationHook: rotationHook),
+            options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false, module: module)
+        )
+        let pool = started.runtime.pool
         // Root keys the way every install makes them: the ceremony, with shares.
         var sharePaths = [String]()
         if createRootKeys {
@@ -68,30 +75,18 @@ final class CustodyHarness: Sendable {
                 threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl")
             ).sharePaths
         }
-        let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
-        let audit = AuditLog(pool: pool, database: service, anchorPath: anchorPath)
-        let keyring = TenantKeyring(pool: pool, database: service, audit: audit, logger: logs.logger, rotationHook: rotationHook)
         return CustodyHarness(
-            token: token, pool: pool, owner: owner, service: service, audit: audit, keyring: keyring,
-            apiKeys: APIKeyService(pool: pool, database: service, keyring: keyring, audit: audit, environment: "test", logger: logs.logger),
-            webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit),
-            schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths
+            token: token, started: started, owner: owner, schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths
         )
     }
 
     private init(
-        token: TestToken, pool: SessionPool, owner: Database, service: Database, audit: AuditLog, keyring: TenantKeyring,
-        apiKeys: APIKeyService, webhooks: WebhookSigner, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture,
+        token: TestToken, started: CustosRuntime.Started, owner: Database, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture,
         sharePaths: [String]
     ) {
         self.token = token
-        self.pool = pool
+        self.started = started
         self.owner = owner
-        self.service = service
-        self.audit = audit
-        self.keyring = keyring
-        self.apiKeys = apiKeys
-        self.webhooks = webhooks
         self.schema = schema
         self.settings = settings
         self.anchorPath = anchorPath
@@ -124,8 +119,7 @@ final class CustodyHarness: Sendable {
     }
 
     func shutdown() async {
-        await pool.shutdown()
-        await service.shutdown()
+        await started.shutdown()
         _ = try? await owner.withConnection(context: "drop test schema") { connection in
             try await connection.query("DROP SCHEMA \(unescaped: self.schema) CASCADE", logger: Database.quiet)
         }

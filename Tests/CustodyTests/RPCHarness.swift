@@ -1,3 +1,4 @@
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -22,10 +23,8 @@ struct RPCHarness: Sendable {
     ) async throws -> R {
         let custody = if let custody { custody } else { try await CustodyHarness.make(name) }
         let certificates = try TestCertificates.get()
-        let services = CustosServices(
-            pool: custody.pool, database: custody.service, keyring: custody.keyring, audit: custody.audit,
-            apiKeys: custody.apiKeys, webhooks: custody.webhooks, settings: settings, logger: custody.logs.logger
-        )
+        let graph = VerificationGraph(custody: custody.graph, settings: settings.verification, logger: custody.logs.logger)
+        let services = CustosServices(graph, settings: settings, logger: custody.logs.logger)
         let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(
             certificateChain: certificates.path("server.pem"), privateKey: certificates.path("server.key"), clientCA: certificates.path("ca.pem")
         ))

@@ -3,7 +3,7 @@ public import GRPCNIOTransportHTTP2Posix
 public import Logging
 import Metrics
 public import Prometheus
-import ServiceLifecycle
+public import ServiceLifecycle
 
 /// Where and how the RPC listens.
 public struct ServerEndpoint: Sendable {
@@ -75,11 +75,14 @@ public enum CustosServer {
         return HTTP2ServerTransport.Posix(address: address, transportSecurity: security, config: config)
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    public static func run(
+    /// The RPC's members of a service group — the gRPC server (graceful shutdown: health goes
+    /// NOT_SERVING, in-flight calls finish), the background listeners and, when asked for, the
+    /// `/metrics` endpoint (bound here, so a busy port fails before anything runs) — for
+    /// ``CustosRuntime`` to run after its pool and database.
+    public static func prepare(
         _ services: CustosServices, endpoint: ServerEndpoint, metrics: (host: String, port: Int, registry: PrometheusCollectorRegistry)?,
-        logger: Logger, onListening: @escaping @Sendable (String) -> Void = { _ in }
-    ) async throws {
+        logger: Logger
+    ) async throws -> Served {
         let server = GRPCServer(transport: try transport(endpoint), services: services.services, interceptors: services.interceptors)
         var members: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: GRPCServerService(server: server, health: services.health)),
@@ -90,18 +93,23 @@ public enum CustosServer {
             members.append(.init(service: http))
             logger.info("metrics", metadata: ["address": "http://\(metrics.host):\(http.port ?? metrics.port)/metrics"])
         }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: members, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
-        ))
-        try await withThrowingDiscardingTaskGroup { tasks in
-            tasks.addTask { try await group.run() }
-            tasks.addTask {
-                if let address = try? await server.listeningAddress {
-                    let text = address.ipv4.map { "\($0.host):\($0.port)" } ?? address.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(address)"
-                    logger.notice("serving", metadata: ["address": "\(text)", "tls": "\(endpoint.tls != nil ? "mutual" : "plaintext (loopback)")"])
-                    onListening(text)
-                }
-            }
+        return Served(members: members, server: server, mutualTLS: endpoint.tls != nil, logger: logger)
+    }
+
+    /// The prepared RPC: its group members, and a way to learn where it listens.
+    public struct Served: Sendable {
+        public let members: [ServiceGroupConfiguration.ServiceConfiguration]
+        let server: GRPCServer<HTTP2ServerTransport.Posix>
+        let mutualTLS: Bool
+        let logger: Logger
+
+        /// Waits until the server listens, logs the address and returns it as host:port (`nil`
+        /// if the server stopped first).
+        public func listening() async -> String? {
+            guard let address = try? await server.listeningAddress else { return nil }
+            let text = address.ipv4.map { "\($0.host):\($0.port)" } ?? address.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(address)"
+            logger.notice("serving", metadata: ["address": "\(text)", "tls": "\(mutualTLS ? "mutual" : "plaintext (loopback)")"])
+            return text
         }
     }
 }

@@ -1,9 +1,11 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Foundation
 import HSM
 import PKCS11
 
-/// `custos bench pool`: the pool's overhead over raw PKCS#11.
+/// `custos-bench pool`: the pool's overhead over raw PKCS#11.
 ///
 /// In one run on one token, alternating phases so drift hits all alike:
 /// - raw: N threads, each with its own session, HMAC-SHA256 of 64-byte messages under one
@@ -23,27 +25,25 @@ struct PoolBenchCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         let poolConfiguration = try configuration.poolConfiguration()
-        let pool = try SessionPool(configuration: poolConfiguration, logger: makeLogger())
-        try await pool.start()
-        let key = HSMKey(id: "bench:hmac") { session in
-            try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
-        }
-        let handle = try await pool.withSession { session in try session.handle(for: key) }
-        let slot = try await pool.withSession { session in session.pkcs11.slot }
         let workers = poolConfiguration.workers
-        let message = [UInt8](repeating: 0x5C, count: 64)
+        let report = try await CustosRuntime.withPool(poolConfiguration, options: .cli()) { pool in
+            let key = HSMKey(id: "bench:hmac") { session in
+                try session.generateKey(.genericSecretKeyGen, template: KeyTemplate.tenantKeyUnwrapped(.hmac) + [.valueLength(32)])
+            }
+            let handle = try await pool.withSession { session in try session.handle(for: key) }
+            let slot = try await pool.withSession { session in session.pkcs11.slot }
+            let message = [UInt8](repeating: 0x5C, count: 64)
 
-        var raw = [Phase](), preferred = [Phase](), hopping = [Phase](), empty = [Phase]()
-        for _ in 0..<rounds {
-            let selected = Set(phases.split(separator: ","))
-            if selected.contains("raw") { raw.append(try runRaw(module: pool.module, slot: slot, key: handle, threads: workers, message: message)) }
-            if selected.contains("pool") { preferred.append(try await runPool(pool, key: key, message: message, preferExecutor: true)) }
-            if selected.contains("empty") { empty.append(try await runPool(pool, key: key, message: message, preferExecutor: true, empty: true)) }
-            if selected.contains("hop") { hopping.append(try await runPool(pool, key: key, message: message, preferExecutor: false)) }
+            var raw = [Phase](), preferred = [Phase](), hopping = [Phase](), empty = [Phase]()
+            for _ in 0..<rounds {
+                let selected = Set(phases.split(separator: ","))
+                if selected.contains("raw") { raw.append(try runRaw(module: pool.module, slot: slot, key: handle, threads: workers, message: message)) }
+                if selected.contains("pool") { preferred.append(try await runPool(pool, key: key, message: message, preferExecutor: true)) }
+                if selected.contains("empty") { empty.append(try await runPool(pool, key: key, message: message, preferExecutor: true, empty: true)) }
+                if selected.contains("hop") { hopping.append(try await runPool(pool, key: key, message: message, preferExecutor: false)) }
+            }
+            return Report(raw: raw, preferred: preferred, hopping: hopping, empty: empty, workers: workers, tasks: tasks, rounds: rounds, seconds: seconds)
         }
-        await pool.shutdown()
-
-        let report = Report(raw: raw, preferred: preferred, hopping: hopping, empty: empty, workers: workers, tasks: tasks, rounds: rounds, seconds: seconds)
         if json {
             print(try encodeJSON(report))
         } else {

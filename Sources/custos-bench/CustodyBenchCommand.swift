@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -6,7 +8,7 @@ import HSM
 import PKCS11
 import Storage
 
-/// `custos bench custody`: API-key verifications and webhook signatures per second through the
+/// `custos-bench custody`: API-key verifications and webhook signatures per second through the
 /// pool with warm caches, the revocation delay between two instances, and — measured in the same
 /// run as the baseline — the raw PKCS#11 HMAC rate for the same message sizes.
 struct CustodyBenchCommand: AsyncParsableCommand {
@@ -38,7 +40,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.loadConfiguration()
-        let report = try await CustodyContext.withContext(configuration) { context in
+        let report = try await CustosRuntime.run(configuration, options: .cli()) { context in
             let tenant = try await context.keyring.createTenant(label: "bench-\(UInt32.random(in: 0 ... .max))", actor: "bench")
             let issued = try await context.apiKeys.issue(tenant: tenant.id, scopes: ["verify"], actor: "bench")
             _ = try await context.webhooks.createSecret(tenant: tenant.id, actor: "bench")
@@ -71,32 +73,32 @@ struct CustodyBenchCommand: AsyncParsableCommand {
 
             // Revocation delay: instance B (own database client and keyring, own listener) holds
             // the key in its cache; instance A revokes; B refuses once the notification arrives.
-            let databaseB = try Database(configuration: try configuration.databaseConfiguration(role: .service), logger: makeLogger())
-            databaseB.start()
-            let keyringB = TenantKeyring(pool: context.pool, database: databaseB, audit: context.audit, logger: makeLogger())
-            let instanceB = APIKeyService(pool: context.pool, database: databaseB, keyring: keyringB, audit: context.audit, environment: configuration.environment, logger: makeLogger())
-            let listenerB = Task { await instanceB.runRevocationListener() }
-            while !instanceB.isListening { try await Task.sleep(for: .milliseconds(5)) }
-            var delays = [Double]()
-            for _ in 0..<revocations {
-                let fresh = try await context.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "bench")
-                _ = try await instanceB.verify(fresh.key)
-                let start = ContinuousClock.now
-                _ = try await context.apiKeys.revoke(tenant: tenant.id, keyID: fresh.keyID, actor: "bench")
-                while true {
-                    do {
-                        _ = try await instanceB.verify(fresh.key)
-                        try await Task.sleep(for: .microseconds(200))
-                    } catch APIKeyError.invalid {
-                        break
+            let revocationDelays = try await CustosRuntime.withDatabase(configuration, options: .cli()) { databaseB in
+                let keyringB = TenantKeyring(pool: context.pool, database: databaseB, audit: context.audit, logger: makeLogger())
+                let instanceB = APIKeyService(pool: context.pool, database: databaseB, keyring: keyringB, audit: context.audit, environment: configuration.environment, logger: makeLogger())
+                let listenerB = Task { await instanceB.runRevocationListener() }
+                while !instanceB.isListening { try await Task.sleep(for: .milliseconds(5)) }
+                var delays = [Double]()
+                for _ in 0..<revocations {
+                    let fresh = try await context.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "bench")
+                    _ = try await instanceB.verify(fresh.key)
+                    let start = ContinuousClock.now
+                    _ = try await context.apiKeys.revoke(tenant: tenant.id, keyID: fresh.keyID, actor: "bench")
+                    while true {
+                        do {
+                            _ = try await instanceB.verify(fresh.key)
+                            try await Task.sleep(for: .microseconds(200))
+                        } catch APIKeyError.invalid {
+                            break
+                        }
+                        if ContinuousClock.now - start > .seconds(10) { throw LocalError.failed("revocation not seen within 10 s") }
                     }
-                    if ContinuousClock.now - start > .seconds(10) { throw LocalError.failed("revocation not seen within 10 s") }
+                    delays.append(BenchmarkLoop.microseconds(ContinuousClock.now - start) / 1000)
                 }
-                delays.append(BenchmarkLoop.microseconds(ContinuousClock.now - start) / 1000)
+                listenerB.cancel()
+                await listenerB.value
+                return delays
             }
-            listenerB.cancel()
-            await listenerB.value
-            await databaseB.shutdown()
             listener.cancel()
             await listener.value
 
@@ -104,7 +106,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
                 raw_hmac_75b_ops_per_s: rawSmall, apikey_verify_per_s: verify.rate, apikey_ratio_to_raw: verify.rate / rawSmall,
                 apikey_latency_us: verify.latency, raw_hmac_1kib_ops_per_s: rawLarge, webhook_sign_per_s: sign.rate,
                 webhook_ratio_to_raw: sign.rate / rawLarge, webhook_latency_us: sign.latency,
-                revocation_delay_ms: BenchmarkLoop.percentiles(delays), revocations: revocations, workers: workers, tasks: tasks,
+                revocation_delay_ms: BenchmarkLoop.percentiles(revocationDelays), revocations: revocations, workers: workers, tasks: tasks,
                 seconds_per_phase: seconds
             )
         }

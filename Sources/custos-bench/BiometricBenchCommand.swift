@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import CustosModel
 import Foundation
 import SecureMemory
@@ -7,7 +9,7 @@ import HSM
 import TokenizationEvaluation
 import Tokenization
 
-/// `custos bench biometric`: tokenizations per second (512-d) and the HSM's share of them,
+/// `custos-bench biometric`: tokenizations per second (512-d) and the HSM's share of them,
 /// 1:1 verifications per second (tokenize + compare), and 1:N identification latency over
 /// 10k and 100k enrolled tokens (in-memory SIMD scan, top 5).
 struct BiometricBenchCommand: AsyncParsableCommand {
@@ -37,25 +39,26 @@ struct BiometricBenchCommand: AsyncParsableCommand {
     func run() async throws {
         ProcessHygiene.lockDown()
         let configuration = try options.loadConfiguration()
-        let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-        try await pool.start()
-        let tenant = ProtectedEvaluation.tenant
-        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1]), kind: .structured)
-        let set = SyntheticEmbeddings(configuration: .init(identities: 100, samplesPerIdentity: 2, dimension: 512, seed: 9))
-        let vectors = try (0..<set.embeddings.count).map { try set.embeddings.featureVector(at: $0) }
-        let enrolled = try await tokenizer.tokenize(vectors[0], tenant: tenant, version: 1)
+        let poolConfiguration = try configuration.poolConfiguration()
+        let (tokenize, prf, verify) = try await CustosRuntime.withPool(poolConfiguration, options: .cli()) { pool in
+            let tenant = ProtectedEvaluation.tenant
+            let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1]), kind: .structured)
+            let set = SyntheticEmbeddings(configuration: .init(identities: 100, samplesPerIdentity: 2, dimension: 512, seed: 9))
+            let vectors = try (0..<set.embeddings.count).map { try set.embeddings.featureVector(at: $0) }
+            let enrolled = try await tokenizer.tokenize(vectors[0], tenant: tenant, version: 1)
 
-        let tokenize = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
-            _ = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
+            let tokenize = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
+                _ = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
+            }
+            let prfKey = EvaluationKeys.keys(version: 1).prf
+            let blocks = [UInt8](repeating: 0x42, count: PRFBlocks.byteCount)
+            let prf = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { _ in _ = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks) }
+            let verify = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
+                let probe = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
+                _ = probe.score(against: enrolled)
+            }
+            return (tokenize, prf, verify)
         }
-        let prfKey = EvaluationKeys.keys(version: 1).prf
-        let blocks = [UInt8](repeating: 0x42, count: PRFBlocks.byteCount)
-        let prf = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { _ in _ = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks) }
-        let verify = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
-            let probe = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
-            _ = probe.score(against: enrolled)
-        }
-        await pool.shutdown()
 
         // 1:N: galleries of random tokens (their content does not change the scan's cost).
         var generator = SystemRandomNumberGenerator()
@@ -69,7 +72,7 @@ struct BiometricBenchCommand: AsyncParsableCommand {
             tokenizations_per_s: tokenize.rate, tokenization_latency_us: tokenize.latency, hsm_prf_calls_per_s: prf.rate,
             hsm_share: tokenize.rate / prf.rate, verifications_1to1_per_s: verify.rate,
             identify_10k_ms: identify10k, identify_100k_ms: identify100k, dimension: 512,
-            workers: pool.configuration.workers, tasks: tasks
+            workers: poolConfiguration.workers, tasks: tasks
         )
         if json {
             print(try encodeJSON(report))

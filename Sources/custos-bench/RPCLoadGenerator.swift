@@ -1,3 +1,4 @@
+import CustosCommandLine
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -5,7 +6,7 @@ import RPC
 import SwiftProtobuf
 import Synchronization
 
-/// The client side of `custos bench rpc`: `clients` HTTP/2 connections (one `GRPCClient`
+/// The client side of `custos-bench rpc`: `clients` HTTP/2 connections (one `GRPCClient`
 /// each), `callers` concurrent callers spread over them round robin, closed loop: each caller
 /// sends its next request when the previous answer arrived.
 struct RPCLoadGenerator: Sendable {

@@ -1,29 +1,30 @@
-import ArgumentParser
-import HSM
-import PKCS11
+public import ArgumentParser
+public import Composition
 
 /// How a local command finds its configuration: flags override the environment, which
 /// overrides `.custos/config.json`.
-struct LocalOptions: ParsableArguments {
+public struct LocalOptions: ParsableArguments {
     @Option(help: "Path of config.json (default: CUSTOS_CONFIG, else .custos/config.json above the current directory).")
-    var config: String?
+    public var config: String?
 
     @Option(help: "Absolute path of the PKCS#11 module (overrides the configuration).")
-    var modulePath: String?
+    public var modulePath: String?
 
     @Option(help: "Label of the token to use (overrides the configuration).")
-    var tokenLabel: String?
+    public var tokenLabel: String?
 
     @Option(help: "File holding the user PIN, mode 0600 (overrides the configuration).")
-    var userPINFile: String?
+    public var userPINFile: String?
 
     @Option(help: "Environment variable holding the user PIN (overrides the PIN file).")
-    var userPINEnv: String?
+    public var userPINEnv: String?
 
     @Option(help: "Worker threads (and sessions) of the pool.")
-    var workers: Int?
+    public var workers: Int?
 
-    func loadConfiguration() throws -> CustosConfiguration {
+    public init() {}
+
+    public func loadConfiguration() throws -> CustosConfiguration {
         var configuration = try CustosConfiguration.load(explicitPath: config)
         if let modulePath { configuration.hsm.modulePath = modulePath }
         if let tokenLabel { configuration.hsm.tokenLabel = tokenLabel }
@@ -35,6 +36,6 @@ struct LocalOptions: ParsableArguments {
     }
 }
 
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+public enum OutputFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
     case table, json
 }

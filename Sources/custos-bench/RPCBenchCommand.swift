@@ -1,4 +1,6 @@
 import ArgumentParser
+import CustosCommandLine
+import Composition
 import Foundation
 import HSM
 import GRPCCore
@@ -13,7 +15,7 @@ import TokenizationEvaluation
 import Tokenization
 import Verification
 
-/// `custos bench rpc`: requests per second and latency over real gRPC with mutual TLS, for
+/// `custos-bench rpc`: requests per second and latency over real gRPC with mutual TLS, for
 /// the empty RPC (Ping: the ceiling of the stack), API-key verification (WhoAmI with a
 /// bearer key), and features in → token → answer (Enrol and Verify, a fresh consented session
 /// per call), all measured in one run so each can be read as a ratio to Ping.
@@ -89,10 +91,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         guard let rpc = configuration.rpc else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "no rpc section: run scripts/setup")
         }
         guard let ca = rpc.caCertificate else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs caCertificate")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs caCertificate")
         }
         let pki = URL(fileURLWithPath: ca).deletingLastPathComponent()
         let frontend = RPCLoadGenerator.Identity(
@@ -100,7 +102,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
             key: clientKey ?? pki.appendingPathComponent("frontend-demo.key").path, ca: ca
         )
         guard let officerCertificate = officerCertificate ?? rpc.clientCertificate, let officerKey = officerKey ?? rpc.clientKey else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs clientCertificate and clientKey (an officer's), or --officer-certificate and --officer-key")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs clientCertificate and clientKey (an officer's), or --officer-certificate and --officer-key")
         }
         let officer = RPCLoadGenerator.Identity(certificate: officerCertificate, key: officerKey, ca: ca)
 
@@ -124,7 +126,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
         frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity
     ) async throws -> Report {
         guard let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
-            throw LocalError.configurationInvalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
         }
         ProcessHygiene.lockDown()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
@@ -135,11 +137,8 @@ struct RPCBenchCommand: AsyncParsableCommand {
         // limit allows a real subject: the bench measures throughput, not that limit.
         settings.verificationAttempts = VerificationAttemptLimit(attempts: .max, window: .seconds(1))
         let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(certificateChain: certificate, privateKey: key, clientCA: ca))
-        return try await CustodyContext.withContext(configuration) { context in
-            let services = CustosServices(
-                pool: context.pool, database: context.database, keyring: context.keyring, audit: context.audit,
-                apiKeys: context.apiKeys, webhooks: context.webhooks, settings: settings, logger: logger
-            )
+        return try await CustosRuntime.run(configuration, options: .cli()) { context in
+            let services = CustosServices(context.verification(settings.verification, logger: logger), settings: settings, logger: logger)
             let background = Task { await services.runBackground() }
             let outcome: Result<Report, any Error>
             do {

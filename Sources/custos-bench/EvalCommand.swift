@@ -1,4 +1,6 @@
 public import ArgumentParser
+import CustosCommandLine
+import Composition
 import Foundation
 import HSM
 import SecureMemory
@@ -29,10 +31,9 @@ struct EvalCommand: AsyncParsableCommand {
             ProcessHygiene.lockDown()
             let set = try LabelledEmbeddings(contentsOfFile: embeddings)
             let configuration = try options.loadConfiguration()
-            let pool = try SessionPool(configuration: try configuration.poolConfiguration(), logger: makeLogger())
-            try await pool.start()
-            let report = try await ProtectedEvaluation.run(set, pool: pool, kind: projection)
-            await pool.shutdown()
+            let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
+                try await ProtectedEvaluation.run(set, pool: pool, kind: projection)
+            }
             switch output {
             case .json:
                 print(try encodeJSON(report))
@@ -53,7 +54,7 @@ struct EvalCommand: AsyncParsableCommand {
     }
 
     struct Synth: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a realistic synthetic labelled set (CSV) for `custos eval`.")
+        static let configuration = CommandConfiguration(abstract: "Write a realistic synthetic labelled set (CSV) for `custos-bench eval`.")
         @Option(help: "Output file (never overwritten).") var out: String
         @Option(help: "Identities.") var identities = 200
         @Option(help: "Samples per identity.") var samples = 10

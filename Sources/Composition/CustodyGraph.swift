@@ -1,0 +1,66 @@
+public import Custody
+public import HSM
+public import Logging
+public import Storage
+
+/// The custody services over one pool and one database, assembled once: the root keys the
+/// token holds, the audit log, the tenant keyring, API keys and webhook signing.
+public struct CustodyGraph: Sendable {
+    /// What the custody services need besides the pool and the database.
+    public struct Settings: Sendable {
+        /// Where the audit head anchor is written (beside config.json); `nil`: no file anchor.
+        public var auditAnchorPath: String?
+        /// `live` or `test`: the `<env>` part of issued API keys.
+        public var keyEnvironment: String
+        /// Live Ed25519 webhook key pairs (token objects) one tenant may hold.
+        public var tokenObjectsPerTenant: Int
+        /// For tests only: called at each step of a key rotation (crash injection).
+        public var rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)?
+
+        public init(
+            auditAnchorPath: String?, keyEnvironment: String = "live",
+            tokenObjectsPerTenant: Int = WebhookSigner.defaultTokenObjectLimit,
+            rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
+        ) {
+            self.auditAnchorPath = auditAnchorPath
+            self.keyEnvironment = keyEnvironment
+            self.tokenObjectsPerTenant = tokenObjectsPerTenant
+            self.rotationHook = rotationHook
+        }
+    }
+
+    public let pool: SessionPool
+    public let database: Database
+    public let rootKeys: RootKeys
+    public let audit: AuditLog
+    public let keyring: TenantKeyring
+    public let apiKeys: APIKeyService
+    public let webhooks: WebhookSigner
+
+    public init(pool: SessionPool, database: Database, rootKeys: RootKeys, settings: Settings, logger: Logger) {
+        self.pool = pool
+        self.database = database
+        self.rootKeys = rootKeys
+        audit = AuditLog(pool: pool, database: database, rootKeys: rootKeys, anchorPath: settings.auditAnchorPath)
+        keyring = TenantKeyring(
+            pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger, rotationHook: settings.rotationHook
+        )
+        apiKeys = APIKeyService(
+            pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger
+        )
+        webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, tokenObjectLimit: settings.tokenObjectsPerTenant)
+    }
+
+    /// The root keys to use: the newest on the token, so that after a root-KEK rotation new
+    /// tenant keys are wrapped under the new KEKs (older ones stay for rows that still name
+    /// them).
+    /// - Parameter verify: refuse a token whose root keys the database does not know
+    ///   (``RootKeyCheck``); only the root-KEK ceremony, which migrates and records them, skips
+    ///   it and reads the token as it is.
+    public static func rootKeys(pool: SessionPool, database: Database, verify: Bool, logger: Logger) async throws -> RootKeys {
+        let inventory = verify
+            ? try await RootKeyCheck.verify(pool: pool, database: database, logger: logger)
+            : try await RootKeyInventory.read(from: pool)
+        return RootKeys(inventory: inventory)
+    }
+}

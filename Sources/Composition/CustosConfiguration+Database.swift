@@ -1,0 +1,44 @@
+import Foundation
+import HSM
+public import Storage
+
+/// The PostgreSQL role a runtime connects as: the service role for everything the service does,
+/// the schema owner only for migrations.
+public enum DatabaseRole: Sendable {
+    case owner, service
+}
+
+extension CustosConfiguration {
+    /// The owner role's name when the configuration does not give one.
+    public static let defaultOwnerUser = "custos_owner"
+    /// The schema when the configuration does not give one.
+    public static let defaultSchema = "custos"
+    /// The service role migrations grant to when the configuration has no postgres section.
+    public static let defaultServiceUser = "custos_service"
+
+    /// - Throws: ``ConfigurationError`` (no postgres section, no password file for the role),
+    ///   ``HSMError`` when the password file breaks the PIN-file rules.
+    public func databaseConfiguration(role: DatabaseRole) throws -> DatabaseConfiguration {
+        guard let postgres else { throw ConfigurationError.invalid(path: source, reason: "no postgres section") }
+        let user = role == .owner ? (postgres.ownerUser ?? Self.defaultOwnerUser) : postgres.user
+        let passwordFile = role == .owner ? postgres.ownerPasswordFile : postgres.passwordFile
+        guard let passwordFile else { throw ConfigurationError.invalid(path: source, reason: "no password file for \(user)") }
+        // The same 0600 rules as PINs.
+        let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        return DatabaseConfiguration(
+            socketDirectory: postgres.socketDirectory, port: postgres.port, database: postgres.database,
+            username: user, password: password, schema: postgres.schema ?? Self.defaultSchema
+        )
+    }
+
+    /// The role that migrations grant the service's privileges to.
+    public var serviceUser: String { postgres?.user ?? Self.defaultServiceUser }
+
+    /// The audit head anchor lives beside config.json, outside PostgreSQL.
+    public var auditAnchorPath: String {
+        URL(fileURLWithPath: source).deletingLastPathComponent().appendingPathComponent("audit-anchor.log").path
+    }
+
+    /// `live` or `test`: the `<env>` part of issued API keys.
+    public var environment: String { keyEnvironment ?? "live" }
+}

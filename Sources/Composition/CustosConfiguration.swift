@@ -1,0 +1,152 @@
+import Foundation
+public import HSM
+
+/// `.custos/config.json`, as `scripts/setup` writes it: what the CLI, `serve` and the
+/// benchmarks read, and what ``CustosRuntime`` is built from.
+public struct CustosConfiguration: Codable, Sendable {
+    public struct HSMSection: Codable, Sendable {
+        public var modulePath: String
+        public var tokenLabel: String
+        public var userPINFile: String?
+        public var userPINEnvironment: String?
+        public var softhsmConf: String?
+        public var workers: Int?
+        /// Live Ed25519 webhook key pairs (token objects) one tenant may hold; default
+        /// `WebhookSigner.defaultTokenObjectLimit` (8).
+        public var tokenObjectsPerTenant: Int?
+
+        public init(
+            modulePath: String, tokenLabel: String, userPINFile: String? = nil, userPINEnvironment: String? = nil,
+            softhsmConf: String? = nil, workers: Int? = nil, tokenObjectsPerTenant: Int? = nil
+        ) {
+            self.modulePath = modulePath
+            self.tokenLabel = tokenLabel
+            self.userPINFile = userPINFile
+            self.userPINEnvironment = userPINEnvironment
+            self.softhsmConf = softhsmConf
+            self.workers = workers
+            self.tokenObjectsPerTenant = tokenObjectsPerTenant
+        }
+    }
+
+    public struct PostgresSection: Codable, Sendable {
+        public var socketDirectory: String
+        public var port: Int
+        public var database: String
+        public var user: String
+        public var passwordFile: String
+        public var ownerUser: String?
+        public var ownerPasswordFile: String?
+        public var schema: String?
+
+        public init(
+            socketDirectory: String, port: Int, database: String, user: String, passwordFile: String,
+            ownerUser: String? = nil, ownerPasswordFile: String? = nil, schema: String? = nil
+        ) {
+            self.socketDirectory = socketDirectory
+            self.port = port
+            self.database = database
+            self.user = user
+            self.passwordFile = passwordFile
+            self.ownerUser = ownerUser
+            self.ownerPasswordFile = ownerPasswordFile
+            self.schema = schema
+        }
+    }
+
+    /// The served RPC and how the CLI reaches it (scripts/setup writes the local CA's files).
+    public struct RPCSection: Codable, Sendable {
+        public var host: String
+        public var port: Int
+        public var metricsPort: Int?
+        /// Where /metrics listens: loopback unless set, even when the RPC listens elsewhere
+        /// (metrics name tenants and error rates; scrape them locally or through a proxy).
+        public var metricsHost: String?
+        /// 1:1 verifications one subject may have per window (default 20 per 86,400 s).
+        public var verificationAttemptsPerSubject: Int?
+        public var verificationAttemptWindowSeconds: Int?
+        /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB).
+        public var galleryMemoryBytes: Int?
+        public var serverCertificate: String?
+        public var serverKey: String?
+        /// The CA client certificates must chain to, and that the CLI trusts for the server.
+        public var caCertificate: String?
+        /// The CLI's own certificate and key (an officer's), unless given by flags or environment.
+        public var clientCertificate: String?
+        public var clientKey: String?
+        public var noticeVersion: String?
+    }
+
+    public var hsm: HSMSection
+    public var postgres: PostgresSection?
+    public var rpc: RPCSection?
+    /// `live` or `test`: the `<env>` part of issued API keys.
+    public var keyEnvironment: String?
+    /// Where the configuration was read from, for messages.
+    public var source: String = "defaults"
+
+    public init(hsm: HSMSection, postgres: PostgresSection? = nil, rpc: RPCSection? = nil, keyEnvironment: String? = nil, source: String = "defaults") {
+        self.hsm = hsm
+        self.postgres = postgres
+        self.rpc = rpc
+        self.keyEnvironment = keyEnvironment
+        self.source = source
+    }
+
+    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment }
+
+    /// Reads the configuration from `explicitPath`, `CUSTOS_CONFIG`, or the nearest
+    /// `.custos/config.json` above the current directory.
+    /// - Throws: ``ConfigurationError``.
+    public static func load(explicitPath: String?) throws -> CustosConfiguration {
+        let environment = ProcessInfo.processInfo.environment
+        let path = explicitPath ?? environment["CUSTOS_CONFIG"] ?? discover()
+        guard let path else {
+            throw ConfigurationError.missing("no .custos/config.json above \(FileManager.default.currentDirectoryPath); run scripts/setup or pass --config")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError.missing("cannot read \(path)")
+        }
+        do {
+            var configuration = try JSONDecoder().decode(CustosConfiguration.self, from: data)
+            configuration.source = path
+            return configuration
+        } catch {
+            throw ConfigurationError.invalid(path: path, reason: "\(error)")
+        }
+    }
+
+    private static func discover() -> String? {
+        var directory = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL
+        while true {
+            let candidate = directory.appendingPathComponent(".custos/config.json").path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let parent = directory.deletingLastPathComponent()
+            if parent.path == directory.path { return nil }
+            directory = parent
+        }
+    }
+
+    /// SoftHSM reads its configuration from `SOFTHSM2_CONF` at `C_Initialize`; an explicit
+    /// environment variable wins over the file's.
+    public func applyEnvironment() {
+        if let conf = hsm.softhsmConf, ProcessInfo.processInfo.environment["SOFTHSM2_CONF"] == nil {
+            setenv("SOFTHSM2_CONF", conf, 1)
+        }
+    }
+
+    /// - Throws: ``ConfigurationError`` when no user PIN source is configured.
+    public func poolConfiguration() throws -> HSMConfiguration {
+        let pin: PINSource
+        if let name = hsm.userPINEnvironment {
+            pin = .environment(name: name)
+        } else if let file = hsm.userPINFile {
+            pin = .file(path: file)
+        } else {
+            throw ConfigurationError.invalid(path: source, reason: "no user PIN source (userPINFile or userPINEnvironment)")
+        }
+        return HSMConfiguration(
+            modulePath: hsm.modulePath, token: .label(hsm.tokenLabel), userPIN: pin, workers: hsm.workers ?? 2
+        )
+    }
+}

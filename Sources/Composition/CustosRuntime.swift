@@ -1,0 +1,174 @@
+public import Custody
+public import HSM
+public import Logging
+public import ServiceLifecycle
+public import Storage
+
+/// The one composition root: the session pool and the database as services of one
+/// swift-service-lifecycle group, and the custody services over them, assembled once. `serve`,
+/// every local CLI command, the benchmarks and the test harnesses start Custos through
+/// ``run(_:options:services:_:)`` (or ``withPool(_:options:_:)`` / ``withDatabase(_:options:_:)``
+/// when a command needs only one of the two).
+public struct CustosRuntime: Sendable {
+    public let custody: CustodyGraph
+    public let logger: Logger
+
+    public var pool: SessionPool { custody.pool }
+    public var database: Database { custody.database }
+    public var audit: AuditLog { custody.audit }
+    public var keyring: TenantKeyring { custody.keyring }
+    public var apiKeys: APIKeyService { custody.apiKeys }
+    public var webhooks: WebhookSigner { custody.webhooks }
+
+    /// The verification side over this runtime's custody services (built on request: only
+    /// `serve` and the RPC benchmark need it).
+    /// - Parameter logger: the served side's logger (default: the runtime's).
+    public func verification(_ settings: VerificationGraph.Settings = VerificationGraph.Settings(), logger: Logger? = nil) -> VerificationGraph {
+        VerificationGraph(custody: custody, settings: settings, logger: logger ?? self.logger)
+    }
+
+    /// Runs `body` with the runtime of `configuration`: pool started and logged in, database
+    /// client running, root keys checked (unless ``Options/verifyRootKeys`` is off), custody
+    /// services assembled; `services` are added to the same group after the pool and the
+    /// database (so they stop before them). Everything is shut down when `body` returns or
+    /// throws (``Options/Lifetime/body``), or — for a server — when the group ends on a signal
+    /// (``Options/Lifetime/services``).
+    /// - Throws: ``ConfigurationError``, the pool's, the database's and the root-key check's
+    ///   errors, `body`'s error, or a service's.
+    public static func run<R>(
+        _ configuration: CustosConfiguration, options: Options,
+        services: (CustosRuntime) async throws -> [ServiceGroupConfiguration.ServiceConfiguration] = { _ in [] },
+        _ body: (CustosRuntime) async throws -> R
+    ) async throws -> R {
+        try await assemble(
+            pool: { try configuration.poolConfiguration() }, database: { try configuration.databaseConfiguration(role: options.databaseRole) },
+            custody: CustodyGraph.Settings(
+                auditAnchorPath: configuration.auditAnchorPath, keyEnvironment: configuration.environment,
+                tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit
+            ),
+            options: options, services: services, body
+        )
+    }
+
+    /// The same as ``run(_:options:services:_:)`` with the pool and database configurations
+    /// given directly (the test harnesses: their own token and schema, their own timeouts).
+    public static func run<R>(
+        pool poolConfiguration: HSMConfiguration, database databaseConfiguration: DatabaseConfiguration,
+        custody settings: CustodyGraph.Settings, options: Options,
+        services: (CustosRuntime) async throws -> [ServiceGroupConfiguration.ServiceConfiguration] = { _ in [] },
+        _ body: (CustosRuntime) async throws -> R
+    ) async throws -> R {
+        try await assemble(pool: { poolConfiguration }, database: { databaseConfiguration }, custody: settings, options: options, services: services, body)
+    }
+
+    /// Runs `body` with only the pool started (HSM-only commands: status, self-test, the key
+    /// ceremony's steps on the token).
+    public static func withPool<R>(
+        _ configuration: CustosConfiguration, options: Options, _ body: (SessionPool) async throws -> R
+    ) async throws -> R {
+        try await withPool(try configuration.poolConfiguration(), options: options, body)
+    }
+
+    /// ``withPool(_:options:_:)`` with the pool configuration given directly.
+    public static func withPool<R>(
+        _ poolConfiguration: HSMConfiguration, options: Options, _ body: (SessionPool) async throws -> R
+    ) async throws -> R {
+        let pool = try await startedPool(poolConfiguration, options: options)
+        return try await lifecycle([.init(service: SessionPoolService(pool: pool))], options: options) { try await body(pool) }
+    }
+
+    /// Runs `body` with only a database client (as ``Options/databaseRole``): migrations, and
+    /// recording root-key check values after a ceremony.
+    public static func withDatabase<R>(
+        _ configuration: CustosConfiguration, options: Options, _ body: (Database) async throws -> R
+    ) async throws -> R {
+        try await withDatabase(try configuration.databaseConfiguration(role: options.databaseRole), options: options, body)
+    }
+
+    /// ``withDatabase(_:options:_:)`` with the database configuration given directly.
+    public static func withDatabase<R>(
+        _ databaseConfiguration: DatabaseConfiguration, options: Options, _ body: (Database) async throws -> R
+    ) async throws -> R {
+        let database = try Database(configuration: databaseConfiguration, logger: options.logger)
+        database.start()
+        return try await lifecycle([.init(service: DatabaseService(database: database))], options: options) { try await body(database) }
+    }
+
+    // The configurations are read lazily, in the order the CLI always reported problems: the
+    // pool's first (and the token), then the database's.
+    private static func assemble<R>(
+        pool poolConfiguration: () throws -> HSMConfiguration, database databaseConfiguration: () throws -> DatabaseConfiguration,
+        custody settings: CustodyGraph.Settings, options: Options,
+        services: (CustosRuntime) async throws -> [ServiceGroupConfiguration.ServiceConfiguration],
+        _ body: (CustosRuntime) async throws -> R
+    ) async throws -> R {
+        let pool = try await startedPool(try poolConfiguration(), options: options)
+        let database: Database
+        do {
+            database = try Database(configuration: try databaseConfiguration(), logger: options.logger)
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+        database.start()
+        let runtime: CustosRuntime
+        let members: [ServiceGroupConfiguration.ServiceConfiguration]
+        do {
+            let rootKeys = try await CustodyGraph.rootKeys(pool: pool, database: database, verify: options.verifyRootKeys, logger: options.logger)
+            runtime = CustosRuntime(
+                custody: CustodyGraph(pool: pool, database: database, rootKeys: rootKeys, settings: settings, logger: options.logger),
+                logger: options.logger
+            )
+            members = try await services(runtime)
+        } catch {
+            await database.shutdown()
+            await pool.shutdown()
+            throw error
+        }
+        return try await lifecycle(
+            [.init(service: SessionPoolService(pool: pool)), .init(service: DatabaseService(database: database))] + members, options: options
+        ) { try await body(runtime) }
+    }
+
+    private static func startedPool(_ configuration: HSMConfiguration, options: Options) async throws -> SessionPool {
+        let pool = if let module = options.module {
+            try SessionPool(configuration: configuration, module: module, logger: options.logger)
+        } else {
+            try SessionPool(configuration: configuration, logger: options.logger)
+        }
+        try await pool.start()
+        return pool
+    }
+
+    /// Runs the group and `body` side by side; ends the group when `body` ends (or, for
+    /// ``Options/Lifetime/services``, waits for the group). `body`'s error wins over the group's.
+    private static func lifecycle<R>(
+        _ members: [ServiceGroupConfiguration.ServiceConfiguration], options: Options, _ body: () async throws -> R
+    ) async throws -> R {
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: members, gracefulShutdownSignals: options.gracefulShutdownSignals, logger: options.logger
+        ))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let outcome: Result<R, any Error>
+            do {
+                outcome = .success(try await body())
+            } catch {
+                outcome = .failure(error)
+            }
+            let failed = if case .failure = outcome { true } else { false }
+            if options.lifetime == .body || failed {
+                await group.triggerGracefulShutdown()
+            }
+            var groupError: (any Error)?
+            do {
+                try await tasks.waitForAll()
+            } catch {
+                groupError = error
+            }
+            let result = try outcome.get()
+            if let groupError { throw groupError }
+            return result
+        }
+    }
+}

@@ -1,0 +1,76 @@
+public import Custody
+public import Logging
+public import Tokenization
+public import Verification
+
+/// The verification side over a ``CustodyGraph``: custody behind the verification core's
+/// ports, features → tokens → decisions, subject rights, retention and key-destruction
+/// approvals — what `serve` (and the RPC benchmark) run.
+public struct VerificationGraph: Sendable {
+    /// What the verification core needs besides custody.
+    public struct Settings: Sendable {
+        /// Subjects held in memory per tenant and biometric version for 1:N.
+        public var galleryCapacity = 100_000
+        /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB: 1.26M subjects).
+        public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
+        /// 1:1 verifications one subject may have per window.
+        public var verificationAttempts = VerificationAttemptLimit.default
+
+        public init() {}
+    }
+
+    public let custody: CustodyGraph
+    public let recorder: AuditLogRecorder
+    public let sealer: CustodyPersonalDataSealer
+    public let referencer: CustodySubjectReferencer
+    public let policies: TenantPolicies
+    public let core: VerificationService
+    public let sessions: VerificationSessions
+    public let limiter: TokenizationRateLimiter
+    public let tokenizer: BiometricTokenizer
+    public let flow: BiometricVerification
+    public let rights: SubjectRights
+    public let retention: RetentionJob
+    public let approvals: KeyDestructionApprovals
+    let logger: Logger
+
+    /// The tokenization budget of a tenant that has not set its own: the default policy's, the
+    /// one place it is written (``TenantPolicy/default``).
+    public static let defaultTokenizationBudget = TokenizationBudget(perMinute: TenantPolicy.default.tokenizationsPerMinute)
+
+    public init(custody: CustodyGraph, settings: Settings = Settings(), logger: Logger) {
+        let (pool, database, keyring, audit) = (custody.pool, custody.database, custody.keyring, custody.audit)
+        self.custody = custody
+        recorder = AuditLogRecorder(audit)
+        sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
+        referencer = CustodySubjectReferencer(pool: pool, keyring: keyring)
+        policies = TenantPolicies(database: database, audit: recorder)
+        core = VerificationService(
+            database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
+            galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger
+        )
+        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer)
+        limiter = TokenizationRateLimiter(database: database, defaultBudget: Self.defaultTokenizationBudget, audit: audit)
+        tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
+        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
+        rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder)
+        retention = RetentionJob(database: database, core: core, audit: recorder)
+        approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit)
+        self.logger = logger
+    }
+
+    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
+    /// and gallery listeners running until cancelled.
+    public func runBackground() async {
+        do {
+            let done = try await custody.keyring.reconcile()
+            if !done.isEmpty { logger.notice("reconciled interrupted key rotations", metadata: ["count": "\(done.count)"]) }
+        } catch {
+            logger.error("start-up reconciliation failed; run `custos key reconcile`", metadata: ["error": "\(error)"])
+        }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await custody.apiKeys.runRevocationListener() }
+            group.addTask { await core.runGalleryListener() }
+        }
+    }
+}
