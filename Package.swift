@@ -237,8 +237,11 @@ let package = Package(
             dependencies: ["PKCS11", "HSM", "SecureMemory", "HSMTestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
+        // Everything that needs PostgreSQL as well as a token: the key hierarchy, API keys,
+        // webhooks, audit, the verification flows, storage, the RPC services and the runtime,
+        // one folder per feature; harnesses in Support/.
         .testTarget(
-            name: "CustodyTests",
+            name: "PostgresIntegrationTests",
             dependencies: [
                 "Custody", "Storage", "CustosModel", "HSM", "PKCS11", "SecureMemory", "HSMTestSupport", "Tokenization", "Verification", "Composition", "Ceremony", "RPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

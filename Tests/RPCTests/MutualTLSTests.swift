@@ -9,7 +9,7 @@ import Testing
 /// with real certificates from `scripts/make-ca`, in front of the health service: what the TLS
 /// handshake lets through and what the transport tells the interceptor chain about the caller.
 /// Needs no database; the whole production path — `AuthenticationInterceptor` and
-/// `Authenticator` to the handler — is in Tests/CustodyTests/RPCAuthTests.
+/// `Authenticator` to the handler — is in Tests/PostgresIntegrationTests/RPC/RPCAuthTests.
 @Suite("Mutual TLS: the handshake and the caller's certificate")
 struct MutualTLSTests {
     static func endpoint(_ certs: TestCertificates) -> ServerEndpoint {
