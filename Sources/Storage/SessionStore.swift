@@ -123,6 +123,15 @@ public enum SessionStore {
         try await connection.query("DELETE FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
     }
 
+    /// Retention: deletes sessions completed before `cutoff`, and never-completed ones that
+    /// expired before it (their gateway links go with them). - Returns: sessions deleted.
+    public static func deleteEnded(before cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
+        try await connection.query("""
+            DELETE FROM verification_sessions
+            WHERE completed_at < \(cutoff) OR (completed_at IS NULL AND expires_at < \(cutoff)) RETURNING 1
+            """, logger: Database.quiet).collect().count
+    }
+
     /// Sessions whose name or email is sealed under a `data` key version.
     public static func count(dataKeyVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await TemplateStore.scalar("SELECT count(*)::int FROM verification_sessions WHERE data_key_version = \(dataKeyVersion)", on: connection)

@@ -2,9 +2,11 @@ public import CustosModel
 public import Foundation
 public import Storage
 
-/// Deletes fingerprints with no activity (enrolment or 1:1 match) for longer than each
-/// tenant's retention period (default 90 days), and verification-attempt counters whose window
-/// has ended. Session metadata stays for the audit trail.
+/// Deletes, per tenant, what has outlived its retention period (default 90 days): fingerprints
+/// with no activity (enrolment or 1:1 match) for that long, verification sessions completed (or,
+/// never completed, expired) that long ago — with their sealed name and email and their subject
+/// reference, so that old `pii` and `data` key versions do reach zero references — and
+/// verification-attempt counters whose window has ended. The audit log keeps the counts.
 /// The clock is injected, so a test can run the job "100 days later".
 public struct RetentionJob: Sendable {
     let database: Database
@@ -19,31 +21,45 @@ public struct RetentionJob: Sendable {
         self.now = now
     }
 
+    /// What one run deleted in one tenant.
+    public struct Deletions: Sendable, Equatable {
+        public var templates: Int
+        public var sessions: Int
+
+        public init(templates: Int = 0, sessions: Int = 0) {
+            self.templates = templates
+            self.sessions = sessions
+        }
+    }
+
     /// Runs for one tenant, or every tenant when `tenant` is nil.
-    /// - Returns: templates deleted per tenant (tenants with none deleted are left out).
-    public func run(tenant: TenantID? = nil, actor: String = "retention") async throws -> [TenantID: Int] {
+    /// - Returns: what was deleted per tenant (tenants with nothing deleted are left out).
+    public func run(tenant: TenantID? = nil, actor: String = "retention") async throws -> [TenantID: Deletions] {
         let tenants = if let tenant { [tenant] } else { try await TenantStore(database).list().map(\.id) }
-        var deleted = [TenantID: Int]()
+        var deleted = [TenantID: Deletions]()
         for tenant in tenants {
             let policy = try await core.policies.policy(tenant)
             let cutoff = now().addingTimeInterval(-Double(policy.retentionDays) * 86_400)
             let notice = core.galleryChange(tenant, .reset)
             let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
             let audit = audit
-            let count = try await database.withTenant(tenant, context: "retention") { connection in
+            let deletions = try await database.withTenant(tenant, context: "retention") { connection in
                 try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, on: connection)
-                let count = try await TemplateStore.deleteInactive(since: cutoff, on: connection)
-                if count > 0 {
-                    try await TemplateStore.notify(notice, on: connection)
-                    try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates", details: [
-                        "templates": "\(count)", "retention_days": "\(policy.retentionDays)",
+                let deletions = Deletions(
+                    templates: try await TemplateStore.deleteInactive(since: cutoff, on: connection),
+                    sessions: try await SessionStore.deleteEnded(before: cutoff, on: connection)
+                )
+                if deletions.templates > 0 { try await TemplateStore.notify(notice, on: connection) }
+                if deletions != Deletions() {
+                    try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates,sessions", details: [
+                        "templates": "\(deletions.templates)", "sessions": "\(deletions.sessions)", "retention_days": "\(policy.retentionDays)",
                     ], on: connection)
                 }
-                return count
+                return deletions
             }
-            guard count > 0 else { continue }
-            core.galleryReset(tenant)
-            deleted[tenant] = count
+            guard deletions != Deletions() else { continue }
+            if deletions.templates > 0 { core.galleryReset(tenant) }
+            deleted[tenant] = deletions
         }
         return deleted
     }

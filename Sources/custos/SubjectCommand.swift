@@ -46,7 +46,7 @@ struct SubjectCommand: AsyncParsableCommand {
 struct RetentionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retention",
-        abstract: "Delete fingerprints idle past each tenant's retention period (default 90 days), over the Admin RPC.",
+        abstract: "Delete fingerprints idle, and verification sessions ended, longer than each tenant's retention period (default 90 days), over the Admin RPC.",
         subcommands: [Run.self]
     )
 
@@ -59,8 +59,8 @@ struct RetentionCommand: AsyncParsableCommand {
             let id = try tenant.map(tenantArgument)
             let response = try await remote.withAdmin { try await $0.runRetention(.with { if let id { $0.tenantID = id } }) }
             try remote.print(response) {
-                response.templatesDeleted == 0 ? "nothing to delete"
-                    : "\(response.templatesDeleted) fingerprints deleted in \(response.tenantsWithDeletions) tenants"
+                response.tenantsWithDeletions == 0 ? "nothing to delete"
+                    : "\(response.templatesDeleted) fingerprints and \(response.sessionsDeleted) sessions deleted in \(response.tenantsWithDeletions) tenants"
             }
         }
     }

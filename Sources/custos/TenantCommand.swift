@@ -58,7 +58,7 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Scores at or above: green.") var green = 0.30
         @Option(help: "Scores at or above (below green): amber; below: red.") var amber = 0.15
-        @Option(help: "Days without activity before a fingerprint is deleted.") var retentionDays = 90
+        @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is.") var retentionDays = 90
         @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = TenantPolicy.default.tokenizationsPerMinute
 
         func run() async throws {

@@ -703,7 +703,9 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+        /// > templates idle longer than the tenant's retention period, and verification sessions
+        /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RunRetentionRequest` messages.
@@ -1140,7 +1142,9 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+        /// > templates idle longer than the tenant's retention period, and verification sessions
+        /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RunRetentionRequest` message.
@@ -1575,7 +1579,9 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+        /// > templates idle longer than the tenant's retention period, and verification sessions
+        /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RunRetentionRequest` message.
@@ -2884,7 +2890,9 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+        /// > templates idle longer than the tenant's retention period, and verification sessions
+        /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RunRetentionRequest` message.
@@ -3626,7 +3634,9 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+        /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+        /// > templates idle longer than the tenant's retention period, and verification sessions
+        /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RunRetentionRequest` message.
@@ -4326,7 +4336,9 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+    /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+    /// > templates idle longer than the tenant's retention period, and verification sessions
+    /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RunRetentionRequest` message.
@@ -5068,7 +5080,9 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants.
+    /// > Applies the retention policy now, for one tenant or (tenant_id unset) all tenants: deletes
+    /// > templates idle longer than the tenant's retention period, and verification sessions
+    /// > completed (or, never completed, expired) longer ago than it. Audited with counts.
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -683,6 +683,8 @@ public nonisolated struct Custos_V1_RunRetentionResponse: Sendable {
   /// Tenants in which something was deleted.
   public var tenantsWithDeletions: UInt32 = 0
 
+  public var sessionsDeleted: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2179,7 +2181,7 @@ nonisolated extension Custos_V1_RunRetentionRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunRetentionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}templates_deleted\0\u{3}tenants_with_deletions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}templates_deleted\0\u{3}tenants_with_deletions\0\u{3}sessions_deleted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2189,6 +2191,7 @@ nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.templatesDeleted) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.tenantsWithDeletions) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsDeleted) }()
       default: break
       }
     }
@@ -2201,12 +2204,16 @@ nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, Swi
     if self.tenantsWithDeletions != 0 {
       try visitor.visitSingularUInt32Field(value: self.tenantsWithDeletions, fieldNumber: 2)
     }
+    if self.sessionsDeleted != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sessionsDeleted, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_RunRetentionResponse, rhs: Custos_V1_RunRetentionResponse) -> Bool {
     if lhs.templatesDeleted != rhs.templatesDeleted {return false}
     if lhs.tenantsWithDeletions != rhs.tenantsWithDeletions {return false}
+    if lhs.sessionsDeleted != rhs.sessionsDeleted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

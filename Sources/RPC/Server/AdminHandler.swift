@@ -305,7 +305,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let tenant = request.hasTenantID ? try await existingTenant(request.tenantID) : nil
         let deleted = try await deps.retention.run(tenant: tenant, actor: actor)
         return .with {
-            $0.templatesDeleted = UInt32(deleted.values.reduce(0, +))
+            $0.templatesDeleted = UInt32(deleted.values.reduce(0) { $0 + $1.templates })
+            $0.sessionsDeleted = UInt32(deleted.values.reduce(0) { $0 + $1.sessions })
             $0.tenantsWithDeletions = UInt32(deleted.count)
         }
     }

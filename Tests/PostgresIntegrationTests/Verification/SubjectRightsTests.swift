@@ -56,7 +56,7 @@ struct SubjectRightsTests {
         await verification.custody.shutdown()
     }
 
-    @Test("Retention deletes fingerprints idle past the tenant's period (clock moved forward) and keeps active ones")
+    @Test("Retention deletes fingerprints idle past the tenant's period and sessions ended longer ago (clock moved forward); active ones stay")
     func retention() async throws {
         let verification = try await VerificationHarness.make("retention")
         let keyring = verification.custody.keyring
@@ -75,14 +75,30 @@ struct SubjectRightsTests {
             WHERE subject_ref = (SELECT subject_ref FROM verification_sessions WHERE outcome = 'enrolled' ORDER BY created_at DESC LIMIT 1)
             """)
 
-        #expect(try await verification.retention.run() == [a: 1, b: 1], "A: 100 days > 90; B: 45 days > its 30")
+        #expect(
+            try await verification.retention.run() == [a: .init(templates: 1), b: .init(templates: 1)],
+            "A: 100 days > 90; B: 45 days > its 30; every session ended today"
+        )
         #expect(try await verification.count("templates", tenant: a) == 1, "the subject active 10 days ago stays")
         #expect(try await verification.count("templates", tenant: b) == 0)
         #expect(try await verification.retention.run().isEmpty, "nothing more to delete")
         verification.clock.advance(days: 81)
-        #expect(try await verification.retention.run(tenant: a) == [a: 1], "81 days later the last one is 91 days idle")
-        #expect(try await verification.count("verification_sessions", tenant: a) == 2, "session metadata stays for the audit trail")
-        #expect(try await verification.auditEntries("retention.delete").count == 3)
+        #expect(try await verification.retention.run(tenant: a) == [a: .init(templates: 1)], "81 days later the last one is 91 days idle")
+        #expect(try await verification.count("verification_sessions", tenant: a) == 2, "sessions completed 81 days ago stay (A keeps 90)")
+        let abandoned = try await verification.sessions.create(tenant: a, externalID: PersonalText("never-opened"), name: PersonalText("Ada"), email: nil)
+        verification.clock.advance(days: 10)
+        #expect(
+            try await verification.retention.run() == [a: .init(sessions: 2), b: .init(sessions: 1)],
+            "91 days after completion A's two sessions go, and B's (30-day period) too"
+        )
+        #expect(try await verification.count("verification_sessions", tenant: a) == 1, "the session expired 10 days ago stays")
+        #expect(try await verification.count("gateway_links", tenant: a) == 1, "its gateway link with it")
+        verification.clock.advance(days: 82)
+        #expect(try await verification.retention.run(tenant: a) == [a: .init(sessions: 1)], "an expired, never-completed session goes 90 days after it expired")
+        #expect(try await verification.count("verification_sessions", tenant: a) == 0)
+        #expect(try await verification.count("gateway_links", tenant: a) == 0, "gateway links go with their sessions")
+        #expect(try await verification.auditEntries("retention.delete").count == 6)
+        _ = abandoned
         await verification.custody.shutdown()
     }
 
