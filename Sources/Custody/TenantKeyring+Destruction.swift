@@ -94,7 +94,7 @@ extension TenantKeyring {
         try await database.withTenant(tenant, context: "count references to a key version") { connection in
             switch purpose {
             case .apiKeyPepper:
-                try await APIKeyStore.count(pepperVersion: version, on: connection)
+                try await APIKeyStore.count(pepperVersion: version, at: Date(), on: connection)
             case .bioSeed, .bioPRF:
                 try await TemplateStore.count(keyVersion: version, on: connection)
             case .data:

@@ -105,10 +105,12 @@ public enum APIKeyStore {
     }
 
     /// How many live keys still need pepper `version` (a version they need is never destroyed).
-    public static func count(pepperVersion version: Int, on connection: DatabaseTransaction) async throws -> Int {
-        let rows = try await connection.query(
-            "SELECT count(*)::int FROM api_keys WHERE pepper_version = \(version) AND revoked_at IS NULL", logger: Database.quiet
-        )
+    /// Revoked and expired keys never verify again, so they need no pepper.
+    public static func count(pepperVersion version: Int, at now: Date, on connection: DatabaseTransaction) async throws -> Int {
+        let rows = try await connection.query("""
+            SELECT count(*)::int FROM api_keys
+            WHERE pepper_version = \(version) AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > \(now))
+            """, logger: Database.quiet)
         for try await count in rows.decode(Int.self) { return count }
         return 0
     }

@@ -14,7 +14,7 @@ struct APIKeyCommand: AsyncParsableCommand {
     )
 
     static func row(_ key: Custos_V1_APIKeyInfo) -> String {
-        "\(pad(key.keyID, 12))\(pad(key.revokedAt.seconds > 0 ? "revoked" : "active", 9))\(pad(key.scopes.joined(separator: ","), 30))\(key.label)"
+        "\(pad(key.keyID, 12))\(pad(key.revokedAt.seconds > 0 ? "revoked" : "active", 9))\(pad("pepper v\(key.pepperVersion)", 11))\(pad(key.scopes.joined(separator: ","), 30))\(key.label)"
     }
 
     struct Issue: AsyncParsableCommand {
@@ -60,10 +60,11 @@ struct APIKeyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "A tenant's keys (ids, scopes, dates; never a secret).")
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
+        @Flag(help: "Only live keys still hashed under an older apikey-pepper version (ask their owners to rotate them).") var stale = false
 
         func run() async throws {
             let id = try tenantArgument(tenant)
-            let response = try await remote.withAdmin { try await $0.listAPIKeys(.with { $0.tenantID = id }) }
+            let response = try await remote.withAdmin { try await $0.listAPIKeys(.with { $0.tenantID = id; $0.stale = stale }) }
             try remote.print(response) { response.keys.map(APIKeyCommand.row).joined(separator: "\n") }
         }
     }

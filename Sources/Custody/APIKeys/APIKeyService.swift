@@ -170,6 +170,17 @@ public final class APIKeyService: Sendable {
         }
     }
 
+    /// Live keys (neither revoked nor expired) hashed under an older `apikey-pepper` version than
+    /// the active one: they re-hash when next presented, but one never presented keeps the old
+    /// version referenced — officers ask its owner to rotate it.
+    public func stale(tenant: TenantID, now: Date = Date()) async throws -> [APIKeyRecord] {
+        let active = try await keyring.versions(tenant).filter { $0.purpose == .apiKeyPepper && $0.state == .active }.map(\.version).max()
+        guard let active else { throw CustodyError.noActiveKey(tenant, .apiKeyPepper) }
+        return try await list(tenant: tenant).filter { key in
+            key.revokedAt == nil && (key.expiresAt.map { $0 > now } ?? true) && key.pepperVersion < active
+        }
+    }
+
     /// Keeps a LISTEN connection for revocations until cancelled, reconnecting with backoff.
     /// While it is down the cache is off and every verification reads the database.
     public func runRevocationListener() async {

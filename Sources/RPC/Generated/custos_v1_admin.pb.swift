@@ -445,6 +445,11 @@ public nonisolated struct Custos_V1_ListAPIKeysRequest: Sendable {
 
   public var tenantID: String = String()
 
+  /// Only live keys (neither revoked nor expired) hashed under an older apikey-pepper version
+  /// than the active one: they keep that version referenced until presented once more, so
+  /// officers ask their owners to use or rotate them before the old version can be destroyed.
+  public var stale: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1660,7 +1665,7 @@ nonisolated extension Custos_V1_RevokeAPIKeyResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Custos_V1_ListAPIKeysRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListAPIKeysRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}stale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1669,6 +1674,7 @@ nonisolated extension Custos_V1_ListAPIKeysRequest: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.stale) }()
       default: break
       }
     }
@@ -1678,11 +1684,15 @@ nonisolated extension Custos_V1_ListAPIKeysRequest: SwiftProtobuf.Message, Swift
     if !self.tenantID.isEmpty {
       try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
     }
+    if self.stale != false {
+      try visitor.visitSingularBoolField(value: self.stale, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_ListAPIKeysRequest, rhs: Custos_V1_ListAPIKeysRequest) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.stale != rhs.stale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

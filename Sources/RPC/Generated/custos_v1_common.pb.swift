@@ -390,6 +390,9 @@ public nonisolated struct Custos_V1_APIKeyInfo: Sendable {
   /// Clears the value of `revokedAt`. Subsequent reads from it will return its default value.
   public mutating func clearRevokedAt() {self._revokedAt = nil}
 
+  /// The apikey-pepper version its stored hash was made under.
+  public var pepperVersion: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -526,7 +529,7 @@ nonisolated extension Custos_V1_KeyVersion: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Custos_V1_APIKeyInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".APIKeyInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{3}tenant_id\0\u{1}scopes\0\u{1}label\0\u{3}created_at\0\u{3}expires_at\0\u{3}last_used_at\0\u{3}revoked_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0\u{3}tenant_id\0\u{1}scopes\0\u{1}label\0\u{3}created_at\0\u{3}expires_at\0\u{3}last_used_at\0\u{3}revoked_at\0\u{3}pepper_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -542,6 +545,7 @@ nonisolated extension Custos_V1_APIKeyInfo: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularMessageField(value: &self._expiresAt) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._lastUsedAt) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._revokedAt) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.pepperVersion) }()
       default: break
       }
     }
@@ -576,6 +580,9 @@ nonisolated extension Custos_V1_APIKeyInfo: SwiftProtobuf.Message, SwiftProtobuf
     try { if let v = self._revokedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    if self.pepperVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pepperVersion, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -588,6 +595,7 @@ nonisolated extension Custos_V1_APIKeyInfo: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._expiresAt != rhs._expiresAt {return false}
     if lhs._lastUsedAt != rhs._lastUsedAt {return false}
     if lhs._revokedAt != rhs._revokedAt {return false}
+    if lhs.pepperVersion != rhs.pepperVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -48,6 +48,7 @@ public struct APIKeysHandler: Custos_V1_APIKeys.SimpleServiceProtocol {
             if let at = record.expiresAt { $0.expiresAt = Google_Protobuf_Timestamp(date: at) }
             if let at = record.lastUsedAt { $0.lastUsedAt = Google_Protobuf_Timestamp(date: at) }
             if let at = record.revokedAt { $0.revokedAt = Google_Protobuf_Timestamp(date: at) }
+            $0.pepperVersion = UInt32(record.pepperVersion)
         }
     }
 }

@@ -186,7 +186,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public func listAPIKeys(request: Custos_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Custos_V1_ListAPIKeysResponse {
         _ = try officer()
         let id = try await existingTenant(request.tenantID)
-        let keys = try await deps.apiKeys.list(tenant: id)
+        let keys = request.stale ? try await deps.apiKeys.stale(tenant: id) : try await deps.apiKeys.list(tenant: id)
         return .with { $0.keys = keys.map(APIKeysHandler.info) }
     }
 

@@ -85,6 +85,37 @@ struct APIKeyServiceTests {
         await harness.shutdown()
     }
 
+    @Test("After a pepper rotation: --stale lists live keys under the old pepper; revoked and expired keys neither list nor keep the old version alive")
+    func stalePepper() async throws {
+        let harness = try await CustodyHarness.make("pepperstale")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let dormant = try await harness.apiKeys.issue(tenant: tenant, scopes: [], label: "dormant", actor: "officer")
+        let expired = try await harness.apiKeys.issue(tenant: tenant, scopes: [], label: "expired", expiresAt: Date().addingTimeInterval(3600), actor: "officer")
+        let revoked = try await harness.apiKeys.issue(tenant: tenant, scopes: [], label: "revoked", actor: "officer")
+        let used = try await harness.apiKeys.issue(tenant: tenant, scopes: [], label: "used", actor: "officer")
+        #expect(try await harness.apiKeys.stale(tenant: tenant).isEmpty, "nothing is stale before a rotation")
+
+        try await harness.keyring.rotate(tenant, .apiKeyPepper, actor: "officer")
+        _ = try await harness.apiKeys.verify(used.key)   // re-hashed under v2
+        _ = try await harness.apiKeys.revoke(tenant: tenant, keyID: revoked.keyID, actor: "officer")
+        #expect(Set(try await harness.apiKeys.stale(tenant: tenant).map(\.keyID)) == [dormant.keyID, expired.keyID])
+        try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE key_id = \(expired.keyID)")
+        #expect(try await harness.apiKeys.stale(tenant: tenant).map(\.keyID) == [dormant.keyID], "an expired key never verifies again")
+
+        do {
+            try await harness.keyring.destroy(tenant, .apiKeyPepper, version: 1, waitingPeriod: .zero, actor: "officer")
+            Issue.record("destroyed a pepper version that a live, dormant API key still needs")
+        } catch let error as CustodyError {
+            guard case .stillNeeded(_, _, 1, let reason) = error else { Issue.record("got \(error)"); return }
+            #expect(reason.hasPrefix("1 stored"), "only the dormant key counts: \(reason)")
+        }
+        _ = try await harness.apiKeys.revoke(tenant: tenant, keyID: dormant.keyID, actor: "officer")
+        #expect(try await harness.apiKeys.stale(tenant: tenant).isEmpty)
+        try await harness.keyring.destroy(tenant, .apiKeyPepper, version: 1, waitingPeriod: .zero, actor: "officer")
+        #expect(try await harness.keyring.versions(tenant).first { $0.purpose == .apiKeyPepper && $0.version == 1 }?.state == .destroyed)
+        await harness.shutdown()
+    }
+
     @Test("A revocation reaches a second instance through LISTEN/NOTIFY")
     func revocationReachesSecondInstance() async throws {
         let harness = try await CustodyHarness.make("notify")
