@@ -17,7 +17,7 @@ struct BiometricOracleTests {
     @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure and retention forget counters")
     func attemptLimit() async throws {
         let custody = try await CustodyHarness.make("attempts")
-        let verification = VerificationHarness(custody, attemptLimit: VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)))
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)) }
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         let face = try FeatureVector(Self.face)
         _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
