@@ -123,7 +123,10 @@ struct GalleryMemoryLimitTests {
     func globalLimit() async throws {
         let custody = try await CustodyHarness.make("gallerylimit")
         #expect(VerificationService.defaultGalleryMemoryLimit / TokenGallery.bytesPerSubject >= 1_000_000, "the default holds a million subjects")
-        let core = VerificationService(database: custody.service, galleryMemoryLimit: 3 * TokenGallery.bytesPerSubject, logger: custody.logs.logger)
+        // Serve's core (auditing, as in production), with a limit of three subjects.
+        var settings = VerificationGraph.Settings()
+        settings.galleryMemoryLimit = 3 * TokenGallery.bytesPerSubject
+        let core = custody.started.runtime.verification(settings).core
         #expect(core.gallerySubjectCapacity == 3)
         var tokens = [String: BiometricToken]()
         var tenants = [TenantID]()
