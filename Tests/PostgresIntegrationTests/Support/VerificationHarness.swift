@@ -19,8 +19,8 @@ final class TestClock: Sendable {
 /// The service's verification graph (``VerificationGraph``, what `serve` runs) over a custody
 /// harness's runtime, built through the same entry point (``CustosRuntime/verification(_:logger:)``).
 /// It differs from `serve` only in settings a test needs: a clock the test moves, policies read
-/// afresh on every call (a test changes a policy and acts on it at once), and whatever a test
-/// passes in `settings`.
+/// afresh on every call (a test changes a policy and acts on it at once), and what a test's
+/// `change` sets.
 struct VerificationHarness: Sendable {
     let custody: CustodyHarness
     let clock: TestClock
@@ -53,11 +53,10 @@ struct VerificationHarness: Sendable {
         self.custody = custody
         self.clock = clock
         if let database {
-            // A second instance writes no anchor file: each instance has its own, and this one
-            // has nowhere of its own to put it (the HSM anchor, which instances share, applies).
+            // Each instance keeps an audit anchor file of its own (the HSM anchor they share).
             let instance = CustodyGraph(
                 pool: custody.pool, database: database, rootKeys: custody.graph.rootKeys,
-                settings: CustodyGraph.Settings(auditAnchorPath: nil, keyEnvironment: "test"), logger: logger
+                settings: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath + ".second", keyEnvironment: "test"), logger: logger
             )
             graph = VerificationGraph(custody: instance, settings: settings, logger: logger)
         } else {
