@@ -1,4 +1,5 @@
 public import Custody
+public import Foundation
 public import Logging
 public import Tokenization
 public import Verification
@@ -15,6 +16,15 @@ public struct VerificationGraph: Sendable {
         public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
         /// 1:1 verifications one subject may have per window.
         public var verificationAttempts = VerificationAttemptLimit.default
+        /// How long a tenant's policy is reused before it is read again (another instance's
+        /// change applies within it). Tests that change a policy and act on it at once use zero.
+        public var policyCacheLifetime = TenantPolicies.defaultCacheLifetime
+        /// The budget of tenants without their own, shared across instances; `nil`: no
+        /// tokenization limiter at all (never in `serve`: for measuring the tokenizer alone).
+        public var tokenizationBudget: TokenizationBudget? = VerificationGraph.defaultTokenizationBudget
+        /// The clock of sessions, attempt windows, subject rights, retention and destruction
+        /// approvals; tests move a clock of their own by hand.
+        public var now: @Sendable () -> Date = { Date() }
 
         public init() {}
     }
@@ -26,7 +36,8 @@ public struct VerificationGraph: Sendable {
     public let policies: TenantPolicies
     public let core: VerificationService
     public let sessions: VerificationSessions
-    public let limiter: TokenizationRateLimiter
+    /// `nil` only when ``Settings/tokenizationBudget`` is.
+    public let limiter: TokenizationRateLimiter?
     public let tokenizer: BiometricTokenizer
     public let flow: BiometricVerification
     public let rights: SubjectRights
@@ -44,18 +55,19 @@ public struct VerificationGraph: Sendable {
         recorder = AuditLogRecorder(audit)
         sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
         referencer = CustodySubjectReferencer(pool: pool, keyring: keyring)
-        policies = TenantPolicies(database: database, audit: recorder)
+        policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: settings.policyCacheLifetime)
         core = VerificationService(
             database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
-            galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger
+            galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger,
+            now: settings.now
         )
-        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer)
-        limiter = TokenizationRateLimiter(database: database, defaultBudget: Self.defaultTokenizationBudget, audit: audit)
+        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: settings.now)
+        limiter = settings.tokenizationBudget.map { TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit) }
         tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
         flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
-        rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder)
-        retention = RetentionJob(database: database, core: core, audit: recorder)
-        approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit)
+        rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
+        retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
+        approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
     }
 

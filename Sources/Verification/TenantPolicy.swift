@@ -54,7 +54,11 @@ public final class TenantPolicies: Sendable {
     public let cacheLifetime: Duration
     private let cache = Mutex([TenantID: (policy: TenantPolicy, until: ContinuousClock.Instant)]())
 
-    public init(database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = .seconds(5)) {
+    /// How long a policy read is reused by default: a change made on another instance applies
+    /// here within it.
+    public static let defaultCacheLifetime: Duration = .seconds(5)
+
+    public init(database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = TenantPolicies.defaultCacheLifetime) {
         self.database = database
         self.audit = audit
         self.cacheLifetime = cacheLifetime

@@ -6,10 +6,12 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import HSMTestSupport
 import RPC
+import ServiceLifecycle
 import Storage
 
 /// The real service on loopback with mutual TLS (certificates from scripts/make-ca), over a
-/// custody harness: what a front-end, an officer or an attacker's client meets.
+/// custody harness, served as `serve` serves it (``CustosServer/prepare(_:endpoint:metrics:logger:)``):
+/// what a front-end, an officer or an attacker's client meets.
 struct RPCHarness: Sendable {
     let custody: CustodyHarness
     let services: CustosServices
@@ -22,22 +24,35 @@ struct RPCHarness: Sendable {
         _ body: @Sendable (RPCHarness) async throws -> R
     ) async throws -> R {
         let custody = if let custody { custody } else { try await CustodyHarness.make(name) }
-        let certificates = try TestCertificates.get()
-        let graph = VerificationGraph(custody: custody.graph, settings: settings.verification, logger: custody.logs.logger)
-        let services = CustosServices(graph, settings: settings, logger: custody.logs.logger)
-        let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(
-            certificateChain: certificates.path("server.pem"), privateKey: certificates.path("server.key"), clientCA: certificates.path("ca.pem")
-        ))
-        let server = GRPCServer(transport: try CustosServer.transport(endpoint), services: services.services, interceptors: services.interceptors)
+        let logger = custody.logs.logger
         do {
-            let result = try await withThrowingTaskGroup(of: R?.self) { group in
-                group.addTask { try await server.serve(); return nil }
-                group.addTask { await services.runBackground(); return nil }
-                defer { group.cancelAll() }
-                guard let port = try await server.listeningAddress?.ipv4?.port else { throw RPCError(code: .internalError, message: "no port") }
-                let harness = RPCHarness(custody: custody, services: services, certificates: certificates, port: port)
-                let result = try await body(harness)
-                server.beginGracefulShutdown()
+            let certificates = try TestCertificates.get()
+            let services = CustosServices(custody.started.runtime.verification(settings.verification, logger: logger), settings: settings, logger: logger)
+            let endpoint = ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(
+                certificateChain: certificates.path("server.pem"), privateKey: certificates.path("server.key"), clientCA: certificates.path("ca.pem")
+            ))
+            // The members `serve` adds to its runtime's group, in a group of their own: the
+            // custody harness's runtime is already running (and may be shared by the test).
+            let served = try await CustosServer.prepare(services, endpoint: endpoint, metrics: nil, logger: logger)
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: served.members, logger: logger))
+            let result = try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                let outcome: Result<R, any Error>
+                do {
+                    guard let address = await served.listening(), let port = address.split(separator: ":").last.flatMap({ Int($0) }) else {
+                        throw RPCError(code: .internalError, message: "the server stopped before it listened")
+                    }
+                    let harness = RPCHarness(custody: custody, services: services, certificates: certificates, port: port)
+                    outcome = .success(try await body(harness))
+                } catch {
+                    outcome = .failure(error)
+                }
+                await group.triggerGracefulShutdown()
+                // The body's error wins over the group's.
+                var groupError: (any Error)?
+                do { try await tasks.waitForAll() } catch { groupError = error }
+                let result = try outcome.get()
+                if let groupError { throw groupError }
                 return result
             }
             await custody.shutdown()

@@ -16,39 +16,52 @@ final class TestClock: Sendable {
     func advance(hours: Double) { current.withLock { $0 = $0.addingTimeInterval(hours * 3_600) } }
 }
 
-/// The service's composition over a custody harness: custody behind the verification core's
-/// ports, features → tokens → decisions through ``BiometricVerification``.
+/// The service's verification graph (``VerificationGraph``, what `serve` runs) over a custody
+/// harness's runtime, built through the same entry point (``CustosRuntime/verification(_:logger:)``).
+/// It differs from `serve` only in settings a test needs: a clock the test moves, policies read
+/// afresh on every call (a test changes a policy and acts on it at once), and what a test's
+/// `change` sets.
 struct VerificationHarness: Sendable {
     let custody: CustodyHarness
     let clock: TestClock
-    let sealer: CustodyPersonalDataSealer
-    let referencer: CustodySubjectReferencer
-    let recorder: AuditLogRecorder
-    let policies: TenantPolicies
-    let core: VerificationService
-    let sessions: VerificationSessions
-    let rights: SubjectRights
-    let retention: RetentionJob
-    let tokenizer: BiometricTokenizer
-    let flow: BiometricVerification
+    let graph: VerificationGraph
+    var sealer: CustodyPersonalDataSealer { graph.sealer }
+    var referencer: CustodySubjectReferencer { graph.referencer }
+    var recorder: AuditLogRecorder { graph.recorder }
+    var policies: TenantPolicies { graph.policies }
+    var core: VerificationService { graph.core }
+    var sessions: VerificationSessions { graph.sessions }
+    var rights: SubjectRights { graph.rights }
+    var retention: RetentionJob { graph.retention }
+    var tokenizer: BiometricTokenizer { graph.tokenizer }
+    var flow: BiometricVerification { graph.flow }
 
+    /// - Parameters:
+    ///   - database: a second service database client on the same schema: the graph then runs
+    ///     over custody services of its own on it (the same token and root keys), as a second
+    ///     instance of the service would.
+    ///   - change: adjusts the test settings (a tokenization budget, an attempt limit).
     init(
-        _ custody: CustodyHarness, database: Database? = nil, limiter: TokenizationRateLimiter? = nil,
-        attemptLimit: VerificationAttemptLimit = .default
+        _ custody: CustodyHarness, database: Database? = nil, _ change: (inout VerificationGraph.Settings) -> Void = { _ in }
     ) {
-        let database = database ?? custody.service
+        let clock = TestClock()
+        var settings = VerificationGraph.Settings()
+        settings.now = clock.now
+        settings.policyCacheLifetime = .zero
+        change(&settings)
+        let logger = custody.logs.logger
         self.custody = custody
-        clock = TestClock()
-        sealer = CustodyPersonalDataSealer(pool: custody.pool, keyring: custody.keyring)
-        referencer = CustodySubjectReferencer(pool: custody.pool, keyring: custody.keyring)
-        recorder = AuditLogRecorder(custody.audit)
-        policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: .zero)
-        core = VerificationService(database: database, policies: policies, attemptLimit: attemptLimit, logger: custody.logs.logger, now: clock.now)
-        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: clock.now)
-        rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: clock.now)
-        retention = RetentionJob(database: database, core: core, audit: recorder, now: clock.now)
-        tokenizer = BiometricTokenizer(pool: custody.pool, keyring: custody.keyring, limiter: limiter)
-        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
+        self.clock = clock
+        if let database {
+            // Each instance keeps an audit anchor file of its own (the HSM anchor they share).
+            let instance = CustodyGraph(
+                pool: custody.pool, database: database, rootKeys: custody.graph.rootKeys,
+                settings: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath + ".second", keyEnvironment: "test"), logger: logger
+            )
+            graph = VerificationGraph(custody: instance, settings: settings, logger: logger)
+        } else {
+            graph = custody.started.runtime.verification(settings, logger: logger)
+        }
     }
 
     static func make(_ name: String) async throws -> VerificationHarness {

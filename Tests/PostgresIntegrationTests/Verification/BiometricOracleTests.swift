@@ -17,7 +17,7 @@ struct BiometricOracleTests {
     @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure and retention forget counters")
     func attemptLimit() async throws {
         let custody = try await CustodyHarness.make("attempts")
-        let verification = VerificationHarness(custody, attemptLimit: VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)))
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)) }
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         let face = try FeatureVector(Self.face)
         _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
@@ -123,7 +123,10 @@ struct GalleryMemoryLimitTests {
     func globalLimit() async throws {
         let custody = try await CustodyHarness.make("gallerylimit")
         #expect(VerificationService.defaultGalleryMemoryLimit / TokenGallery.bytesPerSubject >= 1_000_000, "the default holds a million subjects")
-        let core = VerificationService(database: custody.service, galleryMemoryLimit: 3 * TokenGallery.bytesPerSubject, logger: custody.logs.logger)
+        // Serve's core (auditing, as in production), with a limit of three subjects.
+        var settings = VerificationGraph.Settings()
+        settings.galleryMemoryLimit = 3 * TokenGallery.bytesPerSubject
+        let core = custody.started.runtime.verification(settings).core
         #expect(core.gallerySubjectCapacity == 3)
         var tokens = [String: BiometricToken]()
         var tenants = [TenantID]()

@@ -14,8 +14,7 @@ struct RateLimitAndReferenceTests {
     @Test("A tenant over its tokenization budget is refused with a clear error and an audit entry; others are not")
     func budget() async throws {
         let custody = try await CustodyHarness.make("budget")
-        let limiter = TokenizationRateLimiter(database: custody.service, defaultBudget: TokenizationBudget(perSecond: 1_000, burst: 1_000), audit: custody.audit)
-        let verification = VerificationHarness(custody, limiter: limiter)
+        let verification = VerificationHarness(custody) { $0.tokenizationBudget = TokenizationBudget(perSecond: 1_000, burst: 1_000) }
         let a = try await custody.keyring.createTenant(label: "tenant-a", actor: "officer").id
         let b = try await custody.keyring.createTenant(label: "tenant-b", actor: "officer").id
         // 12 a minute: bursts of one (5 seconds' worth).
