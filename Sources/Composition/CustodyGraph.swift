@@ -1,6 +1,6 @@
 public import Custody
 public import HSM
-public import Logging
+import Logging
 public import Storage
 
 /// The custody services over one pool and one database, assembled once: the root keys the
@@ -37,7 +37,11 @@ public struct CustodyGraph: Sendable {
     public let apiKeys: APIKeyService
     public let webhooks: WebhookSigner
 
-    public init(pool: SessionPool, database: Database, rootKeys: RootKeys, settings: Settings, logger: Logger) {
+    // Internal, as is ``rootKeys(pool:database:verify:logger:)``: a graph is built only by
+    // CustosRuntime, after the root-key check (or, for `ceremony rotate-root` alone, with
+    // ``CustosRuntime/Options/verifyRootKeys`` off); public, they let RPC or an executable
+    // assemble custody over root keys nobody checked.
+    init(pool: SessionPool, database: Database, rootKeys: RootKeys, settings: Settings, logger: Logger) {
         self.pool = pool
         self.database = database
         self.rootKeys = rootKeys
@@ -57,7 +61,7 @@ public struct CustodyGraph: Sendable {
     /// - Parameter verify: refuse a token whose root keys the database does not know
     ///   (``RootKeyCheck``); only the root-KEK ceremony, which migrates and records them, skips
     ///   it and reads the token as it is.
-    public static func rootKeys(pool: SessionPool, database: Database, verify: Bool, logger: Logger) async throws -> RootKeys {
+    static func rootKeys(pool: SessionPool, database: Database, verify: Bool, logger: Logger) async throws -> RootKeys {
         let inventory = verify
             ? try await RootKeyCheck.verify(pool: pool, database: database, logger: logger)
             : try await RootKeyInventory.read(from: pool)

@@ -18,8 +18,6 @@ extension CustosRuntime {
         /// Refuse a token whose root keys the database does not know (``RootKeyCheck``). Only
         /// `ceremony rotate-root`, which migrates and records them, turns it off.
         public var verifyRootKeys = true
-        /// The role the database client connects as.
-        public var databaseRole: DatabaseRole = .service
         /// A module already loaded (`hsm status` reports on the same one; fault-injection tests
         /// use a private copy); `nil` loads the configured module path.
         public var module: PKCS11Module?
@@ -28,12 +26,11 @@ extension CustosRuntime {
         public var gracefulShutdownSignals: [UnixSignal] = []
 
         public init(
-            logger: Logger, verifyRootKeys: Bool = true, databaseRole: DatabaseRole = .service, module: PKCS11Module? = nil,
+            logger: Logger, verifyRootKeys: Bool = true, module: PKCS11Module? = nil,
             lifetime: Lifetime = .body, gracefulShutdownSignals: [UnixSignal] = []
         ) {
             self.logger = logger
             self.verifyRootKeys = verifyRootKeys
-            self.databaseRole = databaseRole
             self.module = module
             self.lifetime = lifetime
             self.gracefulShutdownSignals = gracefulShutdownSignals

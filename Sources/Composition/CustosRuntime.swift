@@ -41,7 +41,10 @@ public struct CustosRuntime: Sendable {
         _ body: (CustosRuntime) async throws -> R
     ) async throws -> R {
         try await assemble(
-            pool: { try configuration.poolConfiguration() }, database: { try configuration.databaseConfiguration(role: options.databaseRole) },
+            // Custody always connects as the service role, which owns nothing: the owner could
+            // alter tables, turn row-level security off or rewrite the audit log. The owner is
+            // for migrations only (``withDatabase(_:role:options:_:)``).
+            pool: { try configuration.poolConfiguration() }, database: { try configuration.databaseConfiguration(role: .service) },
             custody: CustodyGraph.Settings(
                 auditAnchorPath: configuration.auditAnchorPath, keyEnvironment: configuration.environment,
                 tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit
@@ -77,12 +80,12 @@ public struct CustosRuntime: Sendable {
         return try await lifecycle([.init(service: SessionPoolService(pool: pool))], options: options) { try await body(pool) }
     }
 
-    /// Runs `body` with only a database client (as ``Options/databaseRole``): migrations, and
-    /// recording root-key check values after a ceremony.
+    /// Runs `body` with only a database client, as `role`: migrations (the owner), and recording
+    /// root-key check values after a ceremony (the service).
     public static func withDatabase<R>(
-        _ configuration: CustosConfiguration, options: Options, _ body: (Database) async throws -> R
+        _ configuration: CustosConfiguration, role: DatabaseRole = .service, options: Options, _ body: (Database) async throws -> R
     ) async throws -> R {
-        try await withDatabase(try configuration.databaseConfiguration(role: options.databaseRole), options: options, body)
+        try await withDatabase(try configuration.databaseConfiguration(role: role), options: options, body)
     }
 
     /// ``withDatabase(_:options:_:)`` with the database configuration given directly.

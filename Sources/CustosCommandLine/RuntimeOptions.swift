@@ -5,10 +5,10 @@ public import Logging
 public import PKCS11
 
 extension CustosRuntime.Options {
-    /// A command's runtime: logs to standard error (``makeLogger()``), the service database
-    /// role, root keys checked unless the command is the root-KEK ceremony.
-    public static func cli(verifyRootKeys: Bool = true, databaseRole: DatabaseRole = .service, module: PKCS11Module? = nil) -> Self {
-        Self(logger: makeLogger(), verifyRootKeys: verifyRootKeys, databaseRole: databaseRole, module: module)
+    /// A command's runtime: logs to standard error (``makeLogger()``), root keys checked unless
+    /// the command is the root-KEK ceremony.
+    public static func cli(verifyRootKeys: Bool = true, module: PKCS11Module? = nil) -> Self {
+        Self(logger: makeLogger(), verifyRootKeys: verifyRootKeys, module: module)
     }
 }
 

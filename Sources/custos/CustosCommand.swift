@@ -19,7 +19,7 @@ struct CustosCommand: AsyncParsableCommand {
         subcommands: [
             HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
             WebhookCommand.self, AuditCommand.self, SubjectCommand.self, RetentionCommand.self,
-            CeremonyCommand.self, ServeCommand.self, CertificateCommand.self,
+            CeremonyCommand.self, ServeCommand.self, CertificateCommand.self, MovedBenchCommand.self, MovedEvalCommand.self,
         ]
     )
 }

@@ -14,8 +14,8 @@ struct DatabaseCommand: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try options.loadConfiguration()
-            let runtimeOptions = CustosRuntime.Options.cli(databaseRole: .owner)
-            let applied = try await CustosRuntime.withDatabase(configuration, options: runtimeOptions) { owner in
+            let runtimeOptions = CustosRuntime.Options.cli()
+            let applied = try await CustosRuntime.withDatabase(configuration, role: .owner, options: runtimeOptions) { owner in
                 try await Migrations.migrate(owner, serviceRole: configuration.serviceUser, logger: runtimeOptions.logger)
             }
             print(applied.isEmpty ? "schema is at version \(Migrations.latestVersion); nothing to do" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")

@@ -4,7 +4,7 @@ import Foundation
 import HSM
 import PKCS11
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 
 /// The audit head anchored outside PostgreSQL: in the HSM (one data object every instance

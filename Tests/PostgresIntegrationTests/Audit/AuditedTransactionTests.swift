@@ -4,7 +4,7 @@ import CustosModel
 import Foundation
 import HSM
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 import Verification
 

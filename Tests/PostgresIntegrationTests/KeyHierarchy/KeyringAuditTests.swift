@@ -2,7 +2,7 @@ import Custody
 import CustosModel
 import Foundation
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 
 /// Issue 9 §4: no tenant, rotation or key destruction without its audit entry — the entry is

@@ -66,6 +66,60 @@ struct CustosRuntimeTests {
         await harness.shutdown()
     }
 
+    @Test("a database that cannot be reached fails the start (the root-key check) as unavailable, and the pool is closed again")
+    func unreachableDatabaseClosesPool() async throws {
+        // A fresh token: the check reads it, then asks the database (before finding no root keys).
+        let (harness, token, reachable) = try await freshTokenOverHarness("rtnodb")
+        var database = reachable
+        // A cluster that is not there (nothing shared is stopped): no socket file at all.
+        database.socketPath = TestEnvironment.directory + "/no-cluster-\(UUID().uuidString.prefix(8))/.s.PGSQL.5432"
+        database.connectTimeout = .seconds(1)
+        database.operationTimeout = .seconds(2)
+        let options = CustosRuntime.Options(logger: logs.logger)
+        let failed = await #expect(throws: (any Error).self) {
+            try await CustosRuntime.run(
+                pool: token.configuration(workers: 1), database: database, custody: CustodyGraph.Settings(auditAnchorPath: nil), options: options
+            ) { _ in
+                Issue.record("the body ran without a database")
+            }
+        }
+        let unavailable: Bool
+        if let error = failed as? StorageError {
+            unavailable = error.isRetryable
+        } else if case .storage(let error)? = failed as? CustodyError {
+            unavailable = error.isRetryable
+        } else {
+            unavailable = false
+        }
+        #expect(unavailable, "got \(String(describing: failed))")
+        #expect(logs.text.contains("HSM session pool started"))
+        #expect(logs.text.contains("HSM session pool stopped"), "the pool was left running after run threw")
+        await harness.shutdown()
+    }
+
+    @Test("services that fail to build fail the start, and the pool and the database are closed again")
+    func failingServicesShutDown() async throws {
+        let (harness, token, database) = try await freshTokenOverHarness("rtservices")
+        struct Planted: Error {}
+        let options = CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false)
+        let pool = Mutex<SessionPool?>(nil)
+        await #expect(throws: Planted.self) {
+            try await CustosRuntime.run(
+                pool: token.configuration(), database: database, custody: CustodyGraph.Settings(auditAnchorPath: nil), options: options,
+                services: { runtime in
+                    pool.withLock { $0 = runtime.pool }
+                    throw Planted()
+                }
+            ) { _ in
+                Issue.record("the body ran although the services failed")
+            }
+        }
+        let closed = try #require(pool.withLock { $0 })
+        let refused = await #expect(throws: HSMError.self) { try await closed.withSession { _ in } }
+        guard case .notRunning = refused else { Issue.record("got \(String(describing: refused))"); return }
+        await harness.shutdown()
+    }
+
     @Test("a harness's runtime stops on shutdown: its pool refuses work afterwards")
     func startedRuntimeStops() async throws {
         let harness = try await CustodyHarness.make("rtstarted")

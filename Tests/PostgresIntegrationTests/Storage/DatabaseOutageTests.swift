@@ -1,6 +1,6 @@
 import Foundation
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 
 /// A unix-socket proxy (socat) between the client and PostgreSQL: stopping it takes the

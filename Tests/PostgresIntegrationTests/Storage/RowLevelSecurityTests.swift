@@ -1,7 +1,7 @@
 import Custody
 import CustosModel
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 
 @Suite("Storage: migrations and row-level security")

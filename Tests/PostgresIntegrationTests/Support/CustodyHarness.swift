@@ -8,7 +8,7 @@ import HSMTestSupport
 import Logging
 import PKCS11
 import PostgresNIO
-import Storage
+@testable import Storage
 
 /// Everything a custody test needs, all real: a fresh SoftHSM token with root keys, and a fresh
 /// schema in the PostgreSQL cluster that `scripts/setup` started (migrated by the owner role,

@@ -3,7 +3,7 @@ import Custody
 import CustosModel
 import Foundation
 import PostgresNIO
-import Storage
+@testable import Storage
 import Synchronization
 import Tokenization
 import Verification

@@ -2,7 +2,7 @@ import Custody
 import CustosModel
 import Foundation
 import PostgresNIO
-import Storage
+@testable import Storage
 import Testing
 import Tokenization
 

@@ -2,7 +2,7 @@ import Composition
 import Custody
 import CustosModel
 import Foundation
-import Storage
+@testable import Storage
 import Testing
 import Tokenization
 import Verification
