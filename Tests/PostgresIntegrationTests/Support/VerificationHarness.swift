@@ -1,4 +1,4 @@
-import Composition
+@testable import Composition  // a second instance over the first one's checked root keys (CustodyGraph.init is internal)
 import Custody
 import CustosModel
 import Foundation
