@@ -28,6 +28,15 @@ public enum TenantPolicyStore {
         return nil
     }
 
+    /// Serialises policy changes of the caller's tenant until its transaction ends, so a partial
+    /// update reads and writes a policy nobody changes meanwhile (the row may not exist yet,
+    /// hence a lock on the tenant rather than on the row).
+    public static func lockForChange(tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        try await connection.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(\("custos-tenant-policy:" + tenant.rawValue), 0))", logger: Database.quiet
+        )
+    }
+
     public static func put(_ row: Row, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute)

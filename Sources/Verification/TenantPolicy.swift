@@ -38,6 +38,33 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         self.tokenizationsPerMinute = tokenizationsPerMinute
     }
 
+    /// The fields a partial update sets; `nil` keeps the stored value.
+    public struct Changes: Sendable, Hashable {
+        public var green: Double?
+        public var amber: Double?
+        public var retentionDays: Int?
+        public var tokenizationsPerMinute: Int?
+
+        public init(green: Double? = nil, amber: Double? = nil, retentionDays: Int? = nil, tokenizationsPerMinute: Int? = nil) {
+            self.green = green
+            self.amber = amber
+            self.retentionDays = retentionDays
+            self.tokenizationsPerMinute = tokenizationsPerMinute
+        }
+
+        public var isEmpty: Bool { self == Changes() }
+    }
+
+    /// This policy with `changes` applied, checked as a whole (a new amber must stay below the
+    /// stored green).
+    /// - Throws: ``VerificationError/invalidArgument(field:reason:)``.
+    public func applying(_ changes: Changes) throws -> TenantPolicy {
+        try TenantPolicy(
+            green: changes.green ?? thresholds.green, amber: changes.amber ?? thresholds.amber,
+            retentionDays: changes.retentionDays ?? retentionDays, tokenizationsPerMinute: changes.tokenizationsPerMinute ?? tokenizationsPerMinute
+        )
+    }
+
     init(_ row: TenantPolicyStore.Row) {
         self.init(
             unchecked: DecisionThresholds(green: row.green, amber: row.amber) ?? .default,
@@ -75,20 +102,37 @@ public final class TenantPolicies: Sendable {
         return policy
     }
 
-    /// Stores the tenant's policy (audited).
+    /// Stores the tenant's whole policy (audited).
     public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws {
-        let row = TenantPolicyStore.Row(
-            green: policy.thresholds.green, amber: policy.thresholds.amber,
-            retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute
-        )
+        _ = try await change(tenant, actor: actor) { _ in policy }
+    }
+
+    /// Changes only the fields `changes` sets, on the stored policy (or the default), in one
+    /// transaction that no other change of this tenant's policy interleaves with (audited).
+    /// - Returns: the policy now stored.
+    /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` when the result is out of
+    ///   range (nothing is written).
+    public func update(_ changes: TenantPolicy.Changes, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
+        try await change(tenant, actor: actor) { try $0.applying(changes) }
+    }
+
+    private func change(_ tenant: TenantID, actor: String, _ make: @escaping @Sendable (TenantPolicy) throws -> TenantPolicy) async throws -> TenantPolicy {
         let audit = audit
-        try await database.withTenant(tenant, context: "set tenant policy") { connection in
-            try await TenantPolicyStore.put(row, tenant: tenant, on: connection)
+        let policy = try await database.withTenant(tenant, context: "set tenant policy") { connection in
+            try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)
+            let stored = try await TenantPolicyStore.get(on: connection).map(TenantPolicy.init) ?? .default
+            let policy = try make(stored)
+            try await TenantPolicyStore.put(TenantPolicyStore.Row(
+                green: policy.thresholds.green, amber: policy.thresholds.amber,
+                retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute
+            ), tenant: tenant, on: connection)
             try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: [
                 "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
             ], on: connection)
+            return policy
         }
         cache.withLock { $0[tenant] = nil }
+        return policy
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CustosCommandLine
 import Foundation
 import RPC
 import Verification
@@ -53,29 +54,45 @@ struct TenantCommand: AsyncParsableCommand {
     }
 
     struct Policy: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set a tenant's decision thresholds, retention and tokenization budget.")
+        static let configuration = CommandConfiguration(
+            abstract: "Change a tenant's decision thresholds, retention or tokenization budget: only the options given change."
+        )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Scores at or above: green.") var green = 0.30
-        @Option(help: "Scores at or above (below green): amber; below: red.") var amber = 0.15
-        @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is.") var retentionDays = 90
-        @Option(help: "Tokenizations a minute.") var tokenizationsPerMinute = TenantPolicy.default.tokenizationsPerMinute
+        @Option(help: "Scores at or above: green (default policy: 0.30).") var green: Double?
+        @Option(help: "Scores at or above (below green): amber; below: red (default policy: 0.15).") var amber: Double?
+        @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is (default policy: 90).") var retentionDays: Int?
+        @Option(help: "Tokenizations a minute (default policy: \(TenantPolicy.default.tokenizationsPerMinute)).") var tokenizationsPerMinute: Int?
 
         func run() async throws {
             let id = try tenantArgument(tenant)
             let (green, amber, days, budget) = (green, amber, retentionDays, tokenizationsPerMinute)
+            var paths = [String]()
+            if green != nil { paths.append("green_threshold") }
+            if amber != nil { paths.append("amber_threshold") }
+            if days != nil { paths.append("retention_days") }
+            if budget != nil { paths.append("tokenization_budget_per_minute") }
+            guard !paths.isEmpty else {
+                throw LocalError.failed("nothing to change: give --green, --amber, --retention-days or --tokenizations-per-minute")
+            }
+            let mask = paths
             let response = try await remote.withAdmin {
                 try await $0.setTenantPolicy(.with {
                     $0.tenantID = id
                     $0.policy = .with {
-                        $0.greenThreshold = green
-                        $0.amberThreshold = amber
-                        $0.retentionDays = UInt32(clamping: days)
-                        $0.tokenizationBudgetPerMinute = UInt32(clamping: budget)
+                        $0.greenThreshold = green ?? 0
+                        $0.amberThreshold = amber ?? 0
+                        $0.retentionDays = UInt32(clamping: days ?? 0)
+                        $0.tokenizationBudgetPerMinute = UInt32(clamping: budget ?? 0)
                     }
+                    $0.updateMask = .with { $0.paths = mask }
                 })
             }
-            try remote.print(response) { "policy of \(id): green ≥ \(green), amber ≥ \(amber), retention \(days) d, \(budget)/min" }
+            let policy = response.policy
+            try remote.print(response) {
+                "policy of \(id): green ≥ \(policy.greenThreshold), amber ≥ \(policy.amberThreshold), "
+                    + "retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min"
+            }
         }
     }
 }

@@ -711,11 +711,25 @@ public nonisolated struct Custos_V1_SetTenantPolicyRequest: Sendable {
   /// Clears the value of `policy`. Subsequent reads from it will return its default value.
   public mutating func clearPolicy() {self._policy = nil}
 
+  /// The fields of `policy` to change (paths: green_threshold, amber_threshold, retention_days,
+  /// tokenization_budget_per_minute); the others keep their stored values, and the result is
+  /// checked as a whole. Unset or empty: `policy` replaces the whole policy.
+  /// Errors: INVALID_ARGUMENT for any other path.
+  public var updateMask: SwiftProtobuf.Google_Protobuf_FieldMask {
+    get {_updateMask ?? SwiftProtobuf.Google_Protobuf_FieldMask()}
+    set {_updateMask = newValue}
+  }
+  /// Returns true if `updateMask` has been explicitly set.
+  public var hasUpdateMask: Bool {self._updateMask != nil}
+  /// Clears the value of `updateMask`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdateMask() {self._updateMask = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _policy: Custos_V1_TenantPolicy? = nil
+  fileprivate var _updateMask: SwiftProtobuf.Google_Protobuf_FieldMask? = nil
 }
 
 public nonisolated struct Custos_V1_SetTenantPolicyResponse: Sendable {
@@ -2231,7 +2245,7 @@ nonisolated extension Custos_V1_RunRetentionResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Custos_V1_SetTenantPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SetTenantPolicyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}policy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}policy\0\u{3}update_mask\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2241,6 +2255,7 @@ nonisolated extension Custos_V1_SetTenantPolicyRequest: SwiftProtobuf.Message, S
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._updateMask) }()
       default: break
       }
     }
@@ -2257,12 +2272,16 @@ nonisolated extension Custos_V1_SetTenantPolicyRequest: SwiftProtobuf.Message, S
     try { if let v = self._policy {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    try { if let v = self._updateMask {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_SetTenantPolicyRequest, rhs: Custos_V1_SetTenantPolicyRequest) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs._policy != rhs._policy {return false}
+    if lhs._updateMask != rhs._updateMask {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -84,11 +84,31 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func setTenantPolicy(request: Custos_V1_SetTenantPolicyRequest, context: ServerContext) async throws -> Custos_V1_SetTenantPolicyResponse {
         let id = try await existingTenant(request.tenantID)
-        let policy = try TenantPolicy(
-            green: request.policy.greenThreshold, amber: request.policy.amberThreshold,
-            retentionDays: Int(request.policy.retentionDays), tokenizationsPerMinute: Int(request.policy.tokenizationBudgetPerMinute)
-        )
-        try await deps.policies.set(policy, for: id, actor: try officer())
+        let actor = try officer()
+        let given = request.policy
+        guard request.hasUpdateMask, !request.updateMask.paths.isEmpty else {
+            let policy = try TenantPolicy(
+                green: given.greenThreshold, amber: given.amberThreshold,
+                retentionDays: Int(given.retentionDays), tokenizationsPerMinute: Int(given.tokenizationBudgetPerMinute)
+            )
+            try await deps.policies.set(policy, for: id, actor: actor)
+            return .with { $0.policy = Self.policy(policy) }
+        }
+        var changes = TenantPolicy.Changes()
+        for path in request.updateMask.paths {
+            switch path {
+            case "green_threshold": changes.green = given.greenThreshold
+            case "amber_threshold": changes.amber = given.amberThreshold
+            case "retention_days": changes.retentionDays = Int(given.retentionDays)
+            case "tokenization_budget_per_minute": changes.tokenizationsPerMinute = Int(given.tokenizationBudgetPerMinute)
+            default:
+                throw RPCError(
+                    code: .invalidArgument,
+                    message: "update_mask: paths are green_threshold, amber_threshold, retention_days and tokenization_budget_per_minute"
+                )
+            }
+        }
+        let policy = try await deps.policies.update(changes, for: id, actor: actor)
         return .with { $0.policy = Self.policy(policy) }
     }
 

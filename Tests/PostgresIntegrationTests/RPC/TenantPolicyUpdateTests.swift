@@ -1,0 +1,53 @@
+import CustosModel
+import Foundation
+import GRPCCore
+import RPC
+import SwiftProtobuf
+import Testing
+
+/// `SetTenantPolicy` with an update mask changes only the fields it names (what
+/// `custos tenant policy --retention-days 30` sends); without one it replaces the policy.
+@Suite("Admin: partial tenant-policy updates", .serialized)
+struct TenantPolicyUpdateTests {
+    @Test("A mask changes only its fields, checks the result as a whole, and refuses unknown paths; no mask replaces the policy")
+    func partialUpdates() async throws {
+        try await RPCHarness.with("policymask") { rpc in
+            try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                let tenant = try await admin.createTenant(.with { $0.label = "acme" }).tenant.tenantID
+                func set(_ mask: [String]?, _ policy: Custos_V1_TenantPolicy) async throws -> Custos_V1_TenantPolicy {
+                    try await admin.setTenantPolicy(.with {
+                        $0.tenantID = tenant
+                        $0.policy = policy
+                        if let mask { $0.updateMask = .with { $0.paths = mask } }
+                    }).policy
+                }
+                let full = try await set(nil, .with {
+                    $0.greenThreshold = 0.4; $0.amberThreshold = 0.2; $0.retentionDays = 30; $0.tokenizationBudgetPerMinute = 100
+                })
+                #expect(full.retentionDays == 30 && full.tokenizationBudgetPerMinute == 100)
+
+                // Only retention is named: the zeros sent for the other fields are not applied.
+                let retention = try await set(["retention_days"], .with { $0.retentionDays = 60 })
+                #expect(retention.greenThreshold == 0.4 && retention.amberThreshold == 0.2)
+                #expect(retention.retentionDays == 60 && retention.tokenizationBudgetPerMinute == 100)
+
+                let budget = try await set(["tokenization_budget_per_minute", "amber_threshold"], .with {
+                    $0.tokenizationBudgetPerMinute = 250; $0.amberThreshold = 0.1; $0.retentionDays = 1
+                })
+                #expect(budget.tokenizationBudgetPerMinute == 250 && budget.amberThreshold == 0.1 && budget.retentionDays == 60)
+
+                // The result is checked as a whole: amber 0.5 above the stored green 0.4.
+                await #expect { _ = try await set(["amber_threshold"], .with { $0.amberThreshold = 0.5 }) } throws: { error in
+                    (error as? RPCError)?.code == .invalidArgument
+                }
+                await #expect { _ = try await set(["retention_days", "label"], .with { $0.retentionDays = 5 }) } throws: { error in
+                    guard let error = error as? RPCError else { return false }
+                    return error.code == .invalidArgument && error.message.contains("update_mask")
+                }
+                let stored = try await admin.listTenants(.init()).tenants.first { $0.tenantID == tenant }?.policy
+                #expect(stored == budget, "refused updates wrote nothing")
+            }
+        }
+    }
+}
