@@ -296,6 +296,12 @@ public enum Migrations {
         GRANT SELECT, INSERT, DELETE ON verification_attempts TO {service};
         GRANT UPDATE (window_start, attempts) ON verification_attempts TO {service};
         """),
+        Migration(version: 9, summary: "per-tenant overlap of biometric key rotations", sql: """
+        -- Days the previous biometric key version keeps matching after a rotation (0: none,
+        -- the old templates stop matching at once). Existing tenants get the default.
+        ALTER TABLE tenant_policies ADD COLUMN bio_overlap_days integer NOT NULL DEFAULT 30
+            CHECK (bio_overlap_days BETWEEN 0 AND 365);
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -107,6 +107,21 @@ public enum TemplateStore {
         try await connection.query("DELETE FROM templates WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
     }
 
+    /// Deletes the subject's template of one key version (a migration to the active version
+    /// replaced it). - Returns: whether a row was deleted.
+    @discardableResult
+    public static func delete(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> Bool {
+        try await !connection.query("""
+            DELETE FROM templates WHERE subject_ref = \(subject) AND key_version = \(keyVersion) RETURNING 1
+            """, logger: Database.quiet).collect().isEmpty
+    }
+
+    /// Deletes every template of one key version of the tenant in scope (the end of a biometric
+    /// rotation's overlap). - Returns: rows deleted.
+    public static func deleteAll(keyVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
+        try await connection.query("DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1", logger: Database.quiet).collect().count
+    }
+
     /// Retention: deletes templates with no activity since `cutoff`. - Returns: rows deleted.
     public static func deleteInactive(since cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("DELETE FROM templates WHERE last_used_at < \(cutoff) RETURNING 1", logger: Database.quiet).collect().count
@@ -144,6 +159,11 @@ public struct GalleryChange: Sendable, Hashable {
         case erased = "x"
         /// Many rows changed (retention): drop the tenant's galleries.
         case reset = "r"
+        /// The subject moved to `keyVersion` (a GREEN match under an older version during a
+        /// rotation's overlap): drop it from the tenant's other versions' galleries and reload
+        /// that one row. Instances that predate this kind drop the payload; their stale entry
+        /// is harmless, since identification re-reads candidates' tokens from the database.
+        case migrated = "m"
     }
 
     public let instance: String

@@ -9,21 +9,31 @@ public enum TenantPolicyStore {
         public let amber: Double
         public let retentionDays: Int
         public let tokenizationsPerMinute: Int
+        /// Days the previous biometric version keeps matching after a rotation.
+        public let bioOverlapDays: Int
 
-        public init(green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int) {
+        public init(
+            green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int,
+            bioOverlapDays: Int = TenantPolicyStore.defaultBioOverlapDays
+        ) {
             self.green = green
             self.amber = amber
             self.retentionDays = retentionDays
             self.tokenizationsPerMinute = tokenizationsPerMinute
+            self.bioOverlapDays = bioOverlapDays
         }
     }
 
+    /// The biometric overlap of a tenant without a policy row (and the column's default):
+    /// custody reads it when it rotates, so it lives here, below both custody and the core.
+    public static let defaultBioOverlapDays = 30
+
     public static func get(on connection: DatabaseTransaction) async throws -> Row? {
         let rows = try await connection.query("""
-            SELECT green_threshold, amber_threshold, retention_days, tokenizations_per_minute FROM tenant_policies
+            SELECT green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days FROM tenant_policies
             """, logger: Database.quiet)
-        for try await row in rows.decode((Double, Double, Int, Int).self) {
-            return Row(green: row.0, amber: row.1, retentionDays: row.2, tokenizationsPerMinute: row.3)
+        for try await row in rows.decode((Double, Double, Int, Int, Int).self) {
+            return Row(green: row.0, amber: row.1, retentionDays: row.2, tokenizationsPerMinute: row.3, bioOverlapDays: row.4)
         }
         return nil
     }
@@ -39,11 +49,12 @@ public enum TenantPolicyStore {
 
     public static func put(_ row: Row, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
-            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute)
-            VALUES (\(tenant.rawValue)::uuid, \(row.green), \(row.amber), \(row.retentionDays), \(row.tokenizationsPerMinute))
+            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days)
+            VALUES (\(tenant.rawValue)::uuid, \(row.green), \(row.amber), \(row.retentionDays), \(row.tokenizationsPerMinute), \(row.bioOverlapDays))
             ON CONFLICT (tenant_id) DO UPDATE SET green_threshold = EXCLUDED.green_threshold,
                 amber_threshold = EXCLUDED.amber_threshold, retention_days = EXCLUDED.retention_days,
-                tokenizations_per_minute = EXCLUDED.tokenizations_per_minute, updated_at = now()
+                tokenizations_per_minute = EXCLUDED.tokenizations_per_minute, bio_overlap_days = EXCLUDED.bio_overlap_days,
+                updated_at = now()
             """, logger: Database.quiet)
     }
 }

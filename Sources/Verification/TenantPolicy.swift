@@ -11,15 +11,28 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     public let retentionDays: Int
     /// Tokenizations a minute, sustained (bursts of up to 5 seconds' worth).
     public let tokenizationsPerMinute: Int
+    /// Days the previous biometric key version keeps matching after a rotation, so enrolled
+    /// subjects migrate on their next GREEN verification (0 to 365; 0: the old templates stop
+    /// matching at once and subjects re-enrol, the behaviour before overlaps existed).
+    public let bioOverlapDays: Int
+
+    /// The widest overlap: a year covers subjects verified about once a year, and bounds how
+    /// long a superseded (perhaps suspected) biometric key keeps matching.
+    public static let bioOverlapDaysRange = 0...365
 
     /// 6,000 tokenizations a minute (100/s, bursts of 500): the tokenization PRF and the
     /// decisions behind it are an oracle (a codebook, or hill-climbing towards an enrolled face),
     /// so the default is a hundredth of what it was (600,000), still far above one check per
     /// candidate for any hiring pipeline; a tenant that needs more raises it (audited).
-    public static let `default` = TenantPolicy(unchecked: .default, retentionDays: 90, tokenizationsPerMinute: 6_000)
+    public static let `default` = TenantPolicy(
+        unchecked: .default, retentionDays: 90, tokenizationsPerMinute: 6_000, bioOverlapDays: TenantPolicyStore.defaultBioOverlapDays
+    )
 
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` naming the field out of range.
-    public init(green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int) throws {
+    public init(
+        green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int,
+        bioOverlapDays: Int = TenantPolicyStore.defaultBioOverlapDays
+    ) throws {
         guard green.isFinite, amber.isFinite, let thresholds = DecisionThresholds(green: green, amber: amber) else {
             throw VerificationError.invalidArgument(field: "thresholds", reason: "need 0 < amber < green ≤ 1")
         }
@@ -29,13 +42,17 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         guard (1...1_000_000).contains(tokenizationsPerMinute) else {
             throw VerificationError.invalidArgument(field: "tokenizations_per_minute", reason: "between 1 and 1000000")
         }
-        self.init(unchecked: thresholds, retentionDays: retentionDays, tokenizationsPerMinute: tokenizationsPerMinute)
+        guard Self.bioOverlapDaysRange.contains(bioOverlapDays) else {
+            throw VerificationError.invalidArgument(field: "bio_overlap_days", reason: "between 0 and 365")
+        }
+        self.init(unchecked: thresholds, retentionDays: retentionDays, tokenizationsPerMinute: tokenizationsPerMinute, bioOverlapDays: bioOverlapDays)
     }
 
-    private init(unchecked thresholds: DecisionThresholds, retentionDays: Int, tokenizationsPerMinute: Int) {
+    private init(unchecked thresholds: DecisionThresholds, retentionDays: Int, tokenizationsPerMinute: Int, bioOverlapDays: Int) {
         self.thresholds = thresholds
         self.retentionDays = retentionDays
         self.tokenizationsPerMinute = tokenizationsPerMinute
+        self.bioOverlapDays = bioOverlapDays
     }
 
     /// The fields a partial update sets; `nil` keeps the stored value.
@@ -44,12 +61,16 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         public var amber: Double?
         public var retentionDays: Int?
         public var tokenizationsPerMinute: Int?
+        public var bioOverlapDays: Int?
 
-        public init(green: Double? = nil, amber: Double? = nil, retentionDays: Int? = nil, tokenizationsPerMinute: Int? = nil) {
+        public init(
+            green: Double? = nil, amber: Double? = nil, retentionDays: Int? = nil, tokenizationsPerMinute: Int? = nil, bioOverlapDays: Int? = nil
+        ) {
             self.green = green
             self.amber = amber
             self.retentionDays = retentionDays
             self.tokenizationsPerMinute = tokenizationsPerMinute
+            self.bioOverlapDays = bioOverlapDays
         }
 
         public var isEmpty: Bool { self == Changes() }
@@ -61,14 +82,15 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     public func applying(_ changes: Changes) throws -> TenantPolicy {
         try TenantPolicy(
             green: changes.green ?? thresholds.green, amber: changes.amber ?? thresholds.amber,
-            retentionDays: changes.retentionDays ?? retentionDays, tokenizationsPerMinute: changes.tokenizationsPerMinute ?? tokenizationsPerMinute
+            retentionDays: changes.retentionDays ?? retentionDays, tokenizationsPerMinute: changes.tokenizationsPerMinute ?? tokenizationsPerMinute,
+            bioOverlapDays: changes.bioOverlapDays ?? bioOverlapDays
         )
     }
 
     init(_ row: TenantPolicyStore.Row) {
         self.init(
             unchecked: DecisionThresholds(green: row.green, amber: row.amber) ?? .default,
-            retentionDays: row.retentionDays, tokenizationsPerMinute: row.tokenizationsPerMinute
+            retentionDays: row.retentionDays, tokenizationsPerMinute: row.tokenizationsPerMinute, bioOverlapDays: row.bioOverlapDays
         )
     }
 }
@@ -124,11 +146,13 @@ public final class TenantPolicies: Sendable {
             let policy = try make(stored)
             try await TenantPolicyStore.put(TenantPolicyStore.Row(
                 green: policy.thresholds.green, amber: policy.thresholds.amber,
-                retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute
+                retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute,
+                bioOverlapDays: policy.bioOverlapDays
             ), tenant: tenant, on: connection)
             try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: [
                 "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
+                "bio_overlap_days": "\(policy.bioOverlapDays)",
             ], on: connection)
             return policy
         }

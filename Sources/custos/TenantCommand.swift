@@ -33,7 +33,8 @@ struct TenantCommand: AsyncParsableCommand {
                 response.tenants.map { tenant in
                     "\(tenant.tenantID)  \(pad(tenant.disabled ? "disabled" : "active", 9))\(pad(tenant.label, 24))"
                         + "green ≥ \(tenant.policy.greenThreshold), amber ≥ \(tenant.policy.amberThreshold), "
-                        + "retention \(tenant.policy.retentionDays) d, \(tenant.policy.tokenizationBudgetPerMinute)/min"
+                        + "retention \(tenant.policy.retentionDays) d, \(tenant.policy.tokenizationBudgetPerMinute)/min, "
+                        + "bio overlap \(tenant.policy.bioOverlapDays) d"
                 }.joined(separator: "\n")
             }
         }
@@ -55,7 +56,7 @@ struct TenantCommand: AsyncParsableCommand {
 
     struct Policy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Change a tenant's decision thresholds, retention or tokenization budget: only the options given change."
+            abstract: "Change a tenant's decision thresholds, retention, tokenization budget or biometric overlap: only the options given change."
         )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
@@ -63,6 +64,8 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Scores at or above (below green): amber; below: red (default policy: 0.15).") var amber: Double?
         @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is (default policy: 90).") var retentionDays: Int?
         @Option(help: "Tokenizations a minute (default policy: \(TenantPolicy.default.tokenizationsPerMinute)).") var tokenizationsPerMinute: Int?
+        @Option(help: "Days the previous biometric key version keeps matching after a rotation, 0 to 365 (default policy: \(TenantPolicy.default.bioOverlapDays)).")
+        var bioOverlapDays: Int?
 
         func run() async throws {
             let id = try tenantArgument(tenant)
@@ -72,8 +75,14 @@ struct TenantCommand: AsyncParsableCommand {
             if amber != nil { paths.append("amber_threshold") }
             if days != nil { paths.append("retention_days") }
             if budget != nil { paths.append("tokenization_budget_per_minute") }
+            let overlap = bioOverlapDays
+            if let overlap {
+                // Checked here too: a negative value would be clamped to 0 on the wire, silently.
+                guard TenantPolicy.bioOverlapDaysRange.contains(overlap) else { throw LocalError.failed("--bio-overlap-days: between 0 and 365") }
+                paths.append("bio_overlap_days")
+            }
             guard !paths.isEmpty else {
-                throw LocalError.failed("nothing to change: give --green, --amber, --retention-days or --tokenizations-per-minute")
+                throw LocalError.failed("nothing to change: give --green, --amber, --retention-days, --tokenizations-per-minute or --bio-overlap-days")
             }
             let mask = paths
             let response = try await remote.withAdmin {
@@ -84,6 +93,7 @@ struct TenantCommand: AsyncParsableCommand {
                         $0.amberThreshold = amber ?? 0
                         $0.retentionDays = UInt32(clamping: days ?? 0)
                         $0.tokenizationBudgetPerMinute = UInt32(clamping: budget ?? 0)
+                        if let overlap { $0.bioOverlapDays = UInt32(clamping: overlap) }
                     }
                     $0.updateMask = .with { $0.paths = mask }
                 })
@@ -91,7 +101,7 @@ struct TenantCommand: AsyncParsableCommand {
             let policy = response.policy
             try remote.print(response) {
                 "policy of \(id): green ≥ \(policy.greenThreshold), amber ≥ \(policy.amberThreshold), "
-                    + "retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min"
+                    + "retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min, bio overlap \(policy.bioOverlapDays) d"
             }
         }
     }

@@ -92,9 +92,24 @@ public nonisolated struct Custos_V1_TenantPolicy: Sendable {
   /// Tokenizations (features through the HSM PRF) allowed per minute.
   public var tokenizationBudgetPerMinute: UInt32 = 0
 
+  /// Days the previous biometric key version keeps matching after a bio-seed/bio-prf rotation
+  /// (0 to 365, default 30; 0: old templates stop matching at once). Subjects verified GREEN
+  /// under it meanwhile move to the new version; the rest are dropped when it ends.
+  /// Unset in a whole-policy SetTenantPolicy: the default. Always set in responses.
+  public var bioOverlapDays: UInt32 {
+    get {_bioOverlapDays ?? 0}
+    set {_bioOverlapDays = newValue}
+  }
+  /// Returns true if `bioOverlapDays` has been explicitly set.
+  public var hasBioOverlapDays: Bool {self._bioOverlapDays != nil}
+  /// Clears the value of `bioOverlapDays`. Subsequent reads from it will return its default value.
+  public mutating func clearBioOverlapDays() {self._bioOverlapDays = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _bioOverlapDays: UInt32? = nil
 }
 
 public nonisolated struct Custos_V1_CreateTenantRequest: Sendable {
@@ -712,7 +727,7 @@ public nonisolated struct Custos_V1_SetTenantPolicyRequest: Sendable {
   public mutating func clearPolicy() {self._policy = nil}
 
   /// The fields of `policy` to change (paths: green_threshold, amber_threshold, retention_days,
-  /// tokenization_budget_per_minute); the others keep their stored values, and the result is
+  /// tokenization_budget_per_minute, bio_overlap_days); the others keep their stored values, and the result is
   /// checked as a whole. Unset or empty: `policy` replaces the whole policy.
   /// Errors: INVALID_ARGUMENT for any other path.
   public var updateMask: SwiftProtobuf.Google_Protobuf_FieldMask {
@@ -917,7 +932,7 @@ nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TenantPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}green_threshold\0\u{3}amber_threshold\0\u{3}retention_days\0\u{3}tokenization_budget_per_minute\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}green_threshold\0\u{3}amber_threshold\0\u{3}retention_days\0\u{3}tokenization_budget_per_minute\0\u{3}bio_overlap_days\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -929,12 +944,17 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.amberThreshold) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.retentionDays) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.tokenizationBudgetPerMinute) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self._bioOverlapDays) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.greenThreshold.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.greenThreshold, fieldNumber: 1)
     }
@@ -947,6 +967,9 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
     if self.tokenizationBudgetPerMinute != 0 {
       try visitor.visitSingularUInt32Field(value: self.tokenizationBudgetPerMinute, fieldNumber: 4)
     }
+    try { if let v = self._bioOverlapDays {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -955,6 +978,7 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
     if lhs.amberThreshold != rhs.amberThreshold {return false}
     if lhs.retentionDays != rhs.retentionDays {return false}
     if lhs.tokenizationBudgetPerMinute != rhs.tokenizationBudgetPerMinute {return false}
+    if lhs._bioOverlapDays != rhs._bioOverlapDays {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

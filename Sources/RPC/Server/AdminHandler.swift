@@ -89,7 +89,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard request.hasUpdateMask, !request.updateMask.paths.isEmpty else {
             let policy = try TenantPolicy(
                 green: given.greenThreshold, amber: given.amberThreshold,
-                retentionDays: Int(given.retentionDays), tokenizationsPerMinute: Int(given.tokenizationBudgetPerMinute)
+                retentionDays: Int(given.retentionDays), tokenizationsPerMinute: Int(given.tokenizationBudgetPerMinute),
+                bioOverlapDays: given.hasBioOverlapDays ? Int(given.bioOverlapDays) : TenantPolicy.default.bioOverlapDays
             )
             try await deps.policies.set(policy, for: id, actor: actor)
             return .with { $0.policy = Self.policy(policy) }
@@ -101,10 +102,11 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             case "amber_threshold": changes.amber = given.amberThreshold
             case "retention_days": changes.retentionDays = Int(given.retentionDays)
             case "tokenization_budget_per_minute": changes.tokenizationsPerMinute = Int(given.tokenizationBudgetPerMinute)
+            case "bio_overlap_days": changes.bioOverlapDays = Int(given.bioOverlapDays)
             default:
                 throw RPCError(
                     code: .invalidArgument,
-                    message: "update_mask: paths are green_threshold, amber_threshold, retention_days and tokenization_budget_per_minute"
+                    message: "update_mask: paths are green_threshold, amber_threshold, retention_days, tokenization_budget_per_minute and bio_overlap_days"
                 )
             }
         }
@@ -355,6 +357,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.amberThreshold = policy.thresholds.amber
             $0.retentionDays = UInt32(policy.retentionDays)
             $0.tokenizationBudgetPerMinute = UInt32(policy.tokenizationsPerMinute)
+            $0.bioOverlapDays = UInt32(policy.bioOverlapDays)
         }
     }
 
