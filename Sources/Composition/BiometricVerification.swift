@@ -1,3 +1,4 @@
+public import Custody
 public import CustosModel
 public import Foundation
 public import Tokenization
@@ -7,15 +8,22 @@ public import Verification
 /// core. In order: the session must hold the candidate's consent (checked before anything
 /// touches the features), the tenant's tokenization budget must allow it, the features become a
 /// token in the HSM, and the core — which sees only the token — records the outcome once.
+///
+/// During a biometric rotation's overlap the core may also need the features' token under an
+/// older version (a subject not yet migrated, an older 1:N gallery): it gets a closure that
+/// tokenizes on demand, so the second PRF use happens only when a comparison needs it, and
+/// counts against the tenant's budget like the first.
 public struct BiometricVerification: Sendable {
     public let sessions: VerificationSessions
     public let core: VerificationService
     let tokenizer: BiometricTokenizer
+    let keyring: TenantKeyring
 
-    public init(sessions: VerificationSessions, core: VerificationService, tokenizer: BiometricTokenizer) {
+    public init(sessions: VerificationSessions, core: VerificationService, tokenizer: BiometricTokenizer, keyring: TenantKeyring) {
         self.sessions = sessions
         self.core = core
         self.tokenizer = tokenizer
+        self.keyring = keyring
     }
 
     /// Enrols the session's candidate; `replacing` must be true to replace the template of an
@@ -32,14 +40,28 @@ public struct BiometricVerification: Sendable {
     /// Verifies the session's candidate 1:1 against their enrolment.
     public func verify(tenant: TenantID, session: UUID, features: FeatureVector) async throws -> Decision {
         let token = try await tokenize(features, tenant: tenant, session: session)
-        return try await core.verify(tenant: tenant, session: session, probe: token)
+        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion)
+        return try await core.verify(tenant: tenant, session: session, probe: token, older: older)
     }
 
     /// Searches the tenant's enrolled subjects 1:N for the session's candidate.
     public func identify(tenant: TenantID, session: UUID, features: FeatureVector, top: Int) async throws -> [IdentifiedCandidate] {
         guard (1...100).contains(top) else { throw VerificationError.invalidArgument(field: "top", reason: "between 1 and 100") }
         let token = try await tokenize(features, tenant: tenant, session: session)
-        return try await core.identify(tenant: tenant, session: session, probe: token, top: top)
+        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion)
+        return try await core.identify(tenant: tenant, session: session, probe: token, older: older, top: top)
+    }
+
+    /// The biometric versions older than `active` still inside their overlap, with a closure
+    /// that tokenizes `features` under one of them (consent and the budget already checked
+    /// for this request; the tokenizer takes one more unit of the budget per call).
+    private func olderProbes(_ features: FeatureVector, tenant: TenantID, active: Int) async throws -> OlderBiometricProbes {
+        let versions = try await keyring.biometricMatchingVersions(tenant).filter { $0 < active }
+        guard !versions.isEmpty else { return .none }
+        let tokenizer = tokenizer
+        return OlderBiometricProbes(versions: versions) { version in
+            try await tokenizer.tokenize(features, tenant: tenant, version: version)
+        }
     }
 
     private func tokenize(_ features: FeatureVector, tenant: TenantID, session: UUID) async throws -> BiometricToken {

@@ -25,6 +25,12 @@ public struct VerificationGraph: Sendable {
         /// The clock of sessions, attempt windows, subject rights, retention and destruction
         /// approvals; tests move a clock of their own by hand.
         public var now: @Sendable () -> Date = { Date() }
+        /// How often `serve` looks for biometric rotation overlaps whose window ended (and once
+        /// at start-up): a window ends at most this late (its old version stops matching on
+        /// time regardless; only the clean-up waits).
+        public var biometricOverlapCheckInterval: Duration = .seconds(900)
+        /// Fault injection for tests: throws inside a biometric migration's transaction.
+        public var biometricMigrationFault: (@Sendable () throws -> Void)? = nil
 
         public init() {}
     }
@@ -44,6 +50,7 @@ public struct VerificationGraph: Sendable {
     public let retention: RetentionJob
     public let approvals: KeyDestructionApprovals
     let logger: Logger
+    let biometricOverlapCheckInterval: Duration
 
     /// The tokenization budget of a tenant that has not set its own: the default policy's, the
     /// one place it is written (``TenantPolicy/default``).
@@ -59,20 +66,21 @@ public struct VerificationGraph: Sendable {
         core = VerificationService(
             database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
             galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger,
-            now: settings.now
+            now: settings.now, migrationFault: settings.biometricMigrationFault
         )
         sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: settings.now)
         limiter = settings.tokenizationBudget.map { TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit) }
         tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
-        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
+        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer, keyring: keyring)
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
+        biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval
     }
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
-    /// and gallery listeners running until cancelled.
+    /// and gallery listeners, and the closing of ended biometric overlaps, running until cancelled.
     public func runBackground() async {
         do {
             let done = try await custody.keyring.reconcile()
@@ -83,6 +91,22 @@ public struct VerificationGraph: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }
+            group.addTask { await closeEndedBiometricOverlaps() }
+        }
+    }
+
+    /// Closes ended biometric overlaps now and then every ``Settings/biometricOverlapCheckInterval``
+    /// until cancelled (each close is one transaction: a crash mid-way leaves the version
+    /// `retiring` past its end, which no longer matches and is closed by the next run).
+    func closeEndedBiometricOverlaps() async {
+        while !Task.isCancelled {
+            do {
+                let closed = try await custody.keyring.closeEndedBiometricOverlaps(now: Date())
+                if !closed.isEmpty { logger.notice("biometric overlaps closed", metadata: ["count": "\(closed.count)"]) }
+            } catch {
+                logger.warning("could not look for ended biometric overlaps; retrying later", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: biometricOverlapCheckInterval)
         }
     }
 }

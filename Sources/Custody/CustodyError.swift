@@ -1,4 +1,5 @@
 public import CustosModel
+public import Foundation
 public import HSM
 public import Storage
 
@@ -46,6 +47,10 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case auditAnchorInvalid
     case hsm(HSMError)
     case storage(StorageError)
+    /// A biometric version is still inside its rotation overlap (subjects migrate to the new
+    /// version on their next GREEN match until `until`): retiring it now would drop their
+    /// templates, so an early end needs two officers' approval.
+    case biometricOverlapOpen(TenantID, KeyPurpose, Int, until: Date)
 
     public var isRetryable: Bool {
         switch self {
@@ -97,6 +102,11 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .hsm(let error): error.description
         case .storage(let error): error.description
+        case .biometricOverlapOpen(let tenant, let purpose, let version, let until):
+            "\(purpose.rawValue) key v\(version) of tenant \(tenant) is in its biometric rotation overlap until "
+                + "\(until.ISO8601Format()) (subjects still migrate to the new version on their next GREEN verification); "
+                + "it retires by itself then, dropping the templates that did not migrate. Ending the overlap early drops "
+                + "them now and needs the approval of two officers; `key retire` alone cannot do it"
         }
     }
 

@@ -17,6 +17,15 @@ extension TenantKeyring {
             guard row.state == .retiring else {
                 throw CustodyError.invalidTransition(tenant, purpose, version, from: row.state, to: .retired)
             }
+            if purpose.isBiometric {
+                // Retiring a biometric version drops the templates still under it: inside the
+                // window that is an early end (two officers), after it the closer's job.
+                if let until = row.retiringUntil, until > Date() {
+                    throw CustodyError.biometricOverlapOpen(tenant, purpose, version, until: until)
+                }
+                try await closeBiometricOverlap(tenant, version: version, actor: actor, reason: .windowEnded)
+                return
+            }
             let expectedMAC = row.rowMAC
             row.state = .retired
             row.retiringUntil = nil

@@ -17,6 +17,17 @@ extension TenantKeyring {
     /// on active versions makes two active versions impossible.
     @discardableResult
     public func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, overlap: Duration = .zero, actor: String) async throws -> KeyVersionRecord {
+        try await rotate(tenant, purpose, retiringUntil: Self.end(of: overlap), actor: actor)
+    }
+
+    /// The end of an overlap that starts now; `nil` for none.
+    static func end(of overlap: Duration) -> Date? {
+        overlap > .zero ? Date.wholeSecondsNow.addingTimeInterval(Double(overlap.components.seconds)) : nil
+    }
+
+    /// ``rotate(_:_:overlap:actor:)`` with the old version's overlap ending at a given time, so
+    /// the two biometric keys can be given the same end.
+    func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, actor: String) async throws -> KeyVersionRecord {
         try await custody {
             let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
@@ -26,9 +37,10 @@ extension TenantKeyring {
             let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
             try await storePending(pending)
             try rotationHook?(.pendingStored)
-            return try await complete(pending, overlap: overlap, entry: AuditEntry(
+            let overlapSeconds = retiringUntil.map { max(0, Int($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
+            return try await complete(pending, retiringUntil: retiringUntil, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: .keyRotate, target: "\(purpose.rawValue)/v\(next)",
-                details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlapSeconds)"]
             ))
         }
     }
@@ -43,15 +55,22 @@ extension TenantKeyring {
     /// Rotates `bio-seed` and `bio-prf` together: one biometric key version covers both
     /// (DESIGN §5), so tokens of version n are made with seed n and PRF n. If an earlier call was
     /// interrupted between the two, this brings the lagging one up instead of moving both.
+    ///
+    /// The previous version stays `retiring` — still matching, so subjects migrate on their next
+    /// GREEN verification — until the overlap ends, the same moment for both keys; then
+    /// ``closeEndedBiometricOverlaps(now:actor:)`` drops what did not migrate and retires it.
+    /// - Parameter overlap: `nil` (what officers get): the tenant's policy, `bio_overlap_days`.
     /// - Returns: the biometric version now active.
     @discardableResult
-    public func rotateBiometric(_ tenant: TenantID, actor: String) async throws -> Int {
+    public func rotateBiometric(_ tenant: TenantID, overlap: Duration? = nil, actor: String) async throws -> Int {
         try await custody {
             let seed = try await record(tenant, .bioSeed, version: nil).version
             let prf = try await record(tenant, .bioPRF, version: nil).version
             let target = seed == prf ? seed + 1 : max(seed, prf)
+            let fixedEnd = overlap.map(Self.end(of:))
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                let rotated = try await rotate(tenant, purpose, actor: actor)
+                let until = if let fixedEnd { fixedEnd } else { try await biometricOverlapEnd(tenant, rotating: purpose, from: target - 1) }
+                let rotated = try await rotate(tenant, purpose, retiringUntil: until, actor: actor)
                 guard rotated.version == target else {
                     throw CustodyError.invalidTransition(tenant, purpose, rotated.version, from: .pending, to: .active)
                 }
@@ -63,6 +82,11 @@ extension TenantKeyring {
     /// Step (2) of a rotation: one transaction.
     /// - Parameter entry: the audit entry of the action, written in the same transaction.
     func complete(_ pending: KeyVersionRecord, overlap: Duration, entry: AuditEntry) async throws -> KeyVersionRecord {
+        try await complete(pending, retiringUntil: Self.end(of: overlap), entry: entry)
+    }
+
+    /// Step (2) of a rotation, the old version `retiring` until `retiringUntil` (`nil`: retired).
+    func complete(_ pending: KeyVersionRecord, retiringUntil: Date?, entry: AuditEntry) async throws -> KeyVersionRecord {
         let tenant = pending.tenant, purpose = pending.purpose
         let current = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
@@ -72,9 +96,9 @@ extension TenantKeyring {
         for var old in current where old.state == .active && old.version != pending.version {
             try await authenticator.verify(old, pool: pool)
             let expectedMAC = old.rowMAC
-            if overlap > .zero {
+            if let retiringUntil {
                 old.state = .retiring
-                old.retiringUntil = now.addingTimeInterval(Double(overlap.components.seconds))
+                old.retiringUntil = retiringUntil
             } else {
                 old.state = .retired
                 old.retiringUntil = nil
@@ -128,7 +152,10 @@ extension TenantKeyring {
                     AuditEntry(tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
                 }
                 if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
-                    _ = try await complete(row, overlap: .zero, entry: entry("completed"))
+                    // A biometric rotation keeps its overlap, or the crash would strand every
+                    // subject enrolled under the old version (the cliff the overlap removes).
+                    let until = purpose.isBiometric ? try await biometricOverlapEnd(tenant, rotating: purpose, from: version - 1) : nil
+                    _ = try await complete(row, retiringUntil: until, entry: entry("completed"))
                     actions.append(.completed(tenant, purpose, version: version))
                 } else {
                     let rolledBack = entry("rolled back"), audit = audit

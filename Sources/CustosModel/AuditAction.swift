@@ -35,4 +35,7 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case retentionDelete = "retention.delete"
     /// A tenant over its tokenization budget (at most once a minute per tenant).
     case tokenizationRateLimited = "tokenization.rate_limited"
+    /// A biometric rotation's overlap ended: templates still under the old version dropped
+    /// (counted), `bio-seed` and `bio-prf` of that version retired.
+    case biometricOverlapClose = "key.bio_overlap.close"
 }

@@ -23,6 +23,12 @@ public final class VerificationService: Sendable {
     let audit: (any AuditRecording)?
     let now: @Sendable () -> Date
     let logger: Logger
+    /// Fault injection for tests: runs inside a migration's transaction between storing the new
+    /// template and deleting the old one (a throw must leave the old template in place).
+    let migrationFault: (@Sendable () throws -> Void)?
+    /// Subjects moved to the active biometric version by a GREEN match under an older one,
+    /// since start (a count only: no subject reference is recorded anywhere, DESIGN §9).
+    let migrations = Atomic<Int>(0)
     /// Names this instance in gallery notifications, so it skips its own.
     let instance = UUID().uuidString.lowercased()
     private let galleries = Mutex([String: TokenGallery]())
@@ -36,8 +42,10 @@ public final class VerificationService: Sendable {
     public init(
         database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 100_000,
         galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
-        logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() }
+        logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() },
+        migrationFault: (@Sendable () throws -> Void)? = nil
     ) {
+        self.migrationFault = migrationFault
         self.database = database
         let policies = policies ?? TenantPolicies(database: database, audit: nil)
         self.policies = policies
@@ -89,14 +97,22 @@ public final class VerificationService: Sendable {
 
     /// Compares `probe` with the session subject's template and records the decision. The
     /// attempt counts against the subject's ``attemptLimit`` in the same transaction.
+    ///
+    /// During a biometric rotation's overlap a subject with no template under the probe's
+    /// (active) version is compared under the newest older version it has one of, with
+    /// `older`'s probe; a GREEN there migrates it (``migrate(_:to:from:tenant:on:)``) in the same
+    /// transaction as the outcome, which records the version actually compared.
     /// - Throws: ``VerificationError/notEnrolled`` (the session stays open: enrol first);
     ///   ``VerificationError/tooManyAttempts(limit:window:retryAfter:)`` when the subject's
     ///   window is used up (nothing is compared or written; the session stays open).
-    public func verify(tenant: TenantID, session: UUID, probe: BiometricToken) async throws -> Decision {
+    public func verify(tenant: TenantID, session: UUID, probe: BiometricToken, older: OlderBiometricProbes = .none) async throws -> Decision {
         let now = now()
         let policy = try await policies.policy(tenant)
         let limit = attemptLimit
-        return try await database.withTenant(tenant, context: "verify in session") { connection in
+        let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older) { connection in
+            try await SessionStore.get(session, on: connection)?.subject.value
+        }
+        let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, String?) in
             let row = try await Self.lockReadySession(session, now: now, on: connection)
             // Counted before any comparison; a refusal rolls the count back with everything
             // else, so the stored count stops at the limit until the window passes.
@@ -107,27 +123,31 @@ public final class VerificationService: Sendable {
                     retryAfter: counted.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
                 )
             }
-            guard let enrolled = try await TemplateStore.get(subject: row.subject.value, keyVersion: probe.keyVersion, on: connection) else {
-                throw VerificationError.notEnrolled
-            }
-            let decision = policy.thresholds.decide(score: probe.score(against: enrolled))
+            let match = try await Self.enrolment(of: row.subject.value, probe: probe, olderProbe: olderProbe, on: connection)
+            let decision = policy.thresholds.decide(score: match.probe.score(against: match.enrolled))
+            let migrated = match.probe.keyVersion != probe.keyVersion && decision.color == .green
+            if migrated { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             try await TemplateStore.touch(subject: row.subject.value, on: connection)
             _ = try await SessionStore.complete(
                 session, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
-                biometricKeyVersion: probe.keyVersion, at: now, on: connection
+                biometricKeyVersion: match.probe.keyVersion, at: now, on: connection
             )
-            return decision
+            return (decision, migrated ? row.subject.value : nil)
         }
+        if let migrated { self.migrated(tenant, migrated, probe) }
+        return decision
     }
 
     /// The best `top` candidates for `probe` among the tenant's subjects; records the best
     /// decision (or no match) as the session's outcome.
-    public func identify(tenant: TenantID, session: UUID, probe: BiometricToken, top: Int = 5) async throws -> [IdentifiedCandidate] {
+    public func identify(
+        tenant: TenantID, session: UUID, probe: BiometricToken, older: OlderBiometricProbes = .none, top: Int = 5
+    ) async throws -> [IdentifiedCandidate] {
         let now = now()
         _ = try await database.withTenant(tenant, context: "check session") { connection in
             try await Self.lockReadySession(session, now: now, on: connection)
         }
-        let candidates = try await identify(tenant: tenant, probe: probe, top: top)
+        let candidates = try await identify(tenant: tenant, probe: probe, older: older, top: top)
         let best = candidates.first?.decision
         let written = try await database.withTenant(tenant, context: "record identification") { connection in
             try await SessionStore.complete(
@@ -146,6 +166,66 @@ public final class VerificationService: Sendable {
         return row
     }
 
+    // MARK: Migration during a biometric rotation's overlap
+
+    /// The probe under the older version the subject would be compared under — the newest of
+    /// `older`'s versions it has a template of, when it has none under the probe's own — or
+    /// `nil`. Runs before the comparison's transaction, never inside it: tokenizing may itself
+    /// need a database connection (the shared budget), and holding one while waiting for
+    /// another could starve the pool.
+    /// - Parameter subject: reads the subject's reference (`nil`: unknown, no older probe).
+    func olderProbe(
+        tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes,
+        subject: @escaping @Sendable (DatabaseTransaction) async throws -> String?
+    ) async throws -> BiometricToken? {
+        guard !older.versions.isEmpty else { return nil }
+        let version = try await database.withTenant(tenant, context: "find enrolled key version") { connection -> Int? in
+            guard let subject = try await subject(connection) else { return nil }
+            let held = try await TemplateStore.keyVersions(subject: subject, on: connection)
+            guard !held.contains(probe.keyVersion) else { return nil }
+            return older.versions.first { $0 != probe.keyVersion && held.contains($0) }
+        }
+        guard let version else { return nil }
+        return try await older.probe(version)
+    }
+
+    /// The subject's template the probe is compared with, and the probe of its version: under
+    /// the probe's own version when there is one (a migration that committed meanwhile wins),
+    /// else under `olderProbe`'s version.
+    /// - Throws: ``VerificationError/notEnrolled`` when neither exists.
+    static func enrolment(
+        of subject: String, probe: BiometricToken, olderProbe: BiometricToken?, on connection: DatabaseTransaction
+    ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
+        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) { return (enrolled, probe) }
+        guard let olderProbe, let enrolled = try await TemplateStore.get(subject: subject, keyVersion: olderProbe.keyVersion, on: connection) else {
+            throw VerificationError.notEnrolled
+        }
+        return (enrolled, olderProbe)
+    }
+
+    /// Re-enrols the subject under `token`'s (active) version from the probe — features are
+    /// never stored, so a GREEN match is the only moment this can happen — and deletes its
+    /// template of version `old`, inside the caller's transaction: both or neither commit, so a
+    /// failure leaves the old template in place. Galleries hear of it at commit.
+    func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
+        try migrationFault?()
+        try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
+        try await TemplateStore.notify(
+            GalleryChange(instance: instance, tenant: tenant, kind: .migrated, keyVersion: token.keyVersion, subject: subject.value), on: connection
+        )
+    }
+
+    /// After a migration committed: this instance's galleries, and the count.
+    private func migrated(_ tenant: TenantID, _ subject: String, _ token: BiometricToken) {
+        galleryRemove(tenant, [subject], exceptVersion: token.keyVersion)
+        galleryEnrol(tenant, subject, token)
+        migrations.add(1, ordering: .relaxed)
+    }
+
+    /// Subjects this instance moved to the active biometric version since start.
+    public var biometricMigrations: Int { migrations.load(ordering: .relaxed) }
+
     // MARK: Tokens, for callers that hold consent themselves (benchmarks, re-enrolment jobs)
 
     /// Stores the subject's token (replacing one of the same key version).
@@ -160,34 +240,67 @@ public final class VerificationService: Sendable {
         galleryEnrol(tenant, subject.value, token)
     }
 
-    /// Compares `probe` with the subject's enrolled token of the same key version.
+    /// Compares `probe` with the subject's enrolled token of the same key version — or, during
+    /// a biometric rotation's overlap, of the newest older version in `older` it has one of,
+    /// migrating it on GREEN as the session flow does.
     /// - Throws: ``VerificationError/notEnrolled`` when there is none (for this tenant: other
     ///   tenants' subjects are invisible under row-level security).
-    public func verify(tenant: TenantID, subject: SubjectReference, probe: BiometricToken) async throws -> Decision {
+    public func verify(tenant: TenantID, subject: SubjectReference, probe: BiometricToken, older: OlderBiometricProbes = .none) async throws -> Decision {
         let policy = try await policies.policy(tenant)
-        let enrolled = try await database.withTenant(tenant, context: "verify") { connection in
-            let token = try await TemplateStore.get(subject: subject.value, keyVersion: probe.keyVersion, on: connection)
-            if token != nil { try await TemplateStore.touch(subject: subject.value, on: connection) }
-            return token
+        let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older) { _ in subject.value }
+        let (decision, migrated) = try await database.withTenant(tenant, context: "verify") { connection -> (Decision, Bool) in
+            let match = try await Self.enrolment(of: subject.value, probe: probe, olderProbe: olderProbe, on: connection)
+            let decision = policy.thresholds.decide(score: match.probe.score(against: match.enrolled))
+            let migrated = match.probe.keyVersion != probe.keyVersion && decision.color == .green
+            if migrated { try await self.migrate(subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
+            try await TemplateStore.touch(subject: subject.value, on: connection)
+            return (decision, migrated)
         }
-        guard let enrolled else { throw VerificationError.notEnrolled }
-        return policy.thresholds.decide(score: probe.score(against: enrolled))
+        if migrated { self.migrated(tenant, subject.value, probe) }
+        return decision
     }
 
     /// The best `top` candidates for `probe` among the tenant's enrolled subjects, each with a
     /// decision (the gallery is loaded from PostgreSQL on first use). The in-memory scan of
     /// fingerprints preselects a few more than `top`; their full tokens, read from the database,
     /// give the exact scores the decisions use (and drop subjects erased meanwhile).
-    public func identify(tenant: TenantID, probe: BiometricToken, top: Int = 5) async throws -> [IdentifiedCandidate] {
+    ///
+    /// During a biometric rotation's overlap the galleries of `older`'s versions are scanned
+    /// too, each with the probe under its version (made only for a gallery that is not empty),
+    /// and candidates are merged by subject with their best score: a subject caught between
+    /// versions (migrated while a gallery was stale) is never returned twice.
+    public func identify(tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes = .none, top: Int = 5) async throws -> [IdentifiedCandidate] {
         guard (1...100).contains(top) else { throw VerificationError.invalidArgument(field: "top", reason: "between 1 and 100") }
         let policy = try await policies.policy(tenant)
-        let key = galleryKey(tenant, probe.keyVersion)
+        var best = [String: Double]()
+        for version in [probe.keyVersion] + older.versions.filter({ $0 != probe.keyVersion }) {
+            let held = try await loadGallery(tenant, version)
+            let versionProbe: BiometricToken
+            if version == probe.keyVersion {
+                versionProbe = probe
+            } else {
+                guard held > 0 else { continue }
+                versionProbe = try await older.probe(version)
+            }
+            for (subject, score) in try await candidates(tenant, versionProbe, top: top) where score > best[subject] ?? -1 {
+                best[subject] = score
+            }
+        }
+        return best.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(top).map {
+            IdentifiedCandidate(subject: $0.key, decision: policy.thresholds.decide(score: $0.value))
+        }
+    }
+
+    /// Makes sure `version`'s gallery of `tenant` is in memory (loaded from PostgreSQL when
+    /// absent, or always without the listener: other instances' changes would be missed).
+    /// - Returns: the subjects it holds.
+    private func loadGallery(_ tenant: TenantID, _ version: Int) async throws -> Int {
+        let key = galleryKey(tenant, version)
         let capacity = max(1, min(galleryCapacity, gallerySubjectCapacity))
-        // Without the listener, changes from other instances would be missed: load afresh.
         let cached = listening.load(ordering: .acquiring)
         if !cached || galleries.withLock({ $0[key] == nil }) {
             let rows = try await database.withTenant(tenant, context: "load gallery") { connection in
-                try await TemplateStore.all(keyVersion: probe.keyVersion, limit: capacity, on: connection)
+                try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection)
             }
             var gallery = TokenGallery(capacity: capacity)
             for row in rows { gallery.enrol(row.subject, row.token) }
@@ -195,15 +308,19 @@ public final class VerificationService: Sendable {
         }
         markUsed(key)
         enforceGalleryMemoryLimit(keeping: key)
+        return galleries.withLock { $0[key]?.count ?? 0 }
+    }
+
+    /// The gallery of `probe`'s version preselects candidates; their tokens, read from the
+    /// database, give exact scores.
+    private func candidates(_ tenant: TenantID, _ probe: BiometricToken, top: Int) async throws -> [(subject: String, score: Double)] {
+        let key = galleryKey(tenant, probe.keyVersion)
         // Chance agreement of fingerprints can reorder close candidates: preselect a margin.
         let preselected = galleries.withLock { $0[key]?.identify(probe, top: min(100, top * 2 + 8)) ?? [] }
         let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
             try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
-        let scored = preselected.compactMap { candidate in tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: $0)) } }
-        return scored.sorted { ($0.score, $1.subject) > ($1.score, $0.subject) }.prefix(top).map {
-            IdentifiedCandidate(subject: $0.subject, decision: policy.thresholds.decide(score: $0.score))
-        }
+        return preselected.compactMap { candidate in tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: $0)) } }
     }
 
     /// Subjects all galleries together may hold (``galleryMemoryLimit`` / ``TokenGallery/bytesPerSubject``).
@@ -278,7 +395,8 @@ public final class VerificationService: Sendable {
 
     private func apply(_ change: GalleryChange) {
         switch change.kind {
-        case .enrolled:
+        case .enrolled, .migrated:
+            if change.kind == .migrated { galleryRemove(change.tenant, [change.subject], exceptVersion: change.keyVersion) }
             let key = galleryKey(change.tenant, change.keyVersion)
             guard galleries.withLock({ $0[key] != nil }) else { return }
             // The token itself is not in the payload: read the one row.
@@ -312,10 +430,12 @@ public final class VerificationService: Sendable {
         if held { enforceGalleryMemoryLimit(keeping: key) }
     }
 
-    func galleryRemove(_ tenant: TenantID, _ subjects: [String]) {
+    /// Removes `subjects` from the tenant's galleries (all of them, or all but `exceptVersion`'s).
+    func galleryRemove(_ tenant: TenantID, _ subjects: [String], exceptVersion: Int? = nil) {
         let prefix = tenant.rawValue + "/"
+        let kept = exceptVersion.map { galleryKey(tenant, $0) }
         galleries.withLock { galleries in
-            for key in galleries.keys where key.hasPrefix(prefix) {
+            for key in galleries.keys where key.hasPrefix(prefix) && key != kept {
                 for subject in subjects { galleries[key]!.remove(subject) }
             }
         }

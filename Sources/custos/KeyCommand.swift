@@ -18,7 +18,8 @@ struct KeyCommand: AsyncParsableCommand {
     static func row(_ key: Custos_V1_KeyVersion) -> String {
         let purpose = UserFacingNames.purpose(key.purpose)
         let state = UserFacingNames.state(key.state)
-        return "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)"
+        let until = key.state == .retiring && key.hasRetiringUntil ? "  until \(Date(timeIntervalSince1970: TimeInterval(key.retiringUntil.seconds)).ISO8601Format())" : ""
+        return "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)\(until)"
     }
 
     /// A reconciled rotation, the purpose spelled as `--purpose` takes it.
@@ -42,7 +43,9 @@ struct KeyCommand: AsyncParsableCommand {
     }
 
     struct Rotate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make a new version active; the old one retires (bio-seed and bio-prf rotate together).")
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new version active; the old one retires (bio-seed and bio-prf rotate together; their old version keeps matching for the tenant's bio overlap days)."
+        )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Key purpose.") var purpose: KeyPurpose

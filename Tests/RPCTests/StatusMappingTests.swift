@@ -89,6 +89,7 @@ struct StatusMappingTests {
         Row(error: CustodyError.keyDestroyed(tenant, .data, 3), code: .failedPrecondition),
         Row(error: CustodyError.invalidTransition(tenant, .data, 3, from: .destroyed, to: .active), code: .failedPrecondition),
         Row(error: CustodyError.stillNeeded(tenant, .data, 3, reason: "2 sealed sessions"), code: .failedPrecondition),
+        Row(error: CustodyError.biometricOverlapOpen(tenant, .bioSeed, 1, until: Date(timeIntervalSince1970: 1_800_000_000)), code: .failedPrecondition),
         Row(error: CustodyError.rootKeyMissing("custos/root/kek/data/v1"), code: .unavailable),
         Row(error: CustodyError.changedConcurrently(tenant, .data, 3), code: .aborted),
         Row(error: CustodyError.rootKeysDoNotMatch([]), code: .unavailable),

@@ -11,8 +11,9 @@ them all in order:
   session  : CreateSession -> OpenGateway -> RecordConsent -> Enrol
   verify   : the probe in a new session (GREEN), the impostor in another (RED)
   webhook  : SignDelivery(SESSION_COMPLETED) for the probe's session
-  rotation : Admin RotateKey(BIO_SEED) -> Verify the old enrolment: FAILED_PRECONDITION
-             -> re-enrol in a new session -> Verify: GREEN again
+  rotation : Admin RotateKey(BIO_SEED) -> ListKeys: v1 RETIRING for the tenant's overlap
+             -> Verify the old enrolment: GREEN, compared under v1 (GetSession: key version 1),
+             which moved the template to v2 -> Verify again: GREEN under v2 (key version 2)
 
 Tenant-facing calls use the front-end certificate (frontend-demo) plus the tenant's API key as
 `authorization: Bearer ...`; Admin calls use the officer certificate of config.json.
@@ -115,9 +116,11 @@ class DemoResult:
     impostor: VerifyResult | None = None
     delivery: webhooks_pb2.SignDeliveryResponse | None = None
     rotation: admin_pb2.RotateKeyResponse | None = None
-    after_rotation: RefusedVerify | None = None
-    re_enrolment: EnrolResult | None = None
-    re_verify: VerifyResult | None = None
+    overlap_keys: list[common_pb2.KeyVersion] = field(default_factory=list)
+    after_rotation: VerifyResult | None = None
+    after_rotation_session: verification_pb2.GetSessionResponse | None = None
+    migrated_verify: VerifyResult | None = None
+    migrated_session: verification_pb2.GetSessionResponse | None = None
     steps: list[str] = field(default_factory=list)
 
 
@@ -320,6 +323,16 @@ class DemoFlow:
                      f"{common_pb2.KeyState.Name(k.state)} (check value {k.check_value})")
         return response
 
+    def list_biometric_keys(self) -> list[common_pb2.KeyVersion]:
+        self.step("officer: Admin.ListKeys — the old biometric version stays for the overlap")
+        keys = [k for k in self.officer.admin.ListKeys(admin_pb2.AdminListKeysRequest(tenant_id=self.tenant_id),
+                                                       timeout=self.timeout).keys
+                if k.purpose in (common_pb2.KEY_PURPOSE_BIO_SEED, common_pb2.KEY_PURPOSE_BIO_PRF)]
+        for k in sorted(keys, key=lambda k: (k.purpose, k.version)):
+            until = f" until {k.retiring_until.ToJsonString()}" if k.HasField("retiring_until") else ""
+            self.say(f"     {common_pb2.KeyPurpose.Name(k.purpose)} v{k.version} {common_pb2.KeyState.Name(k.state)}{until}")
+        return keys
+
     # -- everything
     def run(self) -> DemoResult:
         r = self.result
@@ -337,9 +350,12 @@ class DemoFlow:
         r.impostor = self.verify(self.impostor, "an impostor")
         r.delivery = self.sign_delivery(r.probe.session.session_id)
         r.rotation = self.rotate_biometric_keys()
-        r.after_rotation = self.verify_refused(self.probe, "the probe after the rotation (old enrolment)")
-        r.re_enrolment = self.enrol(self.face, "re-enrolment under the new key version", replacing=True)
-        r.re_verify = self.verify(self.probe, "the probe against the re-enrolment")
+        r.overlap_keys = self.list_biometric_keys()
+        # No re-enrolment: a GREEN match under the old version moves the template to the new one.
+        r.after_rotation = self.verify(self.probe, "the probe after the rotation (old enrolment, v1)")
+        r.after_rotation_session = self.get_session(r.after_rotation.session.session_id)
+        r.migrated_verify = self.verify(self.probe, "the probe again (the template is now under v2)")
+        r.migrated_session = self.get_session(r.migrated_verify.session.session_id)
         self.say("\ndone.")
         return r
 

@@ -360,43 +360,39 @@ def run_flow(t: Runner, flow: DemoFlow, officer: cc.Clients) -> None:
         r.rotation = rot
     t.check("Admin.RotateKey(BIO_SEED): BIO_SEED and BIO_PRF v2 ACTIVE", rotate)
 
-    def old_versions_retired():
-        keys = officer.admin.ListKeys(admin_pb2.AdminListKeysRequest(tenant_id=flow.tenant_id),
-                                      timeout=TIMEOUT).keys
+    def old_versions_retiring():
+        keys = flow.list_biometric_keys()
+        r.overlap_keys = keys
         for purpose in (common_pb2.KEY_PURPOSE_BIO_SEED, common_pb2.KEY_PURPOSE_BIO_PRF):
             states = {k.version: k.state for k in keys if k.purpose == purpose}
-            assert states.get(1) == common_pb2.KEY_STATE_RETIRED and states.get(2) == common_pb2.KEY_STATE_ACTIVE, \
+            assert states.get(1) == common_pb2.KEY_STATE_RETIRING and states.get(2) == common_pb2.KEY_STATE_ACTIVE, \
                 f"{common_pb2.KeyPurpose.Name(purpose)}: " + \
                 ", ".join(f"v{v} {common_pb2.KeyState.Name(s)}" for v, s in sorted(states.items()))
-    t.check("Admin.ListKeys after the rotation: biometric v1 RETIRED, v2 ACTIVE", old_versions_retired)
+        ends = {k.retiring_until.seconds for k in keys if k.version == 1}
+        assert len(ends) == 1, f"bio-seed and bio-prf v1 end their overlap at different times: {sorted(ends)}"
+        assert ends.pop() > time.time() + 86_400, "the overlap (default 30 days) ends within a day"
+    t.check("Admin.ListKeys after the rotation: biometric v1 RETIRING (one end for both keys), v2 ACTIVE",
+            old_versions_retiring)
 
     def after_rotation():
-        refused = flow.verify_refused(flow.probe, "the probe after the rotation (old enrolment)")
-        r.after_rotation = refused
-        assert_session(refused.session, flow)
-        check_refusal(grpc.StatusCode.FAILED_PRECONDITION, refused.code, refused.details, t,
-                      "Verify of an enrolment under a retired biometric key")
-    t.check("Verify the old enrolment after the rotation: FAILED_PRECONDITION", after_rotation)
-
-    def re_enrol():
-        e = flow.enrol(flow.face, "re-enrolment under the new key version", replacing=True)
-        r.re_enrolment = e
-        assert_session(e.session, flow)
-        assert e.response.key_version == 2, f"key version {e.response.key_version}"
-        assert e.response.subject_reference == r.enrolment.response.subject_reference, \
-            "the subject reference changed (the pii key was not rotated)"
-    t.check("re-enrol in a new session: key v2, the same subject reference", re_enrol)
-
-    def re_verify():
-        v = flow.verify(flow.probe, "the probe against the re-enrolment")
-        r.re_verify = v
+        v = flow.verify(flow.probe, "the probe after the rotation (old enrolment, v1)")
+        r.after_rotation = v
         assert_session(v.session, flow)
         assert_decision(v.response.decision, GREEN)
-        g = flow.frontend.verification.GetSession(
-            verification_pb2.GetSessionRequest(session_id=v.session.session_id),
-            metadata=flow.tenant_metadata(), timeout=TIMEOUT)
+        g = flow.get_session(v.session.session_id)
+        r.after_rotation_session = g
+        assert g.key_version == 1, f"the old enrolment was compared under key version {g.key_version}"
+    t.check("Verify the old enrolment after the rotation: GREEN, compared under v1", after_rotation)
+
+    def migrated():
+        v = flow.verify(flow.probe, "the probe again (the template is now under v2)")
+        r.migrated_verify = v
+        assert_session(v.session, flow)
+        assert_decision(v.response.decision, GREEN)
+        g = flow.get_session(v.session.session_id)
+        r.migrated_session = g
         assert g.key_version == 2, f"the decision was reached under key version {g.key_version}"
-    t.check("Verify the probe after re-enrolment: GREEN under key v2", re_verify)
+    t.check("Verify again: GREEN under key v2 (the GREEN match moved the template, no re-enrolment)", migrated)
 
 
 def _iso_seconds(text: str) -> float:

@@ -52,7 +52,8 @@ struct RateLimitAndReferenceTests {
         let session = try await verification.consentedSession(tenant, "ref-1", name: "Mary Jackson")
         _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face))
 
-        try await keyring.rotateBiometric(tenant, actor: "officer")
+        // No overlap: v1 retires at once, the case where references alone block destruction.
+        try await keyring.rotateBiometric(tenant, overlap: .zero, actor: "officer")
         try await keyring.rotate(tenant, .data, actor: "officer")
         try await keyring.rotate(tenant, .pii, actor: "officer")
         for purpose in [KeyPurpose.bioSeed, .bioPRF, .data, .pii] {

@@ -1,0 +1,164 @@
+public import CustosModel
+public import Foundation
+import HSM
+import Storage
+
+// The overlap of a biometric rotation (DESIGN §5, "rotation nobody notices"): the previous
+// version keeps matching until its window ends, so subjects migrate on their next GREEN
+// verification; then what did not migrate is dropped and the version retires.
+extension TenantKeyring {
+    /// Biometric versions `tenant`'s templates may be matched under now, newest first: the
+    /// active one and any version whose `bio-seed` and `bio-prf` are both `retiring` inside
+    /// their window. Cached like the active version (``activeCacheTTL``), window ends checked
+    /// against the clock on every call.
+    /// - Throws: ``CustodyError``.
+    public func biometricMatchingVersions(_ tenant: TenantID) async throws -> [Int] {
+        try await custody {
+            let seed = try await cachedSigningVersions(tenant, .bioSeed).map(\.version)
+            let prf = Set(try await cachedSigningVersions(tenant, .bioPRF).map(\.version))
+            return seed.filter(prf.contains)
+        }
+    }
+
+    /// Ends the overlap of biometric `version` now, in one transaction: every template still
+    /// under it is deleted, `bio-seed` and `bio-prf` of that version become `retired` (verify
+    /// only in name: nothing is left for them to match), and one audit entry records how many
+    /// templates were dropped (a count, never subject references). The galleries of every
+    /// instance are told to reload.
+    ///
+    /// Callers: ``closeEndedBiometricOverlaps(now:actor:)`` when the window has ended, and
+    /// ``retire(_:_:version:actor:)`` for a window already over. Ending a window early drops
+    /// enrolments of subjects who could still have migrated: officers reach it only through a
+    /// two-officer approval, never through `retire`.
+    ///
+    /// Crash safety: the rows, the deletions and the audit entry commit together or not at all.
+    /// - Returns: the templates dropped.
+    /// - Throws: ``CustodyError/invalidTransition(_:_:_:from:to:)`` when neither key of the
+    ///   version is `retiring`; ``CustodyError/changedConcurrently(_:_:_:)`` when a row changed
+    ///   meanwhile (nothing written).
+    @discardableResult
+    public func closeBiometricOverlap(_ tenant: TenantID, version: Int, actor: String, reason: BiometricOverlapClosing = .windowEnded) async throws -> Int {
+        try await custody {
+            var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
+            var states = [KeyState]()
+            for purpose in KeyPurpose.biometric {
+                var row = try await database.withTenant(tenant, context: "read key version") { connection in
+                    try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+                }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+                try await authenticator.verify(row, pool: pool)
+                states.append(row.state)
+                // A key already retired (an old rotation without overlap) stays as it is.
+                guard row.state == .retiring else { continue }
+                let expectedMAC = row.rowMAC
+                row.state = .retired
+                row.retiringUntil = nil
+                updates.append((try await authenticator.sealed(row, pool: pool), expectedMAC))
+            }
+            guard !updates.isEmpty else {
+                throw CustodyError.invalidTransition(tenant, .bioSeed, version, from: states.first ?? .retired, to: .retired)
+            }
+            let audit = audit, rows = updates
+            let dropped = try await database.withTenant(tenant, context: "close biometric overlap") { connection in
+                for update in rows {
+                    guard try await KeyVersionStore.update(update.record, expectedMAC: update.expectedMAC, on: connection) else {
+                        throw CustodyError.changedConcurrently(tenant, update.record.purpose, version)
+                    }
+                }
+                let dropped = try await TemplateStore.deleteAll(keyVersion: version, on: connection)
+                // Every instance, this one included (no instance has the empty name), reloads.
+                if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
+                try await AuditEntry(
+                    tenant: tenant, actor: actor, action: .biometricOverlapClose, target: "bio/v\(version)",
+                    details: ["templates_dropped": "\(dropped)", "reason": reason.rawValue]
+                ).append(to: audit, on: connection)
+                return dropped
+            }
+            for purpose in KeyPurpose.biometric { invalidate(tenant, purpose) }
+            logger.notice("biometric overlap closed", metadata: [
+                "tenant": "\(tenant)", "version": "\(version)", "templates_dropped": "\(dropped)", "reason": "\(reason.rawValue)",
+            ])
+            return dropped
+        }
+    }
+
+    /// One biometric overlap closed by ``closeEndedBiometricOverlaps(now:actor:)``.
+    public struct ClosedBiometricOverlap: Sendable, Hashable {
+        public let tenant: TenantID
+        public let version: Int
+        public let templatesDropped: Int
+    }
+
+    /// Closes every biometric overlap whose window ended by `now`, tenant by tenant (run at
+    /// `serve` start-up and periodically; tests pass a clock of their own). A tenant that fails
+    /// is logged and skipped: the next run tries again, and until then its expired version no
+    /// longer matches anyway (the window is checked on every lookup).
+    /// - Returns: what was closed.
+    /// - Throws: ``CustodyError`` only when the tenants cannot be listed.
+    @discardableResult
+    public func closeEndedBiometricOverlaps(now: Date = Date(), actor: String = "custos") async throws -> [ClosedBiometricOverlap] {
+        let tenants = try await custody { try await TenantStore(database).list().map(\.id) }
+        var closed = [ClosedBiometricOverlap]()
+        for tenant in tenants {
+            do {
+                let ended = try await endedBiometricOverlaps(tenant, now: now)
+                for version in ended {
+                    let dropped = try await closeBiometricOverlap(tenant, version: version, actor: actor, reason: .windowEnded)
+                    closed.append(ClosedBiometricOverlap(tenant: tenant, version: version, templatesDropped: dropped))
+                }
+            } catch {
+                logger.error("closing an ended biometric overlap failed; the next run retries", metadata: [
+                    "tenant": "\(tenant)", "error": "\(error)",
+                ])
+            }
+        }
+        return closed
+    }
+
+    /// Biometric versions of `tenant` with a key `retiring` whose window ended by `now`.
+    func endedBiometricOverlaps(_ tenant: TenantID, now: Date) async throws -> [Int] {
+        try await custody {
+            var versions = Set<Int>()
+            for purpose in KeyPurpose.biometric {
+                let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
+                    try await KeyVersionStore.versions(tenant, purpose, on: connection)
+                }
+                for row in rows where row.state == .retiring && (row.retiringUntil.map { $0 <= now } ?? true) { versions.insert(row.version) }
+            }
+            return versions.sorted()
+        }
+    }
+
+    /// When the overlap of `purpose`'s version `previous` ends if it is rotated now: the end
+    /// its sibling key of the same version already has (the pair ends together, also when a
+    /// crash left one behind), else now plus the tenant's `bio_overlap_days`; `nil` for none.
+    func biometricOverlapEnd(_ tenant: TenantID, rotating purpose: KeyPurpose, from previous: Int) async throws -> Date? {
+        let sibling: KeyPurpose = purpose == .bioSeed ? .bioPRF : .bioSeed
+        let (row, days) = try await database.withTenant(tenant, context: "read biometric overlap") { connection in
+            (
+                try await KeyVersionStore.get(tenant, sibling, version: previous, on: connection),
+                try await TenantPolicyStore.get(on: connection)?.bioOverlapDays ?? TenantPolicyStore.defaultBioOverlapDays
+            )
+        }
+        if let row, row.state == .retiring || row.state == .retired {
+            // Only a MAC-valid row's window is believed.
+            try await authenticator.verify(row, pool: pool)
+            return row.state == .retiring ? row.retiringUntil : nil
+        }
+        return Self.end(of: .seconds(days * 86_400))
+    }
+}
+
+/// Why a biometric overlap was closed (recorded in its audit entry).
+public enum BiometricOverlapClosing: String, Sendable, Hashable {
+    /// The tenant's window (`bio_overlap_days` after the rotation) ended.
+    case windowEnded = "window_ended"
+    /// Officers ended it early, with two officers' approval.
+    case approvedEarly = "approved_early"
+}
+
+extension KeyPurpose {
+    /// The two keys one biometric version covers, rotated and retired together.
+    static let biometric: [KeyPurpose] = [.bioSeed, .bioPRF]
+
+    var isBiometric: Bool { self == .bioSeed || self == .bioPRF }
+}
