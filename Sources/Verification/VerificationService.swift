@@ -134,7 +134,7 @@ public final class VerificationService: Sendable {
             )
             return (decision, migrated ? row.subject.value : nil)
         }
-        if let migrated { self.migrated(tenant, migrated, probe) }
+        if let migrated { self.migrated(tenant, migrated, probe, from: olderProbe?.keyVersion ?? 0) }
         return decision
     }
 
@@ -217,10 +217,14 @@ public final class VerificationService: Sendable {
     }
 
     /// After a migration committed: this instance's galleries, and the count.
-    private func migrated(_ tenant: TenantID, _ subject: String, _ token: BiometricToken) {
+    private func migrated(_ tenant: TenantID, _ subject: String, _ token: BiometricToken, from old: Int) {
         galleryRemove(tenant, [subject], exceptVersion: token.keyVersion)
         galleryEnrol(tenant, subject, token)
         migrations.add(1, ordering: .relaxed)
+        // Versions and the tenant only: never the subject's reference (DESIGN §9).
+        logger.debug("template moved to the active biometric version", metadata: [
+            "tenant": "\(tenant)", "from_version": "\(old)", "to_version": "\(token.keyVersion)",
+        ])
     }
 
     /// Subjects this instance moved to the active biometric version since start.
@@ -256,7 +260,7 @@ public final class VerificationService: Sendable {
             try await TemplateStore.touch(subject: subject.value, on: connection)
             return (decision, migrated)
         }
-        if migrated { self.migrated(tenant, subject.value, probe) }
+        if migrated { self.migrated(tenant, subject.value, probe, from: olderProbe?.keyVersion ?? 0) }
         return decision
     }
 
