@@ -59,7 +59,9 @@ struct KeyCommand: AsyncParsableCommand {
     }
 
     struct Retire: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "End a retiring version's overlap now.")
+        static let configuration = CommandConfiguration(
+            abstract: "End a retiring version's overlap now (a biometric version only once its window has ended: earlier needs two officers)."
+        )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Key purpose.") var purpose: KeyPurpose

@@ -65,6 +65,26 @@ struct BiometricOverlapTests {
         await verification.custody.shutdown()
     }
 
+    @Test("The token-level verify migrates on GREEN too when given the older probe; without it, the old template is not found")
+    func tokenLevelMigrates() async throws {
+        let verification = try await VerificationHarness.make("biotoken")
+        let (core, tokenizer) = (verification.core, verification.tokenizer)
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let subject = SubjectReference(value: "v1:" + String(repeating: "ef", count: 32), piiVersion: 1)
+        try await core.enrol(tenant: tenant, subject: subject, token: try await tokenizer.tokenize(try FeatureVector(Self.face(0.61)), tenant: tenant))
+        try await verification.custody.keyring.rotateBiometric(tenant, actor: "officer")
+
+        let probe = try FeatureVector(Self.probe(0.61))
+        let active = try await tokenizer.tokenize(probe, tenant: tenant)
+        #expect(active.keyVersion == 2)
+        await #expect(throws: VerificationError.notEnrolled) { _ = try await core.verify(tenant: tenant, subject: subject, probe: active) }
+        let older = OlderBiometricProbes(versions: [1]) { version in try await tokenizer.tokenize(probe, tenant: tenant, version: version) }
+        #expect(try await core.verify(tenant: tenant, subject: subject, probe: active, older: older).color == .green)
+        #expect(try await Self.templateVersions(verification, tenant) == [2])
+        #expect(try await core.verify(tenant: tenant, subject: subject, probe: active).color == .green, "under v2 directly, no older probe needed")
+        await verification.custody.shutdown()
+    }
+
     @Test("RED and AMBER under the old version never migrate")
     func amberAndRedStay() async throws {
         let verification = try await VerificationHarness.make("biostay")
