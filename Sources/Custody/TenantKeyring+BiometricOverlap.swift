@@ -52,6 +52,8 @@ extension TenantKeyring {
                 let expectedMAC = row.rowMAC
                 row.state = .retired
                 row.retiringUntil = nil
+                // A destruction's waiting period counts from here, not from the rotation.
+                row.retiredAt = .wholeSecondsNow
                 updates.append((try await authenticator.sealed(row, pool: pool), expectedMAC))
             }
             guard !updates.isEmpty else {

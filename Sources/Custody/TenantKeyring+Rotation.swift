@@ -17,7 +17,7 @@ extension TenantKeyring {
     /// on active versions makes two active versions impossible.
     @discardableResult
     public func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, overlap: Duration = .zero, actor: String) async throws -> KeyVersionRecord {
-        try await rotate(tenant, purpose, retiringUntil: Self.end(of: overlap), actor: actor)
+        try await rotate(tenant, purpose, retiringUntil: Self.end(of: overlap), overlapSeconds: overlap.components.seconds, actor: actor)
     }
 
     /// The end of an overlap that starts now; `nil` for none.
@@ -27,7 +27,8 @@ extension TenantKeyring {
 
     /// ``rotate(_:_:overlap:actor:)`` with the old version's overlap ending at a given time, so
     /// the two biometric keys can be given the same end.
-    func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, actor: String) async throws -> KeyVersionRecord {
+    /// - Parameter overlapSeconds: the overlap as audited (by default, from now to `retiringUntil`).
+    func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, overlapSeconds: Int64? = nil, actor: String) async throws -> KeyVersionRecord {
         try await custody {
             let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
@@ -37,7 +38,7 @@ extension TenantKeyring {
             let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
             try await storePending(pending)
             try rotationHook?(.pendingStored)
-            let overlapSeconds = retiringUntil.map { max(0, Int($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
+            let overlapSeconds = overlapSeconds ?? retiringUntil.map { max(0, Int64($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
             return try await complete(pending, retiringUntil: retiringUntil, entry: AuditEntry(
                 tenant: tenant, actor: actor, action: .keyRotate, target: "\(purpose.rawValue)/v\(next)",
                 details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlapSeconds)"]
