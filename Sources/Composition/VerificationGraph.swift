@@ -51,6 +51,7 @@ public struct VerificationGraph: Sendable {
     public let approvals: KeyDestructionApprovals
     let logger: Logger
     let biometricOverlapCheckInterval: Duration
+    let now: @Sendable () -> Date
 
     /// The tokenization budget of a tenant that has not set its own: the default policy's, the
     /// one place it is written (``TenantPolicy/default``).
@@ -77,6 +78,7 @@ public struct VerificationGraph: Sendable {
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
         biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval
+        now = settings.now
     }
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
@@ -101,7 +103,7 @@ public struct VerificationGraph: Sendable {
     func closeEndedBiometricOverlaps() async {
         while !Task.isCancelled {
             do {
-                let closed = try await custody.keyring.closeEndedBiometricOverlaps(now: Date())
+                let closed = try await custody.keyring.closeEndedBiometricOverlaps(now: now())
                 if !closed.isEmpty { logger.notice("biometric overlaps closed", metadata: ["count": "\(closed.count)"]) }
             } catch {
                 logger.warning("could not look for ended biometric overlaps; retrying later", metadata: ["error": "\(error)"])

@@ -165,6 +165,28 @@ struct BiometricOverlapTests {
         await verification.custody.shutdown()
     }
 
+    @Test("serve's background work closes an overlap whose window ended, at start-up")
+    func backgroundWorkCloses() async throws {
+        let verification = try await VerificationHarness.make("bioserve")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await Self.enrol(verification, tenant, "absent-user", 0.61)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        verification.clock.advance(days: 31)
+        let background = Task { await verification.graph.runBackground() }
+        var remaining = try await Self.templateVersions(verification, tenant)
+        for _ in 0..<600 where !remaining.isEmpty {
+            try await Task.sleep(for: .milliseconds(50))
+            remaining = try await Self.templateVersions(verification, tenant)
+        }
+        background.cancel()
+        await background.value
+        #expect(remaining.isEmpty, "the v1 template was dropped by the closer serve runs")
+        let v1 = try await keyring.versions(tenant).filter { ($0.purpose == .bioSeed || $0.purpose == .bioPRF) && $0.version == 1 }
+        #expect(v1.allSatisfy { $0.state == .retired })
+        await verification.custody.shutdown()
+    }
+
     @Test("key retire of a biometric version inside its overlap is refused: an early end needs two officers")
     func retireRefusedInOverlap() async throws {
         let verification = try await VerificationHarness.make("bioretire")
