@@ -104,8 +104,13 @@ extension TenantKeyring {
             do {
                 let ended = try await endedBiometricOverlaps(tenant, now: now)
                 for version in ended {
-                    let dropped = try await closeBiometricOverlap(tenant, version: version, actor: actor, reason: .windowEnded)
-                    closed.append(ClosedBiometricOverlap(tenant: tenant, version: version, templatesDropped: dropped))
+                    do {
+                        let dropped = try await closeBiometricOverlap(tenant, version: version, actor: actor, reason: .windowEnded)
+                        closed.append(ClosedBiometricOverlap(tenant: tenant, version: version, templatesDropped: dropped))
+                    } catch CustodyError.changedConcurrently {
+                        // Another instance's closer got there first: its transaction did the work.
+                        continue
+                    }
                 }
             } catch {
                 logger.error("closing an ended biometric overlap failed; the next run retries", metadata: [
