@@ -296,6 +296,13 @@ public enum Migrations {
         GRANT SELECT, INSERT, DELETE ON verification_attempts TO {service};
         GRANT UPDATE (window_start, attempts) ON verification_attempts TO {service};
         """),
+        Migration(version: 9, summary: "subject references move to the active pii version on lookup", sql: """
+        -- A lookup that finds a subject under an older pii version moves its stored references
+        -- (templates, sessions) to the active version's reference in the lookup's transaction,
+        -- so old pii versions reach zero references and can be destroyed.
+        GRANT UPDATE (subject_ref) ON templates TO {service};
+        GRANT UPDATE (subject_ref, pii_version) ON verification_sessions TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.
