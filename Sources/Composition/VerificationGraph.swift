@@ -25,6 +25,8 @@ public struct VerificationGraph: Sendable {
         /// The clock of sessions, attempt windows, subject rights, retention and destruction
         /// approvals; tests move a clock of their own by hand.
         public var now: @Sendable () -> Date = { Date() }
+        /// Crash tests make a re-seal run fail at a step; `nil` in `serve`.
+        public var resealHook: (@Sendable (SessionResealJob.Step) throws -> Void)?
 
         public init() {}
     }
@@ -43,6 +45,8 @@ public struct VerificationGraph: Sendable {
     public let rights: SubjectRights
     public let retention: RetentionJob
     public let approvals: KeyDestructionApprovals
+    /// `custos key reseal --purpose data`.
+    public let reseal: SessionResealJob
     let logger: Logger
 
     /// The tokenization budget of a tenant that has not set its own: the default policy's, the
@@ -68,6 +72,7 @@ public struct VerificationGraph: Sendable {
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
+        reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook)
         self.logger = logger
     }
 

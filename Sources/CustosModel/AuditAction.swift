@@ -35,4 +35,6 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case retentionDelete = "retention.delete"
     /// A tenant over its tokenization budget (at most once a minute per tenant).
     case tokenizationRateLimited = "tokenization.rate_limited"
+    /// A run of `custos key reseal`: sealed records moved to the active `data` version (counts).
+    case keyReseal = "key.reseal"
 }
