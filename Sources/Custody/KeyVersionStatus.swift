@@ -18,6 +18,13 @@ public struct KeyVersionStatus: Sendable, Hashable {
     public let references: Int
     /// Webhook purposes: still signs deliveries (active, or retiring inside its overlap).
     public let signing: Bool
+
+    func with(references: Int) -> KeyVersionStatus {
+        KeyVersionStatus(
+            record: record, templates: templates, sealedRecords: sealedRecords, sessions: sessions, apiKeys: apiKeys,
+            references: references, signing: signing
+        )
+    }
 }
 
 /// How far one purpose has moved to its active version.

@@ -6,8 +6,8 @@ import Storage
 // see when an old version reaches zero references and may be destroyed.
 extension TenantKeyring {
     /// Every version of every purpose with what is still stored under it, and per purpose the
-    /// share of stored values under the active version. Counts are read in one transaction;
-    /// `references` is the very count destruction checks.
+    /// share of stored values under the active version. The details are read in one
+    /// transaction; `references` is the very count destruction checks, asked the same way.
     /// - Throws: ``CustodyError/unknownTenant(_:)``.
     public func status(_ tenant: TenantID, now: Date = Date()) async throws -> (versions: [KeyVersionStatus], purposes: [KeyPurposeMigration]) {
         try await custody {
@@ -15,8 +15,8 @@ extension TenantKeyring {
             let records = try await versions(tenant).sorted {
                 (KeyPurpose.allCases.firstIndex(of: $0.purpose) ?? 0, $0.version) < (KeyPurpose.allCases.firstIndex(of: $1.purpose) ?? 0, $1.version)
             }
-            let statuses = try await database.withTenant(tenant, context: "key status") { connection in
-                var statuses = [KeyVersionStatus]()
+            let counted = try await database.withTenant(tenant, context: "key status") { connection in
+                var counted = [KeyVersionStatus]()
                 for record in records {
                     var templates = 0, sealed = 0, sessions = 0, apiKeys = 0
                     switch record.purpose {
@@ -32,16 +32,20 @@ extension TenantKeyring {
                     case .webhook, .webhookEd25519:
                         break
                     }
-                    // The same sum as `references(_:_:version:)`, which destruction refuses on.
-                    let references = templates + sealed + sessions + apiKeys
                     let signing = (record.purpose == .webhook || record.purpose == .webhookEd25519)
                         && (record.state == .active || (record.state == .retiring && (record.retiringUntil.map { $0 > now } ?? false)))
-                    statuses.append(KeyVersionStatus(
+                    counted.append(KeyVersionStatus(
                         record: record, templates: templates, sealedRecords: sealed, sessions: sessions, apiKeys: apiKeys,
-                        references: references, signing: signing
+                        references: templates + sealed + sessions + apiKeys, signing: signing
                     ))
                 }
-                return statuses
+                return counted
+            }
+            // What destruction refuses on, asked the way destruction asks (so the two never
+            // disagree); the details above are what it is made of.
+            var statuses = [KeyVersionStatus]()
+            for status in counted {
+                statuses.append(status.with(references: try await self.references(tenant, status.record.purpose, version: status.record.version)))
             }
             let purposes = KeyPurpose.allCases.compactMap { purpose -> KeyPurposeMigration? in
                 let ofPurpose = statuses.filter { $0.record.purpose == purpose }

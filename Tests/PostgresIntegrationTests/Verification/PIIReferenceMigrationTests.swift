@@ -78,6 +78,35 @@ struct PIIReferenceMigrationTests {
         await verification.custody.shutdown()
     }
 
+    @Test("A warm 1:N gallery on another instance follows a move: identification names the new reference")
+    func galleriesFollowTheMove() async throws {
+        let first = try await VerificationHarness.make("piigallery")
+        let second = VerificationHarness(first.custody, database: try first.custody.secondServiceDatabase())
+        let keyring = first.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let listener = Task { await first.core.runGalleryListener() }
+        defer { listener.cancel() }
+        for _ in 0..<200 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(first.core.isListening)
+        let features = try FeatureVector(Self.face)
+        let (old, _) = try await first.flow.enrol(tenant: tenant, session: try await first.consentedSession(tenant, "p-4"), features: features)
+        let probe = try await first.tokenizer.tokenize(features, tenant: tenant)
+        #expect(try await first.core.identify(tenant: tenant, probe: probe, top: 1).first?.subject == old.value, "gallery warm")
+
+        try await keyring.rotate(tenant, .pii, actor: "officer")
+        let moved = try await second.sessions.create(tenant: tenant, externalID: PersonalText("p-4"), name: nil, email: nil).subject
+        #expect(moved.piiVersion == 2)
+        var found = [IdentifiedCandidate]()
+        for _ in 0..<200 {
+            found = try await first.core.identify(tenant: tenant, probe: probe, top: 1)
+            if found.first?.subject == moved.value { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(found.first?.subject == moved.value, "the warm gallery names the subject by its new reference")
+        #expect(found.first?.decision.color == .green)
+        await first.custody.shutdown()
+    }
+
     @Test("An export by external id moves the subject too; a template under both references keeps the active one's")
     func exportMovesAndMergesDuplicates() async throws {
         let verification = try await VerificationHarness.make("piiexport")
