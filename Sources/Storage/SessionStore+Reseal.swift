@@ -1,4 +1,4 @@
-public import CustosModel
+import CustosModel
 public import Foundation
 import PostgresNIO
 

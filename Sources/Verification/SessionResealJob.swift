@@ -1,5 +1,5 @@
 public import CustosModel
-public import Foundation
+import Foundation
 public import Storage
 
 /// Re-seals the names and emails of verification sessions still under an older `data` key

@@ -1,5 +1,5 @@
-public import CustosModel
-public import Storage
+import CustosModel
+import Storage
 
 /// `pii` references move on use (DESIGN §5): HMAC references cannot be recomputed without the
 /// external id, so a lookup by external id — the only moment the id is at hand — moves the
