@@ -101,7 +101,12 @@ public struct SessionResealJob: Sendable {
             throw error
         }
         try await record(tenant: tenant, actor: actor, target: target, resealed: resealed, batches: batches, drained: drained, interrupted: false)
-        let last = Progress(targetVersion: target, resealed: resealed, remaining: 0, total: total, batches: batches, done: true)
+        // Normally 0. A concurrent run may still hold rows this one waited out (it re-seals
+        // them), so the count is read, not assumed.
+        let remaining = try await database.withTenant(tenant, context: "count sealed records to re-seal") { connection in
+            try await SessionStore.countSealed(olderThan: target, on: connection)
+        }
+        let last = Progress(targetVersion: target, resealed: resealed, remaining: remaining, total: total, batches: batches, done: true)
         try await progress(last)
         return last
     }

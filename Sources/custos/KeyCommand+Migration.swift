@@ -75,7 +75,8 @@ extension KeyCommand {
             }
             guard let last, last.done else { throw LocalError.failed("the server ended the run early: run `custos key reseal` again to continue") }
             if !json {
-                print("\nre-sealed \(last.resealed) record(s) under data v\(last.targetVersion) in \(last.batches) batch(es); none left under older versions")
+                print("\nre-sealed \(last.resealed) record(s) under data v\(last.targetVersion) in \(last.batches) batch(es); "
+                    + (last.remaining == 0 ? "none left under older versions" : "\(last.remaining) still under older versions (another run holds them): run again"))
             }
         }
 

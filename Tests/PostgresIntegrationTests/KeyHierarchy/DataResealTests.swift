@@ -170,6 +170,24 @@ struct DataResealTests {
         #expect(try await keyring.status(tenant).versions.first { $0.record.purpose == .data && $0.record.version == 1 }?.references == 0)
         await verification.custody.shutdown()
     }
+
+    @Test("Two runs at once share the work: each record is re-sealed by exactly one of them")
+    func concurrentRuns() async throws {
+        let verification = try await VerificationHarness.make("resealtwice")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let made = try await Self.makeSessions(verification, tenant, count: 40, prefix: "t")
+        let sealed = made.filter { $0.name != nil || $0.email != nil }.count
+        try await keyring.rotate(tenant, .data, actor: "officer")
+        let job = verification.graph.reseal
+        async let first = job.run(tenant: tenant, actor: "officer:alice", batchSize: 3)
+        async let second = job.run(tenant: tenant, actor: "officer:bob", batchSize: 5)
+        let (a, b) = try await (first, second)
+        #expect(a.resealed + b.resealed == sealed, "a record re-sealed by both runs, or by neither")
+        #expect(a.done && b.done && a.remaining == 0 && b.remaining == 0)
+        try await Self.expectAllOpen(verification, tenant, made, under: 2, others: [1])
+        await verification.custody.shutdown()
+    }
 }
 
 /// Progress messages a run reported, in order.

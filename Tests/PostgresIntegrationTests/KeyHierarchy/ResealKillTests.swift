@@ -51,8 +51,10 @@ struct ResealKillTests {
     }
 
     static func custos(_ arguments: [String], output: Pipe?) throws -> Process {
+        let binary = root.appendingPathComponent(".build/debug/custos")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "no \(binary.path): build the package first (scripts/setup, swift build)")
         let process = Process()
-        process.executableURL = root.appendingPathComponent(".build/debug/custos")
+        process.executableURL = binary
         process.arguments = arguments
         process.standardOutput = output ?? FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
