@@ -31,6 +31,8 @@ public struct VerificationGraph: Sendable {
         public var biometricOverlapCheckInterval: Duration = .seconds(900)
         /// Fault injection for tests: throws inside a biometric migration's transaction.
         public var biometricMigrationFault: (@Sendable () throws -> Void)? = nil
+        /// Crash tests make a re-seal run fail at a step; `nil` in `serve`.
+        public var resealHook: (@Sendable (SessionResealJob.Step) throws -> Void)?
 
         public init() {}
     }
@@ -49,6 +51,8 @@ public struct VerificationGraph: Sendable {
     public let rights: SubjectRights
     public let retention: RetentionJob
     public let approvals: KeyDestructionApprovals
+    /// `custos key reseal --purpose data`.
+    public let reseal: SessionResealJob
     let logger: Logger
     let biometricOverlapCheckInterval: Duration
     let now: @Sendable () -> Date
@@ -76,6 +80,7 @@ public struct VerificationGraph: Sendable {
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
+        reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook)
         self.logger = logger
         biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval
         now = settings.now

@@ -38,4 +38,6 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// A biometric rotation's overlap ended: templates still under the old version dropped
     /// (counted), `bio-seed` and `bio-prf` of that version retired.
     case biometricOverlapClose = "key.bio_overlap.close"
+    /// A run of `custos key reseal`: sealed records moved to the active `data` version (counts).
+    case keyReseal = "key.reseal"
 }

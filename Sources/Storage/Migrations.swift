@@ -302,6 +302,13 @@ public enum Migrations {
         ALTER TABLE tenant_policies ADD COLUMN bio_overlap_days integer NOT NULL DEFAULT 30
             CHECK (bio_overlap_days BETWEEN 0 AND 365);
         """),
+        Migration(version: 10, summary: "subject references move to the active pii version on lookup", sql: """
+        -- A lookup that finds a subject under an older pii version moves its stored references
+        -- (templates, sessions) to the active version's reference in the lookup's transaction,
+        -- so old pii versions reach zero references and can be destroyed.
+        GRANT UPDATE (subject_ref) ON templates TO {service};
+        GRANT UPDATE (subject_ref, pii_version) ON verification_sessions TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -28,9 +28,13 @@ public final class SubjectRights: Sendable {
     /// Everything held about the subject the tenant knows as `externalID`.
     public func export(tenant: TenantID, externalID: PersonalText, actor: String) async throws -> SubjectExport {
         try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
-        let references = try await referencer.references(for: externalID, tenant: tenant).map(\.value)
+        let found = try await referencer.references(for: externalID, tenant: tenant)
+        let references = found.map(\.value)
         let (templates, sessions) = try await database.withTenant(tenant, context: "export subject") { connection in
-            (try await TemplateStore.metadata(subjects: references, on: connection), try await SessionStore.bySubjects(references, on: connection))
+            // A lookup by external id: the subject's references move to the active pii version
+            // first, so the export shows them as they are stored from now on.
+            _ = try await SubjectReferenceMigration.moveToActive(found, tenant: tenant, on: connection)
+            return (try await TemplateStore.metadata(subjects: references, on: connection), try await SessionStore.bySubjects(references, on: connection))
         }
         let at = now()
         var exported = [SubjectExport.Session]()

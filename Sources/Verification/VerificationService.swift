@@ -79,6 +79,10 @@ public final class VerificationService: Sendable {
             let replaced = try await TemplateStore.keyVersions(subject: row.subject.value, on: connection)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             try await TemplateStore.upsert(subject: row.subject, token: token, tenant: tenant, on: connection)
+            // Re-enrolment after a biometric rotation is how a subject leaves the old version:
+            // its template of that version goes (identification re-reads candidates, so a
+            // gallery still holding it returns nothing stale).
+            if replacing { try await TemplateStore.deleteOtherVersions(subject: row.subject.value, keeping: token.keyVersion, on: connection) }
             _ = try await SessionStore.complete(session, outcome: "enrolled", confidence: nil, biometricKeyVersion: token.keyVersion, at: now, on: connection)
             try await TemplateStore.notify(
                 GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value), on: connection

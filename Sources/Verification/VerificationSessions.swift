@@ -40,12 +40,9 @@ public final class VerificationSessions: Sendable {
         try Self.check(email, field: "email", maxBytes: 320, required: false)
 
         let references = try await referencer.references(for: externalID, tenant: tenant)
-        guard let current = references.first else { throw VerificationError.invalidArgument(field: "external_id", reason: "no subject reference") }
-        // A subject enrolled under an older pii version keeps its reference.
-        let enrolled = try await database.withTenant(tenant, context: "find subject") { connection in
-            try await TemplateStore.firstEnrolled(among: references.map(\.value), on: connection)
-        }
-        let subject = references.first { $0.value == enrolled } ?? current
+        // The active version's reference: a subject stored under an older pii version is moved
+        // to it in the transaction that inserts the session (below).
+        guard let subject = references.first else { throw VerificationError.invalidArgument(field: "external_id", reason: "no subject reference") }
 
         let id = UUID()
         var dataKeyVersion: Int?
@@ -63,6 +60,7 @@ public final class VerificationSessions: Sendable {
             dataKeyVersion: dataKeyVersion, expiresAt: expiresAt, linkHash: link.hash
         )
         try await database.withTenant(tenant, context: "create session") { connection in
+            _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, on: connection)
             try await SessionStore.insert(new, tenant: tenant, on: connection)
         }
         return Created(id: id, gatewayLink: link, expiresAt: expiresAt, subject: subject)

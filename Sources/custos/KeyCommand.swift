@@ -11,8 +11,8 @@ extension KeyPurpose: ExpressibleByArgument {}
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "Tenant keys: list, rotate, retire, and destruction by two officers (over the Admin RPC); reconcile (local).",
-        subcommands: [List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self]
+        abstract: "Tenant keys: list, rotate, retire, destruction by two officers, status and reseal (over the Admin RPC); reconcile (local).",
+        subcommands: [List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self, Status.self, Reseal.self]
     )
 
     static func row(_ key: Custos_V1_KeyVersion) -> String {

@@ -61,8 +61,10 @@ struct RemoteOptions: ParsableArguments {
         let target: any ResolvableTarget = isIPv4 ? .ipv4(address: bare, port: port) : bare.contains(":") ? .ipv6(address: bare, port: port) : .dns(host: bare, port: port)
         // Every Admin call has a deadline: a command never hangs on a server that stopped answering.
         let deadline = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin")], timeout: .seconds(60))
+        // A re-seal streams progress for as long as it runs; cut off, it continues next time.
+        let reseal = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin", method: "ResealKeys")], timeout: .seconds(6 * 3600))
         let transport = try HTTP2ClientTransport.Posix(
-            target: target, transportSecurity: security, serviceConfig: ServiceConfig(methodConfig: [deadline])
+            target: target, transportSecurity: security, serviceConfig: ServiceConfig(methodConfig: [deadline, reseal])
         )
         do {
             return try await withGRPCClient(transport: transport) { client in

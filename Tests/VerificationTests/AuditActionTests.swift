@@ -30,6 +30,7 @@ struct AuditActionTests {
         .retentionDelete: "retention.delete",
         .tokenizationRateLimited: "tokenization.rate_limited",
         .biometricOverlapClose: "key.bio_overlap.close",
+        .keyReseal: "key.reseal",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

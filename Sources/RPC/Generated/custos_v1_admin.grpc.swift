@@ -320,6 +320,32 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "KeyStatus" metadata.
+        public enum KeyStatus: Sendable {
+            /// Request type for "KeyStatus".
+            public typealias Input = Custos_V1_KeyStatusRequest
+            /// Response type for "KeyStatus".
+            public typealias Output = Custos_V1_KeyStatusResponse
+            /// Descriptor for "KeyStatus".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "KeyStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "ResealKeys" metadata.
+        public enum ResealKeys: Sendable {
+            /// Request type for "ResealKeys".
+            public typealias Input = Custos_V1_ResealKeysRequest
+            /// Response type for "ResealKeys".
+            public typealias Output = Custos_V1_ResealKeysProgress
+            /// Descriptor for "ResealKeys".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "ResealKeys",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -343,7 +369,9 @@ public enum Custos_V1_Admin: Sendable {
             SetTenantPolicy.descriptor,
             RevokeCertificate.descriptor,
             CreateWebhookSecret.descriptor,
-            CreateWebhookEd25519Key.descriptor
+            CreateWebhookEd25519Key.descriptor,
+            KeyStatus.descriptor,
+            ResealKeys.descriptor
         ]
     }
 }
@@ -799,6 +827,54 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
+
+        /// Handle the "KeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How far each purpose has moved to its active version: per version, its state and what is
+        /// > still stored under it (templates, sealed records, subject references, live API keys), and
+        /// > per purpose the share of stored values under the active version. Counts only.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_KeyStatusRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_KeyStatusResponse` messages.
+        func keyStatus(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_KeyStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_KeyStatusResponse>
+
+        /// Handle the "ResealKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Re-seals every sealed field still under an older DATA version under the active one, in
+        /// > batches of one transaction each (lock, open with the old version, seal with the active,
+        /// > update; associated data unchanged), streaming one progress message per batch and a last
+        /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+        /// > nothing; running it again continues with the rows still under older versions. Audited
+        /// > once per run, with counts.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+        /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+        /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+        /// > record that does not open).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_ResealKeysRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_ResealKeysProgress` messages.
+        func resealKeys(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_ResealKeysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1238,6 +1314,54 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
+
+        /// Handle the "KeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How far each purpose has moved to its active version: per version, its state and what is
+        /// > still stored under it (templates, sealed records, subject references, live API keys), and
+        /// > per purpose the share of stored values under the active version. Counts only.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_KeyStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_KeyStatusResponse` message.
+        func keyStatus(
+            request: GRPCCore.ServerRequest<Custos_V1_KeyStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_KeyStatusResponse>
+
+        /// Handle the "ResealKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Re-seals every sealed field still under an older DATA version under the active one, in
+        /// > batches of one transaction each (lock, open with the old version, seal with the active,
+        /// > update; associated data unchanged), streaming one progress message per batch and a last
+        /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+        /// > nothing; running it again continues with the rows still under older versions. Audited
+        /// > once per run, with counts.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+        /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+        /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+        /// > record that does not open).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ResealKeysRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_ResealKeysProgress` messages.
+        func resealKeys(
+            request: GRPCCore.ServerRequest<Custos_V1_ResealKeysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1675,6 +1799,55 @@ extension Custos_V1_Admin {
             request: Custos_V1_CreateWebhookEd25519KeyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_CreateWebhookEd25519KeyResponse
+
+        /// Handle the "KeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How far each purpose has moved to its active version: per version, its state and what is
+        /// > still stored under it (templates, sealed records, subject references, live API keys), and
+        /// > per purpose the share of stored values under the active version. Counts only.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_KeyStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_KeyStatusResponse` to respond with.
+        func keyStatus(
+            request: Custos_V1_KeyStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_KeyStatusResponse
+
+        /// Handle the "ResealKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Re-seals every sealed field still under an older DATA version under the active one, in
+        /// > batches of one transaction each (lock, open with the old version, seal with the active,
+        /// > update; associated data unchanged), streaming one progress message per batch and a last
+        /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+        /// > nothing; running it again continues with the rows still under older versions. Audited
+        /// > once per run, with counts.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+        /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+        /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+        /// > record that does not open).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_ResealKeysRequest` message.
+        ///   - response: A response stream of `Custos_V1_ResealKeysProgress` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func resealKeys(
+            request: Custos_V1_ResealKeysRequest,
+            response: GRPCCore.RPCWriter<Custos_V1_ResealKeysProgress>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1919,6 +2092,28 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookEd25519KeyResponse>(),
             handler: { request, context in
                 try await self.createWebhookEd25519Key(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.KeyStatus.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_KeyStatusRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_KeyStatusResponse>(),
+            handler: { request, context in
+                try await self.keyStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.ResealKeys.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ResealKeysRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ResealKeysProgress>(),
+            handler: { request, context in
+                try await self.resealKeys(
                     request: request,
                     context: context
                 )
@@ -2170,6 +2365,28 @@ extension Custos_V1_Admin.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func keyStatus(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_KeyStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_KeyStatusResponse> {
+        let response = try await self.keyStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func resealKeys(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_ResealKeysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress> {
+        let response = try await self.resealKeys(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -2459,6 +2676,36 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func keyStatus(
+        request: GRPCCore.ServerRequest<Custos_V1_KeyStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_KeyStatusResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_KeyStatusResponse>(
+            message: try await self.keyStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func resealKeys(
+        request: GRPCCore.ServerRequest<Custos_V1_ResealKeysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress> {
+        return GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress>(
+            metadata: [:],
+            producer: { writer in
+                try await self.resealKeys(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -3010,6 +3257,64 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "KeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How far each purpose has moved to its active version: per version, its state and what is
+        /// > still stored under it (templates, sealed records, subject references, live API keys), and
+        /// > per purpose the share of stored values under the active version. Counts only.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_KeyStatusRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_KeyStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_KeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func keyStatus<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_KeyStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_KeyStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_KeyStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_KeyStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ResealKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Re-seals every sealed field still under an older DATA version under the active one, in
+        /// > batches of one transaction each (lock, open with the old version, seal with the active,
+        /// > update; associated data unchanged), streaming one progress message per batch and a last
+        /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+        /// > nothing; running it again continues with the rows still under older versions. Audited
+        /// > once per run, with counts.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+        /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+        /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+        /// > record that does not open).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ResealKeysRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ResealKeysRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ResealKeysProgress` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func resealKeys<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ResealKeysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ResealKeysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ResealKeysProgress>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_V1_ResealKeysProgress>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3810,6 +4115,84 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "KeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How far each purpose has moved to its active version: per version, its state and what is
+        /// > still stored under it (templates, sealed records, subject references, live API keys), and
+        /// > per purpose the share of stored values under the active version. Counts only.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_KeyStatusRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_KeyStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_KeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func keyStatus<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_KeyStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_KeyStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_KeyStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_KeyStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.KeyStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ResealKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Re-seals every sealed field still under an older DATA version under the active one, in
+        /// > batches of one transaction each (lock, open with the old version, seal with the active,
+        /// > update; associated data unchanged), streaming one progress message per batch and a last
+        /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+        /// > nothing; running it again continues with the rows still under older versions. Audited
+        /// > once per run, with counts.
+        /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+        /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+        /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+        /// > record that does not open).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ResealKeysRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ResealKeysRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ResealKeysProgress` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func resealKeys<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ResealKeysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ResealKeysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ResealKeysProgress>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_V1_ResealKeysProgress>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.ResealKeys.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4483,6 +4866,74 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookEd25519KeyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "KeyStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > How far each purpose has moved to its active version: per version, its state and what is
+    /// > still stored under it (templates, sealed records, subject references, live API keys), and
+    /// > per purpose the share of stored values under the active version. Counts only.
+    /// > Errors: NOT_FOUND (tenant).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_KeyStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func keyStatus<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_KeyStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_KeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.keyStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_KeyStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_KeyStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResealKeys" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Re-seals every sealed field still under an older DATA version under the active one, in
+    /// > batches of one transaction each (lock, open with the old version, seal with the active,
+    /// > update; associated data unchanged), streaming one progress message per batch and a last
+    /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+    /// > nothing; running it again continues with the rows still under older versions. Audited
+    /// > once per run, with counts.
+    /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+    /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+    /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+    /// > record that does not open).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_ResealKeysRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resealKeys<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_ResealKeysRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_V1_ResealKeysProgress>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.resealKeys(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ResealKeysRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ResealKeysProgress>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5246,6 +5697,82 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.createWebhookEd25519Key(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "KeyStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > How far each purpose has moved to its active version: per version, its state and what is
+    /// > still stored under it (templates, sealed records, subject references, live API keys), and
+    /// > per purpose the share of stored values under the active version. Counts only.
+    /// > Errors: NOT_FOUND (tenant).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func keyStatus<Result>(
+        _ message: Custos_V1_KeyStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_KeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_KeyStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.keyStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResealKeys" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Re-seals every sealed field still under an older DATA version under the active one, in
+    /// > batches of one transaction each (lock, open with the old version, seal with the active,
+    /// > update; associated data unchanged), streaming one progress message per batch and a last
+    /// > one with `done` set. Resumable: a run that stops (client gone, deadline, crash) loses
+    /// > nothing; running it again continues with the rows still under older versions. Audited
+    /// > once per run, with counts.
+    /// > Errors: NOT_FOUND (tenant), INVALID_ARGUMENT (a purpose other than DATA: pii references
+    /// > move on lookup, biometric templates by re-enrolment; batch_size over 1000),
+    /// > FAILED_PRECONDITION (a sealed record under a destroyed version), DATA_LOSS (a sealed
+    /// > record that does not open).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resealKeys<Result>(
+        _ message: Custos_V1_ResealKeysRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_V1_ResealKeysProgress>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_ResealKeysRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.resealKeys(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -872,6 +872,163 @@ public nonisolated struct Custos_V1_CreateWebhookEd25519KeyResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Custos_V1_KeyStatusRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One key version and what is still stored under it.
+public nonisolated struct Custos_V1_KeyVersionStatus: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// State, retiring_until, check value (never material).
+  public var key: Custos_V1_KeyVersion {
+    get {_storage._key ?? Custos_V1_KeyVersion()}
+    set {_uniqueStorage()._key = newValue}
+  }
+  /// Returns true if `key` has been explicitly set.
+  public var hasKey: Bool {_storage._key != nil}
+  /// Clears the value of `key`. Subsequent reads from it will return its default value.
+  public mutating func clearKey() {_uniqueStorage()._key = nil}
+
+  /// Biometric templates made under this version (BIO_SEED / BIO_PRF), or whose subject
+  /// reference it made (PII).
+  public var templates: UInt64 {
+    get {_storage._templates}
+    set {_uniqueStorage()._templates = newValue}
+  }
+
+  /// Verification sessions whose name or email it sealed (DATA).
+  public var sealedRecords: UInt64 {
+    get {_storage._sealedRecords}
+    set {_uniqueStorage()._sealedRecords = newValue}
+  }
+
+  /// Verification sessions whose subject reference it made (PII).
+  public var sessions: UInt64 {
+    get {_storage._sessions}
+    set {_uniqueStorage()._sessions = newValue}
+  }
+
+  /// Live API keys hashed under it (APIKEY_PEPPER); revoked and expired keys do not count.
+  public var apiKeys: UInt64 {
+    get {_storage._apiKeys}
+    set {_uniqueStorage()._apiKeys = newValue}
+  }
+
+  /// Everything stored that still needs this version: destruction is refused while above 0.
+  public var references: UInt64 {
+    get {_storage._references}
+    set {_uniqueStorage()._references = newValue}
+  }
+
+  /// Webhook purposes: the version still signs deliveries (active, or retiring inside its
+  /// overlap window). Nothing stored depends on webhook keys.
+  public var signing: Bool {
+    get {_storage._signing}
+    set {_uniqueStorage()._signing = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How far one purpose has migrated to its active version.
+public nonisolated struct Custos_V1_KeyPurposeMigration: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var purpose: Custos_V1_KeyPurpose = .unspecified
+
+  public var activeVersion: UInt32 = 0
+
+  /// Stored values that need some version of this purpose (the sum of `references`).
+  public var storedValues: UInt64 = 0
+
+  public var underActive: UInt64 = 0
+
+  /// 100 * under_active / stored_values; 100 when nothing is stored.
+  public var percentMigrated: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_KeyStatusResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Ordered by purpose, then version.
+  public var versions: [Custos_V1_KeyVersionStatus] = []
+
+  public var purposes: [Custos_V1_KeyPurposeMigration] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_ResealKeysRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  /// DATA only.
+  public var purpose: Custos_V1_KeyPurpose = .unspecified
+
+  /// Rows per batch (one transaction each); 0: 100. At most 1000.
+  public var batchSize: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_ResealKeysProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The active DATA version everything is re-sealed under.
+  public var targetVersion: UInt32 = 0
+
+  /// Records re-sealed by this run so far.
+  public var resealed: UInt64 = 0
+
+  /// Records still under older versions.
+  public var remaining: UInt64 = 0
+
+  /// Records under older versions when the run started.
+  public var total: UInt64 = 0
+
+  /// Batches committed by this run.
+  public var batches: UInt32 = 0
+
+  /// The last message of a run that completed.
+  public var done: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "custos.v1"
@@ -2553,6 +2710,328 @@ nonisolated extension Custos_V1_CreateWebhookEd25519KeyResponse: SwiftProtobuf.M
   public static func ==(lhs: Custos_V1_CreateWebhookEd25519KeyResponse, rhs: Custos_V1_CreateWebhookEd25519KeyResponse) -> Bool {
     if lhs.version != rhs.version {return false}
     if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_KeyStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyStatusRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_KeyStatusRequest, rhs: Custos_V1_KeyStatusRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyVersionStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}templates\0\u{3}sealed_records\0\u{1}sessions\0\u{3}api_keys\0\u{1}references\0\u{1}signing\0")
+
+  fileprivate class _StorageClass {
+    var _key: Custos_V1_KeyVersion? = nil
+    var _templates: UInt64 = 0
+    var _sealedRecords: UInt64 = 0
+    var _sessions: UInt64 = 0
+    var _apiKeys: UInt64 = 0
+    var _references: UInt64 = 0
+    var _signing: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _key = source._key
+      _templates = source._templates
+      _sealedRecords = source._sealedRecords
+      _sessions = source._sessions
+      _apiKeys = source._apiKeys
+      _references = source._references
+      _signing = source._signing
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._key) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._templates) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._sealedRecords) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._sessions) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._apiKeys) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._references) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._signing) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._key {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._templates != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._templates, fieldNumber: 2)
+      }
+      if _storage._sealedRecords != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sealedRecords, fieldNumber: 3)
+      }
+      if _storage._sessions != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sessions, fieldNumber: 4)
+      }
+      if _storage._apiKeys != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._apiKeys, fieldNumber: 5)
+      }
+      if _storage._references != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._references, fieldNumber: 6)
+      }
+      if _storage._signing != false {
+        try visitor.visitSingularBoolField(value: _storage._signing, fieldNumber: 7)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_KeyVersionStatus, rhs: Custos_V1_KeyVersionStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._key != rhs_storage._key {return false}
+        if _storage._templates != rhs_storage._templates {return false}
+        if _storage._sealedRecords != rhs_storage._sealedRecords {return false}
+        if _storage._sessions != rhs_storage._sessions {return false}
+        if _storage._apiKeys != rhs_storage._apiKeys {return false}
+        if _storage._references != rhs_storage._references {return false}
+        if _storage._signing != rhs_storage._signing {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_KeyPurposeMigration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyPurposeMigration"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}purpose\0\u{3}active_version\0\u{3}stored_values\0\u{3}under_active\0\u{3}percent_migrated\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.activeVersion) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.storedValues) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.underActive) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.percentMigrated) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 1)
+    }
+    if self.activeVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.activeVersion, fieldNumber: 2)
+    }
+    if self.storedValues != 0 {
+      try visitor.visitSingularUInt64Field(value: self.storedValues, fieldNumber: 3)
+    }
+    if self.underActive != 0 {
+      try visitor.visitSingularUInt64Field(value: self.underActive, fieldNumber: 4)
+    }
+    if self.percentMigrated.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.percentMigrated, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_KeyPurposeMigration, rhs: Custos_V1_KeyPurposeMigration) -> Bool {
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.activeVersion != rhs.activeVersion {return false}
+    if lhs.storedValues != rhs.storedValues {return false}
+    if lhs.underActive != rhs.underActive {return false}
+    if lhs.percentMigrated != rhs.percentMigrated {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_KeyStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyStatusResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0\u{1}purposes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.purposes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.versions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.versions, fieldNumber: 1)
+    }
+    if !self.purposes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.purposes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_KeyStatusResponse, rhs: Custos_V1_KeyStatusResponse) -> Bool {
+    if lhs.versions != rhs.versions {return false}
+    if lhs.purposes != rhs.purposes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_ResealKeysRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResealKeysRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}purpose\0\u{3}batch_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.batchSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 2)
+    }
+    if self.batchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.batchSize, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_ResealKeysRequest, rhs: Custos_V1_ResealKeysRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.batchSize != rhs.batchSize {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_ResealKeysProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResealKeysProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_version\0\u{1}resealed\0\u{1}remaining\0\u{1}total\0\u{1}batches\0\u{1}done\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.targetVersion) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.resealed) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.remaining) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.total) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.batches) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.done) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.targetVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetVersion, fieldNumber: 1)
+    }
+    if self.resealed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.resealed, fieldNumber: 2)
+    }
+    if self.remaining != 0 {
+      try visitor.visitSingularUInt64Field(value: self.remaining, fieldNumber: 3)
+    }
+    if self.total != 0 {
+      try visitor.visitSingularUInt64Field(value: self.total, fieldNumber: 4)
+    }
+    if self.batches != 0 {
+      try visitor.visitSingularUInt32Field(value: self.batches, fieldNumber: 5)
+    }
+    if self.done != false {
+      try visitor.visitSingularBoolField(value: self.done, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_ResealKeysProgress, rhs: Custos_V1_ResealKeysProgress) -> Bool {
+    if lhs.targetVersion != rhs.targetVersion {return false}
+    if lhs.resealed != rhs.resealed {return false}
+    if lhs.remaining != rhs.remaining {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.batches != rhs.batches {return false}
+    if lhs.done != rhs.done {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -27,11 +27,13 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         public let authenticator: Authenticator
         /// How long a retired version must rest before it may be destroyed.
         public let destructionWaitingPeriod: Duration
+        /// Re-seals `data` records under the active version (`ResealKeys`).
+        public let reseal: SessionResealJob
 
         public init(
             webhooks: WebhookSigner, pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
             revocations: CertificateRevocations, approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
-            authenticator: Authenticator, destructionWaitingPeriod: Duration
+            authenticator: Authenticator, destructionWaitingPeriod: Duration, reseal: SessionResealJob
         ) {
             self.webhooks = webhooks
             self.pool = pool
@@ -45,6 +47,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             self.retention = retention
             self.authenticator = authenticator
             self.destructionWaitingPeriod = destructionWaitingPeriod
+            self.reseal = reseal
         }
     }
 

@@ -63,7 +63,8 @@ public struct CustosServices: Sendable {
                 webhooks: custody.webhooks, pool: custody.pool, keyring: custody.keyring, audit: custody.audit,
                 apiKeys: custody.apiKeys, revocations: CertificateRevocations(database: custody.database, audit: custody.audit),
                 approvals: graph.approvals, policies: graph.policies, rights: graph.rights,
-                retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod
+                retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod,
+                reseal: graph.reseal
             )),
             HealthService(registry: health),
         ]

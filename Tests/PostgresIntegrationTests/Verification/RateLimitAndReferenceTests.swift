@@ -65,10 +65,10 @@ struct RateLimitAndReferenceTests {
                 #expect(refused == purpose && reason.contains("stored values"))
             }
         }
-        // After a pii rotation the same external id still finds its subject (the v1 reference
-        // is kept), and a new external id gets a v2 reference.
+        // After a pii rotation the same external id still finds its subject, which the lookup
+        // moves to its v2 reference; a new external id gets a v2 reference.
         let again = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("ref-1"), name: nil, email: nil)
-        #expect(again.subject.piiVersion == 1)
+        #expect(again.subject.piiVersion == 2)
         let fresh = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("ref-2"), name: nil, email: nil)
         #expect(fresh.subject.piiVersion == 2)
         let later = try await verification.consentedSession(tenant, "ref-1")

@@ -1,0 +1,65 @@
+public import CustosModel
+import Foundation
+import PostgresNIO
+
+/// Moves a subject's stored references to another reference (the active `pii` version's), in
+/// the caller's tenant transaction: `templates` (subject_ref, pii_version), `verification_sessions`
+/// (subject_ref, pii_version) and `verification_attempts` (merged). Every table keyed by a
+/// subject reference is here; `gateway_links` name sessions, the audit log names no subject.
+public enum SubjectReferenceStore {
+    /// What a move changed.
+    public struct Moved: Sendable, Hashable {
+        /// Templates now under the new reference.
+        public let templates: Int
+        /// Templates dropped because the subject had one of the same biometric version under a
+        /// newer reference (a primary key allows one per subject and version).
+        public let duplicateTemplates: Int
+        public let sessions: Int
+        /// Attempt counters merged into the new reference's.
+        public let attemptCounters: Int
+        /// The biometric versions of the templates moved (to announce to the 1:N galleries).
+        public let keyVersions: [Int]
+
+        public var isEmpty: Bool { templates + duplicateTemplates + sessions + attemptCounters == 0 }
+    }
+
+    /// Moves every row stored under one of `old` to `new`.
+    ///
+    /// Concurrent moves of one subject are serialised by an advisory lock on the new reference,
+    /// so they cannot deadlock on each other's rows; the second finds nothing left to move.
+    public static func move(from old: [String], to new: SubjectReference, tenant: TenantID, on connection: DatabaseTransaction) async throws -> Moved {
+        let old = old.filter { $0 != new.value }
+        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: []) }
+        try await connection.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))", logger: Database.quiet
+        )
+        // One template per subject and biometric version: the newest enrolment wins (the new
+        // reference's first, else the most recently enrolled old one).
+        let duplicates = try await connection.query("""
+            DELETE FROM templates o WHERE o.subject_ref = ANY(\(old)) AND EXISTS (
+                SELECT 1 FROM templates x WHERE x.key_version = o.key_version AND (
+                    x.subject_ref = \(new.value)
+                    OR (x.subject_ref = ANY(\(old)) AND (x.enrolled_at, x.subject_ref) > (o.enrolled_at, o.subject_ref))))
+            RETURNING 1
+            """, logger: Database.quiet).collect().count
+        var keyVersions = [Int]()
+        let moved = try await connection.query("""
+            UPDATE templates SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING key_version
+            """, logger: Database.quiet)
+        for try await version in moved.decode(Int.self) { keyVersions.append(version) }
+        let sessions = try await connection.query("""
+            UPDATE verification_sessions SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING 1
+            """, logger: Database.quiet).collect().count
+        // Counters add up (a move must not hand a subject a fresh attempt window), from the
+        // earliest window.
+        try await connection.query("""
+            INSERT INTO verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+            SELECT tenant_id, \(new.value), min(window_start), sum(attempts)::int FROM verification_attempts
+            WHERE subject_ref = ANY(\(old)) GROUP BY tenant_id
+            ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET
+                attempts = a.attempts + EXCLUDED.attempts, window_start = LEAST(a.window_start, EXCLUDED.window_start)
+            """, logger: Database.quiet)
+        let counters = try await VerificationAttemptStore.delete(subjects: old, on: connection)
+        return Moved(templates: keyVersions.count, duplicateTemplates: duplicates, sessions: sessions, attemptCounters: counters, keyVersions: keyVersions.sorted())
+    }
+}

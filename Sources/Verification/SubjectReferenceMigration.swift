@@ -1,0 +1,37 @@
+import CustosModel
+import Storage
+
+/// `pii` references move on use (DESIGN §5): HMAC references cannot be recomputed without the
+/// external id, so a lookup by external id — the only moment the id is at hand — moves the
+/// subject's stored references to the active version's, inside the lookup's own transaction.
+/// The old version's reference count drops with each subject looked up.
+enum SubjectReferenceMigration {
+    /// Gallery notices of a move name no instance, so every instance applies them (this one
+    /// included, through its listener).
+    static let noticeInstance = "pii-move"
+
+    /// Moves every row stored under one of `references` other than the first (the active
+    /// version's NFC reference, as ``SubjectReferencing`` orders them) to the first, and tells
+    /// the 1:N galleries at commit: the old reference erased, the new one enrolled per moved
+    /// template.
+    /// - Returns: the reference the subject is stored under from now on.
+    static func moveToActive(
+        _ references: [SubjectReference], tenant: TenantID, on connection: DatabaseTransaction
+    ) async throws -> SubjectReference? {
+        guard let active = references.first else { return nil }
+        let old = references.dropFirst().map(\.value).filter { $0 != active.value }
+        guard !old.isEmpty else { return active }
+        let moved = try await SubjectReferenceStore.move(from: old, to: active, tenant: tenant, on: connection)
+        if moved.templates + moved.duplicateTemplates > 0 {
+            for subject in old {
+                try await TemplateStore.notify(GalleryChange(instance: noticeInstance, tenant: tenant, kind: .erased, subject: subject), on: connection)
+            }
+            for version in Set(moved.keyVersions).sorted() {
+                try await TemplateStore.notify(
+                    GalleryChange(instance: noticeInstance, tenant: tenant, kind: .enrolled, keyVersion: version, subject: active.value), on: connection
+                )
+            }
+        }
+        return active
+    }
+}
