@@ -71,8 +71,8 @@ public struct VerificationGraph: Sendable {
         self.logger = logger
     }
 
-    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
-    /// and gallery listeners running until cancelled.
+    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
+    /// gallery and key-state listeners running until cancelled.
     public func runBackground() async {
         do {
             let done = try await custody.keyring.reconcile()
@@ -83,6 +83,7 @@ public struct VerificationGraph: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }
+            group.addTask { await custody.keyring.runKeyStateListener() }
         }
     }
 }

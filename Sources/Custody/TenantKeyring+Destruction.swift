@@ -26,6 +26,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyRetire, target: "\(purpose.rawValue)/v\(version)")
                     .append(to: audit, on: connection)
             }
@@ -67,6 +68,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }

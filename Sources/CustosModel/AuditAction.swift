@@ -35,4 +35,11 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case retentionDelete = "retention.delete"
     /// A tenant over its tokenization budget (at most once a minute per tenant).
     case tokenizationRateLimited = "tokenization.rate_limited"
+
+    /// Officers disabled a key version (every use refused) or enabled it again.
+    case keyDisable = "key.disable"
+    case keyEnable = "key.enable"
+    /// An approved destruction was scheduled, or a scheduled one cancelled before it was due.
+    case keyDestroySchedule = "key.destroy.schedule"
+    case keyDestroyCancel = "key.destroy.cancel"
 }

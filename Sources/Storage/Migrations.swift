@@ -296,6 +296,23 @@ public enum Migrations {
         GRANT SELECT, INSERT, DELETE ON verification_attempts TO {service};
         GRANT UPDATE (window_start, attempts) ON verification_attempts TO {service};
         """),
+        Migration(version: 9, summary: "disabled key versions; scheduled, cancellable key destruction", sql: """
+        -- Both covered by the row MAC: set while officers disabled the version, and while an
+        -- approved destruction of it is scheduled. Either makes every use refused.
+        ALTER TABLE key_versions
+            ADD COLUMN disabled_at timestamptz,
+            ADD COLUMN destruction_due_at timestamptz;
+        GRANT UPDATE (disabled_at, destruction_due_at) ON key_versions TO {service};
+
+        -- A destruction is due waiting_days after its approval (the approval MAC covers it);
+        -- NULL for requests made before scheduling existed. Cancelled requests stay, for the record.
+        ALTER TABLE destruction_requests
+            ADD COLUMN waiting_days integer CHECK (waiting_days BETWEEN 7 AND 30),
+            ADD COLUMN cancelled_by text,
+            ADD COLUMN cancelled_at timestamptz,
+            ADD CONSTRAINT destruction_requests_cancelled_or_executed CHECK (cancelled_at IS NULL OR executed_at IS NULL);
+        GRANT UPDATE (cancelled_by, cancelled_at) ON destruction_requests TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

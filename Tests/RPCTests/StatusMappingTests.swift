@@ -71,6 +71,9 @@ struct StatusMappingTests {
     static let approvals: [Row] = [
         Row(error: DestructionApprovalError.unknown(id), code: .notFound),
         Row(error: DestructionApprovalError.approverIsRequester(id), code: .permissionDenied),
+        Row(error: DestructionApprovalError.cancelled(id), code: .failedPrecondition),
+        Row(error: DestructionApprovalError.notDue(id, due: Date(timeIntervalSince1970: 0)), code: .failedPrecondition),
+        Row(error: DestructionApprovalError.waitingDaysOutOfRange(5), code: .invalidArgument),
         Row(error: DestructionApprovalError.alreadyApproved(id), code: .failedPrecondition),
         Row(error: DestructionApprovalError.notApproved(id), code: .failedPrecondition),
         Row(error: DestructionApprovalError.alreadyExecuted(id), code: .failedPrecondition),
@@ -87,6 +90,8 @@ struct StatusMappingTests {
         Row(error: CustodyError.rowTampered(tenant, .data, 3), code: .dataLoss),
         Row(error: CustodyError.cannotUnwrap(tenant, .data, 3), code: .dataLoss),
         Row(error: CustodyError.keyDestroyed(tenant, .data, 3), code: .failedPrecondition),
+        Row(error: CustodyError.keyDisabled(tenant, .data, 3), code: .failedPrecondition),
+        Row(error: CustodyError.keyDestructionScheduled(tenant, .data, 3, due: Date(timeIntervalSince1970: 0)), code: .failedPrecondition),
         Row(error: CustodyError.invalidTransition(tenant, .data, 3, from: .destroyed, to: .active), code: .failedPrecondition),
         Row(error: CustodyError.stillNeeded(tenant, .data, 3, reason: "2 sealed sessions"), code: .failedPrecondition),
         Row(error: CustodyError.rootKeyMissing("custos/root/kek/data/v1"), code: .unavailable),

@@ -29,6 +29,10 @@ struct AuditActionTests {
         .subjectErase: "subject.erase",
         .retentionDelete: "retention.delete",
         .tokenizationRateLimited: "tokenization.rate_limited",
+        .keyDisable: "key.disable",
+        .keyEnable: "key.enable",
+        .keyDestroySchedule: "key.destroy.schedule",
+        .keyDestroyCancel: "key.destroy.cancel",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

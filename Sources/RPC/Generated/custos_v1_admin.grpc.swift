@@ -320,6 +320,45 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "DisableKey" metadata.
+        public enum DisableKey: Sendable {
+            /// Request type for "DisableKey".
+            public typealias Input = Custos_V1_DisableKeyRequest
+            /// Response type for "DisableKey".
+            public typealias Output = Custos_V1_DisableKeyResponse
+            /// Descriptor for "DisableKey".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "DisableKey",
+                type: .unary
+            )
+        }
+        /// Namespace for "EnableKey" metadata.
+        public enum EnableKey: Sendable {
+            /// Request type for "EnableKey".
+            public typealias Input = Custos_V1_EnableKeyRequest
+            /// Response type for "EnableKey".
+            public typealias Output = Custos_V1_EnableKeyResponse
+            /// Descriptor for "EnableKey".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "EnableKey",
+                type: .unary
+            )
+        }
+        /// Namespace for "CancelKeyDestruction" metadata.
+        public enum CancelKeyDestruction: Sendable {
+            /// Request type for "CancelKeyDestruction".
+            public typealias Input = Custos_V1_CancelKeyDestructionRequest
+            /// Response type for "CancelKeyDestruction".
+            public typealias Output = Custos_V1_CancelKeyDestructionResponse
+            /// Descriptor for "CancelKeyDestruction".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CancelKeyDestruction",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -343,7 +382,10 @@ public enum Custos_V1_Admin: Sendable {
             SetTenantPolicy.descriptor,
             RevokeCertificate.descriptor,
             CreateWebhookSecret.descriptor,
-            CreateWebhookEd25519Key.descriptor
+            CreateWebhookEd25519Key.descriptor,
+            DisableKey.descriptor,
+            EnableKey.descriptor,
+            CancelKeyDestruction.descriptor
         ]
     }
 }
@@ -799,6 +841,66 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_DisableKeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_DisableKeyResponse` messages.
+        func disableKey(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_DisableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_DisableKeyResponse>
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_EnableKeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_EnableKeyResponse` messages.
+        func enableKey(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_EnableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_EnableKeyResponse>
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CancelKeyDestructionResponse` messages.
+        func cancelKeyDestruction(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1238,6 +1340,66 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_CreateWebhookEd25519KeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_DisableKeyResponse` message.
+        func disableKey(
+            request: GRPCCore.ServerRequest<Custos_V1_DisableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse>
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_EnableKeyResponse` message.
+        func enableKey(
+            request: GRPCCore.ServerRequest<Custos_V1_EnableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse>
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CancelKeyDestructionResponse` message.
+        func cancelKeyDestruction(
+            request: GRPCCore.ServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1675,6 +1837,66 @@ extension Custos_V1_Admin {
             request: Custos_V1_CreateWebhookEd25519KeyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_CreateWebhookEd25519KeyResponse
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_DisableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_DisableKeyResponse` to respond with.
+        func disableKey(
+            request: Custos_V1_DisableKeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_DisableKeyResponse
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_EnableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_EnableKeyResponse` to respond with.
+        func enableKey(
+            request: Custos_V1_EnableKeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_EnableKeyResponse
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CancelKeyDestructionResponse` to respond with.
+        func cancelKeyDestruction(
+            request: Custos_V1_CancelKeyDestructionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CancelKeyDestructionResponse
     }
 }
 
@@ -1924,6 +2146,39 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.DisableKey.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_DisableKeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_DisableKeyResponse>(),
+            handler: { request, context in
+                try await self.disableKey(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.EnableKey.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_EnableKeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_EnableKeyResponse>(),
+            handler: { request, context in
+                try await self.enableKey(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CancelKeyDestruction.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CancelKeyDestructionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CancelKeyDestructionResponse>(),
+            handler: { request, context in
+                try await self.cancelKeyDestruction(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2166,6 +2421,39 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse> {
         let response = try await self.createWebhookEd25519Key(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func disableKey(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_DisableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_DisableKeyResponse> {
+        let response = try await self.disableKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func enableKey(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_EnableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_EnableKeyResponse> {
+        let response = try await self.enableKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func cancelKeyDestruction(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse> {
+        let response = try await self.cancelKeyDestruction(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2455,6 +2743,45 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse> {
         return GRPCCore.ServerResponse<Custos_V1_CreateWebhookEd25519KeyResponse>(
             message: try await self.createWebhookEd25519Key(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func disableKey(
+        request: GRPCCore.ServerRequest<Custos_V1_DisableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse>(
+            message: try await self.disableKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func enableKey(
+        request: GRPCCore.ServerRequest<Custos_V1_EnableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse>(
+            message: try await self.enableKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func cancelKeyDestruction(
+        request: GRPCCore.ServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>(
+            message: try await self.cancelKeyDestruction(
                 request: request.message,
                 context: context
             ),
@@ -3010,6 +3337,81 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CreateWebhookEd25519KeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_DisableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_DisableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func disableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_DisableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_DisableKeyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_EnableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_EnableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func enableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_EnableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_EnableKeyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CancelKeyDestructionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cancelKeyDestruction<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CancelKeyDestructionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CancelKeyDestructionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3810,6 +4212,114 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_DisableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_DisableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func disableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_DisableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_DisableKeyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.DisableKey.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_EnableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_EnableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func enableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_EnableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_EnableKeyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.EnableKey.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CancelKeyDestructionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func cancelKeyDestruction<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CancelKeyDestructionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CancelKeyDestructionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CancelKeyDestruction.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4483,6 +4993,99 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CreateWebhookEd25519KeyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CreateWebhookEd25519KeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables one key version at once, on every instance within a second: every use (seal,
+    /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+    /// > state is kept, so enabling restores exactly what was. Idempotent.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableKey<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.disableKey(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_DisableKeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_DisableKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EnableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enables a disabled version again. Idempotent.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enableKey<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.enableKey(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_EnableKeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_EnableKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelKeyDestruction" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+    /// > for destruction becomes usable again. One officer suffices.
+    /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelKeyDestruction<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cancelKeyDestruction(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CancelKeyDestructionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CancelKeyDestructionResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5246,6 +5849,111 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.createWebhookEd25519Key(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables one key version at once, on every instance within a second: every use (seal,
+    /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+    /// > state is kept, so enabling restores exactly what was. Idempotent.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableKey<Result>(
+        _ message: Custos_V1_DisableKeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.disableKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EnableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enables a disabled version again. Idempotent.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enableKey<Result>(
+        _ message: Custos_V1_EnableKeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.enableKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelKeyDestruction" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+    /// > for destruction becomes usable again. One officer suffices.
+    /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelKeyDestruction<Result>(
+        _ message: Custos_V1_CancelKeyDestructionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cancelKeyDestruction(
             request: request,
             options: options,
             onResponse: handleResponse

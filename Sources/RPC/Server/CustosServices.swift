@@ -43,6 +43,8 @@ public struct CustosServices: Sendable {
     public let health: HealthStatusRegistry
     public let graph: VerificationGraph
     public let authenticator: Authenticator
+    /// The keyring's rest since retirement, which the scheduled-destruction sweep applies too.
+    let destructionWaitingPeriod: Duration
     public var verification: VerificationService { graph.core }
     public var apiKeys: APIKeyService { graph.custody.apiKeys }
     public var keyring: TenantKeyring { graph.custody.keyring }
@@ -74,11 +76,18 @@ public struct CustosServices: Sendable {
         self.health = health
         self.graph = graph
         self.authenticator = authenticator
+        destructionWaitingPeriod = settings.destructionWaitingPeriod
     }
 
-    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
-    /// and gallery listeners running until cancelled (``VerificationGraph/runBackground()``).
+    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
+    /// gallery and key-state listeners running until cancelled (``VerificationGraph/runBackground()``),
+    /// with the sweep that carries out scheduled key destructions once due.
     public func runBackground() async {
-        await graph.runBackground()
+        let (graph, waitingPeriod) = (graph, destructionWaitingPeriod)
+        await withDiscardingTaskGroup { group in
+            group.addTask { await graph.runBackground() }
+            // Scheduled key destructions are carried out once due, without an officer.
+            group.addTask { await graph.approvals.runScheduledDestructions(every: .seconds(60), waitingPeriod: waitingPeriod) }
+        }
     }
 }
