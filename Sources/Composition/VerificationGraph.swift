@@ -43,6 +43,7 @@ public struct VerificationGraph: Sendable {
     public let rights: SubjectRights
     public let retention: RetentionJob
     public let approvals: KeyDestructionApprovals
+    public let offboarding: TenantOffboarding
     let logger: Logger
 
     /// The tokenization budget of a tenant that has not set its own: the default policy's, the
@@ -68,6 +69,7 @@ public struct VerificationGraph: Sendable {
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
+        offboarding = TenantOffboarding(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
     }
 
@@ -84,6 +86,25 @@ public struct VerificationGraph: Sendable {
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }
             group.addTask { await custody.keyring.runKeyStateListener() }
+        }
+    }
+
+    /// Completes due tenant offboardings every `interval` until cancelled (`custos serve`, on
+    /// every instance: a second run of one finds the steps done and only finishes what is left).
+    public func runOffboardingSweep(every interval: Duration) async {
+        while !Task.isCancelled {
+            do {
+                let (completed, refused) = try await offboarding.sweep(officer: "system:offboarding-sweep")
+                if !completed.isEmpty { logger.notice("completed tenant offboardings", metadata: ["count": "\(completed.count)"]) }
+                for (row, error) in refused {
+                    logger.warning("tenant offboarding not completed; retrying at the next sweep", metadata: [
+                        "request": "\(row.id.uuidString.lowercased())", "error": "\(error)",
+                    ])
+                }
+            } catch {
+                if !Task.isCancelled { logger.warning("tenant offboarding sweep failed", metadata: ["error": "\(error)"]) }
+            }
+            try? await Task.sleep(for: interval)
         }
     }
 }

@@ -224,7 +224,12 @@ public final class KeyDestructionApprovals: Sendable {
                     throw DestructionApprovalError.approverRevoked(id)
                 }
                 try await hook?(id)
-                try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                do {
+                    try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
+                    // Destroyed by an earlier run that stopped (crashed) before marking the request
+                    // carried out: its key step is done, so this run only records it.
+                }
                 try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
             }
         }

@@ -42,4 +42,9 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// An approved destruction was scheduled, or a scheduled one cancelled before it was due.
     case keyDestroySchedule = "key.destroy.schedule"
     case keyDestroyCancel = "key.destroy.cancel"
+    /// Tenant offboarding: requested, approved (tenant and keys disabled), carried out
+    /// (every key version destroyed, data rows deleted; details hold the counts).
+    case tenantOffboardRequest = "tenant.offboard.request"
+    case tenantOffboardApprove = "tenant.offboard.approve"
+    case tenantOffboard = "tenant.offboard"
 }

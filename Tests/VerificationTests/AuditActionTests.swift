@@ -33,6 +33,9 @@ struct AuditActionTests {
         .keyEnable: "key.enable",
         .keyDestroySchedule: "key.destroy.schedule",
         .keyDestroyCancel: "key.destroy.cancel",
+        .tenantOffboardRequest: "tenant.offboard.request",
+        .tenantOffboardApprove: "tenant.offboard.approve",
+        .tenantOffboard: "tenant.offboard",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

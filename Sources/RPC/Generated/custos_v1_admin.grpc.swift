@@ -359,6 +359,45 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RequestTenantOffboarding" metadata.
+        public enum RequestTenantOffboarding: Sendable {
+            /// Request type for "RequestTenantOffboarding".
+            public typealias Input = Custos_V1_RequestTenantOffboardingRequest
+            /// Response type for "RequestTenantOffboarding".
+            public typealias Output = Custos_V1_RequestTenantOffboardingResponse
+            /// Descriptor for "RequestTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "RequestTenantOffboarding",
+                type: .unary
+            )
+        }
+        /// Namespace for "ApproveTenantOffboarding" metadata.
+        public enum ApproveTenantOffboarding: Sendable {
+            /// Request type for "ApproveTenantOffboarding".
+            public typealias Input = Custos_V1_ApproveTenantOffboardingRequest
+            /// Response type for "ApproveTenantOffboarding".
+            public typealias Output = Custos_V1_ApproveTenantOffboardingResponse
+            /// Descriptor for "ApproveTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "ApproveTenantOffboarding",
+                type: .unary
+            )
+        }
+        /// Namespace for "CompleteTenantOffboarding" metadata.
+        public enum CompleteTenantOffboarding: Sendable {
+            /// Request type for "CompleteTenantOffboarding".
+            public typealias Input = Custos_V1_CompleteTenantOffboardingRequest
+            /// Response type for "CompleteTenantOffboarding".
+            public typealias Output = Custos_V1_CompleteTenantOffboardingResponse
+            /// Descriptor for "CompleteTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CompleteTenantOffboarding",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -385,7 +424,10 @@ public enum Custos_V1_Admin: Sendable {
             CreateWebhookEd25519Key.descriptor,
             DisableKey.descriptor,
             EnableKey.descriptor,
-            CancelKeyDestruction.descriptor
+            CancelKeyDestruction.descriptor,
+            RequestTenantOffboarding.descriptor,
+            ApproveTenantOffboarding.descriptor,
+            CompleteTenantOffboarding.descriptor
         ]
     }
 }
@@ -901,6 +943,68 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_CancelKeyDestructionRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse>
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_RequestTenantOffboardingResponse` messages.
+        func requestTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestTenantOffboardingResponse>
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        func approveTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveTenantOffboardingResponse>
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        func completeTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1400,6 +1504,68 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_CancelKeyDestructionRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_RequestTenantOffboardingResponse` message.
+        func requestTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse>
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_ApproveTenantOffboardingResponse` message.
+        func approveTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse>
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CompleteTenantOffboardingResponse` message.
+        func completeTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1897,6 +2063,68 @@ extension Custos_V1_Admin {
             request: Custos_V1_CancelKeyDestructionRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_CancelKeyDestructionResponse
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_RequestTenantOffboardingResponse` to respond with.
+        func requestTenantOffboarding(
+            request: Custos_V1_RequestTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_RequestTenantOffboardingResponse
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_ApproveTenantOffboardingResponse` to respond with.
+        func approveTenantOffboarding(
+            request: Custos_V1_ApproveTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_ApproveTenantOffboardingResponse
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CompleteTenantOffboardingResponse` to respond with.
+        func completeTenantOffboarding(
+            request: Custos_V1_CompleteTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CompleteTenantOffboardingResponse
     }
 }
 
@@ -2179,6 +2407,39 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.RequestTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.requestTenantOffboarding(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.ApproveTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.approveTenantOffboarding(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CompleteTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CompleteTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CompleteTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.completeTenantOffboarding(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2454,6 +2715,39 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse> {
         let response = try await self.cancelKeyDestruction(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func requestTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestTenantOffboardingResponse> {
+        let response = try await self.requestTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func approveTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveTenantOffboardingResponse> {
+        let response = try await self.approveTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func completeTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
+        let response = try await self.completeTenantOffboarding(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2782,6 +3076,45 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse> {
         return GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>(
             message: try await self.cancelKeyDestruction(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func requestTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse>(
+            message: try await self.requestTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func approveTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse>(
+            message: try await self.approveTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func completeTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>(
+            message: try await self.completeTenantOffboarding(
                 request: request.message,
                 context: context
             ),
@@ -3412,6 +3745,83 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CancelKeyDestructionResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func requestTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func approveTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func completeTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CompleteTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CompleteTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4320,6 +4730,116 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func requestTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.RequestTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func approveTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.ApproveTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func completeTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CompleteTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CompleteTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CompleteTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5086,6 +5606,101 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CancelKeyDestructionRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CancelKeyDestructionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+    /// > different officer must approve before it expires.
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.requestTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestTenantOffboardingResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+    /// > once (no API key, session or key use works from then on, on any instance).
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+    /// > (expired, already approved).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.approveTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveTenantOffboardingResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+    /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+    /// > an interrupted run. Audit log entries stay.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.completeTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CompleteTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CompleteTenantOffboardingResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5954,6 +6569,113 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.cancelKeyDestruction(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+    /// > different officer must approve before it expires.
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestTenantOffboarding<Result>(
+        _ message: Custos_V1_RequestTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.requestTenantOffboarding(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+    /// > once (no API key, session or key use works from then on, on any instance).
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+    /// > (expired, already approved).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveTenantOffboarding<Result>(
+        _ message: Custos_V1_ApproveTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.approveTenantOffboarding(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+    /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+    /// > an interrupted run. Audit log entries stay.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeTenantOffboarding<Result>(
+        _ message: Custos_V1_CompleteTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.completeTenantOffboarding(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -27,12 +27,14 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         public let authenticator: Authenticator
         /// How long a retired version must rest before it may be destroyed.
         public let destructionWaitingPeriod: Duration
+        public let offboarding: TenantOffboarding
 
         public init(
             webhooks: WebhookSigner, pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
             revocations: CertificateRevocations, approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
-            authenticator: Authenticator, destructionWaitingPeriod: Duration
+            authenticator: Authenticator, destructionWaitingPeriod: Duration, offboarding: TenantOffboarding
         ) {
+            self.offboarding = offboarding
             self.webhooks = webhooks
             self.pool = pool
             self.keyring = keyring
@@ -203,6 +205,41 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         )
         let record = try await deps.keyring.versions(row.tenant).first { $0.purpose == row.purpose && $0.version == row.version }
         return .with { if let record { $0.key = Self.keyVersion(record) } }
+    }
+
+    // MARK: Offboarding
+
+    public func requestTenantOffboarding(request: Custos_V1_RequestTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_RequestTenantOffboardingResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let days = request.hasWaitingDays ? Int(request.waitingDays) : KeyDestructionApprovals.defaultWaitingDays
+        guard KeyDestructionApprovals.waitingDaysRange.contains(days) else {
+            throw RPCError(code: .invalidArgument, message: DestructionApprovalError.waitingDaysOutOfRange(days).description)
+        }
+        let row = try await deps.offboarding.request(id, officer: actor, waitingDays: days)
+        return .with {
+            $0.requestID = row.id.uuidString.lowercased()
+            $0.expiresAt = Google_Protobuf_Timestamp(date: row.expiresAt)
+            $0.waitingDays = UInt32(days)
+        }
+    }
+
+    public func approveTenantOffboarding(request: Custos_V1_ApproveTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_ApproveTenantOffboardingResponse {
+        let actor = try officer()
+        guard let serial = Caller.current?.certificateSerial else {
+            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
+        }
+        let row = try await deps.offboarding.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
+        return .with {
+            if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) }
+            if let due = row.dueAt { $0.dueAt = Google_Protobuf_Timestamp(date: due) }
+        }
+    }
+
+    public func completeTenantOffboarding(request: Custos_V1_CompleteTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_CompleteTenantOffboardingResponse {
+        let actor = try officer()
+        let row = try await deps.offboarding.complete(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor)
+        return .with { if let at = row.completedAt { $0.completedAt = Google_Protobuf_Timestamp(date: at) } }
     }
 
     // MARK: API keys

@@ -65,7 +65,8 @@ public struct CustosServices: Sendable {
                 webhooks: custody.webhooks, pool: custody.pool, keyring: custody.keyring, audit: custody.audit,
                 apiKeys: custody.apiKeys, revocations: CertificateRevocations(database: custody.database, audit: custody.audit),
                 approvals: graph.approvals, policies: graph.policies, rights: graph.rights,
-                retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod
+                retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod,
+                offboarding: graph.offboarding
             )),
             HealthService(registry: health),
         ]
@@ -81,13 +82,14 @@ public struct CustosServices: Sendable {
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
     /// gallery and key-state listeners running until cancelled (``VerificationGraph/runBackground()``),
-    /// with the sweep that carries out scheduled key destructions once due.
+    /// with the sweeps that carry out scheduled key destructions and tenant offboardings once due.
     public func runBackground() async {
         let (graph, waitingPeriod) = (graph, destructionWaitingPeriod)
         await withDiscardingTaskGroup { group in
             group.addTask { await graph.runBackground() }
             // Scheduled key destructions are carried out once due, without an officer.
             group.addTask { await graph.approvals.runScheduledDestructions(every: .seconds(60), waitingPeriod: waitingPeriod) }
+            group.addTask { await graph.runOffboardingSweep(every: .seconds(60)) }
         }
     }
 }

@@ -97,4 +97,22 @@ struct ScheduledDestructionTests {
         #expect(refusedAsTampered)
         await harness.shutdown()
     }
+
+    @Test("A run that destroyed the version but stopped before recording it is finished by the next sweep")
+    func interruptedExecutionIsFinished() async throws {
+        let harness = try await CustodyHarness.make("scheduled_crash")
+        let clock = TestClock()
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        clock.advance(days: 8)
+        // The key step of an execution committed; the crash came before the request was marked.
+        try await harness.keyring.destroy(tenant, .data, version: 1, waitingPeriod: .zero, actor: "system")
+        let swept = try await approvals.sweep(officer: "system", waitingPeriod: .zero)
+        #expect(swept.executed.map(\.id) == [request.id] && swept.refused.isEmpty)
+        #expect(try await approvals.get(request.id).executedAt != nil)
+        await harness.shutdown()
+    }
 }
