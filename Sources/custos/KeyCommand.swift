@@ -8,6 +8,15 @@ import RPC
 
 extension KeyPurpose: ExpressibleByArgument {}
 
+/// `--waiting-days` of a scheduled destruction or an offboarding, checked before asking the
+/// server (which checks it too).
+func waitingDaysArgument(_ days: Int) throws -> UInt32 {
+    guard KeyDestructionApprovals.waitingDaysRange.contains(days) else {
+        throw LocalError.failed(DestructionApprovalError.waitingDaysOutOfRange(days).description)
+    }
+    return UInt32(days)
+}
+
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
@@ -91,15 +100,10 @@ struct KeyCommand: AsyncParsableCommand {
         @Option(help: "Days between approval and destruction, 7–30 (the version is unusable meanwhile; cancel-destroy undoes it).")
         var waitingDays = KeyDestructionApprovals.defaultWaitingDays
 
-        func validate() throws {
-            guard KeyDestructionApprovals.waitingDaysRange.contains(waitingDays) else {
-                throw ValidationError(DestructionApprovalError.waitingDaysOutOfRange(waitingDays).description)
-            }
-        }
-
         func run() async throws {
             let id = try tenantArgument(tenant)
-            let (wire, version, days) = (purpose.wire, UInt32(clamping: version), UInt32(waitingDays))
+            let days = try waitingDaysArgument(waitingDays)
+            let (wire, version) = (purpose.wire, UInt32(clamping: version))
             let response = try await remote.withAdmin {
                 try await $0.requestKeyDestruction(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version; $0.waitingDays = days })
             }

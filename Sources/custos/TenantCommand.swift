@@ -106,15 +106,9 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Days between approval and shredding, 7–30 (the tenant is disabled meanwhile).")
         var waitingDays = KeyDestructionApprovals.defaultWaitingDays
 
-        func validate() throws {
-            guard KeyDestructionApprovals.waitingDaysRange.contains(waitingDays) else {
-                throw ValidationError(DestructionApprovalError.waitingDaysOutOfRange(waitingDays).description)
-            }
-        }
-
         func run() async throws {
             let id = try tenantArgument(tenant)
-            let days = UInt32(waitingDays)
+            let days = try waitingDaysArgument(waitingDays)
             let response = try await remote.withAdmin { try await $0.requestTenantOffboarding(.with { $0.tenantID = id; $0.waitingDays = days }) }
             try remote.print(response) {
                 "offboarding request \(response.requestID): a different officer runs `custos tenant approve-offboard \(response.requestID)`"
