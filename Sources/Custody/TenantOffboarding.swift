@@ -137,6 +137,9 @@ public final class TenantOffboarding: Sendable {
         let (tenant, audit, at) = (row.tenant, audit, now())
         try await custody {
             try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
+                // Another instance's sweep may be finishing the same offboarding: the row lock
+                // makes one of them record it, the other find it done.
+                guard try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt == nil else { return }
                 let counts = try await TenantDataStore.deleteAll(tenant, on: connection)
                 try await TenantOffboardingStore.markCompleted(id, at: at, on: connection)
                 try await audit.append(
