@@ -30,8 +30,9 @@ public final class TenantKeyring: Sendable {
     let audit: AuditLog
     let logger: Logger
     let rotationHook: (@Sendable (RotationStep) throws -> Void)?
-    /// How long an active-version lookup is trusted before the database is asked again, so
-    /// that a rotation made by another instance is seen within this time.
+    /// How long a version lookup is trusted before the database is asked again while the
+    /// key-state listener is connected (it reports other instances' changes sooner); a rotation
+    /// made by another instance is seen within this time.
     let activeCacheTTL: Duration
     /// The cache lifetime while the key-state listener is not connected (or not run, as in
     /// one-shot CLI commands): a version disabled by another instance is refused within it.
@@ -71,7 +72,7 @@ public final class TenantKeyring: Sendable {
         }
     }
 
-    /// The stored row (cached for ``activeCacheTTL``).
+    /// The stored row (cached for ``cacheLifetime``), refused while disabled or awaiting destruction.
     func record(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int?) async throws -> KeyVersionRecord {
         let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/\(version.map(String.init) ?? "active")"
         let now = ContinuousClock.now
@@ -145,7 +146,7 @@ public final class TenantKeyring: Sendable {
         }
     }
 
-    /// ``signingVersions(_:_:now:)`` cached for ``activeCacheTTL`` (the hot path of signing);
+    /// ``signingVersions(_:_:now:)`` cached for ``cacheLifetime`` (the hot path of signing);
     /// empty when the tenant has no usable version of `purpose`.
     func cachedSigningVersions(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> [KeyVersionRecord] {
         let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/signing"
