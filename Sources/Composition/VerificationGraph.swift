@@ -53,6 +53,7 @@ public struct VerificationGraph: Sendable {
     public let approvals: KeyDestructionApprovals
     /// `custos key reseal --purpose data`.
     public let reseal: SessionResealJob
+    public let offboarding: TenantOffboarding
     let logger: Logger
     let biometricOverlapCheckInterval: Duration
     let now: @Sendable () -> Date
@@ -81,13 +82,15 @@ public struct VerificationGraph: Sendable {
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook)
+        offboarding = TenantOffboarding(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
         biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval
         now = settings.now
     }
 
-    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
-    /// and gallery listeners, and the closing of ended biometric overlaps, running until cancelled.
+    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
+    /// gallery and key-state listeners, and the closing of ended biometric overlaps, running
+    /// until cancelled.
     public func runBackground() async {
         do {
             let done = try await custody.keyring.reconcile()
@@ -98,6 +101,7 @@ public struct VerificationGraph: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }
+            group.addTask { await custody.keyring.runKeyStateListener() }
             group.addTask { await closeEndedBiometricOverlaps() }
         }
     }
@@ -114,6 +118,25 @@ public struct VerificationGraph: Sendable {
                 logger.warning("could not look for ended biometric overlaps; retrying later", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: biometricOverlapCheckInterval)
+        }
+    }
+
+    /// Completes due tenant offboardings every `interval` until cancelled (`custos serve`, on
+    /// every instance: a second run of one finds the steps done and only finishes what is left).
+    public func runOffboardingSweep(every interval: Duration) async {
+        while !Task.isCancelled {
+            do {
+                let (completed, refused) = try await offboarding.sweep(officer: "system:offboarding-sweep")
+                if !completed.isEmpty { logger.notice("completed tenant offboardings", metadata: ["count": "\(completed.count)"]) }
+                for (row, error) in refused {
+                    logger.warning("tenant offboarding not completed; retrying at the next sweep", metadata: [
+                        "request": "\(row.id.uuidString.lowercased())", "error": "\(error)",
+                    ])
+                }
+            } catch {
+                if !Task.isCancelled { logger.warning("tenant offboarding sweep failed", metadata: ["error": "\(error)"]) }
+            }
+            try? await Task.sleep(for: interval)
         }
     }
 }

@@ -15,6 +15,12 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// The HSM refused to unwrap (tampered blob or wrong KEK).
     case cannotUnwrap(TenantID, KeyPurpose, Int)
     case keyDestroyed(TenantID, KeyPurpose, Int)
+    /// Officers disabled this version (`custos key disable`): every use is refused until it is
+    /// enabled again.
+    case keyDisabled(TenantID, KeyPurpose, Int)
+    /// An approved destruction of this version is scheduled: it is unusable until then, or
+    /// until the request is cancelled (`custos key cancel-destroy`).
+    case keyDestructionScheduled(TenantID, KeyPurpose, Int, due: Date)
     /// A state change the lifecycle does not allow (e.g. destroying an active key).
     case invalidTransition(TenantID, KeyPurpose, Int, from: KeyState, to: KeyState)
     /// Destruction refused: live data still needs this version, or the waiting period is not over.
@@ -70,6 +76,11 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "stored \(purpose.rawValue) key v\(version) of tenant \(tenant) fails its integrity check; refusing to use it"
         case .cannotUnwrap(let tenant, let purpose, let version): "cannot unwrap \(purpose.rawValue) key v\(version) of tenant \(tenant)"
         case .keyDestroyed(let tenant, let purpose, let version): "\(purpose.rawValue) key v\(version) of tenant \(tenant) is destroyed"
+        case .keyDisabled(let tenant, let purpose, let version):
+            "\(purpose.rawValue) key v\(version) of tenant \(tenant) is disabled; an officer must enable it (custos key enable) before it can be used"
+        case .keyDestructionScheduled(let tenant, let purpose, let version, let due):
+            "\(purpose.rawValue) key v\(version) of tenant \(tenant) is scheduled for destruction at \(due.formatted(.iso8601)) and unusable; "
+                + "cancel the request (custos key cancel-destroy) to use it again"
         case .invalidTransition(let tenant, let purpose, let version, let from, let to):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) cannot go from \(from.rawValue) to \(to.rawValue)"
         case .stillNeeded(let tenant, let purpose, let version, let reason):

@@ -23,6 +23,12 @@ struct DestructionApprovalAuthenticator: Sendable {
         encoding.append(approvedBy)
         encoding.append(certificateSerial)
         encoding.append(microseconds(approvedAt))
+        // Scheduled requests: the waiting period too, so a database writer cannot bring the
+        // destruction forward (absent on requests from before scheduling, whose MACs stand).
+        if let days = row.waitingDays {
+            encoding.append("waiting_days")
+            encoding.append(days)
+        }
         return encoding.bytes
     }
 

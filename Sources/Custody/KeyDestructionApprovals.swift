@@ -34,7 +34,23 @@ public final class KeyDestructionApprovals: Sendable {
 
     public typealias Request = DestructionRequestStore.Row
 
-    public func request(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, officer: String) async throws -> Request {
+    /// Scheduled deletion: the waiting period between approval and destruction may be chosen
+    /// in this range (days), as AWS KMS allows.
+    public static let waitingDaysRange = 7...30
+    /// The default waiting period (days): the longest, as in AWS KMS. The version is unusable
+    /// from approval on, so a mistaken destruction shows up as failures while it can still be
+    /// cancelled; waiting longer costs nothing but a row.
+    public static let defaultWaitingDays = 30
+
+    /// - Parameter waitingDays: days between approval and destruction (``waitingDaysRange``);
+    ///   the version is unusable from approval on. The Admin RPC always passes one
+    ///   (``defaultWaitingDays`` when the officer names none); `nil` keeps the unscheduled
+    ///   form (carried out right after approval, before the request expires).
+    /// - Throws: ``DestructionApprovalError/waitingDaysOutOfRange(_:)``; ``CustodyError``.
+    public func request(
+        _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, officer: String, waitingDays: Int? = nil
+    ) async throws -> Request {
+        if let waitingDays, !Self.waitingDaysRange.contains(waitingDays) { throw DestructionApprovalError.waitingDaysOutOfRange(waitingDays) }
         let versions = try await keyring.versions(tenant)
         guard let record = versions.first(where: { $0.purpose == purpose && $0.version == version }) else {
             throw CustodyError.unknownKeyVersion(tenant, purpose, version)
@@ -43,7 +59,8 @@ public final class KeyDestructionApprovals: Sendable {
         let at = now()
         let row = Request(
             id: UUID(), tenant: tenant, purpose: purpose, version: version, requestedBy: officer, requestedAt: at,
-            expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), approvedBy: nil, approvedAt: nil, executedAt: nil
+            expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), approvedBy: nil, approvedAt: nil, executedAt: nil,
+            waitingDays: waitingDays
         )
         let audit = audit
         try await custody {
@@ -51,7 +68,7 @@ public final class KeyDestructionApprovals: Sendable {
                 try await DestructionRequestStore.insert(row, on: connection)
                 try await audit.append(
                     tenant: tenant, actor: officer, action: .keyDestroyRequest, target: "\(purpose.rawValue)/v\(version)",
-                    details: ["request": row.id.uuidString.lowercased()], on: connection
+                    details: ["request": row.id.uuidString.lowercased(), "waiting_days": waitingDays.map(String.init) ?? "none"], on: connection
                 )
             }
         }
@@ -67,12 +84,14 @@ public final class KeyDestructionApprovals: Sendable {
     public func approve(_ id: UUID, officer: String, certificateSerial: String) async throws -> Request {
         // Whole seconds: the MAC covers the time, and PostgreSQL keeps microseconds only.
         let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
-        let pool = keyring.pool, rootKeys = keyring.rootKeys, authenticator = self.authenticator
+        let keyring = self.keyring, pool = keyring.pool, rootKeys = keyring.rootKeys, authenticator = self.authenticator
         let audit = audit
         _ = try await custody {
             try await database.withTransaction(context: "approve key destruction") { connection in
                 guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
+                guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
+                guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 let revoked = try await CertificateRevocationStore.all(on: connection)
                 guard !revoked.contains(certificateSerial) else { throw DestructionApprovalError.approverRevoked(id) }
                 // A void approval (forged in the database, or by a since-revoked officer) may be replaced.
@@ -91,10 +110,92 @@ public final class KeyDestructionApprovals: Sendable {
                     tenant: row.tenant, actor: officer, action: .keyDestroyApprove, target: "\(row.purpose.rawValue)/v\(row.version)",
                     details: ["request": id.uuidString.lowercased()], on: connection
                 )
+                // Scheduled deletion: the version is unusable from this commit on, on every
+                // instance, until it is destroyed or the request is cancelled. The mark and the
+                // approval commit together, so neither exists without the other.
+                if let days = row.waitingDays {
+                    let due = at.addingTimeInterval(Double(days) * 86_400)
+                    try await keyring.setDestructionDue(due, row.tenant, row.purpose, version: row.version, on: connection)
+                    try await audit.append(
+                        tenant: row.tenant, actor: officer, action: .keyDestroySchedule, target: "\(row.purpose.rawValue)/v\(row.version)",
+                        details: ["request": id.uuidString.lowercased(), "due": due.formatted(.iso8601)], on: connection
+                    )
+                }
                 return row
             }
         }
-        return try await get(id)
+        let approved = try await get(id)
+        keyring.invalidate(approved.tenant, approved.purpose)
+        return approved
+    }
+
+    /// Cancels a request any time before it is carried out (one officer suffices: cancelling
+    /// destroys nothing). A scheduled version becomes usable again at once, everywhere.
+    /// - Throws: ``DestructionApprovalError`` (`unknown`, `alreadyExecuted`, `cancelled`); ``CustodyError``.
+    public func cancel(_ id: UUID, officer: String) async throws -> Request {
+        let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let keyring = self.keyring, audit = self.audit
+        try await custody {
+            try await database.withTransaction(context: "cancel key destruction") { connection in
+                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
+                guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
+                try await DestructionRequestStore.cancel(id, by: officer, at: at, on: connection)
+                if row.approvedAt != nil, row.waitingDays != nil {
+                    try await keyring.setDestructionDue(nil, row.tenant, row.purpose, version: row.version, on: connection)
+                }
+                try await audit.append(
+                    tenant: row.tenant, actor: officer, action: .keyDestroyCancel, target: "\(row.purpose.rawValue)/v\(row.version)",
+                    details: ["request": id.uuidString.lowercased()], on: connection
+                )
+            }
+        }
+        let cancelled = try await get(id)
+        keyring.invalidate(cancelled.tenant, cancelled.purpose)
+        return cancelled
+    }
+
+    /// Carries out every scheduled destruction that is due (the periodic sweep of `custos
+    /// serve`), under the same rules as ``execute(_:officer:waitingPeriod:)``. A request that
+    /// cannot be carried out yet (its version still referenced, say) stays scheduled and is
+    /// tried again by the next sweep.
+    /// - Returns: the requests carried out, and those refused with why.
+    public func sweep(officer: String, waitingPeriod: Duration) async throws -> (executed: [Request], refused: [(Request, any Error)]) {
+        let at = now()
+        let scheduled = try await custody {
+            try await database.withTransaction(context: "find due key destructions") { connection in
+                try await DestructionRequestStore.scheduled(on: connection)
+            }
+        }
+        var executed = [Request](), refused = [(Request, any Error)]()
+        for row in scheduled where (row.dueAt.map { $0 <= at } ?? false) {
+            do {
+                executed.append(try await execute(row.id, officer: officer, waitingPeriod: waitingPeriod))
+            } catch DestructionApprovalError.alreadyExecuted {
+                continue  // another instance's sweep (or an officer) was first
+            } catch {
+                refused.append((row, error))
+            }
+        }
+        return (executed, refused)
+    }
+
+    /// Runs ``sweep(officer:waitingPeriod:)`` every `interval` until cancelled (`custos serve`).
+    public func runScheduledDestructions(every interval: Duration, waitingPeriod: Duration) async {
+        while !Task.isCancelled {
+            do {
+                let (executed, refused) = try await sweep(officer: "system:destruction-sweep", waitingPeriod: waitingPeriod)
+                if !executed.isEmpty { keyring.logger.notice("carried out scheduled key destructions", metadata: ["count": "\(executed.count)"]) }
+                for (row, error) in refused {
+                    keyring.logger.warning("scheduled key destruction not carried out; retrying at the next sweep", metadata: [
+                        "request": "\(row.id.uuidString.lowercased())", "error": "\(error)",
+                    ])
+                }
+            } catch {
+                if !Task.isCancelled { keyring.logger.warning("scheduled key destruction sweep failed", metadata: ["error": "\(error)"]) }
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     /// Carries out an approved, unexpired request once: the request row stays locked (`FOR
@@ -109,14 +210,26 @@ public final class KeyDestructionApprovals: Sendable {
             try await database.withTransaction(context: "carry out key destruction") { connection in
                 guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
+                guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 guard row.approvedBy != nil else { throw DestructionApprovalError.notApproved(id) }
-                guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
+                // A scheduled request is carried out once due (its expiry bounds only the
+                // approval); one from before scheduling existed, before it expires.
+                if let due = row.dueAt {
+                    guard at >= due else { throw DestructionApprovalError.notDue(id, due: due) }
+                } else {
+                    guard at < row.expiresAt else { throw DestructionApprovalError.expired(id) }
+                }
                 guard try await authenticator.isAuthentic(row, pool: pool) else { throw DestructionApprovalError.approvalNotAuthentic(id) }
                 if let serial = row.approverCertificateSerial, try await CertificateRevocationStore.all(on: connection).contains(serial) {
                     throw DestructionApprovalError.approverRevoked(id)
                 }
                 try await hook?(id)
-                try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                do {
+                    try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
+                    // Destroyed by an earlier run that stopped (crashed) before marking the request
+                    // carried out: its key step is done, so this run only records it.
+                }
                 try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
             }
         }
@@ -154,6 +267,12 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
     case approvalNotAuthentic(UUID)
     /// The approver's certificate was revoked after approving: the approval no longer counts.
     case approverRevoked(UUID)
+    /// The request was cancelled (`custos key cancel-destroy`).
+    case cancelled(UUID)
+    /// The scheduled destruction is not due before `due`.
+    case notDue(UUID, due: Date)
+    /// The waiting period asked for is outside ``KeyDestructionApprovals/waitingDaysRange``.
+    case waitingDaysOutOfRange(Int)
 
     public var description: String {
         switch self {
@@ -165,6 +284,10 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
         case .expired(let id): "request \(id.uuidString.lowercased()) has expired; make a new one"
         case .approvalNotAuthentic(let id): "the approval of request \(id.uuidString.lowercased()) fails its integrity check; it does not count"
         case .approverRevoked(let id): "the officer who approved request \(id.uuidString.lowercased()) has had their certificate revoked; another officer must approve it"
+        case .cancelled(let id): "request \(id.uuidString.lowercased()) was cancelled"
+        case .notDue(let id, let due): "request \(id.uuidString.lowercased()) is scheduled for \(due.formatted(.iso8601)); it cannot be carried out before"
+        case .waitingDaysOutOfRange(let days):
+            "waiting period of \(days) days is outside \(KeyDestructionApprovals.waitingDaysRange.lowerBound)–\(KeyDestructionApprovals.waitingDaysRange.upperBound) days"
         }
     }
 }

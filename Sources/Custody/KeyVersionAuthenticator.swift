@@ -24,11 +24,21 @@ public struct KeyVersionAuthenticator: Sendable {
 
     /// The bytes the MAC covers: tenant, purpose, version, state, wrapped blob, wrap mechanism,
     /// root KEK version, check value, public key, token label, and the times it became active,
-    /// retiring-until, retired and destroyed (whole seconds).
+    /// retiring-until, retired and destroyed (whole seconds); when set, the times it was
+    /// disabled and its destruction is due.
     static func message(for record: KeyVersionRecord) -> [UInt8] {
         var encoding = fields(of: record, domain: domain)
         for time in [record.activatedAt, record.retiringUntil, record.retiredAt, record.destroyedAt] {
             encoding.append(optional: time.map { String(Int64($0.timeIntervalSince1970.rounded(.down))) })
+        }
+        // Disabled and scheduled-for-destruction are appended only when set, so rows sealed
+        // before they existed keep their MAC; clearing either in the database (to use a
+        // disabled key) changes the message and fails the MAC, as does setting one.
+        if record.disabledAt != nil || record.destructionDueAt != nil {
+            encoding.append("usability")
+            for time in [record.disabledAt, record.destructionDueAt] {
+                encoding.append(optional: time.map { String(Int64($0.timeIntervalSince1970.rounded(.down))) })
+            }
         }
         return encoding.bytes
     }

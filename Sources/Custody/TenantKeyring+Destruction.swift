@@ -35,6 +35,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyRetire, target: "\(purpose.rawValue)/v\(version)")
                     .append(to: audit, on: connection)
             }
@@ -76,6 +77,7 @@ extension TenantKeyring {
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }

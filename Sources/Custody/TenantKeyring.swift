@@ -30,9 +30,19 @@ public final class TenantKeyring: Sendable {
     let audit: AuditLog
     let logger: Logger
     let rotationHook: (@Sendable (RotationStep) throws -> Void)?
-    /// How long an active-version lookup is trusted before the database is asked again, so
-    /// that a rotation made by another instance is seen within this time.
+    /// How long a version lookup is trusted before the database is asked again while the
+    /// key-state listener is connected (it reports other instances' changes sooner); a rotation
+    /// made by another instance is seen within this time.
     let activeCacheTTL: Duration
+    /// The cache lifetime while the key-state listener is not connected (or not run, as in
+    /// one-shot CLI commands): a version disabled by another instance is refused within it.
+    static let unlistenedCacheTTL = Duration.milliseconds(500)
+    /// Whether ``runKeyStateListener()`` holds a LISTEN connection: only then is a cached
+    /// version trusted for ``activeCacheTTL``.
+    private let listening = Atomic<Bool>(false)
+    /// Bumped by every invalidation: a lookup that read the database before one stores nothing
+    /// (it might hold the row from before the change that caused it).
+    private let cacheGeneration = Mutex<UInt64>(0)
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
 
@@ -62,13 +72,14 @@ public final class TenantKeyring: Sendable {
         }
     }
 
-    /// The stored row (cached for ``activeCacheTTL``).
+    /// The stored row (cached for ``cacheLifetime``), refused while disabled or awaiting destruction.
     func record(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int?) async throws -> KeyVersionRecord {
         let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/\(version.map(String.init) ?? "active")"
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[cacheKey] }), now - cached.fetched < activeCacheTTL {
+        if let cached = cache.withLock({ $0[cacheKey] }), now - cached.fetched < cacheLifetime {
             return cached.record
         }
+        let generation = cacheGeneration.withLock { $0 }
         let records = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
         }
@@ -82,8 +93,29 @@ public final class TenantKeyring: Sendable {
         }
         let record = found!
         if record.state == .destroyed { throw CustodyError.keyDestroyed(tenant, purpose, record.version) }
-        cache.withLock { $0[cacheKey] = (record, now) }
+        // The pool resolves (and MAC-checks) a version's handle once per generation, so the
+        // flags that stop its use are checked against the row MAC here, on every fresh read: a
+        // database write clearing `disabled_at` is refused as tampering, not obeyed.
+        try await authenticator.verify(record, pool: pool)
+        try Self.requireUsable(record)
+        cacheGeneration.withLock { current in
+            if current == generation { cache.withLock { $0[cacheKey] = (record, now) } }
+        }
         return record
+    }
+
+    /// Throws unless `record` may be used now (neither disabled nor awaiting destruction).
+    static func requireUsable(_ record: KeyVersionRecord) throws {
+        if record.disabledAt != nil { throw CustodyError.keyDisabled(record.tenant, record.purpose, record.version) }
+        if let due = record.destructionDueAt {
+            throw CustodyError.keyDestructionScheduled(record.tenant, record.purpose, record.version, due: due)
+        }
+    }
+
+    /// How long a looked-up version is reused: ``activeCacheTTL`` while the key-state listener
+    /// would tell us of changes, much less while it cannot.
+    var cacheLifetime: Duration {
+        listening.load(ordering: .acquiring) ? activeCacheTTL : min(activeCacheTTL, Self.unlistenedCacheTTL)
     }
 
     /// Every version of every purpose (for listing; no key material, KCVs only).
@@ -102,32 +134,39 @@ public final class TenantKeyring: Sendable {
             let records = try await database.withTenant(tenant, context: "read key versions") { connection in
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
             }
-            let usable = records.filter { record in
+            let current = records.filter { record in
                 record.state == .active || (record.state == .retiring && (record.retiringUntil.map { $0 > now } ?? false))
             }
-            guard usable.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
-            return usable.sorted { $0.version > $1.version }
+            guard let active = current.first(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
+            // Disabled (or scheduled) versions sign nothing; their flags are MAC-checked, as
+            // in ``record(_:_:version:)``.
+            for record in current { try await authenticator.verify(record, pool: pool) }
+            try Self.requireUsable(active)
+            return current.filter(\.isUsable).sorted { $0.version > $1.version }
         }
     }
 
-    /// ``signingVersions(_:_:now:)`` cached for ``activeCacheTTL`` (the hot path of signing);
+    /// ``signingVersions(_:_:now:)`` cached for ``cacheLifetime`` (the hot path of signing);
     /// empty when the tenant has no usable version of `purpose`.
     func cachedSigningVersions(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> [KeyVersionRecord] {
         let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/signing"
         let now = ContinuousClock.now
-        if let cached = signingCache.withLock({ $0[cacheKey] }), now - cached.fetched < activeCacheTTL {
+        if let cached = signingCache.withLock({ $0[cacheKey] }), now - cached.fetched < cacheLifetime {
             let date = Date()
             return cached.records.filter { $0.state == .active || ($0.retiringUntil.map { $0 > date } ?? false) }
         }
         // "No usable version" is cached too: most tenants have no v1a key, and asking the
         // database about it on every signature cost 20 times the signature itself.
+        let generation = cacheGeneration.withLock { $0 }
         let records: [KeyVersionRecord]
         do {
             records = try await signingVersions(tenant, purpose)
         } catch CustodyError.noActiveKey {
             records = []
         }
-        signingCache.withLock { $0[cacheKey] = (records, now) }
+        cacheGeneration.withLock { current in
+            if current == generation { signingCache.withLock { $0[cacheKey] = (records, now) } }
+        }
         return records
     }
 
@@ -166,7 +205,12 @@ public final class TenantKeyring: Sendable {
 
     /// Forgets the cached versions of `purpose`, after a rotation, retirement or destruction.
     func invalidate(_ tenant: TenantID, _ purpose: KeyPurpose) {
-        let prefix = "\(tenant.rawValue)/\(purpose.rawValue)/"
+        invalidate(prefix: "\(tenant.rawValue)/\(purpose.rawValue)/")
+    }
+
+    /// Forgets every cached version whose key starts with `prefix` (all of them for "").
+    func invalidate(prefix: String) {
+        cacheGeneration.withLock { $0 &+= 1 }
         cache.withLock { cache in
             for key in cache.keys where key.hasPrefix(prefix) { cache.removeValue(forKey: key) }
         }
@@ -174,4 +218,42 @@ public final class TenantKeyring: Sendable {
             for key in cache.keys where key.hasPrefix(prefix) { cache.removeValue(forKey: key) }
         }
     }
+
+    // MARK: Changes made by other instances
+
+    /// Keeps a LISTEN connection on ``KeyVersionStore/stateChannel`` until cancelled,
+    /// reconnecting with backoff: each notification forgets the cached versions it names, so a
+    /// version disabled (or scheduled for destruction, or destroyed) by another instance is
+    /// refused here as soon as the change commits. While it is down the cache lifetime drops to
+    /// ``unlistenedCacheTTL``. The composition root runs it (`custos serve`).
+    public func runKeyStateListener() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await database.listen(
+                    channel: KeyVersionStore.stateChannel,
+                    ready: { [self] in
+                        invalidate(prefix: "")
+                        listening.store(true, ordering: .releasing)
+                    },
+                    received: { [self] payload in
+                        // `<tenant>/<purpose>`; anything else forgets everything.
+                        let parts = payload.split(separator: "/", omittingEmptySubsequences: false)
+                        invalidate(prefix: parts.count == 2 ? payload + "/" : "")
+                    }
+                )
+            } catch {
+                if !Task.isCancelled {
+                    logger.warning("key-state listener lost; key versions are re-read every 0.5 s until it is back", metadata: ["error": "\(error)"])
+                }
+            }
+            listening.store(false, ordering: .releasing)
+            invalidate(prefix: "")
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// Whether the key-state listener is connected (so cached versions live ``activeCacheTTL``).
+    public var isListeningForKeyStates: Bool { listening.load(ordering: .acquiring) }
 }

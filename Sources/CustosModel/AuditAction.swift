@@ -40,4 +40,16 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case biometricOverlapClose = "key.bio_overlap.close"
     /// A run of `custos key reseal`: sealed records moved to the active `data` version (counts).
     case keyReseal = "key.reseal"
+
+    /// Officers disabled a key version (every use refused) or enabled it again.
+    case keyDisable = "key.disable"
+    case keyEnable = "key.enable"
+    /// An approved destruction was scheduled, or a scheduled one cancelled before it was due.
+    case keyDestroySchedule = "key.destroy.schedule"
+    case keyDestroyCancel = "key.destroy.cancel"
+    /// Tenant offboarding: requested, approved (tenant and keys disabled), carried out
+    /// (every key version destroyed, data rows deleted; details hold the counts).
+    case tenantOffboardRequest = "tenant.offboard.request"
+    case tenantOffboardApprove = "tenant.offboard.approve"
+    case tenantOffboard = "tenant.offboard"
 }

@@ -1,3 +1,4 @@
+public import CustosModel
 import Logging
 import PostgresNIO
 
@@ -14,6 +15,13 @@ public struct DatabaseTransaction: Sendable {
 
     init(_ connection: PostgresConnection) {
         self.connection = connection
+    }
+
+    /// Scopes the rest of this transaction to `tenant` (as ``Database/withTenant(_:context:_:)``
+    /// does at its start), for a step that changes administration rows and one tenant's rows
+    /// in one transaction (approving a scheduled key destruction).
+    public func scope(to tenant: TenantID) async throws {
+        try await query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
     }
 
     /// Runs one statement on the connection (interpolated values become binds).

@@ -23,11 +23,23 @@ public enum DestructionRequestStore {
         /// approval written into the database by anyone else has none that verifies.
         public let approvalMAC: [UInt8]?
         public let approvalMACVersion: Int?
+        /// Days between approval and destruction (scheduled deletion); `nil` on requests made
+        /// before scheduling existed, which are carried out at once after approval.
+        public let waitingDays: Int?
+        public let cancelledBy: String?
+        public let cancelledAt: Date?
+
+        /// When a scheduled destruction becomes due: approval time plus the waiting days.
+        public var dueAt: Date? {
+            guard let approvedAt, let waitingDays else { return nil }
+            return approvedAt.addingTimeInterval(Double(waitingDays) * 86_400)
+        }
 
         public init(
             id: UUID, tenant: TenantID, purpose: KeyPurpose, version: Int, requestedBy: String, requestedAt: Date,
             expiresAt: Date, approvedBy: String?, approvedAt: Date?, executedAt: Date?,
-            approverCertificateSerial: String? = nil, approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil
+            approverCertificateSerial: String? = nil, approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil,
+            waitingDays: Int? = nil, cancelledBy: String? = nil, cancelledAt: Date? = nil
         ) {
             self.id = id
             self.tenant = tenant
@@ -42,19 +54,23 @@ public enum DestructionRequestStore {
             self.approverCertificateSerial = approverCertificateSerial
             self.approvalMAC = approvalMAC
             self.approvalMACVersion = approvalMACVersion
+            self.waitingDays = waitingDays
+            self.cancelledBy = cancelledBy
+            self.cancelledAt = cancelledAt
         }
     }
 
     public static func insert(_ row: Row, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
-            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at)
-            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.purpose.rawValue), \(row.version), \(row.requestedBy), \(row.requestedAt), \(row.expiresAt))
+            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at, waiting_days)
+            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.purpose.rawValue), \(row.version), \(row.requestedBy), \(row.requestedAt),
+                \(row.expiresAt), \(row.waitingDays))
             """, logger: Database.quiet)
     }
 
     private static let columns = """
         id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at,
-        approver_certificate_serial, approval_mac, approval_mac_version
+        approver_certificate_serial, approval_mac, approval_mac_version, waiting_days, cancelled_by, cancelled_at
         """
 
     /// - Parameter forUpdate: lock the row until the transaction ends (approving, carrying out).
@@ -62,16 +78,42 @@ public enum DestructionRequestStore {
         let query: PostgresQuery = forUpdate
             ? "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id) FOR UPDATE"
             : "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id)"
-        let rows = try await connection.query(query, logger: Database.quiet)
-        for try await row in rows.decode((UUID, String, String, Int, String, Date, Date, String?, Date?, Date?, String?, Data?, Int?).self) {
+        return try await decode(connection.query(query, logger: Database.quiet)).first
+    }
+
+    /// Approved scheduled requests neither carried out nor cancelled (the sweep's candidates;
+    /// it checks each one's approval and due time itself).
+    public static func scheduled(on connection: DatabaseTransaction) async throws -> [Row] {
+        try await decode(connection.query("""
+            SELECT \(unescaped: columns) FROM destruction_requests
+            WHERE approved_at IS NOT NULL AND waiting_days IS NOT NULL AND executed_at IS NULL AND cancelled_at IS NULL
+            ORDER BY approved_at
+            """, logger: Database.quiet))
+    }
+
+    public static func cancel(_ id: UUID, by officer: String, at now: Date, on connection: DatabaseTransaction) async throws {
+        try await connection.query(
+            "UPDATE destruction_requests SET cancelled_by = \(officer), cancelled_at = \(now) WHERE id = \(id)", logger: Database.quiet
+        )
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [Row] {
+        var found = [Row]()
+        for try await cells in rows {
+            let row = try cells.decode((UUID, String, String, Int, String, Date, Date, String?, Date?, Date?, String?, Data?, Int?).self)
+            let columns = cells.makeRandomAccess()
+            let (waitingDays, cancelledBy, cancelledAt) = (
+                try columns[13].decode(Int?.self), try columns[14].decode(String?.self), try columns[15].decode(Date?.self)
+            )
             guard let tenant = TenantID(row.1), let purpose = KeyPurpose(rawValue: row.2) else { continue }
-            return Row(
+            found.append(Row(
                 id: row.0, tenant: tenant, purpose: purpose, version: row.3, requestedBy: row.4, requestedAt: row.5,
                 expiresAt: row.6, approvedBy: row.7, approvedAt: row.8, executedAt: row.9,
-                approverCertificateSerial: row.10, approvalMAC: row.11.map { Array($0) }, approvalMACVersion: row.12
-            )
+                approverCertificateSerial: row.10, approvalMAC: row.11.map { Array($0) }, approvalMACVersion: row.12,
+                waitingDays: waitingDays, cancelledBy: cancelledBy, cancelledAt: cancelledAt
+            ))
         }
-        return nil
+        return found
     }
 
     public static func approve(

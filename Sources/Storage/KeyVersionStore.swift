@@ -24,6 +24,13 @@ public struct KeyVersionRecord: Sendable, Hashable {
     /// When the version stopped being active.
     public var retiredAt: Date?
     public var destroyedAt: Date?
+    /// Set while officers have disabled the version (`custos key disable`): every use is
+    /// refused until it is enabled again. Orthogonal to ``state``, so enabling restores exactly
+    /// the lifecycle state it had; covered by the row MAC like the lifecycle times.
+    public var disabledAt: Date?
+    /// Set while an approved destruction of the version is scheduled: unusable until then (or
+    /// until the request is cancelled); covered by the row MAC.
+    public var destructionDueAt: Date?
     /// When the version was made (set by the database; nil for a record not yet read back).
     public let createdAt: Date?
 
@@ -31,7 +38,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
         tenant: TenantID, purpose: KeyPurpose, version: Int, state: KeyState, wrappedKey: [UInt8]?,
         wrapMechanism: String, rootKEKVersion: Int, checkValue: [UInt8], publicKey: [UInt8]? = nil,
         tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, activatedAt: Date? = nil, retiredAt: Date? = nil,
-        destroyedAt: Date? = nil, createdAt: Date? = nil
+        destroyedAt: Date? = nil, createdAt: Date? = nil, disabledAt: Date? = nil, destructionDueAt: Date? = nil
     ) {
         self.tenant = tenant
         self.purpose = purpose
@@ -49,7 +56,12 @@ public struct KeyVersionRecord: Sendable, Hashable {
         self.retiredAt = retiredAt
         self.destroyedAt = destroyedAt
         self.createdAt = createdAt
+        self.disabledAt = disabledAt
+        self.destructionDueAt = destructionDueAt
     }
+
+    /// Whether the version may be used at all now (neither disabled nor awaiting destruction).
+    public var isUsable: Bool { disabledAt == nil && destructionDueAt == nil && state != .destroyed }
 }
 
 /// `key_versions` and `pending_rotations`. Functions take the caller's connection so that the
@@ -58,7 +70,8 @@ public struct KeyVersionRecord: Sendable, Hashable {
 public enum KeyVersionStore {
     private static let columns = """
         tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \
-        public_key, token_label, row_mac, retiring_until, activated_at, retired_at, destroyed_at, created_at
+        public_key, token_label, row_mac, retiring_until, activated_at, retired_at, destroyed_at, created_at, \
+        disabled_at, destruction_due_at
         """
 
     public static func insert(_ record: KeyVersionRecord, on connection: DatabaseTransaction) async throws {
@@ -102,13 +115,23 @@ public enum KeyVersionStore {
         let rows = try await connection.query("""
             UPDATE key_versions SET state = \(record.state.rawValue), row_mac = \(Data(record.rowMAC)),
                 retiring_until = \(record.retiringUntil), wrapped_key = \(record.wrappedKey.map { Data($0) }), token_label = \(record.tokenLabel),
-                activated_at = \(record.activatedAt), retired_at = \(record.retiredAt), destroyed_at = \(record.destroyedAt)
+                activated_at = \(record.activatedAt), retired_at = \(record.retiredAt), destroyed_at = \(record.destroyedAt),
+                disabled_at = \(record.disabledAt), destruction_due_at = \(record.destructionDueAt)
             WHERE tenant_id = \(record.tenant.rawValue)::uuid AND purpose = \(record.purpose.rawValue) AND version = \(record.version)
                 AND row_mac = \(Data(expectedMAC))
             RETURNING version
             """, logger: Database.quiet)
         for try await _ in rows { return true }
         return false
+    }
+
+    /// The channel that carries "a key version changed" (`<tenant>/<purpose>`) to every
+    /// instance's keyring, so a disabled version is refused everywhere within a second.
+    public static let stateChannel = "custos_key_state"
+
+    /// Tells every instance (on commit) that versions of `purpose` changed.
+    public static func notifyStateChange(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws {
+        try await connection.query("SELECT pg_notify(\(stateChannel), \(tenant.rawValue + "/" + purpose.rawValue))", logger: Database.quiet)
     }
 
     /// Deletes a version that never became active (a rotation rolled back).
@@ -148,6 +171,9 @@ public enum KeyVersionStore {
         for try await row in rows {
             let (tenant, purpose, version, state, wrapped, mechanism, rootVersion, checkValue, publicKey, tokenLabel, mac, retiringUntil, activatedAt, retiredAt, destroyedAt, createdAt) =
                 try row.decode((String, String, Int, String, Data?, String, Int, Data, Data?, String?, Data, Date?, Date?, Date?, Date?, Date).self)
+            let columns = row.makeRandomAccess()
+            let disabledAt = try columns[16].decode(Date?.self)
+            let destructionDueAt = try columns[17].decode(Date?.self)
             guard let tenantID = TenantID(tenant), let purposeValue = KeyPurpose(rawValue: purpose), let stateValue = KeyState(rawValue: state) else {
                 throw StorageError.query(sqlState: "XX000", context: "unknown purpose or state in key_versions")
             }
@@ -155,7 +181,7 @@ public enum KeyVersionStore {
                 tenant: tenantID, purpose: purposeValue, version: version, state: stateValue, wrappedKey: wrapped.map { Array($0) },
                 wrapMechanism: mechanism, rootKEKVersion: rootVersion, checkValue: Array(checkValue), publicKey: publicKey.map { Array($0) },
                 tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, activatedAt: activatedAt, retiredAt: retiredAt,
-                destroyedAt: destroyedAt, createdAt: createdAt
+                destroyedAt: destroyedAt, createdAt: createdAt, disabledAt: disabledAt, destructionDueAt: destructionDueAt
             ))
         }
         return records

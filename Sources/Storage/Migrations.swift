@@ -308,6 +308,49 @@ public enum Migrations {
         -- so old pii versions reach zero references and can be destroyed.
         GRANT UPDATE (subject_ref) ON templates TO {service};
         GRANT UPDATE (subject_ref, pii_version) ON verification_sessions TO {service};
+        Migration(version: 11, summary: "disabled key versions; scheduled, cancellable key destruction; tenant offboarding", sql: """
+        -- Both covered by the row MAC: set while officers disabled the version, and while an
+        -- approved destruction of it is scheduled. Either makes every use refused.
+        ALTER TABLE key_versions
+            ADD COLUMN disabled_at timestamptz,
+            ADD COLUMN destruction_due_at timestamptz;
+        GRANT UPDATE (disabled_at, destruction_due_at) ON key_versions TO {service};
+
+        -- A destruction is due waiting_days after its approval (the approval MAC covers it);
+        -- NULL for requests made before scheduling existed. Cancelled requests stay, for the record.
+        ALTER TABLE destruction_requests
+            ADD COLUMN waiting_days integer CHECK (waiting_days BETWEEN 7 AND 30),
+            ADD COLUMN cancelled_by text,
+            ADD COLUMN cancelled_at timestamptz,
+            ADD CONSTRAINT destruction_requests_cancelled_or_executed CHECK (cancelled_at IS NULL OR executed_at IS NULL);
+        GRANT UPDATE (cancelled_by, cancelled_at) ON destruction_requests TO {service};
+
+        -- Tenant offboarding by crypto-shredding: the same two-officer approval as a key
+        -- destruction (HSM-MAC'd, naming the approver's certificate), for a whole tenant. The
+        -- tenant is disabled on approval; once due every key version is destroyed and the
+        -- tenant's data rows deleted (the audit log and key metadata stay). Administration data:
+        -- no row-level security, nothing secret.
+        CREATE TABLE tenant_offboardings (
+            id uuid PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            requested_by text NOT NULL,
+            requested_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            waiting_days integer NOT NULL CHECK (waiting_days BETWEEN 7 AND 30),
+            approved_by text,
+            approved_at timestamptz,
+            approver_certificate_serial text CHECK (approver_certificate_serial ~ '^[0-9a-f]{1,64}$'),
+            approval_mac bytea,
+            approval_mac_version integer,
+            completed_at timestamptz,
+            CHECK (approved_by IS NULL OR approved_by <> requested_by),
+            CHECK (completed_at IS NULL OR approved_at IS NOT NULL)
+        );
+        GRANT SELECT, INSERT ON tenant_offboardings TO {service};
+        GRANT UPDATE (approved_by, approved_at, approver_certificate_serial, approval_mac, approval_mac_version, completed_at)
+            ON tenant_offboardings TO {service};
+        -- Offboarding deletes the tenant's rows from these too.
+        GRANT DELETE ON api_keys, api_key_index, tenant_policies, tokenization_budgets TO {service};
         """),
     ]
 

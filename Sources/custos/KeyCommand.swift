@@ -8,18 +8,36 @@ import RPC
 
 extension KeyPurpose: ExpressibleByArgument {}
 
+/// `--waiting-days` of a scheduled destruction or an offboarding, checked before asking the
+/// server (which checks it too).
+func waitingDaysArgument(_ days: Int) throws -> UInt32 {
+    guard KeyDestructionApprovals.waitingDaysRange.contains(days) else {
+        throw LocalError.failed(DestructionApprovalError.waitingDaysOutOfRange(days).description)
+    }
+    return UInt32(days)
+}
+
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "Tenant keys: list, rotate, retire, destruction by two officers, status and reseal (over the Admin RPC); reconcile (local).",
-        subcommands: [List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self, Status.self, Reseal.self]
+        abstract: "Tenant keys: list, rotate, retire, disable/enable, destruction by two officers (scheduled, cancellable), status and reseal (over the Admin RPC); reconcile (local).",
+        subcommands: [
+            List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self,
+            Status.self, Reseal.self, Disable.self, Enable.self, CancelDestruction.self,
+        ]
     )
 
     static func row(_ key: Custos_V1_KeyVersion) -> String {
         let purpose = UserFacingNames.purpose(key.purpose)
         let state = UserFacingNames.state(key.state)
-        let until = key.state == .retiring && key.hasRetiringUntil ? "  until \(Date(timeIntervalSince1970: TimeInterval(key.retiringUntil.seconds)).ISO8601Format())" : ""
-        return "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)\(until)"
+        var line = "\(pad(purpose, 16))v\(pad(String(key.version), 7))\(pad(state, 11))\(pad(key.checkValue.uppercased(), 8))root KEK v\(key.rootKekVersion)"
+        if key.state == .retiring && key.hasRetiringUntil {
+            line += "  until \(Date(timeIntervalSince1970: TimeInterval(key.retiringUntil.seconds)).ISO8601Format())"
+        }
+        // Orthogonal to the state: a disabled or scheduled version refuses every use.
+        if key.hasDisabledAt { line += "  DISABLED" }
+        if key.hasDestructionDueAt { line += "  destruction due \(Date(timeIntervalSince1970: TimeInterval(key.destructionDueAt.seconds)).ISO8601Format())" }
+        return line
     }
 
     /// A reconciled rotation, the purpose spelled as `--purpose` takes it.
@@ -80,20 +98,26 @@ struct KeyCommand: AsyncParsableCommand {
     struct RequestDestruction: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "request-destroy",
-            abstract: "First officer: ask for a retired version's destruction (a second officer approves within 24 h)."
+            abstract: "First officer: ask for a retired version's destruction (a second officer approves within 24 h); it is carried out --waiting-days after approval."
         )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Key purpose.") var purpose: KeyPurpose
         @Option(help: "Version.") var version: Int
+        @Option(help: "Days between approval and destruction, 7–30 (the version is unusable meanwhile; cancel-destroy undoes it).")
+        var waitingDays = KeyDestructionApprovals.defaultWaitingDays
 
         func run() async throws {
             let id = try tenantArgument(tenant)
+            let days = try waitingDaysArgument(waitingDays)
             let (wire, version) = (purpose.wire, UInt32(clamping: version))
             let response = try await remote.withAdmin {
-                try await $0.requestKeyDestruction(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
+                try await $0.requestKeyDestruction(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version; $0.waitingDays = days })
             }
-            try remote.print(response) { "destruction request \(response.requestID): a different officer runs `custos key approve-destroy \(response.requestID)`" }
+            try remote.print(response) {
+                "destruction request \(response.requestID): a different officer runs `custos key approve-destroy \(response.requestID)`; "
+                    + "it is carried out \(response.waitingDays) days after approval"
+            }
         }
     }
 
@@ -105,7 +129,10 @@ struct KeyCommand: AsyncParsableCommand {
         func run() async throws {
             let request = request
             let response = try await remote.withAdmin { try await $0.approveKeyDestruction(.with { $0.requestID = request }) }
-            try remote.print(response) { "approved \(request): now `custos key destroy \(request)`" }
+            try remote.print(response) {
+                "approved \(request): the version is unusable from now on and is destroyed at \(Date(timeIntervalSince1970: TimeInterval(response.dueAt.seconds)).formatted(.iso8601)) "
+                    + "(`custos key destroy \(request)` or the server's sweep); `custos key cancel-destroy \(request)` undoes it until then"
+            }
         }
     }
 
@@ -132,6 +159,54 @@ struct KeyCommand: AsyncParsableCommand {
                 try await context.keyring.reconcile()
             }
             print(done.isEmpty ? "nothing to reconcile" : done.map(KeyCommand.line).joined(separator: "\n"))
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Refuse every use of one version at once, on every instance (state kept; `key enable` undoes it).")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Key purpose.") var purpose: KeyPurpose
+        @Option(help: "Version.") var version: Int
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let response = try await remote.withAdmin {
+                try await $0.disableKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
+            }
+            try remote.print(response) { "disabled: " + KeyCommand.row(response.key) }
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a disabled version usable again, exactly as its state allows.")
+        @OptionGroup var remote: RemoteOptions
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Key purpose.") var purpose: KeyPurpose
+        @Option(help: "Version.") var version: Int
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let response = try await remote.withAdmin {
+                try await $0.enableKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
+            }
+            try remote.print(response) { "enabled: " + KeyCommand.row(response.key) }
+        }
+    }
+
+    struct CancelDestruction: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cancel-destroy", abstract: "Cancel a destruction request before it is carried out (the version is usable again)."
+        )
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Request id.") var request: String
+
+        func run() async throws {
+            let request = request
+            let response = try await remote.withAdmin { try await $0.cancelKeyDestruction(.with { $0.requestID = request }) }
+            try remote.print(response) { "cancelled \(request)" }
         }
     }
 }

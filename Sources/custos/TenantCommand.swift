@@ -1,4 +1,5 @@
 import ArgumentParser
+import Custody
 import CustosCommandLine
 import Foundation
 import RPC
@@ -8,7 +9,7 @@ struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tenant",
         abstract: "Tenants: create, list, disable, set policy (over the Admin RPC).",
-        subcommands: [Create.self, List.self, Disable.self, Policy.self]
+        subcommands: [Create.self, List.self, Disable.self, Policy.self, Offboard.self, ApproveOffboard.self, CompleteOffboard.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -103,6 +104,60 @@ struct TenantCommand: AsyncParsableCommand {
                 "policy of \(id): green ≥ \(policy.greenThreshold), amber ≥ \(policy.amberThreshold), "
                     + "retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min, bio overlap \(policy.bioOverlapDays) d"
             }
+        }
+    }
+
+    struct Offboard: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "First officer: ask for a tenant's offboarding (crypto-shredding); a second officer approves within 24 h."
+        )
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Tenant id.") var tenant: String
+        @Option(help: "Days between approval and shredding, 7–30 (the tenant is disabled meanwhile).")
+        var waitingDays = KeyDestructionApprovals.defaultWaitingDays
+
+        func run() async throws {
+            let id = try tenantArgument(tenant)
+            let days = try waitingDaysArgument(waitingDays)
+            let response = try await remote.withAdmin { try await $0.requestTenantOffboarding(.with { $0.tenantID = id; $0.waitingDays = days }) }
+            try remote.print(response) {
+                "offboarding request \(response.requestID): a different officer runs `custos tenant approve-offboard \(response.requestID)`"
+            }
+        }
+    }
+
+    struct ApproveOffboard: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "approve-offboard", abstract: "Second officer: approve an offboarding; the tenant and its keys are disabled at once."
+        )
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Request id.") var request: String
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            try confirm("Disable the tenant of offboarding request \(request) now, and shred its keys and data when due?", yes: yes)
+            let request = request
+            let response = try await remote.withAdmin { try await $0.approveTenantOffboarding(.with { $0.requestID = request }) }
+            try remote.print(response) {
+                "approved \(request): tenant disabled; its keys and data are destroyed at \(Date(timeIntervalSince1970: TimeInterval(response.dueAt.seconds)).formatted(.iso8601)) "
+                    + "(`custos tenant complete-offboard \(request)` or the server's sweep)"
+            }
+        }
+    }
+
+    struct CompleteOffboard: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "complete-offboard", abstract: "Carry out a due offboarding (or finish an interrupted one): keys destroyed, data rows deleted."
+        )
+        @OptionGroup var remote: RemoteOptions
+        @Argument(help: "Request id.") var request: String
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            try confirm("Destroy every key and delete every data row of the tenant of request \(request)? This cannot be undone.", yes: yes)
+            let request = request
+            let response = try await remote.withAdmin { try await $0.completeTenantOffboarding(.with { $0.requestID = request }) }
+            try remote.print(response) { "offboarded (\(request)): keys destroyed, data deleted; audit log and key metadata kept" }
         }
     }
 }

@@ -31,6 +31,13 @@ struct AuditActionTests {
         .tokenizationRateLimited: "tokenization.rate_limited",
         .biometricOverlapClose: "key.bio_overlap.close",
         .keyReseal: "key.reseal",
+        .keyDisable: "key.disable",
+        .keyEnable: "key.enable",
+        .keyDestroySchedule: "key.destroy.schedule",
+        .keyDestroyCancel: "key.destroy.cancel",
+        .tenantOffboardRequest: "tenant.offboard.request",
+        .tenantOffboardApprove: "tenant.offboard.approve",
+        .tenantOffboard: "tenant.offboard",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

@@ -346,6 +346,84 @@ public enum Custos_V1_Admin: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "DisableKey" metadata.
+        public enum DisableKey: Sendable {
+            /// Request type for "DisableKey".
+            public typealias Input = Custos_V1_DisableKeyRequest
+            /// Response type for "DisableKey".
+            public typealias Output = Custos_V1_DisableKeyResponse
+            /// Descriptor for "DisableKey".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "DisableKey",
+                type: .unary
+            )
+        }
+        /// Namespace for "EnableKey" metadata.
+        public enum EnableKey: Sendable {
+            /// Request type for "EnableKey".
+            public typealias Input = Custos_V1_EnableKeyRequest
+            /// Response type for "EnableKey".
+            public typealias Output = Custos_V1_EnableKeyResponse
+            /// Descriptor for "EnableKey".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "EnableKey",
+                type: .unary
+            )
+        }
+        /// Namespace for "CancelKeyDestruction" metadata.
+        public enum CancelKeyDestruction: Sendable {
+            /// Request type for "CancelKeyDestruction".
+            public typealias Input = Custos_V1_CancelKeyDestructionRequest
+            /// Response type for "CancelKeyDestruction".
+            public typealias Output = Custos_V1_CancelKeyDestructionResponse
+            /// Descriptor for "CancelKeyDestruction".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CancelKeyDestruction",
+                type: .unary
+            )
+        }
+        /// Namespace for "RequestTenantOffboarding" metadata.
+        public enum RequestTenantOffboarding: Sendable {
+            /// Request type for "RequestTenantOffboarding".
+            public typealias Input = Custos_V1_RequestTenantOffboardingRequest
+            /// Response type for "RequestTenantOffboarding".
+            public typealias Output = Custos_V1_RequestTenantOffboardingResponse
+            /// Descriptor for "RequestTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "RequestTenantOffboarding",
+                type: .unary
+            )
+        }
+        /// Namespace for "ApproveTenantOffboarding" metadata.
+        public enum ApproveTenantOffboarding: Sendable {
+            /// Request type for "ApproveTenantOffboarding".
+            public typealias Input = Custos_V1_ApproveTenantOffboardingRequest
+            /// Response type for "ApproveTenantOffboarding".
+            public typealias Output = Custos_V1_ApproveTenantOffboardingResponse
+            /// Descriptor for "ApproveTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "ApproveTenantOffboarding",
+                type: .unary
+            )
+        }
+        /// Namespace for "CompleteTenantOffboarding" metadata.
+        public enum CompleteTenantOffboarding: Sendable {
+            /// Request type for "CompleteTenantOffboarding".
+            public typealias Input = Custos_V1_CompleteTenantOffboardingRequest
+            /// Response type for "CompleteTenantOffboarding".
+            public typealias Output = Custos_V1_CompleteTenantOffboardingResponse
+            /// Descriptor for "CompleteTenantOffboarding".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "CompleteTenantOffboarding",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -371,7 +449,13 @@ public enum Custos_V1_Admin: Sendable {
             CreateWebhookSecret.descriptor,
             CreateWebhookEd25519Key.descriptor,
             KeyStatus.descriptor,
-            ResealKeys.descriptor
+            ResealKeys.descriptor,
+            DisableKey.descriptor,
+            EnableKey.descriptor,
+            CancelKeyDestruction.descriptor,
+            RequestTenantOffboarding.descriptor,
+            ApproveTenantOffboarding.descriptor,
+            CompleteTenantOffboarding.descriptor
         ]
     }
 }
@@ -875,6 +959,128 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_ResealKeysRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress>
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_DisableKeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_DisableKeyResponse` messages.
+        func disableKey(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_DisableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_DisableKeyResponse>
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_EnableKeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_EnableKeyResponse` messages.
+        func enableKey(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_EnableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_EnableKeyResponse>
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CancelKeyDestructionResponse` messages.
+        func cancelKeyDestruction(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse>
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_RequestTenantOffboardingResponse` messages.
+        func requestTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestTenantOffboardingResponse>
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        func approveTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveTenantOffboardingResponse>
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        func completeTenantOffboarding(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1362,6 +1568,128 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_ResealKeysRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ResealKeysProgress>
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_DisableKeyResponse` message.
+        func disableKey(
+            request: GRPCCore.ServerRequest<Custos_V1_DisableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse>
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_EnableKeyResponse` message.
+        func enableKey(
+            request: GRPCCore.ServerRequest<Custos_V1_EnableKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse>
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CancelKeyDestructionResponse` message.
+        func cancelKeyDestruction(
+            request: GRPCCore.ServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_RequestTenantOffboardingResponse` message.
+        func requestTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse>
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_ApproveTenantOffboardingResponse` message.
+        func approveTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse>
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_CompleteTenantOffboardingResponse` message.
+        func completeTenantOffboarding(
+            request: GRPCCore.ServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -1848,6 +2176,128 @@ extension Custos_V1_Admin {
             response: GRPCCore.RPCWriter<Custos_V1_ResealKeysProgress>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_DisableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_DisableKeyResponse` to respond with.
+        func disableKey(
+            request: Custos_V1_DisableKeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_DisableKeyResponse
+
+        /// Handle the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_EnableKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_EnableKeyResponse` to respond with.
+        func enableKey(
+            request: Custos_V1_EnableKeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_EnableKeyResponse
+
+        /// Handle the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CancelKeyDestructionResponse` to respond with.
+        func cancelKeyDestruction(
+            request: Custos_V1_CancelKeyDestructionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CancelKeyDestructionResponse
+
+        /// Handle the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_RequestTenantOffboardingResponse` to respond with.
+        func requestTenantOffboarding(
+            request: Custos_V1_RequestTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_RequestTenantOffboardingResponse
+
+        /// Handle the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_ApproveTenantOffboardingResponse` to respond with.
+        func approveTenantOffboarding(
+            request: Custos_V1_ApproveTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_ApproveTenantOffboardingResponse
+
+        /// Handle the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_CompleteTenantOffboardingResponse` to respond with.
+        func completeTenantOffboarding(
+            request: Custos_V1_CompleteTenantOffboardingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_CompleteTenantOffboardingResponse
     }
 }
 
@@ -2114,6 +2564,72 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ResealKeysProgress>(),
             handler: { request, context in
                 try await self.resealKeys(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.DisableKey.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_DisableKeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_DisableKeyResponse>(),
+            handler: { request, context in
+                try await self.disableKey(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.EnableKey.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_EnableKeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_EnableKeyResponse>(),
+            handler: { request, context in
+                try await self.enableKey(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CancelKeyDestruction.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CancelKeyDestructionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CancelKeyDestructionResponse>(),
+            handler: { request, context in
+                try await self.cancelKeyDestruction(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.RequestTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.requestTenantOffboarding(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.ApproveTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.approveTenantOffboarding(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.CompleteTenantOffboarding.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CompleteTenantOffboardingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CompleteTenantOffboardingResponse>(),
+            handler: { request, context in
+                try await self.completeTenantOffboarding(
                     request: request,
                     context: context
                 )
@@ -2387,6 +2903,72 @@ extension Custos_V1_Admin.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func disableKey(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_DisableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_DisableKeyResponse> {
+        let response = try await self.disableKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func enableKey(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_EnableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_EnableKeyResponse> {
+        let response = try await self.enableKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func cancelKeyDestruction(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CancelKeyDestructionResponse> {
+        let response = try await self.cancelKeyDestruction(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func requestTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestTenantOffboardingResponse> {
+        let response = try await self.requestTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func approveTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveTenantOffboardingResponse> {
+        let response = try await self.approveTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func completeTenantOffboarding(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
+        let response = try await self.completeTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -2706,6 +3288,84 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func disableKey(
+        request: GRPCCore.ServerRequest<Custos_V1_DisableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_DisableKeyResponse>(
+            message: try await self.disableKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func enableKey(
+        request: GRPCCore.ServerRequest<Custos_V1_EnableKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_EnableKeyResponse>(
+            message: try await self.enableKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func cancelKeyDestruction(
+        request: GRPCCore.ServerRequest<Custos_V1_CancelKeyDestructionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CancelKeyDestructionResponse>(
+            message: try await self.cancelKeyDestruction(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func requestTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_RequestTenantOffboardingResponse>(
+            message: try await self.requestTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func approveTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_ApproveTenantOffboardingResponse>(
+            message: try await self.approveTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func completeTenantOffboarding(
+        request: GRPCCore.ServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>(
+            message: try await self.completeTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -3315,6 +3975,158 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ResealKeysProgress>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_V1_ResealKeysProgress>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_DisableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_DisableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func disableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_DisableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_DisableKeyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_EnableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_EnableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func enableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_EnableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_EnableKeyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CancelKeyDestructionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cancelKeyDestruction<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CancelKeyDestructionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CancelKeyDestructionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func requestTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func approveTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func completeTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CompleteTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CompleteTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4193,6 +5005,224 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DisableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables one key version at once, on every instance within a second: every use (seal,
+        /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+        /// > state is kept, so enabling restores exactly what was. Idempotent.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_DisableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_DisableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func disableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_DisableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_DisableKeyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.DisableKey.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "EnableKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Enables a disabled version again. Idempotent.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_EnableKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_EnableKeyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func enableKey<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_EnableKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_EnableKeyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.EnableKey.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CancelKeyDestruction" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+        /// > for destruction becomes usable again. One officer suffices.
+        /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CancelKeyDestructionRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CancelKeyDestructionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func cancelKeyDestruction<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CancelKeyDestructionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CancelKeyDestructionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CancelKeyDestruction.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RequestTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+        /// > different officer must approve before it expires.
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func requestTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.RequestTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ApproveTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+        /// > once (no API key, session or key use works from then on, on any instance).
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+        /// > (expired, already approved).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func approveTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.ApproveTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CompleteTenantOffboarding" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+        /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+        /// > an interrupted run. Audit log entries stay.
+        /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_CompleteTenantOffboardingRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_CompleteTenantOffboardingResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func completeTenantOffboarding<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_CompleteTenantOffboardingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CompleteTenantOffboardingResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.CompleteTenantOffboarding.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4934,6 +5964,194 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ResealKeysRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ResealKeysProgress>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables one key version at once, on every instance within a second: every use (seal,
+    /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+    /// > state is kept, so enabling restores exactly what was. Idempotent.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_DisableKeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableKey<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.disableKey(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_DisableKeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_DisableKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EnableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enables a disabled version again. Idempotent.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_EnableKeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enableKey<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.enableKey(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_EnableKeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_EnableKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelKeyDestruction" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+    /// > for destruction becomes usable again. One officer suffices.
+    /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CancelKeyDestructionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelKeyDestruction<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cancelKeyDestruction(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CancelKeyDestructionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CancelKeyDestructionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+    /// > different officer must approve before it expires.
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_RequestTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.requestTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestTenantOffboardingResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+    /// > once (no API key, session or key use works from then on, on any instance).
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+    /// > (expired, already approved).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_ApproveTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.approveTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveTenantOffboardingResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+    /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+    /// > an interrupted run. Audit log entries stay.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_CompleteTenantOffboardingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeTenantOffboarding<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.completeTenantOffboarding(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CompleteTenantOffboardingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CompleteTenantOffboardingResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5773,6 +6991,218 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.resealKeys(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables one key version at once, on every instance within a second: every use (seal,
+    /// > open, HMAC, PRF, sign) is refused with FAILED_PRECONDITION until EnableKey. The lifecycle
+    /// > state is kept, so enabling restores exactly what was. Idempotent.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableKey<Result>(
+        _ message: Custos_V1_DisableKeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_DisableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_DisableKeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.disableKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EnableKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enables a disabled version again. Idempotent.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (destroyed).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enableKey<Result>(
+        _ message: Custos_V1_EnableKeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_EnableKeyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_EnableKeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.enableKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelKeyDestruction" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Cancels a key destruction request any time before it is carried out; a version scheduled
+    /// > for destruction becomes usable again. One officer suffices.
+    /// > Errors: NOT_FOUND (unknown request), FAILED_PRECONDITION (already carried out or cancelled).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelKeyDestruction<Result>(
+        _ message: Custos_V1_CancelKeyDestructionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CancelKeyDestructionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CancelKeyDestructionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cancelKeyDestruction(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of offboarding a tenant (crypto-shredding): records a request that a second,
+    /// > different officer must approve before it expires.
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (waiting_days outside 7–30).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestTenantOffboarding<Result>(
+        _ message: Custos_V1_RequestTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_RequestTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.requestTenantOffboarding(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves; the tenant and all its key versions are disabled at
+    /// > once (no API key, session or key use works from then on, on any instance).
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester), FAILED_PRECONDITION
+    /// > (expired, already approved).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveTenantOffboarding<Result>(
+        _ message: Custos_V1_ApproveTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_ApproveTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.approveTenantOffboarding(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteTenantOffboarding" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Once due (waiting_days after approval; the server's sweep does it too): destroys every key
+    /// > version's material (metadata kept) and deletes the tenant's data rows. Re-running finishes
+    /// > an interrupted run. Audit log entries stay.
+    /// > Errors: NOT_FOUND, FAILED_PRECONDITION (not approved, approval void, not due).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeTenantOffboarding<Result>(
+        _ message: Custos_V1_CompleteTenantOffboardingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_CompleteTenantOffboardingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.completeTenantOffboarding(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -328,6 +328,26 @@ public nonisolated struct Custos_V1_KeyVersion: Sendable {
   /// Clears the value of `destroyedAt`. Subsequent reads from it will return its default value.
   public mutating func clearDestroyedAt() {self._destroyedAt = nil}
 
+  /// Set while officers have disabled the version (every use refused; state unchanged).
+  public var disabledAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_disabledAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_disabledAt = newValue}
+  }
+  /// Returns true if `disabledAt` has been explicitly set.
+  public var hasDisabledAt: Bool {self._disabledAt != nil}
+  /// Clears the value of `disabledAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDisabledAt() {self._disabledAt = nil}
+
+  /// Set while an approved destruction of the version is scheduled (unusable until then).
+  public var destructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_destructionDueAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_destructionDueAt = newValue}
+  }
+  /// Returns true if `destructionDueAt` has been explicitly set.
+  public var hasDestructionDueAt: Bool {self._destructionDueAt != nil}
+  /// Clears the value of `destructionDueAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDestructionDueAt() {self._destructionDueAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -335,6 +355,8 @@ public nonisolated struct Custos_V1_KeyVersion: Sendable {
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _retiringUntil: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _destroyedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _disabledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _destructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 /// An API key's public metadata. Never the key or its stored hash.
@@ -460,7 +482,7 @@ nonisolated extension Custos_V1_Decision: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Custos_V1_KeyVersion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeyVersion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}purpose\0\u{1}version\0\u{1}state\0\u{3}check_value\0\u{3}root_kek_version\0\u{3}created_at\0\u{3}retiring_until\0\u{3}destroyed_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}purpose\0\u{1}version\0\u{1}state\0\u{3}check_value\0\u{3}root_kek_version\0\u{3}created_at\0\u{3}retiring_until\0\u{3}destroyed_at\0\u{3}disabled_at\0\u{3}destruction_due_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -476,6 +498,8 @@ nonisolated extension Custos_V1_KeyVersion: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._retiringUntil) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._destroyedAt) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._disabledAt) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._destructionDueAt) }()
       default: break
       }
     }
@@ -510,6 +534,12 @@ nonisolated extension Custos_V1_KeyVersion: SwiftProtobuf.Message, SwiftProtobuf
     try { if let v = self._destroyedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    try { if let v = self._disabledAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._destructionDueAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -522,6 +552,8 @@ nonisolated extension Custos_V1_KeyVersion: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._retiringUntil != rhs._retiringUntil {return false}
     if lhs._destroyedAt != rhs._destroyedAt {return false}
+    if lhs._disabledAt != rhs._disabledAt {return false}
+    if lhs._destructionDueAt != rhs._destructionDueAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -29,12 +29,14 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         public let destructionWaitingPeriod: Duration
         /// Re-seals `data` records under the active version (`ResealKeys`).
         public let reseal: SessionResealJob
+        public let offboarding: TenantOffboarding
 
         public init(
             webhooks: WebhookSigner, pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
             revocations: CertificateRevocations, approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
-            authenticator: Authenticator, destructionWaitingPeriod: Duration, reseal: SessionResealJob
+            authenticator: Authenticator, destructionWaitingPeriod: Duration, reseal: SessionResealJob, offboarding: TenantOffboarding
         ) {
+            self.offboarding = offboarding
             self.webhooks = webhooks
             self.pool = pool
             self.keyring = keyring
@@ -154,10 +156,18 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public func requestKeyDestruction(request: Custos_V1_RequestKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_RequestKeyDestructionResponse {
         let actor = try officer()
         let id = try await existingTenant(request.tenantID)
-        let row = try await deps.approvals.request(id, try RequestFields.purpose(request.purpose), version: Int(request.version), officer: actor)
+        // Every officer's destruction is scheduled (DESIGN §5): the default when none is named.
+        let days = request.hasWaitingDays ? Int(request.waitingDays) : KeyDestructionApprovals.defaultWaitingDays
+        guard KeyDestructionApprovals.waitingDaysRange.contains(days) else {
+            throw RPCError(code: .invalidArgument, message: DestructionApprovalError.waitingDaysOutOfRange(days).description)
+        }
+        let row = try await deps.approvals.request(
+            id, try RequestFields.purpose(request.purpose), version: Int(request.version), officer: actor, waitingDays: days
+        )
         return .with {
             $0.requestID = row.id.uuidString.lowercased()
             $0.expiresAt = Google_Protobuf_Timestamp(date: row.expiresAt)
+            $0.waitingDays = UInt32(days)
         }
     }
 
@@ -167,7 +177,30 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
         }
         let row = try await deps.approvals.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
-        return .with { if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) } }
+        return .with {
+            if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) }
+            if let due = row.dueAt { $0.dueAt = Google_Protobuf_Timestamp(date: due) }
+        }
+    }
+
+    public func cancelKeyDestruction(request: Custos_V1_CancelKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_CancelKeyDestructionResponse {
+        let actor = try officer()
+        let row = try await deps.approvals.cancel(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor)
+        return .with { if let at = row.cancelledAt { $0.cancelledAt = Google_Protobuf_Timestamp(date: at) } }
+    }
+
+    public func disableKey(request: Custos_V1_DisableKeyRequest, context: ServerContext) async throws -> Custos_V1_DisableKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let record = try await deps.keyring.disable(id, try RequestFields.purpose(request.purpose), version: Int(request.version), actor: actor)
+        return .with { $0.key = Self.keyVersion(record) }
+    }
+
+    public func enableKey(request: Custos_V1_EnableKeyRequest, context: ServerContext) async throws -> Custos_V1_EnableKeyResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let record = try await deps.keyring.enable(id, try RequestFields.purpose(request.purpose), version: Int(request.version), actor: actor)
+        return .with { $0.key = Self.keyVersion(record) }
     }
 
     public func destroyKey(request: Custos_V1_DestroyKeyRequest, context: ServerContext) async throws -> Custos_V1_DestroyKeyResponse {
@@ -177,6 +210,41 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         )
         let record = try await deps.keyring.versions(row.tenant).first { $0.purpose == row.purpose && $0.version == row.version }
         return .with { if let record { $0.key = Self.keyVersion(record) } }
+    }
+
+    // MARK: Offboarding
+
+    public func requestTenantOffboarding(request: Custos_V1_RequestTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_RequestTenantOffboardingResponse {
+        let actor = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let days = request.hasWaitingDays ? Int(request.waitingDays) : KeyDestructionApprovals.defaultWaitingDays
+        guard KeyDestructionApprovals.waitingDaysRange.contains(days) else {
+            throw RPCError(code: .invalidArgument, message: DestructionApprovalError.waitingDaysOutOfRange(days).description)
+        }
+        let row = try await deps.offboarding.request(id, officer: actor, waitingDays: days)
+        return .with {
+            $0.requestID = row.id.uuidString.lowercased()
+            $0.expiresAt = Google_Protobuf_Timestamp(date: row.expiresAt)
+            $0.waitingDays = UInt32(days)
+        }
+    }
+
+    public func approveTenantOffboarding(request: Custos_V1_ApproveTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_ApproveTenantOffboardingResponse {
+        let actor = try officer()
+        guard let serial = Caller.current?.certificateSerial else {
+            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
+        }
+        let row = try await deps.offboarding.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
+        return .with {
+            if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) }
+            if let due = row.dueAt { $0.dueAt = Google_Protobuf_Timestamp(date: due) }
+        }
+    }
+
+    public func completeTenantOffboarding(request: Custos_V1_CompleteTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_CompleteTenantOffboardingResponse {
+        let actor = try officer()
+        let row = try await deps.offboarding.complete(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor)
+        return .with { if let at = row.completedAt { $0.completedAt = Google_Protobuf_Timestamp(date: at) } }
     }
 
     // MARK: API keys
@@ -373,6 +441,9 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.rootKekVersion = UInt32(record.rootKEKVersion)
             if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
             if let at = record.createdAt { $0.createdAt = Google_Protobuf_Timestamp(date: at) }
+            if let at = record.destroyedAt { $0.destroyedAt = Google_Protobuf_Timestamp(date: at) }
+            if let at = record.disabledAt { $0.disabledAt = Google_Protobuf_Timestamp(date: at) }
+            if let at = record.destructionDueAt { $0.destructionDueAt = Google_Protobuf_Timestamp(date: at) }
         }
     }
 }

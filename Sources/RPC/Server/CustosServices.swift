@@ -43,6 +43,8 @@ public struct CustosServices: Sendable {
     public let health: HealthStatusRegistry
     public let graph: VerificationGraph
     public let authenticator: Authenticator
+    /// The keyring's rest since retirement, which the scheduled-destruction sweep applies too.
+    let destructionWaitingPeriod: Duration
     public var verification: VerificationService { graph.core }
     public var apiKeys: APIKeyService { graph.custody.apiKeys }
     public var keyring: TenantKeyring { graph.custody.keyring }
@@ -64,7 +66,8 @@ public struct CustosServices: Sendable {
                 apiKeys: custody.apiKeys, revocations: CertificateRevocations(database: custody.database, audit: custody.audit),
                 approvals: graph.approvals, policies: graph.policies, rights: graph.rights,
                 retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod,
-                reseal: graph.reseal
+                reseal: graph.reseal,
+                offboarding: graph.offboarding
             )),
             HealthService(registry: health),
         ]
@@ -75,11 +78,19 @@ public struct CustosServices: Sendable {
         self.health = health
         self.graph = graph
         self.authenticator = authenticator
+        destructionWaitingPeriod = settings.destructionWaitingPeriod
     }
 
-    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation
-    /// and gallery listeners running until cancelled (``VerificationGraph/runBackground()``).
+    /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
+    /// gallery and key-state listeners running until cancelled (``VerificationGraph/runBackground()``),
+    /// with the sweeps that carry out scheduled key destructions and tenant offboardings once due.
     public func runBackground() async {
-        await graph.runBackground()
+        let (graph, waitingPeriod) = (graph, destructionWaitingPeriod)
+        await withDiscardingTaskGroup { group in
+            group.addTask { await graph.runBackground() }
+            // Scheduled key destructions are carried out once due, without an officer.
+            group.addTask { await graph.approvals.runScheduledDestructions(every: .seconds(60), waitingPeriod: waitingPeriod) }
+            group.addTask { await graph.runOffboardingSweep(every: .seconds(60)) }
+        }
     }
 }

@@ -34,6 +34,13 @@ public enum StatusMapping {
             switch error {
             case .unknown: return RPCError(code: .notFound, message: error.description)
             case .approverIsRequester: return RPCError(code: .permissionDenied, message: error.description)
+            case .waitingDaysOutOfRange: return RPCError(code: .invalidArgument, message: error.description)
+            default: return RPCError(code: .failedPrecondition, message: error.description)
+            }
+        case let error as OffboardingError:
+            switch error {
+            case .unknown: return RPCError(code: .notFound, message: error.description)
+            case .approverIsRequester: return RPCError(code: .permissionDenied, message: error.description)
             default: return RPCError(code: .failedPrecondition, message: error.description)
             }
         case let error as CustodyError:
@@ -67,7 +74,7 @@ public enum StatusMapping {
         case .unknownTenant: return RPCError(code: .notFound, message: error.description)
         case .tenantDisabled: return RPCError(code: .permissionDenied, message: error.description)
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
-        case .noActiveKey, .keyDestroyed, .invalidTransition, .stillNeeded, .biometricOverlapOpen:
+        case .noActiveKey, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen:
             return RPCError(code: .failedPrecondition, message: error.description)
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])

@@ -125,6 +125,15 @@ struct RPCInputTests {
                         _ = try await admin.requestKeyDestruction(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 99 })
                     }),
                     ("ApproveKeyDestruction unknown request", .notFound, { _ = try await admin.approveKeyDestruction(.with { $0.requestID = UUID().uuidString }) }),
+                    ("RequestKeyDestruction waiting days out of range", .invalidArgument, {
+                        _ = try await admin.requestKeyDestruction(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 1; $0.waitingDays = 31 })
+                    }),
+                    ("CancelKeyDestruction unknown request", .notFound, { _ = try await admin.cancelKeyDestruction(.with { $0.requestID = UUID().uuidString }) }),
+                    ("DisableKey unknown version", .notFound, { _ = try await admin.disableKey(.with { $0.tenantID = tenant; $0.purpose = .data; $0.version = 99 }) }),
+                    ("EnableKey no purpose", .invalidArgument, { _ = try await admin.enableKey(.with { $0.tenantID = tenant; $0.version = 1 }) }),
+                    ("RequestTenantOffboarding unknown tenant", .notFound, { _ = try await admin.requestTenantOffboarding(.with { $0.tenantID = unknownTenant }) }),
+                    ("ApproveTenantOffboarding unknown request", .notFound, { _ = try await admin.approveTenantOffboarding(.with { $0.requestID = UUID().uuidString }) }),
+                    ("CompleteTenantOffboarding bad request id", .invalidArgument, { _ = try await admin.completeTenantOffboarding(.with { $0.requestID = "x" }) }),
                     ("IssueAPIKey unknown scope", .invalidArgument, { _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["root"] }) }),
                     ("SetTenantPolicy out of range", .invalidArgument, {
                         _ = try await admin.setTenantPolicy(.with { $0.tenantID = tenant; $0.policy = .with { $0.greenThreshold = .nan; $0.amberThreshold = 0.1; $0.retentionDays = 9; $0.tokenizationBudgetPerMinute = 9 } })

@@ -1,0 +1,72 @@
+public import CustosModel
+import Foundation
+public import Storage
+
+// Disabling: a version officers stop at once (every use refused, on every instance within a
+// second) and may enable again, and the same stop while an approved destruction waits.
+extension TenantKeyring {
+    /// Disables one version: from the commit on, every use of it (seal, open, HMAC, PRF, sign)
+    /// is refused with ``CustodyError/keyDisabled(_:_:_:)``, here at once and on every other
+    /// instance as soon as the notification arrives. Its lifecycle state is untouched, so
+    /// ``enable(_:_:version:actor:)`` restores exactly what it was.
+    /// - Returns: the version as stored now (unchanged if it was already disabled).
+    /// - Throws: ``CustodyError`` (`unknownKeyVersion`, `keyDestroyed`, `rowTampered`, `changedConcurrently`).
+    @discardableResult
+    public func disable(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws -> KeyVersionRecord {
+        try await setDisabled(true, tenant, purpose, version: version, actor: actor)
+    }
+
+    /// Enables a disabled version again: it is usable exactly as its lifecycle state allows.
+    /// - Returns: the version as stored now (unchanged if it was not disabled).
+    /// - Throws: ``CustodyError``.
+    @discardableResult
+    public func enable(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws -> KeyVersionRecord {
+        try await setDisabled(false, tenant, purpose, version: version, actor: actor)
+    }
+
+    private func setDisabled(_ disabled: Bool, _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String) async throws -> KeyVersionRecord {
+        try await custody {
+            var row = try await database.withTenant(tenant, context: "read key version") { connection in
+                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+            try await authenticator.verify(row, pool: pool)
+            guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
+            guard (row.disabledAt != nil) != disabled else { return row }
+            let expectedMAC = row.rowMAC
+            row.disabledAt = disabled ? .wholeSecondsNow : nil
+            let sealed = try await authenticator.sealed(row, pool: pool)
+            let audit = audit
+            try await database.withTenant(tenant, context: disabled ? "disable key version" : "enable key version") { connection in
+                guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, purpose, version)
+                }
+                try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+                try await AuditEntry(tenant: tenant, actor: actor, action: disabled ? .keyDisable : .keyEnable, target: "\(purpose.rawValue)/v\(version)")
+                    .append(to: audit, on: connection)
+            }
+            invalidate(tenant, purpose)
+            return sealed
+        }
+    }
+
+    /// Marks (or, with `due` nil, unmarks) a retired version as awaiting its scheduled
+    /// destruction, on the caller's transaction (the approval or the cancellation of the
+    /// request, so the two commit together). The caller invalidates after the commit.
+    /// - Throws: ``CustodyError``.
+    func setDestructionDue(
+        _ due: Date?, _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction
+    ) async throws {
+        try await connection.scope(to: tenant)
+        var row = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            .orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+        try await authenticator.verify(row, pool: pool)
+        guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
+        let expectedMAC = row.rowMAC
+        row.destructionDueAt = due.map { Date(timeIntervalSince1970: $0.timeIntervalSince1970.rounded(.down)) }
+        let sealed = try await authenticator.sealed(row, pool: pool)
+        guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
+            throw CustodyError.changedConcurrently(tenant, purpose, version)
+        }
+        try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+    }
+}

@@ -1,0 +1,210 @@
+public import CustosModel
+public import Foundation
+public import Storage
+
+/// Offboarding a tenant by crypto-shredding (DESIGN §5), under the same two-officer rules as a
+/// key destruction (``KeyDestructionApprovals``): one officer requests, a different one approves
+/// before the request expires — with an HSM MAC over the approval naming the approver's
+/// certificate, void once it is revoked.
+///
+/// - Approval disables the tenant at once (API keys refused everywhere) and every one of its key
+///   versions (refused on every instance within a second), in one transaction.
+/// - Once due (`waitingDays` after approval), ``complete(_:officer:)`` — or the sweep of `custos
+///   serve` — destroys every key version's material (metadata kept), then deletes the tenant's
+///   data rows and marks the offboarding complete. Each step commits on its own and skips what is
+///   already done, so a run killed between any two steps is finished by the next.
+public final class TenantOffboarding: Sendable {
+    /// Steps of ``complete(_:officer:)``, for tests that inject a crash after them.
+    public enum Step: Sendable, Hashable {
+        /// One more key version's material was destroyed.
+        case keyVersionDestroyed
+        /// Every key version is destroyed; the data rows are not deleted yet.
+        case keysDestroyed
+    }
+
+    let database: Database
+    let keyring: TenantKeyring
+    let audit: AuditLog
+    public let lifetime: Duration
+    let now: @Sendable () -> Date
+    let stepHook: (@Sendable (Step) throws -> Void)?
+
+    /// - Parameter stepHook: for tests only (a throw stands for a crash after that step).
+    public init(
+        database: Database, keyring: TenantKeyring, audit: AuditLog, lifetime: Duration = .seconds(24 * 3600),
+        now: @escaping @Sendable () -> Date = { Date() }, stepHook: (@Sendable (Step) throws -> Void)? = nil
+    ) {
+        self.database = database
+        self.keyring = keyring
+        self.audit = audit
+        self.lifetime = lifetime
+        self.now = now
+        self.stepHook = stepHook
+    }
+
+    public typealias Request = TenantOffboardingStore.Row
+
+    /// - Parameter waitingDays: days between approval and shredding
+    ///   (``KeyDestructionApprovals/waitingDaysRange``).
+    /// - Throws: ``OffboardingError``, ``DestructionApprovalError/waitingDaysOutOfRange(_:)``, ``CustodyError``.
+    public func request(_ tenant: TenantID, officer: String, waitingDays: Int = KeyDestructionApprovals.defaultWaitingDays) async throws -> Request {
+        guard KeyDestructionApprovals.waitingDaysRange.contains(waitingDays) else { throw DestructionApprovalError.waitingDaysOutOfRange(waitingDays) }
+        guard try await keyring.tenant(tenant) != nil else { throw CustodyError.unknownTenant(tenant) }
+        let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let row = Request(
+            id: UUID(), tenant: tenant, requestedBy: officer, requestedAt: at,
+            expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), waitingDays: waitingDays
+        )
+        let audit = audit
+        try await custody {
+            try await database.withTransaction(context: "request tenant offboarding") { connection in
+                try await TenantOffboardingStore.insert(row, on: connection)
+                try await audit.append(
+                    tenant: tenant, actor: officer, action: .tenantOffboardRequest, target: tenant.rawValue,
+                    details: ["request": row.id.uuidString.lowercased(), "waiting_days": String(waitingDays)], on: connection
+                )
+            }
+        }
+        return row
+    }
+
+    /// The second officer's approval: the tenant and every key version of it are disabled in
+    /// the same transaction.
+    /// - Throws: ``OffboardingError``; ``CustodyError``.
+    public func approve(_ id: UUID, officer: String, certificateSerial: String) async throws -> Request {
+        let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let keyring = keyring, audit = audit, pool = keyring.pool, rootKeys = keyring.rootKeys
+        let tenant = try await custody {
+            try await database.withTransaction(context: "approve tenant offboarding") { connection in
+                guard let row = try await TenantOffboardingStore.get(id, forUpdate: true, on: connection) else { throw OffboardingError.unknown(id) }
+                guard row.requestedBy != officer else { throw OffboardingError.approverIsRequester(id) }
+                let revoked = try await CertificateRevocationStore.all(on: connection)
+                guard !revoked.contains(certificateSerial) else { throw OffboardingError.approverRevoked(id) }
+                if row.approvedBy != nil, try await OffboardingApprovalAuthenticator.isAuthentic(row, pool: pool),
+                   !revoked.contains(row.approverCertificateSerial ?? "") {
+                    throw OffboardingError.alreadyApproved(id)
+                }
+                guard at < row.expiresAt else { throw OffboardingError.expired(id) }
+                let message = OffboardingApprovalAuthenticator.message(for: row, approvedBy: officer, certificateSerial: certificateSerial, approvedAt: at)
+                let mac = try await pool.hmacSHA256(key: rootKeys.mac, data: message)
+                try await TenantOffboardingStore.approve(
+                    id, by: officer, certificateSerial: certificateSerial, at: at, mac: mac, macVersion: rootKeys.macVersion, on: connection
+                )
+                _ = try await TenantStore.setActive(row.tenant, false, on: connection)
+                try await APIKeyStore.announceFlush(on: connection)
+                try await keyring.disableAll(row.tenant, on: connection)
+                try await audit.append(
+                    tenant: row.tenant, actor: officer, action: .tenantOffboardApprove, target: row.tenant.rawValue,
+                    details: [
+                        "request": id.uuidString.lowercased(),
+                        "due": at.addingTimeInterval(Double(row.waitingDays) * 86_400).formatted(.iso8601),
+                    ], on: connection
+                )
+                return row.tenant
+            }
+        }
+        keyring.invalidate(prefix: tenant.rawValue + "/")
+        return try await get(id)
+    }
+
+    /// Carries out a due offboarding, or finishes one a crash interrupted.
+    /// - Returns: the request, now completed.
+    /// - Throws: ``OffboardingError`` (not approved, approval void, not due); ``CustodyError``.
+    public func complete(_ id: UUID, officer: String) async throws -> Request {
+        let row = try await get(id)
+        if row.completedAt != nil { return row }
+        guard row.approvedBy != nil else { throw OffboardingError.notApproved(id) }
+        guard try await custody({ try await OffboardingApprovalAuthenticator.isAuthentic(row, pool: keyring.pool) }) else {
+            throw OffboardingError.approvalNotAuthentic(id)
+        }
+        let revoked = try await custody {
+            try await database.withTransaction(context: "read revoked certificates") { connection in
+                try await CertificateRevocationStore.all(on: connection)
+            }
+        }
+        if let serial = row.approverCertificateSerial, revoked.contains(serial) { throw OffboardingError.approverRevoked(id) }
+        guard let due = row.dueAt, now() >= due else { throw OffboardingError.notDue(id, due: row.dueAt ?? .distantFuture) }
+
+        // Step 1: every key version's material, one committed step each.
+        let hook = stepHook
+        var afterEach: (@Sendable () throws -> Void)?
+        if let hook { afterEach = { @Sendable in try hook(.keyVersionDestroyed) } }
+        _ = try await custody {
+            try await keyring.shredAll(row.tenant, actor: officer, request: id, afterEach: afterEach)
+        }
+        try stepHook?(.keysDestroyed)
+        // Step 2: the data rows, the completion mark and its audit entry, in one transaction.
+        let (tenant, audit, at) = (row.tenant, audit, now())
+        try await custody {
+            try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
+                // Another instance's sweep may be finishing the same offboarding: the row lock
+                // makes one of them record it, the other find it done.
+                guard try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt == nil else { return }
+                let counts = try await TenantDataStore.deleteAll(tenant, on: connection)
+                try await TenantOffboardingStore.markCompleted(id, at: at, on: connection)
+                try await audit.append(
+                    tenant: tenant, actor: officer, action: .tenantOffboard, target: tenant.rawValue,
+                    details: counts.filter { $0.value > 0 }.mapValues { String($0) }.merging(["request": id.uuidString.lowercased()]) { $1 },
+                    on: connection
+                )
+            }
+        }
+        return try await get(id)
+    }
+
+    /// Completes every approved offboarding that is due (the sweep of `custos serve`).
+    /// - Returns: those completed, and those refused with why.
+    public func sweep(officer: String) async throws -> (completed: [Request], refused: [(Request, any Error)]) {
+        let pending = try await custody {
+            try await database.withTransaction(context: "find due offboardings") { connection in
+                try await TenantOffboardingStore.pending(on: connection)
+            }
+        }
+        let at = now()
+        var completed = [Request](), refused = [(Request, any Error)]()
+        for row in pending where (row.dueAt.map { $0 <= at } ?? false) {
+            do {
+                completed.append(try await complete(row.id, officer: officer))
+            } catch {
+                refused.append((row, error))
+            }
+        }
+        return (completed, refused)
+    }
+
+    public func get(_ id: UUID) async throws -> Request {
+        let row = try await custody {
+            try await database.withTransaction(context: "read tenant offboarding") { connection in
+                try await TenantOffboardingStore.get(id, forUpdate: false, on: connection)
+            }
+        }
+        guard let row else { throw OffboardingError.unknown(id) }
+        return row
+    }
+}
+
+/// Why an offboarding request was refused.
+public enum OffboardingError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknown(UUID)
+    case approverIsRequester(UUID)
+    case alreadyApproved(UUID)
+    case notApproved(UUID)
+    case expired(UUID)
+    case approvalNotAuthentic(UUID)
+    case approverRevoked(UUID)
+    case notDue(UUID, due: Date)
+
+    public var description: String {
+        let request = { (id: UUID) in "offboarding request \(id.uuidString.lowercased())" }
+        return switch self {
+        case .unknown(let id): "no \(request(id))"
+        case .approverIsRequester(let id): "\(request(id)) must be approved by a different officer than the one who made it"
+        case .alreadyApproved(let id): "\(request(id)) is already approved"
+        case .notApproved(let id): "\(request(id)) has no approval from a second officer yet"
+        case .expired(let id): "\(request(id)) has expired; make a new one"
+        case .approvalNotAuthentic(let id): "the approval of \(request(id)) fails its integrity check; it does not count"
+        case .approverRevoked(let id): "the officer who approved \(request(id)) has had their certificate revoked; another officer must approve it"
+        case .notDue(let id, let due): "\(request(id)) is due at \(due.formatted(.iso8601)); it cannot be carried out before"
+        }
+    }
+}

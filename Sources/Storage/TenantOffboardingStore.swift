@@ -1,0 +1,132 @@
+public import CustosModel
+public import Foundation
+import PostgresNIO
+
+/// `tenant_offboardings`: a tenant's removal asked for by one officer, approved by a different
+/// one before the request expires, carried out `waitingDays` after approval.
+public enum TenantOffboardingStore {
+    public struct Row: Sendable, Hashable {
+        public let id: UUID
+        public let tenant: TenantID
+        public let requestedBy: String
+        public let requestedAt: Date
+        public let expiresAt: Date
+        public let waitingDays: Int
+        public let approvedBy: String?
+        public let approvedAt: Date?
+        public let approverCertificateSerial: String?
+        public let approvalMAC: [UInt8]?
+        public let approvalMACVersion: Int?
+        public let completedAt: Date?
+
+        /// When the tenant's keys and data go: approval time plus the waiting days.
+        public var dueAt: Date? { approvedAt.map { $0.addingTimeInterval(Double(waitingDays) * 86_400) } }
+
+        public init(
+            id: UUID, tenant: TenantID, requestedBy: String, requestedAt: Date, expiresAt: Date, waitingDays: Int,
+            approvedBy: String? = nil, approvedAt: Date? = nil, approverCertificateSerial: String? = nil,
+            approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil, completedAt: Date? = nil
+        ) {
+            self.id = id
+            self.tenant = tenant
+            self.requestedBy = requestedBy
+            self.requestedAt = requestedAt
+            self.expiresAt = expiresAt
+            self.waitingDays = waitingDays
+            self.approvedBy = approvedBy
+            self.approvedAt = approvedAt
+            self.approverCertificateSerial = approverCertificateSerial
+            self.approvalMAC = approvalMAC
+            self.approvalMACVersion = approvalMACVersion
+            self.completedAt = completedAt
+        }
+    }
+
+    private static let columns = """
+        id, tenant_id::text, requested_by, requested_at, expires_at, waiting_days, approved_by, approved_at,
+        approver_certificate_serial, approval_mac, approval_mac_version, completed_at
+        """
+
+    public static func insert(_ row: Row, on connection: DatabaseTransaction) async throws {
+        try await connection.query("""
+            INSERT INTO tenant_offboardings (id, tenant_id, requested_by, requested_at, expires_at, waiting_days)
+            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.requestedBy), \(row.requestedAt), \(row.expiresAt), \(row.waitingDays))
+            """, logger: Database.quiet)
+    }
+
+    /// - Parameter forUpdate: lock the row until the transaction ends.
+    public static func get(_ id: UUID, forUpdate: Bool, on connection: DatabaseTransaction) async throws -> Row? {
+        let query: PostgresQuery = forUpdate
+            ? "SELECT \(unescaped: columns) FROM tenant_offboardings WHERE id = \(id) FOR UPDATE"
+            : "SELECT \(unescaped: columns) FROM tenant_offboardings WHERE id = \(id)"
+        return try await decode(connection.query(query, logger: Database.quiet)).first
+    }
+
+    /// Approved offboardings not yet completed (the sweep's candidates).
+    public static func pending(on connection: DatabaseTransaction) async throws -> [Row] {
+        try await decode(connection.query("""
+            SELECT \(unescaped: columns) FROM tenant_offboardings
+            WHERE approved_at IS NOT NULL AND completed_at IS NULL ORDER BY approved_at
+            """, logger: Database.quiet))
+    }
+
+    public static func approve(
+        _ id: UUID, by officer: String, certificateSerial: String, at now: Date, mac: [UInt8], macVersion: Int, on connection: DatabaseTransaction
+    ) async throws {
+        try await connection.query("""
+            UPDATE tenant_offboardings SET approved_by = \(officer), approved_at = \(now), approver_certificate_serial = \(certificateSerial),
+                approval_mac = \(Data(mac)), approval_mac_version = \(macVersion)
+            WHERE id = \(id)
+            """, logger: Database.quiet)
+    }
+
+    public static func markCompleted(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws {
+        try await connection.query("UPDATE tenant_offboardings SET completed_at = \(now) WHERE id = \(id)", logger: Database.quiet)
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [Row] {
+        var found = [Row]()
+        for try await row in rows.decode((UUID, String, String, Date, Date, Int, String?, Date?, String?, Data?, Int?, Date?).self) {
+            guard let tenant = TenantID(row.1) else { continue }
+            found.append(Row(
+                id: row.0, tenant: tenant, requestedBy: row.2, requestedAt: row.3, expiresAt: row.4, waitingDays: row.5,
+                approvedBy: row.6, approvedAt: row.7, approverCertificateSerial: row.8, approvalMAC: row.9.map { Array($0) },
+                approvalMACVersion: row.10, completedAt: row.11
+            ))
+        }
+        return found
+    }
+}
+
+/// Deletes every data row of one tenant (offboarding): fingerprints, verification sessions
+/// and their gateway links, attempt counters, API keys, policy and tokenization budget. Kept:
+/// the tenant row, key-version metadata (material destroyed first), the audit log, and the
+/// administration requests — none holds personal data.
+public enum TenantDataStore {
+    /// Row counts deleted, by table.
+    public typealias Counts = [String: Int]
+
+    /// Runs in a transaction scoped to `tenant` (``Database/withTenant(_:context:_:)``).
+    /// Idempotent: a second run deletes nothing.
+    public static func deleteAll(_ tenant: TenantID, on connection: DatabaseTransaction) async throws -> Counts {
+        var counts = Counts()
+        // Children before parents (gateway links name sessions; API keys name their index row).
+        let statements: [(String, PostgresQuery)] = [
+            ("gateway_links", "DELETE FROM gateway_links WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("verification_sessions", "DELETE FROM verification_sessions WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("templates", "DELETE FROM templates WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("verification_attempts", "DELETE FROM verification_attempts WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("api_keys", "DELETE FROM api_keys WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("api_key_index", "DELETE FROM api_key_index WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("tenant_policies", "DELETE FROM tenant_policies WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("tokenization_budgets", "DELETE FROM tokenization_budgets WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+            ("pending_rotations", "DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
+        ]
+        for (table, statement) in statements {
+            var deleted = 0
+            for try await _ in try await connection.query(statement, logger: Database.quiet) { deleted += 1 }
+            counts[table] = deleted
+        }
+        return counts
+    }
+}

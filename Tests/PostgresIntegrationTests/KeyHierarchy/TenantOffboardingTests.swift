@@ -1,0 +1,110 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import HSM
+import PKCS11
+import PostgresNIO
+import SecureMemory
+import Testing
+
+@Suite("Tenant offboarding by crypto-shredding: two officers, disabled at once, shredded when due, crash-safe")
+struct TenantOffboardingTests {
+    /// What a tenant stores: the test keeps the bytes to look for them in a dump later.
+    struct Stored {
+        let tenant: TenantID
+        let apiKey: SecretBytes
+        let sealedName: [UInt8]
+        let template: [UInt8]
+        let wrappedKeys: [[UInt8]]
+    }
+
+    static func populate(_ harness: CustodyHarness, label: String, sealer: CustodyPersonalDataSealer) async throws -> Stored {
+        let tenant = try await harness.keyring.createTenant(label: label, actor: "officer").id
+        _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        let apiKey = try await harness.apiKeys.issue(tenant: tenant, scopes: ["verify"], actor: "officer").key
+        let (sealedName, dataVersion) = try await sealer.seal(PersonalText("Ada Lovelace"), tenant: tenant, keyVersion: nil, context: [7])
+        let template = (0..<4096).map { _ in UInt8.random(in: 0 ... .max) }
+        try await harness.ownerSQL(tenant: tenant, """
+            INSERT INTO templates (tenant_id, subject_ref, key_version, token, pii_version)
+            VALUES (\(tenant.rawValue)::uuid, 'subject-1', 1, \(Data(template)), 1)
+            """)
+        try await harness.ownerSQL(tenant: tenant, """
+            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, data_key_version, expires_at)
+            VALUES (\(UUID()), \(tenant.rawValue)::uuid, 'subject-1', 1, \(Data(sealedName)), \(dataVersion), now() + interval '1 day')
+            """)
+        let wrapped = try await harness.keyring.versions(tenant).compactMap(\.wrappedKey)
+        return Stored(tenant: tenant, apiKey: apiKey, sealedName: sealedName, template: template, wrappedKeys: wrapped)
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes).lowercased() }
+
+    struct InjectedCrash: Error {}
+
+    @Test("Approval disables the tenant at once; when due its keys and data are gone from a pg_dump, another tenant is untouched")
+    func offboard() async throws {
+        let harness = try await CustodyHarness.make("offboard")
+        let clock = TestClock()
+        let sealer = CustodyPersonalDataSealer(pool: harness.pool, keyring: harness.keyring)
+        let leaving = try await Self.populate(harness, label: "leaving", sealer: sealer)
+        let staying = try await Self.populate(harness, label: "staying", sealer: sealer)
+        let leavingLabel = try #require(try await harness.keyring.versions(leaving.tenant).first { $0.purpose == .webhookEd25519 }?.tokenLabel)
+
+        // A crash after the first key version is destroyed stands for kill -9 between steps.
+        let crashing = TenantOffboarding(
+            database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now,
+            stepHook: { step in if step == .keyVersionDestroyed { throw InjectedCrash() } }
+        )
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+
+        let request = try await offboarding.request(leaving.tenant, officer: "alice", waitingDays: 7)
+        await #expect(throws: OffboardingError.approverIsRequester(request.id)) {
+            _ = try await offboarding.approve(request.id, officer: "alice", certificateSerial: "a11ce")
+        }
+        _ = try await harness.keyring.key(leaving.tenant, .data)  // still usable before approval
+        let approved = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        let due = try #require(approved.dueAt)
+
+        // Disabled at once: no API key, no key use.
+        await #expect(throws: APIKeyError.self) { _ = try await harness.apiKeys.verify(leaving.apiKey) }
+        await #expect(throws: CustodyError.self) { _ = try await sealer.open(leaving.sealedName, keyVersion: 1, tenant: leaving.tenant, context: [7]) }
+        #expect(try await harness.keyring.tenant(leaving.tenant)?.status == "disabled")
+        await #expect(throws: OffboardingError.notDue(request.id, due: due)) { _ = try await offboarding.complete(request.id, officer: "alice") }
+
+        clock.advance(days: 7.1)
+        await #expect(throws: InjectedCrash.self) { _ = try await crashing.complete(request.id, officer: "alice") }
+        let partial = try await harness.keyring.versions(leaving.tenant)
+        #expect(partial.contains { $0.state == .destroyed } && partial.contains { $0.state != .destroyed }, "the crash left the job half done")
+
+        let completed = try await offboarding.sweep(officer: "system")
+        #expect(completed.completed.map(\.id) == [request.id] && completed.refused.isEmpty, "the next run finishes it")
+        #expect(try await offboarding.complete(request.id, officer: "alice").completedAt != nil, "running again is harmless")
+
+        // Metadata kept, material gone, the token's Ed25519 key pair destroyed.
+        let versions = try await harness.keyring.versions(leaving.tenant)
+        let shredded = versions.filter { version in
+            version.state == .destroyed && version.wrappedKey == nil && version.tokenLabel == nil && !version.checkValue.isEmpty
+        }
+        #expect(!versions.isEmpty && shredded.count == versions.count)
+        let objects = try await harness.pool.withPersistentSession { session in try session.findObjects([.label(leavingLabel)], limit: 4).count }
+        #expect(objects == 0)
+
+        let dump = try harness.dump()
+        for blob in leaving.wrappedKeys { #expect(!dump.contains(Self.hex(blob)), "a wrapped key of the offboarded tenant is in the dump") }
+        #expect(!dump.contains(Self.hex(leaving.sealedName)), "a sealed field of the offboarded tenant is in the dump")
+        #expect(!dump.contains(Self.hex(leaving.template)), "a template of the offboarded tenant is in the dump")
+        // The same search finds the other tenant's: it would have found these.
+        #expect(staying.wrappedKeys.allSatisfy { dump.contains(Self.hex($0)) })
+        #expect(dump.contains(Self.hex(staying.sealedName)) && dump.contains(Self.hex(staying.template)))
+
+        // The other tenant still works.
+        _ = try await harness.apiKeys.verify(staying.apiKey)
+        #expect(try await sealer.open(staying.sealedName, keyVersion: 1, tenant: staying.tenant, context: [7]).value == "Ada Lovelace")
+        _ = try await harness.webhooks.signatureHeader(tenant: staying.tenant, id: "msg_1", timestamp: 1, body: [1])
+
+        // The audit log keeps the offboarded tenant's history.
+        let actions = try await harness.audit.tail(limit: 100).filter { $0.tenant == leaving.tenant }.compactMap { AuditAction(rawValue: $0.action) }
+        #expect(actions.contains(.tenantCreate) && actions.contains(.tenantOffboardApprove) && actions.contains(.tenantOffboard))
+        await harness.shutdown()
+    }
+}
