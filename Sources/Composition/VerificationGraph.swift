@@ -54,6 +54,8 @@ public struct VerificationGraph: Sendable {
     /// `custos key reseal --purpose data`.
     public let reseal: SessionResealJob
     public let offboarding: TenantOffboarding
+    /// Two officers ending a biometric rotation's overlap early.
+    public let overlapEnds: BiometricOverlapEndApprovals
     let logger: Logger
     let biometricOverlapCheckInterval: Duration
     let now: @Sendable () -> Date
@@ -83,6 +85,7 @@ public struct VerificationGraph: Sendable {
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook)
         offboarding = TenantOffboarding(database: database, keyring: keyring, audit: audit, now: settings.now)
+        overlapEnds = BiometricOverlapEndApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
         biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval
         now = settings.now

@@ -117,7 +117,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) is in its biometric rotation overlap until "
                 + "\(until.ISO8601Format()) (subjects still migrate to the new version on their next GREEN verification); "
                 + "it retires by itself then, dropping the templates that did not migrate. Ending the overlap early drops "
-                + "them now and needs the approval of two officers; `key retire` alone cannot do it"
+                + "them now and needs two officers: `custos key request-end-overlap --tenant \(tenant) --version \(version)`, then a different "
+                + "officer's `custos key approve-end-overlap REQUEST`; `key retire` alone cannot do it"
         }
     }
 

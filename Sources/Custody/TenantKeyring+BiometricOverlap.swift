@@ -39,48 +39,79 @@ extension TenantKeyring {
     @discardableResult
     public func closeBiometricOverlap(_ tenant: TenantID, version: Int, actor: String, reason: BiometricOverlapClosing = .windowEnded) async throws -> Int {
         try await custody {
-            var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
-            var states = [KeyState]()
-            for purpose in KeyPurpose.biometric {
-                var row = try await database.withTenant(tenant, context: "read key version") { connection in
-                    try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
-                try await authenticator.verify(row, pool: pool)
-                states.append(row.state)
-                // A key already retired (an old rotation without overlap) stays as it is.
-                guard row.state == .retiring else { continue }
-                let expectedMAC = row.rowMAC
-                row.state = .retired
-                row.retiringUntil = nil
-                // A destruction's waiting period counts from here, not from the rotation.
-                row.retiredAt = .wholeSecondsNow
-                updates.append((try await authenticator.sealed(row, pool: pool), expectedMAC))
-            }
-            guard !updates.isEmpty else {
-                throw CustodyError.invalidTransition(tenant, .bioSeed, version, from: states.first ?? .retired, to: .retired)
-            }
-            let audit = audit, rows = updates
+            let close = try await prepareBiometricOverlapClose(tenant, version: version)
             let dropped = try await database.withTenant(tenant, context: "close biometric overlap") { connection in
-                for update in rows {
-                    guard try await KeyVersionStore.update(update.record, expectedMAC: update.expectedMAC, on: connection) else {
-                        throw CustodyError.changedConcurrently(tenant, update.record.purpose, version)
-                    }
-                }
-                let dropped = try await TemplateStore.deleteAll(keyVersion: version, on: connection)
-                // Every instance, this one included (no instance has the empty name), reloads.
-                if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
-                try await AuditEntry(
-                    tenant: tenant, actor: actor, action: .biometricOverlapClose, target: "bio/v\(version)",
-                    details: ["templates_dropped": "\(dropped)", "reason": reason.rawValue]
-                ).append(to: audit, on: connection)
-                return dropped
+                try await close.apply(actor: actor, reason: reason, on: connection)
             }
-            for purpose in KeyPurpose.biometric { invalidate(tenant, purpose) }
-            logger.notice("biometric overlap closed", metadata: [
-                "tenant": "\(tenant)", "version": "\(version)", "templates_dropped": "\(dropped)", "reason": "\(reason.rawValue)",
-            ])
+            biometricOverlapClosed(close, dropped: dropped, reason: reason)
             return dropped
         }
+    }
+
+    /// The end of one biometric version's overlap, its rows sealed in the HSM ahead of the
+    /// transaction that writes them (``apply(actor:reason:on:)``), so that a caller can put it
+    /// in a transaction of its own: a two-officer approval commits with its effect.
+    struct BiometricOverlapClose: Sendable {
+        let tenant: TenantID
+        let version: Int
+        let updates: [(record: KeyVersionRecord, expectedMAC: [UInt8])]
+        let audit: AuditLog
+
+        /// Retires both keys, drops the templates still under the version and appends the audit
+        /// entry, on `connection` (the caller's transaction).
+        /// - Returns: the templates dropped.
+        /// - Throws: ``CustodyError/changedConcurrently(_:_:_:)`` when a row changed since it was read.
+        func apply(actor: String, reason: BiometricOverlapClosing, details: [String: String] = [:], on connection: DatabaseTransaction) async throws -> Int {
+            for update in updates {
+                guard try await KeyVersionStore.update(update.record, expectedMAC: update.expectedMAC, on: connection) else {
+                    throw CustodyError.changedConcurrently(tenant, update.record.purpose, version)
+                }
+                // Other instances stop matching under it at once, not when their cache expires.
+                try await KeyVersionStore.notifyStateChange(tenant, update.record.purpose, on: connection)
+            }
+            let dropped = try await TemplateStore.deleteAll(keyVersion: version, on: connection)
+            // Every instance, this one included (no instance has the empty name), reloads.
+            if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
+            try await AuditEntry(
+                tenant: tenant, actor: actor, action: .biometricOverlapClose, target: "bio/v\(version)",
+                details: details.merging(["templates_dropped": "\(dropped)", "reason": reason.rawValue]) { _, fixed in fixed }
+            ).append(to: audit, on: connection)
+            return dropped
+        }
+    }
+
+    /// Reads and checks both keys of `version` and seals their `retired` rows.
+    /// - Throws: ``CustodyError/invalidTransition(_:_:_:from:to:)`` when neither is `retiring`.
+    func prepareBiometricOverlapClose(_ tenant: TenantID, version: Int) async throws -> BiometricOverlapClose {
+        var updates = [(record: KeyVersionRecord, expectedMAC: [UInt8])]()
+        var states = [KeyState]()
+        for purpose in KeyPurpose.biometric {
+            var row = try await database.withTenant(tenant, context: "read key version") { connection in
+                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+            try await authenticator.verify(row, pool: pool)
+            states.append(row.state)
+            // A key already retired (an old rotation without overlap) stays as it is.
+            guard row.state == .retiring else { continue }
+            let expectedMAC = row.rowMAC
+            row.state = .retired
+            row.retiringUntil = nil
+            // A destruction's waiting period counts from here, not from the rotation.
+            row.retiredAt = .wholeSecondsNow
+            updates.append((try await authenticator.sealed(row, pool: pool), expectedMAC))
+        }
+        guard !updates.isEmpty else {
+            throw CustodyError.invalidTransition(tenant, .bioSeed, version, from: states.first ?? .retired, to: .retired)
+        }
+        return BiometricOverlapClose(tenant: tenant, version: version, updates: updates, audit: audit)
+    }
+
+    /// After the close committed: this process's caches, and the log.
+    func biometricOverlapClosed(_ close: BiometricOverlapClose, dropped: Int, reason: BiometricOverlapClosing) {
+        for purpose in KeyPurpose.biometric { invalidate(close.tenant, purpose) }
+        logger.notice("biometric overlap closed", metadata: [
+            "tenant": "\(close.tenant)", "version": "\(close.version)", "templates_dropped": "\(dropped)", "reason": "\(reason.rawValue)",
+        ])
     }
 
     /// One biometric overlap closed by ``closeEndedBiometricOverlaps(now:actor:)``.

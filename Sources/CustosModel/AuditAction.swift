@@ -40,6 +40,9 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case biometricOverlapClose = "key.bio_overlap.close"
     /// A run of `custos key reseal`: sealed records moved to the active `data` version (counts).
     case keyReseal = "key.reseal"
+    /// An officer asked to end a biometric overlap early; the approval by a second officer is
+    /// recorded by the `key.bio_overlap.close` entry it commits with (reason `approved_early`).
+    case biometricOverlapEndRequest = "key.bio_overlap.end.request"
 
     /// Officers disabled a key version (every use refused) or enabled it again.
     case keyDisable = "key.disable"

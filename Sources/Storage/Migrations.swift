@@ -308,6 +308,7 @@ public enum Migrations {
         -- so old pii versions reach zero references and can be destroyed.
         GRANT UPDATE (subject_ref) ON templates TO {service};
         GRANT UPDATE (subject_ref, pii_version) ON verification_sessions TO {service};
+        """),
         Migration(version: 11, summary: "disabled key versions; scheduled, cancellable key destruction; tenant offboarding", sql: """
         -- Both covered by the row MAC: set while officers disabled the version, and while an
         -- approved destruction of it is scheduled. Either makes every use refused.
@@ -351,6 +352,25 @@ public enum Migrations {
             ON tenant_offboardings TO {service};
         -- Offboarding deletes the tenant's rows from these too.
         GRANT DELETE ON api_keys, api_key_index, tenant_policies, tokenization_budgets TO {service};
+        """),
+        Migration(version: 12, summary: "two-officer early end of a biometric rotation's overlap", sql: """
+        -- One officer asks, a different one approves before expires_at; the approval and the end
+        -- of the overlap (templates still under the old version dropped, both keys retired)
+        -- commit together. Administration data: no row-level security, nothing secret.
+        CREATE TABLE overlap_end_requests (
+            id uuid PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            version integer NOT NULL CHECK (version > 0),
+            requested_by text NOT NULL,
+            requested_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            approved_by text,
+            approved_at timestamptz,
+            approver_certificate_serial text CHECK (approver_certificate_serial ~ '^[0-9a-f]{1,64}$'),
+            CHECK (approved_by IS NULL OR approved_by <> requested_by)
+        );
+        GRANT SELECT, INSERT ON overlap_end_requests TO {service};
+        GRANT UPDATE (approved_by, approved_at, approver_certificate_serial) ON overlap_end_requests TO {service};
         """),
     ]
 

@@ -23,7 +23,7 @@ struct KeyCommand: AsyncParsableCommand {
         abstract: "Tenant keys: list, rotate, retire, disable/enable, destruction by two officers (scheduled, cancellable), status and reseal (over the Admin RPC); reconcile (local).",
         subcommands: [
             List.self, Rotate.self, Retire.self, RequestDestruction.self, ApproveDestruction.self, Destroy.self, Reconcile.self,
-            Status.self, Reseal.self, Disable.self, Enable.self, CancelDestruction.self,
+            Status.self, Reseal.self, Disable.self, Enable.self, CancelDestruction.self, RequestOverlapEnd.self, ApproveOverlapEnd.self,
         ]
     )
 

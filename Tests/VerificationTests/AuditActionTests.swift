@@ -31,6 +31,7 @@ struct AuditActionTests {
         .tokenizationRateLimited: "tokenization.rate_limited",
         .biometricOverlapClose: "key.bio_overlap.close",
         .keyReseal: "key.reseal",
+        .biometricOverlapEndRequest: "key.bio_overlap.end.request",
         .keyDisable: "key.disable",
         .keyEnable: "key.enable",
         .keyDestroySchedule: "key.destroy.schedule",

@@ -424,6 +424,32 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RequestBiometricOverlapEnd" metadata.
+        public enum RequestBiometricOverlapEnd: Sendable {
+            /// Request type for "RequestBiometricOverlapEnd".
+            public typealias Input = Custos_V1_RequestBiometricOverlapEndRequest
+            /// Response type for "RequestBiometricOverlapEnd".
+            public typealias Output = Custos_V1_RequestBiometricOverlapEndResponse
+            /// Descriptor for "RequestBiometricOverlapEnd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "RequestBiometricOverlapEnd",
+                type: .unary
+            )
+        }
+        /// Namespace for "ApproveBiometricOverlapEnd" metadata.
+        public enum ApproveBiometricOverlapEnd: Sendable {
+            /// Request type for "ApproveBiometricOverlapEnd".
+            public typealias Input = Custos_V1_ApproveBiometricOverlapEndRequest
+            /// Response type for "ApproveBiometricOverlapEnd".
+            public typealias Output = Custos_V1_ApproveBiometricOverlapEndResponse
+            /// Descriptor for "ApproveBiometricOverlapEnd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "ApproveBiometricOverlapEnd",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -455,7 +481,9 @@ public enum Custos_V1_Admin: Sendable {
             CancelKeyDestruction.descriptor,
             RequestTenantOffboarding.descriptor,
             ApproveTenantOffboarding.descriptor,
-            CompleteTenantOffboarding.descriptor
+            CompleteTenantOffboarding.descriptor,
+            RequestBiometricOverlapEnd.descriptor,
+            ApproveBiometricOverlapEnd.descriptor
         ]
     }
 }
@@ -1081,6 +1109,49 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
+
+        /// Handle the "RequestBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+        /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+        /// > second, different officer must approve before it expires.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_RequestBiometricOverlapEndRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_RequestBiometricOverlapEndResponse` messages.
+        func requestBiometricOverlapEnd(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestBiometricOverlapEndResponse>
+
+        /// Handle the "ApproveBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+        /// > templates still under the old version are deleted (counted in the audit log) and its
+        /// > BIO_SEED and BIO_PRF keys retire.
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+        /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_ApproveBiometricOverlapEndRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_ApproveBiometricOverlapEndResponse` messages.
+        func approveBiometricOverlapEnd(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1690,6 +1761,49 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_CompleteTenantOffboardingRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>
+
+        /// Handle the "RequestBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+        /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+        /// > second, different officer must approve before it expires.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestBiometricOverlapEndRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_RequestBiometricOverlapEndResponse` message.
+        func requestBiometricOverlapEnd(
+            request: GRPCCore.ServerRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestBiometricOverlapEndResponse>
+
+        /// Handle the "ApproveBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+        /// > templates still under the old version are deleted (counted in the audit log) and its
+        /// > BIO_SEED and BIO_PRF keys retire.
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+        /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveBiometricOverlapEndRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_ApproveBiometricOverlapEndResponse` message.
+        func approveBiometricOverlapEnd(
+            request: GRPCCore.ServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -2298,6 +2412,49 @@ extension Custos_V1_Admin {
             request: Custos_V1_CompleteTenantOffboardingRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_CompleteTenantOffboardingResponse
+
+        /// Handle the "RequestBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+        /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+        /// > second, different officer must approve before it expires.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_RequestBiometricOverlapEndRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_RequestBiometricOverlapEndResponse` to respond with.
+        func requestBiometricOverlapEnd(
+            request: Custos_V1_RequestBiometricOverlapEndRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_RequestBiometricOverlapEndResponse
+
+        /// Handle the "ApproveBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+        /// > templates still under the old version are deleted (counted in the audit log) and its
+        /// > BIO_SEED and BIO_PRF keys retire.
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+        /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_ApproveBiometricOverlapEndRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_ApproveBiometricOverlapEndResponse` to respond with.
+        func approveBiometricOverlapEnd(
+            request: Custos_V1_ApproveBiometricOverlapEndRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_ApproveBiometricOverlapEndResponse
     }
 }
 
@@ -2635,6 +2792,28 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.RequestBiometricOverlapEnd.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestBiometricOverlapEndRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestBiometricOverlapEndResponse>(),
+            handler: { request, context in
+                try await self.requestBiometricOverlapEnd(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.ApproveBiometricOverlapEnd.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveBiometricOverlapEndRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveBiometricOverlapEndResponse>(),
+            handler: { request, context in
+                try await self.approveBiometricOverlapEnd(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2965,6 +3144,28 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
         let response = try await self.completeTenantOffboarding(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func requestBiometricOverlapEnd(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_RequestBiometricOverlapEndResponse> {
+        let response = try await self.requestBiometricOverlapEnd(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func approveBiometricOverlapEnd(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse> {
+        let response = try await self.approveBiometricOverlapEnd(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3362,6 +3563,32 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse> {
         return GRPCCore.ServerResponse<Custos_V1_CompleteTenantOffboardingResponse>(
             message: try await self.completeTenantOffboarding(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func requestBiometricOverlapEnd(
+        request: GRPCCore.ServerRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_RequestBiometricOverlapEndResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_RequestBiometricOverlapEndResponse>(
+            message: try await self.requestBiometricOverlapEnd(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func approveBiometricOverlapEnd(
+        request: GRPCCore.ServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>(
+            message: try await self.approveBiometricOverlapEnd(
                 request: request.message,
                 context: context
             ),
@@ -4127,6 +4354,59 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_CompleteTenantOffboardingResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_CompleteTenantOffboardingResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RequestBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+        /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+        /// > second, different officer must approve before it expires.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestBiometricOverlapEndRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestBiometricOverlapEndRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestBiometricOverlapEndResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func requestBiometricOverlapEnd<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestBiometricOverlapEndRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestBiometricOverlapEndResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestBiometricOverlapEndResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ApproveBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+        /// > templates still under the old version are deleted (counted in the audit log) and its
+        /// > BIO_SEED and BIO_PRF keys retire.
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+        /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveBiometricOverlapEndRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveBiometricOverlapEndRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveBiometricOverlapEndResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func approveBiometricOverlapEnd<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveBiometricOverlapEndResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveBiometricOverlapEndResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -5223,6 +5503,81 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RequestBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+        /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+        /// > second, different officer must approve before it expires.
+        /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_RequestBiometricOverlapEndRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_RequestBiometricOverlapEndRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_RequestBiometricOverlapEndResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func requestBiometricOverlapEnd<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_RequestBiometricOverlapEndRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_RequestBiometricOverlapEndResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestBiometricOverlapEndResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.RequestBiometricOverlapEnd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ApproveBiometricOverlapEnd" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+        /// > templates still under the old version are deleted (counted in the audit log) and its
+        /// > BIO_SEED and BIO_PRF keys retire.
+        /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+        /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_ApproveBiometricOverlapEndRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_ApproveBiometricOverlapEndRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_ApproveBiometricOverlapEndResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func approveBiometricOverlapEnd<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_ApproveBiometricOverlapEndRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveBiometricOverlapEndResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveBiometricOverlapEndResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.ApproveBiometricOverlapEnd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -6152,6 +6507,71 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_CompleteTenantOffboardingRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_CompleteTenantOffboardingResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestBiometricOverlapEnd" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+    /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+    /// > second, different officer must approve before it expires.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_RequestBiometricOverlapEndRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestBiometricOverlapEnd<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_RequestBiometricOverlapEndRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestBiometricOverlapEndResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.requestBiometricOverlapEnd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_RequestBiometricOverlapEndRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_RequestBiometricOverlapEndResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveBiometricOverlapEnd" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+    /// > templates still under the old version are deleted (counted in the audit log) and its
+    /// > BIO_SEED and BIO_PRF keys retire.
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+    /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_ApproveBiometricOverlapEndRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveBiometricOverlapEnd<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveBiometricOverlapEndResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.approveBiometricOverlapEnd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveBiometricOverlapEndRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveBiometricOverlapEndResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -7203,6 +7623,79 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.completeTenantOffboarding(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestBiometricOverlapEnd" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > First step of ending a biometric rotation's overlap before its window closes (templates of
+    /// > subjects who have not migrated are dropped; they must re-enrol): records a request that a
+    /// > second, different officer must approve before it expires.
+    /// > Errors: NOT_FOUND (tenant or version), FAILED_PRECONDITION (the version is not in its overlap).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestBiometricOverlapEnd<Result>(
+        _ message: Custos_V1_RequestBiometricOverlapEndRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_RequestBiometricOverlapEndResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_RequestBiometricOverlapEndRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.requestBiometricOverlapEnd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApproveBiometricOverlapEnd" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Second step: another officer approves and, in the same transaction, the overlap ends: the
+    /// > templates still under the old version are deleted (counted in the audit log) and its
+    /// > BIO_SEED and BIO_PRF keys retire.
+    /// > Errors: NOT_FOUND, PERMISSION_DENIED (the approver is the requester, or revoked),
+    /// > FAILED_PRECONDITION (expired, already approved, the overlap already over).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approveBiometricOverlapEnd<Result>(
+        _ message: Custos_V1_ApproveBiometricOverlapEndRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveBiometricOverlapEndResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_ApproveBiometricOverlapEndRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.approveBiometricOverlapEnd(
             request: request,
             options: options,
             onResponse: handleResponse

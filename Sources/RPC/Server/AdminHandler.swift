@@ -30,13 +30,17 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         /// Re-seals `data` records under the active version (`ResealKeys`).
         public let reseal: SessionResealJob
         public let offboarding: TenantOffboarding
+        /// Ends a biometric rotation's overlap early, with two officers.
+        public let overlapEnds: BiometricOverlapEndApprovals
 
         public init(
             webhooks: WebhookSigner, pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, apiKeys: APIKeyService,
             revocations: CertificateRevocations, approvals: KeyDestructionApprovals, policies: TenantPolicies, rights: SubjectRights, retention: RetentionJob,
-            authenticator: Authenticator, destructionWaitingPeriod: Duration, reseal: SessionResealJob, offboarding: TenantOffboarding
+            authenticator: Authenticator, destructionWaitingPeriod: Duration, reseal: SessionResealJob, offboarding: TenantOffboarding,
+            overlapEnds: BiometricOverlapEndApprovals
         ) {
             self.offboarding = offboarding
+            self.overlapEnds = overlapEnds
             self.webhooks = webhooks
             self.pool = pool
             self.keyring = keyring
@@ -57,7 +61,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public init(_ dependencies: Dependencies) { deps = dependencies }
 
-    private func officer() throws -> String { "officer:" + (try Caller.requireOfficer()) }
+    func officer() throws -> String { "officer:" + (try Caller.requireOfficer()) }
 
     // MARK: Tenants
 

@@ -67,7 +67,8 @@ public struct CustosServices: Sendable {
                 approvals: graph.approvals, policies: graph.policies, rights: graph.rights,
                 retention: graph.retention, authenticator: authenticator, destructionWaitingPeriod: settings.destructionWaitingPeriod,
                 reseal: graph.reseal,
-                offboarding: graph.offboarding
+                offboarding: graph.offboarding,
+                overlapEnds: graph.overlapEnds
             )),
             HealthService(registry: health),
         ]

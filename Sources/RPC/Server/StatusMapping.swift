@@ -37,6 +37,12 @@ public enum StatusMapping {
             case .waitingDaysOutOfRange: return RPCError(code: .invalidArgument, message: error.description)
             default: return RPCError(code: .failedPrecondition, message: error.description)
             }
+        case let error as OverlapEndApprovalError:
+            switch error {
+            case .unknown: return RPCError(code: .notFound, message: error.description)
+            case .approverIsRequester, .approverRevoked: return RPCError(code: .permissionDenied, message: error.description)
+            case .alreadyApproved, .expired: return RPCError(code: .failedPrecondition, message: error.description)
+            }
         case let error as OffboardingError:
             switch error {
             case .unknown: return RPCError(code: .notFound, message: error.description)
