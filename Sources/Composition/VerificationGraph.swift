@@ -64,7 +64,7 @@ public struct VerificationGraph: Sendable {
         sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: settings.now)
         limiter = settings.tokenizationBudget.map { TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit) }
         tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
-        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer)
+        flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer, keyUses: keyring.keyUses)
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)

@@ -33,6 +33,8 @@ public final class TenantKeyring: Sendable {
     /// How long an active-version lookup is trusted before the database is asked again, so
     /// that a rotation made by another instance is seen within this time.
     let activeCacheTTL: Duration
+    /// Data-plane uses of this keyring's keys, counted for the audit log (``KeyUseRecorder``).
+    public let keyUses = KeyUseCounter()
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
 

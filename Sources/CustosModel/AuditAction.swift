@@ -35,4 +35,7 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case retentionDelete = "retention.delete"
     /// A tenant over its tokenization budget (at most once a minute per tenant).
     case tokenizationRateLimited = "tokenization.rate_limited"
+    /// Data-plane key uses counted over a window (one entry per tenant per flush: counts per
+    /// purpose, version, operation and outcome).
+    case keyUse = "key.use"
 }

@@ -29,6 +29,7 @@ struct AuditActionTests {
         .subjectErase: "subject.erase",
         .retentionDelete: "retention.delete",
         .tokenizationRateLimited: "tokenization.rate_limited",
+        .keyUse: "key.use",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)
