@@ -1,4 +1,4 @@
-public import CustosModel
+import CustosModel
 public import Foundation
 
 /// Moves a ``KeyUseCounter``'s counts into the audit log: one `key.use` entry per tenant per
@@ -14,7 +14,7 @@ public import Foundation
 /// oldest counts it holds (windows of one tenant's consecutive entries may overlap then; a use
 /// is never counted twice).
 public actor KeyUseRecorder {
-    public let counter: KeyUseCounter
+    public nonisolated let counter: KeyUseCounter
     let audit: AuditLog
     /// The start of the oldest counts not yet written.
     private var windowStart: Date
