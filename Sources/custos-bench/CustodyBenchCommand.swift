@@ -37,6 +37,8 @@ struct CustodyBenchCommand: AsyncParsableCommand {
         let seconds_per_phase: Double
         /// API-key verification and webhook signing with key-use recording on and off.
         let recording: [RecordingComparison]
+        /// One counter increment alone (wall time per call per thread).
+        let key_use_counter: CounterCost
     }
 
     typealias Latency = BenchmarkLoop.Latency
@@ -126,7 +128,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
                 apikey_latency_us: verify.latency, raw_hmac_1kib_ops_per_s: rawLarge, webhook_sign_per_s: sign.rate,
                 webhook_ratio_to_raw: sign.rate / rawLarge, webhook_latency_us: sign.latency,
                 revocation_delay_ms: BenchmarkLoop.percentiles(revocationDelays), revocations: revocations, workers: workers, tasks: tasks,
-                seconds_per_phase: seconds, recording: recording
+                seconds_per_phase: seconds, recording: recording, key_use_counter: CounterCost.measure(threads: workers)
             )
         }
         if json {
@@ -139,6 +141,8 @@ struct CustodyBenchCommand: AsyncParsableCommand {
             revocation delay    p50 \(String(format: "%.2f", report.revocation_delay_ms.p50)) ms  p99 \(String(format: "%.2f", report.revocation_delay_ms.p99)) ms  (\(report.revocations) revocations)
             """)
             for comparison in report.recording { print(comparison.line) }
+            let cost = report.key_use_counter
+            print("key-use counter alone: \(cost.ns_per_record_one_thread) ns per call on 1 thread, \(cost.ns_per_record_contended) ns on \(cost.threads) threads at once")
         }
     }
 

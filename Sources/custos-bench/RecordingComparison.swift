@@ -1,3 +1,7 @@
+import CustosModel
+import Custody
+import Foundation
+
 /// The cost of counting key uses for the audit log (issue 11 §4): one operation measured in
 /// alternating phases of the same run — recording on, off, on, off… — so drift on a shared
 /// machine hits both sides alike; reports the mean rate of each side and their ratio.
@@ -37,5 +41,32 @@ struct RecordingComparison: Encodable {
 
     var line: String {
         "\(operation): recording on \(on_per_s.rounded()) /s, off \(off_per_s.rounded()) /s, ratio \(ratio_on_to_off) (phases \(phases_per_s.map { String(Int($0.rounded())) }.joined(separator: " / ")))"
+    }
+}
+
+/// One `KeyUseCounter.record` alone: nanoseconds per call on one thread, and on `threads`
+/// threads counting the same tenant at once (the worst case for the lock).
+struct CounterCost: Encodable {
+    let ns_per_record_one_thread: Double
+    let ns_per_record_contended: Double
+    let threads: Int
+
+    static func measure(threads: Int, calls: Int = 1_000_000) -> CounterCost {
+        let tenant = TenantID("00000000-0000-4000-8000-000000000001")!
+        func run(_ threadCount: Int) -> Double {
+            let counter = KeyUseCounter()
+            let group = DispatchGroup()
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<threadCount {
+                group.enter()
+                Thread {
+                    for _ in 0..<calls { counter.record(tenant, .apiKeyPepper, version: 1, .apiKeyVerify, .success) }
+                    group.leave()
+                }.start()
+            }
+            group.wait()
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / Double(calls * threadCount) * Double(threadCount)
+        }
+        return CounterCost(ns_per_record_one_thread: (run(1) * 10).rounded() / 10, ns_per_record_contended: (run(threads) * 10).rounded() / 10, threads: threads)
     }
 }
