@@ -289,8 +289,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 recording.append(try await RecordingComparison.measure(
                     "APIKeys.WhoAmI", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording
                 ) { await load.measure(seconds: seconds, whoAmI).rate })
-                // Sessions for every Verify phase of the comparison (poolSize covers two phases).
-                let sessions = queue(try await load.prepareSessions(count: min(maxSessions, poolSize(checked) * recordingRounds), subject: verifySubject))
+                // Sessions for every Verify phase of the comparison: poolSize covers two phases at
+                // the preparation's rate, and the measured phases ran faster than that (a run with
+                // one pool per pair ran out in its last phase), so twice as many.
+                let sessions = queue(try await load.prepareSessions(count: min(maxSessions, 2 * poolSize(checked) * recordingRounds), subject: verifySubject))
                 recording.append(try await RecordingComparison.measure(
                     "Verification.Verify", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording
                 ) { await load.measure(seconds: seconds, verify(sessions, tally: nil)).rate })
