@@ -143,4 +143,32 @@ struct KeyUseRecordingTests {
         #expect(verified.isIntact, "\(verified.problem ?? "")")
         await harness.shutdown()
     }
+
+    @Test("The runtime's recorder writes on its own while the runtime runs, and uses after a write go into the next entry")
+    func periodicFlush() async throws {
+        let harness = try await CustodyHarness.make("keyusetick")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: ["verify"], actor: "officer")
+        await harness.started.shutdown()
+        let settings = CustodyGraph.Settings(auditAnchorPath: harness.anchorPath, keyEnvironment: "test", keyUseFlushInterval: .seconds(1))
+        let options = CustosRuntime.Options(logger: harness.logs.logger, verifyRootKeys: false)
+        let database = harness.settings.configuration(role: .service, schema: harness.schema)
+        try await CustosRuntime.run(pool: harness.token.configuration(), database: database, custody: settings, options: options) { runtime in
+            for _ in 0..<2 { _ = try await runtime.apiKeys.verify(issued.key) }
+            // Waits until ticks wrote both (bounded, so a recorder that never writes fails the
+            // test; a tick may fall between the two uses, hence "both", not "one entry").
+            var written = [String: Int]()
+            for _ in 0..<300 where written.isEmpty || written.values.reduce(0, +) < 2 {
+                written = try Self.counts(try await Self.keyUseEntries(harness), tenant: tenant)
+                if written.values.reduce(0, +) < 2 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(written == ["apikey-pepper/v1/apikey.verify/success": 2], "written while the runtime runs")
+            _ = try await runtime.apiKeys.verify(issued.key)
+        }
+        // The third use, written by a later tick or by the shutdown: the totals are exact.
+        let entries = try await Self.keyUseEntries(harness)
+        #expect(entries.count >= 2)
+        #expect(try Self.counts(entries, tenant: tenant) == ["apikey-pepper/v1/apikey.verify/success": 3])
+        await harness.shutdown()
+    }
 }
