@@ -18,12 +18,15 @@ public struct BiometricVerification: Sendable {
     public let core: VerificationService
     let tokenizer: BiometricTokenizer
     let keyring: TenantKeyring
+    /// Where tokenizations are counted for the audit log (the keyring's counter).
+    let keyUses: KeyUseCounter
 
     public init(sessions: VerificationSessions, core: VerificationService, tokenizer: BiometricTokenizer, keyring: TenantKeyring) {
         self.sessions = sessions
         self.core = core
         self.tokenizer = tokenizer
         self.keyring = keyring
+        self.keyUses = keyring.keyUses
     }
 
     /// Enrols the session's candidate; `replacing` must be true to replace the template of an
@@ -33,41 +36,62 @@ public struct BiometricVerification: Sendable {
     public func enrol(
         tenant: TenantID, session: UUID, features: FeatureVector, replacing: Bool = false, actor: String = "custos"
     ) async throws -> (subject: SubjectReference, keyVersion: Int) {
-        let token = try await tokenize(features, tenant: tenant, session: session)
+        let token = try await tokenize(features, tenant: tenant, session: session, for: .enrol)
         return (try await core.enrol(tenant: tenant, session: session, token: token, replacing: replacing, actor: actor), token.keyVersion)
     }
 
     /// Verifies the session's candidate 1:1 against their enrolment.
     public func verify(tenant: TenantID, session: UUID, features: FeatureVector) async throws -> Decision {
-        let token = try await tokenize(features, tenant: tenant, session: session)
-        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion)
+        let token = try await tokenize(features, tenant: tenant, session: session, for: .verify)
+        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion, for: .verify)
         return try await core.verify(tenant: tenant, session: session, probe: token, older: older)
     }
 
     /// Searches the tenant's enrolled subjects 1:N for the session's candidate.
     public func identify(tenant: TenantID, session: UUID, features: FeatureVector, top: Int) async throws -> [IdentifiedCandidate] {
         guard (1...100).contains(top) else { throw VerificationError.invalidArgument(field: "top", reason: "between 1 and 100") }
-        let token = try await tokenize(features, tenant: tenant, session: session)
-        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion)
+        let token = try await tokenize(features, tenant: tenant, session: session, for: .identify)
+        let older = try await olderProbes(features, tenant: tenant, active: token.keyVersion, for: .identify)
         return try await core.identify(tenant: tenant, session: session, probe: token, older: older, top: top)
     }
 
     /// The biometric versions older than `active` still inside their overlap, with a closure
     /// that tokenizes `features` under one of them (consent and the budget already checked
-    /// for this request; the tokenizer takes one more unit of the budget per call).
-    private func olderProbes(_ features: FeatureVector, tenant: TenantID, active: Int) async throws -> OlderBiometricProbes {
+    /// for this request; the tokenizer takes one more unit of the budget per call, and the use
+    /// is counted under that version).
+    private func olderProbes(_ features: FeatureVector, tenant: TenantID, active: Int, for operation: KeyUse.Operation) async throws -> OlderBiometricProbes {
         let versions = try await keyring.biometricMatchingVersions(tenant).filter { $0 < active }
         guard !versions.isEmpty else { return .none }
-        let tokenizer = tokenizer
+        let tokenizer = tokenizer, keyUses = keyUses
         return OlderBiometricProbes(versions: versions) { version in
-            try await tokenizer.tokenize(features, tenant: tenant, version: version)
+            do {
+                let token = try await tokenizer.tokenize(features, tenant: tenant, version: version)
+                keyUses.record(tenant, .bioPRF, version: version, operation, .success)
+                return token
+            } catch let error as TokenizationError {
+                throw error
+            } catch {
+                keyUses.record(tenant, .bioPRF, version: version, operation, .failure)
+                throw error
+            }
         }
     }
 
-    private func tokenize(_ features: FeatureVector, tenant: TenantID, session: UUID) async throws -> BiometricToken {
+    private func tokenize(_ features: FeatureVector, tenant: TenantID, session: UUID, for operation: KeyUse.Operation) async throws -> BiometricToken {
         _ = try await sessions.requireConsent(tenant: tenant, session: session)
         let policy = try await core.policies.policy(tenant)
         tokenizer.limiter?.setBudget(tenant, perMinute: policy.tokenizationsPerMinute)
-        return try await tokenizer.tokenize(features, tenant: tenant)
+        // Counted once the tokenizer is reached, except a call its rate limit refuses: that one
+        // used no key (and is audited as `tokenization.rate_limited`).
+        do {
+            let token = try await tokenizer.tokenize(features, tenant: tenant)
+            keyUses.record(tenant, .bioPRF, version: token.keyVersion, operation, .success)
+            return token
+        } catch let error as TokenizationError {
+            throw error
+        } catch {
+            keyUses.record(tenant, .bioPRF, version: 0, operation, .failure)
+            throw error
+        }
     }
 }

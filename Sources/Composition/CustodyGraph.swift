@@ -16,16 +16,22 @@ public struct CustodyGraph: Sendable {
         public var tokenObjectsPerTenant: Int
         /// For tests only: called at each step of a key rotation (crash injection).
         public var rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)?
+        /// How often counted key uses are written to the audit log (``KeyUseRecorderService``,
+        /// which also writes them at shutdown); `nil`: no recorder in the runtime (the test
+        /// harnesses, whose suites count audit entries; they flush by hand).
+        public var keyUseFlushInterval: Duration?
 
         public init(
             auditAnchorPath: String?, keyEnvironment: String = "live",
             tokenObjectsPerTenant: Int = WebhookSigner.defaultTokenObjectLimit,
-            rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
+            rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil,
+            keyUseFlushInterval: Duration? = nil
         ) {
             self.auditAnchorPath = auditAnchorPath
             self.keyEnvironment = keyEnvironment
             self.tokenObjectsPerTenant = tokenObjectsPerTenant
             self.rotationHook = rotationHook
+            self.keyUseFlushInterval = keyUseFlushInterval
         }
     }
 
@@ -36,6 +42,8 @@ public struct CustodyGraph: Sendable {
     public let keyring: TenantKeyring
     public let apiKeys: APIKeyService
     public let webhooks: WebhookSigner
+    /// Writes the keyring's counted key uses to the audit log.
+    public let keyUseRecorder: KeyUseRecorder
 
     // Internal, as is ``rootKeys(pool:database:verify:logger:)``: a graph is built only by
     // CustosRuntime, after the root-key check (or, for `ceremony rotate-root` alone, with
@@ -53,6 +61,7 @@ public struct CustodyGraph: Sendable {
             pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger
         )
         webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, tokenObjectLimit: settings.tokenObjectsPerTenant)
+        keyUseRecorder = KeyUseRecorder(counter: keyring.keyUses, audit: audit)
     }
 
     /// The root keys to use: the newest on the token, so that after a root-KEK rotation new

@@ -16,13 +16,22 @@ public struct CustodyPersonalDataSealer: PersonalDataSealing {
     }
 
     public func seal(_ text: PersonalText, tenant: TenantID, keyVersion: Int?, context: [UInt8]) async throws -> (sealed: [UInt8], keyVersion: Int) {
-        let (key, version) = try await keyring.key(tenant, .data, version: keyVersion)
-        let plaintext = SecretBytes(Array(text.value.utf8))
-        let box = try await hsm { try await pool.sealAESGCM(key: key, plaintext: plaintext, additionalData: context) }
-        return (box.nonce + box.ciphertextAndTag, version)
+        try await keyring.keyUses.counting(tenant, .data, requested: keyVersion, .seal) { version in
+            let (key, resolved) = try await keyring.key(tenant, .data, version: keyVersion)
+            version = resolved
+            let plaintext = SecretBytes(Array(text.value.utf8))
+            let box = try await hsm { try await pool.sealAESGCM(key: key, plaintext: plaintext, additionalData: context) }
+            return (box.nonce + box.ciphertextAndTag, resolved)
+        }
     }
 
     public func open(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText {
+        try await keyring.keyUses.counting(tenant, .data, version: keyVersion, .open) {
+            try await openUncounted(sealed, keyVersion: keyVersion, tenant: tenant, context: context)
+        }
+    }
+
+    private func openUncounted(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText {
         guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
         let (key, _) = try await keyring.key(tenant, .data, version: keyVersion)
         let box = AESGCMSealedBox(nonce: Array(sealed.prefix(AESGCMSealedBox.nonceLength)), ciphertextAndTag: Array(sealed.dropFirst(AESGCMSealedBox.nonceLength)))

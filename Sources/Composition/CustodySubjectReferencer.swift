@@ -27,10 +27,12 @@ public struct CustodySubjectReferencer: SubjectReferencing {
         let forms = Self.lookupForms(externalID.value)
         var references = [SubjectReference]()
         for record in versions {
-            let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
-            for form in forms {
-                let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(form)) }
-                references.append(SubjectReference(value: "v\(version):" + Hex.encode(mac), piiVersion: version))
+            try await keyring.keyUses.counting(tenant, .pii, version: record.version, .reference) {
+                let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
+                for form in forms {
+                    let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(form)) }
+                    references.append(SubjectReference(value: "v\(version):" + Hex.encode(mac), piiVersion: version))
+                }
             }
         }
         return references

@@ -41,4 +41,8 @@ extension CustosConfiguration {
 
     /// `live` or `test`: the `<env>` part of issued API keys.
     public var environment: String { keyEnvironment ?? "live" }
+
+    /// How often counted key uses are written to the audit log (``keyUseFlushSeconds``, at
+    /// least 1 s; default 10 s).
+    public var keyUseFlushInterval: Duration { .seconds(max(1, keyUseFlushSeconds ?? 10)) }
 }

@@ -82,6 +82,9 @@ public struct CustosConfiguration: Codable, Sendable {
     public var rpc: RPCSection?
     /// `live` or `test`: the `<env>` part of issued API keys.
     public var keyEnvironment: String?
+    /// Seconds between writes of counted key uses to the audit log (default 10; also written at
+    /// a graceful shutdown, so a `kill -9` loses at most this window's counts).
+    public var keyUseFlushSeconds: Int?
     /// Where the configuration was read from, for messages.
     public var source: String = "defaults"
 
@@ -93,7 +96,7 @@ public struct CustosConfiguration: Codable, Sendable {
         self.source = source
     }
 
-    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment }
+    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment, keyUseFlushSeconds }
 
     /// Reads the configuration from `explicitPath`, `CUSTOS_CONFIG`, or the nearest
     /// `.custos/config.json` above the current directory.

@@ -47,7 +47,8 @@ public struct CustosRuntime: Sendable {
             pool: { try configuration.poolConfiguration() }, database: { try configuration.databaseConfiguration(role: .service) },
             custody: CustodyGraph.Settings(
                 auditAnchorPath: configuration.auditAnchorPath, keyEnvironment: configuration.environment,
-                tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit
+                tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit,
+                keyUseFlushInterval: configuration.keyUseFlushInterval
             ),
             options: options, services: services, body
         )
@@ -122,7 +123,15 @@ public struct CustosRuntime: Sendable {
                 custody: CustodyGraph(pool: pool, database: database, rootKeys: rootKeys, settings: settings, logger: options.logger),
                 logger: options.logger
             )
-            members = try await services(runtime)
+            // Before the caller's services, so it stops after them (the group stops its services in
+            // reverse order): the uses of the last requests are counted before the final flush,
+            // which runs while the database and the pool are still up.
+            let recorder = settings.keyUseFlushInterval.map {
+                ServiceGroupConfiguration.ServiceConfiguration(service: KeyUseRecorderService(
+                    recorder: runtime.custody.keyUseRecorder, interval: $0, logger: options.logger
+                ))
+            }
+            members = (recorder.map { [$0] } ?? []) + (try await services(runtime))
         } catch {
             await database.shutdown()
             await pool.shutdown()

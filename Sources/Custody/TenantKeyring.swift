@@ -43,6 +43,8 @@ public final class TenantKeyring: Sendable {
     /// Bumped by every invalidation: a lookup that read the database before one stores nothing
     /// (it might hold the row from before the change that caused it).
     private let cacheGeneration = Mutex<UInt64>(0)
+    /// Data-plane uses of this keyring's keys, counted for the audit log (``KeyUseRecorder``).
+    public let keyUses = KeyUseCounter()
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
 

@@ -55,4 +55,7 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case tenantOffboardRequest = "tenant.offboard.request"
     case tenantOffboardApprove = "tenant.offboard.approve"
     case tenantOffboard = "tenant.offboard"
+    /// Data-plane key uses counted over a window (one entry per tenant per flush: counts per
+    /// purpose, version, operation and outcome).
+    case keyUse = "key.use"
 }

@@ -61,11 +61,24 @@ public enum AuditLogStore {
 
     /// Entries with `seq > after`, in order, at most `limit`.
     public static func entries(after: Int64, limit: Int, on connection: DatabaseTransaction) async throws -> [AuditEntryRecord] {
-        var entries = [AuditEntryRecord]()
-        let rows = try await connection.query("""
+        try await decode(try await connection.query("""
             SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
             FROM audit_log WHERE seq > \(after) ORDER BY seq LIMIT \(limit)
-            """, logger: Database.quiet)
+            """, logger: Database.quiet))
+    }
+
+    /// Entries with `seq > after` and `at >= since`, in sequence order, at most `limit` (the
+    /// export). Times follow sequence numbers only roughly (an entry's time is taken before the
+    /// append lock), so `since` filters each entry rather than choosing a starting point.
+    public static func entries(after: Int64, since: Date, limit: Int, on connection: DatabaseTransaction) async throws -> [AuditEntryRecord] {
+        try await decode(try await connection.query("""
+            SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
+            FROM audit_log WHERE seq > \(after) AND at >= \(since) ORDER BY seq LIMIT \(limit)
+            """, logger: Database.quiet))
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [AuditEntryRecord] {
+        var entries = [AuditEntryRecord]()
         for try await row in rows {
             let (seq, at, tenant, actor, action, target, details, previous, hash, mac, macVersion) =
                 try row.decode((Int64, Date, String?, String, String, String, String, Data, Data, Data, Int).self)

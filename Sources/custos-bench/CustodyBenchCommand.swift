@@ -19,6 +19,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds per phase.") var seconds: Double = 2
     @Option(help: "Concurrent tasks.") var tasks = 32
     @Option(help: "Revocations to time.") var revocations = 40
+    @Option(help: "Pairs of phases (key-use recording on, then off) per operation; 0 skips the comparison.") var recordingRounds = 3
 
     struct Report: Encodable {
         let raw_hmac_75b_ops_per_s: Double
@@ -34,6 +35,10 @@ struct CustodyBenchCommand: AsyncParsableCommand {
         let workers: Int
         let tasks: Int
         let seconds_per_phase: Double
+        /// API-key verification and webhook signing with key-use recording on and off.
+        let recording: [RecordingComparison]
+        /// One counter increment alone (wall time per call per thread).
+        let key_use_counter: CounterCost
     }
 
     typealias Latency = BenchmarkLoop.Latency
@@ -69,6 +74,22 @@ struct CustodyBenchCommand: AsyncParsableCommand {
             _ = try await webhooks.signatureHeader(tenant: tenantID, id: "msg_bench", timestamp: 1_700_000_000, body: body)
             let sign = try await BenchmarkLoop.measure(pool: context.pool, tasks: tasks, seconds: seconds) { _ in
                 _ = try await webhooks.signatureHeader(tenant: tenantID, id: "msg_bench", timestamp: 1_700_000_000, body: body)
+            }
+
+            // Key-use recording on and off, interleaved (the runtime's recorder writes the counts
+            // to the audit log meanwhile, as in `serve`).
+            let counter = context.keyring.keyUses
+            let setRecording: (Bool) -> Void = { counter.isRecording = $0 }
+            var recording = [RecordingComparison]()
+            if recordingRounds > 0 {
+                recording.append(try await RecordingComparison.measure("API-key verify", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording) {
+                    try await BenchmarkLoop.measure(pool: context.pool, tasks: tasks, seconds: seconds) { _ in _ = try await apiKeys.verify(key) }.rate
+                })
+                recording.append(try await RecordingComparison.measure("webhook sign 1 KiB", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording) {
+                    try await BenchmarkLoop.measure(pool: context.pool, tasks: tasks, seconds: seconds) { _ in
+                        _ = try await webhooks.signatureHeader(tenant: tenantID, id: "msg_bench", timestamp: 1_700_000_000, body: body)
+                    }.rate
+                })
             }
 
             // Revocation delay: instance B (own database client and keyring, own listener) holds
@@ -107,7 +128,7 @@ struct CustodyBenchCommand: AsyncParsableCommand {
                 apikey_latency_us: verify.latency, raw_hmac_1kib_ops_per_s: rawLarge, webhook_sign_per_s: sign.rate,
                 webhook_ratio_to_raw: sign.rate / rawLarge, webhook_latency_us: sign.latency,
                 revocation_delay_ms: BenchmarkLoop.percentiles(revocationDelays), revocations: revocations, workers: workers, tasks: tasks,
-                seconds_per_phase: seconds
+                seconds_per_phase: seconds, recording: recording, key_use_counter: CounterCost.measure(threads: workers)
             )
         }
         if json {
@@ -119,6 +140,9 @@ struct CustodyBenchCommand: AsyncParsableCommand {
             webhook sign 1 KiB  \(report.webhook_sign_per_s.rounded()) /s  p50 \(report.webhook_latency_us.p50) µs  p99 \(report.webhook_latency_us.p99) µs  ratio \(String(format: "%.3f", report.webhook_ratio_to_raw))
             revocation delay    p50 \(String(format: "%.2f", report.revocation_delay_ms.p50)) ms  p99 \(String(format: "%.2f", report.revocation_delay_ms.p99)) ms  (\(report.revocations) revocations)
             """)
+            for comparison in report.recording { print(comparison.line) }
+            let cost = report.key_use_counter
+            print("key-use counter alone: \(cost.ns_per_record_one_thread) ns per call on 1 thread, \(cost.ns_per_record_contended) ns on \(cost.threads) threads at once")
         }
     }
 

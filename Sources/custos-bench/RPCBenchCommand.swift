@@ -44,6 +44,8 @@ struct RPCBenchCommand: AsyncParsableCommand {
     var budget: UInt32 = 1_000_000
     @Option(help: "Front-end certificate of the load clients (default: frontend-demo.pem beside the CA).") var clientCertificate: String?
     @Option(help: "Its private key (default: frontend-demo.key beside the CA).") var clientKey: String?
+    @Option(help: "Pairs of phases (key-use recording on, then off) for WhoAmI and Verify; in-process server only; 0 skips them.")
+    var recordingRounds = 2
     @Option(help: "Officer certificate for Admin calls (default: the configuration's rpc client certificate).") var officerCertificate: String?
     @Option(help: "Its private key (default: the configuration's rpc client key).") var officerKey: String?
 
@@ -78,6 +80,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
         let preparation_seconds: Double
         let hsm_workers: Int?
         let cores: Int
+        /// WhoAmI and Verify with key-use recording on and off in alternating phases (in-process
+        /// server only: the bench switches the server's counter).
+        let recording: [RecordingComparison]
     }
 
     func validate() throws {
@@ -108,7 +113,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
 
         let report: Report
         if let server, let target = RPCLoadGenerator.Target(server) {
-            report = try await measure(target: target, frontend: frontend, officer: officer, serverLabel: target.description, workers: nil)
+            report = try await measure(target: target, frontend: frontend, officer: officer, serverLabel: target.description, workers: nil, setRecording: nil)
         } else {
             report = try await measureInProcess(configuration, rpc: rpc, frontend: frontend, officer: officer)
         }
@@ -156,7 +161,8 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     }
                     return try await measure(
                         target: .init(host: "127.0.0.1", port: port), frontend: frontend, officer: officer,
-                        serverLabel: "in-process", workers: context.pool.configuration.workers
+                        serverLabel: "in-process", workers: context.pool.configuration.workers,
+                        setRecording: { context.keyring.keyUses.isRecording = $0 }
                     )
                 }
                 outcome = .success(report)
@@ -172,7 +178,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
 
     private func measure(
         target: RPCLoadGenerator.Target, frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity,
-        serverLabel: String, workers: Int?
+        serverLabel: String, workers: Int?, setRecording: (@Sendable (Bool) -> Void)?
     ) async throws -> Report {
         // A tenant of its own, the largest tokenization budget the server allows (1,000,000/min,
         // far above this load), an API key.
@@ -277,6 +283,20 @@ struct RPCBenchCommand: AsyncParsableCommand {
             phases.append(("Verification.Enrol", await load.measure(seconds: seconds, enrol(queue(enrolSessions)))))
             phases.append(("Verification.Verify", await load.measure(seconds: seconds, verify(queue(verifySessions), tally: decisions))))
             let ceiling = phases[0].1.rate
+
+            var recording = [RecordingComparison]()
+            if let setRecording, recordingRounds > 0 {
+                recording.append(try await RecordingComparison.measure(
+                    "APIKeys.WhoAmI", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording
+                ) { await load.measure(seconds: seconds, whoAmI).rate })
+                // Sessions for every Verify phase of the comparison: poolSize covers two phases at
+                // the preparation's rate, and the measured phases ran faster than that (a run with
+                // one pool per pair ran out in its last phase), so twice as many.
+                let sessions = queue(try await load.prepareSessions(count: min(maxSessions, 2 * poolSize(checked) * recordingRounds), subject: verifySubject))
+                recording.append(try await RecordingComparison.measure(
+                    "Verification.Verify", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording
+                ) { await load.measure(seconds: seconds, verify(sessions, tally: nil)).rate })
+            }
             return Report(
                 methods: phases.map { name, phase in
                     let latency = BenchmarkLoop.percentiles(phase.latencies)
@@ -292,7 +312,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 seconds_per_method: seconds, verify_subjects: subjects,
                 sessions_prepared: 2 * subjects + enrolSessions.count + verifySessions.count,
                 preparation_seconds: Self.rounded(preparation, 1), hsm_workers: workers,
-                cores: ProcessInfo.processInfo.activeProcessorCount
+                cores: ProcessInfo.processInfo.activeProcessorCount, recording: recording
             )
         }
     }
@@ -323,6 +343,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
         }
         let decisions = report.verify_decisions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         lines.append("Verify decisions: \(decisions.isEmpty ? "none" : decisions); \(report.sessions_prepared) sessions prepared in \(report.preparation_seconds) s")
+        lines += report.recording.map(\.line)
         return lines.joined(separator: "\n")
     }
 }

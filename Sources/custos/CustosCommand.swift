@@ -7,7 +7,7 @@ struct CustosCommand: AsyncParsableCommand {
         abstract: "HSM-backed tokenization and key custody.",
         discussion: """
         Remote commands (tenant, key, apikey issue/revoke/list, webhook secret/ed25519, subject, \
-        retention, audit tail, certificate) call the Admin RPC of a running `custos serve` over \
+        retention, audit tail/export, certificate) call the Admin RPC of a running `custos serve` over \
         mutual TLS with an officer certificate. Commands marked (local) talk to the HSM and the \
         database directly (serve, hsm, db, ceremony, audit verify, webhook \
         sign/verify, key reconcile, apikey verify). \

@@ -39,6 +39,7 @@ struct AuditActionTests {
         .tenantOffboardRequest: "tenant.offboard.request",
         .tenantOffboardApprove: "tenant.offboard.approve",
         .tenantOffboard: "tenant.offboard",
+        .keyUse: "key.use",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

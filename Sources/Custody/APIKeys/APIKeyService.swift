@@ -125,9 +125,11 @@ public final class APIKeyService: Sendable {
             var record = found
             if record.revokedAt != nil { throw APIKeyError.invalid }
             if let expiry = record.expiresAt, expiry <= Date() { throw APIKeyError.invalid }
-            let (pepper, _) = try await keyring.key(record.tenant, .apiKeyPepper, version: record.pepperVersion)
-            let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
-            guard constantTimeEqual(hash, record.hash) else { throw APIKeyError.invalid }
+            try await keyring.keyUses.counting(record.tenant, .apiKeyPepper, version: record.pepperVersion, .apiKeyVerify) {
+                let (pepper, _) = try await keyring.key(record.tenant, .apiKeyPepper, version: record.pepperVersion)
+                let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
+                guard constantTimeEqual(hash, record.hash) else { throw APIKeyError.invalid }
+            }
             let (active, activeVersion) = try await keyring.key(record.tenant, .apiKeyPepper)
             if activeVersion != record.pepperVersion {
                 record.hash = try await pool.hmacSHA256(key: active, data: parsed.whole)

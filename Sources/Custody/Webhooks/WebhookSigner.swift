@@ -120,11 +120,15 @@ public final class WebhookSigner: Sendable {
             let content = StandardWebhooks.signedContent(id: id, timestamp: timestamp, body: body)
             var entries = [(version: String, signature: [UInt8])]()
             for record in try await keyring.cachedSigningVersions(tenant, .webhook) {
-                let signature = try await pool.hmacSHA256(key: keyring.hsmKey(for: record), data: content)
+                let signature = try await keyring.keyUses.counting(tenant, .webhook, version: record.version, .webhookSign) {
+                    try await pool.hmacSHA256(key: keyring.hsmKey(for: record), data: content)
+                }
                 entries.append((StandardWebhooks.hmacVersion, signature))
             }
             for record in try await keyring.cachedSigningVersions(tenant, .webhookEd25519) {
-                let signature = try await pool.signEd25519(key: keyring.hsmKey(for: record), message: content)
+                let signature = try await keyring.keyUses.counting(tenant, .webhookEd25519, version: record.version, .webhookSign) {
+                    try await pool.signEd25519(key: keyring.hsmKey(for: record), message: content)
+                }
                 entries.append((StandardWebhooks.ed25519Version, signature))
             }
             guard !entries.isEmpty else { throw CustodyError.noActiveKey(tenant, .webhook) }

@@ -450,6 +450,19 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AuditExport" metadata.
+        public enum AuditExport: Sendable {
+            /// Request type for "AuditExport".
+            public typealias Input = Custos_V1_AuditExportRequest
+            /// Response type for "AuditExport".
+            public typealias Output = Custos_V1_AuditExportResponse
+            /// Descriptor for "AuditExport".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "AuditExport",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -483,7 +496,8 @@ public enum Custos_V1_Admin: Sendable {
             ApproveTenantOffboarding.descriptor,
             CompleteTenantOffboarding.descriptor,
             RequestBiometricOverlapEnd.descriptor,
-            ApproveBiometricOverlapEnd.descriptor
+            ApproveBiometricOverlapEnd.descriptor,
+            AuditExport.descriptor
         ]
     }
 }
@@ -1152,6 +1166,27 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>
+
+        /// Handle the "AuditExport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+        /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+        /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+        /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_AuditExportRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_AuditExportResponse` messages.
+        func auditExport(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_AuditExportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_AuditExportResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1804,6 +1839,27 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_ApproveBiometricOverlapEndRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>
+
+        /// Handle the "AuditExport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+        /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+        /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+        /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_AuditExportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_AuditExportResponse` message.
+        func auditExport(
+            request: GRPCCore.ServerRequest<Custos_V1_AuditExportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_AuditExportResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -2455,6 +2511,27 @@ extension Custos_V1_Admin {
             request: Custos_V1_ApproveBiometricOverlapEndRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_ApproveBiometricOverlapEndResponse
+
+        /// Handle the "AuditExport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+        /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+        /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+        /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_AuditExportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_AuditExportResponse` to respond with.
+        func auditExport(
+            request: Custos_V1_AuditExportRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_AuditExportResponse
     }
 }
 
@@ -2814,6 +2891,17 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.AuditExport.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_AuditExportRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_AuditExportResponse>(),
+            handler: { request, context in
+                try await self.auditExport(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -3166,6 +3254,17 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse> {
         let response = try await self.approveBiometricOverlapEnd(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func auditExport(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_AuditExportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_AuditExportResponse> {
+        let response = try await self.auditExport(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3589,6 +3688,19 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse> {
         return GRPCCore.ServerResponse<Custos_V1_ApproveBiometricOverlapEndResponse>(
             message: try await self.approveBiometricOverlapEnd(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func auditExport(
+        request: GRPCCore.ServerRequest<Custos_V1_AuditExportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_AuditExportResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_AuditExportResponse>(
+            message: try await self.auditExport(
                 request: request.message,
                 context: context
             ),
@@ -4407,6 +4519,32 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_ApproveBiometricOverlapEndResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_ApproveBiometricOverlapEndResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuditExport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+        /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+        /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+        /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_AuditExportRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_AuditExportRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_AuditExportResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func auditExport<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_AuditExportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_AuditExportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_AuditExportResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_AuditExportResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -5578,6 +5716,43 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AuditExport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+        /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+        /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+        /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_AuditExportRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_AuditExportRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_AuditExportResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func auditExport<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_AuditExportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_AuditExportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_AuditExportResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_AuditExportResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.AuditExport.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -6572,6 +6747,38 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_ApproveBiometricOverlapEndRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_ApproveBiometricOverlapEndResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditExport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+    /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+    /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+    /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_AuditExportRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditExport<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_AuditExportRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_AuditExportResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.auditExport(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_AuditExportRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_AuditExportResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -7696,6 +7903,42 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.approveBiometricOverlapEnd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditExport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Audit entries in sequence order for export to a SIEM: those with sequence > after_sequence
+    /// > and time >= since (when set), at most `limit` (default 500, at most 1000). Page on with
+    /// > after_sequence = next_after_sequence; polling it again later returns only newer entries
+    /// > (`custos audit export --follow`): sequence numbers become visible in order, without gaps.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditExport<Result>(
+        _ message: Custos_V1_AuditExportRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_AuditExportResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_AuditExportRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.auditExport(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -549,6 +549,9 @@ public nonisolated struct Custos_V1_AuditEntry: Sendable {
 
   public var target: String = String()
 
+  /// The previous entry's chain hash, lowercase hex (64 zeros for the first entry).
+  public var previousHash: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1360,6 +1363,47 @@ public nonisolated struct Custos_V1_ApproveBiometricOverlapEndResponse: Sendable
   public init() {}
 
   fileprivate var _key: Custos_V1_KeyVersion? = nil
+}
+
+public nonisolated struct Custos_V1_AuditExportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unset: from the first entry.
+  public var since: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_since ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_since = newValue}
+  }
+  /// Returns true if `since` has been explicitly set.
+  public var hasSince: Bool {self._since != nil}
+  /// Clears the value of `since`. Subsequent reads from it will return its default value.
+  public mutating func clearSince() {self._since = nil}
+
+  public var afterSequence: UInt64 = 0
+
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _since: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Custos_V1_AuditExportResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entries: [Custos_V1_AuditEntry] = []
+
+  /// The cursor for the next call: the last entry's sequence, or after_sequence when none.
+  public var nextAfterSequence: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -2307,7 +2351,7 @@ nonisolated extension Custos_V1_AuditTailRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}at\0\u{1}actor\0\u{1}action\0\u{3}tenant_id\0\u{1}details\0\u{1}hash\0\u{1}target\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}at\0\u{1}actor\0\u{1}action\0\u{3}tenant_id\0\u{1}details\0\u{1}hash\0\u{1}target\0\u{3}previous_hash\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2323,6 +2367,7 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.details) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.hash) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.previousHash) }()
       default: break
       }
     }
@@ -2357,6 +2402,9 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
     if !self.target.isEmpty {
       try visitor.visitSingularStringField(value: self.target, fieldNumber: 8)
     }
+    if !self.previousHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousHash, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2369,6 +2417,7 @@ nonisolated extension Custos_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.details != rhs.details {return false}
     if lhs.hash != rhs.hash {return false}
     if lhs.target != rhs.target {return false}
+    if lhs.previousHash != rhs.previousHash {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3955,6 +4004,85 @@ nonisolated extension Custos_V1_ApproveBiometricOverlapEndResponse: SwiftProtobu
   public static func ==(lhs: Custos_V1_ApproveBiometricOverlapEndResponse, rhs: Custos_V1_ApproveBiometricOverlapEndResponse) -> Bool {
     if lhs.templatesDropped != rhs.templatesDropped {return false}
     if lhs._key != rhs._key {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_AuditExportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditExportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}since\0\u{3}after_sequence\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._since) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.afterSequence) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._since {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.afterSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.afterSequence, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_AuditExportRequest, rhs: Custos_V1_AuditExportRequest) -> Bool {
+    if lhs._since != rhs._since {return false}
+    if lhs.afterSequence != rhs.afterSequence {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_AuditExportResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditExportResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}next_after_sequence\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.nextAfterSequence) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    if self.nextAfterSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nextAfterSequence, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_AuditExportResponse, rhs: Custos_V1_AuditExportResponse) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.nextAfterSequence != rhs.nextAfterSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -332,19 +332,34 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         _ = try officer()
         let limit = Int(request.limit == 0 ? 20 : min(request.limit, 1_000))
         let entries = try await deps.audit.tail(limit: limit)
+        return .with { $0.entries = entries.map(Self.wire) }
+    }
+
+    public func auditExport(request: Custos_V1_AuditExportRequest, context: ServerContext) async throws -> Custos_V1_AuditExportResponse {
+        _ = try officer()
+        guard request.limit <= 1_000 else { throw RPCError(code: .invalidArgument, message: "limit is at most 1000") }
+        guard request.afterSequence <= UInt64(Int64.max) else { throw RPCError(code: .invalidArgument, message: "after_sequence is out of range") }
+        let since = request.hasSince ? request.since.date : nil
+        let entries = try await deps.audit.export(
+            after: Int64(request.afterSequence), since: since, limit: Int(request.limit == 0 ? 500 : request.limit)
+        )
         return .with {
-            $0.entries = entries.map { entry in
-                .with {
-                    $0.sequence = UInt64(entry.seq)
-                    $0.at = Google_Protobuf_Timestamp(date: entry.at)
-                    $0.actor = entry.actor
-                    $0.action = entry.action
-                    $0.target = entry.target
-                    $0.tenantID = entry.tenant?.rawValue ?? ""
-                    $0.details = (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String]) ?? [:]
-                    $0.hash = Hex.encode(entry.entryHash)
-                }
-            }
+            $0.entries = entries.map(Self.wire)
+            $0.nextAfterSequence = entries.last.map { UInt64($0.seq) } ?? request.afterSequence
+        }
+    }
+
+    static func wire(_ entry: AuditEntryRecord) -> Custos_V1_AuditEntry {
+        .with {
+            $0.sequence = UInt64(entry.seq)
+            $0.at = Google_Protobuf_Timestamp(date: entry.at)
+            $0.actor = entry.actor
+            $0.action = entry.action
+            $0.target = entry.target
+            $0.tenantID = entry.tenant?.rawValue ?? ""
+            $0.details = (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String]) ?? [:]
+            $0.hash = Hex.encode(entry.entryHash)
+            $0.previousHash = Hex.encode(entry.previousHash)
         }
     }
 
