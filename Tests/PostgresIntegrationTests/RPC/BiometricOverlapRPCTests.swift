@@ -1,9 +1,12 @@
+import Composition
 import CustosModel
 import Foundation
 import GRPCCore
 import RPC
 import SwiftProtobuf
 import Testing
+import Tokenization
+import Verification
 
 /// The biometric overlap as officers reach it: the policy field (`bio_overlap_days`) through
 /// `SetTenantPolicy`, whole and partial; `RotateKey(BIO_SEED)` leaving v1 `RETIRING` for that
@@ -57,6 +60,64 @@ struct BiometricOverlapRPCTests {
                 }
                 let after = try await admin.listKeys(.with { $0.tenantID = tenant }).keys.filter { $0.version == 1 && $0.purpose == .bioPrf }
                 #expect(after.first?.state == .retiring, "the refusal changed nothing")
+            }
+        }
+    }
+
+    @Test("Two officers end an overlap early: the requester cannot approve, the approval drops the templates that did not migrate, a second approval or a version out of its overlap is refused")
+    func twoOfficersEndTheOverlapEarly() async throws {
+        try await RPCHarness.with("biooverlapend") { rpc in
+            let graph = rpc.services.graph
+            try await rpc.withClient(.alice) { aliceClient in
+                try await rpc.withClient(.bob) { bobClient in
+                    let alice = Custos_V1_Admin.Client(wrapping: aliceClient)
+                    let bob = Custos_V1_Admin.Client(wrapping: bobClient)
+                    let tenantText = try await alice.createTenant(.with { $0.label = "acme" }).tenant.tenantID
+                    let tenant = try #require(TenantID(tenantText))
+                    // One subject enrolled under v1 who never comes back during the overlap.
+                    let created = try await graph.sessions.create(tenant: tenant, externalID: PersonalText("early-end-1"), name: nil, email: nil)
+                    let session = try await graph.sessions.openGateway(tenant: tenant, link: created.gatewayLink)
+                    _ = try await graph.sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "custos-notice-1")
+                    _ = try await graph.flow.enrol(tenant: tenant, session: session, features: try FeatureVector((0..<128).map { Float(sin(Double($0) * 0.37)) }))
+
+                    // Outside an overlap there is nothing to end.
+                    await #expect { _ = try await alice.requestBiometricOverlapEnd(.with { $0.tenantID = tenantText; $0.version = 1 }) } throws: { error in
+                        (error as? RPCError)?.code == .failedPrecondition
+                    }
+                    _ = try await alice.rotateKey(.with { $0.tenantID = tenantText; $0.purpose = .bioSeed })
+                    await #expect { _ = try await alice.requestBiometricOverlapEnd(.with { $0.tenantID = tenantText; $0.version = 9 }) } throws: { error in
+                        (error as? RPCError)?.code == .notFound
+                    }
+                    let request = try await alice.requestBiometricOverlapEnd(.with { $0.tenantID = tenantText; $0.version = 1 })
+                    await #expect { _ = try await alice.approveBiometricOverlapEnd(.with { $0.requestID = request.requestID }) } throws: { error in
+                        guard let error = error as? RPCError else { return false }
+                        return error.code == .permissionDenied && error.message.contains("different officer")
+                    }
+                    let stillOpen = try await alice.listKeys(.with { $0.tenantID = tenantText }).keys.filter { $0.version == 1 && ($0.purpose == .bioSeed || $0.purpose == .bioPrf) }
+                    #expect(stillOpen.count == 2 && stillOpen.allSatisfy { $0.state == .retiring }, "a refused approval changes nothing")
+
+                    let ended = try await bob.approveBiometricOverlapEnd(.with { $0.requestID = request.requestID })
+                    #expect(ended.templatesDropped == 1 && ended.key.state == .retired)
+                    let keys = try await alice.listKeys(.with { $0.tenantID = tenantText }).keys.filter { $0.version == 1 && ($0.purpose == .bioSeed || $0.purpose == .bioPrf) }
+                    #expect(keys.allSatisfy { $0.state == .retired }, "both biometric keys of v1 retired together")
+                    let audit = try await alice.auditTail(.with { $0.limit = 20 }).entries.filter { $0.action == "key.bio_overlap.close" }
+                    #expect(audit.count == 1 && audit.first?.details["reason"] == "approved_early" && audit.first?.details["templates_dropped"] == "1")
+                    #expect(audit.first?.details["request"] == request.requestID)
+
+                    await #expect { _ = try await bob.approveBiometricOverlapEnd(.with { $0.requestID = request.requestID }) } throws: { error in
+                        (error as? RPCError)?.code == .failedPrecondition
+                    }
+                    await #expect { _ = try await bob.approveBiometricOverlapEnd(.with { $0.requestID = UUID().uuidString }) } throws: { error in
+                        (error as? RPCError)?.code == .notFound
+                    }
+                    // The subject who did not migrate is no longer enrolled.
+                    let again = try await graph.sessions.create(tenant: tenant, externalID: PersonalText("early-end-1"), name: nil, email: nil)
+                    let next = try await graph.sessions.openGateway(tenant: tenant, link: again.gatewayLink)
+                    _ = try await graph.sessions.recordConsent(tenant: tenant, session: next, noticeVersion: "custos-notice-1")
+                    await #expect(throws: VerificationError.notEnrolled) {
+                        _ = try await graph.flow.verify(tenant: tenant, session: next, features: try FeatureVector((0..<128).map { Float(sin(Double($0) * 0.37)) }))
+                    }
+                }
             }
         }
     }

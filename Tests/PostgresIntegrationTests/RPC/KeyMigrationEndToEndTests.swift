@@ -11,8 +11,8 @@ import Tokenization
 import Verification
 
 /// Issue 11 §2 end to end: rotate every purpose, migrate what is stored (re-seal `data`, look
-/// subjects up for `pii`, present API keys for the pepper, re-enrol for `bio`, end the webhook
-/// overlap), watch `KeyStatus` reach zero references for every old version, have two officers
+/// subjects up for `pii`, present API keys for the pepper, verify GREEN inside the `bio` overlap and
+/// have two officers end it, end the webhook overlap), watch `KeyStatus` reach zero references for every old version, have two officers
 /// destroy them, and check that everything still verifies and decrypts under the new versions.
 @Suite("Admin: rotate, migrate, and destroy every old key version", .serialized)
 struct KeyMigrationEndToEndTests {
@@ -88,14 +88,24 @@ struct KeyMigrationEndToEndTests {
                         return all
                     }
                     #expect(progress.map(\.resealed) == [1, 2, 2] && progress.last?.done == true && progress.last?.targetVersion == 2)
-                    // pii and bio: each subject comes back, is looked up (moved to pii v2) and re-enrols under bio v2.
+                    // pii and bio: each subject comes back for a verification: looked up (moved to pii v2),
+                    // matched GREEN under bio v1 inside its overlap and silently re-enrolled under bio v2.
                     for (index, person) in people.enumerated() {
                         let session = try await Self.consented(graph, tenant, person.0)
-                        let enrolled = try await graph.flow.enrol(
-                            tenant: tenant, session: session, features: try FeatureVector(Self.faces[index]), replacing: true
-                        )
-                        #expect(enrolled.keyVersion == 2 && enrolled.subject.piiVersion == 2)
+                        #expect(try await graph.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.faces[index])).color == .green)
+                        let status = try await graph.sessions.status(tenant: tenant, session: session)
+                        #expect(status.biometricKeyVersion == 1, "compared under the old version, once")
                     }
+                    let moved = try await alice.keyStatus(.with { $0.tenantID = tenantText })
+                    #expect(version(moved, .bioSeed, 1)?.templates == 0 && version(moved, .bioSeed, 2)?.templates == 2, "both moved on their GREEN")
+                    #expect(version(moved, .bioSeed, 1)?.key.state == .retiring, "still in its overlap")
+                    // bio: the officers end the overlap early; one officer alone cannot.
+                    let end = try await alice.requestBiometricOverlapEnd(.with { $0.tenantID = tenantText; $0.version = 1 })
+                    await #expect {
+                        _ = try await alice.approveBiometricOverlapEnd(.with { $0.requestID = end.requestID })
+                    } throws: { error in (error as? RPCError)?.code == .permissionDenied }
+                    let ended = try await bob.approveBiometricOverlapEnd(.with { $0.requestID = end.requestID })
+                    #expect(ended.templatesDropped == 0 && ended.key.state == .retired, "nothing left to drop: everyone migrated")
                     // apikey-pepper: the key is presented once and re-hashed.
                     _ = try await graph.custody.apiKeys.verify(SecretBytes(Array(issued.apiKey.utf8)))
                     // webhook: the officers end the overlap now.
@@ -112,12 +122,25 @@ struct KeyMigrationEndToEndTests {
                         #expect(purpose.percentMigrated == 100, "\(UserFacing.name(purpose.purpose)) not fully migrated")
                     }
 
-                    // Two officers destroy every old version.
+                    // Two officers schedule the destruction of every old version (7 days, the shortest
+                    // wait); once due it is carried out (here by an executor whose clock is 8 days on).
+                    let custody = graph.custody
+                    let later = KeyDestructionApprovals(
+                        database: custody.database, keyring: custody.keyring, audit: custody.audit, now: { Date().addingTimeInterval(8 * 86_400) }
+                    )
                     for (purpose, number) in old {
-                        let request = try await alice.requestKeyDestruction(.with { $0.tenantID = tenantText; $0.purpose = purpose.wire; $0.version = number })
+                        let request = try await alice.requestKeyDestruction(.with {
+                            $0.tenantID = tenantText; $0.purpose = purpose.wire; $0.version = number; $0.waitingDays = 7
+                        })
                         _ = try await bob.approveKeyDestruction(.with { $0.requestID = request.requestID })
-                        let destroyed = try await alice.destroyKey(.with { $0.requestID = request.requestID })
-                        #expect(destroyed.key.state == .destroyed)
+                        await #expect { _ = try await alice.destroyKey(.with { $0.requestID = request.requestID }) } throws: { error in
+                            (error as? RPCError)?.code == .failedPrecondition
+                        }
+                        _ = try await later.execute(try #require(UUID(uuidString: request.requestID)), officer: "officer:officer-alice", waitingPeriod: .zero)
+                    }
+                    let destroyed = try await alice.keyStatus(.with { $0.tenantID = tenantText })
+                    for (purpose, number) in old {
+                        #expect(version(destroyed, purpose, number)?.key.state == .destroyed, "\(purpose.rawValue) v\(number)")
                     }
 
                     // Everything still verifies and decrypts under the new versions.
