@@ -1,3 +1,4 @@
+public import CustosModel
 public import Logging
 public import PKCS11
 public import UnixSignals
@@ -24,11 +25,15 @@ extension CustosRuntime {
         public var lifetime: Lifetime = .body
         /// Signals that shut the group down gracefully (`serve`: SIGTERM, SIGINT).
         public var gracefulShutdownSignals: [UnixSignal] = []
+        /// Crash tests only: called at each step of multi-step changes (``StepFault``); the
+        /// runtime wires it into every such change that has no hook of its own.
+        public var stepFault: StepFault?
 
         public init(
             logger: Logger, verifyRootKeys: Bool = true, module: PKCS11Module? = nil,
-            lifetime: Lifetime = .body, gracefulShutdownSignals: [UnixSignal] = []
+            lifetime: Lifetime = .body, gracefulShutdownSignals: [UnixSignal] = [], stepFault: StepFault? = nil
         ) {
+            self.stepFault = stepFault
             self.logger = logger
             self.verifyRootKeys = verifyRootKeys
             self.module = module

@@ -1,4 +1,5 @@
 public import Custody
+import CustosModel
 public import HSM
 public import Logging
 public import ServiceLifecycle
@@ -12,6 +13,8 @@ public import Storage
 public struct CustosRuntime: Sendable {
     public let custody: CustodyGraph
     public let logger: Logger
+    /// Crash tests only (``Options/stepFault``): handed to the verification graph.
+    let stepFault: StepFault?
 
     public var pool: SessionPool { custody.pool }
     public var database: Database { custody.database }
@@ -24,7 +27,9 @@ public struct CustosRuntime: Sendable {
     /// `serve` and the RPC benchmark need it).
     /// - Parameter logger: the served side's logger (default: the runtime's).
     public func verification(_ settings: VerificationGraph.Settings = VerificationGraph.Settings(), logger: Logger? = nil) -> VerificationGraph {
-        VerificationGraph(custody: custody, settings: settings, logger: logger ?? self.logger)
+        var settings = settings
+        settings.stepFault = settings.stepFault ?? stepFault
+        return VerificationGraph(custody: custody, settings: settings, logger: logger ?? self.logger)
     }
 
     /// Runs `body` with the runtime of `configuration`: pool started and logged in, database
@@ -119,9 +124,13 @@ public struct CustosRuntime: Sendable {
         let members: [ServiceGroupConfiguration.ServiceConfiguration]
         do {
             let rootKeys = try await CustodyGraph.rootKeys(pool: pool, database: database, verify: options.verifyRootKeys, logger: options.logger)
+            var settings = settings
+            if settings.rotationHook == nil, let fault = options.stepFault {
+                settings.rotationHook = fault.hook("rotation")
+            }
             runtime = CustosRuntime(
                 custody: CustodyGraph(pool: pool, database: database, rootKeys: rootKeys, settings: settings, logger: options.logger),
-                logger: options.logger
+                logger: options.logger, stepFault: options.stepFault
             )
             // Before the caller's services, so it stops after them (the group stops its services in
             // reverse order): the uses of the last requests are counted before the final flush,

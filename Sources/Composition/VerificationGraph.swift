@@ -1,4 +1,5 @@
 public import Custody
+public import CustosModel
 public import Foundation
 public import Logging
 public import Tokenization
@@ -33,6 +34,9 @@ public struct VerificationGraph: Sendable {
         public var biometricMigrationFault: (@Sendable () throws -> Void)? = nil
         /// Crash tests make a re-seal run fail at a step; `nil` in `serve`.
         public var resealHook: (@Sendable (SessionResealJob.Step) throws -> Void)?
+        /// Crash tests only: reached at each step of a re-seal, a biometric migration and an
+        /// offboarding that has no hook of its own above (``CustosRuntime/Options/stepFault``).
+        public var stepFault: StepFault?
 
         public init() {}
     }
@@ -74,7 +78,10 @@ public struct VerificationGraph: Sendable {
         core = VerificationService(
             database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
             galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger,
-            now: settings.now, migrationFault: settings.biometricMigrationFault
+            now: settings.now,
+            migrationFault: settings.biometricMigrationFault ?? settings.stepFault.map { fault -> @Sendable () throws -> Void in
+                { try fault.reached("migration.templateStored") }
+            }
         )
         sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: settings.now)
         limiter = settings.tokenizationBudget.map { TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit) }
@@ -83,8 +90,11 @@ public struct VerificationGraph: Sendable {
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)
         retention = RetentionJob(database: database, core: core, audit: recorder, now: settings.now)
         approvals = KeyDestructionApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
-        reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook)
-        offboarding = TenantOffboarding(database: database, keyring: keyring, audit: audit, now: settings.now)
+        reseal = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: recorder, hook: settings.resealHook ?? settings.stepFault?.hook("reseal"))
+        offboarding = TenantOffboarding(
+            database: database, keyring: keyring, audit: audit, now: settings.now,
+            stepHook: settings.stepFault?.hook("offboarding")
+        )
         overlapEnds = BiometricOverlapEndApprovals(database: database, keyring: keyring, audit: audit, now: settings.now)
         self.logger = logger
         biometricOverlapCheckInterval = settings.biometricOverlapCheckInterval

@@ -30,20 +30,31 @@ extension TenantKeyring {
     /// - Parameter overlapSeconds: the overlap as audited (by default, from now to `retiringUntil`).
     func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, overlapSeconds: Int64? = nil, actor: String) async throws -> KeyVersionRecord {
         try await custody {
-            let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
-                try await KeyVersionStore.versions(tenant, purpose, on: connection)
-            }
-            guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
-            let next = (existing.map(\.version).max() ?? 0) + 1
-            let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
-            try await storePending(pending)
+            let pending = try await storeNextPending(tenant, purpose)
             try rotationHook?(.pendingStored)
-            let overlapSeconds = overlapSeconds ?? retiringUntil.map { max(0, Int64($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
-            return try await complete(pending, retiringUntil: retiringUntil, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: .keyRotate, target: "\(purpose.rawValue)/v\(next)",
-                details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlapSeconds)"]
-            ))
+            return try await complete(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
         }
+    }
+
+    /// Step (1) of a rotation: the next version, made in the HSM, stored `pending` and listed.
+    func storeNextPending(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> KeyVersionRecord {
+        let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
+            try await KeyVersionStore.versions(tenant, purpose, on: connection)
+        }
+        guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
+        let next = (existing.map(\.version).max() ?? 0) + 1
+        let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
+        try await storePending(pending)
+        return pending
+    }
+
+    /// Step (2) of a rotation, audited as `key.rotate`.
+    func complete(_ pending: KeyVersionRecord, retiringUntil: Date?, overlapSeconds: Int64?, actor: String) async throws -> KeyVersionRecord {
+        let overlapSeconds = overlapSeconds ?? retiringUntil.map { max(0, Int64($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
+        return try await complete(pending, retiringUntil: retiringUntil, entry: AuditEntry(
+            tenant: pending.tenant, actor: actor, action: .keyRotate, target: "\(pending.purpose.rawValue)/v\(pending.version)",
+            details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlapSeconds)"]
+        ))
     }
 
     func storePending(_ pending: KeyVersionRecord) async throws {
@@ -69,12 +80,22 @@ extension TenantKeyring {
             let prf = try await record(tenant, .bioPRF, version: nil).version
             let target = seed == prf ? seed + 1 : max(seed, prf)
             let fixedEnd = overlap.map(Self.end(of:))
+            // Both new versions are stored (and listed as pending) before either is activated:
+            // a crash between the two activations leaves the second listed, and start-up
+            // reconciliation completes it, so tokens never need a seed without its PRF.
+            var pending = [KeyVersionRecord]()
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                let until = if let fixedEnd { fixedEnd } else { try await biometricOverlapEnd(tenant, rotating: purpose, from: target - 1) }
-                let rotated = try await rotate(tenant, purpose, retiringUntil: until, actor: actor)
-                guard rotated.version == target else {
-                    throw CustodyError.invalidTransition(tenant, purpose, rotated.version, from: .pending, to: .active)
+                let stored = try await storeNextPending(tenant, purpose)
+                guard stored.version == target else {
+                    throw CustodyError.invalidTransition(tenant, purpose, stored.version, from: .pending, to: .active)
                 }
+                pending.append(stored)
+            }
+            try rotationHook?(.pendingStored)
+            for stored in pending {
+                let until = if let fixedEnd { fixedEnd } else { try await biometricOverlapEnd(tenant, rotating: stored.purpose, from: target - 1) }
+                _ = try await complete(stored, retiringUntil: until, overlapSeconds: nil, actor: actor)
+                try rotationHook?(.completed(stored.purpose))
             }
             return target
         }
@@ -169,6 +190,17 @@ extension TenantKeyring {
                     if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
                     actions.append(.rolledBack(tenant, purpose, version: version))
                 }
+            }
+            // One biometric version covers both keys: a crash before the second key's pending row
+            // was stored leaves the pair apart after the loop above; bring the lagging one up
+            // (with the same overlap end), or no token could be made until an officer rotated.
+            for tenant in Set(pending.filter { $0.1.isBiometric }.map(\.0)) {
+                for purpose in KeyPurpose.biometric { invalidate(tenant, purpose) }
+                let seed = try await record(tenant, .bioSeed, version: nil).version
+                let prf = try await record(tenant, .bioPRF, version: nil).version
+                guard seed != prf else { continue }
+                let target = try await rotateBiometric(tenant, actor: "custos")
+                actions.append(.completed(tenant, seed < prf ? .bioSeed : .bioPRF, version: target))
             }
             if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
             return actions

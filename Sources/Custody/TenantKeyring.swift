@@ -18,9 +18,19 @@ public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
 
     /// Rotation steps, for tests that inject a crash between them.
-    public enum RotationStep: Sendable, Hashable {
+    public enum RotationStep: Sendable, Hashable, CustomStringConvertible {
         /// The new version is stored as `pending` and listed in `pending_rotations`.
         case pendingStored
+        /// One purpose of a biometric rotation is active; the other may still be pending.
+        case completed(KeyPurpose)
+
+        /// `pendingStored`, `completed.bio-seed`: the names crash tests arm (``StepFault``).
+        public var description: String {
+            switch self {
+            case .pendingStored: "pendingStored"
+            case .completed(let purpose): "completed.\(purpose.rawValue)"
+            }
+        }
     }
 
     let pool: SessionPool

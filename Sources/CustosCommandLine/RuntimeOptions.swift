@@ -8,7 +8,23 @@ extension CustosRuntime.Options {
     /// A command's runtime: logs to standard error (``makeLogger()``), root keys checked unless
     /// the command is the root-KEK ceremony.
     public static func cli(verifyRootKeys: Bool = true, module: PKCS11Module? = nil) -> Self {
-        Self(logger: makeLogger(), verifyRootKeys: verifyRootKeys, module: module)
+        Self(logger: makeLogger(), verifyRootKeys: verifyRootKeys, module: module, stepFault: .crashPointFromEnvironment)
+    }
+}
+
+extension StepFault {
+    /// Debug builds only: `CUSTOS_CRASH_AT=<step>` makes this process kill itself with SIGKILL on
+    /// reaching that step (e.g. `rotation.pendingStored`), so crash tests can stop a real
+    /// `custos` exactly between two steps of a change. Release builds never read it.
+    public static var crashPointFromEnvironment: StepFault? {
+        #if DEBUG
+        guard let armed = ProcessInfo.processInfo.environment["CUSTOS_CRASH_AT"], !armed.isEmpty else { return nil }
+        return StepFault { step in
+            if step == armed { kill(getpid(), SIGKILL) }
+        }
+        #else
+        return nil
+        #endif
     }
 }
 

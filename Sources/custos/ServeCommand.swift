@@ -72,7 +72,9 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = (metricsPort ?? rpc.metricsPort).map { (host: metricsHost, port: $0, registry: registry) }
         // Serves until SIGTERM or SIGINT, then shuts down gracefully: the RPC first, then the
         // database and the pool.
-        let runtimeOptions = CustosRuntime.Options(logger: makeLogger(), lifetime: .services, gracefulShutdownSignals: [.sigterm, .sigint])
+        let runtimeOptions = CustosRuntime.Options(
+            logger: makeLogger(), lifetime: .services, gracefulShutdownSignals: [.sigterm, .sigint], stepFault: .crashPointFromEnvironment
+        )
         var served: CustosServer.Served?
         try await CustosRuntime.run(configuration, options: runtimeOptions, services: { runtime in
             let services = CustosServices(runtime.verification(settings.verification, logger: logger), settings: settings, logger: logger)

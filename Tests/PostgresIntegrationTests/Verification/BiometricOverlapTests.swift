@@ -252,10 +252,9 @@ struct BiometricOverlapTests {
 
     @Test("A biometric rotation interrupted after bio-seed is completed at start-up with the overlap bio-seed already has")
     func reconcileKeepsTheOverlap() async throws {
-        let rotations = Atomic<Int>(0)
-        // The second rotation step of the pair (bio-prf) stops after its pending version is stored.
+        // Both pending versions are stored; the crash comes after bio-seed is active, bio-prf not yet.
         let custody = try await CustodyHarness.make("bioreconcile", rotationHook: { step in
-            if step == .pendingStored, rotations.add(1, ordering: .relaxed).newValue == 2 { throw InjectedCrash() }
+            if step == .completed(.bioSeed) { throw InjectedCrash() }
         })
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         await #expect(throws: InjectedCrash.self) { try await custody.keyring.rotateBiometric(tenant, actor: "officer") }
