@@ -81,13 +81,10 @@ struct KeyCommand: AsyncParsableCommand {
             abstract: "End a retiring version's overlap now (a biometric version only once its window has ended: earlier needs two officers)."
         )
         @OptionGroup var remote: RemoteOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Version.") var version: Int
+        @OptionGroup var key: KeyVersionOptions
 
         func run() async throws {
-            let id = try tenantArgument(tenant)
-            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let (id, wire, version) = try key.wire()
             let response = try await remote.withAdmin {
                 try await $0.retireKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
             }
@@ -101,16 +98,13 @@ struct KeyCommand: AsyncParsableCommand {
             abstract: "First officer: ask for a retired version's destruction (a second officer approves within 24 h); it is carried out --waiting-days after approval."
         )
         @OptionGroup var remote: RemoteOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Version.") var version: Int
+        @OptionGroup var key: KeyVersionOptions
         @Option(help: "Days between approval and destruction, 7–30 (the version is unusable meanwhile; cancel-destroy undoes it).")
         var waitingDays = KeyDestructionApprovals.defaultWaitingDays
 
         func run() async throws {
-            let id = try tenantArgument(tenant)
             let days = try waitingDaysArgument(waitingDays)
-            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let (id, wire, version) = try key.wire()
             let response = try await remote.withAdmin {
                 try await $0.requestKeyDestruction(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version; $0.waitingDays = days })
             }
@@ -165,13 +159,10 @@ struct KeyCommand: AsyncParsableCommand {
     struct Disable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Refuse every use of one version at once, on every instance (state kept; `key enable` undoes it).")
         @OptionGroup var remote: RemoteOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Version.") var version: Int
+        @OptionGroup var key: KeyVersionOptions
 
         func run() async throws {
-            let id = try tenantArgument(tenant)
-            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let (id, wire, version) = try key.wire()
             let response = try await remote.withAdmin {
                 try await $0.disableKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
             }
@@ -182,13 +173,10 @@ struct KeyCommand: AsyncParsableCommand {
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make a disabled version usable again, exactly as its state allows.")
         @OptionGroup var remote: RemoteOptions
-        @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Key purpose.") var purpose: KeyPurpose
-        @Option(help: "Version.") var version: Int
+        @OptionGroup var key: KeyVersionOptions
 
         func run() async throws {
-            let id = try tenantArgument(tenant)
-            let (wire, version) = (purpose.wire, UInt32(clamping: version))
+            let (id, wire, version) = try key.wire()
             let response = try await remote.withAdmin {
                 try await $0.enableKey(.with { $0.tenantID = id; $0.purpose = wire; $0.version = version })
             }
@@ -208,5 +196,17 @@ struct KeyCommand: AsyncParsableCommand {
             let response = try await remote.withAdmin { try await $0.cancelKeyDestruction(.with { $0.requestID = request }) }
             try remote.print(response) { "cancelled \(request)" }
         }
+    }
+}
+
+/// `--tenant T --purpose P --version N`: one key version, the tenant checked before anything is sent.
+struct KeyVersionOptions: ParsableArguments {
+    @Option(help: "Tenant id.") var tenant: String
+    @Option(help: "Key purpose.") var purpose: KeyPurpose
+    @Option(help: "Version.") var version: Int
+
+    /// The request fields.
+    func wire() throws -> (tenant: String, purpose: Custos_V1_KeyPurpose, version: UInt32) {
+        (try tenantArgument(tenant), purpose.wire, UInt32(clamping: version))
     }
 }
