@@ -308,6 +308,7 @@ public enum Migrations {
         -- so old pii versions reach zero references and can be destroyed.
         GRANT UPDATE (subject_ref) ON templates TO {service};
         GRANT UPDATE (subject_ref, pii_version) ON verification_sessions TO {service};
+        """),
         Migration(version: 11, summary: "disabled key versions; scheduled, cancellable key destruction; tenant offboarding", sql: """
         -- Both covered by the row MAC: set while officers disabled the version, and while an
         -- approved destruction of it is scheduled. Either makes every use refused.
