@@ -4,6 +4,7 @@ import CustosModel
 import Foundation
 @testable import Storage
 import Testing
+import Tokenization
 import Verification
 
 /// A pii move (session creation or export by external id) and a verification of the same
@@ -39,7 +40,7 @@ struct PIIMoveConcurrencyTests {
         // that order: the move has the template next, the verification holds the session.
         let (locked, lockedSignal) = AsyncStream<Void>.makeStream()
         let (release, releaseSignal) = AsyncStream<Void>.makeStream()
-        let holder = Task {
+        let holder = Task { () async throws -> Void in
             try await owner.withTransaction(context: "hold template") { connection in
                 try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
                 try await connection.query("SELECT 1 FROM templates WHERE subject_ref = \(old.value) FOR UPDATE", logger: Database.quiet)
