@@ -32,6 +32,7 @@ extension TenantKeyring {
             try await authenticator.verify(row, pool: pool)
             guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
             guard (row.disabledAt != nil) != disabled else { return row }
+            if !disabled { try await refuseIfOffboarding(tenant) }
             let expectedMAC = row.rowMAC
             row.disabledAt = disabled ? .wholeSecondsNow : nil
             let sealed = try await authenticator.sealed(row, pool: pool)

@@ -34,6 +34,7 @@ extension TenantKeyring {
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
             }
             guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
+            try await refuseIfOffboarding(tenant)
             let next = (existing.map(\.version).max() ?? 0) + 1
             let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
             try await storePending(pending)

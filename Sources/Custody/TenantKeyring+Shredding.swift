@@ -24,6 +24,15 @@ extension TenantKeyring {
         }
     }
 
+    /// Throws ``CustodyError/tenantOffboarding(_:)`` once two officers approved the tenant's
+    /// offboarding: one officer must not enable the keys it disabled, nor rotate in a fresh one.
+    func refuseIfOffboarding(_ tenant: TenantID) async throws {
+        let approved = try await database.withTransaction(context: "check tenant offboarding") { connection in
+            try await TenantOffboardingStore.isApproved(tenant, on: connection)
+        }
+        if approved { throw CustodyError.tenantOffboarding(tenant) }
+    }
+
     /// Destroys the material of every version of `tenant` (offboarding): each one in its own
     /// step — its Ed25519 token object first (a crash after that leaves a row whose material is
     /// already gone, which the next run destroys), then the row (destroyed, blob gone, metadata
