@@ -34,7 +34,6 @@ extension TenantKeyring {
                 try await KeyVersionStore.versions(tenant, purpose, on: connection)
             }
             guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
-            try await refuseIfOffboarding(tenant)
             let next = (existing.map(\.version).max() ?? 0) + 1
             let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
             try await storePending(pending)
@@ -49,6 +48,7 @@ extension TenantKeyring {
 
     func storePending(_ pending: KeyVersionRecord) async throws {
         try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
+            try await self.refuseIfOffboarding(pending.tenant, on: connection)
             try await KeyVersionStore.insert(pending, on: connection)
             try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
         }

@@ -25,12 +25,16 @@ extension TenantKeyring {
     }
 
     /// Throws ``CustodyError/tenantOffboarding(_:)`` once two officers approved the tenant's
-    /// offboarding: one officer must not enable the keys it disabled, nor rotate in a fresh one.
+    /// offboarding: one officer must not enable the keys it disabled, nor add a fresh one
+    /// (rotation, webhook secret or key pair: every new version is stored through here).
+    func refuseIfOffboarding(_ tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        if try await TenantOffboardingStore.isApproved(tenant, on: connection) { throw CustodyError.tenantOffboarding(tenant) }
+    }
+
     func refuseIfOffboarding(_ tenant: TenantID) async throws {
-        let approved = try await database.withTransaction(context: "check tenant offboarding") { connection in
-            try await TenantOffboardingStore.isApproved(tenant, on: connection)
+        try await database.withTransaction(context: "check tenant offboarding") { connection in
+            try await self.refuseIfOffboarding(tenant, on: connection)
         }
-        if approved { throw CustodyError.tenantOffboarding(tenant) }
     }
 
     /// Destroys the material of every version of `tenant` (offboarding): each one in its own

@@ -85,6 +85,19 @@ struct LifecycleAttackTests {
             rotateRefused = true
         }
         #expect(rotateRefused, "a rotation gave the offboarded tenant a usable key")
+        var secretRefused = false, keyPairRefused = false
+        do {
+            _ = try await harness.webhooks.createSecret(tenant: tenant, actor: "mallory")
+        } catch CustodyError.tenantOffboarding(tenant) {
+            secretRefused = true
+        }
+        #expect(secretRefused, "a new webhook secret was made for a tenant being offboarded")
+        do {
+            _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "mallory")
+        } catch CustodyError.tenantOffboarding(tenant) {
+            keyPairRefused = true
+        }
+        #expect(keyPairRefused, "a new webhook key pair was made for a tenant being offboarded")
         await #expect(throws: CustodyError.self) { _ = try await harness.keyring.key(tenant, .data) }
 
         // When due, every version is shredded: nothing a rotation added survives.
