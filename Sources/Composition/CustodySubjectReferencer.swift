@@ -27,8 +27,22 @@ public struct CustodySubjectReferencer: SubjectReferencing {
         let forms = Self.lookupForms(externalID.value)
         var references = [SubjectReference]()
         for record in versions {
-            try await keyring.keyUses.counting(tenant, .pii, version: record.version, .reference) {
-                let (key, version) = try await keyring.key(tenant, .pii, version: record.version)
+            let key: HSMKey, version: Int
+            do {
+                (key, version) = try await keyring.key(tenant, .pii, version: record.version)
+            } catch let error as CustodyError where record.state != .active && error.isStopped {
+                // An old version officers stopped (disabled, or awaiting its destruction once the
+                // pii migration left nothing under it) must not stop every lookup of the tenant.
+                // Skipped only when nothing is stored under it: otherwise an erasure or export
+                // would silently miss the subject's rows, so the refusal stands.
+                if try await keyring.storedReferences(tenant, .pii, version: record.version) == 0 { continue }
+                keyring.keyUses.record(tenant, .pii, version: record.version, .reference, .failure)
+                throw error
+            } catch {
+                keyring.keyUses.record(tenant, .pii, version: record.version, .reference, .failure)
+                throw error
+            }
+            try await keyring.keyUses.counting(tenant, .pii, version: version, .reference) {
                 for form in forms {
                     let mac = try await hsm { try await pool.hmacSHA256(key: key, data: Self.message(form)) }
                     references.append(SubjectReference(value: "v\(version):" + Hex.encode(mac), piiVersion: version))
@@ -53,6 +67,16 @@ public struct CustodySubjectReferencer: SubjectReferencing {
     /// Domain-separated, so a `pii` HMAC of an external id never equals one made for another use.
     static func message(_ externalID: [UInt8]) -> [UInt8] {
         Array("custos/subject/v1\0".utf8) + externalID
+    }
+}
+
+extension CustodyError {
+    /// Officers stopped the version (disabled, or its destruction scheduled).
+    var isStopped: Bool {
+        switch self {
+        case .keyDisabled, .keyDestructionScheduled: true
+        default: false
+        }
     }
 }
 

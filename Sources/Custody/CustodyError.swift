@@ -8,6 +8,9 @@ public import Storage
 public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case unknownTenant(TenantID)
     case tenantDisabled(TenantID)
+    /// Two officers approved the tenant's offboarding: its keys stay disabled until they are
+    /// shredded, and it gets no new ones.
+    case tenantOffboarding(TenantID)
     case noActiveKey(TenantID, KeyPurpose)
     case unknownKeyVersion(TenantID, KeyPurpose, Int)
     /// The stored row's MAC does not match: a blob or state was changed or moved in the database.
@@ -70,6 +73,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .unknownTenant(let tenant): "unknown tenant \(tenant)"
         case .tenantDisabled(let tenant): "tenant \(tenant) is disabled"
+        case .tenantOffboarding(let tenant):
+            "tenant \(tenant) is being offboarded (approved by two officers): its keys stay disabled until they are destroyed, and it gets no new ones"
         case .noActiveKey(let tenant, let purpose): "tenant \(tenant) has no active \(purpose.rawValue) key"
         case .unknownKeyVersion(let tenant, let purpose, let version): "tenant \(tenant) has no \(purpose.rawValue) key v\(version)"
         case .rowTampered(let tenant, let purpose, let version):

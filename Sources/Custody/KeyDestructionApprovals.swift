@@ -223,6 +223,13 @@ public final class KeyDestructionApprovals: Sendable {
                 if let serial = row.approverCertificateSerial, try await CertificateRevocationStore.all(on: connection).contains(serial) {
                     throw DestructionApprovalError.approverRevoked(id)
                 }
+                // The cancellation is not under the approval's MAC, but clearing the key row's
+                // mark is under the row's: a scheduled request counts only while its version
+                // still carries the due time its approval set (a database write un-cancelling
+                // the request leaves the version unmarked).
+                if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
+                    throw DestructionApprovalError.notScheduled(id)
+                }
                 try await hook?(id)
                 do {
                     try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
@@ -273,6 +280,9 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
     case notDue(UUID, due: Date)
     /// The waiting period asked for is outside ``KeyDestructionApprovals/waitingDaysRange``.
     case waitingDaysOutOfRange(Int)
+    /// A scheduled request whose version no longer carries its due time (the request was
+    /// cancelled, whatever the database row says now).
+    case notScheduled(UUID)
 
     public var description: String {
         switch self {
@@ -286,6 +296,8 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
         case .approverRevoked(let id): "the officer who approved request \(id.uuidString.lowercased()) has had their certificate revoked; another officer must approve it"
         case .cancelled(let id): "request \(id.uuidString.lowercased()) was cancelled"
         case .notDue(let id, let due): "request \(id.uuidString.lowercased()) is scheduled for \(due.formatted(.iso8601)); it cannot be carried out before"
+        case .notScheduled(let id):
+            "the key version of request \(id.uuidString.lowercased()) is not scheduled for destruction by it (the request was cancelled); make a new one"
         case .waitingDaysOutOfRange(let days):
             "waiting period of \(days) days is outside \(KeyDestructionApprovals.waitingDaysRange.lowerBound)–\(KeyDestructionApprovals.waitingDaysRange.upperBound) days"
         }

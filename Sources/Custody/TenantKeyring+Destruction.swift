@@ -97,6 +97,12 @@ extension TenantKeyring {
         }
     }
 
+    /// How many stored values still need `version` (the count destruction checks).
+    /// - Throws: ``CustodyError``.
+    public func storedReferences(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> Int {
+        try await custody { try await references(tenant, purpose, version: version) }
+    }
+
     /// How many stored values still need `version`: API-key hashes (pepper), enrolled tokens
     /// (both biometric keys: one version covers the pair), sealed names and emails (data), and
     /// stored subject references (pii). Webhook keys sign outgoing messages only: nothing

@@ -32,6 +32,7 @@ extension TenantKeyring {
             try await authenticator.verify(row, pool: pool)
             guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
             guard (row.disabledAt != nil) != disabled else { return row }
+            if !disabled { try await refuseIfOffboarding(tenant) }
             let expectedMAC = row.rowMAC
             row.disabledAt = disabled ? .wholeSecondsNow : nil
             let sealed = try await authenticator.sealed(row, pool: pool)
@@ -61,6 +62,11 @@ extension TenantKeyring {
             .orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
         try await authenticator.verify(row, pool: pool)
         guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
+        // One schedule at a time: a second would overwrite the first's due time, and cancelling
+        // either would then unmark the version while the other still counts on the mark.
+        if due != nil, let scheduled = row.destructionDueAt {
+            throw CustodyError.keyDestructionScheduled(tenant, purpose, version, due: scheduled)
+        }
         let expectedMAC = row.rowMAC
         row.destructionDueAt = due.map { Date(timeIntervalSince1970: $0.timeIntervalSince1970.rounded(.down)) }
         let sealed = try await authenticator.sealed(row, pool: pool)
@@ -68,5 +74,18 @@ extension TenantKeyring {
             throw CustodyError.changedConcurrently(tenant, purpose, version)
         }
         try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+    }
+
+    /// Whether `version`'s MAC-checked row still carries the destruction mark `due` (set by the
+    /// approval of the request being carried out, cleared by its cancellation); a destroyed
+    /// version counts, for an execution that stopped before recording itself.
+    func isScheduledForDestruction(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, due: Date) async throws -> Bool {
+        let row = try await database.withTenant(tenant, context: "read key version") { connection in
+            try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+        }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
+        try await authenticator.verify(row, pool: pool)
+        if row.state == .destroyed { return true }
+        let seconds = { (date: Date) in Int64(date.timeIntervalSince1970.rounded(.down)) }
+        return row.destructionDueAt.map(seconds) == seconds(due)
     }
 }

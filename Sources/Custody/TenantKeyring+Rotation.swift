@@ -59,6 +59,7 @@ extension TenantKeyring {
 
     func storePending(_ pending: KeyVersionRecord) async throws {
         try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
+            try await self.refuseIfOffboarding(pending.tenant, on: connection)
             try await KeyVersionStore.insert(pending, on: connection)
             try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
         }

@@ -24,6 +24,19 @@ extension TenantKeyring {
         }
     }
 
+    /// Throws ``CustodyError/tenantOffboarding(_:)`` once two officers approved the tenant's
+    /// offboarding: one officer must not enable the keys it disabled, nor add a fresh one
+    /// (rotation, webhook secret or key pair: every new version is stored through here).
+    func refuseIfOffboarding(_ tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        if try await TenantOffboardingStore.isApproved(tenant, on: connection) { throw CustodyError.tenantOffboarding(tenant) }
+    }
+
+    func refuseIfOffboarding(_ tenant: TenantID) async throws {
+        try await database.withTransaction(context: "check tenant offboarding") { connection in
+            try await self.refuseIfOffboarding(tenant, on: connection)
+        }
+    }
+
     /// Destroys the material of every version of `tenant` (offboarding): each one in its own
     /// step — its Ed25519 token object first (a crash after that leaves a row whose material is
     /// already gone, which the next run destroys), then the row (destroyed, blob gone, metadata

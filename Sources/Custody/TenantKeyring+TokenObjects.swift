@@ -16,6 +16,7 @@ extension TenantKeyring {
     func storePendingTokenObject(_ pending: KeyVersionRecord, limit: Int) async throws {
         try await database.withTenant(pending.tenant, context: "store pending token-object key version") { connection in
             try await KeyVersionStore.lockTokenObjects(pending.tenant, on: connection)
+            try await self.refuseIfOffboarding(pending.tenant, on: connection)
             guard try await KeyVersionStore.liveTokenObjectCount(on: connection) < limit else {
                 throw CustodyError.tokenObjectLimit(pending.tenant, limit: limit)
             }

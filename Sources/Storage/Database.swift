@@ -12,6 +12,15 @@ import Synchronization
 public final class Database: Sendable {
     public let configuration: DatabaseConfiguration
     let client: PostgresClient
+    /// LISTEN connections are held for the life of the process: they come from a pool of their
+    /// own, so listeners never take the connections work needs. (Sharing one pool, the three
+    /// listeners of `serve` left a 4-connection pool a single connection, and a transaction that
+    /// looks a key up on a second connection — a re-seal batch, a destruction — waited on itself
+    /// until its timeout.)
+    let listenClient: PostgresClient
+    /// Listeners one process runs at most at once (API-key revocations, galleries, key states,
+    /// and room for tests that run a second one).
+    static let maximumListeners = 8
     let logger: Logger
     public let schema: String
     private let runner = Mutex<Task<Void, Never>?>(nil)
@@ -34,6 +43,9 @@ public final class Database: Sendable {
             ("application_name", "custos"),
         ]
         client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+        var listenConfiguration = clientConfiguration
+        listenConfiguration.options.maximumConnections = Self.maximumListeners
+        listenClient = PostgresClient(configuration: listenConfiguration, backgroundLogger: logger)
     }
 
     /// Starts the connection pool. Connections are made on demand and re-made after the
@@ -41,8 +53,13 @@ public final class Database: Sendable {
     public func start() {
         runner.withLock { task in
             guard task == nil else { return }
-            let client = self.client
-            task = Task { await client.run() }
+            let (client, listenClient) = (self.client, self.listenClient)
+            task = Task {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await client.run() }
+                    group.addTask { await listenClient.run() }
+                }
+            }
         }
     }
 
@@ -212,7 +229,7 @@ extension Database {
         received: @escaping @Sendable (String) -> Void
     ) async throws {
         do {
-            try await client.withConnection { connection in
+            try await listenClient.withConnection { connection in
                 try await connection.listen(on: channel) { notifications in
                     ready()
                     for try await notification in notifications {

@@ -33,6 +33,11 @@ public enum SubjectReferenceStore {
         try await connection.query(
             "SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))", logger: Database.quiet
         )
+        // Sessions first: a verification locks its session, then touches the template, so a
+        // move taking the template first and then waiting for that session would deadlock.
+        let sessions = try await connection.query("""
+            UPDATE verification_sessions SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING 1
+            """, logger: Database.quiet).collect().count
         // One template per subject and biometric version: the newest enrolment wins (the new
         // reference's first, else the most recently enrolled old one).
         let duplicates = try await connection.query("""
@@ -47,9 +52,6 @@ public enum SubjectReferenceStore {
             UPDATE templates SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING key_version
             """, logger: Database.quiet)
         for try await version in moved.decode(Int.self) { keyVersions.append(version) }
-        let sessions = try await connection.query("""
-            UPDATE verification_sessions SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING 1
-            """, logger: Database.quiet).collect().count
         // Counters add up (a move must not hand a subject a fresh attempt window), from the
         // earliest window.
         try await connection.query("""

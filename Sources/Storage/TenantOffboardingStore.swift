@@ -70,6 +70,13 @@ public enum TenantOffboardingStore {
             """, logger: Database.quiet))
     }
 
+    /// Whether two officers approved an offboarding of `tenant` (carried out or not).
+    public static func isApproved(_ tenant: TenantID, on connection: DatabaseTransaction) async throws -> Bool {
+        try await TemplateStore.scalar("""
+            SELECT count(*)::int FROM tenant_offboardings WHERE tenant_id = \(tenant.rawValue)::uuid AND approved_at IS NOT NULL
+            """, on: connection) > 0
+    }
+
     public static func approve(
         _ id: UUID, by officer: String, certificateSerial: String, at now: Date, mac: [UInt8], macVersion: Int, on connection: DatabaseTransaction
     ) async throws {

@@ -94,6 +94,7 @@ struct StatusMappingTests {
     static let custody: [Row] = [
         Row(error: CustodyError.unknownTenant(tenant), code: .notFound),
         Row(error: CustodyError.tenantDisabled(tenant), code: .permissionDenied),
+        Row(error: CustodyError.tenantOffboarding(tenant), code: .failedPrecondition),
         Row(error: CustodyError.noActiveKey(tenant, .data), code: .failedPrecondition),
         Row(error: CustodyError.unknownKeyVersion(tenant, .data, 3), code: .notFound),
         Row(error: CustodyError.rowTampered(tenant, .data, 3), code: .dataLoss),

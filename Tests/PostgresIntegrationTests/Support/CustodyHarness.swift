@@ -171,14 +171,12 @@ struct PostgresSettings: Sendable {
 
     /// Timeouts are 3× the service's defaults: some 40 suites run at once on a 2-core machine,
     /// and a call that waits its turn there is not a failure of what the suites test (the
-    /// suites that test timeouts set their own). Six connections: the three listeners a running
-    /// graph keeps (API-key revocations, galleries, key states) each hold one for good, and a
-    /// re-seal batch holds one while its sealing may look a key version up on another.
+    /// suites that test timeouts set their own).
     func configuration(role: Role, schema: String) -> DatabaseConfiguration {
         DatabaseConfiguration(
             socketDirectory: socketDirectory, port: port, database: database,
             username: role == .owner ? ownerUser : serviceUser, password: role == .owner ? ownerPassword : servicePassword,
-            schema: schema, maximumConnections: 6, statementTimeout: .seconds(24), operationTimeout: .seconds(30)
+            schema: schema, maximumConnections: 4, statementTimeout: .seconds(24), operationTimeout: .seconds(30)
         )
     }
 
