@@ -128,8 +128,9 @@ public final class VerificationService: Sendable {
                 )
             }
             let match = try await Self.enrolment(of: row.subject.value, probe: probe, olderProbe: olderProbe, on: connection)
-            let decision = policy.thresholds.decide(score: match.probe.score(against: match.enrolled))
-            let migrated = match.probe.keyVersion != probe.keyVersion && decision.color == .green
+            let score = match.probe.score(against: match.enrolled)
+            let decision = policy.thresholds.decide(score: score)
+            let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
             if migrated { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             try await TemplateStore.touch(subject: row.subject.value, on: connection)
             _ = try await SessionStore.complete(
@@ -207,6 +208,19 @@ public final class VerificationService: Sendable {
         return (enrolled, olderProbe)
     }
 
+    /// The least score that re-enrols a subject silently: the default GREEN threshold, whatever
+    /// the tenant's own. A migration rewrites the enrolment without anyone looking, so it must not
+    /// follow thresholds an officer (audited) or a database write (not: policy rows carry no MAC)
+    /// lowered: with a GREEN threshold of 0.02 an impostor would otherwise become the enrolled
+    /// face. A subject GREEN under a lower tenant threshold but below this is answered GREEN and
+    /// simply not migrated (it may still migrate on a later, better verification).
+    public static let migrationFloor = DecisionThresholds.default.green
+
+    /// Whether a comparison under an older version moves the subject to the active one.
+    static func migrates(_ decision: Decision, score: Double, comparedUnder version: Int, active: Int) -> Bool {
+        version != active && decision.color == .green && score >= migrationFloor
+    }
+
     /// Re-enrols the subject under `token`'s (active) version from the probe — features are
     /// never stored, so a GREEN match is the only moment this can happen — and deletes its
     /// template of version `old`, inside the caller's transaction: both or neither commit, so a
@@ -258,8 +272,9 @@ public final class VerificationService: Sendable {
         let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older) { _ in subject.value }
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify") { connection -> (Decision, Bool) in
             let match = try await Self.enrolment(of: subject.value, probe: probe, olderProbe: olderProbe, on: connection)
-            let decision = policy.thresholds.decide(score: match.probe.score(against: match.enrolled))
-            let migrated = match.probe.keyVersion != probe.keyVersion && decision.color == .green
+            let score = match.probe.score(against: match.enrolled)
+            let decision = policy.thresholds.decide(score: score)
+            let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
             if migrated { try await self.migrate(subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             try await TemplateStore.touch(subject: subject.value, on: connection)
             return (decision, migrated)

@@ -6,11 +6,11 @@ import Testing
 import Tokenization
 import Verification
 
-/// Silent migration re-enrols a subject from the probe of any GREEN match under the old
-/// biometric version. GREEN is decided by the tenant's thresholds, which live in
-/// `tenant_policies` with no integrity protection: a database writer who lowers them for a
-/// moment turns an impostor's verification into the subject's new enrolment, which outlives the
-/// restored thresholds.
+/// Silent migration re-enrols a subject from the probe of a GREEN match under the old biometric
+/// version. GREEN is decided by the tenant's thresholds, which live in `tenant_policies` with no
+/// integrity protection: were the migration to follow them, a database writer who lowered them for
+/// a moment would turn an impostor's verification into the subject's new enrolment, outliving the
+/// restored thresholds. It needs a fixed floor instead (`VerificationService.migrationFloor`).
 @Suite("Silent migration and thresholds written in the database")
 struct MigrationThresholdAttackTests {
     @Test("An impostor's GREEN under lowered thresholds during the overlap does not replace the subject's enrolment for good")
@@ -35,10 +35,10 @@ struct MigrationThresholdAttackTests {
         // Thresholds restored: the real subject must still be the one enrolled.
         let real = try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "p-1"), features: face)
         let again = try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "p-1"), features: impostor)
-        withKnownIssue("tenant thresholds carry no MAC; a GREEN they decide re-enrols the subject (attack review of issue 11)") {
-            #expect(real.color == .green, "the subject's own face no longer verifies: the impostor's replaced it")
-            #expect(again.color != .green, "the impostor stays enrolled after the thresholds were restored")
-        }
+        // The silent re-enrolment needs the fixed floor (VerificationService.migrationFloor), not
+        // the tenant's GREEN: the impostor's GREEN under lowered thresholds migrated nothing.
+        #expect(real.color == .green, "the subject's own face no longer verifies: the impostor's replaced it")
+        #expect(again.color != .green, "the impostor stays enrolled after the thresholds were restored")
         await verification.custody.shutdown()
     }
 }

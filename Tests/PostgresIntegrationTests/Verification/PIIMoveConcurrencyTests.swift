@@ -13,16 +13,22 @@ import Verification
 /// caller, for nothing the caller did wrong).
 @Suite("pii move racing a verification of the same subject")
 struct PIIMoveConcurrencyTests {
-    /// Lock requests waiting in the cluster (the test runs alone under its filter).
-    static func waitingLocks(_ owner: Database) async throws -> Int {
+    /// Backends waiting, directly or behind another waiter, on the transaction of `holder`
+    /// (a backend pid): only this test's calls, though other suites run at the same time.
+    static func waitingLocks(_ owner: Database, behind holder: Int32) async throws -> Int {
         try await owner.withTransaction(context: "count lock waits") { connection in
-            try await connection.query("SELECT count(*)::int FROM pg_locks WHERE NOT granted", logger: Database.quiet)
-                .collect().first!.decode(Int.self)
+            try await connection.query("""
+                WITH RECURSIVE blocked(pid) AS (
+                    SELECT pid FROM pg_stat_activity WHERE \(holder)::int = ANY(pg_blocking_pids(pid))
+                    UNION
+                    SELECT a.pid FROM pg_stat_activity a JOIN blocked b ON b.pid = ANY(pg_blocking_pids(a.pid))
+                ) SELECT count(*)::int FROM blocked
+                """, logger: Database.quiet).collect().first!.decode(Int.self)
         }
     }
 
-    static func waitUntil(_ owner: Database, waiting count: Int) async throws {
-        for _ in 0..<1_000 where try await waitingLocks(owner) < count { try await Task.sleep(for: .milliseconds(10)) }
+    static func waitUntil(_ owner: Database, waiting count: Int, behind holder: Int32) async throws {
+        for _ in 0..<1_000 where try await waitingLocks(owner, behind: holder) < count { try await Task.sleep(for: .milliseconds(10)) }
     }
 
     @Test("Session creation moving a subject while a verification of the subject's old session runs: both complete")
@@ -38,21 +44,23 @@ struct PIIMoveConcurrencyTests {
 
         // Hold the subject's template so that the move, then the verification, queue on it in
         // that order: the move has the template next, the verification holds the session.
-        let (locked, lockedSignal) = AsyncStream<Void>.makeStream()
+        let (locked, lockedSignal) = AsyncStream<Int32>.makeStream()
         let (release, releaseSignal) = AsyncStream<Void>.makeStream()
         let holder = Task { () async throws -> Void in
             try await owner.withTransaction(context: "hold template") { connection in
                 try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
                 try await connection.query("SELECT 1 FROM templates WHERE subject_ref = \(old.value) FOR UPDATE", logger: Database.quiet)
-                lockedSignal.yield()
+                let pid = try await connection.query("SELECT pg_backend_pid()", logger: Database.quiet).collect().first!.decode(Int32.self)
+                lockedSignal.yield(pid)
                 for await _ in release { break }
             }
         }
-        for await _ in locked { break }
+        var holderPID: Int32 = 0
+        for await pid in locked { holderPID = pid; break }
         let move = Task { try await verification.sessions.create(tenant: tenant, externalID: PersonalText("p-1"), name: nil, email: nil) }
-        try await Self.waitUntil(owner, waiting: 1)
+        try await Self.waitUntil(owner, waiting: 1, behind: holderPID)
         let verify = Task { try await verification.flow.verify(tenant: tenant, session: pending, features: features) }
-        try await Self.waitUntil(owner, waiting: 2)
+        try await Self.waitUntil(owner, waiting: 2, behind: holderPID)
         releaseSignal.yield()
         try await holder.value
 
