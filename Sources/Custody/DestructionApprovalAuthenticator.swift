@@ -32,6 +32,41 @@ struct DestructionApprovalAuthenticator: Sendable {
         return encoding.bytes
     }
 
+    static let requestDomain = "custos/destruction_requests/request/v1"
+
+    /// The bytes a request's own MAC covers, made when it is recorded: everything the approver
+    /// is asked to approve. Without it a database writer could change a pending request (its
+    /// waiting period, its requester) before a second officer approves the altered one.
+    static func requestMessage(for row: DestructionRequestStore.Row) -> [UInt8] {
+        var encoding = CanonicalEncoding(domain: requestDomain)
+        encoding.append(row.id.uuidString.lowercased())
+        encoding.append(row.tenant.rawValue)
+        encoding.append(row.purpose.rawValue)
+        encoding.append(row.version)
+        encoding.append(row.requestedBy)
+        encoding.append(microseconds(row.requestedAt))
+        encoding.append(microseconds(row.expiresAt))
+        encoding.append(row.waitingDays.map(String.init) ?? "unscheduled")
+        return encoding.bytes
+    }
+
+    /// The MAC for a new request, with the root MAC key version it was made under.
+    func requestMAC(for row: DestructionRequestStore.Row, pool: SessionPool, rootKeys: RootKeys) async throws -> (mac: [UInt8], version: Int) {
+        (try await pool.hmacSHA256(key: rootKeys.mac, data: Self.requestMessage(for: row)), rootKeys.macVersion)
+    }
+
+    /// Whether `row` carries a request MAC that verifies: only requests recorded by Custos do.
+    func isAuthenticRequest(_ row: DestructionRequestStore.Row, pool: SessionPool) async throws -> Bool {
+        guard let stored = row.requestMAC, let version = row.requestMACVersion, version > 0 else { return false }
+        let expected: [UInt8]
+        do {
+            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: Self.requestMessage(for: row))
+        } catch HSMError.keyNotFound {
+            return false
+        }
+        return constantTimeEqual(expected, stored)
+    }
+
     /// PostgreSQL keeps microseconds; callers pass dates as read back from it (or truncated to
     /// whole seconds), so both sides round the same value.
     static func microseconds(_ date: Date) -> Int64 {

@@ -56,11 +56,18 @@ public final class KeyDestructionApprovals: Sendable {
             throw CustodyError.unknownKeyVersion(tenant, purpose, version)
         }
         guard record.state == .retired else { throw CustodyError.invalidTransition(tenant, purpose, version, from: record.state, to: .destroyed) }
-        let at = now()
-        let row = Request(
+        // Whole seconds: the request MAC covers the times, and PostgreSQL keeps microseconds only.
+        let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let unsealed = Request(
             id: UUID(), tenant: tenant, purpose: purpose, version: version, requestedBy: officer, requestedAt: at,
             expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), approvedBy: nil, approvedAt: nil, executedAt: nil,
             waitingDays: waitingDays
+        )
+        let (mac, macVersion) = try await custody { try await authenticator.requestMAC(for: unsealed, pool: keyring.pool, rootKeys: keyring.rootKeys) }
+        let row = Request(
+            id: unsealed.id, tenant: tenant, purpose: purpose, version: version, requestedBy: officer, requestedAt: at,
+            expiresAt: unsealed.expiresAt, approvedBy: nil, approvedAt: nil, executedAt: nil,
+            waitingDays: waitingDays, requestMAC: mac, requestMACVersion: macVersion
         )
         let audit = audit
         try await custody {
@@ -90,6 +97,8 @@ public final class KeyDestructionApprovals: Sendable {
             try await database.withTransaction(context: "approve key destruction") { connection in
                 guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
+                // Only a request Custos recorded, unchanged since, can be approved.
+                guard try await authenticator.isAuthenticRequest(row, pool: pool) else { throw DestructionApprovalError.requestNotAuthentic(id) }
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 let revoked = try await CertificateRevocationStore.all(on: connection)
@@ -276,6 +285,8 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
     case approverRevoked(UUID)
     /// The request was cancelled (`custos key cancel-destroy`).
     case cancelled(UUID)
+    /// The request's own HSM MAC is missing or wrong: it was written or changed in the database.
+    case requestNotAuthentic(UUID)
     /// The scheduled destruction is not due before `due`.
     case notDue(UUID, due: Date)
     /// The waiting period asked for is outside ``KeyDestructionApprovals/waitingDaysRange``.
@@ -295,6 +306,7 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
         case .approvalNotAuthentic(let id): "the approval of request \(id.uuidString.lowercased()) fails its integrity check; it does not count"
         case .approverRevoked(let id): "the officer who approved request \(id.uuidString.lowercased()) has had their certificate revoked; another officer must approve it"
         case .cancelled(let id): "request \(id.uuidString.lowercased()) was cancelled"
+        case .requestNotAuthentic(let id): "request \(id.uuidString.lowercased()) fails its integrity check (changed or written outside Custos); make a new one"
         case .notDue(let id, let due): "request \(id.uuidString.lowercased()) is scheduled for \(due.formatted(.iso8601)); it cannot be carried out before"
         case .notScheduled(let id):
             "the key version of request \(id.uuidString.lowercased()) is not scheduled for destruction by it (the request was cancelled); make a new one"

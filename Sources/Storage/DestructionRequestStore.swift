@@ -28,6 +28,11 @@ public enum DestructionRequestStore {
         public let waitingDays: Int?
         public let cancelledBy: String?
         public let cancelledAt: Date?
+        /// The HSM MAC over the request itself, made when it was recorded
+        /// (``requestMACVersion`` names the root MAC key): a request written or changed in the
+        /// database by anyone else cannot be approved.
+        public let requestMAC: [UInt8]?
+        public let requestMACVersion: Int?
 
         /// When a scheduled destruction becomes due: approval time plus the waiting days.
         public var dueAt: Date? {
@@ -39,8 +44,11 @@ public enum DestructionRequestStore {
             id: UUID, tenant: TenantID, purpose: KeyPurpose, version: Int, requestedBy: String, requestedAt: Date,
             expiresAt: Date, approvedBy: String?, approvedAt: Date?, executedAt: Date?,
             approverCertificateSerial: String? = nil, approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil,
-            waitingDays: Int? = nil, cancelledBy: String? = nil, cancelledAt: Date? = nil
+            waitingDays: Int? = nil, cancelledBy: String? = nil, cancelledAt: Date? = nil,
+            requestMAC: [UInt8]? = nil, requestMACVersion: Int? = nil
         ) {
+            self.requestMAC = requestMAC
+            self.requestMACVersion = requestMACVersion
             self.id = id
             self.tenant = tenant
             self.purpose = purpose
@@ -62,15 +70,17 @@ public enum DestructionRequestStore {
 
     public static func insert(_ row: Row, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
-            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at, waiting_days)
+            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at, waiting_days,
+                request_mac, request_mac_version)
             VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.purpose.rawValue), \(row.version), \(row.requestedBy), \(row.requestedAt),
-                \(row.expiresAt), \(row.waitingDays))
+                \(row.expiresAt), \(row.waitingDays), \(row.requestMAC.map { Data($0) }), \(row.requestMACVersion))
             """, logger: Database.quiet)
     }
 
     private static let columns = """
         id, tenant_id::text, purpose, version, requested_by, requested_at, expires_at, approved_by, approved_at, executed_at,
-        approver_certificate_serial, approval_mac, approval_mac_version, waiting_days, cancelled_by, cancelled_at
+        approver_certificate_serial, approval_mac, approval_mac_version, waiting_days, cancelled_by, cancelled_at,
+        request_mac, request_mac_version
         """
 
     /// - Parameter forUpdate: lock the row until the transaction ends (approving, carrying out).
@@ -105,12 +115,14 @@ public enum DestructionRequestStore {
             let (waitingDays, cancelledBy, cancelledAt) = (
                 try columns[13].decode(Int?.self), try columns[14].decode(String?.self), try columns[15].decode(Date?.self)
             )
+            let (requestMAC, requestMACVersion) = (try columns[16].decode(Data?.self), try columns[17].decode(Int?.self))
             guard let tenant = TenantID(row.1), let purpose = KeyPurpose(rawValue: row.2) else { continue }
             found.append(Row(
                 id: row.0, tenant: tenant, purpose: purpose, version: row.3, requestedBy: row.4, requestedAt: row.5,
                 expiresAt: row.6, approvedBy: row.7, approvedAt: row.8, executedAt: row.9,
                 approverCertificateSerial: row.10, approvalMAC: row.11.map { Array($0) }, approvalMACVersion: row.12,
-                waitingDays: waitingDays, cancelledBy: cancelledBy, cancelledAt: cancelledAt
+                waitingDays: waitingDays, cancelledBy: cancelledBy, cancelledAt: cancelledAt,
+                requestMAC: requestMAC.map { Array($0) }, requestMACVersion: requestMACVersion
             ))
         }
         return found

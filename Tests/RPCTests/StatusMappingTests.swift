@@ -74,6 +74,7 @@ struct StatusMappingTests {
         Row(error: DestructionApprovalError.cancelled(id), code: .failedPrecondition),
         Row(error: DestructionApprovalError.notDue(id, due: Date(timeIntervalSince1970: 0)), code: .failedPrecondition),
         Row(error: DestructionApprovalError.waitingDaysOutOfRange(5), code: .invalidArgument),
+        Row(error: DestructionApprovalError.requestNotAuthentic(id), code: .failedPrecondition),
         Row(error: OverlapEndApprovalError.unknown(id), code: .notFound),
         Row(error: OverlapEndApprovalError.approverIsRequester(id), code: .permissionDenied),
         Row(error: OverlapEndApprovalError.approverRevoked(id), code: .permissionDenied),

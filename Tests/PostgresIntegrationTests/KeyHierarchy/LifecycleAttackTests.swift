@@ -115,18 +115,23 @@ struct LifecycleAttackTests {
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
         try await harness.keyring.rotate(tenant, .data, actor: "alice")
         let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 30)
-        // Nothing authenticates a request before its approval: the approval MAC seals whatever
-        // waiting period the row holds by then (NULL: the unscheduled form, carried out at once).
+        // The request carries an HSM MAC from the moment it is recorded: a change before the
+        // approval (here the waiting period, made NULL: the unscheduled form) makes it unapprovable.
         try await harness.ownerSQL(tenant: nil, "UPDATE destruction_requests SET waiting_days = NULL WHERE id = \(request.id)")
-        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
-        let due = try await approvals.get(request.id).dueAt
-        withKnownIssue("requests carry no MAC before approval (attack review of issue 11: a request MAC at creation, migration needed)") {
-            #expect(due != nil, "the approval sealed an unscheduled destruction")
+        await #expect(throws: DestructionApprovalError.requestNotAuthentic(request.id)) {
+            _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
         }
-        await withKnownIssue("requests carry no MAC before approval") {
-            await #expect(throws: DestructionApprovalError.self, "destroyed the day it was approved, not 30 days later") {
-                _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
-            }
+        await #expect(throws: DestructionApprovalError.self, "nothing approved, nothing carried out") {
+            _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        }
+        // A request forged in the database, naming another officer, cannot be approved either.
+        let forged = UUID()
+        try await harness.ownerSQL(tenant: nil, """
+            INSERT INTO destruction_requests (id, tenant_id, purpose, version, requested_by, requested_at, expires_at, waiting_days)
+            VALUES (\(forged), \(tenant.rawValue)::uuid, 'data', 1, 'alice', now(), now() + interval '1 day', 7)
+            """)
+        await #expect(throws: DestructionApprovalError.requestNotAuthentic(forged)) {
+            _ = try await approvals.approve(forged, officer: "bob", certificateSerial: "b0b")
         }
         await harness.shutdown()
     }
