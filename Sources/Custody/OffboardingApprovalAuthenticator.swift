@@ -23,6 +23,33 @@ enum OffboardingApprovalAuthenticator {
         return encoding.bytes
     }
 
+    static let requestDomain = "custos/tenant_offboardings/request/v1"
+
+    /// The bytes a request's own MAC covers, made when it is recorded (see
+    /// ``DestructionApprovalAuthenticator/requestMessage(for:)``).
+    static func requestMessage(for row: TenantOffboardingStore.Row) -> [UInt8] {
+        var encoding = CanonicalEncoding(domain: requestDomain)
+        encoding.append(row.id.uuidString.lowercased())
+        encoding.append(row.tenant.rawValue)
+        encoding.append(row.requestedBy)
+        encoding.append(DestructionApprovalAuthenticator.microseconds(row.requestedAt))
+        encoding.append(DestructionApprovalAuthenticator.microseconds(row.expiresAt))
+        encoding.append(row.waitingDays)
+        return encoding.bytes
+    }
+
+    /// Whether `row` carries a request MAC that verifies: only requests recorded by Custos do.
+    static func isAuthenticRequest(_ row: TenantOffboardingStore.Row, pool: SessionPool) async throws -> Bool {
+        guard let stored = row.requestMAC, let version = row.requestMACVersion, version > 0 else { return false }
+        let expected: [UInt8]
+        do {
+            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: requestMessage(for: row))
+        } catch HSMError.keyNotFound {
+            return false
+        }
+        return constantTimeEqual(expected, stored)
+    }
+
     /// Whether `row` carries an approval whose MAC verifies under the root MAC key it names.
     static func isAuthentic(_ row: TenantOffboardingStore.Row, pool: SessionPool) async throws -> Bool {
         guard let approvedBy = row.approvedBy, let approvedAt = row.approvedAt, let serial = row.approverCertificateSerial,

@@ -51,9 +51,15 @@ public final class TenantOffboarding: Sendable {
         guard KeyDestructionApprovals.waitingDaysRange.contains(waitingDays) else { throw DestructionApprovalError.waitingDaysOutOfRange(waitingDays) }
         guard try await keyring.tenant(tenant) != nil else { throw CustodyError.unknownTenant(tenant) }
         let at = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
-        let row = Request(
+        let unsealed = Request(
             id: UUID(), tenant: tenant, requestedBy: officer, requestedAt: at,
             expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds)), waitingDays: waitingDays
+        )
+        let pool = keyring.pool, rootKeys = keyring.rootKeys
+        let mac = try await custody { try await pool.hmacSHA256(key: rootKeys.mac, data: OffboardingApprovalAuthenticator.requestMessage(for: unsealed)) }
+        let row = Request(
+            id: unsealed.id, tenant: tenant, requestedBy: officer, requestedAt: at, expiresAt: unsealed.expiresAt, waitingDays: waitingDays,
+            requestMAC: mac, requestMACVersion: rootKeys.macVersion
         )
         let audit = audit
         try await custody {
@@ -78,6 +84,10 @@ public final class TenantOffboarding: Sendable {
             try await database.withTransaction(context: "approve tenant offboarding") { connection in
                 guard let row = try await TenantOffboardingStore.get(id, forUpdate: true, on: connection) else { throw OffboardingError.unknown(id) }
                 guard row.requestedBy != officer else { throw OffboardingError.approverIsRequester(id) }
+                // Only a request Custos recorded, unchanged since, can be approved.
+                guard try await OffboardingApprovalAuthenticator.isAuthenticRequest(row, pool: keyring.pool) else {
+                    throw OffboardingError.requestNotAuthentic(id)
+                }
                 let revoked = try await CertificateRevocationStore.all(on: connection)
                 guard !revoked.contains(certificateSerial) else { throw OffboardingError.approverRevoked(id) }
                 if row.approvedBy != nil, try await OffboardingApprovalAuthenticator.isAuthentic(row, pool: pool),
@@ -193,6 +203,8 @@ public enum OffboardingError: Error, Sendable, Equatable, CustomStringConvertibl
     case approvalNotAuthentic(UUID)
     case approverRevoked(UUID)
     case notDue(UUID, due: Date)
+    /// The request's own HSM MAC is missing or wrong: it was written or changed in the database.
+    case requestNotAuthentic(UUID)
 
     public var description: String {
         let request = { (id: UUID) in "offboarding request \(id.uuidString.lowercased())" }
@@ -205,6 +217,7 @@ public enum OffboardingError: Error, Sendable, Equatable, CustomStringConvertibl
         case .approvalNotAuthentic(let id): "the approval of \(request(id)) fails its integrity check; it does not count"
         case .approverRevoked(let id): "the officer who approved \(request(id)) has had their certificate revoked; another officer must approve it"
         case .notDue(let id, let due): "\(request(id)) is due at \(due.formatted(.iso8601)); it cannot be carried out before"
+        case .requestNotAuthentic(let id): "\(request(id)) fails its integrity check (changed or written outside Custos); make a new one"
         }
     }
 }

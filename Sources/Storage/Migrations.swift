@@ -372,10 +372,11 @@ public enum Migrations {
         GRANT SELECT, INSERT ON overlap_end_requests TO {service};
         GRANT UPDATE (approved_by, approved_at, approver_certificate_serial) ON overlap_end_requests TO {service};
         """),
-        Migration(version: 13, summary: "key destruction requests carry an HSM MAC from the moment they are recorded", sql: """
+        Migration(version: 13, summary: "key destruction and tenant offboarding requests carry an HSM MAC from the moment they are recorded", sql: """
         -- Set once, on insert: an approval is refused for a request without a MAC that verifies
         -- (one written, or changed before its approval, by anyone without the HSM).
         ALTER TABLE destruction_requests ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
+        ALTER TABLE tenant_offboardings ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
         """),
     ]
 

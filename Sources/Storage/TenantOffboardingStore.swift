@@ -18,6 +18,10 @@ public enum TenantOffboardingStore {
         public let approvalMAC: [UInt8]?
         public let approvalMACVersion: Int?
         public let completedAt: Date?
+        /// The HSM MAC over the request itself, made when it was recorded: one written or changed
+        /// in the database by anyone else cannot be approved.
+        public let requestMAC: [UInt8]?
+        public let requestMACVersion: Int?
 
         /// When the tenant's keys and data go: approval time plus the waiting days.
         public var dueAt: Date? { approvedAt.map { $0.addingTimeInterval(Double(waitingDays) * 86_400) } }
@@ -25,8 +29,11 @@ public enum TenantOffboardingStore {
         public init(
             id: UUID, tenant: TenantID, requestedBy: String, requestedAt: Date, expiresAt: Date, waitingDays: Int,
             approvedBy: String? = nil, approvedAt: Date? = nil, approverCertificateSerial: String? = nil,
-            approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil, completedAt: Date? = nil
+            approvalMAC: [UInt8]? = nil, approvalMACVersion: Int? = nil, completedAt: Date? = nil,
+            requestMAC: [UInt8]? = nil, requestMACVersion: Int? = nil
         ) {
+            self.requestMAC = requestMAC
+            self.requestMACVersion = requestMACVersion
             self.id = id
             self.tenant = tenant
             self.requestedBy = requestedBy
@@ -44,13 +51,14 @@ public enum TenantOffboardingStore {
 
     private static let columns = """
         id, tenant_id::text, requested_by, requested_at, expires_at, waiting_days, approved_by, approved_at,
-        approver_certificate_serial, approval_mac, approval_mac_version, completed_at
+        approver_certificate_serial, approval_mac, approval_mac_version, completed_at, request_mac, request_mac_version
         """
 
     public static func insert(_ row: Row, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
-            INSERT INTO tenant_offboardings (id, tenant_id, requested_by, requested_at, expires_at, waiting_days)
-            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.requestedBy), \(row.requestedAt), \(row.expiresAt), \(row.waitingDays))
+            INSERT INTO tenant_offboardings (id, tenant_id, requested_by, requested_at, expires_at, waiting_days, request_mac, request_mac_version)
+            VALUES (\(row.id), \(row.tenant.rawValue)::uuid, \(row.requestedBy), \(row.requestedAt), \(row.expiresAt), \(row.waitingDays),
+                \(row.requestMAC.map { Data($0) }), \(row.requestMACVersion))
             """, logger: Database.quiet)
     }
 
@@ -93,12 +101,12 @@ public enum TenantOffboardingStore {
 
     private static func decode(_ rows: PostgresRowSequence) async throws -> [Row] {
         var found = [Row]()
-        for try await row in rows.decode((UUID, String, String, Date, Date, Int, String?, Date?, String?, Data?, Int?, Date?).self) {
+        for try await row in rows.decode((UUID, String, String, Date, Date, Int, String?, Date?, String?, Data?, Int?, Date?, Data?, Int?).self) {
             guard let tenant = TenantID(row.1) else { continue }
             found.append(Row(
                 id: row.0, tenant: tenant, requestedBy: row.2, requestedAt: row.3, expiresAt: row.4, waitingDays: row.5,
                 approvedBy: row.6, approvedAt: row.7, approverCertificateSerial: row.8, approvalMAC: row.9.map { Array($0) },
-                approvalMACVersion: row.10, completedAt: row.11
+                approvalMACVersion: row.10, completedAt: row.11, requestMAC: row.12.map { Array($0) }, requestMACVersion: row.13
             ))
         }
         return found

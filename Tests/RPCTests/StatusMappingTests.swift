@@ -81,6 +81,7 @@ struct StatusMappingTests {
         Row(error: OverlapEndApprovalError.alreadyApproved(id), code: .failedPrecondition),
         Row(error: OverlapEndApprovalError.expired(id), code: .failedPrecondition),
         Row(error: OffboardingError.unknown(id), code: .notFound),
+        Row(error: OffboardingError.requestNotAuthentic(id), code: .failedPrecondition),
         Row(error: OffboardingError.approverIsRequester(id), code: .permissionDenied),
         Row(error: OffboardingError.notDue(id, due: Date(timeIntervalSince1970: 0)), code: .failedPrecondition),
         Row(error: OffboardingError.approvalNotAuthentic(id), code: .failedPrecondition),

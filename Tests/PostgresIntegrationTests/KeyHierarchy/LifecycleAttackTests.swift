@@ -135,4 +135,26 @@ struct LifecycleAttackTests {
         }
         await harness.shutdown()
     }
+
+    @Test("An offboarding request changed in the database before its approval (a shorter wait) or forged there cannot be approved")
+    func offboardingRequestRewrittenBeforeApproval() async throws {
+        let harness = try await CustodyHarness.make("attack_preoffboard")
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let request = try await offboarding.request(tenant, officer: "alice", waitingDays: 30)
+        try await harness.ownerSQL(tenant: nil, "UPDATE tenant_offboardings SET waiting_days = 7 WHERE id = \(request.id)")
+        await #expect(throws: OffboardingError.requestNotAuthentic(request.id)) {
+            _ = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        }
+        let forged = UUID()
+        try await harness.ownerSQL(tenant: nil, """
+            INSERT INTO tenant_offboardings (id, tenant_id, requested_by, requested_at, expires_at, waiting_days)
+            VALUES (\(forged), \(tenant.rawValue)::uuid, 'alice', now(), now() + interval '1 day', 7)
+            """)
+        await #expect(throws: OffboardingError.requestNotAuthentic(forged)) {
+            _ = try await offboarding.approve(forged, officer: "bob", certificateSerial: "b0b")
+        }
+        #expect(try await harness.keyring.tenant(tenant)?.status != "disabled", "nothing was approved")
+        await harness.shutdown()
+    }
 }
