@@ -15,7 +15,7 @@ public struct CustodyGraph: Sendable {
         /// Live Ed25519 webhook key pairs (token objects) one tenant may hold.
         public var tokenObjectsPerTenant: Int
         /// For tests only: called at each step of a key rotation (crash injection).
-        public var rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)?
+        public var keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)?
         /// How often counted key uses are written to the audit log (``KeyUseRecorderService``,
         /// which also writes them at shutdown); `nil`: no recorder in the runtime (the test
         /// harnesses, whose suites count audit entries; they flush by hand).
@@ -24,13 +24,13 @@ public struct CustodyGraph: Sendable {
         public init(
             auditAnchorPath: String?, keyEnvironment: String = "live",
             tokenObjectsPerTenant: Int = WebhookSigner.defaultTokenObjectLimit,
-            rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil,
+            keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
             keyUseFlushInterval: Duration? = nil
         ) {
             self.auditAnchorPath = auditAnchorPath
             self.keyEnvironment = keyEnvironment
             self.tokenObjectsPerTenant = tokenObjectsPerTenant
-            self.rotationHook = rotationHook
+            self.keyringStepHook = keyringStepHook
             self.keyUseFlushInterval = keyUseFlushInterval
         }
     }
@@ -55,7 +55,7 @@ public struct CustodyGraph: Sendable {
         self.rootKeys = rootKeys
         audit = AuditLog(pool: pool, database: database, rootKeys: rootKeys, anchorPath: settings.auditAnchorPath)
         keyring = TenantKeyring(
-            pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger, rotationHook: settings.rotationHook
+            pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger, keyringStepHook: settings.keyringStepHook
         )
         apiKeys = APIKeyService(
             pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger

@@ -125,8 +125,8 @@ public struct CustosRuntime: Sendable {
         do {
             let rootKeys = try await CustodyGraph.rootKeys(pool: pool, database: database, verify: options.verifyRootKeys, logger: options.logger)
             var settings = settings
-            if settings.rotationHook == nil, let fault = options.stepFault {
-                settings.rotationHook = fault.hook("rotation")
+            if settings.keyringStepHook == nil, let fault = options.stepFault {
+                settings.keyringStepHook = { step in try fault.reached(step.description) }
             }
             runtime = CustosRuntime(
                 custody: CustodyGraph(pool: pool, database: database, rootKeys: rootKeys, settings: settings, logger: options.logger),

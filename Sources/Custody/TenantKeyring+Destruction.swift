@@ -70,30 +70,41 @@ extension TenantKeyring {
             row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
             let audit = audit, checkValue = row.checkValue
-            // The row and its audit entry commit together, before the token objects go: a
-            // failure in between leaves material that nothing can use any more (logged), never
-            // a destroyed key without its entry.
+            // The row and its audit entry commit together, before the token objects go, with
+            // the objects' label listed in `pending_token_destructions`: a crash in between
+            // leaves that list for ``reconcile()``, never a destroyed key without its entry nor
+            // material that no row names.
+            let pending = tokenLabel.map { PendingTokenDestructionStore.Entry(label: $0, tenant: tenant, purpose: purpose, version: version) }
             try await database.withTenant(tenant, context: "destroy key version") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                if let pending { try await PendingTokenDestructionStore.insert(pending, on: connection) }
                 try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
-            if let tokenLabel {
-                do {
-                    _ = try await pool.withPersistentSession { session in
-                        for handle in try session.findObjects([.label(tokenLabel)], limit: 4) { try session.destroyObject(handle) }
-                    }
-                } catch {
-                    logger.error("key version destroyed, but its token objects remain", metadata: [
-                        "label": "\(tokenLabel)", "error": "\(error)",
-                    ])
-                    throw error
-                }
+            try keyringStepHook?(.destructionRecorded)
+            if let pending { try await destroyTokenObjects(pending) }
+        }
+    }
+
+    /// Destroys the token objects of a destroyed version, then takes them off the list.
+    /// - Throws: the token's error (the entry stays listed: the next reconciliation retries).
+    func destroyTokenObjects(_ pending: PendingTokenDestructionStore.Entry) async throws {
+        do {
+            _ = try await pool.withPersistentSession { session in
+                for handle in try session.findObjects([.label(pending.label)], limit: 4) { try session.destroyObject(handle) }
             }
+        } catch {
+            logger.error("key version destroyed, but its token objects remain; start-up reconciliation retries", metadata: [
+                "label": "\(pending.label)", "error": "\(error)",
+            ])
+            throw error
+        }
+        try await database.withTransaction(context: "clear pending token destruction") { connection in
+            try await PendingTokenDestructionStore.delete(label: pending.label, on: connection)
         }
     }
 

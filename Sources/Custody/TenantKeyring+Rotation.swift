@@ -31,7 +31,7 @@ extension TenantKeyring {
     func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, overlapSeconds: Int64? = nil, actor: String) async throws -> KeyVersionRecord {
         try await custody {
             let pending = try await storeNextPending(tenant, purpose)
-            try rotationHook?(.pendingStored)
+            try keyringStepHook?(.pendingStored)
             return try await complete(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
         }
     }
@@ -92,11 +92,11 @@ extension TenantKeyring {
                 }
                 pending.append(stored)
             }
-            try rotationHook?(.pendingStored)
+            try keyringStepHook?(.pendingStored)
             for stored in pending {
                 let until = if let fixedEnd { fixedEnd } else { try await biometricOverlapEnd(tenant, rotating: stored.purpose, from: target - 1) }
                 _ = try await complete(stored, retiringUntil: until, overlapSeconds: nil, actor: actor)
-                try rotationHook?(.completed(stored.purpose))
+                try keyringStepHook?(.completed(stored.purpose))
             }
             return target
         }
@@ -156,6 +156,8 @@ extension TenantKeyring {
     public enum Reconciliation: Sendable, Equatable {
         case completed(TenantID, KeyPurpose, version: Int)
         case rolledBack(TenantID, KeyPurpose, version: Int)
+        /// A destroyed version's token objects, left on the token by a crash, destroyed.
+        case tokenObjectsDestroyed(TenantID, KeyPurpose, version: Int)
     }
 
     /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
@@ -191,6 +193,14 @@ extension TenantKeyring {
                     if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
                     actions.append(.rolledBack(tenant, purpose, version: version))
                 }
+            }
+            // Token objects of versions whose destruction committed before a crash.
+            let leftovers = try await database.withTransaction(context: "list pending token destructions") { connection in
+                try await PendingTokenDestructionStore.all(on: connection)
+            }
+            for entry in leftovers {
+                try await destroyTokenObjects(entry)
+                actions.append(.tokenObjectsDestroyed(entry.tenant, entry.purpose, version: entry.version))
             }
             // One biometric version covers both keys: a crash before the second key's pending row
             // was stored leaves the pair apart after the loop above; bring the lagging one up

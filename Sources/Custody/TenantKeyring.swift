@@ -17,18 +17,24 @@ import Synchronization
 public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
 
-    /// Rotation steps, for tests that inject a crash between them.
-    public enum RotationStep: Sendable, Hashable, CustomStringConvertible {
+    /// Steps between the committed steps of a rotation or a destruction, where tests stop the
+    /// process (``StepFault``).
+    public enum KeyringStep: Sendable, Hashable, CustomStringConvertible {
         /// The new version is stored as `pending` and listed in `pending_rotations`.
         case pendingStored
         /// One purpose of a biometric rotation is active; the other may still be pending.
         case completed(KeyPurpose)
+        /// A destruction's row and audit entry are committed; its token objects (Ed25519) are
+        /// listed in `pending_token_destructions` and not destroyed yet.
+        case destructionRecorded
 
-        /// `pendingStored`, `completed.bio-seed`: the names crash tests arm (``StepFault``).
+        /// The names crash tests arm: `rotation.pendingStored`, `rotation.completed.bio-seed`,
+        /// `destruction.recorded`.
         public var description: String {
             switch self {
-            case .pendingStored: "pendingStored"
-            case .completed(let purpose): "completed.\(purpose.rawValue)"
+            case .pendingStored: "rotation.pendingStored"
+            case .completed(let purpose): "rotation.completed.\(purpose.rawValue)"
+            case .destructionRecorded: "destruction.recorded"
             }
         }
     }
@@ -39,7 +45,7 @@ public final class TenantKeyring: Sendable {
     let authenticator: KeyVersionAuthenticator
     let audit: AuditLog
     let logger: Logger
-    let rotationHook: (@Sendable (RotationStep) throws -> Void)?
+    let keyringStepHook: (@Sendable (KeyringStep) throws -> Void)?
     /// How long a version lookup is trusted before the database is asked again while the
     /// key-state listener is connected (it reports other instances' changes sooner); a rotation
     /// made by another instance is seen within this time.
@@ -60,7 +66,7 @@ public final class TenantKeyring: Sendable {
 
     public init(
         pool: SessionPool, database: Database, rootKeys: RootKeys = RootKeys(), audit: AuditLog, logger: Logger,
-        activeCacheTTL: Duration = .seconds(5), rotationHook: (@Sendable (RotationStep) throws -> Void)? = nil
+        activeCacheTTL: Duration = .seconds(5), keyringStepHook: (@Sendable (KeyringStep) throws -> Void)? = nil
     ) {
         self.pool = pool
         self.database = database
@@ -69,7 +75,7 @@ public final class TenantKeyring: Sendable {
         self.audit = audit
         self.logger = logger
         self.activeCacheTTL = activeCacheTTL
-        self.rotationHook = rotationHook
+        self.keyringStepHook = keyringStepHook
     }
 
     // MARK: Using keys

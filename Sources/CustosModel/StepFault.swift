@@ -17,7 +17,7 @@ public struct StepFault: Sendable {
         try body(step)
     }
 
-    /// A typed step hook (`RotationStep`, `SessionResealJob.Step`, ...) that reaches
+    /// A typed step hook (`KeyringStep`, `SessionResealJob.Step`, ...) that reaches
     /// `<prefix>.<step>`.
     public func hook<Step>(_ prefix: String) -> @Sendable (Step) throws -> Void {
         { step in try self.reached("\(prefix).\(step)") }

@@ -378,6 +378,19 @@ public enum Migrations {
         ALTER TABLE destruction_requests ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
         ALTER TABLE tenant_offboardings ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
         """),
+        Migration(version: 14, summary: "token objects of destroyed key versions listed until they are gone from the token", sql: """
+        -- Written with a destruction's row, cleared once its token objects (Ed25519 key pairs)
+        -- are destroyed: a crash in between leaves this list for start-up reconciliation, not
+        -- key material that no row names any more. Labels and ids only.
+        CREATE TABLE pending_token_destructions (
+            label text PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            purpose text NOT NULL,
+            version integer NOT NULL CHECK (version > 0),
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        GRANT SELECT, INSERT, DELETE ON pending_token_destructions TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

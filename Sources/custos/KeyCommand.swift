@@ -45,6 +45,7 @@ struct KeyCommand: AsyncParsableCommand {
         switch reconciliation {
         case .completed(let tenant, let purpose, let version): "completed   \(tenant) \(purpose.rawValue) v\(version)"
         case .rolledBack(let tenant, let purpose, let version): "rolled back \(tenant) \(purpose.rawValue) v\(version)"
+        case .tokenObjectsDestroyed(let tenant, let purpose, let version): "token objects destroyed \(tenant) \(purpose.rawValue) v\(version)"
         }
     }
 

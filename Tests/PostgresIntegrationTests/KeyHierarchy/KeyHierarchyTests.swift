@@ -78,7 +78,7 @@ struct KeyHierarchyTests {
     func crashBetweenSteps() async throws {
         struct Crash: Error {}
         let crashes = CrashSwitch()
-        let harness = try await CustodyHarness.make("crash", rotationHook: { step in
+        let harness = try await CustodyHarness.make("crash", keyringStepHook: { step in
             if crashes.armed, step == .pendingStored { throw Crash() }
         })
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
@@ -106,7 +106,7 @@ struct KeyHierarchyTests {
     @Test("A pending version whose row fails its MAC is rolled back at reconciliation")
     func rollBackTamperedPending() async throws {
         struct Crash: Error {}
-        let harness = try await CustodyHarness.make("rollback", rotationHook: { step in
+        let harness = try await CustodyHarness.make("rollback", keyringStepHook: { step in
             if step == .pendingStored { throw Crash() }
         })
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")

@@ -40,7 +40,7 @@ final class CustodyHarness: Sendable {
     ///   tests that inject faults, so no other suite sees them.
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
-        rotationHook: (@Sendable (TenantKeyring.RotationStep) throws -> Void)? = nil
+        keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -58,7 +58,7 @@ final class CustodyHarness: Sendable {
         // the graph uses the first ones (v1), as it would on that token.
         let started = try await CustosRuntime.start(
             pool: token.configuration(), database: settings.configuration(role: .service, schema: schema),
-            custody: CustodyGraph.Settings(auditAnchorPath: anchorPath, keyEnvironment: "test", rotationHook: rotationHook),
+            custody: CustodyGraph.Settings(auditAnchorPath: anchorPath, keyEnvironment: "test", keyringStepHook: keyringStepHook),
             options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false, module: module)
         )
         let pool = started.runtime.pool

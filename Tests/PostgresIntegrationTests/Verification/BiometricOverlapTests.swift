@@ -253,7 +253,7 @@ struct BiometricOverlapTests {
     @Test("A biometric rotation interrupted after bio-seed is completed at start-up with the overlap bio-seed already has")
     func reconcileKeepsTheOverlap() async throws {
         // Both pending versions are stored; the crash comes after bio-seed is active, bio-prf not yet.
-        let custody = try await CustodyHarness.make("bioreconcile", rotationHook: { step in
+        let custody = try await CustodyHarness.make("bioreconcile", keyringStepHook: { step in
             if step == .completed(.bioSeed) { throw InjectedCrash() }
         })
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
