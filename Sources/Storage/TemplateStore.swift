@@ -64,17 +64,6 @@ public enum TemplateStore {
         return found
     }
 
-    /// Whether any template exists for one of `subjects` (to keep a subject's reference stable
-    /// across `pii` key rotations).
-    public static func firstEnrolled(among subjects: [String], on connection: DatabaseTransaction) async throws -> String? {
-        guard !subjects.isEmpty else { return nil }
-        let rows = try await connection.query("""
-            SELECT subject_ref FROM templates WHERE subject_ref = ANY(\(subjects)) ORDER BY enrolled_at LIMIT 1
-            """, logger: Database.quiet)
-        for try await subject in rows.decode(String.self) { return subject }
-        return nil
-    }
-
     /// The key versions the subject has templates of (empty: not enrolled).
     public static func keyVersions(subject: String, on connection: DatabaseTransaction) async throws -> [Int] {
         var versions = [Int]()
