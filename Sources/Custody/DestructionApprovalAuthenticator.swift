@@ -57,14 +57,8 @@ struct DestructionApprovalAuthenticator: Sendable {
 
     /// Whether `row` carries a request MAC that verifies: only requests recorded by Custos do.
     func isAuthenticRequest(_ row: DestructionRequestStore.Row, pool: SessionPool) async throws -> Bool {
-        guard let stored = row.requestMAC, let version = row.requestMACVersion, version > 0 else { return false }
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: Self.requestMessage(for: row))
-        } catch HSMError.keyNotFound {
-            return false
-        }
-        return constantTimeEqual(expected, stored)
+        guard let stored = row.requestMAC, let version = row.requestMACVersion else { return false }
+        return try await rootMACVerifies(stored, of: Self.requestMessage(for: row), macVersion: version, pool: pool)
     }
 
     /// PostgreSQL keeps microseconds; callers pass dates as read back from it (or truncated to
@@ -82,15 +76,8 @@ struct DestructionApprovalAuthenticator: Sendable {
     /// Whether `row` carries an approval whose MAC verifies under the root MAC key it names.
     func isAuthentic(_ row: DestructionRequestStore.Row, pool: SessionPool) async throws -> Bool {
         guard let approvedBy = row.approvedBy, let approvedAt = row.approvedAt, let serial = row.approverCertificateSerial,
-              let stored = row.approvalMAC, let version = row.approvalMACVersion, version > 0 else { return false }
+              let stored = row.approvalMAC, let version = row.approvalMACVersion else { return false }
         let message = Self.message(for: row, approvedBy: approvedBy, certificateSerial: serial, approvedAt: approvedAt)
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: message)
-        } catch HSMError.keyNotFound {
-            // A MAC key version the token never held: written by someone without the HSM.
-            return false
-        }
-        return constantTimeEqual(expected, stored)
+        return try await rootMACVerifies(stored, of: message, macVersion: version, pool: pool)
     }
 }

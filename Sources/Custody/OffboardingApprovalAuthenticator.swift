@@ -40,28 +40,15 @@ enum OffboardingApprovalAuthenticator {
 
     /// Whether `row` carries a request MAC that verifies: only requests recorded by Custos do.
     static func isAuthenticRequest(_ row: TenantOffboardingStore.Row, pool: SessionPool) async throws -> Bool {
-        guard let stored = row.requestMAC, let version = row.requestMACVersion, version > 0 else { return false }
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: version).mac, data: requestMessage(for: row))
-        } catch HSMError.keyNotFound {
-            return false
-        }
-        return constantTimeEqual(expected, stored)
+        guard let stored = row.requestMAC, let version = row.requestMACVersion else { return false }
+        return try await rootMACVerifies(stored, of: requestMessage(for: row), macVersion: version, pool: pool)
     }
 
     /// Whether `row` carries an approval whose MAC verifies under the root MAC key it names.
     static func isAuthentic(_ row: TenantOffboardingStore.Row, pool: SessionPool) async throws -> Bool {
         guard let approvedBy = row.approvedBy, let approvedAt = row.approvedAt, let serial = row.approverCertificateSerial,
-              let stored = row.approvalMAC, let version = row.approvalMACVersion, version > 0 else { return false }
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(
-                key: RootKeys(macVersion: version).mac, data: message(for: row, approvedBy: approvedBy, certificateSerial: serial, approvedAt: approvedAt)
-            )
-        } catch HSMError.keyNotFound {
-            return false
-        }
-        return constantTimeEqual(expected, stored)
+              let stored = row.approvalMAC, let version = row.approvalMACVersion else { return false }
+        let message = message(for: row, approvedBy: approvedBy, certificateSerial: serial, approvedAt: approvedAt)
+        return try await rootMACVerifies(stored, of: message, macVersion: version, pool: pool)
     }
 }

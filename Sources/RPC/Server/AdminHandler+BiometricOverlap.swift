@@ -24,9 +24,7 @@ extension AdminHandler {
         request: Custos_V1_ApproveBiometricOverlapEndRequest, context: ServerContext
     ) async throws -> Custos_V1_ApproveBiometricOverlapEndResponse {
         let actor = try officer()
-        guard let serial = Caller.current?.certificateSerial else {
-            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
-        }
+        let serial = try approverSerial()
         let (row, dropped) = try await deps.overlapEnds.approve(
             try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial
         )

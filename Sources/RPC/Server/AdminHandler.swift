@@ -63,6 +63,15 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     func officer() throws -> String { "officer:" + (try Caller.requireOfficer()) }
 
+    /// The serial of the certificate a second officer approves with: the approval names it, so
+    /// revoking that certificate voids what it approved.
+    func approverSerial() throws -> String {
+        guard let serial = Caller.current?.certificateSerial else {
+            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
+        }
+        return serial
+    }
+
     // MARK: Tenants
 
     public func createTenant(request: Custos_V1_CreateTenantRequest, context: ServerContext) async throws -> Custos_V1_CreateTenantResponse {
@@ -177,9 +186,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func approveKeyDestruction(request: Custos_V1_ApproveKeyDestructionRequest, context: ServerContext) async throws -> Custos_V1_ApproveKeyDestructionResponse {
         let actor = try officer()
-        guard let serial = Caller.current?.certificateSerial else {
-            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
-        }
+        let serial = try approverSerial()
         let row = try await deps.approvals.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
         return .with {
             if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) }
@@ -235,9 +242,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func approveTenantOffboarding(request: Custos_V1_ApproveTenantOffboardingRequest, context: ServerContext) async throws -> Custos_V1_ApproveTenantOffboardingResponse {
         let actor = try officer()
-        guard let serial = Caller.current?.certificateSerial else {
-            throw RPCError(code: .permissionDenied, message: "approving needs the officer's own client certificate")
-        }
+        let serial = try approverSerial()
         let row = try await deps.offboarding.approve(try RequestFields.uuid(request.requestID, field: "request_id"), officer: actor, certificateSerial: serial)
         return .with {
             if let at = row.approvedAt { $0.approvedAt = Google_Protobuf_Timestamp(date: at) }
