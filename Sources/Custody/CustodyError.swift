@@ -60,6 +60,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// version on their next GREEN match until `until`): retiring it now would drop their
     /// templates, so an early end needs two officers' approval.
     case biometricOverlapOpen(TenantID, KeyPurpose, Int, until: Date)
+    /// The HSM's list of destroyed key versions is there but fails its MAC (written by someone
+    /// else, or edited): no version can be shown not to be destroyed, so none is used.
+    case destructionAnchorInvalid
 
     public var isRetryable: Bool {
         switch self {
@@ -116,6 +119,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .auditLogBehindAnchor(let anchoredSeq, let logSeq):
             "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
+        case .destructionAnchorInvalid: "the HSM's list of destroyed key versions (\(DestroyedVersionsAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         case .biometricOverlapOpen(let tenant, let purpose, let version, let until):

@@ -158,6 +158,8 @@ extension TenantKeyring {
         case rolledBack(TenantID, KeyPurpose, version: Int)
         /// A destroyed version's token objects, left on the token by a crash, destroyed.
         case tokenObjectsDestroyed(TenantID, KeyPurpose, version: Int)
+        /// A destroyed version a crash left off the HSM's list of destroyed versions, added.
+        case destructionAnchored(TenantID, KeyPurpose, version: Int)
     }
 
     /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
@@ -212,6 +214,9 @@ extension TenantKeyring {
                 guard seed != prf else { continue }
                 let target = try await rotateBiometric(tenant, actor: "custos")
                 actions.append(.completed(tenant, seed < prf ? .bioSeed : .bioPRF, version: target))
+            }
+            for entry in try await reconcileDestructionAnchor() {
+                actions.append(.destructionAnchored(entry.tenant, entry.purpose, version: entry.version))
             }
             if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
             return actions

@@ -50,6 +50,7 @@ extension TenantKeyring {
             try await KeyVersionStore.all(on: connection)
         }
         var destroyed = 0
+        var anchorEntries = [PendingDestructionAnchorStore.Entry]()
         for var row in rows where row.state != .destroyed {
             try await authenticator.verify(row, pool: pool)
             let (purpose, version) = (row.purpose, row.version)
@@ -72,10 +73,12 @@ extension TenantKeyring {
             row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
             let (audit, checkValue) = (audit, row.checkValue)
+            let anchorEntry = PendingDestructionAnchorStore.Entry(tenant: tenant, purpose: purpose, version: version)
             try await database.withTenant(tenant, context: "destroy key version (offboarding)") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
+                try await PendingDestructionAnchorStore.insert(anchorEntry, on: connection)
                 try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: [
                     "kcv": Hex.encode(checkValue), "offboarding": request.uuidString.lowercased(),
@@ -83,8 +86,15 @@ extension TenantKeyring {
             }
             invalidate(tenant, purpose)
             destroyed += 1
+            anchorEntries.append(anchorEntry)
             try afterEach?()
         }
+        // One write of the HSM's list for the whole tenant, with what an earlier run destroyed
+        // before a crash; until then (or until reconciliation) the pending rows hold them.
+        let leftOver = try await database.withTransaction(context: "list pending destruction anchors") { connection in
+            try await PendingDestructionAnchorStore.all(on: connection)
+        }.filter { $0.tenant == tenant }
+        try await anchorDestructions(Array(Set(anchorEntries + leftOver)), actor: actor)
         return destroyed
     }
 }

@@ -63,6 +63,9 @@ public final class TenantKeyring: Sendable {
     public let keyUses = KeyUseCounter()
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
+    /// The HSM's list of destroyed versions, checked on every fresh read of a row.
+    let destructionAnchor: DestroyedVersionsAnchor
+    let destroyedVersions = Mutex<DestroyedVersionsSnapshot?>(nil)
 
     public init(
         pool: SessionPool, database: Database, rootKeys: RootKeys = RootKeys(), audit: AuditLog, logger: Logger,
@@ -76,6 +79,7 @@ public final class TenantKeyring: Sendable {
         self.logger = logger
         self.activeCacheTTL = activeCacheTTL
         self.keyringStepHook = keyringStepHook
+        destructionAnchor = DestroyedVersionsAnchor(pool: pool, logIdentity: "\(database.configuration.database)/\(database.schema)")
     }
 
     // MARK: Using keys
@@ -116,11 +120,16 @@ public final class TenantKeyring: Sendable {
         // database write clearing `disabled_at` is refused as tampering, not obeyed.
         try await authenticator.verify(record, pool: pool)
         try Self.requireUsable(record)
+        // A MAC-valid row may still be an old copy: the HSM's list of destructions decides.
+        try await requireNotAnchoredDestroyed(record)
         cacheGeneration.withLock { current in
             if current == generation { cache.withLock { $0[cacheKey] = (record, now) } }
         }
         return record
     }
+
+    /// The generation ``invalidate(prefix:)`` bumps: caches stamped with an older one are stale.
+    var currentCacheGeneration: UInt64 { cacheGeneration.withLock { $0 } }
 
     /// Throws unless `record` may be used now (neither disabled nor awaiting destruction).
     static func requireUsable(_ record: KeyVersionRecord) throws {
@@ -158,7 +167,10 @@ public final class TenantKeyring: Sendable {
             guard let active = current.first(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
             // Disabled (or scheduled) versions sign nothing; their flags are MAC-checked, as
             // in ``record(_:_:version:)``.
-            for record in current { try await authenticator.verify(record, pool: pool) }
+            for record in current {
+                try await authenticator.verify(record, pool: pool)
+                try await requireNotAnchoredDestroyed(record)
+            }
             try Self.requireUsable(active)
             return current.filter(\.isUsable).sorted { $0.version > $1.version }
         }

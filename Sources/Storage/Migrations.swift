@@ -391,6 +391,19 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT, DELETE ON pending_token_destructions TO {service};
         """),
+        Migration(version: 15, summary: "destroyed key versions listed until the HSM's destruction anchor holds them", sql: """
+        -- Written with a destruction's row, cleared once the version is in the token's list of
+        -- destroyed versions (the anchor a replayed row cannot pass): a crash in between leaves
+        -- this list for start-up reconciliation. Ids only.
+        CREATE TABLE pending_destruction_anchors (
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            purpose text NOT NULL,
+            version integer NOT NULL CHECK (version > 0),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, purpose, version)
+        );
+        GRANT SELECT, INSERT, DELETE ON pending_destruction_anchors TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

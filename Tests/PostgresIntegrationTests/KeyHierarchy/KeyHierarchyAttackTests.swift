@@ -276,33 +276,6 @@ extension KeyHierarchyAttackTests {
     }
 }
 
-extension KeyHierarchyAttackTests {
-    /// Not fixed (see docs/threat-model.md, residual risks): a row MAC proves a row was written
-    /// by custody once, not that it is the latest; a destruction is recorded only in the row.
-    @Test("known issue: a database writer with an older copy of a destroyed version's row brings the key back")
-    func destroyedVersionReplayed() async throws {
-        let harness = try await CustodyHarness.make("replay")
-        let tenant = try await harness.keyring.createTenant(label: "victim", actor: "officer")
-        try await harness.keyring.rotate(tenant.id, .apiKeyPepper, actor: "officer")
-        let before = try #require(try await harness.keyring.versions(tenant.id).first { $0.purpose == .apiKeyPepper && $0.version == 1 })
-        try await harness.keyring.destroy(tenant.id, .apiKeyPepper, version: 1, waitingPeriod: .zero, actor: "officer")
-        // The service role may update these columns; the old values come from any backup.
-        let blob = Data(try #require(before.wrappedKey)), mac = Data(before.rowMAC)
-        try await harness.ownerSQL(tenant: tenant.id, """
-            UPDATE key_versions SET state = 'retired', wrapped_key = \(blob), destroyed_at = NULL, row_mac = \(mac)
-            WHERE purpose = 'apikey-pepper' AND version = 1
-            """)
-        let fresh = TenantKeyring(pool: harness.pool, database: harness.service, audit: harness.audit, logger: harness.logs.logger)
-        await withKnownIssue("a destroyed key version replayed from a backup passes its row MAC") {
-            await #expect(throws: (any Error).self, "the destroyed pepper key computes again") {
-                let (key, _) = try await fresh.key(tenant.id, .apiKeyPepper, version: 1)
-                _ = try await harness.pool.hmacSHA256(key: key, data: Array("msg".utf8))
-            }
-        }
-        await harness.shutdown()
-    }
-}
-
 extension RootKeyStore {
     /// Label → check value recorded in `database` (a test's read of `root_keys`).
     static func allRecorded(_ database: Database) async throws -> [String: [UInt8]] {

@@ -1,5 +1,5 @@
 import Composition
-import Custody
+@testable import Custody
 import CustosModel
 import Foundation
 import HSM
@@ -88,6 +88,10 @@ struct TenantOffboardingTests {
         #expect(!versions.isEmpty && shredded.count == versions.count)
         let objects = try await harness.pool.withPersistentSession { session in try session.findObjects([.label(leavingLabel)], limit: 4).count }
         #expect(objects == 0)
+        // Every version is on the HSM's list of destroyed versions, the one destroyed before the
+        // crash included: no backup row brings one back.
+        let anchored = try await harness.keyring.anchoredDestructions().filter { $0.tenant == leaving.tenant }
+        #expect(Set(anchored.map { "\($0.purpose.rawValue)/\($0.version)" }) == Set(versions.map { "\($0.purpose.rawValue)/\($0.version)" }))
 
         let dump = try harness.dump()
         for blob in leaving.wrappedKeys { #expect(!dump.contains(Self.hex(blob)), "a wrapped key of the offboarded tenant is in the dump") }

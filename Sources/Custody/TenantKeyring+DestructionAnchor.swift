@@ -1,0 +1,122 @@
+import CustosModel
+import Foundation
+import HSM
+import Storage
+
+// Destructions anchored outside PostgreSQL: the HSM's list of destroyed versions
+// (``DestroyedVersionsAnchor``) is checked on every fresh read of a version, so a destroyed
+// version's row put back from a backup (blob and MAC included) is refused.
+extension TenantKeyring {
+    /// The anchored list as last read, with the cache generation it was read at.
+    struct DestroyedVersionsSnapshot: Sendable {
+        let entries: Set<DestroyedVersionsAnchor.Entry>
+        let generation: UInt64
+        let fetched: ContinuousClock.Instant
+    }
+
+    /// Throws ``CustodyError/keyDestroyed(_:_:_:)`` when the HSM lists `record`'s version as
+    /// destroyed, whatever the row says. The list is re-read after any invalidation (a
+    /// destruction by another instance notifies every keyring) and at least every
+    /// ``cacheLifetime``.
+    func requireNotAnchoredDestroyed(_ record: KeyVersionRecord) async throws {
+        let entry = DestroyedVersionsAnchor.Entry(tenant: record.tenant, purpose: record.purpose, version: record.version)
+        if try await anchoredDestructions().contains(entry) {
+            logger.error("a key version the HSM lists as destroyed was read back from the database (a replayed row?)", metadata: [
+                "tenant": "\(record.tenant)", "purpose": "\(record.purpose.rawValue)", "version": "\(record.version)",
+            ])
+            throw CustodyError.keyDestroyed(record.tenant, record.purpose, record.version)
+        }
+    }
+
+    /// The anchored destroyed versions, cached until the next invalidation or ``cacheLifetime``.
+    /// A token without the list (never written yet) lists nothing; start-up reconciliation
+    /// writes it (``reconcileDestructionAnchor()``).
+    func anchoredDestructions() async throws -> Set<DestroyedVersionsAnchor.Entry> {
+        let generation = currentCacheGeneration, now = ContinuousClock.now
+        if let cached = destroyedVersions.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
+            return cached.entries
+        }
+        let entries: Set<DestroyedVersionsAnchor.Entry>
+        switch try await destructionAnchor.read() {
+        case .missing: entries = []
+        case .invalid: throw CustodyError.destructionAnchorInvalid
+        case .contents(let contents): entries = contents.entries
+        }
+        destroyedVersions.withLock { $0 = DestroyedVersionsSnapshot(entries: entries, generation: generation, fetched: now) }
+        return entries
+    }
+
+    /// Adds `entries` (committed destructions, listed in `pending_destruction_anchors`) to the
+    /// HSM's list and takes them off the pending list: one read-modify-write under an advisory
+    /// lock, so concurrent destructions on several instances all end up listed. A missing list
+    /// is first rebuilt from the database, or writing it would forget earlier destructions.
+    /// - Throws: ``CustodyError`` (the entries stay pending: the next reconciliation retries).
+    func anchorDestructions(_ entries: [PendingDestructionAnchorStore.Entry], actor: String) async throws {
+        guard !entries.isEmpty else { return }
+        let (anchor, rootKeys, audit) = (destructionAnchor, rootKeys, audit)
+        try await database.withTransaction(context: "anchor key destructions") { connection in
+            try await PendingDestructionAnchorStore.lockAnchor(on: connection)
+            var contents: DestroyedVersionsAnchor.Contents
+            var rebuilt: Int?
+            switch try await anchor.read() {
+            case .invalid: throw CustodyError.destructionAnchorInvalid
+            case .contents(let stored): contents = stored
+            case .missing:
+                let recorded = try await PendingDestructionAnchorStore.allDestroyedVersions(on: connection)
+                contents = DestroyedVersionsAnchor.Contents(seq: 0, entries: Set(recorded.map(DestroyedVersionsAnchor.Entry.init)))
+                rebuilt = contents.entries.count
+            }
+            let added = Set(entries.map(DestroyedVersionsAnchor.Entry.init))
+            // The first destruction on a new token finds only itself: nothing was rebuilt.
+            if rebuilt != nil, contents.entries.isSubset(of: added) { rebuilt = nil; contents.entries = [] }
+            if contents.seq == 0 || !added.isSubset(of: contents.entries) {
+                contents.entries.formUnion(added)
+                try await anchor.write(contents.entries, seq: contents.seq + 1, rootKeys: rootKeys)
+            }
+            for entry in entries { try await PendingDestructionAnchorStore.delete(entry, on: connection) }
+            if let rebuilt {
+                try await AuditEntry(tenant: nil, actor: actor, action: .keyDestructionAnchorRebuild, target: DestroyedVersionsAnchor.label, details: [
+                    "versions": "\(rebuilt)",
+                ]).append(to: audit, on: connection)
+            }
+        }
+        invalidate(prefix: "")
+    }
+
+    /// Start-up: writes the HSM's list when the token has none (a new token, one restored from
+    /// custodians' shares, or the first start of this version), rebuilt from the destroyed rows
+    /// the database holds then, and adds the destructions a crash left pending.
+    /// - Returns: the pending destructions now anchored.
+    func reconcileDestructionAnchor() async throws -> [PendingDestructionAnchorStore.Entry] {
+        let pending = try await database.withTransaction(context: "list pending destruction anchors") { connection in
+            try await PendingDestructionAnchorStore.all(on: connection)
+        }
+        if !pending.isEmpty {
+            try await anchorDestructions(pending, actor: "custos")
+        } else if try await destructionAnchor.read() == .missing {
+            try await rebuildDestructionAnchor()
+        }
+        return pending
+    }
+
+    /// Writes the list from the database's destroyed rows when the token has none.
+    private func rebuildDestructionAnchor() async throws {
+        let (anchor, rootKeys, audit) = (destructionAnchor, rootKeys, audit)
+        try await database.withTransaction(context: "rebuild destruction anchor") { connection in
+            try await PendingDestructionAnchorStore.lockAnchor(on: connection)
+            guard try await anchor.read() == .missing else { return }
+            let recorded = try await PendingDestructionAnchorStore.allDestroyedVersions(on: connection)
+            try await anchor.write(Set(recorded.map(DestroyedVersionsAnchor.Entry.init)), seq: 1, rootKeys: rootKeys)
+            try await AuditEntry(tenant: nil, actor: "custos", action: .keyDestructionAnchorRebuild, target: DestroyedVersionsAnchor.label, details: [
+                "versions": "\(recorded.count)",
+            ]).append(to: audit, on: connection)
+        }
+        invalidate(prefix: "")
+    }
+}
+
+extension DestroyedVersionsAnchor.Entry {
+    init(_ pending: PendingDestructionAnchorStore.Entry) {
+        self.init(tenant: pending.tenant, purpose: pending.purpose, version: pending.version)
+    }
+}
