@@ -87,6 +87,7 @@ extension TenantKeyring {
             invalidate(tenant, purpose)
             try keyringStepHook?(.destructionRecorded)
             if let pending { try await destroyTokenObjects(pending) }
+            try keyringStepHook?(.destructionTokenObjectsDestroyed)
         }
     }
 

@@ -88,8 +88,10 @@ extension TenantKeyring {
                     guard changed else { throw CustodyError.changedConcurrently(record.tenant, record.purpose, record.version) }
                     if entry != nil { rewrapped += 1 }
                     if !current { resealed += 1 }
+                    try keyringStepHook?(.rewrapRowStored)
                 }
                 for purpose in KeyPurpose.allCases { invalidate(tenant, purpose) }
+                try keyringStepHook?(.rewrapTenantDone)
             }
             return RewrapReport(
                 tenants: tenants.count, rewrapped: rewrapped, alreadyCurrent: alreadyCurrent, withoutBlob: withoutBlob, resealed: resealed

@@ -228,7 +228,10 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
         let transcript = CeremonyTranscript(path: ceremony.transcript)
         let shareSets = try groupedShareSets(oldShares)
         try await CustosRuntime.run(configuration, options: .cli(verifyRootKeys: false)) { context in
-            let keyCeremony = KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+            let keyCeremony = KeyCeremony(
+                pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger(),
+                stepFault: .crashPointFromEnvironment
+            )
             if resume {
                 let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
                 print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there, \(report.resealed) resealed)")
