@@ -81,17 +81,21 @@ struct RootKEKRotationKillTests {
     }
 
     /// `custos ceremony rotate-root` on the harness's token, schema and transcript.
+    /// - Returns: the ended process and what it printed.
     static func rotateRoot(
         _ harness: CustodyHarness, config: String, _ arguments: [String], shares: [String], crashAt step: String? = nil
-    ) async throws -> Process {
+    ) async throws -> (process: Process, output: String) {
         let transcript = TestEnvironment.directory + "/\(harness.schema).ceremony/transcript.jsonl"
+        let output = Pipe()
         let process = try ChildCustos.spawn(
             ["ceremony", "rotate-root", "--config", config, "--operator", "Test Operator", "--witness", "Test Witness", "--transcript", transcript]
                 + arguments + shares.flatMap { ["--old-share", $0] },
-            environment: step.map { ["CUSTOS_CRASH_AT": $0] } ?? [:]
+            environment: step.map { ["CUSTOS_CRASH_AT": $0] } ?? [:], output: output
         )
+        // Read to the end first: a full pipe would stop the child.
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
         try await ChildCustos.waitForExit(process)
-        return process
+        return (process, String(decoding: printed, as: UTF8.self))
     }
 
     /// Per blob row, the root KEK version its row names.
@@ -128,7 +132,7 @@ struct RootKEKRotationKillTests {
         let currentShares = Array(harness.sharePaths.prefix(2))
         let killed = try await Self.rotateRoot(
             harness, config: config, ["--threshold", "2", "--shares", "3", "--output", output], shares: currentShares, crashAt: step
-        )
+        ).process
         #expect(ChildCustos.killedItself(killed), "rotate-root stopped itself at \(step)")
 
         // Start-up on what the crash left: the root-key check passes, every version still computes.
@@ -151,15 +155,20 @@ struct RootKEKRotationKillTests {
             // Nothing reached the token: rotate again.
             recovery = try await Self.rotateRoot(
                 harness, config: config, ["--threshold", "2", "--shares", "3", "--output", output], shares: currentShares
-            )
+            ).process
         case "rotate-root.keysImported", "rotate-root.transcribed":
             // The new KEKs are on the token but not recorded: --resume adopts them with M of
             // their own share files (written before the import).
             let written = try FileManager.default.contentsOfDirectory(atPath: output).filter { $0.hasSuffix(".json") }.sorted()
             #expect(written.count == 3)
-            recovery = try await Self.rotateRoot(harness, config: config, ["--resume"], shares: currentShares + written.prefix(2).map { output + "/" + $0 })
+            // Without them, --resume moves nothing and says which set it left unused, and why.
+            let unaware = try await Self.rotateRoot(harness, config: config, ["--resume"], shares: currentShares)
+            #expect(unaware.process.terminationStatus == 0)
+            #expect(unaware.output.contains("left unused") && unaware.output.contains(RootKeys.kekLabel(.data, version: 2)), "\(unaware.output)")
+            #expect(try await Self.kekVersions(try await Self.startUp(harness), tenants).allSatisfy { $0 == 1 })
+            recovery = try await Self.rotateRoot(harness, config: config, ["--resume"], shares: currentShares + written.prefix(2).map { output + "/" + $0 }).process
         default:
-            recovery = try await Self.rotateRoot(harness, config: config, ["--resume"], shares: currentShares)
+            recovery = try await Self.rotateRoot(harness, config: config, ["--resume"], shares: currentShares).process
         }
         #expect(recovery.terminationReason == .exit && recovery.terminationStatus == 0, "the recovery run succeeds")
 
