@@ -49,9 +49,11 @@ extension KeyCeremony {
                 step: "rotate-root", secret: secret, keys: try Self.shareKeys(layout, secret: secret), threshold: threshold, shares: shares,
                 outputDirectory: outputDirectory, transcript: transcript, details: ["previousKEKVersion": "\(current)"]
             )
+            try stepFault?.reached("rotate-root.transcribed")
             // Recorded before any row moves: a resume re-wraps only under KEKs the database
             // recorded, never under a newer set planted on the token with the user PIN meanwhile.
             try await keyring.recordRootKeys(labels: Set(generated.keys.map(\.label)))
+            try stepFault?.reached("rotate-root.keysRecorded")
             let (report, destroyed) = try await rewrap(toKEKVersion: next, sources: sources, transcript: transcript, keyring: keyring)
             return Rotation(generated: generated, newKEKVersion: next, rewrap: report, destroyedLegacyKEKs: destroyed)
         }
@@ -106,6 +108,9 @@ extension KeyCeremony {
             await sources.destroy(on: pool)
             throw error
         }
+        // Every row names the new KEKs; the session-only rewrap keys (gone with the process
+        // anyway), the legacy KEK and the transcript's `rewrap` line remain.
+        try stepFault?.reached("rewrap.rowsDone")
         await sources.destroy(on: pool)
         // Every blob now names `version`: the permissive legacy KEK has nothing left to unwrap.
         let destroyed = try await sources.destroyLegacyKEKs(on: pool)

@@ -1,5 +1,5 @@
 import Custody
-import CustosModel
+public import CustosModel
 import Foundation
 public import HSM
 public import Logging
@@ -22,18 +22,24 @@ public struct KeyCeremony: Sendable {
     public let configHash: String
     let random: any CeremonyRandomSource
     let logger: Logger
+    /// Crash tests only: reached between the committed steps of a root-KEK rotation
+    /// (`rotate-root.sharesWritten`, `rotate-root.keysImported`, `rotate-root.transcribed`,
+    /// `rotate-root.keysRecorded`, `rewrap.rowsDone`; the rows' own steps are the keyring's).
+    let stepFault: StepFault?
 
     /// - Parameter random: where key material and Shamir coefficients come from; the HSM RNG
     ///   unless a test passes its own.
+    ///   `stepFault`: crash tests only (``StepFault``); production passes none.
     public init(
         pool: SessionPool, participants: CeremonyParticipants, configHash: String,
-        random: (any CeremonyRandomSource)? = nil, logger: Logger
+        random: (any CeremonyRandomSource)? = nil, logger: Logger, stepFault: StepFault? = nil
     ) {
         self.pool = pool
         self.participants = participants
         self.configHash = configHash
         self.random = random ?? HSMRandomSource(pool: pool)
         self.logger = logger
+        self.stepFault = stepFault
     }
 
     // MARK: init-token
@@ -260,7 +266,9 @@ public struct KeyCeremony: Sendable {
         // Refuse before writing anything if any output exists: never a half-written set.
         for path in paths where PrivateFile.exists(path) { throw CeremonyError.fileExists(path) }
         for (file, path) in zip(files, paths) { try file.write(to: path) }
+        try stepFault?.reached("\(step).sharesWritten")
         let imported = try await importKeys(secret: secret, keys: keys)
+        try stepFault?.reached("\(step).keysImported")
         var draft = draft(step, token: token)
         draft.ceremonyID = ceremonyID
         draft.keys = imported

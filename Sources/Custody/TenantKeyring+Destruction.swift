@@ -91,6 +91,7 @@ extension TenantKeyring {
             try keyringStepHook?(.destructionRecorded)
             try await anchorDestructions([anchorEntry], actor: actor)
             if let pending { try await destroyTokenObjects(pending) }
+            try keyringStepHook?(.destructionTokenObjectsDestroyed)
         }
     }
 

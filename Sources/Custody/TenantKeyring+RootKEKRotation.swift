@@ -47,7 +47,6 @@ extension TenantKeyring {
             let tenants = plan
             var rewrapped = 0, alreadyCurrent = 0, withoutBlob = 0, resealed = 0
             for (tenant, records) in plan {
-                var tenantRewrapped = 0
                 for record in records {
                     let current = try await authenticator.mac(record, pool: pool) == record.rowMAC
                     let authentic = current ? true : try await authenticator.isAuthentic(record, pool: pool)
@@ -59,35 +58,40 @@ extension TenantKeyring {
                        let oldKEK = unwrappingKey(record.purpose, record.rootKEKVersion) {
                         let newKEK = rootKeys.kek(record.purpose, version: newVersion)
                         let blob = try await rewrap(record, wrapped: wrapped, usage: usage, from: oldKEK, to: newKEK)
+                        // Every other field as it is: the MAC covers the disabled and scheduled-
+                        // destruction marks too, and the UPDATE leaves them in place.
                         moved = KeyVersionRecord(
                             tenant: record.tenant, purpose: record.purpose, version: record.version, state: record.state,
                             wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
                             checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
                             retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
-                            destroyedAt: record.destroyedAt
+                            destroyedAt: record.destroyedAt, createdAt: record.createdAt, disabledAt: record.disabledAt,
+                            destructionDueAt: record.destructionDueAt
                         )
                     } else {
                         if record.wrappedKey == nil { withoutBlob += 1 } else { alreadyCurrent += 1 }
                         if current { continue }
                     }
                     let sealed = try await authenticator.sealed(moved, pool: pool)
+                    // The row and its audit entry commit together: a crash between two rows
+                    // leaves every moved row on record, and a resume records only what it moves.
+                    let entry = moved.rootKEKVersion == record.rootKEKVersion ? nil : AuditEntry(
+                        tenant: tenant, actor: actor, action: .keyRewrap, target: "\(record.purpose.rawValue)/v\(record.version)",
+                        details: ["fromRootKEK": "v\(record.rootKEKVersion)", "toRootKEK": "v\(newVersion)"]
+                    )
+                    let audit = audit
                     let changed = try await database.withTenant(tenant, context: "re-wrap key version") { connection in
-                        try await KeyVersionStore.rewrap(sealed, expectedMAC: record.rowMAC, on: connection)
+                        guard try await KeyVersionStore.rewrap(sealed, expectedMAC: record.rowMAC, on: connection) else { return false }
+                        try await entry?.append(to: audit, on: connection)
+                        return true
                     }
                     guard changed else { throw CustodyError.changedConcurrently(record.tenant, record.purpose, record.version) }
-                    if moved.rootKEKVersion != record.rootKEKVersion {
-                        rewrapped += 1
-                        tenantRewrapped += 1
-                    }
+                    if entry != nil { rewrapped += 1 }
                     if !current { resealed += 1 }
+                    try keyringStepHook?(.rewrapRowStored)
                 }
                 for purpose in KeyPurpose.allCases { invalidate(tenant, purpose) }
-                if tenantRewrapped > 0 {
-                    try await audit.append(
-                        tenant: tenant, actor: actor, action: .keyRewrap, target: "root-kek/v\(newVersion)",
-                        details: ["versions": "\(tenantRewrapped)"]
-                    )
-                }
+                try keyringStepHook?(.rewrapTenantDone)
             }
             return RewrapReport(
                 tenants: tenants.count, rewrapped: rewrapped, alreadyCurrent: alreadyCurrent, withoutBlob: withoutBlob, resealed: resealed

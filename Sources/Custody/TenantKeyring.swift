@@ -17,8 +17,8 @@ import Synchronization
 public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
 
-    /// Steps between the committed steps of a rotation or a destruction, where tests stop the
-    /// process (``StepFault``).
+    /// Steps between the committed steps of a rotation, a destruction or a root-KEK rewrap,
+    /// where tests stop the process (``StepFault``).
     public enum KeyringStep: Sendable, Hashable, CustomStringConvertible {
         /// The new version is stored as `pending` and listed in `pending_rotations`.
         case pendingStored
@@ -27,14 +27,26 @@ public final class TenantKeyring: Sendable {
         /// A destruction's row and audit entry are committed; its token objects (Ed25519) are
         /// listed in `pending_token_destructions` and not destroyed yet.
         case destructionRecorded
+        /// A destruction's token objects are gone and off the list; the caller (a scheduled
+        /// destruction's execution) has not recorded it as carried out yet.
+        case destructionTokenObjectsDestroyed
+        /// One row of a root-KEK rewrap is committed under the new KEK (blob, KEK version, MAC
+        /// and its `key.rewrap` audit entry together); the rest still name the old one.
+        case rewrapRowStored
+        /// Every row of one tenant is re-wrapped; other tenants' rows may not be yet.
+        case rewrapTenantDone
 
         /// The names crash tests arm: `rotation.pendingStored`, `rotation.completed.bio-seed`,
-        /// `destruction.recorded`.
+        /// `destruction.recorded`, `destruction.tokenObjectsDestroyed`, `rewrap.rowStored`,
+        /// `rewrap.tenantDone`.
         public var description: String {
             switch self {
             case .pendingStored: "rotation.pendingStored"
             case .completed(let purpose): "rotation.completed.\(purpose.rawValue)"
             case .destructionRecorded: "destruction.recorded"
+            case .destructionTokenObjectsDestroyed: "destruction.tokenObjectsDestroyed"
+            case .rewrapRowStored: "rewrap.rowStored"
+            case .rewrapTenantDone: "rewrap.tenantDone"
             }
         }
     }

@@ -228,11 +228,15 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
         let transcript = CeremonyTranscript(path: ceremony.transcript)
         let shareSets = try groupedShareSets(oldShares)
         try await CustosRuntime.run(configuration, options: .cli(verifyRootKeys: false)) { context in
-            let keyCeremony = KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+            let keyCeremony = KeyCeremony(
+                pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger(),
+                stepFault: .crashPointFromEnvironment
+            )
             if resume {
                 let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
                 print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there, \(report.resealed) resealed)")
                 if !destroyed.isEmpty { print("destroyed the legacy root KEK: \(destroyed.joined(separator: ", "))") }
+                try await reportUnrecordedRootKeys(context)
                 return
             }
             guard let threshold, let shares, let output else { throw ValidationError("give --threshold, --shares and --output (or --resume)") }
@@ -245,7 +249,22 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
             for key in rotation.generated.keys { print("  \(key.label)  KCV \(key.checkValue)  CKA_ID \(key.id)") }
             print("re-wrapped \(rotation.rewrap.rewrapped) key versions of \(rotation.rewrap.tenants) tenants (\(rotation.rewrap.resealed) resealed); \(rotation.rewrap.withoutBlob) without a blob keep naming the old version")
             if !rotation.destroyedLegacyKEKs.isEmpty { print("destroyed the legacy root KEK: \(rotation.destroyedLegacyKEKs.joined(separator: ", "))") }
+            try await reportUnrecordedRootKeys(context)
         }
+    }
+
+    /// Names the root keys on the token that the database never recorded: never used (a set
+    /// planted with the user PIN, or one a rotate-root imported before it was interrupted), so
+    /// a resume that needed them says why it did not re-wrap under them.
+    private func reportUnrecordedRootKeys(_ runtime: CustosRuntime) async throws {
+        let recorded = try await runtime.keyring.recordedRootKeys()
+        let unused = try await RootKeyInventory.read(from: runtime.pool).entries.map(\.label).filter { recorded[$0] == nil }.sorted()
+        guard !unused.isEmpty else { return }
+        print("""
+            left unused: root keys on the token that the database never recorded: \(unused.joined(separator: ", ")). \
+            If a rotate-root was interrupted after importing them, run rotate-root --resume again with M of that set's \
+            share files as well (docs/ceremony.md, "If rotate-root is interrupted"); if nobody made them, investigate.
+            """)
     }
 
     /// Share files grouped by the ceremony that made them (one set each).

@@ -26,17 +26,11 @@ struct OffboardingKillTests {
         let request = try await past.request(leaving.tenant, officer: "alice", waitingDays: 7)
         _ = try await past.approve(request.id, officer: "bob", certificateSerial: "b0b")
 
-        let directory = TestEnvironment.directory + "/\(harness.schema).serve"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let config = try ResealKillTests.writeConfiguration(harness, in: directory)
-        let server = try RotationKillTests.spawn(
-            ["serve", "--config", config, "--port", "0", "--metrics-port", "0", "--address-file", directory + "/address"],
-            environment: ["CUSTOS_CRASH_AT": step]
-        )
-        for _ in 0..<900 where server.isRunning { try await Task.sleep(for: .milliseconds(100)) }
-        if server.isRunning { kill(server.processIdentifier, SIGKILL) }
-        server.waitUntilExit()
-        #expect(server.terminationReason == .uncaughtSignal && server.terminationStatus == SIGKILL, "the server's sweep stopped at \(step)")
+        let directory = try ChildCustos.directory(harness)
+        let config = try ChildCustos.writeConfiguration(harness, in: directory)
+        let (server, _) = try await ChildCustos.serve(config: config, in: directory, environment: ["CUSTOS_CRASH_AT": step])
+        try await ChildCustos.waitForExit(server, seconds: 90)
+        #expect(ChildCustos.killedItself(server), "the server's sweep stopped at \(step)")
 
         let partial = try await harness.keyring.versions(leaving.tenant)
         #expect(partial.contains { $0.state == .destroyed }, "the killed run had begun")

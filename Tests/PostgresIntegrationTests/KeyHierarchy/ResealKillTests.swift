@@ -12,56 +12,6 @@ import Verification
 /// next run finishes the rest, sealing nothing twice.
 @Suite("Re-sealing survives kill -9 of the server", .serialized)
 struct ResealKillTests {
-    /// The repository (Tests/PostgresIntegrationTests/KeyHierarchy/ResealKillTests.swift → root).
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-
-    /// A config.json for a child `custos` on the harness's token and schema, with the test CA's
-    /// server and officer certificates.
-    static func writeConfiguration(_ harness: CustodyHarness, in directory: String) throws -> String {
-        var path = ProcessInfo.processInfo.environment["CUSTOS_CONFIG"]
-        var folder = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        while path == nil {
-            let candidate = folder.appendingPathComponent(".custos/config.json").path
-            if FileManager.default.fileExists(atPath: candidate) { path = candidate; break }
-            let parent = folder.deletingLastPathComponent()
-            if parent.path == folder.path { break }
-            folder = parent
-        }
-        let setup = try #require(path.flatMap { FileManager.default.contents(atPath: $0) })
-        var json = try #require(try JSONSerialization.jsonObject(with: setup) as? [String: Any])
-        var postgres = try #require(json["postgres"] as? [String: Any])
-        postgres["schema"] = harness.schema
-        json["postgres"] = postgres
-        json["hsm"] = [
-            "modulePath": TestToken.modulePath, "tokenLabel": harness.token.label, "userPINFile": harness.token.pinFile,
-            "softhsmConf": TestEnvironment.directory + "/softhsm2.conf", "workers": 2,
-        ] as [String: Any]
-        let certificates = try TestCertificates.get()
-        json["rpc"] = [
-            "host": "127.0.0.1", "port": 0, "metricsPort": 0,
-            "serverCertificate": certificates.path("server.pem"), "serverKey": certificates.path("server.key"),
-            "caCertificate": certificates.path("ca.pem"),
-            "clientCertificate": certificates.path("officer-alice.pem"), "clientKey": certificates.path("officer-alice.key"),
-        ] as [String: Any]
-        json["keyEnvironment"] = "test"
-        let file = directory + "/config.json"
-        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted]).write(to: URL(fileURLWithPath: file))
-        return file
-    }
-
-    static func custos(_ arguments: [String], output: Pipe?) throws -> Process {
-        let binary = root.appendingPathComponent(".build/debug/custos")
-        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "no \(binary.path): build the package first (scripts/setup, swift build)")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        process.standardOutput = output ?? FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
     @Test("kill -9 of the server mid-run: every record under one version and opening; a run again finishes, each record re-sealed once")
     func killServerMidRun() async throws {
         let verification = try await VerificationHarness.make("resealkill")
@@ -71,24 +21,14 @@ struct ResealKillTests {
         let sealed = made.filter { $0.name != nil || $0.email != nil }.count
         try await keyring.rotate(tenant, .data, actor: "officer")
 
-        let directory = TestEnvironment.directory + "/\(verification.custody.schema).serve"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let config = try Self.writeConfiguration(verification.custody, in: directory)
-        let addressFile = directory + "/address"
-        let server = try Self.custos(["serve", "--config", config, "--port", "0", "--metrics-port", "0", "--address-file", addressFile], output: nil)
+        let directory = try ChildCustos.directory(verification.custody)
+        let config = try ChildCustos.writeConfiguration(verification.custody, in: directory)
+        let (server, address) = try await ChildCustos.serve(config: config, in: directory)
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-        var address: String?
-        for _ in 0..<600 where address == nil {
-            if let text = try? String(contentsOfFile: addressFile, encoding: .utf8), text.contains(":") {
-                address = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            } else {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
         let served = try #require(address, "custos serve did not start")
 
         let output = Pipe()
-        let client = try Self.custos([
+        let client = try ChildCustos.spawn([
             "key", "reseal", "--config", config, "--server", served, "--tenant", tenant.rawValue, "--purpose", "data",
             "--batch-size", "1", "--output", "json",
         ], output: output)

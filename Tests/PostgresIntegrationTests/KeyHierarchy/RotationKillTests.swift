@@ -22,52 +22,18 @@ struct RotationKillTests {
     static func rotateUntilKilled(
         _ verification: VerificationHarness, tenant: TenantID, purpose: KeyPurpose, at step: String
     ) async throws -> (server: Process, cli: Process) {
-        let directory = TestEnvironment.directory + "/\(verification.custody.schema).serve"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let config = try ResealKillTests.writeConfiguration(verification.custody, in: directory)
-        let addressFile = directory + "/address"
-        try? FileManager.default.removeItem(atPath: addressFile)
-        let server = try spawn(
-            ["serve", "--config", config, "--port", "0", "--metrics-port", "0", "--address-file", addressFile],
-            environment: ["CUSTOS_CRASH_AT": step]
-        )
-        var address: String?
-        for _ in 0..<600 where address == nil {
-            if let text = try? String(contentsOfFile: addressFile, encoding: .utf8), text.contains(":") {
-                address = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            } else {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        guard let address else {
-            kill(server.processIdentifier, SIGKILL)
-            throw TestFailure("custos serve did not start")
-        }
-        let cli = try spawn(["key", "rotate", "--config", config, "--server", address, "--tenant", tenant.rawValue, "--purpose", purpose.rawValue])
+        let directory = try ChildCustos.directory(verification.custody)
+        let config = try ChildCustos.writeConfiguration(verification.custody, in: directory)
+        let (server, address) = try await ChildCustos.serve(config: config, in: directory, environment: ["CUSTOS_CRASH_AT": step])
+        guard let address else { throw ChildCustos.TestFailure("custos serve died at start-up") }
+        let cli = try ChildCustos.spawn(["key", "rotate", "--config", config, "--server", address, "--tenant", tenant.rawValue, "--purpose", purpose.rawValue])
         server.waitUntilExit()
         cli.waitUntilExit()
         return (server, cli)
     }
 
-    static func spawn(_ arguments: [String], environment: [String: String] = [:]) throws -> Process {
-        let binary = ResealKillTests.root.appendingPathComponent(".build/debug/custos")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
-    struct TestFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
-    }
-
     static func expectKilled(_ ended: (server: Process, cli: Process)) {
-        #expect(ended.server.terminationReason == .uncaughtSignal && ended.server.terminationStatus == SIGKILL, "the server stopped itself with SIGKILL at the step")
+        #expect(ChildCustos.killedItself(ended.server), "the server stopped itself with SIGKILL at the step")
         #expect(ended.cli.terminationStatus == 2, "the CLI reports the lost server")
     }
 
