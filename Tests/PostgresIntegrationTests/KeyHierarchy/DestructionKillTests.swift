@@ -87,6 +87,9 @@ struct DestructionKillTests {
         #expect(try await past.get(request.id).executedAt != nil, "the execution is recorded")
         #expect(try await Self.pendingTokenDestructions(harness).isEmpty)
         #expect(try await objects() == 0, "the key pair is gone from the token")
+        keyring.invalidate(prefix: "")
+        #expect(try await keyring.anchoredDestructions().contains(.init(tenant: tenant, purpose: .webhookEd25519, version: 1)),
+                "the HSM lists the version as destroyed (a replayed row cannot bring it back)")
         let versions = try await keyring.versions(tenant)
         let destroyed = try #require(versions.first { $0.purpose == .webhookEd25519 && $0.version == 1 })
         #expect(destroyed.state == .destroyed && destroyed.wrappedKey == nil && destroyed.tokenLabel == nil)
