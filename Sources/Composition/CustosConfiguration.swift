@@ -10,6 +10,9 @@ public struct CustosConfiguration: Codable, Sendable {
         public var userPINFile: String?
         public var userPINEnvironment: String?
         public var softhsmConf: String?
+        /// `C_Initialize`'s `pReserved` string, for modules that need one (NSS softokn:
+        /// `configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db'`).
+        public var initArguments: String?
         public var workers: Int?
         /// Live Ed25519 webhook key pairs (token objects) one tenant may hold; default
         /// `WebhookSigner.defaultTokenObjectLimit` (8).
@@ -149,7 +152,8 @@ public struct CustosConfiguration: Codable, Sendable {
             throw ConfigurationError.invalid(path: source, reason: "no user PIN source (userPINFile or userPINEnvironment)")
         }
         return HSMConfiguration(
-            modulePath: hsm.modulePath, token: .label(hsm.tokenLabel), userPIN: pin, workers: hsm.workers ?? 2
+            modulePath: hsm.modulePath, token: .label(hsm.tokenLabel), userPIN: pin, workers: hsm.workers ?? 2,
+            initArguments: hsm.initArguments
         )
     }
 }

@@ -112,6 +112,12 @@ public struct CustosRuntime: Sendable {
         _ body: (CustosRuntime) async throws -> R
     ) async throws -> R {
         let pool = try await startedPool(try poolConfiguration(), options: options)
+        do {
+            try await requireCustodyCapabilities(pool)
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
         let database: Database
         do {
             database = try Database(configuration: try databaseConfiguration(), logger: options.logger)
@@ -149,6 +155,17 @@ public struct CustosRuntime: Sendable {
         return try await lifecycle(
             [.init(service: SessionPoolService(pool: pool)), .init(service: DatabaseService(database: database))] + members, options: options
         ) { try await body(runtime) }
+    }
+
+    /// Refuses a module that cannot keep tenant keys unreadable (it ignores unwrap templates,
+    /// wraps in another format, or hides check values: ``SelfTest/capabilityChecks``), before
+    /// anything is built on it. Optional features (Ed25519 webhooks) do not count.
+    /// - Throws: ``ConfigurationError/moduleUnfit(modulePath:failed:)``.
+    public static func requireCustodyCapabilities(_ pool: SessionPool) async throws {
+        let blockers = SelfTest.custodyBlockers(await SelfTest.capabilities(of: pool))
+        guard blockers.isEmpty else {
+            throw ConfigurationError.moduleUnfit(modulePath: pool.configuration.modulePath, failed: blockers.map { "\($0.name): \($0.detail)" })
+        }
     }
 
     private static func startedPool(_ configuration: HSMConfiguration, options: Options) async throws -> SessionPool {

@@ -4,6 +4,9 @@ public import PKCS11
 public struct HSMConfiguration: Sendable {
     /// Absolute path of the PKCS#11 module (Debian's SoftHSM2: `/usr/lib/softhsm/libsofthsm2.so`).
     public var modulePath: String
+    /// `C_Initialize`'s `pReserved` string for modules that need one (NSS softokn); see
+    /// `PKCS11Module.initArguments`.
+    public var initArguments: String?
     /// Which token: by label or serial, never by slot number.
     public var token: TokenSelector
     /// Where the user PIN comes from.
@@ -21,9 +24,11 @@ public struct HSMConfiguration: Sendable {
         userPIN: PINSource,
         workers: Int = 2,
         acquireTimeout: Duration = .seconds(2),
-        recoveryBackoff: ClosedRange<Duration> = .milliseconds(50) ... .seconds(30)
+        recoveryBackoff: ClosedRange<Duration> = .milliseconds(50) ... .seconds(30),
+        initArguments: String? = nil
     ) {
         self.modulePath = modulePath
+        self.initArguments = initArguments
         self.token = token
         self.userPIN = userPIN
         self.workers = workers

@@ -11,24 +11,46 @@ public enum SelfTest {
         public let name: String
         public let passed: Bool
         public let detail: String
+        /// What a failure costs: custody as a whole, or only an optional feature.
+        public let neededFor: Need
     }
 
-    /// Runs every check; a failing check does not stop the others.
+    /// What Custos cannot do on a module that fails a check.
+    public enum Need: String, Sendable, Codable, Equatable {
+        /// Tenant keys, API keys, tokens, sealing: the service refuses to serve custody.
+        case custody
+        /// Only `v1a` (Ed25519) webhook signatures.
+        case ed25519Webhooks = "ed25519-webhooks"
+    }
+
+    /// Runs every check: the known answers and the module's ``capabilityChecks``.
     public static func run(on pool: SessionPool) async -> [Result] {
+        await run(checks + capabilityChecks, on: pool)
+    }
+
+    /// Runs only ``capabilityChecks`` (what keeps keys unreadable), as `custos serve` does at
+    /// start-up.
+    public static func capabilities(of pool: SessionPool) async -> [Result] {
+        await run(capabilityChecks, on: pool)
+    }
+
+    /// Runs `checks` one after another; a failing check does not stop the others.
+    private static func run(_ checks: [Check], on pool: SessionPool) async -> [Result] {
         var results = [Result]()
         for check in checks {
             do {
                 let detail = try await pool.withSession(.custom) { session in try check.run(session.pkcs11) }
-                results.append(Result(name: check.name, passed: detail == nil, detail: detail ?? "ok"))
+                results.append(Result(name: check.name, passed: detail == nil, detail: detail ?? "ok", neededFor: check.neededFor))
             } catch {
-                results.append(Result(name: check.name, passed: false, detail: String(describing: error)))
+                results.append(Result(name: check.name, passed: false, detail: String(describing: error), neededFor: check.neededFor))
             }
         }
         return results
     }
 
-    private struct Check: Sendable {
+    struct Check: Sendable {
         let name: String
+        var neededFor: Need = .custody
         /// `nil` when the answer is right, else what was wrong.
         let run: @Sendable (PKCS11Session) throws -> String?
     }
@@ -97,7 +119,7 @@ public enum SelfTest {
             return expect(try session.sign(.sha256HMAC, key: back, data: message),
                           Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: macBytes))))
         },
-        Check(name: "Ed25519 (RFC 8032 §7.1 test 1, and swift-crypto verification)") { session in
+        Check(name: "Ed25519 (RFC 8032 §7.1 test 1, and swift-crypto verification)", neededFor: .ed25519Webhooks) { session in
             let seed = hexBytes("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
             let privateKey = try session.createObject([
                 .class(.privateKey), .keyType(.ecEdwards), .token(false), .private(true), .sensitive(true), .sign(true),
@@ -128,13 +150,13 @@ public enum SelfTest {
         },
     ]
 
-    private static func importKey(_ session: PKCS11Session, _ bytes: [UInt8], _ type: KeyType, _ usage: [Attribute]) throws -> ObjectHandle {
+    static func importKey(_ session: PKCS11Session, _ bytes: [UInt8], _ type: KeyType, _ usage: [Attribute]) throws -> ObjectHandle {
         try session.createObject([
             .class(.secretKey), .keyType(type), .token(false), .private(true), .sensitive(true), .value(SecretBytes(bytes)),
         ] + usage)
     }
 
-    private static func expect(_ actual: [UInt8], _ expected: [UInt8]) -> String? {
+    static func expect(_ actual: [UInt8], _ expected: [UInt8]) -> String? {
         if actual == expected { return nil }
         if actual.count != expected.count { return "expected \(expected.count) bytes, got \(actual.count)" }
         let first = zip(actual, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? 0
@@ -144,7 +166,7 @@ public enum SelfTest {
 
 /// Hex text to bytes, for the known answers above: constants of this file, so a typo traps in
 /// the first self-test run rather than comparing against a wrong answer.
-private func hexBytes(_ string: String) -> [UInt8] {
+func hexBytes(_ string: String) -> [UInt8] {
     guard let bytes = Hex.decode(string) else { preconditionFailure("a known answer is not hex") }
     return bytes
 }

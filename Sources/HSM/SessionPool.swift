@@ -56,7 +56,7 @@ public final class SessionPool: Sendable {
     public convenience init(configuration: HSMConfiguration, logger: Logger) throws {
         let module: PKCS11Module
         do {
-            module = try PKCS11Module(path: configuration.modulePath)
+            module = try PKCS11Module(path: configuration.modulePath, initArguments: configuration.initArguments)
         } catch {
             throw HSMError.configuration(String(describing: error))
         }

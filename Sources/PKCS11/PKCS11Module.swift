@@ -17,13 +17,18 @@ public final class PKCS11Module: @unchecked Sendable {
     // `CKF_OS_LOCKING_OK`. `faultInjector` is guarded by its mutex, and `faultsArmed` is atomic.
     let functions: CK_FUNCTION_LIST
     public let path: String
+    /// The string `C_Initialize` passes as `pReserved`, for modules that need one (NSS softokn:
+    /// `configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db'`, the value p11-kit
+    /// calls `x-init-reserved`); `nil` for every other module, as the standard asks.
+    public let initArguments: String?
     private let faultsArmed = Atomic<Bool>(false)
     private let faultInjector = Mutex<(any PKCS11FaultInjector)?>(nil)
 
     /// Loads the module at `path`.
+    /// - Parameter initArguments: see ``initArguments``.
     /// - Throws: ``PKCS11ModuleError`` when the path is relative, the library cannot be loaded
     ///   or is not a PKCS#11 module; ``PKCS11Error`` when `C_GetFunctionList` fails.
-    public init(path: String) throws {
+    public init(path: String, initArguments: String? = nil) throws {
         guard path.hasPrefix("/") else { throw PKCS11ModuleError.relativePath(path) }
         guard let library = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
@@ -41,6 +46,7 @@ public final class PKCS11Module: @unchecked Sendable {
         }
         self.functions = list.pointee
         self.path = path
+        self.initArguments = initArguments
     }
 
     // MARK: Calls
@@ -68,18 +74,28 @@ public final class PKCS11Module: @unchecked Sendable {
 
     // MARK: Library
 
-    /// `C_Initialize` with `CKF_OS_LOCKING_OK`. Without that flag SoftHSM turns its own locking
-    /// off and crashes under concurrent use. An already initialised library counts as success.
+    /// `C_Initialize` with `CKF_OS_LOCKING_OK` (and ``initArguments``). Without that flag
+    /// SoftHSM turns its own locking off and crashes under concurrent use. An already initialised
+    /// library counts as success.
     public func initialize() throws {
-        var arguments = CK_C_INITIALIZE_ARGS(
-            CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
-            flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: nil
-        )
         do {
-            try call(.initialize) { functions.C_Initialize(&arguments) }
+            // The module reads the string during the call only; it holds no secret (no PIN).
+            if let initArguments {
+                try initArguments.withCString { try initialize(reserved: UnsafeMutableRawPointer(mutating: $0)) }
+            } else {
+                try initialize(reserved: nil)
+            }
         } catch let error as PKCS11Error where error.returnValue == .cryptokiAlreadyInitialized {
             return
         }
+    }
+
+    private func initialize(reserved: UnsafeMutableRawPointer?) throws {
+        var arguments = CK_C_INITIALIZE_ARGS(
+            CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
+            flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: reserved
+        )
+        try call(.initialize) { functions.C_Initialize(&arguments) }
     }
 
     /// `C_Finalize`. Only call it when no other call is in flight: SoftHSM crashes otherwise.
@@ -245,3 +261,4 @@ func paddedString<T>(_ tuple: T) -> String {
 private func countOrNil(_ value: CK_ULONG) -> Int? {
     value == 0 || value == CK_ULONG.max ? nil : Int(value)
 }
+

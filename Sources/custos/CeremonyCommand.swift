@@ -114,7 +114,7 @@ struct CeremonyInitTokenCommand: AsyncParsableCommand {
         if let soPINEnv { soPIN = .environment(name: soPINEnv) } else if let soPINFile { soPIN = .file(path: soPINFile) } else {
             throw ValidationError("give --so-pin-file or --so-pin-env")
         }
-        let module = try PKCS11Module(path: poolConfiguration.modulePath)
+        let module = try PKCS11Module(path: poolConfiguration.modulePath, initArguments: poolConfiguration.initArguments)
         let token = try await KeyCeremony.initToken(
             module: module, label: label ?? configuration.hsm.tokenLabel, securityOfficerPIN: soPIN, userPIN: poolConfiguration.userPIN,
             participants: try ceremony.participants(), configHash: configuration.configHash,

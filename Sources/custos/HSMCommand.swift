@@ -78,7 +78,7 @@ struct HSMStatusCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         let poolConfiguration = try configuration.poolConfiguration()
-        let module = try PKCS11Module(path: poolConfiguration.modulePath)
+        let module = try PKCS11Module(path: poolConfiguration.modulePath, initArguments: poolConfiguration.initArguments)
         try module.initialize()
         let info = try module.info()
         let token = try module.findToken(poolConfiguration.token)
@@ -147,7 +147,7 @@ struct HSMSelfTestCommand: AsyncParsableCommand {
             print(try encodeJSON(results))
         case .table:
             for result in results {
-                print("\(result.passed ? "pass" : "FAIL")  \(result.name)\(result.passed ? "" : ": \(result.detail)")")
+                print("\(result.passed ? "pass" : "FAIL")  \(result.name)\(result.passed ? "" : " [needed for \(result.neededFor.rawValue)]: \(result.detail)")")
             }
             print("\(results.filter(\.passed).count) passed, \(results.filter { !$0.passed }.count) failed")
         }

@@ -1,0 +1,56 @@
+import PKCS11
+import SecureMemory
+
+// What a module must do for tenant keys to stay unreadable with the user PIN (DESIGN §5), checked
+// by behaviour rather than by name: NSS softokn lists every mechanism Custos uses and still
+// fails two of these (it ignores CKA_UNWRAP_TEMPLATE, and its 0x210A is PKCS#7-padded key wrap).
+extension SelfTest {
+    static let capabilityChecks: [Check] = [
+        Check(name: "Unwrap templates enforced (CKA_UNWRAP_TEMPLATE)") { session in
+            let kek = try importKey(session, [UInt8](repeating: 0x5A, count: 32), .aes, [
+                .wrap(true), .unwrap(true), .unwrapTemplate(KeyTemplate.tenantKeyUnwrapped(.hmac)),
+            ])
+            defer { try? session.destroyObject(kek) }
+            let key = try importKey(session, [UInt8](repeating: 0x3C, count: 32), .genericSecret, [.sign(true), .extractable(true)])
+            defer { try? session.destroyObject(key) }
+            let blob = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: key)
+            // What an attacker with the user PIN would ask for: the key back in clear.
+            let hostile: [Attribute] = [
+                .class(.secretKey), .keyType(.genericSecret), .token(false), .sensitive(false), .extractable(true), .sign(true),
+            ]
+            guard let unwrapped = try? session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: blob, template: hostile) else {
+                return nil
+            }
+            defer { try? session.destroyObject(unwrapped) }
+            let readable = (try? session.attribute(.value, of: unwrapped)) != nil
+            return "an unwrap with a template contradicting the KEK's unwrap template succeeded"
+                + (readable ? " and the key's value is readable" : "")
+                + ": anyone with the user PIN could unwrap stored tenant keys on their own terms"
+        },
+        Check(name: "AES key wrap with padding is RFC 5649 under 0x210A") { session in
+            let kek = try importKey(session, [UInt8](repeating: 0x11, count: 32), .aes, [.wrap(true)])
+            defer { try? session.destroyObject(kek) }
+            let key = try importKey(session, [UInt8](repeating: 0x22, count: 32), .genericSecret, [.sign(true), .extractable(true)])
+            defer { try? session.destroyObject(key) }
+            // RFC 5649 adds one 8-byte block to a 32-byte key; PKCS#7 padding before RFC 3394
+            // (NSS softokn's 0x210A, whose RFC 5649 is 0x210B) adds two.
+            let length = try session.wrapKey(.aesKeyWrapPad, wrappingKey: kek, key: key).count
+            switch length {
+            case 40: return nil
+            case 48: return "0x210A wraps a 32-byte key into 48 bytes: PKCS#7-padded AES key wrap (RFC 3394), not RFC 5649; blobs would not move to another HSM"
+            default: return "0x210A wraps a 32-byte key into \(length) bytes, neither RFC 5649 (40) nor PKCS#7-padded RFC 3394 (48)"
+            }
+        },
+        Check(name: "Key check values readable (CKA_CHECK_VALUE)") { session in
+            let key = try importKey(session, (0..<32).map { UInt8($0) }, .aes, [.wrap(true)])
+            defer { try? session.destroyObject(key) }
+            // The first 3 bytes of AES-256-ECB(key, 0^16) for key 00 01 … 1f, as vendor tools show KCVs.
+            return expect(try session.attribute(.checkValue, of: key), hexBytes("f29000"))
+        },
+    ]
+
+    /// The failed checks that rule out custody on this module (empty when it can serve).
+    public static func custodyBlockers(_ results: [Result]) -> [Result] {
+        results.filter { !$0.passed && $0.neededFor == .custody }
+    }
+}
