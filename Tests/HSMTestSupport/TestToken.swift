@@ -77,15 +77,7 @@ public struct TestToken: Sendable {
     public static func isolatedModule() throws -> PKCS11Module {
         TestEnvironment.prepare()
         let copy = TestEnvironment.directory + "/softhsm-copy-\(UInt64.random(in: 0 ... .max)).so"
-        let source = open(modulePath, O_RDONLY)
-        let target = open(copy, O_WRONLY | O_CREAT | O_EXCL, 0o700)
-        defer { close(source); close(target) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = read(source, &buffer, buffer.count)
-            if count <= 0 { break }
-            _ = write(target, buffer, count)
-        }
+        try copyFile(modulePath, to: copy)
         return try PKCS11Module(path: copy)
     }
 

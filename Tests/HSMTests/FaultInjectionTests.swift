@@ -27,14 +27,14 @@ final class NextCallsFail: PKCS11FaultInjector {
     }
 }
 
-/// Each test here gets its own token and its own copy of the SoftHSM library, because it
-/// logs out, closes all sessions or finalizes the library: process-wide state.
+/// Each test here gets its own token and its own copy of the module (SoftHSM, and NSS softokn
+/// as the second implementation), because it logs out, closes all sessions or finalizes the
+/// library: process-wide state.
 @Suite("Fault injection and recovery", .serialized)
 struct FaultInjectionTests {
-    @Test("Under load with session-fatal, login-lost and device faults plus real resets: every answer is right or retryable, then all succeed")
-    func faultsUnderLoad() async throws {
-        let token = try TestToken.make("faults")
-        let module = try TestToken.isolatedModule()
+    @Test("Under load with session-fatal, login-lost and device faults plus real resets: every answer is right or retryable, then all succeed", arguments: TestBackend.allCases)
+    func faultsUnderLoad(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("faults")
         let pool = try await startedPool(token, workers: 2, module: module)
         let known = KnownHMACKey()
         let faults = RandomFaults([
@@ -93,10 +93,9 @@ struct FaultInjectionTests {
         await pool.shutdown()
     }
 
-    @Test("A device that stays down opens the circuit (fast 'unavailable'), and the pool recovers when it returns")
-    func circuitBreaker() async throws {
-        let token = try TestToken.make("breaker")
-        let module = try TestToken.isolatedModule()
+    @Test("A device that stays down opens the circuit (fast 'unavailable'), and the pool recovers when it returns", arguments: TestBackend.allCases)
+    func circuitBreaker(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("breaker")
         let pool = try await startedPool(token, workers: 1, module: module)
         let known = KnownHMACKey()
         _ = try await pool.hmacSHA256(key: known.key, data: [1])
@@ -123,15 +122,14 @@ struct FaultInjectionTests {
         await pool.shutdown()
     }
 
-    @Test("A session that fails mid-operation is replaced, not reused")
-    func poisonedSessionReplaced() async throws {
-        let token = try TestToken.make("poison")
-        let module = try TestToken.isolatedModule()
+    @Test("A session that fails mid-operation is replaced, not reused", arguments: TestBackend.allCases)
+    func poisonedSessionReplaced(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("poison")
         try module.initialize()
 
         // The hazard, shown on a raw session: C_SignInit succeeded, C_Sign failed, and the
         // operation stays active, so the next C_SignInit on that session is refused.
-        let raw = try module.openSession(slot: try module.findToken(.label(token.label)).slot)
+        let raw = try module.openSession(slot: try module.findToken(token.configuration.token).slot)
         try raw.login(.user, pin: token.userPIN)
         let rawKey = try raw.createObject([
             .class(.secretKey), .keyType(.genericSecret), .token(false), .sign(true), .value(SecretBytes([UInt8](repeating: 1, count: 32))),

@@ -47,6 +47,13 @@ func startedPool(_ token: TestToken, workers: Int = 2, acquireTimeout: Duration 
     return pool
 }
 
+/// A started pool on `token` of either backend, through `module` (its private copy).
+func startedPool(_ token: IsolatedToken, workers: Int = 2, acquireTimeout: Duration = .seconds(5), module: PKCS11Module) async throws -> SessionPool {
+    let pool = try SessionPool(configuration: token.configuration(workers: workers, acquireTimeout: acquireTimeout), module: module, logger: Logger(label: "test"))
+    try await pool.start()
+    return pool
+}
+
 /// A counter and a list that concurrent test tasks can share.
 final class Tally: Sendable {
     private let count = Mutex(0)

@@ -9,10 +9,10 @@ import Testing
 
 @Suite("Session pool")
 struct SessionPoolTests {
-    @Test("Hundreds of tasks, thousands of HMACs through the pool: every result correct")
-    func concurrentOperationsAreCorrect() async throws {
-        let token = try TestToken.make("pool")
-        let pool = try await startedPool(token)
+    @Test("Hundreds of tasks, thousands of HMACs through the pool: every result correct", arguments: TestBackend.allCases)
+    func concurrentOperationsAreCorrect(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("pool")
+        let pool = try await startedPool(token, module: module)
         let known = KnownHMACKey()
         let wrong = Tally()
         try await withThrowingTaskGroup(of: Void.self) { group in
