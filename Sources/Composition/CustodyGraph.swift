@@ -20,6 +20,9 @@ public struct CustodyGraph: Sendable {
         /// which also writes them at shutdown); `nil`: no recorder in the runtime (the test
         /// harnesses, whose suites count audit entries; they flush by hand).
         public var keyUseFlushInterval: Duration?
+        /// Whether `v1a` webhook keys may be made; the runtime turns it off on a module without
+        /// Ed25519 (``SelfTest``).
+        public var ed25519Webhooks = true
 
         public init(
             auditAnchorPath: String?, keyEnvironment: String = "live",
@@ -60,7 +63,9 @@ public struct CustodyGraph: Sendable {
         apiKeys = APIKeyService(
             pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger
         )
-        webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, tokenObjectLimit: settings.tokenObjectsPerTenant)
+        webhooks = WebhookSigner(
+            pool: pool, keyring: keyring, audit: audit, tokenObjectLimit: settings.tokenObjectsPerTenant, ed25519Available: settings.ed25519Webhooks
+        )
         keyUseRecorder = KeyUseRecorder(counter: keyring.keyUses, audit: audit)
     }
 

@@ -112,8 +112,12 @@ public struct CustosRuntime: Sendable {
         _ body: (CustosRuntime) async throws -> R
     ) async throws -> R {
         let pool = try await startedPool(try poolConfiguration(), options: options)
+        var settings = settings
         do {
-            try await requireCustodyCapabilities(pool)
+            if try await !requireCustodyCapabilities(pool) {
+                options.logger.warning("the HSM module has no Ed25519: v1a webhook keys are off, v1 works")
+                settings.ed25519Webhooks = false
+            }
         } catch {
             await pool.shutdown()
             throw error
@@ -130,7 +134,6 @@ public struct CustosRuntime: Sendable {
         let members: [ServiceGroupConfiguration.ServiceConfiguration]
         do {
             let rootKeys = try await CustodyGraph.rootKeys(pool: pool, database: database, verify: options.verifyRootKeys, logger: options.logger)
-            var settings = settings
             if settings.keyringStepHook == nil, let fault = options.stepFault {
                 settings.keyringStepHook = { step in try fault.reached(step.description) }
             }
@@ -160,12 +163,16 @@ public struct CustosRuntime: Sendable {
     /// Refuses a module that cannot keep tenant keys unreadable (it ignores unwrap templates,
     /// wraps in another format, or hides check values: ``SelfTest/capabilityChecks``), before
     /// anything is built on it. Optional features (Ed25519 webhooks) do not count.
+    /// - Returns: whether the module has what `v1a` (Ed25519) webhook keys need.
     /// - Throws: ``ConfigurationError/moduleUnfit(modulePath:failed:)``.
-    public static func requireCustodyCapabilities(_ pool: SessionPool) async throws {
-        let blockers = SelfTest.custodyBlockers(await SelfTest.capabilities(of: pool))
+    @discardableResult
+    public static func requireCustodyCapabilities(_ pool: SessionPool) async throws -> Bool {
+        let results = await SelfTest.capabilities(of: pool)
+        let blockers = SelfTest.custodyBlockers(results)
         guard blockers.isEmpty else {
             throw ConfigurationError.moduleUnfit(modulePath: pool.configuration.modulePath, failed: blockers.map { "\($0.name): \($0.detail)" })
         }
+        return SelfTest.supportsEd25519Webhooks(results)
     }
 
     private static func startedPool(_ configuration: HSMConfiguration, options: Options) async throws -> SessionPool {

@@ -63,6 +63,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// The HSM's list of destroyed key versions is there but fails its MAC (written by someone
     /// else, or edited): no version can be shown not to be destroyed, so none is used.
     case destructionAnchorInvalid
+    /// An optional feature the HSM module cannot provide (e.g. Ed25519 webhook keys).
+    case featureUnavailable(String)
 
     public var isRetryable: Bool {
         switch self {
@@ -119,6 +121,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .auditLogBehindAnchor(let anchoredSeq, let logSeq):
             "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
+        case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
         case .destructionAnchorInvalid: "the HSM's list of destroyed key versions (\(DestroyedVersionsAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description

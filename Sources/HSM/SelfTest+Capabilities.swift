@@ -1,9 +1,11 @@
+import Crypto
 import PKCS11
 import SecureMemory
 
 // What a module must do for tenant keys to stay unreadable with the user PIN (DESIGN §5), checked
 // by behaviour rather than by name: NSS softokn lists every mechanism Custos uses and still
 // fails two of these (it ignores CKA_UNWRAP_TEMPLATE, and its 0x210A is PKCS#7-padded key wrap).
+// Ed25519 is checked here too: without it only v1a webhooks are off.
 extension SelfTest {
     static let capabilityChecks: [Check] = [
         Check(name: "Unwrap templates enforced (CKA_UNWRAP_TEMPLATE)") { session in
@@ -47,10 +49,37 @@ extension SelfTest {
             // The first 3 bytes of AES-256-ECB(key, 0^16) for key 00 01 … 1f, as vendor tools show KCVs.
             return expect(try session.attribute(.checkValue, of: key), hexBytes("f29000"))
         },
+        Check(name: "Ed25519 (RFC 8032 §7.1 test 1, and swift-crypto verification)", neededFor: .ed25519Webhooks) { session in
+            let seed = hexBytes("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            let privateKey = try session.createObject([
+                .class(.privateKey), .keyType(.ecEdwards), .token(false), .private(true), .sensitive(true), .sign(true),
+                .ecParams(KeyTemplate.ed25519Parameters), .value(SecretBytes(seed)),
+            ])
+            defer { try? session.destroyObject(privateKey) }
+            let signature = try session.sign(.eddsa, key: privateKey, data: [UInt8]())
+            let expected = hexBytes("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+            if let problem = expect(signature, expected) { return "RFC 8032: " + problem }
+            let pair = try session.generateKeyPair(
+                .ecEdwardsKeyPairGen,
+                publicTemplate: KeyTemplate.ed25519(label: "custos/selftest", id: [0], token: false).public,
+                privateTemplate: KeyTemplate.ed25519(label: "custos/selftest", id: [0], token: false).private
+            )
+            defer { try? session.destroyObject(pair.privateKey); try? session.destroyObject(pair.publicKey) }
+            let point = try session.attribute(.ecPoint, of: pair.publicKey)
+            let publicKey = try Curve25519.Signing.PublicKey(rawRepresentation: point.suffix(32))
+            let message = Array("webhook body".utf8)
+            return publicKey.isValidSignature(try session.sign(.eddsa, key: pair.privateKey, data: message), for: message)
+                ? nil : "a generated key's signature does not verify with swift-crypto"
+        },
     ]
 
     /// The failed checks that rule out custody on this module (empty when it can serve).
     public static func custodyBlockers(_ results: [Result]) -> [Result] {
         results.filter { !$0.passed && $0.neededFor == .custody }
+    }
+
+    /// Whether every check `v1a` (Ed25519) webhook keys need passed.
+    public static func supportsEd25519Webhooks(_ results: [Result]) -> Bool {
+        !results.contains { !$0.passed && $0.neededFor == .ed25519Webhooks }
     }
 }

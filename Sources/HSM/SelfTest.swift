@@ -119,28 +119,6 @@ public enum SelfTest {
             return expect(try session.sign(.sha256HMAC, key: back, data: message),
                           Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: macBytes))))
         },
-        Check(name: "Ed25519 (RFC 8032 §7.1 test 1, and swift-crypto verification)", neededFor: .ed25519Webhooks) { session in
-            let seed = hexBytes("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-            let privateKey = try session.createObject([
-                .class(.privateKey), .keyType(.ecEdwards), .token(false), .private(true), .sensitive(true), .sign(true),
-                .ecParams(KeyTemplate.ed25519Parameters), .value(SecretBytes(seed)),
-            ])
-            defer { try? session.destroyObject(privateKey) }
-            let signature = try session.sign(.eddsa, key: privateKey, data: [UInt8]())
-            let expected = hexBytes("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
-            if let problem = expect(signature, expected) { return "RFC 8032: " + problem }
-            let pair = try session.generateKeyPair(
-                .ecEdwardsKeyPairGen,
-                publicTemplate: KeyTemplate.ed25519(label: "custos/selftest", id: [0], token: false).public,
-                privateTemplate: KeyTemplate.ed25519(label: "custos/selftest", id: [0], token: false).private
-            )
-            defer { try? session.destroyObject(pair.privateKey); try? session.destroyObject(pair.publicKey) }
-            let point = try session.attribute(.ecPoint, of: pair.publicKey)
-            let publicKey = try Curve25519.Signing.PublicKey(rawRepresentation: point.suffix(32))
-            let message = Array("webhook body".utf8)
-            return publicKey.isValidSignature(try session.sign(.eddsa, key: pair.privateKey, data: message), for: message)
-                ? nil : "a generated key's signature does not verify with swift-crypto"
-        },
         Check(name: "Random (C_GenerateRandom)") { session in
             let first = try session.generateRandom(count: 32)
             let second = try session.generateRandom(count: 32)

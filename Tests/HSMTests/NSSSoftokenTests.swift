@@ -1,7 +1,6 @@
 import Crypto
 import HSM
 import HSMTestSupport
-import Logging
 import PKCS11
 import SecureMemory
 import Testing
@@ -20,8 +19,8 @@ struct NSSSoftokenTests {
 
     @Test("the pool logs in with the init string and computes HMACs in NSS")
     func poolComputes() async throws {
-        let pool = try SessionPool(configuration: try NSSToken.shared().configuration(), logger: Logger(label: "test"))
-        try await pool.start()
+        let (token, module) = try NSSToken.isolated("compute")
+        let pool = try await startedPool(token, module: module)
         let key = try await pool.withSession { session in
             try session.pkcs11.createObject([
                 .class(.secretKey), .keyType(.genericSecret), .token(false), .private(true), .sensitive(true), .sign(true),
@@ -36,8 +35,8 @@ struct NSSSoftokenTests {
 
     @Test("the self-test names exactly what NSS lacks, and which of it rules out custody")
     func selfTestNamesGaps() async throws {
-        let pool = try SessionPool(configuration: try NSSToken.shared().configuration(), logger: Logger(label: "test"))
-        try await pool.start()
+        let (token, module) = try NSSToken.isolated("selftest")
+        let pool = try await startedPool(token, module: module)
         let results = await SelfTest.run(on: pool)
         let failed = Dictionary(uniqueKeysWithValues: results.filter { !$0.passed }.map { ($0.name, $0) })
         #expect(Set(SelfTest.custodyBlockers(results).map(\.name)) == Self.unfitForCustody)

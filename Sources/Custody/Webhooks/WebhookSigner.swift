@@ -18,6 +18,7 @@ public final class WebhookSigner: Sendable {
     let audit: AuditLog
     /// How many live Ed25519 token objects (versions not destroyed) one tenant may hold.
     public let tokenObjectLimit: Int
+    let ed25519Available: Bool
     /// One Ed25519 creation at a time per tenant in this instance: two at once would pick the
     /// same version number and one would fail after making its key pair.
     private let ed25519Creation = KeyedSerializer<TenantID>()
@@ -27,11 +28,17 @@ public final class WebhookSigner: Sendable {
     public static let defaultTokenObjectLimit = 8
 
     /// - Parameter tokenObjectLimit: see ``defaultTokenObjectLimit``.
-    public init(pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit) {
+    /// - Parameter ed25519Available: `false` on a module without Ed25519 (``SelfTest``): new
+    ///   `v1a` keys are then refused with ``CustodyError/featureUnavailable(_:)``; v1 is unaffected.
+    public init(
+        pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit,
+        ed25519Available: Bool = true
+    ) {
         self.pool = pool
         self.keyring = keyring
         self.audit = audit
         self.tokenObjectLimit = tokenObjectLimit
+        self.ed25519Available = ed25519Available
     }
 
     /// A new v1 secret for `tenant` — the first, or a rotation in which the previous one keeps
@@ -58,7 +65,10 @@ public final class WebhookSigner: Sendable {
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)`` when the tenant already holds
     ///   ``tokenObjectLimit`` live versions; other ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
-        try await custody {
+        guard ed25519Available else {
+            throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
+        }
+        return try await custody {
             try await ed25519Creation.run(tenant) {
                 try await createEd25519KeyAlone(tenant: tenant, overlap: overlap, actor: actor)
             }

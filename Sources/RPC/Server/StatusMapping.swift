@@ -80,7 +80,7 @@ public enum StatusMapping {
         case .unknownTenant: return RPCError(code: .notFound, message: error.description)
         case .tenantDisabled: return RPCError(code: .permissionDenied, message: error.description)
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
-        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen:
+        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable:
             return RPCError(code: .failedPrecondition, message: error.description)
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .destructionAnchorInvalid:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
