@@ -10,14 +10,14 @@ extension EvalCommand.Run {
     /// calibrate on its own data (docs/tokenization.md, "Decision thresholds").
     static func thresholdTable(_ report: ProtectedEvaluation.Report) -> String {
         func rate(_ value: Double) -> String { String(format: "%.3f %%", value * 100) }
-        func cell(_ threshold: CalibratedThreshold, digits: Int) -> String {
-            let at = threshold.threshold.map { String(format: "%.\(digits)f", $0) } ?? "none"
-            return "\(at) (FMR \(rate(threshold.fmr)), FNMR \(rate(threshold.fnmr)))".padding(toLength: 44, withPad: " ", startingAt: 0)
+        func cell(_ threshold: CalibratedThreshold) -> String {
+            let at = threshold.threshold.map { String(format: "%.4f", $0) } ?? "none"
+            return "\(at) (FMR \(rate(threshold.fmr)), FNMR \(rate(threshold.fnmr)))"
         }
         var lines = ["thresholds (accept score ≥ t)  raw cosine                                   protected (matching positions / 1,024)"]
         for row in report.thresholds {
             var line = "  FMR ≤ \(String(format: "%g", row.target_fmr))".padding(toLength: 31, withPad: " ", startingAt: 0)
-            line += cell(row.raw, digits: 4) + " " + cell(row.protected, digits: 4)
+            line += cell(row.raw).padding(toLength: 45, withPad: " ", startingAt: 0) + cell(row.protected)
             if !row.protected.enough_impostors {
                 let needed = Int(CalibratedThreshold.impostorsNeeded(for: row.target_fmr).rounded(.up))
                 line += "  [\(row.protected.impostors_accepted) impostor pairs above: imprecise; ≥ \(needed) impostor pairs needed]"
