@@ -256,6 +256,7 @@ let package = Package(
             name: "TokenizationTests",
             dependencies: [
                 "Tokenization", "TokenizationEvaluation", "CustosModel", "HSM", "SecureMemory", "HSMTestSupport",
+                "Verification",  // RealisticProfileTests: the default decision thresholds against their derivation
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict

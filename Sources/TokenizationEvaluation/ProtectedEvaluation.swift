@@ -32,20 +32,30 @@ public enum ProtectedEvaluation {
         /// DET curves as [FMR, FNMR] points.
         public let raw_det: [[Double]]
         public let protected_det: [[Double]]
+        /// The threshold for each FMR asked for (`--fmr`), raw and protected.
+        public let thresholds: [Thresholds]
+        /// Protected scores under the decision thresholds asked for (the service's defaults).
+        public let decision_shares: DecisionShares?
 
         enum CodingKeys: String, CodingKey {
             case samples, identities, dimension, projection, genuine_pairs, impostor_pairs, raw_eer, protected_eer, dsys
             case raw_fnmr_at_fmr_1e_3 = "raw_fnmr_at_fmr_1e-3", protected_fnmr_at_fmr_1e_3 = "protected_fnmr_at_fmr_1e-3"
             case raw_fnmr_at_fmr_1e_4 = "raw_fnmr_at_fmr_1e-4", protected_fnmr_at_fmr_1e_4 = "protected_fnmr_at_fmr_1e-4"
             case renewability_mean, renewability_max, protected_impostor_mean, raw_det, protected_det
+            case thresholds, decision_shares
         }
     }
 
     /// The tenant the evaluation tokens are made for (a fixed, reserved id).
     public static let tenant = TenantID("00000000-0000-4000-8000-00000000e7a1")!
 
-    /// Runs the evaluation through the real HSM pipeline (seed HMAC and PRF in the HSM).
-    public static func run(_ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind) async throws -> Report {
+    /// Runs the evaluation through the real HSM pipeline (seed HMAC and PRF in the HSM), with
+    /// the thresholds for each of `falseMatchRates` and, given decision thresholds, the shares of
+    /// protected comparisons in GREEN, AMBER and RED.
+    public static func run(
+        _ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind,
+        falseMatchRates: [Double] = CalibratedThreshold.defaultTargets, decisionThresholds: (green: Double, amber: Double)? = nil
+    ) async throws -> Report {
         let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2]), kind: kind)
         var vectors = [FeatureVector]()
         var first = [BiometricToken]()
@@ -81,7 +91,9 @@ public enum ProtectedEvaluation {
             dsys: unlinkability.systemLinkability,
             renewability_mean: renewal.reduce(0, +) / Double(max(renewal.count, 1)), renewability_max: renewal.max() ?? 0,
             protected_impostor_mean: protected.impostor.reduce(0, +) / Double(max(protected.impostor.count, 1)),
-            raw_det: det(rawMetrics), protected_det: det(protectedMetrics)
+            raw_det: det(rawMetrics), protected_det: det(protectedMetrics),
+            thresholds: Thresholds.at(falseMatchRates, raw: rawMetrics, protected: protectedMetrics),
+            decision_shares: decisionThresholds.map { DecisionShares(green: $0.green, amber: $0.amber, metrics: protectedMetrics) }
         )
     }
 }

@@ -20,16 +20,27 @@ public struct Decision: Sendable, Codable, Hashable {
 }
 
 /// Per-tenant score thresholds. Scores are matching positions / 1,024: impostors sit near
-/// 1/16 (0.0625), genuine comparisons far above.
+/// 1/16 (0.0625) and rise with the resemblance of the two faces, genuine comparisons above.
 public struct DecisionThresholds: Sendable, Codable, Hashable {
     /// At or above: green.
     public let green: Double
     /// At or above (and below green): amber. Below: red.
     public let amber: Double
 
-    /// Defaults from the synthetic evaluation (docs/tokenization.md): impostor scores stay
-    /// below 0.12 and genuine ones are mostly above 0.5.
-    public static let `default` = DecisionThresholds(unchecked: 0.30, amber: 0.15)
+    /// The false-match rate the default GREEN threshold is set for: one impostor comparison in
+    /// 10,000 reaches GREEN.
+    public static let greenFalseMatchRate = 1e-4
+    /// The false-match rate the default AMBER threshold is set for: one impostor comparison in
+    /// 100 reaches AMBER or GREEN; the rest are RED.
+    public static let amberFalseMatchRate = 1e-2
+
+    /// 170 and 136 matching positions of 1,024 (0.166 and 0.133): the scores at
+    /// ``greenFalseMatchRate`` and ``amberFalseMatchRate`` on the realistic synthetic profile,
+    /// whose impostor tail is that of real face embeddings (docs/tokenization.md, "Decision
+    /// thresholds"; `RealisticProfileTests` re-derives them). They were 0.30 and 0.15, which
+    /// left a quarter of genuine LFW faces AMBER. A tenant calibrates its own with
+    /// `custos-bench eval --fmr` on its data.
+    public static let `default` = DecisionThresholds(unchecked: 170.0 / 1024, amber: 136.0 / 1024)
 
     /// - Returns: `nil` unless 0 < amber < green ≤ 1.
     public init?(green: Double, amber: Double) {

@@ -5,6 +5,7 @@ import Foundation
 import HSM
 import SecureMemory
 import TokenizationEvaluation
+import Verification
 import Tokenization
 
 extension IndexOfMaxHashing.ProjectionKind: ExpressibleByArgument {}
@@ -26,13 +27,19 @@ struct EvalCommand: AsyncParsableCommand {
         @Option(help: "Labelled embeddings, CSV without header.") var embeddings: String
         @Option(help: "Projection: structured (default) or dense-gaussian.") var projection: IndexOfMaxHashing.ProjectionKind = .structured
         @Option(help: "Output format.") var output: OutputFormat = .table
+        @Option(help: "Target false-match rates to print thresholds for, comma-separated.") var fmr = "1e-4,1e-2"
 
         func run() async throws {
             ProcessHygiene.lockDown()
+            let targets: FalseMatchRateTargets
+            do { targets = try FalseMatchRateTargets(parsing: fmr) } catch { throw LocalError.failed(error.description) }
             let set = try LabelledEmbeddings(contentsOfFile: embeddings)
             let configuration = try options.loadConfiguration()
+            let defaults = DecisionThresholds.default
             let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
-                try await ProtectedEvaluation.run(set, pool: pool, kind: projection)
+                try await ProtectedEvaluation.run(
+                    set, pool: pool, kind: projection, falseMatchRates: targets.rates, decisionThresholds: (defaults.green, defaults.amber)
+                )
             }
             switch output {
             case .json:
@@ -49,6 +56,7 @@ struct EvalCommand: AsyncParsableCommand {
                 unlinkability D↔sys  \(String(format: "%.4f", report.dsys)) (two keys; 0 = unlinkable)
                 renewability         same sample, old vs new key: mean \(String(format: "%.4f", report.renewability_mean)), max \(String(format: "%.4f", report.renewability_max)) (impostors under one key: mean \(String(format: "%.4f", report.protected_impostor_mean)))
                 """)
+                print(Self.thresholdTable(report))
             }
         }
     }
@@ -60,12 +68,14 @@ struct EvalCommand: AsyncParsableCommand {
         @Option(help: "Samples per identity.") var samples = 10
         @Option(help: "Dimension (128, 256, 512 or 1024).") var dimension = 512
         @Option(help: "Seed.") var seed: UInt64 = 1
+        @Option(help: "Noise model: standard (the accuracy targets' set) or realistic (the score tails of real face embeddings; docs/tokenization.md).")
+        var profile: SyntheticEmbeddings.Profile = .standard
 
         func run() throws {
             guard !FileManager.default.fileExists(atPath: out) else { throw LocalError.failed("\(out) exists; not overwriting it") }
-            let set = SyntheticEmbeddings(configuration: .init(identities: identities, samplesPerIdentity: samples, dimension: dimension, seed: seed))
+            let set = SyntheticEmbeddings(configuration: profile.configuration(identities: identities, samplesPerIdentity: samples, dimension: dimension, seed: seed))
             guard FileManager.default.createFile(atPath: out, contents: Data(set.csv().utf8)) else { throw LocalError.failed("cannot write \(out)") }
-            print("wrote \(identities * samples) samples of \(identities) identities, d = \(dimension), to \(out)")
+            print("wrote \(identities * samples) samples of \(identities) identities, d = \(dimension), profile \(profile.rawValue), to \(out)")
         }
     }
 }
