@@ -40,9 +40,15 @@ public final class BiometricOverlapEndApprovals: Sendable {
         guard seed.state == .retiring, let until = seed.retiringUntil, until > at else {
             throw CustodyError.invalidTransition(tenant, .bioSeed, version, from: seed.state, to: .retired)
         }
-        let row = Request(
+        let unsealed = Request(
             id: UUID(), tenant: tenant, version: version, requestedBy: officer, requestedAt: at,
             expiresAt: at.addingTimeInterval(Double(lifetime.components.seconds))
+        )
+        let pool = keyring.pool, rootKeys = keyring.rootKeys
+        let mac = try await custody { try await pool.hmacSHA256(key: rootKeys.mac, data: OverlapEndRequestAuthenticator.requestMessage(for: unsealed)) }
+        let row = Request(
+            id: unsealed.id, tenant: tenant, version: version, requestedBy: officer, requestedAt: at, expiresAt: unsealed.expiresAt,
+            requestMAC: mac, requestMACVersion: rootKeys.macVersion
         )
         let audit = audit
         try await custody {
@@ -74,10 +80,15 @@ public final class BiometricOverlapEndApprovals: Sendable {
         // Sealed in the HSM before the transaction; the transaction re-checks the request under
         // its lock, and the rows' expected MACs make a concurrent change fail it whole.
         let close = try await keyring.prepareBiometricOverlapClose(requested.tenant, version: requested.version)
+        let pool = keyring.pool
         let dropped = try await custody {
             try await database.withTenant(requested.tenant, context: "approve early end of biometric overlap") { connection in
                 guard let row = try await OverlapEndRequestStore.lock(id, on: connection) else { throw OverlapEndApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw OverlapEndApprovalError.approverIsRequester(id) }
+                // Only a request Custos recorded, unchanged since, can be approved.
+                guard try await OverlapEndRequestAuthenticator.isAuthenticRequest(row, pool: pool) else {
+                    throw OverlapEndApprovalError.requestNotAuthentic(id)
+                }
                 guard row.approvedAt == nil else { throw OverlapEndApprovalError.alreadyApproved(id) }
                 guard at < row.expiresAt else { throw OverlapEndApprovalError.expired(id) }
                 guard try await !CertificateRevocationStore.all(on: connection).contains(certificateSerial) else {
@@ -107,6 +118,7 @@ public enum OverlapEndApprovalError: Error, Sendable, Equatable, CustomStringCon
     case alreadyApproved(UUID)
     case expired(UUID)
     case approverRevoked(UUID)
+    case requestNotAuthentic(UUID)
 
     public var description: String {
         switch self {
@@ -115,6 +127,8 @@ public enum OverlapEndApprovalError: Error, Sendable, Equatable, CustomStringCon
         case .alreadyApproved(let id): "request \(id.uuidString.lowercased()) is already approved; the overlap has ended"
         case .expired(let id): "request \(id.uuidString.lowercased()) has expired; make a new one"
         case .approverRevoked(let id): "your certificate is revoked: you cannot approve request \(id.uuidString.lowercased())"
+        case .requestNotAuthentic(let id):
+            "request \(id.uuidString.lowercased()) fails its integrity check (changed or written outside Custos); make a new one"
         }
     }
 }

@@ -62,8 +62,8 @@ extension TenantKeyring {
             case .invalid: throw CustodyError.destructionAnchorInvalid
             case .contents(let stored): contents = stored
             case .missing:
-                let recorded = try await PendingDestructionAnchorStore.allDestroyedVersions(on: connection)
-                contents = DestroyedVersionsAnchor.Contents(seq: 0, entries: Set(recorded.map(DestroyedVersionsAnchor.Entry.init)))
+                let recorded = try await self.authenticDestroyedVersions(on: connection)
+                contents = DestroyedVersionsAnchor.Contents(seq: 0, entries: recorded)
                 rebuilt = contents.entries.count
             }
             let added = Set(entries.map(DestroyedVersionsAnchor.Entry.init))
@@ -88,9 +88,7 @@ extension TenantKeyring {
     /// the database holds then, and adds the destructions a crash left pending.
     /// - Returns: the pending destructions now anchored.
     func reconcileDestructionAnchor() async throws -> [PendingDestructionAnchorStore.Entry] {
-        let pending = try await database.withTransaction(context: "list pending destruction anchors") { connection in
-            try await PendingDestructionAnchorStore.all(on: connection)
-        }
+        let pending = try await authenticPendingDestructions()
         if !pending.isEmpty {
             try await anchorDestructions(pending, actor: "custos")
         } else if try await destructionAnchor.read() == .missing {
@@ -105,13 +103,59 @@ extension TenantKeyring {
         try await database.withTransaction(context: "rebuild destruction anchor") { connection in
             try await PendingDestructionAnchorStore.lockAnchor(on: connection)
             guard try await anchor.read() == .missing else { return }
-            let recorded = try await PendingDestructionAnchorStore.allDestroyedVersions(on: connection)
-            try await anchor.write(Set(recorded.map(DestroyedVersionsAnchor.Entry.init)), seq: 1, rootKeys: rootKeys)
+            let recorded = try await self.authenticDestroyedVersions(on: connection)
+            try await anchor.write(recorded, seq: 1, rootKeys: rootKeys)
             try await AuditEntry(tenant: nil, actor: "custos", action: .keyDestructionAnchorRebuild, target: DestroyedVersionsAnchor.label, details: [
                 "versions": "\(recorded.count)",
             ]).append(to: audit, on: connection)
         }
         invalidate(prefix: "")
+    }
+}
+
+// What the database says was destroyed is believed only with a row MAC behind it: the pending
+// lines and the rows are written by whoever can write the database, and the HSM's list never
+// shrinks, so a forged line or row would otherwise destroy a live (or future) version for good,
+// without any officer.
+extension TenantKeyring {
+    /// The lines of `pending_destruction_anchors` whose version has a MAC-valid destroyed row
+    /// (what custody's destruction committed). Other lines stay, logged: a forged line, or a
+    /// destroyed row replaced from a backup after a crash (which the list cannot catch then).
+    /// - Parameter tenant: only this tenant's lines (offboarding); all when nil.
+    func authenticPendingDestructions(of tenant: TenantID? = nil) async throws -> [PendingDestructionAnchorStore.Entry] {
+        let lines = try await database.withTransaction(context: "list pending destruction anchors") { connection in
+            try await PendingDestructionAnchorStore.all(on: connection)
+        }.filter { tenant == nil || $0.tenant == tenant }
+        var authentic = [PendingDestructionAnchorStore.Entry]()
+        for line in lines {
+            let row = try await database.withTenant(line.tenant, context: "read destroyed key version") { connection in
+                try await KeyVersionStore.get(line.tenant, line.purpose, version: line.version, on: connection)
+            }
+            if let row, row.state == .destroyed, try await authenticator.isAuthentic(row, pool: pool) {
+                authentic.append(line)
+            } else {
+                logger.error("a pending destruction whose row is not a MAC-valid destroyed row was not added to the HSM's list", metadata: [
+                    "tenant": "\(line.tenant)", "purpose": "\(line.purpose.rawValue)", "version": "\(line.version)",
+                ])
+            }
+        }
+        return authentic
+    }
+
+    /// Every destroyed version with a MAC-valid row, to rebuild a missing list; forged rows are
+    /// logged and left out.
+    func authenticDestroyedVersions(on connection: DatabaseTransaction) async throws -> Set<DestroyedVersionsAnchor.Entry> {
+        var entries = Set<DestroyedVersionsAnchor.Entry>()
+        for row in try await PendingDestructionAnchorStore.allDestroyedRows(on: connection) {
+            guard try await authenticator.isAuthentic(row, pool: pool) else {
+                logger.error("a destroyed row that fails its MAC was left out of the rebuilt list of destroyed versions", metadata: [
+                    "tenant": "\(row.tenant)", "purpose": "\(row.purpose.rawValue)", "version": "\(row.version)",
+                ])
+                continue
+            }
+            entries.insert(DestroyedVersionsAnchor.Entry(tenant: row.tenant, purpose: row.purpose, version: row.version))
+        }
+        return entries
     }
 }
 

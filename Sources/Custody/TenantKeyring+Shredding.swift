@@ -91,9 +91,7 @@ extension TenantKeyring {
         }
         // One write of the HSM's list for the whole tenant, with what an earlier run destroyed
         // before a crash; until then (or until reconciliation) the pending rows hold them.
-        let leftOver = try await database.withTransaction(context: "list pending destruction anchors") { connection in
-            try await PendingDestructionAnchorStore.all(on: connection)
-        }.filter { $0.tenant == tenant }
+        let leftOver = try await authenticPendingDestructions(of: tenant)
         try await anchorDestructions(Array(Set(anchorEntries + leftOver)), actor: actor)
         return destroyed
     }

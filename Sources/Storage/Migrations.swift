@@ -404,6 +404,12 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT, DELETE ON pending_destruction_anchors TO {service};
         """),
+        Migration(version: 16, summary: "requests to end a biometric overlap early carry an HSM MAC from the moment they are recorded", sql: """
+        -- Set once, on insert, like destruction and offboarding requests (migration 13): an
+        -- approval is refused for a request without a MAC that verifies, so a request written
+        -- into the database naming another officer does not let one officer end an overlap alone.
+        ALTER TABLE overlap_end_requests ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -52,36 +52,22 @@ public enum PendingDestructionAnchorStore {
     public static func lockAnchor(on connection: DatabaseTransaction) async throws {
         try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('custos/keys/destroyed', 0))", logger: Database.quiet)
     }
-
-    /// The destroyed versions of the tenant in scope (purpose, version), as rows say.
-    public static func destroyedVersions(on connection: DatabaseTransaction) async throws -> [(KeyPurpose, Int)] {
-        var versions = [(KeyPurpose, Int)]()
-        let rows = try await connection.query(
-            "SELECT purpose, version FROM key_versions WHERE state = 'destroyed' ORDER BY purpose, version", logger: Database.quiet
-        )
-        for try await (purpose, version) in rows.decode((String, Int).self) {
-            guard let purpose = KeyPurpose(rawValue: purpose) else { continue }
-            versions.append((purpose, version))
-        }
-        return versions
-    }
 }
 
 extension PendingDestructionAnchorStore {
-    /// Every destroyed version of every tenant, as rows say: one transaction, scoped to each
-    /// tenant in turn (row-level security stays on). Read only to rebuild a missing anchor.
-    public static func allDestroyedVersions(on connection: DatabaseTransaction) async throws -> [Entry] {
+    /// Every destroyed row of every tenant, as the database holds them: one transaction,
+    /// scoped to each tenant in turn (row-level security stays on). Read only to rebuild a
+    /// missing anchor; the caller believes only the rows whose MAC verifies.
+    public static func allDestroyedRows(on connection: DatabaseTransaction) async throws -> [KeyVersionRecord] {
         var tenants = [TenantID]()
         for try await id in try await connection.query("SELECT id::text FROM tenants ORDER BY id", logger: Database.quiet).decode(String.self) {
             if let tenant = TenantID(id) { tenants.append(tenant) }
         }
-        var entries = [Entry]()
+        var rows = [KeyVersionRecord]()
         for tenant in tenants {
             try await connection.scope(to: tenant)
-            for (purpose, version) in try await destroyedVersions(on: connection) {
-                entries.append(Entry(tenant: tenant, purpose: purpose, version: version))
-            }
+            rows += try await KeyVersionStore.all(on: connection).filter { $0.state == .destroyed }
         }
-        return entries
+        return rows
     }
 }

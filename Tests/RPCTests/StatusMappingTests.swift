@@ -80,6 +80,7 @@ struct StatusMappingTests {
         Row(error: OverlapEndApprovalError.approverRevoked(id), code: .permissionDenied),
         Row(error: OverlapEndApprovalError.alreadyApproved(id), code: .failedPrecondition),
         Row(error: OverlapEndApprovalError.expired(id), code: .failedPrecondition),
+        Row(error: OverlapEndApprovalError.requestNotAuthentic(id), code: .failedPrecondition),
         Row(error: OffboardingError.unknown(id), code: .notFound),
         Row(error: OffboardingError.requestNotAuthentic(id), code: .failedPrecondition),
         Row(error: OffboardingError.approverIsRequester(id), code: .permissionDenied),

@@ -41,7 +41,7 @@ public enum StatusMapping {
             switch error {
             case .unknown: return RPCError(code: .notFound, message: error.description)
             case .approverIsRequester, .approverRevoked: return RPCError(code: .permissionDenied, message: error.description)
-            case .alreadyApproved, .expired: return RPCError(code: .failedPrecondition, message: error.description)
+            case .alreadyApproved, .expired, .requestNotAuthentic: return RPCError(code: .failedPrecondition, message: error.description)
             }
         case let error as OffboardingError:
             switch error {
