@@ -25,9 +25,13 @@ extension CustosConfiguration {
         guard let passwordFile else { throw ConfigurationError.invalid(path: source, reason: "no password file for \(user)") }
         // The same 0600 rules as PINs.
         let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        if let connections = postgres.maximumConnections, connections < 1 {
+            throw ConfigurationError.invalid(path: source, reason: "postgres.maximumConnections must be at least 1")
+        }
         return DatabaseConfiguration(
             socketDirectory: postgres.socketDirectory, port: postgres.port, database: postgres.database,
-            username: user, password: password, schema: postgres.schema ?? Self.defaultSchema
+            username: user, password: password, schema: postgres.schema ?? Self.defaultSchema,
+            maximumConnections: postgres.maximumConnections ?? DatabaseConfiguration.defaultMaximumConnections
         )
     }
 

@@ -41,6 +41,10 @@ public struct CustosConfiguration: Codable, Sendable {
         public var ownerUser: String?
         public var ownerPasswordFile: String?
         public var schema: String?
+        /// Connections the service's pool opens at most (default
+        /// ``DatabaseConfiguration/defaultMaximumConnections``; docs/operations.md says how it
+        /// was chosen).
+        public var maximumConnections: Int?
 
         public init(
             socketDirectory: String, port: Int, database: String, user: String, passwordFile: String,

@@ -24,6 +24,10 @@ public final class Database: Sendable {
     let logger: Logger
     public let schema: String
     private let runner = Mutex<Task<Void, Never>?>(nil)
+    /// Transactions this client committed, in total and by the context their scope named: what
+    /// a data-plane call costs PostgreSQL (each commit of a writing transaction is a WAL flush),
+    /// read by the metrics endpoint, the benchmarks and the one-commit-per-call tests.
+    public let commits = CommitCounter()
 
     public init(configuration: DatabaseConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -99,6 +103,7 @@ public final class Database: Sendable {
                 // ("unavailable") to its caller, who may retry: commit nothing then.
                 try Task.checkCancellation()
                 try await connection.query("COMMIT", logger: self.logger)
+                self.commits.count(context)
                 return result
             } catch {
                 // The failure may be a cancellation (the operation timeout): a ROLLBACK issued

@@ -10,6 +10,8 @@ public struct DatabaseConfiguration: Sendable {
     /// Schema of the tables (tests use a fresh one each). Lower-case letters, digits, `_`.
     public var schema: String
     public var maximumConnections: Int
+    /// The pool size unless configured (`postgres.maximumConnections`): see docs/operations.md.
+    public static let defaultMaximumConnections = 10
     public var connectTimeout: Duration
     /// How long a statement may run before the server cancels it.
     public var statementTimeout: Duration
@@ -18,7 +20,7 @@ public struct DatabaseConfiguration: Sendable {
 
     public init(
         socketDirectory: String, port: Int = 5432, database: String, username: String, password: String,
-        schema: String = "custos", maximumConnections: Int = 10, connectTimeout: Duration = .seconds(3),
+        schema: String = "custos", maximumConnections: Int = DatabaseConfiguration.defaultMaximumConnections, connectTimeout: Duration = .seconds(3),
         statementTimeout: Duration = .seconds(8), operationTimeout: Duration = .seconds(10)
     ) {
         socketPath = "\(socketDirectory)/.s.PGSQL.\(port)"

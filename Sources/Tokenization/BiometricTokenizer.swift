@@ -63,8 +63,29 @@ public final class BiometricTokenizer: Sendable {
     /// - Throws: ``TokenizationError`` (rate limit), ``CustodyError`` (keys, HSM, database),
     ///   `StorageError` (the shared budget cannot be read).
     public func tokenize(_ features: FeatureVector, tenant: TenantID, version: Int? = nil) async throws -> BiometricToken {
+        try await prepare(tenant: tenant, version: version).tokenize(features)
+    }
+
+    /// Everything a tokenization needs but the features, taken before a caller opens the
+    /// transaction the token is used in: one unit of `tenant`'s budget and the keys of its
+    /// active biometric version (or `version`). Both may need a database connection (a budget
+    /// lease, a key-version lookup); tokenizing with what this returns needs only the HSM, so a
+    /// transaction never holds one connection while it waits for another.
+    /// - Throws: as ``tokenize(_:tenant:version:)``; the budget unit is given back when the keys
+    ///   cannot be had.
+    public func prepare(tenant: TenantID, version: Int? = nil) async throws -> PreparedTokenization {
         try await limiter?.acquire(tenant)
-        let keys = try await keys(tenant, version)
+        do {
+            return PreparedTokenization(tokenizer: self, tenant: tenant, keys: try await keys(tenant, version))
+        } catch {
+            limiter?.giveBack(tenant)
+            throw error
+        }
+    }
+
+    /// The HSM part of a tokenization: the projection (seeded once per tenant and version) and
+    /// the PRF over all blocks.
+    func tokenize(_ features: FeatureVector, tenant: TenantID, keys: BiometricKeys) async throws -> BiometricToken {
         let hashing = try await projection(tenant: tenant, keys: keys, dimension: features.dimension)
         let symbols = try hashing.symbols(for: features)
         let blocks = PRFBlocks(tenant: tenant, keyVersion: keys.version).input(for: symbols)

@@ -57,6 +57,18 @@ public final class TokenizationRateLimiter: Sendable {
         max(1, min(maximumBlock, Int((budget.burst / 10).rounded(.down))))
     }
 
+    /// Returns one tokenization taken by ``acquire(_:)`` and never used (the call was refused
+    /// before it tokenized) to this instance's lease. Dropped when the lease has expired
+    /// meanwhile: the safe direction, as for any unused lease.
+    public func giveBack(_ tenant: TenantID) {
+        let now = ContinuousClock.now
+        leases.withLock { leases in
+            guard var lease = leases[tenant], now < lease.until else { return }
+            lease.tokens += 1
+            leases[tenant] = lease
+        }
+    }
+
     /// Takes one tokenization from `tenant`'s budget.
     /// - Throws: ``TokenizationError/rateLimited(_:)`` when the budget is spent;
     ///   ``StorageError`` when the shared bucket cannot be read.

@@ -60,24 +60,32 @@ public final class VerificationService: Sendable {
 
     // MARK: Sessions
 
-    /// Enrols the session's subject with `token` and records the outcome, in one transaction.
+    /// Enrols the session's subject and records the outcome, in one transaction: the session is
+    /// locked and its consent checked, then — only then — `tokenize` makes the token from the
+    /// candidate's features, and the template, the outcome, the gallery NOTIFY and (for a
+    /// replacement) the audit entry commit together. `tokenize` must not need the database
+    /// (the composition root prepares budget and keys before): it runs while this transaction
+    /// holds a connection.
     ///
     /// A subject that already has a template (of any key version) is replaced only when the
     /// caller says so with `replacing`: otherwise whoever can open a session for a subject
-    /// could swap the face it is checked against. A replacement is audited (after the commit).
+    /// could swap the face it is checked against. A replacement is audited.
     /// - Parameter actor: who asked, as the audit log names callers.
-    /// - Returns: the subject's reference.
+    /// - Returns: the subject's reference and the token enrolled.
     /// - Throws: ``VerificationError/alreadyEnrolled`` when the subject has a template and
-    ///   `replacing` is false (nothing is written; the session stays open).
+    ///   `replacing` is false (nothing is tokenized or written; the session stays open).
     public func enrol(
-        tenant: TenantID, session: UUID, token: BiometricToken, replacing: Bool = false, actor: String = "custos"
-    ) async throws -> SubjectReference {
+        tenant: TenantID, session: UUID, replacing: Bool = false, actor: String = "custos",
+        tokenize: @escaping @Sendable () async throws -> BiometricToken
+    ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let now = now()
         let instance = instance
-        let (subject, replaced) = try await database.withTenant(tenant, context: "enrol in session") { connection in
+        let audit = audit
+        let (subject, token) = try await database.withTenant(tenant, context: "enrol in session") { connection in
             let row = try await Self.lockReadySession(session, now: now, on: connection)
             let replaced = try await TemplateStore.keyVersions(subject: row.subject.value, on: connection)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
+            let token = try await tokenize()
             try await TemplateStore.upsert(subject: row.subject, token: token, tenant: tenant, on: connection)
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
@@ -87,20 +95,24 @@ public final class VerificationService: Sendable {
             try await TemplateStore.notify(
                 GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value), on: connection
             )
-            return (row.subject, replaced)
+            if !replaced.isEmpty, let audit {
+                // No subject reference in the log (DESIGN §9): the session names the event.
+                // The recorder wants to be the transaction's last statement.
+                try await audit.record(tenant: tenant, actor: actor, action: .subjectReenrol, target: "session:" + session.uuidString.lowercased(), details: [
+                    "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
+                ], on: connection)
+            }
+            return (row.subject, token)
         }
         galleryEnrol(tenant, subject.value, token)
-        if !replaced.isEmpty {
-            // No subject reference in the log (DESIGN §9): the session names the event.
-            try await audit?.record(tenant: tenant, actor: actor, action: .subjectReenrol, target: "session:" + session.uuidString.lowercased(), details: [
-                "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
-            ])
-        }
-        return subject
+        return (subject, token)
     }
 
-    /// Compares `probe` with the session subject's template and records the decision. The
-    /// attempt counts against the subject's ``attemptLimit`` in the same transaction.
+    /// Compares the candidate's probe with the session subject's template and records the
+    /// decision, in one transaction: the session is locked and its consent checked, the attempt
+    /// counted against the subject's ``attemptLimit``, and only then does `probe` tokenize the
+    /// features (like `older`'s probes, it must not need the database: it runs while this
+    /// transaction holds a connection).
     ///
     /// During a biometric rotation's overlap a subject with no template under the probe's
     /// (active) version is compared under the newest older version it has one of, with
@@ -109,14 +121,14 @@ public final class VerificationService: Sendable {
     /// - Throws: ``VerificationError/notEnrolled`` (the session stays open: enrol first);
     ///   ``VerificationError/tooManyAttempts(limit:window:retryAfter:)`` when the subject's
     ///   window is used up (nothing is compared or written; the session stays open).
-    public func verify(tenant: TenantID, session: UUID, probe: BiometricToken, older: OlderBiometricProbes = .none) async throws -> Decision {
+    public func verify(
+        tenant: TenantID, session: UUID, older: OlderBiometricProbes = .none,
+        probe makeProbe: @escaping @Sendable () async throws -> BiometricToken
+    ) async throws -> Decision {
         let now = now()
         let policy = try await policies.policy(tenant)
         let limit = attemptLimit
-        let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older) { connection in
-            try await SessionStore.get(session, on: connection)?.subject.value
-        }
-        let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, String?) in
+        let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?) in
             let row = try await Self.lockReadySession(session, now: now, on: connection)
             // Counted before any comparison; a refusal rolls the count back with everything
             // else, so the stored count stops at the limit until the window passes.
@@ -127,20 +139,28 @@ public final class VerificationService: Sendable {
                     retryAfter: counted.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
                 )
             }
-            let match = try await Self.enrolment(of: row.subject.value, probe: probe, olderProbe: olderProbe, on: connection)
+            let probe = try await makeProbe()
+            let match = try await Self.enrolment(of: row.subject.value, probe: probe, older: older, on: connection)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds.decide(score: score)
-            let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
-            if migrated { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
+            let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
+            if migrates { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             try await TemplateStore.touch(subject: row.subject.value, on: connection)
             _ = try await SessionStore.complete(
                 session, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
                 biometricKeyVersion: match.probe.keyVersion, at: now, on: connection
             )
-            return (decision, migrated ? row.subject.value : nil)
+            return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)
         }
-        if let migrated { self.migrated(tenant, migrated, probe, from: olderProbe?.keyVersion ?? 0) }
+        if let migrated { self.migrated(tenant, migrated.subject, migrated.token, from: migrated.from) }
         return decision
+    }
+
+    /// A subject a verification moved to the active biometric version (for after the commit).
+    private struct Migrated: Sendable {
+        let subject: String
+        let token: BiometricToken
+        let from: Int
     }
 
     /// The best `top` candidates for `probe` among the tenant's subjects; records the best
@@ -175,17 +195,14 @@ public final class VerificationService: Sendable {
 
     /// The probe under the older version the subject would be compared under — the newest of
     /// `older`'s versions it has a template of, when it has none under the probe's own — or
-    /// `nil`. Runs before the comparison's transaction, never inside it: tokenizing may itself
-    /// need a database connection (the shared budget), and holding one while waiting for
-    /// another could starve the pool.
-    /// - Parameter subject: reads the subject's reference (`nil`: unknown, no older probe).
-    func olderProbe(
-        tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes,
-        subject: @escaping @Sendable (DatabaseTransaction) async throws -> String?
-    ) async throws -> BiometricToken? {
+    /// `nil`. For the subject-based ``verify(tenant:subject:probe:older:)``, whose callers'
+    /// probes may tokenize through the database (the shared budget): it runs before the
+    /// comparison's transaction, never inside it, since holding one connection while waiting
+    /// for another could starve the pool. (The session flow prepares its probes instead and
+    /// finds the version inside its one transaction.)
+    func olderProbe(tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes, subject: String) async throws -> BiometricToken? {
         guard !older.versions.isEmpty else { return nil }
         let version = try await database.withTenant(tenant, context: "find enrolled key version") { connection -> Int? in
-            guard let subject = try await subject(connection) else { return nil }
             let held = try await TemplateStore.keyVersions(subject: subject, on: connection)
             guard !held.contains(probe.keyVersion) else { return nil }
             return older.versions.first { $0 != probe.keyVersion && held.contains($0) }
@@ -206,6 +223,22 @@ public final class VerificationService: Sendable {
             throw VerificationError.notEnrolled
         }
         return (enrolled, olderProbe)
+    }
+
+    /// As ``enrolment(of:probe:olderProbe:on:)``, finding the older version inside the caller's
+    /// transaction: with no template under the probe's version, the newest of `older`'s versions
+    /// the subject has one of, and `older`'s probe under it (made only then).
+    static func enrolment(
+        of subject: String, probe: BiometricToken, older: OlderBiometricProbes, on connection: DatabaseTransaction
+    ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
+        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) { return (enrolled, probe) }
+        guard !older.versions.isEmpty else { throw VerificationError.notEnrolled }
+        let held = try await TemplateStore.keyVersions(subject: subject, on: connection)
+        guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
+              let enrolled = try await TemplateStore.get(subject: subject, keyVersion: version, on: connection) else {
+            throw VerificationError.notEnrolled
+        }
+        return (enrolled, try await older.probe(version))
     }
 
     /// The least score that re-enrols a subject silently: the default GREEN threshold, whatever
@@ -269,7 +302,7 @@ public final class VerificationService: Sendable {
     ///   tenants' subjects are invisible under row-level security).
     public func verify(tenant: TenantID, subject: SubjectReference, probe: BiometricToken, older: OlderBiometricProbes = .none) async throws -> Decision {
         let policy = try await policies.policy(tenant)
-        let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older) { _ in subject.value }
+        let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older, subject: subject.value)
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify") { connection -> (Decision, Bool) in
             let match = try await Self.enrolment(of: subject.value, probe: probe, olderProbe: olderProbe, on: connection)
             let score = match.probe.score(against: match.enrolled)

@@ -69,14 +69,25 @@ public final class VerificationSessions: Sendable {
     /// The candidate opens the link: once, before it expires, for the tenant that made it.
     /// - Returns: the session it opens.
     public func openGateway(tenant: TenantID, link: GatewayLink) async throws -> UUID {
+        try await openGatewayStatus(tenant: tenant, link: link).id
+    }
+
+    /// ``openGateway(tenant:link:)``, answering with the opened session's status read in the
+    /// same transaction (what the OpenGateway RPC returns: one commit, not two).
+    public func openGatewayStatus(tenant: TenantID, link: GatewayLink) async throws -> SessionStatus {
         let now = now()
-        let opened = try await database.withTenant(tenant, context: "open gateway link") { connection in
-            let opened = try await SessionStore.openLink(hash: link.hash, tenant: tenant, now: now, on: connection)
-            if case .success(let session) = opened { try await SessionStore.markOpened(session, at: now, on: connection) }
-            return opened
+        let opened = try await database.withTenant(tenant, context: "open gateway link") { connection -> Result<SessionStore.Row, SessionStore.LinkRefusal> in
+            switch try await SessionStore.openLink(hash: link.hash, tenant: tenant, now: now, on: connection) {
+            case .success(let session):
+                try await SessionStore.markOpened(session, at: now, on: connection)
+                guard let row = try await SessionStore.get(session, on: connection) else { throw VerificationError.sessionNotFound(session) }
+                return .success(row)
+            case .failure(let refusal):
+                return .failure(refusal)
+            }
         }
         switch opened {
-        case .success(let session): return session
+        case .success(let row): return SessionStatus(row, now: now)
         case .failure(.unknown): throw VerificationError.gatewayLinkUnknown
         case .failure(.alreadyUsed): throw VerificationError.gatewayLinkUsed
         case .failure(.expired): throw VerificationError.gatewayLinkExpired

@@ -10,6 +10,8 @@ import Metrics
 import Prometheus
 import RPC
 import SecureMemory
+import Storage
+import Synchronization
 import SwiftProtobuf
 import TokenizationEvaluation
 import Tokenization
@@ -46,6 +48,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
     @Option(help: "Its private key (default: frontend-demo.key beside the CA).") var clientKey: String?
     @Option(help: "Pairs of phases (key-use recording on, then off) for WhoAmI and Verify; in-process server only; 0 skips them.")
     var recordingRounds = 2
+    @Option(help: "With --server: the server's /metrics (host:port), read for its PostgreSQL commits per call (default: the server's host and the configured metricsPort).")
+    var metrics: String?
+    @Flag(help: "Skip the last phase: Verify during a biometric rotation's overlap (it rotates the bench tenant's biometric keys).")
+    var skipOverlap = false
     @Option(help: "Officer certificate for Admin calls (default: the configuration's rpc client certificate).") var officerCertificate: String?
     @Option(help: "Its private key (default: the configuration's rpc client key).") var officerKey: String?
 
@@ -66,9 +72,18 @@ struct RPCBenchCommand: AsyncParsableCommand {
             /// The prepared sessions ran out before the time was up (the rate is still over
             /// the phase's real duration).
             let ran_out_of_sessions: Bool
+            /// The service's own PostgreSQL commits during the phase ÷ calls answered OK
+            /// (`custos_db_commits_total`); nil for the bare service.
+            let commits_per_call: Double?
         }
 
         let methods: [Method]
+        /// Ping's rate ÷ the bare grpc-swift service's (same transport and TLS, no interceptors).
+        let ping_to_bare: Double
+        /// Whole verification sessions (CreateSession, OpenGateway, RecordConsent, Verify) per
+        /// second, and that rate ÷ Ping's.
+        let sessions_per_s: Double
+        let sessions_to_ping: Double
         let verify_decisions: [String: Int]
         let server: String
         let tls: String
@@ -113,7 +128,16 @@ struct RPCBenchCommand: AsyncParsableCommand {
 
         let report: Report
         if let server, let target = RPCLoadGenerator.Target(server) {
-            report = try await measure(target: target, frontend: frontend, officer: officer, serverLabel: target.description, workers: nil, setRecording: nil)
+            guard let metricsTarget = metrics.flatMap(RPCLoadGenerator.Target.init) ?? rpc.metricsPort.map({ RPCLoadGenerator.Target(host: target.host, port: $0) }) else {
+                throw ValidationError("--server needs --metrics host:port (or metricsPort in the configuration) to count the server's commits")
+            }
+            // The bare service in a process of its own too, like the service.
+            let bare = try BareServerProcess(configArguments: options.config.map { ["--config", $0] } ?? [])
+            defer { bare.stop() }
+            report = try await measure(
+                target: target, bare: .init(host: "127.0.0.1", port: bare.port), frontend: frontend, officer: officer,
+                serverLabel: target.description, workers: nil, commits: { try await ServerCommits.scrape(metricsTarget) }, setRecording: nil
+            )
         } else {
             report = try await measureInProcess(configuration, rpc: rpc, frontend: frontend, officer: officer)
         }
@@ -159,11 +183,14 @@ struct RPCBenchCommand: AsyncParsableCommand {
                         guard ContinuousClock.now < deadline else { throw LocalError.failed("the API-key revocation listener did not start") }
                         try await Task.sleep(for: .milliseconds(5))
                     }
-                    return try await measure(
-                        target: .init(host: "127.0.0.1", port: port), frontend: frontend, officer: officer,
-                        serverLabel: "in-process", workers: context.pool.configuration.workers,
-                        setRecording: { context.keyring.keyUses.isRecording = $0 }
-                    )
+                    let database = context.database
+                    return try await BareRPCService.serve(try Self.loopbackEndpoint(configuration)) { barePort in
+                        try await measure(
+                            target: .init(host: "127.0.0.1", port: port), bare: .init(host: "127.0.0.1", port: barePort), frontend: frontend, officer: officer,
+                            serverLabel: "in-process", workers: context.pool.configuration.workers, commits: { database.commits.committed },
+                            setRecording: { context.keyring.keyUses.isRecording = $0 }
+                        )
+                    }
                 }
                 outcome = .success(report)
             } catch {
@@ -176,9 +203,17 @@ struct RPCBenchCommand: AsyncParsableCommand {
         }
     }
 
+    /// The service's endpoint files on 127.0.0.1, any free port (the in-process and bare servers).
+    static func loopbackEndpoint(_ configuration: CustosConfiguration) throws -> ServerEndpoint {
+        guard let rpc = configuration.rpc, let certificate = rpc.serverCertificate, let key = rpc.serverKey, let ca = rpc.caCertificate else {
+            throw ConfigurationError.invalid(path: configuration.source, reason: "rpc needs serverCertificate, serverKey and caCertificate")
+        }
+        return ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(certificateChain: certificate, privateKey: key, clientCA: ca))
+    }
+
     private func measure(
-        target: RPCLoadGenerator.Target, frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity,
-        serverLabel: String, workers: Int?, setRecording: (@Sendable (Bool) -> Void)?
+        target: RPCLoadGenerator.Target, bare: RPCLoadGenerator.Target, frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity,
+        serverLabel: String, workers: Int?, commits: @escaping @Sendable () async throws -> Int, setRecording: (@Sendable (Bool) -> Void)?
     ) async throws -> Report {
         // A tenant of its own, the largest tokenization budget the server allows (1,000,000/min,
         // far above this load), an API key.
@@ -276,13 +311,46 @@ struct RPCBenchCommand: AsyncParsableCommand {
             let verifySessions = try await load.prepareSessions(count: poolSize(checked), subject: verifySubject)
             let preparation = BenchmarkLoop.microseconds(ContinuousClock.now - preparationStart) / 1e6
 
-            // The measured phases, back to back, in this order.
-            var phases = [(String, RPCLoadGenerator.Phase)]()
-            phases.append(("Verification.Ping", await load.measure(seconds: seconds, ping)))
-            phases.append(("APIKeys.WhoAmI", await load.measure(seconds: seconds, whoAmI)))
-            phases.append(("Verification.Enrol", await load.measure(seconds: seconds, enrol(queue(enrolSessions)))))
-            phases.append(("Verification.Verify", await load.measure(seconds: seconds, verify(queue(verifySessions), tally: decisions))))
-            let ceiling = phases[0].1.rate
+            // The measured phases, back to back, in this order; each with the server's commits.
+            var phases = [(String, RPCLoadGenerator.Phase, Double?)]()
+            func measured(_ name: String, _ call: @escaping @Sendable (Int) async throws -> Bool) async throws {
+                let before = try await commits()
+                let phase = await load.measure(seconds: seconds, call)
+                let after = try await commits()
+                phases.append((name, phase, phase.requests > 0 ? Double(after - before) / Double(phase.requests) : nil))
+            }
+            let barePhase = try await RPCLoadGenerator.withClients(count: connections, target: bare, identity: frontend) { bareClients in
+                let bareLoad = RPCLoadGenerator(clients: bareClients, callers: callers, tenant: tenant)
+                _ = await bareLoad.measure(seconds: warmup) { caller in
+                    try await BareRPCService.call(bareLoad.client(caller), options: options)
+                    return true
+                }
+                return await bareLoad.measure(seconds: seconds) { caller in
+                    try await BareRPCService.call(bareLoad.client(caller), options: options)
+                    return true
+                }
+            }
+            phases.append(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil))
+            try await measured("Verification.Ping", ping)
+            try await measured("APIKeys.WhoAmI", whoAmI)
+            try await measured("Verification.Enrol", enrol(queue(enrolSessions)))
+            try await measured("Verification.Verify", verify(queue(verifySessions), tally: decisions))
+            // A verification front-end's whole session per person: four RPCs, one subject each.
+            let flowSubjects = WorkQueue(items: Array(0..<maxSessions))
+            try await measured(Self.sessionFlowMethod) { caller in
+                guard let index = flowSubjects.take() else { return false }
+                let service = load.verification(caller)
+                let created = try await service.createSession(.with { $0.subjectExternalID = verifySubject(index) }, metadata: tenantMetadata, options: options)
+                let opened = try await service.openGateway(.with { $0.gatewayLink = created.gatewayLink }, metadata: tenantMetadata, options: options)
+                _ = try await service.recordConsent(
+                    .with { $0.sessionID = opened.sessionID; $0.noticeVersion = opened.noticeVersion }, metadata: tenantMetadata, options: options
+                )
+                _ = try await service.verify(
+                    .with { $0.sessionID = opened.sessionID; $0.features = probeFeatures[index % subjectCount] }, metadata: tenantMetadata, options: options
+                )
+                return true
+            }
+            let ceiling = phases[1].1.rate
 
             var recording = [RecordingComparison]()
             if let setRecording, recordingRounds > 0 {
@@ -297,25 +365,55 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     "Verification.Verify", rounds: recordingRounds, secondsPerPhase: seconds, setRecording: setRecording
                 ) { await load.measure(seconds: seconds, verify(sessions, tally: nil)).rate })
             }
+            var overlapSessions = 0
+            if !skipOverlap {
+                // Verify during a biometric rotation's overlap: subjects enrolled under v1, then
+                // the keys rotated; each Verify tokenizes twice (v2, then v1 for the comparison)
+                // and a GREEN one moves the subject to v2 in the same transaction. Each subject is
+                // verified once here (its first Verify after the rotation: the overlap's cost).
+                let count = poolSize(checked)
+                let overlapSubject: @Sendable (Int) -> String = { "bench-\(run)-o\($0)" }
+                let enrolledBefore = await load.measure(seconds: 3600, enrol(queue(try await load.prepareSessions(count: count, subject: overlapSubject))))
+                guard enrolledBefore.errors.isEmpty else { throw LocalError.failed("enrolling the overlap subjects failed: \(enrolledBefore.errors)") }
+                let sessions = try await load.prepareSessions(count: count, subject: overlapSubject)
+                overlapSessions = 2 * count
+                try await RPCLoadGenerator.withClients(count: 1, target: target, identity: officer) { clients in
+                    do {
+                        _ = try await Custos_V1_Admin.Client(wrapping: clients[0]).rotateKey(.with { $0.tenantID = tenant; $0.purpose = .bioPrf })
+                    } catch {
+                        throw LocalError.failed("rotating the bench tenant's biometric keys: Admin.RotateKey: \(error)")
+                    }
+                }
+                // The server's key-state listener drops its cached versions on the rotation's NOTIFY.
+                try await Task.sleep(for: .seconds(1))
+                try await measured(Self.overlapVerifyMethod, verify(WorkQueue(items: sessions.enumerated().map { (session: $0.element, index: $0.offset) }), tally: nil))
+            }
+            let bareRate = phases[0].1.rate
+            let flowRate = phases.first { $0.0 == Self.sessionFlowMethod }?.1.rate ?? 0
             return Report(
-                methods: phases.map { name, phase in
+                methods: phases.map { name, phase, commitsPerCall in
                     let latency = BenchmarkLoop.percentiles(phase.latencies)
                     return Report.Method(
                         method: name, requests: phase.requests, seconds: Self.rounded(phase.seconds, 3),
                         requests_per_s: Self.rounded(phase.rate, 1),
                         latency_ms: Latency(p50: Self.rounded(latency.p50 / 1000, 3), p99: Self.rounded(latency.p99 / 1000, 3)),
                         errors: phase.errors, ratio_to_ping: ceiling > 0 ? Self.rounded(phase.rate / ceiling, 4) : 0,
-                        ran_out_of_sessions: phase.exhausted
+                        ran_out_of_sessions: phase.exhausted, commits_per_call: commitsPerCall.map { Self.rounded($0, 3) }
                     )
                 },
+                ping_to_bare: bareRate > 0 ? Self.rounded(ceiling / bareRate, 4) : 0,
+                sessions_per_s: Self.rounded(flowRate, 1), sessions_to_ping: ceiling > 0 ? Self.rounded(flowRate / ceiling, 4) : 0,
                 verify_decisions: decisions.snapshot, server: serverLabel, tls: "mutual", connections: connections, callers: callers,
                 seconds_per_method: seconds, verify_subjects: subjects,
-                sessions_prepared: 2 * subjects + enrolSessions.count + verifySessions.count,
+                sessions_prepared: 2 * subjects + enrolSessions.count + verifySessions.count + overlapSessions,
                 preparation_seconds: Self.rounded(preparation, 1), hsm_workers: workers,
                 cores: ProcessInfo.processInfo.activeProcessorCount, recording: recording
             )
         }
     }
+
+    static let sessionFlowMethod = "Session: Create+Open+Consent+Verify"
+    static let overlapVerifyMethod = "Verification.Verify (bio overlap)"
 
     static func rounded(_ value: Double, _ places: Int) -> Double {
         let scale = pow(10, Double(places))
@@ -330,18 +428,20 @@ struct RPCBenchCommand: AsyncParsableCommand {
         var lines = [
             "server \(report.server), mutual TLS, \(report.connections) connections, \(report.callers) callers, \(report.seconds_per_method) s per method, \(report.cores) cores"
                 + (report.hsm_workers.map { ", \($0) HSM workers" } ?? ""),
-            pad("method", 22, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + "  errors",
+            pad("method", 40, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + pad("commits", 9) + "  errors",
         ]
         for method in report.methods {
             let errors = method.errors.isEmpty ? "0" : method.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             lines.append(
-                pad(method.method, 22, left: true) + pad(String(format: "%.0f", method.requests_per_s), 10)
+                pad(method.method, 40, left: true) + pad(String(format: "%.0f", method.requests_per_s), 10)
                     + pad(String(format: "%.2f", method.latency_ms.p50), 9) + pad(String(format: "%.2f", method.latency_ms.p99), 9)
-                    + pad(String(format: "%.3f", method.ratio_to_ping), 8) + "  " + errors
+                    + pad(String(format: "%.3f", method.ratio_to_ping), 8)
+                    + pad(method.commits_per_call.map { String(format: "%.3f", $0) } ?? "-", 9) + "  " + errors
                     + (method.ran_out_of_sessions ? "  (ran out of sessions after \(method.seconds) s)" : "")
             )
         }
         let decisions = report.verify_decisions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        lines.append(String(format: "Ping ÷ bare %.3f; whole sessions %.0f/s (÷ Ping %.3f)", report.ping_to_bare, report.sessions_per_s, report.sessions_to_ping))
         lines.append("Verify decisions: \(decisions.isEmpty ? "none" : decisions); \(report.sessions_prepared) sessions prepared in \(report.preparation_seconds) s")
         lines += report.recording.map(\.line)
         return lines.joined(separator: "\n")

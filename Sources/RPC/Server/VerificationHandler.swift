@@ -34,10 +34,9 @@ public struct VerificationHandler: Custos_V1_Verification.SimpleServiceProtocol 
 
     public func openGateway(request: Custos_V1_OpenGatewayRequest, context: ServerContext) async throws -> Custos_V1_OpenGatewayResponse {
         let tenant = try Caller.requireTenant()
-        let session = try await flow.sessions.openGateway(tenant: tenant, link: try GatewayLink(request.gatewayLink))
-        let status = try await flow.sessions.status(tenant: tenant, session: session)
+        let status = try await flow.sessions.openGatewayStatus(tenant: tenant, link: try GatewayLink(request.gatewayLink))
         return .with {
-            $0.sessionID = session.uuidString.lowercased()
+            $0.sessionID = status.id.uuidString.lowercased()
             $0.noticeVersion = noticeVersion
             $0.expiresAt = Google_Protobuf_Timestamp(date: status.expiresAt)
         }

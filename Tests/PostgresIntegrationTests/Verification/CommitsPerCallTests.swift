@@ -1,0 +1,87 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import Storage
+import Testing
+import Tokenization
+import Verification
+
+@Suite("One PostgreSQL commit per data-plane call")
+struct CommitsPerCallTests {
+    static func face(_ seed: Double) -> [Float] { (0..<128).map { Float(sin(Double($0) * seed + seed)) } }
+    /// The same face with a little noise (GREEN under the default thresholds).
+    static func probe(_ seed: Double) -> [Float] { face(seed).enumerated().map { $0.element + ($0.offset % 7 == 0 ? 0.02 : 0) } }
+
+    /// Contexts of the runtime's own periodic work (audit flushes of key-use counts, re-seal,
+    /// retention, key-version cache refreshes), which may commit while a call runs: not the call's.
+    static let periodic: Set<String> = [
+        "append audit entry", "audit tail", "read anchored audit entry", "count sealed records to re-seal",
+        "re-seal batch", "retention", "read key versions", "list key versions",
+    ]
+
+    /// Commits of the service's database client during `call`, by context, periodic work left out.
+    static func commits(_ database: Database, during call: () async throws -> Void) async throws -> [String: Int] {
+        let before = database.commits.committedByContext
+        try await call()
+        let after = database.commits.committedByContext
+        var made = [String: Int]()
+        for (context, count) in after where !periodic.contains(context) {
+            let delta = count - (before[context] ?? 0)
+            if delta != 0 { made[context] = delta }
+        }
+        return made
+    }
+
+    @Test("Enrol and Verify commit one transaction each, also when a Verify migrates a subject during a biometric overlap")
+    func oneCommitPerEnrolAndVerify() async throws {
+        let custody = try await CustodyHarness.make("commits")
+        // Caches as `serve` keeps them (the harness default re-reads the policy on every call),
+        // and a budget whose lease lasts the whole test: what remains is what every call pays.
+        let verification = VerificationHarness(custody) { settings in
+            settings.policyCacheLifetime = .seconds(3_600)
+            settings.tokenizationBudget = TokenizationBudget(perSecond: 100_000, burst: 100_000)
+        }
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let flow = verification.flow
+        let database = custody.service
+
+        // Warm-up: the first call of a tenant reads its policy, key versions and budget lease.
+        let warm = try await verification.consentedSession(tenant, "warm")
+        _ = try await flow.enrol(tenant: tenant, session: warm, features: try FeatureVector(Self.face(0.2)))
+
+        for index in 0..<4 {
+            let session = try await verification.consentedSession(tenant, "subject-\(index)")
+            let made = try await Self.commits(database) {
+                _ = try await flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.3 + Double(index) / 10)))
+            }
+            #expect(made == ["enrol in session": 1], "Enrol committed \(made)")
+        }
+        for index in 0..<4 {
+            let session = try await verification.consentedSession(tenant, "subject-\(index)")
+            var decision: Decision?
+            let made = try await Self.commits(database) {
+                decision = try await flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.probe(0.3 + Double(index) / 10)))
+            }
+            #expect(decision?.color == .green)
+            #expect(made == ["verify in session": 1], "Verify committed \(made)")
+        }
+
+        // A biometric rotation: subjects enrolled under v1 move to v2 on a GREEN Verify, in the
+        // same one transaction (the overlap's version lookup and the migration included).
+        try await custody.keyring.rotateBiometric(tenant, actor: "officer")
+        let warmOverlap = try await verification.consentedSession(tenant, "warm")
+        _ = try await flow.verify(tenant: tenant, session: warmOverlap, features: try FeatureVector(Self.probe(0.2)))
+        for index in 0..<2 {
+            let session = try await verification.consentedSession(tenant, "subject-\(index)")
+            var decision: Decision?
+            let made = try await Self.commits(database) {
+                decision = try await flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.probe(0.3 + Double(index) / 10)))
+            }
+            #expect(decision?.color == .green)
+            #expect(made == ["verify in session": 1], "Verify during the overlap committed \(made)")
+        }
+        #expect(verification.core.biometricMigrations == 3, "the warm-up subject and two more moved to v2")
+        await custody.shutdown()
+    }
+}
