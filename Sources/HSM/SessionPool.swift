@@ -262,7 +262,10 @@ public final class SessionPool: Sendable {
             let handle: ObjectHandle
             do {
                 for victim in victims { try destroy(victim, in: session) }
-                handle = try key.resolve(session)
+                let resolution = KeyResolution(session: session) { dependency in
+                    try self.tokenObjectHandle(dependency, in: session, generation: generation)
+                }
+                handle = try key.resolve(resolution)
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
                 // The persistent session is gone, and with it every session object: start a new
                 // generation so that no stale handle is used again.
@@ -281,6 +284,22 @@ public final class SessionPool: Sendable {
             metrics.keyCacheObjects.record(size)
             return cached
         }
+    }
+
+    /// The handle of `key`, a token object another key's resolver needs (its root KEK, the MAC
+    /// key), from the cache, else found and cached outside the bound — so a miss, which a
+    /// bounded cache makes a steady-state path, runs no `C_FindObjects` (slow on file-backed
+    /// tokens with many objects). Runs under the persistent-session lock, like eviction.
+    private func tokenObjectHandle(_ key: HSMKey, in session: PKCS11Session, generation: UInt64) throws -> ObjectHandle {
+        if let cached = keyCache.withLock({ $0.handle(key.id, generation: generation) }), !cached.evictable {
+            return cached.handle
+        }
+        let handle = try key.resolve(in: session)
+        // Anything but a token object (which no resolver should ask for here) is not cached.
+        guard (try? session.boolAttribute(.token, of: handle)) == true else { return handle }
+        let cached = CachedKeyHandle(id: key.id, handle: handle, generation: generation, evictable: false, stamp: 0)
+        keyCache.withLock { $0.insert(cached) }
+        return handle
     }
 
     /// Destroys an evicted handle's session object. Nothing pins it any more (it was evicted
