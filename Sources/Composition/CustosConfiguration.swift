@@ -17,10 +17,13 @@ public struct CustosConfiguration: Codable, Sendable {
         /// Live Ed25519 webhook key pairs (token objects) one tenant may hold; default
         /// `WebhookSigner.defaultTokenObjectLimit` (8).
         public var tokenObjectsPerTenant: Int?
+        /// Most unwrapped tenant keys (HSM session objects) the pool keeps; default
+        /// `HSMConfiguration.defaultMaxCachedKeys` (1,000), see docs/operations.md.
+        public var maxCachedKeys: Int?
 
         public init(
             modulePath: String, tokenLabel: String, userPINFile: String? = nil, userPINEnvironment: String? = nil,
-            softhsmConf: String? = nil, workers: Int? = nil, tokenObjectsPerTenant: Int? = nil
+            softhsmConf: String? = nil, workers: Int? = nil, tokenObjectsPerTenant: Int? = nil, maxCachedKeys: Int? = nil
         ) {
             self.modulePath = modulePath
             self.tokenLabel = tokenLabel
@@ -29,6 +32,7 @@ public struct CustosConfiguration: Codable, Sendable {
             self.softhsmConf = softhsmConf
             self.workers = workers
             self.tokenObjectsPerTenant = tokenObjectsPerTenant
+            self.maxCachedKeys = maxCachedKeys
         }
     }
 
@@ -157,7 +161,8 @@ public struct CustosConfiguration: Codable, Sendable {
         }
         return HSMConfiguration(
             modulePath: hsm.modulePath, token: .label(hsm.tokenLabel), userPIN: pin, workers: hsm.workers ?? 2,
-            initArguments: hsm.initArguments
+            initArguments: hsm.initArguments,
+            maxCachedKeys: hsm.maxCachedKeys ?? HSMConfiguration.defaultMaxCachedKeys
         )
     }
 }

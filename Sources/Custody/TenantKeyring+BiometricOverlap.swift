@@ -121,7 +121,7 @@ extension TenantKeyring {
         public let templatesDropped: Int
     }
 
-    /// Closes every biometric overlap whose window ended by `now`, tenant by tenant (run at
+    /// Closes every biometric overlap whose window ended by `now`, reading tenants in batches (run at
     /// `serve` start-up and periodically; tests pass a clock of their own). A tenant that fails
     /// is logged and skipped: the next run tries again, and until then its expired version no
     /// longer matches anyway (the window is checked on every lookup).
@@ -131,38 +131,61 @@ extension TenantKeyring {
     public func closeEndedBiometricOverlaps(now: Date = Date(), actor: String = "custos") async throws -> [ClosedBiometricOverlap] {
         let tenants = try await custody { try await TenantStore(database).list().map(\.id) }
         var closed = [ClosedBiometricOverlap]()
-        for tenant in tenants {
+        var start = 0
+        while start < tenants.count {
+            let batch = Array(tenants[start..<min(start + Self.overlapScanBatch, tenants.count)])
+            start += batch.count
+            let ended: [(tenant: TenantID, versions: [Int])]
             do {
-                let ended = try await endedBiometricOverlaps(tenant, now: now)
-                for version in ended {
+                ended = try await endedBiometricOverlaps(batch, now: now)
+            } catch {
+                logger.error("looking for ended biometric overlaps failed; the next run retries", metadata: [
+                    "tenants": "\(batch.count)", "error": "\(error)",
+                ])
+                continue
+            }
+            for (tenant, versions) in ended {
+                for version in versions {
                     do {
                         let dropped = try await closeBiometricOverlap(tenant, version: version, actor: actor, reason: .windowEnded)
                         closed.append(ClosedBiometricOverlap(tenant: tenant, version: version, templatesDropped: dropped))
                     } catch CustodyError.changedConcurrently {
                         // Another instance's closer got there first: its transaction did the work.
                         continue
+                    } catch {
+                        logger.error("closing an ended biometric overlap failed; the next run retries", metadata: [
+                            "tenant": "\(tenant)", "error": "\(error)",
+                        ])
                     }
                 }
-            } catch {
-                logger.error("closing an ended biometric overlap failed; the next run retries", metadata: [
-                    "tenant": "\(tenant)", "error": "\(error)",
-                ])
             }
         }
         return closed
     }
 
-    /// Biometric versions of `tenant` with a key `retiring` whose window ended by `now`.
-    func endedBiometricOverlaps(_ tenant: TenantID, now: Date) async throws -> [Int] {
+    /// Tenants whose key versions one read-only transaction scans: each tenant costs two
+    /// statements (scope, read) instead of two transactions of its own, so a pass over 10,000
+    /// tenants — which `serve` starts at once — is 20 transactions, not 20,000 (docs/benchmarks.md,
+    /// "Tenant scale").
+    static let overlapScanBatch = 500
+
+    /// The biometric versions of each of `tenants` with a key `retiring` whose window ended by
+    /// `now` (tenants with none are left out), read in one transaction.
+    func endedBiometricOverlaps(_ tenants: [TenantID], now: Date) async throws -> [(tenant: TenantID, versions: [Int])] {
         try await custody {
-            var versions = Set<Int>()
-            for purpose in KeyPurpose.biometric {
-                let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
-                    try await KeyVersionStore.versions(tenant, purpose, on: connection)
+            try await database.withTransaction(context: "read key versions") { connection in
+                var ended = [(tenant: TenantID, versions: [Int])]()
+                for tenant in tenants {
+                    try await connection.scope(to: tenant)
+                    var versions = Set<Int>()
+                    for row in try await KeyVersionStore.all(on: connection)
+                    where KeyPurpose.biometric.contains(row.purpose) && row.state == .retiring && (row.retiringUntil.map { $0 <= now } ?? true) {
+                        versions.insert(row.version)
+                    }
+                    if !versions.isEmpty { ended.append((tenant, versions.sorted())) }
                 }
-                for row in rows where row.state == .retiring && (row.retiringUntil.map { $0 <= now } ?? true) { versions.insert(row.version) }
+                return ended
             }
-            return versions.sorted()
         }
     }
 

@@ -218,23 +218,26 @@ public final class TenantKeyring: Sendable {
         if record.purpose == .webhookEd25519, let label = record.tokenLabel {
             // The row names the token object; its MAC is checked first, like every other row's.
             let object = HSMKey.tokenObject(label: label, class: .privateKey)
-            return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)") { session in
-                guard try authenticator.isAuthentic(record, session: session, macKey: try rootKeys.mac.resolve(in: session)) else {
+            return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)", resolveWith: { resolution in
+                let session = resolution.session
+                guard try authenticator.isAuthentic(record, session: session, macKey: try resolution.tokenObject(rootKeys.mac)) else {
                     throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
                 }
-                return try object.resolve(in: session)
-            }
+                return try resolution.tokenObject(object)
+            })
         }
-        return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)") { session in
-            // Runs in the pool's persistent session, once per pool generation.
-            let macKey = try rootKeys.mac.resolve(in: session)
+        return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)", resolveWith: { resolution in
+            // Runs in the pool's persistent session, once per pool generation and again after
+            // each eviction: the root keys come from the pool's cache, not C_FindObjects.
+            let session = resolution.session
+            let macKey = try resolution.tokenObject(rootKeys.mac)
             guard try authenticator.isAuthentic(record, session: session, macKey: macKey) else {
                 throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
             }
             guard let usage = record.purpose.usage, let wrapped = record.wrappedKey else {
                 throw CustodyError.keyDestroyed(record.tenant, record.purpose, record.version)
             }
-            let kek = try rootKeys.kek(record.purpose, version: record.rootKEKVersion).resolve(in: session)
+            let kek = try resolution.tokenObject(rootKeys.kek(record.purpose, version: record.rootKEKVersion))
             do {
                 // Exactly the KEK's unwrap template: the token refuses anything else.
                 return try session.unwrapKey(.aesKeyWrapPad, unwrappingKey: kek, wrapped: wrapped, template: KeyTemplate.tenantKeyUnwrapped(usage))
@@ -242,7 +245,7 @@ public final class TenantKeyring: Sendable {
                 // A tampered blob or the wrong KEK answers CKR_GENERAL_ERROR on SoftHSM (DESIGN §4).
                 throw CustodyError.cannotUnwrap(record.tenant, record.purpose, record.version)
             }
-        }
+        })
     }
 
     /// Forgets the cached versions of `purpose`, after a rotation, retirement or destruction.

@@ -17,6 +17,16 @@ public struct HSMConfiguration: Sendable {
     public var acquireTimeout: Duration
     /// First and longest pause between attempts to re-initialise a lost device.
     public var recoveryBackoff: ClosedRange<Duration>
+    /// Most session objects (unwrapped tenant keys) the pool keeps on the token; past it the
+    /// least recently used is destroyed and unwrapped again on its next use. Token objects
+    /// (root KEKs, the audit MAC key) are not counted. Default ``defaultMaxCachedKeys``.
+    public var maxCachedKeys: Int
+
+    /// 1,000: real HSMs cap session objects in the low thousands per token or partition, and
+    /// the cap is shared with every other process logged in to it (the `custos` CLI, a second
+    /// instance); at five unwrapped keys per busy tenant this keeps ~200 tenants hot, and a
+    /// miss costs one unwrap (docs/benchmarks.md, "Tenant scale").
+    public static let defaultMaxCachedKeys = 1_000
 
     public init(
         modulePath: String,
@@ -25,7 +35,8 @@ public struct HSMConfiguration: Sendable {
         workers: Int = 2,
         acquireTimeout: Duration = .seconds(2),
         recoveryBackoff: ClosedRange<Duration> = .milliseconds(50) ... .seconds(30),
-        initArguments: String? = nil
+        initArguments: String? = nil,
+        maxCachedKeys: Int = defaultMaxCachedKeys
     ) {
         self.modulePath = modulePath
         self.initArguments = initArguments
@@ -34,6 +45,7 @@ public struct HSMConfiguration: Sendable {
         self.workers = workers
         self.acquireTimeout = acquireTimeout
         self.recoveryBackoff = recoveryBackoff
+        self.maxCachedKeys = maxCachedKeys
     }
 }
 

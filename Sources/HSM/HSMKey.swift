@@ -8,11 +8,19 @@ public import PKCS11
 public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
     /// A stable identity for the cache (`token:<label>`, `tenant:<id>/<purpose>/v<n>`, …).
     public let id: String
-    let resolve: @Sendable (PKCS11Session) throws -> ObjectHandle
+    let resolve: @Sendable (KeyResolution) throws -> ObjectHandle
 
     /// A key with a custom resolver that runs in the pool's persistent session (where session
     /// objects it creates live on). The resolver must give the same key every time.
     public init(id: String, resolve: @escaping @Sendable (PKCS11Session) throws -> ObjectHandle) {
+        self.id = id
+        self.resolve = { resolution in try resolve(resolution.session) }
+    }
+
+    /// A key whose resolver needs other keys found on the token (an unwrap needs its root KEK):
+    /// through the pool those come from its cache (``KeyResolution/tokenObject(_:)``), so a
+    /// key unwrapped again after eviction costs no `C_FindObjects`.
+    public init(id: String, resolveWith resolve: @escaping @Sendable (KeyResolution) throws -> ObjectHandle) {
         self.id = id
         self.resolve = resolve
     }
@@ -30,7 +38,7 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
     /// Finds or creates the key in `session` now (resolvers of other keys may need it, e.g. the
     /// root KEK to unwrap a tenant key). Callers on the hot path use the pool's cache instead.
     public func resolve(in session: PKCS11Session) throws -> ObjectHandle {
-        try resolve(session)
+        try resolve(KeyResolution(session: session, tokenObjects: nil))
     }
 
     public var description: String { id }
@@ -38,3 +46,27 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
     public static func == (lhs: HSMKey, rhs: HSMKey) -> Bool { lhs.id == rhs.id }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 }
+
+/// What a key's resolver gets: the session to resolve in (the pool's persistent session, or the
+/// caller's for ``HSMKey/resolve(in:)``), and the handles of the token objects it depends on.
+/// Valid only during the resolver; not `Sendable`.
+public struct KeyResolution {
+    public let session: PKCS11Session
+    let tokenObjects: ((HSMKey) throws -> ObjectHandle)?
+
+    init(session: PKCS11Session, tokenObjects: ((HSMKey) throws -> ObjectHandle)?) {
+        self.session = session
+        self.tokenObjects = tokenObjects
+    }
+
+    /// The handle of `key`, a key stored on the token (a root KEK, the MAC key): from the
+    /// pool's cache when the pool resolves, else found now. A session object would not be
+    /// cached here; only token objects are meant.
+    public func tokenObject(_ key: HSMKey) throws -> ObjectHandle {
+        if let tokenObjects { return try tokenObjects(key) }
+        return try key.resolve(in: session)
+    }
+}
+
+@available(*, unavailable, message: "a key resolution belongs to the resolver it is passed to")
+extension KeyResolution: Sendable {}

@@ -34,7 +34,11 @@ public final class SessionPool: Sendable {
     private let state = Mutex(Lifecycle.idle)
     /// The persistent session: it holds the login and owns the session objects.
     let persistent = Mutex<PKCS11Session?>(nil)
-    private let keyCache = Mutex([String: CachedHandle]())
+    /// Resolved key handles, bounded by ``HSMConfiguration/maxCachedKeys`` (see ``resolve(_:)``).
+    private let keyCache: Mutex<KeyHandleCache>
+    /// Orders key uses for least-recently-used eviction (``CachedKeyHandle/lastUse``).
+    private let keyUseClock = Atomic<UInt64>(0)
+    private let keyEvictions = Atomic<Int>(0)
     /// Recovery, circuit breaker and login policy (``RecoveryStateMachine``).
     let recovery: RecoveryLock
     private let openSessions = Atomic<Int>(0)
@@ -44,11 +48,6 @@ public final class SessionPool: Sendable {
 
     private enum Lifecycle {
         case idle, running(workers: [pthread_t], watchdog: pthread_t), stopped
-    }
-
-    private struct CachedHandle {
-        let handle: ObjectHandle
-        let generation: UInt64
     }
 
     /// Loads the module and reads the PIN; no PKCS#11 session is opened until ``start()``.
@@ -66,6 +65,7 @@ public final class SessionPool: Sendable {
     /// Uses an already loaded module (tests load their own copy to isolate `C_Finalize`).
     public init(configuration: HSMConfiguration, module: PKCS11Module, logger: Logger) throws {
         guard configuration.workers >= 1 else { throw HSMError.configuration("the pool needs at least one worker") }
+        guard configuration.maxCachedKeys >= 1 else { throw HSMError.configuration("the key cache needs room for at least one key") }
         self.configuration = configuration
         self.module = module
         self.logger = logger
@@ -79,6 +79,7 @@ public final class SessionPool: Sendable {
             backoff: configuration.recoveryBackoff.lowerBound.nanoseconds ... configuration.recoveryBackoff.upperBound.nanoseconds
         ))
         metrics = SessionPoolMetrics(label: String(describing: configuration.token))
+        keyCache = Mutex(KeyHandleCache(limit: configuration.maxCachedKeys))
         executor = HSMTaskExecutor(queue: queue)
     }
 
@@ -223,24 +224,48 @@ public final class SessionPool: Sendable {
 
     // MARK: Keys
 
-    /// The handle of `key` for the current generation (and that generation), resolved once in
-    /// the persistent session and shared by all workers.
-    func resolve(_ key: HSMKey) throws -> (handle: ObjectHandle, generation: UInt64) {
+    /// A stamp for the key use happening now (one relaxed increment per call with a key).
+    @inline(__always)
+    func nextKeyUse() -> UInt64 { keyUseClock.wrappingAdd(1, ordering: .relaxed).newValue }
+
+    /// The handle of `key` for the current generation, pinned for the calling body (the caller
+    /// releases it when the body ends): from the shared cache, else resolved in the persistent
+    /// session and shared by all workers.
+    ///
+    /// A key whose resolver creates a session object (an unwrap) takes one of the cache's
+    /// ``HSMConfiguration/maxCachedKeys`` places; when they are all taken, the least recently
+    /// used handle no call pins is evicted and its object destroyed here, in the persistent
+    /// session that owns it, before the new object is made — so the token never holds more of
+    /// the pool's session objects than the bound, unless every cached key is pinned by a
+    /// running call at once. Keys found on the token are kept outside the bound and never
+    /// destroyed (`C_DestroyObject` on a token object would delete it for good).
+    func resolve(_ key: HSMKey) throws -> CachedKeyHandle {
         let generation = self.generation
-        if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
+        if let cached = keyCache.withLock({ $0.handle(key.id, generation: generation) }), cached.acquire(stamp: nextKeyUse()) {
             metrics.keyCacheHits.increment()
-            return (cached.handle, generation)
+            return cached
         }
         metrics.keyCacheMisses.increment()
         return try persistent.withLock { persistent in
-            let generation = self.generation
-            if let cached = keyCache.withLock({ $0[key.id] }), cached.generation == generation {
-                return (cached.handle, generation)
-            }
             let session = try persistentSession(&persistent)
+            let generation = self.generation
+            let found = keyCache.withLock { cache -> (cached: CachedKeyHandle?, victims: [CachedKeyHandle]) in
+                cache.enter(generation: generation)
+                // Another worker may have resolved it while this one waited for the lock.
+                if let cached = cache.handle(key.id, generation: generation), cached.acquire(stamp: nextKeyUse()) {
+                    return (cached, [])
+                }
+                return (nil, cache.makeRoom())
+            }
+            if let cached = found.cached { return cached }
+            let victims = found.victims
             let handle: ObjectHandle
             do {
-                handle = try key.resolve(session)
+                for victim in victims { try destroy(victim, in: session) }
+                let resolution = KeyResolution(session: session) { dependency in
+                    try self.tokenObjectHandle(dependency, in: session, generation: generation)
+                }
+                handle = try key.resolve(resolution)
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
                 // The persistent session is gone, and with it every session object: start a new
                 // generation so that no stale handle is used again.
@@ -248,8 +273,48 @@ public final class SessionPool: Sendable {
                 recovery.step { $0.persistentSessionLost() }
                 throw error
             }
-            keyCache.withLock { $0[key.id] = CachedHandle(handle: handle, generation: generation) }
-            return (handle, generation)
+            // Only an object the resolver made in this session may be destroyed on eviction:
+            // a token object (`CKA_TOKEN` true, or not readable) is kept, outside the bound.
+            let evictable = (try? session.boolAttribute(.token, of: handle)) == false
+            let cached = CachedKeyHandle(id: key.id, handle: handle, generation: generation, evictable: evictable, stamp: nextKeyUse())
+            let size = keyCache.withLock { cache in
+                cache.insert(cached)
+                return cache.sessionObjects
+            }
+            metrics.keyCacheObjects.record(size)
+            return cached
+        }
+    }
+
+    /// The handle of `key`, a token object another key's resolver needs (its root KEK, the MAC
+    /// key), from the cache, else found and cached outside the bound — so a miss, which a
+    /// bounded cache makes a steady-state path, runs no `C_FindObjects` (slow on file-backed
+    /// tokens with many objects). Runs under the persistent-session lock, like eviction.
+    private func tokenObjectHandle(_ key: HSMKey, in session: PKCS11Session, generation: UInt64) throws -> ObjectHandle {
+        if let cached = keyCache.withLock({ $0.handle(key.id, generation: generation) }), !cached.evictable {
+            return cached.handle
+        }
+        let handle = try key.resolve(in: session)
+        // Anything but a token object (which no resolver should ask for here) is not cached.
+        guard (try? session.boolAttribute(.token, of: handle)) == true else { return handle }
+        let cached = CachedKeyHandle(id: key.id, handle: handle, generation: generation, evictable: false, stamp: 0)
+        keyCache.withLock { $0.insert(cached) }
+        return handle
+    }
+
+    /// Destroys an evicted handle's session object. Nothing pins it any more (it was evicted
+    /// idle), and the calls that still hold it in a worker's cache fail to pin it and resolve
+    /// the key again.
+    private func destroy(_ victim: CachedKeyHandle, in session: PKCS11Session) throws {
+        metrics.keyCacheEvictions.increment()
+        keyEvictions.wrappingAdd(1, ordering: .relaxed)
+        do {
+            try session.destroyObject(victim.handle)
+        } catch let error as PKCS11Error {
+            metrics.recordError(error)
+            if RecoveryClass(error.returnValue) == .sessionFatal { throw error }
+            // The object stays until the next logout; the bound is off by one until then.
+            logger.warning("could not destroy an evicted key's session object", metadata: ["rv": "\(error.returnValue.name)"])
         }
     }
 
@@ -349,6 +414,9 @@ public final class SessionPool: Sendable {
             epoch: epoch,
             breakerOpen: recovery.breakerOpen,
             cachedKeys: keyCache.withLock { $0.count },
+            cachedSessionObjects: keyCache.withLock { $0.sessionObjects },
+            maxCachedKeys: configuration.maxCachedKeys,
+            keyEvictions: keyEvictions.load(ordering: .relaxed),
             running: isRunning
         )
     }
@@ -368,6 +436,13 @@ public struct SessionPoolStatistics: Sendable, Hashable, Codable {
     public let generation: UInt64
     public let epoch: UInt64
     public let breakerOpen: Bool
+    /// Handles held, token objects included.
     public let cachedKeys: Int
+    /// Session objects the cache holds on the token (at most ``maxCachedKeys`` but for keys
+    /// pinned by running calls).
+    public let cachedSessionObjects: Int
+    public let maxCachedKeys: Int
+    /// Session objects destroyed to stay within ``maxCachedKeys`` since the pool started.
+    public let keyEvictions: Int
     public let running: Bool
 }

@@ -15,6 +15,10 @@ final class SessionPoolMetrics: Sendable {
     let reinitializations: Counter
     let keyCacheHits: Counter
     let keyCacheMisses: Counter
+    /// Session objects destroyed to keep the key cache within its bound.
+    let keyCacheEvictions: Counter
+    /// Session objects the key cache holds (unwrapped keys; token objects are not counted).
+    let keyCacheObjects: Gauge
     /// Indexed by `HSMOperation.index`: a dictionary lookup hashed the key on every call.
     private let callTimers: [Timer]
     private let errorCounters = Mutex<[String: Counter]>([:])
@@ -32,6 +36,8 @@ final class SessionPoolMetrics: Sendable {
         reinitializations = Counter(label: "custos_hsm_reinitializations_total", dimensions: dimensions)
         keyCacheHits = Counter(label: "custos_hsm_key_cache_total", dimensions: dimensions + [("result", "hit")])
         keyCacheMisses = Counter(label: "custos_hsm_key_cache_total", dimensions: dimensions + [("result", "miss")])
+        keyCacheEvictions = Counter(label: "custos_hsm_key_cache_evictions_total", dimensions: dimensions)
+        keyCacheObjects = Gauge(label: "custos_hsm_key_cache_objects", dimensions: dimensions)
         callTimers = HSMOperation.allCases.map { operation in
             Timer(
                 label: "custos_hsm_call", dimensions: dimensions + [("operation", operation.rawValue)],

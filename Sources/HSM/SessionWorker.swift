@@ -18,8 +18,13 @@ final class SessionWorker: @unchecked Sendable {
     /// reads per call were a measurable share of a ~7 µs HMAC.
     private var untimedCalls = 0
     private static let timingInterval = 16
-    /// Handles this worker already looked up, so the hot path takes no lock.
-    private var keyHandles = [String: (handle: ObjectHandle, generation: UInt64)]()
+    /// Handles this worker already looked up, so the hot path takes no lock. Entries the pool
+    /// evicted stay here until used (they then fail to pin) or until the map is cleared.
+    private var keyHandles = [String: CachedKeyHandle]()
+    /// Handles pinned by the bodies running on this thread, released when each body ends.
+    private var pinned = [CachedKeyHandle]()
+    /// Past this many entries ``keyHandles`` is emptied: evicted handles must not pile up here.
+    private let keyHandleLimit: Int
     // Strong on purpose: an unowned or weak reference forces every retain of the pool through
     // the slow side-table path, which showed up in profiles. The thread, not the pool, owns the worker.
     let pool: SessionPool
@@ -28,6 +33,7 @@ final class SessionWorker: @unchecked Sendable {
     init(pool: SessionPool, index: Int) {
         self.pool = pool
         self.index = index
+        keyHandleLimit = max(pool.configuration.maxCachedKeys * 2, 64)
     }
 
     /// The worker running on the current thread, if any.
@@ -89,6 +95,9 @@ final class SessionWorker: @unchecked Sendable {
         let timed = untimedCalls >= Self.timingInterval
         let started = timed ? monotonicNanoseconds() : 0
         let current = try currentSession()
+        // Bodies can nest (an inline `withSession` inside a body): release only this one's pins.
+        let pinnedBefore = pinned.count
+        defer { releasePins(from: pinnedBefore) }
         do {
             let result = try body(HSMSession(pkcs11: current, worker: self))
             if timed {
@@ -104,17 +113,27 @@ final class SessionWorker: @unchecked Sendable {
         }
     }
 
-    /// The handle of `key` for the current generation: from this worker's own cache, else from
-    /// the pool (which resolves it once for all workers).
+    /// The handle of `key` for the current generation, pinned until the running body ends:
+    /// from this worker's own cache, else from the pool (which resolves it once for all
+    /// workers, and again after evicting it).
     func handle(for key: HSMKey) throws -> ObjectHandle {
         let generation = pool.generation
-        if let cached = keyHandles[key.id], cached.generation == generation {
+        if let cached = keyHandles[key.id], cached.generation == generation, cached.acquire(stamp: pool.nextKeyUse()) {
             pool.metrics.keyCacheHits.increment()
+            if cached.evictable { pinned.append(cached) }
             return cached.handle
         }
         let resolved = try pool.resolve(key)
-        keyHandles[key.id] = (resolved.handle, resolved.generation)
+        if resolved.evictable { pinned.append(resolved) }
+        if keyHandles.count >= keyHandleLimit { keyHandles.removeAll(keepingCapacity: true) }
+        keyHandles[key.id] = resolved
         return resolved.handle
+    }
+
+    private func releasePins(from start: Int) {
+        guard pinned.count > start else { return }
+        for index in start..<pinned.count { pinned[index].release() }
+        pinned.removeSubrange(start...)
     }
 
     /// This worker's session, reopened if the library was re-initialised since it was opened.

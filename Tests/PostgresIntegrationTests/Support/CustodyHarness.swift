@@ -38,9 +38,11 @@ final class CustodyHarness: Sendable {
     ///   ceremony test brings its own tokens and uses only the database).
     ///   `module`: a private copy of the PKCS#11 module (``TestToken/isolatedModule()``) for
     ///   tests that inject faults, so no other suite sees them.
+    ///   `maxCachedKeys`: the pool's key cache bound (tests of eviction make it small).
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
-        keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil
+        keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
+        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -56,8 +58,10 @@ final class CustodyHarness: Sendable {
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
         // The token has no root keys yet (the ceremony below makes them): nothing to check, and
         // the graph uses the first ones (v1), as it would on that token.
+        var poolConfiguration = token.configuration()
+        poolConfiguration.maxCachedKeys = maxCachedKeys
         let started = try await CustosRuntime.start(
-            pool: token.configuration(), database: settings.configuration(role: .service, schema: schema),
+            pool: poolConfiguration, database: settings.configuration(role: .service, schema: schema),
             custody: CustodyGraph.Settings(auditAnchorPath: anchorPath, keyEnvironment: "test", keyringStepHook: keyringStepHook),
             options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false, module: module)
         )
