@@ -171,6 +171,11 @@ extension TenantKeyring {
                 try await KeyVersionStore.pendingRotations(on: connection)
             }
             var actions = [Reconciliation]()
+            // First: a failure further down (a tampered pending row) must not leave a destroyed
+            // version off the HSM's list while the service keeps serving.
+            for entry in try await reconcileDestructionAnchor() {
+                actions.append(.destructionAnchored(entry.tenant, entry.purpose, version: entry.version))
+            }
             for (tenant, purpose, version) in pending {
                 let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
                     try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
@@ -214,9 +219,6 @@ extension TenantKeyring {
                 guard seed != prf else { continue }
                 let target = try await rotateBiometric(tenant, actor: "custos")
                 actions.append(.completed(tenant, seed < prf ? .bioSeed : .bioPRF, version: target))
-            }
-            for entry in try await reconcileDestructionAnchor() {
-                actions.append(.destructionAnchored(entry.tenant, entry.purpose, version: entry.version))
             }
             if !actions.isEmpty { logger.notice("reconciled interrupted rotations", metadata: ["count": "\(actions.count)"]) }
             return actions
