@@ -64,7 +64,7 @@ extension TenantKeyring {
                             wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
                             checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
                             retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
-                            destroyedAt: record.destroyedAt
+                            destroyedAt: record.destroyedAt, tokenFormat: record.tokenFormat
                         )
                     } else {
                         if record.wrappedKey == nil { withoutBlob += 1 } else { alreadyCurrent += 1 }
