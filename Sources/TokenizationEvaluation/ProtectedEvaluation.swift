@@ -14,6 +14,8 @@ public enum ProtectedEvaluation {
         public let identities: Int
         public let dimension: Int
         public let projection: String
+        /// The token format evaluated (`wide` or `compact`, DESIGN §6 step 4).
+        public let token_format: String
         public let genuine_pairs: Int
         public let impostor_pairs: Int
         public let raw_eer: Double
@@ -34,7 +36,7 @@ public enum ProtectedEvaluation {
         public let protected_det: [[Double]]
 
         enum CodingKeys: String, CodingKey {
-            case samples, identities, dimension, projection, genuine_pairs, impostor_pairs, raw_eer, protected_eer, dsys
+            case samples, identities, dimension, projection, token_format, genuine_pairs, impostor_pairs, raw_eer, protected_eer, dsys
             case raw_fnmr_at_fmr_1e_3 = "raw_fnmr_at_fmr_1e-3", protected_fnmr_at_fmr_1e_3 = "protected_fnmr_at_fmr_1e-3"
             case raw_fnmr_at_fmr_1e_4 = "raw_fnmr_at_fmr_1e-4", protected_fnmr_at_fmr_1e_4 = "protected_fnmr_at_fmr_1e-4"
             case renewability_mean, renewability_max, protected_impostor_mean, raw_det, protected_det
@@ -45,8 +47,10 @@ public enum ProtectedEvaluation {
     public static let tenant = TenantID("00000000-0000-4000-8000-00000000e7a1")!
 
     /// Runs the evaluation through the real HSM pipeline (seed HMAC and PRF in the HSM).
-    public static func run(_ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind) async throws -> Report {
-        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2]), kind: kind)
+    public static func run(
+        _ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind, format: BiometricTokenFormat = .default
+    ) async throws -> Report {
+        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2], format: format), kind: kind)
         var vectors = [FeatureVector]()
         var first = [BiometricToken]()
         var second = [BiometricToken]()
@@ -72,6 +76,7 @@ public enum ProtectedEvaluation {
         }
         return Report(
             samples: embeddings.count, identities: Set(labels).count, dimension: embeddings.dimension, projection: kind.rawValue,
+            token_format: format == .compact ? "compact" : "wide",
             genuine_pairs: raw.genuine.count, impostor_pairs: raw.impostor.count,
             raw_eer: rawMetrics.equalErrorRate.rate, protected_eer: protectedMetrics.equalErrorRate.rate,
             raw_fnmr_at_fmr_1e_3: rawMetrics.falseNonMatchRate(atFalseMatchRate: 1e-3).falseNonMatchRate,
