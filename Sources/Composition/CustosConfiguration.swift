@@ -78,6 +78,8 @@ public struct CustosConfiguration: Codable, Sendable {
         public var verificationAttemptWindowSeconds: Int?
         /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB).
         public var galleryMemoryBytes: Int?
+        /// Subjects held in memory per tenant and biometric version for 1:N (default 1,000,000).
+        public var gallerySubjects: Int?
         public var serverCertificate: String?
         public var serverKey: String?
         /// The CA client certificates must chain to, and that the CLI trusts for the server.

@@ -11,8 +11,9 @@ public import Verification
 public struct VerificationGraph: Sendable {
     /// What the verification core needs besides custody.
     public struct Settings: Sendable {
-        /// Subjects held in memory per tenant and biometric version for 1:N.
-        public var galleryCapacity = 100_000
+        /// Subjects held in memory per tenant and biometric version for 1:N (the
+        /// global memory limit bounds their sum).
+        public var galleryCapacity = 1_000_000
         /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB: 1.26M subjects).
         public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
         /// 1:1 verifications one subject may have per window.

@@ -40,6 +40,13 @@ public struct KeyVersionAuthenticator: Sendable {
                 encoding.append(optional: time.map { String(Int64($0.timeIntervalSince1970.rounded(.down))) })
             }
         }
+        // Likewise the token format of a `bio` version, appended only when recorded: rows made
+        // before formats existed keep their MAC, and clearing or changing a recorded format
+        // (to make the service tokenize under another one) fails it.
+        if let format = record.tokenFormat {
+            encoding.append("token_format")
+            encoding.append(format.rawValue)
+        }
         return encoding.bytes
     }
 

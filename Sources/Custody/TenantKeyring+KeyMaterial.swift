@@ -42,7 +42,10 @@ extension TenantKeyring {
         let record = KeyVersionRecord(
             tenant: tenant, purpose: purpose, version: version, state: state, wrappedKey: wrapped,
             wrapMechanism: Self.wrapMechanism, rootKEKVersion: rootKeys.kekVersion, checkValue: checkValue, rowMAC: [],
-            activatedAt: state == .active ? .wholeSecondsNow : nil
+            activatedAt: state == .active ? .wholeSecondsNow : nil,
+            // A new `bio` version (a new tenant, a rotation) gets this keyring's format; its
+            // existing templates keep theirs and move over during the rotation's overlap.
+            tokenFormat: purpose == .bioSeed || purpose == .bioPRF ? biometricTokenFormat : nil
         )
         return try await authenticator.sealed(record, pool: pool)
     }

@@ -66,7 +66,7 @@ extension TenantKeyring {
                             checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
                             retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
                             destroyedAt: record.destroyedAt, createdAt: record.createdAt, disabledAt: record.disabledAt,
-                            destructionDueAt: record.destructionDueAt
+                            destructionDueAt: record.destructionDueAt, tokenFormat: record.tokenFormat
                         )
                     } else {
                         if record.wrappedKey == nil { withoutBlob += 1 } else { alreadyCurrent += 1 }

@@ -73,6 +73,9 @@ public final class TenantKeyring: Sendable {
     private let cacheGeneration = Mutex<UInt64>(0)
     /// Data-plane uses of this keyring's keys, counted for the audit log (``KeyUseRecorder``).
     public let keyUses = KeyUseCounter()
+    /// The token format new `bio` versions get (``BiometricTokenFormat/default``; tests make
+    /// versions of the older format to exercise the migration).
+    public let biometricTokenFormat: BiometricTokenFormat
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
     /// The HSM's list of destroyed versions, checked on every fresh read of a row.
@@ -81,7 +84,8 @@ public final class TenantKeyring: Sendable {
 
     public init(
         pool: SessionPool, database: Database, rootKeys: RootKeys = RootKeys(), audit: AuditLog, logger: Logger,
-        activeCacheTTL: Duration = .seconds(5), keyringStepHook: (@Sendable (KeyringStep) throws -> Void)? = nil
+        activeCacheTTL: Duration = .seconds(5), keyringStepHook: (@Sendable (KeyringStep) throws -> Void)? = nil,
+        biometricTokenFormat: BiometricTokenFormat = .default
     ) {
         self.pool = pool
         self.database = database
@@ -92,6 +96,7 @@ public final class TenantKeyring: Sendable {
         self.activeCacheTTL = activeCacheTTL
         self.keyringStepHook = keyringStepHook
         destructionAnchor = DestroyedVersionsAnchor(pool: pool, logIdentity: "\(database.configuration.database)/\(database.schema)")
+        self.biometricTokenFormat = biometricTokenFormat
     }
 
     // MARK: Using keys

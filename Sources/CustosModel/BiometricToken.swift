@@ -1,5 +1,6 @@
-/// A protected biometric template (DESIGN §6): the key version that made it and 1,024 pseudo-random
-/// 32-bit values, one per Index-of-Max position.
+/// A protected biometric template (DESIGN §6): the key version that made it, its
+/// ``BiometricTokenFormat``, and 1,024 pseudo-random values, one per Index-of-Max position
+/// (32 bits each in the wide format, 8 in the compact one).
 ///
 /// Two tokens are compared by counting equal positions. A token says nothing about the face
 /// without the tenant's `bio-prf` key, and tokens made under different key versions are unrelated.
@@ -7,47 +8,61 @@ public struct BiometricToken: Sendable, Hashable {
     /// The number of values in every token.
     public static let length = 1024
 
-    /// The bytes of ``bytes``: four per value.
-    public static let byteCount = length * 4
+    /// The bytes of ``bytes`` in the wide format: four per value.
+    public static let byteCount = BiometricTokenFormat.wide.byteCount
 
     /// The `bio` key version whose seed and PRF made this token.
     public let keyVersion: Int
 
-    /// ``length`` values; position `j` is the PRF of the `j`-th hash symbol.
+    /// How many bits of each PRF output the values keep (fixed by the key version).
+    public let format: BiometricTokenFormat
+
+    /// ``length`` values; position `j` is the PRF of the `j`-th hash symbol, truncated to the
+    /// format's bits.
     public let values: [UInt32]
 
-    /// - Precondition: `values.count == BiometricToken.length` (a token always comes from a full
-    ///   PRF output; anything else is a programming error).
-    public init(keyVersion: Int, values: [UInt32]) {
+    /// - Precondition: `values.count == BiometricToken.length` and every value fits the format
+    ///   (a token always comes from a full PRF output; anything else is a programming error).
+    public init(keyVersion: Int, format: BiometricTokenFormat = .wide, values: [UInt32]) {
         precondition(values.count == Self.length, "a biometric token has \(Self.length) values, not \(values.count)")
+        precondition(format == .wide || values.allSatisfy { $0 <= format.maxValue }, "a value exceeds the \(format) format")
         self.keyVersion = keyVersion
+        self.format = format
         self.values = values
     }
 
-    /// Reads the storage form written by ``bytes``; `nil` unless `bytes` holds exactly
-    /// ``byteCount`` bytes.
+    /// Reads the storage form written by ``bytes``; the format follows from the length (4,096
+    /// bytes wide, 1,024 compact); `nil` for any other length.
     public init?(keyVersion: Int, bytes: [UInt8]) {
-        guard bytes.count == Self.byteCount else { return nil }
+        guard let format = BiometricTokenFormat(byteCount: bytes.count) else { return nil }
+        let width = format.bytesPerValue
         let values = [UInt32](unsafeUninitializedCapacity: Self.length) { buffer, initialized in
             bytes.withUnsafeBytes { raw in
                 for index in 0..<Self.length {
-                    buffer[index] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
+                    buffer[index] = width == 4
+                        ? UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
+                        : UInt32(raw[index])
                 }
             }
             initialized = Self.length
         }
-        self.init(keyVersion: keyVersion, values: values)
+        self.init(keyVersion: keyVersion, format: format, values: values)
     }
 
-    /// The compact storage form: the values as little-endian `UInt32`s, ``byteCount`` bytes.
-    /// The key version is not included: store it beside the bytes.
+    /// The storage form: the values as little-endian `UInt32`s (wide, 4,096 bytes) or one byte
+    /// each (compact, 1,024 bytes). The key version is not included: store it beside the bytes.
     public var bytes: [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Self.byteCount) { buffer, initialized in
+        let width = format.bytesPerValue
+        return [UInt8](unsafeUninitializedCapacity: format.byteCount) { buffer, initialized in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             for (index, value) in values.enumerated() {
-                raw.storeBytes(of: value.littleEndian, toByteOffset: index * 4, as: UInt32.self)
+                if width == 4 {
+                    raw.storeBytes(of: value.littleEndian, toByteOffset: index * 4, as: UInt32.self)
+                } else {
+                    raw[index] = UInt8(truncatingIfNeeded: value)
+                }
             }
-            initialized = Self.byteCount
+            initialized = format.byteCount
         }
     }
 
@@ -55,9 +70,11 @@ public struct BiometricToken: Sendable, Hashable {
     ///
     /// Tokens of different key versions score 0: their values come from unrelated keys, so any
     /// equal positions would be chance (about 1,024 / 2³² of them), and a comparison across
-    /// versions is a caller's mistake that must never look like a match.
+    /// versions is a caller's mistake that must never look like a match. Tokens of one version
+    /// share its format; two formats under one version never happen (a template of the wrong
+    /// format is refused when it is read) and score 0 likewise.
     public func score(against other: BiometricToken) -> Double {
-        guard keyVersion == other.keyVersion else { return 0 }
+        guard keyVersion == other.keyVersion, format == other.format else { return 0 }
         return Double(matchingPositions(with: other)) / Double(Self.length)
     }
 

@@ -33,12 +33,17 @@ public struct KeyVersionRecord: Sendable, Hashable {
     public var destructionDueAt: Date?
     /// When the version was made (set by the database; nil for a record not yet read back).
     public let createdAt: Date?
+    /// The token format of a `bio` version (set at creation, never changed; covered by the row
+    /// MAC when set). Nil for other purposes and for `bio` versions made before formats were
+    /// recorded, which are all ``BiometricTokenFormat/wide``.
+    public let tokenFormat: BiometricTokenFormat?
 
     public init(
         tenant: TenantID, purpose: KeyPurpose, version: Int, state: KeyState, wrappedKey: [UInt8]?,
         wrapMechanism: String, rootKEKVersion: Int, checkValue: [UInt8], publicKey: [UInt8]? = nil,
         tokenLabel: String? = nil, rowMAC: [UInt8], retiringUntil: Date? = nil, activatedAt: Date? = nil, retiredAt: Date? = nil,
-        destroyedAt: Date? = nil, createdAt: Date? = nil, disabledAt: Date? = nil, destructionDueAt: Date? = nil
+        destroyedAt: Date? = nil, createdAt: Date? = nil, disabledAt: Date? = nil, destructionDueAt: Date? = nil,
+        tokenFormat: BiometricTokenFormat? = nil
     ) {
         self.tenant = tenant
         self.purpose = purpose
@@ -58,6 +63,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
         self.createdAt = createdAt
         self.disabledAt = disabledAt
         self.destructionDueAt = destructionDueAt
+        self.tokenFormat = tokenFormat
     }
 
     /// Whether the version may be used at all now (neither disabled nor awaiting destruction).
@@ -71,17 +77,17 @@ public enum KeyVersionStore {
     private static let columns = """
         tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \
         public_key, token_label, row_mac, retiring_until, activated_at, retired_at, destroyed_at, created_at, \
-        disabled_at, destruction_due_at
+        disabled_at, destruction_due_at, token_format
         """
 
     public static func insert(_ record: KeyVersionRecord, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO key_versions (tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version,
-                check_value, public_key, token_label, row_mac, retiring_until, activated_at)
+                check_value, public_key, token_label, row_mac, retiring_until, activated_at, token_format)
             VALUES (\(record.tenant.rawValue)::uuid, \(record.purpose.rawValue), \(record.version), \(record.state.rawValue),
                 \(record.wrappedKey.map { Data($0) }), \(record.wrapMechanism), \(record.rootKEKVersion), \(Data(record.checkValue)),
                 \(record.publicKey.map { Data($0) }), \(record.tokenLabel), \(Data(record.rowMAC)), \(record.retiringUntil),
-                \(record.activatedAt))
+                \(record.activatedAt), \(record.tokenFormat.map { Int16($0.rawValue) }))
             """, logger: Database.quiet)
     }
 
@@ -174,14 +180,22 @@ public enum KeyVersionStore {
             let columns = row.makeRandomAccess()
             let disabledAt = try columns[16].decode(Date?.self)
             let destructionDueAt = try columns[17].decode(Date?.self)
+            let tokenFormat = try columns[18].decode(Int16?.self)
             guard let tenantID = TenantID(tenant), let purposeValue = KeyPurpose(rawValue: purpose), let stateValue = KeyState(rawValue: state) else {
                 throw StorageError.query(sqlState: "XX000", context: "unknown purpose or state in key_versions")
+            }
+            let format = try tokenFormat.map { raw in
+                guard let format = BiometricTokenFormat(rawValue: Int(raw)) else {
+                    throw StorageError.query(sqlState: "XX000", context: "unknown token format \(raw) in key_versions")
+                }
+                return format
             }
             records.append(KeyVersionRecord(
                 tenant: tenantID, purpose: purposeValue, version: version, state: stateValue, wrappedKey: wrapped.map { Array($0) },
                 wrapMechanism: mechanism, rootKEKVersion: rootVersion, checkValue: Array(checkValue), publicKey: publicKey.map { Array($0) },
                 tokenLabel: tokenLabel, rowMAC: Array(mac), retiringUntil: retiringUntil, activatedAt: activatedAt, retiredAt: retiredAt,
-                destroyedAt: destroyedAt, createdAt: createdAt, disabledAt: disabledAt, destructionDueAt: destructionDueAt
+                destroyedAt: destroyedAt, createdAt: createdAt, disabledAt: disabledAt, destructionDueAt: destructionDueAt,
+                tokenFormat: format
             ))
         }
         return records

@@ -410,6 +410,15 @@ public enum Migrations {
         -- into the database naming another officer does not let one officer end an overlap alone.
         ALTER TABLE overlap_end_requests ADD COLUMN request_mac bytea, ADD COLUMN request_mac_version integer;
         """),
+        Migration(version: 17, summary: "biometric token formats: recorded per bio key version; compact templates (1 KiB) beside wide ones (4 KiB)", sql: """
+        -- Set when a `bio` version is created (1 wide: 32 bits per position, 2 compact: 8 bits),
+        -- never updated, covered by the row MAC; NULL for other purposes and for `bio` versions
+        -- made before, which are all wide. Templates keep their version's format, so both
+        -- lengths live side by side while a rotation's overlap moves subjects to the new one.
+        ALTER TABLE key_versions ADD COLUMN token_format smallint CHECK (token_format IN (1, 2));
+        ALTER TABLE templates DROP CONSTRAINT templates_token_check;
+        ALTER TABLE templates ADD CONSTRAINT templates_token_length CHECK (length(token) IN (1024, 4096));
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -32,22 +32,41 @@ public enum TemplateStore {
         let rows = try await connection.query("""
             SELECT token FROM templates WHERE subject_ref = \(subject) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
-        for try await bytes in rows.decode(Data.self) { return BiometricToken(keyVersion: keyVersion, bytes: Array(bytes)) }
+        for try await bytes in rows.decode(Data.self) { return try token(keyVersion: keyVersion, bytes: bytes) }
         return nil
     }
 
+    /// The stored form read back; its format follows from its length.
+    /// - Throws: ``TemplateFormatError/unreadableLength(keyVersion:byteCount:)``.
+    static func token(keyVersion: Int, bytes: Data) throws -> BiometricToken {
+        guard let token = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes)) else {
+            throw TemplateFormatError.unreadableLength(keyVersion: keyVersion, byteCount: bytes.count)
+        }
+        return token
+    }
+
     /// The tokens of one key version of the tenant in scope (to load the 1:N gallery): the
-    /// `limit` most recently used, least recent first (so a gallery's LRU order follows).
-    public static func all(keyVersion: Int, limit: Int = .max, on connection: DatabaseTransaction) async throws -> [(subject: String, token: BiometricToken)] {
-        var result = [(subject: String, token: BiometricToken)]()
+    /// `limit` most recently used, least recent first (so a gallery's LRU order follows), handed
+    /// to `each` as they arrive — a million tokens are never held in a list besides the gallery.
+    public static func all(
+        keyVersion: Int, limit: Int = .max, on connection: DatabaseTransaction, _ each: (String, BiometricToken) throws -> Void
+    ) async throws {
         let rows = try await connection.query("""
-            SELECT subject_ref, token FROM templates WHERE key_version = \(keyVersion)
-            ORDER BY last_used_at DESC, subject_ref LIMIT \(Int64(clamping: limit))
+            SELECT subject_ref, token FROM (
+                SELECT subject_ref, token, last_used_at FROM templates WHERE key_version = \(keyVersion)
+                ORDER BY last_used_at DESC, subject_ref LIMIT \(Int64(clamping: limit))
+            ) AS recent ORDER BY last_used_at, subject_ref DESC
             """, logger: Database.quiet)
         for try await (subject, bytes) in rows.decode((String, Data).self) {
-            if let token = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes)) { result.append((subject, token)) }
+            try each(subject, try token(keyVersion: keyVersion, bytes: bytes))
         }
-        return result.reversed()
+    }
+
+    /// The number of templates of one key version of the tenant in scope, at most `limit`.
+    public static func count(keyVersion: Int, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
+        try await scalar("""
+            SELECT count(*)::int FROM (SELECT 1 FROM templates WHERE key_version = \(keyVersion) LIMIT \(Int64(clamping: limit))) AS held
+            """, on: connection)
     }
 
     /// The tokens of `subjects` of one key version (identification re-scores its in-memory
@@ -59,7 +78,7 @@ public enum TemplateStore {
             SELECT subject_ref, token FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
         for try await (subject, bytes) in rows.decode((String, Data).self) {
-            found[subject] = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes))
+            found[subject] = try token(keyVersion: keyVersion, bytes: bytes)
         }
         return found
     }

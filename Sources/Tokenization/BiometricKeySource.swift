@@ -19,6 +19,7 @@ public struct TenantBiometricKeys: BiometricKeySource {
         let (seed, seedVersion) = try await keyring.key(tenant, .bioSeed, version: version)
         // One biometric version covers both keys: the PRF of the same version.
         let (prf, _) = try await keyring.key(tenant, .bioPRF, version: seedVersion)
-        return BiometricTokenizer.BiometricKeys(version: seedVersion, seed: seed, prf: prf)
+        let format = try await keyring.biometricTokenFormat(tenant, version: seedVersion)
+        return BiometricTokenizer.BiometricKeys(version: seedVersion, seed: seed, prf: prf, format: format)
     }
 }

@@ -10,7 +10,8 @@ import Synchronization
 ///    tenant and biometric version, then the projection is cached);
 /// 2. Index-of-Max hashing of the unit vector: 1,024 symbols, each the argmax of 16 projections;
 /// 3. one `C_Encrypt` (AES-ECB, the `bio-prf` key, which cannot decrypt) over all 1,024 blocks;
-///    32 bits of each output block make the token.
+///    32 bits (wide format) or 8 bits (compact) of each output block make the token; the
+///    format is the key version's (``BiometricKeys/format``).
 ///
 /// Feature vectors live in zeroizing storage and are never logged; tokens never leave the
 /// service (the RPC returns decisions, not tokens).
@@ -24,16 +25,18 @@ public final class BiometricTokenizer: Sendable {
     /// small, but the number of tenants is not bounded).
     public let projectionCacheLimit: Int
 
-    /// The two keys of one biometric version.
+    /// The two keys of one biometric version, and the token format recorded with it.
     public struct BiometricKeys: Sendable {
         public let version: Int
         public let seed: HSMKey
         public let prf: HSMKey
+        public let format: BiometricTokenFormat
 
-        public init(version: Int, seed: HSMKey, prf: HSMKey) {
+        public init(version: Int, seed: HSMKey, prf: HSMKey, format: BiometricTokenFormat) {
             self.version = version
             self.seed = seed
             self.prf = prf
+            self.format = format
         }
     }
 
@@ -90,7 +93,9 @@ public final class BiometricTokenizer: Sendable {
         let symbols = try hashing.symbols(for: features)
         let blocks = PRFBlocks(tenant: tenant, keyVersion: keys.version).input(for: symbols)
         let output = try await custodyCall { try await self.pool.encryptBlocksECB(key: keys.prf, blocks: blocks) }
-        return BiometricToken(keyVersion: keys.version, values: try PRFBlocks.tokenValues(fromPRFOutput: output))
+        return BiometricToken(
+            keyVersion: keys.version, format: keys.format, values: try PRFBlocks.tokenValues(fromPRFOutput: output, format: keys.format)
+        )
     }
 
     private func projection(tenant: TenantID, keys: BiometricKeys, dimension: Int) async throws -> IndexOfMaxHashing {

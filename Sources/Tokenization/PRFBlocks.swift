@@ -52,14 +52,17 @@ public struct PRFBlocks: Sendable, Hashable {
         }
     }
 
-    /// The token values: the first four bytes, big-endian, of each 16-byte block of the PRF output.
+    /// The token values: the first four bytes, big-endian, of each 16-byte block of the PRF output
+    /// (``BiometricTokenFormat/wide``), or its first byte (``BiometricTokenFormat/compact``) — so
+    /// a compact value is the wide value's top byte.
     ///
     /// - Throws: ``PRFBlocksError/wrongOutputLength(_:)`` unless `output` has ``byteCount`` bytes.
-    public static func tokenValues(fromPRFOutput output: [UInt8]) throws(PRFBlocksError) -> [UInt32] {
+    public static func tokenValues(fromPRFOutput output: [UInt8], format: BiometricTokenFormat = .wide) throws(PRFBlocksError) -> [UInt32] {
         guard output.count == byteCount else { throw .wrongOutputLength(output.count) }
         return output.withUnsafeBytes { raw in
             (0..<IndexOfMaxHashing.symbolCount).map { index in
-                UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: index * blockSize, as: UInt32.self))
+                let wide = UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: index * blockSize, as: UInt32.self))
+                return format == .wide ? wide : wide >> UInt32(32 - format.bitsPerValue)
             }
         }
     }

@@ -16,9 +16,10 @@ public struct EvaluationKeys: BiometricKeySource {
 
     let versions: [Int: BiometricTokenizer.BiometricKeys]
 
-    /// The fixed keys of `versions`; a tenant's "active" version is the newest of them.
-    public init(versions: [Int] = [1]) {
-        self.versions = Dictionary(uniqueKeysWithValues: versions.map { ($0, Self.keys(version: $0)) })
+    /// The fixed keys of `versions`, each making tokens of `format`; a tenant's "active"
+    /// version is the newest of them.
+    public init(versions: [Int] = [1], format: BiometricTokenFormat = .default) {
+        self.versions = Dictionary(uniqueKeysWithValues: versions.map { ($0, Self.keys(version: $0, format: format)) })
     }
 
     public func keys(for tenant: TenantID, version: Int?) async throws -> BiometricTokenizer.BiometricKeys {
@@ -29,11 +30,12 @@ public struct EvaluationKeys: BiometricKeySource {
 
     /// Keys of one evaluation "version": `seed` (HMAC) and `prf` (AES-256, encrypt only),
     /// imported as session objects of the pool's persistent session.
-    public static func keys(version: Int) -> BiometricTokenizer.BiometricKeys {
+    public static func keys(version: Int, format: BiometricTokenFormat = .default) -> BiometricTokenizer.BiometricKeys {
         BiometricTokenizer.BiometricKeys(
             version: version,
             seed: imported("custos-eval/bio-seed/v\(version)", usage: .hmac),
-            prf: imported("custos-eval/bio-prf/v\(version)", usage: .encryptOnly)
+            prf: imported("custos-eval/bio-prf/v\(version)", usage: .encryptOnly),
+            format: format
         )
     }
 

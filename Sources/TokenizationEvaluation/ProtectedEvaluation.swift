@@ -14,6 +14,8 @@ public enum ProtectedEvaluation {
         public let identities: Int
         public let dimension: Int
         public let projection: String
+        /// The token format evaluated (`wide` or `compact`, DESIGN §6 step 4).
+        public let token_format: String
         public let genuine_pairs: Int
         public let impostor_pairs: Int
         public let raw_eer: Double
@@ -38,7 +40,7 @@ public enum ProtectedEvaluation {
         public let decision_shares: DecisionShares?
 
         enum CodingKeys: String, CodingKey {
-            case samples, identities, dimension, projection, genuine_pairs, impostor_pairs, raw_eer, protected_eer, dsys
+            case samples, identities, dimension, projection, token_format, genuine_pairs, impostor_pairs, raw_eer, protected_eer, dsys
             case raw_fnmr_at_fmr_1e_3 = "raw_fnmr_at_fmr_1e-3", protected_fnmr_at_fmr_1e_3 = "protected_fnmr_at_fmr_1e-3"
             case raw_fnmr_at_fmr_1e_4 = "raw_fnmr_at_fmr_1e-4", protected_fnmr_at_fmr_1e_4 = "protected_fnmr_at_fmr_1e-4"
             case renewability_mean, renewability_max, protected_impostor_mean, raw_det, protected_det
@@ -53,10 +55,10 @@ public enum ProtectedEvaluation {
     /// the thresholds for each of `falseMatchRates` and, given decision thresholds, the shares of
     /// protected comparisons in GREEN, AMBER and RED.
     public static func run(
-        _ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind,
+        _ embeddings: LabelledEmbeddings, pool: SessionPool, kind: IndexOfMaxHashing.ProjectionKind, format: BiometricTokenFormat = .default,
         falseMatchRates: [Double] = CalibratedThreshold.defaultTargets, decisionThresholds: (green: Double, amber: Double)? = nil
     ) async throws -> Report {
-        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2]), kind: kind)
+        let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1, 2], format: format), kind: kind)
         var vectors = [FeatureVector]()
         var first = [BiometricToken]()
         var second = [BiometricToken]()
@@ -82,6 +84,7 @@ public enum ProtectedEvaluation {
         }
         return Report(
             samples: embeddings.count, identities: Set(labels).count, dimension: embeddings.dimension, projection: kind.rawValue,
+            token_format: format == .compact ? "compact" : "wide",
             genuine_pairs: raw.genuine.count, impostor_pairs: raw.impostor.count,
             raw_eer: rawMetrics.equalErrorRate.rate, protected_eer: protectedMetrics.equalErrorRate.rate,
             raw_fnmr_at_fmr_1e_3: rawMetrics.falseNonMatchRate(atFalseMatchRate: 1e-3).falseNonMatchRate,

@@ -1,13 +1,23 @@
 public import CustosModel
+import Dispatch
+import Foundation
+import Synchronization
 
-/// One tenant's enrolled subjects in memory, for 1:N identification by a full scan.
+/// One tenant's enrolled subjects of one key version in memory, for 1:N identification by a
+/// full scan.
 ///
-/// Compact: each subject is held as a 1,024-byte fingerprint — the low byte of each of its
-/// token's 32-bit values — not the 4 KiB token, so a million subjects fit in about 1.2 GiB
-/// (``bytesPerSubject``). Fingerprints of unrelated tokens agree by chance at about 1 position
-/// in 256 (an impostor's score rises by ~0.004 on average), so the scan only preselects
-/// candidates: the service re-scores them against their full tokens in PostgreSQL before any
-/// decision (``VerificationService/identify(tenant:probe:top:)``).
+/// Compact: each subject is held as a 1,024-byte fingerprint — one byte per position — so a
+/// million subjects fit in about 1.2 GiB (``bytesPerSubject``). For a version of the compact
+/// format (``BiometricTokenFormat/compact``) the fingerprint *is* the token, and its agreement
+/// is the token score; for an older, wide version it is the low byte of each 32-bit value, which
+/// agrees by chance at about 1 position in 256 (an impostor's score rises by ~0.004 on average).
+/// Either way the service re-scores the preselected candidates against their tokens in
+/// PostgreSQL before any decision (``VerificationService/identify(tenant:probe:older:top:)``),
+/// which also drops subjects erased meanwhile.
+///
+/// The scan compares 64 bytes per step and, past ``parallelScanThreshold`` subjects, splits the
+/// gallery into one slice per core (at most ``maxScanThreads``); see docs/benchmarks.md for its
+/// latency at 100k and 1M subjects.
 ///
 /// Bounded: at most `capacity` subjects. Past that the least recently matched or enrolled
 /// subject is evicted from memory — not from the database: an evicted subject can still be
@@ -35,6 +45,11 @@ public struct TokenGallery: Sendable {
     private var positions: [String: Int] = [:]
     private var tick: UInt64 = 0
 
+    /// Below this many subjects one thread scans (a thread hop costs more than it saves).
+    public static let parallelScanThreshold = 32_768
+    /// Threads one scan may use (bounded by the cores there are).
+    public static let maxScanThreads = 8
+
     public init(capacity: Int) {
         precondition(capacity > 0, "a gallery holds at least one token")
         self.capacity = capacity
@@ -42,7 +57,19 @@ public struct TokenGallery: Sendable {
 
     public var count: Int { subjects.count }
 
-    /// The fingerprint of a token: the low byte of each value.
+    /// Makes room for `subjects` subjects at once (at most the capacity), so loading a large
+    /// gallery allocates its storage once instead of doubling it (and briefly holding both).
+    public mutating func reserveCapacity(_ subjects: Int) {
+        let wanted = min(subjects, capacity)
+        fingerprints.reserveCapacity(wanted * BiometricToken.length)
+        versions.reserveCapacity(wanted)
+        self.subjects.reserveCapacity(wanted)
+        lastUsed.reserveCapacity(wanted)
+        positions.reserveCapacity(wanted)
+    }
+
+    /// The fingerprint of a token: the low byte of each value (a compact token's values are
+    /// bytes, so its fingerprint is the token itself).
     static func fingerprint(_ token: BiometricToken) -> [UInt8] {
         token.values.map { UInt8(truncatingIfNeeded: $0) }
     }
@@ -79,19 +106,21 @@ public struct TokenGallery: Sendable {
         remove(at: position)
     }
 
-    /// The `k` best candidates for `probe` by fingerprint (same key version only), best first.
+    /// The `k` best candidates for `probe` by fingerprint (same key version only), best first;
+    /// equal agreement in gallery order.
     public mutating func identify(_ probe: BiometricToken, top k: Int) -> [Candidate] {
+        let threads = subjects.count < Self.parallelScanThreshold ? 1 : max(1, min(Self.maxScanThreads, ProcessInfo.processInfo.activeProcessorCount))
+        return identify(probe, top: k, threads: threads)
+    }
+
+    /// ``identify(_:top:)`` with `threads` slices, whatever the gallery's size (tests).
+    mutating func identify(_ probe: BiometricToken, top k: Int, threads: Int) -> [Candidate] {
         let query = Self.fingerprint(probe)
-        var best = [(position: Int, matches: Int)]()
-        query.withUnsafeBytes { query in
+        let count = subjects.count
+        let best = query.withUnsafeBytes { query in
             fingerprints.withUnsafeBytes { all in
-                for position in subjects.indices where versions[position] == probe.keyVersion {
-                    let matches = Self.countEqual(query, all, at: position * BiometricToken.length)
-                    if best.count < k || matches > best[best.count - 1].matches {
-                        best.append((position, matches))
-                        best.sort { $0.matches > $1.matches }
-                        if best.count > k { best.removeLast() }
-                    }
+                versions.withUnsafeBufferPointer { versions in
+                    Self.scan(ScanInput(query: query, all: all, versions: versions, version: probe.keyVersion), count: count, top: k, threads: threads)
                 }
             }
         }
@@ -100,22 +129,79 @@ public struct TokenGallery: Sendable {
         return best.map { Candidate(subject: subjects[$0.position], score: Double($0.matches) / Double(BiometricToken.length)) }
     }
 
-    /// Equal bytes between the query and the fingerprint at `offset`, 64 at a time.
-    @inline(__always)
-    private static func countEqual(_ query: UnsafeRawBufferPointer, _ all: UnsafeRawBufferPointer, at offset: Int) -> Int {
-        // SAFETY: `query` holds `BiometricToken.length` bytes (a fingerprint) and `all` holds
-        // whole fingerprints, so `offset + length` is within it; loads are unaligned.
-        let zero = SIMD64<UInt8>(repeating: 0)
-        var total = 0
-        var step = 0
-        while step < BiometricToken.length {
-            let a = query.loadUnaligned(fromByteOffset: step, as: SIMD64<UInt8>.self)
-            let b = all.loadUnaligned(fromByteOffset: offset + step, as: SIMD64<UInt8>.self)
-            // Per-lane counts stay ≤ 1 per step: sum each step (at most 64, no overflow).
-            total += Int(zero.replacing(with: 1, where: a .== b).wrappedSum())
-            step += 64
+    /// What a scan reads: the probe's fingerprint, every fingerprint, and their key versions.
+    // SAFETY: the buffers borrow the gallery's arrays for the duration of `identify`, which
+    // waits for every slice (`concurrentPerform` returns when all are done) before they end;
+    // slices only read them.
+    struct ScanInput: @unchecked Sendable {
+        let query: UnsafeRawBufferPointer
+        let all: UnsafeRawBufferPointer
+        let versions: UnsafeBufferPointer<Int>
+        let version: Int
+    }
+
+    /// The best `k` of `count` subjects: one slice per thread, each keeping its own best `k`,
+    /// merged by agreement, then gallery order.
+    static func scan(_ input: ScanInput, count: Int, top k: Int, threads: Int) -> [(position: Int, matches: Int)] {
+        guard threads > 1 else { return scanSlice(input, 0..<count, top: k) }
+        let slice = (count + threads - 1) / threads
+        let results = SliceResults()
+        DispatchQueue.concurrentPerform(iterations: threads) { index in
+            results.add(scanSlice(input, (index * slice)..<min(count, (index + 1) * slice), top: k))
         }
-        return total
+        let merged = results.all.sorted { ($0.matches, $1.position) > ($1.matches, $0.position) }
+        return Array(merged.prefix(k))
+    }
+
+    /// The best candidates of every slice, collected as the slices finish.
+    final class SliceResults: Sendable {
+        private let found = Mutex([(position: Int, matches: Int)]())
+        func add(_ slice: [(position: Int, matches: Int)]) { found.withLock { $0 += slice } }
+        var all: [(position: Int, matches: Int)] { found.withLock { $0 } }
+    }
+
+    private static func scanSlice(_ input: ScanInput, _ range: Range<Int>, top k: Int) -> [(position: Int, matches: Int)] {
+        var best = [(position: Int, matches: Int)]()
+        best.reserveCapacity(k + 1)
+        // SAFETY: `query` holds one fingerprint and `all` holds `count` of them (the gallery
+        // keeps `fingerprints.count == subjects.count * length`); `range` lies within `count`.
+        let query = input.query.baseAddress!
+        let all = input.all.baseAddress!
+        for position in range where input.versions[position] == input.version {
+            let matches = countEqual(query, all + position * BiometricToken.length)
+            if best.count < k || matches > best[best.count - 1].matches {
+                // Insert in order (stable: an equal count goes after those already kept).
+                let at = best.firstIndex { $0.matches < matches } ?? best.count
+                best.insert((position, matches), at: at)
+                if best.count > k { best.removeLast() }
+            }
+        }
+        return best
+    }
+
+    /// Equal bytes between two fingerprints, 64 per step, in SWAR form on 32-bit lanes: a byte
+    /// of `a ^ b` is zero where the fingerprints agree, and `~(((x & 0x7F…) + 0x7F…) | x)` sets
+    /// the top bit of exactly the zero bytes. Each byte of a lane counts its own agreements (at
+    /// most 16 over 1,024 bytes: no carry into the next byte), summed once at the end.
+    ///
+    /// Why not `SIMD64<UInt8>` and `.==`: measured in a release build here, the mask compare
+    /// and its conversion take ~40 µs per fingerprint (generic code, not vector instructions);
+    /// this form takes ~0.15 µs.
+    @inline(__always)
+    static func countEqual(_ query: UnsafeRawPointer, _ fingerprint: UnsafeRawPointer) -> Int {
+        let low7 = SIMD16<UInt32>(repeating: 0x7F7F_7F7F)
+        let ones = SIMD16<UInt32>(repeating: 0x0101_0101)
+        var lanes = SIMD16<UInt32>()
+        var offset = 0
+        while offset < BiometricToken.length {
+            let x = query.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
+                ^ fingerprint.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
+            let nonzero = ((x & low7) &+ low7) | x
+            lanes &+= (~nonzero &>> 7) & ones
+            offset += 64
+        }
+        // The four byte counts of each lane, summed into its top byte (≤ 64: no overflow).
+        return Int(((lanes &* ones) &>> 24).wrappedSum())
     }
 
     /// Swap-remove: O(1), order does not matter for a full scan.

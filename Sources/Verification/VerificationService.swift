@@ -40,7 +40,7 @@ public final class VerificationService: Sendable {
     private let listening = Atomic<Bool>(false)
 
     public init(
-        database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 100_000,
+        database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
         galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
         logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() },
         migrationFault: (@Sendable () throws -> Void)? = nil
@@ -218,11 +218,23 @@ public final class VerificationService: Sendable {
     static func enrolment(
         of subject: String, probe: BiometricToken, olderProbe: BiometricToken?, on connection: DatabaseTransaction
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
-        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) { return (enrolled, probe) }
+        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) {
+            return (try sameFormat(enrolled, as: probe), probe)
+        }
         guard let olderProbe, let enrolled = try await TemplateStore.get(subject: subject, keyVersion: olderProbe.keyVersion, on: connection) else {
             throw VerificationError.notEnrolled
         }
-        return (enrolled, olderProbe)
+        return (try sameFormat(enrolled, as: olderProbe), olderProbe)
+    }
+
+    /// `template`, if it has the format of `probe` (made under the same version, whose format
+    /// the keyring records): one of another format was not written by this version's tokenizer.
+    /// - Throws: ``TemplateFormatError/formatMismatch(keyVersion:expected:stored:)``.
+    static func sameFormat(_ template: BiometricToken, as probe: BiometricToken) throws -> BiometricToken {
+        guard template.format == probe.format else {
+            throw TemplateFormatError.formatMismatch(keyVersion: probe.keyVersion, expected: probe.format, stored: template.format)
+        }
+        return template
     }
 
     /// As ``enrolment(of:probe:olderProbe:on:)``, finding the older version inside the caller's
@@ -355,11 +367,16 @@ public final class VerificationService: Sendable {
         let capacity = max(1, min(galleryCapacity, gallerySubjectCapacity))
         let cached = listening.load(ordering: .acquiring)
         if !cached || galleries.withLock({ $0[key] == nil }) {
-            let rows = try await database.withTenant(tenant, context: "load gallery") { connection in
-                try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection)
+            // Rows go straight into the gallery as they arrive, into storage sized once: a
+            // million tokens never sit in a second list (or a doubling array) while loading.
+            let gallery = try await database.withTenant(tenant, context: "load gallery") { connection in
+                var gallery = TokenGallery(capacity: capacity)
+                gallery.reserveCapacity(try await TemplateStore.count(keyVersion: version, limit: capacity, on: connection))
+                try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection) { subject, token in
+                    gallery.enrol(subject, token)
+                }
+                return gallery
             }
-            var gallery = TokenGallery(capacity: capacity)
-            for row in rows { gallery.enrol(row.subject, row.token) }
             galleries.withLock { if !cached || $0[key] == nil { $0[key] = gallery } }
         }
         markUsed(key)
@@ -376,7 +393,9 @@ public final class VerificationService: Sendable {
         let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
             try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
-        return preselected.compactMap { candidate in tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: $0)) } }
+        return try preselected.compactMap { candidate in
+            try tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: try Self.sameFormat($0, as: probe))) }
+        }
     }
 
     /// Subjects all galleries together may hold (``galleryMemoryLimit`` / ``TokenGallery/bytesPerSubject``).

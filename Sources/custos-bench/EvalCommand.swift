@@ -1,6 +1,7 @@
 public import ArgumentParser
 import CustosCommandLine
 import Composition
+public import CustosModel
 import Foundation
 import HSM
 import SecureMemory
@@ -9,6 +10,16 @@ import Verification
 import Tokenization
 
 extension IndexOfMaxHashing.ProjectionKind: ExpressibleByArgument {}
+
+extension BiometricTokenFormat: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "wide": self = .wide
+        case "compact": self = .compact
+        default: return nil
+        }
+    }
+}
 
 struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +39,8 @@ struct EvalCommand: AsyncParsableCommand {
         @Option(help: "Projection: structured (default) or dense-gaussian.") var projection: IndexOfMaxHashing.ProjectionKind = .structured
         @Option(help: "Output format.") var output: OutputFormat = .table
         @Option(help: "Target false-match rates to print thresholds for, comma-separated.") var fmr = "1e-4,1e-2"
+        @Option(help: "Token format: compact (default, 8 bits per position) or wide (32 bits, bio versions made before it).")
+        var tokenFormat: BiometricTokenFormat = .default
 
         func run() async throws {
             ProcessHygiene.lockDown()
@@ -38,7 +51,8 @@ struct EvalCommand: AsyncParsableCommand {
             let defaults = DecisionThresholds.default
             let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
                 try await ProtectedEvaluation.run(
-                    set, pool: pool, kind: projection, falseMatchRates: targets.rates, decisionThresholds: (defaults.green, defaults.amber)
+                    set, pool: pool, kind: projection, format: tokenFormat, falseMatchRates: targets.rates,
+                    decisionThresholds: (defaults.green, defaults.amber)
                 )
             }
             switch output {
@@ -47,7 +61,7 @@ struct EvalCommand: AsyncParsableCommand {
             case .table:
                 func pct(_ value: Double) -> String { String(format: "%.3f %%", value * 100) }
                 print("""
-                \(report.samples) samples, \(report.identities) identities, d = \(report.dimension), projection \(report.projection)
+                \(report.samples) samples, \(report.identities) identities, d = \(report.dimension), projection \(report.projection), \(report.token_format) tokens
                 \(report.genuine_pairs) genuine and \(report.impostor_pairs) impostor pairs
                                      raw cosine     protected
                 EER                  \(pct(report.raw_eer).padding(toLength: 14, withPad: " ", startingAt: 0)) \(pct(report.protected_eer))

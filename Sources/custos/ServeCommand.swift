@@ -66,6 +66,10 @@ struct ServeCommand: AsyncParsableCommand {
             }
             settings.galleryMemoryLimit = bytes
         }
+        if let subjects = rpc.gallerySubjects {
+            guard subjects > 0 else { throw ConfigurationError.invalid(path: configuration.source, reason: "gallerySubjects must be positive") }
+            settings.galleryCapacity = subjects
+        }
         let addressFile = addressFile
         // Loopback unless an operator opens it on purpose.
         let metricsHost = MetricsHTTPServer.listenHost(override: metricsHost, configured: rpc.metricsHost)

@@ -60,10 +60,11 @@ struct BiometricTokenizerTests {
         let v2 = try await tokenizer.tokenize(face, tenant: Self.tenant, version: 2)
         #expect(v1.keyVersion == 1 && v2.keyVersion == 2)
         #expect(v1.score(against: v2) == 0, "different versions never compare")
-        #expect(v1.matchingPositions(with: v2) < 8, "and their values are unrelated")
+        // Compact values (8 bits) agree by chance at 1 position in 256: about 4 of 1,024.
+        #expect(v1.format == .compact && v1.matchingPositions(with: v2) < 16, "and their values are unrelated")
         let otherTenant = TenantID("99999999-2222-4333-8444-555555555555")!
         let elsewhere = try await tokenizer.tokenize(face, tenant: otherTenant, version: 1)
-        #expect(v1.matchingPositions(with: elsewhere) < 8, "the same face under another tenant does not link")
+        #expect(v1.matchingPositions(with: elsewhere) < 16, "the same face under another tenant does not link")
         await pool.shutdown()
     }
 

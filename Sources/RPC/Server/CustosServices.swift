@@ -9,8 +9,9 @@ public import Verification
 public struct RPCSettings: Sendable {
     /// The privacy notice candidates consent to (RecordConsent must name it).
     public var noticeVersion = "custos-notice-1"
-    /// Subjects held in memory per tenant and biometric version for 1:N.
-    public var galleryCapacity = 100_000
+    /// Subjects held in memory per tenant and biometric version for 1:N (the
+    /// global memory limit bounds their sum).
+    public var galleryCapacity = 1_000_000
     /// Bytes all tenants' 1:N galleries together may hold (default 1.5 GiB: 1.26M subjects).
     public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
     /// How long a retired key version rests before two officers may destroy it.
