@@ -95,4 +95,18 @@ extension TenantKeyring {
         try await anchorDestructions(Array(Set(anchorEntries + leftOver)), actor: actor)
         return destroyed
     }
+
+    /// Whether every version of `tenant` is destroyed, by MAC-valid rows: offboarding's proof
+    /// that the shredding is done (its completion mark carries no MAC).
+    /// - Throws: ``CustodyError/rowTampered(_:_:_:)`` for a row that fails its MAC.
+    func allVersionsDestroyed(_ tenant: TenantID) async throws -> Bool {
+        let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
+            try await KeyVersionStore.all(on: connection)
+        }
+        for row in rows {
+            guard row.state == .destroyed else { return false }
+            try await authenticator.verify(row, pool: pool)
+        }
+        return true
+    }
 }

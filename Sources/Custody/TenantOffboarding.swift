@@ -122,7 +122,9 @@ public final class TenantOffboarding: Sendable {
     /// - Throws: ``OffboardingError`` (not approved, approval void, not due); ``CustodyError``.
     public func complete(_ id: UUID, officer: String) async throws -> Request {
         let row = try await get(id)
-        if row.completedAt != nil { return row }
+        // `completed_at` has no MAC (the service role may set it): it is believed only when every
+        // key version is a MAC-valid destroyed row; otherwise the shredding runs (again).
+        if row.completedAt != nil, try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) { return row }
         guard row.approvedBy != nil else { throw OffboardingError.notApproved(id) }
         guard try await custody({ try await OffboardingApprovalAuthenticator.isAuthentic(row, pool: keyring.pool) }) else {
             throw OffboardingError.approvalNotAuthentic(id)
@@ -148,10 +150,11 @@ public final class TenantOffboarding: Sendable {
         try await custody {
             try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
                 // Another instance's sweep may be finishing the same offboarding: the row lock
-                // makes one of them record it, the other find it done.
-                guard try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt == nil else { return }
+                // makes one of them record it, the other find it done (nothing left to delete).
+                let marked = try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt != nil
                 let counts = try await TenantDataStore.deleteAll(tenant, on: connection)
-                try await TenantOffboardingStore.markCompleted(id, at: at, on: connection)
+                if marked, counts.values.allSatisfy({ $0 == 0 }) { return }
+                if !marked { try await TenantOffboardingStore.markCompleted(id, at: at, on: connection) }
                 try await audit.append(
                     tenant: tenant, actor: officer, action: .tenantOffboard, target: tenant.rawValue,
                     details: counts.filter { $0.value > 0 }.mapValues { String($0) }.merging(["request": id.uuidString.lowercased()]) { $1 },
