@@ -24,6 +24,8 @@ public struct VerificationGraph: Sendable {
         /// The budget of tenants without their own, shared across instances; `nil`: no
         /// tokenization limiter at all (never in `serve`: for measuring the tokenizer alone).
         public var tokenizationBudget: TokenizationBudget? = VerificationGraph.defaultTokenizationBudget
+        /// How long an instance's lease on the shared budget lasts (``TokenizationRateLimiter``).
+        public var tokenizationLeaseLifetime = Duration.seconds(10)
         /// The clock of sessions, attempt windows, subject rights, retention and destruction
         /// approvals; tests move a clock of their own by hand.
         public var now: @Sendable () -> Date = { Date() }
@@ -85,7 +87,9 @@ public struct VerificationGraph: Sendable {
             }
         )
         sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, now: settings.now)
-        limiter = settings.tokenizationBudget.map { TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit) }
+        limiter = settings.tokenizationBudget.map {
+            TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit, leaseLifetime: settings.tokenizationLeaseLifetime)
+        }
         tokenizer = BiometricTokenizer(pool: pool, keyring: keyring, limiter: limiter)
         flow = BiometricVerification(sessions: sessions, core: core, tokenizer: tokenizer, keyring: keyring)
         rights = SubjectRights(database: database, core: core, sealer: sealer, referencer: referencer, audit: recorder, now: settings.now)

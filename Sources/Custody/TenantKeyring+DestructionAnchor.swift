@@ -105,6 +105,9 @@ extension TenantKeyring {
             guard try await anchor.read() == .missing else { return }
             let recorded = try await self.authenticDestroyedVersions(on: connection)
             try await anchor.write(recorded, seq: 1, rootKeys: rootKeys)
+            // A new token of a new installation has nothing to rebuild: only a rebuild that
+            // found destructions (a token restored from shares, an upgrade) is worth an entry.
+            guard !recorded.isEmpty else { return }
             try await AuditEntry(tenant: nil, actor: "custos", action: .keyDestructionAnchorRebuild, target: DestroyedVersionsAnchor.label, details: [
                 "versions": "\(recorded.count)",
             ]).append(to: audit, on: connection)

@@ -41,6 +41,7 @@ struct CommitsPerCallTests {
         let verification = VerificationHarness(custody) { settings in
             settings.policyCacheLifetime = .seconds(3_600)
             settings.tokenizationBudget = TokenizationBudget(perSecond: 100_000, burst: 100_000)
+            settings.tokenizationLeaseLifetime = .seconds(3_600)
         }
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         let flow = verification.flow
