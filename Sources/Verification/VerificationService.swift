@@ -243,14 +243,17 @@ public final class VerificationService: Sendable {
     static func enrolment(
         of subject: String, probe: BiometricToken, older: OlderBiometricProbes, on connection: DatabaseTransaction
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
-        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) { return (enrolled, probe) }
+        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) {
+            return (try sameFormat(enrolled, as: probe), probe)
+        }
         guard !older.versions.isEmpty else { throw VerificationError.notEnrolled }
         let held = try await TemplateStore.keyVersions(subject: subject, on: connection)
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
               let enrolled = try await TemplateStore.get(subject: subject, keyVersion: version, on: connection) else {
             throw VerificationError.notEnrolled
         }
-        return (enrolled, try await older.probe(version))
+        let olderProbe = try await older.probe(version)
+        return (try sameFormat(enrolled, as: olderProbe), olderProbe)
     }
 
     /// The least score that re-enrols a subject silently: the default GREEN threshold, whatever

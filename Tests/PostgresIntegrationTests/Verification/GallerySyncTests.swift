@@ -18,7 +18,7 @@ struct GallerySyncTests {
         let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
         let listener = Task { await first.core.runGalleryListener() }
         defer { listener.cancel() }
-        for _ in 0..<200 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
         #expect(first.core.isListening)
 
         // Warm A's gallery with one subject.
