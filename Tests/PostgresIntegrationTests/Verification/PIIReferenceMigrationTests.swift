@@ -86,7 +86,7 @@ struct PIIReferenceMigrationTests {
         let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
         let listener = Task { await first.core.runGalleryListener() }
         defer { listener.cancel() }
-        for _ in 0..<200 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
         #expect(first.core.isListening)
         let features = try FeatureVector(Self.face)
         let (old, _) = try await first.flow.enrol(tenant: tenant, session: try await first.consentedSession(tenant, "p-4"), features: features)
