@@ -44,8 +44,8 @@ struct ResealKillTests {
         }
         #expect(seen >= 3, "custos key reseal printed no progress")
         kill(server.processIdentifier, SIGKILL)
-        server.waitUntilExit()
-        client.waitUntilExit()
+        try await ChildCustos.waitForExit(client, seconds: 180)
+        try await ChildCustos.waitForExit(server, seconds: 180)
         #expect(client.terminationStatus == 2, "the CLI reports the server's failure")
 
         // Each record entirely under v1 or v2, each opening under the version its row names.

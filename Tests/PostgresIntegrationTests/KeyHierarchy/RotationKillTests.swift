@@ -27,8 +27,10 @@ struct RotationKillTests {
         let (server, address) = try await ChildCustos.serve(config: config, in: directory, environment: ["CUSTOS_CRASH_AT": step])
         guard let address else { throw ChildCustos.TestFailure("custos serve died at start-up") }
         let cli = try ChildCustos.spawn(["key", "rotate", "--config", config, "--server", address, "--tenant", tenant.rawValue, "--purpose", purpose.rawValue])
-        server.waitUntilExit()
-        cli.waitUntilExit()
+        // Bounded: a server that never reaches the step (the call failed) is stopped after 3
+        // minutes and the checks below fail, rather than the suite hanging.
+        try await ChildCustos.waitForExit(cli, seconds: 180)
+        try await ChildCustos.waitForExit(server, seconds: 180)
         return (server, cli)
     }
 
