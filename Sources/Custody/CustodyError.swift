@@ -62,7 +62,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case biometricOverlapOpen(TenantID, KeyPurpose, Int, until: Date)
     /// The HSM's list of destroyed key versions is there but fails its MAC (written by someone
     /// else, or edited): no version can be shown not to be destroyed, so none is used.
-    case destructionAnchorInvalid
+    case keyStateAnchorInvalid
     /// An optional feature the HSM module cannot provide (e.g. Ed25519 webhook keys).
     case featureUnavailable(String)
 
@@ -122,7 +122,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
-        case .destructionAnchorInvalid: "the HSM's list of destroyed key versions (\(DestroyedVersionsAnchor.label)) fails its MAC: refusing to use tenant keys"
+        case .keyStateAnchorInvalid: "the HSM's list of key states (\(KeyStateAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description
         case .biometricOverlapOpen(let tenant, let purpose, let version, let until):

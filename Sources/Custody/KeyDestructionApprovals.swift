@@ -115,16 +115,19 @@ public final class KeyDestructionApprovals: Sendable {
                 try await DestructionRequestStore.approve(
                     id, by: officer, certificateSerial: certificateSerial, at: at, mac: mac, macVersion: macVersion, on: connection
                 )
+                // Scheduled deletion: the version is unusable from this commit on, on every
+                // instance, until it is destroyed or the request is cancelled. The mark and the
+                // approval commit together, so neither exists without the other; the mark goes
+                // on the HSM's list before the audit entries (its lock first, as everywhere).
+                let due = row.waitingDays.map { at.addingTimeInterval(Double($0) * 86_400) }
+                if let due {
+                    try await keyring.setDestructionDue(due, row.tenant, row.purpose, version: row.version, actor: officer, on: connection)
+                }
                 try await audit.append(
                     tenant: row.tenant, actor: officer, action: .keyDestroyApprove, target: "\(row.purpose.rawValue)/v\(row.version)",
                     details: ["request": id.uuidString.lowercased()], on: connection
                 )
-                // Scheduled deletion: the version is unusable from this commit on, on every
-                // instance, until it is destroyed or the request is cancelled. The mark and the
-                // approval commit together, so neither exists without the other.
-                if let days = row.waitingDays {
-                    let due = at.addingTimeInterval(Double(days) * 86_400)
-                    try await keyring.setDestructionDue(due, row.tenant, row.purpose, version: row.version, on: connection)
+                if let due {
                     try await audit.append(
                         tenant: row.tenant, actor: officer, action: .keyDestroySchedule, target: "\(row.purpose.rawValue)/v\(row.version)",
                         details: ["request": id.uuidString.lowercased(), "due": due.formatted(.iso8601)], on: connection
@@ -151,7 +154,7 @@ public final class KeyDestructionApprovals: Sendable {
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 try await DestructionRequestStore.cancel(id, by: officer, at: at, on: connection)
                 if row.approvedAt != nil, row.waitingDays != nil {
-                    try await keyring.setDestructionDue(nil, row.tenant, row.purpose, version: row.version, on: connection)
+                    try await keyring.setDestructionDue(nil, row.tenant, row.purpose, version: row.version, actor: officer, on: connection)
                 }
                 try await audit.append(
                     tenant: row.tenant, actor: officer, action: .keyDestroyCancel, target: "\(row.purpose.rawValue)/v\(row.version)",

@@ -70,26 +70,26 @@ extension TenantKeyring {
             row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
             let audit = audit, checkValue = row.checkValue
-            // The row and its audit entry commit together, before the token objects go and
-            // before the HSM lists the version as destroyed, with both listed as pending
-            // (`pending_token_destructions`, `pending_destruction_anchors`): a crash in between
-            // leaves those lists for ``reconcile()``, never a destroyed key without its entry,
-            // material that no row names, or a destruction a replayed row could undo for long.
+            // The HSM lists the version as destroyed before the row and its audit entry commit
+            // (together, with the token objects listed in `pending_token_destructions`): a crash
+            // in between leaves a list ahead of the database, which refuses the version and
+            // which ``reconcile()`` rolls forward — never a committed destruction a replayed
+            // row could undo, a destroyed key without its entry, or material no row names.
             let pending = tokenLabel.map { PendingTokenDestructionStore.Entry(label: $0, tenant: tenant, purpose: purpose, version: version) }
-            let anchorEntry = PendingDestructionAnchorStore.Entry(tenant: tenant, purpose: purpose, version: version)
+            let entry = KeyStateAnchor.Entry(row)
             try await database.withTenant(tenant, context: "destroy key version") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
                 if let pending { try await PendingTokenDestructionStore.insert(pending, on: connection) }
-                try await PendingDestructionAnchorStore.insert(anchorEntry, on: connection)
                 try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+                try await self.changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { $0.destroy(entry) }
+                try self.keyringStepHook?(.destructionAnchored)
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: ["kcv": Hex.encode(checkValue)])
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
             try keyringStepHook?(.destructionRecorded)
-            try await anchorDestructions([anchorEntry], actor: actor)
             if let pending { try await destroyTokenObjects(pending) }
             try keyringStepHook?(.destructionTokenObjectsDestroyed)
         }

@@ -31,10 +31,14 @@ extension TenantKeyring {
             }.orThrow(CustodyError.unknownKeyVersion(tenant, purpose, version))
             try await authenticator.verify(row, pool: pool)
             guard row.state != .destroyed else { throw CustodyError.keyDestroyed(tenant, purpose, version) }
-            guard (row.disabledAt != nil) != disabled else { return row }
+            let entry = KeyStateAnchor.Entry(row)
+            // The HSM's list is the one a replayed row cannot undo; it may also be ahead of the
+            // row (a disable whose commit failed): either one out of step is brought in line.
+            let anchored = try await anchoredStates()
+            guard (row.disabledAt != nil) != disabled || anchored.disabled.contains(entry) != disabled else { return row }
             if !disabled { try await refuseIfOffboarding(tenant) }
             let expectedMAC = row.rowMAC
-            row.disabledAt = disabled ? .wholeSecondsNow : nil
+            row.disabledAt = disabled ? row.disabledAt ?? .wholeSecondsNow : nil
             let sealed = try await authenticator.sealed(row, pool: pool)
             let audit = audit
             try await database.withTenant(tenant, context: disabled ? "disable key version" : "enable key version") { connection in
@@ -42,6 +46,11 @@ extension TenantKeyring {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
                 try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+                // Before the commit: a crash in between leaves the version disabled by one of
+                // the two (fail closed), never enabled by the list and disabled by the row.
+                try await self.changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { states in
+                    if disabled { states.disabled.insert(entry) } else { states.disabled.remove(entry) }
+                }
                 try await AuditEntry(tenant: tenant, actor: actor, action: disabled ? .keyDisable : .keyEnable, target: "\(purpose.rawValue)/v\(version)")
                     .append(to: audit, on: connection)
             }
@@ -55,7 +64,7 @@ extension TenantKeyring {
     /// request, so the two commit together). The caller invalidates after the commit.
     /// - Throws: ``CustodyError``.
     func setDestructionDue(
-        _ due: Date?, _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction
+        _ due: Date?, _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, actor: String, on connection: DatabaseTransaction
     ) async throws {
         try await connection.scope(to: tenant)
         var row = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
@@ -74,11 +83,16 @@ extension TenantKeyring {
             throw CustodyError.changedConcurrently(tenant, purpose, version)
         }
         try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+        // The mark is also on the HSM's list, before the commit, so a replayed row from before
+        // the approval neither makes the version usable nor stops its destruction.
+        let entry = KeyStateAnchor.Entry(row), seconds = row.destructionDueAt.map { Int64($0.timeIntervalSince1970) }
+        try await changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { $0.scheduled[entry] = seconds }
     }
 
-    /// Whether `version`'s MAC-checked row still carries the destruction mark `due` (set by the
-    /// approval of the request being carried out, cleared by its cancellation); a destroyed
-    /// version counts, for an execution that stopped before recording itself.
+    /// Whether `version`'s MAC-checked row, or the HSM's list, still carries the destruction mark
+    /// `due` (set by the approval of the request being carried out, cleared by its
+    /// cancellation); a destroyed version counts, for an execution that stopped before
+    /// recording itself.
     func isScheduledForDestruction(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, due: Date) async throws -> Bool {
         let row = try await database.withTenant(tenant, context: "read key version") { connection in
             try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
@@ -86,6 +100,8 @@ extension TenantKeyring {
         try await authenticator.verify(row, pool: pool)
         if row.state == .destroyed { return true }
         let seconds = { (date: Date) in Int64(date.timeIntervalSince1970.rounded(.down)) }
-        return row.destructionDueAt.map(seconds) == seconds(due)
+        // The HSM's list counts too: a replayed row from before the approval has no mark.
+        if row.destructionDueAt.map(seconds) == seconds(due) { return true }
+        return try await anchoredStates().scheduled[KeyStateAnchor.Entry(row)] == seconds(due)
     }
 }

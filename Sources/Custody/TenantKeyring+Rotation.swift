@@ -158,8 +158,9 @@ extension TenantKeyring {
         case rolledBack(TenantID, KeyPurpose, version: Int)
         /// A destroyed version's token objects, left on the token by a crash, destroyed.
         case tokenObjectsDestroyed(TenantID, KeyPurpose, version: Int)
-        /// A destroyed version a crash left off the HSM's list of destroyed versions, added.
-        case destructionAnchored(TenantID, KeyPurpose, version: Int)
+        /// A version the HSM lists as destroyed whose row was not (a crash between the list and
+        /// the commit, or a destroyed row put back from a backup), destroyed.
+        case destructionCompleted(TenantID, KeyPurpose, version: Int)
     }
 
     /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
@@ -170,12 +171,9 @@ extension TenantKeyring {
             let pending = try await database.withTransaction(context: "list pending rotations") { connection in
                 try await KeyVersionStore.pendingRotations(on: connection)
             }
-            var actions = [Reconciliation]()
-            // First: a failure further down (a tampered pending row) must not leave a destroyed
-            // version off the HSM's list while the service keeps serving.
-            for entry in try await reconcileDestructionAnchor() {
-                actions.append(.destructionAnchored(entry.tenant, entry.purpose, version: entry.version))
-            }
+            // First: a failure further down (a tampered pending row) must not leave a token
+            // without the HSM's list of key states while the service keeps serving.
+            var actions = try await reconcileKeyStateAnchor()
             for (tenant, purpose, version) in pending {
                 let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
                     try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)

@@ -8,8 +8,10 @@ import Storage
 // state or references (the tenant's data goes with them), each step re-runnable.
 extension TenantKeyring {
     /// Disables every version of `tenant` not yet destroyed (offboarding approved), on the
-    /// caller's transaction: refused on every instance from its commit on.
-    func disableAll(_ tenant: TenantID, on connection: DatabaseTransaction) async throws {
+    /// caller's transaction: refused on every instance from its commit on. The HSM's list marks
+    /// the tenant as offboarding before the commit, so clearing the approval (or replaying the
+    /// rows) in the database neither enables a key nor lets one officer enable it.
+    func disableAll(_ tenant: TenantID, actor: String, on connection: DatabaseTransaction) async throws {
         try await connection.scope(to: tenant)
         let now = Date.wholeSecondsNow
         for var row in try await KeyVersionStore.all(on: connection) where row.state != .destroyed && row.disabledAt == nil {
@@ -22,6 +24,7 @@ extension TenantKeyring {
             }
             try await KeyVersionStore.notifyStateChange(tenant, row.purpose, on: connection)
         }
+        try await changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { $0.offboarding.insert(tenant) }
     }
 
     /// Throws ``CustodyError/tenantOffboarding(_:)`` once two officers approved the tenant's
@@ -29,6 +32,8 @@ extension TenantKeyring {
     /// (rotation, webhook secret or key pair: every new version is stored through here).
     func refuseIfOffboarding(_ tenant: TenantID, on connection: DatabaseTransaction) async throws {
         if try await TenantOffboardingStore.isApproved(tenant, on: connection) { throw CustodyError.tenantOffboarding(tenant) }
+        // The approval's row may be cleared by a database writer; the HSM's mark may not.
+        if try await anchoredStates().offboarding.contains(tenant) { throw CustodyError.tenantOffboarding(tenant) }
     }
 
     func refuseIfOffboarding(_ tenant: TenantID) async throws {
@@ -50,7 +55,6 @@ extension TenantKeyring {
             try await KeyVersionStore.all(on: connection)
         }
         var destroyed = 0
-        var anchorEntries = [PendingDestructionAnchorStore.Entry]()
         for var row in rows where row.state != .destroyed {
             try await authenticator.verify(row, pool: pool)
             let (purpose, version) = (row.purpose, row.version)
@@ -72,27 +76,22 @@ extension TenantKeyring {
             row.tokenLabel = nil
             row.destroyedAt = .wholeSecondsNow
             let sealed = try await authenticator.sealed(row, pool: pool)
-            let (audit, checkValue) = (audit, row.checkValue)
-            let anchorEntry = PendingDestructionAnchorStore.Entry(tenant: tenant, purpose: purpose, version: version)
+            let (audit, checkValue, entry) = (audit, row.checkValue, KeyStateAnchor.Entry(row))
             try await database.withTenant(tenant, context: "destroy key version (offboarding)") { connection in
                 guard try await KeyVersionStore.update(sealed, expectedMAC: expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, purpose, version)
                 }
-                try await PendingDestructionAnchorStore.insert(anchorEntry, on: connection)
                 try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
+                // On the HSM's list before the commit, as in ``destroy(_:_:version:waitingPeriod:actor:)``.
+                try await self.changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { $0.destroy(entry) }
                 try await AuditEntry(tenant: tenant, actor: actor, action: .keyDestroy, target: "\(purpose.rawValue)/v\(version)", details: [
                     "kcv": Hex.encode(checkValue), "offboarding": request.uuidString.lowercased(),
                 ]).append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
             destroyed += 1
-            anchorEntries.append(anchorEntry)
             try afterEach?()
         }
-        // One write of the HSM's list for the whole tenant, with what an earlier run destroyed
-        // before a crash; until then (or until reconciliation) the pending rows hold them.
-        let leftOver = try await authenticPendingDestructions(of: tenant)
-        try await anchorDestructions(Array(Set(anchorEntries + leftOver)), actor: actor)
         return destroyed
     }
 

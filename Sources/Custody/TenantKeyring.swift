@@ -24,6 +24,9 @@ public final class TenantKeyring: Sendable {
         case pendingStored
         /// One purpose of a biometric rotation is active; the other may still be pending.
         case completed(KeyPurpose)
+        /// A destruction is on the HSM's list of key states; its row and audit entry are not
+        /// committed yet.
+        case destructionAnchored
         /// A destruction's row and audit entry are committed; its token objects (Ed25519) are
         /// listed in `pending_token_destructions` and not destroyed yet.
         case destructionRecorded
@@ -43,6 +46,7 @@ public final class TenantKeyring: Sendable {
             switch self {
             case .pendingStored: "rotation.pendingStored"
             case .completed(let purpose): "rotation.completed.\(purpose.rawValue)"
+            case .destructionAnchored: "destruction.anchored"
             case .destructionRecorded: "destruction.recorded"
             case .destructionTokenObjectsDestroyed: "destruction.tokenObjectsDestroyed"
             case .rewrapRowStored: "rewrap.rowStored"
@@ -78,9 +82,9 @@ public final class TenantKeyring: Sendable {
     public let biometricTokenFormat: BiometricTokenFormat
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
-    /// The HSM's list of destroyed versions, checked on every fresh read of a row.
-    let destructionAnchor: DestroyedVersionsAnchor
-    let destroyedVersions = Mutex<DestroyedVersionsSnapshot?>(nil)
+    /// The HSM's list of key states, checked on every fresh read of a row.
+    let keyStateAnchor: KeyStateAnchor
+    let anchoredStatesCache = Mutex<AnchoredStatesSnapshot?>(nil)
 
     public init(
         pool: SessionPool, database: Database, rootKeys: RootKeys = RootKeys(), audit: AuditLog, logger: Logger,
@@ -95,7 +99,7 @@ public final class TenantKeyring: Sendable {
         self.logger = logger
         self.activeCacheTTL = activeCacheTTL
         self.keyringStepHook = keyringStepHook
-        destructionAnchor = DestroyedVersionsAnchor(pool: pool, logIdentity: "\(database.configuration.database)/\(database.schema)")
+        keyStateAnchor = KeyStateAnchor(pool: pool, logIdentity: "\(database.configuration.database)/\(database.schema)")
         self.biometricTokenFormat = biometricTokenFormat
     }
 
@@ -137,8 +141,8 @@ public final class TenantKeyring: Sendable {
         // database write clearing `disabled_at` is refused as tampering, not obeyed.
         try await authenticator.verify(record, pool: pool)
         try Self.requireUsable(record)
-        // A MAC-valid row may still be an old copy: the HSM's list of destructions decides.
-        try await requireNotAnchoredDestroyed(record)
+        // A MAC-valid row may still be an old copy: the HSM's list of key states decides.
+        try await requireAnchoredStateAllows(record)
         cacheGeneration.withLock { current in
             if current == generation { cache.withLock { $0[cacheKey] = (record, now) } }
         }
@@ -183,13 +187,14 @@ public final class TenantKeyring: Sendable {
             }
             guard let active = current.first(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
             // Disabled (or scheduled) versions sign nothing; their flags are MAC-checked, as
-            // in ``record(_:_:version:)``.
-            for record in current {
-                try await authenticator.verify(record, pool: pool)
-                try await requireNotAnchoredDestroyed(record)
-            }
+            // in ``record(_:_:version:)``, and the HSM's list has the last word.
+            for record in current { try await authenticator.verify(record, pool: pool) }
             try Self.requireUsable(active)
-            return current.filter(\.isUsable).sorted { $0.version > $1.version }
+            try await requireAnchoredStateAllows(active)
+            let anchored = try await anchoredStates()
+            return current.filter { record in
+                record.isUsable && (try? anchored.requireUsable(KeyStateAnchor.Entry(record))) != nil
+            }.sorted { $0.version > $1.version }
         }
     }
 

@@ -102,7 +102,7 @@ public final class TenantOffboarding: Sendable {
                 )
                 _ = try await TenantStore.setActive(row.tenant, false, on: connection)
                 try await APIKeyStore.announceFlush(on: connection)
-                try await keyring.disableAll(row.tenant, on: connection)
+                try await keyring.disableAll(row.tenant, actor: officer, on: connection)
                 try await audit.append(
                     tenant: row.tenant, actor: officer, action: .tenantOffboardApprove, target: row.tenant.rawValue,
                     details: [
@@ -168,9 +168,20 @@ public final class TenantOffboarding: Sendable {
     /// Completes every approved offboarding that is due (the sweep of `custos serve`).
     /// - Returns: those completed, and those refused with why.
     public func sweep(officer: String) async throws -> (completed: [Request], refused: [(Request, any Error)]) {
-        let pending = try await custody {
+        let approved = try await custody {
             try await database.withTransaction(context: "find due offboardings") { connection in
-                try await TenantOffboardingStore.pending(on: connection)
+                try await TenantOffboardingStore.approved(on: connection)
+            }
+        }
+        // `completed_at` carries no MAC: a completed offboarding counts as done only while every
+        // key version of its tenant is a MAC-valid destroyed row (one read per completed
+        // offboarding per sweep), so a completion written into the database stops nothing.
+        var pending = [Request]()
+        for row in approved {
+            if row.completedAt == nil {
+                pending.append(row)
+            } else if try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) == false {
+                pending.append(row)
             }
         }
         let at = now()

@@ -58,7 +58,7 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// Data-plane key uses counted over a window (one entry per tenant per flush: counts per
     /// purpose, version, operation and outcome).
     case keyUse = "key.use"
-    /// The HSM's list of destroyed key versions was missing (a new or restored token) and was
-    /// rebuilt from the database's destroyed rows (details hold the count).
-    case keyDestructionAnchorRebuild = "key.destroyed_anchor.rebuild"
+    /// The HSM's list of key states was missing (a new or restored token, an upgrade) and was
+    /// rebuilt from the database's MAC-valid rows and approvals (details hold the counts).
+    case keyStateAnchorRebuild = "key.state_anchor.rebuild"
 }

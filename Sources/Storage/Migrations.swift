@@ -419,6 +419,11 @@ public enum Migrations {
         ALTER TABLE templates DROP CONSTRAINT templates_token_check;
         ALTER TABLE templates ADD CONSTRAINT templates_token_length CHECK (length(token) IN (1024, 4096));
         """),
+        Migration(version: 18, summary: "key states are anchored in the HSM before their transaction commits: the pending list of destructions goes", sql: """
+        -- Destructions (and disables, schedules, offboardings) now reach the token's list before
+        -- their commit, so no committed destruction can be missing from it.
+        DROP TABLE pending_destruction_anchors;
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -70,11 +70,12 @@ public enum TenantOffboardingStore {
         return try await decode(connection.query(query, logger: Database.quiet)).first
     }
 
-    /// Approved offboardings not yet completed (the sweep's candidates).
-    public static func pending(on connection: DatabaseTransaction) async throws -> [Row] {
+    /// Every approved offboarding, carried out or not: the sweep's candidates (a completion mark
+    /// carries no MAC) and what rebuilds the HSM's list of key states (the caller believes only
+    /// approvals whose MAC verifies).
+    public static func approved(on connection: DatabaseTransaction) async throws -> [Row] {
         try await decode(connection.query("""
-            SELECT \(unescaped: columns) FROM tenant_offboardings
-            WHERE approved_at IS NOT NULL AND completed_at IS NULL ORDER BY approved_at
+            SELECT \(unescaped: columns) FROM tenant_offboardings WHERE approved_at IS NOT NULL ORDER BY approved_at
             """, logger: Database.quiet))
     }
 

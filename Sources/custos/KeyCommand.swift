@@ -46,7 +46,7 @@ struct KeyCommand: AsyncParsableCommand {
         case .completed(let tenant, let purpose, let version): "completed   \(tenant) \(purpose.rawValue) v\(version)"
         case .rolledBack(let tenant, let purpose, let version): "rolled back \(tenant) \(purpose.rawValue) v\(version)"
         case .tokenObjectsDestroyed(let tenant, let purpose, let version): "token objects destroyed \(tenant) \(purpose.rawValue) v\(version)"
-        case .destructionAnchored(let tenant, let purpose, let version): "destruction anchored \(tenant) \(purpose.rawValue) v\(version)"
+        case .destructionCompleted(let tenant, let purpose, let version): "destruction completed \(tenant) \(purpose.rawValue) v\(version)"
         }
     }
 

@@ -118,7 +118,7 @@ struct StatusMappingTests {
         Row(error: CustodyError.tokenObjectLimit(tenant, limit: 8), code: .resourceExhausted),
         Row(error: CustodyError.auditLogBehindAnchor(anchoredSeq: 9, logSeq: 7), code: .dataLoss),
         Row(error: CustodyError.auditAnchorInvalid, code: .dataLoss),
-        Row(error: CustodyError.destructionAnchorInvalid, code: .dataLoss),
+        Row(error: CustodyError.keyStateAnchorInvalid, code: .dataLoss),
         Row(error: CustodyError.featureUnavailable("v1a"), code: .failedPrecondition),
         Row(error: CustodyError.hsm(.unavailable(reason: canary, retryAfterNanoseconds: nil)), code: .unavailable, message: hsmUnavailable),
         Row(error: CustodyError.storage(.unavailable(canary)), code: .unavailable, message: databaseUnavailable),

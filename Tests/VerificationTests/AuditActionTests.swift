@@ -40,7 +40,7 @@ struct AuditActionTests {
         .tenantOffboardApprove: "tenant.offboard.approve",
         .tenantOffboard: "tenant.offboard",
         .keyUse: "key.use",
-        .keyDestructionAnchorRebuild: "key.destroyed_anchor.rebuild",
+        .keyStateAnchorRebuild: "key.state_anchor.rebuild",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

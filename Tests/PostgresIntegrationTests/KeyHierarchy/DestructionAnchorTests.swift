@@ -9,7 +9,7 @@ import Testing
 /// A row MAC proves custody wrote a `key_versions` row once, not that it is the newest: a
 /// database writer with any backup could put a destroyed version's row back (blob and MAC
 /// included) and the key computed again. The HSM's list of destroyed versions
-/// (``DestroyedVersionsAnchor``) now decides.
+/// (``KeyStateAnchor``) now decides.
 @Suite("Destructions anchored in the HSM")
 struct DestructionAnchorTests {
     struct InjectedCrash: Error {}
@@ -67,16 +67,21 @@ struct DestructionAnchorTests {
         await harness.shutdown()
     }
 
-    @Test("a crash between the destruction's commit and the HSM list: start-up reconciliation adds it, then a replay is refused")
-    func crashBeforeAnchoring() async throws {
+    @Test("a crash between the HSM list and the destruction's commit: the version is refused at once, and start-up reconciliation completes the destruction")
+    func crashBeforeCommit() async throws {
         let harness = try await CustodyHarness.make("anchorcrash", keyringStepHook: { step in
-            if step == .destructionRecorded { throw InjectedCrash() }
+            if step == .destructionAnchored { throw InjectedCrash() }
         })
         let (tenant, before) = try await Self.destroyedPepper(harness)
-        #expect(try await harness.keyring.anchoredDestructions().isEmpty, "the crash came before the HSM list")
+        let row = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .apiKeyPepper && $0.version == 1 })
+        #expect(row.state == .retired && row.wrappedKey != nil, "the transaction rolled back: the row still holds the key")
+        #expect(try await harness.keyring.anchoredStates().destroyed.contains(.init(tenant: tenant, purpose: .apiKeyPepper, version: 1)))
+        #expect(await !Self.computes(freshKeyring(harness), tenant, harness), "the list alone refuses the key")
 
         let restarted = freshKeyring(harness)
-        #expect(try await restarted.reconcile() == [.destructionAnchored(tenant, .apiKeyPepper, version: 1)])
+        #expect(try await restarted.reconcile() == [.destructionCompleted(tenant, .apiKeyPepper, version: 1)])
+        let after = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .apiKeyPepper && $0.version == 1 })
+        #expect(after.state == .destroyed && after.wrappedKey == nil, "the material is gone from the row")
         #expect(try await restarted.reconcile().isEmpty, "nothing left to do")
         try await Self.replay(before, harness)
         #expect(await !Self.computes(freshKeyring(harness), tenant, harness))
@@ -87,7 +92,7 @@ struct DestructionAnchorTests {
     func missingListRebuilt() async throws {
         let harness = try await CustodyHarness.make("anchorrebuild")
         let (tenant, before) = try await Self.destroyedPepper(harness)
-        let anchor = harness.keyring.destructionAnchor
+        let anchor = harness.keyring.keyStateAnchor
         let removed = try await harness.pool.withSession { session in try anchor.object.destroyAll(in: session.pkcs11) }
         #expect(removed == 1)
         #expect(try await anchor.read() == .missing)
@@ -97,10 +102,10 @@ struct DestructionAnchorTests {
             Issue.record("no list written")
             return
         }
-        #expect(contents.entries == [DestroyedVersionsAnchor.Entry(tenant: tenant, purpose: .apiKeyPepper, version: 1)])
+        #expect(contents.states.destroyed == [KeyStateAnchor.Entry(tenant: tenant, purpose: .apiKeyPepper, version: 1)])
         let rebuilds = try await harness.owner.withTransaction(context: "read audit") { connection in
             try await AuditLogStore.entries(after: 0, limit: 10_000, on: connection)
-        }.filter { $0.action == AuditAction.keyDestructionAnchorRebuild.rawValue }
+        }.filter { $0.action == AuditAction.keyStateAnchorRebuild.rawValue }
         #expect(rebuilds.count == 1)
         try await Self.replay(before, harness)
         #expect(await !Self.computes(freshKeyring(harness), tenant, harness))
@@ -111,14 +116,14 @@ struct DestructionAnchorTests {
     func forgedListRefused() async throws {
         let harness = try await CustodyHarness.make("anchorforged")
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
-        let anchor = harness.keyring.destructionAnchor
+        let anchor = harness.keyring.keyStateAnchor
         // An empty list, as someone with the PIN but without the root MAC key would write it.
-        let forged = DestroyedVersionsAnchor.Stored(seq: 9, macVersion: 1, body: [], mac: [UInt8](repeating: 0, count: 32)).bytes
+        let forged = KeyStateAnchor.Stored(seq: 9, macVersion: 1, body: [], mac: [UInt8](repeating: 0, count: 32)).bytes
         try await harness.pool.withSession { session in try anchor.object.replace(with: forged, in: session.pkcs11) }
         #expect(try await anchor.read() == .invalid)
         let keyring = freshKeyring(harness)
         await #expect { _ = try await keyring.key(tenant, .data) } throws: { error in
-            if case CustodyError.destructionAnchorInvalid = error { true } else { false }
+            if case CustodyError.keyStateAnchorInvalid = error { true } else { false }
         }
         await harness.shutdown()
     }
@@ -140,11 +145,11 @@ struct DestructionAnchorTests {
             }
             try await group.waitForAll()
         }
-        guard case .contents(let contents) = try await harness.keyring.destructionAnchor.read() else {
+        guard case .contents(let contents) = try await harness.keyring.keyStateAnchor.read() else {
             Issue.record("no list written")
             return
         }
-        #expect(contents.entries == Set(tenants.map { DestroyedVersionsAnchor.Entry(tenant: $0, purpose: .apiKeyPepper, version: 1) }))
+        #expect(contents.states.destroyed == Set(tenants.map { KeyStateAnchor.Entry(tenant: $0, purpose: .apiKeyPepper, version: 1) }))
         await harness.shutdown()
     }
 }

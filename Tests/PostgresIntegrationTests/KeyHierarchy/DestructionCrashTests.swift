@@ -39,7 +39,7 @@ struct DestructionCrashTests {
         // Start-up: a keyring of a new process reconciles.
         let restarted = TenantKeyring(pool: harness.pool, database: harness.service, audit: harness.audit, logger: harness.logs.logger)
         #expect(try await restarted.reconcile() == [
-            .destructionAnchored(tenant, .webhookEd25519, version: 1), .tokenObjectsDestroyed(tenant, .webhookEd25519, version: 1),
+            .tokenObjectsDestroyed(tenant, .webhookEd25519, version: 1),
         ])
         #expect(try await objects() == 0, "the leftover key pair is gone")
         #expect(try await restarted.reconcile().isEmpty, "nothing left to do")

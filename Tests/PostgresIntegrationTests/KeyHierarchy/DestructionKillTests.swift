@@ -34,8 +34,8 @@ struct DestructionKillTests {
         }
     }
 
-    @Test("the serve sweep killed after the destruction commits, or after the key pair is gone: the restarted server finishes it once", arguments: [
-        "destruction.recorded", "destruction.tokenObjectsDestroyed",
+    @Test("the serve sweep killed after the HSM lists the destruction, after it commits, or after the key pair is gone: the restarted server finishes it once", arguments: [
+        "destruction.anchored", "destruction.recorded", "destruction.tokenObjectsDestroyed",
     ])
     func scheduledDestructionKilled(step: String) async throws {
         let harness = try await CustodyHarness.make("destroykill")
@@ -63,13 +63,21 @@ struct DestructionKillTests {
         #expect(ChildCustos.killedItself(killed), "the server's sweep stopped at \(step)")
 
         let interrupted = try #require(try await keyring.versions(tenant).first { $0.purpose == .webhookEd25519 && $0.version == 1 })
-        #expect(interrupted.state == .destroyed && interrupted.tokenLabel == nil, "the destruction committed before the kill")
         #expect(try await past.get(request.id).executedAt == nil, "the request was not yet marked carried out")
         let pending = try await Self.pendingTokenDestructions(harness).map(\.label)
         let left = try await objects()
-        if step == "destruction.recorded" {
+        keyring.invalidate(prefix: "")
+        #expect(try await keyring.anchoredStates().destroyed.contains(.init(tenant: tenant, purpose: .webhookEd25519, version: 1)),
+                "the HSM listed the version as destroyed before the kill")
+        switch step {
+        case "destruction.anchored":
+            #expect(interrupted.state == .retired && interrupted.tokenLabel == label, "the kill came before the commit")
+            #expect(pending.isEmpty && left == 2, "the key pair is still on the token, named by its row")
+        case "destruction.recorded":
+            #expect(interrupted.state == .destroyed && interrupted.tokenLabel == nil, "the destruction committed before the kill")
             #expect(pending == [label] && left == 2, "the key pair is listed and still on the token")
-        } else {
+        default:
+            #expect(interrupted.state == .destroyed && interrupted.tokenLabel == nil, "the destruction committed before the kill")
             #expect(pending.isEmpty && left == 0, "the key pair is gone and off the list")
         }
 
@@ -88,7 +96,7 @@ struct DestructionKillTests {
         #expect(try await Self.pendingTokenDestructions(harness).isEmpty)
         #expect(try await objects() == 0, "the key pair is gone from the token")
         keyring.invalidate(prefix: "")
-        #expect(try await keyring.anchoredDestructions().contains(.init(tenant: tenant, purpose: .webhookEd25519, version: 1)),
+        #expect(try await keyring.anchoredStates().destroyed.contains(.init(tenant: tenant, purpose: .webhookEd25519, version: 1)),
                 "the HSM lists the version as destroyed (a replayed row cannot bring it back)")
         let versions = try await keyring.versions(tenant)
         let destroyed = try #require(versions.first { $0.purpose == .webhookEd25519 && $0.version == 1 })

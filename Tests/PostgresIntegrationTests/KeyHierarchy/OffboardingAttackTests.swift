@@ -23,9 +23,34 @@ struct OffboardingAttackTests {
         let harness = try await CustodyHarness.make("offboardcleared")
         let (_, tenant, id) = try await Self.approvedOffboarding(harness, clock: TestClock())
         try await harness.ownerSQL(tenant: nil, "UPDATE tenant_offboardings SET approved_at = NULL, approved_by = NULL WHERE id = \(id)")
-        await withKnownIssue("refuseIfOffboarding trusts tenant_offboardings.approved_at, which the service role may clear") {
+        await #expect {
+            try await harness.keyring.enable(tenant, .data, version: 1, actor: "mallory")
+        } throws: { error in
+            if case CustodyError.tenantOffboarding(tenant) = error { true } else { false }
+        }
+        await harness.shutdown()
+    }
+
+    @Test("clearing the approval and putting the keys' rows back from before it does not make the tenant's keys usable")
+    func clearedApprovalAndRowsReplayed() async throws {
+        let harness = try await CustodyHarness.make("offboardreplayed")
+        let tenant = try await harness.keyring.createTenant(label: "leaving", actor: "officer").id
+        let backup = try await harness.keyring.versions(tenant)
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: TestClock().now)
+        let request = try await offboarding.request(tenant, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        try await harness.ownerSQL(tenant: nil, "UPDATE tenant_offboardings SET approved_at = NULL, approved_by = NULL WHERE id = \(request.id)")
+        try await harness.ownerSQL(tenant: nil, "UPDATE tenants SET status = 'active' WHERE id = \(tenant.rawValue)::uuid")
+        for row in backup {
+            try await harness.ownerSQL(tenant: tenant, """
+                UPDATE key_versions SET disabled_at = NULL, row_mac = \(Data(row.rowMAC))
+                WHERE purpose = \(row.purpose.rawValue) AND version = \(row.version)
+                """)
+        }
+        let keyring = TenantKeyring(pool: harness.pool, database: harness.service, audit: harness.audit, logger: harness.logs.logger)
+        for purpose in [KeyPurpose.data, .pii, .apiKeyPepper] {
             await #expect {
-                try await harness.keyring.enable(tenant, .data, version: 1, actor: "mallory")
+                _ = try await keyring.key(tenant, purpose)
             } throws: { error in
                 if case CustodyError.tenantOffboarding(tenant) = error { true } else { false }
             }
@@ -40,11 +65,10 @@ struct OffboardingAttackTests {
         let (offboarding, tenant, id) = try await Self.approvedOffboarding(harness, clock: clock)
         try await harness.ownerSQL(tenant: nil, "UPDATE tenant_offboardings SET completed_at = now() WHERE id = \(id)")
         clock.advance(days: 7.1)
-        // The sweep lists offboardings without a completion mark, so it passes this one by; an
-        // officer's `complete` (`custos tenant complete-offboard`) believes the mark only when
-        // every key version is a MAC-valid destroyed row, and shreds otherwise.
-        _ = try await offboarding.sweep(officer: "system")
-        _ = try await offboarding.complete(id, officer: "alice")
+        // The sweep (like an officer's `custos tenant complete-offboard`) believes the mark only
+        // when every key version is a MAC-valid destroyed row, and shreds otherwise.
+        let (completed, refused) = try await offboarding.sweep(officer: "system")
+        #expect(completed.map(\.id) == [id] && refused.isEmpty)
         let live = try await harness.keyring.versions(tenant).filter { $0.state != .destroyed }
         #expect(live.isEmpty, "the offboarding reads as completed while \(live.count) key versions were never destroyed")
         await harness.shutdown()

@@ -90,7 +90,7 @@ struct TenantOffboardingTests {
         #expect(objects == 0)
         // Every version is on the HSM's list of destroyed versions, the one destroyed before the
         // crash included: no backup row brings one back.
-        let anchored = try await harness.keyring.anchoredDestructions().filter { $0.tenant == leaving.tenant }
+        let anchored = try await harness.keyring.anchoredStates().destroyed.filter { $0.tenant == leaving.tenant }
         #expect(Set(anchored.map { "\($0.purpose.rawValue)/\($0.version)" }) == Set(versions.map { "\($0.purpose.rawValue)/\($0.version)" }))
 
         let dump = try harness.dump()

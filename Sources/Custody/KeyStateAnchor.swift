@@ -3,24 +3,26 @@ import CustosModel
 import HSM
 import SecureMemory
 
-/// The key versions destroyed so far, kept in the HSM: a private token data object (`CKO_DATA`,
-/// label `custos/keys/destroyed`, `CKA_APPLICATION` naming the database and schema like the
-/// audit anchor) holding a MAC'd list.
+/// The key states a database writer must not be able to undo, kept in the HSM: a private token
+/// data object (`CKO_DATA`, label `custos/keys/states`, `CKA_APPLICATION` naming the database
+/// and schema like the audit anchor) holding a MAC'd list of ``AnchoredKeyStates``.
 ///
 /// A row MAC proves custody wrote a `key_versions` row once, not that the row is the newest: a
-/// database writer with a backup could put a destroyed version's row back, blob and MAC included,
-/// and the key would compute again. The keyring refuses every version listed here whatever its
-/// row says, so a destruction is undone neither by a replayed row nor by a replayed database.
+/// database writer with a backup could put an older row back, blob and MAC included — a
+/// destroyed version's, or a version's from before it was disabled or scheduled for
+/// destruction — and the key would compute again. The keyring refuses every use the list
+/// forbids whatever the row says, and every change to it is written here before its database
+/// transaction commits, so no crash leaves a committed change the list does not hold (a list
+/// ahead of the database fails closed: start-up reconciliation rolls destructions forward).
 ///
-/// Only ever grows (a destroyed version number is never reused, DESIGN §5); written under an
-/// advisory lock so two instances do not lose each other's additions; stored as a
-/// ``TokenDataObject``, whose reader takes the MAC-valid value with the highest sequence
+/// Written under an advisory lock so two instances do not lose each other's changes; stored as
+/// a ``TokenDataObject``, whose reader takes the MAC-valid value with the highest sequence
 /// number, so a crash in the middle of a write loses nothing.
-struct DestroyedVersionsAnchor: Sendable {
-    static let label = "custos/keys/destroyed"
+struct KeyStateAnchor: Sendable {
+    static let label = "custos/keys/states"
 
-    /// One destroyed version.
-    struct Entry: Sendable, Hashable, Comparable {
+    /// One key version.
+    struct Entry: Sendable, Hashable, Comparable, CustomStringConvertible {
         let tenant: TenantID
         let purpose: KeyPurpose
         let version: Int
@@ -28,17 +30,19 @@ struct DestroyedVersionsAnchor: Sendable {
         static func < (lhs: Entry, rhs: Entry) -> Bool {
             (lhs.tenant.rawValue, lhs.purpose.rawValue, lhs.version) < (rhs.tenant.rawValue, rhs.purpose.rawValue, rhs.version)
         }
+
+        var description: String { "\(tenant.rawValue) \(purpose.rawValue) \(version)" }
     }
 
     /// A MAC-valid list as read from the token.
     struct Contents: Sendable, Equatable {
         var seq: Int64
-        var entries: Set<Entry>
+        var states: AnchoredKeyStates
     }
 
     /// What the token holds.
     enum Reading: Sendable, Equatable {
-        /// Never written (a new token, or one restored from shares: see ``TenantKeyring/reconcileDestructionAnchor()``).
+        /// Never written (a new token, or one restored from shares: see ``TenantKeyring/reconcileKeyStateAnchor()``).
         case missing
         /// Objects are there but none carries a MAC-valid list: written by someone else, or edited.
         case invalid
@@ -54,7 +58,7 @@ struct DestroyedVersionsAnchor: Sendable {
     init(pool: SessionPool, logIdentity: String) {
         self.pool = pool
         identity = logIdentity
-        let application = "custos/keys:" + Hex.encode(SHA256.hash(data: Array("custos/keys/destroyed\0\(logIdentity)".utf8)).prefix(16))
+        let application = "custos/keys:" + Hex.encode(SHA256.hash(data: Array("\(Self.label)\0\(logIdentity)".utf8)).prefix(16))
         object = TokenDataObject(label: Self.label, application: application)
     }
 
@@ -71,17 +75,17 @@ struct DestroyedVersionsAnchor: Sendable {
             guard let stored = Stored(bytes: bytes), stored.seq > newest?.seq ?? 0 else { continue }
             let message = Self.message(identity: identity, seq: stored.seq, body: stored.body)
             if try await rootMACVerifies(stored.mac, of: message, macVersion: stored.macVersion, pool: pool) {
-                newest = Contents(seq: stored.seq, entries: stored.entries)
+                newest = Contents(seq: stored.seq, states: AnchoredKeyStates(body: stored.body))
             }
         }
         return newest.map(Reading.contents) ?? .invalid
     }
 
-    /// MACs and stores `entries` as sequence number `seq`. Call only under
-    /// ``KeyVersionStore/lockDestructionAnchor(on:)``, with everything the current list holds.
+    /// MACs and stores `states` as sequence number `seq`. Call only under
+    /// ``KeyStateAnchorStore/lock(on:)``, with everything the current list holds.
     /// - Throws: ``HSMError``.
-    func write(_ entries: Set<Entry>, seq: Int64, rootKeys: RootKeys) async throws {
-        let body = Self.body(entries)
+    func write(_ states: AnchoredKeyStates, seq: Int64, rootKeys: RootKeys) async throws {
+        let body = states.body
         let mac = try await pool.hmacSHA256(key: rootKeys.mac, data: Self.message(identity: identity, seq: seq, body: body))
         let bytes = Stored(seq: seq, macVersion: rootKeys.macVersion, body: body, mac: mac).bytes
         let object = object
@@ -92,16 +96,11 @@ struct DestroyedVersionsAnchor: Sendable {
 
     /// What the root MAC key signs.
     static func message(identity: String, seq: Int64, body: [UInt8]) -> [UInt8] {
-        var encoding = CanonicalEncoding(domain: "custos/keys/destroyed/v1")
+        var encoding = CanonicalEncoding(domain: "custos/keys/states/v1")
         encoding.append(identity)
         encoding.append(seq)
         encoding.append(body)
         return encoding.bytes
-    }
-
-    /// One line per entry, sorted: `<tenant> <purpose> <version>\n` (ids only, nothing secret).
-    static func body(_ entries: Set<Entry>) -> [UInt8] {
-        Array(entries.sorted().map { "\($0.tenant.rawValue) \($0.purpose.rawValue) \($0.version)\n" }.joined().utf8)
     }
 
     /// The token value: format byte, sequence (8 bytes, big-endian), MAC key version (4 bytes),
@@ -137,19 +136,6 @@ struct DestroyedVersionsAnchor: Sendable {
                 seq: Int64(bitPattern: integer(1 ..< 9)), macVersion: Int(integer(9 ..< 13)),
                 body: Array(bytes[17 ..< 17 + length]), mac: Array(bytes[(17 + length)...])
             )
-        }
-
-        /// The body's entries; a line that does not parse is skipped (the MAC covers the body,
-        /// so only custody wrote it).
-        var entries: Set<Entry> {
-            var entries = Set<Entry>()
-            for line in String(decoding: body, as: UTF8.self).split(separator: "\n") {
-                let fields = line.split(separator: " ")
-                guard fields.count == 3, let tenant = TenantID(String(fields[0])),
-                      let purpose = KeyPurpose(rawValue: String(fields[1])), let version = Int(fields[2]) else { continue }
-                entries.insert(Entry(tenant: tenant, purpose: purpose, version: version))
-            }
-            return entries
         }
     }
 }

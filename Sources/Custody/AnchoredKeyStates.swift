@@ -1,0 +1,68 @@
+import CustosModel
+import Foundation
+
+/// What the HSM's list (``KeyStateAnchor``) says about key versions, whatever their rows say:
+/// destroyed (for good: a version number is never reused), disabled (until enabled), awaiting a
+/// scheduled destruction (until destroyed or cancelled), and tenants whose offboarding two
+/// officers approved (for good: every version of theirs is refused and none may be enabled).
+struct AnchoredKeyStates: Sendable, Equatable {
+    typealias Entry = KeyStateAnchor.Entry
+
+    var destroyed = Set<Entry>()
+    var disabled = Set<Entry>()
+    /// The due time of each scheduled destruction, in whole seconds since 1970.
+    var scheduled = [Entry: Int64]()
+    var offboarding = Set<TenantID>()
+
+    /// Throws the error a use of `entry` gets when the list forbids it.
+    func requireUsable(_ entry: Entry) throws {
+        if destroyed.contains(entry) { throw CustodyError.keyDestroyed(entry.tenant, entry.purpose, entry.version) }
+        if offboarding.contains(entry.tenant) { throw CustodyError.tenantOffboarding(entry.tenant) }
+        if disabled.contains(entry) { throw CustodyError.keyDisabled(entry.tenant, entry.purpose, entry.version) }
+        if let due = scheduled[entry] {
+            throw CustodyError.keyDestructionScheduled(entry.tenant, entry.purpose, entry.version, due: Date(timeIntervalSince1970: Double(due)))
+        }
+    }
+
+    /// A destroyed version is neither disabled nor scheduled any more: it is gone.
+    mutating func destroy(_ entry: Entry) {
+        destroyed.insert(entry)
+        disabled.remove(entry)
+        scheduled[entry] = nil
+    }
+
+    // MARK: Encoding
+
+    /// One line per fact, sorted (ids and times only, nothing secret):
+    /// `destroyed <tenant> <purpose> <version>`, `disabled …`, `scheduled … <due>`, `offboarding <tenant>`.
+    var body: [UInt8] {
+        var lines = destroyed.sorted().map { "destroyed \($0)" }
+        lines += disabled.sorted().map { "disabled \($0)" }
+        lines += scheduled.keys.sorted().map { "scheduled \($0) \(scheduled[$0]!)" }
+        lines += offboarding.map(\.rawValue).sorted().map { "offboarding \($0)" }
+        return Array(lines.map { $0 + "\n" }.joined().utf8)
+    }
+
+    /// Parses a body; a line that does not parse is skipped (the MAC covers the body, so only
+    /// custody wrote it).
+    init(body: [UInt8]) {
+        for line in String(decoding: body, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            if fields.count == 2, fields[0] == "offboarding", let tenant = TenantID(fields[1]) {
+                offboarding.insert(tenant)
+                continue
+            }
+            guard fields.count >= 4, let tenant = TenantID(fields[1]), let purpose = KeyPurpose(rawValue: fields[2]),
+                  let version = Int(fields[3]) else { continue }
+            let entry = Entry(tenant: tenant, purpose: purpose, version: version)
+            switch (fields[0], fields.count) {
+            case ("destroyed", 4): destroyed.insert(entry)
+            case ("disabled", 4): disabled.insert(entry)
+            case ("scheduled", 5): if let due = Int64(fields[4]) { scheduled[entry] = due }
+            default: continue
+            }
+        }
+    }
+
+    init() {}
+}
