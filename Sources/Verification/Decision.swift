@@ -34,13 +34,16 @@ public struct DecisionThresholds: Sendable, Codable, Hashable {
     /// 100 reaches AMBER or GREEN; the rest are RED.
     public static let amberFalseMatchRate = 1e-2
 
-    /// 170 and 136 matching positions of 1,024 (0.166 and 0.133): the scores at
-    /// ``greenFalseMatchRate`` and ``amberFalseMatchRate`` on the realistic synthetic profile,
-    /// whose impostor tail is that of real face embeddings (docs/tokenization.md, "Decision
-    /// thresholds"; `RealisticProfileTests` re-derives them). They were 0.30 and 0.15, which
-    /// left a quarter of genuine LFW faces AMBER. A tenant calibrates its own with
-    /// `custos-bench eval --fmr` on its data.
-    public static let `default` = DecisionThresholds(unchecked: 170.0 / 1024, amber: 136.0 / 1024)
+    /// 174 and 141 matching positions of 1,024 (0.170 and 0.138): the scores at
+    /// ``greenFalseMatchRate`` and ``amberFalseMatchRate`` of compact tokens (the default
+    /// format) on the realistic synthetic profile, whose impostor tail is that of real face
+    /// embeddings (docs/tokenization.md, "Decision thresholds"; `RealisticProfileTests`
+    /// re-derives them). A compact token's 8-bit values agree by chance at 1 position in 256
+    /// where symbols differ, which lifts every score by (1 − s)/256: on wide tokens (32 bits)
+    /// the same FMRs sit at 170 and 136, so these defaults are slightly stricter there. They
+    /// were 0.30 and 0.15, which left a quarter of genuine LFW faces AMBER. A tenant calibrates
+    /// its own with `custos-bench eval --fmr` on its data.
+    public static let `default` = DecisionThresholds(unchecked: 174.0 / 1024, amber: 141.0 / 1024)
 
     /// - Returns: `nil` unless 0 < amber < green ≤ 1.
     public init?(green: Double, amber: Double) {

@@ -61,8 +61,12 @@ struct RealisticProfileTests {
         print("realistic 1500×2 seed 3: GREEN at FMR \(green.target_fmr): \(green.threshold ?? .infinity) (FNMR \(green.fnmr)); AMBER at FMR \(amber.target_fmr): \(amber.threshold ?? .infinity) (FNMR \(amber.fnmr))")
         #expect(green.enough_impostors && amber.enough_impostors)
         let defaults = DecisionThresholds.default
-        #expect(abs((green.threshold ?? .infinity) - defaults.green) <= 0.01, "GREEN at FMR 1e-4 here: \(green.threshold ?? .infinity)")
-        #expect(abs((amber.threshold ?? .infinity) - defaults.amber) <= 0.01, "AMBER at FMR 1e-2 here: \(amber.threshold ?? .infinity)")
+        // The defaults are for compact tokens, whose 8-bit values also agree by chance at 1 in 256
+        // of the positions where symbols differ: symbol agreement s reads as s + (1 − s)/256.
+        // Within 3 positions of 1,024 (the seeds measured through the HSM differ by one).
+        let compact = { (s: Double) in s + (1 - s) / 256 }
+        #expect(abs(compact(green.threshold ?? .infinity) - defaults.green) <= 0.003, "GREEN at FMR 1e-4 here: \(green.threshold ?? .infinity)")
+        #expect(abs(compact(amber.threshold ?? .infinity) - defaults.amber) <= 0.003, "AMBER at FMR 1e-2 here: \(amber.threshold ?? .infinity)")
         // And the defaults keep their FMRs on this set, within the sampling error of a few dozen
         // accepted impostors.
         #expect(metrics.operatingPoint(atThreshold: defaults.green).falseMatchRate <= 2 * DecisionThresholds.greenFalseMatchRate)
