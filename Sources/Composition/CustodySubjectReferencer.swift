@@ -21,8 +21,9 @@ public struct CustodySubjectReferencer: SubjectReferencing {
     /// as sent) are still found: the NFD and as-sent forms follow the NFC one when they differ,
     /// so export and erasure reach them too. New references are always the NFC form (first).
     public func references(for externalID: PersonalText, tenant: TenantID) async throws -> [SubjectReference] {
-        let versions = try await keyring.versions(tenant)
-            .filter { $0.purpose == .pii && ($0.state == .active || $0.state == .retiring || $0.state == .retired) }
+        // Cached like the keys themselves (CreateSession's hot path: one commit, not two).
+        let versions = try await keyring.cachedVersions(tenant, .pii)
+            .filter { $0.state == .active || $0.state == .retiring || $0.state == .retired }
             .sorted { ($0.state == .active ? 1 : 0, $0.version) > ($1.state == .active ? 1 : 0, $1.version) }
         let forms = Self.lookupForms(externalID.value)
         var references = [SubjectReference]()

@@ -82,6 +82,9 @@ public final class TenantKeyring: Sendable {
     public let biometricTokenFormat: BiometricTokenFormat
     private let cache = Mutex([String: (record: KeyVersionRecord, fetched: ContinuousClock.Instant)]())
     private let signingCache = Mutex([String: (records: [KeyVersionRecord], fetched: ContinuousClock.Instant)]())
+    /// One database read per expired entry, however many callers find it expired at once.
+    private let recordRefreshes = SingleFlight<String, KeyVersionRecord>()
+    private let listRefreshes = SingleFlight<String, [KeyVersionRecord]>()
     /// The HSM's list of key states, checked on every fresh read of a row.
     let keyStateAnchor: KeyStateAnchor
     let anchoredStatesCache = Mutex<AnchoredStatesSnapshot?>(nil)
@@ -123,6 +126,17 @@ public final class TenantKeyring: Sendable {
             return cached.record
         }
         let generation = cacheGeneration.withLock { $0 }
+        // Callers that find the entry expired together wait for one read (of this generation).
+        return try await recordRefreshes.run("\(cacheKey)#\(generation)") {
+            try await self.freshRecord(tenant, purpose, version: version, cacheKey: cacheKey, generation: generation, now: now)
+        }
+    }
+
+    /// ``record(_:_:version:)``'s database read and checks, cached unless an invalidation came
+    /// in meanwhile.
+    private func freshRecord(
+        _ tenant: TenantID, _ purpose: KeyPurpose, version: Int?, cacheKey: String, generation: UInt64, now: ContinuousClock.Instant
+    ) async throws -> KeyVersionRecord {
         let records = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
         }
@@ -210,16 +224,42 @@ public final class TenantKeyring: Sendable {
         // "No usable version" is cached too: most tenants have no v1a key, and asking the
         // database about it on every signature cost 20 times the signature itself.
         let generation = cacheGeneration.withLock { $0 }
-        let records: [KeyVersionRecord]
-        do {
-            records = try await signingVersions(tenant, purpose)
-        } catch CustodyError.noActiveKey {
-            records = []
+        return try await listRefreshes.run("\(cacheKey)#\(generation)") {
+            let records: [KeyVersionRecord]
+            do {
+                records = try await self.signingVersions(tenant, purpose)
+            } catch CustodyError.noActiveKey {
+                records = []
+            }
+            self.cacheGeneration.withLock { current in
+                if current == generation { self.signingCache.withLock { $0[cacheKey] = (records, now) } }
+            }
+            return records
         }
-        cacheGeneration.withLock { current in
-            if current == generation { signingCache.withLock { $0[cacheKey] = (records, now) } }
+    }
+
+    /// Every version of `purpose`, any state (no key material, KCVs only), cached for
+    /// ``cacheLifetime`` and forgotten with the purpose's other entries: the subject references
+    /// of every CreateSession need the tenant's `pii` versions, and reading them uncached made
+    /// a second commit per session.
+    public func cachedVersions(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> [KeyVersionRecord] {
+        let cacheKey = "\(tenant.rawValue)/\(purpose.rawValue)/all"
+        let now = ContinuousClock.now
+        if let cached = signingCache.withLock({ $0[cacheKey] }), now - cached.fetched < cacheLifetime {
+            return cached.records
         }
-        return records
+        let generation = cacheGeneration.withLock { $0 }
+        return try await listRefreshes.run("\(cacheKey)#\(generation)") {
+            let records = try await custody {
+                try await self.database.withTenant(tenant, context: "read key versions") { connection in
+                    try await KeyVersionStore.versions(tenant, purpose, on: connection)
+                }
+            }
+            self.cacheGeneration.withLock { current in
+                if current == generation { self.signingCache.withLock { $0[cacheKey] = (records, now) } }
+            }
+            return records
+        }
     }
 
     func hsmKey(for record: KeyVersionRecord) -> HSMKey {

@@ -22,6 +22,8 @@ public final class TokenizationRateLimiter: Sendable {
     let audit: AuditLog?
     private let leases = Mutex([TenantID: Lease]())
     private let budgets = Mutex([TenantID: TokenizationBudget]())
+    /// At most one lease transaction per tenant in flight.
+    private let leaseRefreshes = SingleFlight<TenantID, Void>()
 
     struct Lease {
         var tokens = 0
@@ -73,6 +75,20 @@ public final class TokenizationRateLimiter: Sendable {
     /// - Throws: ``TokenizationError/rateLimited(_:)`` when the budget is spent;
     ///   ``StorageError`` when the shared bucket cannot be read.
     public func acquire(_ tenant: TenantID) async throws {
+        // Each round either takes a token from the local lease, or leases a block (which takes
+        // at least one token from the shared bucket or refuses): callers that drained a block
+        // between its lease and their turn lease again, and the shared budget bounds the rounds.
+        while true {
+            if try takeLocally(tenant) { return }
+            // Callers that find the lease spent at once wait for one lease transaction: each
+            // used to run its own, queueing on the bucket's row lock with a pool connection
+            // held (66 ms on average under the RPC benchmark) and leasing a block apiece.
+            try await leaseRefreshes.run(tenant) { try await self.lease(tenant) }
+        }
+    }
+
+    /// One token from the lease, if it holds one (`true`); throws while a refusal stands.
+    private func takeLocally(_ tenant: TenantID) throws -> Bool {
         let now = ContinuousClock.now
         let local = leases.withLock { leases -> Bool? in
             guard var lease = leases[tenant] else { return nil }
@@ -82,10 +98,14 @@ public final class TokenizationRateLimiter: Sendable {
             leases[tenant] = lease
             return true
         }
-        if let local {
-            if local { return }
-            throw TokenizationError.rateLimited(tenant)
-        }
+        guard let local else { return false }
+        if local { return true }
+        throw TokenizationError.rateLimited(tenant)
+    }
+
+    /// Leases a block from the shared bucket into this instance's lease, or records the refusal
+    /// (audited at most once a minute per tenant) for ``takeLocally(_:)`` to report.
+    private func lease(_ tenant: TenantID) async throws {
         let budget = budgets.withLock { $0[tenant] } ?? defaultBudget
         let block = blockSize(budget)
         let (granted, wait, auditDue) = try await database.withTenant(tenant, context: "lease tokenization budget") { connection in
@@ -105,23 +125,22 @@ public final class TokenizationRateLimiter: Sendable {
             var lease = leases[tenant] ?? Lease(until: leasedAt + leaseLifetime)
             if leasedAt >= lease.until { lease.tokens = 0 }
             if granted > 0 {
-                // This call spends one; the rest joins whatever is left of the lease.
-                lease.tokens += granted - 1
+                // The waiting callers take theirs from here; the rest joins what is left.
+                lease.tokens += granted
                 lease.until = leasedAt + leaseLifetime
                 lease.refusedUntil = nil
             } else {
-                // At most a second, so a raised budget takes effect quickly.
-                lease.refusedUntil = leasedAt + .milliseconds(Int(min(1, wait) * 1000))
+                // At most a second, so a raised budget takes effect quickly; at least a
+                // millisecond, so the callers waiting for this lease are refused, not sent to
+                // lease again.
+                lease.refusedUntil = leasedAt + .milliseconds(max(1, Int(min(1, wait) * 1000)))
             }
             leases[tenant] = lease
         }
-        guard granted == 0 else { return }
-        if auditDue, let audit {
-            try await audit.append(
-                tenant: tenant, actor: "custos", action: .tokenizationRateLimited, target: tenant.rawValue,
-                details: ["per_second": "\(budget.perSecond)", "burst": "\(budget.burst)"]
-            )
-        }
-        throw TokenizationError.rateLimited(tenant)
+        guard granted == 0, auditDue, let audit else { return }
+        try await audit.append(
+            tenant: tenant, actor: "custos", action: .tokenizationRateLimited, target: tenant.rawValue,
+            details: ["per_second": "\(budget.perSecond)", "burst": "\(budget.burst)"]
+        )
     }
 }

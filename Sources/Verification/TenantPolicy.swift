@@ -102,6 +102,10 @@ public final class TenantPolicies: Sendable {
     let audit: (any AuditRecording)?
     public let cacheLifetime: Duration
     private let cache = Mutex([TenantID: (policy: TenantPolicy, until: ContinuousClock.Instant)]())
+    /// Bumped by every change made here: a caller after one never joins a read begun before it.
+    private let generation = Atomic<UInt64>(0)
+    /// One read per expired entry, however many callers find it expired at once.
+    private let refreshes = SingleFlight<String, TenantPolicy>()
 
     /// How long a policy read is reused by default: a change made on another instance applies
     /// here within it.
@@ -116,12 +120,15 @@ public final class TenantPolicies: Sendable {
     public func policy(_ tenant: TenantID) async throws -> TenantPolicy {
         let now = ContinuousClock.now
         if let cached = cache.withLock({ $0[tenant] }), cached.until > now { return cached.policy }
-        let row = try await database.withTenant(tenant, context: "read tenant policy") { connection in
-            try await TenantPolicyStore.get(on: connection)
+        let generation = generation.load(ordering: .acquiring)
+        return try await refreshes.run("\(tenant.rawValue)#\(generation)") {
+            let row = try await self.database.withTenant(tenant, context: "read tenant policy") { connection in
+                try await TenantPolicyStore.get(on: connection)
+            }
+            let policy = row.map(TenantPolicy.init) ?? .default
+            if self.generation.load(ordering: .acquiring) == generation { self.cache.withLock { $0[tenant] = (policy, now + self.cacheLifetime) } }
+            return policy
         }
-        let policy = row.map(TenantPolicy.init) ?? .default
-        cache.withLock { $0[tenant] = (policy, now + cacheLifetime) }
-        return policy
     }
 
     /// Stores the tenant's whole policy (audited).
@@ -156,6 +163,7 @@ public final class TenantPolicies: Sendable {
             ], on: connection)
             return policy
         }
+        generation.add(1, ordering: .acquiringAndReleasing)
         cache.withLock { $0[tenant] = nil }
         return policy
     }

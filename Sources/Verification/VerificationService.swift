@@ -86,15 +86,16 @@ public final class VerificationService: Sendable {
             let replaced = try await TemplateStore.keyVersions(subject: row.subject.value, on: connection)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
-            try await TemplateStore.upsert(subject: row.subject, token: token, tenant: tenant, on: connection)
+            // The template, the outcome and the gallery NOTIFY in one statement.
+            _ = try await SessionStore.completeEnrolment(
+                session, subject: row.subject, token: token, tenant: tenant, at: now,
+                announcing: GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value),
+                on: connection
+            )
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
             // gallery still holding it returns nothing stale).
             if replacing { try await TemplateStore.deleteOtherVersions(subject: row.subject.value, keeping: token.keyVersion, on: connection) }
-            _ = try await SessionStore.complete(session, outcome: "enrolled", confidence: nil, biometricKeyVersion: token.keyVersion, at: now, on: connection)
-            try await TemplateStore.notify(
-                GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value), on: connection
-            )
             if !replaced.isEmpty, let audit {
                 // No subject reference in the log (DESIGN §9): the session names the event.
                 // The recorder wants to be the transaction's last statement.
@@ -145,9 +146,9 @@ public final class VerificationService: Sendable {
             let decision = policy.thresholds.decide(score: score)
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
             if migrates { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
-            try await TemplateStore.touch(subject: row.subject.value, on: connection)
-            _ = try await SessionStore.complete(
-                session, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
+            // The templates' last use and the outcome in one statement.
+            _ = try await SessionStore.completeVerification(
+                session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
                 biometricKeyVersion: match.probe.keyVersion, at: now, on: connection
             )
             return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)

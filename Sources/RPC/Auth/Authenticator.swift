@@ -26,6 +26,11 @@ public final class Authenticator: Sendable {
     let cacheLifetime: Duration
     private let revoked = Mutex<(serials: Set<String>, until: ContinuousClock.Instant)?>(nil)
     private let tenants = Mutex([TenantID: (active: Bool, until: ContinuousClock.Instant)]())
+    /// Bumped by the invalidations below: a caller after one never joins a read begun before it.
+    private let generation = Atomic<UInt64>(0)
+    /// One read per expired entry, however many callers find it expired at once.
+    private let revocationRefreshes = SingleFlight<UInt64, Set<String>>()
+    private let tenantRefreshes = SingleFlight<String, Bool?>()
 
     public init(apiKeys: APIKeyService, database: Database, cacheLifetime: Duration = .seconds(2)) {
         self.apiKeys = apiKeys
@@ -122,11 +127,16 @@ public final class Authenticator: Sendable {
         if let cached = tenants.withLock({ $0[tenant] }), cached.until > now {
             active = cached.active
         } else {
-            guard let record = try await TenantStore(database).get(tenant) else {
-                throw RPCError(code: .notFound, message: "unknown tenant \(tenant)")
+            let generation = generation.load(ordering: .acquiring)
+            let found = try await tenantRefreshes.run("\(tenant.rawValue)#\(generation)") {
+                let found = try await TenantStore(self.database).get(tenant).map { $0.status == "active" }
+                if let found, self.generation.load(ordering: .acquiring) == generation {
+                    self.tenants.withLock { $0[tenant] = (found, now + self.cacheLifetime) }
+                }
+                return found
             }
-            active = record.status == "active"
-            tenants.withLock { $0[tenant] = (active, now + cacheLifetime) }
+            guard let found else { throw RPCError(code: .notFound, message: "unknown tenant \(tenant)") }
+            active = found
         }
         guard active else { throw RPCError(code: .permissionDenied, message: "tenant \(tenant) is disabled") }
     }
@@ -134,18 +144,28 @@ public final class Authenticator: Sendable {
     func isRevoked(_ serial: String) async throws -> Bool {
         let now = ContinuousClock.now
         if let cached = revoked.withLock({ $0 }), cached.until > now { return cached.serials.contains(serial) }
-        let serials = try await database.withTransaction(context: "read revoked certificates") { connection in
-            try await CertificateRevocationStore.all(on: connection)
+        let generation = generation.load(ordering: .acquiring)
+        let serials = try await revocationRefreshes.run(generation) {
+            let serials = try await self.database.withTransaction(context: "read revoked certificates") { connection in
+                try await CertificateRevocationStore.all(on: connection)
+            }
+            if self.generation.load(ordering: .acquiring) == generation { self.revoked.withLock { $0 = (serials, now + self.cacheLifetime) } }
+            return serials
         }
-        revoked.withLock { $0 = (serials, now + cacheLifetime) }
         return serials.contains(serial)
     }
 
     /// Forgets cached revocations (after this instance revoked a certificate). Other instances
     /// see a revocation within ``cacheLifetime``.
-    public func invalidateRevocations() { revoked.withLock { $0 = nil } }
+    public func invalidateRevocations() {
+        generation.add(1, ordering: .acquiringAndReleasing)
+        revoked.withLock { $0 = nil }
+    }
 
     /// Forgets a tenant's cached status (after this instance disabled it); other instances see
     /// it within ``cacheLifetime``.
-    public func invalidateTenant(_ tenant: TenantID) { _ = tenants.withLock { $0.removeValue(forKey: tenant) } }
+    public func invalidateTenant(_ tenant: TenantID) {
+        generation.add(1, ordering: .acquiringAndReleasing)
+        _ = tenants.withLock { $0.removeValue(forKey: tenant) }
+    }
 }

@@ -20,13 +20,14 @@ struct CommitsPerCallTests {
         "re-seal batch", "retention", "read key versions", "list key versions",
     ]
 
-    /// Commits of the service's database client during `call`, by context, periodic work left out.
-    static func commits(_ database: Database, during call: () async throws -> Void) async throws -> [String: Int] {
+    /// Commits of the service's database client during `call`, by context, periodic work left out
+    /// (but for the contexts in `counting`).
+    static func commits(_ database: Database, counting: Set<String> = [], during call: () async throws -> Void) async throws -> [String: Int] {
         let before = database.commits.committedByContext
         try await call()
         let after = database.commits.committedByContext
         var made = [String: Int]()
-        for (context, count) in after where !periodic.contains(context) {
+        for (context, count) in after where !periodic.subtracting(counting).contains(context) {
             let delta = count - (before[context] ?? 0)
             if delta != 0 { made[context] = delta }
         }
@@ -83,6 +84,44 @@ struct CommitsPerCallTests {
             #expect(made == ["verify in session": 1], "Verify during the overlap committed \(made)")
         }
         #expect(verification.core.biometricMigrations == 3, "the warm-up subject and two more moved to v2")
+        await custody.shutdown()
+    }
+
+    @Test("Callers that miss a cache together share one refresh; CreateSession commits once")
+    func concurrentMissesShareOneRefresh() async throws {
+        let custody = try await CustodyHarness.make("commits_flight")
+        let verification = VerificationHarness(custody) { settings in
+            settings.policyCacheLifetime = .seconds(3_600)
+            settings.tokenizationBudget = TokenizationBudget(perSecond: 100_000, burst: 100_000)
+            settings.tokenizationLeaseLifetime = .seconds(3_600)
+        }
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let database = custody.service
+        let limiter = try #require(verification.tokenizer.limiter)
+        let callers = 16
+
+        // The policy and the budget lease are empty for a new tenant: every caller misses at
+        // once (the old code read the policy and leased a block once per caller).
+        let made = try await Self.commits(database) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<callers {
+                    group.addTask { _ = try await verification.policies.policy(tenant) }
+                    group.addTask { try await limiter.acquire(tenant) }
+                }
+                try await group.waitForAll()
+            }
+        }
+        #expect(made == ["read tenant policy": 1, "lease tokenization budget": 1], "\(callers) concurrent misses committed \(made)")
+
+        // CreateSession: the session row only; the subject reference's `pii` versions come from
+        // the keyring's cache once warm (the old code listed every key version on each call).
+        _ = try await verification.consentedSession(tenant, "warm")
+        // An expired entry's refresh ("read key versions") may land here on a slow machine; the
+        // old uncached listing ("list key versions") must not.
+        let created = try await Self.commits(database, counting: ["list key versions"]) {
+            _ = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("subject"), name: nil, email: nil)
+        }
+        #expect(created == ["create session": 1], "CreateSession committed \(created)")
         await custody.shutdown()
     }
 }
