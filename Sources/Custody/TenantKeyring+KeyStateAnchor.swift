@@ -34,9 +34,10 @@ extension TenantKeyring {
     /// The anchored key states, cached until the next invalidation or ``cacheLifetime``. A token
     /// without the list (never written yet) forbids nothing; start-up reconciliation writes it
     /// (``reconcileKeyStateAnchor()``).
-    func anchoredStates() async throws -> AnchoredKeyStates {
+    /// - Parameter fresh: read the token whatever the cache holds (decisions that destroy).
+    func anchoredStates(fresh: Bool = false) async throws -> AnchoredKeyStates {
         let generation = currentCacheGeneration, now = ContinuousClock.now
-        if let cached = anchoredStatesCache.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
+        if !fresh, let cached = anchoredStatesCache.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
             return cached.states
         }
         let states: AnchoredKeyStates

@@ -1,0 +1,79 @@
+import Composition
+@testable import Custody
+import CustosModel
+import Foundation
+import PostgresNIO
+@testable import Storage
+import Testing
+
+/// Issue 11's key lifecycle attacked after its key states were anchored in the HSM (second
+/// round): a database writer using only the service role's grants, with a backup to replay rows
+/// from, against scheduled destructions, the offboarding sweep and version numbers.
+@Suite("Key lifecycle attacks, second round: replays, sweeps, reused version numbers")
+struct LifecycleAttackRound2Tests {
+    static func row(_ harness: CustodyHarness, _ tenant: TenantID, _ purpose: KeyPurpose, _ version: Int) async throws -> KeyVersionRecord? {
+        try await harness.keyring.versions(tenant).first { $0.purpose == purpose && $0.version == version }
+    }
+
+    /// SQL as the service role (what a compromised service host can run), scoped to `tenant`.
+    static func serviceSQL(_ harness: CustodyHarness, tenant: TenantID?, _ query: PostgresQuery) async throws {
+        if let tenant {
+            try await harness.service.withTenant(tenant, context: "attacker SQL") { connection in
+                _ = try await connection.query(query, logger: Database.quiet)
+            }
+        } else {
+            try await harness.service.withTransaction(context: "attacker SQL") { connection in
+                _ = try await connection.query(query, logger: Database.quiet)
+            }
+        }
+    }
+
+    @Test("a cancelled scheduled destruction stays cancelled when the request is un-cancelled and the key row put back from a backup taken while it was scheduled")
+    func cancelledScheduleReplayedFromBackup() async throws {
+        let harness = try await CustodyHarness.make("r2cancelreplay")
+        let clock = TestClock()
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        // The backup: v1's row while it awaited its destruction (due time and the MAC with it).
+        let backup = try #require(try await Self.row(harness, tenant, .data, 1))
+        let due = try #require(backup.destructionDueAt)
+        _ = try await approvals.cancel(request.id, officer: "carol")  // officers keep v1
+
+        // The service role may update both columns: the request un-cancelled, the row put back.
+        try await Self.serviceSQL(harness, tenant: nil, "UPDATE destruction_requests SET cancelled_at = NULL, cancelled_by = NULL WHERE id = \(request.id)")
+        try await Self.serviceSQL(harness, tenant: tenant, """
+            UPDATE key_versions SET destruction_due_at = \(due), row_mac = \(Data(backup.rowMAC)) WHERE purpose = 'data' AND version = 1
+            """)
+        clock.advance(days: 8)
+        let swept = try await approvals.sweep(officer: "system", waitingPeriod: .zero)
+        #expect(swept.executed.isEmpty, "the sweep carried out a destruction officers cancelled")
+        #expect(try await Self.row(harness, tenant, .data, 1)?.state == .retired)
+        await #expect(throws: DestructionApprovalError.notScheduled(request.id)) {
+            _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        }
+        await harness.shutdown()
+    }
+}
+
+extension LifecycleAttackRound2Tests {
+    @Test("a scheduled request whose approval a database writer cleared can still be cancelled: the version does not stay refused for good")
+    func clearedApprovalThenCancel() async throws {
+        let harness = try await CustodyHarness.make("r2clearedcancel")
+        let clock = TestClock()
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        // The service role may update approved_at and approved_by (the approval MAC cannot stop
+        // a clearing); officers then cancel, to keep v1.
+        try await Self.serviceSQL(harness, tenant: nil, "UPDATE destruction_requests SET approved_at = NULL, approved_by = NULL WHERE id = \(request.id)")
+        _ = try await approvals.cancel(request.id, officer: "carol")
+        // Cancelling un-marks the version by the HSM's list, whatever approved_at says now.
+        #expect(try await harness.keyring.key(tenant, .data, version: 1).version == 1)
+        await harness.shutdown()
+    }
+}
