@@ -56,6 +56,33 @@ struct LifecycleAttackRound2Tests {
         }
         await harness.shutdown()
     }
+
+    @Test("one completed offboarding whose destroyed row fails its MAC does not stop the sweep from shredding another tenant that is due")
+    func tamperedCompletedOffboardingDoesNotBlockSweep() async throws {
+        let harness = try await CustodyHarness.make("r2offboardsweep")
+        let clock = TestClock()
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+        let gone = try await harness.keyring.createTenant(label: "gone", actor: "officer").id
+        let leaving = try await harness.keyring.createTenant(label: "leaving", actor: "officer").id
+        let first = try await offboarding.request(gone, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(first.id, officer: "bob", certificateSerial: "b0b")
+        clock.advance(days: 7.1)
+        _ = try await offboarding.complete(first.id, officer: "system")
+        let second = try await offboarding.request(leaving, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(second.id, officer: "bob", certificateSerial: "b0b")
+
+        // One write through the service role's grant on row_mac, on a tenant long gone.
+        try await Self.serviceSQL(harness, tenant: gone, """
+            UPDATE key_versions SET row_mac = \(Data(repeating: 0, count: 32)) WHERE purpose = 'data' AND version = 1
+            """)
+        clock.advance(days: 7.1)
+        let (completed, refused) = try await offboarding.sweep(officer: "system")
+        #expect(completed.map(\.id) == [second.id], "the due offboarding was not carried out")
+        #expect(refused.map(\.0.id) == [first.id])
+        let live = try await harness.keyring.versions(leaving).filter { $0.state != .destroyed }
+        #expect(live.isEmpty, "\(live.count) key versions of the departed tenant were never destroyed")
+        await harness.shutdown()
+    }
 }
 
 extension LifecycleAttackRound2Tests {
