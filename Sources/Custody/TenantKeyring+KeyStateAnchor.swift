@@ -92,6 +92,15 @@ extension TenantKeyring {
         }
     }
 
+    /// The number of a new version of `purpose`: above every row's and above every version the
+    /// HSM's list names. A version number is never reused: a row a database writer deleted must
+    /// not hand its number — and with it the list's destroyed, disabled or scheduled mark, which
+    /// would refuse the new key and have start-up reconciliation destroy it — to a new key.
+    func nextVersion(_ tenant: TenantID, _ purpose: KeyPurpose, after existing: [KeyVersionRecord]) async throws -> Int {
+        let listed = try await anchoredStates(fresh: true).highestVersion(tenant, purpose) ?? 0
+        return max(existing.map(\.version).max() ?? 0, listed) + 1
+    }
+
     /// Start-up: writes the HSM's list when the token has none (a new token, one restored from
     /// custodians' shares, or the first start of this version), rebuilt from what the database
     /// holds then; and completes every destruction the list holds whose row is not destroyed —

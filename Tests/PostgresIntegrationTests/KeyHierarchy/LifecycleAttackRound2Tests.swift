@@ -83,6 +83,31 @@ struct LifecycleAttackRound2Tests {
         #expect(live.isEmpty, "\(live.count) key versions of the departed tenant were never destroyed")
         await harness.shutdown()
     }
+
+    @Test("a version number the HSM lists as destroyed is never given to a new key, even after the database writer deleted its rows")
+    func destroyedVersionNumberNotReused() async throws {
+        let harness = try await CustodyHarness.make("r2reuse")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        _ = try await harness.webhooks.createSecret(tenant: tenant, actor: "alice")
+        _ = try await harness.webhooks.createSecret(tenant: tenant, overlap: .zero, actor: "alice")
+        try await harness.keyring.destroy(tenant, .webhook, version: 1, waitingPeriod: .zero, actor: "alice")
+
+        // The service role may delete only pending rows, and may set a row's state (and blob, for
+        // the table's check): every webhook row goes (v1 destroyed, v2 active; webhooks stop).
+        try await Self.serviceSQL(harness, tenant: tenant, """
+            UPDATE key_versions SET state = 'pending', wrapped_key = coalesce(wrapped_key, '\\x00'::bytea) WHERE purpose = 'webhook'
+            """)
+        try await Self.serviceSQL(harness, tenant: tenant, "DELETE FROM key_versions WHERE purpose = 'webhook'")
+
+        // Officers issue a new secret: it must not be v1, which the HSM lists as destroyed
+        // (refused at once, and destroyed by the next start-up's reconciliation).
+        let (version, _) = try await harness.webhooks.createSecret(tenant: tenant, actor: "alice")
+        #expect(version > 1, "the new secret reuses version \(version), which the HSM lists as destroyed")
+        _ = try await harness.webhooks.signatureHeader(tenant: tenant, id: "msg_1", timestamp: 1_700_000_000, body: Array("{}".utf8))
+        _ = try await harness.keyring.reconcile()
+        #expect(try await Self.row(harness, tenant, .webhook, version)?.state == .active, "start-up reconciliation destroyed the new secret")
+        await harness.shutdown()
+    }
 }
 
 extension LifecycleAttackRound2Tests {
