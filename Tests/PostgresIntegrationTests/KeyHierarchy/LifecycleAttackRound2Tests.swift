@@ -111,6 +111,31 @@ struct LifecycleAttackRound2Tests {
 }
 
 extension LifecycleAttackRound2Tests {
+    @Test("an old pii version the HSM lists as destroyed, its row put back from a backup, stays refused without stopping every subject lookup of the tenant")
+    func destroyedPIIRowReplayedDoesNotStopLookups() async throws {
+        let harness = try await CustodyHarness.make("r2piireplay")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await harness.keyring.rotate(tenant, .pii, actor: "alice")
+        let backup = try #require(try await Self.row(harness, tenant, .pii, 1))
+        let wrapped = try #require(backup.wrappedKey)
+        try await harness.keyring.destroy(tenant, .pii, version: 1, waitingPeriod: .zero, actor: "alice")
+        try await Self.serviceSQL(harness, tenant: tenant, """
+            UPDATE key_versions SET state = 'retired', wrapped_key = \(Data(wrapped)), destroyed_at = NULL, row_mac = \(Data(backup.rowMAC))
+            WHERE purpose = 'pii' AND version = 1
+            """)
+        let referencer = CustodySubjectReferencer(pool: harness.pool, keyring: harness.keyring)
+        let references = try await referencer.references(for: PersonalText("subject-1"), tenant: tenant)
+        #expect(!references.isEmpty && references.allSatisfy { $0.piiVersion == 2 })
+        await #expect {
+            _ = try await harness.keyring.key(tenant, .pii, version: 1)
+        } throws: { error in
+            if case CustodyError.keyDestroyed(tenant, .pii, 1) = error { true } else { false }
+        }
+        await harness.shutdown()
+    }
+}
+
+extension LifecycleAttackRound2Tests {
     @Test("a scheduled request whose approval a database writer cleared can still be cancelled: the version does not stay refused for good")
     func clearedApprovalThenCancel() async throws {
         let harness = try await CustodyHarness.make("r2clearedcancel")
