@@ -33,7 +33,9 @@ public struct CustodySubjectReferencer: SubjectReferencing {
                 (key, version) = try await keyring.key(tenant, .pii, version: record.version)
             } catch let error as CustodyError where record.state != .active && error.isStopped {
                 // An old version officers stopped (disabled, or awaiting its destruction once the
-                // pii migration left nothing under it) must not stop every lookup of the tenant.
+                // pii migration left nothing under it, or destroyed by the HSM's list while its
+                // row says otherwise: a row put back from a backup, or a destruction whose commit
+                // failed) must not stop every lookup of the tenant.
                 // Skipped only when nothing is stored under it: otherwise an erasure or export
                 // would silently miss the subject's rows, so the refusal stands.
                 if try await keyring.storedReferences(tenant, .pii, version: record.version) == 0 { continue }
@@ -72,10 +74,10 @@ public struct CustodySubjectReferencer: SubjectReferencing {
 }
 
 extension CustodyError {
-    /// Officers stopped the version (disabled, or its destruction scheduled).
+    /// Officers stopped the version (disabled, its destruction scheduled, or destroyed).
     var isStopped: Bool {
         switch self {
-        case .keyDisabled, .keyDestructionScheduled: true
+        case .keyDisabled, .keyDestructionScheduled, .keyDestroyed: true
         default: false
         }
     }

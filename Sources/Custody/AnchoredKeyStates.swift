@@ -24,6 +24,11 @@ struct AnchoredKeyStates: Sendable, Equatable {
         }
     }
 
+    /// The highest version of `tenant`'s `purpose` the list names, if any.
+    func highestVersion(_ tenant: TenantID, _ purpose: KeyPurpose) -> Int? {
+        (destroyed.union(disabled).union(scheduled.keys)).filter { $0.tenant == tenant && $0.purpose == purpose }.map(\.version).max()
+    }
+
     /// A destroyed version is neither disabled nor scheduled any more: it is gone.
     mutating func destroy(_ entry: Entry) {
         destroyed.insert(entry)

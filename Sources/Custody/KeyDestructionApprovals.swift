@@ -153,7 +153,9 @@ public final class KeyDestructionApprovals: Sendable {
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 try await DestructionRequestStore.cancel(id, by: officer, at: at, on: connection)
-                if row.approvedAt != nil, row.waitingDays != nil {
+                var marked = row.approvedAt != nil && row.waitingDays != nil
+                if !marked { marked = try await self.mayHaveMarked(row) }
+                if marked {
                     try await keyring.setDestructionDue(nil, row.tenant, row.purpose, version: row.version, actor: officer, on: connection)
                 }
                 try await audit.append(
@@ -165,6 +167,19 @@ public final class KeyDestructionApprovals: Sendable {
         let cancelled = try await get(id)
         keyring.invalidate(cancelled.tenant, cancelled.purpose)
         return cancelled
+    }
+
+    /// Whether the destruction mark the HSM's list holds for `row`'s version is one `row`'s
+    /// approval could have set: a due time its waiting days after a moment of its (MAC'd)
+    /// lifetime. Asked from the list, not from `approved_at`, which the service role may clear:
+    /// a cancellation that then left the mark would leave the version refused for good (no other
+    /// request can be approved while it is marked, and this one cannot be cancelled twice).
+    private func mayHaveMarked(_ row: Request) async throws -> Bool {
+        guard let days = row.waitingDays, try await authenticator.isAuthenticRequest(row, pool: keyring.pool) else { return false }
+        let entry = KeyStateAnchor.Entry(tenant: row.tenant, purpose: row.purpose, version: row.version)
+        guard let due = try await keyring.anchoredStates(fresh: true).scheduled[entry] else { return false }
+        let wait = Int64(days) * 86_400, seconds = { (date: Date) in Int64(date.timeIntervalSince1970.rounded(.down)) }
+        return (seconds(row.requestedAt) + wait ... seconds(row.expiresAt) + wait).contains(due)
     }
 
     /// Carries out every scheduled destruction that is due (the periodic sweep of `custos
@@ -235,10 +250,10 @@ public final class KeyDestructionApprovals: Sendable {
                 if let serial = row.approverCertificateSerial, try await CertificateRevocationStore.all(on: connection).contains(serial) {
                     throw DestructionApprovalError.approverRevoked(id)
                 }
-                // The cancellation is not under the approval's MAC, but clearing the key row's
-                // mark is under the row's: a scheduled request counts only while its version
-                // still carries the due time its approval set (a database write un-cancelling
-                // the request leaves the version unmarked).
+                // The cancellation is not under the approval's MAC, but the version's mark is on
+                // the HSM's list: a scheduled request counts only while the list still carries
+                // the due time its approval set (a database write un-cancelling the request, even
+                // with the key row put back from while it was scheduled, leaves it unmarked).
                 if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
                     throw DestructionApprovalError.notScheduled(id)
                 }

@@ -89,10 +89,16 @@ extension TenantKeyring {
         try await changeAnchoredStates(on: connection, scopedTo: tenant, actor: actor) { $0.scheduled[entry] = seconds }
     }
 
-    /// Whether `version`'s MAC-checked row, or the HSM's list, still carries the destruction mark
-    /// `due` (set by the approval of the request being carried out, cleared by its
-    /// cancellation); a destroyed version counts, for an execution that stopped before
-    /// recording itself.
+    /// Whether the HSM's list still carries `version`'s destruction mark `due` (set by the
+    /// approval of the request being carried out, cleared by its cancellation); a version
+    /// destroyed by its row or by the list counts, for an execution that stopped before
+    /// recording itself (or before its commit, which leaves only the list's `destroyed`).
+    ///
+    /// Only the list decides, never the row's mark: the list is written before every approval
+    /// and cancellation commits, so it is never behind the row, while a row MAC proves only that
+    /// custody wrote the row once — a row from a backup taken while the version was scheduled
+    /// carries the mark after officers cancelled, and would otherwise let a database writer
+    /// un-cancel the request and have the sweep destroy the version.
     func isScheduledForDestruction(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, due: Date) async throws -> Bool {
         let row = try await database.withTenant(tenant, context: "read key version") { connection in
             try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
@@ -100,8 +106,7 @@ extension TenantKeyring {
         try await authenticator.verify(row, pool: pool)
         if row.state == .destroyed { return true }
         let seconds = { (date: Date) in Int64(date.timeIntervalSince1970.rounded(.down)) }
-        // The HSM's list counts too: a replayed row from before the approval has no mark.
-        if row.destructionDueAt.map(seconds) == seconds(due) { return true }
-        return try await anchoredStates().scheduled[KeyStateAnchor.Entry(row)] == seconds(due)
+        let anchored = try await anchoredStates(fresh: true), entry = KeyStateAnchor.Entry(row)
+        return anchored.destroyed.contains(entry) || anchored.scheduled[entry] == seconds(due)
     }
 }

@@ -34,9 +34,10 @@ extension TenantKeyring {
     /// The anchored key states, cached until the next invalidation or ``cacheLifetime``. A token
     /// without the list (never written yet) forbids nothing; start-up reconciliation writes it
     /// (``reconcileKeyStateAnchor()``).
-    func anchoredStates() async throws -> AnchoredKeyStates {
+    /// - Parameter fresh: read the token whatever the cache holds (decisions that destroy).
+    func anchoredStates(fresh: Bool = false) async throws -> AnchoredKeyStates {
         let generation = currentCacheGeneration, now = ContinuousClock.now
-        if let cached = anchoredStatesCache.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
+        if !fresh, let cached = anchoredStatesCache.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
             return cached.states
         }
         let states: AnchoredKeyStates
@@ -89,6 +90,15 @@ extension TenantKeyring {
                 "scheduled": "\(rebuilt.scheduled.count)", "offboarding": "\(rebuilt.offboarding.count)",
             ]).append(to: audit, on: connection)
         }
+    }
+
+    /// The number of a new version of `purpose`: above every row's and above every version the
+    /// HSM's list names. A version number is never reused: a row a database writer deleted must
+    /// not hand its number — and with it the list's destroyed, disabled or scheduled mark, which
+    /// would refuse the new key and have start-up reconciliation destroy it — to a new key.
+    func nextVersion(_ tenant: TenantID, _ purpose: KeyPurpose, after existing: [KeyVersionRecord]) async throws -> Int {
+        let listed = try await anchoredStates(fresh: true).highestVersion(tenant, purpose) ?? 0
+        return max(existing.map(\.version).max() ?? 0, listed) + 1
     }
 
     /// Start-up: writes the HSM's list when the token has none (a new token, one restored from

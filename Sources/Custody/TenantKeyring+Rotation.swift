@@ -42,7 +42,7 @@ extension TenantKeyring {
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
         }
         guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
-        let next = (existing.map(\.version).max() ?? 0) + 1
+        let next = try await nextVersion(tenant, purpose, after: existing)
         let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
         try await storePending(pending)
         return pending

@@ -175,17 +175,23 @@ public final class TenantOffboarding: Sendable {
         }
         // `completed_at` carries no MAC: a completed offboarding counts as done only while every
         // key version of its tenant is a MAC-valid destroyed row (one read per completed
-        // offboarding per sweep), so a completion written into the database stops nothing.
-        var pending = [Request]()
+        // offboarding per sweep), so a completion written into the database stops nothing. A
+        // row failing its MAC refuses that offboarding only: one tampered row of a tenant long
+        // gone must not stop the shredding of every other tenant that is due.
+        var pending = [Request](), refused = [(Request, any Error)]()
         for row in approved {
             if row.completedAt == nil {
                 pending.append(row)
-            } else if try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) == false {
-                pending.append(row)
+                continue
+            }
+            do {
+                if try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) == false { pending.append(row) }
+            } catch {
+                refused.append((row, error))
             }
         }
         let at = now()
-        var completed = [Request](), refused = [(Request, any Error)]()
+        var completed = [Request]()
         for row in pending where (row.dueAt.map { $0 <= at } ?? false) {
             do {
                 completed.append(try await complete(row.id, officer: officer))

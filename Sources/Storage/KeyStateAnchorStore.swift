@@ -1,4 +1,4 @@
-public import CustosModel
+import CustosModel
 import PostgresNIO
 
 /// What the HSM's list of anchored key states (custody's `KeyStateAnchor`) needs from the

@@ -48,7 +48,7 @@ public final class WebhookSigner: Sendable {
         try await custody {
             let secret = try await pool.randomSecret(count: 32)
             let versions = try await keyring.versions(tenant).filter { $0.purpose == .webhook }
-            let next = (versions.map(\.version).max() ?? 0) + 1
+            let next = try await keyring.nextVersion(tenant, .webhook, after: versions)
             let hasActive = versions.contains { $0.state == .active }
             let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
             try await keyring.storePending(record)
@@ -83,7 +83,7 @@ public final class WebhookSigner: Sendable {
             throw CustodyError.tokenObjectLimit(tenant, limit: tokenObjectLimit)
         }
         let versions = all.filter { $0.purpose == .webhookEd25519 }
-        let next = (versions.map(\.version).max() ?? 0) + 1
+        let next = try await keyring.nextVersion(tenant, .webhookEd25519, after: versions)
         let hasActive = versions.contains { $0.state == .active }
         // A random part makes the label unique even if another instance picks the same version
         // number at the same moment: signing finds keys by label and refuses a label held twice.
