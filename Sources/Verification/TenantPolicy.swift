@@ -95,32 +95,51 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     }
 }
 
-/// Tenants' policies, read from `tenant_policies` and cached for `cacheLifetime` (a change made
-/// on another instance applies here within that time).
+/// Tenants' policies, read from `tenant_policies` and cached for `cacheLifetime` while the
+/// cache-change listener is connected (a change made on any instance is announced on commit and
+/// forgotten here at once), for at most ``CacheChangeListener/unlistenedLifetime`` while not.
 public final class TenantPolicies: Sendable {
     let database: Database
     let audit: (any AuditRecording)?
     public let cacheLifetime: Duration
+    let changes: CacheChangeListener?
     private let cache = Mutex([TenantID: (policy: TenantPolicy, until: ContinuousClock.Instant)]())
 
-    /// How long a policy read is reused by default: a change made on another instance applies
-    /// here within it.
+    /// How long a policy read is reused by default while the cache-change listener is
+    /// connected: a bound for a notice that never arrives.
     public static let defaultCacheLifetime: Duration = .seconds(5)
 
-    public init(database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = TenantPolicies.defaultCacheLifetime) {
+    /// - Parameter changes: the listener that reports other instances' changes; without one
+    ///   (one-shot commands, unit tests) a policy is reused for `cacheLifetime` as given.
+    public init(
+        database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = TenantPolicies.defaultCacheLifetime,
+        changes: CacheChangeListener? = nil
+    ) {
         self.database = database
         self.audit = audit
         self.cacheLifetime = cacheLifetime
+        self.changes = changes
+        changes?.subscribe { [cache] change in
+            switch change {
+            case .tenantPolicy(let tenant): _ = cache.withLock { $0.removeValue(forKey: tenant) }
+            case .certificateRevocations, .tenantStatus: break
+            case nil: cache.withLock { $0.removeAll() }
+            }
+        }
     }
 
     public func policy(_ tenant: TenantID) async throws -> TenantPolicy {
         let now = ContinuousClock.now
         if let cached = cache.withLock({ $0[tenant] }), cached.until > now { return cached.policy }
+        let generation = changes?.generation
         let row = try await database.withTenant(tenant, context: "read tenant policy") { connection in
             try await TenantPolicyStore.get(on: connection)
         }
         let policy = row.map(TenantPolicy.init) ?? .default
-        cache.withLock { $0[tenant] = (policy, now + cacheLifetime) }
+        // A change announced while this read ran may not be in it: use it, do not keep it.
+        if changes?.generation == generation {
+            cache.withLock { $0[tenant] = (policy, now + (changes?.lifetime(cacheLifetime) ?? cacheLifetime)) }
+        }
         return policy
     }
 
@@ -154,6 +173,7 @@ public final class TenantPolicies: Sendable {
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
                 "bio_overlap_days": "\(policy.bioOverlapDays)",
             ], on: connection)
+            try await CacheChange.tenantPolicy(tenant).announce(on: connection)
             return policy
         }
         cache.withLock { $0[tenant] = nil }

@@ -23,14 +23,29 @@ public final class Authenticator: Sendable {
 
     let apiKeys: APIKeyService
     let database: Database
+    /// Tells this instance about revocations and tenant status changes made by any instance.
+    let changes: CacheChangeListener
+    /// How long the deny-list and tenant statuses are reused while ``changes`` listens (at most
+    /// ``CacheChangeListener/unlistenedLifetime`` while it does not).
     let cacheLifetime: Duration
     private let revoked = Mutex<(serials: Set<String>, until: ContinuousClock.Instant)?>(nil)
     private let tenants = Mutex([TenantID: (active: Bool, until: ContinuousClock.Instant)]())
 
-    public init(apiKeys: APIKeyService, database: Database, cacheLifetime: Duration = .seconds(2)) {
+    public init(apiKeys: APIKeyService, database: Database, changes: CacheChangeListener, cacheLifetime: Duration = .seconds(2)) {
         self.apiKeys = apiKeys
         self.database = database
+        self.changes = changes
         self.cacheLifetime = cacheLifetime
+        changes.subscribe { [revoked, tenants] change in
+            switch change {
+            case .certificateRevocations: revoked.withLock { $0 = nil }
+            case .tenantStatus(let tenant): _ = tenants.withLock { $0.removeValue(forKey: tenant) }
+            case .tenantPolicy: break
+            case nil:
+                revoked.withLock { $0 = nil }
+                tenants.withLock { $0.removeAll() }
+            }
+        }
     }
 
     /// - Throws: `RPCError` UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND or INVALID_ARGUMENT.
@@ -122,11 +137,13 @@ public final class Authenticator: Sendable {
         if let cached = tenants.withLock({ $0[tenant] }), cached.until > now {
             active = cached.active
         } else {
+            let generation = changes.generation
             guard let record = try await TenantStore(database).get(tenant) else {
                 throw RPCError(code: .notFound, message: "unknown tenant \(tenant)")
             }
             active = record.status == "active"
-            tenants.withLock { $0[tenant] = (active, now + cacheLifetime) }
+            // A change announced while this read ran may not be in it: use it, do not keep it.
+            if changes.generation == generation { tenants.withLock { $0[tenant] = (active, now + changes.lifetime(cacheLifetime)) } }
         }
         guard active else { throw RPCError(code: .permissionDenied, message: "tenant \(tenant) is disabled") }
     }
@@ -134,18 +151,19 @@ public final class Authenticator: Sendable {
     func isRevoked(_ serial: String) async throws -> Bool {
         let now = ContinuousClock.now
         if let cached = revoked.withLock({ $0 }), cached.until > now { return cached.serials.contains(serial) }
+        let generation = changes.generation
         let serials = try await database.withTransaction(context: "read revoked certificates") { connection in
             try await CertificateRevocationStore.all(on: connection)
         }
-        revoked.withLock { $0 = (serials, now + cacheLifetime) }
+        if changes.generation == generation { revoked.withLock { $0 = (serials, now + changes.lifetime(cacheLifetime)) } }
         return serials.contains(serial)
     }
 
-    /// Forgets cached revocations (after this instance revoked a certificate). Other instances
-    /// see a revocation within ``cacheLifetime``.
+    /// Forgets cached revocations (after this instance revoked a certificate, before its own
+    /// notice arrives). Other instances forget theirs on the notice (``CacheChange``).
     public func invalidateRevocations() { revoked.withLock { $0 = nil } }
 
-    /// Forgets a tenant's cached status (after this instance disabled it); other instances see
-    /// it within ``cacheLifetime``.
+    /// Forgets a tenant's cached status (after this instance disabled it, before its own notice
+    /// arrives). Other instances forget theirs on the notice (``CacheChange``).
     public func invalidateTenant(_ tenant: TenantID) { _ = tenants.withLock { $0.removeValue(forKey: tenant) } }
 }
