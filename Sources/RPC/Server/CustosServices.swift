@@ -20,6 +20,9 @@ public struct RPCSettings: Sendable {
     public var maxRequestBytes = 64 * 1024
     /// 1:1 verifications one subject may have per window (RESOURCE_EXHAUSTED past it).
     public var verificationAttempts = VerificationAttemptLimit.default
+    /// How long the authenticator reuses the certificate deny-list and a tenant's status while
+    /// the cache-change listener is connected (other instances' changes arrive as notices).
+    public var authenticationCacheLifetime: Duration = .seconds(2)
 
     public init() {}
 
@@ -53,7 +56,9 @@ public struct CustosServices: Sendable {
 
     public init(_ graph: VerificationGraph, settings: RPCSettings = RPCSettings(), logger: Logger) {
         let custody = graph.custody
-        let authenticator = Authenticator(apiKeys: custody.apiKeys, database: custody.database, changes: graph.changes)
+        let authenticator = Authenticator(
+            apiKeys: custody.apiKeys, database: custody.database, changes: graph.changes, cacheLifetime: settings.authenticationCacheLifetime
+        )
         let health = HealthStatusRegistry(statuses: [
             "": .serving, "custos.v1.Verification": .serving, "custos.v1.APIKeys": .serving,
             "custos.v1.Webhooks": .serving, "custos.v1.Admin": .serving,
