@@ -19,8 +19,9 @@ public struct VerificationGraph: Sendable {
         public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
         /// 1:1 verifications one subject may have per window.
         public var verificationAttempts = VerificationAttemptLimit.default
-        /// How long a tenant's policy is reused before it is read again (another instance's
-        /// change applies within it). Tests that change a policy and act on it at once use zero.
+        /// How long a tenant's policy is reused before it is read again while the cache-change
+        /// listener is connected (another instance's change is announced and forgotten at once;
+        /// 0.5 s at most while it is not). Tests that change a policy and act on it at once use zero.
         public var policyCacheLifetime = TenantPolicies.defaultCacheLifetime
         /// The budget of tenants without their own, shared across instances; `nil`: no
         /// tokenization limiter at all (never in `serve`: for measuring the tokenizer alone).

@@ -76,7 +76,7 @@ public final class CacheChangeListener: Sendable {
     }
 
     func forget(_ change: CacheChange?) {
-        generationCounter.add(1, ordering: .releasing)
+        _ = generationCounter.add(1, ordering: .releasing)
         for subscriber in subscribers.withLock({ $0 }) { subscriber(change) }
     }
 }

@@ -119,12 +119,15 @@ public final class TenantPolicies: Sendable {
         self.audit = audit
         self.cacheLifetime = cacheLifetime
         self.changes = changes
-        changes?.subscribe { [cache] change in
-            switch change {
-            case .tenantPolicy(let tenant): _ = cache.withLock { $0.removeValue(forKey: tenant) }
-            case .certificateRevocations, .tenantStatus: break
-            case nil: cache.withLock { $0.removeAll() }
-            }
+        changes?.subscribe { [weak self] change in self?.forget(change) }
+    }
+
+    /// Forgets the policy a change names; `nil`: every policy.
+    func forget(_ change: CacheChange?) {
+        switch change {
+        case .tenantPolicy(let tenant): _ = cache.withLock { $0.removeValue(forKey: tenant) }
+        case .certificateRevocations, .tenantStatus: break
+        case nil: cache.withLock { $0.removeAll() }
         }
     }
 

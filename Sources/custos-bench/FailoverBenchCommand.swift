@@ -94,7 +94,11 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         let instances = FailoverInstances(serving: [first, second], configurationPath: config)
 
         let report = try await measure(addresses: addresses, frontend: frontend, officer: officer, instances: instances)
-        print(json ? try encodeJSON(report) : Self.table(report))
+        if json {
+            print(try encodeJSON(report))
+        } else {
+            print(Self.table(report))
+        }
     }
 
     /// The configuration as given, with a per-subject Verify limit the load cannot reach.

@@ -36,15 +36,18 @@ public final class Authenticator: Sendable {
         self.database = database
         self.changes = changes
         self.cacheLifetime = cacheLifetime
-        changes.subscribe { [revoked, tenants] change in
-            switch change {
-            case .certificateRevocations: revoked.withLock { $0 = nil }
-            case .tenantStatus(let tenant): _ = tenants.withLock { $0.removeValue(forKey: tenant) }
-            case .tenantPolicy: break
-            case nil:
-                revoked.withLock { $0 = nil }
-                tenants.withLock { $0.removeAll() }
-            }
+        changes.subscribe { [weak self] change in self?.forget(change) }
+    }
+
+    /// Forgets what another instance's (or this one's) change makes stale; `nil`: everything.
+    func forget(_ change: CacheChange?) {
+        switch change {
+        case .certificateRevocations: revoked.withLock { $0 = nil }
+        case .tenantStatus(let tenant): _ = tenants.withLock { $0.removeValue(forKey: tenant) }
+        case .tenantPolicy: break
+        case nil:
+            revoked.withLock { $0 = nil }
+            tenants.withLock { $0.removeAll() }
         }
     }
 

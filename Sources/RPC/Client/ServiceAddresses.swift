@@ -31,8 +31,6 @@ public struct ServiceAddresses: Sendable, Hashable, CustomStringConvertible {
         self.addresses = addresses
     }
 
-    public init(_ addresses: [Address]) { self.addresses = addresses }
-
     public var description: String {
         addresses.map { Self.isIPv6($0.host) ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }.joined(separator: ",")
     }

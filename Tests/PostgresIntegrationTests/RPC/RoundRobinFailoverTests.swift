@@ -20,7 +20,8 @@ struct RoundRobinFailoverTests {
         let (second, secondAddress) = try await ChildCustos.serve(config: config, in: directory + "/b")
         let children = ChildProcesses([first, second])
         defer { children.killAll() }
-        let addresses = try ServiceAddresses(parsing: "\(try #require(firstAddress)),\(try #require(secondAddress))")
+        let (firstListening, secondListening) = (try #require(firstAddress), try #require(secondAddress))
+        let addresses = try ServiceAddresses(parsing: "\(firstListening),\(secondListening)")
         let certificates = try TestCertificates.get()
         let alice = RPCClientTLS(
             certificateChain: certificates.path("officer-alice.pem"), privateKey: certificates.path("officer-alice.key"), serverCA: certificates.path("ca.pem")
@@ -65,7 +66,7 @@ struct RoundRobinFailoverTests {
 
             // The killed instance comes back on its port; the client probes it and uses it again
             // once the other one is gone too.
-            let port = try #require(firstAddress?.split(separator: ":").last.map(String.init))
+            let port = try #require(firstListening.split(separator: ":").last.map(String.init))
             children.add(try ChildCustos.spawn(["serve", "--config", config, "--port", port, "--metrics-port", "0"]))
             var back = false
             for _ in 0..<600 where !back {

@@ -24,10 +24,16 @@ struct TwoInstanceInvalidationTests {
 
     @Test("Policy change, key-version disabling, certificate revocation and tenant disabling on A are refused or shown by B within 1 s")
     func changesReachTheOtherInstance() async throws {
-        var settings = RPCSettings()
-        settings.authenticationCacheLifetime = .seconds(60)
-        var verification = settings.verification
-        verification.policyCacheLifetime = .seconds(60)
+        let settings = {
+            var settings = RPCSettings()
+            settings.authenticationCacheLifetime = .seconds(60)
+            return settings
+        }()
+        let verification = {
+            var verification = settings.verification
+            verification.policyCacheLifetime = .seconds(60)
+            return verification
+        }()
         try await RPCHarness.with("twoinstances") { first in
             try await SecondInstance.with(beside: first, settings: settings, verification: verification) { second in
                 try await second.waitUntilListening()

@@ -1,6 +1,7 @@
 import Composition
 import Foundation
 import GRPCCore
+import HSMTestSupport
 import RPC
 import ServiceLifecycle
 
