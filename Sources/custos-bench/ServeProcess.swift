@@ -16,7 +16,7 @@ final class ServeProcess: @unchecked Sendable {
     init(binary: URL, config: String, directory: URL, name: String) async throws {
         let addressFile = directory.appendingPathComponent("\(name).address").path
         log = directory.appendingPathComponent("\(name).log").path
-        FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600])
         let process = Process()
         process.executableURL = binary
         process.arguments = ["serve", "--config", config, "--port", "0", "--metrics-port", "0", "--address-file", addressFile]

@@ -28,9 +28,10 @@ struct SecondInstance: Sendable {
         let started = try await CustosRuntime.start(
             pool: custody.token.configuration(), database: custody.settings.configuration(role: .service, schema: custody.schema),
             custody: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath, keyEnvironment: "test"),
-            // The first instance's harness made the root keys after its runtime started (the
-            // ceremony), as its own runtime does not check them either.
-            options: CustosRuntime.Options(logger: logger, verifyRootKeys: false)
+            // Its own copy of the module: PKCS#11 login state is per loaded library, and a
+            // second instance is a second process. The first instance's harness made the root
+            // keys after its runtime started (the ceremony), so neither runtime checks them.
+            options: CustosRuntime.Options(logger: logger, verifyRootKeys: false, module: try TestToken.isolatedModule())
         )
         do {
             let services = CustosServices(started.runtime.verification(verification ?? settings.verification, logger: logger), settings: settings, logger: logger)
