@@ -178,10 +178,13 @@ def target(address: str) -> str:
     return ("ipv4:" if families == {4} else "ipv6:") + ",".join(entries)
 
 
-def channel(config: Config, who: Identity, address: str | None = None) -> grpc.Channel:
+def channel(config: Config, who: Identity, address: str | None = None,
+            server_name: str | None = None) -> grpc.Channel:
     """A mutual-TLS channel to `address` (default: the configured host and port; or several
     instances, `host:port,host:port`, round robin) that trusts only the Custos CA and presents
-    `who`'s certificate."""
+    `who`'s certificate. With several addresses every instance's certificate is checked
+    against one name: `server_name`, by default the first address's host (give the name all
+    instances' certificates share, e.g. a service DNS name, when their addresses differ)."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=config.ca.read_bytes(),
         private_key=who.key.read_bytes(),
@@ -197,7 +200,12 @@ def channel(config: Config, who: Identity, address: str | None = None) -> grpc.C
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    return grpc.secure_channel(target(address or config.address), credentials, options=options)
+    resolved = target(address or config.address)
+    if resolved.startswith(("ipv4:", "ipv6:")):
+        # gRPC would check the certificates against the whole address list.
+        first = resolved.split(":", 1)[1].split(",")[0].rsplit(":", 1)[0].strip("[]")
+        options.append(("grpc.ssl_target_name_override", server_name or first))
+    return grpc.secure_channel(resolved, credentials, options=options)
 
 
 def bearer(api_key: str) -> tuple[tuple[str, str], ...]:
