@@ -52,6 +52,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         let success_ratio: Double
         /// The longest time between two successes anywhere in the load.
         let longest_gap_without_success_ms: Double
+        /// Where that gap began, in seconds from the load's start (the fault is at `fault_at_s`).
+        let longest_gap_from_s: Double
         /// From the fault until the end of the last failed call (0: nothing failed after it).
         let recovered_after_ms: Double
         /// Enrols answered OK, and how many of those subjects Verify then finds not enrolled.
@@ -232,7 +234,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
                 fault: chosen.name, instances: instances.serving.count, seconds: seconds, fault_at_s: faultAt,
                 calls: snapshot.calls, succeeded: snapshot.succeeded, failed: snapshot.failed, wrong_results: snapshot.wrong,
                 calls_by_kind: snapshot.byKind, success_ratio: snapshot.calls > 0 ? Double(snapshot.succeeded) / Double(snapshot.calls) : 0,
-                longest_gap_without_success_ms: snapshot.longestGapMilliseconds, recovered_after_ms: snapshot.recoveredAfterMilliseconds,
+                longest_gap_without_success_ms: snapshot.longestGapMilliseconds, longest_gap_from_s: snapshot.longestGapStartSeconds,
+                recovered_after_ms: snapshot.recoveredAfterMilliseconds,
                 enrols_acknowledged: acknowledged.count, acknowledged_writes_lost: checked.snapshot["lost"] ?? 0,
                 acknowledged_writes_unchecked: checked.snapshot["unchecked"] ?? 0,
                 callers: callers, connections: connections, cores: ProcessInfo.processInfo.activeProcessorCount
@@ -244,7 +247,7 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         """
         failover: \(report.fault) at \(report.fault_at_s) s of \(report.seconds) s, \(report.instances) instances, \(report.callers) callers
         calls \(report.calls), succeeded \(report.succeeded) (\(String(format: "%.4f", report.success_ratio))), failed \(report.failed), wrong \(report.wrong_results)
-        longest gap without a success \(String(format: "%.0f", report.longest_gap_without_success_ms)) ms, failures ended \(String(format: "%.0f", report.recovered_after_ms)) ms after the fault
+        longest gap without a success \(String(format: "%.0f", report.longest_gap_without_success_ms)) ms (from \(String(format: "%.1f", report.longest_gap_from_s)) s), failures ended \(String(format: "%.0f", report.recovered_after_ms)) ms after the fault
         enrols acknowledged \(report.enrols_acknowledged), lost \(report.acknowledged_writes_lost), unchecked \(report.acknowledged_writes_unchecked)
         """
     }

@@ -70,6 +70,8 @@ final class FailoverTally: Sendable {
         let wrong: Int
         let byKind: [String: Int]
         let longestGapMilliseconds: Double
+        /// Seconds from the load's start to the beginning of that gap.
+        let longestGapStartSeconds: Double
         let recoveredAfterMilliseconds: Double
     }
 
@@ -120,10 +122,10 @@ final class FailoverTally: Sendable {
     /// from the last success to the end.
     func snapshot(start: ContinuousClock.Instant, end: ContinuousClock.Instant) -> Snapshot {
         state.withLock { state in
-            var longest = Duration.zero
+            var (longest, longestStart) = (Duration.zero, start)
             var previous = start
             for instant in state.successes.sorted() + [end] {
-                longest = max(longest, instant - previous)
+                if instant - previous > longest { (longest, longestStart) = (instant - previous, previous) }
                 previous = instant
             }
             let fault = state.fault ?? end
@@ -131,6 +133,7 @@ final class FailoverTally: Sendable {
             return Snapshot(
                 calls: state.succeeded + state.failed.values.reduce(0, +), succeeded: state.succeeded, failed: state.failed, wrong: state.wrong,
                 byKind: state.byKind, longestGapMilliseconds: BenchmarkLoop.microseconds(longest) / 1000,
+                longestGapStartSeconds: BenchmarkLoop.microseconds(longestStart - start) / 1e6,
                 recoveredAfterMilliseconds: BenchmarkLoop.microseconds(recovered) / 1000
             )
         }
