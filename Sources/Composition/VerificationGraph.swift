@@ -2,6 +2,7 @@ public import Custody
 public import CustosModel
 public import Foundation
 public import Logging
+public import Storage
 public import Tokenization
 public import Verification
 
@@ -18,8 +19,9 @@ public struct VerificationGraph: Sendable {
         public var galleryMemoryLimit = VerificationService.defaultGalleryMemoryLimit
         /// 1:1 verifications one subject may have per window.
         public var verificationAttempts = VerificationAttemptLimit.default
-        /// How long a tenant's policy is reused before it is read again (another instance's
-        /// change applies within it). Tests that change a policy and act on it at once use zero.
+        /// How long a tenant's policy is reused before it is read again while the cache-change
+        /// listener is connected (another instance's change is announced and forgotten at once;
+        /// 0.5 s at most while it is not). Tests that change a policy and act on it at once use zero.
         public var policyCacheLifetime = TenantPolicies.defaultCacheLifetime
         /// The budget of tenants without their own, shared across instances; `nil`: no
         /// tokenization limiter at all (never in `serve`: for measuring the tokenizer alone).
@@ -49,6 +51,9 @@ public struct VerificationGraph: Sendable {
     public let sealer: CustodyPersonalDataSealer
     public let referencer: CustodySubjectReferencer
     public let policies: TenantPolicies
+    /// Certificate revocations, tenant statuses and policy changes from every instance
+    /// (``CacheChange``): the policies here and the RPC's authenticator subscribe to it.
+    public let changes: CacheChangeListener
     public let core: VerificationService
     public let sessions: VerificationSessions
     /// `nil` only when ``Settings/tokenizationBudget`` is.
@@ -77,7 +82,8 @@ public struct VerificationGraph: Sendable {
         recorder = AuditLogRecorder(audit)
         sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
         referencer = CustodySubjectReferencer(pool: pool, keyring: keyring)
-        policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: settings.policyCacheLifetime)
+        changes = CacheChangeListener(database: database, logger: logger)
+        policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: settings.policyCacheLifetime, changes: changes)
         core = VerificationService(
             database: database, policies: policies, galleryCapacity: settings.galleryCapacity,
             galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger,
@@ -107,7 +113,7 @@ public struct VerificationGraph: Sendable {
     }
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
-    /// gallery and key-state listeners, and the closing of ended biometric overlaps, running
+    /// gallery, key-state and cache-change listeners, and the closing of ended biometric overlaps, running
     /// until cancelled.
     public func runBackground() async {
         do {
@@ -120,6 +126,7 @@ public struct VerificationGraph: Sendable {
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }
             group.addTask { await custody.keyring.runKeyStateListener() }
+            group.addTask { await changes.run() }
             group.addTask { await closeEndedBiometricOverlaps() }
         }
     }

@@ -12,8 +12,8 @@ public struct CertificateRevocations: Sendable {
         self.audit = audit
     }
 
-    /// Revokes `serial` and audits it in one transaction (revoking twice is harmless: the entry
-    /// is written again, the first revocation stays).
+    /// Revokes `serial`, audits it and tells every instance (on commit) in one transaction
+    /// (revoking twice is harmless: the entry is written again, the first revocation stays).
     /// - Parameters:
     ///   - serial: lower-case hex, as ``CertificateRevocationStore`` keeps it.
     ///   - subject: what the officer says the certificate names, for the record.
@@ -24,6 +24,7 @@ public struct CertificateRevocations: Sendable {
             try await database.withTransaction(context: "revoke certificate") { connection in
                 try await CertificateRevocationStore.revoke(serial: serial, subject: subject, by: actor, on: connection)
                 try await audit.append(tenant: nil, actor: actor, action: .certificateRevoke, target: serial, details: [:], on: connection)
+                try await CacheChange.certificateRevocations.announce(on: connection)
             }
         }
     }

@@ -37,6 +37,7 @@ extension TenantKeyring {
                 let changed = try await TenantStore.setActive(tenant, active, on: connection)
                 if changed {
                     try await APIKeyStore.announceFlush(on: connection)
+                    try await CacheChange.tenantStatus(tenant).announce(on: connection)
                     try await AuditEntry(tenant: tenant, actor: actor, action: active ? .tenantEnable : .tenantDisable, target: tenant.rawValue)
                         .append(to: self.audit, on: connection)
                 }

@@ -102,6 +102,7 @@ public final class TenantOffboarding: Sendable {
                 )
                 _ = try await TenantStore.setActive(row.tenant, false, on: connection)
                 try await APIKeyStore.announceFlush(on: connection)
+                try await CacheChange.tenantStatus(row.tenant).announce(on: connection)
                 try await keyring.disableAll(row.tenant, actor: officer, on: connection)
                 try await audit.append(
                     tenant: row.tenant, actor: officer, action: .tenantOffboardApprove, target: row.tenant.rawValue,

@@ -95,38 +95,62 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     }
 }
 
-/// Tenants' policies, read from `tenant_policies` and cached for `cacheLifetime` (a change made
-/// on another instance applies here within that time).
+/// Tenants' policies, read from `tenant_policies` and cached for `cacheLifetime` while the
+/// cache-change listener is connected (a change made on any instance is announced on commit and
+/// forgotten here at once), for at most ``CacheChangeListener/unlistenedLifetime`` while not.
 public final class TenantPolicies: Sendable {
     let database: Database
     let audit: (any AuditRecording)?
     public let cacheLifetime: Duration
+    let changes: CacheChangeListener?
     private let cache = Mutex([TenantID: (policy: TenantPolicy, until: ContinuousClock.Instant)]())
     /// Bumped by every change made here: a caller after one never joins a read begun before it.
     private let generation = Atomic<UInt64>(0)
     /// One read per expired entry, however many callers find it expired at once.
     private let refreshes = SingleFlight<String, TenantPolicy>()
 
-    /// How long a policy read is reused by default: a change made on another instance applies
-    /// here within it.
+    /// How long a policy read is reused by default while the cache-change listener is
+    /// connected: a bound for a notice that never arrives.
     public static let defaultCacheLifetime: Duration = .seconds(5)
 
-    public init(database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = TenantPolicies.defaultCacheLifetime) {
+    /// - Parameter changes: the listener that reports other instances' changes; without one
+    ///   (one-shot commands, unit tests) a policy is reused for `cacheLifetime` as given.
+    public init(
+        database: Database, audit: (any AuditRecording)?, cacheLifetime: Duration = TenantPolicies.defaultCacheLifetime,
+        changes: CacheChangeListener? = nil
+    ) {
         self.database = database
         self.audit = audit
         self.cacheLifetime = cacheLifetime
+        self.changes = changes
+        changes?.subscribe { [weak self] change in self?.forget(change) }
     }
+
+    /// Forgets the policy a change names; `nil`: every policy.
+    func forget(_ change: CacheChange?) {
+        switch change {
+        case .tenantPolicy(let tenant): _ = cache.withLock { $0.removeValue(forKey: tenant) }
+        case .certificateRevocations, .tenantStatus: break
+        case nil: cache.withLock { $0.removeAll() }
+        }
+    }
+
+    /// Which changes a read has seen: this instance's and, with a listener, the notices of all.
+    private var cacheStamp: String { "\(generation.load(ordering: .acquiring)).\(changes?.generation ?? 0)" }
 
     public func policy(_ tenant: TenantID) async throws -> TenantPolicy {
         let now = ContinuousClock.now
         if let cached = cache.withLock({ $0[tenant] }), cached.until > now { return cached.policy }
-        let generation = generation.load(ordering: .acquiring)
-        return try await refreshes.run("\(tenant.rawValue)#\(generation)") {
+        let stamp = cacheStamp
+        return try await refreshes.run("\(tenant.rawValue)#\(stamp)") {
             let row = try await self.database.withTenant(tenant, context: "read tenant policy") { connection in
                 try await TenantPolicyStore.get(on: connection)
             }
             let policy = row.map(TenantPolicy.init) ?? .default
-            if self.generation.load(ordering: .acquiring) == generation { self.cache.withLock { $0[tenant] = (policy, now + self.cacheLifetime) } }
+            // A change announced while this read ran may not be in it: use it, do not keep it.
+            if self.cacheStamp == stamp {
+                self.cache.withLock { $0[tenant] = (policy, now + (self.changes?.lifetime(self.cacheLifetime) ?? self.cacheLifetime)) }
+            }
             return policy
         }
     }
@@ -161,6 +185,7 @@ public final class TenantPolicies: Sendable {
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
                 "bio_overlap_days": "\(policy.bioOverlapDays)",
             ], on: connection)
+            try await CacheChange.tenantPolicy(tenant).announce(on: connection)
             return policy
         }
         generation.add(1, ordering: .acquiringAndReleasing)

@@ -15,7 +15,7 @@ struct RemoteOptions: ParsableArguments {
     @Option(help: "Path of config.json (default: CUSTOS_CONFIG, else .custos/config.json above the current directory).")
     var config: String?
 
-    @Option(help: "Server as host:port (default: CUSTOS_SERVER, else the rpc section of config.json).")
+    @Option(help: "Server as host:port, or several instances as host:port,host:port (round robin; default: CUSTOS_SERVER, else the rpc section of config.json).")
     var server: String?
 
     @Option(help: "Officer certificate, PEM (default: CUSTOS_CLIENT_CERT, else config.json).")
@@ -37,14 +37,20 @@ struct RemoteOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         let configuration = try? CustosConfiguration.load(explicitPath: config)
         let rpc = configuration?.rpc
-        let address = server ?? environment["CUSTOS_SERVER"] ?? rpc.map { "\($0.host):\($0.port)" }
-        guard let address, let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+        guard let address = server ?? environment["CUSTOS_SERVER"] ?? rpc.map({ "\($0.host):\($0.port)" }) else {
             throw LocalError.failed("no server address: pass --server host:port or run scripts/setup")
         }
-        let host = String(address[..<colon])
+        let addresses: ServiceAddresses
+        do {
+            addresses = try ServiceAddresses(parsing: address)
+        } catch {
+            throw LocalError.failed("--server: \(error)")
+        }
         let security: HTTP2ClientTransport.Posix.TransportSecurity
         if plaintextLoopback {
-            guard ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) else { throw LocalError.failed("--plaintext-loopback is for a loopback server only") }
+            guard addresses.hosts.allSatisfy({ ["127.0.0.1", "localhost", "::1"].contains($0) }) else {
+                throw LocalError.failed("--plaintext-loopback is for a loopback server only")
+            }
             security = .plaintext
         } else {
             guard let certificate = clientCert ?? environment["CUSTOS_CLIENT_CERT"] ?? rpc?.clientCertificate,
@@ -56,16 +62,12 @@ struct RemoteOptions: ParsableArguments {
             }
             security = RPCClientTLS(certificateChain: certificate, privateKey: key, serverCA: caFile).transportSecurity
         }
-        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        let isIPv4 = bare.split(separator: ".").count == 4 && bare.allSatisfy { $0.isNumber || $0 == "." }
-        let target: any ResolvableTarget = isIPv4 ? .ipv4(address: bare, port: port) : bare.contains(":") ? .ipv6(address: bare, port: port) : .dns(host: bare, port: port)
         // Every Admin call has a deadline: a command never hangs on a server that stopped answering.
         let deadline = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin")], timeout: .seconds(60))
         // A re-seal streams progress for as long as it runs; cut off, it continues next time.
         let reseal = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin", method: "ResealKeys")], timeout: .seconds(6 * 3600))
-        let transport = try HTTP2ClientTransport.Posix(
-            target: target, transportSecurity: security, serviceConfig: ServiceConfig(methodConfig: [deadline, reseal])
-        )
+        // Several instances: round robin, reads retried on another (``RoundRobinClient``).
+        let transport = try RoundRobinClient.transport(addresses, security: security, methodConfigs: [deadline, reseal])
         do {
             return try await withGRPCClient(transport: transport) { client in
                 try await body(Custos_V1_Admin.Client(wrapping: client))

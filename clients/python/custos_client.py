@@ -7,7 +7,9 @@ $CUSTOS_PY_GEN). This module only adds what every caller needs:
   * the configuration: <state>/config.json (or $CUSTOS_CONFIG), its `rpc` section (host, port,
     caCertificate, clientCertificate / clientKey = the officer the set-up made);
   * channels with mutual TLS for a named identity from <state>/pki (officer-alice,
-    officer-bob, frontend-demo, other-client of an unrelated CA);
+    officer-bob, frontend-demo, other-client of an unrelated CA), to one instance or, given
+    `host:port,host:port`, round robin over several (reads retried on another instance on
+    UNAVAILABLE, writes never sent twice);
   * metadata helpers: `bearer(api_key)` and `tenant(tenant_id)`;
   * `Clients`, the stubs of every service bound to one channel.
 
@@ -117,9 +119,72 @@ def identity(config: Config, name: str) -> Identity:
     return Identity(name, config.pki / f"{name}.pem", config.pki / f"{name}.key")
 
 
-def channel(config: Config, who: Identity, address: str | None = None) -> grpc.Channel:
-    """A mutual-TLS channel to `address` (default: the configured host and port) that trusts
-    only the Custos CA and presents `who`'s certificate."""
+# Calls that change nothing a second run would change again: on UNAVAILABLE (an instance
+# killed or restarting) gRPC sends them again, to another instance. The same list as
+# RoundRobinClient.idempotentMethods in Sources/RPC/Client/RoundRobinClient.swift. Enrol,
+# Verify and every write are not in it: they may have run on the instance that died, so their
+# UNAVAILABLE goes to the caller. (gRPC itself moves a call to another instance only when it
+# could not be started on the chosen connection, i.e. it never reached a server.)
+IDEMPOTENT_METHODS = (
+    ("grpc.health.v1.Health", "Check"),
+    ("custos.v1.APIKeys", "WhoAmI"),
+    ("custos.v1.APIKeys", "ListKeys"),
+    ("custos.v1.Verification", "GetSession"),
+    ("custos.v1.Verification", "Ping"),
+    ("custos.v1.Webhooks", "PublicKeys"),
+    ("custos.v1.Admin", "ListTenants"),
+    ("custos.v1.Admin", "ListKeys"),
+    ("custos.v1.Admin", "ListAPIKeys"),
+    ("custos.v1.Admin", "AuditTail"),
+    ("custos.v1.Admin", "AuditVerify"),
+    ("custos.v1.Admin", "HSMStatus"),
+    ("custos.v1.Admin", "KeyStatus"),
+)
+
+
+def service_config() -> str:
+    """Round robin over the resolved addresses; IDEMPOTENT_METHODS retried on UNAVAILABLE
+    (up to 4 attempts, 50-400 ms apart, as the Swift client)."""
+    return json.dumps({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{
+            "name": [{"service": service, "method": method} for service, method in IDEMPOTENT_METHODS],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.4s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }],
+    })
+
+
+def target(address: str) -> str:
+    """A gRPC target for `host:port`, or for several separated by commas (IP literals of one
+    family: `ipv4:h1:p1,h2:p2`, which gRPC resolves to one subchannel each)."""
+    entries = [entry.strip() for entry in address.split(",")]
+    if len(entries) == 1:
+        return entries[0]
+    families = set()
+    for entry in entries:
+        host = entry.rsplit(":", 1)[0].strip("[]")
+        try:
+            families.add(ipaddress.ip_address(host).version)
+        except ValueError:
+            raise ValueError(f"several addresses must be IP literals: {entry!r}") from None
+    if len(families) != 1:
+        raise ValueError(f"several addresses must be all IPv4 or all IPv6: {address!r}")
+    return ("ipv4:" if families == {4} else "ipv6:") + ",".join(entries)
+
+
+def channel(config: Config, who: Identity, address: str | None = None,
+            server_name: str | None = None) -> grpc.Channel:
+    """A mutual-TLS channel to `address` (default: the configured host and port; or several
+    instances, `host:port,host:port`, round robin) that trusts only the Custos CA and presents
+    `who`'s certificate. With several addresses every instance's certificate is checked
+    against one name: `server_name`, by default the first address's host (give the name all
+    instances' certificates share, e.g. a service DNS name, when their addresses differ)."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=config.ca.read_bytes(),
         private_key=who.key.read_bytes(),
@@ -129,8 +194,18 @@ def channel(config: Config, who: Identity, address: str | None = None) -> grpc.C
         # Each identity gets its own connection: never share a subchannel between two
         # client certificates (gRPC pools subchannels by target and credentials otherwise).
         ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.service_config", service_config()),
+        ("grpc.enable_retries", 1),
+        # A lost instance is tried again soon (gRPC's default starts at 1 s and grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    return grpc.secure_channel(address or config.address, credentials, options=options)
+    resolved = target(address or config.address)
+    if resolved.startswith(("ipv4:", "ipv6:")):
+        # gRPC would check the certificates against the whole address list.
+        first = resolved.split(":", 1)[1].split(",")[0].rsplit(":", 1)[0].strip("[]")
+        options.append(("grpc.ssl_target_name_override", server_name or first))
+    return grpc.secure_channel(resolved, credentials, options=options)
 
 
 def bearer(api_key: str) -> tuple[tuple[str, str], ...]:

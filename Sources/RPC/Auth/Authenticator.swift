@@ -23,19 +23,38 @@ public final class Authenticator: Sendable {
 
     let apiKeys: APIKeyService
     let database: Database
+    /// Tells this instance about revocations and tenant status changes made by any instance.
+    let changes: CacheChangeListener
+    /// How long the deny-list and tenant statuses are reused while ``changes`` listens (at most
+    /// ``CacheChangeListener/unlistenedLifetime`` while it does not).
     let cacheLifetime: Duration
     private let revoked = Mutex<(serials: Set<String>, until: ContinuousClock.Instant)?>(nil)
     private let tenants = Mutex([TenantID: (active: Bool, until: ContinuousClock.Instant)]())
-    /// Bumped by the invalidations below: a caller after one never joins a read begun before it.
+    /// Bumped by the invalidations below (the listener's own counts notices): a caller after one
+    /// never joins a read begun before it.
     private let generation = Atomic<UInt64>(0)
     /// One read per expired entry, however many callers find it expired at once.
-    private let revocationRefreshes = SingleFlight<UInt64, Set<String>>()
+    private let revocationRefreshes = SingleFlight<String, Set<String>>()
     private let tenantRefreshes = SingleFlight<String, Bool?>()
 
-    public init(apiKeys: APIKeyService, database: Database, cacheLifetime: Duration = .seconds(2)) {
+    public init(apiKeys: APIKeyService, database: Database, changes: CacheChangeListener, cacheLifetime: Duration = .seconds(2)) {
         self.apiKeys = apiKeys
         self.database = database
+        self.changes = changes
         self.cacheLifetime = cacheLifetime
+        changes.subscribe { [weak self] change in self?.forget(change) }
+    }
+
+    /// Forgets what another instance's (or this one's) change makes stale; `nil`: everything.
+    func forget(_ change: CacheChange?) {
+        switch change {
+        case .certificateRevocations: revoked.withLock { $0 = nil }
+        case .tenantStatus(let tenant): _ = tenants.withLock { $0.removeValue(forKey: tenant) }
+        case .tenantPolicy: break
+        case nil:
+            revoked.withLock { $0 = nil }
+            tenants.withLock { $0.removeAll() }
+        }
     }
 
     /// - Throws: `RPCError` UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND or INVALID_ARGUMENT.
@@ -127,11 +146,12 @@ public final class Authenticator: Sendable {
         if let cached = tenants.withLock({ $0[tenant] }), cached.until > now {
             active = cached.active
         } else {
-            let generation = generation.load(ordering: .acquiring)
-            let found = try await tenantRefreshes.run("\(tenant.rawValue)#\(generation)") {
+            let stamp = cacheStamp
+            let found = try await tenantRefreshes.run("\(tenant.rawValue)#\(stamp)") {
                 let found = try await TenantStore(self.database).get(tenant).map { $0.status == "active" }
-                if let found, self.generation.load(ordering: .acquiring) == generation {
-                    self.tenants.withLock { $0[tenant] = (found, now + self.cacheLifetime) }
+                // A change announced while this read ran may not be in it: use it, do not keep it.
+                if let found, self.cacheStamp == stamp {
+                    self.tenants.withLock { $0[tenant] = (found, now + self.changes.lifetime(self.cacheLifetime)) }
                 }
                 return found
             }
@@ -144,26 +164,29 @@ public final class Authenticator: Sendable {
     func isRevoked(_ serial: String) async throws -> Bool {
         let now = ContinuousClock.now
         if let cached = revoked.withLock({ $0 }), cached.until > now { return cached.serials.contains(serial) }
-        let generation = generation.load(ordering: .acquiring)
-        let serials = try await revocationRefreshes.run(generation) {
+        let stamp = cacheStamp
+        let serials = try await revocationRefreshes.run(stamp) {
             let serials = try await self.database.withTransaction(context: "read revoked certificates") { connection in
                 try await CertificateRevocationStore.all(on: connection)
             }
-            if self.generation.load(ordering: .acquiring) == generation { self.revoked.withLock { $0 = (serials, now + self.cacheLifetime) } }
+            if self.cacheStamp == stamp { self.revoked.withLock { $0 = (serials, now + self.changes.lifetime(self.cacheLifetime)) } }
             return serials
         }
         return serials.contains(serial)
     }
 
-    /// Forgets cached revocations (after this instance revoked a certificate). Other instances
-    /// see a revocation within ``cacheLifetime``.
+    /// Which changes a read has seen: this instance's invalidations and the notices of all.
+    private var cacheStamp: String { "\(generation.load(ordering: .acquiring)).\(changes.generation)" }
+
+    /// Forgets cached revocations (after this instance revoked a certificate, before its own
+    /// notice arrives). Other instances forget theirs on the notice (``CacheChange``).
     public func invalidateRevocations() {
         generation.add(1, ordering: .acquiringAndReleasing)
         revoked.withLock { $0 = nil }
     }
 
-    /// Forgets a tenant's cached status (after this instance disabled it); other instances see
-    /// it within ``cacheLifetime``.
+    /// Forgets a tenant's cached status (after this instance disabled it, before its own notice
+    /// arrives). Other instances forget theirs on the notice (``CacheChange``).
     public func invalidateTenant(_ tenant: TenantID) {
         generation.add(1, ordering: .acquiringAndReleasing)
         _ = tenants.withLock { $0.removeValue(forKey: tenant) }

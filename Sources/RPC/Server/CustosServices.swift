@@ -20,6 +20,9 @@ public struct RPCSettings: Sendable {
     public var maxRequestBytes = 64 * 1024
     /// 1:1 verifications one subject may have per window (RESOURCE_EXHAUSTED past it).
     public var verificationAttempts = VerificationAttemptLimit.default
+    /// How long the authenticator reuses the certificate deny-list and a tenant's status while
+    /// the cache-change listener is connected (other instances' changes arrive as notices).
+    public var authenticationCacheLifetime: Duration = .seconds(2)
 
     public init() {}
 
@@ -53,7 +56,9 @@ public struct CustosServices: Sendable {
 
     public init(_ graph: VerificationGraph, settings: RPCSettings = RPCSettings(), logger: Logger) {
         let custody = graph.custody
-        let authenticator = Authenticator(apiKeys: custody.apiKeys, database: custody.database)
+        let authenticator = Authenticator(
+            apiKeys: custody.apiKeys, database: custody.database, changes: graph.changes, cacheLifetime: settings.authenticationCacheLifetime
+        )
         let health = HealthStatusRegistry(statuses: [
             "": .serving, "custos.v1.Verification": .serving, "custos.v1.APIKeys": .serving,
             "custos.v1.Webhooks": .serving, "custos.v1.Admin": .serving,
@@ -84,7 +89,7 @@ public struct CustosServices: Sendable {
     }
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
-    /// gallery and key-state listeners running until cancelled (``VerificationGraph/runBackground()``),
+    /// gallery, key-state and cache-change listeners running until cancelled (``VerificationGraph/runBackground()``),
     /// with the sweeps that carry out scheduled key destructions and tenant offboardings once due.
     public func runBackground() async {
         let (graph, waitingPeriod) = (graph, destructionWaitingPeriod)
