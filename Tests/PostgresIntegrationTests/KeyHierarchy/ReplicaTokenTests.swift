@@ -92,9 +92,11 @@ struct ReplicaTokenTests {
         await replicas.shutdown()
 
         // C initialised separately, with a root of its own: every key differs.
-        let c = try await freshToken("c", directory: directory, transcript: transcript, participants: participants)
+        // (Another installation: its own transcript, MAC'd under its own root.)
+        let otherTranscript = CeremonyTranscript(path: directory + "/other-transcript.jsonl")
+        let c = try await freshToken("c", directory: directory, transcript: otherTranscript, participants: participants)
         let other = try await KeyCeremony(pool: c.pool, participants: participants, configHash: "test-config", logger: logs.logger)
-            .generateRoot(threshold: 2, shares: 3, outputDirectory: directory + "/other-shares", transcript: transcript)
+            .generateRoot(threshold: 2, shares: 3, outputDirectory: directory + "/other-shares", transcript: otherTranscript)
         await c.pool.shutdown()
         let foreign = try await pair(a, c)
         let differs = await #expect(throws: ReplicaTokensDiffer.self) { try await ReplicaRootKeyCheck.verify(foreign) }
