@@ -69,7 +69,8 @@ extension TenantKeyring {
             let added = Set(entries.map(DestroyedVersionsAnchor.Entry.init))
             // The first destruction on a new token finds only itself: nothing was rebuilt.
             if rebuilt != nil, contents.entries.isSubset(of: added) { rebuilt = nil; contents.entries = [] }
-            if contents.seq == 0 || !added.isSubset(of: contents.entries) {
+            // A replica token that lags (a write failed half-way) is brought up to date too.
+            if contents.seq == 0 || !added.isSubset(of: contents.entries) || !contents.onEveryToken {
                 contents.entries.formUnion(added)
                 try await anchor.write(contents.entries, seq: contents.seq + 1, rootKeys: rootKeys)
             }
@@ -91,10 +92,26 @@ extension TenantKeyring {
         let pending = try await authenticPendingDestructions()
         if !pending.isEmpty {
             try await anchorDestructions(pending, actor: "custos")
-        } else if try await destructionAnchor.read() == .missing {
-            try await rebuildDestructionAnchor()
+        } else {
+            switch try await destructionAnchor.read() {
+            case .missing: try await rebuildDestructionAnchor()
+            case .contents(let contents) where !contents.onEveryToken: try await replicateDestructionAnchor()
+            case .contents, .invalid: break
+            }
         }
         return pending
+    }
+
+    /// Writes the newest list to every token again when one lacks it or lags (a replica
+    /// restored from shares, a write that failed half-way), so that losing any one token never
+    /// loses a destruction.
+    private func replicateDestructionAnchor() async throws {
+        let (anchor, rootKeys) = (destructionAnchor, rootKeys)
+        try await database.withTransaction(context: "replicate destruction anchor") { connection in
+            try await PendingDestructionAnchorStore.lockAnchor(on: connection)
+            guard case .contents(let contents) = try await anchor.read(), !contents.onEveryToken else { return }
+            try await anchor.write(contents.entries, seq: contents.seq + 1, rootKeys: rootKeys)
+        }
     }
 
     /// Writes the list from the database's destroyed rows when the token has none.

@@ -1,5 +1,6 @@
 import Ceremony
 import Custody
+import CustosModel
 import Foundation
 import HSM
 import HSMTestSupport
@@ -108,6 +109,56 @@ struct ReplicaTokenTests {
             #expect(!message.lowercased().contains(key.checkValue.lowercased()), "the message names keys, never their check values")
         }
         await foreign.shutdown()
+    }
+}
+
+/// The list of destroyed key versions (``DestroyedVersionsAnchor``, a token data object) is
+/// written to every token, and reconciliation puts it back on a replica that lacks it: losing
+/// any one token never loses a destruction.
+@Suite("Replica tokens: the destruction anchor on every token", .serialized)
+struct ReplicatedDestructionAnchorTests {
+    @Test("a destruction is anchored on both tokens; a replica that lost the list gets it back at reconciliation")
+    func anchorOnEveryToken() async throws {
+        let harness = try await CustodyHarness.make("repanchor")
+        // Token B restored from the harness's shares (2 of 3): a replica of the harness token.
+        let tokenB = try TestToken.make("repanchorb")
+        let poolB = try SessionPool(configuration: tokenB.configuration(), logger: harness.logs.logger)
+        try await poolB.start()
+        let participants = try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"])
+        _ = try await KeyCeremony(pool: poolB, participants: participants, configHash: "test", logger: harness.logs.logger)
+            .restore(sharePaths: Array(harness.sharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(tokenB.label).jsonl"))
+        await poolB.shutdown()
+
+        var configuration = harness.token.configuration()
+        configuration.replicas = [TokenEndpoint(modulePath: TestToken.modulePath, token: .label(tokenB.label), userPIN: .file(path: tokenB.pinFile))]
+        let pool = try SessionPool(
+            configuration: configuration, module: try TestToken.isolatedModule(), replicaModules: [try TestToken.isolatedModule()], logger: harness.logs.logger
+        )
+        try await pool.start()
+        try await ReplicaRootKeyCheck.verify(pool)
+        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
+        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
+        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
+
+        let tenant = try await keyring.createTenant(label: "replicated", actor: "officer").id
+        _ = try await keyring.rotate(tenant, .apiKeyPepper, actor: "officer")
+        try await keyring.destroy(tenant, .apiKeyPepper, version: 1, waitingPeriod: .zero, actor: "officer")
+        let anchored = try await pool.tokenPools.asyncMap { try await Self.anchorObjects($0) }
+        #expect(anchored.allSatisfy { $0 >= 1 }, "the list is on every token: \(anchored)")
+
+        // B loses its list (a replica restored from shares has none): reconciliation writes it again.
+        _ = try await pool.tokenPools[1].withPersistentSession { session in
+            for handle in try session.findObjects([.class(.data), .label("custos/keys/destroyed")]) { try session.destroyObject(handle) }
+        }
+        #expect(try await Self.anchorObjects(pool.tokenPools[1]) == 0)
+        _ = try await keyring.reconcile()
+        #expect(try await Self.anchorObjects(pool.tokenPools[1]) >= 1)
+        await pool.shutdown()
+        await harness.shutdown()
+    }
+
+    static func anchorObjects(_ token: SessionPool) async throws -> Int {
+        try await token.withPersistentSession { session in try session.findObjects([.class(.data), .label("custos/keys/destroyed")]).count }
     }
 }
 
