@@ -7,6 +7,7 @@ import HSMTestSupport
 import Logging
 import PKCS11
 import SecureMemory
+import Synchronization
 import Testing
 
 /// Replica tokens: `ceremony restore` from M-of-N shares onto a second token makes a replica the
@@ -131,8 +132,9 @@ struct ReplicatedDestructionAnchorTests {
 
         var configuration = harness.token.configuration()
         configuration.replicas = [TokenEndpoint(modulePath: TestToken.modulePath, token: .label(tokenB.label), userPIN: .file(path: tokenB.pinFile))]
+        let moduleA = try TestToken.isolatedModule()
         let pool = try SessionPool(
-            configuration: configuration, module: try TestToken.isolatedModule(), replicaModules: [try TestToken.isolatedModule()], logger: harness.logs.logger
+            configuration: configuration, module: moduleA, replicaModules: [try TestToken.isolatedModule()], logger: harness.logs.logger
         )
         try await pool.start()
         try await ReplicaRootKeyCheck.verify(pool)
@@ -153,12 +155,39 @@ struct ReplicatedDestructionAnchorTests {
         #expect(try await Self.anchorObjects(pool.tokenPools[1]) == 0)
         _ = try await keyring.reconcile()
         #expect(try await Self.anchorObjects(pool.tokenPools[1]) >= 1)
+
+        // The first token removed: audited actions go on (the audit anchor is written to the
+        // tokens that answer), and the chain verifies once it is back.
+        let removed = TokenRemoved()
+        moduleA.installFaultInjector(removed)
+        removed.armed.store(true, ordering: .relaxed)
+        try await audit.append(tenant: tenant, actor: "officer", action: .certificateRevoke, target: "while-a-is-down", details: [:])
+        removed.armed.store(false, ordering: .relaxed)
+        // Token A's own pool re-initialises once its breaker's pause is over (bounded wait).
+        var back = false
+        for _ in 0..<500 where !back {
+            back = (try? await pool.tokenPools[0].random(count: 1)) != nil
+            if !back { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(back)
+        try await audit.append(tenant: tenant, actor: "officer", action: .certificateRevoke, target: "after-a-returned", details: [:])
+        let verification = try await audit.verify()
+        #expect(verification.isIntact, "\(verification)")
         await pool.shutdown()
         await harness.shutdown()
     }
 
     static func anchorObjects(_ token: SessionPool) async throws -> Int {
         try await token.withPersistentSession { session in try session.findObjects([.class(.data), .label("custos/keys/destroyed")]).count }
+    }
+}
+
+/// Every function of one module answers `CKR_DEVICE_REMOVED` while armed (but `C_Finalize`).
+final class TokenRemoved: PKCS11FaultInjector {
+    let armed = Atomic<Bool>(false)
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        armed.load(ordering: .relaxed) && function != .finalize ? .deviceRemoved : nil
     }
 }
 
