@@ -74,8 +74,11 @@ public struct CustodyGraph: Sendable {
     /// them).
     /// - Parameter verify: refuse a token whose root keys the database does not know
     ///   (``RootKeyCheck``); only the root-KEK ceremony, which migrates and records them, skips
-    ///   it and reads the token as it is.
+    ///   it and reads the token as it is. With `verify`, the replica tokens are checked against
+    ///   the first as well (``ReplicaRootKeyCheck``).
     static func rootKeys(pool: SessionPool, database: Database, verify: Bool, logger: Logger) async throws -> RootKeys {
+        // Every replica token must hold the first token's root keys before any call can move to it.
+        if verify { try await ReplicaRootKeyCheck.verify(pool) }
         let inventory = verify
             ? try await RootKeyCheck.verify(pool: pool, database: database, logger: logger)
             : try await RootKeyInventory.read(from: pool)

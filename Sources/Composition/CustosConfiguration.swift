@@ -20,6 +20,28 @@ public struct CustosConfiguration: Codable, Sendable {
         /// Most unwrapped tenant keys (HSM session objects) the pool keeps; default
         /// `HSMConfiguration.defaultMaxCachedKeys` (1,000), see docs/operations.md.
         public var maxCachedKeys: Int?
+        /// Several tokens holding the same root keys (HSM partitions, ceremony replicas), the
+        /// first one primary; when absent, the single token above. When present, `modulePath`
+        /// and `tokenLabel` may be left out (they default to the first entry's) and must name
+        /// the first entry otherwise. See docs/operations.md, "Several tokens".
+        public var tokens: [Token]?
+
+        /// One entry of ``tokens``. The PIN comes from a 0600 file or the environment, never argv.
+        public struct Token: Codable, Sendable, Hashable {
+            public var modulePath: String
+            public var tokenLabel: String
+            public var userPINFile: String?
+            public var userPINEnvironment: String?
+            public var initArguments: String?
+
+            public init(modulePath: String, tokenLabel: String, userPINFile: String? = nil, userPINEnvironment: String? = nil, initArguments: String? = nil) {
+                self.modulePath = modulePath
+                self.tokenLabel = tokenLabel
+                self.userPINFile = userPINFile
+                self.userPINEnvironment = userPINEnvironment
+                self.initArguments = initArguments
+            }
+        }
 
         public init(
             modulePath: String, tokenLabel: String, userPINFile: String? = nil, userPINEnvironment: String? = nil,
@@ -33,6 +55,35 @@ public struct CustosConfiguration: Codable, Sendable {
             self.workers = workers
             self.tokenObjectsPerTenant = tokenObjectsPerTenant
             self.maxCachedKeys = maxCachedKeys
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case modulePath, tokenLabel, userPINFile, userPINEnvironment, softhsmConf, initArguments, workers, tokenObjectsPerTenant
+            case maxCachedKeys, tokens
+        }
+
+        /// As synthesised, but `modulePath` and `tokenLabel` default to the first of `tokens`.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            tokens = try container.decodeIfPresent([Token].self, forKey: .tokens)
+            let first = tokens?.first
+            if let first, !container.contains(.modulePath) {
+                modulePath = first.modulePath
+            } else {
+                modulePath = try container.decode(String.self, forKey: .modulePath)
+            }
+            if let first, !container.contains(.tokenLabel) {
+                tokenLabel = first.tokenLabel
+            } else {
+                tokenLabel = try container.decode(String.self, forKey: .tokenLabel)
+            }
+            userPINFile = try container.decodeIfPresent(String.self, forKey: .userPINFile)
+            userPINEnvironment = try container.decodeIfPresent(String.self, forKey: .userPINEnvironment)
+            softhsmConf = try container.decodeIfPresent(String.self, forKey: .softhsmConf)
+            initArguments = try container.decodeIfPresent(String.self, forKey: .initArguments)
+            workers = try container.decodeIfPresent(Int.self, forKey: .workers)
+            tokenObjectsPerTenant = try container.decodeIfPresent(Int.self, forKey: .tokenObjectsPerTenant)
+            maxCachedKeys = try container.decodeIfPresent(Int.self, forKey: .maxCachedKeys)
         }
     }
 
@@ -151,20 +202,45 @@ public struct CustosConfiguration: Codable, Sendable {
         }
     }
 
-    /// - Throws: ``ConfigurationError`` when no user PIN source is configured.
+    /// - Throws: ``ConfigurationError`` when a token has no user PIN source, or `hsm.tokens` is
+    ///   empty or disagrees with `modulePath`/`tokenLabel`.
     public func poolConfiguration() throws -> HSMConfiguration {
-        let pin: PINSource
-        if let name = hsm.userPINEnvironment {
-            pin = .environment(name: name)
-        } else if let file = hsm.userPINFile {
-            pin = .file(path: file)
-        } else {
-            throw ConfigurationError.invalid(path: source, reason: "no user PIN source (userPINFile or userPINEnvironment)")
+        guard let tokens = hsm.tokens else {
+            return HSMConfiguration(
+                modulePath: hsm.modulePath, token: .label(hsm.tokenLabel),
+                userPIN: try pinSource(file: hsm.userPINFile, environment: hsm.userPINEnvironment, field: nil), workers: hsm.workers ?? 2,
+                initArguments: hsm.initArguments,
+                maxCachedKeys: hsm.maxCachedKeys ?? HSMConfiguration.defaultMaxCachedKeys
+            )
+        }
+        guard let first = tokens.first else {
+            throw ConfigurationError.invalid(path: source, reason: "hsm.tokens is empty; list at least one token or leave it out")
+        }
+        guard first.modulePath == hsm.modulePath, first.tokenLabel == hsm.tokenLabel else {
+            throw ConfigurationError.invalid(
+                path: source, reason: "hsm.modulePath/tokenLabel name another token than hsm.tokens[0]; with hsm.tokens, leave them out"
+            )
+        }
+        let endpoints = try tokens.enumerated().map { index, token in
+            TokenEndpoint(
+                modulePath: token.modulePath, token: .label(token.tokenLabel),
+                userPIN: try pinSource(file: token.userPINFile, environment: token.userPINEnvironment, field: "hsm.tokens[\(index)]"),
+                initArguments: token.initArguments
+            )
         }
         return HSMConfiguration(
-            modulePath: hsm.modulePath, token: .label(hsm.tokenLabel), userPIN: pin, workers: hsm.workers ?? 2,
-            initArguments: hsm.initArguments,
-            maxCachedKeys: hsm.maxCachedKeys ?? HSMConfiguration.defaultMaxCachedKeys
+            modulePath: first.modulePath, token: endpoints[0].token, userPIN: endpoints[0].userPIN, workers: hsm.workers ?? 2,
+            initArguments: first.initArguments,
+            maxCachedKeys: hsm.maxCachedKeys ?? HSMConfiguration.defaultMaxCachedKeys,
+            replicas: Array(endpoints.dropFirst())
+        )
+    }
+
+    private func pinSource(file: String?, environment: String?, field: String?) throws -> PINSource {
+        if let environment { return .environment(name: environment) }
+        if let file { return .file(path: file) }
+        throw ConfigurationError.invalid(
+            path: source, reason: "no user PIN source (userPINFile or userPINEnvironment)" + (field.map { " in \($0)" } ?? "")
         )
     }
 }

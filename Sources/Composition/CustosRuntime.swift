@@ -167,12 +167,17 @@ public struct CustosRuntime: Sendable {
     /// - Throws: ``ConfigurationError/moduleUnfit(modulePath:failed:)``.
     @discardableResult
     public static func requireCustodyCapabilities(_ pool: SessionPool) async throws -> Bool {
-        let results = await SelfTest.capabilities(of: pool)
-        let blockers = SelfTest.custodyBlockers(results)
-        guard blockers.isEmpty else {
-            throw ConfigurationError.moduleUnfit(modulePath: pool.configuration.modulePath, failed: blockers.map { "\($0.name): \($0.detail)" })
+        // Every token's module: a call may move to any of them (Ed25519 runs on the first only).
+        var ed25519 = false
+        for (index, token) in pool.tokenPools.enumerated() {
+            let results = await SelfTest.capabilities(of: token)
+            let blockers = SelfTest.custodyBlockers(results)
+            guard blockers.isEmpty else {
+                throw ConfigurationError.moduleUnfit(modulePath: token.configuration.modulePath, failed: blockers.map { "\($0.name): \($0.detail)" })
+            }
+            if index == 0 { ed25519 = SelfTest.supportsEd25519Webhooks(results) }
         }
-        return SelfTest.supportsEd25519Webhooks(results)
+        return ed25519
     }
 
     private static func startedPool(_ configuration: HSMConfiguration, options: Options) async throws -> SessionPool {

@@ -37,11 +37,29 @@ public struct AuditHSMAnchor: Sendable {
         case anchor(AuditAnchor)
     }
 
-    /// Reads the anchor and checks its MAC in the HSM.
-    /// - Throws: ``HSMError``.
+    /// Reads the anchor and checks its MAC in the HSM. With replica tokens, the newest
+    /// MAC-valid anchor of any token that answers (a token that was out of service during
+    /// appends holds an older one).
+    /// - Throws: ``HSMError`` when no token answers.
     func read() async throws -> Reading {
+        var readings = [Reading]()
+        var unreachable: HSMError?
+        for token in pool.tokenPools {
+            do {
+                readings.append(try await read(on: token))
+            } catch let error as HSMError where error.isRetryable && pool.tokenPools.count > 1 {
+                unreachable = error
+            }
+        }
+        if readings.isEmpty, let unreachable { throw unreachable }
+        let anchors = readings.compactMap { reading -> AuditAnchor? in if case .anchor(let anchor) = reading { anchor } else { nil } }
+        if let newest = anchors.max(by: { $0.seq < $1.seq }) { return .anchor(newest) }
+        return readings.contains(.invalid) ? .invalid : .missing
+    }
+
+    private func read(on token: SessionPool) async throws -> Reading {
         let macKey = macKey, object = object
-        return try await pool.withSession { session in
+        return try await token.withSession { session in
             let values = try object.values(in: session.pkcs11)
             if values.isEmpty { return .missing }
             var newest: AuditAnchor?
@@ -54,14 +72,30 @@ public struct AuditHSMAnchor: Sendable {
         }
     }
 
-    /// MACs and stores the new head. Call only under the append lock, after checking that the
-    /// log does not stand behind the current anchor.
+    /// MACs and stores the new head on every token that answers (with replica tokens, one out
+    /// of service is skipped and catches up with the next append after its return; ``read()``
+    /// takes the newest, so appends go on while any token serves). Call only under the append
+    /// lock, after checking that the log does not stand behind the current anchor.
     /// - Returns: the anchor written.
-    /// - Throws: ``HSMError``.
+    /// - Throws: ``HSMError`` when no token took it.
     @discardableResult
     func write(seq: Int64, hash: [UInt8], previousHash: [UInt8]) async throws -> AuditAnchor {
+        var written: AuditAnchor?
+        var unreachable: HSMError?
+        for token in pool.tokenPools {
+            do {
+                written = try await write(seq: seq, hash: hash, previousHash: previousHash, on: token)
+            } catch let error as HSMError where error.isRetryable && pool.tokenPools.count > 1 {
+                unreachable = error
+            }
+        }
+        guard let written else { throw unreachable ?? HSMError.notRunning }
+        return written
+    }
+
+    private func write(seq: Int64, hash: [UInt8], previousHash: [UInt8], on token: SessionPool) async throws -> AuditAnchor {
         let macKey = macKey, object = object
-        return try await pool.withSession { session in
+        return try await token.withSession { session in
             let message = AuditAnchor.message(seq: seq, hash: hash, previousHash: previousHash)
             let mac = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: macKey), data: message)
             let anchor = AuditAnchor(seq: seq, hash: hash, previousHash: previousHash, mac: mac)
@@ -74,6 +108,10 @@ public struct AuditHSMAnchor: Sendable {
     /// - Returns: how many objects were destroyed.
     func destroyAll() async throws -> Int {
         let object = object
-        return try await pool.withSession { session in try object.destroyAll(in: session.pkcs11) }
+        var destroyed = 0
+        for token in pool.tokenPools {
+            destroyed += try await token.withSession { session in try object.destroyAll(in: session.pkcs11) }
+        }
+        return destroyed
     }
 }

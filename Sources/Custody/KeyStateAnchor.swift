@@ -38,6 +38,9 @@ struct KeyStateAnchor: Sendable {
     struct Contents: Sendable, Equatable {
         var seq: Int64
         var states: AnchoredKeyStates
+        /// Every configured token answered and holds this list (with replica tokens, one may lag
+        /// after a write that failed half-way, or lack it after a restore from shares).
+        var onEveryToken = true
     }
 
     /// What the token holds.
@@ -65,31 +68,56 @@ struct KeyStateAnchor: Sendable {
     // MARK: Reading and writing
 
     /// Reads the list and checks its MAC in the HSM (under the root MAC key version it names).
-    /// - Throws: ``HSMError``.
+    /// With replica tokens, the newest MAC-valid list of any token that answers: every write
+    /// reaches every token, so a token that is down costs nothing, and one restored from shares
+    /// (no list yet) does not hide the others'.
+    /// - Throws: ``HSMError`` when no token answers.
     func read() async throws -> Reading {
         let object = object
-        let values = try await pool.withSession { session in try object.values(in: session.pkcs11) }
-        if values.isEmpty { return .missing }
-        var newest: Contents?
-        for bytes in values {
-            guard let stored = Stored(bytes: bytes), stored.seq > newest?.seq ?? 0 else { continue }
-            let message = Self.message(identity: identity, seq: stored.seq, body: stored.body)
-            if try await rootMACVerifies(stored.mac, of: message, macVersion: stored.macVersion, pool: pool) {
-                newest = Contents(seq: stored.seq, states: AnchoredKeyStates(body: stored.body))
+        var valuesByToken = [[[UInt8]]]()
+        var unreachable: HSMError?
+        for token in pool.tokenPools {
+            do {
+                valuesByToken.append(try await token.withSession { session in try object.values(in: session.pkcs11) })
+            } catch let error as HSMError where error.isRetryable {
+                unreachable = error
             }
         }
-        return newest.map(Reading.contents) ?? .invalid
+        if valuesByToken.isEmpty, let unreachable { throw unreachable }
+        if valuesByToken.allSatisfy(\.isEmpty) { return .missing }
+        var newest: Contents?
+        var newestPerToken = [Int64]()
+        for values in valuesByToken {
+            var tokenNewest: Int64 = 0
+            for bytes in values {
+                guard let stored = Stored(bytes: bytes), stored.seq > tokenNewest else { continue }
+                let message = Self.message(identity: identity, seq: stored.seq, body: stored.body)
+                guard try await rootMACVerifies(stored.mac, of: message, macVersion: stored.macVersion, pool: pool) else { continue }
+                tokenNewest = stored.seq
+                if stored.seq > newest?.seq ?? 0 { newest = Contents(seq: stored.seq, states: AnchoredKeyStates(body: stored.body)) }
+            }
+            newestPerToken.append(tokenNewest)
+        }
+        guard var newest else { return .invalid }
+        newest.onEveryToken = unreachable == nil && newestPerToken.allSatisfy { $0 == newest.seq }
+        return .contents(newest)
     }
 
-    /// MACs and stores `states` as sequence number `seq`. Call only under
-    /// ``KeyStateAnchorStore/lock(on:)``, with everything the current list holds.
+    /// MACs and stores `states` as sequence number `seq` on every token (the first first). Call
+    /// only under ``KeyStateAnchorStore/lock(on:)``, with everything the current list holds. A
+    /// token that cannot be written fails the write, and with it the change's transaction: a
+    /// change is never anchored on some tokens only for good (those written are ahead, which
+    /// fails closed). A crash between tokens leaves older lists on the rest, which ``read()``
+    /// outranks by sequence number.
     /// - Throws: ``HSMError``.
     func write(_ states: AnchoredKeyStates, seq: Int64, rootKeys: RootKeys) async throws {
         let body = states.body
         let mac = try await pool.hmacSHA256(key: rootKeys.mac, data: Self.message(identity: identity, seq: seq, body: body))
         let bytes = Stored(seq: seq, macVersion: rootKeys.macVersion, body: body, mac: mac).bytes
         let object = object
-        try await pool.withSession { session in try object.replace(with: bytes, in: session.pkcs11) }
+        for token in pool.tokenPools {
+            try await token.withSession { session in try object.replace(with: bytes, in: session.pkcs11) }
+        }
     }
 
     // MARK: Encoding

@@ -78,7 +78,9 @@ extension TenantKeyring {
         }
         var states = current.states
         change(&states)
-        guard states != current.states || current.seq == 0 else { return }
+        // A replica token that lags (a write failed half-way, a restore from shares) is brought
+        // up to date by any change, or by reconciliation's empty one.
+        guard states != current.states || current.seq == 0 || !current.onEveryToken else { return }
         try await keyStateAnchor.write(states, seq: current.seq + 1, rootKeys: rootKeys)
         var ownChange = AnchoredKeyStates()
         change(&ownChange)

@@ -31,6 +31,8 @@ public struct LocalOptions: ParsableArguments {
         if let userPINFile { configuration.hsm.userPINFile = userPINFile }
         if let userPINEnv { configuration.hsm.userPINEnvironment = userPINEnv }
         if let workers { configuration.hsm.workers = workers }
+        // Token flags name one token (e.g. `ceremony restore` onto a replica): the list is not used.
+        if modulePath != nil || tokenLabel != nil || userPINFile != nil || userPINEnv != nil { configuration.hsm.tokens = nil }
         configuration.applyEnvironment()
         return configuration
     }

@@ -1,6 +1,7 @@
 public import PKCS11
 
-/// Everything the session pool needs to reach one token.
+/// Everything the session pool needs to reach its token, and the replica tokens it may spread
+/// work over (``replicas``; see ``SessionPool``'s "Several tokens").
 public struct HSMConfiguration: Sendable {
     /// Absolute path of the PKCS#11 module (Debian's SoftHSM2: `/usr/lib/softhsm/libsofthsm2.so`).
     public var modulePath: String
@@ -21,6 +22,12 @@ public struct HSMConfiguration: Sendable {
     /// least recently used is destroyed and unwrapped again on its next use. Token objects
     /// (root KEKs, the audit MAC key) are not counted. Default ``defaultMaxCachedKeys``.
     public var maxCachedKeys: Int
+    /// Further tokens holding the same root keys (empty: one token, the default). Each gets a
+    /// pool of its own with the settings above; ``SessionPool`` routes work over all of them.
+    public var replicas: [TokenEndpoint]
+    /// How often a token taken out of service after a device or session error is probed
+    /// (one RNG call through its own pool, whose breaker paces re-initialisation).
+    public var tokenProbeInterval: Duration
 
     /// 1,000: real HSMs cap session objects in the low thousands per token or partition, and
     /// the cap is shared with every other process logged in to it (the `custos` CLI, a second
@@ -36,7 +43,9 @@ public struct HSMConfiguration: Sendable {
         acquireTimeout: Duration = .seconds(2),
         recoveryBackoff: ClosedRange<Duration> = .milliseconds(50) ... .seconds(30),
         initArguments: String? = nil,
-        maxCachedKeys: Int = defaultMaxCachedKeys
+        maxCachedKeys: Int = defaultMaxCachedKeys,
+        replicas: [TokenEndpoint] = [],
+        tokenProbeInterval: Duration = .milliseconds(250)
     ) {
         self.modulePath = modulePath
         self.initArguments = initArguments
@@ -46,6 +55,8 @@ public struct HSMConfiguration: Sendable {
         self.acquireTimeout = acquireTimeout
         self.recoveryBackoff = recoveryBackoff
         self.maxCachedKeys = maxCachedKeys
+        self.replicas = replicas
+        self.tokenProbeInterval = tokenProbeInterval
     }
 }
 

@@ -21,6 +21,12 @@ import Glibc
 /// after in-flight calls drain, with a circuit breaker meanwhile; PIN errors are never retried.
 /// What to do is decided by ``RecoveryStateMachine`` (a value, table-tested without an HSM);
 /// this class owns the threads and makes the PKCS#11 calls.
+///
+/// ## Several tokens
+/// With ``HSMConfiguration/replicas`` the pool is the first token's pool and owns one pool per
+/// replica; ``withSession(_:_:)`` then routes each call by ``TokenFailover``'s rules (idempotent
+/// operations go to the least-loaded healthy token and move to another when theirs fails;
+/// token-object work stays on the first token). ``tokenPools`` reaches each token on its own.
 public final class SessionPool: Sendable {
     public let configuration: HSMConfiguration
     public let module: PKCS11Module
@@ -45,27 +51,26 @@ public final class SessionPool: Sendable {
     let slot = Mutex<SlotID?>(nil)
     private let pin: SecretBytes
     private let acquireTimeout: UInt64
+    /// The replica tokens and the routing over them; `nil` with one token.
+    let failover: TokenFailover?
 
     private enum Lifecycle {
         case idle, running(workers: [pthread_t], watchdog: pthread_t), stopped
     }
 
-    /// Loads the module and reads the PIN; no PKCS#11 session is opened until ``start()``.
+    /// Loads the module(s) and reads the PIN(s); no PKCS#11 session is opened until ``start()``.
     /// - Throws: ``HSMError/configuration(_:)`` or ``HSMError/pinUnreadable(_:)``.
     public convenience init(configuration: HSMConfiguration, logger: Logger) throws {
-        let module: PKCS11Module
-        do {
-            module = try PKCS11Module(path: configuration.modulePath, initArguments: configuration.initArguments)
-        } catch {
-            throw HSMError.configuration(String(describing: error))
-        }
-        try self.init(configuration: configuration, module: module, logger: logger)
+        try self.init(configuration: configuration, module: try Self.load(configuration.modulePath, configuration.initArguments), logger: logger)
     }
 
-    /// Uses an already loaded module (tests load their own copy to isolate `C_Finalize`).
-    public init(configuration: HSMConfiguration, module: PKCS11Module, logger: Logger) throws {
+    /// Uses an already loaded module for the first token (tests load their own copy to isolate
+    /// `C_Finalize`), and `replicaModules` for ``HSMConfiguration/replicas`` in order (`nil`:
+    /// loaded from their paths, which must differ from each other and from the first token's).
+    public init(configuration: HSMConfiguration, module: PKCS11Module, replicaModules: [PKCS11Module]? = nil, logger: Logger) throws {
         guard configuration.workers >= 1 else { throw HSMError.configuration("the pool needs at least one worker") }
         guard configuration.maxCachedKeys >= 1 else { throw HSMError.configuration("the key cache needs room for at least one key") }
+        failover = try Self.replicaPools(configuration, modules: replicaModules, logger: logger)
         self.configuration = configuration
         self.module = module
         self.logger = logger
@@ -81,6 +86,52 @@ public final class SessionPool: Sendable {
         metrics = SessionPoolMetrics(label: String(describing: configuration.token))
         keyCache = Mutex(KeyHandleCache(limit: configuration.maxCachedKeys))
         executor = HSMTaskExecutor(queue: queue)
+    }
+
+    private static func load(_ path: String, _ initArguments: String?) throws -> PKCS11Module {
+        do {
+            return try PKCS11Module(path: path, initArguments: initArguments)
+        } catch {
+            throw HSMError.configuration(String(describing: error))
+        }
+    }
+
+    /// One single-token pool per replica, each on its own module.
+    private static func replicaPools(_ configuration: HSMConfiguration, modules: [PKCS11Module]?, logger: Logger) throws -> TokenFailover? {
+        let replicas = configuration.replicas
+        guard !replicas.isEmpty else { return nil }
+        guard replicas.count < TokenFailover.maxTokens else {
+            throw HSMError.configuration("\(replicas.count + 1) tokens configured; one pool routes over at most \(TokenFailover.maxTokens)")
+        }
+        let loaded: [PKCS11Module]
+        if let modules {
+            guard modules.count == replicas.count else {
+                throw HSMError.configuration("\(replicas.count) replica tokens configured but \(modules.count) modules given")
+            }
+            loaded = modules
+        } else {
+            var paths: Set<String> = [configuration.modulePath]
+            for replica in replicas where !paths.insert(replica.modulePath).inserted {
+                throw HSMError.configuration(
+                    "module \(replica.modulePath) serves two configured tokens: tokens on one loaded module share its C_Initialize and C_Finalize, so give each token its own module (a copy of the library file)"
+                )
+            }
+            loaded = try replicas.map { try load($0.modulePath, $0.initArguments) }
+        }
+        let pools = try zip(replicas, loaded).map { replica, module in
+            try SessionPool(configuration: configuration.replicaConfiguration(replica), module: module, logger: logger)
+        }
+        return TokenFailover(replicas: pools, probeInterval: configuration.tokenProbeInterval, logger: logger)
+    }
+
+    /// Every token's own pool, the first token's (this one) first: for work that must reach a
+    /// particular token (start-up's replica check, writes every token needs). With one token,
+    /// just this pool.
+    public var tokenPools: [SessionPool] { [self] + (failover?.replicas ?? []) }
+
+    /// Whether each token serves calls now, in ``tokenPools`` order.
+    public var tokenStatuses: [TokenStatus] {
+        failover?.statuses(primary: self) ?? [TokenStatus(token: String(describing: configuration.token), inService: true, takenOut: 0, broughtBack: 0)]
     }
 
     // MARK: Lifecycle
@@ -104,10 +155,21 @@ public final class SessionPool: Sendable {
         metrics.sessionsMax.record(configuration.workers)
         do {
             try await submit { _ in try self.establish() }
+            // Every configured token must answer at start-up: the replica check reads each one.
+            for replica in failover?.replicas ?? [] {
+                do {
+                    try await replica.start()
+                } catch {
+                    logger.error("HSM replica token did not start", metadata: ["token": "\(replica.configuration.token)", "error": "\(error)"])
+                    throw error
+                }
+            }
         } catch {
             await shutdown()
             throw error
         }
+        failover?.startProbing(primary: self)
+        metrics.tokenInService.record(1)
         logger.info("HSM session pool started", metadata: [
             "module": "\(configuration.modulePath)", "token": "\(configuration.token)", "workers": "\(configuration.workers)",
         ])
@@ -122,6 +184,10 @@ public final class SessionPool: Sendable {
             return (workers, watchdog)
         }
         guard let (workers, watchdog) = threads else { return }
+        if let failover {
+            await failover.stop()
+            for replica in failover.replicas { await replica.shutdown() }
+        }
         recovery.step { $0.shutDown() }
         for request in queue.stop() { request.fail(.notRunning) }
         // Joining blocks, so it happens on a thread of its own rather than the cooperative pool.
@@ -148,10 +214,22 @@ public final class SessionPool: Sendable {
     /// Called from a task that prefers ``executor``, the body runs inline on the current worker
     /// (no thread hop); otherwise the request waits for a worker for at most the configured
     /// timeout. The body may run twice (one retry after recovery), so it must be idempotent.
+    /// With several tokens the call is routed by ``TokenFailover`` (``HSMOperation/custom`` runs
+    /// on the first token only).
     /// - Throws: ``HSMError``.
     @inline(__always)
     public func withSession<R: Sendable>(
         _ operation: HSMOperation = .custom,
+        _ body: @escaping @Sendable (HSMSession) throws -> R
+    ) async throws -> R {
+        if let failover { return try await failover.run(operation, primary: self, body) }
+        return try await withTokenSession(operation, body)
+    }
+
+    /// ``withSession(_:_:)`` on this pool's own token, whatever the replicas.
+    @inline(__always)
+    func withTokenSession<R: Sendable>(
+        _ operation: HSMOperation,
         _ body: @escaping @Sendable (HSMSession) throws -> R
     ) async throws -> R {
         if let worker = SessionWorker.current, worker.pool === self {
@@ -319,9 +397,10 @@ public final class SessionPool: Sendable {
     }
 
     /// Runs `body` in the persistent session, which owns session objects (unwrapped keys).
-    /// Serialised: use it to create keys, not for bulk work.
+    /// Serialised: use it to create keys, not for bulk work. Always this pool's own token (the
+    /// first, with replicas): reach another through ``tokenPools``.
     public func withPersistentSession<R: Sendable>(_ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
-        try await withSession(.custom) { _ in
+        try await withTokenSession(.custom) { _ in
             try self.persistent.withLock { persistent in try body(try self.persistentSession(&persistent)) }
         }
     }

@@ -19,6 +19,8 @@ final class SessionPoolMetrics: Sendable {
     let keyCacheEvictions: Counter
     /// Session objects the key cache holds (unwrapped keys; token objects are not counted).
     let keyCacheObjects: Gauge
+    /// 1 while the token serves calls, 0 while it is out of service (``TokenFailover``).
+    let tokenInService: Gauge
     /// Indexed by `HSMOperation.index`: a dictionary lookup hashed the key on every call.
     private let callTimers: [Timer]
     private let errorCounters = Mutex<[String: Counter]>([:])
@@ -38,6 +40,7 @@ final class SessionPoolMetrics: Sendable {
         keyCacheMisses = Counter(label: "custos_hsm_key_cache_total", dimensions: dimensions + [("result", "miss")])
         keyCacheEvictions = Counter(label: "custos_hsm_key_cache_evictions_total", dimensions: dimensions)
         keyCacheObjects = Gauge(label: "custos_hsm_key_cache_objects", dimensions: dimensions)
+        tokenInService = Gauge(label: "custos_hsm_token_in_service", dimensions: dimensions)
         callTimers = HSMOperation.allCases.map { operation in
             Timer(
                 label: "custos_hsm_call", dimensions: dimensions + [("operation", operation.rawValue)],

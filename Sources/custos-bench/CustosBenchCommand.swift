@@ -12,6 +12,6 @@ struct CustosBenchCommand: AsyncParsableCommand {
         scripts/setup wrote (.custos/config.json, --config or CUSTOS_CONFIG), through the same \
         runtime as `custos serve`. Exit codes: 0 ok, 1 local error.
         """,
-        subcommands: [PoolBenchCommand.self, CustodyBenchCommand.self, BiometricBenchCommand.self, RPCBenchCommand.self, EvalCommand.self, BareServerCommand.self, TenantScaleBenchCommand.self, GalleryBenchCommand.self, FailoverBenchCommand.self]
+        subcommands: [PoolBenchCommand.self, CustodyBenchCommand.self, BiometricBenchCommand.self, RPCBenchCommand.self, EvalCommand.self, BareServerCommand.self, TenantScaleBenchCommand.self, GalleryBenchCommand.self, FailoverBenchCommand.self, TokenFailoverBenchCommand.self]
     )
 }

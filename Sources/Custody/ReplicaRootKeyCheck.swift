@@ -1,0 +1,71 @@
+public import HSM
+
+/// Start-up's check that every configured token is a replica of the first: the same root keys
+/// (per-purpose KEKs, legacy KEKs, the audit/row MAC keys), label for label, with the same
+/// `CKA_CHECK_VALUE`. The pool moves a call to another token when one fails, so a replica with
+/// another root would answer differently (a wrong HMAC, a tenant key that does not unwrap): it
+/// is refused before anything runs on it. A replica is made by `custos ceremony restore` from
+/// the custodians' shares (docs/operations.md, "Several tokens").
+public enum ReplicaRootKeyCheck {
+    /// Reads every token's root keys through its own pool and compares each replica with the
+    /// first token. Nothing to do with one token.
+    /// - Throws: ``ReplicaTokensDiffer`` naming each token and key that differs (never a value).
+    public static func verify(_ pool: SessionPool) async throws {
+        let pools = pool.tokenPools
+        guard let primary = pools.first, pools.count > 1 else { return }
+        let expected = try await RootKeyInventory.read(from: primary)
+        var mismatches = [ReplicaKeyMismatch]()
+        for replica in pools.dropFirst() {
+            let found = try await RootKeyInventory.read(from: replica)
+            mismatches += compare(expected: expected, found: found, token: String(describing: replica.configuration.token))
+        }
+        guard mismatches.isEmpty else {
+            throw ReplicaTokensDiffer(primaryToken: String(describing: primary.configuration.token), mismatches: mismatches)
+        }
+    }
+
+    /// How `found` (a replica's root keys) differs from `expected` (the first token's), by label.
+    static func compare(expected: RootKeyInventory, found: RootKeyInventory, token: String) -> [ReplicaKeyMismatch] {
+        let labels = Set(expected.entries.map(\.label)).union(found.entries.map(\.label)).sorted()
+        return labels.compactMap { label in
+            switch (expected.entry(label: label), found.entry(label: label)) {
+            case (.some, nil): ReplicaKeyMismatch(token: token, label: label, problem: .missing)
+            case (nil, .some): ReplicaKeyMismatch(token: token, label: label, problem: .notOnFirstToken)
+            case (let wanted?, let got?) where wanted.checkValue != got.checkValue || wanted.kind != got.kind:
+                ReplicaKeyMismatch(token: token, label: label, problem: .differs)
+            default: nil
+            }
+        }
+    }
+}
+
+/// One root key that a replica token does not hold as the first token does.
+public struct ReplicaKeyMismatch: Sendable, Hashable, CustomStringConvertible {
+    public enum Problem: String, Sendable, Hashable {
+        /// The first token has the key; the replica has no key of that label.
+        case missing
+        /// Both have it, with another check value: another root.
+        case differs
+        /// Only the replica has it (a rotation not restored onto the first token, or a stray key).
+        case notOnFirstToken = "not on the first token"
+    }
+
+    /// The replica's token selector (label or serial).
+    public let token: String
+    public let label: String
+    public let problem: Problem
+
+    public var description: String { "\(label) on token \(token): \(problem.rawValue)" }
+}
+
+/// The configured tokens do not hold the same root keys; the service does not start.
+public struct ReplicaTokensDiffer: Error, Sendable, Hashable, CustomStringConvertible {
+    public let primaryToken: String
+    public let mismatches: [ReplicaKeyMismatch]
+
+    public var description: String {
+        "the configured HSM tokens are not replicas of the first (\(primaryToken)): "
+            + mismatches.map(\.description).joined(separator: "; ")
+            + ". Restore the first token's root keys onto each replica with `custos ceremony restore` from the custodians' shares"
+    }
+}
