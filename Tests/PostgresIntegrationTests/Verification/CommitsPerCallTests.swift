@@ -44,6 +44,11 @@ struct CommitsPerCallTests {
             settings.tokenizationBudget = TokenizationBudget(perSecond: 100_000, burst: 100_000)
             settings.tokenizationLeaseLifetime = .seconds(3_600)
         }
+        // `serve` runs the cache-change listener: without it the policy cache lasts only 0.5 s.
+        let listener = Task { await verification.graph.changes.run() }
+        defer { listener.cancel() }
+        for _ in 0..<400 where !verification.graph.changes.isListening { try await Task.sleep(for: .milliseconds(25)) }
+        try #require(verification.graph.changes.isListening)
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         let flow = verification.flow
         let database = custody.service
