@@ -40,14 +40,19 @@ extension TenantKeyring {
         if !fresh, let cached = anchoredStatesCache.withLock({ $0 }), cached.generation == generation, now - cached.fetched < cacheLifetime {
             return cached.states
         }
-        let states: AnchoredKeyStates
-        switch try await keyStateAnchor.read() {
-        case .missing: states = AnchoredKeyStates()
-        case .invalid: throw CustodyError.keyStateAnchorInvalid
-        case .contents(let contents): states = contents.states
+        // Every key-state notice invalidates the snapshot: the callers that miss together read
+        // the token once (a fresh read joins no earlier one).
+        let read = { @Sendable [self] () async throws -> AnchoredKeyStates in
+            let states: AnchoredKeyStates
+            switch try await keyStateAnchor.read() {
+            case .missing: states = AnchoredKeyStates()
+            case .invalid: throw CustodyError.keyStateAnchorInvalid
+            case .contents(let contents): states = contents.states
+            }
+            anchoredStatesCache.withLock { $0 = AnchoredStatesSnapshot(states: states, generation: generation, fetched: now) }
+            return states
         }
-        anchoredStatesCache.withLock { $0 = AnchoredStatesSnapshot(states: states, generation: generation, fetched: now) }
-        return states
+        return fresh ? try await read() : try await anchoredStatesRefreshes.run(generation, read)
     }
 
     /// Applies `change` to the HSM's list on the caller's transaction, before it commits: one

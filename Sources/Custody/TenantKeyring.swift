@@ -88,6 +88,7 @@ public final class TenantKeyring: Sendable {
     /// The HSM's list of key states, checked on every fresh read of a row.
     let keyStateAnchor: KeyStateAnchor
     let anchoredStatesCache = Mutex<AnchoredStatesSnapshot?>(nil)
+    let anchoredStatesRefreshes = SingleFlight<UInt64, AnchoredKeyStates>()
 
     public init(
         pool: SessionPool, database: Database, rootKeys: RootKeys = RootKeys(), audit: AuditLog, logger: Logger,
