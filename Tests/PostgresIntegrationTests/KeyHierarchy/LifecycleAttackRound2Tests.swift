@@ -32,11 +32,8 @@ struct LifecycleAttackRound2Tests {
     func cancelledScheduleReplayedFromBackup() async throws {
         let harness = try await CustodyHarness.make("r2cancelreplay")
         let clock = TestClock()
-        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
-        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
-        try await harness.keyring.rotate(tenant, .data, actor: "alice")
-        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
-        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        let scheduled = try await ScheduledDataKeyDestruction.make(harness, clock: clock)
+        let (approvals, tenant, request) = (scheduled.approvals, scheduled.tenant, scheduled.request)
         // The backup: v1's row while it awaited its destruction (due time and the MAC with it).
         let backup = try #require(try await Self.row(harness, tenant, .data, 1))
         let due = try #require(backup.destructionDueAt)
@@ -140,11 +137,8 @@ extension LifecycleAttackRound2Tests {
     func clearedApprovalThenCancel() async throws {
         let harness = try await CustodyHarness.make("r2clearedcancel")
         let clock = TestClock()
-        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
-        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
-        try await harness.keyring.rotate(tenant, .data, actor: "alice")
-        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
-        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        let scheduled = try await ScheduledDataKeyDestruction.make(harness, clock: clock)
+        let (approvals, tenant, request) = (scheduled.approvals, scheduled.tenant, scheduled.request)
         // The service role may update approved_at and approved_by (the approval MAC cannot stop
         // a clearing); officers then cancel, to keep v1.
         try await Self.serviceSQL(harness, tenant: nil, "UPDATE destruction_requests SET approved_at = NULL, approved_by = NULL WHERE id = \(request.id)")

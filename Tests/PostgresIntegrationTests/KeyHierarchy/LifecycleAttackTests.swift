@@ -16,11 +16,8 @@ struct LifecycleAttackTests {
     func uncancelInDatabaseIsRefused() async throws {
         let harness = try await CustodyHarness.make("attack_uncancel")
         let clock = TestClock()
-        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
-        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
-        try await harness.keyring.rotate(tenant, .data, actor: "alice")
-        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
-        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        let scheduled = try await ScheduledDataKeyDestruction.make(harness, clock: clock)
+        let (approvals, tenant, request) = (scheduled.approvals, scheduled.tenant, scheduled.request)
         _ = try await approvals.cancel(request.id, officer: "carol")  // officers keep v1 (old backups need it)
 
         // The approval's MAC does not cover the cancellation: clearing it leaves an approval that verifies.

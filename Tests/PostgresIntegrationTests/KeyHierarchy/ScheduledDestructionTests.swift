@@ -102,11 +102,8 @@ struct ScheduledDestructionTests {
     func interruptedExecutionIsFinished() async throws {
         let harness = try await CustodyHarness.make("scheduled_crash")
         let clock = TestClock()
-        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
-        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
-        try await harness.keyring.rotate(tenant, .data, actor: "alice")
-        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice", waitingDays: 7)
-        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        let scheduled = try await ScheduledDataKeyDestruction.make(harness, clock: clock)
+        let (approvals, tenant, request) = (scheduled.approvals, scheduled.tenant, scheduled.request)
         clock.advance(days: 8)
         // The key step of an execution committed; the crash came before the request was marked.
         try await harness.keyring.destroy(tenant, .data, version: 1, waitingPeriod: .zero, actor: "system")
