@@ -1,4 +1,5 @@
 public import CustosModel
+public import Foundation
 public import Storage
 
 /// One key version and what is still stored under it (`custos key status`): counts only.
@@ -18,12 +19,36 @@ public struct KeyVersionStatus: Sendable, Hashable {
     public let references: Int
     /// Webhook purposes: still signs deliveries (active, or retiring inside its overlap).
     public let signing: Bool
+    /// What the HSM's key-state list says when it refuses this version, whatever ``record``'s
+    /// row says; `nil` when the list does not name it. The list is the authority: a row that
+    /// disagrees was put back from a backup, changed by a database writer, or its change
+    /// stopped between the list write and the commit.
+    public let listed: ListedKeyState?
 
-    func with(references: Int) -> KeyVersionStatus {
+    func with(references: Int, listed: ListedKeyState?) -> KeyVersionStatus {
         KeyVersionStatus(
             record: record, templates: templates, sealedRecords: sealedRecords, sessions: sessions, apiKeys: apiKeys,
-            references: references, signing: signing
+            references: references, signing: signing, listed: listed
         )
+    }
+}
+
+/// Why the HSM's key-state list refuses a version (``AnchoredKeyStates``), the first that
+/// applies in the order a use is refused.
+public enum ListedKeyState: Sendable, Hashable {
+    case destroyed
+    case tenantOffboarding
+    case disabled
+    case destructionScheduled(due: Date)
+}
+
+extension AnchoredKeyStates {
+    func listed(_ entry: Entry) -> ListedKeyState? {
+        if destroyed.contains(entry) { return .destroyed }
+        if offboarding.contains(entry.tenant) { return .tenantOffboarding }
+        if disabled.contains(entry) { return .disabled }
+        if let due = scheduled[entry] { return .destructionScheduled(due: Date(timeIntervalSince1970: Double(due))) }
+        return nil
     }
 }
 

@@ -36,16 +36,22 @@ extension TenantKeyring {
                         && (record.state == .active || (record.state == .retiring && (record.retiringUntil.map { $0 > now } ?? false)))
                     counted.append(KeyVersionStatus(
                         record: record, templates: templates, sealedRecords: sealed, sessions: sessions, apiKeys: apiKeys,
-                        references: templates + sealed + sessions + apiKeys, signing: signing
+                        references: templates + sealed + sessions + apiKeys, signing: signing, listed: nil
                     ))
                 }
                 return counted
             }
             // What destruction refuses on, asked the way destruction asks (so the two never
             // disagree); the details above are what it is made of.
+            // Read fresh: an officer checking a change wants the token's word, not a cached one.
+            let listed = try await self.anchoredStates(fresh: true)
             var statuses = [KeyVersionStatus]()
             for status in counted {
-                statuses.append(status.with(references: try await self.references(tenant, status.record.purpose, version: status.record.version)))
+                let record = status.record
+                statuses.append(status.with(
+                    references: try await self.references(tenant, record.purpose, version: record.version),
+                    listed: listed.listed(KeyStateAnchor.Entry(tenant: tenant, purpose: record.purpose, version: record.version))
+                ))
             }
             let purposes = KeyPurpose.allCases.compactMap { purpose -> KeyPurposeMigration? in
                 let ofPurpose = statuses.filter { $0.record.purpose == purpose }

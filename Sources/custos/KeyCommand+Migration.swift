@@ -20,15 +20,26 @@ extension KeyCommand {
             try remote.print(response) { Self.table(response) }
         }
 
+        /// The HSM list's refusal, which wins over the row's state ("-": the list does not name it).
+        static func listed(_ status: Custos_V1_KeyVersionStatus) -> String {
+            switch status.listed {
+            case .destroyed: "destroyed"
+            case .tenantOffboarding: "tenant offboarding"
+            case .disabled: "disabled"
+            case .destructionScheduled: "destruction due " + ISO8601DateFormatter().string(from: status.listedDestructionDueAt.date)
+            case .unspecified, .UNRECOGNIZED: "-"
+            }
+        }
+
         static func table(_ response: Custos_V1_KeyStatusResponse) -> String {
-            var lines = ["PURPOSE         VERSION  STATE      RETIRING UNTIL        TEMPLATES  SEALED  SESSIONS  API KEYS  REFERENCES  SIGNING"]
+            var lines = ["PURPOSE         VERSION  STATE      RETIRING UNTIL        TEMPLATES  SEALED  SESSIONS  API KEYS  REFERENCES  SIGNING  HSM LIST"]
             for status in response.versions {
                 let key = status.key
                 let until = key.hasRetiringUntil ? ISO8601DateFormatter().string(from: key.retiringUntil.date) : "-"
                 lines.append(
                     pad(UserFacingNames.purpose(key.purpose), 16) + "v" + pad(String(key.version), 7) + pad(UserFacingNames.state(key.state), 11)
                         + pad(until, 22) + pad(String(status.templates), 11) + pad(String(status.sealedRecords), 8) + pad(String(status.sessions), 10)
-                        + pad(String(status.apiKeys), 10) + pad(String(status.references), 12) + (status.signing ? "yes" : "-")
+                        + pad(String(status.apiKeys), 10) + pad(String(status.references), 12) + pad(status.signing ? "yes" : "-", 9) + Self.listed(status)
                 )
             }
             lines.append("")

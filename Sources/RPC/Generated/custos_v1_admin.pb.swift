@@ -39,6 +39,53 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Why the HSM's key-state list refuses a version.
+public nonisolated enum Custos_V1_ListedKeyState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case destroyed // = 1
+  case tenantOffboarding // = 2
+  case disabled // = 3
+  case destructionScheduled // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .destroyed
+    case 2: self = .tenantOffboarding
+    case 3: self = .disabled
+    case 4: self = .destructionScheduled
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .destroyed: return 1
+    case .tenantOffboarding: return 2
+    case .disabled: return 3
+    case .destructionScheduled: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Custos_V1_ListedKeyState] = [
+    .unspecified,
+    .destroyed,
+    .tenantOffboarding,
+    .disabled,
+    .destructionScheduled,
+  ]
+
+}
+
 public nonisolated struct Custos_V1_Tenant: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -967,6 +1014,25 @@ public nonisolated struct Custos_V1_KeyVersionStatus: @unchecked Sendable {
     set {_uniqueStorage()._signing = newValue}
   }
 
+  /// What the HSM's key-state list says when it refuses this version, whatever `key`'s row
+  /// says (UNSPECIFIED: the list does not name it). The list is the authority: a row that
+  /// disagrees was put back from a backup, changed by a database writer, or its change stopped
+  /// between the list write and the commit.
+  public var listed: Custos_V1_ListedKeyState {
+    get {_storage._listed}
+    set {_uniqueStorage()._listed = newValue}
+  }
+
+  /// With LISTED_KEY_STATE_DESTRUCTION_SCHEDULED: when the list says the destruction is due.
+  public var listedDestructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._listedDestructionDueAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._listedDestructionDueAt = newValue}
+  }
+  /// Returns true if `listedDestructionDueAt` has been explicitly set.
+  public var hasListedDestructionDueAt: Bool {_storage._listedDestructionDueAt != nil}
+  /// Clears the value of `listedDestructionDueAt`. Subsequent reads from it will return its default value.
+  public mutating func clearListedDestructionDueAt() {_uniqueStorage()._listedDestructionDueAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1409,6 +1475,10 @@ public nonisolated struct Custos_V1_AuditExportResponse: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "custos.v1"
+
+nonisolated extension Custos_V1_ListedKeyState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LISTED_KEY_STATE_UNSPECIFIED\0\u{1}LISTED_KEY_STATE_DESTROYED\0\u{1}LISTED_KEY_STATE_TENANT_OFFBOARDING\0\u{1}LISTED_KEY_STATE_DISABLED\0\u{1}LISTED_KEY_STATE_DESTRUCTION_SCHEDULED\0")
+}
 
 nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Tenant"
@@ -3148,7 +3218,7 @@ nonisolated extension Custos_V1_KeyStatusRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeyVersionStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}templates\0\u{3}sealed_records\0\u{1}sessions\0\u{3}api_keys\0\u{1}references\0\u{1}signing\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}templates\0\u{3}sealed_records\0\u{1}sessions\0\u{3}api_keys\0\u{1}references\0\u{1}signing\0\u{1}listed\0\u{3}listed_destruction_due_at\0")
 
   fileprivate class _StorageClass {
     var _key: Custos_V1_KeyVersion? = nil
@@ -3158,6 +3228,8 @@ nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftPr
     var _apiKeys: UInt64 = 0
     var _references: UInt64 = 0
     var _signing: Bool = false
+    var _listed: Custos_V1_ListedKeyState = .unspecified
+    var _listedDestructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3175,6 +3247,8 @@ nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftPr
       _apiKeys = source._apiKeys
       _references = source._references
       _signing = source._signing
+      _listed = source._listed
+      _listedDestructionDueAt = source._listedDestructionDueAt
     }
   }
 
@@ -3200,6 +3274,8 @@ nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftPr
         case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._apiKeys) }()
         case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._references) }()
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._signing) }()
+        case 8: try { try decoder.decodeSingularEnumField(value: &_storage._listed) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._listedDestructionDueAt) }()
         default: break
         }
       }
@@ -3233,6 +3309,12 @@ nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._signing != false {
         try visitor.visitSingularBoolField(value: _storage._signing, fieldNumber: 7)
       }
+      if _storage._listed != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._listed, fieldNumber: 8)
+      }
+      try { if let v = _storage._listedDestructionDueAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3249,6 +3331,8 @@ nonisolated extension Custos_V1_KeyVersionStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._apiKeys != rhs_storage._apiKeys {return false}
         if _storage._references != rhs_storage._references {return false}
         if _storage._signing != rhs_storage._signing {return false}
+        if _storage._listed != rhs_storage._listed {return false}
+        if _storage._listedDestructionDueAt != rhs_storage._listedDestructionDueAt {return false}
         return true
       }
       if !storagesAreEqual {return false}

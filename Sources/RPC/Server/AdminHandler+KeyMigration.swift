@@ -23,6 +23,15 @@ extension AdminHandler {
                     $0.apiKeys = UInt64(status.apiKeys)
                     $0.references = UInt64(status.references)
                     $0.signing = status.signing
+                    switch status.listed {
+                    case nil: $0.listed = .unspecified
+                    case .destroyed: $0.listed = .destroyed
+                    case .tenantOffboarding: $0.listed = .tenantOffboarding
+                    case .disabled: $0.listed = .disabled
+                    case .destructionScheduled(let due):
+                        $0.listed = .destructionScheduled
+                        $0.listedDestructionDueAt = Google_Protobuf_Timestamp(date: due)
+                    }
                 }
             }
             response.purposes = purposes.map { migration in

@@ -24,9 +24,15 @@ struct RowReplayAttackTests {
         } throws: { error in
             if case CustodyError.keyDisabled(tenant, .data, 1) = error { true } else { false }
         }
+        // `key status` shows the row as it now reads and, beside it, the list's refusal.
+        let replayed = try #require(try await keyring.status(tenant).versions.first { $0.record.purpose == .data && $0.record.version == 1 })
+        #expect(replayed.record.state == .active && replayed.record.disabledAt == nil)
+        #expect(replayed.listed == .disabled)
         // An officer's enable takes it off the HSM's list: the version works again.
         try await keyring.enable(tenant, .data, version: 1, actor: "officer")
         #expect(try await keyring.key(tenant, .data, version: 1).version == 1)
+        let enabled = try #require(try await keyring.status(tenant).versions.first { $0.record.purpose == .data && $0.record.version == 1 })
+        #expect(enabled.listed == nil)
         await harness.shutdown()
     }
 
@@ -48,6 +54,13 @@ struct RowReplayAttackTests {
             _ = try await keyring.key(tenant, .apiKeyPepper, version: 1)
         } throws: { error in
             if case CustodyError.keyDestructionScheduled(tenant, .apiKeyPepper, 1, _) = error { true } else { false }
+        }
+        let replayed = try #require(try await keyring.status(tenant).versions.first { $0.record.purpose == .apiKeyPepper && $0.record.version == 1 })
+        #expect(replayed.record.destructionDueAt == nil)
+        if case .destructionScheduled(let due)? = replayed.listed {
+            #expect(abs(due.timeIntervalSince(clock.now().addingTimeInterval(7 * 86_400))) < 120, "due \(due)")
+        } else {
+            Issue.record("key status does not show the listed destruction: \(String(describing: replayed.listed))")
         }
         clock.advance(days: 7.1)
         let (executed, refused) = try await approvals.sweep(officer: "system", waitingPeriod: .zero)
