@@ -1,5 +1,5 @@
 public import Custody
-public import CustosModel
+import CustosModel
 import Crypto
 import Foundation
 import HSM
