@@ -104,6 +104,44 @@ extension TenantKeyring {
         }
     }
 
+    /// An escrowed, live Ed25519 version that a configured token lacks: a replacement token
+    /// before `custos ceremony restore-webhook-keys` ran on it.
+    public struct MissingTokenKey: Sendable, Hashable, Codable {
+        public let tenant: TenantID
+        public let version: Int
+        public let tokenLabel: String
+        /// The token's selector (label or serial), as configured.
+        public let token: String
+    }
+
+    /// The escrowed, live Ed25519 versions each configured token lacks. Reads every private-key
+    /// label of every token (`C_FindObjects`): for `custos hsm status`, not for a request path.
+    /// - Throws: ``CustodyError``.
+    public func webhookKeysMissingOnTokens() async throws -> [MissingTokenKey] {
+        try await custody {
+            var escrowed = [(tenant: TenantID, version: Int, label: String)]()
+            for tenant in try await TenantStore(database).list() {
+                let (records, escrows) = try await database.withTenant(tenant.id, context: "list escrowed token objects") { connection in
+                    (try await KeyVersionStore.all(on: connection), try await SeedEscrowStore.all(on: connection))
+                }
+                let versions = Set(escrows.filter { $0.purpose == .webhookEd25519 }.map(\.version))
+                for record in records where record.purpose == .webhookEd25519 && record.state != .destroyed && versions.contains(record.version) {
+                    if let label = record.tokenLabel { escrowed.append((tenant.id, record.version, label)) }
+                }
+            }
+            var missing = [MissingTokenKey]()
+            for token in pool.tokenPools {
+                let present = try await token.withPersistentSession { session in
+                    Set(try session.findObjects([.class(.privateKey)], limit: 1_000_000).map { String(decoding: try session.attribute(.label, of: $0), as: UTF8.self) })
+                }
+                for key in escrowed where !present.contains(key.label) {
+                    missing.append(MissingTokenKey(tenant: key.tenant, version: key.version, tokenLabel: key.label, token: String(describing: token.configuration.token)))
+                }
+            }
+            return missing
+        }
+    }
+
     /// Logs (once, at start-up) every Ed25519 key that lives on one token only, by tenant,
     /// version and label: losing that token loses it; rotating the tenant's v1a key fixes it.
     public func warnAboutSingleTokenKeys() async {

@@ -74,6 +74,8 @@ struct HSMStatusCommand: AsyncParsableCommand {
         let poolError: String?
         /// Live Ed25519 webhook keys made before escrow: on one token only (nil: not checked).
         var singleTokenKeys: [TenantKeyring.SingleTokenKey]?
+        /// Escrowed Ed25519 webhook keys a configured token lacks (nil: not checked).
+        var missingTokenKeys: [TenantKeyring.MissingTokenKey]?
         var singleTokenKeysError: String?
         var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) }
     }
@@ -113,7 +115,9 @@ struct HSMStatusCommand: AsyncParsableCommand {
         )
         if configuration.postgres != nil, statistics != nil {
             do {
-                report.singleTokenKeys = try await CustosRuntime.run(configuration, options: .cli()) { try await $0.keyring.singleTokenKeys() }
+                (report.singleTokenKeys, report.missingTokenKeys) = try await CustosRuntime.run(configuration, options: .cli()) {
+                    (try await $0.keyring.singleTokenKeys(), try await $0.keyring.webhookKeysMissingOnTokens())
+                }
             } catch {
                 report.singleTokenKeysError = String(describing: error)
             }
@@ -138,6 +142,9 @@ struct HSMStatusCommand: AsyncParsableCommand {
             if let keys = report.singleTokenKeys {
                 print("ed25519     \(keys.isEmpty ? "every live webhook key is escrowed (restorable onto any token)" : "\(keys.count) webhook key(s) on ONE token only (made before escrow; rotate these tenants' v1a keys):")")
                 for key in keys { print("  tenant \(key.tenant.rawValue) v\(key.version) (\(key.state.rawValue)) \(key.tokenLabel)") }
+                for key in report.missingTokenKeys ?? [] {
+                    print("  MISSING on token \(key.token): tenant \(key.tenant.rawValue) v\(key.version) \(key.tokenLabel) (run `custos ceremony restore-webhook-keys`)")
+                }
             } else if let error = report.singleTokenKeysError {
                 print("ed25519     could not check for keys on one token only: \(error)")
             }

@@ -91,11 +91,13 @@ struct WebhookKeyEscrowTests {
         await #expect(throws: (any Error).self) {
             _ = try await restored.webhooks.signatureHeader(tenant: tenants[0], id: "msg_1", timestamp: Self.timestamp, body: Self.body)
         }
+        #expect(try await restored.keyring.webhookKeysMissingOnTokens().count == 3, "the replacement lacks every escrowed key")
         let report = try await restored.ceremony.restoreWebhookKeys(
             sharePaths: [harness.escrowSharePaths[0], harness.escrowSharePaths[2]], transcript: restored.transcript, keyring: restored.keyring,
             actor: "ceremony:test"
         )
         #expect(report.imported.count == 3 && report.refused.isEmpty && report.alreadyPresent.isEmpty, "\(report)")
+        #expect(try await restored.keyring.webhookKeysMissingOnTokens().isEmpty)
 
         for tenant in tenants {
             // The same public keys, and (HMAC and Ed25519 being deterministic) the same header.
