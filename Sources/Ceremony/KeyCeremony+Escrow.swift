@@ -83,7 +83,8 @@ extension KeyCeremony {
     }
 
     /// Combines M shares of an escrow key, checks it is one the database pinned (MAC-valid),
-    /// and for every tenant's live Ed25519 version escrowed to it: checks the row's MAC, opens
+    /// and for every tenant's live Ed25519 version escrowed to it: checks the row's MAC and that
+    /// the HSM's list of key states does not name it destroyed, opens
     /// the escrow, checks the seed gives the row's public key, and imports the key pair on
     /// every configured token that lacks it (sensitive, non-extractable; each token checked to
     /// sign for the public key), one `webhook.ed25519.restore` audit entry per version
@@ -144,6 +145,10 @@ extension KeyCeremony {
             // The row names the label and the public key: only a row custody sealed may.
             guard try await keyring.isRowAuthentic(record) else {
                 report.refused.append("\(name): \(CustodyError.rowTampered(tenant, record.purpose, record.version))")
+                continue
+            }
+            guard try await !keyring.isAnchoredAsDestroyed(record) else {
+                report.refused.append("\(name): the HSM's list of key states names it destroyed (a row put back from a backup)")
                 continue
             }
             var importedOn = [String]()

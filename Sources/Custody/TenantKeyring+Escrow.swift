@@ -173,6 +173,12 @@ extension TenantKeyring {
         try await custody { try await authenticator.isAuthentic(record, pool: pool) }
     }
 
+    /// Whether the HSM's list of key states (read fresh from the tokens) names `record`'s
+    /// version destroyed: a row put back from a backup is not a key to restore.
+    public func isAnchoredAsDestroyed(_ record: KeyVersionRecord) async throws -> Bool {
+        try await custody { try await anchoredStates(fresh: true).destroyed.contains(KeyStateAnchor.Entry(record)) }
+    }
+
     /// The audit entry of an escrowed Ed25519 version restored onto `tokens` (their selectors).
     public func recordWebhookKeyRestore(_ record: KeyVersionRecord, tokens: [String], escrowKeyVersion: Int, actor: String) async throws {
         try await audit.append(

@@ -208,12 +208,43 @@ struct WebhookKeyEscrowTests {
 
         // Destroying a version removes its objects from every token, and its escrow with it.
         _ = try await webhooks.createEd25519Key(tenant: tenant, overlap: .zero, actor: "officer")
+        // v1's row as it is now (retired, its MAC valid), kept for the replay below.
+        let version1 = try #require(try await keyring.versions(tenant).first { $0.purpose == .webhookEd25519 && $0.version == 1 })
+        let escrowKey = try #require(try await keyring.pinnedEscrowKey())
+        let replayedEscrow = try SeedEscrow.seal(SecretBytes([UInt8](repeating: 9, count: 32)), to: escrowKey, for: version1)
         try await keyring.destroy(tenant, .webhookEd25519, version: 1, waitingPeriod: .zero, actor: "officer")
         for token in pool.tokenPools {
             #expect(try await token.withPersistentSession { try $0.findObjects([.label(label)]).count } == 0)
         }
-        let escrows = try await keyring.seedEscrows(tenant)
-        #expect(escrows.map(\.version) == [2], "only the live version stays escrowed")
+        #expect(try await keyring.seedEscrows(tenant).map(\.version) == [2])
+        // An escrowed version destroyed: its escrow goes in the same transaction (the trigger).
+        _ = try await webhooks.createEd25519Key(tenant: tenant, overlap: .zero, actor: "officer")
+        #expect(try await keyring.seedEscrows(tenant).map(\.version) == [2, 3])
+        try await keyring.destroy(tenant, .webhookEd25519, version: 2, waitingPeriod: .zero, actor: "officer")
+        #expect(try await keyring.seedEscrows(tenant).map(\.version) == [3], "only the live version stays escrowed")
+
+        // A database writer puts the destroyed v1 row (its MAC valid: an older copy) and an
+        // escrow back: the recovery refuses it, the HSM's list of key states names it destroyed.
+        try await harness.ownerSQL(tenant: tenant, """
+            UPDATE key_versions SET state = \(version1.state.rawValue), token_label = \(version1.tokenLabel), row_mac = \(Data(version1.rowMAC)),
+                destroyed_at = NULL WHERE purpose = 'webhook-ed25519' AND version = 1
+            """)
+        try await harness.ownerSQL(tenant: tenant, """
+            INSERT INTO key_version_escrows (tenant_id, purpose, version, escrow_key_version, encapsulated_key, ciphertext)
+            VALUES (\(tenant.rawValue)::uuid, 'webhook-ed25519', 1, \(escrowKey.version), \(Data(replayedEscrow.encapsulatedKey)), \(Data(replayedEscrow.ciphertext)))
+            """)
+        let report = try await KeyCeremony(
+            pool: pool, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]), configHash: "test",
+            logger: harness.logs.logger
+        ).restoreWebhookKeys(
+            sharePaths: Array(harness.escrowSharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(tokenB.label)-replay.jsonl"),
+            keyring: keyring, actor: "ceremony:test"
+        )
+        #expect(report.imported.isEmpty && report.alreadyPresent == ["\(tenant.rawValue)/webhook-ed25519/v3"], "\(report)")
+        #expect(report.refused.count == 1 && report.refused.allSatisfy { $0.contains("/v1: ") && $0.contains("names it destroyed") }, "\(report.refused)")
+        for token in pool.tokenPools {
+            #expect(try await token.withPersistentSession { try $0.findObjects([.label(label)]).count } == 0, "nothing imported for the replayed row")
+        }
         await pool.shutdown()
         await harness.shutdown()
     }
