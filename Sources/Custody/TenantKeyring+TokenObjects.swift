@@ -15,9 +15,9 @@ extension TenantKeyring {
     /// Step (1) of a rotation for a version held as a token object: under a per-tenant
     /// advisory lock, refuses when the tenant already holds `limit` live token objects, then
     /// stores the row as pending — one transaction, so two instances cannot both pass the count.
-    /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)``; storage errors.
     /// `escrow` (the seed sealed to the escrow key) is stored in the same transaction: no row
     /// of a new version without it.
+    /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)``; storage errors.
     func storePendingTokenObject(_ pending: KeyVersionRecord, escrow: SeedEscrowRecord? = nil, limit: Int) async throws {
         try await database.withTenant(pending.tenant, context: "store pending token-object key version") { connection in
             try await KeyVersionStore.lockTokenObjects(pending.tenant, on: connection)

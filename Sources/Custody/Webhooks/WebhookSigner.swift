@@ -7,8 +7,9 @@ import Storage
 
 /// Signs webhook deliveries per Standard Webhooks 1.0 (DESIGN §8) with keys held in the HSM:
 /// `v1` HMAC-SHA256 under the tenant's `webhook` secret (shown to the tenant once, then held
-/// only wrapped), `v1a` Ed25519 under a private key that no token lets out (on every token, its seed escrowed). During a
-/// rotation's overlap window every usable version signs, space-separated.
+/// only wrapped), `v1a` Ed25519 under a private key no token lets out (on every token, its
+/// seed escrowed to the custodians). During a rotation's overlap window every usable version
+/// signs, space-separated.
 ///
 /// Not an open oracle: the RPC layer lets a tenant's key sign only events Custos emits for
 /// that tenant (issue #5); this type signs what internal callers give it.
