@@ -131,11 +131,11 @@ struct WebhookKeyEscrowTests {
                         try session.boolAttribute(.modifiable, of: handle))
             }
             #expect(sensitive && !extractable && !modifiable)
-            await #expect(throws: (any Error).self) {
+            await #expect {
                 _ = try await restored.pool.withPersistentSession { session in
                     try session.attribute(.value, of: try session.findObjects([.class(.privateKey), .label(label)])[0])
                 }
-            }
+            } throws: { error in String(describing: error).contains("CKR_ATTRIBUTE_SENSITIVE") }
         }
 
         // Audited once per version imported; the whole chain (before and after the loss) verifies.
@@ -179,6 +179,19 @@ struct WebhookKeyEscrowTests {
             let signature = try await token.signEd25519(key: .tokenObject(label: label, class: .privateKey), message: message)
             #expect(publicKey.isValidSignature(signature, for: message), "token \(token.configuration.token) signs for the published key")
             #expect(try await token.withPersistentSession { try $0.findObjects([.label(label)]).count } == 2, "private and public key on every token")
+            // Imported from the seed, yet no more readable than a generated key: the user PIN
+            // cannot read CKA_VALUE, widen or copy it.
+            let (sensitive, extractable, modifiable, copyable) = try await token.withPersistentSession { session in
+                let handle = try #require(try session.findObjects([.class(.privateKey), .label(label)]).first)
+                return (try session.boolAttribute(.sensitive, of: handle), try session.boolAttribute(.extractable, of: handle),
+                        try session.boolAttribute(.modifiable, of: handle), try session.boolAttribute(.copyable, of: handle))
+            }
+            #expect(sensitive && !extractable && !modifiable && !copyable)
+            await #expect {
+                _ = try await token.withPersistentSession { session in
+                    try session.attribute(.value, of: try session.findObjects([.class(.privateKey), .label(label)])[0])
+                }
+            } throws: { error in String(describing: error).contains("CKR_ATTRIBUTE_SENSITIVE") }
         }
         #expect(try await keyring.singleTokenKeys().isEmpty)
 
