@@ -155,6 +155,10 @@ public struct KeyCeremony: Sendable {
             let set = try ShareSet(paths: sharePaths)
             let secret = try set.combine()
             guard let header = set.header else { throw CeremonyError.notEnoughShares(have: 0, need: 2) }
+            // The escrow key is never a token object: its shares open escrowed seeds instead.
+            guard !header.keys.contains(where: \.isEscrowKey) else {
+                throw CeremonyError.invalidArgument("these are shares of the escrow key: restore Ed25519 webhook keys with `ceremony restore-webhook-keys`")
+            }
             // A legacy permissive KEK is never imported again (it would reopen the hole that
             // per-purpose KEKs close); rotate-root takes it from these shares as a session-only
             // rewrap key instead.
@@ -243,6 +247,31 @@ public struct KeyCeremony: Sendable {
         outputDirectory: String, transcript: CeremonyTranscript, details: [String: String]
     ) async throws -> Outcome {
         let token = try await pool.tokenInfo()
+        let (ceremonyID, files, paths) = try await splitAndWrite(
+            secret: secret, keys: keys, threshold: threshold, shares: shares, outputDirectory: outputDirectory, token: token
+        )
+        try stepFault?.reached("\(step).sharesWritten")
+        let imported = try await importKeys(secret: secret, keys: keys)
+        try stepFault?.reached("\(step).keysImported")
+        var draft = draft(step, token: token)
+        draft.ceremonyID = ceremonyID
+        draft.keys = imported
+        draft.threshold = threshold
+        draft.shareCount = shares
+        draft.shares = zip(files, paths).map { .init(index: $0.header.index, file: Self.fileName($1), checkValue: $0.header.shareCheckValue) }
+        draft.details = details
+        let entry = try await transcript.append(draft, macKey: try await RootKeyInventory.read(from: pool).newestMACLabel, pool: pool)
+        logger.notice("root keys split into shares and imported", metadata: [
+            "step": "\(step)", "ceremony": "\(ceremonyID)", "threshold": "\(threshold)", "shares": "\(shares)",
+        ])
+        return Outcome(ceremonyID: ceremonyID, sharePaths: paths, keys: imported, entry: entry)
+    }
+
+    /// Splits `secret` M-of-N, checks that the first M and the last M shares give it back, and
+    /// writes one share file per custodian (refusing before writing anything if any exists).
+    func splitAndWrite(
+        secret: SecretBytes, keys: [ShareFile.Key], threshold: Int, shares: Int, outputDirectory: String, token: TokenInfo
+    ) async throws -> (ceremonyID: String, files: [ShareFile], paths: [String]) {
         let ceremonyID = UUID().uuidString.lowercased()
         let split = try await Shamir.split(secret, threshold: threshold, count: shares, random: random)
         // Before anything is written: the first M and the last M shares give the secret back.
@@ -266,21 +295,7 @@ public struct KeyCeremony: Sendable {
         // Refuse before writing anything if any output exists: never a half-written set.
         for path in paths where PrivateFile.exists(path) { throw CeremonyError.fileExists(path) }
         for (file, path) in zip(files, paths) { try file.write(to: path) }
-        try stepFault?.reached("\(step).sharesWritten")
-        let imported = try await importKeys(secret: secret, keys: keys)
-        try stepFault?.reached("\(step).keysImported")
-        var draft = draft(step, token: token)
-        draft.ceremonyID = ceremonyID
-        draft.keys = imported
-        draft.threshold = threshold
-        draft.shareCount = shares
-        draft.shares = zip(files, paths).map { .init(index: $0.header.index, file: Self.fileName($1), checkValue: $0.header.shareCheckValue) }
-        draft.details = details
-        let entry = try await transcript.append(draft, macKey: try await RootKeyInventory.read(from: pool).newestMACLabel, pool: pool)
-        logger.notice("root keys split into shares and imported", metadata: [
-            "step": "\(step)", "ceremony": "\(ceremonyID)", "threshold": "\(threshold)", "shares": "\(shares)",
-        ])
-        return Outcome(ceremonyID: ceremonyID, sharePaths: paths, keys: imported, entry: entry)
+        return (ceremonyID, files, paths)
     }
 
     /// Imports each key of `secret` as a private, sensitive, non-extractable, non-modifiable,

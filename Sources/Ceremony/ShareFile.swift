@@ -34,6 +34,22 @@ public struct ShareFile: Sendable {
             self.checkValueRule = keyType == .aes ? "AES-ECB(K, 0^16)[0..3]" : "SHA-1(K)[0..3]"
         }
 
+        /// The key type of an escrow private key (X25519): never imported on a token; its
+        /// check value is the first 3 bytes of SHA-256 of its public key.
+        public static let escrowKeyType = "x25519-escrow"
+
+        /// An escrow private key (``KeyCeremony/generateEscrow(threshold:shares:outputDirectory:transcript:keyring:)``).
+        public init(escrowLabel label: String, offset: Int, length: Int, checkValue: [UInt8]) {
+            self.label = label
+            keyType = Self.escrowKeyType
+            self.offset = offset
+            self.length = length
+            self.checkValue = Hex.encode(checkValue)
+            checkValueRule = "SHA-256(X25519 public key)[0..3]"
+        }
+
+        public var isEscrowKey: Bool { keyType == Self.escrowKeyType }
+
         public var pkcs11KeyType: KeyType? {
             switch keyType {
             case "aes": .aes

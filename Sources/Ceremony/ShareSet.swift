@@ -53,10 +53,15 @@ public struct ShareSet: Sendable {
             throw .secretCheckFailed(ceremony: first.ceremonyID)
         }
         for key in first.keys {
-            guard key.offset >= 0, key.length > 0, key.offset + key.length <= secret.count, let keyType = key.pkcs11KeyType else {
+            guard key.offset >= 0, key.length > 0, key.offset + key.length <= secret.count, key.isEscrowKey || key.pkcs11KeyType != nil else {
                 throw .inconsistentShareFile(path: files[0].path, field: "key \(key.label) layout")
             }
-            let actual = Hex.encode(try KeyCheckValue.compute(Self.slice(secret, key), keyType: keyType))
+            let actual: String
+            if let keyType = key.pkcs11KeyType {
+                actual = Hex.encode(try KeyCheckValue.compute(Self.slice(secret, key), keyType: keyType))
+            } else {
+                actual = Hex.encode(try KeyCeremony.escrowCheckValue(Self.slice(secret, key)))
+            }
             guard actual == key.checkValue.lowercased() else {
                 throw .checkValueMismatch(label: key.label, expected: key.checkValue, actual: actual, stage: "computed from the combined shares")
             }

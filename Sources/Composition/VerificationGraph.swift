@@ -122,6 +122,8 @@ public struct VerificationGraph: Sendable {
         } catch {
             logger.error("start-up reconciliation failed; run `custos key reconcile`", metadata: ["error": "\(error)"])
         }
+        // Ed25519 keys made before escrow are lost with their token: name them once per start.
+        await custody.keyring.warnAboutSingleTokenKeys()
         await withDiscardingTaskGroup { group in
             group.addTask { await custody.apiKeys.runRevocationListener() }
             group.addTask { await core.runGalleryListener() }

@@ -65,6 +65,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case keyStateAnchorInvalid
     /// An optional feature the HSM module cannot provide (e.g. Ed25519 webhook keys).
     case featureUnavailable(String)
+    /// A recorded escrow public key fails its HSM MAC: a database writer put a key of their own
+    /// in `escrow_keys` (or edited one); no seed is sealed to any escrow key until officers look.
+    case escrowKeyTampered(version: Int)
 
     public var isRetryable: Bool {
         switch self {
@@ -122,6 +125,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
+        case .escrowKeyTampered(let version):
+            "escrow key v\(version) in the database fails its HSM MAC (replaced or edited): no Ed25519 seed is escrowed until it is investigated"
         case .keyStateAnchorInvalid: "the HSM's list of key states (\(KeyStateAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description

@@ -99,9 +99,7 @@ extension TenantKeyring {
     /// - Throws: the token's error (the entry stays listed: the next reconciliation retries).
     func destroyTokenObjects(_ pending: PendingTokenDestructionStore.Entry) async throws {
         do {
-            _ = try await pool.withPersistentSession { session in
-                for handle in try session.findObjects([.label(pending.label)], limit: 4) { try session.destroyObject(handle) }
-            }
+            try await destroyTokenObjectsOnEveryToken(label: pending.label)
         } catch {
             logger.error("key version destroyed, but its token objects remain; start-up reconciliation retries", metadata: [
                 "label": "\(pending.label)", "error": "\(error)",

@@ -66,9 +66,7 @@ extension TenantKeyring {
                 continue
             }
             if let label = row.tokenLabel {
-                _ = try await pool.withPersistentSession { session in
-                    for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
-                }
+                try await destroyTokenObjectsOnEveryToken(label: label)
             }
             let expectedMAC = row.rowMAC
             row.state = .destroyed

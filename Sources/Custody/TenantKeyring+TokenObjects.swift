@@ -1,5 +1,8 @@
+import Crypto
 import CustosModel
+public import HSM
 import PKCS11
+public import SecureMemory
 import Storage
 
 extension TenantKeyring {
@@ -12,8 +15,10 @@ extension TenantKeyring {
     /// Step (1) of a rotation for a version held as a token object: under a per-tenant
     /// advisory lock, refuses when the tenant already holds `limit` live token objects, then
     /// stores the row as pending — one transaction, so two instances cannot both pass the count.
+    /// `escrow` (the seed sealed to the escrow key) is stored in the same transaction: no row
+    /// of a new version without it.
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)``; storage errors.
-    func storePendingTokenObject(_ pending: KeyVersionRecord, limit: Int) async throws {
+    func storePendingTokenObject(_ pending: KeyVersionRecord, escrow: SeedEscrowRecord? = nil, limit: Int) async throws {
         try await database.withTenant(pending.tenant, context: "store pending token-object key version") { connection in
             try await KeyVersionStore.lockTokenObjects(pending.tenant, on: connection)
             try await self.refuseIfOffboarding(pending.tenant, on: connection)
@@ -21,6 +26,7 @@ extension TenantKeyring {
                 throw CustodyError.tokenObjectLimit(pending.tenant, limit: limit)
             }
             try await KeyVersionStore.insert(pending, on: connection)
+            if let escrow { try await SeedEscrowStore.insert(escrow, on: connection) }
             try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
         }
     }
@@ -40,9 +46,7 @@ extension TenantKeyring {
         }
         guard !stored else { return }
         do {
-            _ = try await pool.withPersistentSession { session in
-                for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
-            }
+            try await destroyTokenObjectsOnEveryToken(label: label)
         } catch {
             logger.warning("could not destroy an unstored token object; destroy it by label", metadata: ["label": "\(label)", "error": "\(error)"])
         }
@@ -55,11 +59,76 @@ extension TenantKeyring {
         guard row.purpose == .webhookEd25519, let label = row.tokenLabel,
               label.hasPrefix(Self.tokenObjectLabelPrefix(row.tenant, version: row.version)) else { return }
         do {
-            _ = try await pool.withPersistentSession { session in
-                for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
-            }
+            try await destroyTokenObjectsOnEveryToken(label: label)
         } catch {
             logger.warning("could not destroy a rolled-back token object; destroy it by label", metadata: ["label": "\(label)", "error": "\(error)"])
+        }
+    }
+
+    /// Destroys the objects labelled `label` on every configured token (an Ed25519 key is on
+    /// all of them; one made before escrow only on the first). Every token is tried; the first
+    /// failure is thrown afterwards, so the caller keeps the destruction listed and retries.
+    func destroyTokenObjectsOnEveryToken(label: String) async throws {
+        var failure: (any Error)?
+        for token in pool.tokenPools {
+            do {
+                _ = try await token.withPersistentSession { session in
+                    for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
+                }
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Imports the Ed25519 key pair of `seed` under `label` on every configured token and
+    /// checks that each signs for `publicKey`. A token that cannot take it fails the creation
+    /// (the caller destroys what the others got): a new key is on every token or on none.
+    func importEd25519OnEveryToken(seed: SecretBytes, publicKey: [UInt8], label: String) async throws {
+        let id = try await pool.random(count: 16)
+        for token in pool.tokenPools {
+            _ = try await Self.importEd25519(seed: seed, publicKey: publicKey, label: label, id: id, into: token)
+        }
+    }
+
+    /// Imports the key pair of `seed` into `token` as a private, sensitive, non-extractable
+    /// object and its public key, both labelled `label` — unless the token holds a private key
+    /// of that label already (a restore run twice) — then has the token sign a challenge and
+    /// checks the signature against `publicKey` in software.
+    /// - Returns: whether objects were imported (false: they were there and sign for `publicKey`).
+    /// - Throws: ``HSMError/configuration(_:)`` when the token's key does not sign for
+    ///   `publicKey` (a module that reads the seed otherwise; a foreign object under the label).
+    public static func importEd25519(seed: SecretBytes, publicKey: [UInt8], label: String, id: [UInt8], into token: SessionPool) async throws -> Bool {
+        let challenge = Array("custos/webhook-ed25519/import-check/v1".utf8) + id
+        let expected = try Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
+        return try await token.withPersistentSession { session in
+            let existing = try session.findObjects([.class(.privateKey), .label(label)], limit: 2)
+            if let handle = existing.first {
+                guard existing.count == 1, expected.isValidSignature(try session.sign(.eddsa, key: handle, data: challenge), for: challenge) else {
+                    throw HSMError.configuration("the token's object labelled \(label) does not sign for the key's recorded public key")
+                }
+                return false
+            }
+            let templates = KeyTemplate.ed25519Imported(label: label, id: id, seed: seed, publicKey: publicKey)
+            let publicHandle = try session.createObject(templates.public)
+            let privateHandle: ObjectHandle
+            do {
+                privateHandle = try session.createObject(templates.private)
+            } catch {
+                try? session.destroyObject(publicHandle)
+                throw error
+            }
+            do {
+                guard expected.isValidSignature(try session.sign(.eddsa, key: privateHandle, data: challenge), for: challenge) else {
+                    throw HSMError.configuration("the token's Ed25519 key imported as \(label) does not sign for the seed's public key")
+                }
+            } catch {
+                try? session.destroyObject(privateHandle)
+                try? session.destroyObject(publicHandle)
+                throw error
+            }
+            return true
         }
     }
 }

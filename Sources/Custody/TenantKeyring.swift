@@ -13,7 +13,8 @@ import Synchronization
 /// This file holds the state and the lookups (with their caches); each other job is an
 /// extension in its own file: `+Tenants`, `+KeyMaterial` (making versions), `+Rotation` (and
 /// reconciliation), `+Destruction` (retire, destroy), `+RootKEKRotation` (rewrap under a new
-/// root KEK) and `+TokenObjects` (Ed25519 versions held on the token).
+/// root KEK), `+TokenObjects` (Ed25519 versions held on every token) and `+Escrow` (their
+/// seeds escrowed to the custodians' escrow key; keys that live on one token only).
 public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
 

@@ -61,4 +61,7 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// The HSM's list of key states was missing (a new or restored token, an upgrade) and was
     /// rebuilt from the database's MAC-valid rows and approvals (details hold the counts).
     case keyStateAnchorRebuild = "key.state_anchor.rebuild"
+    /// The ceremony restored an escrowed Ed25519 webhook key onto a token (`ceremony
+    /// restore-webhook-keys`): target the version, details the token and public-key prefix.
+    case webhookEd25519Restore = "webhook.ed25519.restore"
 }

@@ -138,6 +138,24 @@ public enum KeyTemplate {
         )
     }
 
+    /// An Ed25519 key pair imported from a 32-byte seed drawn from the HSM RNG, the same on
+    /// every token (a v1a webhook key that survives the loss of a token): the private half is a
+    /// private, sensitive, non-extractable, non-modifiable, non-copyable token object — the seed
+    /// never leaves any token again; the public half carries the point (`04 20` + 32 bytes).
+    public static func ed25519Imported(label: String, id: [UInt8], seed: SecretBytes, publicKey: [UInt8]) -> (public: [Attribute], private: [Attribute]) {
+        (
+            [
+                .class(.publicKey), .keyType(.ecEdwards), .ecParams(ed25519Parameters), .ecPoint([0x04, 0x20] + publicKey),
+                .token(true), .private(false), .verify(true), .modifiable(false), .label(label), .id(id),
+            ],
+            [
+                .class(.privateKey), .keyType(.ecEdwards), .ecParams(ed25519Parameters), .token(true), .private(true),
+                .sensitive(true), .extractable(false), .modifiable(false), .copyable(false), .sign(true), .derive(false),
+                .label(label), .id(id), .value(seed),
+            ]
+        )
+    }
+
     /// DER of the printable string "edwards25519", which SoftHSM accepts as CKA_EC_PARAMS.
     public static let ed25519Parameters: [UInt8] = [0x13, 0x0C] + Array("edwards25519".utf8)
 }

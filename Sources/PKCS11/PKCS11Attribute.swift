@@ -85,6 +85,8 @@ public enum Attribute: Sendable, CustomStringConvertible {
     /// `CKA_VALUE` of a data object (`CKO_DATA`) that is not a secret, e.g. an anchored log head.
     case dataValue([UInt8])
     case ecParams([UInt8])
+    /// A public key's point (for an imported public key object; `04 20` + 32 bytes for Ed25519).
+    case ecPoint([UInt8])
     /// `CKA_LOCAL` (read-only on objects; meaningful inside a wrap template).
     case local(Bool)
     /// `CKA_WRAP_TEMPLATE`: a key is wrappable by this key only if it has every one of these
@@ -120,6 +122,7 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .valueLength: .valueLength
         case .value, .dataValue: .value
         case .ecParams: .ecParams
+        case .ecPoint: .ecPoint
         case .local: .local
         case .wrapTemplate: .wrapTemplate
         case .unwrapTemplate: .unwrapTemplate
@@ -134,7 +137,7 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .class(let objectClass): "\(type)=\(objectClass.rawValue)"
         case .keyType(let keyType): "\(type)=\(keyType.rawValue)"
         case .valueLength(let length): "\(type)=\(length)"
-        case .id(let bytes), .ecParams(let bytes): "\(type)=\(Hex.encode(bytes))"
+        case .id(let bytes), .ecParams(let bytes), .ecPoint(let bytes): "\(type)=\(Hex.encode(bytes))"
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): "\(type)=[\(inner.map(\.description).joined(separator: ", "))]"
         case .local(let flag): "\(type)=\(flag)"
         case .token(let flag), .private(let flag), .sensitive(let flag), .extractable(let flag),
@@ -159,7 +162,7 @@ public enum Attribute: Sendable, CustomStringConvertible {
         case .local(let flag): buffer.storeBytes(of: CK_BBOOL(flag ? 1 : 0), as: CK_BBOOL.self)
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.encodeNested(into: buffer)
         case .label(let label), .application(let label): _ = buffer.initializeMemory(as: UInt8.self, from: label.utf8)
-        case .id(let bytes), .ecParams(let bytes), .dataValue(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
+        case .id(let bytes), .ecParams(let bytes), .ecPoint(let bytes), .dataValue(let bytes): _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
         case .value(let secret):
             secret.withUnsafeBytes { source in
                 if let base = source.baseAddress, source.count > 0 {
@@ -173,7 +176,7 @@ public enum Attribute: Sendable, CustomStringConvertible {
         switch self {
         case .class, .keyType, .valueLength: MemoryLayout<CK_ULONG>.size
         case .label(let label), .application(let label): label.utf8.count
-        case .id(let bytes), .ecParams(let bytes), .dataValue(let bytes): bytes.count
+        case .id(let bytes), .ecParams(let bytes), .ecPoint(let bytes), .dataValue(let bytes): bytes.count
         case .value(let secret): secret.count
         case .wrapTemplate(let inner), .unwrapTemplate(let inner): inner.nestedLayout.total
         default: MemoryLayout<CK_BBOOL>.size

@@ -424,6 +424,45 @@ public enum Migrations {
         -- their commit, so no committed destruction can be missing from it.
         DROP TABLE pending_destruction_anchors;
         """),
+        Migration(version: 19, summary: "Ed25519 webhook seeds escrowed to a custodians' escrow key; the escrow public key pinned with an HSM MAC", sql: """
+        -- The escrow public keys the ceremony made (`ceremony generate-escrow`; the private half
+        -- exists only as custodians' shares). Each row carries an HSM MAC under the root MAC key,
+        -- so a database writer cannot put a key of their own here. Never updated or deleted.
+        CREATE TABLE escrow_keys (
+            version integer PRIMARY KEY CHECK (version > 0),
+            public_key bytea NOT NULL CHECK (length(public_key) = 32),
+            ceremony_id text NOT NULL,
+            mac bytea NOT NULL,
+            mac_key_version integer NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        GRANT SELECT, INSERT ON escrow_keys TO {service};
+        -- One HPKE ciphertext of an Ed25519 seed per webhook-ed25519 key version, written in the
+        -- transaction that stores the version; the associated data binds it to its row. Gone with
+        -- the row (a rolled-back pending version) and when the version is destroyed (trigger).
+        CREATE TABLE key_version_escrows (
+            tenant_id uuid NOT NULL,
+            purpose text NOT NULL,
+            version integer NOT NULL,
+            escrow_key_version integer NOT NULL REFERENCES escrow_keys (version),
+            encapsulated_key bytea NOT NULL,
+            ciphertext bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, purpose, version),
+            FOREIGN KEY (tenant_id, purpose, version) REFERENCES key_versions (tenant_id, purpose, version) ON DELETE CASCADE
+        );
+        ALTER TABLE key_version_escrows ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE key_version_escrows FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON key_version_escrows
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+        GRANT SELECT, INSERT, DELETE ON key_version_escrows TO {service};
+        -- A destroyed version's seed must not stay recoverable by the custodians: its escrow goes
+        -- in the destroying transaction, whichever code path destroys it.
+        CREATE FUNCTION {schema}.drop_destroyed_escrow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {schema}.key_version_escrows WHERE tenant_id = NEW.tenant_id AND purpose = NEW.purpose AND version = NEW.version; RETURN NEW; END $$;
+        CREATE TRIGGER drop_destroyed_escrow AFTER UPDATE OF state ON key_versions
+            FOR EACH ROW WHEN (NEW.state = 'destroyed') EXECUTE FUNCTION {schema}.drop_destroyed_escrow();
+        """),
     ]
 
     /// The newest schema version this build knows.

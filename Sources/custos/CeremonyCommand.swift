@@ -20,6 +20,7 @@ struct CeremonyCommand: AsyncParsableCommand {
         subcommands: [
             CeremonyInitTokenCommand.self, CeremonyGenerateRootCommand.self, CeremonyRestoreCommand.self,
             CeremonyVerifyCommand.self, CeremonyRotateRootCommand.self, CeremonyVerifyTranscriptCommand.self,
+            CeremonyGenerateEscrowCommand.self, CeremonyRestoreWebhookKeysCommand.self,
         ]
     )
 }
@@ -300,5 +301,73 @@ struct CeremonyVerifyTranscriptCommand: AsyncParsableCommand {
             }
         }
         if !result.isIntact { throw ExitCode(1) }
+    }
+}
+
+struct CeremonyGenerateEscrowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate-escrow",
+        abstract: "Make the escrow key for Ed25519 webhook seeds: private half split M-of-N, public half pinned in the database under an HSM MAC (local: talks to the HSM and database directly).",
+        discussion: "Until it exists the service refuses new v1a (Ed25519) webhook keys. The private half is never stored: only the share files hold it."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(help: "M: shares needed to restore escrowed keys.") var threshold: Int
+    @Option(help: "N: shares written, one per custodian.") var shares: Int
+    @Option(help: "Directory for the share files (must exist).") var output: String
+    @Flag(help: "Do nothing when the database pins an escrow key already (for set-up scripts).") var ifMissing = false
+
+    func run() async throws {
+        try lockDownCeremony()
+        let configuration = try options.loadConfiguration()
+        let participants = try ceremony.participants()
+        let outcome = try await CustosRuntime.run(configuration, options: .cli()) { context -> KeyCeremony.EscrowOutcome? in
+            if ifMissing, try await context.keyring.pinnedEscrowKey() != nil { return nil }
+            return try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+                .generateEscrow(
+                    threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: ceremony.transcript),
+                    keyring: context.keyring
+                )
+        }
+        guard let outcome else {
+            print("the database pins an escrow key already; nothing generated")
+            return
+        }
+        print("escrow key v\(outcome.escrowKeyVersion) (check value \(outcome.checkValue)): ceremony \(outcome.ceremonyID), \(threshold)-of-\(shares) shares")
+        for path in outcome.sharePaths { print("  share file \(path)") }
+    }
+}
+
+struct CeremonyRestoreWebhookKeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore-webhook-keys",
+        abstract: "Import every escrowed Ed25519 webhook key onto each configured token that lacks it, from M shares of the escrow key (local: talks to the HSM and database directly).",
+        discussion: "Run after `ceremony restore` made a replacement token. Idempotent: keys a token holds already are left as they are. Exits 1 when any key was refused."
+    )
+    @OptionGroup var options: LocalOptions
+    @OptionGroup var ceremony: CeremonyOptions
+    @Option(name: .customLong("share"), help: "A share file of the escrow key (repeat for each custodian present).") var shares: [String] = []
+    @Option(help: "Output format.") var output: OutputFormat = .table
+
+    func run() async throws {
+        try lockDownCeremony()
+        let configuration = try options.loadConfiguration()
+        let participants = try ceremony.participants()
+        let report = try await CustosRuntime.run(configuration, options: .cli()) { context in
+            try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+                .restoreWebhookKeys(
+                    sharePaths: shares, transcript: CeremonyTranscript(path: ceremony.transcript), keyring: context.keyring,
+                    actor: "ceremony:\(participants.operatorName)"
+                )
+        }
+        switch output {
+        case .json: print(try encodeJSON(report))
+        case .table:
+            print("imported \(report.imported.count), already on every token \(report.alreadyPresent.count), escrowed to another escrow key \(report.otherEscrowKey.count), refused \(report.refused.count)")
+            for name in report.imported { print("  imported  \(name)") }
+            for name in report.otherEscrowKey { print("  other key \(name)") }
+            for reason in report.refused { print("  REFUSED   \(reason)") }
+        }
+        if !report.refused.isEmpty { throw ExitCode(1) }
     }
 }

@@ -72,6 +72,11 @@ struct HSMStatusCommand: AsyncParsableCommand {
         let mechanisms: [Mechanism]
         let pool: SessionPoolStatistics?
         let poolError: String?
+        /// Live Ed25519 webhook keys made before escrow: on one token only (nil: not checked).
+        var singleTokenKeys: [TenantKeyring.SingleTokenKey]?
+        /// Escrowed Ed25519 webhook keys a configured token lacks (nil: not checked).
+        var missingTokenKeys: [TenantKeyring.MissingTokenKey]?
+        var singleTokenKeysError: String?
         var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) }
     }
 
@@ -92,7 +97,7 @@ struct HSMStatusCommand: AsyncParsableCommand {
             poolError = String(describing: error)
         }
 
-        let report = Report(
+        var report = Report(
             module: .init(
                 path: module.path, cryptokiVersion: info.cryptokiVersion.description, manufacturer: info.manufacturer,
                 library: info.libraryDescription, libraryVersion: info.libraryVersion.description
@@ -108,6 +113,15 @@ struct HSMStatusCommand: AsyncParsableCommand {
             pool: statistics,
             poolError: poolError
         )
+        if configuration.postgres != nil, statistics != nil {
+            do {
+                (report.singleTokenKeys, report.missingTokenKeys) = try await CustosRuntime.run(configuration, options: .cli()) {
+                    (try await $0.keyring.singleTokenKeys(), try await $0.keyring.webhookKeysMissingOnTokens())
+                }
+            } catch {
+                report.singleTokenKeysError = String(describing: error)
+            }
+        }
         switch output {
         case .json:
             print(try encodeJSON(report))
@@ -124,6 +138,15 @@ struct HSMStatusCommand: AsyncParsableCommand {
                 print("pool        started and logged in: \(pool.workers) workers, \(pool.openSessions) sessions open")
             } else {
                 print("pool        FAILED: \(report.poolError ?? "unknown")")
+            }
+            if let keys = report.singleTokenKeys {
+                print("ed25519     \(keys.isEmpty ? "every live webhook key is escrowed (restorable onto any token)" : "\(keys.count) webhook key(s) on ONE token only (made before escrow; rotate these tenants' v1a keys):")")
+                for key in keys { print("  tenant \(key.tenant.rawValue) v\(key.version) (\(key.state.rawValue)) \(key.tokenLabel)") }
+                for key in report.missingTokenKeys ?? [] {
+                    print("  MISSING on token \(key.token): tenant \(key.tenant.rawValue) v\(key.version) \(key.tokenLabel) (run `custos ceremony restore-webhook-keys`)")
+                }
+            } else if let error = report.singleTokenKeysError {
+                print("ed25519     could not check for keys on one token only: \(error)")
             }
         }
         if !report.healthy { throw ExitCode(1) }

@@ -41,6 +41,7 @@ struct AuditActionTests {
         .tenantOffboard: "tenant.offboard",
         .keyUse: "key.use",
         .keyStateAnchorRebuild: "key.state_anchor.rebuild",
+        .webhookEd25519Restore: "webhook.ed25519.restore",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

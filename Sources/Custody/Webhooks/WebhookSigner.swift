@@ -7,8 +7,9 @@ import Storage
 
 /// Signs webhook deliveries per Standard Webhooks 1.0 (DESIGN §8) with keys held in the HSM:
 /// `v1` HMAC-SHA256 under the tenant's `webhook` secret (shown to the tenant once, then held
-/// only wrapped), `v1a` Ed25519 under a private key that never leaves the token. During a
-/// rotation's overlap window every usable version signs, space-separated.
+/// only wrapped), `v1a` Ed25519 under a private key no token lets out (on every token, its
+/// seed escrowed to the custodians). During a rotation's overlap window every usable version
+/// signs, space-separated.
 ///
 /// Not an open oracle: the RPC layer lets a tenant's key sign only events Custos emits for
 /// that tenant (issue #5); this type signs what internal callers give it.
@@ -60,10 +61,14 @@ public final class WebhookSigner: Sendable {
         }
     }
 
-    /// A new v1a Ed25519 key pair generated in the HSM (the private half a token object: SoftHSM
-    /// cannot wrap Ed25519 private keys). - Returns: the version and the public key as `whpk_…`.
+    /// A new v1a Ed25519 key: its seed drawn from the HSM RNG, imported on every configured
+    /// token as a sensitive, non-extractable token object (SoftHSM cannot wrap Ed25519 private
+    /// keys) and escrowed to the custodians' escrow key, so it survives the loss of any token.
+    /// - Returns: the version and the public key as `whpk_…`.
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)`` when the tenant already holds
-    ///   ``tokenObjectLimit`` live versions; other ``CustodyError``s.
+    ///   ``tokenObjectLimit`` live versions; ``CustodyError/featureUnavailable(_:)`` before the
+    ///   ceremony made an escrow key; ``CustodyError/escrowKeyTampered(version:)``; other
+    ///   ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
         guard ed25519Available else {
             throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
@@ -85,32 +90,21 @@ public final class WebhookSigner: Sendable {
         let versions = all.filter { $0.purpose == .webhookEd25519 }
         let next = try await keyring.nextVersion(tenant, .webhookEd25519, after: versions)
         let hasActive = versions.contains { $0.state == .active }
+        // No key that a token's loss could take: without a (MAC-valid) escrow key none is made.
+        guard let escrowKey = try await keyring.pinnedEscrowKey() else {
+            throw CustodyError.featureUnavailable(
+                "v1a (Ed25519) webhook keys need the custodians' escrow key first: run `custos ceremony generate-escrow` (docs/ceremony.md)"
+            )
+        }
         // A random part makes the label unique even if another instance picks the same version
         // number at the same moment: signing finds keys by label and refuses a label held twice.
         let unique = Hex.encode(try await pool.random(count: 8))
         let label = TenantKeyring.tokenObjectLabelPrefix(tenant, version: next) + unique
-        let publicKey = try await pool.withPersistentSession { session -> [UInt8] in
-            let id = try session.generateRandom(count: 16)
-            let templates = KeyTemplate.ed25519(label: label, id: id, token: true)
-            let pair = try session.generateKeyPair(.ecEdwardsKeyPairGen, publicTemplate: templates.public, privateTemplate: templates.private)
-            do {
-                let point = try session.attribute(.ecPoint, of: pair.publicKey)
-                return Array(point.suffix(32))
-            } catch {
-                try? session.destroyObject(pair.privateKey)
-                try? session.destroyObject(pair.publicKey)
-                throw error
-            }
-        }
         let record: KeyVersionRecord
         do {
-            let unsealed = KeyVersionRecord(
-                tenant: tenant, purpose: .webhookEd25519, version: next, state: .pending, wrappedKey: nil,
-                wrapMechanism: "none (token object)", rootKEKVersion: keyring.rootKeys.kekVersion,
-                checkValue: Array(SHA256.hash(data: publicKey).prefix(3)), publicKey: publicKey, tokenLabel: label, rowMAC: []
-            )
-            record = try await keyring.authenticator.sealed(unsealed, pool: pool)
-            try await keyring.storePendingTokenObject(record, limit: tokenObjectLimit)
+            let (sealed, escrow) = try await makeEscrowedKeyPair(tenant: tenant, version: next, label: label, escrowKey: escrowKey)
+            record = sealed
+            try await keyring.storePendingTokenObject(record, escrow: escrow, limit: tokenObjectLimit)
         } catch {
             // Without its row nothing would ever find or destroy this key pair.
             await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next)
@@ -120,7 +114,26 @@ public final class WebhookSigner: Sendable {
             tenant: tenant, actor: actor, action: .webhookEd25519, target: "webhook-ed25519/v\(next)",
             details: ["public_key_sha256_prefix": Hex.encode(record.checkValue)]
         ))
-        return (next, StandardWebhooks.encodePublicKey(publicKey))
+        return (next, StandardWebhooks.encodePublicKey(record.publicKey ?? []))
+    }
+
+    /// The seed of a new v1a key: 32 bytes from the HSM RNG into protected memory, imported on
+    /// every configured token (each checked to sign for the seed's public key), sealed to the
+    /// escrow key, and wiped when this returns — the only moment the seed is outside a token.
+    /// - Returns: the sealed pending row and the escrow that goes with it.
+    private func makeEscrowedKeyPair(
+        tenant: TenantID, version: Int, label: String, escrowKey: EscrowKeyRecord
+    ) async throws -> (record: KeyVersionRecord, escrow: SeedEscrowRecord) {
+        let seed = try await pool.randomSecret(count: SeedEscrow.keyLength)
+        let publicKey = try SeedEscrow.ed25519PublicKey(of: seed)
+        try await keyring.importEd25519OnEveryToken(seed: seed, publicKey: publicKey, label: label)
+        let unsealed = KeyVersionRecord(
+            tenant: tenant, purpose: .webhookEd25519, version: version, state: .pending, wrappedKey: nil,
+            wrapMechanism: "none (token object)", rootKEKVersion: keyring.rootKeys.kekVersion,
+            checkValue: TenantKeyring.fingerprint(publicKey), publicKey: publicKey, tokenLabel: label, rowMAC: []
+        )
+        let escrow = try SeedEscrow.seal(seed, to: escrowKey, for: unsealed)
+        return (try await keyring.authenticator.sealed(unsealed, pool: pool), escrow)
     }
 
     /// The `webhook-signature` header for one delivery: one entry per usable version.
@@ -137,12 +150,28 @@ public final class WebhookSigner: Sendable {
             }
             for record in try await keyring.cachedSigningVersions(tenant, .webhookEd25519) {
                 let signature = try await keyring.keyUses.counting(tenant, .webhookEd25519, version: record.version, .webhookSign) {
-                    try await pool.signEd25519(key: keyring.hsmKey(for: record), message: content)
+                    try await signEd25519(key: keyring.hsmKey(for: record), message: content)
                 }
                 entries.append((StandardWebhooks.ed25519Version, signature))
             }
             guard !entries.isEmpty else { throw CustodyError.noActiveKey(tenant, .webhook) }
             return StandardWebhooks.signatureHeader(entries)
+        }
+    }
+
+    /// An Ed25519 signature from the first token or, while it is out of service, from the next
+    /// token that holds the key: an escrowed key is on every token, and a signature changes
+    /// nothing on the token (Ed25519 is deterministic: every token gives the same one). A key
+    /// made before escrow is on the first token only; it then stays unavailable.
+    private func signEd25519(key: HSMKey, message: [UInt8]) async throws -> [UInt8] {
+        do {
+            return try await pool.signEd25519(key: key, message: message)
+        } catch let error as HSMError {
+            guard case .unavailable = error else { throw error }
+            for replica in pool.tokenPools.dropFirst() {
+                if let signature = try? await replica.signEd25519(key: key, message: message) { return signature }
+            }
+            throw error
         }
     }
 

@@ -82,7 +82,7 @@ public enum StatusMapping {
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
         case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable:
             return RPCError(code: .failedPrecondition, message: error.description)
-        case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .keyStateAnchorInvalid:
+        case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
         case .changedConcurrently: return RPCError(code: .aborted, message: error.description)

@@ -33,6 +33,8 @@ final class CustodyHarness: Sendable {
     let logs: LogCapture
     /// The share files of the root keys (2 of 3 restore them), as every install has them.
     let sharePaths: [String]
+    /// The share files of the escrow key Ed25519 seeds are sealed to (2 of 3 open them).
+    let escrowSharePaths: [String]
 
     /// - Parameter createRootKeys: `false` leaves the harness token without root keys (the key
     ///   ceremony test brings its own tokens and uses only the database).
@@ -67,7 +69,7 @@ final class CustodyHarness: Sendable {
         )
         let pool = started.runtime.pool
         // Root keys the way every install makes them: the ceremony, with shares.
-        var sharePaths = [String]()
+        var sharePaths = [String](), escrowSharePaths = [String]()
         if createRootKeys {
             let directory = TestEnvironment.directory + "/\(schema).ceremony"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -78,15 +80,21 @@ final class CustodyHarness: Sendable {
             sharePaths = try await ceremony.generateRoot(
                 threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl")
             ).sharePaths
+            // And the escrow key, as every install that offers v1a webhook keys has it.
+            escrowSharePaths = try await ceremony.generateEscrow(
+                threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl"),
+                keyring: started.runtime.custody.keyring
+            ).sharePaths
         }
         return CustodyHarness(
-            token: token, started: started, owner: owner, schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths
+            token: token, started: started, owner: owner, schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths,
+            escrowSharePaths: escrowSharePaths
         )
     }
 
     private init(
         token: TestToken, started: CustosRuntime.Started, owner: Database, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture,
-        sharePaths: [String]
+        sharePaths: [String], escrowSharePaths: [String]
     ) {
         self.token = token
         self.started = started
@@ -96,6 +104,7 @@ final class CustodyHarness: Sendable {
         self.anchorPath = anchorPath
         self.logs = logs
         self.sharePaths = sharePaths
+        self.escrowSharePaths = escrowSharePaths
     }
 
     /// A second service database client on the same schema, as another instance would have.
