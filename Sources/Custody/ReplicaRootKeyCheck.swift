@@ -8,19 +8,27 @@ public import HSM
 /// the custodians' shares (docs/operations.md, "Several tokens").
 public enum ReplicaRootKeyCheck {
     /// Reads every token's root keys through its own pool and compares each replica with the
-    /// first token. Nothing to do with one token.
+    /// first token; then makes the pool check every token the same way before bringing it back
+    /// into service after a failure (against the first token's keys as read here). Nothing to
+    /// do with one token.
     /// - Throws: ``ReplicaTokensDiffer`` naming each token and key that differs (never a value).
     public static func verify(_ pool: SessionPool) async throws {
         let pools = pool.tokenPools
         guard let primary = pools.first, pools.count > 1 else { return }
         let expected = try await RootKeyInventory.read(from: primary)
+        let primaryToken = String(describing: primary.configuration.token)
         var mismatches = [ReplicaKeyMismatch]()
         for replica in pools.dropFirst() {
             let found = try await RootKeyInventory.read(from: replica)
             mismatches += compare(expected: expected, found: found, token: String(describing: replica.configuration.token))
         }
-        guard mismatches.isEmpty else {
-            throw ReplicaTokensDiffer(primaryToken: String(describing: primary.configuration.token), mismatches: mismatches)
+        guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
+        // A token re-made while it was out (another root, or none yet) answers the probe's RNG
+        // call like the one that left.
+        pool.checkTokensBeforeTheirReturn { token in
+            let found = try await RootKeyInventory.read(from: token)
+            let mismatches = compare(expected: expected, found: found, token: String(describing: token.configuration.token))
+            guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
         }
     }
 
