@@ -35,8 +35,13 @@ public enum ReplicaRootKeyCheck {
     /// How `found` (a replica's root keys) differs from `expected` (the first token's), by label.
     static func compare(expected: RootKeyInventory, found: RootKeyInventory, token: String) -> [ReplicaKeyMismatch] {
         let labels = Set(expected.entries.map(\.label)).union(found.entries.map(\.label)).sorted()
-        return labels.compactMap { label in
-            switch (expected.entry(label: label), found.entry(label: label)) {
+        return labels.compactMap { label -> ReplicaKeyMismatch? in
+            // Compared by the first key of a label, a second one (made with the replica's user
+            // PIN) went unseen; calls routed there fail resolving the label, and are not moved.
+            if found.entries.count(where: { $0.label == label }) > 1 {
+                return ReplicaKeyMismatch(token: token, label: label, problem: .duplicated)
+            }
+            return switch (expected.entry(label: label), found.entry(label: label)) {
             case (.some, nil): ReplicaKeyMismatch(token: token, label: label, problem: .missing)
             case (nil, .some): ReplicaKeyMismatch(token: token, label: label, problem: .notOnFirstToken)
             case (let wanted?, let got?) where wanted.checkValue != got.checkValue || wanted.kind != got.kind:
@@ -56,6 +61,8 @@ public struct ReplicaKeyMismatch: Sendable, Hashable, CustomStringConvertible {
         case differs
         /// Only the replica has it (a rotation not restored onto the first token, or a stray key).
         case notOnFirstToken = "not on the first token"
+        /// The replica holds several keys under the label (one made by someone else).
+        case duplicated = "several keys under this label"
     }
 
     /// The replica's token selector (label or serial).

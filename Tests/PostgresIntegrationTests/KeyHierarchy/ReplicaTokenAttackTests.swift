@@ -253,4 +253,17 @@ struct ReplicaTokenAttackTests {
         #expect(replicated.harness.logs.text.contains("kept out of service"))
         await replicated.shutdown()
     }
+
+    @Test("a second root MAC key planted on B under the same label with B's user PIN: B fails the replica check, by label")
+    func duplicateRootKeyOnReplica() async throws {
+        let replicated = try await Replicated.make("repdup")
+        let label = RootKeys.macLabel(version: 1)
+        let planted = KeyTemplate.rootMAC(
+            label: label, id: (0..<16).map { _ in UInt8.random(in: 0 ... 255) }, value: SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
+        )
+        try await replicated.pool.tokenPools[1].withPersistentSession { session in _ = try session.createObject(planted) }
+        let refused = await #expect(throws: ReplicaTokensDiffer.self) { try await ReplicaRootKeyCheck.verify(replicated.pool) }
+        #expect(refused?.mismatches == [ReplicaKeyMismatch(token: "label \"\(replicated.labelB)\"", label: label, problem: .duplicated)])
+        await replicated.shutdown()
+    }
 }
