@@ -270,6 +270,32 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
+    @Test("a disable whose list write reaches A but not B (B fails mid-change, as a crash between the tokens would leave it): refused, the version stays refused, and repeating it brings B level")
+    func listWrittenToOneTokenOnly() async throws {
+        let replicated = try await Replicated.make("replistonce")
+        let keyring = replicated.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        await #expect(throws: (any Error).self) { try await keyring.disable(tenant, .data, version: 1, actor: "officer") }
+        let row = try #require(try await keyring.versions(tenant).first { $0.purpose == .data && $0.version == 1 })
+        #expect(row.disabledAt == nil, "the change did not commit")
+        keyring.invalidate(prefix: "")
+        await #expect { _ = try await keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+        keyring.invalidate(prefix: "")
+        await #expect { _ = try await keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+        try await keyring.disable(tenant, .data, version: 1, actor: "officer")
+        let object = keyring.keyStateAnchor.object
+        var lists = [[[UInt8]]]()
+        for token in replicated.pool.tokenPools {
+            lists.append(try await token.withPersistentSession { session in try object.values(in: session) })
+        }
+        #expect(lists.count == 2 && lists[0] == lists[1] && !lists[0].isEmpty, "both tokens hold the same list")
+        await replicated.shutdown()
+    }
+
     @Test("a second root MAC key planted on B after start-up, met when B's pool logs in again: calls routed to B fail instead of moving to A (known issue)")
     func duplicateRootKeyPlantedWhileServing() async throws {
         let replicated = try await Replicated.make("repdupnow")
