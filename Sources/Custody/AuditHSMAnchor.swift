@@ -20,6 +20,10 @@ public struct AuditHSMAnchor: Sendable {
     let macKey: HSMKey
     /// `CKA_APPLICATION`: `custos/audit:` and 16 bytes of SHA-256 of the log's identity, in hex.
     let object: TokenDataObject
+    /// The newest anchor this process read or wrote: a token that was out of service during
+    /// appends answers with an older one, and when the token holding the newest does not answer
+    /// the anchor would otherwise move back to where entries deleted since then are not missed.
+    let newestSeen = NewestAnchorSeen<AuditAnchor>()
 
     /// - Parameter logIdentity: names the log, e.g. database and schema.
     public init(pool: SessionPool, macKey: HSMKey, logIdentity: String) {
@@ -39,7 +43,10 @@ public struct AuditHSMAnchor: Sendable {
 
     /// Reads the anchor and checks its MAC in the HSM. With replica tokens, the newest
     /// MAC-valid anchor of any token that answers (a token that was out of service during
-    /// appends holds an older one).
+    /// appends holds an older one). While a token does not answer, never older than the newest
+    /// this process read or wrote (``newestSeen``): the token holding the newest may be the one
+    /// that is down. With every token answering the tokens have the last word, so an officer's
+    /// `audit reset-anchor` (its own process) applies to running instances too.
     /// - Throws: ``HSMError`` when no token answers.
     func read() async throws -> Reading {
         var readings = [Reading]()
@@ -53,8 +60,20 @@ public struct AuditHSMAnchor: Sendable {
         }
         if readings.isEmpty, let unreachable { throw unreachable }
         let anchors = readings.compactMap { reading -> AuditAnchor? in if case .anchor(let anchor) = reading { anchor } else { nil } }
-        if let newest = anchors.max(by: { $0.seq < $1.seq }) { return .anchor(newest) }
-        return readings.contains(.invalid) ? .invalid : .missing
+        let newest = anchors.max(by: { $0.seq < $1.seq })
+        if unreachable == nil {
+            // Every token answered: theirs is the anchor, even an older one an officer reset.
+            if let newest { newestSeen.replace(seq: newest.seq, value: newest) } else { newestSeen.forget() }
+            return newest.map(Reading.anchor) ?? (readings.contains(.invalid) ? .invalid : .missing)
+        }
+        let seen = newestSeen.current?.value
+        if let newest {
+            if let seen, seen.seq > newest.seq { return .anchor(seen) }
+            newestSeen.raise(seq: newest.seq, value: newest)
+            return .anchor(newest)
+        }
+        if readings.contains(.invalid) { return .invalid }
+        return seen.map(Reading.anchor) ?? .missing
     }
 
     private func read(on token: SessionPool) async throws -> Reading {
@@ -84,7 +103,9 @@ public struct AuditHSMAnchor: Sendable {
         var unreachable: HSMError?
         for token in pool.tokenPools {
             do {
-                written = try await write(seq: seq, hash: hash, previousHash: previousHash, on: token)
+                let anchor = try await write(seq: seq, hash: hash, previousHash: previousHash, on: token)
+                newestSeen.raise(seq: anchor.seq, value: anchor)
+                written = anchor
             } catch let error as HSMError where error.isRetryable && pool.tokenPools.count > 1 {
                 unreachable = error
             }
@@ -109,6 +130,8 @@ public struct AuditHSMAnchor: Sendable {
     func destroyAll() async throws -> Int {
         let object = object
         var destroyed = 0
+        // On purpose, by an officer: the next append starts the anchor afresh.
+        newestSeen.forget()
         for token in pool.tokenPools {
             destroyed += try await token.withSession { session in try object.destroyAll(in: session.pkcs11) }
         }

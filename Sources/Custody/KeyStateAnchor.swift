@@ -56,6 +56,9 @@ struct KeyStateAnchor: Sendable {
     let object: TokenDataObject
     /// Bound into every MAC, so a list cannot be moved to another database's application.
     let identity: String
+    /// The newest list this process read or wrote: while the token holding the newest is down,
+    /// one that answers with an older list (or none) does not take the list back.
+    let newestSeen = NewestAnchorSeen<AnchoredKeyStates>()
 
     /// - Parameter logIdentity: the database and schema, as the audit anchor names them.
     init(pool: SessionPool, logIdentity: String) {
@@ -70,8 +73,13 @@ struct KeyStateAnchor: Sendable {
     /// Reads the list and checks its MAC in the HSM (under the root MAC key version it names).
     /// With replica tokens, the newest MAC-valid list of any token that answers: every write
     /// reaches every token, so a token that is down costs nothing, and one restored from shares
-    /// (no list yet) does not hide the others'.
-    /// - Throws: ``HSMError`` when no token answers.
+    /// (no list yet) does not hide the others'. While a token does not answer, never older than
+    /// the newest list this process read or wrote (``newestSeen``): the token holding it may be
+    /// the one that is down, and the one answering restored from shares or from an older backup
+    /// while the service ran. With every token answering, the tokens have the last word (a list
+    /// rebuilt by another process starts its sequence again).
+    /// - Throws: ``HSMError`` when no token answers, or when no answering token holds a list
+    ///   while another does not answer (it may hold one) and this process has seen none.
     func read() async throws -> Reading {
         let object = object
         var valuesByToken = [[[UInt8]]]()
@@ -84,7 +92,18 @@ struct KeyStateAnchor: Sendable {
             }
         }
         if valuesByToken.isEmpty, let unreachable { throw unreachable }
-        if valuesByToken.allSatisfy(\.isEmpty) { return .missing }
+        let seen = unreachable == nil ? nil : newestSeen.current.map { Contents(seq: $0.seq, states: $0.value, onEveryToken: false) }
+        if valuesByToken.allSatisfy(\.isEmpty) {
+            guard let unreachable else {
+                newestSeen.forget()
+                return .missing
+            }
+            // "Never written" only when every token says so: forbidding nothing on the word of
+            // a replica restored from shares while the token with the list is down would give
+            // a replayed row its use back.
+            guard let seen else { throw unreachable }
+            return .contents(seen)
+        }
         var newest: Contents?
         var newestPerToken = [Int64]()
         for values in valuesByToken {
@@ -99,7 +118,13 @@ struct KeyStateAnchor: Sendable {
             newestPerToken.append(tokenNewest)
         }
         guard var newest else { return .invalid }
+        if let seen, seen.seq > newest.seq { return .contents(seen) }
         newest.onEveryToken = unreachable == nil && newestPerToken.allSatisfy { $0 == newest.seq }
+        if unreachable == nil {
+            newestSeen.replace(seq: newest.seq, value: newest.states)
+        } else {
+            newestSeen.raise(seq: newest.seq, value: newest.states)
+        }
         return .contents(newest)
     }
 
@@ -117,6 +142,8 @@ struct KeyStateAnchor: Sendable {
         let object = object
         for token in pool.tokenPools {
             try await token.withSession { session in try object.replace(with: bytes, in: session.pkcs11) }
+            // On a token now, even if the next fails: a list ahead of the database fails closed.
+            newestSeen.raise(seq: seq, value: states)
         }
     }
 

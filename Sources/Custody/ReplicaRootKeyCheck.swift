@@ -8,27 +8,40 @@ public import HSM
 /// the custodians' shares (docs/operations.md, "Several tokens").
 public enum ReplicaRootKeyCheck {
     /// Reads every token's root keys through its own pool and compares each replica with the
-    /// first token. Nothing to do with one token.
+    /// first token; then makes the pool check every token the same way before bringing it back
+    /// into service after a failure (against the first token's keys as read here). Nothing to
+    /// do with one token.
     /// - Throws: ``ReplicaTokensDiffer`` naming each token and key that differs (never a value).
     public static func verify(_ pool: SessionPool) async throws {
         let pools = pool.tokenPools
         guard let primary = pools.first, pools.count > 1 else { return }
         let expected = try await RootKeyInventory.read(from: primary)
+        let primaryToken = String(describing: primary.configuration.token)
         var mismatches = [ReplicaKeyMismatch]()
         for replica in pools.dropFirst() {
             let found = try await RootKeyInventory.read(from: replica)
             mismatches += compare(expected: expected, found: found, token: String(describing: replica.configuration.token))
         }
-        guard mismatches.isEmpty else {
-            throw ReplicaTokensDiffer(primaryToken: String(describing: primary.configuration.token), mismatches: mismatches)
+        guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
+        // A token re-made while it was out (another root, or none yet) answers the probe's RNG
+        // call like the one that left.
+        pool.checkTokensBeforeTheirReturn { token in
+            let found = try await RootKeyInventory.read(from: token)
+            let mismatches = compare(expected: expected, found: found, token: String(describing: token.configuration.token))
+            guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
         }
     }
 
     /// How `found` (a replica's root keys) differs from `expected` (the first token's), by label.
     static func compare(expected: RootKeyInventory, found: RootKeyInventory, token: String) -> [ReplicaKeyMismatch] {
         let labels = Set(expected.entries.map(\.label)).union(found.entries.map(\.label)).sorted()
-        return labels.compactMap { label in
-            switch (expected.entry(label: label), found.entry(label: label)) {
+        return labels.compactMap { label -> ReplicaKeyMismatch? in
+            // Compared by the first key of a label, a second one (made with the replica's user
+            // PIN) went unseen; calls routed there fail resolving the label, and are not moved.
+            if found.entries.count(where: { $0.label == label }) > 1 {
+                return ReplicaKeyMismatch(token: token, label: label, problem: .duplicated)
+            }
+            return switch (expected.entry(label: label), found.entry(label: label)) {
             case (.some, nil): ReplicaKeyMismatch(token: token, label: label, problem: .missing)
             case (nil, .some): ReplicaKeyMismatch(token: token, label: label, problem: .notOnFirstToken)
             case (let wanted?, let got?) where wanted.checkValue != got.checkValue || wanted.kind != got.kind:
@@ -48,6 +61,8 @@ public struct ReplicaKeyMismatch: Sendable, Hashable, CustomStringConvertible {
         case differs
         /// Only the replica has it (a rotation not restored onto the first token, or a stray key).
         case notOnFirstToken = "not on the first token"
+        /// The replica holds several keys under the label (one made by someone else).
+        case duplicated = "several keys under this label"
     }
 
     /// The replica's token selector (label or serial).

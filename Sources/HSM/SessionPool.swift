@@ -129,6 +129,13 @@ public final class SessionPool: Sendable {
     /// just this pool.
     public var tokenPools: [SessionPool] { [self] + (failover?.replicas ?? []) }
 
+    /// Makes every probe run `check` on a token out of service that answers again, and keep it
+    /// out while `check` throws: start-up installs the replica root-key check here, so a token
+    /// re-made with another root while it was out never serves. Nothing to do with one token.
+    public func checkTokensBeforeTheirReturn(_ check: @escaping @Sendable (_ token: SessionPool) async throws -> Void) {
+        failover?.setReturnCheck(check)
+    }
+
     /// Whether each token serves calls now, in ``tokenPools`` order.
     public var tokenStatuses: [TokenStatus] {
         failover?.statuses(primary: self) ?? [TokenStatus(token: String(describing: configuration.token), inService: true, takenOut: 0, broughtBack: 0)]

@@ -24,6 +24,8 @@ final class TokenFailover: Sendable {
     private let prober = Mutex<Task<Void, Never>?>(nil)
     private let probeInterval: Duration
     private let logger: Logger
+    /// Run on a token before a probe brings it back (``SessionPool/checkTokensBeforeTheirReturn(_:)``).
+    private let returnCheck = Mutex<(@Sendable (SessionPool) async throws -> Void)?>(nil)
 
     /// Most tokens one pool routes over (calls remember the tokens they tried in a bit set).
     static let maxTokens = 64
@@ -32,6 +34,8 @@ final class TokenFailover: Sendable {
         var inService = true
         var takenOut = 0
         var broughtBack = 0
+        /// The return check refused it since it was taken out (logged once, not every probe).
+        var returnRefused = false
     }
 
     private final class LoadCounter: Sendable {
@@ -122,6 +126,7 @@ final class TokenFailover: Sendable {
             defer { states[index].inService = false }
             guard states[index].inService else { return false }
             states[index].takenOut += 1
+            states[index].returnRefused = false
             return true
         }
         guard wasInService else { return }
@@ -160,6 +165,25 @@ final class TokenFailover: Sendable {
         for index in out where !Task.isCancelled {
             let pool = pool(index, primary: primary)
             guard (try? await pool.withTokenSession(.random, { session in try session.pkcs11.generateRandom(count: 1) })) != nil else { continue }
+            // A token that answers again may not be the one that left: a partition re-made, or
+            // re-initialised and given another root, would answer every call routed to it with
+            // other keys (wrong MACs, not errors).
+            if let check = returnCheck.withLock({ $0 }) {
+                do {
+                    try await check(pool)
+                } catch {
+                    let first = states.withLock { states in
+                        defer { states[index].returnRefused = true }
+                        return !states[index].returnRefused
+                    }
+                    if first {
+                        logger.error("HSM token answers again but is kept out of service: it fails the check before its return", metadata: [
+                            "token": "\(pool.configuration.token)", "error": "\(error)",
+                        ])
+                    }
+                    continue
+                }
+            }
             states.withLock { states in
                 states[index].inService = true
                 states[index].broughtBack += 1
@@ -167,6 +191,10 @@ final class TokenFailover: Sendable {
             pool.metrics.tokenInService.record(1)
             logger.notice("HSM token back in service", metadata: ["token": "\(pool.configuration.token)"])
         }
+    }
+
+    func setReturnCheck(_ check: @escaping @Sendable (SessionPool) async throws -> Void) {
+        returnCheck.withLock { $0 = check }
     }
 
     // MARK: Status

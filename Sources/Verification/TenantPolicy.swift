@@ -148,8 +148,10 @@ public final class TenantPolicies: Sendable {
             }
             let policy = row.map(TenantPolicy.init) ?? .default
             // A change announced while this read ran may not be in it: use it, do not keep it.
-            if self.cacheStamp == stamp {
-                self.cache.withLock { $0[tenant] = (policy, now + (self.changes?.lifetime(self.cacheLifetime) ?? self.cacheLifetime)) }
+            // Checked under the lock `forget` takes after each bump, or a notice between the
+            // check and the store would leave the old policy cached for its whole lifetime.
+            self.cache.withLock { cache in
+                if self.cacheStamp == stamp { cache[tenant] = (policy, now + (self.changes?.lifetime(self.cacheLifetime) ?? self.cacheLifetime)) }
             }
             return policy
         }

@@ -150,8 +150,12 @@ public final class Authenticator: Sendable {
             let found = try await tenantRefreshes.run("\(tenant.rawValue)#\(stamp)") {
                 let found = try await TenantStore(self.database).get(tenant).map { $0.status == "active" }
                 // A change announced while this read ran may not be in it: use it, do not keep it.
-                if let found, self.cacheStamp == stamp {
-                    self.tenants.withLock { $0[tenant] = (found, now + self.changes.lifetime(self.cacheLifetime)) }
+                // Checked under the lock `forget` takes after each bump, or a notice between the
+                // check and the store would leave the old status cached for its whole lifetime.
+                if let found {
+                    self.tenants.withLock { tenants in
+                        if self.cacheStamp == stamp { tenants[tenant] = (found, now + self.changes.lifetime(self.cacheLifetime)) }
+                    }
                 }
                 return found
             }
@@ -169,7 +173,10 @@ public final class Authenticator: Sendable {
             let serials = try await self.database.withTransaction(context: "read revoked certificates") { connection in
                 try await CertificateRevocationStore.all(on: connection)
             }
-            if self.cacheStamp == stamp { self.revoked.withLock { $0 = (serials, now + self.changes.lifetime(self.cacheLifetime)) } }
+            // Checked under the lock `forget` takes after each bump (see requireActive).
+            self.revoked.withLock { revoked in
+                if self.cacheStamp == stamp { revoked = (serials, now + self.changes.lifetime(self.cacheLifetime)) }
+            }
             return serials
         }
         return serials.contains(serial)

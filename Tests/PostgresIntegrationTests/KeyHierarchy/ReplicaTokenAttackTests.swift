@@ -1,0 +1,345 @@
+import Ceremony
+@testable import Custody
+import CustosModel
+import Foundation
+import HSM
+import HSMTestSupport
+import PKCS11
+import SecureMemory
+import Storage
+import Synchronization
+import Testing
+
+/// Attacks on the anchors kept on every replica token (issue 13): the token holding the newest
+/// value fails while another answers with an older one — it was out of service during audit
+/// appends, or it came back restored from the custodians' shares or from an older backup while
+/// the service ran — and a database writer (owner role, as in the other replay attacks) deletes
+/// the newest audit entries or puts an older key row back.
+/// Serialized: fault injection and token restores change process-wide token state.
+@Suite("Replica token attacks: a stale token answering alone", .serialized)
+struct ReplicaTokenAttackTests {
+    /// The harness token (A) and a replica (B) restored from the harness's shares, in one pool,
+    /// each through its own copy of the module with a fault injector that removes it when armed.
+    struct Replicated {
+        static func participants() throws -> CeremonyParticipants {
+            try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"])
+        }
+        let harness: CustodyHarness
+        let pool: SessionPool
+        let labelB: String
+        let soPINFileB: String
+        let pinFileB: String
+        let removeA = TokenRemoved()
+        let removeB = TokenRemoved()
+        let moduleB: PKCS11Module
+        let audit: AuditLog
+        let keyring: TenantKeyring
+
+        static func make(_ name: String) async throws -> Replicated {
+            let harness = try await CustodyHarness.make(name)
+            // B with PINs kept in files (the SO PIN too: one test re-initialises B).
+            let labelB = String("\(name)b-\(getpid())".prefix(32))
+            let soPINFileB = TestEnvironment.directory + "/\(labelB).so.pin", pinFileB = TestEnvironment.directory + "/\(labelB).pin"
+            try writePrivateFile(soPINFileB, SecretBytes(Array(UUID().uuidString.prefix(16).utf8)))
+            try writePrivateFile(pinFileB, SecretBytes(Array(UUID().uuidString.prefix(16).utf8)))
+            _ = try TestToken.serializingInitialisation {
+                try TokenProvisioning.initializeToken(
+                    module: TestToken.sharedModule, label: labelB, securityOfficerPIN: try PINSource.file(path: soPINFileB).read(),
+                    userPIN: try PINSource.file(path: pinFileB).read()
+                )
+            }
+            let poolB = try SessionPool(
+                configuration: HSMConfiguration(modulePath: TestToken.modulePath, token: .label(labelB), userPIN: .file(path: pinFileB)),
+                logger: harness.logs.logger
+            )
+            try await poolB.start()
+            _ = try await KeyCeremony(pool: poolB, participants: try Self.participants(), configHash: "test", logger: harness.logs.logger)
+                .restore(sharePaths: Array(harness.sharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(labelB).jsonl"))
+            await poolB.shutdown()
+
+            var configuration = harness.token.configuration()
+            configuration.replicas = [TokenEndpoint(modulePath: TestToken.modulePath, token: .label(labelB), userPIN: .file(path: pinFileB))]
+            let moduleA = try TestToken.isolatedModule(), moduleB = try TestToken.isolatedModule()
+            let pool = try SessionPool(configuration: configuration, module: moduleA, replicaModules: [moduleB], logger: harness.logs.logger)
+            try await pool.start()
+            try await ReplicaRootKeyCheck.verify(pool)
+            let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
+            // No anchor file: the HSM anchor alone, as an instance whose own file lacks the other
+            // instances' appends sees it.
+            let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: nil)
+            let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
+            let replicated = Replicated(
+                harness: harness, pool: pool, labelB: labelB, soPINFileB: soPINFileB, pinFileB: pinFileB, moduleB: moduleB, audit: audit,
+                keyring: keyring
+            )
+            moduleA.installFaultInjector(replicated.removeA)
+            moduleB.installFaultInjector(replicated.removeB)
+            // Start-up: the list of key states goes onto B too.
+            _ = try await keyring.reconcile()
+            return replicated
+        }
+
+        /// Waits (bounded) until the token itself serves again after its fault was cleared (a
+        /// persistent-session call never moves to another token).
+        func waitUntilServing(_ index: Int) async throws {
+            for _ in 0..<1_000 {
+                if (try? await pool.tokenPools[index].withPersistentSession({ session in try session.generateRandom(count: 1) })) != nil { return }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            Issue.record("token \(index) did not come back")
+        }
+
+        /// B re-made while it is out of service: re-initialised (same label and PINs) and given a
+        /// root of its own by a ceremony — an operator who ran generate-root where restore was meant.
+        func remakeBWithAnotherRoot() async throws {
+            let module = TestToken.sharedModule, label = labelB
+            let soPIN = try PINSource.file(path: soPINFileB).read(), userPIN = try PINSource.file(path: pinFileB).read()
+            try TestToken.serializingInitialisation {
+                try module.initToken(slot: try module.findToken(.label(label)).slot, securityOfficerPIN: soPIN, label: label)
+                let session = try module.openSession(slot: try module.findToken(.label(label)).slot)
+                defer { try? session.close() }
+                try session.login(.securityOfficer, pin: soPIN)
+                defer { try? session.logout() }
+                try session.initPIN(userPIN)
+            }
+            let poolB = try SessionPool(
+                configuration: HSMConfiguration(modulePath: TestToken.modulePath, token: .label(labelB), userPIN: .file(path: pinFileB)),
+                logger: harness.logs.logger
+            )
+            try await poolB.start()
+            let directory = TestEnvironment.directory + "/\(labelB)-other-root"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            _ = try await KeyCeremony(pool: poolB, participants: try Self.participants(), configHash: "test", logger: harness.logs.logger)
+                .generateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl"))
+            await poolB.shutdown()
+        }
+
+        /// The raw values of B's list of key states, read as the holder of its PIN would.
+        func listOnB() async throws -> [[UInt8]] {
+            let object = keyring.keyStateAnchor.object
+            return try await pool.tokenPools[1].withPersistentSession { session in try object.values(in: session) }
+        }
+
+        /// Replaces B's list with `values` (none: a token restored from shares; older ones: a
+        /// token restored from a file backup of the token).
+        func putListOnB(_ values: [[UInt8]]) async throws {
+            let object = keyring.keyStateAnchor.object
+            try await pool.tokenPools[1].withPersistentSession { session in
+                _ = try object.destroyAll(in: session)
+                for value in values { try object.replace(with: value, in: session) }
+            }
+        }
+
+        func shutdown() async {
+            removeA.armed.store(false, ordering: .relaxed)
+            removeB.armed.store(false, ordering: .relaxed)
+            await pool.shutdown()
+            await harness.shutdown()
+        }
+    }
+
+    /// The tenant's data key v1 disabled by an officer, then its row from before the disable
+    /// put back by the database writer.
+    static func disableAndReplay(_ replicated: Replicated, _ tenant: TenantID) async throws {
+        let keyring = replicated.keyring
+        let before = try #require(try await keyring.versions(tenant).first { $0.purpose == .data && $0.version == 1 })
+        try await keyring.disable(tenant, .data, version: 1, actor: "officer")
+        try await replicated.harness.ownerSQL(tenant: tenant, """
+            UPDATE key_versions SET disabled_at = NULL, row_mac = \(Data(before.rowMAC)) WHERE purpose = 'data' AND version = 1
+            """)
+    }
+
+    static func isDisabled(_ error: any Error, _ tenant: TenantID) -> Bool {
+        if case CustodyError.keyDisabled(tenant, .data, 1) = error { true } else { false }
+    }
+
+    @Test("token A (holding the list) fails while B answers without a list (restored from shares meanwhile): a replayed row of a disabled key stays refused")
+    func replicaWithoutListAnsweringAlone() async throws {
+        let replicated = try await Replicated.make("repnolist")
+        let tenant = try await replicated.keyring.createTenant(label: "acme", actor: "officer").id
+        try await Self.disableAndReplay(replicated, tenant)
+        try await replicated.putListOnB([])
+        replicated.removeA.armed.store(true, ordering: .relaxed)
+        // The running keyring saw the list with the disable: it does not forget it.
+        replicated.keyring.invalidate(prefix: "")
+        await #expect { _ = try await replicated.keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+        // A keyring that never saw the list (another instance started since) cannot tell a
+        // token that never had one from one restored meanwhile: it refuses, retryably.
+        let fresh = TenantKeyring(
+            pool: replicated.pool, database: replicated.harness.service, rootKeys: replicated.keyring.rootKeys,
+            audit: replicated.audit, logger: replicated.harness.logs.logger
+        )
+        await #expect { _ = try await fresh.key(tenant, .data, version: 1) } throws: { error in
+            switch error {
+            case let error as HSMError: error.isRetryable
+            case CustodyError.hsm(let error): error.isRetryable
+            default: false
+            }
+        }
+        // A back: the list is read from it again, and the version is refused by every keyring.
+        replicated.removeA.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(0)
+        fresh.invalidate(prefix: "")
+        await #expect { _ = try await fresh.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+        await replicated.shutdown()
+    }
+
+    @Test("token A fails while B answers with an older list (restored from a backup of the token): the running keyring keeps the disable")
+    func replicaWithOlderListAnsweringAlone() async throws {
+        let replicated = try await Replicated.make("repoldlist")
+        let tenant = try await replicated.keyring.createTenant(label: "acme", actor: "officer").id
+        let older = try await replicated.listOnB()
+        #expect(!older.isEmpty, "B held a list before the disable")
+        try await Self.disableAndReplay(replicated, tenant)
+        try await replicated.putListOnB(older)
+        replicated.removeA.armed.store(true, ordering: .relaxed)
+        replicated.keyring.invalidate(prefix: "")
+        await #expect { _ = try await replicated.keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+        await replicated.shutdown()
+    }
+
+    @Test("B out of service during audit appends, back, then A fails: entries deleted since B's anchor are still found, and appends stop")
+    func staleAuditAnchorAnsweringAlone() async throws {
+        let replicated = try await Replicated.make("repaudit")
+        let audit = replicated.audit
+        func append(_ target: String) async throws {
+            _ = try await audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: target, details: [:])
+        }
+        try await append("on-both-1")
+        try await append("on-both-2")
+        let onBoth = try #require(try await audit.verify().hsmAnchoredSeq)
+
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        for index in 1...3 { try await append("only-on-a-\(index)") }
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+
+        replicated.removeA.armed.store(true, ordering: .relaxed)
+        try await replicated.harness.ownerSQL(tenant: nil, "DELETE FROM audit_log WHERE seq > \(onBoth)")
+        let verification = try await audit.verify()
+        #expect(!verification.isIntact, "the three deleted entries are found: \(verification)")
+        #expect(verification.hsmAnchoredSeq == onBoth + 3, "\(verification)")
+        await #expect {
+            try await append("over-the-gap")
+        } throws: { error in
+            if case CustodyError.auditLogBehindAnchor(anchoredSeq: onBoth + 3, logSeq: onBoth) = error { true } else { false }
+        }
+        await replicated.shutdown()
+    }
+
+    @Test("B re-made with another root while out of service answers the probe again: it stays out, and every MAC is the first token's")
+    func replicaRemadeWithAnotherRoot() async throws {
+        let replicated = try await Replicated.make("repremade")
+        let pool = replicated.pool
+        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
+        let data = Array("audit row".utf8)
+        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        for _ in 0..<20 where pool.tokenStatuses[1].inService {
+            #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "moved to A")
+        }
+        #expect(!pool.tokenStatuses[1].inService, "B is out of service")
+        try await replicated.remakeBWithAnotherRoot()
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        // B's own pool serves again (a probe's RNG call would succeed): give the probes (every
+        // 250 ms) a few rounds to bring it back, as they would without the check.
+        try await replicated.waitUntilServing(1)
+        for _ in 0..<40 where !pool.tokenStatuses[1].inService { try await Task.sleep(for: .milliseconds(50)) }
+
+        #expect(!pool.tokenStatuses[1].inService, "a token with another root is kept out")
+        var wrong = 0
+        for _ in 0..<40 {
+            if try await pool.hmacSHA256(key: mac, data: data) != expected { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(wrong) of 40 root MACs came from another root")
+        #expect(replicated.harness.logs.text.contains("kept out of service"))
+        await replicated.shutdown()
+    }
+
+    @Test("a second root MAC key planted on B under the same label with B's user PIN: B fails the replica check, by label")
+    func duplicateRootKeyOnReplica() async throws {
+        let replicated = try await Replicated.make("repdup")
+        let label = RootKeys.macLabel(version: 1)
+        let planted = KeyTemplate.rootMAC(
+            label: label, id: (0..<16).map { _ in UInt8.random(in: 0 ... 255) }, value: SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
+        )
+        try await replicated.pool.tokenPools[1].withPersistentSession { session in _ = try session.createObject(planted) }
+        let refused = await #expect(throws: ReplicaTokensDiffer.self) { try await ReplicaRootKeyCheck.verify(replicated.pool) }
+        #expect(refused?.mismatches == [ReplicaKeyMismatch(token: "label \"\(replicated.labelB)\"", label: label, problem: .duplicated)])
+        await replicated.shutdown()
+    }
+
+    @Test("a disable whose list write reaches A but not B (B fails mid-change, as a crash between the tokens would leave it): refused, the version stays refused, and repeating it brings B level")
+    func listWrittenToOneTokenOnly() async throws {
+        let replicated = try await Replicated.make("replistonce")
+        let keyring = replicated.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        await #expect(throws: (any Error).self) { try await keyring.disable(tenant, .data, version: 1, actor: "officer") }
+        let row = try #require(try await keyring.versions(tenant).first { $0.purpose == .data && $0.version == 1 })
+        #expect(row.disabledAt == nil, "the change did not commit")
+        keyring.invalidate(prefix: "")
+        await #expect { _ = try await keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+        keyring.invalidate(prefix: "")
+        await #expect { _ = try await keyring.key(tenant, .data, version: 1) } throws: { Self.isDisabled($0, tenant) }
+        try await keyring.disable(tenant, .data, version: 1, actor: "officer")
+        let object = keyring.keyStateAnchor.object
+        var lists = [[[UInt8]]]()
+        for token in replicated.pool.tokenPools {
+            lists.append(try await token.withPersistentSession { session in try object.values(in: session) })
+        }
+        #expect(lists.count == 2 && lists[0] == lists[1] && !lists[0].isEmpty, "both tokens hold the same list")
+        await replicated.shutdown()
+    }
+
+    @Test("a second root MAC key planted on B after start-up, met when B's pool logs in again: calls routed to B fail instead of moving to A (known issue)")
+    func duplicateRootKeyPlantedWhileServing() async throws {
+        let replicated = try await Replicated.make("repdupnow")
+        let pool = replicated.pool
+        let label = RootKeys.macLabel(version: 1)
+        let mac = HSMKey.tokenObject(label: label)
+        let data = Array("audit row".utf8)
+        let expected = try await pool.hmacSHA256(key: mac, data: data)
+        let planted = KeyTemplate.rootMAC(
+            label: label, id: (0..<16).map { _ in UInt8.random(in: 0 ... 255) }, value: SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
+        )
+        try await pool.tokenPools[1].withPersistentSession { session in _ = try session.createObject(planted) }
+        // B's next signature finds its login gone: its pool logs in again and resolves its keys anew.
+        let loginLost = LoginLostOnce()
+        replicated.moduleB.installFaultInjector(loginLost)
+        var failed = 0
+        var firstError: (any Error)?
+        for _ in 0..<40 {
+            do {
+                #expect(try await pool.hmacSHA256(key: mac, data: data) == expected)
+            } catch {
+                failed += 1
+                firstError = firstError ?? error
+            }
+        }
+        // Known issue: resolving the label on B throws `HSMError.configuration` ("several objects
+        // are labelled …"), which `HSMError.takesTokenOutOfService` does not count as the token's
+        // fault (nor `keyNotFound`), so `TokenFailover` neither takes B out nor runs the call on
+        // A. Counting them would let a caller's missing key take every token out in turn; the fix
+        // needs a class of its own: "a root key this token should hold and does not, once" (only
+        // start-up's and a returning token's replica check catch it today).
+        withKnownIssue("calls routed to a replica whose root-key label became ambiguous fail instead of moving") {
+            #expect(failed == 0, "\(failed) of 40 calls failed on B, first with \(String(describing: firstError))")
+        }
+        await replicated.shutdown()
+    }
+}
+
+/// `CKR_USER_NOT_LOGGED_IN` for the first `C_Sign` after it is installed (the token logged the
+/// pool out), then nothing.
+final class LoginLostOnce: PKCS11FaultInjector {
+    let pending = Atomic<Bool>(true)
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        function == .sign && pending.exchange(false, ordering: .relaxed) ? .userNotLoggedIn : nil
+    }
+}
