@@ -169,6 +169,10 @@ struct WebhookKeyEscrowTests {
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
         let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        // As start-up does: the HSM's list of key states on every token. A list on no token is
+        // believed only while every token answers (`ReplicaTokenAttackTests`), so without it
+        // each key use would be refused while token A is removed below.
+        _ = try await keyring.reconcile()
 
         let tenant = try await keyring.createTenant(label: "both", actor: "officer").id
         let (_, publicKeyText) = try await webhooks.createEd25519Key(tenant: tenant, actor: "officer")
