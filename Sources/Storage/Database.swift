@@ -1,5 +1,6 @@
 public import CustosModel
 public import Logging
+import NIOCore
 import PostgresNIO
 import Synchronization
 
@@ -84,7 +85,7 @@ public final class Database: Sendable {
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await withTransaction(context: context) { connection in
-            try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: self.logger)
+            _ = try await connection.execute(SetTenant(tenant: tenant))
             return try await body(connection)
         }
     }
@@ -133,47 +134,52 @@ public final class Database: Sendable {
     /// query on a connection the server dropped mid-restart can hang, and a task group would wait
     /// for it (seen: a call that never answered during `pg_ctl restart`). The abandoned work is
     /// cancelled; its transaction cannot commit after the deadline (``withTransaction``).
+    ///
+    /// Per lease that is one task and one scheduled callback on an event loop (the deadline),
+    /// and the body runs on the event loop of its connection (``EventLoopTaskExecutor``): the
+    /// profile of issue 12 found a separate timer task and watcher task per transaction, and two
+    /// thread hops per statement, among the service's largest costs per Enrol and Verify.
     private func leased<Result: Sendable>(
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         let client = self.client
         let timeout = configuration.operationTimeout
-        let work = Task<Result, any Error> {
-            try await client.withConnection { connection in
-                do {
-                    return try await body(DatabaseTransaction(connection))
-                } catch let error as PSQLError {
-                    throw error
-                } catch let error as StorageError {
-                    throw error
-                } catch is CancellationError {
-                    throw CancellationError()
-                } catch {
-                    // The caller's own refusal (e.g. "consent required"), not a database fault.
-                    throw CallerError(error: error)
+        let outcome = OnceResult<Result>()
+        let work = Task {
+            do {
+                let value = try await client.withConnection { connection in
+                    try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+                        do {
+                            return try await body(DatabaseTransaction(connection))
+                        } catch let error as PSQLError {
+                            throw error
+                        } catch let error as StorageError {
+                            throw error
+                        } catch is CancellationError {
+                            throw CancellationError()
+                        } catch {
+                            // The caller's own refusal (e.g. "consent required"), not a database fault.
+                            throw CallerError(error: error)
+                        }
+                    }
                 }
+                outcome.finish(.success(value))
+            } catch {
+                outcome.finish(.failure(error))
             }
         }
-        let outcome = OnceResult<Result>()
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            if !Task.isCancelled { outcome.finish(.failure(StorageError.unavailable("\(context): no answer within \(timeout)"))) }
+        let deadline = PostgresClient.defaultEventLoopGroup.any().scheduleTask(in: TimeAmount(timeout)) {
+            outcome.finish(.failure(StorageError.unavailable("\(context): no answer within \(timeout)")))
             work.cancel()
         }
-        let watcher = Task {
-            let result = await work.result
-            timer.cancel()
-            outcome.finish(result)
-        }
-        _ = watcher
         let result = await withTaskCancellationHandler {
             await outcome.value
         } onCancel: {
             work.cancel()
-            timer.cancel()
             outcome.finish(.failure(CancellationError()))
         }
+        deadline.cancel()
         switch result {
         case .success(let value):
             return value

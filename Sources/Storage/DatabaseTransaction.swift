@@ -21,7 +21,7 @@ public struct DatabaseTransaction: Sendable {
     /// does at its start), for a step that changes administration rows and one tenant's rows
     /// in one transaction (approving a scheduled key destruction).
     public func scope(to tenant: TenantID) async throws {
-        try await query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+        _ = try await execute(SetTenant(tenant: tenant))
     }
 
     /// Runs one statement on the connection (interpolated values become binds).

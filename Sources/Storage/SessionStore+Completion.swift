@@ -16,23 +16,8 @@ extension SessionStore {
         _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
         announcing change: GalleryChange, on connection: DatabaseTransaction
     ) async throws -> Bool {
-        // Data-modifying CTEs run to completion whether or not the outer query reads them.
-        let rows = try await connection.query("""
-            WITH stored AS (
-                INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
-                VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)))
-                ON CONFLICT (tenant_id, subject_ref, key_version)
-                DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now()
-                RETURNING 1
-            ), completed AS (
-                UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
-                    biometric_key_version = \(token.keyVersion), completed_at = \(now)
-                WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM completed)::int
-            FROM (SELECT pg_notify(\(TemplateStore.galleryChannel), \(change.payload))) AS announced
-            """, logger: Database.quiet)
-        for try await completed in rows.decode(Int.self) { return completed == 1 }
+        let statement = CompleteEnrolment(id: id, subject: subject, token: token, tenant: tenant, now: now, payload: change.payload)
+        for try await row in try await connection.execute(statement) { return try row.decode(Int.self) == 1 }
         return false
     }
 
@@ -44,14 +29,82 @@ extension SessionStore {
         _ id: UUID, subject: String, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date,
         on connection: DatabaseTransaction
     ) async throws -> Bool {
-        let rows = try await connection.query("""
-            WITH touched AS (
-                UPDATE templates SET last_used_at = now() WHERE subject_ref = \(subject) RETURNING 1
+        let statement = CompleteVerification(
+            id: id, subject: subject, outcome: outcome, confidence: confidence, biometricKeyVersion: biometricKeyVersion, now: now
+        )
+        var completed = 0
+        for try await _ in try await connection.execute(statement) { completed += 1 }
+        return completed == 1
+    }
+
+    struct CompleteEnrolment: PreparedStatement {
+        static let name = "custos_complete_enrolment"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz, .text, .text]
+        // Data-modifying CTEs run to completion whether or not the outer query reads them.
+        static let sql = """
+            WITH stored AS (
+                INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
+                VALUES ($1::uuid, $2, $3, $4, $5)
+                ON CONFLICT (tenant_id, subject_ref, key_version)
+                DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now()
+                RETURNING 1
+            ), completed AS (
+                UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
+                    biometric_key_version = $4, completed_at = $7
+                WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
             )
-            UPDATE verification_sessions SET outcome = \(outcome), confidence = \(confidence),
-                biometric_key_version = \(biometricKeyVersion), completed_at = \(now)
-            WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
-            """, logger: Database.quiet)
-        return try await rows.collect().count == 1
+            SELECT (SELECT count(*) FROM completed)::int
+            FROM (SELECT pg_notify($8, $9)) AS announced
+            """
+        let id: UUID
+        let subject: SubjectReference
+        let token: BiometricToken
+        let tenant: TenantID
+        let now: Date
+        let payload: String
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 9)
+            bindings.append(tenant.rawValue)
+            bindings.append(subject.value)
+            bindings.append(subject.piiVersion)
+            bindings.append(token.keyVersion)
+            try bindings.append(Data(token.bytes))
+            bindings.append(id)
+            bindings.append(now)
+            bindings.append(TemplateStore.galleryChannel)
+            bindings.append(payload)
+            return bindings
+        }
+    }
+
+    struct CompleteVerification: PreparedStatement {
+        static let name = "custos_complete_verification"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .timestamptz, .uuid]
+        static let sql = """
+            WITH touched AS (
+                UPDATE templates SET last_used_at = now() WHERE subject_ref = $1 RETURNING 1
+            )
+            UPDATE verification_sessions SET outcome = $2, confidence = $3,
+                biometric_key_version = $4, completed_at = $5
+            WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
+            """
+        let id: UUID
+        let subject: String
+        let outcome: String
+        let confidence: String?
+        let biometricKeyVersion: Int
+        let now: Date
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 6)
+            bindings.append(subject)
+            bindings.append(outcome)
+            bindings.append(confidence)
+            bindings.append(biometricKeyVersion)
+            bindings.append(now)
+            bindings.append(id)
+            return bindings
+        }
     }
 }

@@ -56,26 +56,16 @@ public enum SessionStore {
 
     /// Inserts the session and its link index row (the caller's tenant transaction).
     public static func insert(_ new: New, tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        try await connection.query("""
-            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
-            VALUES (\(new.id), \(tenant.rawValue)::uuid, \(new.subject.value), \(new.subject.piiVersion),
-                    \(new.sealedName.map { Data($0) }), \(new.sealedEmail.map { Data($0) }), \(new.dataKeyVersion), \(new.expiresAt))
-            """, logger: Database.quiet)
-        try await connection.query("""
-            INSERT INTO gateway_links (link_hash, tenant_id, session_id, expires_at)
-            VALUES (\(Data(new.linkHash)), \(tenant.rawValue)::uuid, \(new.id), \(new.expiresAt))
-            """, logger: Database.quiet)
+        _ = try await connection.execute(InsertSession(new: new, tenant: tenant))
+        _ = try await connection.execute(InsertLink(new: new, tenant: tenant))
     }
 
     /// Marks the link used, once: a second open, or one after `now` passed its expiry, is
     /// refused. The index table has no row-level security: the tenant is matched here.
     public static func openLink(hash: [UInt8], tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Result<UUID, LinkRefusal> {
-        let opened = try await connection.query("""
-            UPDATE gateway_links SET opened_at = \(now)
-            WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid AND opened_at IS NULL AND expires_at > \(now)
-            RETURNING session_id
-            """, logger: Database.quiet)
-        for try await session in opened.decode(UUID.self) { return .success(session) }
+        for try await row in try await connection.execute(OpenLink(hash: hash, tenant: tenant, now: now)) {
+            return .success(try row.decode(UUID.self))
+        }
         // Another tenant's link is "unknown": its existence is not revealed.
         let why = try await connection.query("""
             SELECT opened_at IS NOT NULL FROM gateway_links WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid
@@ -84,22 +74,31 @@ public enum SessionStore {
         return .failure(.unknown)
     }
 
-    public static func markOpened(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws {
-        try await connection.query("UPDATE verification_sessions SET link_opened_at = \(now) WHERE id = \(id)", logger: Database.quiet)
+    /// Marks the session's link opened. - Returns: the session as it is then (`nil`: no such session).
+    @discardableResult
+    public static func markOpened(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws -> Row? {
+        for try await row in try await connection.execute(MarkOpened(id: id, now: now)) { return try decode(row) }
+        return nil
     }
 
     /// The session, locked against concurrent completion when `forUpdate`.
     public static func get(_ id: UUID, forUpdate: Bool = false, on connection: DatabaseTransaction) async throws -> Row? {
-        let query: PostgresQuery = forUpdate
-            ? "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id) FOR UPDATE"
-            : "SELECT \(unescaped: columns) FROM verification_sessions WHERE id = \(id)"
-        return try await decode(try await connection.query(query, logger: Database.quiet)).first
+        let rows = forUpdate ? try await connection.execute(LockSession(id: id)) : try await connection.execute(ReadSession(id: id))
+        for try await row in rows { return try decode(row) }
+        return nil
+    }
+
+    /// The session locked against concurrent completion, and the key versions its subject has
+    /// templates of, ascending (what Enrol reads, in one round trip).
+    public static func lockWithEnrolledVersions(_ id: UUID, on connection: DatabaseTransaction) async throws -> (row: Row, enrolledVersions: [Int])? {
+        for try await row in try await connection.execute(LockSessionWithEnrolledVersions(id: id)) {
+            return (try decode(row), try row.makeRandomAccess()[15].decode([Int].self))
+        }
+        return nil
     }
 
     public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: DatabaseTransaction) async throws {
-        try await connection.query("""
-            UPDATE verification_sessions SET notice_version = \(noticeVersion), consented_at = \(now) WHERE id = \(id)
-            """, logger: Database.quiet)
+        _ = try await connection.execute(RecordConsent(id: id, noticeVersion: noticeVersion, now: now))
     }
 
     /// Writes the outcome if none is written yet. - Returns: whether it was written.
@@ -144,17 +143,20 @@ public enum SessionStore {
 
     private static func decode(_ rows: PostgresRowSequence) async throws -> [Row] {
         var result = [Row]()
-        for try await row in rows {
-            let cells = try row.decode(
-                (UUID, String, Int, Data?, Data?, Int?, Date, Date?, String?, Date?, String?, String?, Int?, Date?, Date).self
-            )
-            result.append(Row(
-                id: cells.0, subject: SubjectReference(value: cells.1, piiVersion: cells.2),
-                sealedName: cells.3.map { Array($0) }, sealedEmail: cells.4.map { Array($0) }, dataKeyVersion: cells.5,
-                expiresAt: cells.6, linkOpenedAt: cells.7, noticeVersion: cells.8, consentedAt: cells.9,
-                outcome: cells.10, confidence: cells.11, biometricKeyVersion: cells.12, completedAt: cells.13, createdAt: cells.14
-            ))
-        }
+        for try await row in rows { result.append(try decode(row)) }
         return result
+    }
+
+    /// The first 15 columns of `row`: ``columns``.
+    private static func decode(_ row: PostgresRow) throws -> Row {
+        let cells = try row.decode(
+            (UUID, String, Int, Data?, Data?, Int?, Date, Date?, String?, Date?, String?, String?, Int?, Date?, Date).self
+        )
+        return Row(
+            id: cells.0, subject: SubjectReference(value: cells.1, piiVersion: cells.2),
+            sealedName: cells.3.map { Array($0) }, sealedEmail: cells.4.map { Array($0) }, dataKeyVersion: cells.5,
+            expiresAt: cells.6, linkOpenedAt: cells.7, noticeVersion: cells.8, consentedAt: cells.9,
+            outcome: cells.10, confidence: cells.11, biometricKeyVersion: cells.12, completedAt: cells.13, createdAt: cells.14
+        )
     }
 }

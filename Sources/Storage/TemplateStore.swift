@@ -29,11 +29,26 @@ public enum TemplateStore {
     }
 
     public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> BiometricToken? {
-        let rows = try await connection.query("""
-            SELECT token FROM templates WHERE subject_ref = \(subject) AND key_version = \(keyVersion)
-            """, logger: Database.quiet)
-        for try await bytes in rows.decode(Data.self) { return try token(keyVersion: keyVersion, bytes: bytes) }
+        for try await row in try await connection.execute(ReadTemplate(subject: subject, keyVersion: keyVersion)) {
+            return try token(keyVersion: keyVersion, bytes: try row.decode(Data.self))
+        }
         return nil
+    }
+
+    /// Verify's template read, prepared (``PreparedStatement``).
+    struct ReadTemplate: PreparedStatement {
+        static let name = "custos_read_template"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .int8]
+        static let sql = "SELECT token FROM templates WHERE subject_ref = $1 AND key_version = $2"
+        let subject: String
+        let keyVersion: Int
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(subject)
+            bindings.append(keyVersion)
+            return bindings
+        }
     }
 
     /// The stored form read back; its format follows from its length.

@@ -14,16 +14,37 @@ public enum VerificationAttemptStore {
         subject: String, tenant: TenantID, now: Date, window: Duration, on connection: DatabaseTransaction
     ) async throws -> (attempts: Int, windowStart: Date) {
         let cutoff = now.addingTimeInterval(-Double(window.components.seconds))
-        let rows = try await connection.query("""
-            INSERT INTO verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
-            VALUES (\(tenant.rawValue)::uuid, \(subject), \(now), 1)
-            ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET
-                attempts = CASE WHEN a.window_start <= \(cutoff) THEN 1 ELSE a.attempts + 1 END,
-                window_start = CASE WHEN a.window_start <= \(cutoff) THEN EXCLUDED.window_start ELSE a.window_start END
-            RETURNING attempts, window_start
-            """, logger: Database.quiet)
-        for try await (attempts, start) in rows.decode((Int, Date).self) { return (attempts, start) }
+        for try await row in try await connection.execute(CountAttempt(subject: subject, tenant: tenant, now: now, cutoff: cutoff)) {
+            return try row.decode((Int, Date).self)
+        }
         throw StorageError.notFound("verification attempt row")
+    }
+
+    /// Verify's attempt count, prepared (``PreparedStatement``).
+    struct CountAttempt: PreparedStatement {
+        static let name = "custos_count_verification_attempt"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .timestamptz, .timestamptz]
+        static let sql = """
+            INSERT INTO verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+            VALUES ($1::uuid, $2, $3, 1)
+            ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET
+                attempts = CASE WHEN a.window_start <= $4 THEN 1 ELSE a.attempts + 1 END,
+                window_start = CASE WHEN a.window_start <= $4 THEN EXCLUDED.window_start ELSE a.window_start END
+            RETURNING attempts, window_start
+            """
+        let subject: String
+        let tenant: TenantID
+        let now: Date
+        let cutoff: Date
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 4)
+            bindings.append(tenant.rawValue)
+            bindings.append(subject)
+            bindings.append(now)
+            bindings.append(cutoff)
+            return bindings
+        }
     }
 
     /// Forgets counters whose window started at or before `cutoff` (ended windows: the limit no

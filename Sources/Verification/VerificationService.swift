@@ -82,8 +82,10 @@ public final class VerificationService: Sendable {
         let instance = instance
         let audit = audit
         let (subject, token) = try await database.withTenant(tenant, context: "enrol in session") { connection in
-            let row = try await Self.lockReadySession(session, now: now, on: connection)
-            let replaced = try await TemplateStore.keyVersions(subject: row.subject.value, on: connection)
+            guard let (row, replaced) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
+                throw VerificationError.sessionNotFound(session)
+            }
+            try VerificationSessions.requireReady(row, now: now)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
             // The template, the outcome and the gallery NOTIFY in one statement.

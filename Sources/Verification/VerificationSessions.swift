@@ -79,8 +79,7 @@ public final class VerificationSessions: Sendable {
         let opened = try await database.withTenant(tenant, context: "open gateway link") { connection -> Result<SessionStore.Row, SessionStore.LinkRefusal> in
             switch try await SessionStore.openLink(hash: link.hash, tenant: tenant, now: now, on: connection) {
             case .success(let session):
-                try await SessionStore.markOpened(session, at: now, on: connection)
-                guard let row = try await SessionStore.get(session, on: connection) else { throw VerificationError.sessionNotFound(session) }
+                guard let row = try await SessionStore.markOpened(session, at: now, on: connection) else { throw VerificationError.sessionNotFound(session) }
                 return .success(row)
             case .failure(let refusal):
                 return .failure(refusal)

@@ -41,6 +41,10 @@ public final class APIKeyService: Sendable {
         self.rowReadHook = rowReadHook
     }
 
+    /// The executor of the HSM pool that verifies keys: a task that starts there runs
+    /// ``verify(_:)``'s HMAC without a hop (``SessionPool/withPreferredExecutor(_:)``).
+    public var hsmExecutor: any TaskExecutor { pool.executor }
+
     /// Cached rows and a generation that every revocation notice, flush and listener change
     /// bumps. A row read while a notice arrives may predate the revocation it announces: it is
     /// cached only if the generation is still the one read before the database was asked.

@@ -111,6 +111,12 @@ public final class Authenticator: Sendable {
         return Caller(kind: .tenant(tenant, via: .certificate(frontend: frontend)))
     }
 
+    /// Where an RPC's task should start: for a call with an API key, the HSM pool's executor
+    /// (verifying the key is an HMAC in the HSM); `nil` (any thread) otherwise.
+    func preferredExecutor(for metadata: Metadata) -> (any TaskExecutor)? {
+        metadata[stringValues: "authorization"].first(where: { _ in true }) == nil ? nil : apiKeys.hsmExecutor
+    }
+
     /// A key issued for another environment (`custos_test_…` at a `live` server, or the
     /// reverse) is refused before any database or HSM call, with a message that says why: a
     /// test key must never work in production, and a clear refusal saves a support ticket.

@@ -30,17 +30,22 @@ public struct AuthenticationInterceptor: ServerInterceptor {
         }
         do {
             let certificate = CallerCertificate(verifiedPeerOf: context)
-            let caller = try await authenticator.authenticate(
-                service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
-            )
+            let authenticator = authenticator
             // grpc-swift signals a passed deadline or a vanished client through the RPC's
             // cancellation handle, not by cancelling the handler's task: turn it into task
             // cancellation, which the HSM pool and the database honour (a transaction cut off
             // rolls back).
             // `next` does not outlive this call: the task is awaited before returning.
             let response = try await withoutActuallyEscaping(next) { next in
-                let work = Caller.$current.withValue(caller) {
-                    Task { try await next(request, context) }
+                // The task starts on this thread (`immediate`: no hop to start it, none back
+                // when it finishes without suspending), except for an API-key call: its task
+                // starts on an HSM worker, where the key's HMAC then runs inline rather than
+                // hopping there and back (`bench pool`: a hop costs about as much as the HMAC).
+                let work = Task.immediate(executorPreference: authenticator.preferredExecutor(for: request.metadata)) {
+                    let caller = try await authenticator.authenticate(
+                        service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
+                    )
+                    return try await Caller.$current.withValue(caller) { try await next(request, context) }
                 }
                 return try await withRPCCancellationHandler {
                     try await work.value

@@ -1,0 +1,147 @@
+import CustosModel
+import Foundation
+import PostgresNIO
+
+/// The session statements every verification front-end call runs, prepared once per
+/// connection (``PreparedStatement``). Their SQL is what the ``SessionStore`` functions ran
+/// before as interpolated queries.
+extension SessionStore {
+    struct ReadSession: PreparedStatement {
+        static let name = "custos_read_session"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid]
+        static let sql = "SELECT \(columns) FROM verification_sessions WHERE id = $1"
+        let id: UUID
+
+        func makeBindings() -> PostgresBindings { Self.bind(id) }
+    }
+
+    struct LockSession: PreparedStatement {
+        static let name = "custos_lock_session"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid]
+        static let sql = "SELECT \(columns) FROM verification_sessions WHERE id = $1 FOR UPDATE"
+        let id: UUID
+
+        func makeBindings() -> PostgresBindings { Self.bind(id) }
+    }
+
+    /// The session locked, with the key versions its subject has templates of (Enrol's two
+    /// reads in one round trip). The versions are read after the lock is taken only in the
+    /// sense that matters: a concurrent completion of this session is seen by the lock's
+    /// re-check of the row, and the session then refuses.
+    struct LockSessionWithEnrolledVersions: PreparedStatement {
+        static let name = "custos_lock_session_with_enrolled_versions"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid]
+        static let sql = """
+            SELECT \(columns),
+                ARRAY(SELECT t.key_version FROM templates t WHERE t.subject_ref = s.subject_ref ORDER BY t.key_version)::int8[]
+            FROM verification_sessions s WHERE s.id = $1 FOR UPDATE OF s
+            """
+        let id: UUID
+
+        func makeBindings() -> PostgresBindings { Self.bind(id) }
+    }
+
+    /// Marks the link of the session opened and answers with the session as it is then
+    /// (OpenGateway's update and re-read in one statement).
+    struct MarkOpened: PreparedStatement {
+        static let name = "custos_mark_session_opened"
+        static let bindingDataTypes: [PostgresDataType] = [.timestamptz, .uuid]
+        static let sql = "UPDATE verification_sessions SET link_opened_at = $1 WHERE id = $2 RETURNING \(columns)"
+        let id: UUID
+        let now: Date
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(now)
+            bindings.append(id)
+            return bindings
+        }
+    }
+
+    struct OpenLink: PreparedStatement {
+        static let name = "custos_open_gateway_link"
+        static let bindingDataTypes: [PostgresDataType] = [.timestamptz, .bytea, .text]
+        static let sql = """
+            UPDATE gateway_links SET opened_at = $1
+            WHERE link_hash = $2 AND tenant_id = $3::uuid AND opened_at IS NULL AND expires_at > $1
+            RETURNING session_id
+            """
+        let hash: [UInt8]
+        let tenant: TenantID
+        let now: Date
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 3)
+            bindings.append(now)
+            try bindings.append(Data(hash))
+            bindings.append(tenant.rawValue)
+            return bindings
+        }
+    }
+
+    struct RecordConsent: PreparedStatement {
+        static let name = "custos_record_consent"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .timestamptz, .uuid]
+        static let sql = "UPDATE verification_sessions SET notice_version = $1, consented_at = $2 WHERE id = $3"
+        let id: UUID
+        let noticeVersion: String
+        let now: Date
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 3)
+            bindings.append(noticeVersion)
+            bindings.append(now)
+            bindings.append(id)
+            return bindings
+        }
+    }
+
+    struct InsertSession: PreparedStatement {
+        static let name = "custos_insert_session"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .text, .int8, .bytea, .bytea, .int8, .timestamptz]
+        static let sql = """
+            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
+            VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8)
+            """
+        let new: New
+        let tenant: TenantID
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 8)
+            bindings.append(new.id)
+            bindings.append(tenant.rawValue)
+            bindings.append(new.subject.value)
+            bindings.append(new.subject.piiVersion)
+            try bindings.append(new.sealedName.map { Data($0) })
+            try bindings.append(new.sealedEmail.map { Data($0) })
+            bindings.append(new.dataKeyVersion)
+            bindings.append(new.expiresAt)
+            return bindings
+        }
+    }
+
+    struct InsertLink: PreparedStatement {
+        static let name = "custos_insert_gateway_link"
+        static let bindingDataTypes: [PostgresDataType] = [.bytea, .text, .uuid, .timestamptz]
+        static let sql = "INSERT INTO gateway_links (link_hash, tenant_id, session_id, expires_at) VALUES ($1, $2::uuid, $3, $4)"
+        let new: New
+        let tenant: TenantID
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 4)
+            try bindings.append(Data(new.linkHash))
+            bindings.append(tenant.rawValue)
+            bindings.append(new.id)
+            bindings.append(new.expiresAt)
+            return bindings
+        }
+    }
+}
+
+extension PreparedStatement {
+    static func bind(_ id: UUID) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(id)
+        return bindings
+    }
+}
