@@ -68,7 +68,7 @@ public enum APIKeyStore {
 
     /// Tells every instance to forget all cached keys (a tenant was disabled).
     public static func announceFlush(on connection: DatabaseTransaction) async throws {
-        try await connection.query("SELECT pg_notify(\(revocationChannel), '*')", logger: Database.quiet)
+        try await connection.run("SELECT pg_notify(\(revocationChannel), '*')")
     }
 
     public static func get(keyID: String, on connection: DatabaseTransaction) async throws -> APIKeyRecord? {
@@ -88,7 +88,7 @@ public enum APIKeyStore {
         var revoked = false
         for try await _ in rows { revoked = true }
         if revoked {
-            try await connection.query("SELECT pg_notify(\(revocationChannel), \(keyID))", logger: Database.quiet)
+            try await connection.run("SELECT pg_notify(\(revocationChannel), \(keyID))")
         }
         return revoked
     }

@@ -41,7 +41,7 @@ public enum AuditLogStore {
     public static func lockForAppend(on connection: DatabaseTransaction) async throws {
         // One chain per schema, so one lock per schema: deployments (and test suites) sharing a
         // database do not wait on each other's appends.
-        try await connection.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append:' || current_schema()))", logger: Database.quiet)
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append:' || current_schema()))")
     }
 
     /// The newest entry's sequence number and hash.

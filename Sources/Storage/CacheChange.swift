@@ -37,6 +37,6 @@ public enum CacheChange: Sendable, Hashable {
     /// Tells every instance about the change when `connection`'s transaction commits (NOTIFY
     /// is transactional: a rolled-back change is never announced).
     public func announce(on connection: DatabaseTransaction) async throws {
-        try await connection.query("SELECT pg_notify(\(CacheChangeListener.channel), \(payload))", logger: Database.quiet)
+        try await connection.run("SELECT pg_notify(\(CacheChangeListener.channel), \(payload))")
     }
 }

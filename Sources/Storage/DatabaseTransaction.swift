@@ -21,7 +21,15 @@ public struct DatabaseTransaction: Sendable {
     /// does at its start), for a step that changes administration rows and one tenant's rows
     /// in one transaction (approving a scheduled key destruction).
     public func scope(to tenant: TenantID) async throws {
-        _ = try await execute(SetTenant(tenant: tenant))
+        for try await _ in try await execute(SetTenant(tenant: tenant)) {}
+    }
+
+    /// Runs a statement whose rows nobody reads (a lock, a NOTIFY) to its end. A SELECT's
+    /// failure arrives after its row description, with the rows: a caller that dropped the row
+    /// sequence would not see a lock wait cancelled by `statement_timeout`, and would go on in
+    /// an aborted transaction (every later statement failing 25P02, the cause lost).
+    func run(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws {
+        for try await _ in try await connection.query(query, logger: Database.quiet, file: file, line: line) {}
     }
 
     /// Runs one statement on the connection (interpolated values become binds).

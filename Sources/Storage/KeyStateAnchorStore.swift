@@ -6,9 +6,11 @@ import PostgresNIO
 /// rebuilt from when a token has none.
 public enum KeyStateAnchorStore {
     /// Serialises changes to the HSM's list across instances until the transaction ends (one
-    /// read-modify-write at a time, so none loses another's change).
+    /// read-modify-write at a time, so none loses another's change). One lock per schema, as
+    /// there is one list per database and schema: installations sharing a database (or test
+    /// schemas) do not queue behind each other's changes.
     public static func lock(on connection: DatabaseTransaction) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('custos/keys/states', 0))", logger: Database.quiet)
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended('custos/keys/states:' || current_schema(), 0))")
     }
 
     /// Every key version row of every tenant, as the database holds them: scoped to each tenant

@@ -7,7 +7,7 @@ extension KeyVersionStore {
     /// Serialises token-object creation for `tenant` across instances until the transaction ends.
     public static func lockTokenObjects(_ tenant: TenantID, on connection: DatabaseTransaction) async throws {
         let lockName = "custos/token-objects/" + tenant.rawValue
-        try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(lockName), 0))", logger: Database.quiet)
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\(lockName), 0))")
     }
 
     /// Versions of the tenant in scope that still name a token object (not destroyed).

@@ -137,7 +137,7 @@ public enum KeyVersionStore {
 
     /// Tells every instance (on commit) that versions of `purpose` changed.
     public static func notifyStateChange(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws {
-        try await connection.query("SELECT pg_notify(\(stateChannel), \(tenant.rawValue + "/" + purpose.rawValue))", logger: Database.quiet)
+        try await connection.run("SELECT pg_notify(\(stateChannel), \(tenant.rawValue + "/" + purpose.rawValue))")
     }
 
     /// Deletes a version that never became active (a rotation rolled back).

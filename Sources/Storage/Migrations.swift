@@ -483,7 +483,7 @@ public enum Migrations {
         let schema = database.schema
         return try await database.withTransaction(context: "migrate") { connection in
             // One lock per schema: instances migrating the same schema wait for each other.
-            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\("custos-migrations:" + schema)))", logger: logger)
+            try await connection.run("SELECT pg_advisory_xact_lock(hashtext(\("custos-migrations:" + schema)))")
             try await connection.query("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)
             try await connection.query("""
                 CREATE TABLE IF NOT EXISTS \(unescaped: schema).schema_migrations (

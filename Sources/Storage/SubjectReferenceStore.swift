@@ -30,9 +30,7 @@ public enum SubjectReferenceStore {
     public static func move(from old: [String], to new: SubjectReference, tenant: TenantID, on connection: DatabaseTransaction) async throws -> Moved {
         let old = old.filter { $0 != new.value }
         guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: []) }
-        try await connection.query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))", logger: Database.quiet
-        )
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))")
         // Sessions first: a verification locks its session, then touches the template, so a
         // move taking the template first and then waiting for that session would deadlock.
         let sessions = try await connection.query("""

@@ -162,7 +162,7 @@ public enum TemplateStore {
 
     /// Announces a change to every instance's gallery, at commit of the caller's transaction.
     public static func notify(_ change: GalleryChange, on connection: DatabaseTransaction) async throws {
-        try await connection.query("SELECT pg_notify(\(galleryChannel), \(change.payload))", logger: Database.quiet)
+        try await connection.run("SELECT pg_notify(\(galleryChannel), \(change.payload))")
     }
 
     static func scalar(_ query: PostgresQuery, on connection: DatabaseTransaction) async throws -> Int {

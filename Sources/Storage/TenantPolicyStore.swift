@@ -42,9 +42,7 @@ public enum TenantPolicyStore {
     /// update reads and writes a policy nobody changes meanwhile (the row may not exist yet,
     /// hence a lock on the tenant rather than on the row).
     public static func lockForChange(tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        try await connection.query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(\("custos-tenant-policy:" + tenant.rawValue), 0))", logger: Database.quiet
-        )
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\("custos-tenant-policy:" + tenant.rawValue), 0))")
     }
 
     public static func put(_ row: Row, tenant: TenantID, on connection: DatabaseTransaction) async throws {
