@@ -1,3 +1,4 @@
+public import Foundation
 import Logging
 import Synchronization
 
@@ -32,6 +33,13 @@ final class TokenFailover: Sendable {
         var inService = true
         var takenOut = 0
         var broughtBack = 0
+        /// When it was last taken out (wall clock, for operators), while it is out.
+        var outSince: Date?
+        /// ``HSMError/failureClass`` of the failure that last took it out.
+        var lastErrorClass: String?
+        /// Probes since it was last taken out, and when the last one ran.
+        var probes = 0
+        var lastProbe: Date?
     }
 
     private final class LoadCounter: Sendable {
@@ -122,6 +130,9 @@ final class TokenFailover: Sendable {
             defer { states[index].inService = false }
             guard states[index].inService else { return false }
             states[index].takenOut += 1
+            states[index].outSince = Date()
+            states[index].lastErrorClass = error.failureClass
+            states[index].probes = 0
             return true
         }
         guard wasInService else { return }
@@ -159,10 +170,22 @@ final class TokenFailover: Sendable {
         let out = states.withLock { states in states.indices.filter { !states[$0].inService } }
         for index in out where !Task.isCancelled {
             let pool = pool(index, primary: primary)
-            guard (try? await pool.withTokenSession(.random, { session in try session.pkcs11.generateRandom(count: 1) })) != nil else { continue }
+            let answered: Bool
+            do {
+                _ = try await pool.withTokenSession(.random, { session in try session.pkcs11.generateRandom(count: 1) })
+                answered = true
+            } catch {
+                answered = false
+            }
+            states.withLock { states in
+                states[index].probes += 1
+                states[index].lastProbe = Date()
+            }
+            guard answered else { continue }
             states.withLock { states in
                 states[index].inService = true
                 states[index].broughtBack += 1
+                states[index].outSince = nil
             }
             pool.metrics.tokenInService.record(1)
             logger.notice("HSM token back in service", metadata: ["token": "\(pool.configuration.token)"])
@@ -176,7 +199,8 @@ final class TokenFailover: Sendable {
             states.indices.map { index in
                 TokenStatus(
                     token: String(describing: pool(index, primary: primary).configuration.token), inService: states[index].inService,
-                    takenOut: states[index].takenOut, broughtBack: states[index].broughtBack
+                    takenOut: states[index].takenOut, broughtBack: states[index].broughtBack, outOfServiceSince: states[index].outSince,
+                    lastErrorClass: states[index].lastErrorClass, probesWhileOut: states[index].probes, lastProbe: states[index].lastProbe
                 )
             }
         }
@@ -192,6 +216,27 @@ public struct TokenStatus: Sendable, Hashable, Codable {
     public let takenOut: Int
     /// Times a probe brought it back.
     public let broughtBack: Int
+    /// While out of service: since when (wall clock).
+    public let outOfServiceSince: Date?
+    /// ``HSMError/failureClass`` of the failure that last took it out (`nil`: never taken out).
+    public let lastErrorClass: String?
+    /// Probes (one RNG call each) since it was last taken out, and when the last one ran.
+    public let probesWhileOut: Int
+    public let lastProbe: Date?
+
+    public init(
+        token: String, inService: Bool, takenOut: Int = 0, broughtBack: Int = 0, outOfServiceSince: Date? = nil,
+        lastErrorClass: String? = nil, probesWhileOut: Int = 0, lastProbe: Date? = nil
+    ) {
+        self.token = token
+        self.inService = inService
+        self.takenOut = takenOut
+        self.broughtBack = broughtBack
+        self.outOfServiceSince = outOfServiceSince
+        self.lastErrorClass = lastErrorClass
+        self.probesWhileOut = probesWhileOut
+        self.lastProbe = lastProbe
+    }
 }
 
 extension HSMOperation {
