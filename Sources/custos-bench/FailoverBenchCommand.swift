@@ -16,7 +16,7 @@ import TokenizationEvaluation
 struct FailoverBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
-        abstract: "Two `custos serve` instances under load through the round-robin client; one fault midway.",
+        abstract: "Two service instances under load through the round-robin client; one fault midway (an instance killed, or a token removed).",
         discussion: """
         Starts two instances on a copy of the configuration (any free ports; the per-subject \
         Verify limit raised, as the load verifies a few subjects many times), prepares a tenant, \
