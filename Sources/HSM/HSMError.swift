@@ -36,6 +36,23 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The kind of failure in a few words, with no detail (`custos hsm status`, the Admin RPC's
+    /// HSM status, metrics labels): safe to show anywhere.
+    public var failureClass: String {
+        switch self {
+        case .exhausted: "sessions exhausted"
+        case .unavailable: "unavailable"
+        case .pinRejected: "PIN rejected"
+        case .pinLocked: "PIN locked"
+        case .loginUnverifiable: "login unverifiable"
+        case .pinUnreadable: "PIN unreadable"
+        case .keyNotFound: "key not found"
+        case .operationFailed: "operation failed"
+        case .notRunning: "not running"
+        case .configuration: "configuration"
+        }
+    }
+
     public var description: String {
         switch self {
         case .exhausted(let waited, let maxSessions):

@@ -1,3 +1,4 @@
+public import Foundation
 import Logging
 import Synchronization
 
@@ -36,6 +37,13 @@ final class TokenFailover: Sendable {
         var broughtBack = 0
         /// The return check refused it since it was taken out (logged once, not every probe).
         var returnRefused = false
+        /// When it was last taken out (wall clock, for operators), while it is out.
+        var outSince: Date?
+        /// ``HSMError/failureClass`` of the failure that last took it out.
+        var lastErrorClass: String?
+        /// Probes since it was last taken out, and when the last one ran.
+        var probes = 0
+        var lastProbe: Date?
     }
 
     private final class LoadCounter: Sendable {
@@ -127,6 +135,9 @@ final class TokenFailover: Sendable {
             guard states[index].inService else { return false }
             states[index].takenOut += 1
             states[index].returnRefused = false
+            states[index].outSince = Date()
+            states[index].lastErrorClass = error.failureClass
+            states[index].probes = 0
             return true
         }
         guard wasInService else { return }
@@ -164,7 +175,18 @@ final class TokenFailover: Sendable {
         let out = states.withLock { states in states.indices.filter { !states[$0].inService } }
         for index in out where !Task.isCancelled {
             let pool = pool(index, primary: primary)
-            guard (try? await pool.withTokenSession(.random, { session in try session.pkcs11.generateRandom(count: 1) })) != nil else { continue }
+            let answered: Bool
+            do {
+                _ = try await pool.withTokenSession(.random, { session in try session.pkcs11.generateRandom(count: 1) })
+                answered = true
+            } catch {
+                answered = false
+            }
+            states.withLock { states in
+                states[index].probes += 1
+                states[index].lastProbe = Date()
+            }
+            guard answered else { continue }
             // A token that answers again may not be the one that left: a partition re-made, or
             // re-initialised and given another root, would answer every call routed to it with
             // other keys (wrong MACs, not errors).
@@ -173,7 +195,10 @@ final class TokenFailover: Sendable {
                     try await check(pool)
                 } catch {
                     let first = states.withLock { states in
-                        defer { states[index].returnRefused = true }
+                        defer {
+                            states[index].returnRefused = true
+                            states[index].lastErrorClass = "fails the check before its return"
+                        }
                         return !states[index].returnRefused
                     }
                     if first {
@@ -187,6 +212,7 @@ final class TokenFailover: Sendable {
             states.withLock { states in
                 states[index].inService = true
                 states[index].broughtBack += 1
+                states[index].outSince = nil
             }
             pool.metrics.tokenInService.record(1)
             logger.notice("HSM token back in service", metadata: ["token": "\(pool.configuration.token)"])
@@ -204,7 +230,8 @@ final class TokenFailover: Sendable {
             states.indices.map { index in
                 TokenStatus(
                     token: String(describing: pool(index, primary: primary).configuration.token), inService: states[index].inService,
-                    takenOut: states[index].takenOut, broughtBack: states[index].broughtBack
+                    takenOut: states[index].takenOut, broughtBack: states[index].broughtBack, outOfServiceSince: states[index].outSince,
+                    lastErrorClass: states[index].lastErrorClass, probesWhileOut: states[index].probes, lastProbe: states[index].lastProbe
                 )
             }
         }
@@ -220,6 +247,27 @@ public struct TokenStatus: Sendable, Hashable, Codable {
     public let takenOut: Int
     /// Times a probe brought it back.
     public let broughtBack: Int
+    /// While out of service: since when (wall clock).
+    public let outOfServiceSince: Date?
+    /// ``HSMError/failureClass`` of the failure that last took it out (`nil`: never taken out).
+    public let lastErrorClass: String?
+    /// Probes (one RNG call each) since it was last taken out, and when the last one ran.
+    public let probesWhileOut: Int
+    public let lastProbe: Date?
+
+    public init(
+        token: String, inService: Bool, takenOut: Int = 0, broughtBack: Int = 0, outOfServiceSince: Date? = nil,
+        lastErrorClass: String? = nil, probesWhileOut: Int = 0, lastProbe: Date? = nil
+    ) {
+        self.token = token
+        self.inService = inService
+        self.takenOut = takenOut
+        self.broughtBack = broughtBack
+        self.outOfServiceSince = outOfServiceSince
+        self.lastErrorClass = lastErrorClass
+        self.probesWhileOut = probesWhileOut
+        self.lastProbe = lastProbe
+    }
 }
 
 extension HSMOperation {

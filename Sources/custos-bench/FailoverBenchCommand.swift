@@ -7,22 +7,27 @@ import GRPCNIOTransportHTTP2Posix
 import RPC
 import TokenizationEvaluation
 
-/// `custos-bench failover`: two release `custos serve` instances on one configuration and
-/// database, load through the round-robin client (``RoundRobinClient``) — WhoAmI, whole Verify
+/// `custos-bench failover`: two service instances on one configuration and database, load through the round-robin client (``RoundRobinClient``) — WhoAmI, whole Verify
 /// sessions and whole Enrol sessions, each with a known right answer — and one fault midway
-/// (``FailoverFault``; `instance-kill` is `kill -9` of one instance). Reports what a caller
+/// (``FailoverFault``: `instance-kill` is `kill -9` of one instance; `token-loss` removes one of
+/// two tokens from in-process instances for a while). Reports what a caller
 /// saw: calls, successes, failures by code, wrong answers, the longest time without a success,
 /// when failures stopped, and whether any acknowledged Enrol is missing afterwards.
 struct FailoverBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
-        abstract: "Two `custos serve` instances under load through the round-robin client; one fault midway.",
+        abstract: "Two service instances under load through the round-robin client; one fault midway (an instance killed, or a token removed).",
         discussion: """
-        Starts `custos serve` (the binary beside this one) twice on a copy of the configuration \
-        (any free ports; the per-subject Verify limit raised, as the load verifies a few subjects \
-        many times), prepares a tenant, an API key and enrolled subjects through the RPC, then \
-        loads both instances and injects --fault at --fault-at seconds. A call is one WhoAmI or \
-        one whole session (CreateSession, OpenGateway, RecordConsent, then Verify or Enrol).
+        Starts two instances on a copy of the configuration (any free ports; the per-subject \
+        Verify limit raised, as the load verifies a few subjects many times), prepares a tenant, \
+        an API key and enrolled subjects through the RPC, then loads both instances and injects \
+        --fault at --fault-at seconds. A call is one WhoAmI or one whole session (CreateSession, \
+        OpenGateway, RecordConsent, then Verify or Enrol). instance-kill: two `custos serve` \
+        processes (the binary beside this one), the first killed with SIGKILL. token-loss: two \
+        instances in this process, each over two tokens (the configured token and a replica \
+        restored from the setup's ceremony shares, in a private copy of the SoftHSM token \
+        directory, each token through its own copy of the module); every PKCS#11 function of the \
+        first token answers CKR_DEVICE_REMOVED for --outage seconds.
         """
     )
 
@@ -30,7 +35,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
     @Option(help: "Seconds of load.") var seconds: Double = 20
     @Option(help: "Seconds into the load at which the fault is injected.") var faultAt: Double = 8
-    @Option(help: "The fault: \(FailoverFaults.all.map(\.name).joined(separator: ", ")).") var fault = "instance-kill"
+    @Option(help: "The fault: \(FailoverFaults.names.joined(separator: ", ")).") var fault = "instance-kill"
+    @Option(help: "Seconds a lasting fault lasts (token-loss: the token stays removed).") var outage: Double = 4
     @Option(help: "Concurrent callers.") var callers = 8
     @Option(help: "Client channels (each round robin over both instances).") var connections = 2
     @Option(help: "Subjects enrolled before the load, verified round robin during it.") var subjects = 32
@@ -64,11 +70,16 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         let callers: Int
         let connections: Int
         let cores: Int
+        /// What the fault measured itself (token-loss: `token_taken_out_after_ms`, from the
+        /// removal to the token out of service on every instance; `token_back_in_service_after_ms`,
+        /// from the token's return to it serving again on every instance; `token_removed_for_ms`).
+        let fault_measurements: [String: Double]
     }
 
     func validate() throws {
-        guard FailoverFaults.named(fault) != nil else { throw ValidationError("--fault must be one of \(FailoverFaults.all.map(\.name))") }
+        guard FailoverFaults.named(fault) != nil else { throw ValidationError("--fault must be one of \(FailoverFaults.names)") }
         guard seconds > 0, faultAt >= 0, faultAt < seconds else { throw ValidationError("--fault-at must lie within --seconds") }
+        guard outage > 0, faultAt + outage < seconds else { throw ValidationError("--outage must be positive and end within --seconds") }
         guard callers >= 1, connections >= 1, subjects >= 1 else { throw ValidationError("--callers, --connections and --subjects must be at least 1") }
     }
 
@@ -87,15 +98,18 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: directory) }
         let config = try Self.writeConfiguration(from: configuration.source, into: directory)
-        let binary = Self.custosBinary()
-        let first = try await ServeProcess(binary: binary, config: config, directory: directory, name: "a")
-        defer { first.stop() }
-        let second = try await ServeProcess(binary: binary, config: config, directory: directory, name: "b")
-        defer { second.stop() }
-        let addresses = try ServiceAddresses(parsing: "\(first.address),\(second.address)")
-        let instances = FailoverInstances(serving: [first, second], configurationPath: config)
-
-        let report = try await measure(addresses: addresses, frontend: frontend, officer: officer, instances: instances)
+        let instances = try await FailoverFaults.named(fault)!.start(
+            FailoverSetting(configuration: configuration, configurationPath: config, directory: directory, outageSeconds: outage)
+        )
+        let report: Report
+        do {
+            let addresses = try ServiceAddresses(parsing: instances.addresses.joined(separator: ","))
+            report = try await measure(addresses: addresses, frontend: frontend, officer: officer, instances: instances)
+        } catch {
+            await instances.stop()
+            throw error
+        }
+        await instances.stop()
         if json {
             print(try encodeJSON(report))
         } else {
@@ -128,7 +142,7 @@ struct FailoverBenchCommand: AsyncParsableCommand {
 
     private func measure(
         addresses: ServiceAddresses, frontend: HTTP2ClientTransport.Posix.TransportSecurity,
-        officer: HTTP2ClientTransport.Posix.TransportSecurity, instances: FailoverInstances
+        officer: HTTP2ClientTransport.Posix.TransportSecurity, instances: any FailoverFault
     ) async throws -> Report {
         let run = String(UInt32.random(in: 0 ... .max), radix: 36)
         let options = CallOptions.defaults.with { $0.timeout = .seconds(30) }
@@ -167,13 +181,12 @@ struct FailoverBenchCommand: AsyncParsableCommand {
             let tally = FailoverTally()
             let start = ContinuousClock.now
             let deadline = start + .milliseconds(Int64(seconds * 1000))
-            let chosen = FailoverFaults.named(fault)!
             let faultSeconds = faultAt
             try await withThrowingDiscardingTaskGroup { load in
                 load.addTask {
                     try await Task.sleep(until: start + .milliseconds(Int64(faultSeconds * 1000)), clock: .continuous)
                     tally.markFault()
-                    try await chosen.inject(into: instances)
+                    try await instances.inject()
                 }
                 for caller in 0..<callers {
                     load.addTask {
@@ -231,14 +244,15 @@ struct FailoverBenchCommand: AsyncParsableCommand {
 
             let snapshot = tally.snapshot(start: start, end: end)
             return Report(
-                fault: chosen.name, instances: instances.serving.count, seconds: seconds, fault_at_s: faultAt,
+                fault: instances.name, instances: instances.addresses.count, seconds: seconds, fault_at_s: faultAt,
                 calls: snapshot.calls, succeeded: snapshot.succeeded, failed: snapshot.failed, wrong_results: snapshot.wrong,
                 calls_by_kind: snapshot.byKind, success_ratio: snapshot.calls > 0 ? Double(snapshot.succeeded) / Double(snapshot.calls) : 0,
                 longest_gap_without_success_ms: snapshot.longestGapMilliseconds, longest_gap_from_s: snapshot.longestGapStartSeconds,
                 recovered_after_ms: snapshot.recoveredAfterMilliseconds,
                 enrols_acknowledged: acknowledged.count, acknowledged_writes_lost: checked.snapshot["lost"] ?? 0,
                 acknowledged_writes_unchecked: checked.snapshot["unchecked"] ?? 0,
-                callers: callers, connections: connections, cores: ProcessInfo.processInfo.activeProcessorCount
+                callers: callers, connections: connections, cores: ProcessInfo.processInfo.activeProcessorCount,
+                fault_measurements: instances.measurements
             )
         }
     }
@@ -249,7 +263,7 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         calls \(report.calls), succeeded \(report.succeeded) (\(String(format: "%.4f", report.success_ratio))), failed \(report.failed), wrong \(report.wrong_results)
         longest gap without a success \(String(format: "%.0f", report.longest_gap_without_success_ms)) ms (from \(String(format: "%.1f", report.longest_gap_from_s)) s), failures ended \(String(format: "%.0f", report.recovered_after_ms)) ms after the fault
         enrols acknowledged \(report.enrols_acknowledged), lost \(report.acknowledged_writes_lost), unchecked \(report.acknowledged_writes_unchecked)
-        """
+        """ + report.fault_measurements.sorted { $0.key < $1.key }.map { "\n\($0.key) \(String(format: "%.0f", $0.value))" }.joined()
     }
 }
 

@@ -32,7 +32,7 @@ let requiredMechanisms: [(MechanismType, String)] = [
 struct HSMStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Module, token, mechanisms and pool state (local)."
+        abstract: "Module, token, mechanisms and pool state, and the state of each configured token (local)."
     )
 
     @OptionGroup var options: LocalOptions
@@ -67,17 +67,38 @@ struct HSMStatusCommand: AsyncParsableCommand {
             let present: Bool
             let usedFor: String
         }
+        /// One configured token (`hsm.tokens`; the single token without it) as a pool sees it.
+        struct ConfiguredToken: Encodable {
+            let label: String
+            let module: String
+            let inService: Bool
+            /// ISO 8601, while out of service.
+            let outOfServiceSince: String?
+            /// The kind of failure that took it out, or kept it from starting.
+            let lastErrorClass: String?
+            /// Why it could not start (when the pool over every token could not).
+            let error: String?
+            let openSessions: Int?
+            let breakerOpen: Bool?
+            let probesWhileOut: Int
+            let lastProbe: String?
+        }
         let module: Module
         let token: Token
         let mechanisms: [Mechanism]
         let pool: SessionPoolStatistics?
         let poolError: String?
+<<<<<<< HEAD
         /// Live Ed25519 webhook keys made before escrow: on one token only (nil: not checked).
         var singleTokenKeys: [TenantKeyring.SingleTokenKey]?
         /// Escrowed Ed25519 webhook keys a configured token lacks (nil: not checked).
         var missingTokenKeys: [TenantKeyring.MissingTokenKey]?
         var singleTokenKeysError: String?
         var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) }
+=======
+        let tokens: [ConfiguredToken]
+        var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) && tokens.allSatisfy(\.inService) }
+>>>>>>> h-tokenrpc
     }
 
     func run() async throws {
@@ -91,10 +112,14 @@ struct HSMStatusCommand: AsyncParsableCommand {
 
         var statistics: SessionPoolStatistics?
         var poolError: String?
+        var tokens = [Report.ConfiguredToken]()
         do {
-            statistics = try await CustosRuntime.withPool(poolConfiguration, options: .cli(module: module)) { $0.statistics }
+            (statistics, tokens) = try await CustosRuntime.withPool(poolConfiguration, options: .cli(module: module)) { pool in
+                (pool.statistics, pool.tokenHealth.map(Self.configuredToken))
+            }
         } catch {
             poolError = String(describing: error)
+            tokens = await Self.eachToken(poolConfiguration, firstModule: module)
         }
 
         var report = Report(
@@ -111,7 +136,8 @@ struct HSMStatusCommand: AsyncParsableCommand {
             ),
             mechanisms: requiredMechanisms.map { .init(name: $0.0.description, present: available.contains($0.0), usedFor: $0.1) },
             pool: statistics,
-            poolError: poolError
+            poolError: poolError,
+            tokens: tokens
         )
         if configuration.postgres != nil, statistics != nil {
             do {
@@ -139,6 +165,7 @@ struct HSMStatusCommand: AsyncParsableCommand {
             } else {
                 print("pool        FAILED: \(report.poolError ?? "unknown")")
             }
+<<<<<<< HEAD
             if let keys = report.singleTokenKeys {
                 print("ed25519     \(keys.isEmpty ? "every live webhook key is escrowed (restorable onto any token)" : "\(keys.count) webhook key(s) on ONE token only (made before escrow; rotate these tenants' v1a keys):")")
                 for key in keys { print("  tenant \(key.tenant.rawValue) v\(key.version) (\(key.state.rawValue)) \(key.tokenLabel)") }
@@ -147,9 +174,45 @@ struct HSMStatusCommand: AsyncParsableCommand {
                 }
             } else if let error = report.singleTokenKeysError {
                 print("ed25519     could not check for keys on one token only: \(error)")
+=======
+            print("tokens")
+            for token in report.tokens {
+                let state = token.inService ? "in service" : "OUT" + (token.outOfServiceSince.map { " since \($0)" } ?? "")
+                    + (token.lastErrorClass.map { " (\($0))" } ?? "")
+                let pool = token.openSessions.map { "\($0) sessions, breaker \(token.breakerOpen == true ? "OPEN" : "closed")" } ?? (token.error ?? "")
+                print("  \(token.label.padding(toLength: 24, withPad: " ", startingAt: 0)) \(state); \(pool)")
+>>>>>>> h-tokenrpc
             }
         }
         if !report.healthy { throw ExitCode(1) }
+    }
+
+    static func configuredToken(_ token: TokenHealth) -> Report.ConfiguredToken {
+        Report.ConfiguredToken(
+            label: token.label, module: token.modulePath, inService: token.status.inService,
+            outOfServiceSince: token.status.outOfServiceSince.map { $0.ISO8601Format() }, lastErrorClass: token.status.lastErrorClass, error: nil,
+            openSessions: token.statistics.openSessions, breakerOpen: token.statistics.breakerOpen,
+            probesWhileOut: token.status.probesWhileOut, lastProbe: token.status.lastProbe.map { $0.ISO8601Format() }
+        )
+    }
+
+    /// Each configured token on a pool of its own, when the pool over all of them did not start
+    /// (every token must start for it to): which ones answer, and why the others do not.
+    static func eachToken(_ configuration: HSMConfiguration, firstModule: PKCS11Module) async -> [Report.ConfiguredToken] {
+        var tokens = [Report.ConfiguredToken]()
+        for (index, token) in configuration.tokenConfigurations.enumerated() {
+            do {
+                let options = index == 0 ? CustosRuntime.Options.cli(module: firstModule) : .cli()
+                tokens.append(try await CustosRuntime.withPool(token, options: options) { pool in configuredToken(pool.tokenHealth[0]) })
+            } catch {
+                tokens.append(Report.ConfiguredToken(
+                    label: token.token.name, module: token.modulePath, inService: false, outOfServiceSince: nil,
+                    lastErrorClass: (error as? HSMError)?.failureClass ?? "\(type(of: error))", error: String(describing: error),
+                    openSessions: nil, breakerOpen: nil, probesWhileOut: 0, lastProbe: nil
+                ))
+            }
+        }
+        return tokens
     }
 }
 

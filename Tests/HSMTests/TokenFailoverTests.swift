@@ -1,3 +1,4 @@
+import Foundation
 import HSM
 import HSMTestSupport
 import Logging
@@ -32,6 +33,7 @@ struct TokenFailoverTests {
     struct TwoTokens: Sendable {
         let pool: SessionPool
         let moduleA: PKCS11Module
+        let labels: [String]
         let faultA = DeviceRemoved()
     }
 
@@ -43,7 +45,7 @@ struct TokenFailoverTests {
         let moduleA = try TestToken.isolatedModule(), moduleB = try TestToken.isolatedModule()
         let pool = try SessionPool(configuration: configuration, module: moduleA, replicaModules: [moduleB], logger: Logger(label: "test"))
         try await pool.start()
-        let tokens = TwoTokens(pool: pool, moduleA: moduleA)
+        let tokens = TwoTokens(pool: pool, moduleA: moduleA, labels: [tokenA.label, tokenB.label])
         moduleA.installFaultInjector(tokens.faultA)
         return tokens
     }
@@ -142,6 +144,40 @@ struct TokenFailoverTests {
         tokens.faultA.armed.store(false, ordering: .relaxed)
         let onB = try await pool.tokenPools[1].withPersistentSession { session in try session.findObjects([.class(.data), .label(label)]).count }
         #expect(onB == 0, "the write was not moved to the replica")
+        await pool.shutdown()
+    }
+
+    @Test("Per-token status: a removed token says since when it is out, why, and that it is probed; back in service, only the counts and the last failure remain")
+    func perTokenStatus() async throws {
+        let tokens = try await twoTokens("sts")
+        let pool = tokens.pool
+        let known = KnownHMACKey()
+        let fresh = pool.tokenHealth
+        #expect(fresh.map(\.label) == tokens.labels)
+        for token in fresh {
+            #expect(token.status.inService && token.status.outOfServiceSince == nil && token.status.lastErrorClass == nil)
+            #expect(token.statistics.running && !token.statistics.breakerOpen)
+        }
+
+        let removed = Date()
+        tokens.faultA.armed.store(true, ordering: .relaxed)
+        // Calls (all answered, by B) until one on A fails and takes it out; then a probe or more.
+        for index in 0..<500 where pool.tokenStatuses[0].inService {
+            #expect(try await pool.hmacSHA256(key: known.key, data: message(0, index)) == known.expected(message(0, index)))
+        }
+        for _ in 0..<500 where pool.tokenStatuses[0].probesWhileOut == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        let out = pool.tokenHealth
+        #expect(!out[0].status.inService && out[1].status.inService)
+        #expect(out[0].status.outOfServiceSince.map { $0 >= removed } == true, "\(out[0].status)")
+        #expect(out[0].status.lastErrorClass == "unavailable")
+        #expect(out[0].status.probesWhileOut >= 1 && out[0].status.lastProbe != nil)
+        #expect(out[1].status.lastErrorClass == nil)
+
+        tokens.faultA.armed.store(false, ordering: .relaxed)
+        for _ in 0..<1_000 where !pool.tokenStatuses[0].inService { try await Task.sleep(for: .milliseconds(10)) }
+        let back = pool.tokenHealth[0].status
+        #expect(back.inService && back.outOfServiceSince == nil && back.takenOut == 1 && back.broughtBack == 1, "\(back)")
+        #expect(back.lastErrorClass == "unavailable", "the failure that took it out stays for the operator")
         await pool.shutdown()
     }
 

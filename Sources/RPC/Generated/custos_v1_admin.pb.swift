@@ -687,9 +687,69 @@ public nonisolated struct Custos_V1_HSMStatusResponse: Sendable {
 
   public var running: Bool = false
 
+  /// Every configured token (`hsm.tokens`), the primary first; the fields above describe the
+  /// primary. One entry with a single token.
+  public var tokens: [Custos_V1_HSMTokenStatus] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// One configured token as this instance's pool sees it.
+public nonisolated struct Custos_V1_HSMTokenStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tokenLabel: String = String()
+
+  /// False while the pool routes no call to it (taken out after a device or session failure,
+  /// until a probe brings it back).
+  public var inService: Bool = false
+
+  /// While out of service: since when.
+  public var outOfServiceSince: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_outOfServiceSince ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_outOfServiceSince = newValue}
+  }
+  /// Returns true if `outOfServiceSince` has been explicitly set.
+  public var hasOutOfServiceSince: Bool {self._outOfServiceSince != nil}
+  /// Clears the value of `outOfServiceSince`. Subsequent reads from it will return its default value.
+  public mutating func clearOutOfServiceSince() {self._outOfServiceSince = nil}
+
+  /// The kind of failure that last took it out ("unavailable", "PIN rejected", ...); empty if
+  /// it never was.
+  public var lastErrorClass: String = String()
+
+  /// Its own pool: sessions open, and whether its circuit breaker refuses calls.
+  public var openSessions: UInt32 = 0
+
+  public var breakerOpen: Bool = false
+
+  /// Probes (one RNG call each) since it was last taken out, and when the last one ran.
+  public var probesWhileOut: UInt32 = 0
+
+  public var lastProbe: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_lastProbe ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_lastProbe = newValue}
+  }
+  /// Returns true if `lastProbe` has been explicitly set.
+  public var hasLastProbe: Bool {self._lastProbe != nil}
+  /// Clears the value of `lastProbe`. Subsequent reads from it will return its default value.
+  public mutating func clearLastProbe() {self._lastProbe = nil}
+
+  /// Times taken out of service and brought back since the instance started.
+  public var takenOut: UInt32 = 0
+
+  public var broughtBack: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _outOfServiceSince: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _lastProbe: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Custos_V1_ExportSubjectRequest: Sendable {
@@ -2608,7 +2668,7 @@ nonisolated extension Custos_V1_HSMStatusRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HSMStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_label\0\u{3}token_serial\0\u{1}manufacturer\0\u{1}model\0\u{1}workers\0\u{3}open_sessions\0\u{3}calls_in_flight\0\u{3}waiting_requests\0\u{1}generation\0\u{3}breaker_open\0\u{1}running\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_label\0\u{3}token_serial\0\u{1}manufacturer\0\u{1}model\0\u{1}workers\0\u{3}open_sessions\0\u{3}calls_in_flight\0\u{3}waiting_requests\0\u{1}generation\0\u{3}breaker_open\0\u{1}running\0\u{1}tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2627,6 +2687,7 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.breakerOpen) }()
       case 11: try { try decoder.decodeSingularBoolField(value: &self.running) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.tokens) }()
       default: break
       }
     }
@@ -2666,6 +2727,9 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
     if self.running != false {
       try visitor.visitSingularBoolField(value: self.running, fieldNumber: 11)
     }
+    if !self.tokens.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tokens, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2681,6 +2745,86 @@ nonisolated extension Custos_V1_HSMStatusResponse: SwiftProtobuf.Message, SwiftP
     if lhs.generation != rhs.generation {return false}
     if lhs.breakerOpen != rhs.breakerOpen {return false}
     if lhs.running != rhs.running {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_HSMTokenStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HSMTokenStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_label\0\u{3}in_service\0\u{3}out_of_service_since\0\u{3}last_error_class\0\u{3}open_sessions\0\u{3}breaker_open\0\u{3}probes_while_out\0\u{3}last_probe\0\u{3}taken_out\0\u{3}brought_back\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tokenLabel) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.inService) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._outOfServiceSince) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.lastErrorClass) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.openSessions) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.breakerOpen) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.probesWhileOut) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._lastProbe) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.takenOut) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.broughtBack) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.tokenLabel.isEmpty {
+      try visitor.visitSingularStringField(value: self.tokenLabel, fieldNumber: 1)
+    }
+    if self.inService != false {
+      try visitor.visitSingularBoolField(value: self.inService, fieldNumber: 2)
+    }
+    try { if let v = self._outOfServiceSince {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.lastErrorClass.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastErrorClass, fieldNumber: 4)
+    }
+    if self.openSessions != 0 {
+      try visitor.visitSingularUInt32Field(value: self.openSessions, fieldNumber: 5)
+    }
+    if self.breakerOpen != false {
+      try visitor.visitSingularBoolField(value: self.breakerOpen, fieldNumber: 6)
+    }
+    if self.probesWhileOut != 0 {
+      try visitor.visitSingularUInt32Field(value: self.probesWhileOut, fieldNumber: 7)
+    }
+    try { if let v = self._lastProbe {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if self.takenOut != 0 {
+      try visitor.visitSingularUInt32Field(value: self.takenOut, fieldNumber: 9)
+    }
+    if self.broughtBack != 0 {
+      try visitor.visitSingularUInt32Field(value: self.broughtBack, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_HSMTokenStatus, rhs: Custos_V1_HSMTokenStatus) -> Bool {
+    if lhs.tokenLabel != rhs.tokenLabel {return false}
+    if lhs.inService != rhs.inService {return false}
+    if lhs._outOfServiceSince != rhs._outOfServiceSince {return false}
+    if lhs.lastErrorClass != rhs.lastErrorClass {return false}
+    if lhs.openSessions != rhs.openSessions {return false}
+    if lhs.breakerOpen != rhs.breakerOpen {return false}
+    if lhs.probesWhileOut != rhs.probesWhileOut {return false}
+    if lhs._lastProbe != rhs._lastProbe {return false}
+    if lhs.takenOut != rhs.takenOut {return false}
+    if lhs.broughtBack != rhs.broughtBack {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

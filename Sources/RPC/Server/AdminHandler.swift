@@ -381,13 +381,15 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func hsmStatus(request: Custos_V1_HSMStatusRequest, context: ServerContext) async throws -> Custos_V1_HSMStatusResponse {
         _ = try officer()
-        let token = try await deps.pool.tokenInfo()
+        // The primary's own description needs the primary: while it is out of service the rest
+        // of the status (which says so) is what an operator needs.
+        let token = try? await deps.pool.tokenInfo()
         let statistics = deps.pool.statistics
         return .with {
-            $0.tokenLabel = token.label
-            $0.tokenSerial = token.serialNumber
-            $0.manufacturer = token.manufacturer
-            $0.model = token.model
+            $0.tokenLabel = token?.label ?? deps.pool.configuration.token.name
+            $0.tokenSerial = token?.serialNumber ?? ""
+            $0.manufacturer = token?.manufacturer ?? ""
+            $0.model = token?.model ?? ""
             $0.workers = UInt32(statistics.workers)
             $0.openSessions = UInt32(statistics.openSessions)
             $0.callsInFlight = UInt32(statistics.callsInFlight)
@@ -395,6 +397,20 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.generation = statistics.generation
             $0.breakerOpen = statistics.breakerOpen
             $0.running = statistics.running
+            $0.tokens = deps.pool.tokenHealth.map { token in
+                .with {
+                    $0.tokenLabel = token.label
+                    $0.inService = token.status.inService
+                    if let since = token.status.outOfServiceSince { $0.outOfServiceSince = Google_Protobuf_Timestamp(date: since) }
+                    $0.lastErrorClass = token.status.lastErrorClass ?? ""
+                    $0.openSessions = UInt32(token.statistics.openSessions)
+                    $0.breakerOpen = token.statistics.breakerOpen
+                    $0.probesWhileOut = UInt32(token.status.probesWhileOut)
+                    if let probe = token.status.lastProbe { $0.lastProbe = Google_Protobuf_Timestamp(date: probe) }
+                    $0.takenOut = UInt32(token.status.takenOut)
+                    $0.broughtBack = UInt32(token.status.broughtBack)
+                }
+            }
         }
     }
 
