@@ -88,17 +88,13 @@ struct HSMStatusCommand: AsyncParsableCommand {
         let mechanisms: [Mechanism]
         let pool: SessionPoolStatistics?
         let poolError: String?
-<<<<<<< HEAD
+        let tokens: [ConfiguredToken]
         /// Live Ed25519 webhook keys made before escrow: on one token only (nil: not checked).
         var singleTokenKeys: [TenantKeyring.SingleTokenKey]?
         /// Escrowed Ed25519 webhook keys a configured token lacks (nil: not checked).
         var missingTokenKeys: [TenantKeyring.MissingTokenKey]?
         var singleTokenKeysError: String?
-        var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) }
-=======
-        let tokens: [ConfiguredToken]
         var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) && tokens.allSatisfy(\.inService) }
->>>>>>> h-tokenrpc
     }
 
     func run() async throws {
@@ -165,7 +161,13 @@ struct HSMStatusCommand: AsyncParsableCommand {
             } else {
                 print("pool        FAILED: \(report.poolError ?? "unknown")")
             }
-<<<<<<< HEAD
+            print("tokens")
+            for token in report.tokens {
+                let state = token.inService ? "in service" : "OUT" + (token.outOfServiceSince.map { " since \($0)" } ?? "")
+                    + (token.lastErrorClass.map { " (\($0))" } ?? "")
+                let pool = token.openSessions.map { "\($0) sessions, breaker \(token.breakerOpen == true ? "OPEN" : "closed")" } ?? (token.error ?? "")
+                print("  \(token.label.padding(toLength: 24, withPad: " ", startingAt: 0)) \(state); \(pool)")
+            }
             if let keys = report.singleTokenKeys {
                 print("ed25519     \(keys.isEmpty ? "every live webhook key is escrowed (restorable onto any token)" : "\(keys.count) webhook key(s) on ONE token only (made before escrow; rotate these tenants' v1a keys):")")
                 for key in keys { print("  tenant \(key.tenant.rawValue) v\(key.version) (\(key.state.rawValue)) \(key.tokenLabel)") }
@@ -174,14 +176,6 @@ struct HSMStatusCommand: AsyncParsableCommand {
                 }
             } else if let error = report.singleTokenKeysError {
                 print("ed25519     could not check for keys on one token only: \(error)")
-=======
-            print("tokens")
-            for token in report.tokens {
-                let state = token.inService ? "in service" : "OUT" + (token.outOfServiceSince.map { " since \($0)" } ?? "")
-                    + (token.lastErrorClass.map { " (\($0))" } ?? "")
-                let pool = token.openSessions.map { "\($0) sessions, breaker \(token.breakerOpen == true ? "OPEN" : "closed")" } ?? (token.error ?? "")
-                print("  \(token.label.padding(toLength: 24, withPad: " ", startingAt: 0)) \(state); \(pool)")
->>>>>>> h-tokenrpc
             }
         }
         if !report.healthy { throw ExitCode(1) }
