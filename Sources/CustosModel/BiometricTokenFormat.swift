@@ -15,6 +15,19 @@ public enum BiometricTokenFormat: Int, Sendable, Hashable, CaseIterable, CustomS
     /// What new `bio` versions get.
     public static let `default` = BiometricTokenFormat.compact
 
+    /// m = 1,024 positions of q = 16 symbols, and 32 or 8 bits kept per position.
+    public var shape: BiometricTokenShape {
+        BiometricTokenShape(positions: BiometricToken.length, symbolsPerPosition: 16, bitsPerValue: bitsPerValue)!
+    }
+
+    /// The format's name in reports and on the command line.
+    public var name: String {
+        switch self {
+        case .wide: "wide"
+        case .compact: "compact"
+        }
+    }
+
     /// Bits of each PRF output block kept per position.
     public var bitsPerValue: Int {
         switch self {

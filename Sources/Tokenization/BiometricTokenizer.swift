@@ -89,24 +89,39 @@ public final class BiometricTokenizer: Sendable {
     /// The HSM part of a tokenization: the projection (seeded once per tenant and version) and
     /// the PRF over all blocks.
     func tokenize(_ features: FeatureVector, tenant: TenantID, keys: BiometricKeys) async throws -> BiometricToken {
-        let hashing = try await projection(tenant: tenant, keys: keys, dimension: features.dimension)
-        let symbols = try hashing.symbols(for: features)
-        let blocks = PRFBlocks(tenant: tenant, keyVersion: keys.version).input(for: symbols)
-        let output = try await custodyCall { try await self.pool.encryptBlocksECB(key: keys.prf, blocks: blocks) }
-        return BiometricToken(
-            keyVersion: keys.version, format: keys.format, values: try PRFBlocks.tokenValues(fromPRFOutput: output, format: keys.format)
+        BiometricToken(
+            keyVersion: keys.version, format: keys.format, values: try await values(of: features, tenant: tenant, keys: keys, shape: keys.format.shape)
         )
     }
 
-    private func projection(tenant: TenantID, keys: BiometricKeys, dimension: Int) async throws -> IndexOfMaxHashing {
-        let cacheKey = "\(tenant.rawValue)/\(keys.version)/\(dimension)/\(kind.rawValue)"
+    /// The token values of `features` in any `shape`, under `tenant`'s biometric version
+    /// `version` (or its active one), through the same projection and PRF as a token, and
+    /// against the same budget: for comparing shapes that no ``BiometricTokenFormat`` has yet
+    /// (`custos-bench eval run --positions --bits --symbols`). The service only makes tokens, in
+    /// their key version's format.
+    /// - Throws: as ``tokenize(_:tenant:version:)``.
+    public func values(of features: FeatureVector, tenant: TenantID, version: Int? = nil, shape: BiometricTokenShape) async throws -> [UInt32] {
+        let prepared = try await prepare(tenant: tenant, version: version)
+        return try await values(of: features, tenant: tenant, keys: prepared.keys, shape: shape)
+    }
+
+    private func values(of features: FeatureVector, tenant: TenantID, keys: BiometricKeys, shape: BiometricTokenShape) async throws -> [UInt32] {
+        let hashing = try await projection(tenant: tenant, keys: keys, dimension: features.dimension, shape: shape)
+        let symbols = try hashing.symbols(for: features)
+        let blocks = PRFBlocks(tenant: tenant, keyVersion: keys.version).input(for: symbols, symbolsPerPosition: shape.symbolsPerPosition)
+        let output = try await custodyCall { try await self.pool.encryptBlocksECB(key: keys.prf, blocks: blocks) }
+        return try PRFBlocks.tokenValues(fromPRFOutput: output, shape: shape)
+    }
+
+    private func projection(tenant: TenantID, keys: BiometricKeys, dimension: Int, shape: BiometricTokenShape) async throws -> IndexOfMaxHashing {
+        let cacheKey = "\(tenant.rawValue)/\(keys.version)/\(dimension)/\(kind.rawValue)/\(shape.positions)x\(shape.symbolsPerPosition)"
         if let cached = projections.withLock({ $0[cacheKey] }) { return cached }
         var message = Array("custos/bio/seed/v1".utf8)
         message.append(contentsOf: Array(tenant.rawValue.utf8))
         message.append(contentsOf: Array(String(keys.version).utf8))
         let seedBytes = try await custodyCall { try await self.pool.hmacSHA256(key: keys.seed, data: message) }
         let seed = SecretBytes(seedBytes)
-        let hashing = try IndexOfMaxHashing(seed: seed, dimension: dimension, kind: kind)
+        let hashing = try IndexOfMaxHashing(seed: seed, dimension: dimension, kind: kind, shape: shape)
         projections.withLock { cache in
             if cache.count >= projectionCacheLimit { cache.removeAll() }
             cache[cacheKey] = hashing

@@ -1,42 +1,43 @@
+public import CustosModel
 public import SecureMemory
 
-/// Keyed Index-of-Max hashing (DESIGN §6 step 2): 1,024 symbols, each the index (0–15) of the
-/// largest of 16 random projections of a unit embedding.
+/// Keyed Index-of-Max hashing (DESIGN §6 step 2): m symbols (1,024 in every token format), each
+/// the index (below q; 16 in every format) of the largest of q random projections of a unit
+/// embedding. Other shapes serve `custos-bench eval` to compare candidate formats.
 ///
-/// Everything that depends on the seed is computed once, in ``init(seed:dimension:kind:)``; the
-/// caller keeps one instance per tenant, key version and dimension. The projection is derived from
-/// the seed by ``SeededGenerator`` (HMAC-SHA256 in counter mode) with the label
-/// `custos/bio/iom/v1/<kind>/<dimension>`, and is held in wiped storage.
+/// Everything that depends on the seed is computed once, in ``init(seed:dimension:kind:shape:)``; the
+/// caller keeps one instance per tenant, key version, dimension and shape. The projection is
+/// derived from the seed by ``SeededGenerator`` (HMAC-SHA256 in counter mode) with the label
+/// `custos/bio/iom/v1/<kind>/<dimension>`, and is held in wiped storage; for one q the first
+/// rounds of a longer shape are those of a shorter one (the stream simply goes on).
 ///
 /// - Warning: the way the projection is derived is part of the token format: a change here
 ///   changes every token of every existing key version.
 public struct IndexOfMaxHashing: Sendable {
-    /// How the 16,384 projections are made.
+    /// How the m·q projections are made.
     public enum ProjectionKind: String, Sendable, Hashable, CaseIterable {
         /// Rounds of random ±1 signs, a fast Walsh–Hadamard transform and a random permutation of
-        /// the d outputs, 16,384 / d rounds (32 at d = 512); every supported d is a power of two,
-        /// so no padding is needed. Cost O(16,384 · log d) per embedding,
+        /// the d outputs, m·q / d rounds (32 at d = 512 for 1,024 × 16); every supported d is a
+        /// power of two, so no padding is needed. Cost O(m·q · log d) per embedding,
         /// and only sign flips and additions in a fixed order, so symbols are bit-reproducible
         /// on every platform.
         ///
         /// Round `r` (from 0) draws d sign bits (d/32 words; bit b of word w, counting from the
         /// least significant, set means −1 for coordinate 32w + b), then a Fisher–Yates
         /// permutation π of 0..<d (for i from d−1 down to 1, swap i with `uniform(below: i+1)`).
-        /// Its symbol k (of d/16) is the index t of the largest output `H·(s ⊙ x)` at π[16k + t];
+        /// Its symbol k (of d/q) is the index t of the largest output `H·(s ⊙ x)` at π[qk + t];
         /// symbol positions run round by round.
         case structured
-        /// A dense 16,384 × d matrix of standard normal entries (Box–Muller, row by row, two
-        /// entries per pair of words). Symbol k is the index of the largest of rows 16k…16k+15.
-        /// Cost O(16,384 · d) and 64·d KiB of memory (32 MiB at d = 512): kept for comparison.
+        /// A dense m·q × d matrix of standard normal entries (Box–Muller, row by row, two
+        /// entries per pair of words). Symbol k is the index of the largest of rows qk…qk+q−1.
+        /// Cost O(m·q · d) and 4·m·q·d bytes of memory (32 MiB at d = 512, 1,024 × 16): kept for
+        /// comparison.
         case denseGaussian = "dense-gaussian"
     }
 
-    /// The number of symbols per embedding (m).
-    public static let symbolCount = 1024
-    /// The number of projections each symbol chooses among (q); symbols are in `0..<16`.
-    public static let projectionsPerSymbol = 16
-    /// m·q: the number of projections.
-    public static let projectionCount = symbolCount * projectionsPerSymbol
+    /// The shape of every token format: m = 1,024, q = 16 (the bits are the PRF's business, not
+    /// the hashing's).
+    public static let originalShape = BiometricTokenFormat.compact.shape
     /// The number of seed bytes.
     public static let seedByteCount = 32
 
@@ -44,6 +45,10 @@ public struct IndexOfMaxHashing: Sendable {
     public let dimension: Int
     /// How the projection was made.
     public let kind: ProjectionKind
+    /// The number of symbols per embedding (m).
+    public let symbolCount: Int
+    /// The number of projections each symbol chooses among (q); symbols are in `0..<q`.
+    public let projectionsPerSymbol: Int
 
     private let projection: Projection
 
@@ -55,11 +60,12 @@ public struct IndexOfMaxHashing: Sendable {
     ///   - seed: 32 bytes, in production `HMAC_HSM(bio-seed key, tenant ‖ version)`.
     ///   - dimension: 128, 256, 512 or 1,024.
     ///   - kind: ``ProjectionKind/structured`` in production.
+    ///   - shape: m and q (its bits are ignored): the key version's format's.
     /// - Throws: ``IndexOfMaxHashingError/wrongSeedLength(_:)``,
     ///   ``IndexOfMaxHashingError/unsupportedDimension(_:)``.
-    public init(seed: [UInt8], dimension: Int, kind: ProjectionKind) throws(IndexOfMaxHashingError) {
+    public init(seed: [UInt8], dimension: Int, kind: ProjectionKind, shape: BiometricTokenShape = originalShape) throws(IndexOfMaxHashingError) {
         self = try seed.withUnsafeBytes { raw in
-            Result { () throws(IndexOfMaxHashingError) in try Self(seedBytes: raw, dimension: dimension, kind: kind) }
+            Result { () throws(IndexOfMaxHashingError) in try Self(seedBytes: raw, dimension: dimension, kind: kind, shape: shape) }
         }.get()
     }
 
@@ -67,27 +73,29 @@ public struct IndexOfMaxHashing: Sendable {
     ///
     /// - Throws: ``IndexOfMaxHashingError/wrongSeedLength(_:)``,
     ///   ``IndexOfMaxHashingError/unsupportedDimension(_:)``.
-    public init(seed: SecretBytes, dimension: Int, kind: ProjectionKind) throws(IndexOfMaxHashingError) {
+    public init(seed: SecretBytes, dimension: Int, kind: ProjectionKind, shape: BiometricTokenShape = originalShape) throws(IndexOfMaxHashingError) {
         self = try seed.withUnsafeBytes { raw in
-            Result { () throws(IndexOfMaxHashingError) in try Self(seedBytes: raw, dimension: dimension, kind: kind) }
+            Result { () throws(IndexOfMaxHashingError) in try Self(seedBytes: raw, dimension: dimension, kind: kind, shape: shape) }
         }.get()
     }
 
-    private init(seedBytes: UnsafeRawBufferPointer, dimension: Int, kind: ProjectionKind) throws(IndexOfMaxHashingError) {
+    private init(seedBytes: UnsafeRawBufferPointer, dimension: Int, kind: ProjectionKind, shape: BiometricTokenShape) throws(IndexOfMaxHashingError) {
         guard seedBytes.count == Self.seedByteCount else { throw .wrongSeedLength(seedBytes.count) }
         guard FeatureVector.supportedDimensions.contains(dimension) else { throw .unsupportedDimension(dimension) }
         var generator = SeededGenerator(seed: seedBytes, label: "custos/bio/iom/v1/\(kind.rawValue)/\(dimension)")
         self.dimension = dimension
         self.kind = kind
+        symbolCount = shape.positions
+        projectionsPerSymbol = shape.symbolsPerPosition
         switch kind {
         case .structured:
-            projection = .structured(StructuredProjection(dimension: dimension, generator: &generator))
+            projection = .structured(StructuredProjection(dimension: dimension, shape: shape, generator: &generator))
         case .denseGaussian:
-            projection = .dense(DenseProjection(dimension: dimension, generator: &generator))
+            projection = .dense(DenseProjection(dimension: dimension, shape: shape, generator: &generator))
         }
     }
 
-    /// The 1,024 symbols of `vector`, one byte each (values 0–15), in wiped storage: they are as
+    /// The m symbols of `vector`, one byte each (values below q), in wiped storage: they are as
     /// revealing as the embedding to anyone who knows the seed.
     ///
     /// - Throws: ``IndexOfMaxHashingError/dimensionMismatch(expected:actual:)``.
@@ -95,7 +103,7 @@ public struct IndexOfMaxHashing: Sendable {
         guard vector.dimension == dimension else {
             throw .dimensionMismatch(expected: dimension, actual: vector.dimension)
         }
-        return SecretBytes(count: Self.symbolCount) { raw in
+        return SecretBytes(count: symbolCount) { raw in
             let output = raw.bindMemory(to: UInt8.self)
             vector.withUnsafeValues { values in
                 switch projection {
@@ -114,14 +122,15 @@ private enum Projection: Sendable {
     case dense(DenseProjection)
 }
 
-/// Signs as `Float` ±1 and per-round permutations as `UInt16`, `projectionCount` of each.
+/// Signs as `Float` ±1 and per-round permutations as `UInt16`, m·q of each.
 private struct StructuredProjection: Sendable {
     let dimension: Int
+    let shape: BiometricTokenShape
     let signs: SecretBytes
     let permutations: SecretBytes
 
-    init(dimension: Int, generator: inout SeededGenerator) {
-        let count = IndexOfMaxHashing.projectionCount
+    init(dimension: Int, shape: BiometricTokenShape, generator: inout SeededGenerator) {
+        let count = shape.projectionCount
         var signValues = [Float](repeating: 1, count: count)
         var permutationValues = [UInt16](repeating: 0, count: count)
         for round in 0..<(count / dimension) {
@@ -138,6 +147,7 @@ private struct StructuredProjection: Sendable {
             }
         }
         self.dimension = dimension
+        self.shape = shape
         signs = SecretBytes(count: count * 4) { raw in
             _ = raw.initializeMemory(as: Float.self, from: signValues)
         }
@@ -150,11 +160,12 @@ private struct StructuredProjection: Sendable {
 
     func symbols(for values: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<UInt8>) {
         let dimension = dimension
-        let symbolsPerRound = dimension / IndexOfMaxHashing.projectionsPerSymbol
+        let group = shape.symbolsPerPosition
+        let symbolsPerRound = dimension / group
         signs.withUnsafeBytes { signBytes in
             permutations.withUnsafeBytes { permutationBytes in
                 // SAFETY: `init` bound both buffers (to `Float` and `UInt16`) and filled all
-                // `projectionCount` entries; `values` holds `dimension` floats (checked by the
+                // m·q entries; `values` holds `dimension` floats (checked by the
                 // caller) and `scratch` has room for `dimension`.
                 let signs = signBytes.baseAddress!.assumingMemoryBound(to: Float.self)
                 let order = permutationBytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
@@ -162,7 +173,7 @@ private struct StructuredProjection: Sendable {
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: dimension) { scratchBuffer in
                     let scratch = scratchBuffer.baseAddress!
                     let rawScratch = UnsafeMutableRawPointer(scratch)
-                    for round in 0..<(IndexOfMaxHashing.projectionCount / dimension) {
+                    for round in 0..<(shape.projectionCount / dimension) {
                         let roundSigns = UnsafeRawPointer(signs + round * dimension)
                         var offset = 0
                         while offset < dimension * 4 {
@@ -174,8 +185,8 @@ private struct StructuredProjection: Sendable {
                         WalshHadamard.transform(scratch, count: dimension)
                         let roundOrder = order + round * dimension
                         for symbol in 0..<symbolsPerRound {
-                            let group = roundOrder + symbol * IndexOfMaxHashing.projectionsPerSymbol
-                            output[round * symbolsPerRound + symbol] = argmax16 { scratch[Int(group[$0])] }
+                            let members = roundOrder + symbol * group
+                            output[round * symbolsPerRound + symbol] = argmax(of: group) { scratch[Int(members[$0])] }
                         }
                     }
                     wipe(UnsafeMutableRawBufferPointer(scratchBuffer))
@@ -185,14 +196,16 @@ private struct StructuredProjection: Sendable {
     }
 }
 
-/// Row-major `projectionCount × dimension` standard normal `Float`s.
+/// Row-major `m·q × dimension` standard normal `Float`s.
 private struct DenseProjection: Sendable {
     let dimension: Int
+    let shape: BiometricTokenShape
     let matrix: SecretBytes
 
-    init(dimension: Int, generator: inout SeededGenerator) {
-        let count = IndexOfMaxHashing.projectionCount * dimension
+    init(dimension: Int, shape: BiometricTokenShape, generator: inout SeededGenerator) {
+        let count = shape.projectionCount * dimension
         self.dimension = dimension
+        self.shape = shape
         matrix = SecretBytes(count: count * 4) { raw in
             let entries = raw.bindMemory(to: Float.self)
             for index in stride(from: 0, to: count, by: 2) {
@@ -206,14 +219,15 @@ private struct DenseProjection: Sendable {
     func symbols(for values: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<UInt8>) {
         let dimension = dimension
         matrix.withUnsafeBytes { matrixBytes in
-            // SAFETY: the matrix holds `projectionCount × dimension` floats and `values` holds
+            // SAFETY: the matrix holds `m·q × dimension` floats and `values` holds
             // `dimension` (a multiple of 16) floats; every load below stays inside them.
             let rows = UnsafeRawPointer(matrixBytes.baseAddress!)
             let input = UnsafeRawPointer(values.baseAddress!)
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: IndexOfMaxHashing.projectionsPerSymbol) { dots in
-                for symbol in 0..<IndexOfMaxHashing.symbolCount {
-                    for projection in 0..<IndexOfMaxHashing.projectionsPerSymbol {
-                        let row = rows + (symbol * IndexOfMaxHashing.projectionsPerSymbol + projection) * dimension * 4
+            let group = shape.symbolsPerPosition
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group) { dots in
+                for symbol in 0..<shape.positions {
+                    for projection in 0..<group {
+                        let row = rows + (symbol * group + projection) * dimension * 4
                         var even = SIMD16<Float>(), odd = SIMD16<Float>()
                         var offset = 0
                         while offset < dimension * 4 {
@@ -225,7 +239,7 @@ private struct DenseProjection: Sendable {
                         }
                         dots[projection] = (even + odd).sum()
                     }
-                    output[symbol] = argmax16 { dots[$0] }
+                    output[symbol] = argmax(of: group) { dots[$0] }
                 }
                 wipe(UnsafeMutableRawBufferPointer(dots))
             }
@@ -233,12 +247,12 @@ private struct DenseProjection: Sendable {
     }
 }
 
-/// The index of the largest of `value(0)…value(15)`; the first on ties.
+/// The index of the largest of `value(0)…value(count − 1)`; the first on ties.
 @inline(__always)
-private func argmax16(_ value: (Int) -> Float) -> UInt8 {
+private func argmax(of count: Int, _ value: (Int) -> Float) -> UInt8 {
     var best = value(0)
     var index: UInt8 = 0
-    for candidate in 1..<IndexOfMaxHashing.projectionsPerSymbol {
+    for candidate in 1..<count {
         let next = value(candidate)
         if next > best {
             best = next

@@ -6,15 +6,16 @@ public import SecureMemory
 /// version.
 ///
 /// Input block j (from 0) is 16 bytes: the 8-byte ``tag``, j as a big-endian `UInt16`, the symbol
-/// byte, then five zero bytes. All 1,024 blocks go to the HSM in one `C_Encrypt` (CKM_AES_ECB,
-/// `bio-prf` key); ``tokenValues(fromPRFOutput:)`` keeps the first four bytes (big-endian) of each
-/// output block. Because the tag binds tenant and version, equal symbols never give equal blocks
-/// across tenants or versions even if two keys were equal.
+/// byte, then five zero bytes. All m blocks (one per position) go to the HSM in one `C_Encrypt`
+/// (CKM_AES_ECB, `bio-prf` key); ``tokenValues(fromPRFOutput:shape:)`` keeps the top b bits of the
+/// first four bytes (big-endian) of each output block. Because the tag binds tenant and version,
+/// equal symbols never give equal blocks across tenants or versions even if two keys were equal.
 public struct PRFBlocks: Sendable, Hashable {
     /// AES's block size.
     public static let blockSize = 16
-    /// The size of the PRF input and output: 1,024 blocks.
-    public static let byteCount = IndexOfMaxHashing.symbolCount * blockSize
+
+    /// The size of the PRF input and output for tokens of `shape`: one block per position.
+    public static func byteCount(for shape: BiometricTokenShape) -> Int { shape.positions * blockSize }
 
     /// The first 8 bytes of `SHA-256("custos/bio/v1" ‖ 0x00 ‖ tenant id as lower-case UUID text ‖
     /// key version as a big-endian Int64)`.
@@ -30,17 +31,18 @@ public struct PRFBlocks: Sendable, Hashable {
         tag = Array(hash.finalize().prefix(8))
     }
 
-    /// The 1,024 input blocks for `symbols`, in wiped storage (the symbols are sensitive).
+    /// One input block per symbol, in wiped storage (the symbols are sensitive).
     ///
-    /// - Precondition: `symbols` holds ``IndexOfMaxHashing/symbolCount`` bytes, each below 16, as
-    ///   ``IndexOfMaxHashing/symbols(for:)`` returns them.
-    public func input(for symbols: SecretBytes) -> SecretBytes {
-        precondition(symbols.count == IndexOfMaxHashing.symbolCount, "expected \(IndexOfMaxHashing.symbolCount) symbols")
+    /// - Precondition: `symbols` holds at most ``BiometricTokenShape/maxPositions`` bytes, each
+    ///   below `symbolsPerPosition` (16 in every format), as ``IndexOfMaxHashing/symbols(for:)``
+    ///   returns them.
+    public func input(for symbols: SecretBytes, symbolsPerPosition: Int = 16) -> SecretBytes {
+        precondition(symbols.count <= BiometricTokenShape.maxPositions, "at most \(BiometricTokenShape.maxPositions) symbols")
         return symbols.withUnsafeBytes { symbolBytes in
-            SecretBytes(count: Self.byteCount) { blocks in
-                for index in 0..<IndexOfMaxHashing.symbolCount {
+            SecretBytes(count: symbols.count * Self.blockSize) { blocks in
+                for index in 0..<symbols.count {
                     let symbol = symbolBytes[index]
-                    precondition(symbol < UInt8(IndexOfMaxHashing.projectionsPerSymbol), "a symbol is below 16")
+                    precondition(Int(symbol) < symbolsPerPosition, "a symbol is below \(symbolsPerPosition)")
                     let start = index * Self.blockSize
                     for (offset, byte) in tag.enumerated() { blocks[start + offset] = byte }
                     blocks[start + 8] = UInt8(truncatingIfNeeded: index >> 8)
@@ -52,31 +54,37 @@ public struct PRFBlocks: Sendable, Hashable {
         }
     }
 
-    /// The token values: the first four bytes, big-endian, of each 16-byte block of the PRF output
-    /// (``BiometricTokenFormat/wide``), or its first byte (``BiometricTokenFormat/compact``) — so
-    /// a compact value is the wide value's top byte.
+    /// The token values: the top b bits of the first four bytes, big-endian, of each 16-byte
+    /// block of the PRF output — all 32 for ``BiometricTokenFormat/wide``, the first byte for
+    /// ``BiometricTokenFormat/compact`` — so a narrower value is always the top of a wider one.
     ///
-    /// - Throws: ``PRFBlocksError/wrongOutputLength(_:)`` unless `output` has ``byteCount`` bytes.
-    public static func tokenValues(fromPRFOutput output: [UInt8], format: BiometricTokenFormat = .wide) throws(PRFBlocksError) -> [UInt32] {
-        guard output.count == byteCount else { throw .wrongOutputLength(output.count) }
+    /// - Throws: ``PRFBlocksError/wrongOutputLength(_:expected:)`` unless `output` has
+    ///   ``byteCount(for:)`` bytes.
+    public static func tokenValues(fromPRFOutput output: [UInt8], shape: BiometricTokenShape) throws(PRFBlocksError) -> [UInt32] {
+        guard output.count == byteCount(for: shape) else { throw .wrongOutputLength(output.count, expected: byteCount(for: shape)) }
+        let shift = UInt32(32 - shape.bitsPerValue)
         return output.withUnsafeBytes { raw in
-            (0..<IndexOfMaxHashing.symbolCount).map { index in
-                let wide = UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: index * blockSize, as: UInt32.self))
-                return format == .wide ? wide : wide >> UInt32(32 - format.bitsPerValue)
+            (0..<shape.positions).map { index in
+                UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: index * blockSize, as: UInt32.self)) >> shift
             }
         }
+    }
+
+    /// ``tokenValues(fromPRFOutput:shape:)`` for `format`'s shape.
+    public static func tokenValues(fromPRFOutput output: [UInt8], format: BiometricTokenFormat = .wide) throws(PRFBlocksError) -> [UInt32] {
+        try tokenValues(fromPRFOutput: output, shape: format.shape)
     }
 }
 
 /// Why a PRF output could not become a token.
 public enum PRFBlocksError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The PRF returned this many bytes instead of 16,384.
-    case wrongOutputLength(Int)
+    /// The PRF returned this many bytes instead of one block per position.
+    case wrongOutputLength(Int, expected: Int)
 
     public var description: String {
         switch self {
-        case .wrongOutputLength(let count):
-            "the biometric PRF returned \(count) bytes, not \(PRFBlocks.byteCount)"
+        case .wrongOutputLength(let count, let expected):
+            "the biometric PRF returned \(count) bytes, not \(expected)"
         }
     }
 }

@@ -1,4 +1,3 @@
-import Tokenization
 public import SecureMemory
 
 /// Index-of-Max symbols packed four bits each, for fast unprotected comparisons in evaluation:
@@ -13,21 +12,21 @@ public struct PackedSymbols: Sendable, Hashable {
 
     /// Packs symbols as ``IndexOfMaxHashing/symbols(for:)`` returns them.
     ///
-    /// - Precondition: ``IndexOfMaxHashing/symbolCount`` symbols, each below 16.
+    /// - Precondition: a multiple of 16 symbols (any shape's m with q = 16), each below 16.
     public init(_ symbols: SecretBytes) {
         self = symbols.withUnsafeBytes { Self($0.bindMemory(to: UInt8.self)) }
     }
 
     /// Packs plain symbols (tests and tools).
     ///
-    /// - Precondition: ``IndexOfMaxHashing/symbolCount`` symbols, each below 16.
+    /// - Precondition: a multiple of 16 symbols, each below 16.
     public init(_ symbols: [UInt8]) {
         self = symbols.withUnsafeBufferPointer { Self($0) }
     }
 
     private init(_ symbols: UnsafeBufferPointer<UInt8>) {
-        precondition(symbols.count == IndexOfMaxHashing.symbolCount, "expected \(IndexOfMaxHashing.symbolCount) symbols")
-        var words = [UInt64](repeating: 0, count: IndexOfMaxHashing.symbolCount / 16)
+        precondition(symbols.count > 0 && symbols.count % 16 == 0, "a multiple of 16 symbols, not \(symbols.count)")
+        var words = [UInt64](repeating: 0, count: symbols.count / 16)
         for (index, symbol) in symbols.enumerated() {
             precondition(symbol < 16, "a symbol is below 16")
             words[index / 16] |= UInt64(symbol) << UInt64(4 * (index % 16))
@@ -44,6 +43,7 @@ public struct PackedSymbols: Sendable, Hashable {
             bits |= bits >> 2
             differing += (bits & 0x1111_1111_1111_1111).nonzeroBitCount
         }
-        return Double(IndexOfMaxHashing.symbolCount - differing) / Double(IndexOfMaxHashing.symbolCount)
+        let count = words.count * 16
+        return Double(count - differing) / Double(count)
     }
 }

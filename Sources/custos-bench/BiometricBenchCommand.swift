@@ -51,7 +51,7 @@ struct BiometricBenchCommand: AsyncParsableCommand {
                 _ = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)
             }
             let prfKey = EvaluationKeys.keys(version: 1).prf
-            let blocks = [UInt8](repeating: 0x42, count: PRFBlocks.byteCount)
+            let blocks = [UInt8](repeating: 0x42, count: PRFBlocks.byteCount(for: BiometricTokenFormat.default.shape))
             let prf = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { _ in _ = try await pool.encryptBlocksECB(key: prfKey, blocks: blocks) }
             let verify = try await BenchmarkLoop.measure(pool: pool, tasks: tasks, seconds: seconds) { index in
                 let probe = try await tokenizer.tokenize(vectors[index % vectors.count], tenant: tenant, version: 1)

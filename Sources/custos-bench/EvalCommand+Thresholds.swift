@@ -14,7 +14,7 @@ extension EvalCommand.Run {
             let at = threshold.threshold.map { String(format: "%.4f", $0) } ?? "none"
             return "\(at) (FMR \(rate(threshold.fmr)), FNMR \(rate(threshold.fnmr)))"
         }
-        var lines = ["thresholds (accept score ≥ t)  raw cosine                                   protected (matching positions / 1,024)"]
+        var lines = ["thresholds (accept score ≥ t)  raw cosine                                   protected (matching positions / m)"]
         for row in report.thresholds {
             var line = "  FMR ≤ \(String(format: "%g", row.target_fmr))".padding(toLength: 31, withPad: " ", startingAt: 0)
             line += cell(row.raw).padding(toLength: 45, withPad: " ", startingAt: 0) + cell(row.protected)

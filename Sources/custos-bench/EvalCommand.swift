@@ -13,11 +13,8 @@ extension IndexOfMaxHashing.ProjectionKind: ExpressibleByArgument {}
 
 extension BiometricTokenFormat: ExpressibleByArgument {
     public init?(argument: String) {
-        switch argument {
-        case "wide": self = .wide
-        case "compact": self = .compact
-        default: return nil
-        }
+        guard let format = Self.allCases.first(where: { $0.name == argument }) else { return nil }
+        self = format
     }
 }
 
@@ -41,17 +38,36 @@ struct EvalCommand: AsyncParsableCommand {
         @Option(help: "Target false-match rates to print thresholds for, comma-separated.") var fmr = "1e-4,1e-2"
         @Option(help: "Token format: compact (default, 8 bits per position) or wide (32 bits, bio versions made before it).")
         var tokenFormat: BiometricTokenFormat = .default
+        @Option(help: "Evaluate a shape no format has (instead of --token-format): m positions, with --bits; q from --symbols (default 16).") var positions: Int?
+        @Option(help: "Bits kept of each position's PRF output (1–32), with --positions.") var bits: Int?
+        @Option(help: "Projections per symbol q (a power of two, 2–128), with --positions.") var symbols = 16
+
+        /// The shape asked for with `--positions` and `--bits`, if any.
+        func requestedShape() throws -> BiometricTokenShape? {
+            switch (positions, bits) {
+            case (nil, nil): return nil
+            case (let positions?, let bits?):
+                guard let shape = BiometricTokenShape(positions: positions, symbolsPerPosition: symbols, bitsPerValue: bits) else {
+                    throw LocalError.failed(
+                        "no token shape m = \(positions), q = \(symbols), b = \(bits): q must be a power of two from 2 to 128, m·q a multiple of 1,024, m at most 65,536, b from 1 to 32 and m·b a multiple of 64"
+                    )
+                }
+                return shape
+            default: throw LocalError.failed("--positions and --bits go together")
+            }
+        }
 
         func run() async throws {
             ProcessHygiene.lockDown()
             let targets: FalseMatchRateTargets
             do { targets = try FalseMatchRateTargets(parsing: fmr) } catch { throw LocalError.failed(error.description) }
+            let shape = try requestedShape()
             let set = try LabelledEmbeddings(contentsOfFile: embeddings)
             let configuration = try options.loadConfiguration()
             let defaults = DecisionThresholds.default
             let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
                 try await ProtectedEvaluation.run(
-                    set, pool: pool, kind: projection, format: tokenFormat, falseMatchRates: targets.rates,
+                    set, pool: pool, kind: projection, format: tokenFormat, shape: shape, falseMatchRates: targets.rates,
                     decisionThresholds: (defaults.green, defaults.amber)
                 )
             }
@@ -61,7 +77,7 @@ struct EvalCommand: AsyncParsableCommand {
             case .table:
                 func pct(_ value: Double) -> String { String(format: "%.3f %%", value * 100) }
                 print("""
-                \(report.samples) samples, \(report.identities) identities, d = \(report.dimension), projection \(report.projection), \(report.token_format) tokens
+                \(report.samples) samples, \(report.identities) identities, d = \(report.dimension), projection \(report.projection), \(report.token_format) tokens (m = \(report.positions), q = \(report.symbols_per_position), \(report.bits_per_value) bits, \(report.token_bytes) bytes; \(String(format: "%.0f", report.tokenization_us)) µs per tokenization)
                 \(report.genuine_pairs) genuine and \(report.impostor_pairs) impostor pairs
                                      raw cosine     protected
                 EER                  \(pct(report.raw_eer).padding(toLength: 14, withPad: " ", startingAt: 0)) \(pct(report.protected_eer))

@@ -57,11 +57,11 @@ struct CompactTokenTests {
     @Test("A compact value is the top byte of the wide value of the same PRF output")
     func compactIsTopByte() throws {
         var random = TestRandom(seed: 24)
-        let output = Self.randomBytes(&random, count: PRFBlocks.byteCount)
+        let output = Self.randomBytes(&random, count: PRFBlocks.byteCount(for: BiometricTokenFormat.compact.shape))
         let wide = try PRFBlocks.tokenValues(fromPRFOutput: output, format: .wide)
         let compact = try PRFBlocks.tokenValues(fromPRFOutput: output, format: .compact)
         #expect(compact == (0..<1024).map { UInt32(output[$0 * 16]) }, "the first byte of each 16-byte block")
         #expect(compact == wide.map { $0 >> 24 })
-        #expect(throws: PRFBlocksError.wrongOutputLength(16)) { _ = try PRFBlocks.tokenValues(fromPRFOutput: [UInt8](repeating: 0, count: 16), format: .compact) }
+        #expect(throws: PRFBlocksError.wrongOutputLength(16, expected: 16_384)) { _ = try PRFBlocks.tokenValues(fromPRFOutput: [UInt8](repeating: 0, count: 16), format: .compact) }
     }
 }

@@ -43,7 +43,7 @@ struct PRFBlocksTests {
         #expect(values[0] == 0x0102_0304)
         #expect(values[1] == 0xEEEE_EEEE)
         #expect(values[1023] == 0xFF00_007F)
-        #expect(throws: PRFBlocksError.wrongOutputLength(16_383)) {
+        #expect(throws: PRFBlocksError.wrongOutputLength(16_383, expected: 16_384)) {
             try PRFBlocks.tokenValues(fromPRFOutput: Array(output.dropLast()))
         }
     }
