@@ -85,7 +85,7 @@ public final class Database: Sendable {
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await withTransaction(context: context) { connection in
-            _ = try await connection.execute(SetTenant(tenant: tenant))
+            try await connection.scope(to: tenant)
             return try await body(connection)
         }
     }

@@ -56,8 +56,8 @@ public enum SessionStore {
 
     /// Inserts the session and its link index row (the caller's tenant transaction).
     public static func insert(_ new: New, tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        _ = try await connection.execute(InsertSession(new: new, tenant: tenant))
-        _ = try await connection.execute(InsertLink(new: new, tenant: tenant))
+        for try await _ in try await connection.execute(InsertSession(new: new, tenant: tenant)) {}
+        for try await _ in try await connection.execute(InsertLink(new: new, tenant: tenant)) {}
     }
 
     /// Marks the link used, once: a second open, or one after `now` passed its expiry, is
@@ -98,7 +98,7 @@ public enum SessionStore {
     }
 
     public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: DatabaseTransaction) async throws {
-        _ = try await connection.execute(RecordConsent(id: id, noticeVersion: noticeVersion, now: now))
+        for try await _ in try await connection.execute(RecordConsent(id: id, noticeVersion: noticeVersion, now: now)) {}
     }
 
     /// Writes the outcome if none is written yet. - Returns: whether it was written.
