@@ -122,21 +122,8 @@ struct ReplicatedDestructionAnchorTests {
     func anchorOnEveryToken() async throws {
         let harness = try await CustodyHarness.make("repanchor")
         // Token B restored from the harness's shares (2 of 3): a replica of the harness token.
-        let tokenB = try TestToken.make("repanchorb")
-        let poolB = try SessionPool(configuration: tokenB.configuration(), logger: harness.logs.logger)
-        try await poolB.start()
-        let participants = try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"])
-        _ = try await KeyCeremony(pool: poolB, participants: participants, configHash: "test", logger: harness.logs.logger)
-            .restore(sharePaths: Array(harness.sharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(tokenB.label).jsonl"))
-        await poolB.shutdown()
-
-        var configuration = harness.token.configuration()
-        configuration.replicas = [TokenEndpoint(modulePath: TestToken.modulePath, token: .label(tokenB.label), userPIN: .file(path: tokenB.pinFile))]
-        let moduleA = try TestToken.isolatedModule()
-        let pool = try SessionPool(
-            configuration: configuration, module: moduleA, replicaModules: [try TestToken.isolatedModule()], logger: harness.logs.logger
-        )
-        try await pool.start()
+        let replicated = try await ReplicaTokenPool.make(harness, replicaName: "repanchorb")
+        let (moduleA, pool) = (replicated.moduleA, replicated.pool)
         try await ReplicaRootKeyCheck.verify(pool)
         let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)

@@ -150,21 +150,8 @@ struct WebhookKeyEscrowTests {
     @Test("with two tokens a new key is on both, each signs for the same public key; a key without escrow is named as on one token only")
     func everyTokenAndSingleTokenListing() async throws {
         let harness = try await CustodyHarness.make("escrowtwo")
-        let tokenB = try TestToken.make("escrowtwob")
-        let poolB = try SessionPool(configuration: tokenB.configuration(), logger: harness.logs.logger)
-        try await poolB.start()
-        _ = try await KeyCeremony(
-            pool: poolB, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]),
-            configHash: "test", logger: harness.logs.logger
-        ).restore(sharePaths: Array(harness.sharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(tokenB.label).jsonl"))
-        await poolB.shutdown()
-        var configuration = harness.token.configuration()
-        configuration.replicas = [TokenEndpoint(modulePath: TestToken.modulePath, token: .label(tokenB.label), userPIN: .file(path: tokenB.pinFile))]
-        let moduleA = try TestToken.isolatedModule()
-        let pool = try SessionPool(
-            configuration: configuration, module: moduleA, replicaModules: [try TestToken.isolatedModule()], logger: harness.logs.logger
-        )
-        try await pool.start()
+        let replicated = try await ReplicaTokenPool.make(harness, replicaName: "escrowtwob")
+        let (moduleA, pool) = (replicated.moduleA, replicated.pool)
         let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
@@ -254,7 +241,7 @@ struct WebhookKeyEscrowTests {
             pool: pool, participants: try CeremonyParticipants(operatorName: "Ada Officer", witnesses: ["Grace Witness"]), configHash: "test",
             logger: harness.logs.logger
         ).restoreWebhookKeys(
-            sharePaths: Array(harness.escrowSharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(tokenB.label)-replay.jsonl"),
+            sharePaths: Array(harness.escrowSharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(replicated.replica.label)-replay.jsonl"),
             keyring: keyring, actor: "ceremony:test"
         )
         #expect(report.imported.isEmpty && report.alreadyPresent == ["\(tenant.rawValue)/webhook-ed25519/v3"], "\(report)")
