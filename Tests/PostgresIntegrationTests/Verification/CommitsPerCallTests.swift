@@ -35,14 +35,17 @@ struct CommitsPerCallTests {
     }
 
     /// ``commits(_:counting:during:)`` for a call of the running service: a re-read of the
-    /// tenant's policy is left out when a notice on the shared cache-change channel arrived
-    /// meanwhile (other suites' changes and forged payloads share this database, and a notice
-    /// this version cannot read makes every cache forget, as it must). Without one, the call's
-    /// own commits must be exactly what the test expects.
-    static func callCommits(_ database: Database, changes: CacheChangeListener, during call: () async throws -> Void) async throws -> [String: Int] {
-        let generation = changes.generation
+    /// tenant's policy is left out when a notice on the shared cache-change channel arrived since
+    /// `seen`, the generation when the policy was last known cached (other suites' changes and
+    /// forged payloads share this database, and a notice this version cannot read makes every
+    /// cache forget, as it must). A notice between two calls counts too: it empties the cache
+    /// before the next call starts. Without one, the call's own commits must be exactly what the
+    /// test expects.
+    static func callCommits(_ database: Database, changes: CacheChangeListener, since seen: inout UInt64, during call: () async throws -> Void) async throws -> [String: Int] {
         var made = try await commits(database, during: call)
-        if changes.generation != generation { made["read tenant policy"] = nil }
+        let now = changes.generation
+        if now != seen { made["read tenant policy"] = nil }
+        seen = now
         return made
     }
 
@@ -71,7 +74,9 @@ struct CommitsPerCallTests {
         // A notice on the shared channel while a read runs (another suite's change, in CI) keeps
         // that read out of the cache, as it must: read again until the policy is cached.
         var policyReads = 1
+        var seen = verification.graph.changes.generation
         for _ in 0..<50 {
+            seen = verification.graph.changes.generation
             let made = try await Self.commits(database) { _ = try await verification.policies.policy(tenant) }
             if made.isEmpty { break }
             policyReads += 1
@@ -80,7 +85,7 @@ struct CommitsPerCallTests {
 
         for index in 0..<4 {
             let session = try await verification.consentedSession(tenant, "subject-\(index)")
-            let made = try await Self.callCommits(database, changes: verification.graph.changes) {
+            let made = try await Self.callCommits(database, changes: verification.graph.changes, since: &seen) {
                 _ = try await flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.3 + Double(index) / 10)))
             }
             #expect(made == ["enrol in session": 1], "Enrol committed \(made)")
@@ -88,7 +93,7 @@ struct CommitsPerCallTests {
         for index in 0..<4 {
             let session = try await verification.consentedSession(tenant, "subject-\(index)")
             var decision: Decision?
-            let made = try await Self.callCommits(database, changes: verification.graph.changes) {
+            let made = try await Self.callCommits(database, changes: verification.graph.changes, since: &seen) {
                 decision = try await flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.probe(0.3 + Double(index) / 10)))
             }
             #expect(decision?.color == .green)
@@ -103,7 +108,7 @@ struct CommitsPerCallTests {
         for index in 0..<2 {
             let session = try await verification.consentedSession(tenant, "subject-\(index)")
             var decision: Decision?
-            let made = try await Self.callCommits(database, changes: verification.graph.changes) {
+            let made = try await Self.callCommits(database, changes: verification.graph.changes, since: &seen) {
                 decision = try await flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.probe(0.3 + Double(index) / 10)))
             }
             #expect(decision?.color == .green)
