@@ -71,7 +71,7 @@ public final class WebhookSigner: Sendable {
     ///   ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
         guard ed25519Available else {
-            throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
+            throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module of at least one configured token has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
         }
         return try await custody {
             try await ed25519Creation.run(tenant) {
@@ -150,7 +150,7 @@ public final class WebhookSigner: Sendable {
             }
             for record in try await keyring.cachedSigningVersions(tenant, .webhookEd25519) {
                 let signature = try await keyring.keyUses.counting(tenant, .webhookEd25519, version: record.version, .webhookSign) {
-                    try await signEd25519(key: keyring.hsmKey(for: record), message: content)
+                    try await signEd25519(record, message: content)
                 }
                 entries.append((StandardWebhooks.ed25519Version, signature))
             }
@@ -159,20 +159,39 @@ public final class WebhookSigner: Sendable {
         }
     }
 
-    /// An Ed25519 signature from the first token or, while it is out of service, from the next
-    /// token that holds the key: an escrowed key is on every token, and a signature changes
-    /// nothing on the token (Ed25519 is deterministic: every token gives the same one). A key
-    /// made before escrow is on the first token only; it then stays unavailable.
-    private func signEd25519(key: HSMKey, message: [UInt8]) async throws -> [UInt8] {
-        do {
-            return try await pool.signEd25519(key: key, message: message)
-        } catch let error as HSMError {
-            guard case .unavailable = error else { throw error }
-            for replica in pool.tokenPools.dropFirst() {
-                if let signature = try? await replica.signEd25519(key: key, message: message) { return signature }
-            }
-            throw error
+    /// An Ed25519 signature that verifies under the row's (MAC-checked) public key: from the
+    /// first token or, when it fails, lacks the key, or its object under the row's label signs
+    /// for another key, from the next token that gives one. The object on a token is not bound
+    /// to the row: whoever holds a token's user PIN can destroy it (versions must be
+    /// destroyable) and put a key of their own under the label, so every signature is checked
+    /// in software before it leaves (about as costly as the signature itself) and a token that
+    /// gives another key's is passed over, logged. Trying the next token is safe: a signature
+    /// changes nothing on the token, and Ed25519 is deterministic (every token gives the same).
+    /// A key made before escrow is on the first token only; it then stays unavailable.
+    /// - Throws: the first token's failure when no token gives a valid signature, or
+    ///   ``HSMError/configuration(_:)`` naming the token whose object signs for another key.
+    private func signEd25519(_ record: KeyVersionRecord, message: [UInt8]) async throws -> [UInt8] {
+        guard let publicKey = record.publicKey, let expected = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else {
+            throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
         }
+        let key = keyring.hsmKey(for: record)
+        var failure: (any Error)?
+        for token in pool.tokenPools {
+            do {
+                let signature = try await token.signEd25519(key: key, message: message)
+                if expected.isValidSignature(signature, for: message) { return signature }
+                let mismatch = HSMError.configuration(
+                    "token \(token.configuration.token): the object labelled \(record.tokenLabel ?? "") does not sign for the public key of \(record.purpose.rawValue) v\(record.version) of tenant \(record.tenant) (replaced with the user PIN?)"
+                )
+                keyring.logger.error("a token's Ed25519 object does not sign for its row's public key: not used", metadata: ["error": "\(mismatch)"])
+                failure = failure ?? mismatch
+            } catch let error as HSMError {
+                // Down, lacking the key (a replacement token before `restore-webhook-keys`), or
+                // holding the label twice: the next token may serve.
+                failure = failure ?? error
+            }
+        }
+        throw failure ?? HSMError.notRunning
     }
 
     /// The tenant's usable v1a public keys (`whpk_…`), newest first.
