@@ -66,7 +66,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// An optional feature the HSM module cannot provide (e.g. Ed25519 webhook keys).
     case featureUnavailable(String)
     /// A recorded escrow public key fails its HSM MAC: a database writer put a key of their own
-    /// in `escrow_keys` (or edited one); no seed is sealed to any escrow key until officers look.
+    /// in `escrow_keys` (or edited one), or the key the tokens pinned is missing (the newest
+    /// deleted, so that seeds would go to an older one); no seed is sealed until officers look.
     case escrowKeyTampered(version: Int)
 
     public var isRetryable: Bool {
@@ -126,7 +127,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
         case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
         case .escrowKeyTampered(let version):
-            "escrow key v\(version) in the database fails its HSM MAC (replaced or edited): no Ed25519 seed is escrowed until it is investigated"
+            "escrow key v\(version) in the database fails its HSM MAC (replaced or edited) or is missing though the HSM pinned it (deleted): no Ed25519 seed is escrowed until it is investigated"
         case .keyStateAnchorInvalid: "the HSM's list of key states (\(KeyStateAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description

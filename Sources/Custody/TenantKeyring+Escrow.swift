@@ -27,8 +27,11 @@ extension TenantKeyring {
     /// - Throws: ``CustodyError``.
     public func recordEscrowKey(publicKey: [UInt8], ceremonyID: String) async throws -> EscrowKeyRecord {
         try await custody {
-            try await database.withTransaction(context: "record escrow key") { connection in
-                let version = (try await EscrowKeyStore.all(on: connection).map(\.version).max() ?? 0) + 1
+            // Above the tokens' pin too: after the database was restored from a backup older
+            // than the newest escrow key, a new key must not take that key's version.
+            let anchored = try await escrowKeyAnchor.read()?.version ?? 0
+            let record = try await database.withTransaction(context: "record escrow key") { connection in
+                let version = max(try await EscrowKeyStore.all(on: connection).map(\.version).max() ?? 0, anchored) + 1
                 let mac = try await self.pool.hmacSHA256(
                     key: self.rootKeys.mac, data: Self.escrowKeyMessage(version: version, publicKey: publicKey, ceremonyID: ceremonyID)
                 )
@@ -36,16 +39,39 @@ extension TenantKeyring {
                 try await EscrowKeyStore.insert(record, on: connection)
                 return record
             }
+            // After the commit: a crash or token failure before this leaves the pin behind,
+            // and the next seal raises it (``pinnedEscrowKey()``).
+            do {
+                try await escrowKeyAnchor.raise(to: EscrowKeyAnchor.Pin(record))
+            } catch {
+                logger.warning("escrow key recorded but not yet pinned on the tokens; the next v1a key creation pins it", metadata: ["error": "\(error)"])
+            }
+            return record
         }
     }
 
     /// The escrow key new Ed25519 seeds are sealed to: the newest recorded one, after every
-    /// recorded key's MAC is checked in the HSM. `nil` when the ceremony has made none yet.
+    /// recorded key's MAC is checked in the HSM and the tokens' pin (``EscrowKeyAnchor``) is
+    /// found among them; the pin is then raised to it. `nil` when the ceremony has made none yet.
     /// - Throws: ``CustodyError/escrowKeyTampered(version:)`` when any recorded key fails its
-    ///   MAC (a database writer put a key of their own there, or edited one): nothing is sealed
-    ///   until officers look.
+    ///   MAC (a database writer put a key of their own there, or edited one), or the database
+    ///   lacks the key the tokens pinned (the owner role deleted the newest, so that seeds go to
+    ///   an older one): nothing is sealed until officers look.
     public func pinnedEscrowKey() async throws -> EscrowKeyRecord? {
-        try await verifiedEscrowKeys().max { $0.version < $1.version }
+        let records = try await verifiedEscrowKeys()
+        return try await custody {
+            let anchor = escrowKeyAnchor
+            if let pin = try await anchor.read(), !records.contains(where: { EscrowKeyAnchor.Pin($0) == pin }) {
+                throw CustodyError.escrowKeyTampered(version: pin.version)
+            }
+            guard let newest = records.max(by: { $0.version < $1.version }) else { return nil }
+            try await anchor.raise(to: EscrowKeyAnchor.Pin(newest))
+            return newest
+        }
+    }
+
+    var escrowKeyAnchor: EscrowKeyAnchor {
+        EscrowKeyAnchor(pool: pool, logIdentity: keyStateAnchor.identity)
     }
 
     /// Every recorded escrow key, each checked against its HSM MAC.
