@@ -115,7 +115,7 @@ public struct CustosRuntime: Sendable {
         var settings = settings
         do {
             if try await !requireCustodyCapabilities(pool) {
-                options.logger.warning("the HSM module has no Ed25519: v1a webhook keys are off, v1 works")
+                options.logger.warning("an HSM module (of at least one configured token) has no Ed25519: v1a webhook keys are off, v1 works")
                 settings.ed25519Webhooks = false
             }
         } catch {
@@ -163,19 +163,20 @@ public struct CustosRuntime: Sendable {
     /// Refuses a module that cannot keep tenant keys unreadable (it ignores unwrap templates,
     /// wraps in another format, or hides check values: ``SelfTest/capabilityChecks``), before
     /// anything is built on it. Optional features (Ed25519 webhooks) do not count.
-    /// - Returns: whether the module has what `v1a` (Ed25519) webhook keys need.
+    /// - Returns: whether every token's module has what `v1a` (Ed25519) webhook keys need.
     /// - Throws: ``ConfigurationError/moduleUnfit(modulePath:failed:)``.
     @discardableResult
     public static func requireCustodyCapabilities(_ pool: SessionPool) async throws -> Bool {
-        // Every token's module: a call may move to any of them (Ed25519 runs on the first only).
-        var ed25519 = false
-        for (index, token) in pool.tokenPools.enumerated() {
+        // Every token's module: a call may move to any of them, and a v1a key is imported on
+        // every token (one that cannot take it would fail every creation, opaquely).
+        var ed25519 = true
+        for token in pool.tokenPools {
             let results = await SelfTest.capabilities(of: token)
             let blockers = SelfTest.custodyBlockers(results)
             guard blockers.isEmpty else {
                 throw ConfigurationError.moduleUnfit(modulePath: token.configuration.modulePath, failed: blockers.map { "\($0.name): \($0.detail)" })
             }
-            if index == 0 { ed25519 = SelfTest.supportsEd25519Webhooks(results) }
+            if !SelfTest.supportsEd25519Webhooks(results) { ed25519 = false }
         }
         return ed25519
     }
