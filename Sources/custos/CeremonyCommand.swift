@@ -322,7 +322,9 @@ struct CeremonyGenerateEscrowCommand: AsyncParsableCommand {
         let configuration = try options.loadConfiguration()
         let participants = try ceremony.participants()
         let outcome = try await CustosRuntime.run(configuration, options: .cli()) { context -> KeyCeremony.EscrowOutcome? in
-            if ifMissing, try await context.keyring.pinnedEscrowKey() != nil { return nil }
+            // Rows, not the tokens' pin: a database dropped or restored from an older backup
+            // (the token keeps its pin) gets a new escrow key, above the pinned version.
+            if ifMissing, try await !context.keyring.verifiedEscrowKeys().isEmpty { return nil }
             return try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
                 .generateEscrow(
                     threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: ceremony.transcript),
