@@ -78,7 +78,8 @@ extension KeyCeremony {
         /// Versions escrowed to another escrow key (give that key's shares too).
         public var otherEscrowKey: [String] = []
         /// Versions refused, with the reason (a row failing its MAC, a ciphertext that does not
-        /// open or gives another public key): nothing imported for them.
+        /// open or gives another public key: nothing imported for them; an object under the
+        /// label on a token that signs for another key: that token only, named).
         public var refused: [String] = []
     }
 
@@ -151,7 +152,7 @@ extension KeyCeremony {
                 report.refused.append("\(name): the HSM's list of key states names it destroyed (a row put back from a backup)")
                 continue
             }
-            var importedOn = [String]()
+            var importedOn = [String](), refusedOn = [String]()
             do {
                 let seed = try SeedEscrow.open(escrow, record: record, escrowPrivateKey: privateKey)
                 guard try SeedEscrow.ed25519PublicKey(of: seed) == recordedPublicKey else {
@@ -159,20 +160,30 @@ extension KeyCeremony {
                 }
                 let id = try await pool.random(count: 16)
                 for token in pool.tokenPools {
-                    if try await TenantKeyring.importEd25519(seed: seed, publicKey: recordedPublicKey, label: label, id: id, into: token) {
-                        importedOn.append(String(describing: token.configuration.token))
+                    do {
+                        if try await TenantKeyring.importEd25519(seed: seed, publicKey: recordedPublicKey, label: label, id: id, into: token) {
+                            importedOn.append(String(describing: token.configuration.token))
+                        }
+                    } catch HSMError.configuration(let reason) {
+                        // An object under the label that signs for another key (planted with
+                        // the user PIN): that token is refused this version; the other tokens,
+                        // and every other version, are still restored.
+                        refusedOn.append("token \(token.configuration.token): \(reason)")
                     }
                 }
             } catch let error as SeedEscrowError {
                 report.refused.append("\(name): \(error)")
                 continue
             }
-            guard !importedOn.isEmpty else {
-                report.alreadyPresent.append(name)
-                continue
+            if !importedOn.isEmpty {
+                try await keyring.recordWebhookKeyRestore(record, tokens: importedOn, escrowKeyVersion: escrowKey.version, actor: actor)
+                report.imported.append(name)
             }
-            try await keyring.recordWebhookKeyRestore(record, tokens: importedOn, escrowKeyVersion: escrowKey.version, actor: actor)
-            report.imported.append(name)
+            if !refusedOn.isEmpty {
+                report.refused.append("\(name): \(refusedOn.joined(separator: "; "))")
+            } else if importedOn.isEmpty {
+                report.alreadyPresent.append(name)
+            }
         }
     }
 }

@@ -188,4 +188,48 @@ struct WebhookKeyAttackRound3Tests {
         }
         await harness.shutdown()
     }
+
+    @Test("a key planted under one tenant's v1a label on a replacement token (user PIN) does not stop `restore-webhook-keys` for the others: that token and version are refused by name")
+    func restoreWithPlantedObject() async throws {
+        let harness = try await CustodyHarness.make("atk3plant")
+        let replicated = try await ReplicaTokenPool.make(harness, replicaName: "atk3plantb")
+        let pool = replicated.pool
+        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
+        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
+        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
+        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        _ = try await keyring.reconcile()
+        var made = [(tenant: TenantID, publicKey: [UInt8], label: String)]()
+        for name in ["planted", "clean"] {
+            let tenant = try await keyring.createTenant(label: name, actor: "officer").id
+            let (_, publicKey) = try await webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+            let label = try #require(try await keyring.versions(tenant).first { $0.purpose == .webhookEd25519 }?.tokenLabel)
+            made.append((tenant, try StandardWebhooks.decodePublicKey(publicKey), label))
+        }
+        let keys = made
+        // B as a replacement before `restore-webhook-keys`: no v1a key; then the attacker's pair
+        // under the first tenant's label (labels are in the database).
+        try await pool.tokenPools[1].withPersistentSession { session in
+            for key in keys {
+                for handle in try session.findObjects([.label(key.label)]) { try session.destroyObject(handle) }
+            }
+        }
+        try await Self.replaceKey(label: keys[0].label, on: pool.tokenPools[1])
+
+        let report = try await KeyCeremony(pool: pool, participants: try Self.participants(), configHash: "test", logger: harness.logs.logger)
+            .restoreWebhookKeys(
+                sharePaths: Array(harness.escrowSharePaths.prefix(2)),
+                transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(replicated.replica.label)-restore.jsonl"), keyring: keyring,
+                actor: "ceremony:test"
+            )
+        #expect(report.imported == ["\(keys[1].tenant.rawValue)/webhook-ed25519/v1"], "\(report)")
+        #expect(report.refused.count == 1 && report.refused.allSatisfy {
+            $0.hasPrefix("\(keys[0].tenant.rawValue)/") && $0.contains(replicated.replica.label) && $0.contains("does not sign")
+        }, "\(report.refused)")
+        let message = Array("restored".utf8)
+        let signature = try await pool.tokenPools[1].signEd25519(key: .tokenObject(label: keys[1].label, class: .privateKey), message: message)
+        #expect(try Curve25519.Signing.PublicKey(rawRepresentation: keys[1].publicKey).isValidSignature(signature, for: message))
+        await pool.shutdown()
+        await harness.shutdown()
+    }
 }
