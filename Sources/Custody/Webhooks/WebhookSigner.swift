@@ -164,7 +164,7 @@ public final class WebhookSigner: Sendable {
     /// for another key, from the next token that gives one. The object on a token is not bound
     /// to the row: whoever holds a token's user PIN can destroy it (versions must be
     /// destroyable) and put a key of their own under the label, so every signature is checked
-    /// in software before it leaves (about as costly as the signature itself) and a token that
+    /// in software before it leaves (one verification per signature; not yet benchmarked) and a token that
     /// gives another key's is passed over, logged. Trying the next token is safe: a signature
     /// changes nothing on the token, and Ed25519 is deterministic (every token gives the same).
     /// A key made before escrow is on the first token only; it then stays unavailable.
