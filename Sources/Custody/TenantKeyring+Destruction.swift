@@ -95,18 +95,23 @@ extension TenantKeyring {
         }
     }
 
-    /// Destroys the token objects of a destroyed version, then takes them off the list.
+    /// Destroys the token objects of a listed label (a destroyed version, or a new key pair whose
+    /// row never committed), then takes them off the list — all under the entry's row lock: a
+    /// creation storing its row claims the same entry in its transaction, so it either commits
+    /// first (the entry is gone and nothing is destroyed here) or fails after (it finds the entry
+    /// gone), never commits a row naming objects destroyed here.
     /// - Throws: the token's error (the entry stays listed: the next reconciliation retries).
     func destroyTokenObjects(_ pending: PendingTokenDestructionStore.Entry) async throws {
-        do {
-            try await destroyTokenObjectsOnEveryToken(label: pending.label)
-        } catch {
-            logger.error("key version destroyed, but its token objects remain; start-up reconciliation retries", metadata: [
-                "label": "\(pending.label)", "error": "\(error)",
-            ])
-            throw error
-        }
-        try await database.withTransaction(context: "clear pending token destruction") { connection in
+        try await database.withTransaction(context: "destroy listed token objects") { connection in
+            guard try await PendingTokenDestructionStore.lock(label: pending.label, on: connection) else { return }
+            do {
+                try await self.destroyTokenObjectsOnEveryToken(label: pending.label)
+            } catch {
+                self.logger.error("token objects listed for destruction remain; start-up reconciliation retries", metadata: [
+                    "label": "\(pending.label)", "error": "\(error)",
+                ])
+                throw error
+            }
             try await PendingTokenDestructionStore.delete(label: pending.label, on: connection)
         }
     }

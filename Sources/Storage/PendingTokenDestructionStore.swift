@@ -4,7 +4,9 @@ import PostgresNIO
 /// `pending_token_destructions`: token objects (Ed25519 key pairs) of key versions whose
 /// destruction is committed but whose objects may still be on the token. Written in the
 /// destruction's transaction and cleared once the objects are gone, so a crash in between leaves
-/// a list start-up reconciliation works through, rather than key material no row names. Labels
+/// a list start-up reconciliation works through, rather than key material no row names. A new
+/// key pair is listed too, before its import, and claimed off the list in the transaction that
+/// stores its row: a crash before that commit leaves it listed for destruction. Labels
 /// and ids only: nothing secret. Like `pending_rotations`, not per tenant (read at start-up).
 public enum PendingTokenDestructionStore {
     public struct Entry: Sendable, Hashable {
@@ -31,6 +33,22 @@ public enum PendingTokenDestructionStore {
 
     public static func delete(label: String, on connection: DatabaseTransaction) async throws {
         try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label)", logger: Database.quiet)
+    }
+
+    /// Locks the entry until the transaction ends (`FOR UPDATE`).
+    /// - Returns: whether it is still listed.
+    public static func lock(label: String, on connection: DatabaseTransaction) async throws -> Bool {
+        let rows = try await connection.query("SELECT label FROM pending_token_destructions WHERE label = \(label) FOR UPDATE", logger: Database.quiet)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    /// Takes the entry off the list (waiting for a ``lock(label:on:)`` held meanwhile).
+    /// - Returns: whether it was listed.
+    public static func claim(label: String, on connection: DatabaseTransaction) async throws -> Bool {
+        let rows = try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label) RETURNING label", logger: Database.quiet)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
     }
 
     public static func all(on connection: DatabaseTransaction) async throws -> [Entry] {
