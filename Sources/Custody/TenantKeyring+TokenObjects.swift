@@ -107,6 +107,22 @@ extension TenantKeyring {
         }
     }
 
+    /// Whether `token` holds a private key labelled `label` (one) that signs for `publicKey`.
+    /// - Throws: ``HSMError/configuration(_:)`` when the label names several objects or a key
+    ///   that signs for another public key.
+    public static func holdsEd25519(label: String, publicKey: [UInt8], in token: SessionPool) async throws -> Bool {
+        let challenge = Array("custos/webhook-ed25519/holds-check/v1".utf8) + (try await token.random(count: 16))
+        let expected = try Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
+        return try await token.withPersistentSession { session in
+            let existing = try session.findObjects([.class(.privateKey), .label(label)], limit: 2)
+            guard let handle = existing.first else { return false }
+            guard existing.count == 1, expected.isValidSignature(try session.sign(.eddsa, key: handle, data: challenge), for: challenge) else {
+                throw HSMError.configuration("the token's object labelled \(label) does not sign for the key's recorded public key")
+            }
+            return true
+        }
+    }
+
     /// Imports the key pair of `seed` into `token` as a private, sensitive, non-extractable
     /// object and its public key, both labelled `label` — unless the token holds a private key
     /// of that label already (a restore run twice) — then has the token sign a challenge and

@@ -23,9 +23,10 @@ enum ChildCustos {
         return directory
     }
 
-    /// A config.json for a child `custos` on the harness's token and schema, with the test CA's
-    /// server and officer certificates.
-    static func writeConfiguration(_ harness: CustodyHarness, in directory: String) throws -> String {
+    /// A config.json for a child `custos` on the harness's token (or `token`) and schema, with
+    /// the test CA's server and officer certificates.
+    static func writeConfiguration(_ harness: CustodyHarness, in directory: String, token: TestToken? = nil) throws -> String {
+        let token = token ?? harness.token
         var path = ProcessInfo.processInfo.environment["CUSTOS_CONFIG"]
         var folder = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         while path == nil {
@@ -41,7 +42,7 @@ enum ChildCustos {
         postgres["schema"] = harness.schema
         json["postgres"] = postgres
         json["hsm"] = [
-            "modulePath": TestToken.modulePath, "tokenLabel": harness.token.label, "userPINFile": harness.token.pinFile,
+            "modulePath": TestToken.modulePath, "tokenLabel": token.label, "userPINFile": token.pinFile,
             "softhsmConf": TestEnvironment.directory + "/softhsm2.conf", "workers": 2,
         ] as [String: Any]
         let certificates = try TestCertificates.get()
