@@ -96,14 +96,15 @@ extension TenantKeyring {
     }
 
     /// Destroys the token objects of a listed label (a destroyed version, or a new key pair whose
-    /// row never committed), then takes them off the list — all under the entry's row lock: a
-    /// creation storing its row claims the same entry in its transaction, so it either commits
-    /// first (the entry is gone and nothing is destroyed here) or fails after (it finds the entry
-    /// gone), never commits a row naming objects destroyed here.
-    /// - Throws: the token's error (the entry stays listed: the next reconciliation retries).
+    /// row never committed), in the transaction that takes the label off the list: a creation
+    /// storing its row claims the same entry in its transaction, so it either commits first (the
+    /// entry is gone and nothing is destroyed here) or waits for this one and finds the entry
+    /// gone — it never commits a row naming objects destroyed here.
+    /// - Throws: the token's error (the transaction rolls back: the entry stays listed and the
+    ///   next reconciliation retries).
     func destroyTokenObjects(_ pending: PendingTokenDestructionStore.Entry) async throws {
         try await database.withTransaction(context: "destroy listed token objects") { connection in
-            guard try await PendingTokenDestructionStore.lock(label: pending.label, on: connection) else { return }
+            guard try await PendingTokenDestructionStore.claim(label: pending.label, on: connection) else { return }
             do {
                 try await self.destroyTokenObjectsOnEveryToken(label: pending.label)
             } catch {
@@ -112,7 +113,6 @@ extension TenantKeyring {
                 ])
                 throw error
             }
-            try await PendingTokenDestructionStore.delete(label: pending.label, on: connection)
         }
     }
 

@@ -31,19 +31,8 @@ public enum PendingTokenDestructionStore {
             """, logger: Database.quiet)
     }
 
-    public static func delete(label: String, on connection: DatabaseTransaction) async throws {
-        try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label)", logger: Database.quiet)
-    }
-
-    /// Locks the entry until the transaction ends (`FOR UPDATE`).
-    /// - Returns: whether it is still listed.
-    public static func lock(label: String, on connection: DatabaseTransaction) async throws -> Bool {
-        let rows = try await connection.query("SELECT label FROM pending_token_destructions WHERE label = \(label) FOR UPDATE", logger: Database.quiet)
-        for try await _ in rows.decode(String.self) { return true }
-        return false
-    }
-
-    /// Takes the entry off the list (waiting for a ``lock(label:on:)`` held meanwhile).
+    /// Takes the entry off the list; the deleted row stays locked until the transaction ends,
+    /// so a concurrent claim waits for it and then finds it gone (or back, after a rollback).
     /// - Returns: whether it was listed.
     public static func claim(label: String, on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label) RETURNING label", logger: Database.quiet)

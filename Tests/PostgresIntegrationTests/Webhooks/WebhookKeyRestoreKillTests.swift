@@ -54,7 +54,7 @@ struct WebhookKeyRestoreKillTests {
         let listed = try await harness.service.withTransaction(context: "read listed restore") { connection in
             try await PendingWebhookKeyRestoreStore.tokens(label: label, on: connection)
         }
-        #expect(listed == [replacement.label], "listed with the token it was imported onto")
+        #expect(listed == [String(describing: replacement.configuration().token)], "listed with the token it was imported onto")
 
         let (again, output) = try await Self.restore(config: config, shares: shares, transcript: transcript)
         #expect(again.terminationStatus == 0, "\(output)")
