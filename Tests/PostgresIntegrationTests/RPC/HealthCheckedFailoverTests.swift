@@ -24,7 +24,7 @@ struct HealthCheckedFailoverTests {
         #expect(transport.instances.map(\.health) == expected)
     }
 
-    @Test("An instance that reports NOT_SERVING (its HSM gone) gets no call: every write answers on the other; SERVING again is seen")
+    @Test("An instance whose HSM is gone reports NOT_SERVING and gets no call: every write answers on the other; SERVING again once its HSM answers")
     func notServingSkipped() async throws {
         try await RPCHarness.with("hcskip") { first in
             let moduleB = try TestToken.isolatedModule()
@@ -34,13 +34,14 @@ struct HealthCheckedFailoverTests {
                 try await withGRPCClient(transport: transport) { client in
                     let admin = Custos_V1_Admin.Client(wrapping: client)
                     try await Self.waitForHealth(transport, [.serving, .serving])
-                    // B loses its token and says so: every HSM call there would answer UNAVAILABLE,
-                    // and CreateTenant (a write, never retried) makes tenant keys on the HSM.
+                    // B loses its token; its health probe (HSMHealthMonitor) says so. Every HSM call
+                    // there would answer UNAVAILABLE, and CreateTenant (a write, never retried) makes
+                    // tenant keys on the HSM.
                     let removed = TokenRemoved()
                     moduleB.installFaultInjector(removed)
                     removed.armed.store(true, ordering: .relaxed)
-                    second.services.health.setStatus(.notServing, for: "")
                     try await Self.waitForHealth(transport, [.serving, .notServing])
+                    #expect(second.services.health.status(of: "") == .notServing)
                     var failed = [RPCError.Code]()
                     for index in 0..<12 {
                         if let code = await RPCHarness.code({ _ = try await admin.createTenant(.with { $0.label = "hc-\(index)" }) }) { failed.append(code) }
@@ -49,8 +50,8 @@ struct HealthCheckedFailoverTests {
                     let labels = try await admin.listTenants(Custos_V1_ListTenantsRequest()).tenants.map(\.label).filter { $0.hasPrefix("hc-") }
                     #expect(labels.count == 12)
 
+                    // The probe is also what closes B's breaker again.
                     removed.armed.store(false, ordering: .relaxed)
-                    second.services.health.setStatus(.serving, for: "")
                     try await Self.waitForHealth(transport, [.serving, .serving])
                 }
             }
