@@ -90,7 +90,8 @@ extension KeyCeremony {
     /// every configured token that lacks it (sensitive, non-extractable; each token checked to
     /// sign for the public key), one `webhook.ed25519.restore` audit entry per version
     /// imported. Each seed is wiped after its import. Idempotent: a version already on a token
-    /// is left as it is (after checking it signs for the row's key).
+    /// is left as it is (after checking it signs for the row's key); an import a killed run did
+    /// before its audit entry is recorded now (listed before the import).
     /// - Throws: ``CeremonyError``; ``CeremonyError/invalidArgument(_:)`` for shares that are not
     ///   of an escrow key or of one the database never pinned.
     public func restoreWebhookKeys(
@@ -152,18 +153,15 @@ extension KeyCeremony {
                 report.refused.append("\(name): the HSM's list of key states names it destroyed (a row put back from a backup)")
                 continue
             }
-            var importedOn = [String](), refusedOn = [String]()
+            var lacking = [SessionPool](), refusedOn = [String]()
             do {
                 let seed = try SeedEscrow.open(escrow, record: record, escrowPrivateKey: privateKey)
                 guard try SeedEscrow.ed25519PublicKey(of: seed) == recordedPublicKey else {
                     throw SeedEscrowError.publicKeyMismatch(tenant, record.purpose, record.version)
                 }
-                let id = try await pool.random(count: 16)
                 for token in pool.tokenPools {
                     do {
-                        if try await TenantKeyring.importEd25519(seed: seed, publicKey: recordedPublicKey, label: label, id: id, into: token) {
-                            importedOn.append(String(describing: token.configuration.token))
-                        }
+                        if try await !TenantKeyring.holdsEd25519(label: label, publicKey: recordedPublicKey, in: token) { lacking.append(token) }
                     } catch HSMError.configuration(let reason) {
                         // An object under the label that signs for another key (planted with
                         // the user PIN): that token is refused this version; the other tokens,
@@ -171,19 +169,30 @@ extension KeyCeremony {
                         refusedOn.append("token \(token.configuration.token): \(reason)")
                     }
                 }
+                if !lacking.isEmpty {
+                    // Listed first: a run killed before the audit entry leaves it to the next.
+                    try await keyring.listWebhookKeyRestore(record, tokens: lacking.map { String(describing: $0.configuration.token) })
+                    let id = try await pool.random(count: 16)
+                    for token in lacking {
+                        _ = try await TenantKeyring.importEd25519(seed: seed, publicKey: recordedPublicKey, label: label, id: id, into: token)
+                    }
+                    try stepFault?.reached("restore-webhook-keys.imported")
+                }
             } catch let error as SeedEscrowError {
                 report.refused.append("\(name): \(error)")
                 continue
             }
-            if !importedOn.isEmpty {
-                try await keyring.recordWebhookKeyRestore(record, tokens: importedOn, escrowKeyVersion: escrowKey.version, actor: actor)
-                report.imported.append(name)
+            if !refusedOn.isEmpty { report.refused.append("\(name): \(refusedOn.joined(separator: "; "))") }
+            // The tokens imported onto now, or by a run killed before its audit entry.
+            let importedOn = lacking.isEmpty
+                ? try await keyring.interruptedWebhookKeyRestore(record) ?? []
+                : lacking.map { String(describing: $0.configuration.token) }
+            guard !importedOn.isEmpty else {
+                if refusedOn.isEmpty { report.alreadyPresent.append(name) }
+                continue
             }
-            if !refusedOn.isEmpty {
-                report.refused.append("\(name): \(refusedOn.joined(separator: "; "))")
-            } else if importedOn.isEmpty {
-                report.alreadyPresent.append(name)
-            }
+            try await keyring.recordWebhookKeyRestore(record, tokens: importedOn, escrowKeyVersion: escrowKey.version, actor: actor)
+            report.imported.append(name)
         }
     }
 }

@@ -95,19 +95,24 @@ extension TenantKeyring {
         }
     }
 
-    /// Destroys the token objects of a destroyed version, then takes them off the list.
-    /// - Throws: the token's error (the entry stays listed: the next reconciliation retries).
+    /// Destroys the token objects of a listed label (a destroyed version, or a new key pair whose
+    /// row never committed), in the transaction that takes the label off the list: a creation
+    /// storing its row claims the same entry in its transaction, so it either commits first (the
+    /// entry is gone and nothing is destroyed here) or waits for this one and finds the entry
+    /// gone — it never commits a row naming objects destroyed here.
+    /// - Throws: the token's error (the transaction rolls back: the entry stays listed and the
+    ///   next reconciliation retries).
     func destroyTokenObjects(_ pending: PendingTokenDestructionStore.Entry) async throws {
-        do {
-            try await destroyTokenObjectsOnEveryToken(label: pending.label)
-        } catch {
-            logger.error("key version destroyed, but its token objects remain; start-up reconciliation retries", metadata: [
-                "label": "\(pending.label)", "error": "\(error)",
-            ])
-            throw error
-        }
-        try await database.withTransaction(context: "clear pending token destruction") { connection in
-            try await PendingTokenDestructionStore.delete(label: pending.label, on: connection)
+        try await database.withTransaction(context: "destroy listed token objects") { connection in
+            guard try await PendingTokenDestructionStore.claim(label: pending.label, on: connection) else { return }
+            do {
+                try await self.destroyTokenObjectsOnEveryToken(label: pending.label)
+            } catch {
+                self.logger.error("token objects listed for destruction remain; start-up reconciliation retries", metadata: [
+                    "label": "\(pending.label)", "error": "\(error)",
+                ])
+                throw error
+            }
         }
     }
 

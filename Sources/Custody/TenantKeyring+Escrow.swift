@@ -205,11 +205,43 @@ extension TenantKeyring {
         try await custody { try await anchoredStates(fresh: true).destroyed.contains(KeyStateAnchor.Entry(record)) }
     }
 
-    /// The audit entry of an escrowed Ed25519 version restored onto `tokens` (their selectors).
+    /// The audit entry of an escrowed Ed25519 version restored onto `tokens` (their selectors),
+    /// which takes the restore off the list (``listWebhookKeyRestore(_:tokens:)``) in the same
+    /// transaction.
     public func recordWebhookKeyRestore(_ record: KeyVersionRecord, tokens: [String], escrowKeyVersion: Int, actor: String) async throws {
-        try await audit.append(
+        let entry = AuditEntry(
             tenant: record.tenant, actor: actor, action: .webhookEd25519Restore, target: "webhook-ed25519/v\(record.version)",
             details: ["tokens": tokens.joined(separator: ","), "escrow_key": "v\(escrowKeyVersion)", "public_key_sha256_prefix": Hex.encode(record.checkValue)]
         )
+        let audit = audit, label = record.tokenLabel ?? ""
+        try await custody {
+            try await database.withTransaction(context: "record webhook key restore") { connection in
+                try await PendingWebhookKeyRestoreStore.clear(label: label, on: connection)
+                try await entry.append(to: audit, on: connection)
+            }
+        }
+    }
+
+    /// Lists the restore of `record`'s key pair onto `tokens` before it is imported there: a
+    /// run killed before ``recordWebhookKeyRestore(_:tokens:escrowKeyVersion:actor:)`` leaves
+    /// it for the next run (``interruptedWebhookKeyRestore(_:)``).
+    public func listWebhookKeyRestore(_ record: KeyVersionRecord, tokens: [String]) async throws {
+        guard let label = record.tokenLabel else { return }
+        try await custody {
+            try await database.withTransaction(context: "list webhook key restore") { connection in
+                try await PendingWebhookKeyRestoreStore.list(label: label, tenant: record.tenant, version: record.version, tokens: tokens, on: connection)
+            }
+        }
+    }
+
+    /// The tokens a run that was killed before its audit entry was restoring `record`'s key
+    /// pair onto (`nil`: no such run).
+    public func interruptedWebhookKeyRestore(_ record: KeyVersionRecord) async throws -> [String]? {
+        guard let label = record.tokenLabel else { return nil }
+        return try await custody {
+            try await database.withTransaction(context: "read webhook key restore") { connection in
+                try await PendingWebhookKeyRestoreStore.tokens(label: label, on: connection)
+            }
+        }
     }
 }

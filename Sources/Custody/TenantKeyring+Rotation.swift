@@ -156,7 +156,8 @@ extension TenantKeyring {
     public enum Reconciliation: Sendable, Equatable {
         case completed(TenantID, KeyPurpose, version: Int)
         case rolledBack(TenantID, KeyPurpose, version: Int)
-        /// A destroyed version's token objects, left on the token by a crash, destroyed.
+        /// A destroyed version's token objects, or a new key pair whose row never committed, left
+        /// on the token by a crash, destroyed.
         case tokenObjectsDestroyed(TenantID, KeyPurpose, version: Int)
         /// A version the HSM lists as destroyed whose row was not (a crash between the list and
         /// the commit, or a destroyed row put back from a backup), destroyed.
@@ -199,7 +200,8 @@ extension TenantKeyring {
                     actions.append(.rolledBack(tenant, purpose, version: version))
                 }
             }
-            // Token objects of versions whose destruction committed before a crash.
+            // Token objects of versions whose destruction committed before a crash, and new key
+            // pairs whose row never committed.
             let leftovers = try await database.withTransaction(context: "list pending token destructions") { connection in
                 try await PendingTokenDestructionStore.all(on: connection)
             }

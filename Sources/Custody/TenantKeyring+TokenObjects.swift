@@ -20,6 +20,11 @@ extension TenantKeyring {
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)``; storage errors.
     func storePendingTokenObject(_ pending: KeyVersionRecord, escrow: SeedEscrowRecord? = nil, limit: Int) async throws {
         try await database.withTenant(pending.tenant, context: "store pending token-object key version") { connection in
+            // Listed before its import (``listBeforeImport(_:)``): off the list with its row. Gone
+            // already means start-up reconciliation (another instance's) destroyed the objects.
+            guard let label = pending.tokenLabel, try await PendingTokenDestructionStore.claim(label: label, on: connection) else {
+                throw CustodyError.changedConcurrently(pending.tenant, pending.purpose, pending.version)
+            }
             try await KeyVersionStore.lockTokenObjects(pending.tenant, on: connection)
             try await self.refuseIfOffboarding(pending.tenant, on: connection)
             guard try await KeyVersionStore.liveTokenObjectCount(on: connection) < limit else {
@@ -28,6 +33,15 @@ extension TenantKeyring {
             try await KeyVersionStore.insert(pending, on: connection)
             if let escrow { try await SeedEscrowStore.insert(escrow, on: connection) }
             try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
+        }
+    }
+
+    /// Lists a new key pair's label for destruction before it is imported: a crash before its
+    /// row commits (which claims the entry) leaves objects that start-up reconciliation destroys,
+    /// not key material no row names.
+    func listBeforeImport(_ entry: PendingTokenDestructionStore.Entry) async throws {
+        try await database.withTransaction(context: "list new token objects") { connection in
+            try await PendingTokenDestructionStore.insert(entry, on: connection)
         }
     }
 
@@ -46,7 +60,8 @@ extension TenantKeyring {
         }
         guard !stored else { return }
         do {
-            try await destroyTokenObjectsOnEveryToken(label: label)
+            // Through the list (``listBeforeImport(_:)``), under its lock, and off it.
+            try await destroyTokenObjects(PendingTokenDestructionStore.Entry(label: label, tenant: tenant, purpose: purpose, version: version))
         } catch {
             logger.warning("could not destroy an unstored token object; destroy it by label", metadata: ["label": "\(label)", "error": "\(error)"])
         }
@@ -89,6 +104,22 @@ extension TenantKeyring {
         let id = try await pool.random(count: 16)
         for token in pool.tokenPools {
             _ = try await Self.importEd25519(seed: seed, publicKey: publicKey, label: label, id: id, into: token)
+        }
+    }
+
+    /// Whether `token` holds a private key labelled `label` (one) that signs for `publicKey`.
+    /// - Throws: ``HSMError/configuration(_:)`` when the label names several objects or a key
+    ///   that signs for another public key.
+    public static func holdsEd25519(label: String, publicKey: [UInt8], in token: SessionPool) async throws -> Bool {
+        let challenge = Array("custos/webhook-ed25519/holds-check/v1".utf8) + (try await token.random(count: 16))
+        let expected = try Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
+        return try await token.withPersistentSession { session in
+            let existing = try session.findObjects([.class(.privateKey), .label(label)], limit: 2)
+            guard let handle = existing.first else { return false }
+            guard existing.count == 1, expected.isValidSignature(try session.sign(.eddsa, key: handle, data: challenge), for: challenge) else {
+                throw HSMError.configuration("the token's object labelled \(label) does not sign for the key's recorded public key")
+            }
+            return true
         }
     }
 

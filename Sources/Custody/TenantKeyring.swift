@@ -39,10 +39,13 @@ public final class TenantKeyring: Sendable {
         case rewrapRowStored
         /// Every row of one tenant is re-wrapped; other tenants' rows may not be yet.
         case rewrapTenantDone
+        /// A new Ed25519 key pair is on every token, listed for destruction; its row is not
+        /// stored yet.
+        case tokenObjectImported
 
         /// The names crash tests arm: `rotation.pendingStored`, `rotation.completed.bio-seed`,
         /// `destruction.recorded`, `destruction.tokenObjectsDestroyed`, `rewrap.rowStored`,
-        /// `rewrap.tenantDone`.
+        /// `rewrap.tenantDone`, `webhook.ed25519.imported`.
         public var description: String {
             switch self {
             case .pendingStored: "rotation.pendingStored"
@@ -52,6 +55,7 @@ public final class TenantKeyring: Sendable {
             case .destructionTokenObjectsDestroyed: "destruction.tokenObjectsDestroyed"
             case .rewrapRowStored: "rewrap.rowStored"
             case .rewrapTenantDone: "rewrap.tenantDone"
+            case .tokenObjectImported: "webhook.ed25519.imported"
             }
         }
     }

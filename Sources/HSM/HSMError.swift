@@ -21,6 +21,9 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
     case pinUnreadable(PINSourceError)
     /// No object matches the key reference.
     case keyNotFound(String)
+    /// Several objects carry a label that must name one key: the token holds a key it should
+    /// not (planted, or left twice by an interrupted import), so which one answers is unknown.
+    case duplicateKey(String)
     /// A call failed because of what was asked (mechanism, template, data): not retried.
     case operationFailed(PKCS11Error)
     /// The pool was used before ``SessionPool/start()`` or after ``SessionPool/shutdown()``.
@@ -47,6 +50,7 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
         case .loginUnverifiable: "login unverifiable"
         case .pinUnreadable: "PIN unreadable"
         case .keyNotFound: "key not found"
+        case .duplicateKey: "duplicate key"
         case .operationFailed: "operation failed"
         case .notRunning: "not running"
         case .configuration: "configuration"
@@ -65,6 +69,7 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
         case .loginUnverifiable: "token already logged in by another session of this process; PIN not verified"
         case .pinUnreadable(let error): "cannot read the user PIN: \(error)"
         case .keyNotFound(let key): "no key \(key) on the token"
+        case .duplicateKey(let key): "several objects are labelled \(key) on the token"
         case .operationFailed(let error): error.description
         case .notRunning: "HSM session pool is not running"
         case .configuration(let reason): reason

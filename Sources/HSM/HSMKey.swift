@@ -30,7 +30,7 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
         HSMKey(id: "token:\(objectClass.rawValue):\(label)") { session in
             let found = try session.findObjects([.class(objectClass), .label(label)], limit: 2)
             guard let handle = found.first else { throw HSMError.keyNotFound(label) }
-            guard found.count == 1 else { throw HSMError.configuration("several objects are labelled \(label)") }
+            guard found.count == 1 else { throw HSMError.duplicateKey(label) }
             return handle
         }
     }

@@ -49,6 +49,40 @@ extension SelfTest {
             // The first 3 bytes of AES-256-ECB(key, 0^16) for key 00 01 … 1f, as vendor tools show KCVs.
             return expect(try session.attribute(.checkValue, of: key), hexBytes("f29000"))
         },
+        // The key-state list and the audit and transcript anchors are private data objects made
+        // non-modifiable and non-copyable: what the user PIN may do to them is limited to
+        // destroying or adding (which their MACs and the readers' rules catch), never editing.
+        // Hidden without login is a property of the process's login state, which this session
+        // shares: HSMTests' PrivateDataObjectTests check it from an unlogged module copy.
+        Check(name: "Private data objects kept private, unchangeable and uncopyable (key-state list, anchors)") { session in
+            let base: [Attribute] = [
+                .class(.data), .label("custos/selftest/data"), .application("custos/selftest"), .token(false), .private(true), .dataValue([0x01, 0x02, 0x03]),
+            ]
+            let object: ObjectHandle
+            do {
+                object = try session.createObject(base + [.copyable(false), .modifiable(false)])
+            } catch {
+                // Name what the module refuses: the list cannot be stored as Custos stores it.
+                let refused = [("CKA_MODIFIABLE false", Attribute.modifiable(false)), ("CKA_COPYABLE false", .copyable(false))].filter { _, attribute in
+                    guard let handle = try? session.createObject(base + [attribute]) else { return true }
+                    try? session.destroyObject(handle)
+                    return false
+                }.map(\.0)
+                let created = (try? session.createObject(base)).map { handle in (try? session.destroyObject(handle)) != nil } ?? false
+                return "the module refuses a private data object made as the key-state list and anchors are: "
+                    + (!created ? "even without CKA_MODIFIABLE and CKA_COPYABLE (\(error))" : refused.isEmpty ? "\(error)" : refused.joined(separator: ", ") + " refused")
+            }
+            defer { try? session.destroyObject(object) }
+            var problems = [String]()
+            if (try? session.boolAttribute(.private, of: object)) != true { problems.append("CKA_PRIVATE does not read back true") }
+            if (try? session.setAttributes([.dataValue([0x09])], of: object)) != nil { problems.append("its value could be changed") }
+            if (try? session.setAttributes([.label("custos/selftest/renamed")], of: object)) != nil { problems.append("its label could be changed") }
+            if let copy = try? session.copyObject(object, template: [.dataValue([0x09])]) {
+                try? session.destroyObject(copy)
+                problems.append("it could be copied with another value")
+            }
+            return problems.isEmpty ? nil : "a private data object made non-modifiable and non-copyable: " + problems.joined(separator: "; ")
+        },
         Check(name: "Ed25519 (RFC 8032 §7.1 test 1, and swift-crypto verification)", neededFor: .ed25519Webhooks) { session in
             let seed = hexBytes("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
             let privateKey = try session.createObject([

@@ -11,7 +11,10 @@ import Synchronization
 /// - an operation that leaves nothing behind on the token (``HSMOperation/isReplicable``) goes to
 ///   the in-service token with the fewest calls in flight (the current worker's own token first,
 ///   which saves a thread hop), and when that token fails with a device or session error it is
-///   taken out and the call runs again on another: the same keys give the same answer;
+///   taken out and the call runs again on another: the same keys give the same answer. A token
+///   that does not find a key (or finds it labelled twice) where another token then answers is
+///   taken out too, as the wrong token (``TokenStatus/wrongTokenClass``); when no token finds
+///   it, the caller named a key nobody holds and no token is taken out;
 /// - anything else (token-object reads and writes, Ed25519 signatures with keys only the first
 ///   token holds, custom bodies) runs on the first token only and is never repeated elsewhere, so
 ///   nothing is done twice or on a token that lacks the object.
@@ -39,7 +42,8 @@ final class TokenFailover: Sendable {
         var returnRefused = false
         /// When it was last taken out (wall clock, for operators), while it is out.
         var outSince: Date?
-        /// ``HSMError/failureClass`` of the failure that last took it out.
+        /// ``HSMError/failureClass`` of the failure that last took it out, or
+        /// ``TokenStatus/wrongTokenClass``.
         var lastErrorClass: String?
         /// Probes since it was last taken out, and when the last one ran.
         var probes = 0
@@ -71,15 +75,25 @@ final class TokenFailover: Sendable {
         guard operation.isReplicable else { return try await attempt(0, primary: primary, operation, body) }
         var tried: UInt64 = 0
         var failure: HSMError?
+        // Tokens that could not find a key as one label names it (missing, or several objects):
+        // their fault only if another token answers, else the caller named a key no token holds.
+        var mismatched: [(index: Int, error: HSMError)] = []
         while let index = choose(preferred: currentToken(primary), tried: tried) {
             tried |= 1 << UInt64(index)
             do {
-                return try await attempt(index, primary: primary, operation, body)
+                let result = try await attempt(index, primary: primary, operation, body)
+                for suspect in mismatched {
+                    takeOut(suspect.index, pool: pool(suspect.index, primary: primary), errorClass: TokenStatus.wrongTokenClass, error: suspect.error)
+                }
+                return result
             } catch let error as HSMError where error.takesTokenOutOfService {
                 failure = error
+            } catch let error as HSMError where error.mayMeanWrongToken {
+                mismatched.append((index, error))
             }
         }
-        throw failure ?? HSMError.unavailable(reason: "no HSM token in service", retryAfterNanoseconds: probeInterval.nanoseconds)
+        throw mismatched.first?.error ?? failure
+            ?? HSMError.unavailable(reason: "no HSM token in service", retryAfterNanoseconds: probeInterval.nanoseconds)
     }
 
     /// One attempt on one token; a device or session failure takes the token out of service.
@@ -92,7 +106,7 @@ final class TokenFailover: Sendable {
         do {
             return try await pool.withTokenSession(operation, body)
         } catch let error as HSMError where error.takesTokenOutOfService {
-            takeOut(index, pool: pool, error: error)
+            takeOut(index, pool: pool, errorClass: error.failureClass, error: error)
             throw error
         }
     }
@@ -129,20 +143,20 @@ final class TokenFailover: Sendable {
         }
     }
 
-    private func takeOut(_ index: Int, pool: SessionPool, error: HSMError) {
+    private func takeOut(_ index: Int, pool: SessionPool, errorClass: String, error: HSMError) {
         let wasInService = states.withLock { states in
             defer { states[index].inService = false }
             guard states[index].inService else { return false }
             states[index].takenOut += 1
             states[index].returnRefused = false
             states[index].outSince = Date()
-            states[index].lastErrorClass = error.failureClass
+            states[index].lastErrorClass = errorClass
             states[index].probes = 0
             return true
         }
         guard wasInService else { return }
         pool.metrics.tokenInService.record(0)
-        logger.warning("HSM token taken out of service", metadata: ["token": "\(pool.configuration.token)", "error": "\(error)"])
+        logger.warning("HSM token taken out of service", metadata: ["token": "\(pool.configuration.token)", "class": "\(errorClass)", "error": "\(error)"])
     }
 
     // MARK: Probing
@@ -249,11 +263,17 @@ public struct TokenStatus: Sendable, Hashable, Codable {
     public let broughtBack: Int
     /// While out of service: since when (wall clock).
     public let outOfServiceSince: Date?
-    /// ``HSMError/failureClass`` of the failure that last took it out (`nil`: never taken out).
+    /// ``HSMError/failureClass`` of the failure that last took it out, or
+    /// ``TokenStatus/wrongTokenClass`` (`nil`: never taken out).
     public let lastErrorClass: String?
     /// Probes (one RNG call each) since it was last taken out, and when the last one ran.
     public let probesWhileOut: Int
     public let lastProbe: Date?
+
+    /// ``lastErrorClass`` of a token taken out because a replica found a key it could not
+    /// (missing, or labelled twice): the token is not the replica it should be, which no retry
+    /// on it mends; it comes back only once its return check passes.
+    public static let wrongTokenClass = "wrong token: its keys differ from its replicas'"
 
     public init(
         token: String, inService: Bool, takenOut: Int = 0, broughtBack: Int = 0, outOfServiceSince: Date? = nil,
@@ -291,7 +311,17 @@ extension HSMError {
     var takesTokenOutOfService: Bool {
         switch self {
         case .unavailable, .pinRejected, .pinLocked, .loginUnverifiable: true
-        case .exhausted, .pinUnreadable, .keyNotFound, .operationFailed, .notRunning, .configuration: false
+        case .exhausted, .pinUnreadable, .keyNotFound, .duplicateKey, .operationFailed, .notRunning, .configuration: false
+        }
+    }
+
+    /// Whether the failure may say the token holds other keys than its replicas: a key it does
+    /// not find, or finds twice. Alone it does not tell the token's fault from the caller's (a
+    /// key no token holds): ``TokenFailover`` decides by whether another token answers.
+    var mayMeanWrongToken: Bool {
+        switch self {
+        case .keyNotFound, .duplicateKey: true
+        default: false
         }
     }
 }

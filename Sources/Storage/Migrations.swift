@@ -463,6 +463,20 @@ public enum Migrations {
         CREATE TRIGGER drop_destroyed_escrow AFTER UPDATE OF state ON key_versions
             FOR EACH ROW WHEN (NEW.state = 'destroyed') EXECUTE FUNCTION {schema}.drop_destroyed_escrow();
         """),
+        Migration(version: 20, summary: "webhook key restores listed before their import, cleared with their audit entry", sql: """
+        -- `ceremony restore-webhook-keys` lists a version and the tokens it is about to import
+        -- onto before the import, and clears the row in the transaction of its audit entry: a run
+        -- killed in between leaves the import for the next run to record, not a restore that no
+        -- audit entry shows. Labels and token selectors only.
+        CREATE TABLE pending_webhook_key_restores (
+            label text PRIMARY KEY,
+            tenant_id uuid NOT NULL REFERENCES tenants (id),
+            version integer NOT NULL CHECK (version > 0),
+            tokens text[] NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        GRANT SELECT, INSERT, UPDATE, DELETE ON pending_webhook_key_restores TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -4,7 +4,9 @@ import PostgresNIO
 /// `pending_token_destructions`: token objects (Ed25519 key pairs) of key versions whose
 /// destruction is committed but whose objects may still be on the token. Written in the
 /// destruction's transaction and cleared once the objects are gone, so a crash in between leaves
-/// a list start-up reconciliation works through, rather than key material no row names. Labels
+/// a list start-up reconciliation works through, rather than key material no row names. A new
+/// key pair is listed too, before its import, and claimed off the list in the transaction that
+/// stores its row: a crash before that commit leaves it listed for destruction. Labels
 /// and ids only: nothing secret. Like `pending_rotations`, not per tenant (read at start-up).
 public enum PendingTokenDestructionStore {
     public struct Entry: Sendable, Hashable {
@@ -29,8 +31,13 @@ public enum PendingTokenDestructionStore {
             """, logger: Database.quiet)
     }
 
-    public static func delete(label: String, on connection: DatabaseTransaction) async throws {
-        try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label)", logger: Database.quiet)
+    /// Takes the entry off the list; the deleted row stays locked until the transaction ends,
+    /// so a concurrent claim waits for it and then finds it gone (or back, after a rollback).
+    /// - Returns: whether it was listed.
+    public static func claim(label: String, on connection: DatabaseTransaction) async throws -> Bool {
+        let rows = try await connection.query("DELETE FROM pending_token_destructions WHERE label = \(label) RETURNING label", logger: Database.quiet)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
     }
 
     public static func all(on connection: DatabaseTransaction) async throws -> [Entry] {

@@ -356,7 +356,10 @@ struct CeremonyRestoreWebhookKeysCommand: AsyncParsableCommand {
         let configuration = try options.loadConfiguration()
         let participants = try ceremony.participants()
         let report = try await CustosRuntime.run(configuration, options: .cli()) { context in
-            try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+            try await KeyCeremony(
+                pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger(),
+                stepFault: .crashPointFromEnvironment
+            )
                 .restoreWebhookKeys(
                     sharePaths: shares, transcript: CeremonyTranscript(path: ceremony.transcript), keyring: context.keyring,
                     actor: "ceremony:\(participants.operatorName)"

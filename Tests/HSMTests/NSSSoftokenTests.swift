@@ -15,6 +15,7 @@ struct NSSSoftokenTests {
         "Unwrap templates enforced (CKA_UNWRAP_TEMPLATE)",
         "AES key wrap with padding is RFC 5649 under 0x210A",
         "Key check values readable (CKA_CHECK_VALUE)",
+        "Private data objects kept private, unchangeable and uncopyable (key-state list, anchors)",
     ]
 
     @Test("the pool logs in with the init string and computes HMACs in NSS")
@@ -45,6 +46,8 @@ struct NSSSoftokenTests {
         #expect(failed.count == Self.unfitForCustody.count + 1, "everything else passes: \(failed.keys.sorted())")
         #expect(failed["AES key wrap with padding is RFC 5649 under 0x210A"]?.detail.contains("PKCS#7") == true)
         #expect(failed["Unwrap templates enforced (CKA_UNWRAP_TEMPLATE)"]?.detail.contains("value is readable") == true)
+        let dataObject = try #require(failed["Private data objects kept private, unchangeable and uncopyable (key-state list, anchors)"])
+        #expect(dataObject.detail.contains("refuses a private data object"), "\(dataObject.detail)")
         await pool.shutdown()
     }
 }

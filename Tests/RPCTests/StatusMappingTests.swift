@@ -135,6 +135,7 @@ struct StatusMappingTests {
         Row(error: HSMError.loginUnverifiable, code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.pinUnreadable(.permissionsTooOpen(.file(path: "/\(canary)/user.pin"), mode: 0o644)), code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.keyNotFound(canary), code: .unavailable, message: hsmUnavailable),
+        Row(error: HSMError.duplicateKey(canary), code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.operationFailed(pkcs11), code: .internalError),
         Row(error: HSMError.notRunning, code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.configuration(canary), code: .unavailable, message: hsmUnavailable),

@@ -143,10 +143,13 @@ IDEMPOTENT_METHODS = (
 
 
 def service_config() -> str:
-    """Round robin over the resolved addresses; IDEMPOTENT_METHODS retried on UNAVAILABLE
-    (up to 4 attempts, 50-400 ms apart, as the Swift client)."""
+    """Round robin over the resolved addresses that report SERVING on grpc.health.v1 (gRPC's
+    client-side health checking: one Watch per address; an instance shutting down or without an
+    answering HSM is skipped, as by the Swift HealthCheckedTransport); IDEMPOTENT_METHODS
+    retried on UNAVAILABLE (up to 4 attempts, 50-400 ms apart, as the Swift client)."""
     return json.dumps({
         "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [{
             "name": [{"service": service, "method": method} for service, method in IDEMPOTENT_METHODS],
             "retryPolicy": {

@@ -3,7 +3,8 @@
 
 Starts `BIN serve` twice on CONFIG (any free ports), makes one channel over both addresses
 (custos_client.channel with `host:port,host:port`), and checks that
-  * the target and service config are what the channel needs (pure checks);
+  * the target and service config are what the channel needs (pure checks), and its health
+    checks skip an instance that reports NOT_SERVING (two stand-in loopback servers);
   * reads (ListTenants, idempotent) answer before and after one instance is killed;
   * writes (CreateTenant) sent while it dies are applied at most once each, and every
     acknowledged one is there afterwards.
@@ -82,6 +83,51 @@ def pure_checks() -> None:
                            ("custos.v1.Admin", "CreateTenant")})
 
 
+class _Health(cc.health_pb2_grpc.HealthServicer):
+    """A stand-in instance: Watch reports `status`; Check answers with `answer`, which tells
+    the caller which instance it reached."""
+
+    def __init__(self, status: int, answer: int):
+        self.status = status
+        self.answer = answer
+
+    def Check(self, request, context):
+        return cc.health_pb2.HealthCheckResponse(status=self.answer)
+
+    def Watch(self, request, context):
+        yield cc.health_pb2.HealthCheckResponse(status=self.status)
+        while context.is_active():
+            time.sleep(0.05)
+
+
+def health_checks() -> None:
+    """Two plaintext loopback servers, one reporting NOT_SERVING: every call through a channel
+    with the client's service config reaches the serving one."""
+    from concurrent import futures
+
+    response = cc.health_pb2.HealthCheckResponse
+    servers, addresses = [], []
+    for status, answer in [(response.SERVING, response.SERVING), (response.NOT_SERVING, response.SERVICE_UNKNOWN)]:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        cc.health_pb2_grpc.add_HealthServicer_to_server(_Health(status, answer), server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        servers.append(server)
+    try:
+        channel = grpc.insecure_channel(
+            cc.target(",".join(addresses)),
+            options=[("grpc.service_config", cc.service_config()), ("grpc.enable_retries", 1)],
+        )
+        stub = cc.health_pb2_grpc.HealthStub(channel)
+        answers = [stub.Check(cc.health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True).status for _ in range(20)]
+        check("health checks: no call reaches the instance that reports NOT_SERVING",
+              answers == [response.SERVING] * 20, f"{answers}")
+        channel.close()
+    finally:
+        for server in servers:
+            server.stop(None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
@@ -92,6 +138,7 @@ def main() -> int:
     config_path = str(config.source)
 
     pure_checks()
+    health_checks()
     processes: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="custos-py-failover-") as work:
         try:

@@ -100,9 +100,11 @@ public final class WebhookSigner: Sendable {
         // number at the same moment: signing finds keys by label and refuses a label held twice.
         let unique = Hex.encode(try await pool.random(count: 8))
         let label = TenantKeyring.tokenObjectLabelPrefix(tenant, version: next) + unique
+        try await keyring.listBeforeImport(PendingTokenDestructionStore.Entry(label: label, tenant: tenant, purpose: .webhookEd25519, version: next))
         let record: KeyVersionRecord
         do {
             let (sealed, escrow) = try await makeEscrowedKeyPair(tenant: tenant, version: next, label: label, escrowKey: escrowKey)
+            try keyring.keyringStepHook?(.tokenObjectImported)
             record = sealed
             try await keyring.storePendingTokenObject(record, escrow: escrow, limit: tokenObjectLimit)
         } catch {

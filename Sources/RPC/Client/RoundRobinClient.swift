@@ -14,6 +14,9 @@ public import GRPCNIOTransportHTTP2Posix
 ///   itself. Past that point only ``idempotentMethods`` are sent again, on UNAVAILABLE
 ///   (``retryPolicy``): Enrol, Verify and every write may have run on the instance that died,
 ///   so their UNAVAILABLE goes to the caller, who can look the outcome up.
+/// - **Health checks** (``healthChecked(_:security:timeout:methodConfigs:)``): an instance whose
+///   `grpc.health.v1` status is NOT_SERVING (shutting down, or taken out by its operator) gets
+///   no calls, though it still accepts connections.
 public enum RoundRobinClient {
     /// Calls that change nothing a second run would change again: reads, the health check and
     /// `Ping`. (`SignDelivery` and `ExportSubject` are left out: each use is counted or audited.)
@@ -66,7 +69,19 @@ public enum RoundRobinClient {
         return ServiceConfig(methodConfig: configs, loadBalancingConfig: [.roundRobin])
     }
 
-    /// A transport over every address of `addresses`, configured as above.
+    /// Round robin over the instances of `addresses` that report SERVING on the standard health
+    /// service (``HealthCheckedTransport``), configured as above: what a front-end in front of
+    /// several instances uses (docs/operations.md).
+    /// - Throws: grpc-swift's error when no resolver takes an address.
+    public static func healthChecked(
+        _ addresses: ServiceAddresses, security: HTTP2ClientTransport.Posix.TransportSecurity, timeout: Duration? = nil,
+        methodConfigs: [MethodConfig] = []
+    ) throws -> HealthCheckedTransport {
+        try HealthCheckedTransport(addresses, security: security, serviceConfig: serviceConfig(timeout: timeout, methodConfigs: methodConfigs))
+    }
+
+    /// A transport over every address of `addresses`, configured as above (grpc-swift's round
+    /// robin: it skips instances it cannot reach, not those that report NOT_SERVING).
     /// - Throws: grpc-swift's error when no resolver takes the target.
     public static func transport(
         _ addresses: ServiceAddresses, security: HTTP2ClientTransport.Posix.TransportSecurity, timeout: Duration? = nil,

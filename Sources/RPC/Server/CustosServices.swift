@@ -49,6 +49,8 @@ public struct CustosServices: Sendable {
     public let authenticator: Authenticator
     /// The keyring's rest since retirement, which the scheduled-destruction sweep applies too.
     let destructionWaitingPeriod: Duration
+    /// Keeps ``health`` on whether the HSM answers.
+    let healthMonitor: HSMHealthMonitor
     public var verification: VerificationService { graph.core }
     public var apiKeys: APIKeyService { graph.custody.apiKeys }
     public var keyring: TenantKeyring { graph.custody.keyring }
@@ -86,14 +88,18 @@ public struct CustosServices: Sendable {
         self.graph = graph
         self.authenticator = authenticator
         destructionWaitingPeriod = settings.destructionWaitingPeriod
+        healthMonitor = HSMHealthMonitor(pool: custody.pool, health: health, logger: logger)
     }
 
     /// Completes or rolls back rotations a crash interrupted, then keeps the API-key revocation,
     /// gallery, key-state and cache-change listeners running until cancelled (``VerificationGraph/runBackground()``),
-    /// with the sweeps that carry out scheduled key destructions and tenant offboardings once due.
+    /// with the sweeps that carry out scheduled key destructions and tenant offboardings once due,
+    /// and the HSM probe behind the health status (``HSMHealthMonitor``).
     public func runBackground() async {
         let (graph, waitingPeriod) = (graph, destructionWaitingPeriod)
+        let monitor = healthMonitor
         await withDiscardingTaskGroup { group in
+            group.addTask { await monitor.run() }
             group.addTask { await graph.runBackground() }
             // Scheduled key destructions are carried out once due, without an officer.
             group.addTask { await graph.approvals.runScheduledDestructions(every: .seconds(60), waitingPeriod: waitingPeriod) }

@@ -296,7 +296,7 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
-    @Test("a second root MAC key planted on B after start-up, met when B's pool logs in again: calls routed to B fail instead of moving to A (known issue)")
+    @Test("a second root MAC key planted on B after start-up, met when B's pool logs in again: B is taken out as the wrong token and every call answers on A")
     func duplicateRootKeyPlantedWhileServing() async throws {
         let replicated = try await Replicated.make("repdupnow")
         let pool = replicated.pool
@@ -321,15 +321,14 @@ struct ReplicaTokenAttackTests {
                 firstError = firstError ?? error
             }
         }
-        // Known issue: resolving the label on B throws `HSMError.configuration` ("several objects
-        // are labelled …"), which `HSMError.takesTokenOutOfService` does not count as the token's
-        // fault (nor `keyNotFound`), so `TokenFailover` neither takes B out nor runs the call on
-        // A. Counting them would let a caller's missing key take every token out in turn; the fix
-        // needs a class of its own: "a root key this token should hold and does not, once" (only
-        // start-up's and a returning token's replica check catch it today).
-        withKnownIssue("calls routed to a replica whose root-key label became ambiguous fail instead of moving") {
-            #expect(failed == 0, "\(failed) of 40 calls failed on B, first with \(String(describing: firstError))")
-        }
+        // B finds the label twice (`HSMError.duplicateKey`) while A answers: B is the wrong
+        // token, taken out, and the call runs on A. (A key no token finds takes none out.)
+        #expect(failed == 0, "\(failed) of 40 calls failed on B, first with \(String(describing: firstError))")
+        let statuses = pool.tokenStatuses
+        #expect(statuses[0].inService && statuses[0].takenOut == 0)
+        #expect(statuses[1].takenOut >= 1 && statuses[1].lastErrorClass == TokenStatus.wrongTokenClass)
+        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: HSMKey.tokenObject(label: RootKeys.macLabel(version: 99)), data: data) }
+        #expect(pool.tokenStatuses[0].takenOut == 0, "a key no token holds takes no token out")
         await replicated.shutdown()
     }
 }

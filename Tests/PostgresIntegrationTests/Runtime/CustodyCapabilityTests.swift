@@ -16,8 +16,9 @@ struct CustodyCapabilityTests {
         try await nss.start()
         await #expect { try await CustosRuntime.requireCustodyCapabilities(nss) } throws: { error in
             guard case ConfigurationError.moduleUnfit(let path, let failed) = error else { return false }
-            return path == token.configuration.modulePath && failed.count == 3
-                && failed.contains { $0.hasPrefix("Unwrap templates enforced") } && !failed.contains { $0.hasPrefix("Ed25519") }
+            return path == token.configuration.modulePath && failed.count == 4
+                && failed.contains { $0.hasPrefix("Unwrap templates enforced") } && failed.contains { $0.hasPrefix("Private data objects") }
+                && !failed.contains { $0.hasPrefix("Ed25519") }
         }
         await nss.shutdown()
 

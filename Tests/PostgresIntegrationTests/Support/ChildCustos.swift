@@ -23,9 +23,13 @@ enum ChildCustos {
         return directory
     }
 
-    /// A config.json for a child `custos` on the harness's token and schema, with the test CA's
-    /// server and officer certificates.
-    static func writeConfiguration(_ harness: CustodyHarness, in directory: String) throws -> String {
+    /// A config.json for a child `custos` on the harness's token (or `token`) and schema, with
+    /// the test CA's server and officer certificates; `replica`, a second token (loaded from its
+    /// own copy of the module: two tokens must not share one), makes it `hsm.tokens`.
+    static func writeConfiguration(
+        _ harness: CustodyHarness, in directory: String, token: TestToken? = nil, replica: (token: TestToken, modulePath: String)? = nil
+    ) throws -> String {
+        let token = token ?? harness.token
         var path = ProcessInfo.processInfo.environment["CUSTOS_CONFIG"]
         var folder = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         while path == nil {
@@ -40,10 +44,17 @@ enum ChildCustos {
         var postgres = try #require(json["postgres"] as? [String: Any])
         postgres["schema"] = harness.schema
         json["postgres"] = postgres
-        json["hsm"] = [
-            "modulePath": TestToken.modulePath, "tokenLabel": harness.token.label, "userPINFile": harness.token.pinFile,
+        var hsm: [String: Any] = [
+            "modulePath": TestToken.modulePath, "tokenLabel": token.label, "userPINFile": token.pinFile,
             "softhsmConf": TestEnvironment.directory + "/softhsm2.conf", "workers": 2,
-        ] as [String: Any]
+        ]
+        if let replica {
+            hsm["tokens"] = [
+                ["modulePath": TestToken.modulePath, "tokenLabel": token.label, "userPINFile": token.pinFile],
+                ["modulePath": replica.modulePath, "tokenLabel": replica.token.label, "userPINFile": replica.token.pinFile],
+            ]
+        }
+        json["hsm"] = hsm
         let certificates = try TestCertificates.get()
         json["rpc"] = [
             "host": "127.0.0.1", "port": 0, "metricsPort": 0,

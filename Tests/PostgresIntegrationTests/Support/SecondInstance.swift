@@ -1,7 +1,9 @@
 import Composition
 import Foundation
 import GRPCCore
+import HSM
 import HSMTestSupport
+import PKCS11
 import RPC
 import ServiceLifecycle
 
@@ -19,19 +21,24 @@ struct SecondInstance: Sendable {
     }
 
     /// Runs `body` with the second instance serving; stops it (gracefully) afterwards.
+    /// - Parameters:
+    ///   - pool: its tokens (by default the first instance's one token).
+    ///   - module: its first token's module, for tests that inject faults (by default a copy of
+    ///     its own).
     static func with<R: Sendable>(
         beside first: RPCHarness, settings: RPCSettings = RPCSettings(), verification: VerificationGraph.Settings? = nil,
+        pool: HSMConfiguration? = nil, module: PKCS11Module? = nil,
         _ body: @Sendable (SecondInstance) async throws -> R
     ) async throws -> R {
         let custody = first.custody
         let logger = custody.logs.logger
         let started = try await CustosRuntime.start(
-            pool: custody.token.configuration(), database: custody.settings.configuration(role: .service, schema: custody.schema),
+            pool: pool ?? custody.token.configuration(), database: custody.settings.configuration(role: .service, schema: custody.schema),
             custody: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath, keyEnvironment: "test"),
             // Its own copy of the module: PKCS#11 login state is per loaded library, and a
             // second instance is a second process. The first instance's harness made the root
             // keys after its runtime started (the ceremony), so neither runtime checks them.
-            options: CustosRuntime.Options(logger: logger, verifyRootKeys: false, module: try TestToken.isolatedModule())
+            options: CustosRuntime.Options(logger: logger, verifyRootKeys: false, module: try module ?? TestToken.isolatedModule())
         )
         do {
             let services = CustosServices(started.runtime.verification(verification ?? settings.verification, logger: logger), settings: settings, logger: logger)
