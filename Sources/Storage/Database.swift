@@ -97,13 +97,13 @@ public final class Database: Sendable {
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await leased(context: context) { connection in
-            try await connection.query("BEGIN", logger: self.logger)
+            for try await _ in try await connection.execute(Begin()) {}
             do {
                 let result = try await body(connection)
                 // A body that outlived the operation timeout has already been reported as failed
                 // ("unavailable") to its caller, who may retry: commit nothing then.
                 try Task.checkCancellation()
-                try await connection.query("COMMIT", logger: self.logger)
+                for try await _ in try await connection.execute(Commit()) {}
                 self.commits.count(context)
                 return result
             } catch {

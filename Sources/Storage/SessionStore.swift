@@ -148,7 +148,7 @@ public enum SessionStore {
     }
 
     /// The first 15 columns of `row`: ``columns``.
-    private static func decode(_ row: PostgresRow) throws -> Row {
+    static func decode(_ row: PostgresRow) throws -> Row {
         let cells = try row.decode(
             (UUID, String, Int, Data?, Data?, Int?, Date, Date?, String?, Date?, String?, String?, Int?, Date?, Date).self
         )

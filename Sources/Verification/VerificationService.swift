@@ -131,19 +131,24 @@ public final class VerificationService: Sendable {
         let now = now()
         let policy = try await policies.policy(tenant)
         let limit = attemptLimit
+        let cutoff = now.addingTimeInterval(-Double(limit.window.components.seconds))
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?) in
-            let row = try await Self.lockReadySession(session, now: now, on: connection)
-            // Counted before any comparison; a refusal rolls the count back with everything
-            // else, so the stored count stops at the limit until the window passes.
-            let counted = try await VerificationAttemptStore.count(subject: row.subject.value, tenant: tenant, now: now, window: limit.window, on: connection)
-            guard counted.attempts <= limit.attempts else {
+            // The session locked, the attempt counted and the subject's templates read in one
+            // statement. Counted before any comparison; a refusal rolls the count back with
+            // everything else, so the stored count stops at the limit until the window passes.
+            guard let opened = try await SessionStore.openForVerify(session, tenant: tenant, now: now, cutoff: cutoff, on: connection) else {
+                throw VerificationError.sessionNotFound(session)
+            }
+            let row = opened.row
+            try VerificationSessions.requireReady(row, now: now)
+            guard opened.attempts <= limit.attempts else {
                 throw VerificationError.tooManyAttempts(
                     limit: limit.attempts, window: limit.window,
-                    retryAfter: counted.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
+                    retryAfter: opened.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
                 )
             }
             let probe = try await makeProbe()
-            let match = try await Self.enrolment(of: row.subject.value, probe: probe, older: older, on: connection)
+            let match = try await Self.enrolment(in: opened, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds.decide(score: score)
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
@@ -240,19 +245,18 @@ public final class VerificationService: Sendable {
         return template
     }
 
-    /// As ``enrolment(of:probe:olderProbe:on:)``, finding the older version inside the caller's
-    /// transaction: with no template under the probe's version, the newest of `older`'s versions
-    /// the subject has one of, and `older`'s probe under it (made only then).
+    /// As ``enrolment(of:probe:olderProbe:on:)``, among the templates Verify's opening read:
+    /// with none under the probe's version, the newest of `older`'s versions the subject has
+    /// one of, and `older`'s probe under it (made only then).
     static func enrolment(
-        of subject: String, probe: BiometricToken, older: OlderBiometricProbes, on connection: DatabaseTransaction
+        in opened: SessionStore.VerifyOpening, probe: BiometricToken, older: OlderBiometricProbes
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
-        if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) {
+        if let enrolled = try opened.template(keyVersion: probe.keyVersion) {
             return (try sameFormat(enrolled, as: probe), probe)
         }
-        guard !older.versions.isEmpty else { throw VerificationError.notEnrolled }
-        let held = try await TemplateStore.keyVersions(subject: subject, on: connection)
+        let held = opened.enrolledVersions
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
-              let enrolled = try await TemplateStore.get(subject: subject, keyVersion: version, on: connection) else {
+              let enrolled = try opened.template(keyVersion: version) else {
             throw VerificationError.notEnrolled
         }
         let olderProbe = try await older.probe(version)

@@ -315,7 +315,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
             var phases = [(String, RPCLoadGenerator.Phase, Double?)]()
             func measured(_ name: String, _ call: @escaping @Sendable (Int) async throws -> Bool) async throws {
                 let before = try await commits()
+                PhaseMarks.mark("start", name)
                 let phase = await load.measure(seconds: seconds, call)
+                PhaseMarks.mark("end", name)
                 let after = try await commits()
                 phases.append((name, phase, phase.requests > 0 ? Double(after - before) / Double(phase.requests) : nil))
             }

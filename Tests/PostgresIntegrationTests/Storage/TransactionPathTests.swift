@@ -22,7 +22,7 @@ struct TransactionPathTests {
         await harness.shutdown()
     }
 
-    @Test("The tenant scope is a statement prepared once per connection, and still transaction-local")
+    @Test("The tenant scope, BEGIN and COMMIT are statements prepared once per connection; the scope is still transaction-local")
     func tenantScopePreparedOncePerConnection() async throws {
         let harness = try await CustodyHarness.make("txprep")
         let a = try await harness.keyring.createTenant(label: "tenant-a", actor: "test")
@@ -43,6 +43,13 @@ struct TransactionPathTests {
             ).collect().first!.decode(Int.self)
         }
         #expect(prepared == 1)
+        // BEGIN and COMMIT too: PostgreSQL no longer parses them on every transaction.
+        let transactionControl = try await database.withTransaction(context: "test") { connection in
+            try await connection.query(
+                "SELECT count(*)::int FROM pg_prepared_statements WHERE name = ANY(\([Begin.name, Commit.name]))", logger: Database.quiet
+            ).collect().first!.decode(Int.self)
+        }
+        #expect(transactionControl == 2)
         // Outside a tenant transaction the scope is gone again (set_config(…, true)).
         let unscoped = try await database.withTransaction(context: "test") { connection in
             try await connection.query("SELECT current_setting('app.tenant_id', true)", logger: Database.quiet).collect().first!.decode(String?.self)

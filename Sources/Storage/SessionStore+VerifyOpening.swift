@@ -1,0 +1,94 @@
+public import CustosModel
+public import Foundation
+import PostgresNIO
+
+/// Verify's opening reads and its attempt count as one statement: the session locked, one
+/// attempt counted against its subject, and the subject's templates — what were three round
+/// trips (lock, count, template read) inside the call's one transaction. The profile of issue 12
+/// found PostgreSQL's and the service's time per Verify in per-statement overhead (a round
+/// trip, a wake-up on each side, executor set-up), not in execution.
+extension SessionStore {
+    /// What Verify reads before it tokenizes the probe.
+    public struct VerifyOpening: Sendable {
+        public let row: Row
+        /// Attempts in the subject's current window, this one included, and when it started
+        /// (as ``VerificationAttemptStore``'s counter keeps them).
+        public let attempts: Int
+        public let windowStart: Date
+        /// The subject's stored templates by key version, undecoded: one of another length
+        /// fails only when it is compared (``template(keyVersion:)``), as a single read did.
+        let templates: [Int: Data]
+
+        /// The key versions the subject has templates of.
+        public var enrolledVersions: Set<Int> { Set(templates.keys) }
+
+        /// The subject's template of `keyVersion`, if it has one.
+        /// - Throws: ``TemplateFormatError/unreadableLength(keyVersion:byteCount:)``.
+        public func template(keyVersion: Int) throws -> BiometricToken? {
+            try templates[keyVersion].map { try TemplateStore.token(keyVersion: keyVersion, bytes: $0) }
+        }
+    }
+
+    /// Locks session `id`, counts one verification attempt against its subject (a window that
+    /// started at or before `cutoff` starts afresh at `now`) and reads the subject's templates.
+    /// The attempt row stays locked until the transaction ends, so concurrent attempts for one
+    /// subject count one after the other; a caller that refuses afterwards (session not ready,
+    /// too many attempts) rolls the count back with its transaction.
+    ///
+    /// The templates are read in the statement's snapshot, taken before it waited for either
+    /// lock: a concurrent Verify of the same subject that migrated it during a biometric overlap
+    /// and committed meanwhile is not seen, and this one compares under the older version (a
+    /// GREEN there migrates again: the active version's template is replaced by this probe).
+    /// - Returns: `nil` when there is no such session in the tenant's scope (nothing counted).
+    public static func openForVerify(
+        _ id: UUID, tenant: TenantID, now: Date, cutoff: Date, on connection: DatabaseTransaction
+    ) async throws -> VerifyOpening? {
+        var opening: (row: Row, attempts: Int, windowStart: Date)?
+        var templates = [Int: Data]()
+        for try await row in try await connection.execute(OpenForVerify(id: id, tenant: tenant, now: now, cutoff: cutoff)) {
+            let cells = row.makeRandomAccess()
+            if opening == nil {
+                opening = (try decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
+            }
+            if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
+                templates[version] = bytes
+            }
+        }
+        guard let opening else { return nil }
+        return VerifyOpening(row: opening.row, attempts: opening.attempts, windowStart: opening.windowStart, templates: templates)
+    }
+
+    /// One row per template of the subject (one with NULL template columns when it has none).
+    struct OpenForVerify: PreparedStatement {
+        static let name = "custos_open_for_verify"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .timestamptz, .timestamptz]
+        static let sql = """
+            WITH locked AS (
+                SELECT \(columns) FROM verification_sessions WHERE id = $1 FOR UPDATE
+            ), counted AS (
+                INSERT INTO verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+                SELECT $2::uuid, locked.subject_ref, $3, 1 FROM locked
+                ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET
+                    attempts = CASE WHEN a.window_start <= $4 THEN 1 ELSE a.attempts + 1 END,
+                    window_start = CASE WHEN a.window_start <= $4 THEN EXCLUDED.window_start ELSE a.window_start END
+                RETURNING attempts, window_start
+            )
+            SELECT locked.*, counted.attempts::int8, counted.window_start, t.key_version::int8, t.token
+            FROM locked CROSS JOIN counted
+            LEFT JOIN templates t ON t.subject_ref = locked.subject_ref
+            """
+        let id: UUID
+        let tenant: TenantID
+        let now: Date
+        let cutoff: Date
+
+        func makeBindings() -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 4)
+            bindings.append(id)
+            bindings.append(tenant.rawValue)
+            bindings.append(now)
+            bindings.append(cutoff)
+            return bindings
+        }
+    }
+}
