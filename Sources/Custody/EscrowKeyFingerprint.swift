@@ -1,5 +1,5 @@
 import Crypto
-public import SecureMemory
+import SecureMemory
 
 /// What names a custodians' escrow key outside the token and the database: `sha256:` and the
 /// lower-case hex of SHA-256 over the X25519 public key's 32 raw bytes. config.json lists the
