@@ -95,11 +95,10 @@ final class CustodyHarness: Sendable {
             )
             escrowSharePaths = escrow.sharePaths
             // As an operator does after `generate-escrow`: the fingerprint into config.json, then
-            // a restart (the new runtime first, so the token stays logged in throughout).
+            // a restart (stopped first: one process logs in to a token once).
             trustedEscrowKeys = [escrow.fingerprint]
-            let configured = try await start(trustedEscrowKeys)
             await started.shutdown()
-            started = configured
+            started = try await start(trustedEscrowKeys)
         }
         return CustodyHarness(
             token: token, started: started, owner: owner, schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths,
