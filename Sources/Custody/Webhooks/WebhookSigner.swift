@@ -35,7 +35,7 @@ public final class WebhookSigner: Sendable {
     /// - Parameter ed25519Available: `false` on a module without Ed25519 (``SelfTest``): new
     ///   `v1a` keys are then refused with ``CustodyError/featureUnavailable(_:)``; v1 is unaffected.
     /// - Parameter trustedEscrowKeys: the escrow keys seeds may be sealed to; empty: no `v1a`
-    ///   key is made (``CustodyError/featureUnavailable(_:)``), v1 is unaffected.
+    ///   key is made (``CustodyError/escrowKeysNotConfigured``), v1 is unaffected.
     public init(
         pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, trustedEscrowKeys: Set<EscrowKeyFingerprint>,
         tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit, ed25519Available: Bool = true
@@ -73,18 +73,14 @@ public final class WebhookSigner: Sendable {
     /// - Returns: the version and the public key as `whpk_…`.
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)`` when the tenant already holds
     ///   ``tokenObjectLimit`` live versions; ``CustodyError/featureUnavailable(_:)`` before the
-    ///   ceremony made an escrow key or while config.json trusts none;
+    ///   ceremony made an escrow key; ``CustodyError/escrowKeysNotConfigured``;
     ///   ``CustodyError/escrowKeyTampered(version:)``;
     ///   ``CustodyError/escrowKeyNotTrusted(version:fingerprint:)``; other ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
         guard ed25519Available else {
             throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module of at least one configured token has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
         }
-        guard !trustedEscrowKeys.isEmpty else {
-            throw CustodyError.featureUnavailable(
-                "v1a (Ed25519) webhook keys: config.json's webhookEscrowKeys lists no escrow key: add the fingerprint `custos ceremony generate-escrow` printed (docs/ceremony.md); v1 secrets work"
-            )
-        }
+        guard !trustedEscrowKeys.isEmpty else { throw CustodyError.escrowKeysNotConfigured }
         return try await custody {
             try await ed25519Creation.run(tenant) {
                 try await createEd25519KeyAlone(tenant: tenant, overlap: overlap, actor: actor)

@@ -80,7 +80,8 @@ public enum StatusMapping {
         case .unknownTenant: return RPCError(code: .notFound, message: error.description)
         case .tenantDisabled: return RPCError(code: .permissionDenied, message: error.description)
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
-        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable:
+        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable,
+             .escrowKeysNotConfigured:
             return RPCError(code: .failedPrecondition, message: error.description)
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
