@@ -32,6 +32,9 @@ extension KeyCeremony {
         public let escrowKeyVersion: Int
         /// Hex of the first 3 bytes of SHA-256 of the public key.
         public let checkValue: String
+        /// What config.json's `webhookEscrowKeys` must list on every instance before seeds are
+        /// sealed to this key.
+        public let fingerprint: EscrowKeyFingerprint
     }
 
     /// Makes the escrow key pair: 32 bytes from the HSM RNG as an X25519 private key, split
@@ -65,7 +68,9 @@ extension KeyCeremony {
             logger.notice("escrow key split into shares and pinned", metadata: [
                 "ceremony": "\(ceremonyID)", "version": "\(recorded.version)", "threshold": "\(threshold)", "shares": "\(shares)",
             ])
-            return EscrowOutcome(ceremonyID: ceremonyID, sharePaths: paths, escrowKeyVersion: recorded.version, checkValue: Hex.encode(checkValue))
+            return EscrowOutcome(ceremonyID: ceremonyID, sharePaths: paths, escrowKeyVersion: recorded.version, checkValue: Hex.encode(checkValue),
+                fingerprint: EscrowKeyFingerprint(publicKey: publicKey)
+            )
         }
     }
 

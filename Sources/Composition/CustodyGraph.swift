@@ -23,18 +23,22 @@ public struct CustodyGraph: Sendable {
         /// Whether `v1a` webhook keys may be made; the runtime turns it off on a module without
         /// Ed25519 (``SelfTest``).
         public var ed25519Webhooks = true
+        /// The escrow keys Ed25519 seeds may be sealed to (config.json's `webhookEscrowKeys`);
+        /// empty: no `v1a` key is made.
+        public var trustedEscrowKeys: Set<EscrowKeyFingerprint>
 
         public init(
             auditAnchorPath: String?, keyEnvironment: String = "live",
             tokenObjectsPerTenant: Int = WebhookSigner.defaultTokenObjectLimit,
             keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
-            keyUseFlushInterval: Duration? = nil
+            keyUseFlushInterval: Duration? = nil, trustedEscrowKeys: Set<EscrowKeyFingerprint> = []
         ) {
             self.auditAnchorPath = auditAnchorPath
             self.keyEnvironment = keyEnvironment
             self.tokenObjectsPerTenant = tokenObjectsPerTenant
             self.keyringStepHook = keyringStepHook
             self.keyUseFlushInterval = keyUseFlushInterval
+            self.trustedEscrowKeys = trustedEscrowKeys
         }
     }
 
@@ -64,7 +68,8 @@ public struct CustodyGraph: Sendable {
             pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger
         )
         webhooks = WebhookSigner(
-            pool: pool, keyring: keyring, audit: audit, tokenObjectLimit: settings.tokenObjectsPerTenant, ed25519Available: settings.ed25519Webhooks
+            pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: settings.trustedEscrowKeys,
+            tokenObjectLimit: settings.tokenObjectsPerTenant, ed25519Available: settings.ed25519Webhooks
         )
         keyUseRecorder = KeyUseRecorder(counter: keyring.keyUses, audit: audit)
     }

@@ -53,7 +53,7 @@ public struct CustosRuntime: Sendable {
             custody: CustodyGraph.Settings(
                 auditAnchorPath: configuration.auditAnchorPath, keyEnvironment: configuration.environment,
                 tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit,
-                keyUseFlushInterval: configuration.keyUseFlushInterval
+                keyUseFlushInterval: configuration.keyUseFlushInterval, trustedEscrowKeys: try configuration.trustedEscrowKeys()
             ),
             options: options, services: services, body
         )

@@ -69,6 +69,13 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// in `escrow_keys` (or edited one), or the key the tokens pinned is missing (the newest
     /// deleted, so that seeds would go to an older one); no seed is sealed until officers look.
     case escrowKeyTampered(version: Int)
+    /// The newest recorded escrow key (MAC-valid) is not among the fingerprints config.json
+    /// trusts (`webhookEscrowKeys`): written by someone holding the user PIN and the owner role,
+    /// or a real new escrow key not yet added to this instance's configuration. Nothing sealed.
+    case escrowKeyNotTrusted(version: Int, fingerprint: EscrowKeyFingerprint)
+    /// config.json's `webhookEscrowKeys` is empty or absent: no seed may be sealed, so no v1a
+    /// key is made (v1 is unaffected).
+    case escrowKeysNotConfigured
 
     public var isRetryable: Bool {
         switch self {
@@ -128,6 +135,11 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
         case .escrowKeyTampered(let version):
             "escrow key v\(version) in the database fails its HSM MAC (replaced or edited) or is missing though the HSM pinned it (deleted): no Ed25519 seed is escrowed until it is investigated"
+        case .escrowKeyNotTrusted(let version, let fingerprint):
+            "escrow key v\(version) (\(fingerprint)) is not listed in config.json's webhookEscrowKeys: no Ed25519 seed is sealed to it. "
+                + "If the custodians made it (`custos ceremony generate-escrow`), add \"\(fingerprint)\" there on every instance and restart; otherwise it was planted"
+        case .escrowKeysNotConfigured:
+            "v1a (Ed25519) webhook keys: config.json's webhookEscrowKeys lists no escrow key: add the fingerprint `custos ceremony generate-escrow` printed (docs/ceremony.md); v1 secrets work"
         case .keyStateAnchorInvalid: "the HSM's list of key states (\(KeyStateAnchor.label)) fails its MAC: refusing to use tenant keys"
         case .hsm(let error): error.description
         case .storage(let error): error.description

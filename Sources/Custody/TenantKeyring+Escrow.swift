@@ -51,13 +51,15 @@ extension TenantKeyring {
     }
 
     /// The escrow key new Ed25519 seeds are sealed to: the newest recorded one, after every
-    /// recorded key's MAC is checked in the HSM and the tokens' pin (``EscrowKeyAnchor``) is
-    /// found among them; the pin is then raised to it. `nil` when the ceremony has made none yet.
+    /// recorded key's MAC is checked in the HSM, the tokens' pin (``EscrowKeyAnchor``) is found
+    /// among them and the newest is among `trusted` (config.json's `webhookEscrowKeys`); the pin
+    /// is then raised to it. `nil` when the ceremony has made none yet.
     /// - Throws: ``CustodyError/escrowKeyTampered(version:)`` when any recorded key fails its
     ///   MAC (a database writer put a key of their own there, or edited one), or the database
     ///   lacks the key the tokens pinned (the owner role deleted the newest, so that seeds go to
-    ///   an older one): nothing is sealed until officers look.
-    public func pinnedEscrowKey() async throws -> EscrowKeyRecord? {
+    ///   an older one); ``CustodyError/escrowKeyNotTrusted(version:fingerprint:)`` when the
+    ///   newest is not in `trusted`: nothing is sealed until officers look.
+    public func pinnedEscrowKey(trusting trusted: Set<EscrowKeyFingerprint>) async throws -> EscrowKeyRecord? {
         let records = try await verifiedEscrowKeys()
         return try await custody {
             let anchor = escrowKeyAnchor
@@ -65,6 +67,14 @@ extension TenantKeyring {
                 throw CustodyError.escrowKeyTampered(version: pin.version)
             }
             guard let newest = records.max(by: { $0.version < $1.version }) else { return nil }
+            // The MAC proves only that the service or a holder of the user PIN wrote the row;
+            // the custodians' word is the configuration. The newest, not the newest trusted: a
+            // fallback to an older key is what deleting the newest tries to get. Checked before
+            // the pin is raised, so a planted key never becomes the tokens' pin either.
+            let fingerprint = EscrowKeyFingerprint(publicKey: newest.publicKey)
+            guard trusted.contains(fingerprint) else {
+                throw CustodyError.escrowKeyNotTrusted(version: newest.version, fingerprint: fingerprint)
+            }
             try await anchor.raise(to: EscrowKeyAnchor.Pin(newest))
             return newest
         }

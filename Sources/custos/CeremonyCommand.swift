@@ -321,22 +321,35 @@ struct CeremonyGenerateEscrowCommand: AsyncParsableCommand {
         try lockDownCeremony()
         let configuration = try options.loadConfiguration()
         let participants = try ceremony.participants()
-        let outcome = try await CustosRuntime.run(configuration, options: .cli()) { context -> KeyCeremony.EscrowOutcome? in
+        let outcome = try await CustosRuntime.run(configuration, options: .cli()) { context -> EscrowGeneration in
             // Rows, not the tokens' pin: a database dropped or restored from an older backup
             // (the token keeps its pin) gets a new escrow key, above the pinned version.
-            if ifMissing, try await !context.keyring.verifiedEscrowKeys().isEmpty { return nil }
-            return try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
+            if ifMissing, let newest = try await context.keyring.verifiedEscrowKeys().max(by: { $0.version < $1.version }) {
+                return .present(version: newest.version, fingerprint: EscrowKeyFingerprint(publicKey: newest.publicKey))
+            }
+            return .generated(try await KeyCeremony(pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger())
                 .generateEscrow(
                     threshold: threshold, shares: shares, outputDirectory: output, transcript: CeremonyTranscript(path: ceremony.transcript),
                     keyring: context.keyring
-                )
+                ))
         }
-        guard let outcome else {
-            print("the database pins an escrow key already; nothing generated")
-            return
+        // The fingerprint line is the same either way: scripts/setup reads it into the config it writes.
+        switch outcome {
+        case .present(let version, let fingerprint):
+            print("the database pins an escrow key already (v\(version)); nothing generated")
+            print("fingerprint \(fingerprint)")
+        case .generated(let outcome):
+            print("escrow key v\(outcome.escrowKeyVersion) (check value \(outcome.checkValue)): ceremony \(outcome.ceremonyID), \(threshold)-of-\(shares) shares")
+            for path in outcome.sharePaths { print("  share file \(path)") }
+            print("fingerprint \(outcome.fingerprint)")
+            print("no Ed25519 seed is sealed to it until config.json lists it on every instance (then restart): \"webhookEscrowKeys\": [\"\(outcome.fingerprint)\"]")
         }
-        print("escrow key v\(outcome.escrowKeyVersion) (check value \(outcome.checkValue)): ceremony \(outcome.ceremonyID), \(threshold)-of-\(shares) shares")
-        for path in outcome.sharePaths { print("  share file \(path)") }
+    }
+
+    /// A new escrow key, or (`--if-missing`) the newest one already recorded.
+    enum EscrowGeneration {
+        case generated(KeyCeremony.EscrowOutcome)
+        case present(version: Int, fingerprint: EscrowKeyFingerprint)
     }
 }
 

@@ -94,6 +94,14 @@ struct HSMStatusCommand: AsyncParsableCommand {
         /// Escrowed Ed25519 webhook keys a configured token lacks (nil: not checked).
         var missingTokenKeys: [TenantKeyring.MissingTokenKey]?
         var singleTokenKeysError: String?
+        /// The newest escrow key, its fingerprint, and whether config.json's `webhookEscrowKeys`
+        /// lists it (new v1a keys are refused otherwise); nil: none recorded or not checked.
+        var escrowKey: EscrowKeyStatus?
+        struct EscrowKeyStatus: Codable {
+            let version: Int
+            let fingerprint: String
+            let trusted: Bool
+        }
         var healthy: Bool { pool != nil && mechanisms.allSatisfy(\.present) && tokens.allSatisfy(\.inService) }
     }
 
@@ -137,8 +145,14 @@ struct HSMStatusCommand: AsyncParsableCommand {
         )
         if configuration.postgres != nil, statistics != nil {
             do {
-                (report.singleTokenKeys, report.missingTokenKeys) = try await CustosRuntime.run(configuration, options: .cli()) {
-                    (try await $0.keyring.singleTokenKeys(), try await $0.keyring.webhookKeysMissingOnTokens())
+                let trusted = try configuration.trustedEscrowKeys()
+                (report.singleTokenKeys, report.missingTokenKeys, report.escrowKey) = try await CustosRuntime.run(configuration, options: .cli()) { context in
+                    let newest = try await context.keyring.verifiedEscrowKeys().max { $0.version < $1.version }
+                    let escrowKey = newest.map { record in
+                        let fingerprint = EscrowKeyFingerprint(publicKey: record.publicKey)
+                        return Report.EscrowKeyStatus(version: record.version, fingerprint: fingerprint.description, trusted: trusted.contains(fingerprint))
+                    }
+                    return (try await context.keyring.singleTokenKeys(), try await context.keyring.webhookKeysMissingOnTokens(), escrowKey)
                 }
             } catch {
                 report.singleTokenKeysError = String(describing: error)
@@ -176,6 +190,9 @@ struct HSMStatusCommand: AsyncParsableCommand {
                 }
             } else if let error = report.singleTokenKeysError {
                 print("ed25519     could not check for keys on one token only: \(error)")
+            }
+            if let escrow = report.escrowKey {
+                print("escrow key  v\(escrow.version) \(escrow.fingerprint)" + (escrow.trusted ? "" : " NOT in config.json's webhookEscrowKeys: new v1a keys are refused"))
             }
         }
         if !report.healthy { throw ExitCode(1) }

@@ -121,6 +121,8 @@ struct StatusMappingTests {
         Row(error: CustodyError.keyStateAnchorInvalid, code: .dataLoss),
         Row(error: CustodyError.featureUnavailable("v1a"), code: .failedPrecondition),
         Row(error: CustodyError.escrowKeyTampered(version: 1), code: .dataLoss),
+        Row(error: CustodyError.escrowKeysNotConfigured, code: .failedPrecondition),
+        Row(error: CustodyError.escrowKeyNotTrusted(version: 2, fingerprint: EscrowKeyFingerprint(publicKey: [UInt8](repeating: 7, count: 32))), code: .failedPrecondition),
         Row(error: CustodyError.hsm(.unavailable(reason: canary, retryAfterNanoseconds: nil)), code: .unavailable, message: hsmUnavailable),
         Row(error: CustodyError.storage(.unavailable(canary)), code: .unavailable, message: databaseUnavailable),
         Row(error: CustodyError.storage(.query(sqlState: "XX000", context: canary)), code: .internalError),

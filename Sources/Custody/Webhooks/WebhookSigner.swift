@@ -20,6 +20,9 @@ public final class WebhookSigner: Sendable {
     /// How many live Ed25519 token objects (versions not destroyed) one tenant may hold.
     public let tokenObjectLimit: Int
     let ed25519Available: Bool
+    /// The custodians' escrow keys (config.json's `webhookEscrowKeys`): the only ones a seed is
+    /// sealed to.
+    let trustedEscrowKeys: Set<EscrowKeyFingerprint>
     /// One Ed25519 creation at a time per tenant in this instance: two at once would pick the
     /// same version number and one would fail after making its key pair.
     private let ed25519Creation = KeyedSerializer<TenantID>()
@@ -31,15 +34,18 @@ public final class WebhookSigner: Sendable {
     /// - Parameter tokenObjectLimit: see ``defaultTokenObjectLimit``.
     /// - Parameter ed25519Available: `false` on a module without Ed25519 (``SelfTest``): new
     ///   `v1a` keys are then refused with ``CustodyError/featureUnavailable(_:)``; v1 is unaffected.
+    /// - Parameter trustedEscrowKeys: the escrow keys seeds may be sealed to; empty: no `v1a`
+    ///   key is made (``CustodyError/escrowKeysNotConfigured``), v1 is unaffected.
     public init(
-        pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit,
-        ed25519Available: Bool = true
+        pool: SessionPool, keyring: TenantKeyring, audit: AuditLog, trustedEscrowKeys: Set<EscrowKeyFingerprint>,
+        tokenObjectLimit: Int = WebhookSigner.defaultTokenObjectLimit, ed25519Available: Bool = true
     ) {
         self.pool = pool
         self.keyring = keyring
         self.audit = audit
         self.tokenObjectLimit = tokenObjectLimit
         self.ed25519Available = ed25519Available
+        self.trustedEscrowKeys = trustedEscrowKeys
     }
 
     /// A new v1 secret for `tenant` — the first, or a rotation in which the previous one keeps
@@ -67,12 +73,14 @@ public final class WebhookSigner: Sendable {
     /// - Returns: the version and the public key as `whpk_…`.
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)`` when the tenant already holds
     ///   ``tokenObjectLimit`` live versions; ``CustodyError/featureUnavailable(_:)`` before the
-    ///   ceremony made an escrow key; ``CustodyError/escrowKeyTampered(version:)``; other
-    ///   ``CustodyError``s.
+    ///   ceremony made an escrow key; ``CustodyError/escrowKeysNotConfigured``;
+    ///   ``CustodyError/escrowKeyTampered(version:)``;
+    ///   ``CustodyError/escrowKeyNotTrusted(version:fingerprint:)``; other ``CustodyError``s.
     public func createEd25519Key(tenant: TenantID, overlap: Duration = .seconds(86_400), actor: String) async throws -> (version: Int, publicKey: String) {
         guard ed25519Available else {
             throw CustodyError.featureUnavailable("v1a (Ed25519) webhook keys: the HSM module of at least one configured token has no Ed25519 (see `custos hsm selftest`); v1 secrets work")
         }
+        guard !trustedEscrowKeys.isEmpty else { throw CustodyError.escrowKeysNotConfigured }
         return try await custody {
             try await ed25519Creation.run(tenant) {
                 try await createEd25519KeyAlone(tenant: tenant, overlap: overlap, actor: actor)
@@ -90,8 +98,8 @@ public final class WebhookSigner: Sendable {
         let versions = all.filter { $0.purpose == .webhookEd25519 }
         let next = try await keyring.nextVersion(tenant, .webhookEd25519, after: versions)
         let hasActive = versions.contains { $0.state == .active }
-        // No key that a token's loss could take: without a (MAC-valid) escrow key none is made.
-        guard let escrowKey = try await keyring.pinnedEscrowKey() else {
+        // No key that a token's loss could take: without a MAC-valid escrow key config.json trusts, none is made.
+        guard let escrowKey = try await keyring.pinnedEscrowKey(trusting: trustedEscrowKeys) else {
             throw CustodyError.featureUnavailable(
                 "v1a (Ed25519) webhook keys need the custodians' escrow key first: run `custos ceremony generate-escrow` (docs/ceremony.md)"
             )

@@ -80,11 +80,16 @@ public enum StatusMapping {
         case .unknownTenant: return RPCError(code: .notFound, message: error.description)
         case .tenantDisabled: return RPCError(code: .permissionDenied, message: error.description)
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
-        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable:
+        case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable,
+             .escrowKeysNotConfigured:
             return RPCError(code: .failedPrecondition, message: error.description)
         case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
+        case .escrowKeyNotTrusted:
+            // Planted, or a new escrow key not yet in this instance's config: officers must look.
+            logger.error("newest escrow key is not trusted by config.json", metadata: ["method": "\(method)", "error": "\(error)"])
+            return RPCError(code: .failedPrecondition, message: error.description)
         case .changedConcurrently: return RPCError(code: .aborted, message: error.description)
         case .tokenObjectLimit: return RPCError(code: .resourceExhausted, message: error.description)
         case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rootKeyNotRecorded, .rewrapKeyMissing:

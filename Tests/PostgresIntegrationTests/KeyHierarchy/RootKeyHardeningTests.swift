@@ -187,7 +187,7 @@ struct RootKeyHardeningTests {
         // A database writer makes tenant A's row name tenant B's private key.
         try await harness.ownerSQL(tenant: a.id, "UPDATE key_versions SET token_label = \(labelB) WHERE purpose = 'webhook-ed25519'")
         let fresh = TenantKeyring(pool: harness.pool, database: harness.service, audit: harness.audit, logger: harness.logs.logger)
-        let signer = WebhookSigner(pool: harness.pool, keyring: fresh, audit: harness.audit)
+        let signer = WebhookSigner(pool: harness.pool, keyring: fresh, audit: harness.audit, trustedEscrowKeys: harness.trustedEscrowKeys)
         await #expect(throws: (any Error).self) {
             _ = try await signer.signatureHeader(tenant: a.id, id: "msg_1", timestamp: 1_700_000_000, body: Array("{}".utf8))
         }

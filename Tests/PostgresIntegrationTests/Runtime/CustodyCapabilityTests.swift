@@ -42,7 +42,7 @@ struct CustodyCapabilityTests {
         await pool.shutdown()
 
         let harness = try await CustodyHarness.make("noeddsa")
-        let signer = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, ed25519Available: false)
+        let signer = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, trustedEscrowKeys: harness.trustedEscrowKeys, ed25519Available: false)
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
         await #expect { _ = try await signer.createEd25519Key(tenant: tenant, actor: "officer") } throws: { error in
             if case CustodyError.featureUnavailable = error { true } else { false }

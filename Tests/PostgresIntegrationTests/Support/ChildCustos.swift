@@ -63,6 +63,8 @@ enum ChildCustos {
             "clientCertificate": certificates.path("officer-alice.pem"), "clientKey": certificates.path("officer-alice.key"),
         ] as [String: Any]
         json["keyEnvironment"] = "test"
+        // The harness's escrow key, not setup's (the child seals to this schema's).
+        json["webhookEscrowKeys"] = harness.trustedEscrowKeys.map(\.description)
         let file = directory + "/config.json"
         try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted]).write(to: URL(fileURLWithPath: file))
         return file

@@ -35,6 +35,9 @@ final class CustodyHarness: Sendable {
     let sharePaths: [String]
     /// The share files of the escrow key Ed25519 seeds are sealed to (2 of 3 open them).
     let escrowSharePaths: [String]
+    /// Its fingerprint, trusted by the runtime's configuration as config.json's
+    /// `webhookEscrowKeys` would be (empty without root keys: no escrow key then).
+    let trustedEscrowKeys: Set<EscrowKeyFingerprint>
 
     /// - Parameter createRootKeys: `false` leaves the harness token without root keys (the key
     ///   ceremony test brings its own tokens and uses only the database).
@@ -62,14 +65,19 @@ final class CustodyHarness: Sendable {
         // the graph uses the first ones (v1), as it would on that token.
         var poolConfiguration = token.configuration()
         poolConfiguration.maxCachedKeys = maxCachedKeys
-        let started = try await CustosRuntime.start(
-            pool: poolConfiguration, database: settings.configuration(role: .service, schema: schema),
-            custody: CustodyGraph.Settings(auditAnchorPath: anchorPath, keyEnvironment: "test", keyringStepHook: keyringStepHook),
-            options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false, module: module)
-        )
+        let start = { (trusted: Set<EscrowKeyFingerprint>) in
+            try await CustosRuntime.start(
+                pool: poolConfiguration, database: settings.configuration(role: .service, schema: schema),
+                custody: CustodyGraph.Settings(
+                    auditAnchorPath: anchorPath, keyEnvironment: "test", keyringStepHook: keyringStepHook, trustedEscrowKeys: trusted
+                ),
+                options: CustosRuntime.Options(logger: logs.logger, verifyRootKeys: false, module: module)
+            )
+        }
+        var started = try await start([])
         let pool = started.runtime.pool
         // Root keys the way every install makes them: the ceremony, with shares.
-        var sharePaths = [String](), escrowSharePaths = [String]()
+        var sharePaths = [String](), escrowSharePaths = [String](), trustedEscrowKeys = Set<EscrowKeyFingerprint>()
         if createRootKeys {
             let directory = TestEnvironment.directory + "/\(schema).ceremony"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -81,20 +89,26 @@ final class CustodyHarness: Sendable {
                 threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl")
             ).sharePaths
             // And the escrow key, as every install that offers v1a webhook keys has it.
-            escrowSharePaths = try await ceremony.generateEscrow(
+            let escrow = try await ceremony.generateEscrow(
                 threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl"),
                 keyring: started.runtime.custody.keyring
-            ).sharePaths
+            )
+            escrowSharePaths = escrow.sharePaths
+            // As an operator does after `generate-escrow`: the fingerprint into config.json, then
+            // a restart (stopped first: one process logs in to a token once).
+            trustedEscrowKeys = [escrow.fingerprint]
+            await started.shutdown()
+            started = try await start(trustedEscrowKeys)
         }
         return CustodyHarness(
             token: token, started: started, owner: owner, schema: schema, settings: settings, anchorPath: anchorPath, logs: logs, sharePaths: sharePaths,
-            escrowSharePaths: escrowSharePaths
+            escrowSharePaths: escrowSharePaths, trustedEscrowKeys: trustedEscrowKeys
         )
     }
 
     private init(
         token: TestToken, started: CustosRuntime.Started, owner: Database, schema: String, settings: PostgresSettings, anchorPath: String, logs: LogCapture,
-        sharePaths: [String], escrowSharePaths: [String]
+        sharePaths: [String], escrowSharePaths: [String], trustedEscrowKeys: Set<EscrowKeyFingerprint>
     ) {
         self.token = token
         self.started = started
@@ -105,6 +119,7 @@ final class CustodyHarness: Sendable {
         self.logs = logs
         self.sharePaths = sharePaths
         self.escrowSharePaths = escrowSharePaths
+        self.trustedEscrowKeys = trustedEscrowKeys
     }
 
     /// A second service database client on the same schema, as another instance would have.

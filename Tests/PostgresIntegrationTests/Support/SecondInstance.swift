@@ -34,10 +34,10 @@ struct SecondInstance: Sendable {
         let logger = custody.logs.logger
         let started = try await CustosRuntime.start(
             pool: pool ?? custody.token.configuration(), database: custody.settings.configuration(role: .service, schema: custody.schema),
-            custody: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath, keyEnvironment: "test"),
+            custody: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath, keyEnvironment: "test", trustedEscrowKeys: custody.trustedEscrowKeys),
             // Its own copy of the module: PKCS#11 login state is per loaded library, and a
-            // second instance is a second process. The first instance's harness made the root
-            // keys after its runtime started (the ceremony), so neither runtime checks them.
+            // second instance is a second process. The first instance's runtime does not check
+            // the root keys either (harness runtimes start with `verifyRootKeys: false`).
             options: CustosRuntime.Options(logger: logger, verifyRootKeys: false, module: try module ?? TestToken.isolatedModule())
         )
         do {

@@ -56,7 +56,9 @@ struct VerificationHarness: Sendable {
             // Each instance keeps an audit anchor file of its own (the HSM anchor they share).
             let instance = CustodyGraph(
                 pool: custody.pool, database: database, rootKeys: custody.graph.rootKeys,
-                settings: CustodyGraph.Settings(auditAnchorPath: custody.anchorPath + ".second", keyEnvironment: "test"), logger: logger
+                settings: CustodyGraph.Settings(
+                    auditAnchorPath: custody.anchorPath + ".second", keyEnvironment: "test", trustedEscrowKeys: custody.trustedEscrowKeys
+                ), logger: logger
             )
             graph = VerificationGraph(custody: instance, settings: settings, logger: logger)
         } else {

@@ -53,7 +53,7 @@ struct WebhookKeyAttackRound3Tests {
         let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
         // As start-up does: the list of key states on both tokens (else refused while A is down).
         _ = try await keyring.reconcile()
         var made = [(tenant: TenantID, publicKey: String, label: String)]()
@@ -114,7 +114,9 @@ struct WebhookKeyAttackRound3Tests {
         // Escrow key v1 replaced by v2 (say v1's shares leaked).
         let second = try await ceremony.generateEscrow(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring)
         #expect(second.escrowKeyVersion == 2)
-        #expect(try await harness.keyring.pinnedEscrowKey()?.version == 2)
+        // As officers do after each generate-escrow: its fingerprint into config.json.
+        var trusted = harness.trustedEscrowKeys.union([second.fingerprint])
+        #expect(try await harness.keyring.pinnedEscrowKey(trusting: trusted)?.version == 2)
 
         // The owner deletes v2: the MACs of what is left all verify.
         try await harness.ownerSQL(tenant: nil, "DELETE FROM escrow_keys WHERE version = 2")
@@ -129,7 +131,9 @@ struct WebhookKeyAttackRound3Tests {
         // takes v3, not the pinned v2, and sealing resumes to it.
         let third = try await ceremony.generateEscrow(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring)
         #expect(third.escrowKeyVersion == 3)
-        _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        trusted.insert(third.fingerprint)
+        let configured = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, trustedEscrowKeys: trusted)
+        _ = try await configured.createEd25519Key(tenant: tenant, actor: "officer")
         #expect(try await harness.keyring.seedEscrows(tenant).map(\.escrowKeyVersion) == [3])
 
         // The pin lost on the token (a crash before it was written, a token restored from the
@@ -137,10 +141,10 @@ struct WebhookKeyAttackRound3Tests {
         try await harness.pool.withPersistentSession { session in
             for handle in try session.findObjects([.class(.data), .label(EscrowKeyAnchor.label)]) { try session.destroyObject(handle) }
         }
-        #expect(try await harness.keyring.pinnedEscrowKey()?.version == 3)
+        #expect(try await harness.keyring.pinnedEscrowKey(trusting: trusted)?.version == 3)
         try await harness.ownerSQL(tenant: tenant, "DELETE FROM key_version_escrows")
         try await harness.ownerSQL(tenant: nil, "DELETE FROM escrow_keys WHERE version = 3")
-        await #expect(throws: CustodyError.self) { _ = try await harness.keyring.pinnedEscrowKey() }
+        await #expect(throws: CustodyError.self) { _ = try await harness.keyring.pinnedEscrowKey(trusting: trusted) }
         await harness.shutdown()
     }
 
@@ -162,7 +166,7 @@ struct WebhookKeyAttackRound3Tests {
         await pool.shutdown()
     }
 
-    @Test("known issue: the user PIN (to compute the root MAC) plus the owner role pin an escrow key of the attacker's, and every new v1a seed opens for them")
+    @Test("the user PIN (to compute the root MAC) plus the owner role plant a newer escrow key: refused as not in config.json, nothing made or sealed; a second escrow key of the custodians', once configured, is used (before: every new v1a seed opened for the attacker)")
     func escrowKeyPinnedWithUserPIN() async throws {
         let harness = try await CustodyHarness.make("atk3pin")
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
@@ -177,15 +181,35 @@ struct WebhookKeyAttackRound3Tests {
             INSERT INTO escrow_keys (version, public_key, ceremony_id, mac, mac_key_version)
             VALUES (2, \(Data(publicKey)), 'forged', \(Data(mac)), 1)
             """)
-        await withKnownIssue("an escrow key is trusted on the root MAC alone, which the user PIN can compute: pin the custodians' escrow keys outside the token and the database (e.g. their fingerprints in config.json)") {
-            await #expect(throws: CustodyError.self) { _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
-        }
-        // What the attacker gains: the seed itself, usable outside every HSM.
-        if let escrow = try await harness.keyring.seedEscrows(tenant).first,
-           let row = try await harness.keyring.versions(tenant).first(where: { $0.purpose == .webhookEd25519 }) {
-            let seed = try SeedEscrow.open(escrow, record: row, escrowPrivateKey: SecretBytes(Array(attacker.rawRepresentation)))
-            #expect(try SeedEscrow.ed25519PublicKey(of: seed) == row.publicKey)
-        }
+        let planted = EscrowKeyFingerprint(publicKey: publicKey)
+        let refused = await #expect(throws: CustodyError.self) { _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
+        #expect(refused.map { if case .escrowKeyNotTrusted(version: 2, let fingerprint) = $0 { fingerprint == planted } else { false } } == true, "\(String(describing: refused))")
+        #expect(refused.map { $0.description.contains(planted.description) } == true, "the message names the key to check")
+        // Nothing half-made: no row, no escrow, no key pair on the token, and the tokens' pin
+        // still names the custodians' key (a later deletion of the planted row is no alarm).
+        #expect(try await harness.keyring.seedEscrows(tenant).isEmpty)
+        #expect(try await harness.keyring.versions(tenant).filter { $0.purpose == .webhookEd25519 }.isEmpty)
+        let pairs = try await harness.pool.withPersistentSession { session in try session.findObjects([.class(.privateKey)]).count }
+        #expect(pairs == 0, "no key pair left on the token")
+        #expect(try await harness.keyring.escrowKeyAnchor.read()?.version == 1)
+
+        // The planted row removed, the custodians make a real second escrow key: refused until
+        // the configuration lists it, then sealed to.
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM escrow_keys WHERE version = 2")
+        let directory = TestEnvironment.directory + "/\(harness.schema).escrow2"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let second = try await KeyCeremony(pool: harness.pool, participants: try Self.participants(), configHash: "test", logger: harness.logs.logger)
+            .generateEscrow(
+                threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl"), keyring: harness.keyring
+            )
+        #expect(second.escrowKeyVersion == 2)
+        let unconfigured = await #expect(throws: CustodyError.self) { _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
+        #expect(unconfigured.map { if case .escrowKeyNotTrusted(version: 2, second.fingerprint) = $0 { true } else { false } } == true, "\(String(describing: unconfigured))")
+        let configured = WebhookSigner(
+            pool: harness.pool, keyring: harness.keyring, audit: harness.audit, trustedEscrowKeys: harness.trustedEscrowKeys.union([second.fingerprint])
+        )
+        _ = try await configured.createEd25519Key(tenant: tenant, actor: "officer")
+        #expect(try await harness.keyring.seedEscrows(tenant).map(\.escrowKeyVersion) == [2])
         await harness.shutdown()
     }
 
@@ -197,7 +221,7 @@ struct WebhookKeyAttackRound3Tests {
         let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
         _ = try await keyring.reconcile()
         var made = [(tenant: TenantID, publicKey: [UInt8], label: String)]()
         for name in ["planted", "clean"] {

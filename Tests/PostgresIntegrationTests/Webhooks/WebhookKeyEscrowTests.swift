@@ -47,7 +47,7 @@ struct WebhookKeyEscrowTests {
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
         _ = try await keyring.reconcile()
         return RestoredToken(
-            pool: pool, keyring: keyring, audit: audit, webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit),
+            pool: pool, keyring: keyring, audit: audit, webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys),
             ceremony: ceremony, transcript: transcript
         )
     }
@@ -155,7 +155,7 @@ struct WebhookKeyEscrowTests {
         let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
         let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
         let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit)
+        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
         // As start-up does: the HSM's list of key states on every token. A list on no token is
         // believed only while every token answers (`ReplicaTokenAttackTests`), so without it
         // each key use would be refused while token A is removed below.
@@ -214,7 +214,7 @@ struct WebhookKeyEscrowTests {
         _ = try await webhooks.createEd25519Key(tenant: tenant, overlap: .zero, actor: "officer")
         // v1's row as it is now (retired, its MAC valid), kept for the replay below.
         let version1 = try #require(try await keyring.versions(tenant).first { $0.purpose == .webhookEd25519 && $0.version == 1 })
-        let escrowKey = try #require(try await keyring.pinnedEscrowKey())
+        let escrowKey = try #require(try await keyring.pinnedEscrowKey(trusting: harness.trustedEscrowKeys))
         let replayedEscrow = try SeedEscrow.seal(SecretBytes([UInt8](repeating: 9, count: 32)), to: escrowKey, for: version1)
         try await keyring.destroy(tenant, .webhookEd25519, version: 1, waitingPeriod: .zero, actor: "officer")
         for token in pool.tokenPools {
@@ -262,7 +262,7 @@ struct WebhookKeyEscrowTests {
         for tenant in [alpha, beta, gamma] { _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
 
         // 1. The escrow public key replaced by the attacker's own: no new key is escrowed to it.
-        let original = try #require(try await harness.keyring.pinnedEscrowKey())
+        let original = try #require(try await harness.keyring.pinnedEscrowKey(trusting: harness.trustedEscrowKeys))
         let attackerEscrow = Curve25519.KeyAgreement.PrivateKey()
         try await harness.ownerSQL(tenant: nil, "UPDATE escrow_keys SET public_key = \(Data(attackerEscrow.publicKey.rawRepresentation))")
         let swapped = await #expect(throws: CustodyError.self) {
@@ -276,10 +276,10 @@ struct WebhookKeyEscrowTests {
             INSERT INTO escrow_keys (version, public_key, ceremony_id, mac, mac_key_version)
             VALUES (2, \(Data(attackerEscrow.publicKey.rawRepresentation)), 'forged', \(Data(repeating: 7, count: 32)), 1)
             """)
-        let added = await #expect(throws: CustodyError.self) { _ = try await harness.keyring.pinnedEscrowKey() }
+        let added = await #expect(throws: CustodyError.self) { _ = try await harness.keyring.pinnedEscrowKey(trusting: harness.trustedEscrowKeys) }
         #expect(added.map { if case .escrowKeyTampered(version: 2) = $0 { true } else { false } } == true, "\(String(describing: added))")
         try await harness.ownerSQL(tenant: nil, "DELETE FROM escrow_keys WHERE version = 2")
-        #expect(try await harness.keyring.pinnedEscrowKey() == original)
+        #expect(try await harness.keyring.pinnedEscrowKey(trusting: harness.trustedEscrowKeys) == original)
 
         // 2. alpha's ciphertext replaced by one the writer made for a seed of their own (the escrow
         // public key is public, the associated data known): it opens, but gives another key.

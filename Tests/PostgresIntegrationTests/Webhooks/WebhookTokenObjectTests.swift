@@ -14,7 +14,7 @@ struct WebhookTokenObjectTests {
     @Test("8 concurrent rotations under a limit of 5: five succeed, three are refused, no orphan objects, signing works")
     func concurrentRotations() async throws {
         let harness = try await CustodyHarness.make("tokobj")
-        let signer = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, tokenObjectLimit: 5)
+        let signer = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, trustedEscrowKeys: harness.trustedEscrowKeys, tokenObjectLimit: 5)
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
 
         let outcomes = await withTaskGroup(of: Result<(version: Int, publicKey: String), any Error>.self) { group in
