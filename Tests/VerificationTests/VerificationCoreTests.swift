@@ -6,19 +6,19 @@ import Verification
 struct VerificationCoreTests {
     private func token(_ seed: UInt32, version: Int = 1, copyFrom other: BiometricToken? = nil, sharing fraction: Double = 0) -> BiometricToken {
         var state = seed &* 2_654_435_761 | 1
-        var values = (0..<BiometricToken.length).map { _ -> UInt32 in
+        var values = (0..<1024).map { _ -> UInt32 in
             state ^= state << 13; state ^= state >> 17; state ^= state << 5
             return state
         }
         if let other {
-            for index in 0..<Int(Double(BiometricToken.length) * fraction) { values[index] = other.values[index] }
+            for index in 0..<Int(1024 * fraction) { values[index] = other.values[index] }
         }
         return BiometricToken(keyVersion: version, values: values)
     }
 
     @Test("Scores map to green / amber / red by the tenant's thresholds; red flags, it does not reject")
     func decisions() {
-        let thresholds = DecisionThresholds.default
+        let thresholds = DecisionThresholds.default(for: .compact)
         let band = thresholds.green - thresholds.amber
         #expect(thresholds.decide(score: 0.9) == Decision(color: .green, confidence: .high))
         // The old GREEN threshold (0.30, below which a quarter of genuine LFW faces fell) is
