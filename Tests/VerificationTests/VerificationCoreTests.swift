@@ -78,4 +78,23 @@ struct VerificationCoreTests {
         #expect(gallery.enrol("c", token(33)) == nil, "re-enrolling replaces, never evicts")
         #expect(gallery.count == 2)
     }
+
+    @Test("Thresholds per format: each from the same FMRs, a quaternary impostor RED under its own but GREEN under compact's, bands comparable")
+    func thresholdsPerFormat() {
+        let compact = DecisionThresholds.default(for: .compact), quaternary = DecisionThresholds.default(for: .quaternary)
+        #expect(DecisionThresholds.default(for: .wide) == compact)
+        #expect(quaternary.amber > BiometricTokenFormat.quaternary.shape.unrelatedScore)
+        #expect(compact.amber > BiometricTokenFormat.compact.shape.unrelatedScore)
+        // A typical quaternary impostor scores about 0.44: one pair for both formats would pass it.
+        #expect(quaternary.decide(score: 0.44).color == .red)
+        #expect(compact.decide(score: 0.44).color == .green)
+        // A tenant that never set thresholds decides every format with its defaults.
+        #expect(TenantPolicy.default.thresholdsFormat == nil)
+        #expect(TenantPolicy.default.thresholds(for: .quaternary) == quaternary)
+        #expect(TenantPolicy.default.thresholds(for: .compact) == compact)
+        // Band positions: 0 at AMBER, 1 at GREEN, whatever the format's scale.
+        #expect(compact.bandPosition(of: compact.green) == 1 && quaternary.bandPosition(of: quaternary.green) == 1)
+        #expect(compact.bandPosition(of: compact.amber) == 0 && quaternary.bandPosition(of: quaternary.amber) == 0)
+        #expect(quaternary.bandPosition(of: 0.44) < 0, "a quaternary impostor ranks below any AMBER")
+    }
 }
