@@ -1,109 +1,95 @@
 /// A protected biometric template (DESIGN §6): the key version that made it, its
-/// ``BiometricTokenFormat``, and 1,024 pseudo-random values, one per Index-of-Max position
-/// (32 bits each in the wide format, 8 in the compact one).
+/// ``BiometricTokenFormat``, and one pseudo-random value per Index-of-Max position (1,024 of 32
+/// or 8 bits in the wide and compact formats, 4,096 of 2 bits in the quaternary one), held in
+/// its packed storage form.
 ///
 /// Two tokens are compared by counting equal positions. A token says nothing about the face
 /// without the tenant's `bio-prf` key, and tokens made under different key versions are unrelated.
 public struct BiometricToken: Sendable, Hashable {
-    /// The number of values in every token.
-    public static let length = 1024
-
-    /// The bytes of ``bytes`` in the wide format: four per value.
-    public static let byteCount = BiometricTokenFormat.wide.byteCount
-
     /// The `bio` key version whose seed and PRF made this token.
     public let keyVersion: Int
 
-    /// How many bits of each PRF output the values keep (fixed by the key version).
+    /// The shape of the values (fixed by the key version).
     public let format: BiometricTokenFormat
 
-    /// ``length`` values; position `j` is the PRF of the `j`-th hash symbol, truncated to the
-    /// format's bits.
-    public let values: [UInt32]
+    /// The storage form, ``BiometricTokenFormat/byteCount`` bytes: the values as little-endian
+    /// `UInt32`s (wide), one byte each (compact), or four to a byte (quaternary: position
+    /// 4i + k in bits 2k and 2k + 1 of byte i). The key version is not included: store it beside.
+    public let bytes: [UInt8]
 
-    /// - Precondition: `values.count == BiometricToken.length` and every value fits the format
-    ///   (a token always comes from a full PRF output; anything else is a programming error).
+    /// - Precondition: `values.count == format.positions` and every value fits the format (a
+    ///   token always comes from a full PRF output; anything else is a programming error).
     public init(keyVersion: Int, format: BiometricTokenFormat = .wide, values: [UInt32]) {
-        precondition(values.count == Self.length, "a biometric token has \(Self.length) values, not \(values.count)")
-        precondition(format == .wide || values.allSatisfy { $0 <= format.maxValue }, "a value exceeds the \(format) format")
+        precondition(values.count == format.positions, "a \(format.name) token has \(format.positions) values, not \(values.count)")
+        precondition(values.allSatisfy { $0 <= format.maxValue }, "a value exceeds the \(format) format")
         self.keyVersion = keyVersion
         self.format = format
-        self.values = values
-    }
-
-    /// Reads the storage form written by ``bytes``; the format follows from the length (4,096
-    /// bytes wide, 1,024 compact); `nil` for any other length.
-    public init?(keyVersion: Int, bytes: [UInt8]) {
-        guard let format = BiometricTokenFormat(byteCount: bytes.count) else { return nil }
-        let width = format.bytesPerValue
-        let values = [UInt32](unsafeUninitializedCapacity: Self.length) { buffer, initialized in
-            bytes.withUnsafeBytes { raw in
-                for index in 0..<Self.length {
-                    buffer[index] = width == 4
-                        ? UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
-                        : UInt32(raw[index])
-                }
-            }
-            initialized = Self.length
-        }
-        self.init(keyVersion: keyVersion, format: format, values: values)
-    }
-
-    /// The storage form: the values as little-endian `UInt32`s (wide, 4,096 bytes) or one byte
-    /// each (compact, 1,024 bytes). The key version is not included: store it beside the bytes.
-    public var bytes: [UInt8] {
-        let width = format.bytesPerValue
-        return [UInt8](unsafeUninitializedCapacity: format.byteCount) { buffer, initialized in
+        bytes = [UInt8](unsafeUninitializedCapacity: format.byteCount) { buffer, initialized in
             let raw = UnsafeMutableRawBufferPointer(buffer)
-            for (index, value) in values.enumerated() {
-                if width == 4 {
-                    raw.storeBytes(of: value.littleEndian, toByteOffset: index * 4, as: UInt32.self)
-                } else {
-                    raw[index] = UInt8(truncatingIfNeeded: value)
+            switch format {
+            case .wide:
+                for (index, value) in values.enumerated() { raw.storeBytes(of: value.littleEndian, toByteOffset: index * 4, as: UInt32.self) }
+            case .compact:
+                for (index, value) in values.enumerated() { raw[index] = UInt8(truncatingIfNeeded: value) }
+            case .quaternary:
+                for index in 0..<format.byteCount {
+                    let four = values[(4 * index)..<(4 * index + 4)]
+                    raw[index] = four.enumerated().reduce(0) { $0 | UInt8(truncatingIfNeeded: $1.element) << UInt8(2 * $1.offset) }
                 }
             }
             initialized = format.byteCount
         }
     }
 
-    /// The fraction of positions where both tokens hold the same value, from 0 to 1.
-    ///
-    /// Tokens of different key versions score 0: their values come from unrelated keys, so any
-    /// equal positions would be chance (about 1,024 / 2³² of them), and a comparison across
-    /// versions is a caller's mistake that must never look like a match. Tokens of one version
-    /// share its format; two formats under one version never happen (a template of the wrong
-    /// format is refused when it is read) and score 0 likewise.
-    public func score(against other: BiometricToken) -> Double {
-        guard keyVersion == other.keyVersion, format == other.format else { return 0 }
-        return Double(matchingPositions(with: other)) / Double(Self.length)
+    /// Reads the storage form written by ``bytes`` in `format` (the key version's, which the
+    /// length alone does not name); `nil` unless `bytes` has that format's length.
+    public init?(keyVersion: Int, format: BiometricTokenFormat, bytes: [UInt8]) {
+        guard bytes.count == format.byteCount else { return nil }
+        self.keyVersion = keyVersion
+        self.format = format
+        self.bytes = bytes
     }
 
-    /// The number of positions where both tokens hold the same value, ignoring key versions.
-    public func matchingPositions(with other: BiometricToken) -> Int {
-        values.withUnsafeBufferPointer { left in
-            other.values.withUnsafeBufferPointer { right in
-                Self.countEqual(left, right)
+    /// The values, one per position, in order (unpacked from ``bytes``).
+    public var values: [UInt32] {
+        bytes.withUnsafeBytes { raw in
+            switch format {
+            case .wide: (0..<format.positions).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
+            case .compact: raw.map(UInt32.init)
+            case .quaternary: (0..<format.positions).map { UInt32(raw[$0 / 4] >> UInt8(2 * ($0 % 4)) & 0b11) }
             }
         }
     }
 
-    /// Compares 16 values per step. Both buffers hold ``length`` values (the initialiser
-    /// enforces it), a multiple of 16.
-    @inline(__always)
-    private static func countEqual(_ left: UnsafeBufferPointer<UInt32>, _ right: UnsafeBufferPointer<UInt32>) -> Int {
-        // SAFETY: both buffers come from `values`, whose count the initialiser fixes at `length`;
-        // the loop reads `length` values from each, 16 at a time, with unaligned loads.
-        let lhs = UnsafeRawPointer(left.baseAddress!)
-        let rhs = UnsafeRawPointer(right.baseAddress!)
-        let zero = SIMD16<UInt32>(repeating: 0)
-        var counts = zero
-        var offset = 0
-        while offset < length * 4 {
-            let a = lhs.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
-            let b = rhs.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
-            counts &+= zero.replacing(with: 1, where: a .== b)
-            offset += 64
+    /// The fraction of positions where both tokens hold the same value, from 0 to 1.
+    ///
+    /// Tokens of different key versions score 0: their values come from unrelated keys, so any
+    /// equal positions would be chance, and a comparison across versions is a caller's mistake
+    /// that must never look like a match. Tokens of one version share its format; two formats
+    /// under one version never happen (a template of the wrong length is refused when it is
+    /// read) and score 0 likewise.
+    public func score(against other: BiometricToken) -> Double {
+        guard keyVersion == other.keyVersion, format == other.format else { return 0 }
+        return Double(matchingPositions(with: other)) / Double(format.positions)
+    }
+
+    /// The number of positions where both tokens hold the same value, ignoring key versions.
+    ///
+    /// - Precondition: both tokens have one format.
+    public func matchingPositions(with other: BiometricToken) -> Int {
+        precondition(format == other.format, "tokens of one format")
+        return bytes.withUnsafeBytes { left in
+            other.bytes.withUnsafeBytes { right in
+                // SAFETY: both hold `format.byteCount` bytes (checked by every initialiser), a
+                // multiple of 64 (``BiometricTokenShape`` makes m·b a multiple of 64 bits, and
+                // every format is 1,024 or 4,096 bytes).
+                let (a, b, count) = (left.baseAddress!, right.baseAddress!, format.byteCount)
+                return switch format {
+                case .wide: PackedAgreement.equalWords(a, b, byteCount: count)
+                case .compact: PackedAgreement.equalBytes(a, b, byteCount: count)
+                case .quaternary: PackedAgreement.equalPairs(a, b, byteCount: count)
+                }
+            }
         }
-        return Int(counts.wrappedSum())
     }
 }

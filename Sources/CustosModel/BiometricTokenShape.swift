@@ -44,5 +44,12 @@ public struct BiometricTokenShape: Sendable, Hashable, CustomStringConvertible {
     /// token adds to a pair's symbol agreement s, whose expected score is s + (1 − s)·2⁻ᵇ.
     public var chanceAgreement: Double { 1 / Double(UInt64(1) << UInt64(bitsPerValue)) }
 
+    /// The expected score of two unrelated faces: symbols agree at 1 position in q, and the
+    /// others' values collide at ``chanceAgreement`` (0.066 for compact, 0.44 for quaternary).
+    public var unrelatedScore: Double {
+        let q = Double(symbolsPerPosition)
+        return 1 / q + (1 - 1 / q) * chanceAgreement
+    }
+
     public var description: String { "m = \(positions), q = \(symbolsPerPosition), \(bitsPerValue) bits" }
 }

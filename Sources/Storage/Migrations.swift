@@ -477,6 +477,19 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT, UPDATE, DELETE ON pending_webhook_key_restores TO {service};
         """),
+        Migration(version: 21, summary: "biometric token format 3 (quaternary: 4,096 positions of 2 bits, 1 KiB); tenant thresholds record the format they were set for", sql: """
+        -- The quaternary format's templates are 1,024 bytes like compact ones, so the template
+        -- length check stands; the version's recorded format (under the row MAC) tells them apart.
+        ALTER TABLE key_versions DROP CONSTRAINT key_versions_token_format_check;
+        ALTER TABLE key_versions ADD CONSTRAINT key_versions_token_format_check CHECK (token_format IN (1, 2, 3));
+        -- Scores of the quaternary format are on another scale (impostors near 0.44, not 0.066),
+        -- so a tenant's thresholds apply only to formats of the shape they were set for; NULL:
+        -- never set (each format's derived defaults). Every existing pair was set on the
+        -- 1,024 × 16 scale (wide and compact), hence 2 for the rows there are now (a column
+        -- default fills them without reading rows, which row-level security would hide here).
+        ALTER TABLE tenant_policies ADD COLUMN thresholds_format smallint DEFAULT 2 CHECK (thresholds_format IN (1, 2, 3));
+        ALTER TABLE tenant_policies ALTER COLUMN thresholds_format DROP DEFAULT;
+        """),
     ]
 
     /// The newest schema version this build knows.

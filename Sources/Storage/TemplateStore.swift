@@ -28,9 +28,11 @@ public enum TemplateStore {
             """, logger: Database.quiet)
     }
 
-    public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> BiometricToken? {
+    /// The subject's template of `keyVersion`, as stored: read it in that version's format
+    /// (``StoredTemplate/token(format:)``).
+    public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> StoredTemplate? {
         for try await row in try await connection.execute(ReadTemplate(subject: subject, keyVersion: keyVersion)) {
-            return try token(keyVersion: keyVersion, bytes: try row.decode(Data.self))
+            return StoredTemplate(keyVersion: keyVersion, bytes: Array(try row.decode(Data.self)))
         }
         return nil
     }
@@ -51,20 +53,11 @@ public enum TemplateStore {
         }
     }
 
-    /// The stored form read back; its format follows from its length.
-    /// - Throws: ``TemplateFormatError/unreadableLength(keyVersion:byteCount:)``.
-    static func token(keyVersion: Int, bytes: Data) throws -> BiometricToken {
-        guard let token = BiometricToken(keyVersion: keyVersion, bytes: Array(bytes)) else {
-            throw TemplateFormatError.unreadableLength(keyVersion: keyVersion, byteCount: bytes.count)
-        }
-        return token
-    }
-
     /// The tokens of one key version of the tenant in scope (to load the 1:N gallery): the
     /// `limit` most recently used, least recent first (so a gallery's LRU order follows), handed
     /// to `each` as they arrive — a million tokens are never held in a list besides the gallery.
     public static func all(
-        keyVersion: Int, limit: Int = .max, on connection: DatabaseTransaction, _ each: (String, BiometricToken) throws -> Void
+        keyVersion: Int, limit: Int = .max, on connection: DatabaseTransaction, _ each: (String, StoredTemplate) throws -> Void
     ) async throws {
         let rows = try await connection.query("""
             SELECT subject_ref, token FROM (
@@ -73,7 +66,7 @@ public enum TemplateStore {
             ) AS recent ORDER BY last_used_at, subject_ref DESC
             """, logger: Database.quiet)
         for try await (subject, bytes) in rows.decode((String, Data).self) {
-            try each(subject, try token(keyVersion: keyVersion, bytes: bytes))
+            try each(subject, StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes)))
         }
     }
 
@@ -86,14 +79,14 @@ public enum TemplateStore {
 
     /// The tokens of `subjects` of one key version (identification re-scores its in-memory
     /// candidates with them; a subject erased meanwhile is simply absent).
-    public static func tokens(subjects: [String], keyVersion: Int, on connection: DatabaseTransaction) async throws -> [String: BiometricToken] {
+    public static func tokens(subjects: [String], keyVersion: Int, on connection: DatabaseTransaction) async throws -> [String: StoredTemplate] {
         guard !subjects.isEmpty else { return [:] }
-        var found = [String: BiometricToken]()
+        var found = [String: StoredTemplate]()
         let rows = try await connection.query("""
             SELECT subject_ref, token FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
         for try await (subject, bytes) in rows.decode((String, Data).self) {
-            found[subject] = try token(keyVersion: keyVersion, bytes: bytes)
+            found[subject] = StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes))
         }
         return found
     }

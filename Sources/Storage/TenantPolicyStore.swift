@@ -11,16 +11,19 @@ public enum TenantPolicyStore {
         public let tokenizationsPerMinute: Int
         /// Days the previous biometric version keeps matching after a rotation.
         public let bioOverlapDays: Int
+        /// The token format `green` and `amber` were set for (nil: the tenant never set them).
+        public let thresholdsFormat: BiometricTokenFormat?
 
         public init(
             green: Double, amber: Double, retentionDays: Int, tokenizationsPerMinute: Int,
-            bioOverlapDays: Int = TenantPolicyStore.defaultBioOverlapDays
+            bioOverlapDays: Int = TenantPolicyStore.defaultBioOverlapDays, thresholdsFormat: BiometricTokenFormat? = nil
         ) {
             self.green = green
             self.amber = amber
             self.retentionDays = retentionDays
             self.tokenizationsPerMinute = tokenizationsPerMinute
             self.bioOverlapDays = bioOverlapDays
+            self.thresholdsFormat = thresholdsFormat
         }
     }
 
@@ -30,10 +33,14 @@ public enum TenantPolicyStore {
 
     public static func get(on connection: DatabaseTransaction) async throws -> Row? {
         let rows = try await connection.query("""
-            SELECT green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days FROM tenant_policies
+            SELECT green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days, thresholds_format::int FROM tenant_policies
             """, logger: Database.quiet)
-        for try await row in rows.decode((Double, Double, Int, Int, Int).self) {
-            return Row(green: row.0, amber: row.1, retentionDays: row.2, tokenizationsPerMinute: row.3, bioOverlapDays: row.4)
+        for try await row in rows.decode((Double, Double, Int, Int, Int, Int?).self) {
+            // An unknown format (a database writer's) reads as none: the derived defaults apply.
+            return Row(
+                green: row.0, amber: row.1, retentionDays: row.2, tokenizationsPerMinute: row.3, bioOverlapDays: row.4,
+                thresholdsFormat: row.5.flatMap(BiometricTokenFormat.init(rawValue:))
+            )
         }
         return nil
     }
@@ -47,12 +54,12 @@ public enum TenantPolicyStore {
 
     public static func put(_ row: Row, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await connection.query("""
-            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days)
-            VALUES (\(tenant.rawValue)::uuid, \(row.green), \(row.amber), \(row.retentionDays), \(row.tokenizationsPerMinute), \(row.bioOverlapDays))
+            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute, bio_overlap_days, thresholds_format)
+            VALUES (\(tenant.rawValue)::uuid, \(row.green), \(row.amber), \(row.retentionDays), \(row.tokenizationsPerMinute), \(row.bioOverlapDays), \(row.thresholdsFormat?.rawValue)::smallint)
             ON CONFLICT (tenant_id) DO UPDATE SET green_threshold = EXCLUDED.green_threshold,
                 amber_threshold = EXCLUDED.amber_threshold, retention_days = EXCLUDED.retention_days,
                 tokenizations_per_minute = EXCLUDED.tokenizations_per_minute, bio_overlap_days = EXCLUDED.bio_overlap_days,
-                updated_at = now()
+                thresholds_format = EXCLUDED.thresholds_format, updated_at = now()
             """, logger: Database.quiet)
     }
 }

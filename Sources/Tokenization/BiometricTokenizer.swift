@@ -8,10 +8,11 @@ import Synchronization
 /// Face embeddings in, keyed one-way tokens out (DESIGN §6):
 /// 1. the projection seed is an HSM HMAC under the tenant's `bio-seed` key (computed once per
 ///    tenant and biometric version, then the projection is cached);
-/// 2. Index-of-Max hashing of the unit vector: 1,024 symbols, each the argmax of 16 projections;
-/// 3. one `C_Encrypt` (AES-ECB, the `bio-prf` key, which cannot decrypt) over all 1,024 blocks;
-///    32 bits (wide format) or 8 bits (compact) of each output block make the token; the
-///    format is the key version's (``BiometricKeys/format``).
+/// 2. Index-of-Max hashing of the unit vector in the key version's format's shape
+///    (``BiometricKeys/format``): 4,096 symbols, each the argmax of 4 projections (quaternary),
+///    or 1,024 of 16 (compact, wide) — m·q = 16,384 projections either way;
+/// 3. one `C_Encrypt` (AES-ECB, the `bio-prf` key, which cannot decrypt) over all m blocks;
+///    2 bits (quaternary), 8 (compact) or 32 (wide) of each output block make the token.
 ///
 /// Feature vectors live in zeroizing storage and are never logged; tokens never leave the
 /// service (the RPC returns decisions, not tokens).

@@ -1,9 +1,10 @@
 public import CustosModel
 public import SecureMemory
 
-/// Keyed Index-of-Max hashing (DESIGN §6 step 2): m symbols (1,024 in every token format), each
-/// the index (below q; 16 in every format) of the largest of q random projections of a unit
-/// embedding. Other shapes serve `custos-bench eval` to compare candidate formats.
+/// Keyed Index-of-Max hashing (DESIGN §6 step 2): m symbols, each the index (below q) of the
+/// largest of q random projections of a unit embedding — 4,096 of q = 4 in the quaternary
+/// format, 1,024 of q = 16 in the compact and wide ones. Other shapes serve `custos-bench eval`
+/// to compare candidate formats.
 ///
 /// Everything that depends on the seed is computed once, in ``init(seed:dimension:kind:shape:)``; the
 /// caller keeps one instance per tenant, key version, dimension and shape. The projection is
@@ -35,8 +36,8 @@ public struct IndexOfMaxHashing: Sendable {
         case denseGaussian = "dense-gaussian"
     }
 
-    /// The shape of every token format: m = 1,024, q = 16 (the bits are the PRF's business, not
-    /// the hashing's).
+    /// The shape of the wide and compact formats: m = 1,024, q = 16 (the bits are the PRF's
+    /// business, not the hashing's).
     public static let originalShape = BiometricTokenFormat.compact.shape
     /// The number of seed bytes.
     public static let seedByteCount = 32

@@ -34,7 +34,7 @@ public struct PRFBlocks: Sendable, Hashable {
     /// One input block per symbol, in wiped storage (the symbols are sensitive).
     ///
     /// - Precondition: `symbols` holds at most ``BiometricTokenShape/maxPositions`` bytes, each
-    ///   below `symbolsPerPosition` (16 in every format), as ``IndexOfMaxHashing/symbols(for:)``
+    ///   below `symbolsPerPosition` (the format's q), as ``IndexOfMaxHashing/symbols(for:)``
     ///   returns them.
     public func input(for symbols: SecretBytes, symbolsPerPosition: Int = 16) -> SecretBytes {
         precondition(symbols.count <= BiometricTokenShape.maxPositions, "at most \(BiometricTokenShape.maxPositions) symbols")
@@ -56,7 +56,8 @@ public struct PRFBlocks: Sendable, Hashable {
 
     /// The token values: the top b bits of the first four bytes, big-endian, of each 16-byte
     /// block of the PRF output — all 32 for ``BiometricTokenFormat/wide``, the first byte for
-    /// ``BiometricTokenFormat/compact`` — so a narrower value is always the top of a wider one.
+    /// ``BiometricTokenFormat/compact``, its top 2 bits for ``BiometricTokenFormat/quaternary``
+    /// — so a narrower value is always the top of a wider one of the same block.
     ///
     /// - Throws: ``PRFBlocksError/wrongOutputLength(_:expected:)`` unless `output` has
     ///   ``byteCount(for:)`` bytes.

@@ -6,7 +6,13 @@ import Synchronization
 /// What a tenant decides for itself: decision thresholds, how long fingerprints stay without
 /// activity, and its tokenization budget.
 public struct TenantPolicy: Sendable, Hashable, Codable {
+    /// The tenant's thresholds as it set them, fractions of matching positions of tokens of
+    /// ``thresholdsFormat`` (without one: the compact defaults). Decide with ``thresholds(for:)``.
     public let thresholds: DecisionThresholds
+    /// The token format ``thresholds`` were set for: the format of the tenant's active biometric
+    /// version when they were set (what it calibrates on), recorded by ``TenantPolicies``; nil
+    /// when the tenant never set them.
+    public let thresholdsFormat: BiometricTokenFormat?
     /// Days without activity after which a fingerprint is deleted.
     public let retentionDays: Int
     /// Tokenizations a minute, sustained (bursts of up to 5 seconds' worth).
@@ -25,8 +31,31 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     /// so the default is a hundredth of what it was (600,000), still far above one check per
     /// candidate for any hiring pipeline; a tenant that needs more raises it (audited).
     public static let `default` = TenantPolicy(
-        unchecked: .default, retentionDays: 90, tokenizationsPerMinute: 6_000, bioOverlapDays: TenantPolicyStore.defaultBioOverlapDays
+        unchecked: .default(for: .compact), retentionDays: 90, tokenizationsPerMinute: 6_000, bioOverlapDays: TenantPolicyStore.defaultBioOverlapDays,
+        thresholdsFormat: nil
     )
+
+    /// The thresholds that decide comparisons of `format`'s tokens: the tenant's own when they
+    /// were set for a format of the same shape (m positions of q symbols: wide and compact share
+    /// one, their scores differ by under 0.004), else `format`'s defaults, derived from the same
+    /// target FMRs. A fraction set for one shape applied to another would be meaningless, and
+    /// dangerous: 0.17, a GREEN on compact scores, is below every quaternary impostor (≈ 0.44).
+    /// So during a rotation's overlap from compact to quaternary, the version the tenant did not
+    /// calibrate on decides with its defaults until the tenant sets thresholds for it.
+    public func thresholds(for format: BiometricTokenFormat) -> DecisionThresholds {
+        guard let calibrated = thresholdsFormat,
+              calibrated.positions == format.positions, calibrated.shape.symbolsPerPosition == format.shape.symbolsPerPosition
+        else { return .default(for: format) }
+        return thresholds
+    }
+
+    /// This policy with `thresholds`, recorded as set for `format`.
+    func with(thresholds: DecisionThresholds, setFor format: BiometricTokenFormat?) -> TenantPolicy {
+        TenantPolicy(
+            unchecked: thresholds, retentionDays: retentionDays, tokenizationsPerMinute: tokenizationsPerMinute,
+            bioOverlapDays: bioOverlapDays, thresholdsFormat: format
+        )
+    }
 
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` naming the field out of range.
     public init(
@@ -45,11 +74,19 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         guard Self.bioOverlapDaysRange.contains(bioOverlapDays) else {
             throw VerificationError.invalidArgument(field: "bio_overlap_days", reason: "between 0 and 365")
         }
-        self.init(unchecked: thresholds, retentionDays: retentionDays, tokenizationsPerMinute: tokenizationsPerMinute, bioOverlapDays: bioOverlapDays)
+        // Which format these are for is recorded when they are stored (``TenantPolicies``).
+        self.init(
+            unchecked: thresholds, retentionDays: retentionDays, tokenizationsPerMinute: tokenizationsPerMinute, bioOverlapDays: bioOverlapDays,
+            thresholdsFormat: nil
+        )
     }
 
-    private init(unchecked thresholds: DecisionThresholds, retentionDays: Int, tokenizationsPerMinute: Int, bioOverlapDays: Int) {
+    private init(
+        unchecked thresholds: DecisionThresholds, retentionDays: Int, tokenizationsPerMinute: Int, bioOverlapDays: Int,
+        thresholdsFormat: BiometricTokenFormat?
+    ) {
         self.thresholds = thresholds
+        self.thresholdsFormat = thresholdsFormat
         self.retentionDays = retentionDays
         self.tokenizationsPerMinute = tokenizationsPerMinute
         self.bioOverlapDays = bioOverlapDays
@@ -77,20 +114,26 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     }
 
     /// This policy with `changes` applied, checked as a whole (a new amber must stay below the
-    /// stored green).
+    /// stored green). The thresholds' format stays; ``TenantPolicies`` records a new one when
+    /// the changes set a threshold.
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)``.
     public func applying(_ changes: Changes) throws -> TenantPolicy {
-        try TenantPolicy(
+        let changed = try TenantPolicy(
             green: changes.green ?? thresholds.green, amber: changes.amber ?? thresholds.amber,
             retentionDays: changes.retentionDays ?? retentionDays, tokenizationsPerMinute: changes.tokenizationsPerMinute ?? tokenizationsPerMinute,
             bioOverlapDays: changes.bioOverlapDays ?? bioOverlapDays
         )
+        return changed.with(thresholds: changed.thresholds, setFor: thresholdsFormat)
     }
+
+    /// Whether `changes` set a threshold.
+    static func setsThresholds(_ changes: Changes) -> Bool { changes.green != nil || changes.amber != nil }
 
     init(_ row: TenantPolicyStore.Row) {
         self.init(
-            unchecked: DecisionThresholds(green: row.green, amber: row.amber) ?? .default,
-            retentionDays: row.retentionDays, tokenizationsPerMinute: row.tokenizationsPerMinute, bioOverlapDays: row.bioOverlapDays
+            unchecked: DecisionThresholds(green: row.green, amber: row.amber) ?? .default(for: .compact),
+            retentionDays: row.retentionDays, tokenizationsPerMinute: row.tokenizationsPerMinute, bioOverlapDays: row.bioOverlapDays,
+            thresholdsFormat: row.thresholdsFormat
         )
     }
 }
@@ -157,9 +200,12 @@ public final class TenantPolicies: Sendable {
         }
     }
 
-    /// Stores the tenant's whole policy (audited).
+    /// Stores the tenant's whole policy (audited); its thresholds are recorded as set for the
+    /// format of the tenant's active biometric version.
     public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws {
-        _ = try await change(tenant, actor: actor) { _ in policy }
+        _ = try await change(tenant, actor: actor, setsThresholds: true) { stored in
+            policy.with(thresholds: policy.thresholds, setFor: stored.thresholdsFormat)
+        }
     }
 
     /// Changes only the fields `changes` sets, on the stored policy (or the default), in one
@@ -168,22 +214,51 @@ public final class TenantPolicies: Sendable {
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` when the result is out of
     ///   range (nothing is written).
     public func update(_ changes: TenantPolicy.Changes, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
-        try await change(tenant, actor: actor) { try $0.applying(changes) }
+        try await change(tenant, actor: actor, setsThresholds: TenantPolicy.setsThresholds(changes)) { try $0.applying(changes) }
     }
 
-    private func change(_ tenant: TenantID, actor: String, _ make: @escaping @Sendable (TenantPolicy) throws -> TenantPolicy) async throws -> TenantPolicy {
+    /// The format of the tenant's active biometric version (a version that records none is
+    /// wide; a tenant without one yet will get the default): what a tenant setting thresholds
+    /// calibrated on. Read without the row MAC check, as the policy row it goes into has none.
+    static func activeBiometricFormat(_ tenant: TenantID, on connection: DatabaseTransaction) async throws -> BiometricTokenFormat {
+        guard let active = try await KeyVersionStore.versions(tenant, .bioPRF, on: connection).first(where: { $0.state == .active }) else {
+            return .default
+        }
+        return active.tokenFormat ?? .wide
+    }
+
+    private func change(
+        _ tenant: TenantID, actor: String, setsThresholds: Bool, _ make: @escaping @Sendable (TenantPolicy) throws -> TenantPolicy
+    ) async throws -> TenantPolicy {
         let audit = audit
         let policy = try await database.withTenant(tenant, context: "set tenant policy") { connection in
             try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)
-            let stored = try await TenantPolicyStore.get(on: connection).map(TenantPolicy.init) ?? .default
+            var stored = try await TenantPolicyStore.get(on: connection).map(TenantPolicy.init) ?? .default
+            let format = setsThresholds ? try await Self.activeBiometricFormat(tenant, on: connection) : nil
+            if let format {
+                // A threshold the change leaves out keeps the value that decides the active
+                // format now (its default, unless the tenant set one for this shape).
+                stored = stored.with(thresholds: stored.thresholds(for: format), setFor: format)
+            }
             let policy = try make(stored)
+            if let format {
+                // A pair calibrated on another format's scale (0.17 from compact tokens, on
+                // quaternary ones) would let every unrelated face through: refused.
+                let unrelated = format.shape.unrelatedScore
+                guard policy.thresholds.amber > unrelated else {
+                    throw VerificationError.invalidArgument(
+                        field: "amber", reason: "above \((unrelated * 1e4).rounded() / 1e4), the score of unrelated faces on the tenant's \(format.name) tokens"
+                    )
+                }
+            }
             try await TenantPolicyStore.put(TenantPolicyStore.Row(
                 green: policy.thresholds.green, amber: policy.thresholds.amber,
                 retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute,
-                bioOverlapDays: policy.bioOverlapDays
+                bioOverlapDays: policy.bioOverlapDays, thresholdsFormat: policy.thresholdsFormat
             ), tenant: tenant, on: connection)
             try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: [
                 "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
+                "thresholds_format": policy.thresholdsFormat?.name ?? "defaults",
                 "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
                 "bio_overlap_days": "\(policy.bioOverlapDays)",
             ], on: connection)

@@ -1,4 +1,5 @@
 public import CustosModel
+public import Storage
 import Dispatch
 import Foundation
 import Synchronization
@@ -6,16 +7,18 @@ import Synchronization
 /// One tenant's enrolled subjects of one key version in memory, for 1:N identification by a
 /// full scan.
 ///
-/// Compact: each subject is held as a 1,024-byte fingerprint — one byte per position — so a
-/// million subjects fit in about 1.2 GiB (``bytesPerSubject``). For a version of the compact
-/// format (``BiometricTokenFormat/compact``) the fingerprint *is* the token, and its agreement
-/// is the token score; for an older, wide version it is the low byte of each 32-bit value, which
-/// agrees by chance at about 1 position in 256 (an impostor's score rises by ~0.004 on average).
-/// Either way the service re-scores the preselected candidates against their tokens in
-/// PostgreSQL before any decision (``VerificationService/identify(tenant:probe:older:top:)``),
-/// which also drops subjects erased meanwhile.
+/// Compact: each subject is held as a 1,024-byte fingerprint, so a million subjects fit in about
+/// 1.2 GiB (``bytesPerSubject``). For a version of a 1 KiB format (``BiometricTokenFormat/quaternary``,
+/// ``BiometricTokenFormat/compact``) the fingerprint *is* the token, and its agreement is the
+/// token score; for an older, wide version it is the low byte of each 32-bit value, which agrees
+/// by chance at about 1 position in 256 (an impostor's score rises by ~0.004 on average). The
+/// probe's format says how fingerprints compare: 2-bit values for quaternary, bytes otherwise
+/// (every subject of a version has its format). Either way the service re-scores the preselected
+/// candidates against their tokens in PostgreSQL before any decision
+/// (``VerificationService/identify(tenant:probe:older:top:)``), which also drops subjects erased
+/// meanwhile.
 ///
-/// The scan compares 64 bytes per step and, past ``parallelScanThreshold`` subjects, splits the
+/// The scan compares 64 bytes per step (``PackedAgreement``) and, past ``parallelScanThreshold`` subjects, splits the
 /// gallery into one slice per core (at most ``maxScanThreads``); see docs/benchmarks.md for its
 /// latency at 100k and 1M subjects.
 ///
@@ -37,7 +40,7 @@ public struct TokenGallery: Sendable {
     public static let bytesPerSubject = 1_280
 
     public let capacity: Int
-    /// ``BiometricToken/length`` bytes per subject, contiguous, in subject order.
+    /// ``fingerprintBytes`` bytes per subject, contiguous, in subject order.
     private var fingerprints: [UInt8] = []
     private var versions: [Int] = []
     private var subjects: [String] = []
@@ -50,6 +53,9 @@ public struct TokenGallery: Sendable {
     /// Threads one scan may use (bounded by the cores there are).
     public static let maxScanThreads = 8
 
+    /// The bytes of one fingerprint: a 1 KiB token, or one byte of each value of a wide one.
+    public static let fingerprintBytes = 1_024
+
     public init(capacity: Int) {
         precondition(capacity > 0, "a gallery holds at least one token")
         self.capacity = capacity
@@ -61,29 +67,43 @@ public struct TokenGallery: Sendable {
     /// gallery allocates its storage once instead of doubling it (and briefly holding both).
     public mutating func reserveCapacity(_ subjects: Int) {
         let wanted = min(subjects, capacity)
-        fingerprints.reserveCapacity(wanted * BiometricToken.length)
+        fingerprints.reserveCapacity(wanted * Self.fingerprintBytes)
         versions.reserveCapacity(wanted)
         self.subjects.reserveCapacity(wanted)
         lastUsed.reserveCapacity(wanted)
         positions.reserveCapacity(wanted)
     }
 
-    /// The fingerprint of a token: the low byte of each value (a compact token's values are
-    /// bytes, so its fingerprint is the token itself).
-    static func fingerprint(_ token: BiometricToken) -> [UInt8] {
-        token.values.map { UInt8(truncatingIfNeeded: $0) }
+    /// The fingerprint of a stored token: a 1 KiB token itself, or the low byte of each
+    /// little-endian 32-bit value of a wide one. The format is not needed to make it (only to
+    /// compare it), so templates go in as they are read.
+    static func fingerprint(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.count != fingerprintBytes else { return bytes }
+        let step = bytes.count / fingerprintBytes
+        return (0..<fingerprintBytes).map { bytes[$0 * step] }
     }
 
     /// Adds or replaces the subject's token; may evict the least recently used subject.
     /// - Returns: the subject evicted to make room, if any.
     @discardableResult
     public mutating func enrol(_ subject: String, _ token: BiometricToken) -> String? {
+        enrol(subject, keyVersion: token.keyVersion, bytes: token.bytes)
+    }
+
+    /// Adds or replaces the subject's template as stored (its version's format is the probe's
+    /// when it is compared; the service re-reads candidates in that format before deciding).
+    @discardableResult
+    public mutating func enrol(_ subject: String, _ template: StoredTemplate) -> String? {
+        enrol(subject, keyVersion: template.keyVersion, bytes: template.bytes)
+    }
+
+    private mutating func enrol(_ subject: String, keyVersion: Int, bytes: [UInt8]) -> String? {
         tick += 1
-        let fingerprint = Self.fingerprint(token)
-        let width = BiometricToken.length
+        let fingerprint = Self.fingerprint(bytes)
+        let width = Self.fingerprintBytes
         if let position = positions[subject] {
             fingerprints.replaceSubrange(position * width..<(position + 1) * width, with: fingerprint)
-            versions[position] = token.keyVersion
+            versions[position] = keyVersion
             lastUsed[position] = tick
             return nil
         }
@@ -94,7 +114,7 @@ public struct TokenGallery: Sendable {
         }
         positions[subject] = subjects.count
         fingerprints.append(contentsOf: fingerprint)
-        versions.append(token.keyVersion)
+        versions.append(keyVersion)
         subjects.append(subject)
         lastUsed.append(tick)
         return evicted
@@ -115,21 +135,47 @@ public struct TokenGallery: Sendable {
 
     /// ``identify(_:top:)`` with `threads` slices, whatever the gallery's size (tests).
     mutating func identify(_ probe: BiometricToken, top k: Int, threads: Int) -> [Candidate] {
-        let query = Self.fingerprint(probe)
+        let query = Self.fingerprint(probe.bytes)
         let count = subjects.count
+        let comparison = Comparison(probe.format)
         let best = query.withUnsafeBytes { query in
             fingerprints.withUnsafeBytes { all in
                 versions.withUnsafeBufferPointer { versions in
-                    Self.scan(ScanInput(query: query, all: all, versions: versions, version: probe.keyVersion), count: count, top: k, threads: threads)
+                    Self.scan(
+                        ScanInput(query: query, all: all, versions: versions, version: probe.keyVersion, comparison: comparison),
+                        count: count, top: k, threads: threads
+                    )
                 }
             }
         }
         tick += 1
         for entry in best { lastUsed[entry.position] = tick }
-        return best.map { Candidate(subject: subjects[$0.position], score: Double($0.matches) / Double(BiometricToken.length)) }
+        return best.map { Candidate(subject: subjects[$0.position], score: Double($0.matches) / Double(comparison.positions)) }
     }
 
-    /// What a scan reads: the probe's fingerprint, every fingerprint, and their key versions.
+    /// How two fingerprints of one format compare: by 2-bit values (quaternary: the token's own
+    /// 4,096 positions) or by bytes (compact: the token's 1,024; wide: one byte of each value).
+    enum Comparison: Sendable {
+        case pairs, bytes
+
+        init(_ format: BiometricTokenFormat) {
+            self = format == .quaternary ? .pairs : .bytes
+        }
+
+        /// The positions one fingerprint holds.
+        var positions: Int { self == .pairs ? 4 * TokenGallery.fingerprintBytes : TokenGallery.fingerprintBytes }
+
+        @inline(__always)
+        func matches(_ query: UnsafeRawPointer, _ fingerprint: UnsafeRawPointer) -> Int {
+            switch self {
+            case .pairs: PackedAgreement.equalPairs(query, fingerprint, byteCount: TokenGallery.fingerprintBytes)
+            case .bytes: PackedAgreement.equalBytes(query, fingerprint, byteCount: TokenGallery.fingerprintBytes)
+            }
+        }
+    }
+
+    /// What a scan reads: the probe's fingerprint, every fingerprint, their key versions, and
+    /// how the probe's format compares them.
     // SAFETY: the buffers borrow the gallery's arrays for the duration of `identify`, which
     // waits for every slice (`concurrentPerform` returns when all are done) before they end;
     // slices only read them.
@@ -138,6 +184,7 @@ public struct TokenGallery: Sendable {
         let all: UnsafeRawBufferPointer
         let versions: UnsafeBufferPointer<Int>
         let version: Int
+        let comparison: Comparison
     }
 
     /// The best `k` of `count` subjects: one slice per thread, each keeping its own best `k`,
@@ -167,8 +214,9 @@ public struct TokenGallery: Sendable {
         // keeps `fingerprints.count == subjects.count * length`); `range` lies within `count`.
         let query = input.query.baseAddress!
         let all = input.all.baseAddress!
+        let comparison = input.comparison
         for position in range where input.versions[position] == input.version {
-            let matches = countEqual(query, all + position * BiometricToken.length)
+            let matches = comparison.matches(query, all + position * fingerprintBytes)
             if best.count < k || matches > best[best.count - 1].matches {
                 // Insert in order (stable: an equal count goes after those already kept).
                 let at = best.firstIndex { $0.matches < matches } ?? best.count
@@ -179,35 +227,10 @@ public struct TokenGallery: Sendable {
         return best
     }
 
-    /// Equal bytes between two fingerprints, 64 per step, in SWAR form on 32-bit lanes: a byte
-    /// of `a ^ b` is zero where the fingerprints agree, and `~(((x & 0x7F…) + 0x7F…) | x)` sets
-    /// the top bit of exactly the zero bytes. Each byte of a lane counts its own agreements (at
-    /// most 16 over 1,024 bytes: no carry into the next byte), summed once at the end.
-    ///
-    /// Why not `SIMD64<UInt8>` and `.==`: measured in a release build here, the mask compare
-    /// and its conversion take ~40 µs per fingerprint (generic code, not vector instructions);
-    /// this form takes ~0.15 µs.
-    @inline(__always)
-    static func countEqual(_ query: UnsafeRawPointer, _ fingerprint: UnsafeRawPointer) -> Int {
-        let low7 = SIMD16<UInt32>(repeating: 0x7F7F_7F7F)
-        let ones = SIMD16<UInt32>(repeating: 0x0101_0101)
-        var lanes = SIMD16<UInt32>()
-        var offset = 0
-        while offset < BiometricToken.length {
-            let x = query.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
-                ^ fingerprint.loadUnaligned(fromByteOffset: offset, as: SIMD16<UInt32>.self)
-            let nonzero = ((x & low7) &+ low7) | x
-            lanes &+= (~nonzero &>> 7) & ones
-            offset += 64
-        }
-        // The four byte counts of each lane, summed into its top byte (≤ 64: no overflow).
-        return Int(((lanes &* ones) &>> 24).wrappedSum())
-    }
-
     /// Swap-remove: O(1), order does not matter for a full scan.
     private mutating func remove(at position: Int) {
         let last = subjects.count - 1
-        let width = BiometricToken.length
+        let width = Self.fingerprintBytes
         positions[subjects[position]] = nil
         if position != last {
             for index in 0..<width { fingerprints[position * width + index] = fingerprints[last * width + index] }

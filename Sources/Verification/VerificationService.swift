@@ -150,8 +150,8 @@ public final class VerificationService: Sendable {
             let probe = try await makeProbe()
             let match = try await Self.enrolment(in: opened, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)
-            let decision = policy.thresholds.decide(score: score)
-            let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
+            let decision = policy.thresholds(for: match.probe.format).decide(score: score)
+            let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
             if migrates { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             // The templates' last use and the outcome in one statement.
             _ = try await SessionStore.completeVerification(
@@ -235,14 +235,11 @@ public final class VerificationService: Sendable {
         return (try sameFormat(enrolled, as: olderProbe), olderProbe)
     }
 
-    /// `template`, if it has the format of `probe` (made under the same version, whose format
-    /// the keyring records): one of another format was not written by this version's tokenizer.
-    /// - Throws: ``TemplateFormatError/formatMismatch(keyVersion:expected:stored:)``.
-    static func sameFormat(_ template: BiometricToken, as probe: BiometricToken) throws -> BiometricToken {
-        guard template.format == probe.format else {
-            throw TemplateFormatError.formatMismatch(keyVersion: probe.keyVersion, expected: probe.format, stored: template.format)
-        }
-        return template
+    /// `template` read in the format of `probe` (made under the same version, whose format the
+    /// keyring records): one of another length was not written by this version's tokenizer.
+    /// - Throws: ``TemplateFormatError/formatMismatch(keyVersion:expected:byteCount:)``.
+    static func sameFormat(_ template: StoredTemplate, as probe: BiometricToken) throws -> BiometricToken {
+        try template.token(format: probe.format)
     }
 
     /// As ``enrolment(of:probe:olderProbe:on:)``, among the templates Verify's opening read:
@@ -263,17 +260,20 @@ public final class VerificationService: Sendable {
         return (try sameFormat(enrolled, as: olderProbe), olderProbe)
     }
 
-    /// The least score that re-enrols a subject silently: the default GREEN threshold, whatever
-    /// the tenant's own. A migration rewrites the enrolment without anyone looking, so it must not
-    /// follow thresholds an officer (audited) or a database write (not: policy rows carry no MAC)
-    /// lowered: with a GREEN threshold of 0.02 an impostor would otherwise become the enrolled
-    /// face. A subject GREEN under a lower tenant threshold but below this is answered GREEN and
-    /// simply not migrated (it may still migrate on a later, better verification).
-    public static let migrationFloor = DecisionThresholds.default.green
+    /// The least score that re-enrols a subject silently: the default GREEN threshold of the
+    /// format compared in (the older version's, FMR ``DecisionThresholds/greenFalseMatchRate``),
+    /// whatever the tenant's own. A migration rewrites the enrolment without anyone looking, so
+    /// it must not follow thresholds an officer (audited) or a database write (not: policy rows
+    /// carry no MAC) lowered: with a GREEN threshold of 0.02 an impostor would otherwise become
+    /// the enrolled face. A subject GREEN under a lower tenant threshold but below this is
+    /// answered GREEN and simply not migrated (it may still migrate on a later, better verification).
+    public static func migrationFloor(for format: BiometricTokenFormat) -> Double {
+        DecisionThresholds.default(for: format).green
+    }
 
-    /// Whether a comparison under an older version moves the subject to the active one.
-    static func migrates(_ decision: Decision, score: Double, comparedUnder version: Int, active: Int) -> Bool {
-        version != active && decision.color == .green && score >= migrationFloor
+    /// Whether a comparison under an older version (`probe`'s) moves the subject to the active one.
+    static func migrates(_ decision: Decision, score: Double, comparedUnder probe: BiometricToken, active: Int) -> Bool {
+        probe.keyVersion != active && decision.color == .green && score >= migrationFloor(for: probe.format)
     }
 
     /// Re-enrols the subject under `token`'s (active) version from the probe — features are
@@ -328,8 +328,8 @@ public final class VerificationService: Sendable {
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify") { connection -> (Decision, Bool) in
             let match = try await Self.enrolment(of: subject.value, probe: probe, olderProbe: olderProbe, on: connection)
             let score = match.probe.score(against: match.enrolled)
-            let decision = policy.thresholds.decide(score: score)
-            let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe.keyVersion, active: probe.keyVersion)
+            let decision = policy.thresholds(for: match.probe.format).decide(score: score)
+            let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
             if migrated { try await self.migrate(subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             try await TemplateStore.touch(subject: subject.value, on: connection)
             return (decision, migrated)
@@ -350,7 +350,10 @@ public final class VerificationService: Sendable {
     public func identify(tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes = .none, top: Int = 5) async throws -> [IdentifiedCandidate] {
         guard (1...100).contains(top) else { throw VerificationError.invalidArgument(field: "top", reason: "between 1 and 100") }
         let policy = try await policies.policy(tenant)
-        var best = [String: Double]()
+        // Scores of two formats are on different scales (quaternary impostors sit near 0.44,
+        // compact ones near 0.066): candidates are ranked by where their score lies between
+        // their own format's AMBER and GREEN thresholds.
+        var best = [String: (rank: Double, decision: Decision)]()
         for version in [probe.keyVersion] + older.versions.filter({ $0 != probe.keyVersion }) {
             let held = try await loadGallery(tenant, version)
             let versionProbe: BiometricToken
@@ -360,12 +363,14 @@ public final class VerificationService: Sendable {
                 guard held > 0 else { continue }
                 versionProbe = try await older.probe(version)
             }
-            for (subject, score) in try await candidates(tenant, versionProbe, top: top) where score > best[subject] ?? -1 {
-                best[subject] = score
+            let thresholds = policy.thresholds(for: versionProbe.format)
+            for (subject, score) in try await candidates(tenant, versionProbe, top: top) {
+                let rank = thresholds.bandPosition(of: score)
+                if rank > best[subject]?.rank ?? -.infinity { best[subject] = (rank, thresholds.decide(score: score)) }
             }
         }
-        return best.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(top).map {
-            IdentifiedCandidate(subject: $0.key, decision: policy.thresholds.decide(score: $0.value))
+        return best.sorted { ($0.value.rank, $1.key) > ($1.value.rank, $0.key) }.prefix(top).map {
+            IdentifiedCandidate(subject: $0.key, decision: $0.value.decision)
         }
     }
 
@@ -382,8 +387,8 @@ public final class VerificationService: Sendable {
             let gallery = try await database.withTenant(tenant, context: "load gallery") { connection in
                 var gallery = TokenGallery(capacity: capacity)
                 gallery.reserveCapacity(try await TemplateStore.count(keyVersion: version, limit: capacity, on: connection))
-                try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection) { subject, token in
-                    gallery.enrol(subject, token)
+                try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection) { subject, template in
+                    gallery.enrol(subject, template)
                 }
                 return gallery
             }
@@ -506,10 +511,14 @@ public final class VerificationService: Sendable {
     }
 
     func galleryEnrol(_ tenant: TenantID, _ subject: String, _ token: BiometricToken) {
-        let key = galleryKey(tenant, token.keyVersion)
+        galleryEnrol(tenant, subject, token.stored)
+    }
+
+    func galleryEnrol(_ tenant: TenantID, _ subject: String, _ template: StoredTemplate) {
+        let key = galleryKey(tenant, template.keyVersion)
         let held = galleries.withLock { galleries in
             guard galleries[key] != nil else { return false }
-            galleries[key]!.enrol(subject, token)
+            galleries[key]!.enrol(subject, template)
             return true
         }
         if held { enforceGalleryMemoryLimit(keeping: key) }

@@ -63,7 +63,7 @@ struct BiometricBenchCommand: AsyncParsableCommand {
         // 1:N: galleries of random tokens (their content does not change the scan's cost).
         var generator = SystemRandomNumberGenerator()
         func gallery(_ size: Int) -> [BiometricToken] {
-            (0..<size).map { _ in BiometricToken(keyVersion: 1, values: (0..<BiometricToken.length).map { _ in UInt32.random(in: 0 ... 15, using: &generator) }) }
+            (0..<size).map { _ in BiometricToken(keyVersion: 1, format: .default, values: (0..<BiometricTokenFormat.default.positions).map { _ in UInt32.random(in: 0 ... BiometricTokenFormat.default.maxValue, using: &generator) }) }
         }
         let identify10k = identify(gallery(10_000), probes: queries)
         let identify100k = identify(gallery(100_000), probes: queries)

@@ -64,7 +64,7 @@ struct EvalCommand: AsyncParsableCommand {
             let shape = try requestedShape()
             let set = try LabelledEmbeddings(contentsOfFile: embeddings)
             let configuration = try options.loadConfiguration()
-            let defaults = DecisionThresholds.default
+            let defaults = DecisionThresholds.default(for: tokenFormat)
             let report = try await CustosRuntime.withPool(configuration, options: .cli()) { pool in
                 try await ProtectedEvaluation.run(
                     set, pool: pool, kind: projection, format: tokenFormat, shape: shape, falseMatchRates: targets.rates,

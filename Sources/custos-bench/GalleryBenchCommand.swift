@@ -9,18 +9,18 @@ import Tokenization
 import TokenizationEvaluation
 import Verification
 
-/// `custos-bench gallery`: 1:N identification over a compact-format gallery of 1,000,000
+/// `custos-bench gallery`: 1:N identification over a gallery of 1,000,000 default-format (quaternary)
 /// subjects (and 100,000 as the baseline, in the same run): latency of the in-memory scan that
 /// `VerificationService.identify` runs, and the resident memory the gallery adds.
 ///
-/// The gallery is bulk-loaded with generated compact tokens (random bytes: what a PRF output
+/// The gallery is bulk-loaded with generated tokens (random bytes: what a PRF output
 /// looks like; the scan's cost does not depend on content), plus the enrolment tokens of a
 /// few synthetic identities made through the real tokenizer (HSM PRF, fixed evaluation keys);
 /// every probe is another sample of one of those identities, tokenized for real, and the
 /// report counts how often it comes back first.
 struct GalleryBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gallery", abstract: "1:N identification over 100k and 1M compact tokens: latency and resident memory (local; fixed test keys)."
+        commandName: "gallery", abstract: "1:N identification over 100k and 1M tokens of the default format: latency and resident memory (local; fixed test keys)."
     )
 
     @OptionGroup var options: LocalOptions
@@ -59,7 +59,7 @@ struct GalleryBenchCommand: AsyncParsableCommand {
         let tenant = ProtectedEvaluation.tenant
         // Enrolment and probe tokens of 100 identities, through the real tokenizer.
         let (enrolled, probes) = try await CustosRuntime.withPool(poolConfiguration, options: .cli()) { pool in
-            let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1], format: .compact), kind: .structured)
+            let tokenizer = BiometricTokenizer(pool: pool, keys: EvaluationKeys(versions: [1], format: .default), kind: .structured)
             let set = SyntheticEmbeddings(configuration: .init(identities: 100, samplesPerIdentity: 2, dimension: 512, seed: 11))
             var enrolled = [BiometricToken](), probes = [BiometricToken]()
             for index in 0..<set.embeddings.count {
@@ -82,7 +82,7 @@ struct GalleryBenchCommand: AsyncParsableCommand {
         let report = Report(
             baseline: small, large: large,
             scan_threads: min(TokenGallery.maxScanThreads, ProcessInfo.processInfo.activeProcessorCount),
-            token_format: "compact", bytes_per_subject_estimate: TokenGallery.bytesPerSubject
+            token_format: BiometricTokenFormat.default.name, bytes_per_subject_estimate: TokenGallery.bytesPerSubject
         )
         if json {
             print(try encodeJSON(report))
@@ -106,11 +106,12 @@ struct GalleryBenchCommand: AsyncParsableCommand {
         gallery.reserveCapacity(size)
         var random = SplitMix(seed: UInt64(size))
         for index in 0..<(size - enrolled.count) {
-            let values = (0..<(BiometricToken.length / 8)).flatMap { _ in
+            // Random 1 KiB tokens of the default format, as stored (any format's bytes are uniform).
+            let bytes = (0..<(BiometricTokenFormat.default.byteCount / 8)).flatMap { _ in
                 let word = random.next()
-                return (0..<8).map { UInt32(truncatingIfNeeded: word >> UInt64(8 * $0)) & 0xFF }
+                return (0..<8).map { UInt8(truncatingIfNeeded: word >> UInt64(8 * $0)) }
             }
-            gallery.enrol(Self.subject(index), BiometricToken(keyVersion: 1, format: .compact, values: values))
+            gallery.enrol(Self.subject(index), BiometricToken(keyVersion: 1, format: .default, bytes: bytes)!)
         }
         // The real identities sit among the generated ones (spread through the gallery).
         for (identity, token) in enrolled.enumerated() { gallery.enrol("identity-\(identity)", token) }

@@ -61,8 +61,8 @@ struct TenantCommand: AsyncParsableCommand {
         )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Scores at or above: green (default policy: \(DecisionThresholds.default.green), FMR \(DecisionThresholds.greenFalseMatchRate); calibrate with `custos-bench eval --fmr`).") var green: Double?
-        @Option(help: "Scores at or above (below green): amber; below: red (default policy: \(DecisionThresholds.default.amber), FMR \(DecisionThresholds.amberFalseMatchRate)).") var amber: Double?
+        @Option(help: "Scores at or above: green as a fraction of matching positions of wide and compact tokens; quaternary tokens use their own defaults (default policy: \(DecisionThresholds.default(for: .compact).green), FMR \(DecisionThresholds.greenFalseMatchRate); calibrate with `custos-bench eval --fmr`).") var green: Double?
+        @Option(help: "Scores at or above (below green): amber; below: red (default policy: \(DecisionThresholds.default(for: .compact).amber), FMR \(DecisionThresholds.amberFalseMatchRate)).") var amber: Double?
         @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is (default policy: 90).") var retentionDays: Int?
         @Option(help: "Tokenizations a minute (default policy: \(TenantPolicy.default.tokenizationsPerMinute)).") var tokenizationsPerMinute: Int?
         @Option(help: "Days the previous biometric key version keeps matching after a rotation, 0 to 365 (default policy: \(TenantPolicy.default.bioOverlapDays)).")

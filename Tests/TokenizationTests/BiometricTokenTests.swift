@@ -4,7 +4,7 @@ import Testing
 @Suite("Biometric tokens")
 struct BiometricTokenTests {
     static func randomToken(_ random: inout TestRandom, version: Int = 1) -> BiometricToken {
-        BiometricToken(keyVersion: version, values: (0..<BiometricToken.length).map { _ in UInt32.random(in: 0...7, using: &random) })
+        BiometricToken(keyVersion: version, values: (0..<1024).map { _ in UInt32.random(in: 0...7, using: &random) })
     }
 
     @Test("A token scores 1 against itself")
@@ -47,8 +47,8 @@ struct BiometricTokenTests {
         let bytes = token.bytes
         #expect(bytes.count == 4096)
         #expect(Array(bytes[0..<4]) == [UInt8(token.values[0] & 0xFF), UInt8(token.values[0] >> 8 & 0xFF), UInt8(token.values[0] >> 16 & 0xFF), UInt8(token.values[0] >> 24)])
-        #expect(BiometricToken(keyVersion: 9, bytes: bytes) == token)
-        #expect(BiometricToken(keyVersion: 9, bytes: Array(bytes.dropLast())) == nil)
-        #expect(BiometricToken(keyVersion: 9, bytes: bytes + [0]) == nil)
+        #expect(BiometricToken(keyVersion: 9, format: .wide, bytes: bytes) == token)
+        #expect(BiometricToken(keyVersion: 9, format: .wide, bytes: Array(bytes.dropLast())) == nil)
+        #expect(BiometricToken(keyVersion: 9, format: .wide, bytes: bytes + [0]) == nil)
     }
 }

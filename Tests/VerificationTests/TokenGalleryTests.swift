@@ -34,7 +34,7 @@ struct TokenGalleryTests {
         pairs += [(zeros, zeros), (zeros, [UInt8](repeating: 0xFF, count: 1024)), (zeros, one), ([UInt8](repeating: 0x80, count: 1024), one)]
         for (left, right) in pairs {
             let scalar = zip(left, right).filter { $0 == $1 }.count
-            let counted = left.withUnsafeBytes { a in right.withUnsafeBytes { b in TokenGallery.countEqual(a.baseAddress!, b.baseAddress!) } }
+            let counted = left.withUnsafeBytes { a in right.withUnsafeBytes { b in PackedAgreement.equalBytes(a.baseAddress!, b.baseAddress!, byteCount: 1024) } }
             #expect(counted == scalar)
         }
     }
@@ -62,6 +62,32 @@ struct TokenGalleryTests {
                 #expect(found.map(\.subject) == reference.map { "s\($0.index)" }, "\(threads) slices")
                 #expect(found.map(\.score) == reference.map { Double($0.matches) / 1024 })
             }
+        }
+    }
+
+    @Test("Quaternary fingerprints are the tokens: the scan's 2-bit agreement is the token score, ranked like a reference")
+    func quaternaryScanMatchesTokenScores() {
+        var random = Random(state: 33)
+        var gallery = TokenGallery(capacity: 5_000)
+        var tokens = [BiometricToken]()
+        for index in 0..<2_001 {
+            let token = BiometricToken(keyVersion: 1, format: .quaternary, values: (0..<4096).map { _ in UInt32.random(in: 0...3, using: &random) })
+            tokens.append(token)
+            gallery.enrol("s\(index)", token)
+        }
+        // The probe is a subject with a quarter of its positions changed: it must come first.
+        var probeValues = tokens[1_234].values
+        for index in stride(from: 0, to: 4096, by: 4) { probeValues[index] = (probeValues[index] + 1) % 4 }
+        let probe = BiometricToken(keyVersion: 1, format: .quaternary, values: probeValues)
+        let reference = tokens.indices
+            .map { (index: $0, matches: zip(probe.values, tokens[$0].values).filter { $0 == $1 }.count) }
+            .sorted { ($0.matches, $1.index) > ($1.matches, $0.index) }
+            .prefix(5)
+        for threads in [1, 2] {
+            let found = gallery.identify(probe, top: 5, threads: threads)
+            #expect(found.first?.subject == "s1234" && found.first?.score == 0.75)
+            #expect(found.map(\.subject) == reference.map { "s\($0.index)" }, "\(threads) slices")
+            #expect(found.map(\.score) == reference.map { probe.score(against: tokens[$0.index]) }, "fingerprint scores are token scores")
         }
     }
 }

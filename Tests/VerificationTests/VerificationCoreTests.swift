@@ -6,19 +6,19 @@ import Verification
 struct VerificationCoreTests {
     private func token(_ seed: UInt32, version: Int = 1, copyFrom other: BiometricToken? = nil, sharing fraction: Double = 0) -> BiometricToken {
         var state = seed &* 2_654_435_761 | 1
-        var values = (0..<BiometricToken.length).map { _ -> UInt32 in
+        var values = (0..<1024).map { _ -> UInt32 in
             state ^= state << 13; state ^= state >> 17; state ^= state << 5
             return state
         }
         if let other {
-            for index in 0..<Int(Double(BiometricToken.length) * fraction) { values[index] = other.values[index] }
+            for index in 0..<Int(1024 * fraction) { values[index] = other.values[index] }
         }
         return BiometricToken(keyVersion: version, values: values)
     }
 
     @Test("Scores map to green / amber / red by the tenant's thresholds; red flags, it does not reject")
     func decisions() {
-        let thresholds = DecisionThresholds.default
+        let thresholds = DecisionThresholds.default(for: .compact)
         let band = thresholds.green - thresholds.amber
         #expect(thresholds.decide(score: 0.9) == Decision(color: .green, confidence: .high))
         // The old GREEN threshold (0.30, below which a quarter of genuine LFW faces fell) is
@@ -77,5 +77,24 @@ struct VerificationCoreTests {
         #expect(gallery.identify(token(1), top: 3).map(\.subject).contains("a") == false)
         #expect(gallery.enrol("c", token(33)) == nil, "re-enrolling replaces, never evicts")
         #expect(gallery.count == 2)
+    }
+
+    @Test("Thresholds per format: each from the same FMRs, a quaternary impostor RED under its own but GREEN under compact's, bands comparable")
+    func thresholdsPerFormat() {
+        let compact = DecisionThresholds.default(for: .compact), quaternary = DecisionThresholds.default(for: .quaternary)
+        #expect(DecisionThresholds.default(for: .wide) == compact)
+        #expect(quaternary.amber > BiometricTokenFormat.quaternary.shape.unrelatedScore)
+        #expect(compact.amber > BiometricTokenFormat.compact.shape.unrelatedScore)
+        // A typical quaternary impostor scores about 0.44: one pair for both formats would pass it.
+        #expect(quaternary.decide(score: 0.44).color == .red)
+        #expect(compact.decide(score: 0.44).color == .green)
+        // A tenant that never set thresholds decides every format with its defaults.
+        #expect(TenantPolicy.default.thresholdsFormat == nil)
+        #expect(TenantPolicy.default.thresholds(for: .quaternary) == quaternary)
+        #expect(TenantPolicy.default.thresholds(for: .compact) == compact)
+        // Band positions: 0 at AMBER, 1 at GREEN, whatever the format's scale.
+        #expect(compact.bandPosition(of: compact.green) == 1 && quaternary.bandPosition(of: quaternary.green) == 1)
+        #expect(compact.bandPosition(of: compact.amber) == 0 && quaternary.bandPosition(of: quaternary.amber) == 0)
+        #expect(quaternary.bandPosition(of: 0.44) < 0, "a quaternary impostor ranks below any AMBER")
     }
 }

@@ -39,7 +39,7 @@ struct BiometricOverlapRPCTests {
                 }
                 // A whole policy without the field gets the default, not 0 (the cliff).
                 let whole = try await set(nil, .with {
-                    $0.greenThreshold = 0.3; $0.amberThreshold = 0.15; $0.retentionDays = 90; $0.tokenizationBudgetPerMinute = 6_000
+                    $0.greenThreshold = 0.6; $0.amberThreshold = 0.5; $0.retentionDays = 90; $0.tokenizationBudgetPerMinute = 6_000
                 })
                 #expect(whole.bioOverlapDays == 30)
                 _ = try await set(["bio_overlap_days"], .with { $0.bioOverlapDays = 7 })

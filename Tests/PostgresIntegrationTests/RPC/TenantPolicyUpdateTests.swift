@@ -23,22 +23,22 @@ struct TenantPolicyUpdateTests {
                     }).policy
                 }
                 let full = try await set(nil, .with {
-                    $0.greenThreshold = 0.4; $0.amberThreshold = 0.2; $0.retentionDays = 30; $0.tokenizationBudgetPerMinute = 100
+                    $0.greenThreshold = 0.7; $0.amberThreshold = 0.5; $0.retentionDays = 30; $0.tokenizationBudgetPerMinute = 100
                 })
                 #expect(full.retentionDays == 30 && full.tokenizationBudgetPerMinute == 100)
 
                 // Only retention is named: the zeros sent for the other fields are not applied.
                 let retention = try await set(["retention_days"], .with { $0.retentionDays = 60 })
-                #expect(retention.greenThreshold == 0.4 && retention.amberThreshold == 0.2)
+                #expect(retention.greenThreshold == 0.7 && retention.amberThreshold == 0.5)
                 #expect(retention.retentionDays == 60 && retention.tokenizationBudgetPerMinute == 100)
 
                 let budget = try await set(["tokenization_budget_per_minute", "amber_threshold"], .with {
-                    $0.tokenizationBudgetPerMinute = 250; $0.amberThreshold = 0.1; $0.retentionDays = 1
+                    $0.tokenizationBudgetPerMinute = 250; $0.amberThreshold = 0.45; $0.retentionDays = 1
                 })
-                #expect(budget.tokenizationBudgetPerMinute == 250 && budget.amberThreshold == 0.1 && budget.retentionDays == 60)
+                #expect(budget.tokenizationBudgetPerMinute == 250 && budget.amberThreshold == 0.45 && budget.retentionDays == 60)
 
-                // The result is checked as a whole: amber 0.5 above the stored green 0.4.
-                await #expect { _ = try await set(["amber_threshold"], .with { $0.amberThreshold = 0.5 }) } throws: { error in
+                // The result is checked as a whole: amber 0.8 above the stored green 0.7.
+                await #expect { _ = try await set(["amber_threshold"], .with { $0.amberThreshold = 0.8 }) } throws: { error in
                     (error as? RPCError)?.code == .invalidArgument
                 }
                 await #expect { _ = try await set(["retention_days", "label"], .with { $0.retentionDays = 5 }) } throws: { error in

@@ -41,7 +41,7 @@ struct VerificationGraphSettingsTests {
         #expect(try await graph.policies.policy(tenant).tokenizationsPerMinute == TenantPolicy.default.tokenizationsPerMinute)
         // Another instance's policies: the graph's own cache does not learn of this write.
         let elsewhere = TenantPolicies(database: custody.service, audit: nil)
-        try await elsewhere.set(try TenantPolicy(green: 0.3, amber: 0.15, retentionDays: 30, tokenizationsPerMinute: 12), for: tenant, actor: "officer")
+        try await elsewhere.set(try TenantPolicy(green: 0.6, amber: 0.5, retentionDays: 30, tokenizationsPerMinute: 12), for: tenant, actor: "officer")
         #expect(try await graph.policies.policy(tenant).tokenizationsPerMinute == 12)
 
         let created = try await graph.sessions.create(tenant: tenant, externalID: PersonalText("moved"), name: nil, email: nil)

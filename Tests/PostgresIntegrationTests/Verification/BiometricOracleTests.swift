@@ -113,7 +113,7 @@ struct BiometricOracleTests {
 struct GalleryMemoryLimitTests {
     static func token(_ seed: UInt32) -> BiometricToken {
         var state = seed &* 2_654_435_761 | 1
-        return BiometricToken(keyVersion: 1, values: (0..<BiometricToken.length).map { _ in
+        return BiometricToken(keyVersion: 1, values: (0..<1024).map { _ in
             state ^= state << 13; state ^= state >> 17; state ^= state << 5
             return state
         })

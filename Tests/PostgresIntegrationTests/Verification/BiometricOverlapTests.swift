@@ -99,7 +99,7 @@ struct BiometricOverlapTests {
         #expect(try await Self.templateVersions(verification, tenant) == [1])
 
         // A green threshold the noisy probe cannot reach: the genuine probe scores AMBER.
-        _ = try await verification.policies.update(TenantPolicy.Changes(green: 0.999, amber: 0.05), for: tenant, actor: "officer")
+        _ = try await verification.policies.update(TenantPolicy.Changes(green: 0.999, amber: 0.5), for: tenant, actor: "officer")
         let (amber, amberVersion) = try await Self.verify(verification, tenant, "stayer", Self.probe(0.61))
         #expect(amber.color == .amber)
         #expect(amberVersion == 1)

@@ -7,10 +7,11 @@ import Testing
 import Tokenization
 import Verification
 
-/// The compact token format reaches existing tenants through a biometric rotation (DESIGN §5):
-/// a tenant whose `bio` v1 is wide keeps its 4 KiB templates, v2 is compact, the overlap verifies
-/// and identifies across both, and a GREEN match moves the subject to a 1 KiB template. Real
-/// SoftHSM and PostgreSQL throughout.
+/// A 1 KiB token format reaches existing tenants through a biometric rotation (DESIGN §5): a
+/// tenant whose `bio` v1 is wide keeps its 4 KiB templates, v2 has the default format (compact
+/// when this suite was written, quaternary now: `QuaternaryTokenFormatTests` moves compact
+/// tenants on), the overlap verifies and identifies across both, and a GREEN match moves the
+/// subject to a 1 KiB template. Real SoftHSM and PostgreSQL throughout.
 @Suite("Compact token format and its migration")
 struct CompactTokenFormatTests {
     typealias Overlap = BiometricOverlapTests
@@ -18,10 +19,15 @@ struct CompactTokenFormatTests {
     /// A keyring over the harness's token and database whose new `bio` versions are wide: how
     /// every tenant made before the compact format looks.
     static func wideKeyring(_ verification: VerificationHarness) -> TenantKeyring {
+        keyring(verification, making: .wide)
+    }
+
+    /// A keyring over the harness's token and database whose new `bio` versions have `format`.
+    static func keyring(_ verification: VerificationHarness, making format: BiometricTokenFormat) -> TenantKeyring {
         let custody = verification.custody
         return TenantKeyring(
             pool: custody.pool, database: custody.service, rootKeys: custody.keyring.rootKeys, audit: custody.audit,
-            logger: custody.logs.logger, biometricTokenFormat: .wide
+            logger: custody.logs.logger, biometricTokenFormat: format
         )
     }
 
@@ -42,7 +48,7 @@ struct CompactTokenFormatTests {
     func wideTemplatesMigrate() async throws {
         let verification = try await VerificationHarness.make("compactmigrate")
         let keyring = verification.custody.keyring
-        #expect(keyring.biometricTokenFormat == .compact, "new versions are compact by default")
+        #expect(keyring.biometricTokenFormat == .default, "new versions have the default format")
         let tenant = try await Self.wideKeyring(verification).createTenant(label: "legacy", actor: "officer").id
         #expect(try await keyring.biometricTokenFormat(tenant, version: 1) == .wide)
         _ = try await Overlap.enrol(verification, tenant, "mover", 0.61)
@@ -50,7 +56,7 @@ struct CompactTokenFormatTests {
         #expect(try await Self.storedLengths(verification, tenant) == [[1, 4096], [1, 4096]])
 
         #expect(try await keyring.rotateBiometric(tenant, actor: "officer") == 2)
-        #expect(try await keyring.biometricTokenFormat(tenant, version: 2) == .compact)
+        #expect(try await keyring.biometricTokenFormat(tenant, version: 2) == .default)
         #expect(try await keyring.biometricTokenFormat(tenant, version: 1) == .wide, "an existing version keeps its format")
 
         let (decision, compared) = try await Overlap.verify(verification, tenant, "mover", Overlap.probe(0.61))
@@ -96,13 +102,13 @@ struct CompactTokenFormatTests {
         _ = try await Overlap.enrol(verification, tenant, "subject", 0.61)
         #expect(try await Self.storedLengths(verification, tenant) == [[1, 1024]])
 
-        // A wide-length token under the compact version (a bad restore, or a database writer).
+        // A wide-length token under a 1 KiB version (a bad restore, or a database writer).
         let wide = Data(repeating: 7, count: 4096)
         try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET token = \(wide)")
-        await #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .compact, stored: .wide)) {
+        await #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .default, byteCount: 4096)) {
             _ = try await Overlap.verify(verification, tenant, "subject", Overlap.probe(0.61))
         }
-        await #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .compact, stored: .wide)) {
+        await #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .default, byteCount: 4096)) {
             let session = try await verification.consentedSession(tenant, "searcher")
             _ = try await verification.flow.identify(tenant: tenant, session: session, features: try FeatureVector(Overlap.probe(0.61)), top: 5)
         }
@@ -110,8 +116,8 @@ struct CompactTokenFormatTests {
         await #expect(throws: (any Error).self) {
             try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET token = \(Data(repeating: 7, count: 1000))")
         }
-        #expect(throws: TemplateFormatError.unreadableLength(keyVersion: 1, byteCount: 1000)) {
-            _ = try TemplateStore.token(keyVersion: 1, bytes: Data(repeating: 7, count: 1000))
+        #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .compact, byteCount: 1000)) {
+            _ = try StoredTemplate(keyVersion: 1, bytes: [UInt8](repeating: 7, count: 1000)).token(format: .compact)
         }
         await verification.custody.shutdown()
     }

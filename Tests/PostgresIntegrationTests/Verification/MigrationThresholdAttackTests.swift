@@ -10,7 +10,7 @@ import Verification
 /// version. GREEN is decided by the tenant's thresholds, which live in `tenant_policies` with no
 /// integrity protection: were the migration to follow them, a database writer who lowered them for
 /// a moment would turn an impostor's verification into the subject's new enrolment, outliving the
-/// restored thresholds. It needs a fixed floor instead (`VerificationService.migrationFloor`).
+/// restored thresholds. It needs a fixed floor instead (`VerificationService.migrationFloor(for:)`).
 @Suite("Silent migration and thresholds written in the database")
 struct MigrationThresholdAttackTests {
     @Test("An impostor's GREEN under lowered thresholds during the overlap does not replace the subject's enrolment for good")
@@ -24,9 +24,9 @@ struct MigrationThresholdAttackTests {
         try await keyring.rotateBiometric(tenant, actor: "officer")  // v1 matches for the tenant's overlap
 
         try await verification.custody.ownerSQL(tenant: tenant, """
-            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute)
-            VALUES (\(tenant.rawValue)::uuid, 0.02, 0.01, 90, 6000)
-            ON CONFLICT (tenant_id) DO UPDATE SET green_threshold = 0.02, amber_threshold = 0.01
+            INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute, thresholds_format)
+            VALUES (\(tenant.rawValue)::uuid, 0.02, 0.01, 90, 6000, \(BiometricTokenFormat.default.rawValue)::smallint)
+            ON CONFLICT (tenant_id) DO UPDATE SET green_threshold = 0.02, amber_threshold = 0.01, thresholds_format = EXCLUDED.thresholds_format
             """)
         let fooled = try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "p-1"), features: impostor)
         #expect(fooled.color == .green, "precondition: the lowered thresholds make the impostor GREEN")
@@ -35,7 +35,7 @@ struct MigrationThresholdAttackTests {
         // Thresholds restored: the real subject must still be the one enrolled.
         let real = try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "p-1"), features: face)
         let again = try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "p-1"), features: impostor)
-        // The silent re-enrolment needs the fixed floor (VerificationService.migrationFloor), not
+        // The silent re-enrolment needs the fixed floor (VerificationService.migrationFloor(for:)), not
         // the tenant's GREEN: the impostor's GREEN under lowered thresholds migrated nothing.
         #expect(real.color == .green, "the subject's own face no longer verifies: the impostor's replaced it")
         #expect(again.color != .green, "the impostor stays enrolled after the thresholds were restored")

@@ -19,7 +19,7 @@ struct RateLimitAndReferenceTests {
         let b = try await custody.keyring.createTenant(label: "tenant-b", actor: "officer").id
         // One a minute: a burst of one, the next token a minute later (12 a minute refilled one
         // within 5 s, which a loaded CI machine can take between the two calls).
-        try await verification.policies.set(try TenantPolicy(green: 0.3, amber: 0.15, retentionDays: 90, tokenizationsPerMinute: 1), for: a, actor: "officer")
+        try await verification.policies.set(try TenantPolicy(green: 0.6, amber: 0.5, retentionDays: 90, tokenizationsPerMinute: 1), for: a, actor: "officer")
         let features = try FeatureVector(Self.face)
 
         let first = try await verification.consentedSession(a, "c1")

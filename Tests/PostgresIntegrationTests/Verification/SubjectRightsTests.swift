@@ -62,7 +62,7 @@ struct SubjectRightsTests {
         let keyring = verification.custody.keyring
         let a = try await keyring.createTenant(label: "tenant-a", actor: "officer").id
         let b = try await keyring.createTenant(label: "tenant-b", actor: "officer").id
-        try await verification.policies.set(try TenantPolicy(green: 0.3, amber: 0.15, retentionDays: 30, tokenizationsPerMinute: 1000), for: b, actor: "officer")
+        try await verification.policies.set(try TenantPolicy(green: 0.6, amber: 0.5, retentionDays: 30, tokenizationsPerMinute: 1000), for: b, actor: "officer")
         for (tenant, id) in [(a, "old"), (a, "busy"), (b, "b-old")] {
             let session = try await verification.consentedSession(tenant, id)
             _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(Double(id.count) + 0.1)))

@@ -1,3 +1,4 @@
+import CustosModel
 import Testing
 import Tokenization
 import TokenizationEvaluation
@@ -14,6 +15,38 @@ struct RealisticProfileTests {
         let hashing = try IndexOfMaxHashing(seed: seed(42), dimension: set.dimension, kind: .structured)
         let symbols = try (0..<set.count).map { PackedSymbols(try hashing.symbols(for: try set.featureVector(at: $0))) }
         return ScorePairs(labels: set.labels) { symbols[$0].agreement(with: symbols[$1]) }
+    }
+
+    /// Quaternary token scores of every pair: the symbols of the 4,096 × 4 shape, each
+    /// position's value a fixed random 2-bit function of (position, symbol) — a random function
+    /// in place of the PRF (`codebook` seeds it), so the collisions of different symbols (1 in 4)
+    /// and their noise are in the scores, as they are in real tokens.
+    static func quaternaryScores(_ set: LabelledEmbeddings, codebook codebookSeed: UInt64 = 43) throws -> ScorePairs {
+        let shape = BiometricTokenFormat.quaternary.shape
+        let hashing = try IndexOfMaxHashing(seed: seed(42), dimension: set.dimension, kind: .structured, shape: shape)
+        var random = TestRandom(seed: codebookSeed)
+        let codebook = (0..<shape.projectionCount).map { _ in UInt64.random(in: 0...3, using: &random) }
+        let tokens: [[UInt64]] = try (0..<set.count).map { index in
+            try hashing.symbols(for: try set.featureVector(at: index)).withUnsafeBytes { symbols in
+                var words = [UInt64](repeating: 0, count: shape.positions / 32)
+                for position in 0..<shape.positions {
+                    words[position / 32] |= codebook[position * 4 + Int(symbols[position])] << UInt64(2 * (position % 32))
+                }
+                return words
+            }
+        }
+        return ScorePairs(labels: set.labels) { first, second in
+            tokens[first].withUnsafeBufferPointer { a in
+                tokens[second].withUnsafeBufferPointer { b in
+                    var equal = 0
+                    for word in 0..<a.count {
+                        let x = a[word] ^ b[word]
+                        equal += (~(x | x >> 1) & 0x5555_5555_5555_5555).nonzeroBitCount
+                    }
+                    return Double(equal) / Double(shape.positions)
+                }
+            }
+        }
     }
 
     static func fraction(_ scores: [Double], _ included: (Double) -> Bool) -> Double {
@@ -60,7 +93,7 @@ struct RealisticProfileTests {
         let amber = CalibratedThreshold(targetFalseMatchRate: DecisionThresholds.amberFalseMatchRate, metrics: metrics)
         print("realistic 1500×2 seed 3: GREEN at FMR \(green.target_fmr): \(green.threshold ?? .infinity) (FNMR \(green.fnmr)); AMBER at FMR \(amber.target_fmr): \(amber.threshold ?? .infinity) (FNMR \(amber.fnmr))")
         #expect(green.enough_impostors && amber.enough_impostors)
-        let defaults = DecisionThresholds.default
+        let defaults = DecisionThresholds.default(for: .compact)
         // The defaults are for compact tokens, whose 8-bit values also agree by chance at 1 in 256
         // of the positions where symbols differ: symbol agreement s reads as s + (1 − s)/256.
         // Within 3 positions of 1,024 (the seeds measured through the HSM differ by one).
@@ -71,5 +104,27 @@ struct RealisticProfileTests {
         // accepted impostors.
         #expect(metrics.operatingPoint(atThreshold: defaults.green).falseMatchRate <= 2 * DecisionThresholds.greenFalseMatchRate)
         #expect(metrics.operatingPoint(atThreshold: defaults.amber).falseMatchRate <= 2 * DecisionThresholds.amberFalseMatchRate)
+    }
+
+    /// The same set and FMRs as ``defaultsAreDerived()``, on quaternary token scores, with three
+    /// random functions in place of the PRF (the defaults take the highest thresholds). Their
+    /// impostors centre near 0.44, so these defaults are the compact ones' only in FMR.
+    @Test("The quaternary defaults are the realistic profile's quaternary token scores at FMR 1e-4 (GREEN) and 1e-2 (AMBER)", arguments: [43, 44, 45] as [UInt64])
+    func quaternaryDefaultsAreDerived(codebook: UInt64) throws {
+        let set = SyntheticEmbeddings(configuration: .realistic(identities: 1_500, samplesPerIdentity: 2, seed: 3)).embeddings
+        let pairs = try Self.quaternaryScores(set, codebook: codebook)
+        let metrics = try VerificationMetrics(genuine: pairs.genuine, impostor: pairs.impostor)
+        let green = CalibratedThreshold(targetFalseMatchRate: DecisionThresholds.greenFalseMatchRate, metrics: metrics)
+        let amber = CalibratedThreshold(targetFalseMatchRate: DecisionThresholds.amberFalseMatchRate, metrics: metrics)
+        print("quaternary, realistic 1500×2 seed 3, codebook \(codebook): GREEN at FMR \(green.target_fmr): \((green.threshold ?? .infinity) * 4096) of 4096 (FNMR \(green.fnmr)); AMBER at FMR \(amber.target_fmr): \((amber.threshold ?? .infinity) * 4096) (FNMR \(amber.fnmr))")
+        #expect(green.enough_impostors && amber.enough_impostors)
+        let defaults = DecisionThresholds.default(for: .quaternary)
+        // Within 8 positions of 4,096 (the three random functions differ by 3).
+        #expect(abs((green.threshold ?? .infinity) - defaults.green) <= 8.0 / 4096, "GREEN at FMR 1e-4 here: \(green.threshold ?? .infinity)")
+        #expect(abs((amber.threshold ?? .infinity) - defaults.amber) <= 8.0 / 4096, "AMBER at FMR 1e-2 here: \(amber.threshold ?? .infinity)")
+        // Far from the compact defaults: one pair of fractions cannot serve both formats.
+        #expect(defaults.amber > DecisionThresholds.default(for: .compact).green + 0.3)
+        #expect(metrics.operatingPoint(atThreshold: defaults.green).falseMatchRate <= DecisionThresholds.greenFalseMatchRate)
+        #expect(metrics.operatingPoint(atThreshold: defaults.amber).falseMatchRate <= DecisionThresholds.amberFalseMatchRate)
     }
 }
