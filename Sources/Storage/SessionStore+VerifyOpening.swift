@@ -15,17 +15,17 @@ extension SessionStore {
         /// (as ``VerificationAttemptStore``'s counter keeps them).
         public let attempts: Int
         public let windowStart: Date
-        /// The subject's stored templates by key version, undecoded: one of another length
-        /// fails only when it is compared (``template(keyVersion:)``), as a single read did.
+        /// The subject's stored templates by key version, as stored: each is read in its
+        /// version's format when it is compared (``StoredTemplate/token(format:)``), so one of
+        /// another length fails there, as a single read did.
         let templates: [Int: Data]
 
         /// The key versions the subject has templates of.
         public var enrolledVersions: Set<Int> { Set(templates.keys) }
 
         /// The subject's template of `keyVersion`, if it has one.
-        /// - Throws: ``TemplateFormatError/unreadableLength(keyVersion:byteCount:)``.
-        public func template(keyVersion: Int) throws -> BiometricToken? {
-            try templates[keyVersion].map { try TemplateStore.token(keyVersion: keyVersion, bytes: $0) }
+        public func template(keyVersion: Int) -> StoredTemplate? {
+            templates[keyVersion].map { StoredTemplate(keyVersion: keyVersion, bytes: Array($0)) }
         }
     }
 

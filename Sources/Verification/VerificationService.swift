@@ -248,12 +248,12 @@ public final class VerificationService: Sendable {
     static func enrolment(
         in opened: SessionStore.VerifyOpening, probe: BiometricToken, older: OlderBiometricProbes
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
-        if let enrolled = try opened.template(keyVersion: probe.keyVersion) {
+        if let enrolled = opened.template(keyVersion: probe.keyVersion) {
             return (try sameFormat(enrolled, as: probe), probe)
         }
         let held = opened.enrolledVersions
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
-              let enrolled = try opened.template(keyVersion: version) else {
+              let enrolled = opened.template(keyVersion: version) else {
             throw VerificationError.notEnrolled
         }
         let olderProbe = try await older.probe(version)
