@@ -39,6 +39,8 @@ extension SessionStore {
     /// lock: a concurrent Verify of the same subject that migrated it during a biometric overlap
     /// and committed meanwhile is not seen, and this one compares under the older version (a
     /// GREEN there migrates again: the active version's template is replaced by this probe).
+    /// A subject moved to another pii reference meanwhile shows no templates in that snapshot:
+    /// they are then read again in a new one (`PIIMoveConcurrencyTests`).
     /// - Returns: `nil` when there is no such session in the tenant's scope (nothing counted).
     public static func openForVerify(
         _ id: UUID, tenant: TenantID, now: Date, cutoff: Date, on connection: DatabaseTransaction
@@ -55,6 +57,18 @@ extension SessionStore {
             }
         }
         guard let opening else { return nil }
+        if templates.isEmpty {
+            // The templates were read in the snapshot taken before the session lock was granted;
+            // the session row is the one locked, as the writer that held it left it. A session
+            // creation that moved the subject to the active pii version meanwhile changed both
+            // the session's reference and its templates': joined on the new reference, the old
+            // snapshot shows none. Read them again in a new snapshot, which sees that commit
+            // (only when none were found: an enrolled subject's Verify keeps its one round trip).
+            let query: PostgresQuery = "SELECT key_version::int8, token FROM templates WHERE subject_ref = \(opening.row.subject.value)"
+            for try await (version, bytes) in try await connection.query(query, logger: Database.quiet).decode((Int, Data).self) {
+                templates[version] = bytes
+            }
+        }
         return VerifyOpening(row: opening.row, attempts: opening.attempts, windowStart: opening.windowStart, templates: templates)
     }
 
