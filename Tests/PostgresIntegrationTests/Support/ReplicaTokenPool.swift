@@ -1,4 +1,5 @@
 import Ceremony
+import Custody
 import HSM
 import HSMTestSupport
 import PKCS11
@@ -36,5 +37,20 @@ struct ReplicaTokenPool {
         ).restore(sharePaths: Array(harness.sharePaths.prefix(2)), transcript: CeremonyTranscript(path: TestEnvironment.directory + "/\(replica.label).jsonl"))
         await restoring.shutdown()
         return replica
+    }
+
+    /// Custody over both tokens as an instance starts it: the root keys checked against the
+    /// database, the keyring (auditing to the harness's log) over this pool, and a signer
+    /// trusting the harness's escrow key. Reconciliation is the caller's (some tests run it, some must not).
+    struct Services {
+        let keyring: TenantKeyring
+        let webhooks: WebhookSigner
+    }
+
+    func services(_ harness: CustodyHarness) async throws -> Services {
+        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
+        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
+        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
+        return Services(keyring: keyring, webhooks: WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys))
     }
 }

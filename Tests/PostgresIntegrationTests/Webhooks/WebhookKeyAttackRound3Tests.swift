@@ -50,10 +50,8 @@ struct WebhookKeyAttackRound3Tests {
         let harness = try await CustodyHarness.make("atk3sign")
         let replicated = try await ReplicaTokenPool.make(harness, replicaName: "atk3signb")
         let pool = replicated.pool
-        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
-        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
-        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
+        let services = try await replicated.services(harness)
+        let (keyring, webhooks) = (services.keyring, services.webhooks)
         // As start-up does: the list of key states on both tokens (else refused while A is down).
         _ = try await keyring.reconcile()
         var made = [(tenant: TenantID, publicKey: String, label: String)]()
@@ -218,10 +216,8 @@ struct WebhookKeyAttackRound3Tests {
         let harness = try await CustodyHarness.make("atk3plant")
         let replicated = try await ReplicaTokenPool.make(harness, replicaName: "atk3plantb")
         let pool = replicated.pool
-        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
-        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
-        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
+        let services = try await replicated.services(harness)
+        let (keyring, webhooks) = (services.keyring, services.webhooks)
         _ = try await keyring.reconcile()
         var made = [(tenant: TenantID, publicKey: [UInt8], label: String)]()
         for name in ["planted", "clean"] {

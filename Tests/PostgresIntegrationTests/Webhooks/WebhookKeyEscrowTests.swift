@@ -152,10 +152,8 @@ struct WebhookKeyEscrowTests {
         let harness = try await CustodyHarness.make("escrowtwo")
         let replicated = try await ReplicaTokenPool.make(harness, replicaName: "escrowtwob")
         let (moduleA, pool) = (replicated.moduleA, replicated.pool)
-        let rootKeys = RootKeys(inventory: try await RootKeyCheck.verify(pool: pool, database: harness.service))
-        let audit = AuditLog(pool: pool, database: harness.service, rootKeys: rootKeys, anchorPath: harness.anchorPath)
-        let keyring = TenantKeyring(pool: pool, database: harness.service, rootKeys: rootKeys, audit: audit, logger: harness.logs.logger)
-        let webhooks = WebhookSigner(pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: harness.trustedEscrowKeys)
+        let services = try await replicated.services(harness)
+        let (keyring, webhooks) = (services.keyring, services.webhooks)
         // As start-up does: the HSM's list of key states on every token. A list on no token is
         // believed only while every token answers (`ReplicaTokenAttackTests`), so without it
         // each key use would be refused while token A is removed below.
