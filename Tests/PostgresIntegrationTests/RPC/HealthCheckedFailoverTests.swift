@@ -61,14 +61,9 @@ struct HealthCheckedFailoverTests {
     @Test("One of two `custos serve` killed with SIGKILL under reads: no read fails, the dead one is seen not serving, later writes all answer")
     func killedInstanceSkipped() async throws {
         let harness = try await CustodyHarness.make("hckill")
-        let directory = try ChildCustos.directory(harness)
-        let config = try ChildCustos.writeConfiguration(harness, in: directory)
-        for name in ["a", "b"] { try FileManager.default.createDirectory(atPath: directory + "/" + name, withIntermediateDirectories: true) }
-        let (first, firstAddress) = try await ChildCustos.serve(config: config, in: directory + "/a")
-        let (second, secondAddress) = try await ChildCustos.serve(config: config, in: directory + "/b")
-        let children = ChildProcesses([first, second])
+        let (_, children, (first, firstAddress), (_, secondAddress)) = try await ChildCustos.serveTwo(harness)
         defer { children.killAll() }
-        let addresses = try ServiceAddresses(parsing: "\(try #require(firstAddress)),\(try #require(secondAddress))")
+        let addresses = try ServiceAddresses(parsing: "\(firstAddress),\(secondAddress)")
         let transport = try RoundRobinClient.healthChecked(addresses, security: Self.security(try TestCertificates.get()), timeout: .seconds(30))
 
         try await withGRPCClient(transport: transport) { client in

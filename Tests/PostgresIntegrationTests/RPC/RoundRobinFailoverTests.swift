@@ -13,14 +13,8 @@ struct RoundRobinFailoverTests {
     @Test("Reads keep answering on the survivor, no write is applied twice or lost once acknowledged, and a restarted instance is taken back")
     func killOneOfTwo() async throws {
         let harness = try await CustodyHarness.make("rrkill")
-        let directory = try ChildCustos.directory(harness)
-        let config = try ChildCustos.writeConfiguration(harness, in: directory)
-        for name in ["a", "b"] { try FileManager.default.createDirectory(atPath: directory + "/" + name, withIntermediateDirectories: true) }
-        let (first, firstAddress) = try await ChildCustos.serve(config: config, in: directory + "/a")
-        let (second, secondAddress) = try await ChildCustos.serve(config: config, in: directory + "/b")
-        let children = ChildProcesses([first, second])
+        let (config, children, (first, firstListening), (second, secondListening)) = try await ChildCustos.serveTwo(harness)
         defer { children.killAll() }
-        let (firstListening, secondListening) = (try #require(firstAddress), try #require(secondAddress))
         let addresses = try ServiceAddresses(parsing: "\(firstListening),\(secondListening)")
         let certificates = try TestCertificates.get()
         let alice = RPCClientTLS(
@@ -111,20 +105,4 @@ final class Labels: Sendable {
     func append(_ label: String) { labels.withLock { $0.append(label) } }
 
     var all: [String] { labels.withLock { $0 } }
-}
-
-/// The child processes a test started, killed (SIGKILL) and reaped at its end.
-final class ChildProcesses: Sendable {
-    private let processes: Mutex<[Process]>
-
-    init(_ processes: [Process]) { self.processes = Mutex(processes) }
-
-    func add(_ process: Process) { processes.withLock { $0.append(process) } }
-
-    func killAll() {
-        for process in processes.withLock({ $0 }) where process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
 }

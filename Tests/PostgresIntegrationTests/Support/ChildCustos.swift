@@ -1,5 +1,6 @@
 import Foundation
 import HSMTestSupport
+import Synchronization
 import Testing
 
 /// The debug `custos` binary run as a child process on a harness's token and schema, for the
@@ -110,6 +111,28 @@ enum ChildCustos {
         return (server, nil)
     }
 
+    /// Two `custos serve` processes on one configuration (the harness's schema and token), each
+    /// in its own directory, both listening: what the failover tests kill one of.
+    static func serveTwo(
+        _ harness: CustodyHarness
+    ) async throws -> (config: String, children: ChildProcesses, first: (server: Process, address: String), second: (server: Process, address: String)) {
+        let directory = try directory(harness)
+        let config = try writeConfiguration(harness, in: directory)
+        for name in ["a", "b"] { try FileManager.default.createDirectory(atPath: directory + "/" + name, withIntermediateDirectories: true) }
+        let children = ChildProcesses([])
+        var listening = [(server: Process, address: String)]()
+        for name in ["a", "b"] {
+            let (server, address) = try await serve(config: config, in: directory + "/" + name)
+            children.add(server)
+            guard let address else {
+                children.killAll()
+                throw TestFailure("custos serve \(name) died before it listened")
+            }
+            listening.append((server, address))
+        }
+        return (config, children, listening[0], listening[1])
+    }
+
     /// Waits up to `seconds` for `process` to end on its own; kills it with SIGKILL after that.
     static func waitForExit(_ process: Process, seconds: Int = 60) async throws {
         for _ in 0..<(seconds * 10) where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
@@ -120,5 +143,21 @@ enum ChildCustos {
     /// Whether `process` stopped itself with SIGKILL (a crash step reached).
     static func killedItself(_ process: Process) -> Bool {
         process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
+    }
+}
+
+/// The child processes a test started, killed (SIGKILL) and reaped at its end.
+final class ChildProcesses: Sendable {
+    private let processes: Mutex<[Process]>
+
+    init(_ processes: [Process]) { self.processes = Mutex(processes) }
+
+    func add(_ process: Process) { processes.withLock { $0.append(process) } }
+
+    func killAll() {
+        for process in processes.withLock({ $0 }) where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
     }
 }
