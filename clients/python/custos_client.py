@@ -146,16 +146,16 @@ def service_config() -> str:
     """Round robin over the resolved addresses that report SERVING on grpc.health.v1 (gRPC's
     client-side health checking: one Watch per address; an instance shutting down or without an
     answering HSM is skipped, as by the Swift HealthCheckedTransport); IDEMPOTENT_METHODS
-    retried on UNAVAILABLE (up to 4 attempts, 50-400 ms apart, as the Swift client)."""
+    retried on UNAVAILABLE (up to 5 attempts, 100 ms to 1 s apart, as the Swift client)."""
     return json.dumps({
         "loadBalancingConfig": [{"round_robin": {}}],
         "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [{
             "name": [{"service": service, "method": method} for service, method in IDEMPOTENT_METHODS],
             "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "0.4s",
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },

@@ -53,8 +53,10 @@ final class CustodyHarness: Sendable {
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
         let logs = LogCapture()
         var ownerConfiguration = settings.configuration(role: .owner, schema: schema)
-        // Many suites migrate their schemas at once on a 2-core machine: give DDL time.
-        ownerConfiguration.operationTimeout = .seconds(60)
+        // Every suite migrates its own schema at once when the run starts, on 2 cores: the
+        // whole herd's DDL comes before any one finishes (60 s was not enough in CI at 21
+        // migrations and ~130 suites), so the deadline is the herd's, not one schema's.
+        ownerConfiguration.operationTimeout = .seconds(240)
         ownerConfiguration.statementTimeout = .seconds(50)
         let owner = try Database(configuration: ownerConfiguration, logger: logs.logger)
         owner.start()
