@@ -24,6 +24,21 @@ public final class PKCS11Module: @unchecked Sendable {
     private let faultsArmed = Atomic<Bool>(false)
     private let faultInjector = Mutex<(any PKCS11FaultInjector)?>(nil)
 
+    /// Serialises every call that reads or changes a module's slot table, across all loaded
+    /// modules of the process (two `PKCS11Module`s of one path share one library instance).
+    /// SoftHSM 2.6.1 edits its slot map inside `C_GetSlotList` without a lock: when every token
+    /// is initialised, the size query inserts a new empty slot, so two concurrent queries insert
+    /// the same slot id and the second aborts the process (`SlotManager::insertToken`,
+    /// `assert(result.second)`), and a slot lookup (`C_OpenSession`, `C_GetTokenInfo`) meanwhile
+    /// walks a map being rebalanced. These calls are rare (start-up, recovery, probes), so one
+    /// lock costs nothing on the data path.
+    private static let slotTable = Mutex<Void>(())
+
+    /// Runs a slot-table call under ``slotTable``.
+    private func withSlotTable<R>(_ body: () throws -> R) rethrows -> R {
+        try Self.slotTable.withLock { _ in try body() }
+    }
+
     /// Loads the module at `path`.
     /// - Parameter initArguments: see ``initArguments``.
     /// - Throws: ``PKCS11ModuleError`` when the path is relative, the library cannot be loaded
@@ -118,6 +133,10 @@ public final class PKCS11Module: @unchecked Sendable {
     /// `C_GetSlotList`.
     public func slots(withTokenPresent tokenPresent: Bool = true) throws -> [SlotID] {
         let present = CK_BBOOL(tokenPresent ? 1 : 0)
+        return try withSlotTable { try slotList(present) }
+    }
+
+    private func slotList(_ present: CK_BBOOL) throws -> [SlotID] {
         // The slot count can change between the two calls (a token was initialised): retry.
         while true {
             var count: CK_ULONG = 0
@@ -135,7 +154,9 @@ public final class PKCS11Module: @unchecked Sendable {
     /// `C_GetTokenInfo`.
     public func tokenInfo(slot: SlotID) throws -> TokenInfo {
         var info = CK_TOKEN_INFO()
-        try call(.getTokenInfo) { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) }
+        try withSlotTable {
+            try call(.getTokenInfo) { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) }
+        }
         return TokenInfo(
             slot: slot,
             label: paddedString(info.label),
@@ -200,18 +221,22 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// `C_GetMechanismList`.
     public func mechanisms(slot: SlotID) throws -> [MechanismType] {
-        var count: CK_ULONG = 0
-        try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), nil, &count) }
-        var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
-        try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), &list, &count) }
-        return list.prefix(Int(count)).map { MechanismType(rawValue: UInt($0)) }
+        try withSlotTable {
+            var count: CK_ULONG = 0
+            try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), nil, &count) }
+            var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+            try call(.getMechanismList) { functions.C_GetMechanismList(CK_SLOT_ID(slot.rawValue), &list, &count) }
+            return list.prefix(Int(count)).map { MechanismType(rawValue: UInt($0)) }
+        }
     }
 
     /// `C_GetMechanismInfo`.
     public func mechanismInfo(slot: SlotID, _ type: MechanismType) throws -> MechanismInfo {
         var info = CK_MECHANISM_INFO()
-        try call(.getMechanismInfo) {
-            functions.C_GetMechanismInfo(CK_SLOT_ID(slot.rawValue), CK_MECHANISM_TYPE(type.rawValue), &info)
+        try withSlotTable {
+            try call(.getMechanismInfo) {
+                functions.C_GetMechanismInfo(CK_SLOT_ID(slot.rawValue), CK_MECHANISM_TYPE(type.rawValue), &info)
+            }
         }
         return MechanismInfo(minKeySize: UInt(info.ulMinKeySize), maxKeySize: UInt(info.ulMaxKeySize), flags: UInt(info.flags))
     }
@@ -222,14 +247,14 @@ public final class PKCS11Module: @unchecked Sendable {
         var paddedLabel = [UInt8](repeating: 0x20, count: 32)
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try call(.initToken) {
+            try withSlotTable { try call(.initToken) {
                 functions.C_InitToken(
                     CK_SLOT_ID(slot.rawValue),
                     UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                     CK_ULONG(pin.count),
                     &paddedLabel
                 )
-            }
+            } }
         }
     }
 
@@ -237,7 +262,9 @@ public final class PKCS11Module: @unchecked Sendable {
     public func openSession(slot: SlotID, readWrite: Bool = true) throws -> PKCS11Session {
         var handle: CK_SESSION_HANDLE = 0
         let flags = CK_FLAGS(CKF_SERIAL_SESSION) | (readWrite ? CK_FLAGS(CKF_RW_SESSION) : 0)
-        try call(.openSession) { functions.C_OpenSession(CK_SLOT_ID(slot.rawValue), flags, nil, nil, &handle) }
+        try withSlotTable {
+            try call(.openSession) { functions.C_OpenSession(CK_SLOT_ID(slot.rawValue), flags, nil, nil, &handle) }
+        }
         return PKCS11Session(module: self, slot: slot, handle: UInt(handle))
     }
 
