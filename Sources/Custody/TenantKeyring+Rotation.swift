@@ -206,6 +206,12 @@ extension TenantKeyring {
                 try await PendingTokenDestructionStore.all(on: connection)
             }
             for entry in leftovers {
+                // The list is writable by the service role: an entry is believed only when it
+                // can name nothing but one of custody's own disposable key pairs.
+                guard try await isDisposable(entry) else {
+                    try await dropListedTokenObjects(entry)
+                    continue
+                }
                 try await destroyTokenObjects(entry)
                 actions.append(.tokenObjectsDestroyed(entry.tenant, entry.purpose, version: entry.version))
             }

@@ -67,6 +67,39 @@ extension TenantKeyring {
         }
     }
 
+    /// Whether a listed entry read back from `pending_token_destructions` names objects that
+    /// may go: the table has no MAC and the service role inserts into it, so an entry is only a
+    /// claim. It is believed when its label is an Ed25519 key pair's label of the entry's own
+    /// tenant and version (never an anchor, a root key or another tenant's key), and that
+    /// version is not live under that label: the HSM's list of key states names it destroyed,
+    /// or no row of it was ever stored (a creation that crashed before its commit), or its
+    /// MAC-valid row names another label (the loser of two creations that picked one version).
+    /// A row that fails its MAC is not believed either way: the objects stay.
+    func isDisposable(_ entry: PendingTokenDestructionStore.Entry) async throws -> Bool {
+        guard entry.purpose == .webhookEd25519,
+              entry.label.hasPrefix(Self.tokenObjectLabelPrefix(entry.tenant, version: entry.version)) else { return false }
+        if try await anchoredStates(fresh: true).destroyed.contains(KeyStateAnchor.Entry(tenant: entry.tenant, purpose: entry.purpose, version: entry.version)) {
+            return true
+        }
+        let row = try await database.withTenant(entry.tenant, context: "check a token object listed for destruction") { connection in
+            try await KeyVersionStore.get(entry.tenant, entry.purpose, version: entry.version, on: connection)
+        }
+        guard let row else { return true }
+        guard row.tokenLabel != entry.label else { return false }
+        return try await authenticator.isAuthentic(row, pool: pool)
+    }
+
+    /// Takes an entry ``isDisposable(_:)`` refused off the list without destroying anything, and
+    /// says so: whoever wrote it can write the database.
+    func dropListedTokenObjects(_ entry: PendingTokenDestructionStore.Entry) async throws {
+        try await database.withTransaction(context: "drop a refused token-object listing") { connection in
+            _ = try await PendingTokenDestructionStore.claim(label: entry.label, on: connection)
+        }
+        logger.error("a label listed for destruction names objects that are not a disposable key pair of its tenant and version: not destroyed, taken off the list (a database writer's entry)", metadata: [
+            "label": "\(entry.label)", "tenant": "\(entry.tenant)", "version": "\(entry.version)",
+        ])
+    }
+
     /// Destroys the key pair of a pending Ed25519 version that reconciliation just deleted
     /// (its row failed its MAC). The label comes from that untrusted row, so it is used only
     /// with this tenant's and this version's prefix: no other stored row can name such a label.

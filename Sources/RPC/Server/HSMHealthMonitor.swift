@@ -1,11 +1,13 @@
 public import HSM
 public import Logging
 
-/// Keeps the whole server's health status (`""` in ``HealthStatusRegistry``) on whether this
-/// instance's HSM pool answers: one random-number call each ``interval``, through the pool's
-/// token failover (any token in service will do). While no token answers, the instance reports
-/// NOT_SERVING, so health-checked clients (``HealthCheckedTransport``) send its calls to another
-/// instance; the probe is also the call that lets the pool's breaker close again.
+/// Keeps every health status in ``HealthStatusRegistry`` (the whole server's `""` and each
+/// service's) on whether this instance's HSM pool answers: one random-number call each
+/// ``interval``, through the pool's token failover (any token in service will do). While no
+/// token answers, the instance reports NOT_SERVING, so health-checked clients
+/// (``HealthCheckedTransport``) send its calls to another instance; the probe is also the call
+/// that lets the pool's breaker close again. A busy pool
+/// (``HSMError/exhausted(waitedNanoseconds:maxSessions:)``) is an answer: load is no outage.
 ///
 /// The database is not probed: every instance shares it, so another instance would fare no
 /// better.
@@ -26,7 +28,18 @@ public struct HSMHealthMonitor: Sendable {
     public func run() async {
         var serving = true
         while !Task.isCancelled {
-            let answered = (try? await pool.random(count: 1)) != nil
+            let answered: Bool
+            do {
+                _ = try await pool.random(count: 1)
+                answered = true
+            } catch HSMError.exhausted {
+                // Every worker busy past the pool's wait: the HSM answers, this instance is
+                // loaded. NOT_SERVING here would send its clients to the others, which would
+                // then fill up and do the same in turn.
+                answered = true
+            } catch {
+                answered = false
+            }
             if answered != serving {
                 serving = answered
                 if answered {
@@ -35,7 +48,11 @@ public struct HSMHealthMonitor: Sendable {
                     logger.warning("no HSM token answers: health NOT_SERVING until one does")
                 }
             }
-            health.setStatus(answered ? .serving : .notServing, for: "")
+            // Every name, not only the whole server's: each Custos service needs the HSM, and a
+            // health check asked by service name (a balancer's `service_name`, a Kubernetes
+            // gRPC probe's `service`) would otherwise hear SERVING from an instance that fails
+            // every call.
+            for name in health.all().keys { health.setStatus(answered ? .serving : .notServing, for: name) }
             try? await Task.sleep(for: interval)
         }
     }
