@@ -24,6 +24,19 @@ struct HealthCheckedFailoverTests {
         #expect(transport.instances.map(\.health) == expected)
     }
 
+    /// The code and message of a failed call (`nil`: it answered): the message says which layer
+    /// gave up (the transport that could not open a stream, the retry, the server).
+    static func failure(_ call: () async throws -> Void) async -> String? {
+        do {
+            try await call()
+            return nil
+        } catch let error as RPCError {
+            return "\(error.code): \(error.message)"
+        } catch {
+            return "\(type(of: error))"
+        }
+    }
+
     @Test("An instance whose HSM is gone reports NOT_SERVING and gets no call: every write answers on the other; SERVING again once its HSM answers")
     func notServingSkipped() async throws {
         try await RPCHarness.with("hcskip") { first in
@@ -75,8 +88,8 @@ struct HealthCheckedFailoverTests {
                 for reader in 0..<4 {
                     group.addTask {
                         for index in 0..<25 {
-                            if let code = await RPCHarness.code({ _ = try await admin.listTenants(Custos_V1_ListTenantsRequest()) }) {
-                                failures.append("\(code)")
+                            if let failure = await Self.failure({ _ = try await admin.listTenants(Custos_V1_ListTenantsRequest()) }) {
+                                failures.append(failure)
                             } else {
                                 answered.append("r\(reader)-\(index)")
                             }
