@@ -1,19 +1,18 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import RPC
 import Synchronization
 
-/// The calls of the failover load, over round-robin clients: WhoAmI with the bench's API key,
+/// The calls of the failover load, over health-checked round-robin clients: WhoAmI with the bench's API key,
 /// and whole sessions ending in Verify or Enrol. A session's steps are writes: none is sent
 /// twice (``RoundRobinClient`` retries only reads), so a failure mid-session fails the call.
 struct FailoverCalls: Sendable {
-    let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+    let clients: [GRPCClient<HealthCheckedTransport>]
     let tenant: String
     let tenantMetadata: Metadata
     let bearer: Metadata
     let options: CallOptions
 
-    init(clients: [GRPCClient<HTTP2ClientTransport.Posix>], tenant: String, apiKey: String, options: CallOptions) {
+    init(clients: [GRPCClient<HealthCheckedTransport>], tenant: String, apiKey: String, options: CallOptions) {
         self.clients = clients
         self.tenant = tenant
         var metadata = Metadata()
@@ -25,7 +24,7 @@ struct FailoverCalls: Sendable {
         self.options = options
     }
 
-    private func verification(_ caller: Int) -> Custos_V1_Verification.Client<HTTP2ClientTransport.Posix> {
+    private func verification(_ caller: Int) -> Custos_V1_Verification.Client<HealthCheckedTransport> {
         Custos_V1_Verification.Client(wrapping: clients[caller % clients.count])
     }
 
