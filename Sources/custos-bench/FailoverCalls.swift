@@ -66,6 +66,8 @@ final class FailoverTally: Sendable {
         let calls: Int
         let succeeded: Int
         let failed: [String: Int]
+        /// Failed calls by kind and code ("Enrol unavailable").
+        let failedByKind: [String: Int]
         let wrong: Int
         let byKind: [String: Int]
         let longestGapMilliseconds: Double
@@ -77,6 +79,7 @@ final class FailoverTally: Sendable {
     private struct State {
         var succeeded = 0
         var failed = [String: Int]()
+        var failedByKind = [String: Int]()
         var wrong = 0
         var byKind = [String: Int]()
         var successes = [ContinuousClock.Instant]()
@@ -104,6 +107,7 @@ final class FailoverTally: Sendable {
         let now = ContinuousClock.now
         state.withLock {
             $0.failed[code, default: 0] += 1
+            $0.failedByKind["\(kind) \(code)", default: 0] += 1
             $0.byKind[kind, default: 0] += 1
             $0.lastFailure = now
         }
@@ -130,7 +134,7 @@ final class FailoverTally: Sendable {
             let fault = state.fault ?? end
             let recovered = state.lastFailure.map { $0 > fault ? $0 - fault : .zero } ?? .zero
             return Snapshot(
-                calls: state.succeeded + state.failed.values.reduce(0, +), succeeded: state.succeeded, failed: state.failed, wrong: state.wrong,
+                calls: state.succeeded + state.failed.values.reduce(0, +), succeeded: state.succeeded, failed: state.failed, failedByKind: state.failedByKind, wrong: state.wrong,
                 byKind: state.byKind, longestGapMilliseconds: BenchmarkLoop.microseconds(longest) / 1000,
                 longestGapStartSeconds: BenchmarkLoop.microseconds(longestStart - start) / 1e6,
                 recoveredAfterMilliseconds: BenchmarkLoop.microseconds(recovered) / 1000
