@@ -7,8 +7,9 @@ import GRPCNIOTransportHTTP2Posix
 import RPC
 import TokenizationEvaluation
 
-/// `custos-bench failover`: two service instances on one configuration and database, load through the round-robin client (``RoundRobinClient``) — WhoAmI, whole Verify
-/// sessions and whole Enrol sessions, each with a known right answer — and one fault midway
+/// `custos-bench failover`: two service instances on one configuration and database, load through
+/// the health-checked round-robin client a front-end uses (``RoundRobinClient/healthChecked(_:security:timeout:methodConfigs:)``)
+/// — WhoAmI, whole Verify sessions and whole Enrol sessions, each with a known right answer — and one fault midway
 /// (``FailoverFault``: `instance-kill` is `kill -9` of one instance; `token-loss` removes one of
 /// two tokens from in-process instances for a while). Reports what a caller
 /// saw: calls, successes, failures by code, wrong answers, the longest time without a success,
@@ -16,11 +17,13 @@ import TokenizationEvaluation
 struct FailoverBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
-        abstract: "Two service instances under load through the round-robin client; one fault midway (an instance killed, or a token removed).",
+        abstract: "Two service instances under load through the health-checked round-robin client; one fault midway (an instance killed, or a token removed).",
         discussion: """
         Starts two instances on a copy of the configuration (any free ports; the per-subject \
         Verify limit raised, as the load verifies a few subjects many times), prepares a tenant, \
-        an API key and enrolled subjects through the RPC, then loads both instances and injects \
+        an API key and enrolled subjects through the RPC, then loads both instances through \
+        --connections health-checked round-robin clients (each watching both instances' \
+        grpc.health.v1 status, as a front-end does) and injects \
         --fault at --fault-at seconds. A call is one WhoAmI or one whole session (CreateSession, \
         OpenGateway, RecordConsent, then Verify or Enrol). instance-kill: two `custos serve` \
         processes (the binary beside this one), the first killed with SIGKILL. token-loss: two \
@@ -43,6 +46,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
 
     struct Report: Encodable {
         let fault: String
+        /// The client the load goes through.
+        let client: String
         let instances: Int
         let seconds: Double
         let fault_at_s: Double
@@ -51,6 +56,9 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         let succeeded: Int
         /// Failed calls by the gRPC code of the RPC that failed.
         let failed: [String: Int]
+        /// Failed calls by kind and code ("Enrol unavailable": a session whose write was in
+        /// flight on the killed instance; a WhoAmI, a read, is retried and should never fail).
+        let failed_by_kind: [String: Int]
         /// Answers that differ from the known right one (another tenant, another decision): must be 0.
         let wrong_results: Int
         let calls_by_kind: [String: Int]
@@ -149,9 +157,13 @@ struct FailoverBenchCommand: AsyncParsableCommand {
         let (tenant, apiKey) = try await withGRPCClient(transport: try RoundRobinClient.transport(addresses, security: officer)) { client in
             let admin = Custos_V1_Admin.Client(wrapping: client)
             let tenant = try await admin.createTenant(.with { $0.label = "bench-failover-\(run)" }, options: options).tenant
-            var policy = tenant.policy
-            policy.tokenizationBudgetPerMinute = 1_000_000
-            _ = try await admin.setTenantPolicy(.with { $0.tenantID = tenant.tenantID; $0.policy = policy }, options: options)
+            // Only the budget (update mask): a new tenant's policy sent back whole is refused
+            // (INVALID_ARGUMENT: its AMBER is below the unrelated-face score of its quaternary tokens).
+            _ = try await admin.setTenantPolicy(.with {
+                $0.tenantID = tenant.tenantID
+                $0.policy.tokenizationBudgetPerMinute = 1_000_000
+                $0.updateMask = .with { $0.paths = ["tokenization_budget_per_minute"] }
+            }, options: options)
             let issued = try await admin.issueAPIKey(.with {
                 $0.tenantID = tenant.tenantID
                 $0.scopes = ["keys"]
@@ -159,7 +171,9 @@ struct FailoverBenchCommand: AsyncParsableCommand {
             }, options: options)
             return (tenant.tenantID, issued.apiKey)
         }
-        let transports = try (0..<connections).map { _ in try RoundRobinClient.transport(addresses, security: frontend) }
+        // The client a front-end uses: round robin over the instances whose health watch says
+        // SERVING, idempotent calls retried on UNAVAILABLE.
+        let transports = try (0..<connections).map { _ in try RoundRobinClient.healthChecked(addresses, security: frontend) }
         let clients = transports.map { GRPCClient(transport: $0) }
         return try await withThrowingDiscardingTaskGroup { group in
             for client in clients { group.addTask { try await client.runConnections() } }
@@ -244,8 +258,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
 
             let snapshot = tally.snapshot(start: start, end: end)
             return Report(
-                fault: instances.name, instances: instances.addresses.count, seconds: seconds, fault_at_s: faultAt,
-                calls: snapshot.calls, succeeded: snapshot.succeeded, failed: snapshot.failed, wrong_results: snapshot.wrong,
+                fault: instances.name, client: "RoundRobinClient.healthChecked", instances: instances.addresses.count, seconds: seconds, fault_at_s: faultAt,
+                calls: snapshot.calls, succeeded: snapshot.succeeded, failed: snapshot.failed, failed_by_kind: snapshot.failedByKind, wrong_results: snapshot.wrong,
                 calls_by_kind: snapshot.byKind, success_ratio: snapshot.calls > 0 ? Double(snapshot.succeeded) / Double(snapshot.calls) : 0,
                 longest_gap_without_success_ms: snapshot.longestGapMilliseconds, longest_gap_from_s: snapshot.longestGapStartSeconds,
                 recovered_after_ms: snapshot.recoveredAfterMilliseconds,
@@ -259,8 +273,8 @@ struct FailoverBenchCommand: AsyncParsableCommand {
 
     static func table(_ report: Report) -> String {
         """
-        failover: \(report.fault) at \(report.fault_at_s) s of \(report.seconds) s, \(report.instances) instances, \(report.callers) callers
-        calls \(report.calls), succeeded \(report.succeeded) (\(String(format: "%.4f", report.success_ratio))), failed \(report.failed), wrong \(report.wrong_results)
+        failover: \(report.fault) at \(report.fault_at_s) s of \(report.seconds) s, \(report.instances) instances, \(report.callers) callers through \(report.client)
+        calls \(report.calls), succeeded \(report.succeeded) (\(String(format: "%.4f", report.success_ratio))), failed \(report.failed_by_kind), wrong \(report.wrong_results)
         longest gap without a success \(String(format: "%.0f", report.longest_gap_without_success_ms)) ms (from \(String(format: "%.1f", report.longest_gap_from_s)) s), failures ended \(String(format: "%.0f", report.recovered_after_ms)) ms after the fault
         enrols acknowledged \(report.enrols_acknowledged), lost \(report.acknowledged_writes_lost), unchecked \(report.acknowledged_writes_unchecked)
         """ + report.fault_measurements.sorted { $0.key < $1.key }.map { "\n\($0.key) \(String(format: "%.0f", $0.value))" }.joined()

@@ -1,19 +1,18 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import RPC
 import Synchronization
 
-/// The calls of the failover load, over round-robin clients: WhoAmI with the bench's API key,
+/// The calls of the failover load, over health-checked round-robin clients: WhoAmI with the bench's API key,
 /// and whole sessions ending in Verify or Enrol. A session's steps are writes: none is sent
 /// twice (``RoundRobinClient`` retries only reads), so a failure mid-session fails the call.
 struct FailoverCalls: Sendable {
-    let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+    let clients: [GRPCClient<HealthCheckedTransport>]
     let tenant: String
     let tenantMetadata: Metadata
     let bearer: Metadata
     let options: CallOptions
 
-    init(clients: [GRPCClient<HTTP2ClientTransport.Posix>], tenant: String, apiKey: String, options: CallOptions) {
+    init(clients: [GRPCClient<HealthCheckedTransport>], tenant: String, apiKey: String, options: CallOptions) {
         self.clients = clients
         self.tenant = tenant
         var metadata = Metadata()
@@ -25,7 +24,7 @@ struct FailoverCalls: Sendable {
         self.options = options
     }
 
-    private func verification(_ caller: Int) -> Custos_V1_Verification.Client<HTTP2ClientTransport.Posix> {
+    private func verification(_ caller: Int) -> Custos_V1_Verification.Client<HealthCheckedTransport> {
         Custos_V1_Verification.Client(wrapping: clients[caller % clients.count])
     }
 
@@ -67,6 +66,8 @@ final class FailoverTally: Sendable {
         let calls: Int
         let succeeded: Int
         let failed: [String: Int]
+        /// Failed calls by kind and code ("Enrol unavailable").
+        let failedByKind: [String: Int]
         let wrong: Int
         let byKind: [String: Int]
         let longestGapMilliseconds: Double
@@ -78,6 +79,7 @@ final class FailoverTally: Sendable {
     private struct State {
         var succeeded = 0
         var failed = [String: Int]()
+        var failedByKind = [String: Int]()
         var wrong = 0
         var byKind = [String: Int]()
         var successes = [ContinuousClock.Instant]()
@@ -105,6 +107,7 @@ final class FailoverTally: Sendable {
         let now = ContinuousClock.now
         state.withLock {
             $0.failed[code, default: 0] += 1
+            $0.failedByKind["\(kind) \(code)", default: 0] += 1
             $0.byKind[kind, default: 0] += 1
             $0.lastFailure = now
         }
@@ -131,7 +134,7 @@ final class FailoverTally: Sendable {
             let fault = state.fault ?? end
             let recovered = state.lastFailure.map { $0 > fault ? $0 - fault : .zero } ?? .zero
             return Snapshot(
-                calls: state.succeeded + state.failed.values.reduce(0, +), succeeded: state.succeeded, failed: state.failed, wrong: state.wrong,
+                calls: state.succeeded + state.failed.values.reduce(0, +), succeeded: state.succeeded, failed: state.failed, failedByKind: state.failedByKind, wrong: state.wrong,
                 byKind: state.byKind, longestGapMilliseconds: BenchmarkLoop.microseconds(longest) / 1000,
                 longestGapStartSeconds: BenchmarkLoop.microseconds(longestStart - start) / 1e6,
                 recoveredAfterMilliseconds: BenchmarkLoop.microseconds(recovered) / 1000

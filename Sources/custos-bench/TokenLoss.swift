@@ -129,12 +129,13 @@ struct TokenLoss: FailoverFault {
     }
 
     /// `custos ceremony init-token` and `restore` onto a replica in the private directory, from
-    /// every share file of the setup's ceremony (`<state>/ceremony/shares`).
+    /// the share files of the setup's root-key ceremony (`<state>/ceremony/shares`; the same
+    /// folder holds the escrow key's shares, another ceremony's, which `restore` refuses to mix).
     private static func makeReplica(configuration path: String, source: CustosConfiguration, userPINFile: String, directory: URL) throws {
         let ceremony = URL(fileURLWithPath: source.source).deletingLastPathComponent().appendingPathComponent("ceremony")
         let sharesFolder = ceremony.appendingPathComponent("shares")
         let shares = try FileManager.default.contentsOfDirectory(atPath: sharesFolder.path).filter { !$0.hasPrefix(".") }.sorted()
-            .map { sharesFolder.appendingPathComponent($0).path }
+            .map { sharesFolder.appendingPathComponent($0).path }.filter(holdsRootKeys)
         guard !shares.isEmpty else { throw LocalError.failed("no share files in \(sharesFolder.path): run scripts/setup") }
         let soPIN = directory.appendingPathComponent("replica.so.pin").path
         for (file, bytes) in [(soPIN, 16), (userPINFile, 16)] {
@@ -147,6 +148,14 @@ struct TokenLoss: FailoverFault {
         let token = ["--config", path, "--token-label", replicaLabel, "--user-pin-file", userPINFile]
         try runCustos(["ceremony", "init-token"] + token + participants + ["--label", replicaLabel, "--so-pin-file", soPIN], log: directory)
         try runCustos(["ceremony", "restore"] + token + participants + shares.flatMap { ["--share", $0] }, log: directory)
+    }
+
+    /// Whether a share file carries root keys (`custos/root/…` labels in its `keys`).
+    private static func holdsRootKeys(_ path: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: path),
+              let share = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let keys = share["keys"] as? [[String: Any]] else { return false }
+        return keys.contains { ($0["label"] as? String)?.hasPrefix("custos/root/") == true }
     }
 
     private static func runCustos(_ arguments: [String], log directory: URL) throws {

@@ -17,6 +17,16 @@ import Synchronization
 /// only ``RoundRobinClient/idempotentMethods`` are sent again on UNAVAILABLE, and each attempt
 /// takes the next serving instance, so a read that met a killed instance answers on another.
 ///
+/// A health status lags the connection: a killed instance's connection is gone at once, but its
+/// watch says so only once its task next runs (tens of milliseconds on a loaded machine), and an
+/// instance without a health service is asked again only every 2 s. A call whose stream cannot
+/// be opened on the instance chosen for it (its connection is down or reconnecting) therefore
+/// goes to the next serving instance, as grpc-swift's own round robin moves it to another
+/// subchannel: nothing of it left this client, so this holds for writes too. It must happen
+/// here: grpc-swift's retry does not retry an error a transport throws before the stream exists,
+/// so without it such a call failed UNAVAILABLE while another instance was serving (a read in
+/// 100 in CI after a SIGKILL, issue 13).
+///
 /// An instance without a health service (UNIMPLEMENTED) counts as serving while it answers, as
 /// gRPC's client-side health checking does. While no instance is serving, a call waits up to
 /// ``servingWait`` for one, then fails with UNAVAILABLE.
@@ -44,6 +54,7 @@ public final class HealthCheckedTransport: ClientTransport {
     private let members: [Member]
     private let health: Mutex<[InstanceHealth]>
     private let rotation = Atomic<Int>(0)
+    private let moved = Atomic<Int>(0)
     /// The health service name each instance is asked about (`""`: the whole server).
     private let service: String
     /// Finished at graceful shutdown: ends the health watches, which would otherwise hold the
@@ -87,6 +98,10 @@ public final class HealthCheckedTransport: ClientTransport {
         return zip(members.map(\.address), health).map { ($0, $1) }
     }
 
+    /// How many calls so far could not open their stream on the instance chosen for them and
+    /// were moved to another (each move counted once).
+    public var callsMovedToAnotherInstance: Int { moved.load(ordering: .relaxed) }
+
     // MARK: ClientTransport
 
     public var retryThrottle: RetryThrottle? { members.first?.transport.retryThrottle }
@@ -122,19 +137,41 @@ public final class HealthCheckedTransport: ClientTransport {
         descriptor: MethodDescriptor, options: CallOptions,
         _ closure: (_ stream: RPCStream<Inbound, Outbound>, _ context: ClientContext) async throws -> T
     ) async throws -> T {
-        let member = members[try await servingInstance()]
-        return try await member.transport.withStream(descriptor: descriptor, options: options, closure)
+        // Instances on which this call's stream could not be opened (see the type's comment).
+        var unopened = Set<Int>()
+        var lastError: (any Error)?
+        let deadline = ContinuousClock.now + servingWait
+        while true {
+            let index = try await servingInstance(excluding: unopened, until: deadline, lastError: lastError)
+            var opened = false
+            do {
+                return try await members[index].transport.withStream(descriptor: descriptor, options: options) { stream, context in
+                    opened = true
+                    return try await closure(stream, context)
+                }
+            } catch let error where !opened && !(error is CancellationError) && !Task.isCancelled {
+                // Never opened there: nothing was sent, so the call may go elsewhere. Once opened,
+                // an error is the call's own (the retry policy decides, by method).
+                unopened.insert(index)
+                lastError = error
+                moved.add(1, ordering: .relaxed)
+            }
+        }
     }
 
     // MARK: Choosing
 
-    /// The next serving instance in turn; while none is serving, waits for one up to
-    /// ``servingWait``.
-    private func servingInstance() async throws -> Int {
-        let deadline = ContinuousClock.now + servingWait
+    /// The next serving instance in turn that is not in `unopened`; while none is, waits for one
+    /// until `deadline` (``servingWait`` from the call's start).
+    /// - Throws: UNAVAILABLE when none serves by then; `lastError` (why the last stream could not
+    ///   be opened) at once when every instance has failed to open this call's stream, or at the
+    ///   deadline when one has.
+    private func servingInstance(excluding unopened: Set<Int>, until deadline: ContinuousClock.Instant, lastError: (any Error)?) async throws -> Int {
         while true {
-            if let index = nextServing() { return index }
+            if let index = nextServing(excluding: unopened) { return index }
+            if let lastError, unopened.count == members.count { throw lastError }
             guard ContinuousClock.now < deadline else {
+                if let lastError { throw lastError }
                 throw RPCError(code: .unavailable, message: "no Custos instance reports SERVING (\(members.map { "\($0.address.host):\($0.address.port)" }.joined(separator: ",")))")
             }
             // Polled: waiting for a status change is the rare path (every instance down or
@@ -143,11 +180,12 @@ public final class HealthCheckedTransport: ClientTransport {
         }
     }
 
-    private func nextServing() -> Int? {
+    private func nextServing(excluding unopened: Set<Int>) -> Int? {
         let start = rotation.wrappingAdd(1, ordering: .relaxed).oldValue
         return health.withLock { health in
             let count = health.count
-            return (0..<count).lazy.map { (Int(UInt(bitPattern: start) % UInt(count)) + $0) % count }.first { health[$0] == .serving }
+            return (0..<count).lazy.map { (Int(UInt(bitPattern: start) % UInt(count)) + $0) % count }
+                .first { health[$0] == .serving && !unopened.contains($0) }
         }
     }
 
@@ -186,7 +224,9 @@ public final class HealthCheckedTransport: ClientTransport {
         }
     }
 
-    private func set(_ index: Int, _ status: InstanceHealth) {
+    /// Internal, not private: tests set an instance SERVING after its watch saw it go, to stand
+    /// for a watch that has not yet seen it (the lag is too short to hit on purpose).
+    func set(_ index: Int, _ status: InstanceHealth) {
         health.withLock { $0[index] = status }
     }
 }
