@@ -490,6 +490,16 @@ public enum Migrations {
         ALTER TABLE tenant_policies ADD COLUMN thresholds_format smallint DEFAULT 2 CHECK (thresholds_format IN (1, 2, 3));
         ALTER TABLE tenant_policies ALTER COLUMN thresholds_format DROP DEFAULT;
         """),
+        Migration(version: 22, summary: "templates record the transaction that last wrote their token: galleries catch up by polling, not by a NOTIFY in every enrolment", sql: """
+        -- The writer's transaction id (xid8: never wraps). A poller that remembers the xmin of
+        -- its last snapshot finds every row that snapshot could not see (TemplateStore.changes).
+        -- Existing rows get 0 without a table rewrite (a volatile default would rewrite it):
+        -- galleries load them whole, never through a poll.
+        ALTER TABLE templates ADD COLUMN changed_xid xid8 NOT NULL DEFAULT '0';
+        ALTER TABLE templates ALTER COLUMN changed_xid SET DEFAULT pg_current_xact_id();
+        CREATE INDEX templates_changed ON templates (tenant_id, changed_xid);
+        GRANT UPDATE (changed_xid) ON templates TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

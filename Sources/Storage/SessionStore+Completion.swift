@@ -9,14 +9,14 @@ import PostgresNIO
 extension SessionStore {
     /// Enrol's writes: the subject's token of its key version stored (or replaced, as
     /// ``TemplateStore/upsert(subject:token:tenant:on:)``), the session completed as
-    /// `enrolled` (as ``complete(_:outcome:confidence:biometricKeyVersion:at:on:)``), and the
-    /// gallery change announced (as ``TemplateStore/notify(_:on:)``).
+    /// `enrolled` (as ``complete(_:outcome:confidence:biometricKeyVersion:at:on:)``). No NOTIFY:
+    /// the caller announces the change after the commit (``TemplateStore/galleryChannel``).
     /// - Returns: whether the session was completed here (false: it was completed already).
     public static func completeEnrolment(
         _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
-        announcing change: GalleryChange, on connection: DatabaseTransaction
+        on connection: DatabaseTransaction
     ) async throws -> Bool {
-        let statement = CompleteEnrolment(id: id, subject: subject, token: token, tenant: tenant, now: now, payload: change.payload)
+        let statement = CompleteEnrolment(id: id, subject: subject, token: token, tenant: tenant, now: now)
         for try await row in try await connection.execute(statement) { return try row.decode(Int.self) == 1 }
         return false
     }
@@ -39,14 +39,14 @@ extension SessionStore {
 
     struct CompleteEnrolment: PreparedStatement {
         static let name = "custos_complete_enrolment"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz, .text, .text]
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz]
         // Data-modifying CTEs run to completion whether or not the outer query reads them.
         static let sql = """
             WITH stored AS (
                 INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
                 VALUES ($1::uuid, $2, $3, $4, $5)
                 ON CONFLICT (tenant_id, subject_ref, key_version)
-                DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now()
+                DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
                 RETURNING 1
             ), completed AS (
                 UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
@@ -54,17 +54,15 @@ extension SessionStore {
                 WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
             )
             SELECT (SELECT count(*) FROM completed)::int
-            FROM (SELECT pg_notify($8, $9)) AS announced
             """
         let id: UUID
         let subject: SubjectReference
         let token: BiometricToken
         let tenant: TenantID
         let now: Date
-        let payload: String
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 9)
+            var bindings = PostgresBindings(capacity: 7)
             bindings.append(tenant.rawValue)
             bindings.append(subject.value)
             bindings.append(subject.piiVersion)
@@ -72,8 +70,6 @@ extension SessionStore {
             try bindings.append(Data(token.bytes))
             bindings.append(id)
             bindings.append(now)
-            bindings.append(TemplateStore.galleryChannel)
-            bindings.append(payload)
             return bindings
         }
     }

@@ -5,8 +5,14 @@ import PostgresNIO
 /// `templates`: enrolled biometric tokens (never features), tenant-scoped by row-level
 /// security. Functions run inside ``Database/withTenant(_:context:_:)``.
 public enum TemplateStore {
-    /// Enrolments and erasures are announced here (payload: ``GalleryChange``), inside the
-    /// writing transaction, so every instance's 1:N gallery follows at commit.
+    /// Gallery changes are announced here (payload: ``GalleryChange``). Erasures, resets and
+    /// reference migrations announce inside the writing transaction (rare; a row that is gone
+    /// leaves nothing to poll for). Enrolments do not: a NOTIFY makes its transaction take
+    /// PostgreSQL's database-wide notify lock through its WAL flush, which serialised every
+    /// Enrol's commit (issue 12). A written token records its transaction
+    /// (`changed_xid`), other instances find it with ``changes(since:keyVersions:on:)``, and
+    /// the writer tells them when to look after the commit, coalesced
+    /// (``GalleryChange/Kind/changed``).
     public static let galleryChannel = "custos_gallery"
 
     /// What an export shows of a template: never the token itself.
@@ -24,8 +30,42 @@ public enum TemplateStore {
             INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
             VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)))
             ON CONFLICT (tenant_id, subject_ref, key_version)
-            DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now()
+            DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
             """, logger: Database.quiet)
+    }
+
+    /// Where a poll of ``changes(since:keyVersions:on:)`` may start so that it finds every
+    /// template written by a transaction the caller's later reads in this transaction cannot
+    /// see: the xmin of the current snapshot. Every transaction a snapshot does not see has an
+    /// id at or above its xmin (those below had ended when it was taken); ids are handed out
+    /// at a transaction's first write, not at its commit, so a row's id says nothing of when it
+    /// committed — which is why this is not "the largest id read". Read it before the rows it
+    /// guards (a later snapshot's xmin is never smaller).
+    public static func changeWatermark(on connection: DatabaseTransaction) async throws -> UInt64 {
+        for try await text in try await connection.query(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", logger: Database.quiet
+        ).decode(String.self) {
+            guard let watermark = UInt64(text) else { break }
+            return watermark
+        }
+        throw TemplateChangeError.noWatermark
+    }
+
+    /// The templates of `keyVersions` written by transactions with an id at or above `watermark`
+    /// (from ``changeWatermark(on:)`` before an earlier read): all that the earlier read could
+    /// not see, and some it did (applying those again changes nothing).
+    public static func changes(
+        since watermark: UInt64, keyVersions: [Int], on connection: DatabaseTransaction
+    ) async throws -> [(subject: String, template: StoredTemplate)] {
+        var found = [(subject: String, template: StoredTemplate)]()
+        let rows = try await connection.query("""
+            SELECT subject_ref, key_version, token FROM templates
+            WHERE changed_xid >= \(String(watermark))::xid8 AND key_version = ANY(\(keyVersions))
+            """, logger: Database.quiet)
+        for try await (subject, version, bytes) in rows.decode((String, Int, Data).self) {
+            found.append((subject, StoredTemplate(keyVersion: version, bytes: Array(bytes))))
+        }
+        return found
     }
 
     /// The subject's template of `keyVersion`, as stored: read it in that version's format
@@ -158,6 +198,12 @@ public enum TemplateStore {
         try await connection.run("SELECT pg_notify(\(galleryChannel), \(change.payload))")
     }
 
+    /// Announces `changes` at once, at commit of the caller's transaction: for the coalesced
+    /// notices sent after enrolments committed, in a transaction of their own.
+    public static func notify(_ changes: [GalleryChange], on connection: DatabaseTransaction) async throws {
+        try await connection.run("SELECT pg_notify(\(galleryChannel), payload) FROM unnest(\(changes.map(\.payload))::text[]) AS payload")
+    }
+
     static func scalar(_ query: PostgresQuery, on connection: DatabaseTransaction) async throws -> Int {
         for try await count in try await connection.query(query, logger: Database.quiet).decode(Int.self) { return count }
         return 0
@@ -180,6 +226,11 @@ public struct GalleryChange: Sendable, Hashable {
         /// that one row. Instances that predate this kind drop the payload; their stale entry
         /// is harmless, since identification re-reads candidates' tokens from the database.
         case migrated = "m"
+        /// Templates of the tenant were written (enrolments, migrations to a new version):
+        /// poll them (``TemplateStore/changes(since:keyVersions:on:)``). Sent after the commit,
+        /// at most once per tenant per ~50 ms, so it names no subject. Instances that predate
+        /// this kind drop the payload, and miss these writes until their galleries reload.
+        case changed = "c"
     }
 
     public let instance: String

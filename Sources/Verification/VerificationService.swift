@@ -9,9 +9,11 @@ import Synchronization
 /// subjects are pseudonymous references (an HMAC of the tenant's external id, made by custody).
 ///
 /// Each session's outcome is written in the same transaction as the enrolment or comparison
-/// that produced it, once. The 1:N galleries follow other instances' enrolments and erasures
-/// through NOTIFY (``runGalleryListener()``); identification re-checks its candidates against
-/// the database, so a stale gallery can miss a brand-new subject but never return an erased one.
+/// that produced it, once. The 1:N galleries follow other instances' erasures through NOTIFY
+/// and their enrolments by polling the templates written since the last look, when a coalesced
+/// notice says so and at least every ``galleryCatchUpInterval`` (``runGalleryListener()``);
+/// identification re-checks its candidates against the database, so a stale gallery can miss a
+/// brand-new subject but never return an erased one.
 public final class VerificationService: Sendable {
     let database: Database
     public let policies: TenantPolicies
@@ -31,7 +33,22 @@ public final class VerificationService: Sendable {
     let migrations = Atomic<Int>(0)
     /// Names this instance in gallery notifications, so it skips its own.
     let instance = UUID().uuidString.lowercased()
-    private let galleries = Mutex([String: TokenGallery]())
+    private let galleries = Mutex([String: SyncedGallery]())
+    /// Numbers gallery loads, so that a poll never applies its rows (or moves the watermark)
+    /// of a gallery that was dropped and loaded again meanwhile.
+    private let galleryLoads = Atomic<UInt64>(0)
+    /// How often the listener polls the tenants it holds galleries of even without a notice:
+    /// the bound on how long another instance's enrolment can stay unseen when its notice was
+    /// lost (it crashed between its commit and the notice; the notice found no listener).
+    public let galleryCatchUpInterval: Duration
+    /// Tenants whose templates this instance wrote since its last notice, and whether a task
+    /// is sending notices now (``noteTemplatesChanged(_:)``).
+    private let pendingNotices = Mutex((tenants: Set<TenantID>(), sending: false))
+    /// Tenants being polled (``requestCatchUp(_:)``), and whether another notice came meanwhile.
+    private let catchUps = Mutex([TenantID: Bool]())
+    /// At most one gallery notice per tenant per this interval (a notice takes PostgreSQL's
+    /// notify lock at its commit: one for many enrolments, not one for each).
+    public static let galleryNoticeInterval = Duration.milliseconds(50)
     /// When each gallery was last used (a counter), for the global cap's eviction order.
     private let galleryUse = Mutex((tick: UInt64(0), last: [String: UInt64]()))
 
@@ -43,9 +60,10 @@ public final class VerificationService: Sendable {
         database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
         galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
         logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() },
-        migrationFault: (@Sendable () throws -> Void)? = nil
+        migrationFault: (@Sendable () throws -> Void)? = nil, galleryCatchUpInterval: Duration = .seconds(1)
     ) {
         self.migrationFault = migrationFault
+        self.galleryCatchUpInterval = galleryCatchUpInterval
         self.database = database
         let policies = policies ?? TenantPolicies(database: database, audit: nil)
         self.policies = policies
@@ -62,8 +80,8 @@ public final class VerificationService: Sendable {
 
     /// Enrols the session's subject and records the outcome, in one transaction: the session is
     /// locked and its consent checked, then — only then — `tokenize` makes the token from the
-    /// candidate's features, and the template, the outcome, the gallery NOTIFY and (for a
-    /// replacement) the audit entry commit together. `tokenize` must not need the database
+    /// candidate's features, and the template, the outcome and (for a replacement) the audit
+    /// entry commit together; other instances are told after the commit. `tokenize` must not need the database
     /// (the composition root prepares budget and keys before): it runs while this transaction
     /// holds a connection.
     ///
@@ -79,7 +97,6 @@ public final class VerificationService: Sendable {
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let now = now()
-        let instance = instance
         let audit = audit
         let (subject, token) = try await database.withTenant(tenant, context: "enrol in session") { connection in
             guard let (row, replaced) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
@@ -88,12 +105,8 @@ public final class VerificationService: Sendable {
             try VerificationSessions.requireReady(row, now: now)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
-            // The template, the outcome and the gallery NOTIFY in one statement.
-            _ = try await SessionStore.completeEnrolment(
-                session, subject: row.subject, token: token, tenant: tenant, at: now,
-                announcing: GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: row.subject.value),
-                on: connection
-            )
+            // The template and the outcome in one statement.
+            _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, tenant: tenant, at: now, on: connection)
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
             // gallery still holding it returns nothing stale).
@@ -108,6 +121,7 @@ public final class VerificationService: Sendable {
             return (row.subject, token)
         }
         galleryEnrol(tenant, subject.value, token)
+        noteTemplatesChanged(tenant)
         return (subject, token)
     }
 
@@ -279,20 +293,20 @@ public final class VerificationService: Sendable {
     /// Re-enrols the subject under `token`'s (active) version from the probe — features are
     /// never stored, so a GREEN match is the only moment this can happen — and deletes its
     /// template of version `old`, inside the caller's transaction: both or neither commit, so a
-    /// failure leaves the old template in place. Galleries hear of it at commit.
+    /// failure leaves the old template in place. Other instances' galleries poll the new
+    /// template after the commit; the old one may stay in them, which identification's re-read
+    /// of candidates' tokens from the database makes harmless.
     func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
         try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
         try migrationFault?()
         try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
-        try await TemplateStore.notify(
-            GalleryChange(instance: instance, tenant: tenant, kind: .migrated, keyVersion: token.keyVersion, subject: subject.value), on: connection
-        )
     }
 
     /// After a migration committed: this instance's galleries, and the count.
     private func migrated(_ tenant: TenantID, _ subject: String, _ token: BiometricToken, from old: Int) {
         galleryRemove(tenant, [subject], exceptVersion: token.keyVersion)
         galleryEnrol(tenant, subject, token)
+        noteTemplatesChanged(tenant)
         migrations.add(1, ordering: .relaxed)
         // Versions and the tenant only: never the subject's reference (DESIGN §9).
         logger.debug("template moved to the active biometric version", metadata: [
@@ -307,14 +321,11 @@ public final class VerificationService: Sendable {
 
     /// Stores the subject's token (replacing one of the same key version).
     public func enrol(tenant: TenantID, subject: SubjectReference, token: BiometricToken) async throws {
-        let instance = instance
         try await database.withTenant(tenant, context: "enrol") { connection in
             try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
-            try await TemplateStore.notify(
-                GalleryChange(instance: instance, tenant: tenant, kind: .enrolled, keyVersion: token.keyVersion, subject: subject.value), on: connection
-            )
         }
         galleryEnrol(tenant, subject.value, token)
+        noteTemplatesChanged(tenant)
     }
 
     /// Compares `probe` with the subject's enrolled token of the same key version — or, during
@@ -384,19 +395,22 @@ public final class VerificationService: Sendable {
         if !cached || galleries.withLock({ $0[key] == nil }) {
             // Rows go straight into the gallery as they arrive, into storage sized once: a
             // million tokens never sit in a second list (or a doubling array) while loading.
+            let load = galleryLoads.add(1, ordering: .relaxed).newValue
             let gallery = try await database.withTenant(tenant, context: "load gallery") { connection in
+                // Before the rows: polls start from what this read could not see.
+                let watermark = try await TemplateStore.changeWatermark(on: connection)
                 var gallery = TokenGallery(capacity: capacity)
                 gallery.reserveCapacity(try await TemplateStore.count(keyVersion: version, limit: capacity, on: connection))
                 try await TemplateStore.all(keyVersion: version, limit: capacity, on: connection) { subject, template in
                     gallery.enrol(subject, template)
                 }
-                return gallery
+                return SyncedGallery(gallery: gallery, tenant: tenant, keyVersion: version, load: load, watermark: watermark)
             }
             galleries.withLock { if !cached || $0[key] == nil { $0[key] = gallery } }
         }
         markUsed(key)
         enforceGalleryMemoryLimit(keeping: key)
-        return galleries.withLock { $0[key]?.count ?? 0 }
+        return galleries.withLock { $0[key]?.gallery.count ?? 0 }
     }
 
     /// The gallery of `probe`'s version preselects candidates; their tokens, read from the
@@ -404,7 +418,7 @@ public final class VerificationService: Sendable {
     private func candidates(_ tenant: TenantID, _ probe: BiometricToken, top: Int) async throws -> [(subject: String, score: Double)] {
         let key = galleryKey(tenant, probe.keyVersion)
         // Chance agreement of fingerprints can reorder close candidates: preselect a margin.
-        let preselected = galleries.withLock { $0[key]?.identify(probe, top: min(100, top * 2 + 8)) ?? [] }
+        let preselected = galleries.withLock { $0[key]?.gallery.identify(probe, top: min(100, top * 2 + 8)) ?? [] }
         let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
             try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
@@ -417,7 +431,7 @@ public final class VerificationService: Sendable {
     public var gallerySubjectCapacity: Int { galleryMemoryLimit / TokenGallery.bytesPerSubject }
 
     /// Subjects held in memory now, across every tenant's galleries.
-    public var gallerySubjectsInMemory: Int { galleries.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    public var gallerySubjectsInMemory: Int { galleries.withLock { $0.values.reduce(0) { $0 + $1.gallery.count } } }
 
     private func markUsed(_ key: String) {
         galleryUse.withLock { use in
@@ -433,11 +447,11 @@ public final class VerificationService: Sendable {
         let limit = gallerySubjectCapacity
         let order = galleryUse.withLock { use in use.last.sorted { $0.value < $1.value }.map(\.key) }
         let dropped = galleries.withLock { galleries -> [String] in
-            var total = galleries.values.reduce(0) { $0 + $1.count }
+            var total = galleries.values.reduce(0) { $0 + $1.gallery.count }
             var dropped = [String]()
             for key in order where total > limit && key != keeping {
                 guard let gallery = galleries.removeValue(forKey: key) else { continue }
-                total -= gallery.count
+                total -= gallery.gallery.count
                 dropped.append(key)
             }
             return dropped
@@ -451,8 +465,17 @@ public final class VerificationService: Sendable {
     // MARK: Gallery synchronisation
 
     /// Keeps the galleries in step with other instances until cancelled (reconnecting with
-    /// backoff). While it is down, identification loads from the database on every call.
+    /// backoff): applies their notices, and polls every tenant it holds galleries of at least
+    /// every ``galleryCatchUpInterval``. While it is down, identification loads from the
+    /// database on every call.
     public func runGalleryListener() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.listenForGalleryChanges() }
+            group.addTask { await self.catchUpPeriodically() }
+        }
+    }
+
+    private func listenForGalleryChanges() async {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
@@ -483,8 +506,113 @@ public final class VerificationService: Sendable {
     /// Whether the gallery listener is connected (and so galleries are kept in memory).
     public var isListening: Bool { listening.load(ordering: .acquiring) }
 
+    /// Polls every tenant this instance holds galleries of, each ``galleryCatchUpInterval``
+    /// while the listener is connected (without it galleries are not kept).
+    private func catchUpPeriodically() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: galleryCatchUpInterval)
+            guard isListening else { continue }
+            let tenants = Set(galleries.withLock { $0.values.map(\.tenant) })
+            for tenant in tenants { requestCatchUp(tenant) }
+        }
+    }
+
+    /// Polls the tenant's templates written since its galleries last looked, unless a poll of
+    /// it runs already — then that one polls once more when done (one notice may stand for
+    /// writes it did not see).
+    func requestCatchUp(_ tenant: TenantID) {
+        let start = catchUps.withLock { running -> Bool in
+            guard running[tenant] == nil else {
+                running[tenant] = true
+                return false
+            }
+            running[tenant] = false
+            return true
+        }
+        guard start else { return }
+        Task { [self] in
+            repeat {
+                do {
+                    try await catchUp(tenant)
+                } catch {
+                    // Unknown what was missed: the tenant's galleries reload on their next use.
+                    galleryReset(tenant)
+                    logger.debug("gallery catch-up failed; the tenant's galleries reload", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                }
+            } while catchUps.withLock({ running in
+                guard running[tenant] == true else {
+                    running[tenant] = nil
+                    return false
+                }
+                running[tenant] = false
+                return true
+            })
+        }
+    }
+
+    /// One poll of the tenant's galleries: the templates of their versions written by
+    /// transactions their last read could not see, applied to the galleries that are still the
+    /// ones polled for (not dropped and loaded again meanwhile), whose watermark then moves on.
+    func catchUp(_ tenant: TenantID) async throws {
+        let held = galleries.withLock { galleries in
+            galleries.filter { $0.value.tenant == tenant }.map { (key: $0.key, load: $0.value.load, version: $0.value.keyVersion, watermark: $0.value.watermark) }
+        }
+        guard let since = held.map(\.watermark).min() else { return }
+        let (watermark, rows) = try await database.withTenant(tenant, context: "gallery catch-up") { connection in
+            // Before the rows, as when loading.
+            let watermark = try await TemplateStore.changeWatermark(on: connection)
+            return (watermark, try await TemplateStore.changes(since: since, keyVersions: held.map(\.version), on: connection))
+        }
+        guard !rows.isEmpty || held.contains(where: { $0.watermark < watermark }) else { return }
+        galleries.withLock { galleries in
+            for gallery in held where galleries[gallery.key]?.load == gallery.load {
+                for row in rows where row.template.keyVersion == gallery.version {
+                    galleries[gallery.key]!.gallery.enrol(row.subject, row.template)
+                }
+                galleries[gallery.key]!.watermark = max(galleries[gallery.key]!.watermark, watermark)
+            }
+        }
+        for gallery in held { enforceGalleryMemoryLimit(keeping: gallery.key) }
+    }
+
+    /// After this instance's write of the tenant's templates committed: tells other instances
+    /// to poll them, with one NOTIFY per tenant per ``galleryNoticeInterval`` at most, sent on
+    /// a connection of its own outside any data transaction. A notice that is lost (a crash
+    /// first, a failed send) is made up for by the others' periodic catch-up.
+    func noteTemplatesChanged(_ tenant: TenantID) {
+        let start = pendingNotices.withLock { pending -> Bool in
+            pending.tenants.insert(tenant)
+            guard !pending.sending else { return false }
+            pending.sending = true
+            return true
+        }
+        guard start else { return }
+        Task { [self] in
+            while true {
+                let tenants = pendingNotices.withLock { pending -> Set<TenantID> in
+                    defer { pending.tenants.removeAll() }
+                    if pending.tenants.isEmpty { pending.sending = false }
+                    return pending.tenants
+                }
+                guard !tenants.isEmpty else { return }
+                let instance = instance
+                do {
+                    try await database.withTransaction(context: "gallery notice") { connection in
+                        try await TemplateStore.notify(tenants.sorted { $0.rawValue < $1.rawValue }.map { GalleryChange(instance: instance, tenant: $0, kind: .changed) }, on: connection)
+                    }
+                } catch {
+                    logger.warning("gallery notice not sent; other instances catch up by their periodic poll", metadata: ["tenants": "\(tenants.count)", "error": "\(error)"])
+                }
+                // Writes meanwhile wait for the next notice: one per tenant per interval.
+                try? await Task.sleep(for: Self.galleryNoticeInterval)
+            }
+        }
+    }
+
     private func apply(_ change: GalleryChange) {
         switch change.kind {
+        case .changed:
+            requestCatchUp(change.tenant)
         case .enrolled, .migrated:
             if change.kind == .migrated { galleryRemove(change.tenant, [change.subject], exceptVersion: change.keyVersion) }
             let key = galleryKey(change.tenant, change.keyVersion)
@@ -518,7 +646,7 @@ public final class VerificationService: Sendable {
         let key = galleryKey(tenant, template.keyVersion)
         let held = galleries.withLock { galleries in
             guard galleries[key] != nil else { return false }
-            galleries[key]!.enrol(subject, template)
+            galleries[key]!.gallery.enrol(subject, template)
             return true
         }
         if held { enforceGalleryMemoryLimit(keeping: key) }
@@ -530,7 +658,7 @@ public final class VerificationService: Sendable {
         let kept = exceptVersion.map { galleryKey(tenant, $0) }
         galleries.withLock { galleries in
             for key in galleries.keys where key.hasPrefix(prefix) && key != kept {
-                for subject in subjects { galleries[key]!.remove(subject) }
+                for subject in subjects { galleries[key]!.gallery.remove(subject) }
             }
         }
     }
@@ -544,6 +672,16 @@ public final class VerificationService: Sendable {
     }
 
     private func galleryKey(_ tenant: TenantID, _ version: Int) -> String { "\(tenant.rawValue)/\(version)" }
+}
+
+/// A gallery in memory with what its polls need: whose and which version it is, which load
+/// made it, and the watermark its next poll starts from (``TemplateStore/changeWatermark(on:)``).
+struct SyncedGallery: Sendable {
+    var gallery: TokenGallery
+    let tenant: TenantID
+    let keyVersion: Int
+    let load: UInt64
+    var watermark: UInt64
 }
 
 /// One identification candidate: a pseudonymous reference and a decision, never a score.

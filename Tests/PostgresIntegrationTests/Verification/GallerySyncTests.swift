@@ -46,4 +46,38 @@ struct GallerySyncTests {
         #expect(!after.contains { $0.subject == lateSubject.value }, "an erased subject is never identified")
         await first.custody.shutdown()
     }
+
+    @Test("A template committed with no notice (its writer died before sending one) reaches another instance's warm gallery by the periodic catch-up")
+    func withoutNotice() async throws {
+        let first = try await VerificationHarness.make("gallerypoll")
+        let secondDatabase = try first.custody.secondServiceDatabase()
+        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let listener = Task { await first.core.runGalleryListener() }
+        defer { listener.cancel() }
+        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(first.core.isListening)
+
+        // Warm A's gallery with one subject.
+        let warm = try await first.consentedSession(tenant, "early")
+        _ = try await first.flow.enrol(tenant: tenant, session: warm, features: try FeatureVector(Self.face(0.11)))
+        let probeEarly = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.11)), tenant: tenant)
+        #expect(try await first.core.identify(tenant: tenant, probe: probeEarly, top: 1).first?.decision.color == .green)
+
+        // Another instance's write through the store alone: committed, and no notice follows.
+        let token = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.37)), tenant: tenant)
+        let subject = SubjectReference(value: "v1:" + String(repeating: "7e", count: 32), piiVersion: 1)
+        try await secondDatabase.withTenant(tenant, context: "test writer without notice") { connection in
+            try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
+        }
+        var found = [IdentifiedCandidate]()
+        for _ in 0..<500 {
+            found = try await first.core.identify(tenant: tenant, probe: token, top: 1)
+            if found.first?.subject == subject.value { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(found.first?.subject == subject.value, "A's kept gallery caught up with a write it was never told of")
+        #expect(first.core.isListening, "found by the catch-up, not by a reload after the listener dropped")
+        await secondDatabase.shutdown()
+        await first.custody.shutdown()
+    }
 }
