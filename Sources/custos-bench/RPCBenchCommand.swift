@@ -224,10 +224,13 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 do { return try await body() } catch { throw LocalError.failed("preparing the tenant: Admin.\(name): \(error)") }
             }
             let tenant = try await step("CreateTenant") { try await admin.createTenant(.with { $0.label = "bench-rpc-\(run)" }).tenant }
-            var policy = tenant.policy
-            policy.tokenizationBudgetPerMinute = budget
+            // Only the budget (update mask): the thresholds stay those of the tenant's token format.
             _ = try await step("SetTenantPolicy") {
-                try await admin.setTenantPolicy(.with { $0.tenantID = tenant.tenantID; $0.policy = policy })
+                try await admin.setTenantPolicy(.with {
+                    $0.tenantID = tenant.tenantID
+                    $0.policy.tokenizationBudgetPerMinute = budget
+                    $0.updateMask = .with { $0.paths = ["tokenization_budget_per_minute"] }
+                })
             }
             let issued = try await step("IssueAPIKey") {
                 try await admin.issueAPIKey(.with {
