@@ -43,10 +43,14 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     /// So during a rotation's overlap from compact to quaternary, the version the tenant did not
     /// calibrate on decides with its defaults until the tenant sets thresholds for it.
     public func thresholds(for format: BiometricTokenFormat) -> DecisionThresholds {
-        guard let calibrated = thresholdsFormat,
-              calibrated.positions == format.positions, calibrated.shape.symbolsPerPosition == format.shape.symbolsPerPosition
-        else { return .default(for: format) }
-        return thresholds
+        ownThresholds(for: format) ? thresholds : .default(for: format)
+    }
+
+    /// Whether ``thresholds(for:)`` of `format` is the tenant's own pair (set for a format of
+    /// the same shape) rather than `format`'s defaults.
+    public func ownThresholds(for format: BiometricTokenFormat) -> Bool {
+        guard let calibrated = thresholdsFormat else { return false }
+        return calibrated.positions == format.positions && calibrated.shape.symbolsPerPosition == format.shape.symbolsPerPosition
     }
 
     /// This policy with `thresholds`, recorded as set for `format`.
@@ -202,8 +206,10 @@ public final class TenantPolicies: Sendable {
 
     /// Stores the tenant's whole policy (audited); its thresholds are recorded as set for the
     /// format of the tenant's active biometric version.
-    public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws {
-        _ = try await change(tenant, actor: actor, setsThresholds: true) { stored in
+    /// - Returns: the policy now stored (its thresholds recorded with their format).
+    @discardableResult
+    public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
+        try await change(tenant, actor: actor, setsThresholds: true) { stored in
             policy.with(thresholds: policy.thresholds, setFor: stored.thresholdsFormat)
         }
     }

@@ -36,6 +36,11 @@ struct GalleryBenchCommand: AsyncParsableCommand {
         let identify_ms: BenchmarkLoop.Latency
         /// The scan alone.
         let scan_ms: BenchmarkLoop.Latency
+        /// CPU time the process spent per scan, all its threads together: what the scan costs
+        /// whatever else runs on the machine (on a busy one, `scan_ms` also holds the time its
+        /// threads waited for a core; on an idle one with n scan threads it is about
+        /// `scan_cpu_ms` ÷ n).
+        let scan_cpu_ms: BenchmarkLoop.Latency
         let top1_hits: Int
         let queries: Int
         /// VmRSS after loading minus VmRSS before: what the gallery holds resident.
@@ -90,7 +95,7 @@ struct GalleryBenchCommand: AsyncParsableCommand {
             for phase in [small, large] {
                 print("""
                 \(phase.subjects) subjects: identify p50 \(phase.identify_ms.p50) ms  p99 \(phase.identify_ms.p99) ms \
-                (scan p50 \(phase.scan_ms.p50) ms  p99 \(phase.scan_ms.p99) ms); top-1 \(phase.top1_hits)/\(phase.queries); \
+                (scan p50 \(phase.scan_ms.p50) ms  p99 \(phase.scan_ms.p99) ms, CPU p50 \(phase.scan_cpu_ms.p50) ms); top-1 \(phase.top1_hits)/\(phase.queries); \
                 gallery resident \(String(format: "%.0f", phase.gallery_resident_mib)) MiB, process \(String(format: "%.0f", phase.process_resident_mib)) MiB; \
                 loaded in \(String(format: "%.1f", phase.load_seconds)) s
                 """)
@@ -118,18 +123,21 @@ struct GalleryBenchCommand: AsyncParsableCommand {
         let loadSeconds = BenchmarkLoop.microseconds(ContinuousClock.now - loadStart) / 1e6
         let after = Self.residentMiB()
 
-        var scans = [Double](), totals = [Double](), hits = 0
+        var scans = [Double](), cpu = [Double](), totals = [Double](), hits = 0
         for query in 0..<queries {
             let identity = query % probes.count
+            let cpuStart = Self.processCPUMilliseconds()
             let start = ContinuousClock.now
             let best = gallery.identify(probes[identity], top: 5)
             let scan = BenchmarkLoop.microseconds(ContinuousClock.now - start) / 1000
+            cpu.append(Self.processCPUMilliseconds() - cpuStart)
             scans.append(scan)
             totals.append(scan + tokenizeMilliseconds[query % tokenizeMilliseconds.count])
             if best.first?.subject == "identity-\(identity)" { hits += 1 }
         }
         return Phase(
             subjects: gallery.count, identify_ms: BenchmarkLoop.percentiles(totals), scan_ms: BenchmarkLoop.percentiles(scans),
+            scan_cpu_ms: BenchmarkLoop.percentiles(cpu),
             top1_hits: hits, queries: queries, gallery_resident_mib: after - before, process_resident_mib: after, load_seconds: loadSeconds
         )
     }
@@ -139,6 +147,13 @@ struct GalleryBenchCommand: AsyncParsableCommand {
     private static func subject(_ index: Int) -> String {
         let hex = String(index, radix: 16)
         return "v1:" + String(repeating: "0", count: 64 - hex.count) + hex
+    }
+
+    /// CPU time of this process so far, every thread's (`CLOCK_PROCESS_CPUTIME_ID`), in ms.
+    static func processCPUMilliseconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+        return Double(time.tv_sec) * 1e3 + Double(time.tv_nsec) / 1e6
     }
 
     /// VmRSS of this process in MiB (Linux: /proc/self/status).

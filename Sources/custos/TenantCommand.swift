@@ -1,6 +1,7 @@
 import ArgumentParser
 import Custody
 import CustosCommandLine
+import CustosModel
 import Foundation
 import RPC
 import Verification
@@ -33,9 +34,7 @@ struct TenantCommand: AsyncParsableCommand {
             try remote.print(response) {
                 response.tenants.map { tenant in
                     "\(tenant.tenantID)  \(pad(tenant.disabled ? "disabled" : "active", 9))\(pad(tenant.label, 24))"
-                        + "green ≥ \(tenant.policy.greenThreshold), amber ≥ \(tenant.policy.amberThreshold), "
-                        + "retention \(tenant.policy.retentionDays) d, \(tenant.policy.tokenizationBudgetPerMinute)/min, "
-                        + "bio overlap \(tenant.policy.bioOverlapDays) d"
+                        + Policy.summary(tenant.policy)
                 }.joined(separator: "\n")
             }
         }
@@ -57,12 +56,12 @@ struct TenantCommand: AsyncParsableCommand {
 
     struct Policy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Change a tenant's decision thresholds, retention, tokenization budget or biometric overlap: only the options given change."
+            abstract: "Show a tenant's policy as it applies now (no options), or change its decision thresholds, retention, tokenization budget or biometric overlap: only the options given change."
         )
         @OptionGroup var remote: RemoteOptions
         @Option(help: "Tenant id.") var tenant: String
-        @Option(help: "Scores at or above: green as a fraction of matching positions of wide and compact tokens; quaternary tokens use their own defaults (default policy: \(DecisionThresholds.default(for: .compact).green), FMR \(DecisionThresholds.greenFalseMatchRate); calibrate with `custos-bench eval --fmr`).") var green: Double?
-        @Option(help: "Scores at or above (below green): amber; below: red (default policy: \(DecisionThresholds.default(for: .compact).amber), FMR \(DecisionThresholds.amberFalseMatchRate)).") var amber: Double?
+        @Option(help: "Scores at or above: green, as a fraction of matching positions of the tokens of the tenant's active biometric version, whose format the pair is recorded for (defaults: \(Policy.defaults(\.green)), FMR \(DecisionThresholds.greenFalseMatchRate); calibrate with `custos-bench eval --fmr`).") var green: Double?
+        @Option(help: "Scores at or above (below green): amber; below: red (defaults: \(Policy.defaults(\.amber)), FMR \(DecisionThresholds.amberFalseMatchRate)).") var amber: Double?
         @Option(help: "Days without activity before a fingerprint is deleted, and after its end before a verification session is (default policy: 90).") var retentionDays: Int?
         @Option(help: "Tokenizations a minute (default policy: \(TenantPolicy.default.tokenizationsPerMinute)).") var tokenizationsPerMinute: Int?
         @Option(help: "Days the previous biometric key version keeps matching after a rotation, 0 to 365 (default policy: \(TenantPolicy.default.bioOverlapDays)).")
@@ -83,7 +82,9 @@ struct TenantCommand: AsyncParsableCommand {
                 paths.append("bio_overlap_days")
             }
             guard !paths.isEmpty else {
-                throw LocalError.failed("nothing to change: give --green, --amber, --retention-days, --tokenizations-per-minute or --bio-overlap-days")
+                let response = try await remote.withAdmin { try await $0.getTenantPolicy(.with { $0.tenantID = id }) }
+                try remote.print(response) { "policy of \(id): " + Self.summary(response.policy) }
+                return
             }
             let mask = paths
             let response = try await remote.withAdmin {
@@ -99,11 +100,29 @@ struct TenantCommand: AsyncParsableCommand {
                     $0.updateMask = .with { $0.paths = mask }
                 })
             }
-            let policy = response.policy
-            try remote.print(response) {
-                "policy of \(id): green ≥ \(policy.greenThreshold), amber ≥ \(policy.amberThreshold), "
-                    + "retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min, bio overlap \(policy.bioOverlapDays) d"
+            try remote.print(response) { "policy of \(id): " + Self.summary(response.policy) }
+        }
+
+        /// Each format's default, for the help text: `quaternary 0.5378, compact 0.1699, …`.
+        static func defaults(_ threshold: KeyPath<DecisionThresholds, Double>) -> String {
+            BiometricTokenFormat.allCases.reversed().map { "\($0.name) \(fraction(DecisionThresholds.default(for: $0)[keyPath: threshold]))" }
+                .joined(separator: ", ")
+        }
+
+        static func fraction(_ value: Double) -> String { String(format: "%.4f", value) }
+
+        /// The thresholds that decide the active biometric version, with their format and whether
+        /// they are the tenant's own; during an overlap, those of each older version too.
+        static func summary(_ policy: Custos_V1_TenantPolicy) -> String {
+            func pair(_ green: Double, _ amber: Double, _ format: Custos_V1_BiometricTokenFormat, own: Bool) -> String {
+                "green ≥ \(fraction(green)), amber ≥ \(fraction(amber)) (\(UserFacingNames.format(format)) tokens, \(own ? "the tenant's own" : "defaults"))"
             }
+            let active = policy.biometricVersions.first
+            var text = pair(policy.greenThreshold, policy.amberThreshold, policy.thresholdsFormat, own: active?.tenantSet ?? false)
+            for older in policy.biometricVersions.dropFirst() {
+                text += "; bio v\(older.keyVersion) in overlap: " + pair(older.greenThreshold, older.amberThreshold, older.tokenFormat, own: older.tenantSet)
+            }
+            return text + ", retention \(policy.retentionDays) d, \(policy.tokenizationBudgetPerMinute)/min, bio overlap \(policy.bioOverlapDays) d"
         }
     }
 

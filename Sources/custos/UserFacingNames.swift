@@ -10,6 +10,8 @@ enum UserFacingNames {
 
     static func state(_ wire: Custos_V1_KeyState) -> String { KeyState(wire: wire)?.rawValue ?? "unspecified" }
 
+    static func format(_ wire: Custos_V1_BiometricTokenFormat) -> String { BiometricTokenFormat(wire: wire)?.name ?? "unspecified" }
+
     /// Protobuf JSON (field names as in the .proto) with key purposes and states renamed.
     static func json(_ message: some SwiftProtobuf.Message) throws -> String {
         var text = try message.jsonString(options: jsonOptions)
@@ -23,21 +25,28 @@ enum UserFacingNames {
         return options
     }()
 
-    /// `"purpose":"KEY_PURPOSE_BIO_SEED"` → `"purpose":"bio-seed"`, and each `"state":…` likewise,
-    /// the wire text taken from the encoder itself. A quote inside a JSON string is escaped, so
-    /// this text can only be a field and its value, never part of a label.
+    /// `"purpose":"KEY_PURPOSE_BIO_SEED"` → `"purpose":"bio-seed"`, each `"state":…` and each
+    /// token format (`"thresholds_format":"quaternary"`, `"token_format":…`) likewise, the wire
+    /// text taken from the encoder itself. A quote inside a JSON string is escaped, so this text
+    /// can only be a field and its value, never part of a label.
     static let renames: [(wire: String, user: String)] = {
-        func field(_ message: Custos_V1_KeyVersion) -> String? {
+        func field(_ message: some SwiftProtobuf.Message) -> String? {
             // `{"purpose":"KEY_PURPOSE_BIO_SEED"}` without its braces.
             guard let json = try? message.jsonString(options: jsonOptions), json.hasPrefix("{"), json.hasSuffix("}") else { return nil }
             return String(json.dropFirst().dropLast())
         }
         let purposes = KeyPurpose.allCases.compactMap { purpose in
-            field(.with { $0.purpose = purpose.wire }).map { (wire: $0, user: "\"purpose\":\"\(purpose.rawValue)\"") }
+            field(Custos_V1_KeyVersion.with { $0.purpose = purpose.wire }).map { (wire: $0, user: "\"purpose\":\"\(purpose.rawValue)\"") }
         }
         let states = KeyState.allCases.compactMap { state in
-            field(.with { $0.state = state.wire }).map { (wire: $0, user: "\"state\":\"\(state.rawValue)\"") }
+            field(Custos_V1_KeyVersion.with { $0.state = state.wire }).map { (wire: $0, user: "\"state\":\"\(state.rawValue)\"") }
         }
-        return purposes + states
+        let formats = BiometricTokenFormat.allCases.flatMap { format in
+            [
+                field(Custos_V1_TenantPolicy.with { $0.thresholdsFormat = format.wire }).map { (wire: $0, user: "\"thresholds_format\":\"\(format.name)\"") },
+                field(Custos_V1_BiometricVersionThresholds.with { $0.tokenFormat = format.wire }).map { (wire: $0, user: "\"token_format\":\"\(format.name)\"") },
+            ].compactMap { $0 }
+        }
+        return purposes + states + formats
     }()
 }

@@ -183,7 +183,8 @@ class DemoFlow:
         self.result.tenant = response.tenant
         p = response.tenant.policy
         self.say(f"     tenant {response.tenant.tenant_id} (disabled={response.tenant.disabled}); "
-                 f"thresholds green>={p.green_threshold:g} amber>={p.amber_threshold:g}")
+                 f"thresholds green>={p.green_threshold:.4f} amber>={p.amber_threshold:.4f} "
+                 f"({admin_pb2.BiometricTokenFormat.Name(p.thresholds_format)})")
         return response.tenant
 
     def issue_api_key(self) -> admin_pb2.IssueAPIKeyResponse:

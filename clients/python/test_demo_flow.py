@@ -176,8 +176,13 @@ def run_flow(t: Runner, flow: DemoFlow, officer: cc.Clients) -> None:
         assert tn.HasField("created_at") and near_now(tn.created_at), "created_at missing or not now"
         p = tn.policy
         assert 0 < p.amber_threshold < p.green_threshold <= 1, f"thresholds {p.amber_threshold} / {p.green_threshold}"
+        # A new tenant's biometric version is quaternary: the thresholds shown are that format's
+        # defaults (2203 and 2096 of 4,096 positions), not compact's 0.170 / 0.138.
+        assert p.thresholds_format == admin_pb2.BIOMETRIC_TOKEN_FORMAT_QUATERNARY, f"thresholds format {p.thresholds_format}"
+        assert abs(p.green_threshold - 2203 / 4096) < 1e-9 and abs(p.amber_threshold - 2096 / 4096) < 1e-9, \
+            f"thresholds {p.amber_threshold} / {p.green_threshold} are not the quaternary defaults"
         assert p.retention_days >= 1 and p.tokenization_budget_per_minute >= 1, str(p)
-    t.check("Admin.CreateTenant: a UUID, the label, enabled, a sane policy", tenant)
+    t.check("Admin.CreateTenant: a UUID, the label, enabled, the quaternary default thresholds", tenant)
 
     def api_key():
         response = flow.issue_api_key()

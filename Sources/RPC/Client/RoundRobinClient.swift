@@ -34,6 +34,7 @@ public enum RoundRobinClient {
         .init(service: "custos.v1.Admin", method: "AuditVerify"),
         .init(service: "custos.v1.Admin", method: "HSMStatus"),
         .init(service: "custos.v1.Admin", method: "KeyStatus"),
+        .init(service: "custos.v1.Admin", method: "GetTenantPolicy"),
     ]
 
     /// Up to four more attempts 100 ms to 1 s apart (about 1.5 s in all): long enough for the

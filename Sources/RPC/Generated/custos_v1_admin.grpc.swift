@@ -463,6 +463,19 @@ public enum Custos_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetTenantPolicy" metadata.
+        public enum GetTenantPolicy: Sendable {
+            /// Request type for "GetTenantPolicy".
+            public typealias Input = Custos_V1_GetTenantPolicyRequest
+            /// Response type for "GetTenantPolicy".
+            public typealias Output = Custos_V1_GetTenantPolicyResponse
+            /// Descriptor for "GetTenantPolicy".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.v1.Admin"),
+                method: "GetTenantPolicy",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateTenant.descriptor,
@@ -497,7 +510,8 @@ public enum Custos_V1_Admin: Sendable {
             CompleteTenantOffboarding.descriptor,
             RequestBiometricOverlapEnd.descriptor,
             ApproveBiometricOverlapEnd.descriptor,
-            AuditExport.descriptor
+            AuditExport.descriptor,
+            GetTenantPolicy.descriptor
         ]
     }
 }
@@ -1187,6 +1201,27 @@ extension Custos_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Custos_V1_AuditExportRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_AuditExportResponse>
+
+        /// Handle the "GetTenantPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+        /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+        /// > else the format's defaults), named with their token format.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_V1_GetTenantPolicyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_V1_GetTenantPolicyResponse` messages.
+        func getTenantPolicy(
+            request: GRPCCore.StreamingServerRequest<Custos_V1_GetTenantPolicyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_GetTenantPolicyResponse>
     }
 
     /// Service protocol for the "custos.v1.Admin" service.
@@ -1860,6 +1895,27 @@ extension Custos_V1_Admin {
             request: GRPCCore.ServerRequest<Custos_V1_AuditExportRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_V1_AuditExportResponse>
+
+        /// Handle the "GetTenantPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+        /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+        /// > else the format's defaults), named with their token format.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_GetTenantPolicyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_V1_GetTenantPolicyResponse` message.
+        func getTenantPolicy(
+            request: GRPCCore.ServerRequest<Custos_V1_GetTenantPolicyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_V1_GetTenantPolicyResponse>
     }
 
     /// Simple service protocol for the "custos.v1.Admin" service.
@@ -2532,6 +2588,27 @@ extension Custos_V1_Admin {
             request: Custos_V1_AuditExportRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_V1_AuditExportResponse
+
+        /// Handle the "GetTenantPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+        /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+        /// > else the format's defaults), named with their token format.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_V1_GetTenantPolicyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_V1_GetTenantPolicyResponse` to respond with.
+        func getTenantPolicy(
+            request: Custos_V1_GetTenantPolicyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_V1_GetTenantPolicyResponse
     }
 }
 
@@ -2902,6 +2979,17 @@ extension Custos_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_V1_Admin.Method.GetTenantPolicy.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_GetTenantPolicyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_GetTenantPolicyResponse>(),
+            handler: { request, context in
+                try await self.getTenantPolicy(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -3265,6 +3353,17 @@ extension Custos_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_AuditExportResponse> {
         let response = try await self.auditExport(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getTenantPolicy(
+        request: GRPCCore.StreamingServerRequest<Custos_V1_GetTenantPolicyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_V1_GetTenantPolicyResponse> {
+        let response = try await self.getTenantPolicy(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3701,6 +3800,19 @@ extension Custos_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_V1_AuditExportResponse> {
         return GRPCCore.ServerResponse<Custos_V1_AuditExportResponse>(
             message: try await self.auditExport(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getTenantPolicy(
+        request: GRPCCore.ServerRequest<Custos_V1_GetTenantPolicyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_V1_GetTenantPolicyResponse> {
+        return GRPCCore.ServerResponse<Custos_V1_GetTenantPolicyResponse>(
+            message: try await self.getTenantPolicy(
                 request: request.message,
                 context: context
             ),
@@ -4545,6 +4657,32 @@ extension Custos_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Custos_V1_AuditExportResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_AuditExportResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetTenantPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+        /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+        /// > else the format's defaults), named with their token format.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_GetTenantPolicyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_GetTenantPolicyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_GetTenantPolicyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getTenantPolicy<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_GetTenantPolicyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_GetTenantPolicyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_GetTenantPolicyResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_GetTenantPolicyResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -5753,6 +5891,43 @@ extension Custos_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetTenantPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+        /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+        /// > else the format's defaults), named with their token format.
+        /// > Errors: NOT_FOUND (tenant).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_V1_GetTenantPolicyRequest` message.
+        ///   - serializer: A serializer for `Custos_V1_GetTenantPolicyRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_V1_GetTenantPolicyResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getTenantPolicy<Result>(
+            request: GRPCCore.ClientRequest<Custos_V1_GetTenantPolicyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_V1_GetTenantPolicyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_V1_GetTenantPolicyResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_GetTenantPolicyResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_V1_Admin.Method.GetTenantPolicy.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -6779,6 +6954,38 @@ extension Custos_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_AuditExportRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_AuditExportResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTenantPolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+    /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+    /// > else the format's defaults), named with their token format.
+    /// > Errors: NOT_FOUND (tenant).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_V1_GetTenantPolicyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTenantPolicy<Result>(
+        request: GRPCCore.ClientRequest<Custos_V1_GetTenantPolicyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_GetTenantPolicyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getTenantPolicy(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_V1_GetTenantPolicyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_V1_GetTenantPolicyResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -7939,6 +8146,42 @@ extension Custos_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.auditExport(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTenantPolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A tenant's policy as it applies now: retention, budget, overlap, and the decision thresholds
+    /// > that decide its biometric versions (its own pair where it was set for that format's scale,
+    /// > else the format's defaults), named with their token format.
+    /// > Errors: NOT_FOUND (tenant).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTenantPolicy<Result>(
+        _ message: Custos_V1_GetTenantPolicyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_V1_GetTenantPolicyResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_V1_GetTenantPolicyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getTenantPolicy(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -86,6 +86,55 @@ public nonisolated enum Custos_V1_ListedKeyState: SwiftProtobuf.Enum, Swift.Case
 
 }
 
+/// How a biometric key version's templates are shaped (docs/tokenization.md, "Token formats").
+public nonisolated enum Custos_V1_BiometricTokenFormat: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// 1,024 positions of 16 symbols, 32 bits each (versions made before compact).
+  case wide // = 1
+
+  /// 1,024 positions of 16 symbols, 8 bits each.
+  case compact // = 2
+
+  /// 4,096 positions of 4 symbols, 2 bits each (new tenants and rotations).
+  case quaternary // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .wide
+    case 2: self = .compact
+    case 3: self = .quaternary
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .wide: return 1
+    case .compact: return 2
+    case .quaternary: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Custos_V1_BiometricTokenFormat] = [
+    .unspecified,
+    .wide,
+    .compact,
+    .quaternary,
+  ]
+
+}
+
 public nonisolated struct Custos_V1_Tenant: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -151,6 +200,18 @@ public nonisolated struct Custos_V1_TenantPolicy: Sendable {
   public var hasBioOverlapDays: Bool {self._bioOverlapDays != nil}
   /// Clears the value of `bioOverlapDays`. Subsequent reads from it will return its default value.
   public mutating func clearBioOverlapDays() {self._bioOverlapDays = nil}
+
+  /// Responses only (ignored in requests). The token format of the tenant's active biometric
+  /// version: green_threshold and amber_threshold are fractions of matching positions of its
+  /// tokens, and in responses they are the pair that decides them — the tenant's own when it was
+  /// set for this format's scale, else this format's defaults (scores of different formats are
+  /// on different scales: docs/tokenization.md, "Thresholds per format").
+  public var thresholdsFormat: Custos_V1_BiometricTokenFormat = .unspecified
+
+  /// Responses only. The pair deciding each biometric version that still matches, newest (the
+  /// active one, as above) first: during a rotation's overlap, templates not yet migrated are
+  /// compared under their older version and decided by that version's format's pair.
+  public var biometricVersions: [Custos_V1_BiometricVersionThresholds] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1532,12 +1593,72 @@ public nonisolated struct Custos_V1_AuditExportResponse: Sendable {
   public init() {}
 }
 
+/// The decision thresholds that apply to one biometric key version.
+public nonisolated struct Custos_V1_BiometricVersionThresholds: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var keyVersion: UInt32 = 0
+
+  public var tokenFormat: Custos_V1_BiometricTokenFormat = .unspecified
+
+  public var greenThreshold: Double = 0
+
+  public var amberThreshold: Double = 0
+
+  /// The tenant's own pair (set while a version of this format's shape was active); false: the
+  /// format's defaults.
+  public var tenantSet: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_GetTenantPolicyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenantID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Custos_V1_GetTenantPolicyResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Custos_V1_TenantPolicy {
+    get {_policy ?? Custos_V1_TenantPolicy()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _policy: Custos_V1_TenantPolicy? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "custos.v1"
 
 nonisolated extension Custos_V1_ListedKeyState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LISTED_KEY_STATE_UNSPECIFIED\0\u{1}LISTED_KEY_STATE_DESTROYED\0\u{1}LISTED_KEY_STATE_TENANT_OFFBOARDING\0\u{1}LISTED_KEY_STATE_DISABLED\0\u{1}LISTED_KEY_STATE_DESTRUCTION_SCHEDULED\0")
+}
+
+nonisolated extension Custos_V1_BiometricTokenFormat: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BIOMETRIC_TOKEN_FORMAT_UNSPECIFIED\0\u{1}BIOMETRIC_TOKEN_FORMAT_WIDE\0\u{1}BIOMETRIC_TOKEN_FORMAT_COMPACT\0\u{1}BIOMETRIC_TOKEN_FORMAT_QUATERNARY\0")
 }
 
 nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1596,7 +1717,7 @@ nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TenantPolicy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}green_threshold\0\u{3}amber_threshold\0\u{3}retention_days\0\u{3}tokenization_budget_per_minute\0\u{3}bio_overlap_days\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}green_threshold\0\u{3}amber_threshold\0\u{3}retention_days\0\u{3}tokenization_budget_per_minute\0\u{3}bio_overlap_days\0\u{3}thresholds_format\0\u{3}biometric_versions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1609,6 +1730,8 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.retentionDays) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.tokenizationBudgetPerMinute) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self._bioOverlapDays) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.thresholdsFormat) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.biometricVersions) }()
       default: break
       }
     }
@@ -1634,6 +1757,12 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._bioOverlapDays {
       try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
     } }()
+    if self.thresholdsFormat != .unspecified {
+      try visitor.visitSingularEnumField(value: self.thresholdsFormat, fieldNumber: 6)
+    }
+    if !self.biometricVersions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.biometricVersions, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1643,6 +1772,8 @@ nonisolated extension Custos_V1_TenantPolicy: SwiftProtobuf.Message, SwiftProtob
     if lhs.retentionDays != rhs.retentionDays {return false}
     if lhs.tokenizationBudgetPerMinute != rhs.tokenizationBudgetPerMinute {return false}
     if lhs._bioOverlapDays != rhs._bioOverlapDays {return false}
+    if lhs.thresholdsFormat != rhs.thresholdsFormat {return false}
+    if lhs.biometricVersions != rhs.biometricVersions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4311,6 +4442,120 @@ nonisolated extension Custos_V1_AuditExportResponse: SwiftProtobuf.Message, Swif
   public static func ==(lhs: Custos_V1_AuditExportResponse, rhs: Custos_V1_AuditExportResponse) -> Bool {
     if lhs.entries != rhs.entries {return false}
     if lhs.nextAfterSequence != rhs.nextAfterSequence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_BiometricVersionThresholds: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BiometricVersionThresholds"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_version\0\u{3}token_format\0\u{3}green_threshold\0\u{3}amber_threshold\0\u{3}tenant_set\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.keyVersion) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.tokenFormat) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.greenThreshold) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.amberThreshold) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.tenantSet) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.keyVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.keyVersion, fieldNumber: 1)
+    }
+    if self.tokenFormat != .unspecified {
+      try visitor.visitSingularEnumField(value: self.tokenFormat, fieldNumber: 2)
+    }
+    if self.greenThreshold.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.greenThreshold, fieldNumber: 3)
+    }
+    if self.amberThreshold.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.amberThreshold, fieldNumber: 4)
+    }
+    if self.tenantSet != false {
+      try visitor.visitSingularBoolField(value: self.tenantSet, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_BiometricVersionThresholds, rhs: Custos_V1_BiometricVersionThresholds) -> Bool {
+    if lhs.keyVersion != rhs.keyVersion {return false}
+    if lhs.tokenFormat != rhs.tokenFormat {return false}
+    if lhs.greenThreshold != rhs.greenThreshold {return false}
+    if lhs.amberThreshold != rhs.amberThreshold {return false}
+    if lhs.tenantSet != rhs.tenantSet {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_GetTenantPolicyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetTenantPolicyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenantID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenantID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_GetTenantPolicyRequest, rhs: Custos_V1_GetTenantPolicyRequest) -> Bool {
+    if lhs.tenantID != rhs.tenantID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_V1_GetTenantPolicyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetTenantPolicyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}policy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_V1_GetTenantPolicyResponse, rhs: Custos_V1_GetTenantPolicyResponse) -> Bool {
+    if lhs._policy != rhs._policy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

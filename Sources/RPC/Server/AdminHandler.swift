@@ -79,14 +79,15 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "label: 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit")
         }
         let record = try await deps.keyring.createTenant(label: request.label, actor: try officer())
-        return .with { $0.tenant = tenant(record, policy: .default) }
+        let policy = try await appliedPolicy(.default, of: record.id)
+        return .with { $0.tenant = tenant(record, policy: policy) }
     }
 
     public func listTenants(request: Custos_V1_ListTenantsRequest, context: ServerContext) async throws -> Custos_V1_ListTenantsResponse {
         _ = try officer()
         var tenants = [Custos_V1_Tenant]()
         for record in try await deps.keyring.tenants() {
-            tenants.append(tenant(record, policy: try await deps.policies.policy(record.id)))
+            tenants.append(tenant(record, policy: try await appliedPolicy(try await deps.policies.policy(record.id), of: record.id)))
         }
         return .with { $0.tenants = tenants }
     }
@@ -110,8 +111,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
                 retentionDays: Int(given.retentionDays), tokenizationsPerMinute: Int(given.tokenizationBudgetPerMinute),
                 bioOverlapDays: given.hasBioOverlapDays ? Int(given.bioOverlapDays) : TenantPolicy.default.bioOverlapDays
             )
-            try await deps.policies.set(policy, for: id, actor: actor)
-            return .with { $0.policy = Self.policy(policy) }
+            let applied = try await appliedPolicy(try await deps.policies.set(policy, for: id, actor: actor), of: id)
+            return .with { $0.policy = applied }
         }
         var changes = TenantPolicy.Changes()
         for path in request.updateMask.paths {
@@ -128,8 +129,15 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
                 )
             }
         }
-        let policy = try await deps.policies.update(changes, for: id, actor: actor)
-        return .with { $0.policy = Self.policy(policy) }
+        let applied = try await appliedPolicy(try await deps.policies.update(changes, for: id, actor: actor), of: id)
+        return .with { $0.policy = applied }
+    }
+
+    public func getTenantPolicy(request: Custos_V1_GetTenantPolicyRequest, context: ServerContext) async throws -> Custos_V1_GetTenantPolicyResponse {
+        _ = try officer()
+        let id = try await existingTenant(request.tenantID)
+        let policy = try await appliedPolicy(try await deps.policies.policy(id), of: id)
+        return .with { $0.policy = policy }
     }
 
     // MARK: Keys
@@ -452,20 +460,49 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         return id
     }
 
-    private func tenant(_ record: TenantRecord, policy: TenantPolicy) -> Custos_V1_Tenant {
+    private func tenant(_ record: TenantRecord, policy: Custos_V1_TenantPolicy) -> Custos_V1_Tenant {
         .with {
             $0.tenantID = record.id.rawValue
             $0.label = record.label
             $0.disabled = record.status != "active"
             $0.createdAt = Google_Protobuf_Timestamp(date: record.createdAt)
-            $0.policy = Self.policy(policy)
+            $0.policy = policy
         }
     }
 
-    static func policy(_ policy: TenantPolicy) -> Custos_V1_TenantPolicy {
-        .with {
-            $0.greenThreshold = policy.thresholds.green
-            $0.amberThreshold = policy.thresholds.amber
+    /// `policy` as it applies to `tenant` now: the stored pair is a fraction of one format's
+    /// scale (or none was set), so what is shown is what ``TenantPolicy/thresholds(for:)``
+    /// gives each biometric version that still matches — the pair Verify and Identify decide
+    /// that version's comparisons with. Formats come from the versions' rows.
+    private func appliedPolicy(_ policy: TenantPolicy, of tenant: TenantID) async throws -> Custos_V1_TenantPolicy {
+        let matching = try await deps.keyring.biometricMatchingVersions(tenant).sorted(by: >)
+        let formats = Dictionary(
+            try await deps.keyring.versions(tenant).filter { $0.purpose == .bioPRF }.map { ($0.version, $0.tokenFormat ?? .wide) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        let versions = matching.compactMap { version in formats[version].map { (version: version, format: $0) } }
+        return Self.policy(policy, versions: versions)
+    }
+
+    /// - Parameter versions: the tenant's matching biometric versions with their formats, newest
+    ///   (the active one) first; none: the thresholds of the format a first version would get.
+    static func policy(_ policy: TenantPolicy, versions: [(version: Int, format: BiometricTokenFormat)]) -> Custos_V1_TenantPolicy {
+        let active = versions.first?.format ?? .default
+        let applied = policy.thresholds(for: active)
+        return .with {
+            $0.greenThreshold = applied.green
+            $0.amberThreshold = applied.amber
+            $0.thresholdsFormat = active.wire
+            $0.biometricVersions = versions.map { version in
+                let thresholds = policy.thresholds(for: version.format)
+                return .with {
+                    $0.keyVersion = UInt32(version.version)
+                    $0.tokenFormat = version.format.wire
+                    $0.greenThreshold = thresholds.green
+                    $0.amberThreshold = thresholds.amber
+                    $0.tenantSet = policy.ownThresholds(for: version.format)
+                }
+            }
             $0.retentionDays = UInt32(policy.retentionDays)
             $0.tokenizationBudgetPerMinute = UInt32(policy.tokenizationsPerMinute)
             $0.bioOverlapDays = UInt32(policy.bioOverlapDays)
