@@ -1,3 +1,4 @@
+@testable import HSM
 import HSMTestSupport
 import PKCS11
 import SecureMemory
@@ -29,7 +30,7 @@ struct SlotTableConcurrencyTests {
             // Real threads, released together by a spin barrier (a dispatch pool may run fewer
             // at once than asked, and the barrier would then never open).
             let started = (0..<threads).map { _ in
-                startThread {
+                startThread(name: "slot-race") {
                     race.arrived.add(1, ordering: .acquiringAndReleasing)
                     while race.arrived.load(ordering: .acquiring) < threads {}
                     do {
@@ -60,18 +61,3 @@ private final class Race: Sendable {
     let failures = Mutex([String]())
 }
 
-/// Starts a joinable thread running `body`.
-private func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-    final class Start: Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    var thread = pthread_t()
-    let start = Unmanaged.passRetained(Start(body)).toOpaque()
-    let rc = pthread_create(&thread, nil, { context in
-        Unmanaged<Start>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, start)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
-    return thread
-}
