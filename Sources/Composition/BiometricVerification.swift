@@ -9,12 +9,13 @@ public import Verification
 /// touches the features), the tenant's tokenization budget must allow it, the features become a
 /// token in the HSM, and the core — which sees only the token — records the outcome once.
 ///
-/// Enrol and Verify are one database transaction each (one commit per call): the budget unit
-/// and the keys are taken first (``BiometricTokenizer/prepare(tenant:version:)``: they may need
-/// the database), then the core's transaction locks the session, checks consent and only then
-/// calls back to tokenize (HSM only), compares and records. A call refused before tokenizing
-/// gives its budget unit back. The one change of order: a tenant over its budget is told so even
-/// for a session without consent.
+/// Enrol and Verify commit once per call: the budget unit and the keys are taken first
+/// (``BiometricTokenizer/prepare(tenant:version:)``: they may need the database), then the core
+/// reads the session, checks consent and only then calls back to tokenize (HSM only), compares,
+/// and records in one statement that checks the session again under its lock (a replacement,
+/// or a Verify during a rotation's overlap: one transaction that locks the session before the
+/// call-back). A call refused before tokenizing gives its budget unit back. The one change of
+/// order: a tenant over its budget is told so even for a session without consent.
 ///
 /// During a biometric rotation's overlap the core may also need the features' token under an
 /// older version (a subject not yet migrated, an older 1:N gallery): it gets a closure that

@@ -8,7 +8,9 @@ import Synchronization
 ///
 /// Every tenant-scoped statement runs inside ``withTenant(_:_:)``: a transaction that first sets
 /// `app.tenant_id` with `set_config(…, true)` (transaction-local), which the row-level security
-/// policies read. Statements that start without a tenant (index tables, the audit log, tenant
+/// policies read — or is a call of a function that sets it first, sent on its own
+/// (``withConnection(context:_:)``, ``withAutocommit(context:_:)``: Enrol's and Verify's).
+/// Statements that start without a tenant (index tables, the audit log, tenant
 /// administration) use ``withTransaction(_:)``.
 public final class Database: Sendable {
     public let configuration: DatabaseConfiguration
@@ -118,12 +120,31 @@ public final class Database: Sendable {
         }
     }
 
-    /// A connection outside any transaction (LISTEN, DDL).
+    /// A connection outside any transaction (LISTEN, DDL, a read that is one statement).
     public func withConnection<Result: Sendable>(
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         try await leased(context: context, body)
+    }
+
+    /// A write that is one statement, sent outside BEGIN and COMMIT: PostgreSQL runs it as a
+    /// transaction of its own and commits it before answering — one round trip where a
+    /// transaction takes at least four. For data-plane functions that scope themselves to their
+    /// tenant (``SessionStore/completeVerificationIfOpen(_:tenant:outcome:confidence:biometricKeyVersion:at:cutoff:attemptLimit:on:)``);
+    /// `body` must run exactly one statement. Counted as one commit of `context` when it returns.
+    ///
+    /// Unlike ``withTransaction(context:_:)`` nothing can stop the commit once the statement is
+    /// sent: a statement still running at the operation timeout is reported as failed
+    /// ("unavailable") and may commit afterwards. The caller is told of no write that did not
+    /// happen; one that did may go unacknowledged, as when a COMMIT's answer is lost.
+    public func withAutocommit<Result: Sendable>(
+        context: String,
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
+    ) async throws -> Result {
+        let result = try await leased(context: context, body)
+        commits.count(context)
+        return result
     }
 
     /// Leases a connection, giving up after the operation timeout (the pool waits for the server

@@ -500,6 +500,122 @@ public enum Migrations {
         CREATE INDEX templates_changed ON templates (tenant_id, changed_xid);
         GRANT UPDATE (changed_xid) ON templates TO {service};
         """),
+        Migration(version: 23, summary: "Enrol and Verify as one read and one single-statement write: functions that scope themselves to the caller's tenant", sql: """
+        -- Each function sets the transaction-local tenant scope first, as every tenant
+        -- transaction does, so row-level security applies to its statements exactly as to the
+        -- service's own (SECURITY INVOKER, the default: they run as the service role). Called
+        -- outside BEGIN, a call is its own transaction: one round trip where BEGIN, set_config,
+        -- the statements and COMMIT took five (docs/architecture.md, "Enrol and Verify").
+        -- Table names are schema-qualified: the functions do not depend on the caller's search_path.
+
+        -- What Enrol and Verify read before they tokenize: the session, the attempt this call
+        -- would count against its subject (this one included; a window that started at or before
+        -- p_cutoff starts afresh at p_now) and the subject's templates, one row per template
+        -- (one with NULL template columns when it has none). Reads only: no commit record.
+        CREATE FUNCTION {schema}.session_for_biometrics(p_tenant uuid, p_session uuid, p_now timestamptz, p_cutoff timestamptz)
+        RETURNS TABLE (
+            o_id uuid, o_subject_ref text, o_pii_version integer, o_sealed_name bytea, o_sealed_email bytea,
+            o_data_key_version integer, o_expires_at timestamptz, o_link_opened_at timestamptz, o_notice_version text,
+            o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
+            o_completed_at timestamptz, o_created_at timestamptz, o_attempts bigint, o_window_start timestamptz,
+            o_key_version bigint, o_token bytea)
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            RETURN QUERY
+            SELECT s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
+                s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
+                s.completed_at, s.created_at,
+                CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END::bigint,
+                CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN p_now ELSE a.window_start END,
+                t.key_version::bigint, t.token
+            FROM {schema}.verification_sessions s
+            LEFT JOIN {schema}.verification_attempts a ON a.tenant_id = s.tenant_id AND a.subject_ref = s.subject_ref
+            LEFT JOIN {schema}.templates t ON t.tenant_id = s.tenant_id AND t.subject_ref = s.subject_ref
+            WHERE s.id = p_session;
+        END
+        $$;
+
+        -- Enrol's write: the session locked and found still open, consented, unexpired and of
+        -- the subject read before; the subject still without a template of any version; then the
+        -- template stored and the session completed. Anything else writes nothing and says why:
+        -- 'session_changed' (the caller re-runs the call in a transaction, which names the exact
+        -- refusal) or 'already_enrolled' (another enrolment got there first).
+        CREATE FUNCTION {schema}.complete_enrolment(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_key_version bigint, p_token bytea, p_now timestamptz)
+        RETURNS text
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND OR v_subject <> p_subject THEN
+                RETURN 'session_changed';
+            END IF;
+            IF EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject) THEN
+                RETURN 'already_enrolled';
+            END IF;
+            INSERT INTO {schema}.templates (tenant_id, subject_ref, pii_version, key_version, token)
+            VALUES (p_tenant, v_subject, p_pii_version, p_key_version, p_token)
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN 'already_enrolled';
+            END IF;
+            UPDATE {schema}.verification_sessions s SET outcome = 'enrolled', confidence = NULL,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN 'completed';
+        END
+        $$;
+
+        -- Verify's write: the session locked and found still open, consented and unexpired; one
+        -- attempt counted against its subject unless the window's limit is reached (then nothing
+        -- is written and the window's start is returned); the templates marked used and the
+        -- session completed with the decision.
+        CREATE FUNCTION {schema}.complete_verification(p_tenant uuid, p_session uuid, p_outcome text, p_confidence text,
+            p_key_version bigint, p_now timestamptz, p_cutoff timestamptz, p_attempt_limit bigint)
+        RETURNS TABLE (o_status text, o_window_start timestamptz)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'session_changed'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            INSERT INTO {schema}.verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+            VALUES (p_tenant, v_subject, p_now, 1)
+            ON CONFLICT ON CONSTRAINT verification_attempts_pkey DO UPDATE SET
+                attempts = CASE WHEN a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END,
+                window_start = CASE WHEN a.window_start <= p_cutoff THEN EXCLUDED.window_start ELSE a.window_start END
+            WHERE a.window_start <= p_cutoff OR a.attempts < p_attempt_limit;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'too_many_attempts'::text, a.window_start FROM {schema}.verification_attempts a
+                WHERE a.tenant_id = p_tenant AND a.subject_ref = v_subject;
+                RETURN;
+            END IF;
+            UPDATE {schema}.templates t SET last_used_at = now() WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject;
+            UPDATE {schema}.verification_sessions s SET outcome = p_outcome, confidence = p_confidence,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN QUERY SELECT 'completed'::text, NULL::timestamptz;
+        END
+        $$;
+
+        REVOKE ALL ON FUNCTION {schema}.session_for_biometrics(uuid, uuid, timestamptz, timestamptz) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.complete_verification(uuid, uuid, text, text, bigint, timestamptz, timestamptz, bigint) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.session_for_biometrics(uuid, uuid, timestamptz, timestamptz) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.complete_verification(uuid, uuid, text, text, bigint, timestamptz, timestamptz, bigint) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.
@@ -547,9 +663,21 @@ public enum Migrations {
         }
     }
 
-    /// Splits on `;` at line ends; the migrations contain no `;` inside literals or bodies.
+    /// Splits on `;` at line ends, except inside a `$$`-quoted function body; the migrations
+    /// contain no `;` at a line end inside literals.
     static func splitStatements(_ sql: String) -> [String] {
-        sql.components(separatedBy: ";\n")
+        var statements = [String]()
+        var current = ""
+        for piece in sql.components(separatedBy: ";\n") {
+            current += current.isEmpty ? piece : ";\n" + piece
+            // An odd number of `$$` so far: inside a body, whose statements end in `;` too.
+            if current.components(separatedBy: "$$").count % 2 == 1 {
+                statements.append(current)
+                current = ""
+            }
+        }
+        if !current.isEmpty { statements.append(current) }
+        return statements
             .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             .map { $0.hasSuffix(";") ? String($0.dropLast()) : $0 }
             .map { statement in

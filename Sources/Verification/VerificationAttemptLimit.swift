@@ -1,3 +1,5 @@
+import Foundation
+
 /// How many 1:1 verifications one subject may have in a window (fixed windows: a burst at a
 /// window's edge can reach twice the count). Every decision is an oracle answer — green / amber
 /// / red and a confidence — and hill-climbing towards an enrolled face needs thousands of them
@@ -13,5 +15,10 @@ public struct VerificationAttemptLimit: Sendable, Hashable {
         precondition(attempts > 0 && window > .zero, "a limit allows at least one attempt in a positive window")
         self.attempts = attempts
         self.window = window
+    }
+
+    /// The refusal of an attempt over the limit in the window that started at `windowStart`.
+    func refusal(windowStart: Date) -> VerificationError {
+        .tooManyAttempts(limit: attempts, window: window, retryAfter: windowStart.addingTimeInterval(Double(window.components.seconds)))
     }
 }

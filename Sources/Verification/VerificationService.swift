@@ -78,12 +78,14 @@ public final class VerificationService: Sendable {
 
     // MARK: Sessions
 
-    /// Enrols the session's subject and records the outcome, in one transaction: the session is
-    /// locked and its consent checked, then — only then — `tokenize` makes the token from the
-    /// candidate's features, and the template, the outcome and (for a replacement) the audit
-    /// entry commit together; other instances are told after the commit. `tokenize` must not need the database
-    /// (the composition root prepares budget and keys before): it runs while this transaction
-    /// holds a connection.
+    /// Enrols the session's subject and records the outcome: the session is read and its consent
+    /// checked, then — only then — `tokenize` makes the token from the candidate's features, and
+    /// the template and the outcome commit together in one statement that checks the session
+    /// again under its lock (``SessionStore/completeEnrolmentIfOpen(_:subject:token:tenant:at:on:)``:
+    /// two round trips, one commit). A replacement runs in one transaction that locks the session
+    /// first and commits its audit entry with the template. Other instances are told after the
+    /// commit. `tokenize` must not need the database (the composition root prepares budget and
+    /// keys before): in a replacement it runs while the transaction holds a connection.
     ///
     /// A subject that already has a template (of any key version) is replaced only when the
     /// caller says so with `replacing`: otherwise whoever can open a session for a subject
@@ -97,8 +99,49 @@ public final class VerificationService: Sendable {
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let now = now()
+        let (subject, token) = replacing
+            ? try await enrolInTransaction(tenant: tenant, session: session, replacing: true, actor: actor, now: now, tokenize: tokenize)
+            : try await firstEnrolment(tenant: tenant, session: session, actor: actor, now: now, tokenize: tokenize)
+        galleryEnrol(tenant, subject.value, token)
+        noteTemplatesChanged(tenant)
+        return (subject, token)
+    }
+
+    /// Enrol of a subject expected to have no template: a read, the token, one write.
+    private func firstEnrolment(
+        tenant: TenantID, session: UUID, actor: String, now: Date, tokenize: @escaping @Sendable () async throws -> BiometricToken
+    ) async throws -> (subject: SubjectReference, token: BiometricToken) {
+        let opened = try await database.withConnection(context: "read session for enrol") { connection in
+            try await SessionStore.readForBiometrics(session, tenant: tenant, now: now, cutoff: now, on: connection)
+        }
+        guard let opened else { throw VerificationError.sessionNotFound(session) }
+        try VerificationSessions.requireReady(opened.row, now: now)
+        guard opened.enrolledVersions.isEmpty else { throw VerificationError.alreadyEnrolled }
+        let token = try await tokenize()
+        let subject = opened.row.subject
+        let written = try await database.withAutocommit(context: "enrol in session") { connection in
+            try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, tenant: tenant, at: now, on: connection)
+        }
+        switch written {
+        case .completed:
+            return (subject, token)
+        case .alreadyEnrolled:
+            throw VerificationError.alreadyEnrolled
+        case .sessionChanged, .tooManyAttempts:
+            // Changed since the read (completed, expired, erased, or its subject's reference
+            // moved to the active pii version): the transaction names the refusal exactly, or
+            // enrols under the moved reference. The token is made already; it is not made twice.
+            return try await enrolInTransaction(tenant: tenant, session: session, replacing: false, actor: actor, now: now) { token }
+        }
+    }
+
+    /// Enrol in one transaction that locks the session before `tokenize` runs.
+    private func enrolInTransaction(
+        tenant: TenantID, session: UUID, replacing: Bool, actor: String, now: Date,
+        tokenize: @escaping @Sendable () async throws -> BiometricToken
+    ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let audit = audit
-        let (subject, token) = try await database.withTenant(tenant, context: "enrol in session") { connection in
+        return try await database.withTenant(tenant, context: "enrol in session") { connection in
             guard let (row, replaced) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
                 throw VerificationError.sessionNotFound(session)
             }
@@ -120,18 +163,20 @@ public final class VerificationService: Sendable {
             }
             return (row.subject, token)
         }
-        galleryEnrol(tenant, subject.value, token)
-        noteTemplatesChanged(tenant)
-        return (subject, token)
     }
 
     /// Compares the candidate's probe with the session subject's template and records the
-    /// decision, in one transaction: the session is locked and its consent checked, the attempt
-    /// counted against the subject's ``attemptLimit``, and only then does `probe` tokenize the
-    /// features (like `older`'s probes, it must not need the database: it runs while this
-    /// transaction holds a connection).
+    /// decision: the session is read and its consent and the subject's ``attemptLimit`` checked,
+    /// and only then does `probe` tokenize the features; the attempt, the templates' last use and
+    /// the decision commit together in one statement that checks the session and the limit again
+    /// under the session's lock (``SessionStore/completeVerificationIfOpen(_:tenant:outcome:confidence:biometricKeyVersion:at:cutoff:attemptLimit:on:)``:
+    /// two round trips, one commit). A decision another request overtook (the session completed
+    /// meanwhile, the limit reached) is never returned.
     ///
-    /// During a biometric rotation's overlap a subject with no template under the probe's
+    /// During a biometric rotation's overlap (`older` names versions) the call is one
+    /// transaction that locks the session and counts the attempt first; `probe` and `older`'s
+    /// probes then run while it holds a connection, so they must not need the database.
+    /// A subject with no template under the probe's
     /// (active) version is compared under the newest older version it has one of, with
     /// `older`'s probe; a GREEN there migrates it (``migrate(_:to:from:tenant:on:)``) in the same
     /// transaction as the outcome, which records the version actually compared.
@@ -144,6 +189,43 @@ public final class VerificationService: Sendable {
     ) async throws -> Decision {
         let now = now()
         let policy = try await policies.policy(tenant)
+        guard older.versions.isEmpty else {
+            return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now, probe: makeProbe)
+        }
+        let limit = attemptLimit
+        let cutoff = now.addingTimeInterval(-Double(limit.window.components.seconds))
+        let opened = try await database.withConnection(context: "read session for verify") { connection in
+            try await SessionStore.readForBiometrics(session, tenant: tenant, now: now, cutoff: cutoff, on: connection)
+        }
+        guard let opened else { throw VerificationError.sessionNotFound(session) }
+        try VerificationSessions.requireReady(opened.row, now: now)
+        guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
+        let probe = try await makeProbe()
+        let match = try await Self.enrolment(in: opened, probe: probe, older: .none)
+        let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
+        let written = try await database.withAutocommit(context: "verify in session") { connection in
+            try await SessionStore.completeVerificationIfOpen(
+                session, tenant: tenant, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
+                biometricKeyVersion: match.probe.keyVersion, at: now, cutoff: cutoff, attemptLimit: limit.attempts, on: connection
+            )
+        }
+        switch written {
+        case .completed:
+            return decision
+        case .tooManyAttempts(let windowStart):
+            throw limit.refusal(windowStart: windowStart)
+        case .sessionChanged, .alreadyEnrolled:
+            // Changed since the read: the transaction names the refusal exactly (the probe is
+            // made already; it is not made twice).
+            return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now) { probe }
+        }
+    }
+
+    /// Verify in one transaction that locks the session and counts the attempt before `probe` runs.
+    private func verifyInTransaction(
+        tenant: TenantID, session: UUID, older: OlderBiometricProbes, policy: TenantPolicy, now: Date,
+        probe makeProbe: @escaping @Sendable () async throws -> BiometricToken
+    ) async throws -> Decision {
         let limit = attemptLimit
         let cutoff = now.addingTimeInterval(-Double(limit.window.components.seconds))
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?) in
@@ -155,12 +237,7 @@ public final class VerificationService: Sendable {
             }
             let row = opened.row
             try VerificationSessions.requireReady(row, now: now)
-            guard opened.attempts <= limit.attempts else {
-                throw VerificationError.tooManyAttempts(
-                    limit: limit.attempts, window: limit.window,
-                    retryAfter: opened.windowStart.addingTimeInterval(Double(limit.window.components.seconds))
-                )
-            }
+            guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
             let probe = try await makeProbe()
             let match = try await Self.enrolment(in: opened, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)

@@ -1,0 +1,173 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import PostgresNIO
+@testable import Storage
+import Testing
+import Tokenization
+import Verification
+
+/// Enrol and Verify read the session, tokenize with no connection held, then write in one
+/// statement that checks the session again under its lock. The tokenize call-back is the
+/// moment between the read and the write: each test does there what a concurrent request or an
+/// officer could, and checks that the write neither overwrites nor resurrects anything.
+@Suite("Enrol and Verify: what happens between the read and the write")
+struct BiometricCallRaceTests {
+    static let face: [Float] = (0..<128).map { Float(sin(Double($0) * 0.61)) }
+    static let otherFace: [Float] = (0..<128).map { Float(cos(Double($0) * 1.37 + 0.4)) }
+
+    @Test("Two first enrolments of one subject: the one that writes second is refused and the first face stays")
+    func concurrentFirstEnrolments() async throws {
+        let verification = try await VerificationHarness.make("race_enrol")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let first = try await verification.consentedSession(tenant, "cand-1")
+        let second = try await verification.consentedSession(tenant, "cand-1")
+        let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        await #expect(throws: VerificationError.alreadyEnrolled) {
+            _ = try await verification.core.enrol(tenant: tenant, session: first) {
+                // Another session of the same subject enrols another face meanwhile.
+                _ = try await verification.flow.enrol(tenant: tenant, session: second, features: try FeatureVector(Self.otherFace))
+                return token
+            }
+        }
+        #expect(try await verification.sessions.status(tenant: tenant, session: first).outcome == nil, "the refused enrolment completed nothing")
+        #expect(try await verification.count("templates", tenant: tenant) == 1)
+        let probe = try await verification.consentedSession(tenant, "cand-1")
+        #expect(try await verification.flow.verify(tenant: tenant, session: probe, features: try FeatureVector(Self.otherFace)).color == .green,
+                "the face enrolled first is the one kept")
+        await verification.custody.shutdown()
+    }
+
+    @Test("A subject erased between Enrol's read and its write gets no template back")
+    func erasureBetweenReadAndWrite() async throws {
+        let verification = try await VerificationHarness.make("race_erase")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        await #expect(throws: VerificationError.sessionNotFound(session)) {
+            _ = try await verification.core.enrol(tenant: tenant, session: session) {
+                _ = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("cand-1"), actor: "dpo")
+                return token
+            }
+        }
+        #expect(try await verification.count("templates", tenant: tenant) == 0)
+        #expect(try await verification.count("verification_sessions", tenant: tenant) == 0)
+        await verification.custody.shutdown()
+    }
+
+    @Test("A Verify whose session another request completed meanwhile returns no decision and counts no attempt")
+    func verifyOvertaken() async throws {
+        let verification = try await VerificationHarness.make("race_verify")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let probe = try await verification.tokenizer.tokenize(try FeatureVector(Self.otherFace), tenant: tenant)
+        await #expect(throws: VerificationError.sessionCompleted(session)) {
+            _ = try await verification.core.verify(tenant: tenant, session: session) {
+                // The same session verified (GREEN) by another request first.
+                _ = try await verification.flow.verify(tenant: tenant, session: session, features: face)
+                return probe
+            }
+        }
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == .green, "the first decision stands")
+        #expect(try await Self.attempts(verification, tenant) == 1, "only the decision written counted")
+        await verification.custody.shutdown()
+    }
+
+    @Test("An attempt limit reached between Verify's read and its write refuses the call and writes nothing")
+    func limitReachedMeanwhile() async throws {
+        let custody = try await CustodyHarness.make("race_limit")
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 1, window: .seconds(3_600)) }
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let other = try await verification.consentedSession(tenant, "cand-1")
+        let probe = try await verification.tokenizer.tokenize(face, tenant: tenant)
+        do {
+            _ = try await verification.core.verify(tenant: tenant, session: session) {
+                _ = try await verification.flow.verify(tenant: tenant, session: other, features: face)
+                return probe
+            }
+            Issue.record("a second attempt over a limit of one was answered")
+        } catch let error as VerificationError {
+            guard case .tooManyAttempts(let limit, _, let retryAfter) = error else { Issue.record("got \(error)"); return }
+            #expect(limit == 1)
+            #expect(retryAfter > verification.clock.now())
+        }
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil, "the refused attempt completed nothing")
+        #expect(try await Self.attempts(verification, tenant) == 1)
+        await custody.shutdown()
+    }
+
+    @Test("Concurrent Verifies of one subject: exactly the limit's number are answered")
+    func concurrentVerifiesStopAtTheLimit() async throws {
+        let custody = try await CustodyHarness.make("race_many")
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 3, window: .seconds(3_600)) }
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        var sessions = [UUID]()
+        for _ in 0..<8 { sessions.append(try await verification.consentedSession(tenant, "cand-1")) }
+        let answered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for session in sessions {
+                group.addTask {
+                    do {
+                        _ = try await verification.flow.verify(tenant: tenant, session: session, features: face)
+                        return true
+                    } catch VerificationError.tooManyAttempts {
+                        return false
+                    }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(answered == 3)
+        #expect(try await Self.attempts(verification, tenant) == 3)
+        var completed = 0
+        for session in sessions where try await verification.sessions.status(tenant: tenant, session: session).outcome != nil { completed += 1 }
+        #expect(completed == 3, "only answered attempts completed their sessions")
+        await custody.shutdown()
+    }
+
+    @Test("Another tenant's session: the read finds nothing and the writes change nothing, whatever tenant they are given")
+    func otherTenantsSession() async throws {
+        let verification = try await VerificationHarness.make("race_tenant")
+        let acme = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let hostile = try await verification.custody.keyring.createTenant(label: "hostile", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        let session = try await verification.consentedSession(acme, "cand-1")
+        await #expect(throws: VerificationError.sessionNotFound(session)) {
+            _ = try await verification.flow.enrol(tenant: hostile, session: session, features: face)
+        }
+        // The write functions straight, as a compromised service role could call them.
+        let token = try await verification.tokenizer.tokenize(face, tenant: hostile)
+        let database = verification.custody.service
+        let enrolled = try await database.withAutocommit(context: "test") { connection in
+            try await SessionStore.completeEnrolmentIfOpen(
+                session, subject: SubjectReference(value: "x", piiVersion: 1), token: token, tenant: hostile, at: Date(), on: connection
+            )
+        }
+        #expect(enrolled == .sessionChanged)
+        let verified = try await database.withAutocommit(context: "test") { connection in
+            try await SessionStore.completeVerificationIfOpen(
+                session, tenant: hostile, outcome: "green", confidence: "high", biometricKeyVersion: 1,
+                at: Date(), cutoff: Date().addingTimeInterval(-60), attemptLimit: 20, on: connection
+            )
+        }
+        #expect(verified == .sessionChanged)
+        #expect(try await verification.sessions.status(tenant: acme, session: session).outcome == nil, "acme's session is still open")
+        #expect(try await verification.count("templates", tenant: hostile) == 0)
+        #expect(try await verification.count("verification_attempts", tenant: hostile) == 0)
+        await verification.custody.shutdown()
+    }
+
+    /// The tenant's stored attempt count, summed over its subjects.
+    static func attempts(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> Int {
+        try await verification.custody.owner.withTenant(tenant, context: "test") { connection in
+            try await connection.query("SELECT coalesce(sum(attempts), 0)::int8 FROM verification_attempts", logger: Database.quiet).collect().first!.decode(Int.self)
+        }
+    }
+}
