@@ -133,6 +133,7 @@ public struct CustosRuntime: Sendable {
         let runtime: CustosRuntime
         let members: [ServiceGroupConfiguration.ServiceConfiguration]
         do {
+            try await Migrations.requireCurrent(database)
             let rootKeys = try await CustodyGraph.rootKeys(pool: pool, database: database, verify: options.verifyRootKeys, logger: options.logger)
             if settings.keyringStepHook == nil, let fault = options.stepFault {
                 settings.keyringStepHook = { step in try fault.reached(step.description) }

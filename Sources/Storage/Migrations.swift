@@ -3,7 +3,9 @@ public import Logging
 import PostgresNIO
 
 /// Versioned schema migrations, applied in order by the schema owner, each in its own
-/// transaction, recorded in `schema_migrations`. Run at start-up and by `custos db migrate`.
+/// transaction, recorded in `schema_migrations`. Applied by `custos db migrate` (scripts/setup
+/// runs it); the service, which connects as a role that owns nothing, only checks at start-up
+/// that the schema is at least this build's (``requireCurrent(_:)``).
 public enum Migrations {
     struct Migration {
         let version: Int
@@ -519,20 +521,35 @@ public enum Migrations {
             o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
             o_completed_at timestamptz, o_created_at timestamptz, o_attempts bigint, o_window_start timestamptz,
             o_key_version bigint, o_token bytea)
+        -- The subject is looked up first and joined on as a value: joined on the session's column,
+        -- the planner folded the tenant scope into a one-time filter and, for a tenant newer than
+        -- its statistics, scanned all the tenant's templates for every call (9,036 in the
+        -- benchmark). A pii move between the two statements changes the reference: read again.
         LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
         BEGIN
             PERFORM set_config('app.tenant_id', p_tenant::text, true);
-            RETURN QUERY
-            SELECT s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
-                s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
-                s.completed_at, s.created_at,
-                CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END::bigint,
-                CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN p_now ELSE a.window_start END,
-                t.key_version::bigint, t.token
-            FROM {schema}.verification_sessions s
-            LEFT JOIN {schema}.verification_attempts a ON a.tenant_id = s.tenant_id AND a.subject_ref = s.subject_ref
-            LEFT JOIN {schema}.templates t ON t.tenant_id = s.tenant_id AND t.subject_ref = s.subject_ref
-            WHERE s.id = p_session;
+            FOR i IN 1..3 LOOP
+                SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s WHERE s.id = p_session;
+                IF NOT FOUND THEN
+                    RETURN;
+                END IF;
+                RETURN QUERY
+                SELECT s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
+                    s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
+                    s.completed_at, s.created_at,
+                    CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END::bigint,
+                    CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN p_now ELSE a.window_start END,
+                    t.key_version::bigint, t.token
+                FROM {schema}.verification_sessions s
+                LEFT JOIN {schema}.verification_attempts a ON a.tenant_id = p_tenant AND a.subject_ref = v_subject
+                LEFT JOIN {schema}.templates t ON t.tenant_id = p_tenant AND t.subject_ref = v_subject
+                WHERE s.id = p_session AND s.subject_ref = v_subject;
+                IF FOUND THEN
+                    RETURN;
+                END IF;
+            END LOOP;
         END
         $$;
 
@@ -601,7 +618,11 @@ public enum Migrations {
                 WHERE a.tenant_id = p_tenant AND a.subject_ref = v_subject;
                 RETURN;
             END IF;
-            UPDATE {schema}.templates t SET last_used_at = now() WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject;
+            -- Marking a template used rewrites its row (a new 1 or 4 KiB tuple, new entries in
+            -- every index: last_used_at is indexed). Retention counts in days: once an hour is
+            -- enough, so a subject verified often costs one rewrite an hour, not one per call.
+            UPDATE {schema}.templates t SET last_used_at = now()
+            WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject AND t.last_used_at < now() - interval '1 hour';
             UPDATE {schema}.verification_sessions s SET outcome = p_outcome, confidence = p_confidence,
                 biometric_key_version = p_key_version, completed_at = p_now
             WHERE s.id = p_session;
@@ -615,11 +636,48 @@ public enum Migrations {
         GRANT EXECUTE ON FUNCTION {schema}.session_for_biometrics(uuid, uuid, timestamptz, timestamptz) TO {service};
         GRANT EXECUTE ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz) TO {service};
         GRANT EXECUTE ON FUNCTION {schema}.complete_verification(uuid, uuid, text, text, bigint, timestamptz, timestamptz, bigint) TO {service};
+        -- The service checks at start-up that the schema is at least its build's.
+        GRANT SELECT ON {schema}.schema_migrations TO {service};
+        """),
+        Migration(version: 24, summary: "statements about one subject use the primary key, not an index that is led by tenant_id alone", sql: """
+        -- Led by tenant_id, these two indexes competed with the primary key for statements about
+        -- one subject (tenant_id = $1 AND subject_ref = $2): for a tenant newer than the
+        -- planner's statistics (estimated at one row) it took either of them with a filter on
+        -- subject_ref, so every Enrol and Verify read all of the tenant's templates (3,012 of
+        -- them per statement in the benchmark, 27 ms). Their own queries (the gallery poll, the
+        -- retention sweep, both scoped to a tenant by row-level security) range-scan the column
+        -- across tenants instead: rows changed since a recent snapshot, rows unused for days.
+        DROP INDEX templates_changed;
+        CREATE INDEX templates_changed ON templates (changed_xid);
+        DROP INDEX templates_last_used;
+        CREATE INDEX templates_last_used ON templates (last_used_at);
         """),
     ]
 
     /// The newest schema version this build knows.
     public static var latestVersion: Int { all.map(\.version).max() ?? 0 }
+
+    /// Refuses a schema older than this build: every call that needs a newer table or function
+    /// would otherwise fail with an internal error once the service is up (seen: Enrol against
+    /// a schema without migration 23's functions). A newer schema is fine: migrations only add,
+    /// so an instance of the previous version keeps working during a rolling upgrade.
+    /// - Parameter database: connected as the service role.
+    /// - Throws: ``StorageError/configuration(_:)`` naming both versions and the command to run.
+    public static func requireCurrent(_ database: Database) async throws {
+        let applied: Int?
+        do {
+            applied = try await database.withTransaction(context: "read schema version") { connection in
+                try await connection.query("SELECT max(version)::int8 FROM schema_migrations", logger: Database.quiet).collect().first?.decode(Int?.self) ?? nil
+            }
+        } catch StorageError.permissionDenied, StorageError.query(sqlState: "42P01", context: _) {
+            // Before migration 23 the service role may not read the table; before any, there is none.
+            applied = nil
+        }
+        guard let applied, applied >= latestVersion else {
+            let found = applied.map { "is at version \($0)" } ?? "is older than version 23"
+            throw StorageError.configuration("the database schema \(found); this build needs version \(latestVersion): run `custos db migrate` (scripts/setup does) before starting")
+        }
+    }
 
     /// Applies every migration not yet recorded, as the schema owner. Serialised across
     /// processes by an advisory lock, so two instances starting together do not race.

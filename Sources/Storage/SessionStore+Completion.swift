@@ -21,8 +21,8 @@ extension SessionStore {
         return false
     }
 
-    /// Verify's writes: the subject's templates marked used (as
-    /// ``TemplateStore/touch(subject:on:)``) and the session completed with the decision (as
+    /// Verify's writes: the subject's templates marked used (at most once an hour, as migration
+    /// 24's `complete_verification`) and the session completed with the decision (as
     /// ``complete(_:outcome:confidence:biometricKeyVersion:at:on:)``).
     /// - Returns: whether the session was completed here (false: it was completed already).
     public static func completeVerification(
@@ -79,7 +79,8 @@ extension SessionStore {
         static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .timestamptz, .uuid]
         static let sql = """
             WITH touched AS (
-                UPDATE templates SET last_used_at = now() WHERE subject_ref = $1 RETURNING 1
+                UPDATE templates SET last_used_at = now()
+                WHERE subject_ref = $1 AND last_used_at < now() - interval '1 hour' RETURNING 1
             )
             UPDATE verification_sessions SET outcome = $2, confidence = $3,
                 biometric_key_version = $4, completed_at = $5

@@ -110,6 +110,33 @@ struct RowLevelSecurityTests {
         await harness.shutdown()
     }
 
+    @Test("The service refuses a schema older than its build and names the command that fixes it; a current one passes")
+    func schemaBehindTheBuild() async throws {
+        let harness = try await CustodyHarness.make("schema_behind")
+        try await Migrations.requireCurrent(harness.service)
+        _ = try await harness.owner.withTransaction(context: "test") { connection in
+            try await connection.query("DELETE FROM schema_migrations WHERE version = \(Migrations.latestVersion)", logger: Database.quiet)
+        }
+        do {
+            try await Migrations.requireCurrent(harness.service)
+            Issue.record("a schema one migration behind was accepted")
+        } catch let error as StorageError {
+            #expect("\(error)".contains("is at version \(Migrations.latestVersion - 1)"))
+            #expect("\(error)".contains("custos db migrate"))
+        }
+        // Before migration 23 the service role could not read the table at all.
+        _ = try await harness.owner.withTransaction(context: "test") { connection in
+            try await connection.query("REVOKE SELECT ON schema_migrations FROM \(unescaped: harness.settings.serviceUser)", logger: Database.quiet)
+        }
+        do {
+            try await Migrations.requireCurrent(harness.service)
+            Issue.record("an unreadable schema version was accepted")
+        } catch let error as StorageError {
+            #expect("\(error)".contains("custos db migrate"))
+        }
+        await harness.shutdown()
+    }
+
     @Test("A database that cannot be reached answers 'unavailable' (retryable), not a hang or a crash")
     func unreachable() async throws {
         var configuration = try PostgresSettings.load().configuration(role: .service, schema: "custos")
