@@ -26,12 +26,16 @@ public struct CustodyGraph: Sendable {
         /// The escrow keys Ed25519 seeds may be sealed to (config.json's `webhookEscrowKeys`);
         /// empty: no `v1a` key is made.
         public var trustedEscrowKeys: Set<EscrowKeyFingerprint>
+        /// How long an API key the HSM confirmed is accepted again without an HMAC
+        /// (``APIKeyService/verifiedLifetime``; `.zero`: never).
+        public var apiKeyVerifiedLifetime: Duration
 
         public init(
             auditAnchorPath: String?, keyEnvironment: String = "live",
             tokenObjectsPerTenant: Int = WebhookSigner.defaultTokenObjectLimit,
             keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
-            keyUseFlushInterval: Duration? = nil, trustedEscrowKeys: Set<EscrowKeyFingerprint> = []
+            keyUseFlushInterval: Duration? = nil, trustedEscrowKeys: Set<EscrowKeyFingerprint> = [],
+            apiKeyVerifiedLifetime: Duration = APIKeyService.defaultVerifiedLifetime
         ) {
             self.auditAnchorPath = auditAnchorPath
             self.keyEnvironment = keyEnvironment
@@ -39,6 +43,7 @@ public struct CustodyGraph: Sendable {
             self.keyringStepHook = keyringStepHook
             self.keyUseFlushInterval = keyUseFlushInterval
             self.trustedEscrowKeys = trustedEscrowKeys
+            self.apiKeyVerifiedLifetime = apiKeyVerifiedLifetime
         }
     }
 
@@ -65,7 +70,8 @@ public struct CustodyGraph: Sendable {
             pool: pool, database: database, rootKeys: rootKeys, audit: audit, logger: logger, keyringStepHook: settings.keyringStepHook
         )
         apiKeys = APIKeyService(
-            pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger
+            pool: pool, database: database, keyring: keyring, audit: audit, environment: settings.keyEnvironment, logger: logger,
+            verifiedLifetime: settings.apiKeyVerifiedLifetime
         )
         webhooks = WebhookSigner(
             pool: pool, keyring: keyring, audit: audit, trustedEscrowKeys: settings.trustedEscrowKeys,

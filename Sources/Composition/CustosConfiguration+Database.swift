@@ -1,3 +1,4 @@
+import Custody
 import Foundation
 import HSM
 public import Storage
@@ -49,4 +50,10 @@ extension CustosConfiguration {
     /// How often counted key uses are written to the audit log (``keyUseFlushSeconds``, at
     /// least 1 s; default 10 s).
     public var keyUseFlushInterval: Duration { .seconds(max(1, keyUseFlushSeconds ?? 10)) }
+
+    /// How long an API key the HSM confirmed is accepted again without an HMAC
+    /// (``apiKeyVerifiedSeconds``, at most 60 s; default 5 s; 0 turns it off).
+    public var apiKeyVerifiedLifetime: Duration {
+        apiKeyVerifiedSeconds.map { .seconds(min(max(0, $0), 60)) } ?? APIKeyService.defaultVerifiedLifetime
+    }
 }

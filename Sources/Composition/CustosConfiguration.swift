@@ -149,6 +149,9 @@ public struct CustosConfiguration: Codable, Sendable {
     /// Seconds between writes of counted key uses to the audit log (default 10; also written at
     /// a graceful shutdown, so a `kill -9` loses at most this window's counts).
     public var keyUseFlushSeconds: Int?
+    /// Seconds an API key the HSM confirmed is accepted again without an HMAC (default 5;
+    /// 0: every API-key call runs the HMAC). docs/threat-model.md, "The verified API-key cache".
+    public var apiKeyVerifiedSeconds: Int?
     /// The custodians' escrow keys Ed25519 webhook seeds may be sealed to, as
     /// `custos ceremony generate-escrow` prints them (`sha256:` and 64 hex digits); empty or
     /// absent: no v1a key is made (``trustedEscrowKeys()``).
@@ -164,7 +167,7 @@ public struct CustosConfiguration: Codable, Sendable {
         self.source = source
     }
 
-    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment, keyUseFlushSeconds, webhookEscrowKeys }
+    private enum CodingKeys: String, CodingKey { case hsm, postgres, rpc, keyEnvironment, keyUseFlushSeconds, apiKeyVerifiedSeconds, webhookEscrowKeys }
 
     /// Reads the configuration from `explicitPath`, `CUSTOS_CONFIG`, or the nearest
     /// `.custos/config.json` above the current directory.

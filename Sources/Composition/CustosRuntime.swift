@@ -53,7 +53,8 @@ public struct CustosRuntime: Sendable {
             custody: CustodyGraph.Settings(
                 auditAnchorPath: configuration.auditAnchorPath, keyEnvironment: configuration.environment,
                 tokenObjectsPerTenant: configuration.hsm.tokenObjectsPerTenant ?? WebhookSigner.defaultTokenObjectLimit,
-                keyUseFlushInterval: configuration.keyUseFlushInterval, trustedEscrowKeys: try configuration.trustedEscrowKeys()
+                keyUseFlushInterval: configuration.keyUseFlushInterval, trustedEscrowKeys: try configuration.trustedEscrowKeys(),
+                apiKeyVerifiedLifetime: configuration.apiKeyVerifiedLifetime
             ),
             options: options, services: services, body
         )

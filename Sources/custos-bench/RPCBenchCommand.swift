@@ -80,6 +80,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
         let methods: [Method]
         /// Ping's rate ÷ the bare grpc-swift service's (same transport and TLS, no interceptors).
         let ping_to_bare: Double
+        /// The bare service's rate in its two halves, right before and right after Ping's phase
+        /// (`Bare.Ping` is both together): how much the order moved it in this run.
+        let bare_before_after_ping_per_s: [Double]
         /// Whole verification sessions (CreateSession, OpenGateway, RecordConsent, Verify) per
         /// second, and that rate ÷ Ping's.
         let sessions_per_s: Double
@@ -324,19 +327,30 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 let after = try await commits()
                 phases.append((name, phase, phase.requests > 0 ? Double(after - before) / Double(phase.requests) : nil))
             }
-            let barePhase = try await RPCLoadGenerator.withClients(count: connections, target: bare, identity: frontend) { bareClients in
+            // The bare service's time in two halves around Ping's phase (A B A), on connections
+            // of its own warmed as Ping's were: whatever drifts across the phases (the
+            // preparation's after-effects in the server and PostgreSQL, other work on the
+            // machine) weighs on both sides alike, instead of on whichever runs first.
+            let bareHalves = try await RPCLoadGenerator.withClients(count: connections, target: bare, identity: frontend) { bareClients in
                 let bareLoad = RPCLoadGenerator(clients: bareClients, callers: callers, tenant: tenant)
-                _ = await bareLoad.measure(seconds: warmup) { caller in
+                let bareCall: @Sendable (Int) async throws -> Bool = { caller in
                     try await BareRPCService.call(bareLoad.client(caller), options: options)
                     return true
                 }
-                return await bareLoad.measure(seconds: seconds) { caller in
-                    try await BareRPCService.call(bareLoad.client(caller), options: options)
-                    return true
-                }
+                _ = await bareLoad.measure(seconds: warmup, bareCall)
+                PhaseMarks.mark("start", "Bare.Ping before")
+                let before = await bareLoad.measure(seconds: seconds / 2, bareCall)
+                PhaseMarks.mark("end", "Bare.Ping before")
+                try await measured("Verification.Ping", ping)
+                PhaseMarks.mark("start", "Bare.Ping after")
+                let after = await bareLoad.measure(seconds: seconds / 2, bareCall)
+                PhaseMarks.mark("end", "Bare.Ping after")
+                return (before, after)
             }
-            phases.append(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil))
-            try await measured("Verification.Ping", ping)
+            var barePhase = bareHalves.0
+            barePhase.merge(bareHalves.1)
+            barePhase.seconds = bareHalves.0.seconds + bareHalves.1.seconds
+            phases.insert(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil), at: 0)
             try await measured("APIKeys.WhoAmI", whoAmI)
             try await measured("Verification.Enrol", enrol(queue(enrolSessions)))
             try await measured("Verification.Verify", verify(queue(verifySessions), tally: decisions))
@@ -407,6 +421,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     )
                 },
                 ping_to_bare: bareRate > 0 ? Self.rounded(ceiling / bareRate, 4) : 0,
+                bare_before_after_ping_per_s: [Self.rounded(bareHalves.0.rate, 1), Self.rounded(bareHalves.1.rate, 1)],
                 sessions_per_s: Self.rounded(flowRate, 1), sessions_to_ping: ceiling > 0 ? Self.rounded(flowRate / ceiling, 4) : 0,
                 verify_decisions: decisions.snapshot, server: serverLabel, tls: "mutual", connections: connections, callers: callers,
                 seconds_per_method: seconds, verify_subjects: subjects,
@@ -446,7 +461,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
             )
         }
         let decisions = report.verify_decisions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        lines.append(String(format: "Ping ÷ bare %.3f; whole sessions %.0f/s (÷ Ping %.3f)", report.ping_to_bare, report.sessions_per_s, report.sessions_to_ping))
+        lines.append(String(
+            format: "Ping ÷ bare %.3f (bare %.0f/s before Ping, %.0f/s after); whole sessions %.0f/s (÷ Ping %.3f)", report.ping_to_bare,
+            report.bare_before_after_ping_per_s[0], report.bare_before_after_ping_per_s[1], report.sessions_per_s, report.sessions_to_ping
+        ))
         lines.append("Verify decisions: \(decisions.isEmpty ? "none" : decisions); \(report.sessions_prepared) sessions prepared in \(report.preparation_seconds) s")
         lines += report.recording.map(\.line)
         return lines.joined(separator: "\n")

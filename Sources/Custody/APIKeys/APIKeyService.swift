@@ -1,3 +1,4 @@
+import Crypto
 public import CustosModel
 public import Foundation
 public import HSM
@@ -26,10 +27,25 @@ public final class APIKeyService: Sendable {
     private let lastTouched = Mutex([String: ContinuousClock.Instant]())
     /// Test hook: runs after a key's row was read from the database, before it is cached.
     let rowReadHook: (@Sendable (_ keyID: String) async -> Void)?
+    /// How long a key the HSM confirmed is accepted again without an HMAC (``RowCache/verified``).
+    let verifiedLifetime: Duration
+    /// Verifications answered from ``RowCache/verified`` (tests read it; no secret in it).
+    private let verifiedHits = Atomic<UInt64>(0)
 
-    /// - Parameter rowReadHook: for tests only (interleaving a revocation with a read).
+    /// The longest a verified key is trusted without asking the HSM again (the default of
+    /// `verifiedLifetime`): short, because only revocations, tenant flushes and listener changes
+    /// end an entry sooner.
+    public static let defaultVerifiedLifetime = Duration.seconds(5)
+    /// At most this many verified keys are remembered; past it, expired ones go first, then all.
+    static let verifiedLimit = 4_096
+
+    /// - Parameters:
+    ///   - verifiedLifetime: how long a key the HSM confirmed is accepted again without an HMAC
+    ///     (`.zero`: every verification runs the HMAC).
+    ///   - rowReadHook: for tests only (interleaving a revocation with a read).
     public init(
         pool: SessionPool, database: Database, keyring: TenantKeyring, audit: AuditLog, environment: String = "live", logger: Logger,
+        verifiedLifetime: Duration = APIKeyService.defaultVerifiedLifetime,
         rowReadHook: (@Sendable (_ keyID: String) async -> Void)? = nil
     ) {
         self.pool = pool
@@ -38,6 +54,7 @@ public final class APIKeyService: Sendable {
         self.audit = audit
         self.environment = environment
         self.logger = logger
+        self.verifiedLifetime = verifiedLifetime
         self.rowReadHook = rowReadHook
     }
 
@@ -51,17 +68,76 @@ public final class APIKeyService: Sendable {
     private struct RowCache {
         var generation: UInt64 = 0
         var rows = [String: APIKeyRecord]()
+        /// Keys the HSM's HMAC confirmed, by SHA-256 of the whole presented key (never the key
+        /// itself): for ``APIKeyService/verifiedLifetime``, a key presented again is accepted
+        /// on its digest instead of a new HMAC — a thread hop to an HSM worker and back, which
+        /// cost more than the rest of an API-key call (docs/benchmarks.md, "WhoAmI ÷ Ping").
+        /// An entry names the row it was verified against (key id, stored hash, pepper
+        /// version): a re-hash or another row makes it useless. Forgotten with the rows.
+        var verified = [SHA256.Digest: VerifiedKey]()
 
-        /// Forgets `keyID`'s row, or every row when `keyID` is nil.
+        /// Forgets `keyID`'s row and verified digests, or everything when `keyID` is nil.
         mutating func invalidate(_ keyID: String?) {
             generation &+= 1
-            if let keyID { rows.removeValue(forKey: keyID) } else { rows.removeAll() }
+            if let keyID {
+                rows.removeValue(forKey: keyID)
+                verified = verified.filter { $0.value.keyID != keyID }
+            } else {
+                rows.removeAll()
+                verified.removeAll()
+            }
         }
 
         mutating func store(_ record: APIKeyRecord, readUnder readGeneration: UInt64) {
             if generation == readGeneration { rows[record.keyID] = record }
         }
+
+        /// Remembers a key the HSM just confirmed, unless a notice came since its row was read.
+        mutating func storeVerified(_ digest: SHA256.Digest, _ key: VerifiedKey, readUnder readGeneration: UInt64, now: ContinuousClock.Instant) {
+            guard generation == readGeneration else { return }
+            if verified.count >= APIKeyService.verifiedLimit {
+                verified = verified.filter { $0.value.until > now }
+                if verified.count >= APIKeyService.verifiedLimit { verified.removeAll() }
+            }
+            verified[digest] = key
+        }
+
+        /// Whether `digest` was confirmed against exactly `record`, and not too long ago.
+        func isVerified(_ digest: SHA256.Digest, against record: APIKeyRecord, now: ContinuousClock.Instant) -> Bool {
+            guard let entry = verified[digest], entry.until > now else { return false }
+            return entry.keyID == record.keyID && entry.pepperVersion == record.pepperVersion && constantTimeEqual(entry.hash, record.hash)
+        }
     }
+
+    /// What a verified digest was confirmed against, and until when it is trusted.
+    private struct VerifiedKey {
+        let keyID: String
+        let hash: [UInt8]
+        let pepperVersion: Int
+        let until: ContinuousClock.Instant
+    }
+
+    /// SHA-256 of the whole presented key: what ``RowCache/verified`` is keyed by.
+    private static func digest(_ key: SecretBytes) -> SHA256.Digest {
+        key.withUnsafeBytes { SHA256.hash(data: $0) }
+    }
+
+    /// Whether the key in `bearer` (the text after `Bearer `) was confirmed by the HSM within
+    /// ``verifiedLifetime`` and nothing has invalidated it since: its verification will not need
+    /// an HMAC, so its call need not start on an HSM worker (``hsmExecutor``). Only a hint —
+    /// ``verify(_:)-(ParsedAPIKey)`` checks everything again.
+    public func isRecentlyVerified(bearer: Substring.UTF8View) -> Bool {
+        guard listening.load(ordering: .acquiring) else { return false }
+        let found = bearer.withContiguousStorageIfAvailable { text -> SHA256.Digest in
+            SHA256.hash(data: UnsafeRawBufferPointer(text))
+        }
+        guard let digest = found else { return false }
+        let now = ContinuousClock.now
+        return cache.withLock { $0.verified[digest].map { $0.until > now } ?? false }
+    }
+
+    /// How many verifications were answered from the verified-key cache (tests only).
+    public var verifiedCacheHits: UInt64 { verifiedHits.load(ordering: .relaxed) }
 
     /// How many times the row cache was invalidated (revocation notices, flushes, listener
     /// changes): tests wait on it to know a notice has arrived.
@@ -124,17 +200,42 @@ public final class APIKeyService: Sendable {
         } catch {
             throw APIKeyError.malformed(error)
         }
-        return try await custody {
+        return try await verify(parsed)
+    }
+
+    /// ``verify(_:)-(SecretBytes)`` for a key the caller has already parsed (the authenticator
+    /// parses it once, for its environment check and this).
+    ///
+    /// While the revocation listener runs, a key the HSM confirmed less than
+    /// ``verifiedLifetime`` ago against the same row is accepted on its SHA-256 digest without a
+    /// new HMAC; the row, revocation, expiry and the pepper version's state are checked on every
+    /// call all the same, and a revocation, tenant flush or listener change forgets the digest.
+    public func verify(_ parsed: ParsedAPIKey) async throws -> Verified {
+        try await custody {
             guard let (found, readGeneration) = try await row(keyID: parsed.keyID) else { throw APIKeyError.invalid }
             var record = found
             if record.revokedAt != nil { throw APIKeyError.invalid }
             if let expiry = record.expiresAt, expiry <= Date() { throw APIKeyError.invalid }
+            let remember = listening.load(ordering: .acquiring) && verifiedLifetime > .zero
+            let digest = remember ? Self.digest(parsed.whole) : nil
+            let now = ContinuousClock.now
+            let known = digest.map { digest in cache.withLock { $0.isVerified(digest, against: record, now: now) } } ?? false
             try await keyring.keyUses.counting(record.tenant, .apiKeyPepper, version: record.pepperVersion, .apiKeyVerify) {
+                // Looked up on a cache hit too: a disabled or destroyed pepper version refuses the
+                // key at once, as the HMAC path would.
                 let (pepper, _) = try await keyring.key(record.tenant, .apiKeyPepper, version: record.pepperVersion)
+                if known {
+                    verifiedHits.add(1, ordering: .relaxed)
+                    return
+                }
                 let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
                 guard constantTimeEqual(hash, record.hash) else { throw APIKeyError.invalid }
             }
             let (active, activeVersion) = try await keyring.key(record.tenant, .apiKeyPepper)
+            if activeVersion == record.pepperVersion, !known, let digest {
+                let entry = VerifiedKey(keyID: record.keyID, hash: record.hash, pepperVersion: record.pepperVersion, until: now + verifiedLifetime)
+                cache.withLock { $0.storeVerified(digest, entry, readUnder: readGeneration, now: now) }
+            }
             if activeVersion != record.pepperVersion {
                 record.hash = try await pool.hmacSHA256(key: active, data: parsed.whole)
                 record.pepperVersion = activeVersion

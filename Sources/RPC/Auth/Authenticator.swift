@@ -80,10 +80,14 @@ public final class Authenticator: Sendable {
         }
         let named = try requestedTenant(metadata)
         if let bearer = try bearerToken(metadata) {
-            try requireEnvironment(bearer)
+            // Parsed once, for the environment check and the verification.
+            guard let parsed = try? APIKeyFormat.parse(bearer) else {
+                throw RPCError(code: .unauthenticated, message: "API key not valid")
+            }
+            try requireEnvironment(parsed)
             let verified: APIKeyService.Verified
             do {
-                verified = try await apiKeys.verify(bearer)
+                verified = try await apiKeys.verify(parsed)
             } catch let error as APIKeyError {
                 _ = error
                 throw RPCError(code: .unauthenticated, message: "API key not valid")
@@ -111,18 +115,21 @@ public final class Authenticator: Sendable {
         return Caller(kind: .tenant(tenant, via: .certificate(frontend: frontend)))
     }
 
-    /// Where an RPC's task should start: for a call with an API key, the HSM pool's executor
-    /// (verifying the key is an HMAC in the HSM); `nil` (any thread) otherwise.
+    /// Where an RPC's task should start: for a call with an API key that needs an HMAC in the
+    /// HSM, the HSM pool's executor (the HMAC then runs inline on the worker); `nil` (the
+    /// current thread, no hop) otherwise — also for a key the HSM confirmed moments ago
+    /// (``APIKeyService/isRecentlyVerified(bearer:)``), whose verification needs no HMAC.
     func preferredExecutor(for metadata: Metadata) -> (any TaskExecutor)? {
-        metadata[stringValues: "authorization"].first(where: { _ in true }) == nil ? nil : apiKeys.hsmExecutor
+        guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }) else { return nil }
+        guard value.hasPrefix("Bearer "), !apiKeys.isRecentlyVerified(bearer: value.utf8.dropFirst(7)) else { return nil }
+        return apiKeys.hsmExecutor
     }
 
     /// A key issued for another environment (`custos_test_…` at a `live` server, or the
     /// reverse) is refused before any database or HSM call, with a message that says why: a
     /// test key must never work in production, and a clear refusal saves a support ticket.
-    /// Malformed keys go on to the ordinary refusal.
-    func requireEnvironment(_ bearer: SecretBytes) throws {
-        guard let parsed = try? APIKeyFormat.parse(bearer), parsed.environment != apiKeys.environment else { return }
+    func requireEnvironment(_ parsed: ParsedAPIKey) throws {
+        guard parsed.environment != apiKeys.environment else { return }
         throw RPCError(
             code: .unauthenticated,
             message: "API key is for the '\(parsed.environment)' environment; this server serves '\(apiKeys.environment)'"
@@ -143,7 +150,7 @@ public final class Authenticator: Sendable {
         guard value.hasPrefix("Bearer "), value.utf8.count > 7 else {
             throw RPCError(code: .unauthenticated, message: "authorization must be 'Bearer <API key>'")
         }
-        return SecretBytes(Array(value.utf8.dropFirst(7)))
+        return SecretBytes(value.utf8.dropFirst(7))
     }
 
     func requireActive(_ tenant: TenantID) async throws {

@@ -116,6 +116,96 @@ struct APIKeyServiceTests {
         await harness.shutdown()
     }
 
+    @Test("A key the HSM confirmed is accepted from memory: that key only, and never once it is revoked (here or elsewhere) or its tenant flushed")
+    func verifiedKeyCache() async throws {
+        let harness = try await CustodyHarness.make("verified")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer")
+        let issued = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        let second = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        // Instance B remembers verified keys (its listener runs); revocations come from the
+        // harness's instance, so only B's listener can tell B of them.
+        let databaseB = try harness.secondServiceDatabase()
+        let keyringB = TenantKeyring(pool: harness.pool, database: databaseB, audit: harness.audit, logger: harness.logs.logger)
+        let instanceB = APIKeyService(
+            pool: harness.pool, database: databaseB, keyring: keyringB, audit: harness.audit, environment: "test", logger: harness.logs.logger,
+            verifiedLifetime: .seconds(600)
+        )
+        let listener = Task { await instanceB.runRevocationListener() }
+        defer { listener.cancel() }
+        for _ in 0..<500 where !instanceB.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(instanceB.isListening)
+        func bearer(_ key: SecretBytes) -> Substring.UTF8View { Substring(String(decoding: key.withUnsafeBytes { Array($0) }, as: UTF8.self)).utf8 }
+        /// Verifies `key` until a verification is answered from memory. Suites running in
+        /// parallel share the notice channel, and each of their revocations and flushes empties
+        /// B's cache too, so one repeat may not be enough; a few always are.
+        func verifyUntilRemembered(_ key: SecretBytes, _ keyID: String) async throws -> Bool {
+            for _ in 0..<20 {
+                let hits = instanceB.verifiedCacheHits
+                #expect(try await instanceB.verify(key).keyID == keyID)
+                if instanceB.verifiedCacheHits == hits + 1, instanceB.isRecentlyVerified(bearer: bearer(key)) { return true }
+            }
+            return false
+        }
+
+        // The first verification runs the HMAC; a repeat is answered from memory.
+        #expect(!instanceB.isRecentlyVerified(bearer: bearer(issued.key)))
+        #expect(try await instanceB.verify(issued.key).keyID == issued.keyID)
+        #expect(instanceB.verifiedCacheHits == 0)
+        #expect(try await verifyUntilRemembered(issued.key, issued.keyID))
+        // Another secret under the same key id is not the key the HSM confirmed.
+        let forged = try APIKeyFormat.make(environment: "test", keyID: Base62.decode(issued.keyID, byteCount: 8)!, secret: SecretBytes([UInt8](repeating: 7, count: 32)))
+        #expect(!instanceB.isRecentlyVerified(bearer: bearer(forged)))
+        let hitsBeforeForged = instanceB.verifiedCacheHits
+        await #expect(throws: APIKeyError.invalid) { _ = try await instanceB.verify(forged) }
+        #expect(instanceB.verifiedCacheHits == hitsBeforeForged)
+
+        // Revoked by another instance: refused as soon as B has the notice, never from memory.
+        #expect(try await harness.apiKeys.revoke(tenant: tenant.id, keyID: issued.keyID, actor: "officer"))
+        for _ in 0..<1_000 where instanceB.isRecentlyVerified(bearer: bearer(issued.key)) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!instanceB.isRecentlyVerified(bearer: bearer(issued.key)), "the revocation notice reached B and emptied its entry")
+        await #expect(throws: APIKeyError.invalid) { _ = try await instanceB.verify(issued.key) }
+
+        // Revoked by B itself: refused on the next call, without waiting for any notice.
+        #expect(try await instanceB.verify(second.key).keyID == second.keyID)
+        #expect(try await verifyUntilRemembered(second.key, second.keyID))
+        #expect(try await instanceB.revoke(tenant: tenant.id, keyID: second.keyID, actor: "officer"))
+        #expect(!instanceB.isRecentlyVerified(bearer: bearer(second.key)))
+        await #expect(throws: APIKeyError.invalid) { _ = try await instanceB.verify(second.key) }
+
+        // A disabled tenant's flush forgets its verified keys too.
+        let third = try await harness.apiKeys.issue(tenant: tenant.id, scopes: [], actor: "officer")
+        #expect(try await instanceB.verify(third.key).keyID == third.keyID)
+        #expect(try await verifyUntilRemembered(third.key, third.keyID))
+        #expect(try await harness.keyring.setTenantActive(tenant.id, false, actor: "officer"))
+        for _ in 0..<1_000 where instanceB.isRecentlyVerified(bearer: bearer(third.key)) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!instanceB.isRecentlyVerified(bearer: bearer(third.key)), "the flush reached B and emptied its cache")
+        await #expect(throws: APIKeyError.invalid) { _ = try await instanceB.verify(third.key) }
+
+        // With the listener gone nothing is remembered (fail closed), and a zero lifetime
+        // remembers nothing either: every verification runs the HMAC.
+        listener.cancel()
+        await listener.value
+        #expect(try await harness.keyring.setTenantActive(tenant.id, true, actor: "officer"))
+        let hits = instanceB.verifiedCacheHits
+        #expect(try await instanceB.verify(third.key).keyID == third.keyID)
+        #expect(try await instanceB.verify(third.key).keyID == third.keyID)
+        #expect(instanceB.verifiedCacheHits == hits)
+        let instanceC = APIKeyService(
+            pool: harness.pool, database: databaseB, keyring: keyringB, audit: harness.audit, environment: "test", logger: harness.logs.logger,
+            verifiedLifetime: .zero
+        )
+        let listenerC = Task { await instanceC.runRevocationListener() }
+        for _ in 0..<500 where !instanceC.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(instanceC.isListening)
+        for _ in 0..<3 { #expect(try await instanceC.verify(third.key).keyID == third.keyID) }
+        #expect(instanceC.verifiedCacheHits == 0)
+        #expect(!instanceC.isRecentlyVerified(bearer: bearer(third.key)))
+        listenerC.cancel()
+        await listenerC.value
+        await databaseB.shutdown()
+        await harness.shutdown()
+    }
+
     @Test("A revocation reaches a second instance through LISTEN/NOTIFY")
     func revocationReachesSecondInstance() async throws {
         let harness = try await CustodyHarness.make("notify")
