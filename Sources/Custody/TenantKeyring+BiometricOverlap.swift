@@ -62,6 +62,9 @@ extension TenantKeyring {
         /// - Returns: the templates dropped.
         /// - Throws: ``CustodyError/changedConcurrently(_:_:_:)`` when a row changed since it was read.
         func apply(actor: String, reason: BiometricOverlapClosing, details: [String: String] = [:], on connection: DatabaseTransaction) async throws -> Int {
+            // Enrolments writing under this version finish first (their templates are dropped
+            // below); later ones find it retired (TemplateStore+VersionLock).
+            try await TemplateStore.lockBiometricVersionForClose(version, tenant: tenant, on: connection)
             for update in updates {
                 guard try await KeyVersionStore.update(update.record, expectedMAC: update.expectedMAC, on: connection) else {
                     throw CustodyError.changedConcurrently(tenant, update.record.purpose, version)

@@ -652,6 +652,52 @@ public enum Migrations {
         DROP INDEX templates_last_used;
         CREATE INDEX templates_last_used ON templates (last_used_at);
         """),
+        Migration(version: 25, summary: "Enrol stores no template under a biometric version that stopped matching since its features were tokenized", sql: """
+        -- Enrol's token is made under the version active when the call began. A rotation whose
+        -- overlap closed before the write dropped that version's templates and retired it:
+        -- stored then, this template outlived the drop, unmatchable (Verify: not enrolled) yet
+        -- blocking a fresh Enrol (already enrolled). The write now takes the version's lock shared
+        -- (the overlap's close takes it exclusively, TemplateStore.lockBiometricVersionForClose),
+        -- then finds the version still matching, or writes nothing and says 'key_version_retired'.
+        -- Taken in that order, a close either waits for this commit and drops this template with
+        -- the rest, or committed first and is seen. The same signature: grants stay.
+        CREATE OR REPLACE FUNCTION {schema}.complete_enrolment(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_key_version bigint, p_token bytea, p_now timestamptz)
+        RETURNS text
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND OR v_subject <> p_subject THEN
+                RETURN 'session_changed';
+            END IF;
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || p_key_version::text, 0));
+            PERFORM 1 FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = p_key_version
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            IF NOT FOUND THEN
+                RETURN 'key_version_retired';
+            END IF;
+            IF EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject) THEN
+                RETURN 'already_enrolled';
+            END IF;
+            INSERT INTO {schema}.templates (tenant_id, subject_ref, pii_version, key_version, token)
+            VALUES (p_tenant, v_subject, p_pii_version, p_key_version, p_token)
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN 'already_enrolled';
+            END IF;
+            UPDATE {schema}.verification_sessions s SET outcome = 'enrolled', confidence = NULL,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN 'completed';
+        END
+        $$;
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -26,6 +26,9 @@ extension SessionStore {
         /// Nothing written (Verify): the subject's attempts in the window that started at
         /// `windowStart` reached the limit since the read.
         case tooManyAttempts(windowStart: Date)
+        /// Nothing written (Enrol): the token's biometric version no longer matches (its
+        /// overlap closed, or a rotation without overlap retired it) since the token was made.
+        case keyVersionRetired
     }
 
     /// The session, the attempt this call would count against its subject (this one included;
@@ -52,7 +55,9 @@ extension SessionStore {
     }
 
     /// Enrol's write: the template of `subject` stored and the session completed as `enrolled`,
-    /// if the session is still open for `subject` and the subject still has no template.
+    /// if the session is still open for `subject`, the token's biometric version still matches
+    /// (``TemplateStore/lockMatchingBiometricVersion(_:tenant:now:on:)``, in the function) and
+    /// the subject still has no template.
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeEnrolmentIfOpen(
         _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
@@ -63,6 +68,7 @@ extension SessionStore {
             switch try row.decode(String.self) {
             case "completed": return .completed
             case "already_enrolled": return .alreadyEnrolled
+            case "key_version_retired": return .keyVersionRetired
             default: return .sessionChanged
             }
         }

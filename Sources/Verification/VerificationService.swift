@@ -127,6 +127,10 @@ public final class VerificationService: Sendable {
             return (subject, token)
         case .alreadyEnrolled:
             throw VerificationError.alreadyEnrolled
+        case .keyVersionRetired:
+            // A rotation's overlap closed since the token was made: its version's templates were
+            // dropped, and one stored now would outlive that (TemplateStore+VersionLock).
+            throw VerificationError.biometricVersionRetired(token.keyVersion)
         case .sessionChanged, .tooManyAttempts:
             // Changed since the read (completed, expired, erased, or its subject's reference
             // moved to the active pii version): the transaction names the refusal exactly, or
@@ -148,6 +152,11 @@ public final class VerificationService: Sendable {
             try VerificationSessions.requireReady(row, now: now)
             guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
+            // The token's version may have stopped matching since the composition root chose it
+            // (TemplateStore+VersionLock); a close of its overlap now waits for this commit.
+            guard try await TemplateStore.lockMatchingBiometricVersion(token.keyVersion, tenant: tenant, now: now, on: connection) else {
+                throw VerificationError.biometricVersionRetired(token.keyVersion)
+            }
             // The template and the outcome in one statement.
             _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, tenant: tenant, at: now, on: connection)
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
@@ -214,7 +223,7 @@ public final class VerificationService: Sendable {
             return decision
         case .tooManyAttempts(let windowStart):
             throw limit.refusal(windowStart: windowStart)
-        case .sessionChanged, .alreadyEnrolled:
+        case .sessionChanged, .alreadyEnrolled, .keyVersionRetired:
             // Changed since the read: the transaction names the refusal exactly (the probe is
             // made already; it is not made twice).
             return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now) { probe }

@@ -52,6 +52,7 @@ struct StatusMappingTests {
         Row(error: VerificationError.invalidArgument(field: "subject_external_id", reason: "empty"), code: .invalidArgument),
         Row(error: VerificationError.alreadyEnrolled, code: .alreadyExists),
         Row(error: VerificationError.tooManyAttempts(limit: 20, window: .seconds(86_400), retryAfter: Date(timeIntervalSince1970: 0)), code: .resourceExhausted),
+        Row(error: VerificationError.biometricVersionRetired(1), code: .aborted),
     ]
 
     static let tokenization: [Row] = [

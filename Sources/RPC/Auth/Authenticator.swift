@@ -59,7 +59,17 @@ public final class Authenticator: Sendable {
 
     /// - Throws: `RPCError` UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND or INVALID_ARGUMENT.
     public func authenticate(service: String, metadata: Metadata, certificate: CallerCertificate?) async throws -> Caller {
-        if service == Self.healthService { return Caller(kind: .healthProbe) }
+        if service == Self.healthService {
+            // Health needs no role (balancers and probes ask it), but TLS made the caller present
+            // a certificate of the CA: a revoked one is refused here as everywhere, or a revoked
+            // front-end kept `Watch` streams open (attack review, round 5). A deny-list that
+            // cannot be read lets the probe through: health reports the HSM, and must answer
+            // while the database is down.
+            if let certificate, (try? await isRevoked(certificate.serial)) == true {
+                throw RPCError(code: .unauthenticated, message: "client certificate revoked")
+            }
+            return Caller(kind: .healthProbe)
+        }
         guard let certificate else {
             throw RPCError(code: .unauthenticated, message: "a client certificate naming a Custos officer or front-end is required")
         }

@@ -72,6 +72,8 @@ public enum StatusMapping {
         // A quota that refills with time (gRPC: "perhaps a per-user quota"), not a state the
         // caller must repair (FAILED_PRECONDITION): the same code as the tokenization budget.
         case .tooManyAttempts: .resourceExhausted
+        // A conflict with a concurrent key change that a retry of the same call resolves.
+        case .biometricVersionRetired: .aborted
         }
     }
 

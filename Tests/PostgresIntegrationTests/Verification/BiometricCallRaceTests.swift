@@ -164,6 +164,61 @@ struct BiometricCallRaceTests {
         await verification.custody.shutdown()
     }
 
+    @Test("A rotation's overlap closed between Enrol's read and its write: no template under the retired version, and the retry enrols under the new one")
+    func overlapClosedBetweenReadAndWrite() async throws {
+        let verification = try await VerificationHarness.make("race_close")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let token = try await verification.tokenizer.tokenize(face, tenant: tenant)
+        #expect(token.keyVersion == 1)
+        await #expect(throws: VerificationError.biometricVersionRetired(1)) {
+            _ = try await verification.core.enrol(tenant: tenant, session: session) {
+                // Made under v1; before the write, v2 is active and v1's overlap closed (its
+                // templates dropped). Stored now, v1's template would outlive the drop.
+                try await keyring.rotateBiometric(tenant, actor: "officer")
+                try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+                return token
+            }
+        }
+        #expect(try await Self.templateVersions(verification, tenant) == [], "nothing stored under the retired version")
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil, "the session stays open")
+        // Sent again, the features are tokenized under v2 and enrolled; Verify finds them.
+        #expect(try await verification.flow.enrol(tenant: tenant, session: session, features: face).keyVersion == 2)
+        #expect(try await Self.templateVersions(verification, tenant) == [2])
+        #expect(try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face).color == .green)
+        await verification.custody.shutdown()
+    }
+
+    @Test("A replacement (one transaction) whose token's version stopped matching before its write stores nothing")
+    func overlapClosedDuringReplacement() async throws {
+        let verification = try await VerificationHarness.make("race_close_replace")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: try FeatureVector(Self.face))
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.otherFace), tenant: tenant)
+        await #expect(throws: VerificationError.biometricVersionRetired(1)) {
+            _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) {
+                try await keyring.rotateBiometric(tenant, actor: "officer")
+                try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+                return token
+            }
+        }
+        #expect(try await Self.templateVersions(verification, tenant) == [], "the close dropped v1's template and none came back")
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil)
+        await verification.custody.shutdown()
+    }
+
+    /// The biometric versions of the tenant's templates, in order.
+    static func templateVersions(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> [Int] {
+        try await verification.custody.owner.withTenant(tenant, context: "test") { connection in
+            try await connection.query("SELECT key_version::int8 FROM templates ORDER BY key_version", logger: Database.quiet)
+                .collect().map { try $0.decode(Int.self) }
+        }
+    }
+
     /// The tenant's stored attempt count, summed over its subjects.
     static func attempts(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> Int {
         try await verification.custody.owner.withTenant(tenant, context: "test") { connection in
