@@ -39,19 +39,7 @@ extension SessionStore {
     public static func readForBiometrics(
         _ id: UUID, tenant: TenantID, now: Date, cutoff: Date, on connection: DatabaseTransaction
     ) async throws -> VerifyOpening? {
-        var opening: (row: Row, attempts: Int, windowStart: Date)?
-        var templates = [Int: Data]()
-        for try await row in try await connection.execute(ReadForBiometrics(id: id, tenant: tenant, now: now, cutoff: cutoff)) {
-            let cells = row.makeRandomAccess()
-            if opening == nil {
-                opening = (try decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
-            }
-            if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
-                templates[version] = bytes
-            }
-        }
-        guard let opening else { return nil }
-        return VerifyOpening(row: opening.row, attempts: opening.attempts, windowStart: opening.windowStart, templates: templates)
+        try await VerifyOpening.decode(try await connection.execute(ReadForBiometrics(id: id, tenant: tenant, now: now, cutoff: cutoff)))
     }
 
     /// Enrol's write: the template of `subject` stored and the session completed as `enrolled`,

@@ -27,6 +27,24 @@ extension SessionStore {
         public func template(keyVersion: Int) -> StoredTemplate? {
             templates[keyVersion].map { StoredTemplate(keyVersion: keyVersion, bytes: Array($0)) }
         }
+
+        /// Rows of ``SessionStore/columns``, then attempts, window start, key version and token
+        /// (one row per template; NULL template columns when there is none). `nil`: no rows.
+        static func decode<Rows: AsyncSequence>(_ rows: Rows) async throws -> VerifyOpening? where Rows.Element == PostgresRow {
+            var opening: (row: Row, attempts: Int, windowStart: Date)?
+            var templates = [Int: Data]()
+            for try await row in rows {
+                let cells = row.makeRandomAccess()
+                if opening == nil {
+                    opening = (try SessionStore.decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
+                }
+                if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
+                    templates[version] = bytes
+                }
+            }
+            guard let opening else { return nil }
+            return VerifyOpening(row: opening.row, attempts: opening.attempts, windowStart: opening.windowStart, templates: templates)
+        }
     }
 
     /// Locks session `id`, counts one verification attempt against its subject (a window that
@@ -45,18 +63,10 @@ extension SessionStore {
     public static func openForVerify(
         _ id: UUID, tenant: TenantID, now: Date, cutoff: Date, on connection: DatabaseTransaction
     ) async throws -> VerifyOpening? {
-        var opening: (row: Row, attempts: Int, windowStart: Date)?
-        var templates = [Int: Data]()
-        for try await row in try await connection.execute(OpenForVerify(id: id, tenant: tenant, now: now, cutoff: cutoff)) {
-            let cells = row.makeRandomAccess()
-            if opening == nil {
-                opening = (try decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
-            }
-            if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
-                templates[version] = bytes
-            }
+        guard let opened = try await VerifyOpening.decode(try await connection.execute(OpenForVerify(id: id, tenant: tenant, now: now, cutoff: cutoff))) else {
+            return nil
         }
-        guard let opening else { return nil }
+        var templates = opened.templates
         if templates.isEmpty {
             // The templates were read in the snapshot taken before the session lock was granted;
             // the session row is the one locked, as the writer that held it left it. A session
@@ -64,12 +74,12 @@ extension SessionStore {
             // the session's reference and its templates': joined on the new reference, the old
             // snapshot shows none. Read them again in a new snapshot, which sees that commit
             // (only when none were found: an enrolled subject's Verify keeps its one round trip).
-            let query: PostgresQuery = "SELECT key_version::int8, token FROM templates WHERE subject_ref = \(opening.row.subject.value)"
+            let query: PostgresQuery = "SELECT key_version::int8, token FROM templates WHERE subject_ref = \(opened.row.subject.value)"
             for try await (version, bytes) in try await connection.query(query, logger: Database.quiet).decode((Int, Data).self) {
                 templates[version] = bytes
             }
         }
-        return VerifyOpening(row: opening.row, attempts: opening.attempts, windowStart: opening.windowStart, templates: templates)
+        return VerifyOpening(row: opened.row, attempts: opened.attempts, windowStart: opened.windowStart, templates: templates)
     }
 
     /// One row per template of the subject (one with NULL template columns when it has none).
