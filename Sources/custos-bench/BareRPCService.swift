@@ -101,6 +101,9 @@ final class BareServerProcess {
         self.port = port
     }
 
+    /// Its process id, for its CPU time in /proc.
+    var pid: Int32 { process.processIdentifier }
+
     /// Closes its standard input and waits for it to exit.
     func stop() {
         try? input.fileHandleForWriting.close()

@@ -75,6 +75,20 @@ struct RPCBenchCommand: AsyncParsableCommand {
             /// The service's own PostgreSQL commits during the phase ÷ calls answered OK
             /// (`custos_db_commits_total`); nil for the bare service.
             let commits_per_call: Double?
+            /// CPU per call answered, by process (--server only; nil in-process, where the
+            /// service and the load generator are one process).
+            let cpu_us_per_call: CPUPerCall?
+        }
+
+        /// Microseconds of CPU per call answered: the server (the service, or the bare server in
+        /// the bare phase), this load generator, PostgreSQL (nil when its cluster is not on this
+        /// machine), their total; and how many cores the three kept busy on average.
+        struct CPUPerCall: Encodable {
+            let server: Double
+            let load_generator: Double
+            let postgres: Double?
+            let total: Double
+            let cores_busy: Double
         }
 
         let methods: [Method]
@@ -138,8 +152,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
             let bare = try BareServerProcess(configArguments: options.config.map { ["--config", $0] } ?? [])
             defer { bare.stop() }
             report = try await measure(
-                target: target, bare: .init(host: "127.0.0.1", port: bare.port), frontend: frontend, officer: officer,
-                serverLabel: target.description, workers: nil, commits: { try await ServerCommits.scrape(metricsTarget) }, setRecording: nil
+                target: target, bare: .init(host: "127.0.0.1", port: bare.port), barePID: bare.pid, postmaster: Self.postmaster(configuration),
+                frontend: frontend, officer: officer, serverLabel: target.description, workers: nil,
+                counters: { try await ServerMetrics.scrape(metricsTarget) }, setRecording: nil
             )
         } else {
             report = try await measureInProcess(configuration, rpc: rpc, frontend: frontend, officer: officer)
@@ -189,8 +204,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     let database = context.database
                     return try await BareRPCService.serve(try Self.loopbackEndpoint(configuration)) { barePort in
                         try await measure(
-                            target: .init(host: "127.0.0.1", port: port), bare: .init(host: "127.0.0.1", port: barePort), frontend: frontend, officer: officer,
-                            serverLabel: "in-process", workers: context.pool.configuration.workers, commits: { database.commits.committed },
+                            target: .init(host: "127.0.0.1", port: port), bare: .init(host: "127.0.0.1", port: barePort), barePID: nil, postmaster: nil,
+                            frontend: frontend, officer: officer, serverLabel: "in-process", workers: context.pool.configuration.workers,
+                            counters: { ServerMetrics(commits: database.commits.committed, cpuSeconds: nil) },
                             setRecording: { context.keyring.keyUses.isRecording = $0 }
                         )
                     }
@@ -214,9 +230,15 @@ struct RPCBenchCommand: AsyncParsableCommand {
         return ServerEndpoint(host: "127.0.0.1", port: 0, tls: .init(certificateChain: certificate, privateKey: key, clientCA: ca))
     }
 
+    /// The cluster's postmaster when the configuration's PostgreSQL runs on this machine.
+    static func postmaster(_ configuration: CustosConfiguration) -> Int32? {
+        configuration.postgres.flatMap { ProcessTreeCPU.postmaster(socketDirectory: $0.socketDirectory, port: $0.port) }
+    }
+
     private func measure(
-        target: RPCLoadGenerator.Target, bare: RPCLoadGenerator.Target, frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity,
-        serverLabel: String, workers: Int?, commits: @escaping @Sendable () async throws -> Int, setRecording: (@Sendable (Bool) -> Void)?
+        target: RPCLoadGenerator.Target, bare: RPCLoadGenerator.Target, barePID: Int32?, postmaster: Int32?,
+        frontend: RPCLoadGenerator.Identity, officer: RPCLoadGenerator.Identity, serverLabel: String, workers: Int?,
+        counters: @escaping @Sendable () async throws -> ServerMetrics, setRecording: (@Sendable (Bool) -> Void)?
     ) async throws -> Report {
         // A tenant of its own, the largest tokenization budget the server allows (1,000,000/min,
         // far above this load), an API key.
@@ -317,16 +339,21 @@ struct RPCBenchCommand: AsyncParsableCommand {
             let verifySessions = try await load.prepareSessions(count: poolSize(checked), subject: verifySubject)
             let preparation = BenchmarkLoop.microseconds(ContinuousClock.now - preparationStart) / 1e6
 
-            // The measured phases, back to back, in this order; each with the server's commits.
-            var phases = [(String, RPCLoadGenerator.Phase, Double?)]()
+            // The measured phases, back to back, in this order; each with the server's commits and
+            // the CPU its processes spent.
+            var phases = [(String, RPCLoadGenerator.Phase, Double?, PhaseCPU?)]()
             func measured(_ name: String, _ call: @escaping @Sendable (Int) async throws -> Bool) async throws {
-                let before = try await commits()
+                let before = try await counters()
+                let cpuBefore = PhaseCPU.now(server: before.cpuSeconds, postmaster: postmaster)
                 PhaseMarks.mark("start", name)
                 let phase = await load.measure(seconds: seconds, call)
                 PhaseMarks.mark("end", name)
-                let after = try await commits()
-                phases.append((name, phase, phase.requests > 0 ? Double(after - before) / Double(phase.requests) : nil))
+                let after = try await counters()
+                let cpu = PhaseCPU.now(server: after.cpuSeconds, postmaster: postmaster).flatMap { end in cpuBefore.map { end.since($0) } }
+                phases.append((name, phase, phase.requests > 0 ? Double(after.commits - before.commits) / Double(phase.requests) : nil, cpu))
             }
+            // The bare server's CPU: from /proc, as it is a child of this process.
+            func bareCPU() -> PhaseCPU? { PhaseCPU.now(server: barePID.flatMap(ProcessTreeCPU.seconds), postmaster: postmaster) }
             // The bare service's time in two halves around Ping's phase (A B A), on connections
             // of its own warmed as Ping's were: whatever drifts across the phases (the
             // preparation's after-effects in the server and PostgreSQL, other work on the
@@ -338,19 +365,23 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     return true
                 }
                 _ = await bareLoad.measure(seconds: warmup, bareCall)
-                PhaseMarks.mark("start", "Bare.Ping before")
-                let before = await bareLoad.measure(seconds: seconds / 2, bareCall)
-                PhaseMarks.mark("end", "Bare.Ping before")
+                func half(_ name: String) async -> (RPCLoadGenerator.Phase, PhaseCPU?) {
+                    let cpuBefore = bareCPU()
+                    PhaseMarks.mark("start", name)
+                    let phase = await bareLoad.measure(seconds: seconds / 2, bareCall)
+                    PhaseMarks.mark("end", name)
+                    return (phase, bareCPU().flatMap { end in cpuBefore.map { end.since($0) } })
+                }
+                let before = await half("Bare.Ping before")
                 try await measured("Verification.Ping", ping)
-                PhaseMarks.mark("start", "Bare.Ping after")
-                let after = await bareLoad.measure(seconds: seconds / 2, bareCall)
-                PhaseMarks.mark("end", "Bare.Ping after")
+                let after = await half("Bare.Ping after")
                 return (before, after)
             }
-            var barePhase = bareHalves.0
-            barePhase.merge(bareHalves.1)
-            barePhase.seconds = bareHalves.0.seconds + bareHalves.1.seconds
-            phases.insert(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil), at: 0)
+            var barePhase = bareHalves.0.0
+            barePhase.merge(bareHalves.1.0)
+            barePhase.seconds = bareHalves.0.0.seconds + bareHalves.1.0.seconds
+            let bareSpent = bareHalves.0.1.flatMap { first in bareHalves.1.1.map { first + $0 } }
+            phases.insert(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil, bareSpent), at: 0)
             try await measured("APIKeys.WhoAmI", whoAmI)
             try await measured("Verification.Enrol", enrol(queue(enrolSessions)))
             try await measured("Verification.Verify", verify(queue(verifySessions), tally: decisions))
@@ -410,18 +441,19 @@ struct RPCBenchCommand: AsyncParsableCommand {
             let bareRate = phases[0].1.rate
             let flowRate = phases.first { $0.0 == Self.sessionFlowMethod }?.1.rate ?? 0
             return Report(
-                methods: phases.map { name, phase, commitsPerCall in
+                methods: phases.map { name, phase, commitsPerCall, cpu in
                     let latency = BenchmarkLoop.percentiles(phase.latencies)
                     return Report.Method(
                         method: name, requests: phase.requests, seconds: Self.rounded(phase.seconds, 3),
                         requests_per_s: Self.rounded(phase.rate, 1),
                         latency_ms: Latency(p50: Self.rounded(latency.p50 / 1000, 3), p99: Self.rounded(latency.p99 / 1000, 3)),
                         errors: phase.errors, ratio_to_ping: ceiling > 0 ? Self.rounded(phase.rate / ceiling, 4) : 0,
-                        ran_out_of_sessions: phase.exhausted, commits_per_call: commitsPerCall.map { Self.rounded($0, 3) }
+                        ran_out_of_sessions: phase.exhausted, commits_per_call: commitsPerCall.map { Self.rounded($0, 3) },
+                        cpu_us_per_call: cpu?.perCall(calls: phase.requests, seconds: phase.seconds)
                     )
                 },
                 ping_to_bare: bareRate > 0 ? Self.rounded(ceiling / bareRate, 4) : 0,
-                bare_before_after_ping_per_s: [Self.rounded(bareHalves.0.rate, 1), Self.rounded(bareHalves.1.rate, 1)],
+                bare_before_after_ping_per_s: [Self.rounded(bareHalves.0.0.rate, 1), Self.rounded(bareHalves.1.0.rate, 1)],
                 sessions_per_s: Self.rounded(flowRate, 1), sessions_to_ping: ceiling > 0 ? Self.rounded(flowRate / ceiling, 4) : 0,
                 verify_decisions: decisions.snapshot, server: serverLabel, tls: "mutual", connections: connections, callers: callers,
                 seconds_per_method: seconds, verify_subjects: subjects,
@@ -448,7 +480,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
         var lines = [
             "server \(report.server), mutual TLS, \(report.connections) connections, \(report.callers) callers, \(report.seconds_per_method) s per method, \(report.cores) cores"
                 + (report.hsm_workers.map { ", \($0) HSM workers" } ?? ""),
-            pad("method", 40, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + pad("commits", 9) + "  errors",
+            pad("method", 40, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + pad("commits", 9) + pad("CPU µs/call: server+generator+postgres", 40) + "  errors",
         ]
         for method in report.methods {
             let errors = method.errors.isEmpty ? "0" : method.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -456,7 +488,10 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 pad(method.method, 40, left: true) + pad(String(format: "%.0f", method.requests_per_s), 10)
                     + pad(String(format: "%.2f", method.latency_ms.p50), 9) + pad(String(format: "%.2f", method.latency_ms.p99), 9)
                     + pad(String(format: "%.3f", method.ratio_to_ping), 8)
-                    + pad(method.commits_per_call.map { String(format: "%.3f", $0) } ?? "-", 9) + "  " + errors
+                    + pad(method.commits_per_call.map { String(format: "%.3f", $0) } ?? "-", 9)
+                    + pad(method.cpu_us_per_call.map { cpu in
+                        String(format: "%.0f+%.0f+%@ = %.0f", cpu.server, cpu.load_generator, cpu.postgres.map { String(format: "%.0f", $0) } ?? "?", cpu.total)
+                    } ?? "-", 40) + "  " + errors
                     + (method.ran_out_of_sessions ? "  (ran out of sessions after \(method.seconds) s)" : "")
             )
         }

@@ -42,7 +42,7 @@ struct LifecycleTests {
         await #expect(throws: (any Error).self) { try await server.listeningAddress }
     }
 
-    @Test("GET /metrics serves the Prometheus registry; other paths are 404")
+    @Test("GET /metrics serves the Prometheus registry and the process's CPU time; other paths are 404")
     func metricsEndpoint() async throws {
         let registry = PrometheusCollectorRegistry()
         let requests = registry.makeCounter(
@@ -60,6 +60,15 @@ struct LifecycleTests {
             #expect(ok.hasPrefix("HTTP/1.1 200 OK"))
             #expect(ok.contains("content-type: text/plain; version=0.0.4"))
             #expect(ok.contains(#"custos_rpc_requests_total{service="health"} 3"#))
+            // The process's CPU time, which `custos-bench rpc --server` reads per phase: a
+            // counter that a second scrape, after some work, finds no smaller.
+            let first = try #require(Self.cpuSeconds(in: ok))
+            #expect(first > 0)
+            var spin: UInt64 = 0
+            for index in 0..<2_000_000 { spin &+= UInt64(index) &* 2_654_435_761 }
+            #expect(spin != 1)
+            let second = try #require(Self.cpuSeconds(in: try await httpGet(port: port, path: "/metrics")))
+            #expect(second >= first)
 
             let missing = try await httpGet(port: port, path: "/")
             #expect(missing.hasPrefix("HTTP/1.1 404 Not Found"))
@@ -67,6 +76,12 @@ struct LifecycleTests {
             await group.triggerGracefulShutdown()
             try await tasks.next()
         }
+    }
+
+    /// The value of `process_cpu_seconds_total` in a /metrics response, if it has the sample.
+    static func cpuSeconds(in response: String) -> Double? {
+        response.split(separator: "\n").first { $0.hasPrefix(ProcessCPUTime.metricName + " ") }
+            .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
     }
 
     /// A plain HTTP/1.1 GET over a NIO socket; returns the whole response as text.

@@ -6,7 +6,8 @@ import NIOPosix
 public import Prometheus
 public import ServiceLifecycle
 
-/// Serves `GET /metrics` (Prometheus text format 0.0.4) from a `PrometheusCollectorRegistry`;
+/// Serves `GET /metrics` (Prometheus text format 0.0.4) from a `PrometheusCollectorRegistry`, plus
+/// the process's CPU time (``ProcessCPUTime``);
 /// every other path is 404, every other method 405. One response per connection
 /// (`connection: close`), which is all a scraper needs.
 public struct MetricsHTTPServer: Service {
@@ -87,6 +88,7 @@ public struct MetricsHTTPServer: Service {
         guard head.method == .GET || head.method == .HEAD else { return (.methodNotAllowed, Array("GET only\n".utf8)) }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        buffer.append(contentsOf: ProcessCPUTime.exposition().utf8)
         return (.ok, head.method == .HEAD ? [] : buffer)
     }
 }

@@ -1,0 +1,40 @@
+import CustosCommandLine
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import RPC
+import Storage
+
+/// What the bench reads from a service in another process through its `/metrics` (Prometheus
+/// text): its PostgreSQL commits (the sum of `custos_db_commits_total` over its contexts) and
+/// its CPU time (`process_cpu_seconds_total`).
+struct ServerMetrics {
+    let commits: Int
+    /// Nil from a server that does not export it (older than the bench).
+    let cpuSeconds: Double?
+
+    static func scrape(_ target: RPCLoadGenerator.Target) async throws -> ServerMetrics {
+        guard let url = URL(string: "http://\(target.description)/metrics") else { throw LocalError.failed("no metrics URL for \(target)") }
+        let (data, response) = try await URLSession.shared.data(from: url)
+        guard (response as? HTTPURLResponse)?.statusCode == 200 else { throw LocalError.failed("GET \(url) did not answer 200") }
+        return try parse(String(decoding: data, as: UTF8.self))
+    }
+
+    static func parse(_ text: String) throws -> ServerMetrics {
+        var commits = 0.0
+        var found = false
+        var cpu: Double?
+        for line in text.split(separator: "\n") {
+            let value = line.split(separator: " ").last.flatMap { Double($0) }
+            if line.hasPrefix(CommitCounter.metricLabel + "{") || line.hasPrefix(CommitCounter.metricLabel + " "), let value {
+                commits += value
+                found = true
+            } else if line.hasPrefix(ProcessCPUTime.metricName + " ") {
+                cpu = value
+            }
+        }
+        guard found else { throw LocalError.failed("the server's metrics have no \(CommitCounter.metricLabel) (an older server, or no commit yet)") }
+        return ServerMetrics(commits: Int(commits), cpuSeconds: cpu)
+    }
+}
