@@ -6,18 +6,23 @@ import Darwin
 
 /// Bytes that must not leak: PINs, imported key values, key shares.
 ///
-/// The storage is allocated once, locked in memory where the system allows it (so it is not
-/// swapped to disk), wiped when the value is released, and lent out only through
+/// The storage is allocated once from pages locked in memory where the system allows it (so it
+/// is not swapped to disk; ``LockedPages``), wiped when the value is released, and lent out only through
 /// ``withUnsafeBytes(_:)``. Its description is redacted, and `==` takes the same time
 /// wherever the first difference lies.
 public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     // SAFETY: `storage` is written only during `init` and wiped in `deinit`; in between it is
     // read-only, so sharing the instance across threads cannot race.
     private let storage: UnsafeMutableRawBufferPointer
-    private let locked: Bool
+    /// Where the bytes live: a slot of ``LockedPages`` (nil only if the system refused to map
+    /// one, and then a heap buffer, unlocked).
+    private let allocation: LockedPages.Allocation?
 
     /// The number of secret bytes.
     public var count: Int { storage.count }
+
+    /// Whether the bytes' pages are locked in memory (not swapped to disk).
+    public var isLocked: Bool { allocation?.locked ?? false }
 
     /// Copies `bytes` into protected storage. The caller should wipe its own copy.
     public convenience init<Bytes: Collection>(_ bytes: Bytes) where Bytes.Element == UInt8 {
@@ -29,28 +34,36 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
     /// Allocates `count` bytes and lets `fill` write them in place, so the secret never
     /// exists in an unprotected buffer.
     public init(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
-        // Allocate at least one byte: an empty buffer may have a nil base address, and PKCS#11
-        // calls need a non-NULL pointer even for empty data.
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        // At least one byte: an empty buffer may have a nil base address, and PKCS#11 calls need
+        // a non-NULL pointer even for empty data.
+        let allocation = LockedPages.allocate(count)
+        let buffer = allocation?.buffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
         let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
-        locked = mlock(buffer.baseAddress!, buffer.count) == 0
+        // A reused slot was wiped by its last owner; the heap's buffer was not.
+        if allocation == nil { buffer.initializeMemory(as: UInt8.self, repeating: 0) }
         do {
             try fill(slice)
         } catch {
-            wipe(buffer)
-            if locked { munlock(buffer.baseAddress!, buffer.count) }
-            buffer.deallocate()
+            Self.release(slice, allocation)
             throw error
         }
         storage = slice
+        self.allocation = allocation
     }
 
     deinit {
+        Self.release(storage, allocation)
+    }
+
+    /// Wipes every byte `fill` may have written and hands the memory back.
+    private static func release(_ storage: UnsafeMutableRawBufferPointer, _ allocation: LockedPages.Allocation?) {
         let whole = UnsafeMutableRawBufferPointer(start: storage.baseAddress, count: max(storage.count, 1))
         wipe(whole)
-        if locked { munlock(whole.baseAddress!, whole.count) }
-        whole.deallocate()
+        if let allocation {
+            LockedPages.release(allocation, count: storage.count)
+        } else {
+            whole.deallocate()
+        }
     }
 
     /// Lends the bytes for the duration of `body`. Do not let the pointer escape.

@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SecureMemory
+import Testing
+
+@Suite("SecretBytes: locked pages, reused wiped, never unlocked under a live secret")
+struct LockedPagesTests {
+    @Test("releasing one secret leaves the page of another locked (locks do not stack)")
+    func releaseKeepsNeighbourLocked() throws {
+        // Small secrets share pages. Each used to mlock its heap buffer and munlock it on
+        // release, which unlocked the whole page, neighbours included.
+        var secrets = (0..<64).map { index in SecretBytes(count: 32) { $0.initializeMemory(as: UInt8.self, repeating: UInt8(index)) } }
+        let survivor = secrets.removeFirst()
+        try #require(survivor.isLocked, "mlock was refused (RLIMIT_MEMLOCK without CAP_IPC_LOCK): nothing to check")
+        secrets.removeAll()
+        let address = survivor.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        let locked = try #require(Self.lockedKilobytes(ofMappingHolding: address))
+        #expect(locked > 0, "the surviving secret's mapping has no locked pages")
+        survivor.withUnsafeBytes { #expect($0.allSatisfy { $0 == 0 }) }
+    }
+
+    @Test("every new secret starts zeroed, though its slot held another secret before", arguments: [1, 63, 64, 65, 1000, 4096, 16_384, 65_536, 70_000])
+    func reusedSlotsStartZeroed(count: Int) {
+        for round in 0..<50 {
+            let previous = SecretBytes(count: count) { $0.initializeMemory(as: UInt8.self, repeating: 0xA5) }
+            #expect(previous.count == count)
+            _ = previous
+            let next = SecretBytes(count: count) { buffer in
+                #expect(buffer.allSatisfy { $0 == 0 }, "round \(round): a reused slot still held bytes")
+                buffer.initializeMemory(as: UInt8.self, repeating: 0x5A)
+            }
+            next.withUnsafeBytes { #expect($0.count == count && $0.allSatisfy { $0 == 0x5A }) }
+        }
+    }
+
+    @Test("an empty secret still lends a non-NULL pointer (PKCS#11 needs one)")
+    func emptySecret() {
+        let empty = SecretBytes(count: 0) { _ in }
+        #expect(empty.count == 0)
+        empty.withUnsafeBytes { #expect($0.baseAddress != nil) }
+    }
+
+    @Test("secrets made and released on many threads at once keep their own bytes")
+    func concurrentSecretsStayApart() async {
+        let mismatches = await withTaskGroup(of: Int.self) { group in
+            for task in 0..<16 {
+                group.addTask {
+                    var wrong = 0
+                    for round in 0..<200 {
+                        let value = UInt8(truncatingIfNeeded: task &* 31 &+ round)
+                        let count = 1 + (task * 97 + round * 13) % 3000
+                        let secret = SecretBytes(count: count) { $0.initializeMemory(as: UInt8.self, repeating: value) }
+                        await Task.yield()
+                        secret.withUnsafeBytes { if !$0.allSatisfy({ $0 == value }) { wrong += 1 } }
+                    }
+                    return wrong
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(mismatches == 0)
+    }
+
+    /// The `Locked:` figure (kB) of the mapping in /proc/self/smaps that holds `address`.
+    static func lockedKilobytes(ofMappingHolding address: UInt) -> Int? {
+        // Read to the end: /proc files report a size of 0.
+        guard let file = FileHandle(forReadingAtPath: "/proc/self/smaps") else { return nil }
+        defer { try? file.close() }
+        let smaps = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                let bounds = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inside = bounds.count == 2 && bounds[0] <= address && address < bounds[1]
+            } else if inside, fields.first == "Locked:", fields.count >= 2 {
+                return Int(fields[1])
+            }
+        }
+        return nil
+    }
+}
