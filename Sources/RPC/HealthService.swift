@@ -57,17 +57,17 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
         context: ServerContext
     ) async throws {
         let (statuses, stop) = registry.watch(request.service)
-        // A client that goes away cancels the RPC through `context.cancellation`, not by
-        // cancelling this task: without the handler the watch would outlive the call and hold
-        // up a graceful server shutdown.
         defer { stop() }
         // The certificate checked at the call's start may be revoked while the stream is open:
         // a revoked front-end must not keep learning the instance's state (attack review,
-        // round 5). Whichever ends first ends the call.
-        // Read from the connection, as the interceptor does: the stream's body runs after the
-        // interceptor returned, outside its `Caller.current`.
+        // round 5), so a second task waits for that; whichever ends first ends the call. The
+        // serial is read from the connection, as the interceptor does: the stream's body runs
+        // after the interceptor returned, outside its `Caller.current`.
         let serial = CallerCertificate(verifiedPeerOf: context)?.serial
         let revocations = revocations
+        // A client that goes away cancels the RPC through `context.cancellation`, not by
+        // cancelling this task: without the handler the watch would outlive the call and hold
+        // up a graceful server shutdown.
         try await withRPCCancellationHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
