@@ -698,6 +698,104 @@ public enum Migrations {
         END
         $$;
         """),
+        Migration(version: 26, summary: "first enrolments of one subject serialised whatever their biometric version; Verify records no decision under a version that stopped matching", sql: """
+        -- Two first enrolments of one subject under two versions (instances whose cached active
+        -- version differs right after a rotation) both passed the EXISTS check, neither seeing the
+        -- other's uncommitted row, and the primary key includes the version: both committed. The
+        -- write now takes the subject's lock exclusively before it looks: the second waits for the
+        -- first's commit, then sees its template. Order, as in the transaction path
+        -- (TemplateStore.lockForTemplateWrite): session row, subject, version.
+        -- Verify's decision is compared against a template of p_key_version: recorded after that
+        -- version's overlap closed (its templates dropped), it names a comparison with a template
+        -- that no longer exists. The write takes the version's lock shared and checks it still
+        -- matches, as Enrol's does (migration 25), before it counts the attempt.
+        -- The lock keys must stay spelled as TemplateStore.subjectLockKey / versionLockKey
+        -- (Sources/Storage/TemplateStore+VersionLock.swift): hashtextextended of
+        -- 'custos-subject:<tenant uuid>/<subject_ref>' and 'custos-bio-version:<tenant uuid>/<version>', seed 0.
+        -- Same signatures: grants stay.
+        CREATE OR REPLACE FUNCTION {schema}.complete_enrolment(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_key_version bigint, p_token bytea, p_now timestamptz)
+        RETURNS text
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND OR v_subject <> p_subject THEN
+                RETURN 'session_changed';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtextextended('custos-subject:' || p_tenant::text || '/' || v_subject, 0));
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || p_key_version::text, 0));
+            PERFORM 1 FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = p_key_version
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            IF NOT FOUND THEN
+                RETURN 'key_version_retired';
+            END IF;
+            -- A statement after the lock: its snapshot sees a first enrolment that held it.
+            IF EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject) THEN
+                RETURN 'already_enrolled';
+            END IF;
+            INSERT INTO {schema}.templates (tenant_id, subject_ref, pii_version, key_version, token)
+            VALUES (p_tenant, v_subject, p_pii_version, p_key_version, p_token)
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN 'already_enrolled';
+            END IF;
+            UPDATE {schema}.verification_sessions s SET outcome = 'enrolled', confidence = NULL,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN 'completed';
+        END
+        $$;
+
+        CREATE OR REPLACE FUNCTION {schema}.complete_verification(p_tenant uuid, p_session uuid, p_outcome text, p_confidence text,
+            p_key_version bigint, p_now timestamptz, p_cutoff timestamptz, p_attempt_limit bigint)
+        RETURNS TABLE (o_status text, o_window_start timestamptz)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'session_changed'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || p_key_version::text, 0));
+            PERFORM 1 FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = p_key_version
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'key_version_retired'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            INSERT INTO {schema}.verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+            VALUES (p_tenant, v_subject, p_now, 1)
+            ON CONFLICT ON CONSTRAINT verification_attempts_pkey DO UPDATE SET
+                attempts = CASE WHEN a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END,
+                window_start = CASE WHEN a.window_start <= p_cutoff THEN EXCLUDED.window_start ELSE a.window_start END
+            WHERE a.window_start <= p_cutoff OR a.attempts < p_attempt_limit;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'too_many_attempts'::text, a.window_start FROM {schema}.verification_attempts a
+                WHERE a.tenant_id = p_tenant AND a.subject_ref = v_subject;
+                RETURN;
+            END IF;
+            -- Once an hour at most (migration 23).
+            UPDATE {schema}.templates t SET last_used_at = now()
+            WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject AND t.last_used_at < now() - interval '1 hour';
+            UPDATE {schema}.verification_sessions s SET outcome = p_outcome, confidence = p_confidence,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN QUERY SELECT 'completed'::text, NULL::timestamptz;
+        END
+        $$;
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -26,8 +26,9 @@ extension SessionStore {
         /// Nothing written (Verify): the subject's attempts in the window that started at
         /// `windowStart` reached the limit since the read.
         case tooManyAttempts(windowStart: Date)
-        /// Nothing written (Enrol): the token's biometric version no longer matches (its
-        /// overlap closed, or a rotation without overlap retired it) since the token was made.
+        /// Nothing written, no attempt counted: the token's biometric version (Enrol's token,
+        /// the version Verify compared under) no longer matches (its overlap closed, or a
+        /// rotation without overlap retired it) since the token was made.
         case keyVersionRetired
     }
 
@@ -45,7 +46,8 @@ extension SessionStore {
     /// Enrol's write: the template of `subject` stored and the session completed as `enrolled`,
     /// if the session is still open for `subject`, the token's biometric version still matches
     /// (``TemplateStore/lockMatchingBiometricVersion(_:tenant:now:on:)``, in the function) and
-    /// the subject still has no template.
+    /// the subject still has no template, looked for under the subject's lock (two first
+    /// enrolments under two versions are serialised: migration 26).
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeEnrolmentIfOpen(
         _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
@@ -65,7 +67,9 @@ extension SessionStore {
 
     /// Verify's write: one attempt counted against the session's subject (refused at
     /// `attemptLimit` within the window after `cutoff`), its templates marked used and the
-    /// session completed with the decision, if the session is still open.
+    /// session completed with the decision, if the session is still open and
+    /// `biometricKeyVersion` (the version compared under) still matches, checked under its
+    /// lock as Enrol's (migration 26).
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeVerificationIfOpen(
         _ id: UUID, tenant: TenantID, outcome: String, confidence: String?, biometricKeyVersion: Int,
@@ -80,6 +84,7 @@ extension SessionStore {
             switch status {
             case "completed": return .completed
             case "too_many_attempts": return .tooManyAttempts(windowStart: windowStart ?? now)
+            case "key_version_retired": return .keyVersionRetired
             default: return .sessionChanged
             }
         }

@@ -28,8 +28,9 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
     /// resets with time, not a state the caller can fix.
     case tooManyAttempts(limit: Int, window: Duration, retryAfter: Date)
     /// The features were tokenized under a biometric key version that stopped matching before
-    /// the template was written (a rotation's overlap closed meanwhile): nothing was written and
-    /// the session stays open; sending the features again tokenizes them under the active version.
+    /// the template (Enrol) or the decision (Verify, compared under that version) was written (a
+    /// rotation's overlap closed meanwhile): nothing was written, no attempt counted, and the
+    /// session stays open; sending the features again tokenizes them under the active version.
     case biometricVersionRetired(Int)
 
     public var description: String {
@@ -48,7 +49,7 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
         case .tooManyAttempts(let limit, let window, let retryAfter):
             "too many verification attempts for this subject (at most \(limit) per \(window.components.seconds) s); retry after \(retryAfter.formatted(.iso8601))"
         case .biometricVersionRetired(let version):
-            "biometric key version \(version) stopped matching (a rotation's overlap closed) while the features were tokenized; nothing was enrolled: send the features again"
+            "biometric key version \(version) stopped matching (a rotation's overlap closed) while the features were tokenized; nothing was recorded: send the features again"
         }
     }
 }

@@ -146,17 +146,24 @@ public final class VerificationService: Sendable {
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let audit = audit
         return try await database.withTenant(tenant, context: "enrol in session") { connection in
-            guard let (row, replaced) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
+            guard let (row, enrolled) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
                 throw VerificationError.sessionNotFound(session)
             }
             try VerificationSessions.requireReady(row, now: now)
-            guard replaced.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
+            // Refused before tokenizing; checked again below, under the subject's lock.
+            guard enrolled.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
             // The token's version may have stopped matching since the composition root chose it
-            // (TemplateStore+VersionLock); a close of its overlap now waits for this commit.
-            guard try await TemplateStore.lockMatchingBiometricVersion(token.keyVersion, tenant: tenant, now: now, on: connection) else {
-                throw VerificationError.biometricVersionRetired(token.keyVersion)
-            }
+            // (TemplateStore+VersionLock); a close of its overlap now waits for this commit. Under
+            // the subject's lock, the templates are looked for again: a first enrolment under
+            // another version may have committed since the session's lock (the primary key
+            // includes the version, so nothing else would stop a second template).
+            let check = try await TemplateStore.lockForTemplateWrite(
+                subject: row.subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection
+            )
+            guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
+            guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
+            let replaced = check.enrolledVersions
             // The template and the outcome in one statement.
             _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, tenant: tenant, at: now, on: connection)
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
@@ -223,7 +230,12 @@ public final class VerificationService: Sendable {
             return decision
         case .tooManyAttempts(let windowStart):
             throw limit.refusal(windowStart: windowStart)
-        case .sessionChanged, .alreadyEnrolled, .keyVersionRetired:
+        case .keyVersionRetired:
+            // The compared version's overlap closed since the read: its templates, this one
+            // included, are gone. Nothing recorded, no attempt counted; sent again, the features
+            // are compared under the active version.
+            throw VerificationError.biometricVersionRetired(match.probe.keyVersion)
+        case .sessionChanged, .alreadyEnrolled:
             // Changed since the read: the transaction names the refusal exactly (the probe is
             // made already; it is not made twice).
             return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now) { probe }
@@ -251,6 +263,11 @@ public final class VerificationService: Sendable {
             let match = try await Self.enrolment(in: opened, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
+            // As the single-statement write: no decision recorded against a template whose
+            // version's overlap closed since it was read (the throw rolls the attempt back).
+            guard try await TemplateStore.lockMatchingBiometricVersion(match.probe.keyVersion, tenant: tenant, now: now, on: connection) else {
+                throw VerificationError.biometricVersionRetired(match.probe.keyVersion)
+            }
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
             if migrates { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
             // The templates' last use and the outcome in one statement.
@@ -383,6 +400,10 @@ public final class VerificationService: Sendable {
     /// template after the commit; the old one may stay in them, which identification's re-read
     /// of candidates' tokens from the database makes harmless.
     func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        // A template write like any other: under its version's lock, never under a retired one.
+        guard try await TemplateStore.lockMatchingBiometricVersion(token.keyVersion, tenant: tenant, now: now(), on: connection) else {
+            throw VerificationError.biometricVersionRetired(token.keyVersion)
+        }
         try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
         try migrationFault?()
         try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
@@ -405,9 +426,15 @@ public final class VerificationService: Sendable {
 
     // MARK: Tokens, for callers that hold consent themselves (benchmarks, re-enrolment jobs)
 
-    /// Stores the subject's token (replacing one of the same key version).
+    /// Stores the subject's token (replacing one of the same key version), under the same locks
+    /// and version check as the session flow's writes (TemplateStore+VersionLock).
+    /// - Throws: ``VerificationError/biometricVersionRetired(_:)`` when the token's version no
+    ///   longer matches (its overlap closed): nothing is stored.
     public func enrol(tenant: TenantID, subject: SubjectReference, token: BiometricToken) async throws {
+        let now = now()
         try await database.withTenant(tenant, context: "enrol") { connection in
+            let check = try await TemplateStore.lockForTemplateWrite(subject: subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection)
+            guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
             try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
         }
         galleryEnrol(tenant, subject.value, token)

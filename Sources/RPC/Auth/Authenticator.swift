@@ -35,6 +35,9 @@ public final class Authenticator: Sendable {
     private let generation = Atomic<UInt64>(0)
     /// One read per expired entry, however many callers find it expired at once.
     private let revocationRefreshes = SingleFlight<String, Set<String>>()
+    /// Calls that end when their certificate is revoked (health `Watch` streams), told each
+    /// time the deny-list may have changed (``waitUntilRevoked(_:)``).
+    private let revocationWaiters = Mutex((next: UInt64(0), waiting: [UInt64: AsyncStream<Void>.Continuation]()))
     private let tenantRefreshes = SingleFlight<String, Bool?>()
 
     public init(apiKeys: APIKeyService, database: Database, changes: CacheChangeListener, cacheLifetime: Duration = .seconds(2)) {
@@ -48,12 +51,16 @@ public final class Authenticator: Sendable {
     /// Forgets what another instance's (or this one's) change makes stale; `nil`: everything.
     func forget(_ change: CacheChange?) {
         switch change {
-        case .certificateRevocations: revoked.withLock { $0 = nil }
+        case .certificateRevocations:
+            revoked.withLock { $0 = nil }
+            revocationsChanged()
         case .tenantStatus(let tenant): _ = tenants.withLock { $0.removeValue(forKey: tenant) }
         case .tenantPolicy: break
         case nil:
+            // The listener reconnected (notices may be lost): everything is read again.
             revoked.withLock { $0 = nil }
             tenants.withLock { $0.removeAll() }
+            revocationsChanged()
         }
     }
 
@@ -213,6 +220,37 @@ public final class Authenticator: Sendable {
     public func invalidateRevocations() {
         generation.add(1, ordering: .acquiringAndReleasing)
         revoked.withLock { $0 = nil }
+        revocationsChanged()
+    }
+
+    /// Returns once the certificate `serial` is found revoked — looked up at once (a revocation
+    /// between the call's authentication and this wait), then after each revocation here or
+    /// another instance's notice (``CacheChange/certificateRevocations``), and after the
+    /// listener reconnects. A deny-list that cannot be read counts as "not revoked", as for
+    /// health's own authentication. Authentication refuses a revoked certificate at a call's
+    /// start; this ends a call that outlives that moment (health `Watch`: attack review, round 5).
+    /// - Returns: true when revoked; false when the task was cancelled first.
+    public func waitUntilRevoked(_ serial: String) async -> Bool {
+        let (changes, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = revocationWaiters.withLock { state in
+            state.next += 1
+            state.waiting[state.next] = continuation
+            return state.next
+        }
+        defer { revocationWaiters.withLock { $0.waiting.removeValue(forKey: id) }?.finish() }
+        continuation.yield()
+        // The stream ends (nil) when the task is cancelled.
+        for await _ in changes where (try? await isRevoked(serial)) == true {
+            return true
+        }
+        return false
+    }
+
+    /// Tells every ``waitUntilRevoked(_:)`` to look again.
+    private func revocationsChanged() {
+        revocationWaiters.withLock { state in
+            for waiter in state.waiting.values { waiter.yield() }
+        }
     }
 
     /// Forgets a tenant's cached status (after this instance disabled it, before its own notice

@@ -78,7 +78,7 @@ public struct CustosServices: Sendable {
                 offboarding: graph.offboarding,
                 overlapEnds: graph.overlapEnds
             )),
-            HealthService(registry: health),
+            HealthService(registry: health, revocations: authenticator),
         ]
         interceptors = [
             AuthenticationInterceptor(authenticator: authenticator, logger: logger),

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import RPC
+import Synchronization
 import Testing
 
 /// Attack review, round 5 (docs/threat-model.md): the health service is exempt from roles, not
@@ -29,4 +30,37 @@ struct HealthAttackRound5Tests {
             #expect(await check(.frontend) == nil, "another front-end is still answered")
         }
     }
+
+    @Test("A Watch stream open before its front-end certificate is revoked ends with UNAUTHENTICATED")
+    func watchOfRevokedFrontEndCut() async throws {
+        try await RPCHarness.with("atk5watch") { rpc in
+            let serial = try RPCAuthTests.serial(rpc.certificates.path("frontend-narrow.pem"))
+            let statuses = SeenStatuses()
+            // The call's deadline only bounds the test: before the fix the stream stayed open
+            // until it (DEADLINE_EXCEEDED), however long after the revocation.
+            let code = await RPCHarness.code {
+                try await rpc.withClient(.narrow) { client in
+                    try await Grpc_Health_V1_Health.Client(wrapping: client).watch(.init(), options: RPCHarness.fast) { response in
+                        for try await _ in response.messages {
+                            guard statuses.count.withLock({ $0 += 1; return $0 }) == 1 else { continue }
+                            // Answered once (authenticated); revoked while the stream is open.
+                            try await rpc.withClient(.alice) { admin in
+                                _ = try await Custos_V1_Admin.Client(wrapping: admin).revokeCertificate(.with {
+                                    $0.serial = serial
+                                    $0.subject = "custos://frontend/narrow"
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(statuses.count.withLock { $0 } >= 1, "the stream was answered before the revocation")
+            #expect(code == .unauthenticated, "the stream of a revoked certificate was not cut (ended with \(String(describing: code)))")
+        }
+    }
+}
+
+/// Statuses a Watch received (written from the response handler).
+final class SeenStatuses: Sendable {
+    let count = Mutex(0)
 }

@@ -4,6 +4,7 @@ import CustosModel
 import Foundation
 import PostgresNIO
 @testable import Storage
+import Synchronization
 import Testing
 import Tokenization
 import Verification
@@ -211,6 +212,160 @@ struct BiometricCallRaceTests {
         await verification.custody.shutdown()
     }
 
+    /// A first enrolment's write (the statement Enrol sends) run in a transaction the test holds
+    /// open: inserted, not committed — a slow commit, as on a loaded primary. `body` runs
+    /// meanwhile with the holder's backend pid; the holder commits when it returns.
+    static func holdingFirstWrite<T: Sendable>(
+        _ verification: VerificationHarness, _ tenant: TenantID, session: UUID, token: BiometricToken,
+        _ body: @escaping @Sendable (Int32) async throws -> T
+    ) async throws -> (SessionStore.BiometricWrite, T) {
+        let now = verification.clock.now()
+        return try await verification.custody.service.withTransaction(context: "test: hold a first enrolment") { connection in
+            let opened = try await SessionStore.readForBiometrics(session, tenant: tenant, now: now, cutoff: now, on: connection)
+            let subject = try #require(opened).row.subject
+            let written = try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, tenant: tenant, at: now, on: connection)
+            let pid = try await connection.query("SELECT pg_backend_pid()", logger: Database.quiet).collect().first!.decode(Int32.self)
+            return (written, try await body(pid))
+        }
+    }
+
+    /// Runs `call` and returns once it has finished or waits on a lock behind `holder` (at most
+    /// 30 s: on a loaded machine the call may reach its write later; it then finds the holder
+    /// committed and the test passes whether or not the lock is there — it never fails for it).
+    static func startBehind<T: Sendable>(
+        _ verification: VerificationHarness, holder: Int32, _ call: @escaping @Sendable () async throws -> T
+    ) async throws -> Task<T, any Error> {
+        let finished = FinishedFlag()
+        let task = Task { () async throws -> T in
+            defer { finished.set() }
+            return try await call()
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, !finished.isSet,
+              try await PIIMoveConcurrencyTests.waitingLocks(verification.custody.owner, behind: holder) == 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return task
+    }
+
+    @Test("Two first enrolments of one subject under two biometric versions, the first not yet committed: the second is refused, one template")
+    func firstEnrolmentsUnderTwoVersions() async throws {
+        let verification = try await VerificationHarness.make("race_two_versions")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let first = try await verification.consentedSession(tenant, "cand-1")
+        let second = try await verification.consentedSession(tenant, "cand-1")
+        // Right after a rotation one instance still tokenizes under v1, another under v2.
+        let underV1 = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        let underV2 = try await verification.tokenizer.tokenize(try FeatureVector(Self.otherFace), tenant: tenant)
+        #expect(underV1.keyVersion == 1 && underV2.keyVersion == 2)
+        let core = verification.core
+        let (written, secondEnrol) = try await Self.holdingFirstWrite(verification, tenant, session: first, token: underV1) { holder in
+            // The second enrolment reads (no template committed), tokenizes, then writes.
+            try await Self.startBehind(verification, holder: holder) {
+                try await core.enrol(tenant: tenant, session: second) { underV2 }
+            }
+        }
+        #expect(written == .completed)
+        // Before migration 26 the second write did not wait: both committed, two templates.
+        await #expect(throws: VerificationError.alreadyEnrolled) { _ = try await secondEnrol.value }
+        #expect(try await Self.templateVersions(verification, tenant) == [1], "exactly one template: the first enrolment's")
+        #expect(try await verification.sessions.status(tenant: tenant, session: second).outcome == nil, "the refused enrolment completed nothing")
+        await verification.custody.shutdown()
+    }
+
+    @Test("A replacement (the transaction path) racing an uncommitted first enrolment under another version leaves one template")
+    func replacementRacingFirstEnrolment() async throws {
+        let verification = try await VerificationHarness.make("race_two_versions_tx")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let first = try await verification.consentedSession(tenant, "cand-1")
+        let second = try await verification.consentedSession(tenant, "cand-1")
+        let underV1 = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        let underV2 = try await verification.tokenizer.tokenize(try FeatureVector(Self.otherFace), tenant: tenant)
+        let core = verification.core
+        let (written, replacement) = try await Self.holdingFirstWrite(verification, tenant, session: first, token: underV1) { holder in
+            try await Self.startBehind(verification, holder: holder) {
+                try await core.enrol(tenant: tenant, session: second, replacing: true) { underV2 }
+            }
+        }
+        #expect(written == .completed)
+        // Before the fix the replacement deleted the other versions it could see (none
+        // committed) and both templates stayed. Now it waits, then replaces v1's.
+        #expect(try await replacement.value.token.keyVersion == 2)
+        #expect(try await Self.templateVersions(verification, tenant) == [2], "exactly one template: the replacement's")
+        await verification.custody.shutdown()
+    }
+
+    @Test("The token-level enrol refuses a token whose version's overlap closed: nothing stored")
+    func tokenLevelEnrolUnderRetiredVersion() async throws {
+        let verification = try await VerificationHarness.make("race_token_enrol")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+        await #expect(throws: VerificationError.biometricVersionRetired(1)) {
+            try await verification.core.enrol(tenant: tenant, subject: SubjectReference(value: "subject-1", piiVersion: 1), token: token)
+        }
+        #expect(try await Self.templateVersions(verification, tenant) == [], "nothing stored under the retired version")
+        // A token of the active version is stored as before.
+        let current = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        try await verification.core.enrol(tenant: tenant, subject: SubjectReference(value: "subject-1", piiVersion: 1), token: current)
+        #expect(try await Self.templateVersions(verification, tenant) == [2])
+        await verification.custody.shutdown()
+    }
+
+    @Test("A rotation's overlap closed between Verify's read and its write: no decision recorded, no attempt counted")
+    func verifyOverlapClosedBetweenReadAndWrite() async throws {
+        let verification = try await VerificationHarness.make("race_close_verify")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let probe = try await verification.tokenizer.tokenize(face, tenant: tenant)
+        await #expect(throws: VerificationError.biometricVersionRetired(1)) {
+            _ = try await verification.core.verify(tenant: tenant, session: session) {
+                // Read: the subject's v1 template. Before the write, v1's overlap closes and the
+                // template is dropped: a decision recorded now was compared with a template
+                // that no longer exists.
+                try await keyring.rotateBiometric(tenant, actor: "officer")
+                try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+                return probe
+            }
+        }
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil, "the session stays open")
+        #expect(try await Self.attempts(verification, tenant) == 0, "no attempt counted")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Verify during an overlap (one transaction) whose compared version's overlap closed before its write: nothing recorded, nothing migrated")
+    func verifyInTransactionOverlapClosed() async throws {
+        let verification = try await VerificationHarness.make("race_close_verify_tx")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let underV1 = try await verification.tokenizer.tokenize(face, tenant: tenant, version: 1)
+        let underV2 = try await verification.tokenizer.tokenize(face, tenant: tenant)
+        let older = OlderBiometricProbes(versions: [1]) { _ in underV1 }
+        await #expect(throws: VerificationError.biometricVersionRetired(1)) {
+            _ = try await verification.core.verify(tenant: tenant, session: session, older: older) {
+                try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+                return underV2
+            }
+        }
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil, "the session stays open")
+        #expect(try await Self.attempts(verification, tenant) == 0, "the attempt rolled back with the refusal")
+        #expect(try await Self.templateVersions(verification, tenant) == [], "no migration to v2 from a dropped template")
+        await verification.custody.shutdown()
+    }
+
     /// The biometric versions of the tenant's templates, in order.
     static func templateVersions(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> [Int] {
         try await verification.custody.owner.withTenant(tenant, context: "test") { connection in
@@ -225,4 +380,11 @@ struct BiometricCallRaceTests {
             try await connection.query("SELECT coalesce(sum(attempts), 0)::int8 FROM verification_attempts", logger: Database.quiet).collect().first!.decode(Int.self)
         }
     }
+}
+
+/// Set once a call has finished (the wait for a lock stops then).
+final class FinishedFlag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
 }
