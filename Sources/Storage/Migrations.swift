@@ -796,6 +796,111 @@ public enum Migrations {
         END
         $$;
         """),
+        Migration(version: 27, summary: "CreateSession, OpenGateway and RecordConsent as one statement each; statements about one session use the primary key", sql: """
+        -- Led by tenant_id, this index competed with the primary key for statements about one
+        -- session (id = $1; row-level security adds tenant_id = <scope>): for a tenant newer than the
+        -- planner's statistics it took this index with a filter on id, so every lock, update and read
+        -- of a session scanned all the tenant's sessions (EXPLAIN (ANALYZE, BUFFERS), 200,000 sessions:
+        -- 200,258 buffers and 178 ms for one row; docs/benchmarks.md, round h-sessionflow). Statements
+        -- about one subject (the pii move, erasure, export) keep an index on their own column.
+        DROP INDEX verification_sessions_subject;
+        CREATE INDEX verification_sessions_subject ON verification_sessions (subject_ref);
+
+        -- CreateSession's write, after the subject references were made and the name and email sealed
+        -- with no connection held: the session and its gateway link inserted, one commit. A subject
+        -- with rows still under an older reference (p_old_subjects: other pii versions, other Unicode
+        -- forms) writes nothing and answers 'move_first': the caller then moves them and inserts in
+        -- one transaction, as before (SubjectReferenceMigration, which also tells the galleries).
+        CREATE FUNCTION {schema}.create_session(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_old_subjects text[], p_sealed_name bytea, p_sealed_email bytea, p_data_key_version bigint,
+            p_expires_at timestamptz, p_link_hash bytea)
+        RETURNS text
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            IF cardinality(p_old_subjects) > 0 AND (
+                EXISTS (SELECT 1 FROM {schema}.verification_sessions s WHERE s.subject_ref = ANY (p_old_subjects))
+                OR EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = ANY (p_old_subjects))
+                OR EXISTS (SELECT 1 FROM {schema}.verification_attempts a WHERE a.tenant_id = p_tenant AND a.subject_ref = ANY (p_old_subjects))) THEN
+                RETURN 'move_first';
+            END IF;
+            INSERT INTO {schema}.verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
+            VALUES (p_session, p_tenant, p_subject, p_pii_version, p_sealed_name, p_sealed_email, p_data_key_version, p_expires_at);
+            INSERT INTO {schema}.gateway_links (link_hash, tenant_id, session_id, expires_at)
+            VALUES (p_link_hash, p_tenant, p_session, p_expires_at);
+            RETURN 'created';
+        END
+        $$;
+
+        -- OpenGateway: the link locked if it is this tenant's, unused and unexpired (a second open
+        -- waits for the first and then finds it used), its session marked opened and returned, the
+        -- link marked used; one commit. Otherwise nothing is written and o_status says why:
+        -- 'unknown' (no such link, or another tenant's), 'already_used', 'expired', or
+        -- 'session_not_found' (o_id: the session the link names, not in the tenant's scope).
+        CREATE FUNCTION {schema}.open_gateway(p_tenant uuid, p_link_hash bytea, p_now timestamptz)
+        RETURNS TABLE (
+            o_id uuid, o_subject_ref text, o_pii_version integer, o_sealed_name bytea, o_sealed_email bytea,
+            o_data_key_version integer, o_expires_at timestamptz, o_link_opened_at timestamptz, o_notice_version text,
+            o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
+            o_completed_at timestamptz, o_created_at timestamptz, o_status text)
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        DECLARE
+            v_session uuid;
+            v_used boolean;
+            v_expired boolean;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            RETURN QUERY
+            UPDATE {schema}.verification_sessions s SET link_opened_at = p_now
+            WHERE s.id = (
+                SELECT l.session_id FROM {schema}.gateway_links l
+                WHERE l.link_hash = p_link_hash AND l.tenant_id = p_tenant AND l.opened_at IS NULL AND l.expires_at > p_now
+                FOR UPDATE)
+            RETURNING s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
+                s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
+                s.completed_at, s.created_at, 'opened'::text;
+            IF FOUND THEN
+                UPDATE {schema}.gateway_links l SET opened_at = p_now WHERE l.link_hash = p_link_hash;
+                RETURN;
+            END IF;
+            SELECT l.session_id, l.opened_at IS NOT NULL, l.expires_at <= p_now INTO v_session, v_used, v_expired
+            FROM {schema}.gateway_links l WHERE l.link_hash = p_link_hash AND l.tenant_id = p_tenant;
+            o_status := CASE WHEN v_session IS NULL THEN 'unknown' WHEN v_used THEN 'already_used'
+                WHEN v_expired THEN 'expired' ELSE 'session_not_found' END;
+            o_id := v_session;
+            RETURN NEXT;
+        END
+        $$;
+
+        -- RecordConsent: the consent written if the session is still open (not completed, unexpired)
+        -- and its link was opened, one commit; a completion committing meanwhile is waited for and
+        -- seen. Otherwise nothing is written and the answer says why, in the order the refusals were
+        -- always checked: 'not_found', 'completed', 'expired', 'not_opened'.
+        CREATE FUNCTION {schema}.record_consent(p_tenant uuid, p_session uuid, p_notice_version text, p_now timestamptz)
+        RETURNS text
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        DECLARE
+            v_why text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            UPDATE {schema}.verification_sessions s SET notice_version = p_notice_version, consented_at = p_now
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.expires_at > p_now AND s.link_opened_at IS NOT NULL;
+            IF FOUND THEN
+                RETURN 'consented';
+            END IF;
+            SELECT CASE WHEN s.outcome IS NOT NULL THEN 'completed' WHEN s.expires_at <= p_now THEN 'expired' ELSE 'not_opened' END
+            INTO v_why FROM {schema}.verification_sessions s WHERE s.id = p_session;
+            RETURN coalesce(v_why, 'not_found');
+        END
+        $$;
+
+        REVOKE ALL ON FUNCTION {schema}.create_session(uuid, uuid, text, bigint, text[], bytea, bytea, bigint, timestamptz, bytea) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.open_gateway(uuid, bytea, timestamptz) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.record_consent(uuid, uuid, text, timestamptz) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.create_session(uuid, uuid, text, bigint, text[], bytea, bytea, bigint, timestamptz, bytea) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.open_gateway(uuid, bytea, timestamptz) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.record_consent(uuid, uuid, text, timestamptz) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

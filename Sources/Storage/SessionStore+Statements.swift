@@ -41,61 +41,6 @@ extension SessionStore {
         func makeBindings() -> PostgresBindings { Self.bind(id) }
     }
 
-    /// Marks the link of the session opened and answers with the session as it is then
-    /// (OpenGateway's update and re-read in one statement).
-    struct MarkOpened: PreparedStatement {
-        static let name = "custos_mark_session_opened"
-        static let bindingDataTypes: [PostgresDataType] = [.timestamptz, .uuid]
-        static let sql = "UPDATE verification_sessions SET link_opened_at = $1 WHERE id = $2 RETURNING \(columns)"
-        let id: UUID
-        let now: Date
-
-        func makeBindings() -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(now)
-            bindings.append(id)
-            return bindings
-        }
-    }
-
-    struct OpenLink: PreparedStatement {
-        static let name = "custos_open_gateway_link"
-        static let bindingDataTypes: [PostgresDataType] = [.timestamptz, .bytea, .text]
-        static let sql = """
-            UPDATE gateway_links SET opened_at = $1
-            WHERE link_hash = $2 AND tenant_id = $3::uuid AND opened_at IS NULL AND expires_at > $1
-            RETURNING session_id
-            """
-        let hash: [UInt8]
-        let tenant: TenantID
-        let now: Date
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 3)
-            bindings.append(now)
-            try bindings.append(Data(hash))
-            bindings.append(tenant.rawValue)
-            return bindings
-        }
-    }
-
-    struct RecordConsent: PreparedStatement {
-        static let name = "custos_record_consent"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .timestamptz, .uuid]
-        static let sql = "UPDATE verification_sessions SET notice_version = $1, consented_at = $2 WHERE id = $3"
-        let id: UUID
-        let noticeVersion: String
-        let now: Date
-
-        func makeBindings() -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 3)
-            bindings.append(noticeVersion)
-            bindings.append(now)
-            bindings.append(id)
-            return bindings
-        }
-    }
-
     struct InsertSession: PreparedStatement {
         static let name = "custos_insert_session"
         static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .text, .int8, .bytea, .bytea, .int8, .timestamptz]

@@ -60,27 +60,6 @@ public enum SessionStore {
         for try await _ in try await connection.execute(InsertLink(new: new, tenant: tenant)) {}
     }
 
-    /// Marks the link used, once: a second open, or one after `now` passed its expiry, is
-    /// refused. The index table has no row-level security: the tenant is matched here.
-    public static func openLink(hash: [UInt8], tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Result<UUID, LinkRefusal> {
-        for try await row in try await connection.execute(OpenLink(hash: hash, tenant: tenant, now: now)) {
-            return .success(try row.decode(UUID.self))
-        }
-        // Another tenant's link is "unknown": its existence is not revealed.
-        let why = try await connection.query("""
-            SELECT opened_at IS NOT NULL FROM gateway_links WHERE link_hash = \(Data(hash)) AND tenant_id = \(tenant.rawValue)::uuid
-            """, logger: Database.quiet)
-        for try await used in why.decode(Bool.self) { return .failure(used ? .alreadyUsed : .expired) }
-        return .failure(.unknown)
-    }
-
-    /// Marks the session's link opened. - Returns: the session as it is then (`nil`: no such session).
-    @discardableResult
-    public static func markOpened(_ id: UUID, at now: Date, on connection: DatabaseTransaction) async throws -> Row? {
-        for try await row in try await connection.execute(MarkOpened(id: id, now: now)) { return try decode(row) }
-        return nil
-    }
-
     /// The session, locked against concurrent completion when `forUpdate`.
     public static func get(_ id: UUID, forUpdate: Bool = false, on connection: DatabaseTransaction) async throws -> Row? {
         let rows = forUpdate ? try await connection.execute(LockSession(id: id)) : try await connection.execute(ReadSession(id: id))
@@ -95,10 +74,6 @@ public enum SessionStore {
             return (try decode(row), try row.makeRandomAccess()[15].decode([Int].self))
         }
         return nil
-    }
-
-    public static func recordConsent(_ id: UUID, noticeVersion: String, at now: Date, on connection: DatabaseTransaction) async throws {
-        for try await _ in try await connection.execute(RecordConsent(id: id, noticeVersion: noticeVersion, now: now)) {}
     }
 
     /// Writes the outcome if none is written yet. - Returns: whether it was written.

@@ -41,7 +41,7 @@ public final class VerificationSessions: Sendable {
 
         let references = try await referencer.references(for: externalID, tenant: tenant)
         // The active version's reference: a subject stored under an older pii version is moved
-        // to it in the transaction that inserts the session (below).
+        // to it when the session is inserted (below).
         guard let subject = references.first else { throw VerificationError.invalidArgument(field: "external_id", reason: "no subject reference") }
 
         let id = UUID()
@@ -59,9 +59,20 @@ public final class VerificationSessions: Sendable {
             id: id, subject: subject, sealedName: sealed["name"], sealedEmail: sealed["email"],
             dataKeyVersion: dataKeyVersion, expiresAt: expiresAt, linkHash: link.hash
         )
-        try await database.withTenant(tenant, context: "create session") { connection in
-            _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, on: connection)
-            try await SessionStore.insert(new, tenant: tenant, on: connection)
+        // One statement, one commit (issue 12): the function inserts unless rows of the subject
+        // are still stored under an older reference, and then writes nothing.
+        let old = references.dropFirst().map(\.value).filter { $0 != subject.value }
+        do {
+            try await database.withAutocommit(context: "create session") { connection in
+                guard try await SessionStore.insertUnlessStoredUnder(old, new, tenant: tenant, on: connection) else { throw MoveFirst() }
+            }
+        } catch is MoveFirst {
+            // Rare: once per subject after a pii rotation (or for an id first stored
+            // unnormalised). The move and the insert commit together, as before.
+            try await database.withTenant(tenant, context: "create session") { connection in
+                _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, on: connection)
+                try await SessionStore.insert(new, tenant: tenant, on: connection)
+            }
         }
         return Created(id: id, gatewayLink: link, expiresAt: expiresAt, subject: subject)
     }
@@ -72,25 +83,21 @@ public final class VerificationSessions: Sendable {
         try await openGatewayStatus(tenant: tenant, link: link).id
     }
 
-    /// ``openGateway(tenant:link:)``, answering with the opened session's status read in the
-    /// same transaction (what the OpenGateway RPC returns: one commit, not two).
+    /// ``openGateway(tenant:link:)``, answering with the opened session's status as the
+    /// statement that opened it left it (what the OpenGateway RPC returns: one commit, not two).
     public func openGatewayStatus(tenant: TenantID, link: GatewayLink) async throws -> SessionStatus {
         let now = now()
-        let opened = try await database.withTenant(tenant, context: "open gateway link") { connection -> Result<SessionStore.Row, SessionStore.LinkRefusal> in
-            switch try await SessionStore.openLink(hash: link.hash, tenant: tenant, now: now, on: connection) {
-            case .success(let session):
-                guard let row = try await SessionStore.markOpened(session, at: now, on: connection) else { throw VerificationError.sessionNotFound(session) }
-                return .success(row)
-            case .failure(let refusal):
-                return .failure(refusal)
+        // One statement, one commit (issue 12); a refusal writes nothing and is not counted.
+        let opened = try await database.withAutocommit(context: "open gateway link") { connection in
+            switch try await SessionStore.openGateway(hash: link.hash, tenant: tenant, now: now, on: connection) {
+            case .success(let row): return row
+            case .failure(.link(.unknown)): throw VerificationError.gatewayLinkUnknown
+            case .failure(.link(.alreadyUsed)): throw VerificationError.gatewayLinkUsed
+            case .failure(.link(.expired)): throw VerificationError.gatewayLinkExpired
+            case .failure(.sessionNotFound(let session)): throw VerificationError.sessionNotFound(session)
             }
         }
-        switch opened {
-        case .success(let row): return SessionStatus(row, now: now)
-        case .failure(.unknown): throw VerificationError.gatewayLinkUnknown
-        case .failure(.alreadyUsed): throw VerificationError.gatewayLinkUsed
-        case .failure(.expired): throw VerificationError.gatewayLinkExpired
-        }
+        return SessionStatus(opened, now: now)
     }
 
     /// Records the candidate's consent to the notice `noticeVersion`, once the link is open.
@@ -99,11 +106,15 @@ public final class VerificationSessions: Sendable {
             throw VerificationError.invalidArgument(field: "notice_version", reason: "1 to 64 printable ASCII characters")
         }
         let now = now()
-        try await database.withTenant(tenant, context: "record consent") { connection in
-            guard let row = try await SessionStore.get(session, forUpdate: true, on: connection) else { throw VerificationError.sessionNotFound(session) }
-            try Self.requireOpen(row, now: now)
-            guard row.linkOpenedAt != nil else { throw VerificationError.linkNotOpened(session) }
-            try await SessionStore.recordConsent(session, noticeVersion: noticeVersion, at: now, on: connection)
+        // One statement, one commit (issue 12): the function re-checks the session as it writes.
+        try await database.withAutocommit(context: "record consent") { connection in
+            switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, on: connection) {
+            case .consented: return
+            case .notFound: throw VerificationError.sessionNotFound(session)
+            case .completed: throw VerificationError.sessionCompleted(session)
+            case .expired: throw VerificationError.sessionExpired(session)
+            case .notOpened: throw VerificationError.linkNotOpened(session)
+            }
         }
         return now
     }
@@ -157,6 +168,9 @@ public final class VerificationSessions: Sendable {
             throw VerificationError.invalidArgument(field: field, reason: "control characters are not allowed")
         }
     }
+
+    /// CreateSession's single statement found rows of the subject under an older reference.
+    private struct MoveFirst: Error {}
 }
 
 /// A session as its tenant sees it: never the name, email, features or scores.

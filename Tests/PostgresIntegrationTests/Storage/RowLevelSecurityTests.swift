@@ -121,7 +121,9 @@ struct RowLevelSecurityTests {
             try await Migrations.requireCurrent(harness.service)
             Issue.record("a schema one migration behind was accepted")
         } catch let error as StorageError {
-            #expect("\(error)".contains("is at version \(Migrations.latestVersion - 1)"))
+            // The version before the newest (helpers' branches may leave a gap the merge closes).
+            let previous = Migrations.all.map(\.version).sorted().dropLast().last ?? 0
+            #expect("\(error)".contains("is at version \(previous)"))
             #expect("\(error)".contains("custos db migrate"))
         }
         // Before migration 23 the service role could not read the table at all.

@@ -157,4 +157,40 @@ struct CommitsPerCallTests {
         #expect(created == ["create session": 1], "CreateSession committed \(created)")
         await custody.shutdown()
     }
+
+    @Test("CreateSession, OpenGateway and RecordConsent commit one transaction each; their refusals commit none")
+    func oneCommitPerSessionCall() async throws {
+        let verification = try await VerificationHarness.make("commits_session")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let sessions = verification.sessions
+        let database = verification.custody.service
+        // Warm-up: the first call of a tenant reads its key versions (pii and data).
+        _ = try await verification.consentedSession(tenant, "warm", name: "Warm", email: "warm@example.com")
+
+        for index in 0..<3 {
+            var created: VerificationSessions.Created?
+            let made = try await Self.commits(database) {
+                created = try await sessions.create(
+                    tenant: tenant, externalID: PersonalText("subject-\(index)"), name: PersonalText("Name \(index)"), email: PersonalText("s\(index)@example.com")
+                )
+            }
+            #expect(made == ["create session": 1], "CreateSession committed \(made)")
+            let link = try #require(created).gatewayLink
+            var session: UUID?
+            let opened = try await Self.commits(database) { session = try await sessions.openGateway(tenant: tenant, link: link) }
+            #expect(opened == ["open gateway link": 1], "OpenGateway committed \(opened)")
+            let id = try #require(session)
+            let consented = try await Self.commits(database) { _ = try await sessions.recordConsent(tenant: tenant, session: id, noticeVersion: "n1") }
+            #expect(consented == ["record consent": 1], "RecordConsent committed \(consented)")
+
+            let refused = try await Self.commits(database) {
+                await #expect(throws: VerificationError.gatewayLinkUsed) { _ = try await sessions.openGateway(tenant: tenant, link: link) }
+                await #expect(throws: VerificationError.sessionNotFound(UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)))) {
+                    _ = try await sessions.recordConsent(tenant: tenant, session: UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)), noticeVersion: "n1")
+                }
+            }
+            #expect(refused.isEmpty, "refusals committed \(refused)")
+        }
+        await verification.custody.shutdown()
+    }
 }
