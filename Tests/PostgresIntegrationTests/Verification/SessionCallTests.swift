@@ -47,13 +47,14 @@ struct SessionCallTests {
         let session = try await verification.consentedSession(tenant, "cand-1")
         let sessions = verification.sessions
 
-        let consent = Task {
-            // Started once the completion holds the lock (below).
-            try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2")
-        }
-        let waited = try await custody.service.withTenant(tenant, context: "test: complete") { connection -> Bool in
+        let (waited, consent) = try await custody.service.withTenant(tenant, context: "test: complete") { connection -> (Bool, Task<Date, any Error>) in
             _ = try await SessionStore.get(session, forUpdate: true, on: connection)
             _ = try await SessionStore.complete(session, outcome: "green", confidence: "high", biometricKeyVersion: 1, at: Date(), on: connection)
+            // Started only now that this transaction holds the session's lock: started earlier,
+            // under load it could consent before the lock was taken.
+            let consent = Task {
+                try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2")
+            }
             // Commit only once the consent's statement waits for this lock, so the test races
             // the function's own check, not the call's start.
             for _ in 0..<400 {
@@ -65,10 +66,10 @@ struct SessionCallTests {
                             AND datname = current_database()
                         """, logger: Database.quiet).collect().first!.decode(Int.self)
                 }
-                if waiting > 0 { return true }
+                if waiting > 0 { return (true, consent) }
                 try await Task.sleep(for: .milliseconds(25))
             }
-            return false
+            return (false, consent)
         }
         #expect(waited, "the consent's statement never waited for the completion's lock")
         await #expect(throws: VerificationError.sessionCompleted(session)) { _ = try await consent.value }
