@@ -7,16 +7,16 @@ import Darwin
 /// Bytes that must not leak: PINs, imported key values, key shares.
 ///
 /// The storage is allocated once from pages locked in memory where the system allows it (so it
-/// is not swapped to disk; ``LockedPages``), wiped when the value is released, and lent out only through
+/// is not swapped to disk; ``LockedPagePool``), wiped when the value is released, and lent out only through
 /// ``withUnsafeBytes(_:)``. Its description is redacted, and `==` takes the same time
 /// wherever the first difference lies.
 public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     // SAFETY: `storage` is written only during `init` and wiped in `deinit`; in between it is
     // read-only, so sharing the instance across threads cannot race.
     private let storage: UnsafeMutableRawBufferPointer
-    /// Where the bytes live: a slot of ``LockedPages`` (nil only if the system refused to map
+    /// Where the bytes live: a slot of ``LockedPagePool`` (nil only if the system refused to map
     /// one, and then a heap buffer, unlocked).
-    private let allocation: LockedPages.Allocation?
+    private let allocation: LockedPagePool.Allocation?
 
     /// The number of secret bytes.
     public var count: Int { storage.count }
@@ -36,7 +36,7 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
     public init(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
         // At least one byte: an empty buffer may have a nil base address, and PKCS#11 calls need
         // a non-NULL pointer even for empty data.
-        let allocation = LockedPages.allocate(count)
+        let allocation = LockedPagePool.shared.allocate(count)
         let buffer = allocation?.buffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
         let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
         // A reused slot was wiped by its last owner; the heap's buffer was not.
@@ -56,11 +56,11 @@ public final class SecretBytes: @unchecked Sendable, Equatable, CustomStringConv
     }
 
     /// Wipes every byte `fill` may have written and hands the memory back.
-    private static func release(_ storage: UnsafeMutableRawBufferPointer, _ allocation: LockedPages.Allocation?) {
+    private static func release(_ storage: UnsafeMutableRawBufferPointer, _ allocation: LockedPagePool.Allocation?) {
         let whole = UnsafeMutableRawBufferPointer(start: storage.baseAddress, count: max(storage.count, 1))
         wipe(whole)
         if let allocation {
-            LockedPages.release(allocation, count: storage.count)
+            LockedPagePool.shared.release(allocation, count: storage.count)
         } else {
             whole.deallocate()
         }

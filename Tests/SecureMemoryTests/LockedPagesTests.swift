@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import SecureMemory
+@testable import SecureMemory
 import Testing
 
 @Suite("SecretBytes: locked pages, reused wiped, never unlocked under a live secret")
@@ -33,6 +33,35 @@ struct LockedPagesTests {
             }
             next.withUnsafeBytes { #expect($0.count == count && $0.allSatisfy { $0 == 0x5A }) }
         }
+    }
+
+    @Test("a burst's chunks are unmapped once free (their locked-memory budget given back), but for one spare")
+    func burstGivesChunksBack() {
+        // Attack review, session 12: chunks that were never unmapped kept a burst's peak of
+        // locked memory for good, and past RLIMIT_MEMLOCK later secrets of other sizes were
+        // left unlocked. A pool of its own, so other suites' secrets do not count.
+        let pool = LockedPagePool()
+        let burst = (0..<100).compactMap { _ in pool.allocate(5_000) }
+        #expect(burst.count == 100)
+        #expect(Set(burst.map { Int(bitPattern: $0.buffer.baseAddress) }).count == 100, "a slot was handed out twice")
+        #expect(pool.mappedChunks == 13, "8 KiB slots, 8 to a 64 KiB chunk: 100 need 13 chunks")
+        for allocation in burst { pool.release(allocation, count: 5_000) }
+        #expect(pool.mappedChunks == 1)
+        // The spare serves the next secret of its size without a new mapping.
+        let next = pool.allocate(5_000)
+        #expect(next != nil && pool.mappedChunks == 1)
+        if let next { pool.release(next, count: 5_000) }
+        // Slots of 64 B (1 and 64 bytes share it), 128 B, 4 KiB and 64 KiB: four more spares;
+        // past 64 KiB a mapping of its own, not a chunk.
+        for count in [1, 64, 65, 4_096, 65_536] {
+            let allocation = pool.allocate(count)
+            #expect(allocation.map { $0.buffer.count >= count } == true)
+            if let allocation { pool.release(allocation, count: count) }
+        }
+        #expect(pool.mappedChunks == 5)
+        let large = pool.allocate(70_000)
+        #expect(large.map { $0.buffer.count >= 70_000 } == true && pool.mappedChunks == 5)
+        if let large { pool.release(large, count: 70_000) }
     }
 
     @Test("an empty secret still lends a non-NULL pointer (PKCS#11 needs one)")
