@@ -44,6 +44,21 @@ extension TemplateStore {
         "custos-bio-version:\(tenant.rawValue)/\(version)"
     }
 
+    /// For an erasure (attack review, session 12): waits for every call that holds one of the
+    /// subjects' sessions or subject locks — an Enrol or a Verify that moves a template between
+    /// versions, both of which lock the session row, tokenize, then write — and holds both until
+    /// the erasure commits, so a template such a call writes is seen and deleted, not left
+    /// behind an erasure that counted none. Session rows first (in id order), then the subject
+    /// locks (sorted): the order every template write takes them in, so neither waits on the other
+    /// in a cycle.
+    public static func lockSubjectsForErasure(_ subjects: [String], tenant: TenantID, on connection: DatabaseTransaction) async throws {
+        try await connection.run("SELECT 1 FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) ORDER BY id FOR UPDATE")
+        let keys = subjects.sorted().map { subjectLockKey(tenant, $0) }
+        try await connection.run("""
+            SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(\(keys)::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n
+            """)
+    }
+
     /// For a template write in a transaction (Enrol's transaction path, the token-level enrol):
     /// takes `subject`'s lock exclusively, then `keyVersion`'s shared, for the rest of the
     /// transaction, and reads what the write must re-check in a snapshot taken after both were

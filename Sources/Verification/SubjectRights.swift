@@ -76,6 +76,9 @@ public final class SubjectRights: Sendable {
         let audit = audit
         // The erasure and its audit entry commit together: nothing erased without a record.
         let counts = try await database.withTenant(tenant, context: "erase subject") { connection in
+            // A call that already holds one of the subject's sessions may be about to write a
+            // template: wait for it, so the deletes below see what it wrote.
+            try await TemplateStore.lockSubjectsForErasure(references, tenant: tenant, on: connection)
             let templates = try await TemplateStore.delete(subjects: references, on: connection)
             let sessions = try await SessionStore.delete(subjects: references, on: connection)
             // The attempt counters name the subject too.

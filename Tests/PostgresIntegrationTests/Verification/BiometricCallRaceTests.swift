@@ -57,6 +57,40 @@ struct BiometricCallRaceTests {
         await verification.custody.shutdown()
     }
 
+    @Test("An erasure that arrives while a replacing Enrol holds the session waits for it and erases the template it wrote")
+    func erasureWhileEnrolHoldsSession() async throws {
+        // Attack review, session 12: the erasure deleted the subject's templates first (none
+        // yet), then waited for the session row the Enrol held; the Enrol's template survived an
+        // erasure that reported `templates: 0`, and galleries loaded it again.
+        let verification = try await VerificationHarness.make("race_erase_tx")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let session = try await verification.consentedSession(tenant, "cand-1")
+        let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
+        let erasure = Mutex<Task<ErasureCounts, any Error>?>(nil)
+        // The transaction path: the session row stays locked while the features are tokenized.
+        _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) {
+            erasure.withLock { $0 = Task { try await verification.rights.erase(tenant: tenant, externalID: PersonalText("cand-1"), actor: "dpo") } }
+            // Return only once the erasure waits on a lock this transaction holds.
+            var waited = false
+            for _ in 0..<400 where !waited {
+                waited = try await verification.custody.service.withConnection(context: "test: lock waits") { watcher in
+                    try await watcher.query("""
+                        SELECT count(*)::int FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND datname = current_database()
+                        """, logger: Database.quiet).collect().first!.decode(Int.self)
+                } > 0
+                if !waited { try await Task.sleep(for: .milliseconds(25)) }
+            }
+            #expect(waited, "the erasure never waited for the Enrol's locks")
+            return token
+        }
+        let counts = try await #require(erasure.withLock { $0 }).value
+        #expect(counts == ErasureCounts(templates: 1, sessions: 1))
+        #expect(try await verification.count("templates", tenant: tenant) == 0)
+        #expect(try await verification.count("verification_sessions", tenant: tenant) == 0)
+        await verification.custody.shutdown()
+    }
+
     @Test("A Verify whose session another request completed meanwhile returns no decision and counts no attempt")
     func verifyOvertaken() async throws {
         let verification = try await VerificationHarness.make("race_verify")
