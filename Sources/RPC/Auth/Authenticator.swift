@@ -226,8 +226,8 @@ public final class Authenticator: Sendable {
     /// Returns once the certificate `serial` is found revoked — looked up at once (a revocation
     /// between the call's authentication and this wait), then after each revocation here or
     /// another instance's notice (``CacheChange/certificateRevocations``), and after the
-    /// listener reconnects. A deny-list that cannot be read counts as "not revoked", as for
-    /// health's own authentication. Authentication refuses a revoked certificate at a call's
+    /// listener reconnects. A deny-list that cannot be read counts as "not revoked" for now, as
+    /// for health's own authentication, and is read again a second later. Authentication refuses a revoked certificate at a call's
     /// start; this ends a call that outlives that moment (health `Watch`: attack review, round 5).
     /// - Returns: true when revoked; false when the task was cancelled first.
     public func waitUntilRevoked(_ serial: String) async -> Bool {
@@ -240,8 +240,18 @@ public final class Authenticator: Sendable {
         defer { revocationWaiters.withLock { $0.waiting.removeValue(forKey: id) }?.finish() }
         continuation.yield()
         // The stream ends (nil) when the task is cancelled.
-        for await _ in changes where (try? await isRevoked(serial)) == true {
-            return true
+        for await _ in changes {
+            do {
+                if try await isRevoked(serial) { return true }
+            } catch {
+                // The deny-list could not be read (the call goes on, as health's authentication
+                // would let it start): look again in a second rather than only at the next
+                // notice, which may come weeks later (attack review, session 12).
+                Task {
+                    try? await Task.sleep(for: .seconds(1))
+                    continuation.yield()
+                }
+            }
         }
         return false
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import RPC
+@testable import Storage
 import Synchronization
 import Testing
 
@@ -56,6 +57,45 @@ struct HealthAttackRound5Tests {
             }
             #expect(statuses.count.withLock { $0 } >= 1, "the stream was answered before the revocation")
             #expect(code == .unauthenticated, "the stream of a revoked certificate was not cut (ended with \(String(describing: code)))")
+        }
+    }
+}
+
+extension HealthAttackRound5Tests {
+    @Test("A Watch whose certificate is revoked while the deny-list cannot be read is cut once it can be read again")
+    func watchCutAfterUnreadableDenyList() async throws {
+        // Attack review, session 12: a failed read counted as "not revoked" and the stream then
+        // waited for the next notice only; killing the service's read at the right moment (the
+        // service role may terminate its own backends) kept the stream open until an unrelated
+        // revocation.
+        try await RPCHarness.with("atk5unread") { rpc in
+            let serial = try RPCAuthTests.serial(rpc.certificates.path("frontend-narrow.pem"))
+            let owner = rpc.custody.owner
+            let service = rpc.custody.settings.serviceUser
+            let statuses = SeenStatuses()
+            let code = await RPCHarness.code {
+                try await rpc.withClient(.narrow) { client in
+                    try await Grpc_Health_V1_Health.Client(wrapping: client).watch(.init(), options: RPCHarness.fast) { response in
+                        for try await _ in response.messages {
+                            guard statuses.count.withLock({ $0 += 1; return $0 }) == 1 else { continue }
+                            // Revoked and announced while the service role cannot read the list.
+                            _ = try await owner.withTransaction(context: "test: revoke unreadably") { connection in
+                                try await connection.query("REVOKE SELECT ON revoked_certificates FROM \(unescaped: service)", logger: Database.quiet)
+                                try await connection.query("""
+                                    INSERT INTO revoked_certificates (serial, subject, revoked_by) VALUES (\(serial), 'custos://frontend/narrow', 'officer-test')
+                                    """, logger: Database.quiet)
+                                try await CacheChange.certificateRevocations.announce(on: connection)
+                            }
+                            try await Task.sleep(for: .milliseconds(300))
+                            _ = try await owner.withTransaction(context: "test: readable again") { connection in
+                                try await connection.query("GRANT SELECT ON revoked_certificates TO \(unescaped: service)", logger: Database.quiet)
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(statuses.count.withLock { $0 } >= 1, "the stream was answered before the revocation")
+            #expect(code == .unauthenticated, "the stream outlived its revocation (ended with \(String(describing: code)))")
         }
     }
 }
