@@ -901,6 +901,34 @@ public enum Migrations {
         GRANT EXECUTE ON FUNCTION {schema}.open_gateway(uuid, bytea, timestamptz) TO {service};
         GRANT EXECUTE ON FUNCTION {schema}.record_consent(uuid, uuid, text, timestamptz) TO {service};
         """),
+        Migration(version: 28, summary: "the biometric-version locks and their check in one call (the overlap Verify's transaction)", sql: """
+        -- Migration 26 gave the overlap Verify's transaction the version lock of the template it
+        -- compared with and of the one a GREEN match moves the subject to, each a lock statement
+        -- then a check statement (a check in the lock's own statement reads a snapshot from before
+        -- the wait): four more round trips, and the overlap Verify ran ~30 % slower. In a
+        -- function each statement takes its own snapshot, so the locks, in ascending version order
+        -- (the close takes one version's lock alone), and then the check are one call. Key:
+        -- TemplateStore.versionLockKey, spelled here as in migration 25.
+        CREATE FUNCTION {schema}.lock_matching_biometric_versions(p_tenant uuid, p_versions bigint[], p_now timestamptz)
+        RETURNS bigint[]
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_version bigint;
+            v_matching bigint[];
+        BEGIN
+            FOR v_version IN SELECT DISTINCT x FROM unnest(p_versions) AS x ORDER BY x LOOP
+                PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || v_version::text, 0));
+            END LOOP;
+            SELECT coalesce(array_agg(k.version::bigint ORDER BY k.version), '{}') INTO v_matching
+            FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = ANY(p_versions)
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            RETURN v_matching;
+        END
+        $$;
+        REVOKE ALL ON FUNCTION {schema}.lock_matching_biometric_versions(uuid, bigint[], timestamptz) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.lock_matching_biometric_versions(uuid, bigint[], timestamptz) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -45,7 +45,7 @@ extension SessionStore {
 
     /// Enrol's write: the template of `subject` stored and the session completed as `enrolled`,
     /// if the session is still open for `subject`, the token's biometric version still matches
-    /// (``TemplateStore/lockMatchingBiometricVersion(_:tenant:now:on:)``, in the function) and
+    /// (``TemplateStore/lockMatchingBiometricVersions(_:tenant:now:on:)``, in the function) and
     /// the subject still has no template, looked for under the subject's lock (two first
     /// enrolments under two versions are serialised: migration 26).
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.

@@ -62,7 +62,7 @@ extension TemplateStore {
     /// For a template write in a transaction (Enrol's transaction path, the token-level enrol):
     /// takes `subject`'s lock exclusively, then `keyVersion`'s shared, for the rest of the
     /// transaction, and reads what the write must re-check in a snapshot taken after both were
-    /// granted. Two statements, as ``lockMatchingBiometricVersion(_:tenant:now:on:)``.
+    /// granted. Two statements: a check in the lock's own statement would read a snapshot from before the wait.
     public static func lockForTemplateWrite(
         subject: String, keyVersion: Int, tenant: TenantID, now: Date, on connection: DatabaseTransaction
     ) async throws -> TemplateWriteCheck {
@@ -84,17 +84,17 @@ extension TemplateStore {
         return TemplateWriteCheck(versionMatches: false, enrolledVersions: [])
     }
 
-    /// Takes `keyVersion`'s lock shared for the rest of the transaction, then tells whether the
-    /// version still matches: its `bio-prf` key active, or retiring inside its window at `now`.
-    /// Two statements: a check in the lock's own statement would read a snapshot from before
-    /// the wait.
-    public static func lockMatchingBiometricVersion(_ keyVersion: Int, tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Bool {
-        try await connection.run("SELECT pg_advisory_xact_lock_shared(hashtextextended(\(versionLockKey(tenant, keyVersion)), 0))")
-        return try await scalar("""
-            SELECT count(*)::int FROM key_versions k
-            WHERE k.tenant_id = \(tenant.rawValue)::uuid AND k.purpose = 'bio-prf' AND k.version = \(keyVersion)
-                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > \(now)))
-            """, on: connection) > 0
+    /// Takes the locks of `versions` shared (ascending) for the rest of the transaction, then
+    /// tells which of them still match: their `bio-prf` key active, or retiring inside its
+    /// window at `now`. One call (migration 28's function, whose check reads a snapshot taken
+    /// after the waits): the overlap Verify locks the version it compared under and the one it
+    /// moves the subject to together.
+    public static func lockMatchingBiometricVersions(_ versions: [Int], tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Set<Int> {
+        let query: PostgresQuery = "SELECT lock_matching_biometric_versions(\(tenant.rawValue)::uuid, \(versions)::int8[], \(now))"
+        for try await matching in try await connection.query(query, logger: Database.quiet).decode([Int].self) {
+            return Set(matching)
+        }
+        return []
     }
 
     /// Takes `keyVersion`'s lock exclusively for the rest of the transaction (the close of its

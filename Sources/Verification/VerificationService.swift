@@ -263,13 +263,18 @@ public final class VerificationService: Sendable {
             let match = try await Self.enrolment(in: opened, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
-            // As the single-statement write: no decision recorded against a template whose
-            // version's overlap closed since it was read (the throw rolls the attempt back).
-            guard try await TemplateStore.lockMatchingBiometricVersion(match.probe.keyVersion, tenant: tenant, now: now, on: connection) else {
-                throw VerificationError.biometricVersionRetired(match.probe.keyVersion)
-            }
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
-            if migrates { try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
+            // As the single-statement write: no decision recorded against a template whose
+            // version's overlap closed since it was read (the throw rolls the attempt back), and
+            // no template moved to a version that stopped matching — both locks in one call.
+            let matching = try await TemplateStore.lockMatchingBiometricVersions(
+                migrates ? [match.probe.keyVersion, probe.keyVersion] : [match.probe.keyVersion], tenant: tenant, now: now, on: connection
+            )
+            guard matching.contains(match.probe.keyVersion) else { throw VerificationError.biometricVersionRetired(match.probe.keyVersion) }
+            if migrates {
+                guard matching.contains(probe.keyVersion) else { throw VerificationError.biometricVersionRetired(probe.keyVersion) }
+                try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection)
+            }
             // The templates' last use and the outcome in one statement.
             _ = try await SessionStore.completeVerification(
                 session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
@@ -399,11 +404,10 @@ public final class VerificationService: Sendable {
     /// failure leaves the old template in place. Other instances' galleries poll the new
     /// template after the commit; the old one may stay in them, which identification's re-read
     /// of candidates' tokens from the database makes harmless.
+    /// The caller holds `token`'s version lock and found it matching
+    /// (``TemplateStore/lockMatchingBiometricVersions(_:tenant:now:on:)``): a template write like
+    /// any other, never under a retired version.
     func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        // A template write like any other: under its version's lock, never under a retired one.
-        guard try await TemplateStore.lockMatchingBiometricVersion(token.keyVersion, tenant: tenant, now: now(), on: connection) else {
-            throw VerificationError.biometricVersionRetired(token.keyVersion)
-        }
         try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
         try migrationFault?()
         try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
@@ -454,7 +458,12 @@ public final class VerificationService: Sendable {
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
             let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
-            if migrated { try await self.migrate(subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection) }
+            if migrated {
+                guard try await TemplateStore.lockMatchingBiometricVersions([probe.keyVersion], tenant: tenant, now: self.now(), on: connection).contains(probe.keyVersion) else {
+                    throw VerificationError.biometricVersionRetired(probe.keyVersion)
+                }
+                try await self.migrate(subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection)
+            }
             try await TemplateStore.touch(subject: subject.value, on: connection)
             return (decision, migrated)
         }
