@@ -36,26 +36,17 @@ struct HealthAttackRound5Tests {
     func watchOfRevokedFrontEndCut() async throws {
         try await RPCHarness.with("atk5watch") { rpc in
             let serial = try RPCAuthTests.serial(rpc.certificates.path("frontend-narrow.pem"))
-            let statuses = SeenStatuses()
             // The call's deadline only bounds the test: before the fix the stream stayed open
             // until it (DEADLINE_EXCEEDED), however long after the revocation.
-            let code = await RPCHarness.code {
-                try await rpc.withClient(.narrow) { client in
-                    try await Grpc_Health_V1_Health.Client(wrapping: client).watch(.init(), options: RPCHarness.fast) { response in
-                        for try await _ in response.messages {
-                            guard statuses.count.withLock({ $0 += 1; return $0 }) == 1 else { continue }
-                            // Answered once (authenticated); revoked while the stream is open.
-                            try await rpc.withClient(.alice) { admin in
-                                _ = try await Custos_V1_Admin.Client(wrapping: admin).revokeCertificate(.with {
-                                    $0.serial = serial
-                                    $0.subject = "custos://frontend/narrow"
-                                })
-                            }
-                        }
-                    }
+            let (answered, code) = await Self.watchRevokedWhileOpen(rpc) {
+                try await rpc.withClient(.alice) { admin in
+                    _ = try await Custos_V1_Admin.Client(wrapping: admin).revokeCertificate(.with {
+                        $0.serial = serial
+                        $0.subject = "custos://frontend/narrow"
+                    })
                 }
             }
-            #expect(statuses.count.withLock { $0 } >= 1, "the stream was answered before the revocation")
+            #expect(answered >= 1, "the stream was answered before the revocation")
             #expect(code == .unauthenticated, "the stream of a revoked certificate was not cut (ended with \(String(describing: code)))")
         }
     }
@@ -72,31 +63,42 @@ extension HealthAttackRound5Tests {
             let serial = try RPCAuthTests.serial(rpc.certificates.path("frontend-narrow.pem"))
             let owner = rpc.custody.owner
             let service = rpc.custody.settings.serviceUser
-            let statuses = SeenStatuses()
-            let code = await RPCHarness.code {
-                try await rpc.withClient(.narrow) { client in
-                    try await Grpc_Health_V1_Health.Client(wrapping: client).watch(.init(), options: RPCHarness.fast) { response in
-                        for try await _ in response.messages {
-                            guard statuses.count.withLock({ $0 += 1; return $0 }) == 1 else { continue }
-                            // Revoked and announced while the service role cannot read the list.
-                            _ = try await owner.withTransaction(context: "test: revoke unreadably") { connection in
-                                try await connection.query("REVOKE SELECT ON revoked_certificates FROM \(unescaped: service)", logger: Database.quiet)
-                                try await connection.query("""
-                                    INSERT INTO revoked_certificates (serial, subject, revoked_by) VALUES (\(serial), 'custos://frontend/narrow', 'officer-test')
-                                    """, logger: Database.quiet)
-                                try await CacheChange.certificateRevocations.announce(on: connection)
-                            }
-                            try await Task.sleep(for: .milliseconds(300))
-                            _ = try await owner.withTransaction(context: "test: readable again") { connection in
-                                try await connection.query("GRANT SELECT ON revoked_certificates TO \(unescaped: service)", logger: Database.quiet)
-                            }
-                        }
+            let (answered, code) = await Self.watchRevokedWhileOpen(rpc) {
+                // Revoked and announced while the service role cannot read the list.
+                _ = try await owner.withTransaction(context: "test: revoke unreadably") { connection in
+                    try await connection.query("REVOKE SELECT ON revoked_certificates FROM \(unescaped: service)", logger: Database.quiet)
+                    try await connection.query("""
+                        INSERT INTO revoked_certificates (serial, subject, revoked_by) VALUES (\(serial), 'custos://frontend/narrow', 'officer-test')
+                        """, logger: Database.quiet)
+                    try await CacheChange.certificateRevocations.announce(on: connection)
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                _ = try await owner.withTransaction(context: "test: readable again") { connection in
+                    try await connection.query("GRANT SELECT ON revoked_certificates TO \(unescaped: service)", logger: Database.quiet)
+                }
+            }
+            #expect(answered >= 1, "the stream was answered before the revocation")
+            #expect(code == .unauthenticated, "the stream outlived its revocation (ended with \(String(describing: code)))")
+        }
+    }
+}
+
+extension HealthAttackRound5Tests {
+    /// Opens a health Watch as the narrow front-end, runs `revoke` once the first status
+    /// arrived (the call authenticated), and reads on until the stream ends.
+    /// - Returns: the statuses received and the code the stream ended with.
+    static func watchRevokedWhileOpen(_ rpc: RPCHarness, revoke: @escaping @Sendable () async throws -> Void) async -> (Int, RPCError.Code?) {
+        let statuses = SeenStatuses()
+        let code = await RPCHarness.code {
+            try await rpc.withClient(.narrow) { client in
+                try await Grpc_Health_V1_Health.Client(wrapping: client).watch(.init(), options: RPCHarness.fast) { response in
+                    for try await _ in response.messages where statuses.count.withLock({ $0 += 1; return $0 }) == 1 {
+                        try await revoke()
                     }
                 }
             }
-            #expect(statuses.count.withLock { $0 } >= 1, "the stream was answered before the revocation")
-            #expect(code == .unauthenticated, "the stream outlived its revocation (ended with \(String(describing: code)))")
         }
+        return (statuses.count.withLock { $0 }, code)
     }
 }
 

@@ -89,6 +89,25 @@ struct VerificationHarness: Sendable {
         }
     }
 
+    /// Whether, within 10 s, another backend of this database waits on a lock — one running a
+    /// statement that contains `statement`, when given. Race tests hold a lock until the racing
+    /// statement is blocked on it, so they race the statement's own check, not the call's start.
+    /// As the service role: pg_stat_activity shows a backend's query to its own role only.
+    func someoneWaitsOnALock(running statement: String = "") async throws -> Bool {
+        for _ in 0..<400 {
+            let waiting = try await custody.service.withConnection(context: "test: lock waits") { watcher in
+                try await watcher.query("""
+                    SELECT count(*)::int FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND strpos(query, \(statement)) > 0 AND pid <> pg_backend_pid()
+                        AND datname = current_database()
+                    """, logger: Database.quiet).collect().first!.decode(Int.self)
+            }
+            if waiting > 0 { return true }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return false
+    }
+
     /// The audit entries of one action, as stored.
     func auditEntries(_ action: String) async throws -> [AuditEntryRecord] {
         try await custody.owner.withTransaction(context: "read audit") { connection in

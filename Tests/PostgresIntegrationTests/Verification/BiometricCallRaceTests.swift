@@ -71,16 +71,7 @@ struct BiometricCallRaceTests {
         _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) {
             erasure.withLock { $0 = Task { try await verification.rights.erase(tenant: tenant, externalID: PersonalText("cand-1"), actor: "dpo") } }
             // Return only once the erasure waits on a lock this transaction holds.
-            var waited = false
-            for _ in 0..<400 where !waited {
-                waited = try await verification.custody.service.withConnection(context: "test: lock waits") { watcher in
-                    try await watcher.query("""
-                        SELECT count(*)::int FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND datname = current_database()
-                        """, logger: Database.quiet).collect().first!.decode(Int.self)
-                } > 0
-                if !waited { try await Task.sleep(for: .milliseconds(25)) }
-            }
+            let waited = try await verification.someoneWaitsOnALock()
             #expect(waited, "the erasure never waited for the Enrol's locks")
             return token
         }

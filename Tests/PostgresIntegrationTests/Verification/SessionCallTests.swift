@@ -55,21 +55,8 @@ struct SessionCallTests {
             let consent = Task {
                 try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2")
             }
-            // Commit only once the consent's statement waits for this lock, so the test races
-            // the function's own check, not the call's start.
-            for _ in 0..<400 {
-                // As the service role: pg_stat_activity shows a backend's query to its own role only.
-                let waiting = try await custody.service.withConnection(context: "test: lock waits") { watcher in
-                    try await watcher.query("""
-                        SELECT count(*)::int FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND query LIKE '%record_consent%' AND pid <> pg_backend_pid()
-                            AND datname = current_database()
-                        """, logger: Database.quiet).collect().first!.decode(Int.self)
-                }
-                if waiting > 0 { return (true, consent) }
-                try await Task.sleep(for: .milliseconds(25))
-            }
-            return (false, consent)
+            // Commit only once the consent's statement waits for this lock.
+            return (try await verification.someoneWaitsOnALock(running: "record_consent"), consent)
         }
         #expect(waited, "the consent's statement never waited for the completion's lock")
         await #expect(throws: VerificationError.sessionCompleted(session)) { _ = try await consent.value }
