@@ -254,6 +254,7 @@ public final class SessionPool: Sendable {
     func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
             let request = PendingRequest(
+                seenGeneration: generation, seenEpoch: epoch,
                 run: { worker in
                     do {
                         let result = try self.translate { try body(worker) }
@@ -473,14 +474,24 @@ public final class SessionPool: Sendable {
         let sleeper = ConditionLock()
         while isRunning {
             for (request, waited) in queue.removeExpired(timeout: acquireTimeout) {
-                metrics.exhausted.increment()
-                request.fail(.exhausted(waitedNanoseconds: waited, maxSessions: configuration.workers))
+                request.fail(expiryError(request, waited: waited))
             }
             metrics.waiting.record(queue.waitingRequests)
             metrics.sessionsInUse.record(gate.callsInFlight)
             metrics.sessionsOpen.record(openSessions.load(ordering: .relaxed))
             sleeper.withLock { sleeper.wait(untilNanoseconds: monotonicNanoseconds() + tick) }
         }
+    }
+
+    /// What a request that waited `waited` for a session is told. Behind a recovery (a network
+    /// HSM's re-initialisation can take seconds) the HSM was away, and the caller should retry
+    /// as for any outage; otherwise every session was busy, and the pool may be too small.
+    private func expiryError(_ request: PendingRequest, waited: UInt64) -> HSMError {
+        if recovery.read({ $0.recoveryDelayedWait(seenGeneration: request.seenGeneration, seenEpoch: request.seenEpoch) }) {
+            return .unavailable(reason: "HSM recovering; no session within \(waited / 1_000_000) ms", retryAfterNanoseconds: nil)
+        }
+        metrics.exhausted.increment()
+        return .exhausted(waitedNanoseconds: waited, maxSessions: configuration.workers)
     }
 
     private var isRunning: Bool {

@@ -2,8 +2,17 @@
 final class PendingRequest: Sendable {
     let run: @Sendable (SessionWorker) -> Void
     let fail: @Sendable (HSMError) -> Void
+    /// The pool's generation and epoch when the request began to wait: a change by the time it
+    /// expires means a recovery held it up.
+    let seenGeneration: UInt64
+    let seenEpoch: UInt64
 
-    init(run: @escaping @Sendable (SessionWorker) -> Void, fail: @escaping @Sendable (HSMError) -> Void) {
+    init(
+        seenGeneration: UInt64, seenEpoch: UInt64,
+        run: @escaping @Sendable (SessionWorker) -> Void, fail: @escaping @Sendable (HSMError) -> Void
+    ) {
+        self.seenGeneration = seenGeneration
+        self.seenEpoch = seenEpoch
         self.run = run
         self.fail = fail
     }

@@ -5,6 +5,10 @@ import SecureMemory
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Fails the next `count` calls of one function, then behaves.
 final class NextCallsFail: PKCS11FaultInjector {
     private let function: PKCS11Function
@@ -24,6 +28,23 @@ final class NextCallsFail: PKCS11FaultInjector {
             left -= 1
             return returnValue
         }
+    }
+}
+
+/// A device error on the first `C_Sign`; every `C_Initialize` then takes `delay`, as a network
+/// HSM's re-initialisation can take seconds.
+final class DeviceLostSlowReinitialisation: PKCS11FaultInjector {
+    private let signFails = NextCallsFail(.sign, .deviceError)
+    private let delay: Duration
+
+    init(delay: Duration) { self.delay = delay }
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        if function == .initialize {
+            let (seconds, attoseconds) = delay.components
+            usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+        }
+        return signFails.fault(for: function)
     }
 }
 
@@ -119,6 +140,37 @@ struct FaultInjectionTests {
         }
         #expect(recovered)
         #expect(pool.statistics.breakerOpen == false)
+        await pool.shutdown()
+    }
+
+    @Test("Callers whose wait for a session a slow re-initialisation outlasts are told 'unavailable', not 'exhausted'; the failed call itself succeeds", arguments: TestBackend.allCases)
+    func waitOutlastedByRecovery(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("slowinit")
+        let pool = try await startedPool(token, workers: 1, acquireTimeout: .milliseconds(100), module: module)
+        let known = KnownHMACKey()
+        _ = try await pool.hmacSHA256(key: known.key, data: [1])
+        module.installFaultInjector(DeviceLostSlowReinitialisation(delay: .milliseconds(800)))
+        // The one worker re-initialises for 800 ms; the waiters' 100 ms run out meanwhile.
+        let lost = Task { try await pool.hmacSHA256(key: known.key, data: [2]) }
+        try await Task.sleep(for: .milliseconds(100))
+        let waiters = (0..<3).map { index in
+            Task { () -> String in
+                do {
+                    _ = try await pool.hmacSHA256(key: known.key, data: [3, UInt8(index)])
+                    return "answered"
+                } catch let error as HSMError {
+                    return error.failureClass
+                } catch {
+                    return "\(error)"
+                }
+            }
+        }
+        var answers = [String]()
+        for waiter in waiters { answers.append(await waiter.value) }
+        #expect(answers == ["unavailable", "unavailable", "unavailable"])
+        #expect(try await lost.value == known.expected([2]))
+        module.installFaultInjector(nil)
+        #expect(try await pool.hmacSHA256(key: known.key, data: [4]) == known.expected([4]))
         await pool.shutdown()
     }
 

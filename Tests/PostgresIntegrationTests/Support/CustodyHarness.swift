@@ -44,10 +44,11 @@ final class CustodyHarness: Sendable {
     ///   `module`: a private copy of the PKCS#11 module (``TestToken/isolatedModule()``) for
     ///   tests that inject faults, so no other suite sees them.
     ///   `maxCachedKeys`: the pool's key cache bound (tests of eviction make it small).
+    ///   `acquireTimeout`: how long a call may wait for an HSM session.
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
         keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
-        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys
+        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys, acquireTimeout: Duration = .seconds(5)
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -65,7 +66,7 @@ final class CustodyHarness: Sendable {
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
         // The token has no root keys yet (the ceremony below makes them): nothing to check, and
         // the graph uses the first ones (v1), as it would on that token.
-        var poolConfiguration = token.configuration()
+        var poolConfiguration = token.configuration(acquireTimeout: acquireTimeout)
         poolConfiguration.maxCachedKeys = maxCachedKeys
         let start = { (trusted: Set<EscrowKeyFingerprint>) in
             try await CustosRuntime.start(
