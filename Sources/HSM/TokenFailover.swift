@@ -40,6 +40,10 @@ final class TokenFailover: Sendable {
         var broughtBack = 0
         /// The return check refused it since it was taken out (logged once, not every probe).
         var returnRefused = false
+        /// Taken out for its keys (the wrong token, or refused by the return check), not for its
+        /// device: it may answer every call, with other keys. Only a probe that passes the
+        /// return check brings it back; calls never fall back to it meanwhile.
+        var keysInDoubt = false
         /// When it was last taken out (wall clock, for operators), while it is out.
         var outSince: Date?
         /// ``HSMError/failureClass`` of the failure that last took it out, or
@@ -122,6 +126,8 @@ final class TokenFailover: Sendable {
     /// untried in-service token with the fewest calls in flight (ties go round robin). When no
     /// token is in service, the untried ones are tried anyway: their own breakers answer at
     /// once while they are down, and a token that came back serves before its probe notices.
+    /// Not a token out for its keys: it answers, with keys that are not the replicas' (another
+    /// root's MACs, or a planted key's).
     private func choose(preferred: Int?, tried: UInt64) -> Int? {
         states.withLock { states in
             let count = states.count
@@ -139,13 +145,16 @@ final class TokenFailover: Sendable {
                 }
             }
             if best != nil || states.contains(where: \.inService) { return best }
-            return (0..<count).map { (start + $0) % count }.first { tried & (1 << UInt64($0)) == 0 }
+            return (0..<count).map { (start + $0) % count }.first { tried & (1 << UInt64($0)) == 0 && !states[$0].keysInDoubt }
         }
     }
 
     private func takeOut(_ index: Int, pool: SessionPool, errorClass: String, error: HSMError) {
         let wasInService = states.withLock { states in
-            defer { states[index].inService = false }
+            defer {
+                states[index].inService = false
+                if errorClass == TokenStatus.wrongTokenClass { states[index].keysInDoubt = true }
+            }
             guard states[index].inService else { return false }
             states[index].takenOut += 1
             states[index].returnRefused = false
@@ -211,6 +220,7 @@ final class TokenFailover: Sendable {
                     let first = states.withLock { states in
                         defer {
                             states[index].returnRefused = true
+                            states[index].keysInDoubt = true
                             states[index].lastErrorClass = "fails the check before its return"
                         }
                         return !states[index].returnRefused
@@ -225,6 +235,7 @@ final class TokenFailover: Sendable {
             }
             states.withLock { states in
                 states[index].inService = true
+                states[index].keysInDoubt = false
                 states[index].broughtBack += 1
                 states[index].outSince = nil
             }

@@ -257,6 +257,40 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
+    @Test("A fails while B, re-made with another root, is kept out: no call falls back to B — keyed calls fail rather than answer with B's root, and the health probe's random-number call fails")
+    func noFallbackToTokenWithOtherKeys() async throws {
+        let replicated = try await Replicated.make("repnofall")
+        let pool = replicated.pool
+        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
+        let data = Array("audit row".utf8)
+        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        for _ in 0..<20 where pool.tokenStatuses[1].inService { _ = try await pool.hmacSHA256(key: mac, data: data) }
+        try await replicated.remakeBWithAnotherRoot()
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+        for _ in 0..<80 where !replicated.harness.logs.text.contains("kept out of service") { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(replicated.harness.logs.text.contains("kept out of service"), "a probe ran the return check on B")
+
+        // Now A fails too: no token is in service, and B answers anything sent to it.
+        replicated.removeA.armed.store(true, ordering: .relaxed)
+        for _ in 0..<20 where pool.tokenStatuses[0].inService { _ = try? await pool.hmacSHA256(key: mac, data: data) }
+        #expect(!pool.tokenStatuses[0].inService && !pool.tokenStatuses[1].inService)
+        var fromOtherRoot = 0
+        for _ in 0..<20 {
+            if let answer = try? await pool.hmacSHA256(key: mac, data: data), answer != expected { fromOtherRoot += 1 }
+        }
+        #expect(fromOtherRoot == 0, "\(fromOtherRoot) of 20 root MACs came from B's other root")
+        // HSMHealthMonitor's probe: an answer here would keep the instance SERVING.
+        await #expect(throws: HSMError.self) { _ = try await pool.random(count: 1) }
+
+        replicated.removeA.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(0)
+        #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "A serves again")
+        await replicated.shutdown()
+    }
+
     @Test("a second root MAC key planted on B under the same label with B's user PIN: B fails the replica check, by label")
     func duplicateRootKeyOnReplica() async throws {
         let replicated = try await Replicated.make("repdup")
