@@ -146,10 +146,12 @@ final class LockedPagePool: Sendable {
         return base
     }
 
-    /// Locked if the limit allows, and left out of core dumps where the system knows how.
+    /// Locked if the limit allows, left out of core dumps, and zero in a forked child (the
+    /// service does not fork, but a library might: the child gets no copy of the secrets).
     private static func protect(_ base: UnsafeMutableRawPointer, _ size: Int) -> Allocation {
         #if canImport(Glibc)
         _ = madvise(base, size, MADV_DONTDUMP)
+        _ = madvise(base, size, MADV_WIPEONFORK)
         #endif
         return Allocation(buffer: UnsafeMutableRawBufferPointer(start: base, count: size), locked: mlock(base, size) == 0)
     }

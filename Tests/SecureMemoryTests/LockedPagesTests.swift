@@ -64,6 +64,15 @@ struct LockedPagesTests {
         if let large { pool.release(large, count: 70_000) }
     }
 
+    @Test("secrets live in mappings left out of core dumps and wiped in a forked child", arguments: [32, 70_000])
+    func excludedFromDumpsAndForks(count: Int) throws {
+        let secret = SecretBytes(count: count) { $0.initializeMemory(as: UInt8.self, repeating: 0xA5) }
+        let address = secret.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        let flags = try #require(Self.smapsFields("VmFlags:", ofMappingHolding: address))
+        #expect(flags.contains("dd"), "MADV_DONTDUMP: \(flags)")
+        #expect(flags.contains("wf"), "MADV_WIPEONFORK: \(flags)")
+    }
+
     @Test("an empty secret still lends a non-NULL pointer (PKCS#11 needs one)")
     func emptySecret() {
         let empty = SecretBytes(count: 0) { _ in }
@@ -94,6 +103,12 @@ struct LockedPagesTests {
 
     /// The `Locked:` figure (kB) of the mapping in /proc/self/smaps that holds `address`.
     static func lockedKilobytes(ofMappingHolding address: UInt) -> Int? {
+        smapsFields("Locked:", ofMappingHolding: address).flatMap { $0.first.flatMap { Int($0) } }
+    }
+
+    /// The values of one line (`Locked:`, `VmFlags:`) of the /proc/self/smaps entry of the
+    /// mapping that holds `address`.
+    static func smapsFields(_ name: Substring, ofMappingHolding address: UInt) -> [Substring]? {
         // Read to the end: /proc files report a size of 0.
         guard let file = FileHandle(forReadingAtPath: "/proc/self/smaps") else { return nil }
         defer { try? file.close() }
@@ -104,8 +119,8 @@ struct LockedPagesTests {
             if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
                 let bounds = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
                 inside = bounds.count == 2 && bounds[0] <= address && address < bounds[1]
-            } else if inside, fields.first == "Locked:", fields.count >= 2 {
-                return Int(fields[1])
+            } else if inside, fields.first == name {
+                return Array(fields.dropFirst())
             }
         }
         return nil
