@@ -9,6 +9,19 @@ final class CallGate: Sendable {
     private let inFlight = Atomic<Int>(0)
     private let draining = Atomic<Bool>(false)
     private let lock = ConditionLock()
+    /// Time new calls were held back by drains that ended, and when the running one began
+    /// holding them back (0: none runs).
+    private let heldBackByEndedDrains = Atomic<UInt64>(0)
+    private let drainHoldingSince = Atomic<UInt64>(0)
+
+    /// Nanoseconds drains have held new calls back since the gate was made, the running one's
+    /// included: what a waiting request compares to tell a recovery from busy sessions. May
+    /// read a little low while a drain ends, never high.
+    var heldBackNanoseconds: UInt64 {
+        let since = drainHoldingSince.load(ordering: .acquiring)
+        let ended = heldBackByEndedDrains.load(ordering: .acquiring)
+        return since == 0 ? ended : ended &+ (monotonicNanoseconds() &- since)
+    }
 
     /// Waits while a drain is in progress, then counts one call in.
     func enter() {
@@ -38,11 +51,15 @@ final class CallGate: Sendable {
         lock.withLock {
             while draining.load(ordering: .sequentiallyConsistent) { lock.wait() }
             draining.store(true, ordering: .sequentiallyConsistent)
+            drainHoldingSince.store(monotonicNanoseconds(), ordering: .releasing)
             while inFlight.load(ordering: .sequentiallyConsistent) > 0 { lock.wait() }
         }
         defer {
             lock.withLock {
                 draining.store(false, ordering: .sequentiallyConsistent)
+                // Cleared before it is added: a reader in between reads low, never twice.
+                let since = drainHoldingSince.exchange(0, ordering: .acquiringAndReleasing)
+                heldBackByEndedDrains.wrappingAdd(monotonicNanoseconds() &- since, ordering: .releasing)
                 lock.broadcast()
             }
         }

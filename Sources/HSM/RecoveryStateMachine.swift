@@ -71,17 +71,6 @@ struct RecoveryStateMachine: Sendable, Hashable {
 
     var isBreakerOpen: Bool { breaker != .closed }
 
-    /// Whether a request that waited past the pool's timeout was held up by a recovery rather
-    /// than by busy sessions: one runs now, the circuit is open, or one drained the pool since
-    /// the request saw `seenGeneration` and `seenEpoch`. Such a wait was for the HSM to come
-    /// back ("unavailable"), not for a free session ("exhausted": add sessions or slow down).
-    func recoveryDelayedWait(seenGeneration: UInt64, seenEpoch: UInt64) -> Bool {
-        switch phase {
-        case .recovering, .shutDown(finishing: .some): true
-        case .running, .shutDown(finishing: nil): isBreakerOpen || generation != seenGeneration || epoch != seenEpoch
-        }
-    }
-
     // MARK: Calls
 
     /// What a call does before it runs.

@@ -254,7 +254,7 @@ public final class SessionPool: Sendable {
     func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
             let request = PendingRequest(
-                seenGeneration: generation, seenEpoch: epoch,
+                heldBackAtEnqueue: gate.heldBackNanoseconds,
                 run: { worker in
                     do {
                         let result = try self.translate { try body(worker) }
@@ -487,7 +487,8 @@ public final class SessionPool: Sendable {
     /// HSM's re-initialisation can take seconds) the HSM was away, and the caller should retry
     /// as for any outage; otherwise every session was busy, and the pool may be too small.
     private func expiryError(_ request: PendingRequest, waited: UInt64) -> HSMError {
-        if recovery.read({ $0.recoveryDelayedWait(seenGeneration: request.seenGeneration, seenEpoch: request.seenEpoch) }) {
+        let heldBack = gate.heldBackNanoseconds &- request.heldBackAtEnqueue
+        if PendingRequest.heldBackByRecovery(waited: waited, heldBack: heldBack) {
             return .unavailable(reason: "HSM recovering; no session within \(waited / 1_000_000) ms", retryAfterNanoseconds: nil)
         }
         metrics.exhausted.increment()

@@ -2,19 +2,26 @@
 final class PendingRequest: Sendable {
     let run: @Sendable (SessionWorker) -> Void
     let fail: @Sendable (HSMError) -> Void
-    /// The pool's generation and epoch when the request began to wait: a change by the time it
-    /// expires means a recovery held it up.
-    let seenGeneration: UInt64
-    let seenEpoch: UInt64
+    /// ``CallGate/heldBackNanoseconds`` when the request began to wait.
+    let heldBackAtEnqueue: UInt64
 
     init(
-        seenGeneration: UInt64, seenEpoch: UInt64,
-        run: @escaping @Sendable (SessionWorker) -> Void, fail: @escaping @Sendable (HSMError) -> Void
+        heldBackAtEnqueue: UInt64, run: @escaping @Sendable (SessionWorker) -> Void, fail: @escaping @Sendable (HSMError) -> Void
     ) {
-        self.seenGeneration = seenGeneration
-        self.seenEpoch = seenEpoch
+        self.heldBackAtEnqueue = heldBackAtEnqueue
         self.run = run
         self.fail = fail
+    }
+
+    /// Whether a request that waited `waited` past the pool's timeout waited on a recovery rather
+    /// than on busy sessions: drains (a re-login, a re-initialisation, a reset) held new calls
+    /// back for at least half of that wait. Such a wait was for the HSM to come back
+    /// ("unavailable"); otherwise every session was busy ("exhausted": add sessions or slow
+    /// down). A recovery of a few milliseconds during a busy spell is not an outage, and must not
+    /// turn a loaded instance NOT_SERVING (``HSMError/exhausted(waitedNanoseconds:maxSessions:)``
+    /// is what the health monitor counts as an answer).
+    static func heldBackByRecovery(waited: UInt64, heldBack: UInt64) -> Bool {
+        heldBack >= waited / 2
     }
 }
 

@@ -174,6 +174,38 @@ struct FaultInjectionTests {
         await pool.shutdown()
     }
 
+    @Test("A caller that waited on busy sessions is told 'exhausted', though the persistent session was lost and replaced meanwhile (no drain): a loaded instance stays SERVING", arguments: TestBackend.allCases)
+    func busyWaitAcrossPersistentSessionLoss(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("busyloss")
+        let pool = try await startedPool(token, workers: 2, acquireTimeout: .milliseconds(300), module: module)
+        let known = KnownHMACKey()
+        // Both workers busy for 900 ms. The caller below starts waiting; then the second
+        // worker resolves a key, whose import finds the persistent session gone (a new
+        // generation, no drain), and retries.
+        module.installFaultInjector(NextCallsFail(.createObject, .sessionHandleInvalid))
+        let first = Task { try await pool.withSession { _ in _ = usleep(900_000) } }
+        let second = Task {
+            try await pool.withSession { session in
+                _ = usleep(150_000)
+                _ = try session.handle(for: known.key)
+                _ = usleep(750_000)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        var answer = "answered"
+        do {
+            _ = try await pool.hmacSHA256(key: known.key, data: [1])
+        } catch let error as HSMError {
+            answer = error.failureClass
+        }
+        #expect(answer == "sessions exhausted")
+        try await first.value
+        try await second.value
+        module.installFaultInjector(nil)
+        #expect(try await pool.hmacSHA256(key: known.key, data: [2]) == known.expected([2]))
+        await pool.shutdown()
+    }
+
     @Test("A session that fails mid-operation is replaced, not reused", arguments: TestBackend.allCases)
     func poisonedSessionReplaced(_ backend: TestBackend) async throws {
         let (token, module) = try backend.isolatedToken("poison")

@@ -312,18 +312,4 @@ struct RecoveryStateMachineTests {
         #expect(recovery.deviceLost(seenEpoch: recovery.epoch, now: 10 * ms) == .start(.device))
         #expect(recovery.loginRefusal() == .pinRejected(.pinIncorrect))
     }
-
-    @Test("A request that saw generation 5, epoch 3 and timed out waited on a recovery (unavailable) or on busy sessions (exhausted)", arguments: [
-        (machine(), false),
-        (machine(.recovering(.device)), true),
-        (machine(.recovering(.login)), true),
-        (machine(breaker: .open(until: 10 * ms, backoff: 10 * ms)), true),
-        (machine(generation: 6), true),
-        (machine(generation: 6, epoch: 4), true),
-        (machine(.shutDown(finishing: .device)), true),
-        (machine(.shutDown(finishing: nil)), false),
-    ])
-    fileprivate func expiredWait(now: Machine, recoveryDelayed: Bool) {
-        #expect(now.recoveryDelayedWait(seenGeneration: 5, seenEpoch: 3) == recoveryDelayed)
-    }
 }
