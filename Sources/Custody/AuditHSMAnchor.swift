@@ -52,11 +52,14 @@ public struct AuditHSMAnchor: Sendable {
         var readings = [Reading]()
         var unreachable: HSMError?
         for token in pool.tokenPools {
+            let values: [[UInt8]]
             do {
-                readings.append(try await read(on: token))
+                values = try await token.withSession { [object] session in try object.values(in: session.pkcs11) }
             } catch let error as HSMError where error.isRetryable && pool.tokenPools.count > 1 {
                 unreachable = error
+                continue
             }
+            readings.append(try await newestValid(values))
         }
         if readings.isEmpty, let unreachable { throw unreachable }
         let anchors = readings.compactMap { reading -> AuditAnchor? in if case .anchor(let anchor) = reading { anchor } else { nil } }
@@ -76,19 +79,19 @@ public struct AuditHSMAnchor: Sendable {
         return seen.map(Reading.anchor) ?? .missing
     }
 
-    private func read(on token: SessionPool) async throws -> Reading {
-        let macKey = macKey, object = object
-        return try await token.withSession { session in
-            let values = try object.values(in: session.pkcs11)
-            if values.isEmpty { return .missing }
-            var newest: AuditAnchor?
-            for bytes in values {
-                guard let anchor = AuditAnchor(bytes: bytes) else { continue }
-                let expected = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: macKey), data: anchor.message)
-                if constantTimeEqual(expected, anchor.mac), anchor.seq > newest?.seq ?? 0 { newest = anchor }
-            }
-            return newest.map(Reading.anchor) ?? .invalid
+    /// The MAC-valid anchor with the highest sequence number among one token's `values`. The MACs
+    /// are checked through the pool (a token in service), never with the key of the token that
+    /// holds them: a replica out for its keys (another root, or a second key planted under the
+    /// MAC label) would vouch for its own anchors, or fail every append on its duplicate label.
+    private func newestValid(_ values: [[UInt8]]) async throws -> Reading {
+        if values.isEmpty { return .missing }
+        var newest: AuditAnchor?
+        for bytes in values {
+            guard let anchor = AuditAnchor(bytes: bytes), anchor.seq > newest?.seq ?? 0 else { continue }
+            let expected = try await pool.hmacSHA256(key: macKey, data: anchor.message)
+            if constantTimeEqual(expected, anchor.mac) { newest = anchor }
         }
+        return newest.map(Reading.anchor) ?? .invalid
     }
 
     /// MACs and stores the new head on every token that answers (with replica tokens, one out
@@ -99,30 +102,22 @@ public struct AuditHSMAnchor: Sendable {
     /// - Throws: ``HSMError`` when no token took it.
     @discardableResult
     func write(seq: Int64, hash: [UInt8], previousHash: [UInt8]) async throws -> AuditAnchor {
-        var written: AuditAnchor?
+        // MAC'd once, through the pool (a token in service), as ``newestValid(_:)`` checks it.
+        let message = AuditAnchor.message(seq: seq, hash: hash, previousHash: previousHash)
+        let anchor = AuditAnchor(seq: seq, hash: hash, previousHash: previousHash, mac: try await pool.hmacSHA256(key: macKey, data: message))
+        var written = false
         var unreachable: HSMError?
         for token in pool.tokenPools {
             do {
-                let anchor = try await write(seq: seq, hash: hash, previousHash: previousHash, on: token)
+                try await token.withSession { [object] session in try object.replace(with: anchor.bytes, in: session.pkcs11) }
                 newestSeen.raise(seq: anchor.seq, value: anchor)
-                written = anchor
+                written = true
             } catch let error as HSMError where error.isRetryable && pool.tokenPools.count > 1 {
                 unreachable = error
             }
         }
-        guard let written else { throw unreachable ?? HSMError.notRunning }
-        return written
-    }
-
-    private func write(seq: Int64, hash: [UInt8], previousHash: [UInt8], on token: SessionPool) async throws -> AuditAnchor {
-        let macKey = macKey, object = object
-        return try await token.withSession { session in
-            let message = AuditAnchor.message(seq: seq, hash: hash, previousHash: previousHash)
-            let mac = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: macKey), data: message)
-            let anchor = AuditAnchor(seq: seq, hash: hash, previousHash: previousHash, mac: mac)
-            try object.replace(with: anchor.bytes, in: session.pkcs11)
-            return anchor
-        }
+        guard written else { throw unreachable ?? HSMError.notRunning }
+        return anchor
     }
 
     /// Destroys every anchor object of this log (see ``AuditLog/resetAnchor(actor:)``).

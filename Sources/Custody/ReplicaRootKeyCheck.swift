@@ -8,9 +8,9 @@ public import HSM
 /// the custodians' shares (docs/operations.md, "Several tokens").
 public enum ReplicaRootKeyCheck {
     /// Reads every token's root keys through its own pool and compares each replica with the
-    /// first token; then makes the pool check every token the same way before bringing it back
-    /// into service after a failure (against the first token's keys as read here). Nothing to
-    /// do with one token.
+    /// first token; then makes the pool check every token before bringing it back into service
+    /// after a failure (``returnMismatches(found:startUp:inService:token:)``). Nothing to do with
+    /// one token.
     /// - Throws: ``ReplicaTokensDiffer`` naming each token and key that differs (never a value).
     public static func verify(_ pool: SessionPool) async throws {
         let pools = pool.tokenPools
@@ -24,11 +24,36 @@ public enum ReplicaRootKeyCheck {
         }
         guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
         // A token re-made while it was out (another root, or none yet) answers the probe's RNG
-        // call like the one that left.
-        pool.checkTokensBeforeTheirReturn { token in
+        // call like the one that left. (Weak: the pool keeps this check.)
+        pool.checkTokensBeforeTheirReturn { [weak pool] token in
             let found = try await RootKeyInventory.read(from: token)
-            let mismatches = compare(expected: expected, found: found, token: String(describing: token.configuration.token))
+            var inService: RootKeyInventory?
+            if let pool, let reference = zip(pool.tokenPools, pool.tokenStatuses).first(where: { $0.1.inService && $0.0 !== token })?.0 {
+                inService = try await RootKeyInventory.read(from: reference)
+            }
+            let mismatches = returnMismatches(
+                found: found, startUp: expected, inService: inService, token: String(describing: token.configuration.token)
+            )
             guard mismatches.isEmpty else { throw ReplicaTokensDiffer(primaryToken: primaryToken, mismatches: mismatches) }
+        }
+    }
+
+    /// Why a token that answers again may not come back: a root key under the same label as a
+    /// token in service holds (else the first token at start-up) but with another value, or
+    /// several keys under one label — it would answer with other keys; or, compared with a token
+    /// in service, it lacks a key that token holds and that was there at start-up. Keys a root
+    /// rotation added or retired since start-up neither keep a token out (it would stay out for
+    /// good, and with every token out the instance would stop serving) nor let one in with
+    /// another root: a label's key never changes.
+    static func returnMismatches(
+        found: RootKeyInventory, startUp: RootKeyInventory, inService: RootKeyInventory?, token: String
+    ) -> [ReplicaKeyMismatch] {
+        compare(expected: inService ?? startUp, found: found, token: token).filter { mismatch in
+            switch mismatch.problem {
+            case .differs, .duplicated: true
+            case .notOnFirstToken: false
+            case .missing: inService != nil && startUp.entry(label: mismatch.label) != nil
+            }
         }
     }
 

@@ -147,7 +147,8 @@ final class LockedPagePool: Sendable {
     }
 
     /// Locked if the limit allows, left out of core dumps, and zero in a forked child (the
-    /// service does not fork, but a library might: the child gets no copy of the secrets).
+    /// service does not fork, but a library might: the child gets no copy of these slots; the
+    /// HSM library's own heap and plain Swift buffers are not covered).
     private static func protect(_ base: UnsafeMutableRawPointer, _ size: Int) -> Allocation {
         #if canImport(Glibc)
         _ = madvise(base, size, MADV_DONTDUMP)

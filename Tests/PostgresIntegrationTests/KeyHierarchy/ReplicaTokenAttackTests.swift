@@ -89,9 +89,10 @@ struct ReplicaTokenAttackTests {
             Issue.record("token \(index) did not come back")
         }
 
-        /// B re-made while it is out of service: re-initialised (same label and PINs) and given a
-        /// root of its own by a ceremony — an operator who ran generate-root where restore was meant.
-        func remakeBWithAnotherRoot() async throws {
+        /// B re-made while it is out of service: re-initialised (same label and PINs), and by
+        /// default given a root of its own by a ceremony — an operator who ran generate-root
+        /// where restore was meant; without it, an empty partition.
+        func remakeBWithAnotherRoot(ceremony: Bool = true) async throws {
             let module = TestToken.sharedModule, label = labelB
             let soPIN = try PINSource.file(path: soPINFileB).read(), userPIN = try PINSource.file(path: pinFileB).read()
             try TestToken.serializingInitialisation {
@@ -102,6 +103,7 @@ struct ReplicaTokenAttackTests {
                 defer { try? session.logout() }
                 try session.initPIN(userPIN)
             }
+            guard ceremony else { return }
             let poolB = try SessionPool(
                 configuration: HSMConfiguration(modulePath: TestToken.modulePath, token: .label(labelB), userPIN: .file(path: pinFileB)),
                 logger: harness.logs.logger
@@ -291,6 +293,52 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
+    @Test("a root key added to both tokens after start-up (rotate-root, then its shares restored onto B), then each token fails once: each comes back")
+    func rootKeyAddedThenBlips() async throws {
+        let replicated = try await Replicated.make("reprotated")
+        let pool = replicated.pool
+        let added = KeyTemplate.rootMAC(
+            label: RootKeys.macLabel(version: 2), id: (0..<16).map { _ in UInt8.random(in: 0 ... 255) },
+            value: SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
+        )
+        for token in pool.tokenPools { try await token.withPersistentSession { session in _ = try session.createObject(added) } }
+        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
+        let data = Array("audit row".utf8)
+        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+        for (index, removal) in [(0, replicated.removeA), (1, replicated.removeB)] {
+            removal.armed.store(true, ordering: .relaxed)
+            for _ in 0..<20 where pool.tokenStatuses[index].inService { #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
+            #expect(!pool.tokenStatuses[index].inService)
+            removal.armed.store(false, ordering: .relaxed)
+            try await replicated.waitUntilServing(index)
+            for _ in 0..<80 where !pool.tokenStatuses[index].inService { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(pool.tokenStatuses[index].inService, "token \(index) is back (its return check passed)")
+        }
+        #expect(try await pool.hmacSHA256(key: mac, data: data) == expected)
+        await replicated.shutdown()
+    }
+
+    @Test("B re-made empty while out of service (its partition re-initialised): it stays out, and audit appends go on")
+    func emptyReplicaDoesNotStopAudit() async throws {
+        let replicated = try await Replicated.make("repempty")
+        let pool = replicated.pool
+        func append(_ target: String) async throws {
+            _ = try await replicated.audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: target, details: [:])
+        }
+        try await append("on-both")
+        replicated.removeB.armed.store(true, ordering: .relaxed)
+        for _ in 0..<20 where pool.tokenStatuses[1].inService { try await append("b-failing") }
+        #expect(!pool.tokenStatuses[1].inService)
+        try await replicated.remakeBWithAnotherRoot(ceremony: false)
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+        for _ in 0..<80 where !replicated.harness.logs.text.contains("kept out of service") { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!pool.tokenStatuses[1].inService, "an empty token is kept out")
+        for index in 1...3 { try await append("after-the-remake-\(index)") }
+        #expect(try await replicated.audit.verify().isIntact)
+        await replicated.shutdown()
+    }
+
     @Test("a second root MAC key planted on B under the same label with B's user PIN: B fails the replica check, by label")
     func duplicateRootKeyOnReplica() async throws {
         let replicated = try await Replicated.make("repdup")
@@ -358,6 +406,9 @@ struct ReplicaTokenAttackTests {
         // B finds the label twice (`HSMError.duplicateKey`) while A answers: B is the wrong
         // token, taken out, and the call runs on A. (A key no token finds takes none out.)
         #expect(failed == 0, "\(failed) of 40 calls failed on B, first with \(String(describing: firstError))")
+        // The audit anchor goes onto every token: B's duplicate label used to fail every append
+        // (and with it every audited action) on every instance.
+        _ = try await replicated.audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: "after-the-plant", details: [:])
         let statuses = pool.tokenStatuses
         #expect(statuses[0].inService && statuses[0].takenOut == 0)
         #expect(statuses[1].takenOut >= 1 && statuses[1].lastErrorClass == TokenStatus.wrongTokenClass)
