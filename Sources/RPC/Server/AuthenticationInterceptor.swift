@@ -2,7 +2,6 @@ import CustosModel
 import Dispatch
 public import GRPCCore
 public import Logging
-import Metrics
 
 /// The one door every RPC passes: authenticates the caller (``Authenticator``), runs the handler
 /// with ``Caller/current`` set, turns whatever it throws into the precise status
@@ -10,6 +9,8 @@ import Metrics
 public struct AuthenticationInterceptor: ServerInterceptor {
     let authenticator: Authenticator
     let logger: Logger
+    private let certificates = CallerCertificateCache()
+    private let metrics = RPCCallMetrics()
 
     public init(authenticator: Authenticator, logger: Logger) {
         self.authenticator = authenticator
@@ -24,12 +25,9 @@ public struct AuthenticationInterceptor: ServerInterceptor {
         let method = context.descriptor.fullyQualifiedMethod
         let started = DispatchTime.now().uptimeNanoseconds
         var code = "ok"
-        defer {
-            Timer(label: "custos_rpc_duration_seconds", dimensions: [("method", method)]).recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
-            Counter(label: "custos_rpc_requests_total", dimensions: [("method", method), ("code", code)]).increment()
-        }
+        defer { metrics.record(method: method, code: code, nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - started)) }
         do {
-            let certificate = CallerCertificate(verifiedPeerOf: context)
+            let certificate = certificates.caller(verifiedPeerOf: context)
             let authenticator = authenticator
             // grpc-swift signals a passed deadline or a vanished client through the RPC's
             // cancellation handle, not by cancelling the handler's task: turn it into task
