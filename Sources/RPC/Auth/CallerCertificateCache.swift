@@ -11,12 +11,26 @@ import Synchronization
 /// cache starts again empty (front-end certificates are few).
 final class CallerCertificateCache: Sendable {
     static let capacity = 1_024
-    private let known = Mutex([[UInt8]: CallerCertificate?]())
+    private let known = Mutex([Key: CallerCertificate?]())
+
+    /// The bytes, hashed once outside the lock (a certificate's are ~1 KB).
+    private struct Key: Hashable {
+        let bytes: [UInt8]
+        let hash: Int
+
+        init(_ bytes: ArraySlice<UInt8>) {
+            self.bytes = Array(bytes)
+            hash = self.bytes.hashValue
+        }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+        static func == (left: Key, right: Key) -> Bool { left.hash == right.hash && left.bytes == right.bytes }
+    }
 
     /// ``CallerCertificate/init(verifiedPeerOf:)``, parsed once per certificate.
     func caller(verifiedPeerOf context: ServerContext) -> CallerCertificate? {
         guard let leaf = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else { return nil }
-        let key = Array(leaf.tbsCertificateBytes)
+        let key = Key(leaf.tbsCertificateBytes)
         if let cached = known.withLock({ $0[key] }) { return cached }
         let parsed = CallerCertificate(leaf)
         known.withLock { known in
