@@ -48,6 +48,18 @@ final class DeviceLostSlowReinitialisation: PKCS11FaultInjector {
     }
 }
 
+/// "answered", or the class of the pool's refusal (``HSMError/failureClass``).
+private func answer(_ pool: SessionPool, _ known: KnownHMACKey, _ data: [UInt8]) async -> String {
+    do {
+        _ = try await pool.hmacSHA256(key: known.key, data: data)
+        return "answered"
+    } catch let error as HSMError {
+        return error.failureClass
+    } catch {
+        return "\(error)"
+    }
+}
+
 /// Each test here gets its own token and its own copy of the module (SoftHSM, and NSS softokn
 /// as the second implementation), because it logs out, closes all sessions or finalizes the
 /// library: process-wide state.
@@ -153,18 +165,7 @@ struct FaultInjectionTests {
         // The one worker re-initialises for 800 ms; the waiters' 100 ms run out meanwhile.
         let lost = Task { try await pool.hmacSHA256(key: known.key, data: [2]) }
         try await Task.sleep(for: .milliseconds(100))
-        let waiters = (0..<3).map { index in
-            Task { () -> String in
-                do {
-                    _ = try await pool.hmacSHA256(key: known.key, data: [3, UInt8(index)])
-                    return "answered"
-                } catch let error as HSMError {
-                    return error.failureClass
-                } catch {
-                    return "\(error)"
-                }
-            }
-        }
+        let waiters = (0..<3).map { index in Task { await answer(pool, known, [3, UInt8(index)]) } }
         var answers = [String]()
         for waiter in waiters { answers.append(await waiter.value) }
         #expect(answers == ["unavailable", "unavailable", "unavailable"])
@@ -192,13 +193,7 @@ struct FaultInjectionTests {
             }
         }
         try await Task.sleep(for: .milliseconds(50))
-        var answer = "answered"
-        do {
-            _ = try await pool.hmacSHA256(key: known.key, data: [1])
-        } catch let error as HSMError {
-            answer = error.failureClass
-        }
-        #expect(answer == "sessions exhausted")
+        #expect(await answer(pool, known, [1]) == "sessions exhausted")
         try await first.value
         try await second.value
         module.installFaultInjector(nil)

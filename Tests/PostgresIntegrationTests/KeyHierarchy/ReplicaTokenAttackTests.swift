@@ -116,6 +116,27 @@ struct ReplicaTokenAttackTests {
             await poolB.shutdown()
         }
 
+        /// Takes token `index` out of service as a failing device does: its removal is armed and
+        /// `call` made until the pool has moved off it. The removal stays armed.
+        func takeOut(_ index: Int, calling call: () async throws -> Void) async throws {
+            (index == 0 ? removeA : removeB).armed.store(true, ordering: .relaxed)
+            for _ in 0..<20 where pool.tokenStatuses[index].inService { try await call() }
+            #expect(!pool.tokenStatuses[index].inService, "token \(index) is out of service")
+        }
+
+        /// B taken out, re-made while out (``remakeBWithAnotherRoot(ceremony:)``) and answering
+        /// again; returns once a probe has run the return check on it.
+        func remakeBWhileOut(ceremony: Bool = true, calling call: () async throws -> Void) async throws {
+            try await takeOut(1, calling: call)
+            try await remakeBWithAnotherRoot(ceremony: ceremony)
+            removeB.armed.store(false, ordering: .relaxed)
+            // B's own pool serves again (a probe's RNG call succeeds); the probes (every 250 ms)
+            // would bring it back without the check.
+            try await waitUntilServing(1)
+            for _ in 0..<80 where !harness.logs.text.contains("kept out of service") { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(harness.logs.text.contains("kept out of service"), "a probe ran the return check on B")
+        }
+
         /// The raw values of B's list of key states, read as the holder of its PIN would.
         func listOnB() async throws -> [[UInt8]] {
             let object = keyring.keyStateAnchor.object
@@ -237,25 +258,15 @@ struct ReplicaTokenAttackTests {
         let data = Array("audit row".utf8)
         let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
 
-        replicated.removeB.armed.store(true, ordering: .relaxed)
-        for _ in 0..<20 where pool.tokenStatuses[1].inService {
+        try await replicated.remakeBWhileOut { () async throws in
             #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "moved to A")
         }
-        #expect(!pool.tokenStatuses[1].inService, "B is out of service")
-        try await replicated.remakeBWithAnotherRoot()
-        replicated.removeB.armed.store(false, ordering: .relaxed)
-        // B's own pool serves again (a probe's RNG call would succeed): give the probes (every
-        // 250 ms) a few rounds to bring it back, as they would without the check.
-        try await replicated.waitUntilServing(1)
-        for _ in 0..<40 where !pool.tokenStatuses[1].inService { try await Task.sleep(for: .milliseconds(50)) }
-
         #expect(!pool.tokenStatuses[1].inService, "a token with another root is kept out")
         var wrong = 0
         for _ in 0..<40 {
             if try await pool.hmacSHA256(key: mac, data: data) != expected { wrong += 1 }
         }
         #expect(wrong == 0, "\(wrong) of 40 root MACs came from another root")
-        #expect(replicated.harness.logs.text.contains("kept out of service"))
         await replicated.shutdown()
     }
 
@@ -267,18 +278,11 @@ struct ReplicaTokenAttackTests {
         let data = Array("audit row".utf8)
         let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
 
-        replicated.removeB.armed.store(true, ordering: .relaxed)
-        for _ in 0..<20 where pool.tokenStatuses[1].inService { _ = try await pool.hmacSHA256(key: mac, data: data) }
-        try await replicated.remakeBWithAnotherRoot()
-        replicated.removeB.armed.store(false, ordering: .relaxed)
-        try await replicated.waitUntilServing(1)
-        for _ in 0..<80 where !replicated.harness.logs.text.contains("kept out of service") { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(replicated.harness.logs.text.contains("kept out of service"), "a probe ran the return check on B")
+        try await replicated.remakeBWhileOut { _ = try await pool.hmacSHA256(key: mac, data: data) }
 
         // Now A fails too: no token is in service, and B answers anything sent to it.
-        replicated.removeA.armed.store(true, ordering: .relaxed)
-        for _ in 0..<20 where pool.tokenStatuses[0].inService { _ = try? await pool.hmacSHA256(key: mac, data: data) }
-        #expect(!pool.tokenStatuses[0].inService && !pool.tokenStatuses[1].inService)
+        try await replicated.takeOut(0) { _ = try? await pool.hmacSHA256(key: mac, data: data) }
+        #expect(!pool.tokenStatuses[1].inService)
         var fromOtherRoot = 0
         for _ in 0..<20 {
             if let answer = try? await pool.hmacSHA256(key: mac, data: data), answer != expected { fromOtherRoot += 1 }
@@ -306,9 +310,7 @@ struct ReplicaTokenAttackTests {
         let data = Array("audit row".utf8)
         let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
         for (index, removal) in [(0, replicated.removeA), (1, replicated.removeB)] {
-            removal.armed.store(true, ordering: .relaxed)
-            for _ in 0..<20 where pool.tokenStatuses[index].inService { #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
-            #expect(!pool.tokenStatuses[index].inService)
+            try await replicated.takeOut(index) { () async throws in #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
             removal.armed.store(false, ordering: .relaxed)
             try await replicated.waitUntilServing(index)
             for _ in 0..<80 where !pool.tokenStatuses[index].inService { try await Task.sleep(for: .milliseconds(50)) }
@@ -326,13 +328,7 @@ struct ReplicaTokenAttackTests {
             _ = try await replicated.audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: target, details: [:])
         }
         try await append("on-both")
-        replicated.removeB.armed.store(true, ordering: .relaxed)
-        for _ in 0..<20 where pool.tokenStatuses[1].inService { try await append("b-failing") }
-        #expect(!pool.tokenStatuses[1].inService)
-        try await replicated.remakeBWithAnotherRoot(ceremony: false)
-        replicated.removeB.armed.store(false, ordering: .relaxed)
-        try await replicated.waitUntilServing(1)
-        for _ in 0..<80 where !replicated.harness.logs.text.contains("kept out of service") { try await Task.sleep(for: .milliseconds(50)) }
+        try await replicated.remakeBWhileOut(ceremony: false) { try await append("b-failing") }
         #expect(!pool.tokenStatuses[1].inService, "an empty token is kept out")
         for index in 1...3 { try await append("after-the-remake-\(index)") }
         #expect(try await replicated.audit.verify().isIntact)
