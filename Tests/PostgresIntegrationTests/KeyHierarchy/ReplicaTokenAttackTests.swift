@@ -116,6 +116,13 @@ struct ReplicaTokenAttackTests {
             await poolB.shutdown()
         }
 
+        /// The root MAC key, a message, and its MAC on the first token: what every call routed
+        /// anywhere must answer.
+        func rootMACOfFirstToken() async throws -> (key: HSMKey, data: [UInt8], expected: [UInt8]) {
+            let key = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1)), data = Array("audit row".utf8)
+            return (key, data, try await pool.tokenPools[0].hmacSHA256(key: key, data: data))
+        }
+
         /// Takes token `index` out of service as a failing device does: its removal is armed and
         /// `call` made until the pool has moved off it. The removal stays armed.
         func takeOut(_ index: Int, calling call: () async throws -> Void) async throws {
@@ -254,9 +261,7 @@ struct ReplicaTokenAttackTests {
     func replicaRemadeWithAnotherRoot() async throws {
         let replicated = try await Replicated.make("repremade")
         let pool = replicated.pool
-        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
-        let data = Array("audit row".utf8)
-        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+        let (mac, data, expected) = try await replicated.rootMACOfFirstToken()
 
         try await replicated.remakeBWhileOut { () async throws in
             #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "moved to A")
@@ -274,9 +279,7 @@ struct ReplicaTokenAttackTests {
     func noFallbackToTokenWithOtherKeys() async throws {
         let replicated = try await Replicated.make("repnofall")
         let pool = replicated.pool
-        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
-        let data = Array("audit row".utf8)
-        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+        let (mac, data, expected) = try await replicated.rootMACOfFirstToken()
 
         try await replicated.remakeBWhileOut { _ = try await pool.hmacSHA256(key: mac, data: data) }
 
@@ -306,9 +309,7 @@ struct ReplicaTokenAttackTests {
             value: SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
         )
         for token in pool.tokenPools { try await token.withPersistentSession { session in _ = try session.createObject(added) } }
-        let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
-        let data = Array("audit row".utf8)
-        let expected = try await pool.tokenPools[0].hmacSHA256(key: mac, data: data)
+        let (mac, data, expected) = try await replicated.rootMACOfFirstToken()
         for (index, removal) in [(0, replicated.removeA), (1, replicated.removeB)] {
             try await replicated.takeOut(index) { () async throws in #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
             removal.armed.store(false, ordering: .relaxed)
