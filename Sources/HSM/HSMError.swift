@@ -26,6 +26,10 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
     case duplicateKey(String)
     /// A call failed because of what was asked (mechanism, template, data): not retried.
     case operationFailed(PKCS11Error)
+    /// `CKR_GENERAL_ERROR` or `CKR_FUNCTION_FAILED` with no recovery behind it: the token says
+    /// neither that it is gone nor that the request was wrong. Retryable, and no reason to take
+    /// the token out of service: one request's input may provoke it on every token.
+    case transientFailure(PKCS11Error)
     /// The pool was used before ``SessionPool/start()`` or after ``SessionPool/shutdown()``.
     case notRunning
     /// Loading the module or selecting the token failed.
@@ -34,7 +38,7 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
     /// Whether the same request may succeed if tried again later.
     public var isRetryable: Bool {
         switch self {
-        case .exhausted, .unavailable: true
+        case .exhausted, .unavailable, .transientFailure: true
         default: false
         }
     }
@@ -52,6 +56,7 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
         case .keyNotFound: "key not found"
         case .duplicateKey: "duplicate key"
         case .operationFailed: "operation failed"
+        case .transientFailure: "transient failure"
         case .notRunning: "not running"
         case .configuration: "configuration"
         }
@@ -71,6 +76,7 @@ public enum HSMError: Error, Sendable, CustomStringConvertible {
         case .keyNotFound(let key): "no key \(key) on the token"
         case .duplicateKey(let key): "several objects are labelled \(key) on the token"
         case .operationFailed(let error): error.description
+        case .transientFailure(let error): "\(error.description); retry"
         case .notRunning: "HSM session pool is not running"
         case .configuration(let reason): reason
         }

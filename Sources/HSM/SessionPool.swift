@@ -284,8 +284,10 @@ public final class SessionPool: Sendable {
 
     func finalError(_ error: PKCS11Error, _ recovery: RecoveryClass) -> HSMError {
         switch recovery {
-        case .sessionFatal, .loginLost, .device, .transient:
+        case .sessionFatal, .loginLost, .device:
             .unavailable(reason: error.description, retryAfterNanoseconds: nil)
+        case .transient:
+            .transientFailure(error)
         case .pin:
             .pinRejected(error.returnValue)
         case .caller:

@@ -92,6 +92,10 @@ final class TokenFailover: Sendable {
                 return result
             } catch let error as HSMError where error.takesTokenOutOfService {
                 failure = error
+            } catch let error as HSMError where error.isTransientFailure {
+                // Another token may answer; this one stays in service (the same input may fail
+                // on every token, and must not take them all out).
+                failure = failure ?? error
             } catch let error as HSMError where error.mayMeanWrongToken {
                 mismatched.append((index, error))
             }
@@ -322,8 +326,12 @@ extension HSMError {
     var takesTokenOutOfService: Bool {
         switch self {
         case .unavailable, .pinRejected, .pinLocked, .loginUnverifiable: true
-        case .exhausted, .pinUnreadable, .keyNotFound, .duplicateKey, .operationFailed, .notRunning, .configuration: false
+        case .exhausted, .pinUnreadable, .keyNotFound, .duplicateKey, .operationFailed, .transientFailure, .notRunning, .configuration: false
         }
+    }
+
+    var isTransientFailure: Bool {
+        if case .transientFailure = self { true } else { false }
     }
 
     /// Whether the failure may say the token holds other keys than its replicas: a key it does

@@ -173,7 +173,7 @@ struct TokenFailoverBenchCommand: AsyncParsableCommand {
         case .pinRejected, .pinLocked, .loginUnverifiable, .pinUnreadable: "pin"
         case .keyNotFound: "key-not-found"
         case .duplicateKey: "duplicate-key"
-        case .operationFailed(let error): error.returnValue.name
+        case .operationFailed(let error), .transientFailure(let error): error.returnValue.name
         case .notRunning: "not-running"
         case .configuration: "configuration"
         }

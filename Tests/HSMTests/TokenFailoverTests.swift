@@ -33,6 +33,7 @@ struct TokenFailoverTests {
     struct TwoTokens: Sendable {
         let pool: SessionPool
         let moduleA: PKCS11Module
+        let moduleB: PKCS11Module
         let labels: [String]
         let faultA = DeviceRemoved()
     }
@@ -45,9 +46,34 @@ struct TokenFailoverTests {
         let moduleA = try TestToken.isolatedModule(), moduleB = try TestToken.isolatedModule()
         let pool = try SessionPool(configuration: configuration, module: moduleA, replicaModules: [moduleB], logger: Logger(label: "test"))
         try await pool.start()
-        let tokens = TwoTokens(pool: pool, moduleA: moduleA, labels: [tokenA.label, tokenB.label])
+        let tokens = TwoTokens(pool: pool, moduleA: moduleA, moduleB: moduleB, labels: [tokenA.label, tokenB.label])
         moduleA.installFaultInjector(tokens.faultA)
         return tokens
+    }
+
+    @Test("CKR_GENERAL_ERROR takes no token out: answered once, the call moves to the other token; answered by every token (one request's input, on some modules), the call fails as retryable and both stay in service")
+    func generalErrorTakesNoTokenOut() async throws {
+        let tokens = try await twoTokens("generr")
+        let pool = tokens.pool
+        let known = KnownHMACKey()
+        tokens.moduleA.installFaultInjector(NextCallsFail(.sign, .generalError, count: 3))
+        for index in 0..<10 {
+            let data = message(1, index)
+            #expect(try await pool.hmacSHA256(key: known.key, data: data) == known.expected(data))
+        }
+        let everySign = RandomFaults([.sign: [(.generalError, 1)]])
+        tokens.moduleA.installFaultInjector(everySign)
+        tokens.moduleB.installFaultInjector(everySign)
+        for index in 0..<10 {
+            await #expect { _ = try await pool.hmacSHA256(key: known.key, data: message(2, index)) } throws: { error in
+                (error as? HSMError)?.failureClass == "transient failure" && (error as? HSMError)?.isRetryable == true
+            }
+        }
+        #expect(everySign.injected.withLock { $0.values.reduce(0, +) } >= 10)
+        #expect(pool.tokenStatuses.allSatisfy { $0.inService && $0.takenOut == 0 }, "\(pool.tokenStatuses)")
+        tokens.moduleA.installFaultInjector(tokens.faultA)
+        tokens.moduleB.installFaultInjector(nil)
+        await pool.shutdown()
     }
 
     @Test("Calls spread over both tokens, each with its own key cache, and give the same answers")

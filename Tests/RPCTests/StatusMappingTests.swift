@@ -140,6 +140,7 @@ struct StatusMappingTests {
         Row(error: HSMError.keyNotFound(canary), code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.duplicateKey(canary), code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.operationFailed(pkcs11), code: .internalError),
+        Row(error: HSMError.transientFailure(pkcs11), code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.notRunning, code: .unavailable, message: hsmUnavailable),
         Row(error: HSMError.configuration(canary), code: .unavailable, message: hsmUnavailable),
     ]

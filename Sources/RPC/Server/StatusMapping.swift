@@ -105,8 +105,8 @@ public enum StatusMapping {
     static func hsm(_ error: HSMError, method: String, logger: Logger) -> RPCError {
         switch error {
         case .exhausted: return RPCError(code: .resourceExhausted, message: "HSM session pool exhausted; retry with backoff")
-        case .unavailable, .notRunning, .pinRejected, .pinLocked, .loginUnverifiable, .pinUnreadable, .configuration, .keyNotFound,
-             .duplicateKey:
+        case .unavailable, .transientFailure, .notRunning, .pinRejected, .pinLocked, .loginUnverifiable, .pinUnreadable, .configuration,
+             .keyNotFound, .duplicateKey:
             logger.warning("HSM unavailable", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .unavailable, message: "HSM unavailable; retry with backoff")
         case .operationFailed:
