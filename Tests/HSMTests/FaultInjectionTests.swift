@@ -36,11 +36,14 @@ final class NextCallsFail: PKCS11FaultInjector {
 final class DeviceLostSlowReinitialisation: PKCS11FaultInjector {
     private let signFails = NextCallsFail(.sign, .deviceError)
     private let delay: Duration
+    /// Set once a re-initialisation has begun (the pool is drained and waiting on it).
+    let reinitialising = Atomic<Bool>(false)
 
     init(delay: Duration) { self.delay = delay }
 
     func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
         if function == .initialize {
+            reinitialising.store(true, ordering: .relaxed)
             let (seconds, attoseconds) = delay.components
             usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
         }
@@ -161,10 +164,14 @@ struct FaultInjectionTests {
         let pool = try await startedPool(token, workers: 1, acquireTimeout: .milliseconds(100), module: module)
         let known = KnownHMACKey()
         _ = try await pool.hmacSHA256(key: known.key, data: [1])
-        module.installFaultInjector(DeviceLostSlowReinitialisation(delay: .milliseconds(800)))
-        // The one worker re-initialises for 800 ms; the waiters' 100 ms run out meanwhile.
+        let slow = DeviceLostSlowReinitialisation(delay: .milliseconds(1_500))
+        module.installFaultInjector(slow)
+        // The one worker re-initialises for 1.5 s; the waiters, queued once it has begun, run
+        // out of their 100 ms meanwhile.
         let lost = Task { try await pool.hmacSHA256(key: known.key, data: [2]) }
-        try await Task.sleep(for: .milliseconds(100))
+        for _ in 0..<500 where !slow.reinitialising.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(2)) }
+        let begun = slow.reinitialising.load(ordering: .relaxed)
+        #expect(begun, "the re-initialisation began")
         let waiters = (0..<3).map { index in Task { await answer(pool, known, [3, UInt8(index)]) } }
         var answers = [String]()
         for waiter in waiters { answers.append(await waiter.value) }
