@@ -55,7 +55,8 @@ public final class SessionPool: Sendable {
     let failover: TokenFailover?
 
     private enum Lifecycle {
-        case idle, running(workers: [pthread_t], watchdog: pthread_t), stopped
+        /// `starting`: the threads are being made (they may run before ``start()`` records them).
+        case idle, starting, running(workers: [pthread_t], watchdog: pthread_t), stopped
     }
 
     /// Loads the module(s) and reads the PIN(s); no PKCS#11 session is opened until ``start()``.
@@ -148,7 +149,7 @@ public final class SessionPool: Sendable {
     public func start() async throws {
         let shouldStart = state.withLock { state -> Bool in
             guard case .idle = state else { return false }
-            state = .stopped  // placeholder until the threads exist
+            state = .starting
             return true
         }
         guard shouldStart else { throw HSMError.configuration("the pool was already started") }
@@ -474,7 +475,9 @@ public final class SessionPool: Sendable {
     private func watchdogLoop() {
         let tick = min(max(acquireTimeout / 4, 1_000_000), 50_000_000)
         let sleeper = ConditionLock()
-        while isRunning {
+        // Not `isRunning`: the thread may get here before start() has recorded it and marked the
+        // pool running, and a watchdog that stopped then left every wait without a timeout.
+        while !isStopped {
             for (request, waited) in queue.removeExpired(timeout: acquireTimeout) {
                 request.fail(expiryError(request, waited: waited))
             }
@@ -495,6 +498,10 @@ public final class SessionPool: Sendable {
         }
         metrics.exhausted.increment()
         return .exhausted(waitedNanoseconds: waited, maxSessions: configuration.workers)
+    }
+
+    private var isStopped: Bool {
+        state.withLock { if case .stopped = $0 { true } else { false } }
     }
 
     private var isRunning: Bool {

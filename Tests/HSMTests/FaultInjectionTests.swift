@@ -31,21 +31,21 @@ final class NextCallsFail: PKCS11FaultInjector {
     }
 }
 
-/// A device error on the first `C_Sign`; every `C_Initialize` then takes `delay`, as a network
-/// HSM's re-initialisation can take seconds.
+/// A device error on the first `C_Sign`; every `C_Initialize` then blocks until ``release()``
+/// (at most 10 s), as a network HSM's re-initialisation can take seconds — here for exactly as
+/// long as the test needs, whatever the machine's load.
 final class DeviceLostSlowReinitialisation: PKCS11FaultInjector {
     private let signFails = NextCallsFail(.sign, .deviceError)
-    private let delay: Duration
     /// Set once a re-initialisation has begun (the pool is drained and waiting on it).
     let reinitialising = Atomic<Bool>(false)
+    private let released = Atomic<Bool>(false)
 
-    init(delay: Duration) { self.delay = delay }
+    func release() { released.store(true, ordering: .relaxed) }
 
     func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
         if function == .initialize {
             reinitialising.store(true, ordering: .relaxed)
-            let (seconds, attoseconds) = delay.components
-            usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+            for _ in 0..<5_000 where !released.load(ordering: .relaxed) { usleep(2_000) }
         }
         return signFails.fault(for: function)
     }
@@ -164,17 +164,18 @@ struct FaultInjectionTests {
         let pool = try await startedPool(token, workers: 1, acquireTimeout: .milliseconds(100), module: module)
         let known = KnownHMACKey()
         _ = try await pool.hmacSHA256(key: known.key, data: [1])
-        let slow = DeviceLostSlowReinitialisation(delay: .milliseconds(1_500))
+        let slow = DeviceLostSlowReinitialisation()
         module.installFaultInjector(slow)
-        // The one worker re-initialises for 1.5 s; the waiters, queued once it has begun, run
-        // out of their 100 ms meanwhile.
+        // The one worker re-initialises until released; the waiters, queued once it has begun,
+        // run out of their 100 ms meanwhile.
         let lost = Task { try await pool.hmacSHA256(key: known.key, data: [2]) }
-        for _ in 0..<500 where !slow.reinitialising.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(2)) }
+        for _ in 0..<2_500 where !slow.reinitialising.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(2)) }
         let begun = slow.reinitialising.load(ordering: .relaxed)
         #expect(begun, "the re-initialisation began")
         let waiters = (0..<3).map { index in Task { await answer(pool, known, [3, UInt8(index)]) } }
         var answers = [String]()
         for waiter in waiters { answers.append(await waiter.value) }
+        slow.release()
         #expect(answers == ["unavailable", "unavailable", "unavailable"])
         #expect(try await lost.value == known.expected([2]))
         module.installFaultInjector(nil)
