@@ -64,12 +64,13 @@ struct SessionPoolTests {
         let outcomes = Tally()
         let holding = Tally()
         await withTaskGroup(of: Void.self) { group in
-            // Two bodies hold both sessions for 400 ms…
+            // Two bodies hold both sessions for 2 s (the watchdog's slack on a loaded machine: CI
+            // once scheduled it only after 400 ms)…
             for _ in 0..<2 {
                 group.addTask {
                     _ = try? await pool.withSession { _ in
                         holding.add()
-                        usleep(400_000)
+                        usleep(2_000_000)
                     }
                 }
             }

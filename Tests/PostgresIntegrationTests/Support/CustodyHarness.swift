@@ -44,11 +44,10 @@ final class CustodyHarness: Sendable {
     ///   `module`: a private copy of the PKCS#11 module (``TestToken/isolatedModule()``) for
     ///   tests that inject faults, so no other suite sees them.
     ///   `maxCachedKeys`: the pool's key cache bound (tests of eviction make it small).
-    ///   `acquireTimeout`: how long a call may wait for an HSM session.
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
         keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
-        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys, acquireTimeout: Duration = .seconds(5)
+        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -66,7 +65,7 @@ final class CustodyHarness: Sendable {
         let anchorPath = TestEnvironment.directory + "/\(schema).anchor"
         // The token has no root keys yet (the ceremony below makes them): nothing to check, and
         // the graph uses the first ones (v1), as it would on that token.
-        var poolConfiguration = token.configuration(acquireTimeout: acquireTimeout)
+        var poolConfiguration = token.configuration()
         poolConfiguration.maxCachedKeys = maxCachedKeys
         let start = { (trusted: Set<EscrowKeyFingerprint>) in
             try await CustosRuntime.start(
