@@ -355,13 +355,9 @@ public final class SessionPool: Sendable {
                     try self.tokenObjectHandle(dependency, in: session, generation: generation)
                 }
                 handle = try key.resolve(resolution)
-            } catch let error as PKCS11Error {
-                // Session-fatal: the persistent session is gone, and with it every session
-                // object. Anything else failed in the middle of an operation (a resolver's
-                // C_Sign after its C_SignInit), which stays active and would refuse every later
-                // lookup with CKR_OPERATION_ACTIVE. Either way the session is not used again
-                // (forgotten, not closed: calls in flight may still use its objects), and a new
-                // generation re-resolves every handle in the next one.
+            } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
+                // The persistent session is gone, and with it every session object: start a new
+                // generation so that no stale handle is used again.
                 persistent = nil
                 recovery.step { $0.persistentSessionLost() }
                 throw error

@@ -1,4 +1,3 @@
-import Crypto
 import HSM
 import HSMTestSupport
 import PKCS11
@@ -207,30 +206,6 @@ struct FaultInjectionTests {
         try await second.value
         module.installFaultInjector(nil)
         #expect(try await pool.hmacSHA256(key: known.key, data: [2]) == known.expected([2]))
-        await pool.shutdown()
-    }
-
-    @Test("A key lookup whose signature fails in the persistent session (after its C_SignInit) does not poison that session: later lookups work, with no restart", arguments: TestBackend.allCases)
-    func persistentSessionNotPoisoned(_ backend: TestBackend) async throws {
-        let (token, module) = try backend.isolatedToken("poisonp")
-        let pool = try await startedPool(token, workers: 1, module: module)
-        // Resolved as tenant keys are: the object made, then a signature in the persistent
-        // session (their row's MAC check).
-        let bytes = [UInt8](repeating: 7, count: 32)
-        let key = HSMKey(id: "test:signs-while-resolving") { session in
-            let handle = try session.createObject([
-                .class(.secretKey), .keyType(.genericSecret), .token(false), .private(true), .sensitive(true),
-                .extractable(false), .sign(true), .verify(true), .value(SecretBytes(bytes)),
-            ])
-            _ = try session.sign(.sha256HMAC, key: handle, data: [0])
-            return handle
-        }
-        // The first lookup fails (device error: re-initialised), and so does its retry's.
-        module.installFaultInjector(NextCallsFail(.sign, .deviceError, count: 2))
-        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
-        module.installFaultInjector(nil)
-        let expected = Array(HMAC<SHA256>.authenticationCode(for: [2], using: SymmetricKey(data: bytes)))
-        #expect(try await pool.hmacSHA256(key: key, data: [2]) == expected)
         await pool.shutdown()
     }
 
