@@ -275,19 +275,19 @@ public final class TenantKeyring: Sendable {
             // The row names the token object; its MAC is checked first, like every other row's.
             let object = HSMKey.tokenObject(label: label, class: .privateKey)
             return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)", resolveWith: { resolution in
-                let session = resolution.session
-                guard try authenticator.isAuthentic(record, session: session, macKey: try resolution.tokenObject(rootKeys.mac)) else {
+                guard try authenticator.isAuthentic(record, session: resolution.operationSession, macKey: try resolution.tokenObject(rootKeys.mac)) else {
                     throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
                 }
                 return try resolution.tokenObject(object)
             })
         }
         return HSMKey(id: "tenant:\(record.tenant.rawValue)/\(record.purpose.rawValue)/v\(record.version)", resolveWith: { resolution in
-            // Runs in the pool's persistent session, once per pool generation and again after
-            // each eviction: the root keys come from the pool's cache, not C_FindObjects.
+            // Runs once per pool generation and again after each eviction: the root keys come
+            // from the pool's cache, not C_FindObjects. The MAC check signs in the caller's
+            // session, the unwrap (one call, nothing left active) in the persistent one.
             let session = resolution.session
             let macKey = try resolution.tokenObject(rootKeys.mac)
-            guard try authenticator.isAuthentic(record, session: session, macKey: macKey) else {
+            guard try authenticator.isAuthentic(record, session: resolution.operationSession, macKey: macKey) else {
                 throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
             }
             guard let usage = record.purpose.usage, let wrapped = record.wrappedKey else {

@@ -38,7 +38,7 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
     /// Finds or creates the key in `session` now (resolvers of other keys may need it, e.g. the
     /// root KEK to unwrap a tenant key). Callers on the hot path use the pool's cache instead.
     public func resolve(in session: PKCS11Session) throws -> ObjectHandle {
-        try resolve(KeyResolution(session: session, tokenObjects: nil))
+        try resolve(KeyResolution(session: session, operationSession: session, tokenObjects: nil))
     }
 
     public var description: String { id }
@@ -48,14 +48,23 @@ public struct HSMKey: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// What a key's resolver gets: the session to resolve in (the pool's persistent session, or the
-/// caller's for ``HSMKey/resolve(in:)``), and the handles of the token objects it depends on.
-/// Valid only during the resolver; not `Sendable`.
+/// caller's for ``HSMKey/resolve(in:)``), a session for the operations it runs on the way, and
+/// the handles of the token objects it depends on. Valid only during the resolver; not `Sendable`.
 public struct KeyResolution {
+    /// Where objects the resolver makes (an unwrapped key) must be made: they live as long as
+    /// this session. Use it only for calls that leave nothing behind (find, create, unwrap).
     public let session: PKCS11Session
+    /// The calling worker's own session (or ``session`` outside the pool), for operations that
+    /// hold state between calls — a `C_SignInit` + `C_Sign` such as a row's MAC check. A call
+    /// that fails there can leave its operation active; the worker then replaces its session,
+    /// whereas the persistent session, which owns every unwrapped key, could only be replaced
+    /// by draining the pool.
+    public let operationSession: PKCS11Session
     let tokenObjects: ((HSMKey) throws -> ObjectHandle)?
 
-    init(session: PKCS11Session, tokenObjects: ((HSMKey) throws -> ObjectHandle)?) {
+    init(session: PKCS11Session, operationSession: PKCS11Session, tokenObjects: ((HSMKey) throws -> ObjectHandle)?) {
         self.session = session
+        self.operationSession = operationSession
         self.tokenObjects = tokenObjects
     }
 

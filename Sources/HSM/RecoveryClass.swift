@@ -11,6 +11,11 @@ public enum RecoveryClass: Hashable, Sendable {
     /// The device or library is gone: drain, finalize, re-initialise with backoff; the circuit
     /// breaker answers "unavailable" meanwhile.
     case device
+    /// `CKR_OPERATION_ACTIVE`: a failed call left an operation active in a session that nothing
+    /// replaced, so every later call there fails the same way (DESIGN §4). Only the persistent
+    /// session can be left so (a worker replaces its own after any failure): replace it, as a
+    /// lost login is recovered (drained, a fresh session, a new generation), and retry once.
+    case operationLeftActive
     /// A PIN problem: never retried.
     case pin
     /// `CKR_GENERAL_ERROR` and friends: retried once only if the pool's generation changed
@@ -29,6 +34,8 @@ public enum RecoveryClass: Hashable, Sendable {
             self = .device
         case .pinIncorrect, .pinInvalid, .pinLenRange, .pinExpired, .pinLocked, .userPINNotInitialized:
             self = .pin
+        case .operationActive:
+            self = .operationLeftActive
         case .generalError, .functionFailed:
             self = .transient
         default:

@@ -105,7 +105,7 @@ struct RecoveryStateMachine: Sendable, Hashable {
         if retried { return .surface }
         switch recovery {
         case .sessionFatal: return .retry
-        case .loginLost: return .recoverLogin
+        case .loginLost, .operationLeftActive: return .recoverLogin
         case .device: return .recoverDevice
         // A logout under load briefly answers CKR_GENERAL_ERROR (DESIGN §4): worth one retry
         // only when a recovery happened while the call ran.

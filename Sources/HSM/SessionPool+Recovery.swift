@@ -22,20 +22,21 @@ extension SessionPool {
         }
     }
 
-    /// After a login-lost error: drain, log out and in again, start a new generation (every
-    /// cached handle is re-resolved). Skipped when another worker already did it.
+    /// After a login-lost error (or an operation left active in the persistent session): drain,
+    /// log out, replace the persistent session with a fresh one and log in, start a new
+    /// generation (every cached handle is re-resolved). Skipped when another worker already did it.
     func recoverLogin(seenGeneration: UInt64, cause: PKCS11Error?) throws {
         guard try shouldStart(recovery.begin { $0.loginLost(seenGeneration: seenGeneration) }) else { return }
         logger.warning("HSM login lost; logging in again", metadata: ["cause": "\(cause.map(String.init(describing:)) ?? "requested")"])
         try runRecovery {
             try persistent.withLock { persistent in
                 if let session = persistent {
+                    // Closed, not kept: an operation a failed call left active in it stays active
+                    // (SoftHSM clears it by nothing else), and the logout already took its session
+                    // objects. Safe to close: no call is in flight while the gate is drained.
                     try? session.logout()
-                    if (try? session.state()) == nil {
-                        persistent = nil
-                    } else {
-                        try login(session)
-                    }
+                    try? session.close()
+                    persistent = nil
                 }
                 _ = try persistentSession(&persistent)
             }

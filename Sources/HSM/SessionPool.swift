@@ -285,7 +285,7 @@ public final class SessionPool: Sendable {
 
     func finalError(_ error: PKCS11Error, _ recovery: RecoveryClass) -> HSMError {
         switch recovery {
-        case .sessionFatal, .loginLost, .device:
+        case .sessionFatal, .loginLost, .operationLeftActive, .device:
             .unavailable(reason: error.description, retryAfterNanoseconds: nil)
         case .transient:
             .transientFailure(error)
@@ -328,7 +328,7 @@ public final class SessionPool: Sendable {
     /// the pool's session objects than the bound, unless every cached key is pinned by a
     /// running call at once. Keys found on the token are kept outside the bound and never
     /// destroyed (`C_DestroyObject` on a token object would delete it for good).
-    func resolve(_ key: HSMKey) throws -> CachedKeyHandle {
+    func resolve(_ key: HSMKey, for worker: SessionWorker) throws -> CachedKeyHandle {
         let generation = self.generation
         if let cached = keyCache.withLock({ $0.handle(key.id, generation: generation) }), cached.acquire(stamp: nextKeyUse()) {
             metrics.keyCacheHits.increment()
@@ -351,15 +351,19 @@ public final class SessionPool: Sendable {
             let handle: ObjectHandle
             do {
                 for victim in victims { try destroy(victim, in: session) }
-                let resolution = KeyResolution(session: session) { dependency in
+                let resolution = KeyResolution(session: session, operationSession: worker.sessionInUse) { dependency in
                     try self.tokenObjectHandle(dependency, in: session, generation: generation)
                 }
                 handle = try key.resolve(resolution)
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
-                // The persistent session is gone, and with it every session object: start a new
+                // The caller's session (a resolver's MAC check runs there) fails the same way,
+                // and the worker replaces that one: forget the persistent session only if it
+                // says so itself. Then it is gone, and with it every session object: start a new
                 // generation so that no stale handle is used again.
-                persistent = nil
-                recovery.step { $0.persistentSessionLost() }
+                if (try? session.state()) == nil {
+                    persistent = nil
+                    recovery.step { $0.persistentSessionLost() }
+                }
                 throw error
             }
             // Only an object the resolver made in this session may be destroyed on eviction:

@@ -44,6 +44,12 @@ final class SessionWorker: @unchecked Sendable {
 
     var hasSession: Bool { session != nil }
 
+    /// The session of the body running on this thread (a key's resolver checks with it).
+    var sessionInUse: PKCS11Session {
+        guard let session else { preconditionFailure("a worker's session is read only by the body it runs") }
+        return session
+    }
+
     func runLoop() {
         pthread_setspecific(currentWorkerKey, Unmanaged.passUnretained(self).toOpaque())
         let executor = pool.executor.asUnownedTaskExecutor()
@@ -123,7 +129,7 @@ final class SessionWorker: @unchecked Sendable {
             if cached.evictable { pinned.append(cached) }
             return cached.handle
         }
-        let resolved = try pool.resolve(key)
+        let resolved = try pool.resolve(key, for: self)
         if resolved.evictable { pinned.append(resolved) }
         if keyHandles.count >= keyHandleLimit { keyHandles.removeAll(keepingCapacity: true) }
         keyHandles[key.id] = resolved

@@ -1,3 +1,4 @@
+import Crypto
 import HSM
 import HSMTestSupport
 import PKCS11
@@ -9,23 +10,24 @@ import Testing
 import Glibc
 #endif
 
-/// Fails the next `count` calls of one function, then behaves.
+/// Fails the next `count` calls of each of the functions, then behaves.
 final class NextCallsFail: PKCS11FaultInjector {
-    private let function: PKCS11Function
     private let returnValue: PKCS11ReturnValue
-    private let remaining: Mutex<Int>
+    private let remaining: Mutex<[PKCS11Function: Int]>
 
-    init(_ function: PKCS11Function, _ returnValue: PKCS11ReturnValue, count: Int = 1) {
-        self.function = function
+    init(_ functions: PKCS11Function..., returnValue: PKCS11ReturnValue, count: Int = 1) {
         self.returnValue = returnValue
-        remaining = Mutex(count)
+        remaining = Mutex(Dictionary(uniqueKeysWithValues: functions.map { ($0, count) }))
+    }
+
+    convenience init(_ function: PKCS11Function, _ returnValue: PKCS11ReturnValue, count: Int = 1) {
+        self.init(function, returnValue: returnValue, count: count)
     }
 
     func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
-        guard function == self.function else { return nil }
-        return remaining.withLock { left in
-            guard left > 0 else { return nil }
-            left -= 1
+        remaining.withLock { remaining in
+            guard let left = remaining[function], left > 0 else { return nil }
+            remaining[function] = left - 1
             return returnValue
         }
     }
@@ -189,9 +191,9 @@ struct FaultInjectionTests {
         let pool = try await startedPool(token, workers: 2, acquireTimeout: .milliseconds(300), module: module)
         let known = KnownHMACKey()
         // Both workers busy for 900 ms. The caller below starts waiting; then the second
-        // worker resolves a key, whose import finds the persistent session gone (a new
-        // generation, no drain), and retries.
-        module.installFaultInjector(NextCallsFail(.createObject, .sessionHandleInvalid))
+        // worker resolves a key, whose import finds the persistent session gone (which the
+        // session confirms: a new generation, no drain), and retries.
+        module.installFaultInjector(NextCallsFail(.createObject, .getSessionInfo, returnValue: .sessionHandleInvalid))
         let first = Task { try await pool.withSession { _ in _ = usleep(900_000) } }
         let second = Task {
             try await pool.withSession { session in
@@ -207,6 +209,62 @@ struct FaultInjectionTests {
         module.installFaultInjector(nil)
         #expect(try await pool.hmacSHA256(key: known.key, data: [2]) == known.expected([2]))
         await pool.shutdown()
+    }
+
+    @Test("A signature that fails in the persistent session (after its C_SignInit) leaves an operation active there; the next lookup's CKR_OPERATION_ACTIVE replaces that session, with no restart", arguments: TestBackend.allCases)
+    func persistentSessionNotPoisoned(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("poisonp")
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let bytes = [UInt8](repeating: 7, count: 32)
+        // A resolver that signs in the persistent session, as tenant keys' MAC checks did.
+        let key = HSMKey(id: "test:signs-while-resolving") { session in
+            let handle = try session.createObject(Self.hmacKeyTemplate(bytes))
+            _ = try session.sign(.sha256HMAC, key: handle, data: [0])
+            return handle
+        }
+        // The first lookup fails (device error: re-initialised), and so does its retry's, which
+        // leaves the sign active in the new persistent session.
+        module.installFaultInjector(NextCallsFail(.sign, .deviceError, count: 2))
+        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
+        module.installFaultInjector(nil)
+        let generation = pool.statistics.generation
+        #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
+        #expect(pool.statistics.generation > generation, "the poisoned persistent session was replaced")
+        await pool.shutdown()
+    }
+
+    @Test("A check a resolver runs in the caller's session (a row's MAC) fails there alone: the worker replaces its own session, the persistent one and its keys stay", arguments: TestBackend.allCases)
+    func resolverCheckFailsInCallersSession(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("poisonc")
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let known = KnownHMACKey()
+        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        let bytes = [UInt8](repeating: 9, count: 32)
+        let key = HSMKey(id: "test:checks-while-resolving", resolveWith: { resolution in
+            let handle = try resolution.session.createObject(Self.hmacKeyTemplate(bytes))
+            _ = try resolution.operationSession.sign(.sha256HMAC, key: handle, data: [0])
+            return handle
+        })
+        // CKR_ARGUMENTS_BAD leaves the sign active (DESIGN §4) and is surfaced, not recovered.
+        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
+        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [2]) }
+        module.installFaultInjector(nil)
+        let generation = pool.statistics.generation
+        #expect(try await pool.hmacSHA256(key: key, data: [3]) == Self.hmac([3], bytes))
+        #expect(try await pool.hmacSHA256(key: known.key, data: [4]) == known.expected([4]))
+        #expect(pool.statistics.generation == generation, "no recovery ran: the persistent session was never poisoned")
+        await pool.shutdown()
+    }
+
+    private static func hmacKeyTemplate(_ bytes: [UInt8]) -> [Attribute] {
+        [
+            .class(.secretKey), .keyType(.genericSecret), .token(false), .private(true), .sensitive(true),
+            .extractable(false), .sign(true), .verify(true), .value(SecretBytes(bytes)),
+        ]
+    }
+
+    private static func hmac(_ data: [UInt8], _ key: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: key)))
     }
 
     @Test("A session that fails mid-operation is replaced, not reused", arguments: TestBackend.allCases)

@@ -21,7 +21,7 @@ struct RecoveryClassTests {
         (.keySizeRange, .caller),
         (.templateIncomplete, .caller),
         (.dataLenRange, .caller),
-        (.operationActive, .caller),
+        (.operationActive, .operationLeftActive),
     ])
     func classification(returnValue: PKCS11ReturnValue, expected: RecoveryClass) {
         #expect(RecoveryClass(returnValue) == expected)
