@@ -133,7 +133,17 @@ extension TenantKeyring {
     /// Imports the Ed25519 key pair of `seed` under `label` on every configured token and
     /// checks that each signs for `publicKey`. A token that cannot take it fails the creation
     /// (the caller destroys what the others got): a new key is on every token or on none.
+    ///
+    /// Never onto a token out for its keys (``TokenStatus/keysInDoubt``): it may be a token
+    /// someone re-made or planted keys on, and a seed imported there is theirs. Such a token
+    /// fails the creation before anything is imported, as an unreachable one would.
     func importEd25519OnEveryToken(seed: SecretBytes, publicKey: [UInt8], label: String) async throws {
+        if let doubted = zip(pool.tokenPools, pool.tokenStatuses).first(where: { $0.1.keysInDoubt }) {
+            throw HSMError.unavailable(
+                reason: "token \(doubted.1.token) is out of service for its keys (\(doubted.1.lastErrorClass ?? "return check refused")): a new v1a key must be on every token",
+                retryAfterNanoseconds: nil
+            )
+        }
         let id = try await pool.random(count: 16)
         for token in pool.tokenPools {
             _ = try await Self.importEd25519(seed: seed, publicKey: publicKey, label: label, id: id, into: token)
@@ -146,7 +156,10 @@ extension TenantKeyring {
     public static func holdsEd25519(label: String, publicKey: [UInt8], in token: SessionPool) async throws -> Bool {
         let challenge = Array("custos/webhook-ed25519/holds-check/v1".utf8) + (try await token.random(count: 16))
         let expected = try Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
-        return try await token.withPersistentSession { session in
+        // A worker's session, not the persistent one: the key is a token object, and a signature
+        // that fails there leaves nothing active in the session that owns the unwrapped keys.
+        return try await token.withSession { hsm in
+            let session = hsm.pkcs11
             let existing = try session.findObjects([.class(.privateKey), .label(label)], limit: 2)
             guard let handle = existing.first else { return false }
             guard existing.count == 1, expected.isValidSignature(try session.sign(.eddsa, key: handle, data: challenge), for: challenge) else {
@@ -166,7 +179,9 @@ extension TenantKeyring {
     public static func importEd25519(seed: SecretBytes, publicKey: [UInt8], label: String, id: [UInt8], into token: SessionPool) async throws -> Bool {
         let challenge = Array("custos/webhook-ed25519/import-check/v1".utf8) + id
         let expected = try Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
-        return try await token.withPersistentSession { session in
+        // Token objects, made and checked in a worker's session (see ``holdsEd25519``).
+        return try await token.withSession { hsm in
+            let session = hsm.pkcs11
             let existing = try session.findObjects([.class(.privateKey), .label(label)], limit: 2)
             if let handle = existing.first {
                 guard existing.count == 1, expected.isValidSignature(try session.sign(.eddsa, key: handle, data: challenge), for: challenge) else {

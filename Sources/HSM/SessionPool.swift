@@ -130,6 +130,14 @@ public final class SessionPool: Sendable {
     /// just this pool.
     public var tokenPools: [SessionPool] { [self] + (failover?.replicas ?? []) }
 
+    /// ``tokenPools`` less the tokens out for their keys (``TokenStatus/keysInDoubt``): a token
+    /// re-made under another root, or holding a planted key, may answer every call — with keys
+    /// that are not the service's. Work that goes token by token (signing with a token object,
+    /// importing a key) goes only to these.
+    public var tokenPoolsWithTrustedKeys: [SessionPool] {
+        zip(tokenPools, tokenStatuses).filter { !$0.1.keysInDoubt }.map(\.0)
+    }
+
     /// Makes every probe run `check` on a token out of service that answers again, and keep it
     /// out while `check` throws: start-up installs the replica root-key check here, so a token
     /// re-made with another root while it was out never serves. Nothing to do with one token.
@@ -357,13 +365,8 @@ public final class SessionPool: Sendable {
                 handle = try key.resolve(resolution)
             } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
                 // The caller's session (a resolver's MAC check runs there) fails the same way,
-                // and the worker replaces that one: forget the persistent session only if it
-                // says so itself. Then it is gone, and with it every session object: start a new
-                // generation so that no stale handle is used again.
-                if (try? session.state()) == nil {
-                    persistent = nil
-                    recovery.step { $0.persistentSessionLost() }
-                }
+                // and the worker replaces that one.
+                forgetPersistentSessionIfGone(&persistent, session)
                 throw error
             }
             // Only an object the resolver made in this session may be destroyed on eviction:
@@ -416,7 +419,31 @@ public final class SessionPool: Sendable {
     /// first, with replicas): reach another through ``tokenPools``.
     public func withPersistentSession<R: Sendable>(_ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
         try await withTokenSession(.custom) { _ in
-            try self.persistent.withLock { persistent in try body(try self.persistentSession(&persistent)) }
+            try self.persistent.withLock { persistent in
+                let session = try self.persistentSession(&persistent)
+                do {
+                    return try body(session)
+                } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
+                    self.forgetPersistentSessionIfGone(&persistent, session)
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// After a session-fatal error in work that used `session`, the persistent one: forgets it if
+    /// it says itself that it is gone (the error may have come from another session) — and with
+    /// it every session object, so a new generation starts and no stale handle is used again.
+    /// Never forgets a session that may live on: a forgotten open session would stay open, and
+    /// keep the token from being initialised again.
+    func forgetPersistentSessionIfGone(_ persistent: inout PKCS11Session?, _ session: PKCS11Session) {
+        do {
+            _ = try session.state()
+        } catch let error as PKCS11Error where RecoveryClass(error.returnValue) == .sessionFatal {
+            persistent = nil
+            recovery.step { $0.persistentSessionLost() }
+        } catch {
+            // Not known to be gone: kept, and the retry tells.
         }
     }
 

@@ -10,8 +10,9 @@ import Glibc
 /// cooperative pool. A worker runs queued requests and, for tasks that prefer the pool's
 /// executor, their code too, so those tasks call the HSM without changing threads.
 final class SessionWorker: @unchecked Sendable {
-    // SAFETY: `session` and `sessionEpoch` are read and written only on this worker's own thread:
-    // by its run loop and by requests or executor jobs it runs. Everything else is immutable.
+    // SAFETY: the `var`s (`session`, `sessionEpoch`, the call counter, the handle maps) are read
+    // and written only on this worker's own thread: by its run loop and by requests or executor
+    // jobs it runs. Everything else is immutable.
     private var session: PKCS11Session?
     private var sessionEpoch: UInt64 = 0
     /// Calls since the last timed one: one call in `timingInterval` is timed, because two clock
@@ -71,11 +72,13 @@ final class SessionWorker: @unchecked Sendable {
     func perform<R>(_ operation: HSMOperation, _ body: (HSMSession) throws -> R) throws -> R {
         var retried = false
         while true {
-            let generation = pool.generation
-            let epoch = pool.epoch
+            // Read again once past the gate (``attempt(_:_:seen:)``): a call parked there during
+            // a recovery must not take that recovery for one that answered its own failure.
+            var seen = (generation: pool.generation, epoch: pool.epoch)
             do {
-                return try attempt(operation, body)
+                return try attempt(operation, body, seen: &seen)
             } catch let error as PKCS11Error {
+                let (generation, epoch) = seen
                 pool.metrics.recordError(error)
                 let recovery = RecoveryClass(error.returnValue)
                 switch pool.afterFailure(recovery, seenGeneration: generation, seenEpoch: epoch, retried: retried) {
@@ -93,10 +96,11 @@ final class SessionWorker: @unchecked Sendable {
         }
     }
 
-    private func attempt<R>(_ operation: HSMOperation, _ body: (HSMSession) throws -> R) throws -> R {
+    private func attempt<R>(_ operation: HSMOperation, _ body: (HSMSession) throws -> R, seen: inout (generation: UInt64, epoch: UInt64)) throws -> R {
         try pool.checkBreaker()
         pool.gate.enter()
         defer { pool.gate.exit() }
+        seen = (pool.generation, pool.epoch)
         untimedCalls += 1
         let timed = untimedCalls >= Self.timingInterval
         let started = timed ? monotonicNanoseconds() : 0
@@ -111,9 +115,10 @@ final class SessionWorker: @unchecked Sendable {
                 pool.metrics.recordCall(operation, nanoseconds: monotonicNanoseconds() &- started)
             }
             return result
-        } catch let error as PKCS11Error {
+        } catch {
             // A failed call can leave an operation active (SoftHSM after CKR_ARGUMENTS_BAD), and
-            // nothing clears it: never hand this session to the next caller.
+            // nothing clears it: never hand this session to the next caller — whatever error the
+            // body made of the failure, since a body may catch a PKCS#11 error and throw its own.
             discardSession()
             throw error
         }

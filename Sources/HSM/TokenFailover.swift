@@ -260,7 +260,8 @@ final class TokenFailover: Sendable {
                 TokenStatus(
                     token: String(describing: pool(index, primary: primary).configuration.token), inService: states[index].inService,
                     takenOut: states[index].takenOut, broughtBack: states[index].broughtBack, outOfServiceSince: states[index].outSince,
-                    lastErrorClass: states[index].lastErrorClass, probesWhileOut: states[index].probes, lastProbe: states[index].lastProbe
+                    lastErrorClass: states[index].lastErrorClass, probesWhileOut: states[index].probes, lastProbe: states[index].lastProbe,
+                    keysInDoubt: states[index].keysInDoubt
                 )
             }
         }
@@ -284,6 +285,10 @@ public struct TokenStatus: Sendable, Hashable, Codable {
     /// Probes (one RNG call each) since it was last taken out, and when the last one ran.
     public let probesWhileOut: Int
     public let lastProbe: Date?
+    /// Out for its keys (the wrong token, or refused by the return check), not for its device:
+    /// it may answer calls, with other keys. Nothing is sent to it or stored on it until a probe
+    /// passes the return check.
+    public let keysInDoubt: Bool
 
     /// ``lastErrorClass`` of a token taken out because a replica found a key it could not
     /// (missing, or labelled twice): the token is not the replica it should be, which no retry
@@ -292,7 +297,7 @@ public struct TokenStatus: Sendable, Hashable, Codable {
 
     public init(
         token: String, inService: Bool, takenOut: Int = 0, broughtBack: Int = 0, outOfServiceSince: Date? = nil,
-        lastErrorClass: String? = nil, probesWhileOut: Int = 0, lastProbe: Date? = nil
+        lastErrorClass: String? = nil, probesWhileOut: Int = 0, lastProbe: Date? = nil, keysInDoubt: Bool = false
     ) {
         self.token = token
         self.inService = inService
@@ -302,6 +307,7 @@ public struct TokenStatus: Sendable, Hashable, Codable {
         self.lastErrorClass = lastErrorClass
         self.probesWhileOut = probesWhileOut
         self.lastProbe = lastProbe
+        self.keysInDoubt = keysInDoubt
     }
 }
 

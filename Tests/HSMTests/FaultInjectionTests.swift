@@ -33,6 +33,32 @@ final class NextCallsFail: PKCS11FaultInjector {
     }
 }
 
+/// Every `C_Login` blocks until ``release()`` (at most 10 s); after that, the next `C_Sign`
+/// answers `CKR_USER_NOT_LOGGED_IN` once.
+final class LoginBlockedThenSignFails: PKCS11FaultInjector {
+    let loggingIn = Atomic<Bool>(false)
+    private let released = Atomic<Bool>(false)
+    private let signFails = NextCallsFail(.sign, .userNotLoggedIn)
+
+    func release() { released.store(true, ordering: .relaxed) }
+
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? {
+        if function == .login {
+            loggingIn.store(true, ordering: .relaxed)
+            for _ in 0..<5_000 where !released.load(ordering: .relaxed) { usleep(2_000) }
+            return nil
+        }
+        return released.load(ordering: .relaxed) ? signFails.fault(for: function) : nil
+    }
+}
+
+/// Fails every call of the functions named, with the value named, until removed.
+final class FaultsByFunction: PKCS11FaultInjector {
+    private let faults: [PKCS11Function: PKCS11ReturnValue]
+    init(_ faults: [PKCS11Function: PKCS11ReturnValue]) { self.faults = faults }
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? { faults[function] }
+}
+
 /// A device error on the first `C_Sign`; every `C_Initialize` then blocks until ``release()``
 /// (at most 10 s), as a network HSM's re-initialisation can take seconds — here for exactly as
 /// long as the test needs, whatever the machine's load.
@@ -253,6 +279,63 @@ struct FaultInjectionTests {
         #expect(try await pool.hmacSHA256(key: key, data: [3]) == Self.hmac([3], bytes))
         #expect(try await pool.hmacSHA256(key: known.key, data: [4]) == known.expected([4]))
         #expect(pool.statistics.generation == generation, "no recovery ran: the persistent session was never poisoned")
+        await pool.shutdown()
+    }
+
+    @Test("A body that turns a failed call into an error of its own still loses its session: the next call on that worker finds no operation left active, and no recovery runs", arguments: TestBackend.allCases)
+    func sessionReplacedWhateverTheBodyThrows(_ backend: TestBackend) async throws {
+        struct OwnError: Error {}
+        let (token, module) = try backend.isolatedToken("poisonb")
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let known = KnownHMACKey()
+        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
+        await #expect(throws: OwnError.self) {
+            try await pool.withSession { session in
+                do { _ = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: known.key), data: [2]) } catch { throw OwnError() }
+            }
+        }
+        module.installFaultInjector(nil)
+        let generation = pool.statistics.generation
+        #expect(try await pool.hmacSHA256(key: known.key, data: [3]) == known.expected([3]))
+        #expect(pool.statistics.generation == generation, "no recovery: the worker's session was replaced, not reused")
+        await pool.shutdown()
+    }
+
+    @Test("A session-fatal error in the persistent session's work, then a C_GetSessionInfo that fails otherwise: the session is kept, not forgotten open (which would keep the token from being initialised again)", arguments: TestBackend.allCases)
+    func persistentSessionNotForgottenOpen(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("poisonf")
+        let pool = try await startedPool(token, workers: 1, module: module)
+        let bytes = [UInt8](repeating: 5, count: 32)
+        let key = HSMKey(id: "test:made-while-resolving") { session in try session.createObject(Self.hmacKeyTemplate(bytes)) }
+        let generation = pool.statistics.generation
+        module.installFaultInjector(FaultsByFunction([.createObject: .sessionHandleInvalid, .getSessionInfo: .generalError]))
+        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
+        module.installFaultInjector(nil)
+        #expect(pool.statistics.generation == generation, "the persistent session was not forgotten")
+        #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
+        await pool.shutdown()
+    }
+
+    @Test("A call that waited at the gate through a re-login and then loses its login gets a recovery of its own, not the one it waited through", arguments: TestBackend.allCases)
+    func failureAfterWaitingThroughRecovery(_ backend: TestBackend) async throws {
+        let (token, module) = try backend.isolatedToken("parked")
+        let pool = try await startedPool(token, workers: 2, module: module)
+        let known = KnownHMACKey()
+        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        let injector = LoginBlockedThenSignFails()
+        module.installFaultInjector(injector)
+        let relogin = Task { try await pool.relogin() }
+        for _ in 0..<1_000 where !injector.loggingIn.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(5)) }
+        let before = pool.statistics.generation
+        // Parked at the drained gate, with the generation from before the re-login's end.
+        let parked = Task { try await pool.hmacSHA256(key: known.key, data: [2]) }
+        try await Task.sleep(for: .milliseconds(200))
+        injector.release()
+        try await relogin.value
+        #expect(try await parked.value == known.expected([2]))
+        module.installFaultInjector(nil)
+        #expect(pool.statistics.generation == before + 2, "the re-login waited through, then the parked call's own")
         await pool.shutdown()
     }
 

@@ -300,6 +300,46 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
+    @Test("B re-made with another root and kept out: a new v1a key is refused before any token gets its seed, and a v1a key A lost is not looked for on B (no false tamper alarm from B's other MAC key)")
+    func v1aKeysStayOffTokenWithOtherKeys() async throws {
+        let replicated = try await Replicated.make("repv1a")
+        let pool = replicated.pool
+        let webhooks = WebhookSigner(pool: pool, keyring: replicated.keyring, audit: replicated.audit, trustedEscrowKeys: replicated.harness.trustedEscrowKeys)
+        let tenant = try await replicated.keyring.createTenant(label: "v1a", actor: "officer").id
+        _ = try await webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        let label = try #require(try await replicated.keyring.versions(tenant).first { $0.purpose == .webhookEd25519 }?.tokenLabel)
+        let (mac, data, _) = try await replicated.rootMACOfFirstToken()
+        try await replicated.remakeBWhileOut { _ = try await pool.hmacSHA256(key: mac, data: data) }
+        #expect(pool.tokenStatuses[1].keysInDoubt)
+
+        // A seed imported onto B would be in the hands of whoever re-made it.
+        func privateKeys(_ index: Int) async throws -> Int {
+            try await pool.tokenPools[index].withPersistentSession { try $0.findObjects([.class(.privateKey)], limit: 1_000).count }
+        }
+        let (onA, onB) = (try await privateKeys(0), try await privateKeys(1))
+        await #expect(throws: CustodyError.self) { _ = try await webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
+        let (afterA, afterB) = (try await privateKeys(0), try await privateKeys(1))
+        #expect(afterA == onA && afterB == onB, "no token got a seed")
+        // Whoever re-made B pins there an escrow key the database lacks: not read from B.
+        let object = replicated.keyring.escrowKeyAnchor.object
+        let planted = try #require(EscrowKeyAnchor.Pin(bytes: [0, 0, 0, 0, 0, 0, 0, 99] + [UInt8](repeating: 1, count: 32)))
+        try await pool.tokenPools[1].withPersistentSession { session in try object.replace(with: planted.bytes, in: session) }
+        #expect(try await replicated.keyring.pinnedEscrowKey(trusting: replicated.harness.trustedEscrowKeys) != nil)
+
+        // A loses the key pair (its user PIN destroys it): B, with another root's MAC key, would
+        // refuse the row as tampered.
+        try await pool.tokenPools[0].withPersistentSession { session in
+            for handle in try session.findObjects([.label(label)], limit: 4) { try session.destroyObject(handle) }
+        }
+        do {
+            _ = try await webhooks.signatureHeader(tenant: tenant, id: "msg_doubt", timestamp: 1_700_000_000, body: Array("{}".utf8))
+            Issue.record("signed without the key on any trusted token")
+        } catch {
+            if case CustodyError.rowTampered = error { Issue.record("a false tamper alarm: \(error)") }
+        }
+        await replicated.shutdown()
+    }
+
     @Test("a root key added to both tokens after start-up (rotate-root, then its shares restored onto B), then each token fails once: each comes back")
     func rootKeyAddedThenBlips() async throws {
         let replicated = try await Replicated.make("reprotated")

@@ -60,6 +60,26 @@ struct WebhookKeyEscrowTests {
         }
     }
 
+    @Test("an Ed25519 key's check whose signature fails (CKR_ARGUMENTS_BAD leaves it active) is made in a worker's session: the next check needs no re-login of the pool")
+    func failedHoldsCheckLeavesNoOperationActive() async throws {
+        let token = try TestToken.make("holdsfail")
+        let module = try TestToken.isolatedModule()
+        let pool = try SessionPool(configuration: token.configuration(workers: 1), module: module, logger: .init(label: "test"))
+        try await pool.start()
+        let seed = SecretBytes((0..<32).map { _ in UInt8.random(in: 0 ... 255) })
+        let publicKey = try SeedEscrow.ed25519PublicKey(of: seed)
+        let label = "custos/test/holds-fail"
+        #expect(try await TenantKeyring.importEd25519(seed: seed, publicKey: publicKey, label: label, id: [1, 2, 3], into: pool))
+        let faults = RandomFaults([.sign: [(.argumentsBad, 1.0)]])
+        module.installFaultInjector(faults)
+        await #expect(throws: HSMError.self) { _ = try await TenantKeyring.holdsEd25519(label: label, publicKey: publicKey, in: pool) }
+        module.installFaultInjector(nil)
+        let generation = pool.statistics.generation
+        #expect(try await TenantKeyring.holdsEd25519(label: label, publicKey: publicKey, in: pool))
+        #expect(pool.statistics.generation == generation, "no re-login: nothing was left active in the persistent session")
+        await pool.shutdown()
+    }
+
     @Test("token lost: a token restored from the root shares plus the escrow recovery signs v1 and v1a with the same keys; run twice, nothing duplicated; the audit chain verifies")
     func tokenLossAndRecovery() async throws {
         let harness = try await CustodyHarness.make("escrowloss")
