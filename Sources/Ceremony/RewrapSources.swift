@@ -3,7 +3,6 @@ public import CustosModel
 public import HSM
 import PKCS11
 import SecureMemory
-import Synchronization
 
 /// The old root KEKs a root-KEK rotation unwraps with (DESIGN §5). The token's own KEKs pin
 /// every unwrap to a non-extractable key, so the old KEK of each purpose and version is rebuilt
@@ -18,17 +17,15 @@ public final class RewrapSources: Sendable {
     /// Root keys on the token that a given share set rebuilt with the token's check value:
     /// the custodians vouch for them.
     let provenLabels: Set<String>
-    private let created: CreatedHandles
 
     /// Whether this rotation migrates off a legacy KEK (then rows sealed in the first MAC
     /// format are accepted once and resealed).
     public var migratesLegacy: Bool { !legacyLabels.isEmpty || keys.keys.contains { $0.hasPrefix("legacy:") } }
 
-    private init(keys: [String: HSMKey], legacyLabels: [String], provenLabels: Set<String>, created: CreatedHandles) {
+    private init(keys: [String: HSMKey], legacyLabels: [String], provenLabels: Set<String>) {
         self.keys = keys
         self.legacyLabels = legacyLabels
         self.provenLabels = provenLabels
-        self.created = created
     }
 
     /// The unwrapping key for blobs of `purpose` wrapped under root KEK version `version`.
@@ -40,7 +37,6 @@ public final class RewrapSources: Sendable {
     /// checked against the share files and, where the token still has the KEK, the token).
     /// - Parameter shareSets: the share files of each set needed (M of them each).
     static func make(pool: SessionPool, inventory: RootKeyInventory, shareSets: [[String]]) async throws -> RewrapSources {
-        let created = CreatedHandles()
         let nonce = Hex.encode(try await pool.random(count: 8))
         var keys = [String: HSMKey]()
         var proven = Set<String>()
@@ -69,28 +65,20 @@ public final class RewrapSources: Sendable {
                     guard let usage = purpose.usage else { continue }
                     let prefix = parsed.kind == .legacyKEK ? "legacy:" : ""
                     keys["\(purpose.rawValue)/\(parsed.version)"] = HSMKey(id: "\(prefix)rewrap:\(nonce):\(key.label):\(purpose.rawValue)") { session in
-                        let handle = try session.createObject(KeyTemplate.rewrapKEK(value: value, usage: usage))
-                        created.handles.withLock { $0.append(handle) }
-                        return handle
+                        try session.createObject(KeyTemplate.rewrapKEK(value: value, usage: usage))
                     }
                 }
             }
         }
         return RewrapSources(
-            keys: keys, legacyLabels: inventory.legacyKEKVersions.map(RootKeys.legacyKEKLabel(version:)), provenLabels: proven, created: created
+            keys: keys, legacyLabels: inventory.legacyKEKVersions.map(RootKeys.legacyKEKLabel(version:)), provenLabels: proven
         )
     }
 
-    /// Destroys the session-only rewrap KEKs made so far.
+    /// Destroys the session-only rewrap KEKs made so far (through the pool, which made them
+    /// and knows which of its handles are still theirs).
     func destroy(on pool: SessionPool) async {
-        let handles = created.handles.withLock { handles in
-            defer { handles.removeAll() }
-            return handles
-        }
-        guard !handles.isEmpty else { return }
-        _ = try? await pool.withPersistentSession { session in
-            for handle in handles { try? session.destroyObject(handle) }
-        }
+        _ = try? await pool.discard(Array(keys.values))
     }
 
     /// Destroys the legacy permissive KEKs on the token (call once every blob is re-wrapped).
@@ -109,9 +97,4 @@ public final class RewrapSources: Sendable {
             return destroyed
         }
     }
-}
-
-/// The rewrap KEKs' session-object handles, shared by their resolvers and the destroy step.
-final class CreatedHandles: Sendable {
-    let handles = Mutex([ObjectHandle]())
 }

@@ -46,7 +46,10 @@ struct KeyHandleCache {
         var busy = [RecencyHeap.Item]()
         while sessionObjects + 1 > limit, let item = recency.popOldest() {
             let used = item.handle.lastUse.load(ordering: .relaxed)
-            if used != item.stamp {
+            if handles[item.handle.id] !== item.handle {
+                // Evicted by name (``evict(_:)``) since it was pushed: dropped here.
+                continue
+            } else if used != item.stamp {
                 recency.push(.init(stamp: used, handle: item.handle))
             } else if item.handle.evictIfIdle() {
                 handles.removeValue(forKey: item.handle.id)
@@ -58,6 +61,15 @@ struct KeyHandleCache {
         }
         for item in busy { recency.push(item) }
         return victims
+    }
+
+    /// Evicts the handle of `id` if it is a session object no call pins, and returns it (its
+    /// object is the caller's to destroy). Its heap entry goes at the next ``makeRoom()``.
+    mutating func evict(_ id: String) -> CachedKeyHandle? {
+        guard let cached = handles[id], cached.evictIfIdle() else { return nil }
+        handles.removeValue(forKey: id)
+        sessionObjects -= 1
+        return cached
     }
 
     mutating func insert(_ handle: CachedKeyHandle) {

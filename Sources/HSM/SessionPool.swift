@@ -414,6 +414,33 @@ public final class SessionPool: Sendable {
         }
     }
 
+    /// Destroys now the session objects this pool made for `keys` in its current generation, and
+    /// forgets them, for a key that must not outlive its use (a rotation's rewrap KEK, rebuilt
+    /// from shares). Only the pool may destroy them: it knows which handles are still this
+    /// generation's — after a re-login the objects are gone already and their numbers may be
+    /// another object's on a module that reuses handles. A key a running call pins, a token
+    /// object, or one not resolved is left.
+    /// - Returns: how many objects were destroyed.
+    @discardableResult
+    public func discard(_ keys: [HSMKey]) async throws -> Int {
+        try await withTokenSession(.custom) { _ in
+            try self.persistent.withLock { persistent in
+                let session = try self.persistentSession(&persistent)
+                let victims = self.keyCache.withLock { cache in
+                    cache.enter(generation: self.generation)
+                    return keys.compactMap { cache.evict($0.id) }
+                }
+                do {
+                    for victim in victims { try self.destroy(victim, in: session) }
+                } catch let error as PKCS11Error {
+                    self.forgetPersistentSessionIfGone(&persistent, session)
+                    throw error
+                }
+                return victims.count
+            }
+        }
+    }
+
     /// Runs `body` in the persistent session, which owns session objects (unwrapped keys).
     /// Serialised: use it to create keys, not for bulk work. Always this pool's own token (the
     /// first, with replicas): reach another through ``tokenPools``.

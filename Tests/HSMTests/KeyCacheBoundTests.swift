@@ -139,6 +139,25 @@ struct KeyCacheBoundTests {
         await pool.shutdown()
     }
 
+    @Test("A discarded key's session object is destroyed at once and leaves the cache (its place too); the key resolves again on its next use")
+    func discardDestroysAtOnce() async throws {
+        let token = try TestToken.make("discard")
+        let pool = try await pool(token, workers: 1, maxCachedKeys: 2)
+        let keys = CountedKeys(3)
+        for index in [0, 1] { #expect(try await use(pool, keys, index)) }
+        #expect(try await sessionObjects(pool) == 2)
+        #expect(try await pool.discard([keys.keys[0], keys.keys[0]]) == 1)
+        #expect(try await sessionObjects(pool) == 1, "destroyed at once, not at the next logout")
+        // Its place is free: k2 fits without evicting k1, and k0 is made again on its next use.
+        #expect(try await use(pool, keys, 2))
+        #expect(try await use(pool, keys, 1))
+        #expect(keys.counts == [1, 1, 1], "k1 was not evicted to make room")
+        #expect(try await use(pool, keys, 0))
+        #expect(keys.counts == [2, 1, 1])
+        #expect(try await sessionObjects(pool) == 2, "the bound holds after a discard")
+        await pool.shutdown()
+    }
+
     @Test("A token object resolved through the pool is outside the bound and never destroyed")
     func tokenObjectsAreNotEvicted() async throws {
         let token = try TestToken.make("tokenobj")

@@ -169,6 +169,8 @@ struct CeremonyFlowTests {
             currentShares: [[generated.sharePaths[0], generated.sharePaths[2], generated.sharePaths[4]]]
         )
         #expect(rotation.newKEKVersion == 2)
+        let rewrapKEKsLeft = try await poolB.withPersistentSession { try $0.findObjects([.class(.secretKey), .token(false), .unwrap(true)]).count }
+        #expect(rewrapKEKsLeft == 0, "the rewrap KEKs rebuilt from shares were destroyed when the rotation ended")
         let wrappedCount = try await keyringB.versions(tenant.id).filter { $0.wrappedKey != nil }.count
         #expect(rotation.rewrap.rewrapped == wrappedCount && wrappedCount > 0)
         let rows = try await keyringB.versions(tenant.id)
