@@ -250,21 +250,18 @@ struct FaultInjectionTests {
         }
         // The first lookup fails (device error: re-initialised), and so does its retry's, which
         // leaves the sign active in the new persistent session.
-        module.installFaultInjector(NextCallsFail(.sign, .deviceError, count: 2))
-        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
-        module.installFaultInjector(nil)
-        let generation = pool.statistics.generation
-        #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
-        #expect(pool.statistics.generation > generation, "the poisoned persistent session was replaced")
+        let recoveries = try await recoveries(pool, module, NextCallsFail(.sign, .deviceError, count: 2)) {
+            await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
+        } then: { () async throws in
+            #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
+        }
+        #expect(recoveries > 0, "the poisoned persistent session was replaced")
         await pool.shutdown()
     }
 
     @Test("A check a resolver runs in the caller's session (a row's MAC) fails there alone: the worker replaces its own session, the persistent one and its keys stay", arguments: TestBackend.allCases)
     func resolverCheckFailsInCallersSession(_ backend: TestBackend) async throws {
-        let (token, module) = try backend.isolatedToken("poisonc")
-        let pool = try await startedPool(token, workers: 1, module: module)
-        let known = KnownHMACKey()
-        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        let (pool, module, known) = try await servingPool(backend, "poisonc", workers: 1)
         let bytes = [UInt8](repeating: 9, count: 32)
         let key = HSMKey(id: "test:checks-while-resolving", resolveWith: { resolution in
             let handle = try resolution.session.createObject(Self.hmacKeyTemplate(bytes))
@@ -272,33 +269,30 @@ struct FaultInjectionTests {
             return handle
         })
         // CKR_ARGUMENTS_BAD leaves the sign active (DESIGN §4) and is surfaced, not recovered.
-        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
-        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [2]) }
-        module.installFaultInjector(nil)
-        let generation = pool.statistics.generation
-        #expect(try await pool.hmacSHA256(key: key, data: [3]) == Self.hmac([3], bytes))
-        #expect(try await pool.hmacSHA256(key: known.key, data: [4]) == known.expected([4]))
-        #expect(pool.statistics.generation == generation, "no recovery ran: the persistent session was never poisoned")
+        let recoveries = try await recoveries(pool, module, NextCallsFail(.sign, .argumentsBad)) {
+            await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [2]) }
+        } then: { () async throws in
+            #expect(try await pool.hmacSHA256(key: key, data: [3]) == Self.hmac([3], bytes))
+            #expect(try await pool.hmacSHA256(key: known.key, data: [4]) == known.expected([4]))
+        }
+        #expect(recoveries == 0, "no recovery ran: the persistent session was never poisoned")
         await pool.shutdown()
     }
 
     @Test("A body that turns a failed call into an error of its own still loses its session: the next call on that worker finds no operation left active, and no recovery runs", arguments: TestBackend.allCases)
     func sessionReplacedWhateverTheBodyThrows(_ backend: TestBackend) async throws {
         struct OwnError: Error {}
-        let (token, module) = try backend.isolatedToken("poisonb")
-        let pool = try await startedPool(token, workers: 1, module: module)
-        let known = KnownHMACKey()
-        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
-        module.installFaultInjector(NextCallsFail(.sign, .argumentsBad))
-        await #expect(throws: OwnError.self) {
-            try await pool.withSession { session in
-                do { _ = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: known.key), data: [2]) } catch { throw OwnError() }
+        let (pool, module, known) = try await servingPool(backend, "poisonb", workers: 1)
+        let recoveries = try await recoveries(pool, module, NextCallsFail(.sign, .argumentsBad)) {
+            await #expect(throws: OwnError.self) {
+                try await pool.withSession { session in
+                    do { _ = try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: known.key), data: [2]) } catch { throw OwnError() }
+                }
             }
+        } then: { () async throws in
+            #expect(try await pool.hmacSHA256(key: known.key, data: [3]) == known.expected([3]))
         }
-        module.installFaultInjector(nil)
-        let generation = pool.statistics.generation
-        #expect(try await pool.hmacSHA256(key: known.key, data: [3]) == known.expected([3]))
-        #expect(pool.statistics.generation == generation, "no recovery: the worker's session was replaced, not reused")
+        #expect(recoveries == 0, "no recovery: the worker's session was replaced, not reused")
         await pool.shutdown()
     }
 
@@ -308,21 +302,20 @@ struct FaultInjectionTests {
         let pool = try await startedPool(token, workers: 1, module: module)
         let bytes = [UInt8](repeating: 5, count: 32)
         let key = HSMKey(id: "test:made-while-resolving") { session in try session.createObject(Self.hmacKeyTemplate(bytes)) }
+        let faults = FaultsByFunction([.createObject: .sessionHandleInvalid, .getSessionInfo: .generalError])
         let generation = pool.statistics.generation
-        module.installFaultInjector(FaultsByFunction([.createObject: .sessionHandleInvalid, .getSessionInfo: .generalError]))
-        await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
-        module.installFaultInjector(nil)
-        #expect(pool.statistics.generation == generation, "the persistent session was not forgotten")
-        #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
+        let recoveries = try await recoveries(pool, module, faults) {
+            await #expect(throws: HSMError.self) { _ = try await pool.hmacSHA256(key: key, data: [1]) }
+        } then: { () async throws in
+            #expect(try await pool.hmacSHA256(key: key, data: [2]) == Self.hmac([2], bytes))
+        }
+        #expect(pool.statistics.generation == generation && recoveries == 0, "the persistent session was not forgotten")
         await pool.shutdown()
     }
 
     @Test("A call that waited at the gate through a re-login and then loses its login gets a recovery of its own, not the one it waited through", arguments: TestBackend.allCases)
     func failureAfterWaitingThroughRecovery(_ backend: TestBackend) async throws {
-        let (token, module) = try backend.isolatedToken("parked")
-        let pool = try await startedPool(token, workers: 2, module: module)
-        let known = KnownHMACKey()
-        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        let (pool, module, known) = try await servingPool(backend, "parked", workers: 2)
         let injector = LoginBlockedThenSignFails()
         module.installFaultInjector(injector)
         let relogin = Task { try await pool.relogin() }
@@ -337,6 +330,29 @@ struct FaultInjectionTests {
         module.installFaultInjector(nil)
         #expect(pool.statistics.generation == before + 2, "the re-login waited through, then the parked call's own")
         await pool.shutdown()
+    }
+
+    /// A started pool on a private token of `backend`, whose known key has answered once.
+    private func servingPool(_ backend: TestBackend, _ name: String, workers: Int) async throws -> (SessionPool, PKCS11Module, KnownHMACKey) {
+        let (token, module) = try backend.isolatedToken(name)
+        let pool = try await startedPool(token, workers: workers, module: module)
+        let known = KnownHMACKey()
+        #expect(try await pool.hmacSHA256(key: known.key, data: [1]) == known.expected([1]))
+        return (pool, module, known)
+    }
+
+    /// Runs `failing` with `injector` installed, then `answering` without it, and returns how
+    /// many new generations (recoveries, a replaced persistent session) `answering` went through.
+    private func recoveries(
+        _ pool: SessionPool, _ module: PKCS11Module, _ injector: some PKCS11FaultInjector,
+        _ failing: () async throws -> Void, then answering: () async throws -> Void
+    ) async throws -> UInt64 {
+        module.installFaultInjector(injector)
+        try await failing()
+        module.installFaultInjector(nil)
+        let generation = pool.statistics.generation
+        try await answering()
+        return pool.statistics.generation - generation
     }
 
     private static func hmacKeyTemplate(_ bytes: [UInt8]) -> [Attribute] {
