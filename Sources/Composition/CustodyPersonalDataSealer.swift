@@ -27,13 +27,49 @@ public struct CustodyPersonalDataSealer: PersonalDataSealing {
 
     public func open(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText {
         try await keyring.keyUses.counting(tenant, .data, version: keyVersion, .open) {
-            try await openUncounted(sealed, keyVersion: keyVersion, tenant: tenant, context: context)
+            guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
+            let (key, _) = try await keyring.key(tenant, .data, version: keyVersion)
+            return try await Self.open(sealed, key: key, keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
         }
     }
 
-    private func openUncounted(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText {
-        guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
-        let (key, _) = try await keyring.key(tenant, .data, version: keyVersion)
+    public func prepared(tenant: TenantID, versions: Set<Int>) async throws -> any PreparedPersonalDataSealing {
+        var keys = [Int: HSMKey]()
+        for version in versions { keys[version] = try await keyring.key(tenant, .data, version: version).key }
+        return Prepared(pool: pool, keyUses: keyring.keyUses, tenant: tenant, keys: keys)
+    }
+
+    /// One tenant's `data` keys, looked up by ``prepared(tenant:versions:)``.
+    struct Prepared: PreparedPersonalDataSealing {
+        let pool: SessionPool
+        let keyUses: KeyUseCounter
+        let tenant: TenantID
+        let keys: [Int: HSMKey]
+
+        var versions: Set<Int> { Set(keys.keys) }
+
+        func seal(_ text: PersonalText, keyVersion: Int, context: [UInt8]) async throws -> [UInt8] {
+            try await keyUses.counting(tenant, .data, version: keyVersion, .seal) {
+                let plaintext = SecretBytes(Array(text.value.utf8))
+                let box = try await hsm { try await pool.sealAESGCM(key: try key(keyVersion), plaintext: plaintext, additionalData: context) }
+                return box.nonce + box.ciphertextAndTag
+            }
+        }
+
+        func open(_ sealed: [UInt8], keyVersion: Int, context: [UInt8]) async throws -> PersonalText {
+            try await keyUses.counting(tenant, .data, version: keyVersion, .open) {
+                guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
+                return try await CustodyPersonalDataSealer.open(sealed, key: try key(keyVersion), keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
+            }
+        }
+
+        private func key(_ version: Int) throws -> HSMKey {
+            guard let key = keys[version] else { throw CustodyError.unknownKeyVersion(tenant, .data, version) }
+            return key
+        }
+    }
+
+    private static func open(_ sealed: [UInt8], key: HSMKey, keyVersion: Int, tenant: TenantID, context: [UInt8], pool: SessionPool) async throws -> PersonalText {
         let box = AESGCMSealedBox(nonce: Array(sealed.prefix(AESGCMSealedBox.nonceLength)), ciphertextAndTag: Array(sealed.dropFirst(AESGCMSealedBox.nonceLength)))
         let plaintext: [UInt8]
         do {

@@ -12,6 +12,20 @@ public protocol PersonalDataSealing: Sendable {
     /// - Returns: nonce ‖ ciphertext ‖ tag, and the key version that sealed it.
     func seal(_ text: PersonalText, tenant: TenantID, keyVersion: Int?, context: [UInt8]) async throws -> (sealed: [UInt8], keyVersion: Int)
     func open(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText
+    /// `tenant`'s `data` keys of `versions`, looked up now, so that sealing and opening with
+    /// them needs no database: inside a transaction a key read on a cache miss would wait for a
+    /// second connection from the pool the transaction holds one of, and enough such
+    /// transactions at once starve the pool until they time out.
+    func prepared(tenant: TenantID, versions: Set<Int>) async throws -> any PreparedPersonalDataSealing
+}
+
+/// ``PersonalDataSealing`` with one tenant's keys already looked up: HSM calls only.
+public protocol PreparedPersonalDataSealing: Sendable {
+    /// The `data` versions it holds keys of.
+    var versions: Set<Int> { get }
+    /// - Precondition: `keyVersion` is one of ``versions`` (else custody's unknown-version error).
+    func seal(_ text: PersonalText, keyVersion: Int, context: [UInt8]) async throws -> [UInt8]
+    func open(_ sealed: [UInt8], keyVersion: Int, context: [UInt8]) async throws -> PersonalText
 }
 
 /// Makes pseudonymous subject references: HMACs of the tenant's external id under its `pii`

@@ -79,10 +79,17 @@ public struct SessionResealJob: Sendable {
         }
         var resealed = 0, batches = 0
         var drained = Set<Int>()
+        // The keys a batch needs, looked up before its transaction (the batch finds out which).
+        var needed: Set<Int> = [target]
         do {
             while true {
                 let batch = batches + 1
-                let (count, versions) = try await reseal(tenant: tenant, target: target, limit: batchSize, batch: batch)
+                let prepared = try await sealer.prepared(tenant: tenant, versions: needed)
+                let outcome = try await reseal(tenant: tenant, target: target, limit: batchSize, batch: batch, prepared: prepared)
+                guard case .resealed(let count, let versions) = outcome else {
+                    if case .needsKeys(let more) = outcome { needed.formUnion(more) }
+                    continue
+                }
                 if count == 0 { break }
                 batches = batch
                 resealed += count
@@ -111,20 +118,31 @@ public struct SessionResealJob: Sendable {
         return last
     }
 
-    /// One batch, one transaction. - Returns: sessions re-sealed, and the versions they left.
-    private func reseal(tenant: TenantID, target: Int, limit: Int, batch: Int) async throws -> (Int, Set<Int>) {
-        let sealer = sealer, hook = hook
+    /// What one batch did.
+    private enum BatchOutcome: Sendable {
+        /// Sessions re-sealed, and the versions they left.
+        case resealed(Int, Set<Int>)
+        /// Rows under versions whose keys were not looked up: nothing written; look them up and
+        /// run the batch again.
+        case needsKeys(Set<Int>)
+    }
+
+    /// One batch, one transaction, one database connection: the keys come looked up
+    /// (`prepared`), so nothing in the transaction waits for a second connection.
+    private func reseal(tenant: TenantID, target: Int, limit: Int, batch: Int, prepared: any PreparedPersonalDataSealing) async throws -> BatchOutcome {
+        let hook = hook
         return try await database.withTenant(tenant, context: "re-seal batch") { connection in
             let rows = try await SessionStore.lockSealed(olderThan: target, limit: limit, on: connection)
+            let missing = Set(rows.map(\.dataKeyVersion)).subtracting(prepared.versions)
+            guard missing.isEmpty else { return .needsKeys(missing) }
             var versions = Set<Int>()
             for row in rows {
                 var fields = [String: [UInt8]]()
                 for (field, sealed) in [("name", row.sealedName), ("email", row.sealedEmail)] {
                     guard let sealed else { continue }
                     let context = VerificationSessions.sealingContext(tenant, row.id, field)
-                    let text = try await sealer.open(sealed, keyVersion: row.dataKeyVersion, tenant: tenant, context: context)
-                    let box = try await sealer.seal(text, tenant: tenant, keyVersion: target, context: context)
-                    fields[field] = box.sealed
+                    let text = try await prepared.open(sealed, keyVersion: row.dataKeyVersion, context: context)
+                    fields[field] = try await prepared.seal(text, keyVersion: target, context: context)
                 }
                 guard try await SessionStore.replaceSealed(
                     row.id, name: fields["name"], email: fields["email"], from: row.dataKeyVersion, to: target, on: connection
@@ -135,7 +153,7 @@ public struct SessionResealJob: Sendable {
                 versions.insert(row.dataKeyVersion)
             }
             if !rows.isEmpty { try hook?(.batchWritten(batch)) }
-            return (rows.count, versions)
+            return .resealed(rows.count, versions)
         }
     }
 

@@ -171,6 +171,29 @@ struct DataResealTests {
         await verification.custody.shutdown()
     }
 
+    @Test("A batch holds one database connection: with a pool of one and no key cached yet, a run finishes (each key lookup inside the batch waited for a second connection until the timeout)")
+    func batchHoldsOneConnection() async throws {
+        let verification = try await VerificationHarness.make("resealone")
+        let custody = verification.custody
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let made = try await Self.makeSessions(verification, tenant, count: 6, prefix: "p")
+        try await custody.keyring.rotate(tenant, .data, actor: "officer")
+        var configuration = custody.settings.configuration(role: .service, schema: custody.schema)
+        configuration.maximumConnections = 1
+        configuration.operationTimeout = .seconds(5)
+        let database = try Database(configuration: configuration, logger: Database.quiet)
+        database.start()
+        // A keyring with nothing cached, reading through that one connection.
+        let keyring = TenantKeyring(pool: custody.pool, database: database, rootKeys: custody.graph.rootKeys, audit: custody.audit, logger: custody.logs.logger)
+        let sealer = CustodyPersonalDataSealer(pool: custody.pool, keyring: keyring)
+        let job = SessionResealJob(database: database, sealer: sealer, activeVersion: sealer, audit: verification.graph.recorder)
+        let result = try await job.run(tenant: tenant, actor: "officer:alice", batchSize: 3)
+        #expect(result.done && result.remaining == 0 && result.resealed == made.filter { $0.name != nil || $0.email != nil }.count)
+        try await Self.expectAllOpen(verification, tenant, made, under: 2, others: [1])
+        await database.shutdown()
+        await custody.shutdown()
+    }
+
     @Test("Two runs at once share the work: each record is re-sealed by exactly one of them")
     func concurrentRuns() async throws {
         let verification = try await VerificationHarness.make("resealtwice")
