@@ -140,7 +140,10 @@ public final class SessionPool: Sendable {
 
     /// Makes every probe run `check` on a token out of service that answers again, and keep it
     /// out while `check` throws: start-up installs the replica root-key check here, so a token
-    /// re-made with another root while it was out never serves. Nothing to do with one token.
+    /// re-made with another root while it was out never serves. An ``HSMError`` means the check
+    /// could not be made (a token did not answer it): the token stays out until the next probe,
+    /// its keys not in doubt. Any other error is the verdict that its keys differ
+    /// (``TokenStatus/keysInDoubt``). Nothing to do with one token.
     public func checkTokensBeforeTheirReturn(_ check: @escaping @Sendable (_ token: SessionPool) async throws -> Void) {
         failover?.setReturnCheck(check)
     }

@@ -220,6 +220,14 @@ final class TokenFailover: Sendable {
             if let check = returnCheck.withLock({ $0 }) {
                 do {
                     try await check(pool)
+                } catch let error as HSMError {
+                    // Not a verdict on its keys: a token did not answer the check (this one
+                    // flapping, or the one it is compared with failing meanwhile). The next
+                    // probe checks again; meanwhile nothing marks its keys as in doubt.
+                    logger.info("HSM token answers again; its check before the return could not be made yet", metadata: [
+                        "token": "\(pool.configuration.token)", "error": "\(error)",
+                    ])
+                    continue
                 } catch {
                     let first = states.withLock { states in
                         defer {

@@ -340,6 +340,25 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
+    @Test("B comes back while A, still counted in service, has just failed: B's check before its return falls back to the start-up keys instead of failing on A's silence — B serves, its keys not in doubt")
+    func returnCheckWhileReferenceFails() async throws {
+        let replicated = try await Replicated.make("repreffail")
+        let pool = replicated.pool
+        let (mac, data, expected) = try await replicated.rootMACOfFirstToken()
+        try await replicated.takeOut(1) { () async throws in #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
+        // A fails, and no call has found out yet: it is still counted in service.
+        replicated.removeA.armed.store(true, ordering: .relaxed)
+        replicated.removeB.armed.store(false, ordering: .relaxed)
+        try await replicated.waitUntilServing(1)
+        for _ in 0..<100 where !pool.tokenStatuses[1].inService && !pool.tokenStatuses[1].keysInDoubt {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(!pool.tokenStatuses[1].keysInDoubt, "B's keys are not in doubt for A's silence")
+        #expect(pool.tokenStatuses[1].inService, "B is back")
+        #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "answered by B")
+        await replicated.shutdown()
+    }
+
     @Test("a root key added to both tokens after start-up (rotate-root, then its shares restored onto B), then each token fails once: each comes back")
     func rootKeyAddedThenBlips() async throws {
         let replicated = try await Replicated.make("reprotated")
