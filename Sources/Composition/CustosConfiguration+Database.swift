@@ -26,8 +26,12 @@ extension CustosConfiguration {
         guard let passwordFile else { throw ConfigurationError.invalid(path: source, reason: "no password file for \(user)") }
         // The same 0600 rules as PINs.
         let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-        if let connections = postgres.maximumConnections, connections < 1 {
-            throw ConfigurationError.invalid(path: source, reason: "postgres.maximumConnections must be at least 1")
+        // Two transactions hold one connection while they wait for a second, by design:
+        // carrying out a key destruction (its request row stays locked while the keyring
+        // writes) and Enrol or Verify during a biometric overlap (a key read on a cache miss).
+        // With one connection they would wait for themselves until the operation timeout.
+        if let connections = postgres.maximumConnections, connections < 2 {
+            throw ConfigurationError.invalid(path: source, reason: "postgres.maximumConnections must be at least 2")
         }
         return DatabaseConfiguration(
             socketDirectory: postgres.socketDirectory, port: postgres.port, database: postgres.database,

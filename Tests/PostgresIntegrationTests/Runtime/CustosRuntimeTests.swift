@@ -148,6 +148,12 @@ struct CustosRuntimeTests {
         #expect(configuration.auditAnchorPath == directory + "/audit-anchor.log")
         #expect(configuration.environment == "live")
 
+        var single = configuration
+        single.postgres?.maximumConnections = 1
+        #expect(throws: ConfigurationError.invalid(path: directory + "/config.json", reason: "postgres.maximumConnections must be at least 2")) {
+            try single.databaseConfiguration(role: .service)
+        }
+
         #expect(throws: ConfigurationError.invalid(path: "defaults", reason: "no postgres section")) {
             try CustosConfiguration(hsm: hsm).databaseConfiguration(role: .service)
         }
