@@ -75,10 +75,11 @@ public final class RewrapSources: Sendable {
         )
     }
 
-    /// Destroys the session-only rewrap KEKs made so far (through the pool, which made them
-    /// and knows which of its handles are still theirs).
+    /// Destroys the session-only rewrap KEKs made so far, on every token (a re-wrap may run on
+    /// a replica), through each token's pool, which made them and knows which of its handles
+    /// are still theirs.
     func destroy(on pool: SessionPool) async {
-        _ = try? await pool.discard(Array(keys.values))
+        for token in pool.tokenPools { _ = try? await token.discard(Array(keys.values)) }
     }
 
     /// Destroys the legacy permissive KEKs on the token (call once every blob is re-wrapped).

@@ -52,16 +52,18 @@ struct EscrowKeyAnchor: Sendable {
     }
 
     /// The newest pin any answering token holds; `nil` when none holds one (before the first
-    /// seal after upgrading, or on tokens all restored from shares since). A token out for its
-    /// keys (``TokenStatus/keysInDoubt``) is not read: whoever re-made it could pin a version the
-    /// database lacks there, and stop every new v1a key.
-    /// - Throws: ``HSMError`` when no token answers.
+    /// seal after upgrading, or on tokens all restored from shares since). A token out of
+    /// service is not read (``SessionPool/tokenPoolsInService``): whoever re-made it could pin a
+    /// version the database lacks there, and stop every new v1a key.
+    /// - Throws: ``HSMError`` when no token answers, or none is in service.
     func read() async throws -> Pin? {
         let object = object
         var newest: Pin?
         var answered = false
         var unreachable: HSMError?
-        for token in pool.tokenPoolsWithTrustedKeys {
+        let tokens = pool.tokenPoolsInService
+        guard !tokens.isEmpty else { throw HSMError.unavailable(reason: "no HSM token in service", retryAfterNanoseconds: nil) }
+        for token in tokens {
             do {
                 let values = try await token.withSession { session in try object.values(in: session.pkcs11) }
                 answered = true

@@ -26,12 +26,23 @@ public enum ReplicaRootKeyCheck {
         // A token re-made while it was out (another root, or none yet) answers the probe's RNG
         // call like the one that left. (Weak: the pool keeps this check.)
         pool.checkTokensBeforeTheirReturn { [weak pool] token in
-            let found = try await RootKeyInventory.read(from: token)
+            // A token that answers the probe but not this read is kept out as in doubt (a
+            // verdict, not an HSMError): a re-made token could otherwise fail it on purpose,
+            // stay out without doubt, and take fallback calls.
+            let found: RootKeyInventory
+            do {
+                found = try await RootKeyInventory.read(from: token)
+            } catch {
+                throw ReplicaKeysUnreadable(token: String(describing: token.configuration.token), error: String(describing: error))
+            }
             var inService: RootKeyInventory?
             if let pool, let reference = zip(pool.tokenPools, pool.tokenStatuses).first(where: { $0.1.inService && $0.0 !== token })?.0 {
-                // A token still counted in service may be failing already (no call has taken
-                // it out yet): then the start-up snapshot is the reference, as with none.
-                inService = try? await RootKeyInventory.read(from: reference)
+                // A token counted in service that does not answer (failing already, no call has
+                // taken it out yet) throws its HSMError: the check could not be made, the
+                // returning token stays out until the next probe, its keys not doubted. Not the
+                // start-up snapshot: after a root rotation it lacks the new keys, and a token
+                // with a root generation of its own would pass.
+                inService = try await RootKeyInventory.read(from: reference)
             }
             let mismatches = returnMismatches(
                 found: found, startUp: expected, inService: inService, token: String(describing: token.configuration.token)
@@ -101,6 +112,14 @@ public struct ReplicaKeyMismatch: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The configured tokens do not hold the same root keys; the service does not start.
+/// A token that answers its probe but whose root keys cannot be read: kept out, in doubt.
+public struct ReplicaKeysUnreadable: Error, Sendable, Hashable, CustomStringConvertible {
+    public let token: String
+    public let error: String
+
+    public var description: String { "the root keys of HSM token \(token) cannot be read: \(error)" }
+}
+
 public struct ReplicaTokensDiffer: Error, Sendable, Hashable, CustomStringConvertible {
     public let primaryToken: String
     public let mismatches: [ReplicaKeyMismatch]

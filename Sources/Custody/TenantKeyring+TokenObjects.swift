@@ -134,13 +134,13 @@ extension TenantKeyring {
     /// checks that each signs for `publicKey`. A token that cannot take it fails the creation
     /// (the caller destroys what the others got): a new key is on every token or on none.
     ///
-    /// Never onto a token out for its keys (``TokenStatus/keysInDoubt``): it may be a token
-    /// someone re-made or planted keys on, and a seed imported there is theirs. Such a token
-    /// fails the creation before anything is imported, as an unreachable one would.
+    /// Never onto a token out of service: it may have been re-made meanwhile (its keys are checked
+    /// only before its return), and a seed imported there is its re-maker's. Such a token fails
+    /// the creation before anything is imported, as an unreachable one would.
     func importEd25519OnEveryToken(seed: SecretBytes, publicKey: [UInt8], label: String) async throws {
-        if let doubted = zip(pool.tokenPools, pool.tokenStatuses).first(where: { $0.1.keysInDoubt }) {
+        if let out = pool.tokenStatuses.first(where: { !$0.inService }) {
             throw HSMError.unavailable(
-                reason: "token \(doubted.1.token) is out of service for its keys (\(doubted.1.lastErrorClass ?? "return check refused")): a new v1a key must be on every token",
+                reason: "token \(out.token) is out of service (\(out.lastErrorClass ?? "failing")): a new v1a key must be on every token",
                 retryAfterNanoseconds: nil
             )
         }

@@ -130,12 +130,13 @@ public final class SessionPool: Sendable {
     /// just this pool.
     public var tokenPools: [SessionPool] { [self] + (failover?.replicas ?? []) }
 
-    /// ``tokenPools`` less the tokens out for their keys (``TokenStatus/keysInDoubt``): a token
-    /// re-made under another root, or holding a planted key, may answer every call — with keys
-    /// that are not the service's. Work that goes token by token (signing with a token object,
-    /// importing a key) goes only to these.
-    public var tokenPoolsWithTrustedKeys: [SessionPool] {
-        zip(tokenPools, tokenStatuses).filter { !$0.1.keysInDoubt }.map(\.0)
+    /// ``tokenPools`` in service: their root keys were checked (at start-up, or before their
+    /// return). A token out of service — for its keys, or for its device — may have been re-made
+    /// meanwhile and answer with keys that are not the service's, until a probe's check passes.
+    /// Work that goes token by token and trusts what it finds (signing with a token object,
+    /// reading a pin) goes only to these.
+    public var tokenPoolsInService: [SessionPool] {
+        zip(tokenPools, tokenStatuses).filter { $0.1.inService }.map(\.0)
     }
 
     /// Makes every probe run `check` on a token out of service that answers again, and keep it

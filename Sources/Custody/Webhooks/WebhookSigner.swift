@@ -178,9 +178,9 @@ public final class WebhookSigner: Sendable {
     /// gives another key's is passed over, logged. Trying the next token is safe: a signature
     /// changes nothing on the token, and Ed25519 is deterministic (every token gives the same).
     /// A key made before escrow is on the first token only; it then stays unavailable. A token
-    /// out for its keys (``TokenStatus/keysInDoubt``) is not asked: it may hold another root's
-    /// MAC key, which would refuse the row as tampered (a false alarm that stopped the loop),
-    /// or one that accepts a row a database writer forged.
+    /// out of service is not asked (``SessionPool/tokenPoolsInService``): re-made meanwhile, it
+    /// may hold another root's MAC key, which would refuse the row as tampered (a false alarm
+    /// that stopped the loop), or one that accepts a row a database writer forged.
     /// - Throws: the first token's failure when no token gives a valid signature, or
     ///   ``HSMError/configuration(_:)`` naming the token whose object signs for another key.
     private func signEd25519(_ record: KeyVersionRecord, message: [UInt8]) async throws -> [UInt8] {
@@ -189,7 +189,7 @@ public final class WebhookSigner: Sendable {
         }
         let key = keyring.hsmKey(for: record)
         var failure: (any Error)?
-        for token in pool.tokenPoolsWithTrustedKeys {
+        for token in pool.tokenPoolsInService {
             do {
                 let signature = try await token.signEd25519(key: key, message: message)
                 if expected.isValidSignature(signature, for: message) { return signature }

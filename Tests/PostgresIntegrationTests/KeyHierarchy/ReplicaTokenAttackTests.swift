@@ -340,7 +340,7 @@ struct ReplicaTokenAttackTests {
         await replicated.shutdown()
     }
 
-    @Test("B comes back while A, still counted in service, has just failed: B's check before its return falls back to the start-up keys instead of failing on A's silence — B serves, its keys not in doubt")
+    @Test("B comes back while A, still counted in service, has just failed: B's check cannot be made — B stays out without doubt, the call A fails moves to B, and B's next check (no token in service: the start-up keys) brings it back")
     func returnCheckWhileReferenceFails() async throws {
         let replicated = try await Replicated.make("repreffail")
         let pool = replicated.pool
@@ -350,12 +350,32 @@ struct ReplicaTokenAttackTests {
         replicated.removeA.armed.store(true, ordering: .relaxed)
         replicated.removeB.armed.store(false, ordering: .relaxed)
         try await replicated.waitUntilServing(1)
-        for _ in 0..<100 where !pool.tokenStatuses[1].inService && !pool.tokenStatuses[1].keysInDoubt {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        let probes = pool.tokenStatuses[1].probesWhileOut
+        for _ in 0..<100 where pool.tokenStatuses[1].probesWhileOut < probes + 2 { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!pool.tokenStatuses[1].keysInDoubt, "B's keys are not in doubt for A's silence")
-        #expect(pool.tokenStatuses[1].inService, "B is back")
         #expect(try await pool.hmacSHA256(key: mac, data: data) == expected, "answered by B")
+        for _ in 0..<100 where !pool.tokenStatuses[1].inService { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(pool.tokenStatuses[1].inService, "B is back")
+        await replicated.shutdown()
+    }
+
+    @Test("B re-made with another root answers its probe but fails every read of its root keys: kept out in doubt, so when A fails no call falls back to B's root")
+    func unreadableReplicaKeysAreDoubted() async throws {
+        let replicated = try await Replicated.make("repunread")
+        let pool = replicated.pool
+        let (mac, data, expected) = try await replicated.rootMACOfFirstToken()
+        try await replicated.takeOut(1) { () async throws in #expect(try await pool.hmacSHA256(key: mac, data: data) == expected) }
+        try await replicated.remakeBWithAnotherRoot()
+        // B answers again (the probe's random bytes), but no attribute read.
+        replicated.moduleB.installFaultInjector(AttributeReadsFail())
+        for _ in 0..<100 where !pool.tokenStatuses[1].keysInDoubt { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(pool.tokenStatuses[1].keysInDoubt && !pool.tokenStatuses[1].inService)
+        try await replicated.takeOut(0) { _ = try? await pool.hmacSHA256(key: mac, data: data) }
+        var fromOtherRoot = 0
+        for _ in 0..<20 {
+            if let answer = try? await pool.hmacSHA256(key: mac, data: data), answer != expected { fromOtherRoot += 1 }
+        }
+        #expect(fromOtherRoot == 0, "\(fromOtherRoot) of 20 root MACs came from B's other root")
         await replicated.shutdown()
     }
 
@@ -476,6 +496,11 @@ struct ReplicaTokenAttackTests {
 
 /// `CKR_USER_NOT_LOGGED_IN` for the first `C_Sign` after it is installed (the token logged the
 /// pool out), then nothing.
+/// Every `C_GetAttributeValue` answers `CKR_ATTRIBUTE_TYPE_INVALID`; everything else behaves.
+final class AttributeReadsFail: PKCS11FaultInjector {
+    func fault(for function: PKCS11Function) -> PKCS11ReturnValue? { function == .getAttributeValue ? .attributeTypeInvalid : nil }
+}
+
 final class LoginLostOnce: PKCS11FaultInjector {
     let pending = Atomic<Bool>(true)
 
