@@ -95,7 +95,7 @@ public final class KeyDestructionApprovals: Sendable {
         let audit = audit
         _ = try await custody {
             try await database.withTransaction(context: "approve key destruction") { connection in
-                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                let row = try await Self.lock(id, on: connection)
                 guard row.requestedBy != officer else { throw DestructionApprovalError.approverIsRequester(id) }
                 // Only a request Custos recorded, unchanged since, can be approved.
                 guard try await authenticator.isAuthenticRequest(row, pool: pool) else { throw DestructionApprovalError.requestNotAuthentic(id) }
@@ -149,7 +149,7 @@ public final class KeyDestructionApprovals: Sendable {
         let keyring = self.keyring, audit = self.audit
         try await custody {
             try await database.withTransaction(context: "cancel key destruction") { connection in
-                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                let row = try await Self.lock(id, on: connection)
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 try await DestructionRequestStore.cancel(id, by: officer, at: at, on: connection)
@@ -198,8 +198,10 @@ public final class KeyDestructionApprovals: Sendable {
         for row in scheduled where (row.dueAt.map { $0 <= at } ?? false) {
             do {
                 executed.append(try await execute(row.id, officer: officer, waitingPeriod: waitingPeriod))
-            } catch DestructionApprovalError.alreadyExecuted {
-                continue  // another instance's sweep (or an officer) was first
+            } catch DestructionApprovalError.alreadyExecuted, DestructionApprovalError.inProgress {
+                // Another instance's sweep (or an officer) was first; one that does not finish
+                // leaves the request scheduled for the next sweep.
+                continue
             } catch {
                 refused.append((row, error))
             }
@@ -226,8 +228,9 @@ public final class KeyDestructionApprovals: Sendable {
     }
 
     /// Carries out an approved, unexpired request once: the request row stays locked (`FOR
-    /// UPDATE`) from the checks until it is marked carried out, so a second execution waits and
-    /// then finds it done. Needs a second database connection meanwhile (the keyring's own).
+    /// UPDATE`) from the checks until it is marked carried out, so a second execution meanwhile
+    /// is refused (``DestructionApprovalError/inProgress(_:)``), and one after finds it done.
+    /// Needs a second database connection meanwhile (the keyring's own).
     /// - Throws: ``DestructionApprovalError``; ``CustodyError`` from the keyring's rules.
     public func execute(_ id: UUID, officer: String, waitingPeriod: Duration) async throws -> Request {
         let at = now()
@@ -235,7 +238,7 @@ public final class KeyDestructionApprovals: Sendable {
         let pool = keyring.pool
         try await custody {
             try await database.withTransaction(context: "carry out key destruction") { connection in
-                guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+                let row = try await Self.lock(id, on: connection)
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
                 guard row.approvedBy != nil else { throw DestructionApprovalError.notApproved(id) }
@@ -268,6 +271,18 @@ public final class KeyDestructionApprovals: Sendable {
             }
         }
         return try await get(id)
+    }
+
+    /// The request's row, locked until the transaction ends. Another call holding it (an
+    /// approval, a cancellation, an execution by an officer or another instance's sweep) is
+    /// answered at once rather than waited for: see ``DestructionRequestStore/get(_:forUpdate:on:)``.
+    private static func lock(_ id: UUID, on connection: DatabaseTransaction) async throws -> Request {
+        do {
+            guard let row = try await DestructionRequestStore.get(id, forUpdate: true, on: connection) else { throw DestructionApprovalError.unknown(id) }
+            return row
+        } catch StorageError.locked {
+            throw DestructionApprovalError.inProgress(id)
+        }
     }
 
     public func get(_ id: UUID) async throws -> Request {
@@ -312,6 +327,9 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
     /// A scheduled request whose version no longer carries its due time (the request was
     /// cancelled, whatever the database row says now).
     case notScheduled(UUID)
+    /// Another call is approving, cancelling or carrying out the request right now (it holds
+    /// the request's row); try again once it is done.
+    case inProgress(UUID)
 
     public var description: String {
         switch self {
@@ -328,6 +346,8 @@ public enum DestructionApprovalError: Error, Sendable, Equatable, CustomStringCo
         case .notDue(let id, let due): "request \(id.uuidString.lowercased()) is scheduled for \(due.formatted(.iso8601)); it cannot be carried out before"
         case .notScheduled(let id):
             "the key version of request \(id.uuidString.lowercased()) is not scheduled for destruction by it (the request was cancelled); make a new one"
+        case .inProgress(let id):
+            "request \(id.uuidString.lowercased()) is being approved, cancelled or carried out by another call right now; try again"
         case .waitingDaysOutOfRange(let days):
             "waiting period of \(days) days is outside \(KeyDestructionApprovals.waitingDaysRange.lowerBound)–\(KeyDestructionApprovals.waitingDaysRange.upperBound) days"
         }

@@ -83,12 +83,20 @@ public enum DestructionRequestStore {
         request_mac, request_mac_version
         """
 
-    /// - Parameter forUpdate: lock the row until the transaction ends (approving, carrying out).
+    /// - Parameter forUpdate: lock the row until the transaction ends (approving, cancelling,
+    ///   carrying out), without waiting for it: a row another transaction holds throws
+    ///   ``StorageError/locked(_:)`` at once. Carrying out holds the row while the keyring works
+    ///   on a second connection of the same pool; a caller waiting for the row on a connection
+    ///   of its own could take the last one (with two, both waited until the operation timeout).
     public static func get(_ id: UUID, forUpdate: Bool, on connection: DatabaseTransaction) async throws -> Row? {
         let query: PostgresQuery = forUpdate
-            ? "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id) FOR UPDATE"
+            ? "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id) FOR UPDATE NOWAIT"
             : "SELECT \(unescaped: columns) FROM destruction_requests WHERE id = \(id)"
-        return try await decode(connection.query(query, logger: Database.quiet)).first
+        do {
+            return try await decode(connection.query(query, logger: Database.quiet)).first
+        } catch let error as PSQLError {
+            throw StorageError.from(error, context: "key destruction request")
+        }
     }
 
     /// Approved scheduled requests neither carried out nor cancelled (the sweep's candidates;

@@ -11,6 +11,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case permissionDenied(String)
     /// Nothing matched.
     case notFound(String)
+    /// A row the statement locks without waiting (`NOWAIT`) is held by another transaction
+    /// (`55P03`): the caller may try again once that one ends.
+    case locked(String)
     /// Any other server error, by SQLSTATE.
     case query(sqlState: String, context: String)
     /// A configuration problem (bad schema name, unreadable password file, …).
@@ -27,6 +30,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .conflict(let context): "already exists: \(context)"
         case .permissionDenied(let context): "permission denied: \(context)"
         case .notFound(let context): "not found: \(context)"
+        case .locked(let context): "held by another transaction: \(context)"
         case .query(let sqlState, let context): "database error \(sqlState): \(context)"
         case .configuration(let reason): "database configuration: \(reason)"
         }
@@ -44,6 +48,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             switch state {
             case "23505": return .conflict(context)
             case "42501": return .permissionDenied(context)
+            case "55P03": return .locked(context)
             case "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004":
                 return .unavailable("\(context) (SQLSTATE \(state))")
             case "57014": return .unavailable("\(context): statement timeout")

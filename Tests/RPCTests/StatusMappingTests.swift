@@ -93,6 +93,7 @@ struct StatusMappingTests {
         Row(error: DestructionApprovalError.expired(id), code: .failedPrecondition),
         Row(error: DestructionApprovalError.approvalNotAuthentic(id), code: .failedPrecondition),
         Row(error: DestructionApprovalError.approverRevoked(id), code: .failedPrecondition),
+        Row(error: DestructionApprovalError.inProgress(id), code: .aborted),
     ]
 
     static let custody: [Row] = [
@@ -150,6 +151,7 @@ struct StatusMappingTests {
         Row(error: StorageError.configuration(canary), code: .unavailable, message: databaseUnavailable),
         Row(error: StorageError.conflict("tenant label"), code: .alreadyExists, message: "already exists: tenant label"),
         Row(error: StorageError.notFound("tenant"), code: .notFound, message: "not found: tenant"),
+        Row(error: StorageError.locked("key destruction request"), code: .aborted, message: "held by another call, try again: key destruction request"),
         Row(error: StorageError.permissionDenied(canary), code: .internalError),
         Row(error: StorageError.query(sqlState: "42P01", context: canary), code: .internalError),
     ]

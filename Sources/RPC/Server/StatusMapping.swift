@@ -35,6 +35,7 @@ public enum StatusMapping {
             case .unknown: return RPCError(code: .notFound, message: error.description)
             case .approverIsRequester: return RPCError(code: .permissionDenied, message: error.description)
             case .waitingDaysOutOfRange: return RPCError(code: .invalidArgument, message: error.description)
+            case .inProgress: return RPCError(code: .aborted, message: error.description)
             default: return RPCError(code: .failedPrecondition, message: error.description)
             }
         case let error as OverlapEndApprovalError:
@@ -122,6 +123,7 @@ public enum StatusMapping {
             return RPCError(code: .unavailable, message: "database unavailable; retry with backoff")
         case .conflict(let context): return RPCError(code: .alreadyExists, message: "already exists: \(context)")
         case .notFound(let context): return RPCError(code: .notFound, message: "not found: \(context)")
+        case .locked(let context): return RPCError(code: .aborted, message: "held by another call, try again: \(context)")
         case .permissionDenied, .query: return internalError(error, method: method, logger: logger)
         }
     }

@@ -99,7 +99,7 @@ struct KeyDestructionIntegrityTests {
                         for try await _ in try await connection.query("SELECT id FROM destruction_requests WHERE id = \(id) FOR UPDATE NOWAIT", logger: Database.quiet) {}
                     }
                     locked = false
-                } catch StorageError.query(let sqlState, _) where sqlState == "55P03" {
+                } catch StorageError.locked {
                     locked = true
                 }
                 lockedDuringExecution.withLock { $0 = locked }
@@ -111,7 +111,8 @@ struct KeyDestructionIntegrityTests {
         #expect(try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
         #expect(lockedDuringExecution.withLock { $0 } == true)
 
-        // Two executions at once: one carries it out, the other waits for the lock and finds it done.
+        // Two executions at once: one carries it out; the other finds it done, or (meeting the
+        // row lock) is told it is being carried out.
         try await harness.keyring.rotate(tenant, .data, actor: "alice")
         let second = try await approvals.request(tenant, .data, version: 2, officer: "alice")
         _ = try await approvals.approve(second.id, officer: "bob", certificateSerial: "b0b")
@@ -126,7 +127,48 @@ struct KeyDestructionIntegrityTests {
             return all
         }
         #expect(outcomes.filter { $0 == nil }.count == 1)
-        #expect(outcomes.compactMap { $0 as? DestructionApprovalError } == [.alreadyExecuted(second.id)])
+        let refusals = outcomes.compactMap { $0 as? DestructionApprovalError }
+        #expect(refusals == [.alreadyExecuted(second.id)] || refusals == [.inProgress(second.id)])
+        await harness.shutdown()
+    }
+
+    /// helper-51 H3: an execution holds the request row while the keyring takes a second
+    /// connection of the same pool. A second execution (the sweep and an officer at once) that
+    /// waited for the row on a connection of its own left, with a pool of two, each waiting for
+    /// the other until the operation timeout. Calls that need the row now get an answer at once.
+    @Test("While one execution holds the request, a second execution or a cancellation is answered at once, not made to wait")
+    func callsMeetingAnExecutionDoNotWait() async throws {
+        let harness = try await CustodyHarness.make("execnowait")
+        let others = Mutex<(@Sendable (UUID) async -> [DestructionApprovalError?])?>(nil)
+        let seen = Mutex<[DestructionApprovalError?]?>(nil)
+        let approvals = KeyDestructionApprovals(
+            database: harness.service, keyring: harness.keyring, audit: harness.audit,
+            executionHook: { id in
+                // Only the first execution asks (the others are refused before this hook).
+                guard let ask = others.withLock({ body in defer { body = nil }; return body }) else { return }
+                let answers = await ask(id)
+                seen.withLock { $0 = answers }
+            }
+        )
+        others.withLock {
+            $0 = { id in
+                var answers = [DestructionApprovalError?]()
+                for call in [
+                    { _ = try await approvals.execute(id, officer: "carol", waitingPeriod: .zero) },
+                    { _ = try await approvals.cancel(id, officer: "carol") },
+                ] as [@Sendable () async throws -> Void] {
+                    do { try await call(); answers.append(nil) } catch { answers.append(error as? DestructionApprovalError) }
+                }
+                return answers
+            }
+        }
+        let tenant = try await Self.retiredVersion(harness)
+        let request = try await approvals.request(tenant, .data, version: 1, officer: "alice")
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        #expect(try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
+        #expect(seen.withLock { $0 } == [.inProgress(request.id), .inProgress(request.id)])
+        #expect(try await Self.state(harness, tenant) == .destroyed)
+        #expect(try await approvals.get(request.id).cancelledAt == nil)
         await harness.shutdown()
     }
 }
