@@ -35,7 +35,14 @@ public struct TestToken: Sendable {
             let label = String("t-\(name)-\(getpid())-\(counter)".prefix(32))
             let soPIN = SecretBytes(randomPIN())
             let userPIN = SecretBytes(randomPIN())
+            let before = TestEnvironment.tokenFolders()
             _ = try TokenProvisioning.initializeToken(module: module, label: label, securityOfficerPIN: soPIN, userPIN: userPIN)
+            // A module that lost `directories.tokendir` while parsing its configuration puts
+            // every token elsewhere, and each new instance of the run then misses them: say so
+            // here, once per token, rather than as "no token with label" far away.
+            guard TestEnvironment.tokenFolders() > before else {
+                throw HSMError.configuration("token \(label) did not appear in \(TestEnvironment.directory)/tokens: the shared module uses another token folder")
+            }
             let pinFile = TestEnvironment.directory + "/\(label).pin"
             try writePrivateFile(pinFile, userPIN)
             return TestToken(label: label, userPIN: userPIN, pinFile: pinFile)
@@ -112,6 +119,18 @@ public enum TestEnvironment {
     }()
 
     public static func prepare() { _ = directory }
+
+    /// How many token folders the private token directory holds.
+    static func tokenFolders() -> Int {
+        guard let folder = opendir(directory + "/tokens") else { return 0 }
+        defer { closedir(folder) }
+        var count = 0
+        while let entry = readdir(folder) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { count += 1 }
+        }
+        return count
+    }
 }
 
 /// `getenv` without Foundation.
