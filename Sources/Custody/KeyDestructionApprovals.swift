@@ -257,15 +257,19 @@ public final class KeyDestructionApprovals: Sendable {
                 // the HSM's list: a scheduled request counts only while the list still carries
                 // the due time its approval set (a database write un-cancelling the request, even
                 // with the key row put back from while it was scheduled, leaves it unmarked).
-                if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
-                    throw DestructionApprovalError.notScheduled(id)
-                }
-                try await hook?(id)
-                do {
-                    try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
-                } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
-                    // Destroyed by an earlier run that stopped (crashed) before marking the request
-                    // carried out: its key step is done, so this run only records it.
+                // The keyring works in transactions of its own on a second connection, while
+                // this one holds the request's row.
+                try await Database.allowingSecondConnection {
+                    if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
+                        throw DestructionApprovalError.notScheduled(id)
+                    }
+                    try await hook?(id)
+                    do {
+                        try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                    } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
+                        // Destroyed by an earlier run that stopped (crashed) before marking the
+                        // request carried out: its key step is done, so this run only records it.
+                    }
                 }
                 try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
             }

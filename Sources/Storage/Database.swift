@@ -164,6 +164,7 @@ public final class Database: Sendable {
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
+        try checkNotNested(context)
         let client = self.client
         let timeout = configuration.operationTimeout
         let outcome = OnceResult<Result>()
@@ -172,7 +173,7 @@ public final class Database: Sendable {
                 let value = try await client.withConnection { connection in
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
                         do {
-                            return try await body(DatabaseTransaction(connection))
+                            return try await self.holdingLease(context) { try await body(DatabaseTransaction(connection)) }
                         } catch let error as PSQLError {
                             throw error
                         } catch let error as StorageError {

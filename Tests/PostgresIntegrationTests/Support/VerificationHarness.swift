@@ -95,13 +95,14 @@ struct VerificationHarness: Sendable {
     /// As the service role: pg_stat_activity shows a backend's query to its own role only.
     func someoneWaitsOnALock(running statement: String = "") async throws -> Bool {
         for _ in 0..<400 {
-            let waiting = try await custody.service.withConnection(context: "test: lock waits") { watcher in
+            // Called while the test holds a connection of this pool (the lock's holder): on purpose.
+            let waiting = try await Database.allowingSecondConnection { try await custody.service.withConnection(context: "test: lock waits") { watcher in
                 try await watcher.query("""
                     SELECT count(*)::int FROM pg_stat_activity
                     WHERE wait_event_type = 'Lock' AND strpos(query, \(statement)) > 0 AND pid <> pg_backend_pid()
                         AND datname = current_database()
                     """, logger: Database.quiet).collect().first!.decode(Int.self)
-            }
+            } }
             if waiting > 0 { return true }
             try await Task.sleep(for: .milliseconds(25))
         }

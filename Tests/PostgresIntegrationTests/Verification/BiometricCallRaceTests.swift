@@ -68,13 +68,14 @@ struct BiometricCallRaceTests {
         let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.face), tenant: tenant)
         let erasure = Mutex<Task<ErasureCounts, any Error>?>(nil)
         // The transaction path: the session row stays locked while the features are tokenized.
-        _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) {
+        // The erasure and the watcher take connections while this transaction holds one: on purpose.
+        _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) { try await Database.allowingSecondConnection {
             erasure.withLock { $0 = Task { try await verification.rights.erase(tenant: tenant, externalID: PersonalText("cand-1"), actor: "dpo") } }
             // Return only once the erasure waits on a lock this transaction holds.
             let waited = try await verification.someoneWaitsOnALock()
             #expect(waited, "the erasure never waited for the Enrol's locks")
             return token
-        }
+        } }
         let counts = try await #require(erasure.withLock { $0 }).value
         #expect(counts == ErasureCounts(templates: 1, sessions: 1))
         #expect(try await verification.count("templates", tenant: tenant) == 0)
@@ -226,11 +227,12 @@ struct BiometricCallRaceTests {
         let session = try await verification.consentedSession(tenant, "cand-1")
         let token = try await verification.tokenizer.tokenize(try FeatureVector(Self.otherFace), tenant: tenant)
         await #expect(throws: VerificationError.biometricVersionRetired(1)) {
-            _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) {
+            // The keyring's own transactions, inside the replacement's: on purpose.
+            _ = try await verification.core.enrol(tenant: tenant, session: session, replacing: true) { try await Database.allowingSecondConnection {
                 try await keyring.rotateBiometric(tenant, actor: "officer")
                 try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
                 return token
-            }
+            } }
         }
         #expect(try await Self.templateVersions(verification, tenant) == [], "the close dropped v1's template and none came back")
         #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil)
@@ -250,7 +252,8 @@ struct BiometricCallRaceTests {
             let subject = try #require(opened).row.subject
             let written = try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, tenant: tenant, at: now, on: connection)
             let pid = try await connection.query("SELECT pg_backend_pid()", logger: Database.quiet).collect().first!.decode(Int32.self)
-            return (written, try await body(pid))
+            // `body` starts calls that take connections while this one is held: on purpose.
+            return (written, try await Database.allowingSecondConnection { try await body(pid) })
         }
     }
 
@@ -380,10 +383,11 @@ struct BiometricCallRaceTests {
         let underV2 = try await verification.tokenizer.tokenize(face, tenant: tenant)
         let older = OlderBiometricProbes(versions: [1]) { _ in underV1 }
         await #expect(throws: VerificationError.biometricVersionRetired(1)) {
-            _ = try await verification.core.verify(tenant: tenant, session: session, older: older) {
+            // The close's own transaction, inside the Verify's: on purpose.
+            _ = try await verification.core.verify(tenant: tenant, session: session, older: older) { try await Database.allowingSecondConnection {
                 try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
                 return underV2
-            }
+            } }
         }
         #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == nil, "the session stays open")
         #expect(try await Self.attempts(verification, tenant) == 0, "the attempt rolled back with the refusal")

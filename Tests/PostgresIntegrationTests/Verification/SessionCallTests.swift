@@ -52,8 +52,11 @@ struct SessionCallTests {
             _ = try await SessionStore.complete(session, outcome: "green", confidence: "high", biometricKeyVersion: 1, at: Date(), on: connection)
             // Started only now that this transaction holds the session's lock: started earlier,
             // under load it could consent before the lock was taken.
+            // It takes a connection while this transaction holds one: on purpose.
             let consent = Task {
-                try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2")
+                try await Database.allowingSecondConnection {
+                    try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2")
+                }
             }
             // Commit only once the consent's statement waits for this lock.
             return (try await verification.someoneWaitsOnALock(running: "record_consent"), consent)

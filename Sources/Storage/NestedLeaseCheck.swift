@@ -1,0 +1,55 @@
+/// Catches a task that leases a second connection of a pool while it holds one (debug builds).
+///
+/// A transaction that waits for a second connection of its own pool deadlocks until the
+/// operation timeout once such transactions hold every connection: one does with a pool of one,
+/// N do with N (a re-seal batch that looked its keys up inside its transaction did, in CI). In
+/// debug builds — the ones the test suite runs — such a lease fails at once with
+/// ``StorageError/configuration(_:)`` naming both contexts, unless it runs inside
+/// ``Database/allowingSecondConnection(_:)``: carrying out a key destruction (by design; the
+/// configuration refuses pools under two connections), and tests that race a write from inside
+/// its transaction. Release builds skip the check: a nesting the suite never reached should keep
+/// its chance to finish, not fail at once in production.
+struct HeldLeases: Sendable {
+    /// The pools (by identity) this task, or the task that started it, holds a connection of,
+    /// with the context each lease named.
+    var held: [(pool: ObjectIdentifier, context: String)] = []
+    var secondConnectionAllowed = false
+}
+
+extension Database {
+    @TaskLocal static var leases = HeldLeases()
+
+    /// Runs `body`, which may lease a connection of a pool whose connection this task already
+    /// holds: it needs two connections of that pool at once (see ``HeldLeases``).
+    public static func allowingSecondConnection<Result: Sendable>(
+        _ body: @Sendable () async throws -> Result
+    ) async throws -> Result {
+        var leases = Self.leases
+        leases.secondConnectionAllowed = true
+        return try await $leases.withValue(leases) { try await body() }
+    }
+
+    /// Fails a lease of `context` made while this task holds a connection of the same pool.
+    func checkNotNested(_ context: String) throws {
+        #if DEBUG
+        let leases = Self.leases
+        guard !leases.secondConnectionAllowed, let outer = leases.held.first(where: { $0.pool == ObjectIdentifier(self) }) else { return }
+        let reason = "\"\(context)\" would wait for a second connection while \"\(outer.context)\" holds one of the same pool"
+        logger.error("nested database lease", metadata: ["outer": "\(outer.context)", "inner": "\(context)"])
+        throw StorageError.configuration(reason)
+        #endif
+    }
+
+    /// Runs `body` recorded as holding a connection of this pool for `context`.
+    func holdingLease<Result: Sendable>(
+        _ context: String, _ body: () async throws -> Result
+    ) async throws -> Result {
+        #if DEBUG
+        var leases = Self.leases
+        leases.held.append((ObjectIdentifier(self), context))
+        return try await Self.$leases.withValue(leases) { try await body() }
+        #else
+        return try await body()
+        #endif
+    }
+}

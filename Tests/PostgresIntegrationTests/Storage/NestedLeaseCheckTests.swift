@@ -1,0 +1,48 @@
+import Foundation
+@testable import Storage
+import Testing
+
+/// A transaction that waits for a second connection of its own pool deadlocks until the
+/// operation timeout once such transactions hold every connection (see `HeldLeases`). The test
+/// suite runs debug builds, where such a lease fails at once.
+@Suite("Nested database leases")
+struct NestedLeaseCheckTests {
+    @Test("A lease made while the same task holds one of the same pool fails at once, naming both; allowed on purpose, or on another pool, it runs")
+    func nestedLeaseRefused() async throws {
+        #if DEBUG
+        let settings = try PostgresSettings.load()
+        var single = settings.configuration(role: .service, schema: "custos")
+        single.maximumConnections = 1
+        single.operationTimeout = .seconds(5)
+        let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
+        let other = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
+        database.start()
+        other.start()
+        let refusal = StorageError.configuration("\"inner\" would wait for a second connection while \"outer\" holds one of the same pool")
+        // With one connection this waited for itself until the operation timeout.
+        await #expect(throws: refusal) {
+            try await database.withTransaction(context: "outer") { _ in try await database.withTransaction(context: "inner") { _ in } }
+        }
+        // A task started inside a lease counts as its starter.
+        await #expect(throws: refusal) {
+            try await database.withTransaction(context: "outer") { _ in
+                try await Task { try await database.withConnection(context: "inner") { _ in } }.value
+            }
+        }
+        let selectOne = { @Sendable (connection: DatabaseTransaction) async throws -> Int in
+            try await connection.query("SELECT 1", logger: Database.quiet).collect().first!.decode(Int.self)
+        }
+        // Another pool's connection: nothing to wait for.
+        #expect(try await database.withTransaction(context: "outer") { _ in try await other.withTransaction(context: "inner", selectOne) } == 1)
+        // On purpose, on a pool of several.
+        #expect(try await other.withTransaction(context: "outer") { _ in
+            try await Database.allowingSecondConnection { try await other.withTransaction(context: "inner", selectOne) }
+        } == 1)
+        // One after the other is no nesting.
+        #expect(try await database.withTransaction(context: "first", selectOne) == 1)
+        #expect(try await database.withTransaction(context: "second", selectOne) == 1)
+        await database.shutdown()
+        await other.shutdown()
+        #endif
+    }
+}
