@@ -27,9 +27,9 @@ public struct CustodyPersonalDataSealer: PersonalDataSealing {
 
     public func open(_ sealed: [UInt8], keyVersion: Int, tenant: TenantID, context: [UInt8]) async throws -> PersonalText {
         try await keyring.keyUses.counting(tenant, .data, version: keyVersion, .open) {
-            guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
+            let box = try Self.box(sealed, tenant: tenant, keyVersion: keyVersion)
             let (key, _) = try await keyring.key(tenant, .data, version: keyVersion)
-            return try await Self.open(sealed, key: key, keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
+            return try await Self.open(box, key: key, keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
         }
     }
 
@@ -58,8 +58,8 @@ public struct CustodyPersonalDataSealer: PersonalDataSealing {
 
         func open(_ sealed: [UInt8], keyVersion: Int, context: [UInt8]) async throws -> PersonalText {
             try await keyUses.counting(tenant, .data, version: keyVersion, .open) {
-                guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
-                return try await CustodyPersonalDataSealer.open(sealed, key: try key(keyVersion), keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
+                let box = try CustodyPersonalDataSealer.box(sealed, tenant: tenant, keyVersion: keyVersion)
+                return try await CustodyPersonalDataSealer.open(box, key: try key(keyVersion), keyVersion: keyVersion, tenant: tenant, context: context, pool: pool)
             }
         }
 
@@ -69,8 +69,14 @@ public struct CustodyPersonalDataSealer: PersonalDataSealing {
         }
     }
 
-    private static func open(_ sealed: [UInt8], key: HSMKey, keyVersion: Int, tenant: TenantID, context: [UInt8], pool: SessionPool) async throws -> PersonalText {
-        let box = AESGCMSealedBox(nonce: Array(sealed.prefix(AESGCMSealedBox.nonceLength)), ciphertextAndTag: Array(sealed.dropFirst(AESGCMSealedBox.nonceLength)))
+    /// The stored form split into nonce and ciphertext ‖ tag; too short to hold both is refused
+    /// before any key is looked up.
+    private static func box(_ sealed: [UInt8], tenant: TenantID, keyVersion: Int) throws -> AESGCMSealedBox {
+        guard sealed.count >= AESGCMSealedBox.nonceLength + 16 else { throw CustodyError.sealedDataInvalid(tenant, .data, keyVersion) }
+        return AESGCMSealedBox(nonce: Array(sealed.prefix(AESGCMSealedBox.nonceLength)), ciphertextAndTag: Array(sealed.dropFirst(AESGCMSealedBox.nonceLength)))
+    }
+
+    private static func open(_ box: AESGCMSealedBox, key: HSMKey, keyVersion: Int, tenant: TenantID, context: [UInt8], pool: SessionPool) async throws -> PersonalText {
         let plaintext: [UInt8]
         do {
             plaintext = try await pool.openAESGCM(key: key, box: box, additionalData: context)
