@@ -32,16 +32,19 @@ public final class PKCS11Module: @unchecked Sendable {
     /// `assert(result.second)`), and a slot lookup (`C_OpenSession`, `C_GetTokenInfo`) meanwhile
     /// walks a map being rebalanced. These calls are rare (start-up, recovery, probes), so one
     /// lock costs nothing on the data path.
-    ///
-    /// `C_Initialize` and `C_Finalize` (which build and tear down the slot table) take it too,
-    /// for a reason that crosses library instances: SoftHSM 2.6.1 parses its configuration file
-    /// with `strtok`, whose position glibc keeps once per process. Two instances initialising at
-    /// once (an isolated copy and the shared module in the tests; a replica's recovery beside
-    /// another token's start-up) could each lose lines of the other's parse: one CI run's shared
-    /// module missed `directories.tokendir`, silently used SoftHSM's default token folder for
-    /// the whole run, and every other instance reported its tokens missing (helper-52 reproduced
-    /// it: 6 wrong folders and 2 failed initialisations in 500,000 concurrent pairs).
     private static let slotTable = Mutex<Void>(())
+
+    /// Serialises `C_Initialize` and `C_Finalize` across all loaded modules of the process.
+    /// SoftHSM 2.6.1 parses its configuration file with `strtok`, whose position glibc keeps
+    /// once per process: two instances initialising at once (an isolated copy and the shared
+    /// module in the tests; a replica's recovery beside another token's start-up) can each lose
+    /// lines of the other's parse. One CI run's shared module missed `directories.tokendir`,
+    /// silently used SoftHSM's default token folder for the whole run, and every other instance
+    /// reported its tokens missing (helper-52 reproduced it: 6 wrong folders and 2 failed
+    /// initialisations in 500,000 concurrent pairs). A lock of its own, held for the C call only:
+    /// a network HSM's `C_Initialize` may block for its connect timeout, and the slot-table calls
+    /// of the other tokens (opening sessions) must not wait behind it.
+    private static let libraryLifecycle = Mutex<Void>(())
 
     /// Runs a slot-table call under ``slotTable``.
     private func withSlotTable<R>(_ body: () throws -> R) rethrows -> R {
@@ -119,12 +122,12 @@ public final class PKCS11Module: @unchecked Sendable {
             CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
             flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: reserved
         )
-        try withSlotTable { try call(.initialize) { functions.C_Initialize(&arguments) } }
+        try call(.initialize) { Self.libraryLifecycle.withLock { _ in functions.C_Initialize(&arguments) } }
     }
 
     /// `C_Finalize`. Only call it when no other call is in flight: SoftHSM crashes otherwise.
     public func finalize() throws {
-        try withSlotTable { try call(.finalize) { functions.C_Finalize(nil) } }
+        try call(.finalize) { Self.libraryLifecycle.withLock { _ in functions.C_Finalize(nil) } }
     }
 
     /// `C_GetInfo`.
