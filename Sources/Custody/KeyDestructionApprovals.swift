@@ -198,10 +198,15 @@ public final class KeyDestructionApprovals: Sendable {
         for row in scheduled where (row.dueAt.map { $0 <= at } ?? false) {
             do {
                 executed.append(try await execute(row.id, officer: officer, waitingPeriod: waitingPeriod))
-            } catch DestructionApprovalError.alreadyExecuted, DestructionApprovalError.inProgress {
-                // Another instance's sweep (or an officer) was first; one that does not finish
-                // leaves the request scheduled for the next sweep.
-                continue
+            } catch DestructionApprovalError.alreadyExecuted {
+                continue  // another instance's sweep (or an officer) was first
+            } catch DestructionApprovalError.inProgress {
+                // Another call holds the request now; if it does not finish, the next sweep
+                // tries again. Said, so that a request held for good (a transaction left open)
+                // shows up.
+                keyring.logger.notice("scheduled key destruction held by another call; left for the next sweep", metadata: [
+                    "request": "\(row.id.uuidString.lowercased())",
+                ])
             } catch {
                 refused.append((row, error))
             }
@@ -230,14 +235,16 @@ public final class KeyDestructionApprovals: Sendable {
     /// Carries out an approved, unexpired request once: the request row stays locked (`FOR
     /// UPDATE`) from the checks until it is marked carried out, so a second execution meanwhile
     /// is refused (``DestructionApprovalError/inProgress(_:)``), and one after finds it done.
-    /// Needs a second database connection meanwhile (the keyring's own).
+    /// Needs a second database connection meanwhile (the keyring's own): see
+    /// ``Database/withNestingTransaction(context:_:)``.
     /// - Throws: ``DestructionApprovalError``; ``CustodyError`` from the keyring's rules.
     public func execute(_ id: UUID, officer: String, waitingPeriod: Duration) async throws -> Request {
         let at = now()
         let keyring = self.keyring, authenticator = self.authenticator, hook = executionHook
         let pool = keyring.pool
         try await custody {
-            try await database.withTransaction(context: "carry out key destruction") { connection in
+            // The keyring works in transactions of its own while this one holds the request's row.
+            try await database.withNestingTransaction(context: "carry out key destruction") { connection in
                 let row = try await Self.lock(id, on: connection)
                 guard row.executedAt == nil else { throw DestructionApprovalError.alreadyExecuted(id) }
                 guard row.cancelledAt == nil else { throw DestructionApprovalError.cancelled(id) }
@@ -257,19 +264,15 @@ public final class KeyDestructionApprovals: Sendable {
                 // the HSM's list: a scheduled request counts only while the list still carries
                 // the due time its approval set (a database write un-cancelling the request, even
                 // with the key row put back from while it was scheduled, leaves it unmarked).
-                // The keyring works in transactions of its own on a second connection, while
-                // this one holds the request's row.
-                try await Database.allowingSecondConnection {
-                    if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
-                        throw DestructionApprovalError.notScheduled(id)
-                    }
-                    try await hook?(id)
-                    do {
-                        try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
-                    } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
-                        // Destroyed by an earlier run that stopped (crashed) before marking the
-                        // request carried out: its key step is done, so this run only records it.
-                    }
+                if let due = row.dueAt, try await !keyring.isScheduledForDestruction(row.tenant, row.purpose, version: row.version, due: due) {
+                    throw DestructionApprovalError.notScheduled(id)
+                }
+                try await hook?(id)
+                do {
+                    try await keyring.destroy(row.tenant, row.purpose, version: row.version, waitingPeriod: waitingPeriod, actor: officer)
+                } catch CustodyError.invalidTransition(_, _, _, let from, _) where from == .destroyed {
+                    // Destroyed by an earlier run that stopped (crashed) before marking the request
+                    // carried out: its key step is done, so this run only records it.
                 }
                 try await DestructionRequestStore.markExecuted(id, at: at, on: connection)
             }

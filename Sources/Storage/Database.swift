@@ -31,11 +31,14 @@ public final class Database: Sendable {
     /// a data-plane call costs PostgreSQL (each commit of a writing transaction is a WAL flush),
     /// read by the metrics endpoint, the benchmarks and the one-commit-per-call tests.
     public let commits = CommitCounter()
+    /// Transactions that need a second connection of this pool: at most all but one at once.
+    let nestingAdmission: NestingAdmission
 
     public init(configuration: DatabaseConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         schema = try configuration.validatedSchema()
+        nestingAdmission = NestingAdmission(limit: configuration.maximumConnections - 1)
         var clientConfiguration = PostgresClient.Configuration(
             unixSocketPath: configuration.socketPath, username: configuration.username,
             password: configuration.password, database: configuration.database
@@ -116,6 +119,24 @@ public final class Database: Sendable {
                 let logger = self.logger
                 await Task { _ = try? await connection.query("ROLLBACK", logger: logger) }.value
                 throw error
+            }
+        }
+    }
+
+    /// A transaction whose body also runs transactions of its own on this pool, so it holds two
+    /// connections at once: carrying out a key destruction keeps the request's row locked while
+    /// the keyring writes. At most `maximumConnections − 1` run at once, each admitted before it
+    /// takes its first connection, so their inner leases always find one free (two of them on a
+    /// pool of two held one each and waited for the other's until the operation timeout). Pools
+    /// of fewer than two connections are refused by the configuration.
+    /// - Throws: ``StorageError``.
+    public func withNestingTransaction<Result: Sendable>(
+        context: String,
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
+    ) async throws -> Result {
+        try await nestingAdmission.run {
+            try await withTransaction(context: context) { connection in
+                try await Self.allowingSecondConnection { try await body(connection) }
             }
         }
     }

@@ -4,11 +4,15 @@
 /// operation timeout once such transactions hold every connection: one does with a pool of one,
 /// N do with N (a re-seal batch that looked its keys up inside its transaction did, in CI). In
 /// debug builds — the ones the test suite runs — such a lease fails at once with
-/// ``StorageError/configuration(_:)`` naming both contexts, unless it runs inside
-/// ``Database/allowingSecondConnection(_:)``: carrying out a key destruction (by design; the
-/// configuration refuses pools under two connections), and tests that race a write from inside
-/// its transaction. Release builds skip the check: a nesting the suite never reached should keep
-/// its chance to finish, not fail at once in production.
+/// ``StorageError/configuration(_:)`` naming both contexts. Nesting on purpose goes through
+/// ``Database/withNestingTransaction(context:_:)``, which also bounds how many do it at once
+/// (carrying out a key destruction); tests that race a write from inside its transaction use
+/// ``Database/allowingSecondConnection(_:)``. Only the leases made directly in such a body are
+/// allowed: theirs are checked again. Release builds skip the check: a nesting the suite never
+/// reached should keep its chance to finish, not fail at once in production.
+///
+/// Not caught: a task holding a lease that waits for a ``SingleFlight`` refresh someone else
+/// started (the refresh runs in that starter's task).
 struct HeldLeases: Sendable {
     /// The pools (by identity) this task, or the task that started it, holds a connection of,
     /// with the context each lease named.
@@ -19,9 +23,10 @@ struct HeldLeases: Sendable {
 extension Database {
     @TaskLocal static var leases = HeldLeases()
 
-    /// Runs `body`, which may lease a connection of a pool whose connection this task already
-    /// holds: it needs two connections of that pool at once (see ``HeldLeases``).
-    public static func allowingSecondConnection<Result: Sendable>(
+    /// Runs `body`, whose leases may be made while this task holds a connection of the same pool
+    /// (see ``HeldLeases``): for tests that nest on purpose. The service's own code nests only
+    /// through ``withNestingTransaction(context:_:)``, which also bounds it.
+    static func allowingSecondConnection<Result: Sendable>(
         _ body: @Sendable () async throws -> Result
     ) async throws -> Result {
         var leases = Self.leases
@@ -47,6 +52,7 @@ extension Database {
         #if DEBUG
         var leases = Self.leases
         leases.held.append((ObjectIdentifier(self), context))
+        leases.secondConnectionAllowed = false
         return try await Self.$leases.withValue(leases) { try await body() }
         #else
         return try await body()

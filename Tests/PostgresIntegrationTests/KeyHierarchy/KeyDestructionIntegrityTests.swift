@@ -132,6 +132,59 @@ struct KeyDestructionIntegrityTests {
         await harness.shutdown()
     }
 
+    /// helper-53: two executions of *different* requests at once (the sweep and an officer) on a
+    /// pool of two connections each held one and waited for a second, until the operation
+    /// timeout. Executions now wait for their turn before taking a connection.
+    @Test("Two destructions carried out at once on a pool of two connections both finish: the second waits for its turn holding no connection")
+    func twoExecutionsOnTwoConnections() async throws {
+        let harness = try await CustodyHarness.make("exectwo")
+        var configuration = harness.settings.configuration(role: .service, schema: harness.schema)
+        configuration.maximumConnections = 2
+        configuration.operationTimeout = .seconds(10)
+        let small = try Database(configuration: configuration, logger: harness.logs.logger)
+        small.start()
+        // Another instance on the same schema and token, with a pool of two.
+        let audit = AuditLog(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, anchorPath: nil)
+        let keyring = TenantKeyring(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, audit: audit, logger: harness.logs.logger)
+        let startSecond = Mutex<(@Sendable () -> Void)?>(nil)
+        let secondHoldsItsRow = Mutex(false)
+        let approvals = KeyDestructionApprovals(
+            database: small, keyring: keyring, audit: audit,
+            executionHook: { _ in
+                guard let start = startSecond.withLock({ body in defer { body = nil }; return body }) else {
+                    secondHoldsItsRow.withLock { $0 = true }
+                    return
+                }
+                start()
+                // Go on once the second waits for its turn, or (the code before) holds its row and
+                // a connection.
+                for _ in 0..<400 where small.nestingAdmission.waiting == 0 && !secondHoldsItsRow.withLock({ $0 }) {
+                    try await Task.sleep(for: .milliseconds(25))
+                }
+            }
+        )
+        var requests = [KeyDestructionApprovals.Request]()
+        for label in ["acme", "globex"] {
+            let tenant = try await harness.keyring.createTenant(label: label, actor: "alice").id
+            try await harness.keyring.rotate(tenant, .data, actor: "alice")
+            let request = try await approvals.request(tenant, .data, version: 1, officer: "alice")
+            requests.append(try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b"))
+        }
+        let second = Mutex<Task<KeyDestructionApprovals.Request, any Error>?>(nil)
+        let secondID = requests[1].id
+        startSecond.withLock {
+            $0 = { second.withLock { $0 = Task { try await approvals.execute(secondID, officer: "carol", waitingPeriod: .zero) } } }
+        }
+        #expect(try await approvals.execute(requests[0].id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
+        let secondTask = try #require(second.withLock { $0 })
+        #expect(try await secondTask.value.executedAt != nil)
+        for request in requests {
+            #expect(try await harness.keyring.versions(request.tenant).first { $0.purpose == .data && $0.version == 1 }?.state == .destroyed)
+        }
+        await small.shutdown()
+        await harness.shutdown()
+    }
+
     /// helper-51 H3: an execution holds the request row while the keyring takes a second
     /// connection of the same pool. A second execution (the sweep and an officer at once) that
     /// waited for the row on a connection of its own left, with a pool of two, each waiting for
