@@ -26,10 +26,10 @@ extension CustosConfiguration {
         guard let passwordFile else { throw ConfigurationError.invalid(path: source, reason: "no password file for \(user)") }
         // The same 0600 rules as PINs.
         let password = try PINSource.file(path: passwordFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-        // Two transactions hold one connection while they wait for a second, by design:
-        // carrying out a key destruction (its request row stays locked while the keyring
-        // writes) and Enrol or Verify during a biometric overlap (a key read on a cache miss).
-        // With one connection they would wait for themselves until the operation timeout.
+        // Carrying out a key destruction holds one connection while it waits for a second, by
+        // design (its request row stays locked while the keyring writes; see
+        // Database.withNestingTransaction). With one it would wait for itself until the
+        // operation timeout.
         if let connections = postgres.maximumConnections, connections < 2 {
             throw ConfigurationError.invalid(path: source, reason: "postgres.maximumConnections must be at least 2")
         }

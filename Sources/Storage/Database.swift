@@ -31,14 +31,14 @@ public final class Database: Sendable {
     /// a data-plane call costs PostgreSQL (each commit of a writing transaction is a WAL flush),
     /// read by the metrics endpoint, the benchmarks and the one-commit-per-call tests.
     public let commits = CommitCounter()
-    /// Transactions that need a second connection of this pool: at most all but one at once.
+    /// Transactions that need a second connection of this pool: one at a time.
     let nestingAdmission: NestingAdmission
 
     public init(configuration: DatabaseConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         schema = try configuration.validatedSchema()
-        nestingAdmission = NestingAdmission(limit: configuration.maximumConnections - 1)
+        nestingAdmission = NestingAdmission(limit: 1)
         var clientConfiguration = PostgresClient.Configuration(
             unixSocketPath: configuration.socketPath, username: configuration.username,
             password: configuration.password, database: configuration.database
@@ -101,7 +101,16 @@ public final class Database: Sendable {
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await leased(context: context) { connection in
+        try await transaction(context: context, admitted: nil, body)
+    }
+
+    /// ``withTransaction(context:_:)``, giving back `admitted`'s turn once its connection is back
+    /// in the pool.
+    private func transaction<Result: Sendable>(
+        context: String, admitted: NestingAdmission?,
+        _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
+    ) async throws -> Result {
+        try await leased(context: context, admitted: admitted) { connection in
             for try await _ in try await connection.execute(Begin()) {}
             do {
                 let result = try await body(connection)
@@ -125,21 +134,36 @@ public final class Database: Sendable {
 
     /// A transaction whose body also runs transactions of its own on this pool, so it holds two
     /// connections at once: carrying out a key destruction keeps the request's row locked while
-    /// the keyring writes. At most `maximumConnections − 1` run at once, each admitted before it
-    /// takes its first connection, so their inner leases always find one free (two of them on a
-    /// pool of two held one each and waited for the other's until the operation timeout). Pools
-    /// of fewer than two connections are refused by the configuration.
-    /// - Throws: ``StorageError``.
+    /// the keyring writes. One runs at a time per pool, admitted before it takes its first
+    /// connection, so its inner leases find one free once other work gives one back (two on a
+    /// pool of two held one each and waited for the other's until the operation timeout; more at
+    /// once gain nothing — the keyring's destruction steps are serialised by an advisory lock —
+    /// and would take connections from Enrol and Verify). The turn is given back when the
+    /// connection is, not when the caller stops waiting (an abandoned body may still hold it).
+    /// - Throws: ``StorageError/configuration(_:)`` with fewer than two connections, or inside
+    ///   another of this pool's nesting transactions (it would wait for its own turn);
+    ///   ``StorageError``.
     public func withNestingTransaction<Result: Sendable>(
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await nestingAdmission.run {
-            try await withTransaction(context: context) { connection in
+        guard configuration.maximumConnections >= 2 else {
+            throw StorageError.configuration("\(context) needs two connections at once; the pool has \(configuration.maximumConnections)")
+        }
+        let pool = ObjectIdentifier(self)
+        guard !Self.nestingPools.contains(pool) else {
+            throw StorageError.configuration("\(context) would wait for its own turn: it runs inside another transaction of this pool that needs two connections")
+        }
+        await nestingAdmission.acquire()
+        return try await Self.$nestingPools.withValue(Self.nestingPools + [pool]) {
+            try await transaction(context: context, admitted: nestingAdmission) { connection in
                 try await Self.allowingSecondConnection { try await body(connection) }
             }
         }
     }
+
+    /// The pools whose nesting transaction this task (or the task that started it) is in.
+    @TaskLocal static var nestingPools: [ObjectIdentifier] = []
 
     /// A connection outside any transaction (LISTEN, DDL, a read that is one statement).
     public func withConnection<Result: Sendable>(
@@ -182,14 +206,21 @@ public final class Database: Sendable {
     /// profile of issue 12 found a separate timer task and watcher task per transaction, and two
     /// thread hops per statement, among the service's largest costs per Enrol and Verify.
     private func leased<Result: Sendable>(
-        context: String,
+        context: String, admitted: NestingAdmission? = nil,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try checkNotNested(context)
+        do {
+            try checkNotNested(context)
+        } catch {
+            admitted?.release()
+            throw error
+        }
         let client = self.client
         let timeout = configuration.operationTimeout
         let outcome = OnceResult<Result>()
         let work = Task {
+            // The connection is back in the pool here, also for work its caller gave up on.
+            defer { admitted?.release() }
             do {
                 let value = try await client.withConnection { connection in
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {

@@ -4,8 +4,7 @@ import Synchronization
 ///
 /// For transactions that need two connections of one pool at once
 /// (``Database/withNestingTransaction(context:_:)``): admitted before taking their first
-/// connection, at most `maximumConnections − 1` of them hold one, so their inner leases always
-/// find one free; a waiter holds none. Waiting is not cancellable: each admitted body is bounded
+/// connection, so a waiter holds none. Waiting is not cancellable: each admitted body is bounded
 /// by the operation timeout of its leases.
 final class NestingAdmission: Sendable {
     private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
@@ -17,13 +16,8 @@ final class NestingAdmission: Sendable {
     /// Bodies waiting for their turn (tests observe the queue with it).
     var waiting: Int { state.withLock { $0.waiters.count } }
 
-    func run<R>(_ body: () async throws -> R) async throws -> R {
-        await acquire()
-        defer { release() }
-        return try await body()
-    }
-
-    private func acquire() async {
+    /// Waits for a turn; each turn is given back with ``release()``, exactly once.
+    func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let admitted = state.withLock { state -> Bool in
                 guard state.free > 0 else {
@@ -37,7 +31,7 @@ final class NestingAdmission: Sendable {
         }
     }
 
-    private func release() {
+    func release() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard !state.waiters.isEmpty else {
                 state.free += 1

@@ -134,7 +134,8 @@ struct KeyDestructionIntegrityTests {
 
     /// helper-53: two executions of *different* requests at once (the sweep and an officer) on a
     /// pool of two connections each held one and waited for a second, until the operation
-    /// timeout. Executions now wait for their turn before taking a connection.
+    /// timeout. Executions now wait for their turn (one at a time per instance) before taking a
+    /// connection.
     @Test("Two destructions carried out at once on a pool of two connections both finish: the second waits for its turn holding no connection")
     func twoExecutionsOnTwoConnections() async throws {
         let harness = try await CustodyHarness.make("exectwo")
@@ -173,7 +174,9 @@ struct KeyDestructionIntegrityTests {
         let second = Mutex<Task<KeyDestructionApprovals.Request, any Error>?>(nil)
         let secondID = requests[1].id
         startSecond.withLock {
-            $0 = { second.withLock { $0 = Task { try await approvals.execute(secondID, officer: "carol", waitingPeriod: .zero) } } }
+            // Detached: a call of its own (an officer's beside the sweep), not one the first
+            // execution's body started and waits for.
+            $0 = { second.withLock { $0 = Task.detached { try await approvals.execute(secondID, officer: "carol", waitingPeriod: .zero) } } }
         }
         #expect(try await approvals.execute(requests[0].id, officer: "alice", waitingPeriod: .zero).executedAt != nil)
         let secondTask = try #require(second.withLock { $0 })
@@ -203,11 +206,15 @@ struct KeyDestructionIntegrityTests {
                 seen.withLock { $0 = answers }
             }
         )
+        // The second execution comes from another instance (its own pool): one instance carries
+        // out one destruction at a time, and would make it wait its turn instead.
+        let otherInstance = try harness.secondServiceDatabase()
+        let otherApprovals = KeyDestructionApprovals(database: otherInstance, keyring: harness.keyring, audit: harness.audit)
         others.withLock {
             $0 = { id in
                 var answers = [DestructionApprovalError?]()
                 for call in [
-                    { _ = try await approvals.execute(id, officer: "carol", waitingPeriod: .zero) },
+                    { _ = try await otherApprovals.execute(id, officer: "carol", waitingPeriod: .zero) },
                     { _ = try await approvals.cancel(id, officer: "carol") },
                 ] as [@Sendable () async throws -> Void] {
                     do { try await call(); answers.append(nil) } catch { answers.append(error as? DestructionApprovalError) }
@@ -222,6 +229,7 @@ struct KeyDestructionIntegrityTests {
         #expect(seen.withLock { $0 } == [.inProgress(request.id), .inProgress(request.id)])
         #expect(try await Self.state(harness, tenant) == .destroyed)
         #expect(try await approvals.get(request.id).cancelledAt == nil)
+        await otherInstance.shutdown()
         await harness.shutdown()
     }
 }

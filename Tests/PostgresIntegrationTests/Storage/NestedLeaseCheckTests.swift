@@ -62,4 +62,31 @@ struct NestedLeaseCheckTests {
         await database.shutdown()
         await other.shutdown()
     }
+
+    @Test("A transaction that needs two connections is refused at once inside another of its pool's (it would wait for its own turn) and on a pool of one; on another pool it runs")
+    func nestingTransactionRefusals() async throws {
+        let settings = try PostgresSettings.load()
+        var single = settings.configuration(role: .service, schema: "custos")
+        single.maximumConnections = 1
+        single.operationTimeout = .seconds(5)
+        let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
+        let other = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
+        let third = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
+        for client in [database, other, third] { client.start() }
+        await #expect(throws: StorageError.configuration("one needs two connections at once; the pool has 1")) {
+            try await database.withNestingTransaction(context: "one") { _ in }
+        }
+        await #expect(throws: StorageError.configuration(
+            "inner would wait for its own turn: it runs inside another transaction of this pool that needs two connections"
+        )) {
+            try await other.withNestingTransaction(context: "outer") { _ in try await other.withNestingTransaction(context: "inner") { _ in } }
+        }
+        // Its turn was given back: the next one runs, and may nest another pool's.
+        #expect(try await other.withNestingTransaction(context: "outer") { _ in
+            try await third.withNestingTransaction(context: "inner") { connection in
+                try await connection.query("SELECT 1", logger: Database.quiet).collect().first!.decode(Int.self)
+            }
+        } == 1)
+        for client in [database, other, third] { await client.shutdown() }
+    }
 }
