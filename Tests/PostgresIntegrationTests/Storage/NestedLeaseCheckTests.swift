@@ -7,6 +7,12 @@ import Testing
 /// suite runs debug builds, where such a lease fails at once.
 @Suite("Nested database leases")
 struct NestedLeaseCheckTests {
+    static func patient(_ settings: PostgresSettings) -> DatabaseConfiguration {
+        var configuration = settings.configuration(role: .service, schema: "custos")
+        configuration.operationTimeout = .seconds(240)
+        return configuration
+    }
+
     static let debugBuild: Bool = {
         #if DEBUG
         true
@@ -23,9 +29,10 @@ struct NestedLeaseCheckTests {
         let settings = try PostgresSettings.load()
         var single = settings.configuration(role: .service, schema: "custos")
         single.maximumConnections = 1
-        single.operationTimeout = .seconds(5)
+        // Generous: the first connections of a run wait behind every suite's set-up (seen: 30 s).
+        single.operationTimeout = .seconds(240)
         let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
-        let other = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
+        let other = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
         database.start()
         other.start()
         let refusal = StorageError.configuration("\"inner\" would wait for a second connection while \"outer\" holds one of the same pool")
@@ -68,10 +75,11 @@ struct NestedLeaseCheckTests {
         let settings = try PostgresSettings.load()
         var single = settings.configuration(role: .service, schema: "custos")
         single.maximumConnections = 1
-        single.operationTimeout = .seconds(5)
+        // Generous: the first connections of a run wait behind every suite's set-up (seen: 30 s).
+        single.operationTimeout = .seconds(240)
         let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
-        let other = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
-        let third = try Database(configuration: settings.configuration(role: .service, schema: "custos"), logger: LogCaptureHolder.logger)
+        let other = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
+        let third = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
         for client in [database, other, third] { client.start() }
         await #expect(throws: StorageError.configuration("one needs two connections at once; the pool has 1")) {
             try await database.withNestingTransaction(context: "one") { _ in }
