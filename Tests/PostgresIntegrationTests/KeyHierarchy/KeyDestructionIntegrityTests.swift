@@ -139,11 +139,7 @@ struct KeyDestructionIntegrityTests {
     @Test("Two destructions carried out at once on a pool of two connections both finish: the second waits for its turn holding no connection")
     func twoExecutionsOnTwoConnections() async throws {
         let harness = try await CustodyHarness.make("exectwo")
-        var configuration = harness.settings.configuration(role: .service, schema: harness.schema)
-        configuration.maximumConnections = 2
-        configuration.operationTimeout = .seconds(10)
-        let small = try Database(configuration: configuration, logger: harness.logs.logger)
-        small.start()
+        let small = try harness.secondServiceDatabase(maximumConnections: 2, operationTimeout: .seconds(10))
         // Another instance on the same schema and token, with a pool of two.
         let audit = AuditLog(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, anchorPath: nil)
         let keyring = TenantKeyring(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, audit: audit, logger: harness.logs.logger)

@@ -7,10 +7,15 @@ import Testing
 /// suite runs debug builds, where such a lease fails at once.
 @Suite("Nested database leases")
 struct NestedLeaseCheckTests {
-    static func patient(_ settings: PostgresSettings) -> DatabaseConfiguration {
-        var configuration = settings.configuration(role: .service, schema: "custos")
+    /// A started service client; the operation timeout generous, since the first connections of
+    /// a run wait behind every suite's set-up (seen: 30 s).
+    static func client(connections: Int? = nil) throws -> Database {
+        var configuration = try PostgresSettings.load().configuration(role: .service, schema: "custos")
+        if let connections { configuration.maximumConnections = connections }
         configuration.operationTimeout = .seconds(240)
-        return configuration
+        let database = try Database(configuration: configuration, logger: LogCaptureHolder.logger)
+        database.start()
+        return database
     }
 
     static let debugBuild: Bool = {
@@ -26,15 +31,7 @@ struct NestedLeaseCheckTests {
         .enabled(if: debugBuild, "release builds skip the check")
     )
     func nestedLeaseRefused() async throws {
-        let settings = try PostgresSettings.load()
-        var single = settings.configuration(role: .service, schema: "custos")
-        single.maximumConnections = 1
-        // Generous: the first connections of a run wait behind every suite's set-up (seen: 30 s).
-        single.operationTimeout = .seconds(240)
-        let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
-        let other = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
-        database.start()
-        other.start()
+        let (database, other) = (try Self.client(connections: 1), try Self.client())
         let refusal = StorageError.configuration("\"inner\" would wait for a second connection while \"outer\" holds one of the same pool")
         // With one connection this waited for itself until the operation timeout.
         await #expect(throws: refusal) {
@@ -72,15 +69,7 @@ struct NestedLeaseCheckTests {
 
     @Test("A transaction that needs two connections is refused at once inside another of its pool's (it would wait for its own turn) and on a pool of one; on another pool it runs")
     func nestingTransactionRefusals() async throws {
-        let settings = try PostgresSettings.load()
-        var single = settings.configuration(role: .service, schema: "custos")
-        single.maximumConnections = 1
-        // Generous: the first connections of a run wait behind every suite's set-up (seen: 30 s).
-        single.operationTimeout = .seconds(240)
-        let database = try Database(configuration: single, logger: LogCaptureHolder.logger)
-        let other = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
-        let third = try Database(configuration: Self.patient(settings), logger: LogCaptureHolder.logger)
-        for client in [database, other, third] { client.start() }
+        let (database, other, third) = (try Self.client(connections: 1), try Self.client(), try Self.client())
         await #expect(throws: StorageError.configuration("one needs two connections at once; the pool has 1")) {
             try await database.withNestingTransaction(context: "one") { _ in }
         }

@@ -73,11 +73,7 @@ struct RowLevelSecurityTests {
     @Test("An operation cut off by its timeout leaves no half-written record and no open transaction behind")
     func timeoutRollsBack() async throws {
         let harness = try await CustodyHarness.make("timeout")
-        var configuration = harness.settings.configuration(role: .service, schema: harness.schema)
-        configuration.maximumConnections = 1
-        configuration.operationTimeout = .seconds(1)
-        let database = try Database(configuration: configuration, logger: LogCaptureHolder.logger)
-        database.start()
+        let database = try harness.secondServiceDatabase(maximumConnections: 1, operationTimeout: .seconds(1))
         let id = TenantID.random()
         do {
             _ = try await database.withTransaction(context: "slow insert") { connection in

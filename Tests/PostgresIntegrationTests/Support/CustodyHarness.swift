@@ -124,9 +124,13 @@ final class CustodyHarness: Sendable {
         self.trustedEscrowKeys = trustedEscrowKeys
     }
 
-    /// A second service database client on the same schema, as another instance would have.
-    func secondServiceDatabase() throws -> Database {
-        let database = try Database(configuration: settings.configuration(role: .service, schema: schema), logger: logs.logger)
+    /// A second service database client on the same schema, as another instance would have,
+    /// started; by default configured as the harness's own.
+    func secondServiceDatabase(maximumConnections: Int? = nil, operationTimeout: Duration? = nil) throws -> Database {
+        var configuration = settings.configuration(role: .service, schema: schema)
+        if let maximumConnections { configuration.maximumConnections = maximumConnections }
+        if let operationTimeout { configuration.operationTimeout = operationTimeout }
+        let database = try Database(configuration: configuration, logger: logs.logger)
         database.start()
         return database
     }
