@@ -97,12 +97,18 @@ public enum SessionStore {
         try await connection.query("DELETE FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count
     }
 
-    /// Retention: deletes sessions completed before `cutoff`, and never-completed ones that
-    /// expired before it (their gateway links go with them). - Returns: sessions deleted.
-    public static func deleteEnded(before cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
+    /// Retention: deletes at most `limit` sessions completed before `cutoff`, or never completed
+    /// and expired before it (their gateway links go with them); a batch, as
+    /// ``TemplateStore/deleteInactive(since:limit:on:)``. - Returns: sessions deleted.
+    public static func deleteEnded(before cutoff: Date, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("""
+            WITH ended AS (
+                SELECT ctid FROM verification_sessions
+                WHERE completed_at < \(cutoff) OR (completed_at IS NULL AND expires_at < \(cutoff)) LIMIT \(limit)
+            )
             DELETE FROM verification_sessions
-            WHERE completed_at < \(cutoff) OR (completed_at IS NULL AND expires_at < \(cutoff)) RETURNING 1
+            WHERE (completed_at < \(cutoff) OR (completed_at IS NULL AND expires_at < \(cutoff))) AND ctid IN (SELECT ctid FROM ended)
+            RETURNING 1
             """, logger: Database.quiet).collect().count
     }
 

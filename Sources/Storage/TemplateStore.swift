@@ -178,9 +178,15 @@ public enum TemplateStore {
         try await connection.query("DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1", logger: Database.quiet).collect().count
     }
 
-    /// Retention: deletes templates with no activity since `cutoff`. - Returns: rows deleted.
-    public static func deleteInactive(since cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
-        try await connection.query("DELETE FROM templates WHERE last_used_at < \(cutoff) RETURNING 1", logger: Database.quiet).collect().count
+    /// Retention: deletes at most `limit` templates with no activity since `cutoff` (a batch: a
+    /// tenant's whole backlog in one statement outlived the statement timeout). A template used
+    /// meanwhile is a new row version and is left. - Returns: rows deleted.
+    public static func deleteInactive(since cutoff: Date, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
+        try await connection.query("""
+            WITH idle AS (SELECT ctid FROM templates WHERE last_used_at < \(cutoff) LIMIT \(limit))
+            DELETE FROM templates WHERE last_used_at < \(cutoff) AND ctid IN (SELECT ctid FROM idle)
+            RETURNING 1
+            """, logger: Database.quiet).collect().count
     }
 
     /// Stored tokens made under a biometric key version (they need that key to be compared).

@@ -9,10 +9,12 @@ public enum VerificationAttemptStore {
     /// Forgets counters whose window started at or before `cutoff` (ended windows: the limit no
     /// longer needs them, and each names a subject). - Returns: rows deleted.
     @discardableResult
-    public static func deleteEnded(windowStartedBy cutoff: Date, on connection: DatabaseTransaction) async throws -> Int {
-        try await connection.query(
-            "DELETE FROM verification_attempts WHERE window_start <= \(cutoff) RETURNING 1", logger: Database.quiet
-        ).collect().count
+    public static func deleteEnded(windowStartedBy cutoff: Date, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
+        try await connection.query("""
+            WITH ended AS (SELECT ctid FROM verification_attempts WHERE window_start <= \(cutoff) LIMIT \(limit))
+            DELETE FROM verification_attempts WHERE window_start <= \(cutoff) AND ctid IN (SELECT ctid FROM ended)
+            RETURNING 1
+            """, logger: Database.quiet).collect().count
     }
 
     /// Forgets the subjects' counters (erasure).

@@ -32,35 +32,61 @@ public struct RetentionJob: Sendable {
         }
     }
 
-    /// Runs for one tenant, or every tenant when `tenant` is nil.
+    /// Rows one retention transaction deletes at most per table: a tenant's whole backlog in one
+    /// transaction (a million idle templates) outlived the statement and operation timeouts,
+    /// rolled back, and failed the same way at every run.
+    public static let defaultBatchSize = 5_000
+
+    /// Runs for one tenant, or every tenant when `tenant` is nil, in batches of at most
+    /// `batchSize` rows per table, each batch one transaction with its own audit entry (a run
+    /// cut off keeps what its batches deleted; the next run goes on). One tenant's failure does
+    /// not hold up the others: every tenant is tried, then the first failure is thrown.
     /// - Returns: what was deleted per tenant (tenants with nothing deleted are left out).
-    public func run(tenant: TenantID? = nil, actor: String = "retention") async throws -> [TenantID: Deletions] {
+    public func run(tenant: TenantID? = nil, actor: String = "retention", batchSize: Int = Self.defaultBatchSize) async throws -> [TenantID: Deletions] {
         let tenants = if let tenant { [tenant] } else { try await TenantStore(database).list().map(\.id) }
         var deleted = [TenantID: Deletions]()
+        var firstFailure: (any Error)?
         for tenant in tenants {
-            let policy = try await core.policies.policy(tenant)
-            let cutoff = now().addingTimeInterval(-Double(policy.retentionDays) * 86_400)
-            let notice = core.galleryChange(tenant, .reset)
-            let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
-            let audit = audit
-            let deletions = try await database.withTenant(tenant, context: "retention") { connection in
-                try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, on: connection)
-                let deletions = Deletions(
-                    templates: try await TemplateStore.deleteInactive(since: cutoff, on: connection),
-                    sessions: try await SessionStore.deleteEnded(before: cutoff, on: connection)
+            do {
+                let deletions = try await run(tenant, actor: actor, batchSize: max(1, batchSize))
+                if deletions != Deletions() { deleted[tenant] = deletions }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                if firstFailure == nil { firstFailure = error }
+            }
+        }
+        if let firstFailure { throw firstFailure }
+        return deleted
+    }
+
+    private func run(_ tenant: TenantID, actor: String, batchSize: Int) async throws -> Deletions {
+        let policy = try await core.policies.policy(tenant)
+        let cutoff = now().addingTimeInterval(-Double(policy.retentionDays) * 86_400)
+        let notice = core.galleryChange(tenant, .reset)
+        let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
+        let audit = audit
+        var total = Deletions()
+        while true {
+            try Task.checkCancellation()
+            let (batch, attempts) = try await database.withTenant(tenant, context: "retention") { connection in
+                let attempts = try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, limit: batchSize, on: connection)
+                let batch = Deletions(
+                    templates: try await TemplateStore.deleteInactive(since: cutoff, limit: batchSize, on: connection),
+                    sessions: try await SessionStore.deleteEnded(before: cutoff, limit: batchSize, on: connection)
                 )
-                if deletions.templates > 0 { try await TemplateStore.notify(notice, on: connection) }
-                if deletions != Deletions() {
+                if batch.templates > 0 { try await TemplateStore.notify(notice, on: connection) }
+                if batch != Deletions() {
                     try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates,sessions", details: [
-                        "templates": "\(deletions.templates)", "sessions": "\(deletions.sessions)", "retention_days": "\(policy.retentionDays)",
+                        "templates": "\(batch.templates)", "sessions": "\(batch.sessions)", "retention_days": "\(policy.retentionDays)",
                     ], on: connection)
                 }
-                return deletions
+                return (batch, attempts)
             }
-            guard deletions != Deletions() else { continue }
-            if deletions.templates > 0 { core.galleryReset(tenant) }
-            deleted[tenant] = deletions
+            if batch.templates > 0 { core.galleryReset(tenant) }
+            total.templates += batch.templates
+            total.sessions += batch.sessions
+            if batch.templates < batchSize, batch.sessions < batchSize, attempts < batchSize { return total }
         }
-        return deleted
     }
 }

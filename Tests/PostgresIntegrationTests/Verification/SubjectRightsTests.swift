@@ -2,6 +2,7 @@ import Composition
 import Custody
 import CustosModel
 import Foundation
+import PostgresNIO
 @testable import Storage
 import Testing
 import Tokenization
@@ -99,6 +100,42 @@ struct SubjectRightsTests {
         #expect(try await verification.count("gateway_links", tenant: a) == 0, "gateway links go with their sessions")
         #expect(try await verification.auditEntries("retention.delete").count == 6)
         _ = abandoned
+        await verification.custody.shutdown()
+    }
+
+    /// helper-55 H1: a tenant's whole backlog in one transaction outlived the timeouts (a million
+    /// idle templates), rolled back and failed at every run; and the first tenant that failed
+    /// stopped retention for every tenant after it.
+    @Test("Retention deletes a backlog larger than a batch in batches, each with its audit entry; a tenant whose deletion fails does not keep the others from theirs")
+    func retentionInBatches() async throws {
+        let verification = try await VerificationHarness.make("retention_batches")
+        let keyring = verification.custody.keyring
+        // Listed first (oldest): its deletions fail.
+        let failing = try await keyring.createTenant(label: "failing", actor: "officer").id
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        for (index, owner) in ([failing] + Array(repeating: tenant, count: 7)).enumerated() {
+            let session = try await verification.consentedSession(owner, "subject-\(index)")
+            _ = try await verification.flow.enrol(tenant: owner, session: session, features: try FeatureVector(Self.face(Double(index) + 0.3)))
+        }
+        for owner in [failing, tenant] {
+            try await verification.custody.ownerSQL(tenant: owner, "UPDATE templates SET last_used_at = now() - interval '100 days'")
+        }
+        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
+            CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'test: deletion refused'; END $$;
+            """))
+        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
+            CREATE TRIGGER refuse_delete BEFORE DELETE ON templates FOR EACH ROW
+            WHEN (OLD.tenant_id = '\(failing.rawValue)'::uuid) EXECUTE FUNCTION refuse_delete()
+            """))
+
+        await #expect(throws: StorageError.self) { _ = try await verification.retention.run(batchSize: 3) }
+        #expect(try await verification.count("templates", tenant: tenant) == 0, "the tenant after the failing one had its retention")
+        #expect(try await verification.count("templates", tenant: failing) == 1, "the failing tenant's batch rolled back")
+        let entries = try await verification.auditEntries("retention.delete")
+        let templatesPerEntry = entries.map { entry in
+            (try? JSONSerialization.jsonObject(with: Data(entry.details.utf8)) as? [String: String])?["templates"]
+        }
+        #expect(templatesPerEntry == ["3", "3", "1"], "one entry per batch")
         await verification.custody.shutdown()
     }
 
