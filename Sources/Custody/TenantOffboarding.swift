@@ -11,8 +11,9 @@ public import Storage
 ///   versions (refused on every instance within a second), in one transaction.
 /// - Once due (`waitingDays` after approval), ``complete(_:officer:)`` — or the sweep of `custos
 ///   serve` — destroys every key version's material (metadata kept), then deletes the tenant's
-///   data rows and marks the offboarding complete. Each step commits on its own and skips what is
-///   already done, so a run killed between any two steps is finished by the next.
+///   data rows in batches, tells every instance to drop the tenant's galleries, and marks the
+///   offboarding complete. Each step commits on its own and skips what is already done, so a run
+///   killed between any two steps is finished by the next.
 public final class TenantOffboarding: Sendable {
     /// Steps of ``complete(_:officer:)``, for tests that inject a crash after them.
     public enum Step: Sendable, Hashable {
@@ -20,6 +21,8 @@ public final class TenantOffboarding: Sendable {
         case keyVersionDestroyed
         /// Every key version is destroyed; the data rows are not deleted yet.
         case keysDestroyed
+        /// One more batch of data rows was deleted.
+        case dataBatchDeleted
     }
 
     let database: Database
@@ -28,12 +31,17 @@ public final class TenantOffboarding: Sendable {
     public let lifetime: Duration
     let now: @Sendable () -> Date
     let stepHook: (@Sendable (Step) throws -> Void)?
+    /// Rows of one table one transaction deletes at most (see ``complete(_:officer:)``).
+    let deletionBatchSize: Int
+    public static let defaultDeletionBatchSize = 5_000
 
     /// - Parameter stepHook: for tests only (a throw stands for a crash after that step).
     public init(
         database: Database, keyring: TenantKeyring, audit: AuditLog, lifetime: Duration = .seconds(24 * 3600),
-        now: @escaping @Sendable () -> Date = { Date() }, stepHook: (@Sendable (Step) throws -> Void)? = nil
+        now: @escaping @Sendable () -> Date = { Date() }, deletionBatchSize: Int = TenantOffboarding.defaultDeletionBatchSize,
+        stepHook: (@Sendable (Step) throws -> Void)? = nil
     ) {
+        self.deletionBatchSize = max(1, deletionBatchSize)
         self.database = database
         self.keyring = keyring
         self.audit = audit
@@ -146,15 +154,35 @@ public final class TenantOffboarding: Sendable {
             try await keyring.shredAll(row.tenant, actor: officer, request: id, afterEach: afterEach)
         }
         try stepHook?(.keysDestroyed)
-        // Step 2: the data rows, the completion mark and its audit entry, in one transaction.
-        let (tenant, audit, at) = (row.tenant, audit, now())
+        // Step 2: the data rows in batches, each its own transaction (a large tenant's rows in
+        // one outlived the timeouts, and every sweep failed the same way with its keys already
+        // gone); a run cut off leaves the rest to the next, the request still not completed.
+        let (tenant, audit, limit) = (row.tenant, audit, deletionBatchSize)
+        var deleted = TenantDataStore.Counts()
+        for table in TenantDataStore.Table.allCases {
+            while true {
+                let count = try await custody {
+                    try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
+                        try await TenantDataStore.delete(tenant, from: table, limit: limit, on: connection)
+                    }
+                }
+                deleted[table.rawValue, default: 0] += count
+                if count > 0 { try stepHook?(.dataBatchDeleted) }
+                if count < limit { break }
+            }
+        }
+        // Step 3: what is left, the galleries' reset, the completion mark and its audit entry,
+        // in one transaction.
+        let (batches, at) = (deleted, now())
         try await custody {
-            try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
+            try await database.withTenant(tenant, context: "complete tenant offboarding") { connection in
                 // Another instance's sweep may be finishing the same offboarding: the row lock
                 // makes one of them record it, the other find it done (nothing left to delete).
                 let marked = try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt != nil
-                let counts = try await TenantDataStore.deleteAll(tenant, on: connection)
+                let counts = try await TenantDataStore.deleteAll(tenant, on: connection).merging(batches, uniquingKeysWith: +)
                 if marked, counts.values.allSatisfy({ $0 == 0 }) { return }
+                // Every instance drops the tenant's galleries (fingerprints held in memory).
+                try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection)
                 if !marked { try await TenantOffboardingStore.markCompleted(id, at: at, on: connection) }
                 try await audit.append(
                     tenant: tenant, actor: officer, action: .tenantOffboard, target: tenant.rawValue,

@@ -122,26 +122,42 @@ public enum TenantDataStore {
     /// Row counts deleted, by table.
     public typealias Counts = [String: Int]
 
+    /// The tables it empties, children before parents (gateway links name sessions; API keys
+    /// name their index row).
+    public enum Table: String, Sendable, CaseIterable {
+        case gatewayLinks = "gateway_links"
+        case verificationSessions = "verification_sessions"
+        case templates
+        case verificationAttempts = "verification_attempts"
+        case apiKeys = "api_keys"
+        case apiKeyIndex = "api_key_index"
+        case tenantPolicies = "tenant_policies"
+        case tokenizationBudgets = "tokenization_budgets"
+        case pendingRotations = "pending_rotations"
+    }
+
+    /// Deletes at most `limit` of the tenant's rows from `table` (a batch: a large tenant's rows
+    /// in one statement outlived the statement timeout). Runs in a transaction scoped to `tenant`
+    /// (``Database/withTenant(_:context:_:)``). - Returns: rows deleted.
+    public static func delete(_ tenant: TenantID, from table: Table, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
+        try await connection.query("""
+            WITH batch AS (SELECT ctid FROM \(unescaped: table.rawValue) WHERE tenant_id = \(tenant.rawValue)::uuid LIMIT \(limit))
+            DELETE FROM \(unescaped: table.rawValue) WHERE tenant_id = \(tenant.rawValue)::uuid AND ctid IN (SELECT ctid FROM batch)
+            RETURNING 1
+            """, logger: Database.quiet).collect().count
+    }
+
     /// Runs in a transaction scoped to `tenant` (``Database/withTenant(_:context:_:)``).
-    /// Idempotent: a second run deletes nothing.
+    /// Idempotent: a second run deletes nothing. For what batches have left (see
+    /// ``delete(_:from:limit:on:)``).
     public static func deleteAll(_ tenant: TenantID, on connection: DatabaseTransaction) async throws -> Counts {
         var counts = Counts()
-        // Children before parents (gateway links name sessions; API keys name their index row).
-        let statements: [(String, PostgresQuery)] = [
-            ("gateway_links", "DELETE FROM gateway_links WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("verification_sessions", "DELETE FROM verification_sessions WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("templates", "DELETE FROM templates WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("verification_attempts", "DELETE FROM verification_attempts WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("api_keys", "DELETE FROM api_keys WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("api_key_index", "DELETE FROM api_key_index WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("tenant_policies", "DELETE FROM tenant_policies WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("tokenization_budgets", "DELETE FROM tokenization_budgets WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-            ("pending_rotations", "DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1"),
-        ]
-        for (table, statement) in statements {
+        for table in Table.allCases {
             var deleted = 0
-            for try await _ in try await connection.query(statement, logger: Database.quiet) { deleted += 1 }
-            counts[table] = deleted
+            for try await _ in try await connection.query(
+                "DELETE FROM \(unescaped: table.rawValue) WHERE tenant_id = \(tenant.rawValue)::uuid RETURNING 1", logger: Database.quiet
+            ) { deleted += 1 }
+            counts[table.rawValue] = deleted
         }
         return counts
     }

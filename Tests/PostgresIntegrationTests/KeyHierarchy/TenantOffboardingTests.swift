@@ -6,6 +6,8 @@ import HSM
 import PKCS11
 import PostgresNIO
 import SecureMemory
+@testable import Storage
+import Synchronization
 import Testing
 
 @Suite("Tenant offboarding by crypto-shredding: two officers, disabled at once, shredded when due, crash-safe")
@@ -109,6 +111,58 @@ struct TenantOffboardingTests {
         // The audit log keeps the offboarded tenant's history.
         let actions = try await harness.audit.tail(limit: 100).filter { $0.tenant == leaving.tenant }.compactMap { AuditAction(rawValue: $0.action) }
         #expect(actions.contains(.tenantCreate) && actions.contains(.tenantOffboardApprove) && actions.contains(.tenantOffboard))
+        await harness.shutdown()
+    }
+
+    /// helper-55 H1, H3: a large tenant's rows in one transaction outlived the timeouts, and every
+    /// sweep failed the same way with the keys already gone; and no instance dropped the
+    /// offboarded tenant's galleries (fingerprints in memory).
+    @Test("Data rows go in batches, each committed: a run killed between two batches leaves the rest to the next; the completion tells every instance to drop the tenant's galleries")
+    func dataDeletedInBatches() async throws {
+        let harness = try await CustodyHarness.make("offboard_batches")
+        let clock = TestClock()
+        let tenant = try await harness.keyring.createTenant(label: "leaving", actor: "officer").id
+        for index in 0..<5 {
+            try await harness.ownerSQL(tenant: tenant, """
+                INSERT INTO templates (tenant_id, subject_ref, key_version, token, pii_version)
+                VALUES (\(tenant.rawValue)::uuid, \("subject-\(index)"), 1, \(Data(repeating: UInt8(index), count: 4096)), 1)
+                """)
+        }
+        let resets = Mutex(0)
+        let listening = Task {
+            try await harness.service.listen(channel: TemplateStore.galleryChannel, ready: {}) { payload in
+                if let change = GalleryChange(payload: payload), change.tenant == tenant, change.kind == .reset { resets.withLock { $0 += 1 } }
+            }
+        }
+        let batches = Mutex(0)
+        let crashing = TenantOffboarding(
+            database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now, deletionBatchSize: 2,
+            stepHook: { step in
+                guard step == .dataBatchDeleted else { return }
+                if batches.withLock({ $0 += 1; return $0 }) == 2 { throw InjectedCrash() }
+            }
+        )
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now, deletionBatchSize: 2)
+        let request = try await offboarding.request(tenant, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        clock.advance(days: 7.1)
+
+        await #expect(throws: InjectedCrash.self) { _ = try await crashing.complete(request.id, officer: "alice") }
+        @Sendable func templates() async throws -> Int {
+            try await harness.owner.withTransaction(context: "count") { connection in
+                // The owner is subject to the forced row-level security too.
+                try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+                return try await connection.query("SELECT count(*)::int FROM templates", logger: Database.quiet).collect().first!.decode(Int.self)
+            }
+        }
+        #expect(try await templates() == 1, "two batches of two committed before the crash")
+        #expect(try await offboarding.get(request.id).completedAt == nil, "not completed")
+
+        #expect(try await offboarding.complete(request.id, officer: "alice").completedAt != nil, "the next run finishes it")
+        #expect(try await templates() == 0)
+        for _ in 0..<200 where resets.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(25)) }
+        #expect(resets.withLock { $0 } == 1, "one reset of the tenant's galleries, with the completion")
+        listening.cancel()
         await harness.shutdown()
     }
 }
