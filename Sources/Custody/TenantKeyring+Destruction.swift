@@ -89,9 +89,28 @@ extension TenantKeyring {
                     .append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
+            await discardUnwrapped(row)
             try keyringStepHook?(.destructionRecorded)
             if let pending { try await destroyTokenObjects(pending) }
             try keyringStepHook?(.destructionTokenObjectsDestroyed)
+        }
+    }
+
+    /// Destroys now this process's unwrapped session object of a destroyed version, on every
+    /// token (a call may have unwrapped it on a replica), rather than at its eviction or the next
+    /// re-login: no call reaches it (a destroyed row is refused before its key is looked up), but
+    /// a destroyed key should not stay usable in the HSM. Other instances' copies go at their
+    /// eviction or re-login. A failure leaves the object until then.
+    func discardUnwrapped(_ row: KeyVersionRecord) async {
+        let key = hsmKey(for: row)
+        for token in pool.tokenPools {
+            do {
+                try await token.discard([key])
+            } catch {
+                logger.warning("could not destroy a destroyed key version's session object", metadata: [
+                    "purpose": "\(row.purpose.rawValue)", "version": "\(row.version)", "error": "\(error)",
+                ])
+            }
         }
     }
 

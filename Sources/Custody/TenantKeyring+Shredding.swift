@@ -87,6 +87,7 @@ extension TenantKeyring {
                 ]).append(to: audit, on: connection)
             }
             invalidate(tenant, purpose)
+            await discardUnwrapped(row)
             destroyed += 1
             try afterEach?()
         }

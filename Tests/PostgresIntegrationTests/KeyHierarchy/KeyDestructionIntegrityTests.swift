@@ -1,3 +1,4 @@
+import Composition
 import Custody
 import CustosModel
 import Foundation
@@ -17,6 +18,26 @@ struct KeyDestructionIntegrityTests {
 
     static func state(_ harness: CustodyHarness, _ tenant: TenantID) async throws -> KeyState? {
         try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.version == 1 }?.state
+    }
+
+    /// helper-55 H4: a destroyed version's unwrapped key stayed in the pool's persistent session
+    /// (unusable through Custos, but alive in the HSM) until its eviction or a re-login.
+    @Test("Carrying out a destruction also destroys the version's unwrapped session object in this process")
+    func destroyedKeyLeavesTheHSM() async throws {
+        let harness = try await CustodyHarness.make("destroyunwrapped")
+        let approvals = KeyDestructionApprovals(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        let sealer = CustodyPersonalDataSealer(pool: harness.pool, keyring: harness.keyring)
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let (sealed, version) = try await sealer.seal(PersonalText("Ada"), tenant: tenant, keyVersion: nil, context: [1])
+        try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        // Opened under the retired v1: its key is unwrapped into a session object.
+        #expect(try await sealer.open(sealed, keyVersion: version, tenant: tenant, context: [1]).value == "Ada")
+        let before = harness.pool.statistics.cachedSessionObjects
+        let request = try await approvals.request(tenant, .data, version: version, officer: "alice")
+        _ = try await approvals.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        _ = try await approvals.execute(request.id, officer: "alice", waitingPeriod: .zero)
+        #expect(harness.pool.statistics.cachedSessionObjects == before - 1, "v1's session object is gone")
+        await harness.shutdown()
     }
 
     @Test("An approval written into the database without the HSM MAC, or with another request's MAC, is refused")
