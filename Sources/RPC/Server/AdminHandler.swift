@@ -428,7 +428,9 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let actor = try officer()
         let id = try await existingTenant(request.tenantID)
         let export = try await deps.rights.export(tenant: id, externalID: PersonalText(request.subjectExternalID), actor: actor)
-        return .with { $0.json = (try? export.json()) ?? Data() }
+        // An export that cannot be encoded is an error, never an empty export.
+        let json = try export.json()
+        return .with { $0.json = json }
     }
 
     public func eraseSubject(request: Custos_V1_EraseSubjectRequest, context: ServerContext) async throws -> Custos_V1_EraseSubjectResponse {
