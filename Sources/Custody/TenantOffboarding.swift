@@ -154,32 +154,39 @@ public final class TenantOffboarding: Sendable {
             try await keyring.shredAll(row.tenant, actor: officer, request: id, afterEach: afterEach)
         }
         try stepHook?(.keysDestroyed)
-        // Step 2: the data rows in batches, each its own transaction (a large tenant's rows in
-        // one outlived the timeouts, and every sweep failed the same way with its keys already
-        // gone); a run cut off leaves the rest to the next, the request still not completed.
+        // Step 2: the data rows in batches, each its own transaction with its own audit entry (a
+        // large tenant's rows in one transaction outlived the timeouts, and every sweep failed
+        // the same way with its keys already gone); a run cut off leaves the rest to the next,
+        // the request not completed. A table is done at its first empty batch: a short one may
+        // only mean another sweep took rows meanwhile.
         let (tenant, audit, limit) = (row.tenant, audit, deletionBatchSize)
-        var deleted = TenantDataStore.Counts()
         for table in TenantDataStore.Table.allCases {
             while true {
                 let count = try await custody {
                     try await database.withTenant(tenant, context: "delete offboarded tenant's data") { connection in
-                        try await TenantDataStore.delete(tenant, from: table, limit: limit, on: connection)
+                        let count = try await TenantDataStore.delete(tenant, from: table, limit: limit, on: connection)
+                        if count > 0 {
+                            try await audit.append(
+                                tenant: tenant, actor: officer, action: .tenantOffboardDelete, target: tenant.rawValue,
+                                details: [table.rawValue: String(count), "request": id.uuidString.lowercased()], on: connection
+                            )
+                        }
+                        return count
                     }
                 }
-                deleted[table.rawValue, default: 0] += count
-                if count > 0 { try stepHook?(.dataBatchDeleted) }
-                if count < limit { break }
+                if count == 0 { break }
+                try stepHook?(.dataBatchDeleted)
             }
         }
         // Step 3: what is left, the galleries' reset, the completion mark and its audit entry,
         // in one transaction.
-        let (batches, at) = (deleted, now())
+        let at = now()
         try await custody {
             try await database.withTenant(tenant, context: "complete tenant offboarding") { connection in
                 // Another instance's sweep may be finishing the same offboarding: the row lock
                 // makes one of them record it, the other find it done (nothing left to delete).
                 let marked = try await TenantOffboardingStore.get(id, forUpdate: true, on: connection)?.completedAt != nil
-                let counts = try await TenantDataStore.deleteAll(tenant, on: connection).merging(batches, uniquingKeysWith: +)
+                let counts = try await TenantDataStore.deleteAll(tenant, on: connection)
                 if marked, counts.values.allSatisfy({ $0 == 0 }) { return }
                 // Every instance drops the tenant's galleries (fingerprints held in memory).
                 try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection)

@@ -55,6 +55,9 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     case tenantOffboardRequest = "tenant.offboard.request"
     case tenantOffboardApprove = "tenant.offboard.approve"
     case tenantOffboard = "tenant.offboard"
+    /// One batch of an offboarded tenant's data rows deleted (details hold the counts and the
+    /// request); the `tenant.offboard` entry that completes it counts only what was left.
+    case tenantOffboardDelete = "tenant.offboard.delete"
     /// Data-plane key uses counted over a window (one entry per tenant per flush: counts per
     /// purpose, version, operation and outcome).
     case keyUse = "key.use"

@@ -179,8 +179,9 @@ public enum TemplateStore {
     }
 
     /// Retention: deletes at most `limit` templates with no activity since `cutoff` (a batch: a
-    /// tenant's whole backlog in one statement outlived the statement timeout). A template used
-    /// meanwhile is a new row version and is left. - Returns: rows deleted.
+    /// tenant's whole backlog in one statement outlived the statement timeout). The condition is
+    /// repeated in the DELETE on purpose: PostgreSQL does not re-check a `ctid` match on a row
+    /// updated meanwhile, so it is what leaves a template used since. - Returns: rows deleted.
     public static func deleteInactive(since cutoff: Date, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("""
             WITH idle AS (SELECT ctid FROM templates WHERE last_used_at < \(cutoff) LIMIT \(limit))

@@ -75,7 +75,6 @@ public struct RetentionJob: Sendable {
                     templates: try await TemplateStore.deleteInactive(since: cutoff, limit: batchSize, on: connection),
                     sessions: try await SessionStore.deleteEnded(before: cutoff, limit: batchSize, on: connection)
                 )
-                if batch.templates > 0 { try await TemplateStore.notify(notice, on: connection) }
                 if batch != Deletions() {
                     try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates,sessions", details: [
                         "templates": "\(batch.templates)", "sessions": "\(batch.sessions)", "retention_days": "\(policy.retentionDays)",
@@ -83,10 +82,19 @@ public struct RetentionJob: Sendable {
                 }
                 return (batch, attempts)
             }
-            if batch.templates > 0 { core.galleryReset(tenant) }
             total.templates += batch.templates
             total.sessions += batch.sessions
-            if batch.templates < batchSize, batch.sessions < batchSize, attempts < batchSize { return total }
+            if batch.templates < batchSize, batch.sessions < batchSize, attempts < batchSize { break }
         }
+        // One reset for the whole run: every reset makes each instance re-read the tenant's
+        // gallery at its next identification. Until it arrives, a deleted template left in a
+        // gallery is harmless (identification re-reads candidates' tokens from the database).
+        if total.templates > 0 {
+            try await database.withTenant(tenant, context: "retention gallery reset") { connection in
+                try await TemplateStore.notify(notice, on: connection)
+            }
+            core.galleryReset(tenant)
+        }
+        return total
     }
 }

@@ -39,6 +39,7 @@ struct AuditActionTests {
         .tenantOffboardRequest: "tenant.offboard.request",
         .tenantOffboardApprove: "tenant.offboard.approve",
         .tenantOffboard: "tenant.offboard",
+        .tenantOffboardDelete: "tenant.offboard.delete",
         .keyUse: "key.use",
         .keyStateAnchorRebuild: "key.state_anchor.rebuild",
         .webhookEd25519Restore: "webhook.ed25519.restore",

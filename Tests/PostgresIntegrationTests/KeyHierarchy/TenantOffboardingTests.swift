@@ -160,6 +160,10 @@ struct TenantOffboardingTests {
 
         #expect(try await offboarding.complete(request.id, officer: "alice").completedAt != nil, "the next run finishes it")
         #expect(try await templates() == 0)
+        #expect(try await offboarding.complete(request.id, officer: "alice").completedAt != nil, "running again is harmless")
+        let entries = try await harness.audit.tail(limit: 100).filter { $0.tenant == tenant }
+        #expect(entries.filter { $0.action == AuditAction.tenantOffboardDelete.rawValue }.count == 3, "one entry per batch: two before the crash, one after")
+        #expect(entries.filter { $0.action == AuditAction.tenantOffboard.rawValue }.count == 1, "one completion entry")
         for _ in 0..<200 where resets.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(25)) }
         #expect(resets.withLock { $0 } == 1, "one reset of the tenant's galleries, with the completion")
         listening.cancel()
