@@ -31,14 +31,14 @@ public final class Database: Sendable {
     /// a data-plane call costs PostgreSQL (each commit of a writing transaction is a WAL flush),
     /// read by the metrics endpoint, the benchmarks and the one-commit-per-call tests.
     public let commits = CommitCounter()
-    /// Transactions that need a second connection of this pool: one at a time.
-    let nestingAdmission: NestingAdmission
+    /// Transactions that need a second connection of a pool: one at a time per pool (keyed by
+    /// the client's identity).
+    static let nestingTurns = KeyedSerializer<ObjectIdentifier>()
 
     public init(configuration: DatabaseConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         schema = try configuration.validatedSchema()
-        nestingAdmission = NestingAdmission(limit: 1)
         var clientConfiguration = PostgresClient.Configuration(
             unixSocketPath: configuration.socketPath, username: configuration.username,
             password: configuration.password, database: configuration.database
@@ -101,16 +101,16 @@ public final class Database: Sendable {
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await transaction(context: context, admitted: nil, body)
+        try await transaction(context: context, released: nil, body)
     }
 
-    /// ``withTransaction(context:_:)``, giving back `admitted`'s turn once its connection is back
-    /// in the pool.
+    /// ``withTransaction(context:_:)``, calling `released` once its connection is back in the
+    /// pool.
     private func transaction<Result: Sendable>(
-        context: String, admitted: NestingAdmission?,
+        context: String, released: (@Sendable () -> Void)?,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await leased(context: context, admitted: admitted) { connection in
+        try await leased(context: context, released: released) { connection in
             for try await _ in try await connection.execute(Begin()) {}
             do {
                 let result = try await body(connection)
@@ -154,9 +154,9 @@ public final class Database: Sendable {
         guard !Self.nestingPools.contains(pool) else {
             throw StorageError.configuration("\(context) would wait for its own turn: it runs inside another transaction of this pool that needs two connections")
         }
-        await nestingAdmission.acquire()
+        await Self.nestingTurns.acquire(pool)
         return try await Self.$nestingPools.withValue(Self.nestingPools + [pool]) {
-            try await transaction(context: context, admitted: nestingAdmission) { connection in
+            try await transaction(context: context, released: { Self.nestingTurns.release(pool) }) { connection in
                 try await Self.allowingSecondConnection { try await body(connection) }
             }
         }
@@ -206,13 +206,13 @@ public final class Database: Sendable {
     /// profile of issue 12 found a separate timer task and watcher task per transaction, and two
     /// thread hops per statement, among the service's largest costs per Enrol and Verify.
     private func leased<Result: Sendable>(
-        context: String, admitted: NestingAdmission? = nil,
+        context: String, released: (@Sendable () -> Void)? = nil,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         do {
             try checkNotNested(context)
         } catch {
-            admitted?.release()
+            released?()
             throw error
         }
         let client = self.client
@@ -220,7 +220,7 @@ public final class Database: Sendable {
         let outcome = OnceResult<Result>()
         let work = Task {
             // The connection is back in the pool here, also for work its caller gave up on.
-            defer { admitted?.release() }
+            defer { released?() }
             do {
                 let value = try await client.withConnection { connection in
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {

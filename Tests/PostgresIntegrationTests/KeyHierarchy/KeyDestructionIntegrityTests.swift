@@ -176,7 +176,7 @@ struct KeyDestructionIntegrityTests {
                 start()
                 // Go on once the second waits for its turn, or (the code before) holds its row and
                 // a connection.
-                for _ in 0..<400 where small.nestingAdmission.waiting == 0 && !secondHoldsItsRow.withLock({ $0 }) {
+                for _ in 0..<400 where Database.nestingTurns.waiters(ObjectIdentifier(small)) == 0 && !secondHoldsItsRow.withLock({ $0 }) {
                     try await Task.sleep(for: .milliseconds(25))
                 }
             }
