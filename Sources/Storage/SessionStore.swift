@@ -92,6 +92,51 @@ public enum SessionStore {
             """, logger: Database.quiet))
     }
 
+    /// A place in the order of ``bySubjects(_:after:limit:on:)``: a session's creation time, in
+    /// whole microseconds as PostgreSQL stores it, and its id. Pages compare that same expression
+    /// (a `Date` round trip could move a time by one microsecond and repeat or skip a session);
+    /// the subject's sessions are found by the subject index, so the expression costs no index.
+    public struct Position: Sendable, Hashable {
+        public let createdAtMicroseconds: Int64
+        public let id: UUID
+
+        public init(createdAtMicroseconds: Int64, id: UUID) {
+            self.createdAtMicroseconds = createdAtMicroseconds
+            self.id = id
+        }
+    }
+
+    /// At most `limit` of the subjects' sessions after `position` (from the first when nil),
+    /// oldest first, and the position of the last one when more follow. The position is a value,
+    /// not a row: a session deleted since it was read does not end the paging.
+    public static func bySubjects(
+        _ subjects: [String], after position: Position?, limit: Int, on connection: DatabaseTransaction
+    ) async throws -> (rows: [Row], next: Position?) {
+        precondition(limit > 0, "a page holds at least one session")
+        let rows: PostgresRowSequence
+        let micros = "(extract(epoch FROM created_at) * 1000000)::int8"
+        if let position {
+            rows = try await connection.query("""
+                SELECT \(unescaped: columns), \(unescaped: micros) FROM verification_sessions
+                WHERE subject_ref = ANY(\(subjects))
+                    AND (\(unescaped: micros), id) > (\(position.createdAtMicroseconds), \(position.id))
+                ORDER BY created_at, id LIMIT \(limit + 1)
+                """, logger: Database.quiet)
+        } else {
+            rows = try await connection.query("""
+                SELECT \(unescaped: columns), \(unescaped: micros) FROM verification_sessions
+                WHERE subject_ref = ANY(\(subjects)) ORDER BY created_at, id LIMIT \(limit + 1)
+                """, logger: Database.quiet)
+        }
+        var page = [(row: Row, micros: Int64)]()
+        for try await row in rows {
+            page.append((try decode(row), try row.makeRandomAccess()[15].decode(Int64.self)))
+        }
+        guard page.count > limit else { return (page.map(\.row), nil) }
+        let last = page[limit - 1]
+        return (page.prefix(limit).map(\.row), Position(createdAtMicroseconds: last.micros, id: last.row.id))
+    }
+
     /// Deletes the subjects' sessions (their gateway links go with them). - Returns: sessions deleted.
     public static func delete(subjects: [String], on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("DELETE FROM verification_sessions WHERE subject_ref = ANY(\(subjects)) RETURNING 1", logger: Database.quiet).collect().count

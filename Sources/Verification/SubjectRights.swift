@@ -25,16 +25,31 @@ public final class SubjectRights: Sendable {
         self.now = now
     }
 
-    /// Everything held about the subject the tenant knows as `externalID`.
+    /// Everything held about the subject the tenant knows as `externalID`, in one piece.
     public func export(tenant: TenantID, externalID: PersonalText, actor: String) async throws -> SubjectExport {
+        try await export(tenant: tenant, externalID: externalID, actor: actor, paging: nil).export
+    }
+
+    /// One page of the export: the subject's templates and one page of its sessions. Each page
+    /// is audited, since each discloses the subject's data.
+    public func export(tenant: TenantID, externalID: PersonalText, actor: String, paging: SubjectExportPaging) async throws -> SubjectExport.Page {
+        try await export(tenant: tenant, externalID: externalID, actor: actor, paging: Optional(paging))
+    }
+
+    private func export(tenant: TenantID, externalID: PersonalText, actor: String, paging: SubjectExportPaging?) async throws -> SubjectExport.Page {
         try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
         let found = try await referencer.references(for: externalID, tenant: tenant)
         let references = found.map(\.value)
-        let (templates, sessions) = try await database.withTenant(tenant, context: "export subject") { connection in
+        let (templates, sessions, next) = try await database.withTenant(tenant, context: "export subject") { connection in
             // A lookup by external id: the subject's references move to the active pii version
             // first, so the export shows them as they are stored from now on.
             _ = try await SubjectReferenceMigration.moveToActive(found, tenant: tenant, on: connection)
-            return (try await TemplateStore.metadata(subjects: references, on: connection), try await SessionStore.bySubjects(references, on: connection))
+            let templates = try await TemplateStore.metadata(subjects: references, on: connection)
+            guard let paging else {
+                return (templates, try await SessionStore.bySubjects(references, on: connection), SessionStore.Position?.none)
+            }
+            let page = try await SessionStore.bySubjects(references, after: paging.after, limit: paging.size, on: connection)
+            return (templates, page.rows, page.next)
         }
         let at = now()
         var exported = [SubjectExport.Session]()
@@ -57,14 +72,18 @@ public final class SubjectRights: Sendable {
                 outcome: row.outcome, confidence: row.confidence, biometricKeyVersion: row.biometricKeyVersion, completedAt: row.completedAt
             ))
         }
-        try await audit.record(tenant: tenant, actor: actor, action: .subjectExport, target: "subject", details: [
-            "templates": "\(templates.count)", "sessions": "\(sessions.count)",
-        ])
-        return SubjectExport(
+        var details = ["templates": "\(templates.count)", "sessions": "\(sessions.count)"]
+        if let paging {
+            details["page"] = paging.after == nil ? "first" : "next"
+            details["more"] = next == nil ? "no" : "yes"
+        }
+        try await audit.record(tenant: tenant, actor: actor, action: .subjectExport, target: "subject", details: details)
+        let export = SubjectExport(
             tenant: tenant.rawValue, exportedAt: at, subjectReferences: Array(Set(templates.map(\.subject) + sessions.map(\.subject.value))).sorted(),
             biometricTemplates: templates.map { SubjectExport.Template(keyVersion: $0.keyVersion, enrolledAt: $0.enrolledAt, lastUsedAt: $0.lastUsedAt) },
             sessions: exported
         )
+        return SubjectExport.Page(export: export, nextPageToken: next.map(SubjectExportPaging.token))
     }
 
     /// Erases the subject's fingerprints and sessions (their gateway links with them), then
@@ -142,9 +161,10 @@ public struct SubjectExport: Sendable, Codable, Hashable {
         "Face templates are held only as keyed one-way tokens (Index-of-Max hashes under an HSM key); no image or feature vector is stored, and a token cannot be turned back into one."
     }
 
+    // Snake case comes from the coders' key strategies (``json()``, ``init(json:)``), so these
+    // stay camel case: a raw value in snake case would not survive `convertFromSnakeCase`.
     enum CodingKeys: String, CodingKey {
-        case tenant, exportedAt = "exported_at", subjectReferences = "subject_references", biometricTemplates = "biometric_templates", sessions
-        case templatesNote = "templates_note"
+        case tenant, exportedAt, subjectReferences, biometricTemplates, sessions, templatesNote
     }
 
     public init(tenant: String, exportedAt: Date, subjectReferences: [String], biometricTemplates: [Template], sessions: [Session]) {
@@ -174,6 +194,22 @@ public struct SubjectExport: Sendable, Codable, Hashable {
         try container.encode(templatesNote, forKey: .templatesNote)
     }
 
+    /// One page of an export, and the token of the next when more sessions follow.
+    public struct Page: Sendable, Hashable {
+        public let export: SubjectExport
+        public let nextPageToken: String?
+    }
+
+    /// This page and the next as one document: this page's time, the references and templates
+    /// of both once each, and the sessions in page order.
+    public func appending(_ next: SubjectExport) -> SubjectExport {
+        SubjectExport(
+            tenant: tenant, exportedAt: exportedAt, subjectReferences: Array(Set(subjectReferences + next.subjectReferences)).sorted(),
+            biometricTemplates: biometricTemplates + next.biometricTemplates.filter { !biometricTemplates.contains($0) },
+            sessions: sessions + next.sessions
+        )
+    }
+
     /// Machine-readable (Art. 20): snake_case keys, ISO 8601 times, stable key order.
     public func json() throws -> Data {
         let encoder = JSONEncoder()
@@ -181,5 +217,13 @@ public struct SubjectExport: Sendable, Codable, Hashable {
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try encoder.encode(self)
+    }
+
+    /// Reads what ``json()`` wrote (a client joining pages).
+    public init(json: Data) throws {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        decoder.dateDecodingStrategy = .iso8601
+        self = try decoder.decode(Self.self, from: json)
     }
 }

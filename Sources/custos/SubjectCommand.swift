@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RPC
+import Verification
 
 struct SubjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,10 +19,8 @@ struct SubjectCommand: AsyncParsableCommand {
         func run() async throws {
             let id = try tenantArgument(tenant)
             let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
-            let response = try await remote.withAdmin {
-                try await $0.exportSubject(.with { $0.tenantID = id; $0.subjectExternalID = externalID })
-            }
-            print(String(decoding: response.json, as: UTF8.self))
+            let export = try await remote.withAdmin { try await $0.exportSubjectInPages(tenantID: id, externalID: externalID) }
+            print(String(decoding: try export.json(), as: UTF8.self))
         }
     }
 

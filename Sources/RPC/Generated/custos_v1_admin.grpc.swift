@@ -833,8 +833,9 @@ extension Custos_V1_Admin {
         /// > Source IDL Documentation:
         /// >
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-        /// > that tenant; templates are described, never included (they are keyed tokens).
-        /// > Errors: NOT_FOUND (no such subject).
+        /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+        /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_ExportSubjectRequest` messages.
@@ -1527,8 +1528,9 @@ extension Custos_V1_Admin {
         /// > Source IDL Documentation:
         /// >
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-        /// > that tenant; templates are described, never included (they are keyed tokens).
-        /// > Errors: NOT_FOUND (no such subject).
+        /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+        /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -2219,8 +2221,9 @@ extension Custos_V1_Admin {
         /// > Source IDL Documentation:
         /// >
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-        /// > that tenant; templates are described, never included (they are keyed tokens).
-        /// > Errors: NOT_FOUND (no such subject).
+        /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+        /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_ExportSubjectRequest` message.
@@ -4200,8 +4203,9 @@ extension Custos_V1_Admin {
         /// > Source IDL Documentation:
         /// >
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-        /// > that tenant; templates are described, never included (they are keyed tokens).
-        /// > Errors: NOT_FOUND (no such subject).
+        /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+        /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -5237,8 +5241,9 @@ extension Custos_V1_Admin {
         /// > Source IDL Documentation:
         /// >
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-        /// > that tenant; templates are described, never included (they are keyed tokens).
-        /// > Errors: NOT_FOUND (no such subject).
+        /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+        /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -6394,8 +6399,9 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-    /// > that tenant; templates are described, never included (they are keyed tokens).
-    /// > Errors: NOT_FOUND (no such subject).
+    /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+    /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -7515,8 +7521,9 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
-    /// > that tenant; templates are described, never included (they are keyed tokens).
-    /// > Errors: NOT_FOUND (no such subject).
+    /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
+    /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
+    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
     ///
     /// - Parameters:
     ///   - message: request message to send.

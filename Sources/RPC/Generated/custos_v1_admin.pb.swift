@@ -822,6 +822,15 @@ public nonisolated struct Custos_V1_ExportSubjectRequest: Sendable {
 
   public var subjectExternalID: String = String()
 
+  /// Sessions per page (AIP-158; larger values count as the maximum, 500). 0: the whole export
+  /// in one message, as before paging existed, so that a client unaware of paging never receives
+  /// part of an export as if it were all of it; past a few thousand sessions that message exceeds
+  /// a client's 4 MiB limit.
+  public var pageSize: UInt32 = 0
+
+  /// The previous response's next_page_token; empty for the first page. Opaque.
+  public var pageToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -832,8 +841,12 @@ public nonisolated struct Custos_V1_ExportSubjectResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// UTF-8 JSON, machine-readable (GDPR Art. 20).
+  /// UTF-8 JSON, machine-readable (GDPR Art. 20). A page holds the subject's templates (few)
+  /// and references, and one page of sessions, oldest first.
   public var json: Data = Data()
+
+  /// Empty on the last page.
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2963,7 +2976,7 @@ nonisolated extension Custos_V1_HSMTokenStatus: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Custos_V1_ExportSubjectRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExportSubjectRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}subject_external_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{3}subject_external_id\0\u{3}page_size\0\u{3}page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2973,6 +2986,8 @@ nonisolated extension Custos_V1_ExportSubjectRequest: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenantID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.subjectExternalID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
       default: break
       }
     }
@@ -2985,12 +3000,20 @@ nonisolated extension Custos_V1_ExportSubjectRequest: SwiftProtobuf.Message, Swi
     if !self.subjectExternalID.isEmpty {
       try visitor.visitSingularStringField(value: self.subjectExternalID, fieldNumber: 2)
     }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 3)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_ExportSubjectRequest, rhs: Custos_V1_ExportSubjectRequest) -> Bool {
     if lhs.tenantID != rhs.tenantID {return false}
     if lhs.subjectExternalID != rhs.subjectExternalID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2998,7 +3021,7 @@ nonisolated extension Custos_V1_ExportSubjectRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Custos_V1_ExportSubjectResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExportSubjectResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}json\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}json\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3007,6 +3030,7 @@ nonisolated extension Custos_V1_ExportSubjectResponse: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.json) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -3016,11 +3040,15 @@ nonisolated extension Custos_V1_ExportSubjectResponse: SwiftProtobuf.Message, Sw
     if !self.json.isEmpty {
       try visitor.visitSingularBytesField(value: self.json, fieldNumber: 1)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Custos_V1_ExportSubjectResponse, rhs: Custos_V1_ExportSubjectResponse) -> Bool {
     if lhs.json != rhs.json {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

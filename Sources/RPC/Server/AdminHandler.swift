@@ -427,10 +427,21 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     public func exportSubject(request: Custos_V1_ExportSubjectRequest, context: ServerContext) async throws -> Custos_V1_ExportSubjectResponse {
         let actor = try officer()
         let id = try await existingTenant(request.tenantID)
-        let export = try await deps.rights.export(tenant: id, externalID: PersonalText(request.subjectExternalID), actor: actor)
-        // An export that cannot be encoded is an error, never an empty export.
-        let json = try export.json()
-        return .with { $0.json = json }
+        let externalID = PersonalText(request.subjectExternalID)
+        // Unpaged (page_size 0) for a client that does not know paging: it must never take one
+        // page for the whole export.
+        guard request.pageSize > 0 || !request.pageToken.isEmpty else {
+            // An export that cannot be encoded is an error, never an empty export.
+            let json = try await deps.rights.export(tenant: id, externalID: externalID, actor: actor).json()
+            return .with { $0.json = json }
+        }
+        let paging = try SubjectExportPaging(size: Int(request.pageSize), token: request.pageToken)
+        let page = try await deps.rights.export(tenant: id, externalID: externalID, actor: actor, paging: paging)
+        let json = try page.export.json()
+        return .with {
+            $0.json = json
+            $0.nextPageToken = page.nextPageToken ?? ""
+        }
     }
 
     public func eraseSubject(request: Custos_V1_EraseSubjectRequest, context: ServerContext) async throws -> Custos_V1_EraseSubjectResponse {

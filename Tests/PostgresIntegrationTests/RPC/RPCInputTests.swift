@@ -140,6 +140,12 @@ struct RPCInputTests {
                     }),
                     ("RevokeCertificate bad serial", .invalidArgument, { _ = try await admin.revokeCertificate(.with { $0.serial = "zz" }) }),
                     ("ExportSubject empty external id", .invalidArgument, { _ = try await admin.exportSubject(.with { $0.tenantID = tenant }) }),
+                    ("ExportSubject malformed page token", .invalidArgument, {
+                        _ = try await admin.exportSubject(.with { $0.tenantID = tenant; $0.subjectExternalID = "x"; $0.pageSize = 10; $0.pageToken = "not-a-token" })
+                    }),
+                    ("ExportSubject page token without a page size", .invalidArgument, {
+                        _ = try await admin.exportSubject(.with { $0.tenantID = tenant; $0.subjectExternalID = "x"; $0.pageToken = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" })
+                    }),
                     ("EraseSubject unknown tenant", .notFound, { _ = try await admin.eraseSubject(.with { $0.tenantID = unknownTenant; $0.subjectExternalID = "x" }) }),
                     ("RunRetention bad tenant", .invalidArgument, { _ = try await admin.runRetention(.with { $0.tenantID = "x" }) }),
                 ]
