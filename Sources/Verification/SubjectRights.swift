@@ -200,16 +200,6 @@ public struct SubjectExport: Sendable, Codable, Hashable {
         public let nextPageToken: String?
     }
 
-    /// This page and the next as one document: this page's time, the references and templates
-    /// of both once each, and the sessions in page order.
-    public func appending(_ next: SubjectExport) -> SubjectExport {
-        SubjectExport(
-            tenant: tenant, exportedAt: exportedAt, subjectReferences: Array(Set(subjectReferences + next.subjectReferences)).sorted(),
-            biometricTemplates: biometricTemplates + next.biometricTemplates.filter { !biometricTemplates.contains($0) },
-            sessions: sessions + next.sessions
-        )
-    }
-
     /// Machine-readable (Art. 20): snake_case keys, ISO 8601 times, stable key order.
     public func json() throws -> Data {
         let encoder = JSONEncoder()
@@ -219,7 +209,7 @@ public struct SubjectExport: Sendable, Codable, Hashable {
         return try encoder.encode(self)
     }
 
-    /// Reads what ``json()`` wrote (a client joining pages).
+    /// Reads what ``json()`` wrote.
     public init(json: Data) throws {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase

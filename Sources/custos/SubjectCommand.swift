@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import RPC
-import Verification
 
 struct SubjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +19,7 @@ struct SubjectCommand: AsyncParsableCommand {
             let id = try tenantArgument(tenant)
             let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
             let export = try await remote.withAdmin { try await $0.exportSubjectInPages(tenantID: id, externalID: externalID) }
-            print(String(decoding: try export.json(), as: UTF8.self))
+            print(String(decoding: export, as: UTF8.self))
         }
     }
 

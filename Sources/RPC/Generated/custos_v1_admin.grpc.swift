@@ -835,7 +835,8 @@ extension Custos_V1_Admin {
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
         /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
         /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+        /// > external id, a malformed page_token, a page_token with page_size 0).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_ExportSubjectRequest` messages.
@@ -1530,7 +1531,8 @@ extension Custos_V1_Admin {
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
         /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
         /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+        /// > external id, a malformed page_token, a page_token with page_size 0).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -2223,7 +2225,8 @@ extension Custos_V1_Admin {
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
         /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
         /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+        /// > external id, a malformed page_token, a page_token with page_size 0).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_ExportSubjectRequest` message.
@@ -4205,7 +4208,8 @@ extension Custos_V1_Admin {
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
         /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
         /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+        /// > external id, a malformed page_token, a page_token with page_size 0).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -5243,7 +5247,8 @@ extension Custos_V1_Admin {
         /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
         /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
         /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+        /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+        /// > external id, a malformed page_token, a page_token with page_size 0).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -6401,7 +6406,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
     /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
     /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+    /// > external id, a malformed page_token, a page_token with page_size 0).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_ExportSubjectRequest` message.
@@ -7523,7 +7529,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Everything held about one subject of a tenant (GDPR Art. 15/20) as JSON, decrypted for
     /// > that tenant; templates are described, never included (they are keyed tokens). Paged when
     /// > page_size is set; each page is audited. A subject the tenant holds nothing about exports
-    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (malformed page_token).
+    /// > empty. Errors: NOT_FOUND (unknown tenant), INVALID_ARGUMENT (an empty or oversized
+    /// > external id, a malformed page_token, a page_token with page_size 0).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -7,7 +7,7 @@ import Verification
 /// `ExportSubject`'s paging over the RPC, as `custos subject export` follows it.
 @Suite("Admin: a subject's export page by page over the RPC")
 struct SubjectExportRPCTests {
-    @Test("The client follows next_page_token and joins the pages into the unpaged export; a page of the largest sessions the RPC accepts stays far below a client's 4 MiB")
+    @Test("The client follows next_page_token and joins the pages, as JSON, into the unpaged export; a page of the largest sessions the RPC accepts stays far below a client's 4 MiB")
     func pagesOverTheRPC() async throws {
         try await RPCHarness.with("rpcexport") { rpc in
             let tenant = try await rpc.withClient(.alice) { client in
@@ -41,9 +41,14 @@ struct SubjectExportRPCTests {
                 })
                 #expect(try SubjectExport(json: second.json).sessions.count == 2 && second.nextPageToken.isEmpty)
 
-                let joined = try await admin.exportSubjectInPages(tenantID: tenant, externalID: "candidate-9", pageSize: 2)
+                let joined = try SubjectExport(json: try await admin.exportSubjectInPages(tenantID: tenant, externalID: "candidate-9", pageSize: 2))
                 #expect(joined.sessions.map(\.id) == whole.sessions.map(\.id))
                 #expect(joined.sessions.map(\.candidateName) == whole.sessions.map(\.candidateName))
+                #expect(joined.subjectReferences == whole.subjectReferences && joined.tenant == whole.tenant)
+                let fields = { (json: Data) in Set(((try JSONSerialization.jsonObject(with: json) as? [String: Any]) ?? [:]).keys) }
+                #expect(try fields(try await admin.exportSubjectInPages(tenantID: tenant, externalID: "candidate-9", pageSize: 2)) == fields(unpaged.json))
+                let onePage = try await admin.exportSubjectInPages(tenantID: tenant, externalID: "candidate-9")
+                #expect(try SubjectExport(json: onePage).sessions.map(\.id) == whole.sessions.map(\.id), "one page, as the server wrote it")
 
                 let biggest = try #require(whole.sessions.first { $0.candidateName == largest.name })
                 #expect(biggest.candidateEmail == largest.email)
