@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Catches a task that leases a second connection of a pool while it holds one (debug builds).
 ///
 /// A transaction that waits for a second connection of its own pool deadlocks until the
@@ -11,13 +13,43 @@
 /// allowed: theirs are checked again. Release builds skip the check: a nesting the suite never
 /// reached should keep its chance to finish, not fail at once in production.
 ///
-/// Not caught: a task holding a lease that waits for a ``SingleFlight`` refresh someone else
-/// started (the refresh runs in that starter's task).
+/// A ``SingleFlight`` refresh runs in a task of its own for every caller that waits for it, so
+/// a caller that holds a lease and joins a refresh someone else started waits, through it, for a
+/// second connection too: the refresh's leases are also checked against the leases its waiters
+/// hold (``FlightWaiters``). A waiter that joins after the refresh's check is not caught.
 struct HeldLeases: Sendable {
     /// The pools (by identity) this task, or the task that started it, holds a connection of,
     /// with the context each lease named.
     var held: [(pool: ObjectIdentifier, context: String)] = []
     var secondConnectionAllowed = false
+    /// The callers waiting for each ``SingleFlight`` refresh this task runs in.
+    var flights: [FlightWaiters] = []
+}
+
+/// The leases held by the callers waiting for one ``SingleFlight`` refresh (debug builds).
+final class FlightWaiters: Sendable {
+    private let waiting = Mutex((next: 0, held: [Int: [(pool: ObjectIdentifier, context: String)]]()))
+
+    /// Records a caller's leases while it waits. - Returns: its ticket for ``leave(_:)``.
+    func join(_ held: [(pool: ObjectIdentifier, context: String)]) -> Int {
+        waiting.withLock { state in
+            state.next += 1
+            state.held[state.next] = held
+            return state.next
+        }
+    }
+
+    func leave(_ ticket: Int) {
+        _ = waiting.withLock { $0.held.removeValue(forKey: ticket) }
+    }
+
+    /// Callers waiting now (tests use it to line a waiter up with a refresh).
+    var count: Int { waiting.withLock { $0.held.count } }
+
+    /// The context of a waiter's lease of `pool`, if a waiter holds one.
+    func holder(of pool: ObjectIdentifier) -> String? {
+        waiting.withLock { state in state.held.values.lazy.flatMap { $0 }.first { $0.pool == pool }?.context }
+    }
 }
 
 extension Database {
@@ -38,10 +70,18 @@ extension Database {
     func checkNotNested(_ context: String) throws {
         #if DEBUG
         let leases = Self.leases
-        guard !leases.secondConnectionAllowed, let outer = leases.held.first(where: { $0.pool == ObjectIdentifier(self) }) else { return }
-        let reason = "\"\(context)\" would wait for a second connection while \"\(outer.context)\" holds one of the same pool"
-        logger.error("nested database lease", metadata: ["outer": "\(outer.context)", "inner": "\(context)"])
-        throw StorageError.configuration(reason)
+        guard !leases.secondConnectionAllowed else { return }
+        let pool = ObjectIdentifier(self)
+        if let outer = leases.held.first(where: { $0.pool == pool }) {
+            let reason = "\"\(context)\" would wait for a second connection while \"\(outer.context)\" holds one of the same pool"
+            logger.error("nested database lease", metadata: ["outer": "\(outer.context)", "inner": "\(context)"])
+            throw StorageError.configuration(reason)
+        }
+        if let waiter = leases.flights.lazy.compactMap({ $0.holder(of: pool) }).first {
+            let reason = "\"\(context)\", a shared refresh, would wait for a connection while \"\(waiter)\", waiting for that refresh, holds one of the same pool"
+            logger.error("nested database lease", metadata: ["outer": "\(waiter)", "inner": "\(context)"])
+            throw StorageError.configuration(reason)
+        }
         #endif
     }
 

@@ -9,10 +9,10 @@ import Testing
 struct NestedLeaseCheckTests {
     /// A started service client; the operation timeout generous, since the first connections of
     /// a run wait behind every suite's set-up (seen: 30 s).
-    static func client(connections: Int? = nil) throws -> Database {
+    static func client(connections: Int? = nil, operationTimeout: Duration = .seconds(240)) throws -> Database {
         var configuration = try PostgresSettings.load().configuration(role: .service, schema: "custos")
         if let connections { configuration.maximumConnections = connections }
-        configuration.operationTimeout = .seconds(240)
+        configuration.operationTimeout = operationTimeout
         let database = try Database(configuration: configuration, logger: LogCaptureHolder.logger)
         database.start()
         return database
@@ -65,6 +65,34 @@ struct NestedLeaseCheckTests {
         #expect(try await database.withTransaction(context: "second", selectOne) == 1)
         await database.shutdown()
         await other.shutdown()
+    }
+
+    @Test(
+        "A caller holding a connection that waits for a shared refresh (SingleFlight) someone else started, which needs a connection of the same pool, fails at once",
+        .enabled(if: debugBuild, "release builds skip the check")
+    )
+    func waiterOfSharedRefreshRefused() async throws {
+        // One connection: held by the waiter, wanted by the refresh it waits for. Without the
+        // check both waited until the operation timeout.
+        let database = try Self.client(connections: 1, operationTimeout: .seconds(60))
+        let flight = SingleFlight<String, Int>()
+        let starter = Task {
+            try await flight.run("k") {
+                while flight.waiting(for: "k") < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                return try await database.withTransaction(context: "refresh") { _ in 1 }
+            }
+        }
+        while flight.waiting(for: "k") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let refusal = StorageError.configuration(
+            "\"refresh\", a shared refresh, would wait for a connection while \"holder\", waiting for that refresh, holds one of the same pool"
+        )
+        await #expect(throws: refusal) {
+            try await database.withTransaction(context: "holder") { _ in try await flight.run("k") { 0 } }
+        }
+        await #expect(throws: refusal) { try await starter.value }
+        // A waiter without a connection is no nesting.
+        #expect(try await flight.run("k") { try await database.withTransaction(context: "refresh") { _ in 2 } } == 2)
+        await database.shutdown()
     }
 
     @Test("A transaction that needs two connections is refused at once inside another of its pool's (it would wait for its own turn) and on a pool of one; on another pool it runs")
