@@ -67,13 +67,19 @@ public struct RetentionJob: Sendable {
         let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
         let audit = audit
         var total = Deletions()
-        while true {
+        // A table is done at its first short batch: each further statement on it would scan for
+        // rows that are not there (helper-57: most of a large backlog's time went to such
+        // statements on the tables that had finished). Rows that come due meanwhile wait for the
+        // next run.
+        var (attemptsDone, templatesDone, sessionsDone) = (false, false, false)
+        while !(attemptsDone && templatesDone && sessionsDone) {
             try Task.checkCancellation()
+            let done = (attempts: attemptsDone, templates: templatesDone, sessions: sessionsDone)
             let (batch, attempts) = try await database.withTenant(tenant, context: "retention") { connection in
-                let attempts = try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, limit: batchSize, on: connection)
+                let attempts = done.attempts ? 0 : try await VerificationAttemptStore.deleteEnded(windowStartedBy: windowCutoff, limit: batchSize, on: connection)
                 let batch = Deletions(
-                    templates: try await TemplateStore.deleteInactive(since: cutoff, limit: batchSize, on: connection),
-                    sessions: try await SessionStore.deleteEnded(before: cutoff, limit: batchSize, on: connection)
+                    templates: done.templates ? 0 : try await TemplateStore.deleteInactive(since: cutoff, limit: batchSize, on: connection),
+                    sessions: done.sessions ? 0 : try await SessionStore.deleteEnded(before: cutoff, limit: batchSize, on: connection)
                 )
                 if batch != Deletions() {
                     try await audit.record(tenant: tenant, actor: actor, action: .retentionDelete, target: "templates,sessions", details: [
@@ -84,7 +90,9 @@ public struct RetentionJob: Sendable {
             }
             total.templates += batch.templates
             total.sessions += batch.sessions
-            if batch.templates < batchSize, batch.sessions < batchSize, attempts < batchSize { break }
+            attemptsDone = attemptsDone || attempts < batchSize
+            templatesDone = templatesDone || batch.templates < batchSize
+            sessionsDone = sessionsDone || batch.sessions < batchSize
         }
         // One reset for the whole run: every reset makes each instance re-read the tenant's
         // gallery at its next identification. Until it arrives, a deleted template left in a

@@ -106,7 +106,7 @@ struct SubjectRightsTests {
     /// helper-55 H1: a tenant's whole backlog in one transaction outlived the timeouts (a million
     /// idle templates), rolled back and failed at every run; and the first tenant that failed
     /// stopped retention for every tenant after it.
-    @Test("Retention deletes a backlog larger than a batch in batches, each with its audit entry; a tenant whose deletion fails does not keep the others from theirs")
+    @Test("Retention deletes a backlog larger than a batch in batches, each with its audit entry, and leaves a table at its first short batch; a tenant whose deletion fails does not keep the others from theirs")
     func retentionInBatches() async throws {
         let verification = try await VerificationHarness.make("retention_batches")
         let keyring = verification.custody.keyring
@@ -127,8 +127,30 @@ struct SubjectRightsTests {
             CREATE TRIGGER refuse_delete BEFORE DELETE ON templates FOR EACH ROW
             WHEN (OLD.tenant_id = '\(failing.rawValue)'::uuid) EXECUTE FUNCTION refuse_delete()
             """))
+        // Every DELETE statement on the two tables, also one that deletes nothing.
+        for statement in [
+            "CREATE TABLE delete_statements (table_name text NOT NULL)",
+            """
+            CREATE FUNCTION count_delete() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+                BEGIN INSERT INTO delete_statements VALUES (TG_TABLE_NAME); RETURN NULL; END $$
+            """,
+            "CREATE TRIGGER count_delete AFTER DELETE ON templates FOR EACH STATEMENT EXECUTE FUNCTION count_delete()",
+            "CREATE TRIGGER count_delete AFTER DELETE ON verification_sessions FOR EACH STATEMENT EXECUTE FUNCTION count_delete()",
+        ] {
+            try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: statement))
+        }
 
         await #expect(throws: StorageError.self) { _ = try await verification.retention.run(batchSize: 3) }
+        let statements = try await verification.custody.owner.withTransaction(context: "count statements") { connection in
+            try await connection.query("SELECT table_name, count(*)::int FROM delete_statements GROUP BY table_name", logger: Database.quiet)
+                .collect().reduce(into: [String: Int]()) { counts, row in
+                    let (table, count) = try row.decode((String, Int).self)
+                    counts[table] = count
+                }
+        }
+        // The failing tenant's statements rolled back with its batch. The sessions (none due)
+        // were done at the first batch; the templates took three.
+        #expect(statements == ["templates": 3, "verification_sessions": 1], "a table is not scanned again once a batch came back short")
         #expect(try await verification.count("templates", tenant: tenant) == 0, "the tenant after the failing one had its retention")
         #expect(try await verification.count("templates", tenant: failing) == 1, "the failing tenant's batch rolled back")
         let entries = try await verification.auditEntries("retention.delete")
