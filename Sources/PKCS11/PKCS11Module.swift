@@ -34,17 +34,35 @@ public final class PKCS11Module: @unchecked Sendable {
     /// lock costs nothing on the data path.
     private static let slotTable = Mutex<Void>(())
 
-    /// Serialises `C_Initialize` and `C_Finalize` across all loaded modules of the process.
-    /// SoftHSM 2.6.1 parses its configuration file with `strtok`, whose position glibc keeps
-    /// once per process: two instances initialising at once (an isolated copy and the shared
-    /// module in the tests; a replica's recovery beside another token's start-up) can each lose
-    /// lines of the other's parse. One CI run's shared module missed `directories.tokendir`,
-    /// silently used SoftHSM's default token folder for the whole run, and every other instance
-    /// reported its tokens missing (helper-52 reproduced it: 6 wrong folders and 2 failed
-    /// initialisations in 500,000 concurrent pairs). A lock of its own, held for the C call only:
-    /// a network HSM's `C_Initialize` may block for its connect timeout, and the slot-table calls
-    /// of the other tokens (opening sessions) must not wait behind it.
-    private static let libraryLifecycle = Mutex<Void>(())
+    /// Serialises, across all loaded modules of the process, the calls that read or rewrite a
+    /// file-based token store: `C_Initialize`, `C_Finalize`, `C_InitToken`, `C_Login` and
+    /// `C_InitPIN`. Held for the C call only (inside ``call(_:_:)``, so an injected fault's wait
+    /// holds nothing), and nothing is taken while it is held.
+    ///
+    /// - SoftHSM 2.6.1 parses its configuration file with `strtok`, whose position glibc keeps
+    ///   once per process: two instances initialising at once (an isolated copy and the shared
+    ///   module in the tests; a replica's recovery beside another token's start-up) can each lose
+    ///   lines of the other's parse. One CI run's shared module missed `directories.tokendir` and
+    ///   silently used SoftHSM's default token folder (helper-52: 6 wrong folders and 2 failed
+    ///   initialisations in 500,000 concurrent pairs).
+    /// - `C_Login` (failed or not), `C_InitToken` and `C_InitPIN` rewrite the token's
+    ///   `token.object`, which stays empty for milliseconds (truncated, unlocked, then written);
+    ///   a `C_Initialize` scanning the folder meanwhile reads no serial, gives that token slot 0,
+    ///   and with two such tokens aborts the process (`SlotManager::insertToken`,
+    ///   `assert(result.second)`: seen once in a full test run; helper-59 reproduced it in 4 % of
+    ///   scans with four instances logging in 50 times a second, none under this lock). With one
+    ///   such token, the scan silently misses it until the next initialisation.
+    ///
+    /// Not the slot-table lock: a network HSM's `C_Initialize` may block for its connect timeout,
+    /// and the other tokens' session openings must not wait behind it; logins are rare (start-up,
+    /// recovery). Other processes (a ceremony writing into the same token folder) are not covered:
+    /// docs/operations.md says to run those with the service stopped or on a folder of their own.
+    private static let tokenFiles = Mutex<Void>(())
+
+    /// Runs a C call that reads or rewrites the token store under ``tokenFiles``.
+    func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
+        try Self.tokenFiles.withLock { _ in try body() }
+    }
 
     /// Runs a slot-table call under ``slotTable``.
     private func withSlotTable<R>(_ body: () throws -> R) rethrows -> R {
@@ -122,12 +140,12 @@ public final class PKCS11Module: @unchecked Sendable {
             CreateMutex: nil, DestroyMutex: nil, LockMutex: nil, UnlockMutex: nil,
             flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: reserved
         )
-        try call(.initialize) { Self.libraryLifecycle.withLock { _ in functions.C_Initialize(&arguments) } }
+        try call(.initialize) { withTokenFiles { functions.C_Initialize(&arguments) } }
     }
 
     /// `C_Finalize`. Only call it when no other call is in flight: SoftHSM crashes otherwise.
     public func finalize() throws {
-        try call(.finalize) { Self.libraryLifecycle.withLock { _ in functions.C_Finalize(nil) } }
+        try call(.finalize) { withTokenFiles { functions.C_Finalize(nil) } }
     }
 
     /// `C_GetInfo`.
@@ -259,14 +277,14 @@ public final class PKCS11Module: @unchecked Sendable {
         var paddedLabel = [UInt8](repeating: 0x20, count: 32)
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try withSlotTable { try call(.initToken) {
+            try withSlotTable { try call(.initToken) { withTokenFiles {
                 functions.C_InitToken(
                     CK_SLOT_ID(slot.rawValue),
                     UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                     CK_ULONG(pin.count),
                     &paddedLabel
                 )
-            } }
+            } } }
         }
     }
 

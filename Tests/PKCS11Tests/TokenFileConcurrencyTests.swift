@@ -1,0 +1,62 @@
+@testable import HSM
+import HSMTestSupport
+import PKCS11
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SoftHSM 2.6.1 rewrites a token's file on every `C_Login` (and `C_InitToken`, `C_InitPIN`),
+/// leaving it empty for milliseconds; another library instance's `C_Initialize` scanning the
+/// token folder meanwhile misses that token, or gives it slot 0 — and with two such tokens
+/// aborts the process (`SlotManager::insertToken`). The binding runs these calls under one
+/// process-wide lock (`PKCS11Module.tokenFiles`); without it this test fails, or kills the test
+/// process (helper-59: a token missing in 71 % of scans with one writer, an abort in 4 % with
+/// four).
+@Suite("Token files: initialisations beside logins", .serialized)
+struct TokenFileConcurrencyTests {
+    @Test("A module copy initialised over and over while four threads log in and out of four tokens finds every token, each in a slot of its own")
+    func scansBesideLogins() throws {
+        let tokens = try (0..<4).map { _ in try TestToken.make("token-files") }
+        let stop = Atomic<Bool>(false)
+        let writerFailures = Mutex([String]())
+        let writers = tokens.map { token in
+            startThread(name: "token-writer") {
+                do {
+                    // A session has one owner: this thread's.
+                    let session = try token.userSession()
+                    while !stop.load(ordering: .acquiring) {
+                        try session.logout()
+                        try session.login(.user, pin: token.userPIN)
+                    }
+                } catch {
+                    writerFailures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        defer {
+            stop.store(true, ordering: .releasing)
+            for writer in writers { pthread_join(writer, nil) }
+        }
+        // A module copy of its own: each initialisation scans the token folder afresh.
+        let scanner = try TestToken.isolatedModule()
+        var missed = [String]()
+        for round in 0..<60 {
+            try scanner.initialize()
+            var slots = Set<SlotID>()
+            for token in tokens {
+                guard let found = try? scanner.findToken(.label(token.label)) else {
+                    missed.append("round \(round): \(token.label) missing")
+                    continue
+                }
+                if !slots.insert(found.slot).inserted { missed.append("round \(round): \(token.label) shares slot \(found.slot)") }
+            }
+            try scanner.finalize()
+        }
+        stop.store(true, ordering: .releasing)
+        #expect(missed.isEmpty, "\(missed.count) misses, first: \(missed.prefix(3))")
+        #expect(writerFailures.withLock { $0 }.isEmpty)
+    }
+}
