@@ -36,7 +36,8 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// Serialises, across all loaded modules of the process, the calls that read or rewrite a
     /// file-based token store: `C_Initialize`, `C_Finalize`, `C_InitToken`, `C_Login` and
-    /// `C_InitPIN`. Held for the C call only (inside ``call(_:_:)``, so an injected fault's wait
+    /// `C_InitPIN`, and the token selection's reads (`C_GetSlotList`, `C_GetTokenInfo`: in the
+    /// middle of a rewrite a token answers with no label). Held for the C call only (inside ``call(_:_:)``, so an injected fault's wait
     /// holds nothing), and nothing is taken while it is held.
     ///
     /// - SoftHSM 2.6.1 parses its configuration file with `strtok`, whose position glibc keeps
@@ -54,14 +55,29 @@ public final class PKCS11Module: @unchecked Sendable {
     ///   such token, the scan silently misses it until the next initialisation.
     ///
     /// Not the slot-table lock: a network HSM's `C_Initialize` may block for its connect timeout,
-    /// and the other tokens' session openings must not wait behind it; logins are rare (start-up,
-    /// recovery). Other processes (a ceremony writing into the same token folder) are not covered:
-    /// docs/operations.md says to run those with the service stopped or on a folder of their own.
+    /// and the other tokens' session openings must not wait behind it. The calls other than
+    /// `C_Initialize` and `C_Finalize` take it only on SoftHSM (``rewritesTokenFiles``), so that a network HSM's login
+    /// hanging for its timeout does not hold up a replica's login or recovery. Other processes
+    /// (a ceremony writing into the same token folder) are not covered: docs/operations.md says to
+    /// run those with the service stopped or on a folder of their own.
     private static let tokenFiles = Mutex<Void>(())
 
-    /// Runs a C call that reads or rewrites the token store under ``tokenFiles``.
-    func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
+    /// Whether this module rewrites token files on login (SoftHSM, by `C_GetInfo`), learnt at
+    /// each initialisation; until then assumed.
+    private let rewritesTokenFiles = Atomic<Bool>(true)
+
+    /// Runs `C_Initialize` or `C_Finalize` under ``tokenFiles``.
+    private func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
         try Self.tokenFiles.withLock { _ in try body() }
+    }
+
+    /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) or reads a
+    /// token's label and flags from one (`C_GetTokenInfo`: in the middle of a rewrite it answers
+    /// a token with no label, and the token selection misses it) under ``tokenFiles``, on a
+    /// module that keeps them.
+    func withTokenFileAccess<R>(_ body: () throws -> R) rethrows -> R {
+        guard rewritesTokenFiles.load(ordering: .relaxed) else { return try body() }
+        return try withTokenFiles(body)
     }
 
     /// Runs a slot-table call under ``slotTable``.
@@ -131,8 +147,8 @@ public final class PKCS11Module: @unchecked Sendable {
                 try initialize(reserved: nil)
             }
         } catch let error as PKCS11Error where error.returnValue == .cryptokiAlreadyInitialized {
-            return
         }
+        rewritesTokenFiles.store((try? info().manufacturer.hasPrefix("SoftHSM")) ?? true, ordering: .relaxed)
     }
 
     private func initialize(reserved: UnsafeMutableRawPointer?) throws {
@@ -170,10 +186,10 @@ public final class PKCS11Module: @unchecked Sendable {
         // The slot count can change between the two calls (a token was initialised): retry.
         while true {
             var count: CK_ULONG = 0
-            try call(.getSlotList) { functions.C_GetSlotList(present, nil, &count) }
+            try call(.getSlotList) { withTokenFileAccess { functions.C_GetSlotList(present, nil, &count) } }
             var slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
             do {
-                try call(.getSlotList) { functions.C_GetSlotList(present, &slots, &count) }
+                try call(.getSlotList) { withTokenFileAccess { functions.C_GetSlotList(present, &slots, &count) } }
             } catch let error as PKCS11Error where error.returnValue == .bufferTooSmall {
                 continue
             }
@@ -185,7 +201,8 @@ public final class PKCS11Module: @unchecked Sendable {
     public func tokenInfo(slot: SlotID) throws -> TokenInfo {
         var info = CK_TOKEN_INFO()
         try withSlotTable {
-            try call(.getTokenInfo) { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) }
+            // Reads the token's file, which a login elsewhere may be rewriting (``tokenFiles``).
+            try call(.getTokenInfo) { withTokenFileAccess { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) } }
         }
         return TokenInfo(
             slot: slot,
@@ -277,7 +294,7 @@ public final class PKCS11Module: @unchecked Sendable {
         var paddedLabel = [UInt8](repeating: 0x20, count: 32)
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try withSlotTable { try call(.initToken) { withTokenFiles {
+            try withSlotTable { try call(.initToken) { withTokenFileAccess {
                 functions.C_InitToken(
                     CK_SLOT_ID(slot.rawValue),
                     UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),

@@ -38,8 +38,8 @@ public struct PKCS11Session {
     /// `C_Login`. The PIN is lent to the module for the call only.
     public func login(_ userType: UserType, pin: SecretBytes) throws {
         try pin.withCBytes { pointer, length in
-            // Under the token-file lock: a login rewrites SoftHSM's token file (PKCS11Module.tokenFiles).
-            try module.call(.login) { module.withTokenFiles { functions.C_Login(cHandle, CK_USER_TYPE(userType.rawValue), pointer, CK_ULONG(length)) } }
+            // A login rewrites SoftHSM's token file: see PKCS11Module.tokenFiles.
+            try module.call(.login) { module.withTokenFileAccess { functions.C_Login(cHandle, CK_USER_TYPE(userType.rawValue), pointer, CK_ULONG(length)) } }
         }
     }
 
@@ -51,7 +51,7 @@ public struct PKCS11Session {
     /// `C_InitPIN` (security officer session): sets the user PIN.
     public func initPIN(_ pin: SecretBytes) throws {
         try pin.withCBytes { pointer, length in
-            try module.call(.initPIN) { module.withTokenFiles { functions.C_InitPIN(cHandle, pointer, CK_ULONG(length)) } }
+            try module.call(.initPIN) { module.withTokenFileAccess { functions.C_InitPIN(cHandle, pointer, CK_ULONG(length)) } }
         }
     }
 

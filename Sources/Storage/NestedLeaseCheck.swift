@@ -26,29 +26,51 @@ struct HeldLeases: Sendable {
     var flights: [FlightWaiters] = []
 }
 
-/// The leases held by the callers waiting for one ``SingleFlight`` refresh (debug builds).
+/// The leases held by the callers waiting for one ``SingleFlight`` refresh (debug builds), and
+/// the flights those callers are refreshes of: their waiters wait for this refresh too.
 final class FlightWaiters: Sendable {
-    private let waiting = Mutex((next: 0, held: [Int: [(pool: ObjectIdentifier, context: String)]]()))
+    private struct Waiter {
+        let held: [(pool: ObjectIdentifier, context: String)]
+        let flights: [FlightWaiters]
+    }
 
-    /// Records a caller's leases while it waits. - Returns: its ticket for ``leave(_:)``.
-    func join(_ held: [(pool: ObjectIdentifier, context: String)]) -> Int {
-        waiting.withLock { state in
+    private let waiting = Mutex((next: 0, waiters: [Int: Waiter]()))
+
+    /// Records a caller's leases while it waits (none when it may take a second connection on
+    /// purpose, see ``Database/allowingSecondConnection(_:)``). - Returns: its ticket for
+    /// ``leave(_:)``.
+    func join(_ leases: HeldLeases) -> Int {
+        let waiter = Waiter(held: leases.secondConnectionAllowed ? [] : leases.held, flights: leases.flights)
+        return waiting.withLock { state in
             state.next += 1
-            state.held[state.next] = held
+            state.waiters[state.next] = waiter
             return state.next
         }
     }
 
     func leave(_ ticket: Int) {
-        _ = waiting.withLock { $0.held.removeValue(forKey: ticket) }
+        _ = waiting.withLock { $0.waiters.removeValue(forKey: ticket) }
     }
 
     /// Callers waiting now (tests use it to line a waiter up with a refresh).
-    var count: Int { waiting.withLock { $0.held.count } }
+    var count: Int { waiting.withLock { $0.waiters.count } }
 
-    /// The context of a waiter's lease of `pool`, if a waiter holds one.
+    /// The context of a lease of `pool` held by a waiter, or by a waiter of a flight a waiter is
+    /// the refresh of.
     func holder(of pool: ObjectIdentifier) -> String? {
-        waiting.withLock { state in state.held.values.lazy.flatMap { $0 }.first { $0.pool == pool }?.context }
+        var visited = Set<ObjectIdentifier>()
+        return holder(of: pool, visited: &visited)
+    }
+
+    private func holder(of pool: ObjectIdentifier, visited: inout Set<ObjectIdentifier>) -> String? {
+        // Flights that wait for each other in a circle deadlock anyway; the walk must still end.
+        guard visited.insert(ObjectIdentifier(self)).inserted else { return nil }
+        let waiters = waiting.withLock { Array($0.waiters.values) }
+        if let lease = waiters.lazy.flatMap(\.held).first(where: { $0.pool == pool }) { return lease.context }
+        for flight in waiters.flatMap(\.flights) {
+            if let context = flight.holder(of: pool, visited: &visited) { return context }
+        }
+        return nil
     }
 }
 

@@ -46,7 +46,7 @@ public final class SingleFlight<Key: Hashable & Sendable, Value: Sendable>: Send
             return flight
         }
         #if DEBUG
-        let ticket = flight.waiters.join(Database.leases.held)
+        let ticket = flight.waiters.join(Database.leases)
         defer { flight.waiters.leave(ticket) }
         #endif
         return try await flight.task.value

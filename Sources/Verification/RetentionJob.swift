@@ -67,10 +67,11 @@ public struct RetentionJob: Sendable {
         let windowCutoff = now().addingTimeInterval(-Double(core.attemptLimit.window.components.seconds))
         let audit = audit
         var total = Deletions()
-        // A table is done at its first short batch: each further statement on it would scan for
+        // A table is done at its first empty batch: each further statement on it would look for
         // rows that are not there (helper-57: most of a large backlog's time went to such
-        // statements on the tables that had finished). Rows that come due meanwhile wait for the
-        // next run.
+        // statements on the tables that had finished). Not at a short one (helper-60): a row
+        // erased, used or reset since the batch's snapshot is skipped by its ctid, so a short
+        // batch does not mean the end. Rows that come due meanwhile wait for the next run.
         var (attemptsDone, templatesDone, sessionsDone) = (false, false, false)
         while !(attemptsDone && templatesDone && sessionsDone) {
             try Task.checkCancellation()
@@ -90,9 +91,9 @@ public struct RetentionJob: Sendable {
             }
             total.templates += batch.templates
             total.sessions += batch.sessions
-            attemptsDone = attemptsDone || attempts < batchSize
-            templatesDone = templatesDone || batch.templates < batchSize
-            sessionsDone = sessionsDone || batch.sessions < batchSize
+            attemptsDone = attemptsDone || attempts == 0
+            templatesDone = templatesDone || batch.templates == 0
+            sessionsDone = sessionsDone || batch.sessions == 0
         }
         // One reset for the whole run: every reset makes each instance re-read the tenant's
         // gallery at its next identification. Until it arrives, a deleted template left in a

@@ -95,6 +95,55 @@ struct NestedLeaseCheckTests {
         await database.shutdown()
     }
 
+    @Test(
+        "The waiter's connection is found through a refresh that waits for another refresh; a waiter allowed a second connection on purpose is no nesting",
+        .enabled(if: debugBuild, "release builds skip the check")
+    )
+    func waiterOfChainedRefreshRefused() async throws {
+        let database = try Self.client(connections: 1, operationTimeout: .seconds(60))
+        let (outer, inner) = (SingleFlight<String, Int>(), SingleFlight<String, Int>())
+        // The inner refresh leases once the outer refresh waits for it; the outer refresh joins
+        // once the holder waits for it.
+        let innerStarter = Task {
+            try await inner.run("b") {
+                while inner.waiting(for: "b") < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                return try await database.withTransaction(context: "inner refresh") { _ in 1 }
+            }
+        }
+        while inner.waiting(for: "b") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let outerStarter = Task {
+            try await outer.run("a") {
+                while outer.waiting(for: "a") < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                return try await inner.run("b") { 0 }
+            }
+        }
+        while outer.waiting(for: "a") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let refusal = StorageError.configuration(
+            "\"inner refresh\", a shared refresh, would wait for a connection while \"holder\", waiting for that refresh, holds one of the same pool"
+        )
+        await #expect(throws: refusal) {
+            try await database.withTransaction(context: "holder") { _ in try await outer.run("a") { 0 } }
+        }
+        await #expect(throws: refusal) { try await outerStarter.value }
+        await #expect(throws: refusal) { try await innerStarter.value }
+        await database.shutdown()
+
+        let two = try Self.client(connections: 2)
+        let flight = SingleFlight<String, Int>()
+        let starter = Task {
+            try await flight.run("k") {
+                while flight.waiting(for: "k") < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                return try await two.withTransaction(context: "refresh") { _ in 3 }
+            }
+        }
+        while flight.waiting(for: "k") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try await two.withTransaction(context: "holder") { _ in
+            try await Database.allowingSecondConnection { try await flight.run("k") { 0 } }
+        } == 3)
+        #expect(try await starter.value == 3)
+        await two.shutdown()
+    }
+
     @Test("A transaction that needs two connections is refused at once inside another of its pool's (it would wait for its own turn) and on a pool of one; on another pool it runs")
     func nestingTransactionRefusals() async throws {
         let (database, other, third) = (try Self.client(connections: 1), try Self.client(), try Self.client())
