@@ -36,8 +36,7 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// Serialises, across all loaded modules of the process, the calls that read or rewrite a
     /// file-based token store: `C_Initialize`, `C_Finalize`, `C_InitToken`, `C_Login` and
-    /// `C_InitPIN`, and the token selection's reads (`C_GetSlotList`, `C_GetTokenInfo`: in the
-    /// middle of a rewrite a token answers with no label). Held for the C call only (inside ``call(_:_:)``, so an injected fault's wait
+    /// `C_InitPIN`. Held for the C call only (inside ``call(_:_:)``, so an injected fault's wait
     /// holds nothing), and nothing is taken while it is held.
     ///
     /// - SoftHSM 2.6.1 parses its configuration file with `strtok`, whose position glibc keeps
@@ -71,11 +70,12 @@ public final class PKCS11Module: @unchecked Sendable {
         try Self.tokenFiles.withLock { _ in try body() }
     }
 
-    /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) or reads a
-    /// token's label and flags from one (`C_GetTokenInfo`: in the middle of a rewrite it answers
-    /// a token with no label, and the token selection misses it) under ``tokenFiles``, on a
-    /// module that keeps them.
-    func withTokenFileAccess<R>(_ body: () throws -> R) rethrows -> R {
+    /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under
+    /// ``tokenFiles``, on a module that keeps them. Reads are left out: `C_GetTokenInfo` in the
+    /// middle of a rewrite answers a token with no label for a moment, a miss the token selection
+    /// meets again on its next try, while under this lock every selection (hundreds of tokens in
+    /// the test suite's folder) waited behind every scan.
+    func withTokenFileWrite<R>(_ body: () throws -> R) rethrows -> R {
         guard rewritesTokenFiles.load(ordering: .relaxed) else { return try body() }
         return try withTokenFiles(body)
     }
@@ -186,10 +186,10 @@ public final class PKCS11Module: @unchecked Sendable {
         // The slot count can change between the two calls (a token was initialised): retry.
         while true {
             var count: CK_ULONG = 0
-            try call(.getSlotList) { withTokenFileAccess { functions.C_GetSlotList(present, nil, &count) } }
+            try call(.getSlotList) { functions.C_GetSlotList(present, nil, &count) }
             var slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
             do {
-                try call(.getSlotList) { withTokenFileAccess { functions.C_GetSlotList(present, &slots, &count) } }
+                try call(.getSlotList) { functions.C_GetSlotList(present, &slots, &count) }
             } catch let error as PKCS11Error where error.returnValue == .bufferTooSmall {
                 continue
             }
@@ -201,8 +201,7 @@ public final class PKCS11Module: @unchecked Sendable {
     public func tokenInfo(slot: SlotID) throws -> TokenInfo {
         var info = CK_TOKEN_INFO()
         try withSlotTable {
-            // Reads the token's file, which a login elsewhere may be rewriting (``tokenFiles``).
-            try call(.getTokenInfo) { withTokenFileAccess { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) } }
+            try call(.getTokenInfo) { functions.C_GetTokenInfo(CK_SLOT_ID(slot.rawValue), &info) }
         }
         return TokenInfo(
             slot: slot,
@@ -294,7 +293,7 @@ public final class PKCS11Module: @unchecked Sendable {
         var paddedLabel = [UInt8](repeating: 0x20, count: 32)
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try withSlotTable { try call(.initToken) { withTokenFileAccess {
+            try withSlotTable { try call(.initToken) { withTokenFileWrite {
                 functions.C_InitToken(
                     CK_SLOT_ID(slot.rawValue),
                     UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),

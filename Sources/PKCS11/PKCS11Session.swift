@@ -39,7 +39,7 @@ public struct PKCS11Session {
     public func login(_ userType: UserType, pin: SecretBytes) throws {
         try pin.withCBytes { pointer, length in
             // A login rewrites SoftHSM's token file: see PKCS11Module.tokenFiles.
-            try module.call(.login) { module.withTokenFileAccess { functions.C_Login(cHandle, CK_USER_TYPE(userType.rawValue), pointer, CK_ULONG(length)) } }
+            try module.call(.login) { module.withTokenFileWrite { functions.C_Login(cHandle, CK_USER_TYPE(userType.rawValue), pointer, CK_ULONG(length)) } }
         }
     }
 
@@ -51,7 +51,7 @@ public struct PKCS11Session {
     /// `C_InitPIN` (security officer session): sets the user PIN.
     public func initPIN(_ pin: SecretBytes) throws {
         try pin.withCBytes { pointer, length in
-            try module.call(.initPIN) { module.withTokenFileAccess { functions.C_InitPIN(cHandle, pointer, CK_ULONG(length)) } }
+            try module.call(.initPIN) { module.withTokenFileWrite { functions.C_InitPIN(cHandle, pointer, CK_ULONG(length)) } }
         }
     }
 

@@ -160,7 +160,9 @@ struct KeyDestructionIntegrityTests {
     @Test("Two destructions carried out at once on a pool of two connections both finish: the second waits for its turn holding no connection")
     func twoExecutionsOnTwoConnections() async throws {
         let harness = try await CustodyHarness.make("exectwo")
-        let small = try harness.secondServiceDatabase(maximumConnections: 2, operationTimeout: .seconds(10))
+        // 30 s: the first execution's hook may wait up to 10 s for the second (one CI run at
+        // suite start-up outlived a 10 s timeout); the code before this fix waited until it.
+        let small = try harness.secondServiceDatabase(maximumConnections: 2, operationTimeout: .seconds(30))
         // Another instance on the same schema and token, with a pool of two.
         let audit = AuditLog(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, anchorPath: nil)
         let keyring = TenantKeyring(pool: harness.pool, database: small, rootKeys: harness.keyring.rootKeys, audit: audit, logger: harness.logs.logger)

@@ -18,6 +18,21 @@ struct NestedLeaseCheckTests {
         return database
     }
 
+    /// Starts `flight`'s refresh of `key`, which runs `body` once a second caller waits for it;
+    /// returns the starter's task once the starter waits.
+    static func refresh(
+        _ flight: SingleFlight<String, Int>, _ key: String, _ body: @escaping @Sendable () async throws -> Int
+    ) async throws -> Task<Int, any Error> {
+        let starter = Task {
+            try await flight.run(key) {
+                while flight.waiting(for: key) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+                return try await body()
+            }
+        }
+        while flight.waiting(for: key) < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        return starter
+    }
+
     static let debugBuild: Bool = {
         #if DEBUG
         true
@@ -76,13 +91,7 @@ struct NestedLeaseCheckTests {
         // check both waited until the operation timeout.
         let database = try Self.client(connections: 1, operationTimeout: .seconds(60))
         let flight = SingleFlight<String, Int>()
-        let starter = Task {
-            try await flight.run("k") {
-                while flight.waiting(for: "k") < 2 { try await Task.sleep(for: .milliseconds(5)) }
-                return try await database.withTransaction(context: "refresh") { _ in 1 }
-            }
-        }
-        while flight.waiting(for: "k") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let starter = try await Self.refresh(flight, "k") { try await database.withTransaction(context: "refresh") { _ in 1 } }
         let refusal = StorageError.configuration(
             "\"refresh\", a shared refresh, would wait for a connection while \"holder\", waiting for that refresh, holds one of the same pool"
         )
@@ -104,20 +113,8 @@ struct NestedLeaseCheckTests {
         let (outer, inner) = (SingleFlight<String, Int>(), SingleFlight<String, Int>())
         // The inner refresh leases once the outer refresh waits for it; the outer refresh joins
         // once the holder waits for it.
-        let innerStarter = Task {
-            try await inner.run("b") {
-                while inner.waiting(for: "b") < 2 { try await Task.sleep(for: .milliseconds(5)) }
-                return try await database.withTransaction(context: "inner refresh") { _ in 1 }
-            }
-        }
-        while inner.waiting(for: "b") < 1 { try await Task.sleep(for: .milliseconds(5)) }
-        let outerStarter = Task {
-            try await outer.run("a") {
-                while outer.waiting(for: "a") < 2 { try await Task.sleep(for: .milliseconds(5)) }
-                return try await inner.run("b") { 0 }
-            }
-        }
-        while outer.waiting(for: "a") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let innerStarter = try await Self.refresh(inner, "b") { try await database.withTransaction(context: "inner refresh") { _ in 1 } }
+        let outerStarter = try await Self.refresh(outer, "a") { try await inner.run("b") { 0 } }
         let refusal = StorageError.configuration(
             "\"inner refresh\", a shared refresh, would wait for a connection while \"holder\", waiting for that refresh, holds one of the same pool"
         )
@@ -130,13 +127,7 @@ struct NestedLeaseCheckTests {
 
         let two = try Self.client(connections: 2)
         let flight = SingleFlight<String, Int>()
-        let starter = Task {
-            try await flight.run("k") {
-                while flight.waiting(for: "k") < 2 { try await Task.sleep(for: .milliseconds(5)) }
-                return try await two.withTransaction(context: "refresh") { _ in 3 }
-            }
-        }
-        while flight.waiting(for: "k") < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let starter = try await Self.refresh(flight, "k") { try await two.withTransaction(context: "refresh") { _ in 3 } }
         #expect(try await two.withTransaction(context: "holder") { _ in
             try await Database.allowingSecondConnection { try await flight.run("k") { 0 } }
         } == 3)
