@@ -86,7 +86,8 @@ struct RowLevelSecurityTests {
         }
         // The only pooled connection serves the next operation outside any transaction.
         var next: Int?
-        for _ in 0..<20 where next == nil {
+        // Each try has the 1 s timeout too: at suite start-up (one CI run) 20 were not enough.
+        for _ in 0..<100 where next == nil {
             next = try? await database.withTransaction(context: "count") { connection in
                 try await connection.query("SELECT count(*)::int FROM tenants WHERE label = 'half-written'", logger: Database.quiet)
                     .collect().first!.decode(Int.self)
