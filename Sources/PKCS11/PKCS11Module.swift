@@ -55,19 +55,24 @@ public final class PKCS11Module: @unchecked Sendable {
     ///
     /// Not the slot-table lock: a network HSM's `C_Initialize` may block for its connect timeout,
     /// and the other tokens' session openings must not wait behind it. The calls other than
-    /// `C_Initialize` and `C_Finalize` take it only on SoftHSM (``rewritesTokenFiles``), so that a network HSM's login
-    /// hanging for its timeout does not hold up a replica's login or recovery. Other processes
-    /// (a ceremony writing into the same token folder) are not covered: docs/operations.md says to
-    /// run those with the service stopped or on a folder of their own.
+    /// `C_Initialize` and `C_Finalize` take it only on SoftHSM (``rewritesTokenFiles``), so that
+    /// a network HSM's login hanging for its timeout does not hold up a replica's login or
+    /// recovery. Other Custos processes on the same token folder: ``SoftHSMTokenFolderLock``,
+    /// taken under it.
     private static let tokenFiles = Mutex<Void>(())
 
     /// Whether this module rewrites token files on login (SoftHSM, by `C_GetInfo`), learnt at
     /// each initialisation; until then assumed.
     private let rewritesTokenFiles = Atomic<Bool>(true)
 
-    /// Runs `C_Initialize` or `C_Finalize` under ``tokenFiles``.
+    /// Runs `C_Initialize` or `C_Finalize` under ``tokenFiles`` and, on a module that keeps
+    /// token files, ``SoftHSMTokenFolderLock`` for the other processes.
     private func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
-        try Self.tokenFiles.withLock { _ in try body() }
+        try Self.tokenFiles.withLock { _ in
+            let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+            defer { folder?.release() }
+            return try body()
+        }
     }
 
     /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under

@@ -1,6 +1,6 @@
 @testable import HSM
 import HSMTestSupport
-import PKCS11
+@testable import PKCS11
 import Synchronization
 import Testing
 
@@ -68,5 +68,37 @@ struct TokenFileConcurrencyTests {
         stop.store(true, ordering: .releasing)
         #expect(missed.isEmpty, "\(missed.count) misses, first: \(missed.prefix(3))")
         #expect(writerFailures.withLock { $0 }.isEmpty)
+    }
+}
+
+@Suite("Token files: the folder other processes lock")
+struct SoftHSMTokenFolderLockTests {
+    @Test("The token folder is read as SoftHSM reads it: comments skipped, blanks trimmed, only an absolute path")
+    func tokenFolderParse() {
+        let configuration = """
+            # directories.tokendir = /commented/out
+            log.level = ERROR
+              directories.tokendir \t=  /var/tmp/custos tokens/  \t
+            objectstore.backend = file
+            """
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: configuration) == "/var/tmp/custos tokens/")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = tokens") == nil, "relative: SoftHSM's own working folder, not ours to guess")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "log.level = INFO") == nil)
+    }
+
+    @Test("The lock is the folder SoftHSM reads here, and a second holder waits for the first")
+    func lockExcludesAnotherHolder() throws {
+        TestEnvironment.prepare()
+        let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
+        #expect(folder.hasPrefix(TestEnvironment.directory), "the run's own token folder, from SOFTHSM2_CONF")
+        let held = try #require(SoftHSMTokenFolderLock())
+        // Another open file description, as another process has: refused while held.
+        let other = open(folder, O_RDONLY | O_DIRECTORY)
+        defer { close(other) }
+        #expect(flock(other, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+        held.release()
+        // Blocking: another suite of this process may take the lock for a moment meanwhile.
+        #expect(flock(other, LOCK_EX) == 0)
+        flock(other, LOCK_UN)
     }
 }
