@@ -41,14 +41,22 @@ public struct RetentionJob: Sendable {
     /// `batchSize` rows per table, each batch one transaction with its own audit entry (a run
     /// cut off keeps what its batches deleted; the next run goes on). One tenant's failure does
     /// not hold up the others: every tenant is tried, then the first failure is thrown.
+    ///
+    /// Tenants go in the order of their last finished run, never-finished (and failed, and
+    /// cut-off) ones first, so runs cut off by their caller's deadline still reach every tenant
+    /// in turn.
     /// - Returns: what was deleted per tenant (tenants with nothing deleted are left out).
     public func run(tenant: TenantID? = nil, actor: String = "retention", batchSize: Int = Self.defaultBatchSize) async throws -> [TenantID: Deletions] {
-        let tenants = if let tenant { [tenant] } else { try await TenantStore(database).list().map(\.id) }
+        let tenants = if let tenant { [tenant] } else {
+            try await database.withTransaction(context: "retention order") { try await RetentionTurnStore.order(on: $0) }
+        }
         var deleted = [TenantID: Deletions]()
         var firstFailure: (any Error)?
         for tenant in tenants {
             do {
                 let deletions = try await run(tenant, actor: actor, batchSize: max(1, batchSize))
+                let finished = now()
+                try await database.withTransaction(context: "retention turn") { try await RetentionTurnStore.finished(tenant, at: finished, on: $0) }
                 if deletions != Deletions() { deleted[tenant] = deletions }
             } catch is CancellationError {
                 throw CancellationError()

@@ -161,6 +161,45 @@ struct SubjectRightsTests {
         await verification.custody.shutdown()
     }
 
+    @Test("A run begins with the tenants the last run did not finish, not with the oldest")
+    func retentionResumesWhereItStopped() async throws {
+        let verification = try await VerificationHarness.make("retention_turns")
+        let keyring = verification.custody.keyring
+        let (first, middle, last) = (
+            try await keyring.createTenant(label: "first", actor: "officer").id,
+            try await keyring.createTenant(label: "middle", actor: "officer").id,
+            try await keyring.createTenant(label: "last", actor: "officer").id
+        )
+        func enrolDue(_ tenants: [TenantID], round: Int) async throws {
+            for (index, tenant) in tenants.enumerated() {
+                let session = try await verification.consentedSession(tenant, "subject-\(round)-\(index)")
+                _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(Double(index) + 0.3)))
+                try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET last_used_at = now() - interval '100 days'")
+            }
+        }
+        try await enrolDue([first, middle, last], round: 1)
+        // The first run does not finish the middle tenant (as a run cut off by its deadline).
+        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
+            CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'test: deletion refused'; END $$;
+            """))
+        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
+            CREATE TRIGGER refuse_delete BEFORE DELETE ON templates FOR EACH ROW
+            WHEN (OLD.tenant_id = '\(middle.rawValue)'::uuid) EXECUTE FUNCTION refuse_delete()
+            """))
+        await #expect(throws: StorageError.self) { _ = try await verification.retention.run() }
+        #expect(try await verification.count("templates", tenant: middle) == 1)
+        let firstRun = try await verification.auditEntries("retention.delete").count
+        #expect(firstRun == 2)
+
+        try await verification.custody.ownerSQL(tenant: nil, "DROP TRIGGER refuse_delete ON templates")
+        try await enrolDue([first, last], round: 2)
+        let deleted = try await verification.retention.run()
+        #expect(deleted.mapValues(\.templates) == [first: 1, middle: 1, last: 1])
+        let secondRun = try await verification.auditEntries("retention.delete").dropFirst(firstRun).map(\.tenant)
+        #expect(secondRun == [middle, first, last], "the tenant the last run did not finish goes first")
+        await verification.custody.shutdown()
+    }
+
     @Test("Per-tenant thresholds decide the colour; out-of-range policies are refused")
     func thresholds() async throws {
         let verification = try await VerificationHarness.make("thresholds")
