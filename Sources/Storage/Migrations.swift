@@ -943,12 +943,13 @@ public enum Migrations {
         CREATE INDEX verification_sessions_completed ON verification_sessions (completed_at, tenant_id);
         CREATE INDEX verification_sessions_expired ON verification_sessions (expires_at, tenant_id) WHERE completed_at IS NULL;
         """),
-        Migration(version: 30, summary: "retention begins with the tenants its last run did not finish", sql: """
+        Migration(version: 30, summary: "retention begins with the tenants its last run did not reach", sql: """
         -- A run cut off (the CLI's deadline, a restart) went through the tenants oldest first
-        -- every time, so the newest never had their retention. Timestamps only.
+        -- every time, so the newest never had their retention. Each tenant's last turn's start:
+        -- the next run goes by it, oldest first. Timestamps only.
         CREATE TABLE retention_turns (
             tenant_id uuid PRIMARY KEY REFERENCES tenants (id),
-            finished_at timestamptz NOT NULL
+            started_at timestamptz NOT NULL
         );
         GRANT SELECT, INSERT, UPDATE ON retention_turns TO {service};
         """),

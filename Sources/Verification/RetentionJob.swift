@@ -42,9 +42,9 @@ public struct RetentionJob: Sendable {
     /// cut off keeps what its batches deleted; the next run goes on). One tenant's failure does
     /// not hold up the others: every tenant is tried, then the first failure is thrown.
     ///
-    /// Tenants go in the order of their last finished run, never-finished (and failed, and
-    /// cut-off) ones first, so runs cut off by their caller's deadline still reach every tenant
-    /// in turn.
+    /// Tenants go in the order their last turn began, never-begun ones first: runs cut off by
+    /// their caller's deadline still reach every tenant in turn, and a tenant too large for one
+    /// run goes after the others next time.
     /// - Returns: what was deleted per tenant (tenants with nothing deleted are left out).
     public func run(tenant: TenantID? = nil, actor: String = "retention", batchSize: Int = Self.defaultBatchSize) async throws -> [TenantID: Deletions] {
         let tenants = if let tenant { [tenant] } else {
@@ -54,13 +54,15 @@ public struct RetentionJob: Sendable {
         var firstFailure: (any Error)?
         for tenant in tenants {
             do {
+                try Task.checkCancellation()
+                try await database.withTransaction(context: "retention turn") { try await RetentionTurnStore.begin(tenant, on: $0) }
                 let deletions = try await run(tenant, actor: actor, batchSize: max(1, batchSize))
-                let finished = now()
-                try await database.withTransaction(context: "retention turn") { try await RetentionTurnStore.finished(tenant, at: finished, on: $0) }
                 if deletions != Deletions() { deleted[tenant] = deletions }
-            } catch is CancellationError {
-                throw CancellationError()
             } catch {
+                // Cut off (the caller's deadline): a cancellation met inside a transaction comes
+                // back as the database's error, and must not go on to the next tenant, whose
+                // turn would be recorded as begun without its deletions.
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
                 if firstFailure == nil { firstFailure = error }
             }
         }

@@ -4,6 +4,7 @@ import CustosModel
 import Foundation
 import PostgresNIO
 @testable import Storage
+import Synchronization
 import Testing
 import Tokenization
 import Verification
@@ -161,42 +162,76 @@ struct SubjectRightsTests {
         await verification.custody.shutdown()
     }
 
-    @Test("A run begins with the tenants the last run did not finish, not with the oldest")
+    /// Retention's audit, cut off at `tenant`'s first batch as by the caller's deadline: the
+    /// run's task is cancelled, and the transaction fails.
+    struct CutOffAudit: AuditRecording {
+        let inner: any AuditRecording
+        let tenant: TenantID
+        /// Cancels the run's task (transactions run in tasks of their own).
+        let cut: @Sendable () -> Void
+
+        func record(tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String]) async throws {
+            try await inner.record(tenant: tenant, actor: actor, action: action, target: target, details: details)
+        }
+
+        func record(
+            tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
+        ) async throws {
+            if tenant == self.tenant, action == .retentionDelete {
+                cut()
+                throw CancellationError()
+            }
+            try await inner.record(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
+        }
+    }
+
+    @Test("A run cut off in one tenant: the next begins with the tenants it did not reach, then that one; never the oldest again")
     func retentionResumesWhereItStopped() async throws {
         let verification = try await VerificationHarness.make("retention_turns")
         let keyring = verification.custody.keyring
-        let (first, middle, last) = (
-            try await keyring.createTenant(label: "first", actor: "officer").id,
-            try await keyring.createTenant(label: "middle", actor: "officer").id,
-            try await keyring.createTenant(label: "last", actor: "officer").id
+        let (large, small, newest) = (
+            try await keyring.createTenant(label: "large", actor: "officer").id,
+            try await keyring.createTenant(label: "small", actor: "officer").id,
+            try await keyring.createTenant(label: "newest", actor: "officer").id
         )
-        func enrolDue(_ tenants: [TenantID], round: Int) async throws {
-            for (index, tenant) in tenants.enumerated() {
-                let session = try await verification.consentedSession(tenant, "subject-\(round)-\(index)")
-                _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(Double(index) + 0.3)))
-                try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET last_used_at = now() - interval '100 days'")
-            }
+        for (index, tenant) in [large, large, small, newest].enumerated() {
+            let session = try await verification.consentedSession(tenant, "subject-\(index)")
+            _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(Double(index) + 0.3)))
         }
-        try await enrolDue([first, middle, last], round: 1)
-        // The first run does not finish the middle tenant (as a run cut off by its deadline).
-        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
-            CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'test: deletion refused'; END $$;
-            """))
-        try await verification.custody.ownerSQL(tenant: nil, PostgresQuery(unsafeSQL: """
-            CREATE TRIGGER refuse_delete BEFORE DELETE ON templates FOR EACH ROW
-            WHEN (OLD.tenant_id = '\(middle.rawValue)'::uuid) EXECUTE FUNCTION refuse_delete()
-            """))
-        await #expect(throws: StorageError.self) { _ = try await verification.retention.run() }
-        #expect(try await verification.count("templates", tenant: middle) == 1)
-        let firstRun = try await verification.auditEntries("retention.delete").count
-        #expect(firstRun == 2)
+        for tenant in [large, small, newest] {
+            try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET last_used_at = now() - interval '100 days'")
+        }
+        // Three runs, each cut off in the oldest tenant's first batch (a backlog too large for
+        // one run's deadline). Ordered by creation, every run stopped there; ordered by the last
+        // finished turn, too (that tenant never finishes).
+        let running = Mutex<Task<[TenantID: RetentionJob.Deletions], any Error>?>(nil)
+        let cutOff = RetentionJob(
+            database: verification.custody.service, core: verification.core,
+            audit: CutOffAudit(inner: verification.recorder, tenant: large) { running.withLock { $0?.cancel() } }, now: verification.clock.now
+        )
+        for _ in 0..<3 {
+            // A task of its own: the cut-off cancels it, not the test.
+            let run = running.withLock { running in
+                let run = Task { try await cutOff.run(batchSize: 1) }
+                running = run
+                return run
+            }
+            await #expect(throws: CancellationError.self) { _ = try await run.value }
+        }
+        #expect(try await verification.count("templates", tenant: large) == 2, "each cut-off batch rolled back")
+        #expect(try await verification.count("templates", tenant: small) == 0, "the second run began with the tenants the first did not reach")
+        #expect(try await verification.count("templates", tenant: newest) == 0)
+        let cutOffRuns = try await verification.auditEntries("retention.delete").map(\.tenant)
+        #expect(cutOffRuns == [small, newest], "one batch each, in creation order: neither had begun a turn")
 
-        try await verification.custody.ownerSQL(tenant: nil, "DROP TRIGGER refuse_delete ON templates")
-        try await enrolDue([first, last], round: 2)
-        let deleted = try await verification.retention.run()
-        #expect(deleted.mapValues(\.templates) == [first: 1, middle: 1, last: 1])
-        let secondRun = try await verification.auditEntries("retention.delete").dropFirst(firstRun).map(\.tenant)
-        #expect(secondRun == [middle, first, last], "the tenant the last run did not finish goes first")
+        // Uncut, the next run goes by the turns' starts: the tenant cut off last.
+        let late = try await verification.consentedSession(small, "subject-late")
+        _ = try await verification.flow.enrol(tenant: small, session: late, features: try FeatureVector(Self.face(7.3)))
+        try await verification.custody.ownerSQL(tenant: small, "UPDATE templates SET last_used_at = now() - interval '100 days'")
+        let deleted = try await verification.retention.run(batchSize: 1)
+        #expect(deleted.mapValues(\.templates) == [large: 2, small: 1])
+        let lastRun = try await verification.auditEntries("retention.delete").dropFirst(cutOffRuns.count).map(\.tenant)
+        #expect(lastRun == [small, large, large], "in the order the last turns began: small, newest (nothing due), large")
         await verification.custody.shutdown()
     }
 
