@@ -23,17 +23,31 @@ struct SoftHSMTokenFolderLock {
     /// The open token folder, holding the lock until ``release()``.
     private let descriptor: Int32
 
-    /// Takes the lock, waiting for other processes; `nil` without a token folder to lock (no
-    /// readable configuration, not SoftHSM's) or where `flock` is refused.
-    init?() {
+    /// How long a call waits for another process's hold before it goes on without the lock.
+    /// A Custos process holds it for one C call (milliseconds; a scan of a large folder, a
+    /// second at most). A holder that never lets go (a process stopped with SIGSTOP, or anyone
+    /// else able to open the folder) must not hold up logins and recoveries for good: the
+    /// in-process lock is held meanwhile, by every module of the process.
+    static let patience: Duration = .seconds(10)
+
+    /// Takes the lock, waiting for other processes up to ``patience``; `nil` without a token
+    /// folder to lock (no readable configuration, not SoftHSM's), where `flock` is refused, or
+    /// after that wait.
+    init?(patience: Duration = Self.patience) {
         guard let folder = Self.tokenFolder() else { return nil }
         let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
-        var locked = flock(descriptor, LOCK_EX) == 0
-        while !locked, errno == EINTR { locked = flock(descriptor, LOCK_EX) == 0 }
-        guard locked else {
-            close(descriptor)
-            return nil
+        let clock = ContinuousClock()
+        let deadline = clock.now + patience
+        var pause: UInt32 = 500
+        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK || errno == EINTR, clock.now < deadline else {
+                close(descriptor)
+                return nil
+            }
+            // Short first: a hold is one C call; no more than 20 ms between tries.
+            usleep(pause)
+            pause = min(pause * 2, 20_000)
         }
         self.descriptor = descriptor
     }
@@ -43,25 +57,49 @@ struct SoftHSMTokenFolderLock {
         close(descriptor)
     }
 
-    /// `directories.tokendir` of the configuration SoftHSM would read now.
+    /// `directories.tokendir` of the configuration SoftHSM would read now; `nil` when it has
+    /// none to read (its `C_Initialize` then fails: nothing to lock).
     static func tokenFolder() -> String? {
-        let configuration = getenv("SOFTHSM2_CONF").map { String(cString: $0) } ?? defaultConfiguration
-        guard let text = contents(of: configuration) else { return nil }
+        guard let text = contents(of: configurationPath()) else { return nil }
         return tokenFolder(inConfiguration: text)
     }
 
-    /// SoftHSM's parse of one setting: `name = value` lines, `#` comments, blanks trimmed.
-    static func tokenFolder(inConfiguration text: String) -> String? {
-        for line in text.split(whereSeparator: \.isNewline) {
-            let trimmed = line.drop { $0 == " " || $0 == "\t" }
-            guard !trimmed.hasPrefix("#"), let equals = trimmed.firstIndex(of: "=") else { continue }
-            let name = trimmed[..<equals].filter { $0 != " " && $0 != "\t" }
-            guard name == "directories.tokendir" else { continue }
-            let value = trimmed[trimmed.index(after: equals)...].drop { $0 == " " || $0 == "\t" }
-            let folder = String(value.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
-            return folder.hasPrefix("/") ? folder : nil
+    /// Where SoftHSM 2.6.1 looks (`SimpleConfigLoader::getConfigPath`): `SOFTHSM2_CONF`, else
+    /// `~/.config/softhsm2/softhsm2.conf` when it can be opened, else its default.
+    static func configurationPath() -> String {
+        if let path = getenv("SOFTHSM2_CONF") { return String(cString: path) }
+        if let home = getenv("HOME") {
+            let path = String(cString: home) + "/.config/softhsm2/softhsm2.conf"
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            if descriptor >= 0 {
+                close(descriptor)
+                return path
+            }
         }
-        return nil
+        return defaultConfiguration
+    }
+
+    /// SoftHSM's folder when its configuration names none.
+    static let defaultTokenFolder = "/var/lib/softhsm/tokens/"
+
+    /// SoftHSM 2.6.1's reading of one setting (`SimpleConfigLoader::loadConfiguration`), so that
+    /// every process locks the folder SoftHSM uses: each line cut at its first `#`, `\r` or
+    /// `\n`; name and value the first two `=`-separated pieces (`strtok`: empty pieces skipped,
+    /// anything after a second `=` ignored), blanks trimmed; the last line naming it wins; none:
+    /// SoftHSM's default. A relative value stays relative, as SoftHSM opens it (to the working
+    /// folder).
+    static func tokenFolder(inConfiguration text: String) -> String {
+        // Bytes, not Characters: Swift reads "\r\n" as one Character.
+        let isSpace = { (byte: UInt8) in byte == 0x20 || (0x09...0x0D).contains(byte) }
+        var folder = defaultTokenFolder
+        for line in Array(text.utf8).split(separator: 0x0A) {
+            let content = line.prefix { $0 != UInt8(ascii: "#") && $0 != 0x0D }
+            let pieces = content.split(separator: UInt8(ascii: "="), maxSplits: 2)
+            guard pieces.count >= 2 else { continue }
+            let (name, value) = (pieces[0].trimming(while: isSpace), pieces[1].trimming(while: isSpace))
+            if name.elementsEqual("directories.tokendir".utf8) { folder = String(decoding: value, as: UTF8.self) }
+        }
+        return folder
     }
 
     /// The first 64 KiB of the file at `path` (a configuration is a few lines).
@@ -78,5 +116,13 @@ struct SoftHSMTokenFolderLock {
             count += read
         }
         return String(decoding: bytes[..<count], as: UTF8.self)
+    }
+}
+
+extension ArraySlice<UInt8> {
+    /// Without the leading and trailing bytes `drop` names.
+    fileprivate func trimming(while drop: (UInt8) -> Bool) -> ArraySlice<UInt8> {
+        guard let first = firstIndex(where: { !drop($0) }), let last = lastIndex(where: { !drop($0) }) else { return [] }
+        return self[first...last]
     }
 }

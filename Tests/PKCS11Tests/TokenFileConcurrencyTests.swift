@@ -73,17 +73,17 @@ struct TokenFileConcurrencyTests {
 
 @Suite("Token files: the folder other processes lock")
 struct SoftHSMTokenFolderLockTests {
-    @Test("The token folder is read as SoftHSM reads it: comments skipped, blanks trimmed, only an absolute path")
+    @Test("The token folder is read as SoftHSM 2.6.1 reads it: comments cut, blanks trimmed, the last line wins, its default without one")
     func tokenFolderParse() {
-        let configuration = """
-            # directories.tokendir = /commented/out
-            log.level = ERROR
-              directories.tokendir \t=  /var/tmp/custos tokens/  \t
-            objectstore.backend = file
-            """
-        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: configuration) == "/var/tmp/custos tokens/")
-        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = tokens") == nil, "relative: SoftHSM's own working folder, not ours to guess")
-        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "log.level = INFO") == nil)
+        let configuration = "# directories.tokendir = /commented/out\nlog.level = ERROR\n"
+            + "directories.tokendir = /first\n"
+            + "  directories.tokendir \t=  /var/tmp/custos tokens/  \t# main folder\r\n"
+            + "objectstore.backend = file\r\n"
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: configuration) == "/var/tmp/custos tokens/", "the last one, comment and CR cut")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir==/a=b") == "/a", "strtok: empty pieces skipped, a second = ends the value")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = tokens") == "tokens", "relative, as SoftHSM opens it")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "log.level = INFO") == SoftHSMTokenFolderLock.defaultTokenFolder)
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir\n= /x") == SoftHSMTokenFolderLock.defaultTokenFolder, "one line each")
     }
 
     @Test("The lock is the folder SoftHSM reads here, and a second holder waits for the first")
@@ -100,5 +100,20 @@ struct SoftHSMTokenFolderLockTests {
         // Blocking: another suite of this process may take the lock for a moment meanwhile.
         #expect(flock(other, LOCK_EX) == 0)
         flock(other, LOCK_UN)
+    }
+
+    @Test("A holder that never lets go holds a call up for the patience only; the call then goes on without the lock")
+    func holderThatNeverLetsGo() throws {
+        TestEnvironment.prepare()
+        let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
+        let stuck = open(folder, O_RDONLY | O_DIRECTORY)
+        defer { close(stuck) }
+        #expect(flock(stuck, LOCK_EX) == 0)
+        let start = ContinuousClock.now
+        #expect(SoftHSMTokenFolderLock(patience: .milliseconds(300)) == nil)
+        #expect(ContinuousClock.now - start >= .milliseconds(300), "it waited for the holder first")
+        flock(stuck, LOCK_UN)
+        let taken = try #require(SoftHSMTokenFolderLock(patience: .seconds(10)))
+        taken.release()
     }
 }
