@@ -193,6 +193,9 @@ public final class SessionPool: Sendable {
         logger.info("HSM session pool started", metadata: [
             "module": "\(configuration.modulePath)", "token": "\(configuration.token)", "workers": "\(configuration.workers)",
         ])
+        if let problem = module.tokenFolderLockProblem {
+            logger.warning("SoftHSM token files unprotected from other processes' logins (docs/operations.md)", metadata: ["reason": "\(problem)"])
+        }
     }
 
     /// Stops accepting work, fails what still waits, lets running calls finish, closes every

@@ -85,6 +85,13 @@ public final class PKCS11Module: @unchecked Sendable {
         return try withTokenFiles(body)
     }
 
+    /// Why other processes cannot be kept out of this module's token files (a configuration
+    /// SoftHSM cannot read, a folder that cannot be opened or locked), for a warning; `nil` when
+    /// they can, or the module keeps no such files. Calls go on without that lock meanwhile.
+    public var tokenFolderLockProblem: String? {
+        rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock.problem() : nil
+    }
+
     /// Runs a slot-table call under ``slotTable``.
     private func withSlotTable<R>(_ body: () throws -> R) rethrows -> R {
         try Self.slotTable.withLock { _ in try body() }
@@ -229,23 +236,30 @@ public final class PKCS11Module: @unchecked Sendable {
     /// - Throws: ``PKCS11ModuleError/tokenNotFound(_:)`` or ``PKCS11ModuleError/ambiguousToken(_:count:)``.
     public func findToken(_ selector: TokenSelector) throws -> TokenInfo {
         var matches = [TokenInfo]()
-        var unreadable = [(SlotID, PKCS11Error)]()
-        func consider(_ info: TokenInfo) {
-            switch selector {
-            case .label(let label) where info.isInitialized && info.label == label: matches.append(info)
-            case .serial(let serial) where info.isInitialized && info.serialNumber == serial: matches.append(info)
-            default: break
-            }
-        }
-        for slot in try slots(withTokenPresent: true) {
+        // Slots to read again, with the error each answered (`nil`: a blank label).
+        var unreadable = [(SlotID, PKCS11Error?)]()
+        func read(_ slot: SlotID) throws {
             do {
-                consider(try tokenInfo(slot: slot))
+                let info = try tokenInfo(slot: slot)
+                // In the middle of SoftHSM's rewrite of a token's file (another process's login)
+                // a read can also answer OK, initialised, with a blank label (helper-61: about
+                // once in 2,000 reads).
+                if info.isInitialized && info.label.isEmpty {
+                    unreadable.append((slot, nil))
+                    return
+                }
+                switch selector {
+                case .label(let label) where info.isInitialized && info.label == label: matches.append(info)
+                case .serial(let serial) where info.isInitialized && info.serialNumber == serial: matches.append(info)
+                default: break
+                }
             } catch let error as PKCS11Error {
                 // A token being rewritten by another process on SoftHSM's file store can answer
                 // CKR_GENERAL_ERROR for a moment; it must not hide the one we want.
                 if error.returnValue != .tokenNotPresent { unreadable.append((slot, error)) }
             }
         }
+        for slot in try slots(withTokenPresent: true) { try read(slot) }
         // If some token could not be read and none matched, it may have been the one: look again
         // a few times before saying "not found".
         var attempt = 0
@@ -254,16 +268,10 @@ public final class PKCS11Module: @unchecked Sendable {
             usleep(UInt32(10_000 * attempt))
             let again = unreadable
             unreadable = []
-            for (slot, _) in again {
-                do {
-                    consider(try tokenInfo(slot: slot))
-                } catch let error as PKCS11Error {
-                    if error.returnValue != .tokenNotPresent { unreadable.append((slot, error)) }
-                }
-            }
+            for (slot, _) in again { try read(slot) }
         }
         guard let first = matches.first else {
-            if let (_, error) = unreadable.first { throw error }
+            if let error = unreadable.lazy.compactMap(\.1).first { throw error }
             throw PKCS11ModuleError.tokenNotFound(selector)
         }
         guard matches.count == 1 else { throw PKCS11ModuleError.ambiguousToken(selector, count: matches.count) }

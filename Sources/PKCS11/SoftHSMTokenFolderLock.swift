@@ -57,6 +57,22 @@ struct SoftHSMTokenFolderLock {
         close(descriptor)
     }
 
+    /// Why the lock cannot be taken with the configuration at `configurationPath` (SoftHSM's
+    /// now, by default), for a warning at start-up: every such failure otherwise only means
+    /// going on without it. `nil` when it can be taken (or is held by someone now).
+    static func problem(configurationPath: String = configurationPath()) -> String? {
+        guard let text = contents(of: configurationPath) else { return "configuration \(configurationPath) cannot be read" }
+        let folder = tokenFolder(inConfiguration: text)
+        let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return "token folder \(folder) cannot be opened: \(String(cString: strerror(errno)))" }
+        defer { close(descriptor) }
+        // On NFS, for one, flock on a folder fails with EBADF.
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 || errno == EWOULDBLOCK else {
+            return "token folder \(folder) cannot be locked: \(String(cString: strerror(errno)))"
+        }
+        return nil
+    }
+
     /// `directories.tokendir` of the configuration SoftHSM would read now; `nil` when it has
     /// none to read (its `C_Initialize` then fails: nothing to lock).
     static func tokenFolder() -> String? {

@@ -116,4 +116,22 @@ struct SoftHSMTokenFolderLockTests {
         let taken = try #require(SoftHSMTokenFolderLock(patience: .seconds(10)))
         taken.release()
     }
+
+    @Test("A lock that cannot be taken is named for the start-up warning: unreadable configuration, a folder that cannot be opened; none for the run's own")
+    func problemsNamed() throws {
+        TestEnvironment.prepare()
+        let directory = TestEnvironment.directory + "/folder-lock-\(getpid())"
+        mkdir(directory, 0o700)
+        let missing = directory + "/absent.conf"
+        #expect(SoftHSMTokenFolderLock.problem(configurationPath: missing) == "configuration \(missing) cannot be read")
+        let configuration = directory + "/softhsm2.conf"
+        let text = "directories.tokendir = \(directory)/no-such-folder\n"
+        let file = fopen(configuration, "w")
+        fputs(text, file)
+        fclose(file)
+        let problem = try #require(SoftHSMTokenFolderLock.problem(configurationPath: configuration))
+        #expect(problem.hasPrefix("token folder \(directory)/no-such-folder cannot be opened"))
+        #expect(SoftHSMTokenFolderLock.problem() == nil, "the run's own folder locks")
+        #expect(TestToken.sharedModule.tokenFolderLockProblem == nil)
+    }
 }
