@@ -66,13 +66,15 @@ public final class PKCS11Module: @unchecked Sendable {
     private let rewritesTokenFiles = Atomic<Bool>(true)
 
     /// Runs `C_Initialize` or `C_Finalize` under ``tokenFiles`` and, on a module that keeps
-    /// token files, ``SoftHSMTokenFolderLock`` for the other processes.
+    /// token files, ``SoftHSMTokenFolderLock`` for the other processes — taken first, so that
+    /// its wait (up to its patience, behind another process) holds none of this process's locks:
+    /// other modules' initialisations (a network HSM replica's recovery) do not wait behind it
+    /// (helper-62). Threads of this process exclude each other by it too (each opens the folder
+    /// afresh, and `flock` belongs to the open file).
     private func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
-        try Self.tokenFiles.withLock { _ in
-            let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
-            defer { folder?.release() }
-            return try body()
-        }
+        let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+        defer { folder?.release() }
+        return try Self.tokenFiles.withLock { _ in try body() }
     }
 
     /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under
@@ -241,16 +243,14 @@ public final class PKCS11Module: @unchecked Sendable {
         func read(_ slot: SlotID) throws {
             do {
                 let info = try tokenInfo(slot: slot)
-                // In the middle of SoftHSM's rewrite of a token's file (another process's login)
-                // a read can also answer OK, initialised, with a blank label (helper-61: about
-                // once in 2,000 reads).
-                if info.isInitialized && info.label.isEmpty {
-                    unreadable.append((slot, nil))
-                    return
-                }
                 switch selector {
                 case .label(let label) where info.isInitialized && info.label == label: matches.append(info)
                 case .serial(let serial) where info.isInitialized && info.serialNumber == serial: matches.append(info)
+                // In the middle of SoftHSM's rewrite of a token's file (another process's login)
+                // a read can also answer OK, initialised, with a blank label (helper-61: about
+                // once in 2,000 reads). Read again, unless it matched (a token labelled blank
+                // on purpose, found by serial).
+                case _ where info.isInitialized && info.label.isEmpty: unreadable.append((slot, nil))
                 default: break
                 }
             } catch let error as PKCS11Error {
@@ -305,8 +305,12 @@ public final class PKCS11Module: @unchecked Sendable {
     public func initToken(slot: SlotID, securityOfficerPIN: SecretBytes, label: String) throws {
         var paddedLabel = [UInt8](repeating: 0x20, count: 32)
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
+        // The other processes' lock before the slot table's, so that its wait holds no lock of
+        // this process; the in-process token-file lock inside, for the C call only.
+        let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+        defer { folder?.release() }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try withSlotTable { try call(.initToken) { withTokenFileWrite {
+            try withSlotTable { try call(.initToken) { Self.tokenFiles.withLock { _ in
                 functions.C_InitToken(
                     CK_SLOT_ID(slot.rawValue),
                     UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),

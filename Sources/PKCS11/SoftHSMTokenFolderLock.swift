@@ -84,8 +84,11 @@ struct SoftHSMTokenFolderLock {
     /// `~/.config/softhsm2/softhsm2.conf` when it can be opened, else its default.
     static func configurationPath() -> String {
         if let path = getenv("SOFTHSM2_CONF") { return String(cString: path) }
-        if let home = getenv("HOME") {
-            let path = String(cString: home) + "/.config/softhsm2/softhsm2.conf"
+        // HOME, or when it is unset or empty the password database's home, as SoftHSM does.
+        let home = getenv("HOME").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+            ?? getpwuid(getuid()).flatMap { $0.pointee.pw_dir }.map { String(cString: $0) }
+        if let home {
+            let path = home + "/.config/softhsm2/softhsm2.conf"
             let descriptor = open(path, O_RDONLY | O_CLOEXEC)
             if descriptor >= 0 {
                 close(descriptor)
@@ -99,23 +102,39 @@ struct SoftHSMTokenFolderLock {
     static let defaultTokenFolder = "/var/lib/softhsm/tokens/"
 
     /// SoftHSM 2.6.1's reading of one setting (`SimpleConfigLoader::loadConfiguration`), so that
-    /// every process locks the folder SoftHSM uses: each line cut at its first `#`, `\r` or
-    /// `\n`; name and value the first two `=`-separated pieces (`strtok`: empty pieces skipped,
-    /// anything after a second `=` ignored), blanks trimmed; the last line naming it wins; none:
-    /// SoftHSM's default. A relative value stays relative, as SoftHSM opens it (to the working
-    /// folder).
+    /// every process locks the folder SoftHSM uses: lines as `fgets` into 1,024 bytes gives them
+    /// (a longer line goes on as a line of its own); each cut at its first `#`, `\r`, `\n` or
+    /// NUL; name and value the first two `=`-separated pieces (`strtok`: empty pieces skipped,
+    /// anything after a second `=` ignored), blanks trimmed, a line with either empty ignored;
+    /// the last line naming it wins; none: SoftHSM's default. A relative value stays relative,
+    /// as SoftHSM opens it (to the working folder).
     static func tokenFolder(inConfiguration text: String) -> String {
         // Bytes, not Characters: Swift reads "\r\n" as one Character.
         let isSpace = { (byte: UInt8) in byte == 0x20 || (0x09...0x0D).contains(byte) }
         var folder = defaultTokenFolder
-        for line in Array(text.utf8).split(separator: 0x0A) {
-            let content = line.prefix { $0 != UInt8(ascii: "#") && $0 != 0x0D }
+        for line in fgetsLines(Array(text.utf8)) {
+            let content = line.prefix { $0 != UInt8(ascii: "#") && $0 != 0x0D && $0 != 0x0A && $0 != 0 }
             let pieces = content.split(separator: UInt8(ascii: "="), maxSplits: 2)
             guard pieces.count >= 2 else { continue }
             let (name, value) = (pieces[0].trimming(while: isSpace), pieces[1].trimming(while: isSpace))
+            guard !name.isEmpty, !value.isEmpty else { continue }
             if name.elementsEqual("directories.tokendir".utf8) { folder = String(decoding: value, as: UTF8.self) }
         }
         return folder
+    }
+
+    /// The pieces `fgets(buffer, 1024, file)` returns one by one: up to and with a newline, at
+    /// most 1,023 bytes.
+    private static func fgetsLines(_ bytes: [UInt8]) -> [ArraySlice<UInt8>] {
+        var lines = [ArraySlice<UInt8>]()
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            let limit = min(start + 1_023, bytes.endIndex)
+            let end = bytes[start..<limit].firstIndex(of: 0x0A).map { $0 + 1 } ?? limit
+            lines.append(bytes[start..<end])
+            start = end
+        }
+        return lines
     }
 
     /// The first 64 KiB of the file at `path` (a configuration is a few lines).

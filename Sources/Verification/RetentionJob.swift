@@ -55,7 +55,9 @@ public struct RetentionJob: Sendable {
         for tenant in tenants {
             do {
                 try Task.checkCancellation()
-                try await database.withTransaction(context: "retention turn") { try await RetentionTurnStore.begin(tenant, on: $0) }
+                // Best effort: a turn not recorded only leaves this tenant early in the next
+                // run's order; it must not keep its retention from running (helper-62).
+                try? await database.withTransaction(context: "retention turn") { try await RetentionTurnStore.begin(tenant, on: $0) }
                 let deletions = try await run(tenant, actor: actor, batchSize: max(1, batchSize))
                 if deletions != Deletions() { deleted[tenant] = deletions }
             } catch {

@@ -1,6 +1,7 @@
 @testable import HSM
 import HSMTestSupport
 @testable import PKCS11
+import SecureMemory
 import Synchronization
 import Testing
 
@@ -84,6 +85,12 @@ struct SoftHSMTokenFolderLockTests {
         #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = tokens") == "tokens", "relative, as SoftHSM opens it")
         #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "log.level = INFO") == SoftHSMTokenFolderLock.defaultTokenFolder)
         #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir\n= /x") == SoftHSMTokenFolderLock.defaultTokenFolder, "one line each")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = /t1\ndirectories.tokendir =   #c\n") == "/t1", "an empty value is ignored")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "directories.tokendir = /t1\u{0}/t2\n") == "/t1", "cut at a NUL")
+        // fgets into 1,024 bytes: the rest of a longer line is read as a line of its own.
+        let long = "#" + String(repeating: "x", count: 1_022) + "directories.tokendir = /t2\n"
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: long) == "/t2")
+        #expect(SoftHSMTokenFolderLock.tokenFolder(inConfiguration: "#" + String(repeating: "x", count: 1_021) + "directories.tokendir = /t2\n") == SoftHSMTokenFolderLock.defaultTokenFolder)
     }
 
     @Test("The lock is the folder SoftHSM reads here, and a second holder waits for the first")
@@ -133,5 +140,49 @@ struct SoftHSMTokenFolderLockTests {
         #expect(problem.hasPrefix("token folder \(directory)/no-such-folder cannot be opened"))
         #expect(SoftHSMTokenFolderLock.problem() == nil, "the run's own folder locks")
         #expect(TestToken.sharedModule.tokenFolderLockProblem == nil)
+    }
+
+    @Test("A token labelled blank on purpose is found by its serial (a blank label is read again only when it did not match)")
+    func blankLabelFoundBySerial() throws {
+        let module = TestToken.sharedModule
+        try TestToken.serializingInitialisation {
+            let free = try #require(try module.slots(withTokenPresent: true).first { (try? module.tokenInfo(slot: $0).isInitialized) == false })
+            let securityOfficerPIN = SecretBytes(count: 16) { $0.copyBytes(from: (0..<16).map { _ in UInt8.random(in: 97...122) }) }
+            try module.initToken(slot: free, securityOfficerPIN: securityOfficerPIN, label: "")
+            let blank = try #require(try module.slots(withTokenPresent: true).compactMap { try? module.tokenInfo(slot: $0) }.first { $0.isInitialized && $0.label.isEmpty })
+            #expect(try module.findToken(.serial(blank.serialNumber)).slot == blank.slot)
+            #expect(try module.findToken(.label("")).serialNumber == blank.serialNumber)
+            // Leave no blank-labelled token in the run's folder: every lookup that misses would
+            // read it again for 150 ms.
+            try module.initToken(slot: blank.slot, securityOfficerPIN: securityOfficerPIN, label: "t-was-blank-\(getpid())")
+        }
+    }
+
+    @Test("A SoftHSM login waiting for another process's hold holds up no other module's initialisation")
+    func waitHoldsNoOtherModule() throws {
+        let token = try TestToken.make("folder-wait")
+        // Initialised once, so the binding knows it keeps no token files.
+        let (_, nss) = try NSSToken.isolated("folder-wait")
+        let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
+        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY)
+        defer { close(otherProcess) }
+        #expect(flock(otherProcess, LOCK_EX) == 0)
+        let loggedIn = Atomic<Bool>(false)
+        let login = startThread(name: "softhsm-login") {
+            // Waits for the hold above (at most its patience, 10 s).
+            if (try? token.userSession()) != nil { loggedIn.store(true, ordering: .releasing) }
+        }
+        usleep(100_000)
+        let start = ContinuousClock.now
+        try nss.finalize()
+        try nss.initialize()
+        let took = ContinuousClock.now - start
+        flock(otherProcess, LOCK_UN)
+        pthread_join(login, nil)
+        // Before, the login waited inside the process-wide token-file lock, and the NSS module's
+        // re-initialisation behind it for the login's whole patience.
+        #expect(took < .seconds(2), "the NSS module's re-initialisation took \(took)")
+        let didLogIn = loggedIn.load(ordering: .acquiring)
+        #expect(didLogIn)
     }
 }
