@@ -48,23 +48,7 @@ struct TokenFileConcurrencyTests {
         let scanner = try TestToken.isolatedModule()
         var missed = [String]()
         for round in 0..<40 {
-            try scanner.initialize()
-            var slots = Set<SlotID>()
-            for token in tokens {
-                // A token read in the middle of a login's rewrite answers with no label for a
-                // moment; one the scan missed stays missing until the next initialisation.
-                var found: TokenInfo?
-                for attempt in 0..<20 where found == nil {
-                    if attempt > 0 { usleep(5_000) }
-                    found = try? scanner.findToken(.label(token.label))
-                }
-                guard let found else {
-                    missed.append("round \(round): \(token.label) missing")
-                    continue
-                }
-                if !slots.insert(found.slot).inserted { missed.append("round \(round): \(token.label) shares slot \(found.slot)") }
-            }
-            try scanner.finalize()
+            missed += try TokenFolderScan.misses(scanner: scanner, tokens: tokens, round: round)
         }
         stop.store(true, ordering: .releasing)
         #expect(missed.isEmpty, "\(missed.count) misses, first: \(missed.prefix(3))")

@@ -62,23 +62,7 @@ struct TokenFileProcessesTests {
                 let end = ContinuousClock.now + .seconds(6)
                 var round = 0
                 while ContinuousClock.now < end || children.runs.load(ordering: .relaxed) < 12 {
-                    try scanner.initialize()
-                    var slots = Set<SlotID>()
-                    for token in tokens {
-                        // A read in the middle of a rewrite answers no label for a moment; a
-                        // token the scan missed stays missing until the next initialisation.
-                        var found: TokenInfo?
-                        for attempt in 0..<20 where found == nil {
-                            if attempt > 0 { usleep(5_000) }
-                            found = try? scanner.findToken(.label(token.label))
-                        }
-                        guard let found else {
-                            missed.append("round \(round): \(token.label) missing")
-                            continue
-                        }
-                        if !slots.insert(found.slot).inserted { missed.append("round \(round): \(token.label) shares slot \(found.slot)") }
-                    }
-                    try scanner.finalize()
+                    missed += try TokenFolderScan.misses(scanner: scanner, tokens: tokens, round: round)
                     round += 1
                 }
             } catch {
