@@ -58,7 +58,7 @@ public final class PKCS11Module: @unchecked Sendable {
     /// `C_Initialize` and `C_Finalize` take it only on SoftHSM (``rewritesTokenFiles``), so that
     /// a network HSM's login hanging for its timeout does not hold up a replica's login or
     /// recovery. Other Custos processes on the same token folder: ``SoftHSMTokenFolderLock``,
-    /// taken under it.
+    /// taken before it.
     private static let tokenFiles = Mutex<Void>(())
 
     /// Whether this module rewrites token files on login (SoftHSM, by `C_GetInfo`), learnt at
@@ -72,9 +72,15 @@ public final class PKCS11Module: @unchecked Sendable {
     /// (helper-62). Threads of this process exclude each other by it too (each opens the folder
     /// afresh, and `flock` belongs to the open file).
     private func withTokenFiles<R>(_ body: () throws -> R) rethrows -> R {
-        let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+        let folder = otherProcessesKeptOut()
         defer { folder?.release() }
         return try Self.tokenFiles.withLock { _ in try body() }
+    }
+
+    /// The other processes' lock, on a module that keeps token files (`nil` otherwise, or when
+    /// it cannot be had: see ``SoftHSMTokenFolderLock``).
+    private func otherProcessesKeptOut() -> SoftHSMTokenFolderLock? {
+        rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
     }
 
     /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under
@@ -307,17 +313,21 @@ public final class PKCS11Module: @unchecked Sendable {
         for (index, byte) in label.utf8.prefix(32).enumerated() { paddedLabel[index] = byte }
         // The other processes' lock before the slot table's, so that its wait holds no lock of
         // this process; the in-process token-file lock inside, for the C call only.
-        let folder = rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+        let keepsTokenFiles = rewritesTokenFiles.load(ordering: .relaxed)
+        let folder = keepsTokenFiles ? SoftHSMTokenFolderLock() : nil
         defer { folder?.release() }
         try securityOfficerPIN.withUnsafeBytes { pin in
-            try withSlotTable { try call(.initToken) { Self.tokenFiles.withLock { _ in
-                functions.C_InitToken(
-                    CK_SLOT_ID(slot.rawValue),
-                    UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),
-                    CK_ULONG(pin.count),
-                    &paddedLabel
-                )
-            } } }
+            try withSlotTable { try call(.initToken) {
+                let initToken = {
+                    self.functions.C_InitToken(
+                        CK_SLOT_ID(slot.rawValue),
+                        UnsafeMutablePointer(mutating: pin.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                        CK_ULONG(pin.count),
+                        &paddedLabel
+                    )
+                }
+                return keepsTokenFiles ? Self.tokenFiles.withLock { _ in initToken() } : initToken()
+            } }
         }
     }
 

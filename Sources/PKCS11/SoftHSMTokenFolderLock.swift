@@ -14,8 +14,8 @@ import Glibc
 /// (`softhsm2-util`, `pkcs11-tool`) are still not covered: docs/operations.md.
 ///
 /// The folder, not the configuration file, so that two configurations naming one folder agree.
-/// It is read from the configuration SoftHSM would read (`SOFTHSM2_CONF`, else its default) at
-/// each call: these calls are rare (start-up, login, recovery).
+/// It is read, as SoftHSM reads it, from the configuration SoftHSM would read
+/// (``configurationPath()``) at each call: these calls are rare (start-up, login, recovery).
 struct SoftHSMTokenFolderLock {
     /// SoftHSM's configuration when `SOFTHSM2_CONF` is unset (Debian's build).
     static let defaultConfiguration = "/etc/softhsm/softhsm2.conf"
@@ -26,8 +26,8 @@ struct SoftHSMTokenFolderLock {
     /// How long a call waits for another process's hold before it goes on without the lock.
     /// A Custos process holds it for one C call (milliseconds; a scan of a large folder, a
     /// second at most). A holder that never lets go (a process stopped with SIGSTOP, or anyone
-    /// else able to open the folder) must not hold up logins and recoveries for good: the
-    /// in-process lock is held meanwhile, by every module of the process.
+    /// else able to open the folder) must not hold up this process's logins and recoveries for
+    /// good.
     static let patience: Duration = .seconds(10)
 
     /// Takes the lock, waiting for other processes up to ``patience``; `nil` without a token
