@@ -494,6 +494,12 @@ public final class SessionPool: Sendable {
 
     /// Initial set-up, on a worker thread: initialise, select the token, log in.
     private func establish() throws {
+        module.onTokenFolderWaitAbandoned { [logger, metrics] folder in
+            logger.warning("gave up waiting for another process's hold on the SoftHSM token folder; went on without it (docs/operations.md)", metadata: [
+                "folder": "\(folder)",
+            ])
+            metrics.tokenFolderWaitsAbandoned.increment()
+        }
         try module.initialize()
         let token = try module.findToken(configuration.token)
         if let maximum = token.maxSessionCount, maximum < configuration.workers + 1 {

@@ -21,6 +21,9 @@ final class SessionPoolMetrics: Sendable {
     let keyCacheObjects: Gauge
     /// 1 while the token serves calls, 0 while it is out of service (``TokenFailover``).
     let tokenInService: Gauge
+    /// Calls that gave up waiting for another process's hold on SoftHSM's token folder and
+    /// went on without it (``PKCS11Module/onTokenFolderWaitAbandoned(_:)``).
+    let tokenFolderWaitsAbandoned: Counter
     /// Indexed by `HSMOperation.index`: a dictionary lookup hashed the key on every call.
     private let callTimers: [Timer]
     private let errorCounters = Mutex<[String: Counter]>([:])
@@ -41,6 +44,7 @@ final class SessionPoolMetrics: Sendable {
         keyCacheEvictions = Counter(label: "custos_hsm_key_cache_evictions_total", dimensions: dimensions)
         keyCacheObjects = Gauge(label: "custos_hsm_key_cache_objects", dimensions: dimensions)
         tokenInService = Gauge(label: "custos_hsm_token_in_service", dimensions: dimensions)
+        tokenFolderWaitsAbandoned = Counter(label: "custos_hsm_token_folder_waits_abandoned_total", dimensions: dimensions)
         callTimers = HSMOperation.allCases.map { operation in
             Timer(
                 label: "custos_hsm_call", dimensions: dimensions + [("operation", operation.rawValue)],

@@ -23,6 +23,11 @@ public final class PKCS11Module: @unchecked Sendable {
     public let initArguments: String?
     private let faultsArmed = Atomic<Bool>(false)
     private let faultInjector = Mutex<(any PKCS11FaultInjector)?>(nil)
+    /// How long a call waits for another process's hold on the token folder, and who is told
+    /// when one gave up (``onTokenFolderWaitAbandoned(_:)``).
+    private let tokenFolderWait = Mutex<(patience: Duration, abandoned: (@Sendable (String) -> Void)?)>(
+        (SoftHSMTokenFolderLock.patience, nil)
+    )
 
     /// Serialises every call that reads or changes a module's slot table, across all loaded
     /// modules of the process (two `PKCS11Module`s of one path share one library instance).
@@ -80,7 +85,22 @@ public final class PKCS11Module: @unchecked Sendable {
     /// The other processes' lock, on a module that keeps token files (`nil` otherwise, or when
     /// it cannot be had: see ``SoftHSMTokenFolderLock``).
     private func otherProcessesKeptOut() -> SoftHSMTokenFolderLock? {
-        rewritesTokenFiles.load(ordering: .relaxed) ? SoftHSMTokenFolderLock() : nil
+        guard rewritesTokenFiles.load(ordering: .relaxed) else { return nil }
+        let (patience, abandoned) = tokenFolderWait.withLock { $0 }
+        return SoftHSMTokenFolderLock(patience: patience) { folder in abandoned?(folder) }
+    }
+
+    /// Tells `handler` (the folder) each time a call gave up waiting for another process's hold
+    /// on SoftHSM's token folder and went on without it: someone has held it for the whole
+    /// patience (10 s), far longer than one C call. One handler per module, the last set; `nil`
+    /// removes it.
+    public func onTokenFolderWaitAbandoned(_ handler: (@Sendable (String) -> Void)?) {
+        tokenFolderWait.withLock { $0.abandoned = handler }
+    }
+
+    /// Sets how long a call waits for another process's hold on the token folder (tests).
+    func setTokenFolderPatience(_ patience: Duration) {
+        tokenFolderWait.withLock { $0.patience = patience }
     }
 
     /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under
@@ -314,7 +334,7 @@ public final class PKCS11Module: @unchecked Sendable {
         // The other processes' lock before the slot table's, so that its wait holds no lock of
         // this process; the in-process token-file lock inside, for the C call only.
         let keepsTokenFiles = rewritesTokenFiles.load(ordering: .relaxed)
-        let folder = keepsTokenFiles ? SoftHSMTokenFolderLock() : nil
+        let folder = otherProcessesKeptOut()
         defer { folder?.release() }
         try securityOfficerPIN.withUnsafeBytes { pin in
             try withSlotTable { try call(.initToken) {

@@ -30,10 +30,10 @@ struct SoftHSMTokenFolderLock {
     /// good.
     static let patience: Duration = .seconds(10)
 
-    /// Takes the lock, waiting for other processes up to ``patience``; `nil` without a token
+    /// Takes the lock, waiting for other processes up to `patience`; `nil` without a token
     /// folder to lock (no readable configuration, not SoftHSM's), where `flock` is refused, or
-    /// after that wait.
-    init?(patience: Duration = Self.patience) {
+    /// after that wait — which `abandoned` is told of, with the folder.
+    init?(patience: Duration = Self.patience, abandoned: (String) -> Void = { _ in }) {
         guard let folder = Self.tokenFolder() else { return nil }
         let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
@@ -41,8 +41,10 @@ struct SoftHSMTokenFolderLock {
         let deadline = clock.now + patience
         var pause: UInt32 = 500
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
-            guard errno == EWOULDBLOCK || errno == EINTR, clock.now < deadline else {
+            let waiting = errno == EWOULDBLOCK || errno == EINTR
+            guard waiting, clock.now < deadline else {
                 close(descriptor)
+                if waiting { abandoned(folder) }
                 return nil
             }
             // Short first: a hold is one C call; no more than 20 ms between tries.

@@ -169,4 +169,30 @@ struct SoftHSMTokenFolderLockTests {
         let didLogIn = loggedIn.load(ordering: .acquiring)
         #expect(didLogIn)
     }
+
+    /// Folders a module said it stopped waiting for.
+    final class Abandoned: Sendable {
+        let folders = Mutex([String]())
+    }
+
+    @Test("A login that gives up waiting for another process's hold goes on without the lock, and its module says so")
+    func abandonedWaitReported() throws {
+        let token = try TestToken.make("folder-abandoned")
+        let module = try TestToken.isolatedModule()
+        try module.initialize()
+        defer { try? module.finalize() }
+        module.setTokenFolderPatience(.milliseconds(200))
+        let abandoned = Abandoned()
+        module.onTokenFolderWaitAbandoned { folder in abandoned.folders.withLock { $0.append(folder) } }
+        let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
+        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY)
+        defer { close(otherProcess) }
+        #expect(flock(otherProcess, LOCK_EX) == 0)
+        let session = try module.openSession(slot: try module.findToken(.label(token.label)).slot)
+        try session.login(.user, pin: token.userPIN)
+        flock(otherProcess, LOCK_UN)
+        #expect(abandoned.folders.withLock { $0 } == [folder])
+        try session.logout()
+        try session.close()
+    }
 }
