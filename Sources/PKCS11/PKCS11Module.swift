@@ -67,7 +67,9 @@ public final class PKCS11Module: @unchecked Sendable {
     private static let tokenFiles = Mutex<Void>(())
 
     /// Whether this module rewrites token files on login (SoftHSM, by `C_GetInfo`), learnt at
-    /// each initialisation; until then assumed.
+    /// each initialisation; until then assumed, so another module's first `C_Initialize` (and
+    /// one that fails before `C_GetInfo`) also takes SoftHSM's folder lock when the host has a
+    /// SoftHSM configuration: a wait of one C call, at most the patience.
     private let rewritesTokenFiles = Atomic<Bool>(true)
 
     /// Runs `C_Initialize` or `C_Finalize` under ``tokenFiles`` and, on a module that keeps
@@ -103,8 +105,8 @@ public final class PKCS11Module: @unchecked Sendable {
         tokenFolderWait.withLock { $0.patience = patience }
     }
 
-    /// Runs a call that rewrites token files (`C_Login`, `C_InitToken`, `C_InitPIN`) under
-    /// ``tokenFiles``, on a module that keeps them. Reads are left out: `C_GetTokenInfo` in the
+    /// Runs a call that rewrites token files (`C_Login`, `C_InitPIN`; ``initToken(slot:securityOfficerPIN:label:)``
+    /// takes the same locks around the slot table's) under ``tokenFiles``, on a module that keeps them. Reads are left out: `C_GetTokenInfo` in the
     /// middle of a rewrite answers a token with no label for a moment, a miss the token selection
     /// meets again on its next try, while under this lock every selection (hundreds of tokens in
     /// the test suite's folder) waited behind every scan.

@@ -12,7 +12,6 @@ public enum TokenFolderScan {
     ///   tokens given one slot. Empty when the scan found every token in a slot of its own.
     public static func misses(scanner: PKCS11Module, tokens: [TestToken], round: Int) throws -> [String] {
         try scanner.initialize()
-        defer { try? scanner.finalize() }
         var missed = [String]()
         var slots = Set<SlotID>()
         for token in tokens {
@@ -30,6 +29,9 @@ public enum TokenFolderScan {
             }
             if !slots.insert(found.slot).inserted { missed.append("round \(round): \(token.label) shares slot \(found.slot)") }
         }
+        // Not `try?`: a module left initialised would make every later round's initialisation
+        // succeed without scanning.
+        try scanner.finalize()
         return missed
     }
 }

@@ -84,7 +84,7 @@ struct SoftHSMTokenFolderLockTests {
         #expect(folder.hasPrefix(TestEnvironment.directory), "the run's own token folder, from SOFTHSM2_CONF")
         let held = try #require(SoftHSMTokenFolderLock())
         // Another open file description, as another process has: refused while held.
-        let other = open(folder, O_RDONLY | O_DIRECTORY)
+        let other = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { close(other) }
         #expect(flock(other, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
         held.release()
@@ -97,7 +97,8 @@ struct SoftHSMTokenFolderLockTests {
     func holderThatNeverLetsGo() throws {
         TestEnvironment.prepare()
         let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
-        let stuck = open(folder, O_RDONLY | O_DIRECTORY)
+        // O_CLOEXEC: a child another suite starts meanwhile must not inherit the hold.
+        let stuck = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { close(stuck) }
         #expect(flock(stuck, LOCK_EX) == 0)
         let start = ContinuousClock.now
@@ -133,12 +134,12 @@ struct SoftHSMTokenFolderLockTests {
             let free = try #require(try module.slots(withTokenPresent: true).first { (try? module.tokenInfo(slot: $0).isInitialized) == false })
             let securityOfficerPIN = SecretBytes(count: 16) { $0.copyBytes(from: (0..<16).map { _ in UInt8.random(in: 97...122) }) }
             try module.initToken(slot: free, securityOfficerPIN: securityOfficerPIN, label: "")
-            let blank = try #require(try module.slots(withTokenPresent: true).compactMap { try? module.tokenInfo(slot: $0) }.first { $0.isInitialized && $0.label.isEmpty })
-            #expect(try module.findToken(.serial(blank.serialNumber)).slot == blank.slot)
-            #expect(try module.findToken(.label("")).serialNumber == blank.serialNumber)
-            // Leave no blank-labelled token in the run's folder: every lookup that misses would
-            // read it again for 150 ms.
-            try module.initToken(slot: blank.slot, securityOfficerPIN: securityOfficerPIN, label: "t-was-blank-\(getpid())")
+            // Leave no blank-labelled token in the run's folder, even when an expectation
+            // fails: every lookup that misses would read it again for 150 ms.
+            defer { try? module.initToken(slot: free, securityOfficerPIN: securityOfficerPIN, label: "t-was-blank-\(getpid())") }
+            let blank = try module.tokenInfo(slot: free)
+            #expect(blank.isInitialized && blank.label.isEmpty)
+            #expect(try module.findToken(.serial(blank.serialNumber)).slot == free)
         }
     }
 
@@ -148,14 +149,24 @@ struct SoftHSMTokenFolderLockTests {
         // Initialised once, so the binding knows it keeps no token files.
         let (_, nss) = try NSSToken.isolated("folder-wait")
         let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
-        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY)
+        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { close(otherProcess) }
         #expect(flock(otherProcess, LOCK_EX) == 0)
+        // Selected here; on the thread, the session (owned there) and the login, which waits for
+        // the hold — flagged first, so the timing below starts only once the login waits.
+        let slot = try TestToken.sharedModule.findToken(.label(token.label)).slot
+        let loggingIn = Atomic<Bool>(false)
         let loggedIn = Atomic<Bool>(false)
         let login = startThread(name: "softhsm-login") {
+            guard let session = try? TestToken.sharedModule.openSession(slot: slot) else { return }
+            defer { try? session.close() }
+            loggingIn.store(true, ordering: .releasing)
             // Waits for the hold above (at most its patience, 10 s).
-            if (try? token.userSession()) != nil { loggedIn.store(true, ordering: .releasing) }
+            if (try? session.login(.user, pin: token.userPIN)) != nil { loggedIn.store(true, ordering: .releasing) }
         }
+        for _ in 0..<5_000 where !loggingIn.load(ordering: .acquiring) { usleep(1_000) }
+        let started = loggingIn.load(ordering: .acquiring)
+        #expect(started, "the login thread opened its session")
         usleep(100_000)
         let start = ContinuousClock.now
         try nss.finalize()
@@ -185,7 +196,7 @@ struct SoftHSMTokenFolderLockTests {
         let abandoned = Abandoned()
         module.onTokenFolderWaitAbandoned { folder in abandoned.folders.withLock { $0.append(folder) } }
         let folder = try #require(SoftHSMTokenFolderLock.tokenFolder())
-        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY)
+        let otherProcess = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { close(otherProcess) }
         #expect(flock(otherProcess, LOCK_EX) == 0)
         let session = try module.openSession(slot: try module.findToken(.label(token.label)).slot)

@@ -15,6 +15,8 @@ struct TokenFileProcessesTests {
     final class Children: Sendable {
         let stopped = Atomic<Bool>(false)
         let runs = Atomic<Int>(0)
+        /// Loops that ended (a child could not be started).
+        let ended = Atomic<Int>(0)
         let failures = Mutex([String]())
     }
 
@@ -46,6 +48,7 @@ struct TokenFileProcessesTests {
                         }
                     } catch {
                         children.failures.withLock { $0.append("\(error)") }
+                        children.ended.add(1, ordering: .releasing)
                         return
                     }
                 }
@@ -61,7 +64,10 @@ struct TokenFileProcessesTests {
                 // ~1.6 ms, a child's start and login every ~40 ms), so scan for 6 seconds.
                 let end = ContinuousClock.now + .seconds(6)
                 var round = 0
-                while ContinuousClock.now < end || children.runs.load(ordering: .relaxed) < 12 {
+                // Every child must have run a few times too, but not past two minutes more, nor
+                // once every child loop has ended.
+                while ContinuousClock.now < end || children.runs.load(ordering: .relaxed) < 12,
+                      ContinuousClock.now < end + .seconds(120), children.ended.load(ordering: .acquiring) < configurations.count {
                     missed += try TokenFolderScan.misses(scanner: scanner, tokens: tokens, round: round)
                     round += 1
                 }
