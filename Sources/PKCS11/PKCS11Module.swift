@@ -105,11 +105,12 @@ public final class PKCS11Module: @unchecked Sendable {
         tokenFolderWait.withLock { $0.patience = patience }
     }
 
-    /// Runs a call that rewrites token files (`C_Login`, `C_InitPIN`; ``initToken(slot:securityOfficerPIN:label:)``
-    /// takes the same locks around the slot table's) under ``tokenFiles``, on a module that keeps them. Reads are left out: `C_GetTokenInfo` in the
-    /// middle of a rewrite answers a token with no label for a moment, a miss the token selection
-    /// meets again on its next try, while under this lock every selection (hundreds of tokens in
-    /// the test suite's folder) waited behind every scan.
+    /// Runs a call that rewrites token files (`C_Login`, `C_InitPIN`;
+    /// ``initToken(slot:securityOfficerPIN:label:)`` takes the same locks around the slot
+    /// table's) under ``tokenFiles``, on a module that keeps them. Reads are left out:
+    /// `C_GetTokenInfo` in the middle of a rewrite answers a token with no label for a moment, a
+    /// miss the token selection meets again on its next try, while under this lock every
+    /// selection (hundreds of tokens in the test suite's folder) waited behind every scan.
     func withTokenFileWrite<R>(_ body: () throws -> R) rethrows -> R {
         guard rewritesTokenFiles.load(ordering: .relaxed) else { return try body() }
         return try withTokenFiles(body)
