@@ -64,10 +64,10 @@ struct TokenFileProcessesTests {
                 // ~1.6 ms, a child's start and login every ~40 ms), so scan for 6 seconds.
                 let end = ContinuousClock.now + .seconds(6)
                 var round = 0
-                // The children should have run a few times too, but the whole run's other suites
-                // share these 2 cores and this folder: no more than 14 s past that (in one CI run,
-                // going on until 12 child runs took a minute and starved a 30 s transaction of
-                // another suite), nor once every child loop has ended.
+                // The children should have run a few times too. `scripts/test` runs this suite in
+                // a test process of its own (a folder of a few tokens); under a plain `swift test`
+                // the folder holds the whole run's hundreds and every scan is slow: no more than
+                // 14 s past that, nor once every child loop has ended.
                 while ContinuousClock.now < end || children.runs.load(ordering: .relaxed) < 12,
                       ContinuousClock.now < end + .seconds(14), children.ended.load(ordering: .acquiring) < configurations.count {
                     missed += try TokenFolderScan.misses(scanner: scanner, tokens: tokens, round: round)
