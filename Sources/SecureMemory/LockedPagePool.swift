@@ -18,8 +18,13 @@ import Synchronization
 /// purpose alone (aligned to their size, so a slot's address names its chunk), locked when
 /// mapped, excluded from core dumps. A released slot, already wiped by its owner, goes back to
 /// its chunk; a chunk whose slots are all free is unmapped — which also gives its share of
-/// `RLIMIT_MEMLOCK` back — unless it is its size class's only spare, kept so that one call's
-/// secrets do not map and unmap a chunk each time. Larger secrets get a mapping of their own,
+/// `RLIMIT_MEMLOCK` back — unless it is one of the few spares kept so that calls' secrets do
+/// not map and unmap a chunk each time: its size class's only one, or one of at most
+/// ``spareChunks`` in all. One spare per class was not enough: a tokenization holds two
+/// 64 KiB secrets (the PRF's input and output blocks) while it waits for the HSM, so with calls
+/// overlapping every 64 KiB chunk was a spare for a moment and mapped again moments later —
+/// 0.6 mappings (each an `mmap`, two `munmap`s, two `madvise`s, an `mlock` of 16 fresh pages and
+/// a final `munmap`) per Verify under load. Larger secrets get a mapping of their own,
 /// unmapped on release. A page is never unlocked while a secret lives on it.
 final class LockedPagePool: Sendable {
     /// The pool every ``SecretBytes`` uses.
@@ -29,6 +34,9 @@ final class LockedPagePool: Sendable {
     static let largestSlot = 64 * 1024
     static let chunkSize = 64 * 1024
     static let sizeClasses = (largestSlot / smallestSlot).trailingZeroBitCount + 1
+    /// Free chunks kept mapped (each class's only free chunk is kept even past it): at most
+    /// 8 + 11 chunks, 1.2 MiB of locked memory, stay mapped after a burst.
+    static let spareChunks = 8
 
     /// A slot or mapping, and whether its pages are locked (locking fails past
     /// `RLIMIT_MEMLOCK` without the privilege to exceed it; the memory is then used unlocked,
@@ -50,6 +58,10 @@ final class LockedPagePool: Sendable {
         var chunks: [Int: Chunk] = [:]
         /// Per size class, the chunks with a free slot.
         var open: [Set<Int>] = Array(repeating: [], count: LockedPagePool.sizeClasses)
+        /// Chunks with no slot in use.
+        var spares = 0
+        /// Chunks mapped since the pool began (for tests).
+        var chunksMapped = 0
     }
 
     private let state = Mutex(State())
@@ -58,6 +70,9 @@ final class LockedPagePool: Sendable {
 
     /// Chunks mapped now (what a burst leaves behind, for tests).
     var mappedChunks: Int { state.withLock { $0.chunks.count } }
+
+    /// Chunks mapped since the pool began (a burst's reuse, for tests).
+    var chunksMapped: Int { state.withLock { $0.chunksMapped } }
 
     /// At least `count` bytes (one, if `count` is 0), zero-filled; nil only when the system
     /// refuses the mapping.
@@ -74,6 +89,7 @@ final class LockedPagePool: Sendable {
         let rest = Array(stride(from: base + slotSize, to: base + Self.chunkSize, by: slotSize))
         state.withLock { state in
             state.chunks[base] = Chunk(sizeClass: sizeClass, locked: chunk.locked, free: rest, inUse: 1)
+            state.chunksMapped += 1
             if !rest.isEmpty { state.open[sizeClass].insert(base) }
         }
         return Allocation(buffer: Self.buffer(base, slotSize), locked: chunk.locked)
@@ -92,10 +108,13 @@ final class LockedPagePool: Sendable {
             chunk.free.append(address)
             chunk.inUse -= 1
             let sizeClass = chunk.sizeClass
-            if chunk.inUse == 0, state.open[sizeClass].contains(where: { $0 != base }) {
-                state.chunks[base] = nil
-                state.open[sizeClass].remove(base)
-                return base
+            if chunk.inUse == 0 {
+                if state.spares >= Self.spareChunks, state.open[sizeClass].contains(where: { $0 != base }) {
+                    state.chunks[base] = nil
+                    state.open[sizeClass].remove(base)
+                    return base
+                }
+                state.spares += 1
             }
             state.chunks[base] = chunk
             state.open[sizeClass].insert(base)
@@ -108,6 +127,7 @@ final class LockedPagePool: Sendable {
     private static func take(_ sizeClass: Int, from state: inout State) -> (address: Int, locked: Bool)? {
         guard let base = state.open[sizeClass].first(where: { state.chunks[$0]?.locked == true }) ?? state.open[sizeClass].first,
               var chunk = state.chunks[base], let address = chunk.free.popLast() else { return nil }
+        if chunk.inUse == 0 { state.spares -= 1 }
         chunk.inUse += 1
         if chunk.free.isEmpty { state.open[sizeClass].remove(base) }
         state.chunks[base] = chunk
