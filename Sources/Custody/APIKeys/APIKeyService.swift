@@ -252,7 +252,8 @@ public final class APIKeyService: Sendable {
     }
 
     /// Revokes a key of `tenant`; every instance stops accepting it once the notification
-    /// arrives. Unknown keys and keys of other tenants answer `false` alike.
+    /// arrives. Unknown keys and keys of other tenants answer `false` alike; a key of this
+    /// tenant revoked before throws ``APIKeyError/alreadyRevoked(keyID:)``.
     public func revoke(tenant: TenantID, keyID: String, actor: String) async throws -> Bool {
         try await custody {
             let audit = audit
@@ -260,6 +261,9 @@ public final class APIKeyService: Sendable {
                 let revoked = try await APIKeyStore.revoke(keyID: keyID, on: connection)
                 if revoked {
                     try await audit.append(tenant: tenant, actor: actor, action: .apiKeyRevoke, target: keyID, details: [:], on: connection)
+                } else if try await APIKeyStore.get(keyID: keyID, on: connection)?.revokedAt != nil {
+                    // A retried revocation must not read as "no such key".
+                    throw APIKeyError.alreadyRevoked(keyID: keyID)
                 }
                 return revoked
             }
@@ -359,11 +363,14 @@ public final class APIKeyService: Sendable {
 public enum APIKeyError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalid
     case malformed(APIKeyFormatError)
+    /// Revoking a key revoked before (its id, public).
+    case alreadyRevoked(keyID: String)
 
     public var description: String {
         switch self {
         case .invalid: "API key not valid"
         case .malformed(let error): "API key malformed: \(error)"
+        case .alreadyRevoked(let keyID): "API key \(keyID) is already revoked"
         }
     }
 }

@@ -108,6 +108,14 @@ public final class Authenticator: Sendable {
             } catch let error as APIKeyError {
                 _ = error
                 throw RPCError(code: .unauthenticated, message: "API key not valid")
+            } catch let error as CustodyError {
+                // The pepper version the key's row names is refused (disabled, being destroyed,
+                // failed its integrity check) before the secret could be compared: telling the
+                // caller so would describe a key to whoever knows only its public id.
+                switch error {
+                case .hsm, .storage: throw error
+                default: throw APIKeyUnusable(cause: error)
+                }
             }
             if let named, named != verified.tenant {
                 throw RPCError(code: .permissionDenied, message: "the API key belongs to another tenant than \(Self.tenantMetadataKey) names")
@@ -269,4 +277,11 @@ public final class Authenticator: Sendable {
         generation.add(1, ordering: .acquiringAndReleasing)
         _ = tenants.withLock { $0.removeValue(forKey: tenant) }
     }
+}
+
+/// A well-formed API key whose verification the key hierarchy refused before its secret was
+/// compared (its pepper version disabled, scheduled for destruction, tampered with): the caller
+/// hears "API key not valid"; the cause goes to the log for officers.
+struct APIKeyUnusable: Error {
+    let cause: CustodyError
 }

@@ -29,11 +29,9 @@ public struct APIKeysHandler: Custos_V1_APIKeys.SimpleServiceProtocol {
 
     public func revokeKey(request: Custos_V1_RevokeKeyRequest, context: ServerContext) async throws -> Custos_V1_RevokeKeyResponse {
         let tenant = try Caller.requireTenant()
-        guard request.keyID.utf8.count == 11, request.keyID.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
-            throw RPCError(code: .invalidArgument, message: "key_id is 11 base62 characters")
-        }
-        guard try await apiKeys.revoke(tenant: tenant, keyID: request.keyID, actor: Caller.current?.actor ?? "tenant") else {
-            throw RPCError(code: .notFound, message: "no API key \(request.keyID) in this tenant")
+        let keyID = try RequestFields.apiKeyID(request.keyID)
+        guard try await apiKeys.revoke(tenant: tenant, keyID: keyID, actor: Caller.current?.actor ?? "tenant") else {
+            throw RPCError(code: .notFound, message: "no API key \(keyID) in this tenant")
         }
         return .with { $0.revoked = true }
     }

@@ -75,10 +75,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     // MARK: Tenants
 
     public func createTenant(request: Custos_V1_CreateTenantRequest, context: ServerContext) async throws -> Custos_V1_CreateTenantResponse {
-        guard request.label.utf8.count <= 63, request.label.range(of: "^[a-z0-9][a-z0-9-]*$", options: .regularExpression) != nil else {
-            throw RPCError(code: .invalidArgument, message: "label: 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit")
-        }
-        let record = try await deps.keyring.createTenant(label: request.label, actor: try officer())
+        let label = try RequestFields.tenantLabel(request.label)
+        let record = try await deps.keyring.createTenant(label: label, actor: try officer())
         let policy = try await appliedPolicy(.default, of: record.id)
         return .with { $0.tenant = tenant(record, policy: policy) }
     }
@@ -273,10 +271,10 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard !request.scopes.isEmpty, request.scopes.allSatisfy(known.contains) else {
             throw RPCError(code: .invalidArgument, message: "scopes: one or more of \(known.sorted().joined(separator: ", "))")
         }
-        guard request.label.utf8.count <= 128 else { throw RPCError(code: .invalidArgument, message: "label: at most 128 bytes") }
+        let label = try RequestFields.text(request.label, field: "label", maxBytes: 128)
         guard request.ttlSeconds <= 3 * 365 * 86_400 else { throw RPCError(code: .invalidArgument, message: "ttl_seconds: at most 3 years") }
         let expiry = request.ttlSeconds == 0 ? nil : Date().addingTimeInterval(Double(request.ttlSeconds))
-        let issued = try await deps.apiKeys.issue(tenant: id, scopes: request.scopes, label: request.label, expiresAt: expiry, actor: actor)
+        let issued = try await deps.apiKeys.issue(tenant: id, scopes: request.scopes, label: label, expiresAt: expiry, actor: actor)
         let record = try await deps.apiKeys.list(tenant: id).first { $0.keyID == issued.keyID }
         return .with {
             $0.apiKey = issued.key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
@@ -286,9 +284,10 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func revokeAPIKey(request: Custos_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Custos_V1_RevokeAPIKeyResponse {
         let actor = try officer()
+        let keyID = try RequestFields.apiKeyID(request.keyID)
         let id = try await existingTenant(request.tenantID)
-        guard try await deps.apiKeys.revoke(tenant: id, keyID: request.keyID, actor: actor) else {
-            throw RPCError(code: .notFound, message: "no API key \(request.keyID) in tenant \(id)")
+        guard try await deps.apiKeys.revoke(tenant: id, keyID: keyID, actor: actor) else {
+            throw RPCError(code: .notFound, message: "no API key \(keyID) in tenant \(id)")
         }
         return .with { $0.revoked = true }
     }
@@ -306,7 +305,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         guard (1...64).contains(serial.utf8.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw RPCError(code: .invalidArgument, message: "serial: the certificate's serial number in hex")
         }
-        try await deps.revocations.revoke(serial: serial, subject: request.subject, actor: actor)
+        let subject = try RequestFields.text(request.subject, field: "subject", maxBytes: 256)
+        try await deps.revocations.revoke(serial: serial, subject: subject, actor: actor)
         deps.authenticator.invalidateRevocations()
         return .with { $0.revoked = true }
     }
@@ -352,7 +352,7 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         _ = try officer()
         guard request.limit <= 1_000 else { throw RPCError(code: .invalidArgument, message: "limit is at most 1000") }
         guard request.afterSequence <= UInt64(Int64.max) else { throw RPCError(code: .invalidArgument, message: "after_sequence is out of range") }
-        let since = request.hasSince ? request.since.date : nil
+        let since = request.hasSince ? try RequestFields.date(request.since, field: "since") : nil
         let entries = try await deps.audit.export(
             after: Int64(request.afterSequence), since: since, limit: Int(request.limit == 0 ? 500 : request.limit)
         )

@@ -1,6 +1,7 @@
 import CustosModel
 import Foundation
 import GRPCCore
+import SwiftProtobuf
 import Verification
 
 /// Parsing of request fields, each refusal naming the field (INVALID_ARGUMENT).
@@ -18,6 +19,49 @@ enum RequestFields {
         } catch {
             throw RPCError(code: .invalidArgument, message: "tenant_id is \(error)")
         }
+    }
+
+    /// A caller's timestamp, refused outside 0001-01-01 to 9999-12-31 (the range protobuf's
+    /// Timestamp allows): past it SwiftProtobuf's conversion to `Date` or PostgresNIO's encoding
+    /// of the `Date` traps, which took the whole server down (attack review, session 18).
+    static func date(_ timestamp: Google_Protobuf_Timestamp, field: String) throws -> Date {
+        guard (-62_135_596_800...253_402_300_799).contains(timestamp.seconds), (0..<1_000_000_000).contains(timestamp.nanos) else {
+            throw RPCError(code: .invalidArgument, message: "\(field) is outside 0001-01-01 to 9999-12-31")
+        }
+        return timestamp.date
+    }
+
+    /// Text an officer names something with (a key's label, a certificate's subject): at most
+    /// `maxBytes` bytes, no control characters — PostgreSQL refuses NUL in text (it came back
+    /// INTERNAL), and a line break would forge lines in what the CLI prints. The text is never
+    /// repeated in the refusal.
+    static func text(_ text: String, field: String, maxBytes: Int) throws -> String {
+        guard text.utf8.count <= maxBytes else { throw RPCError(code: .invalidArgument, message: "\(field): at most \(maxBytes) bytes") }
+        guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .lineSeparator || $0.properties.generalCategory == .paragraphSeparator }) else {
+            throw RPCError(code: .invalidArgument, message: "\(field): control characters and line breaks are not allowed")
+        }
+        return text
+    }
+
+    /// An API key's id: 11 base62 characters. Checked before any lookup and never repeated: an
+    /// officer who pastes a whole key by mistake must not see it echoed back.
+    static func apiKeyID(_ text: String) throws -> String {
+        guard text.utf8.count == 11, text.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+            throw RPCError(code: .invalidArgument, message: "key_id is 11 base62 characters (the id `apikey list` shows, not the key)")
+        }
+        return text
+    }
+
+    /// A tenant's label: 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit — byte by
+    /// byte, as the table's CHECK reads it (a regular expression's `$` also matched before a
+    /// final line break, and the insert then failed as INTERNAL after the keys were made).
+    static func tenantLabel(_ label: String) throws -> String {
+        let bytes = Array(label.utf8)
+        let lowerOrDigit = { (byte: UInt8) in (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte) }
+        guard (1...63).contains(bytes.count), lowerOrDigit(bytes[0]), bytes.allSatisfy({ lowerOrDigit($0) || $0 == 0x2D }) else {
+            throw RPCError(code: .invalidArgument, message: "label: 1 to 63 of a-z, 0-9 and '-', starting with a letter or digit")
+        }
+        return label
     }
 
     static func decision(_ decision: Decision) -> Custos_V1_Decision {

@@ -26,7 +26,11 @@ public enum StatusMapping {
             switch error {
             case .rateLimited: return RPCError(code: .resourceExhausted, message: error.description)
             }
-        case is APIKeyError:
+        case let error as APIKeyError:
+            if case .alreadyRevoked = error { return RPCError(code: .failedPrecondition, message: error.description) }
+            return RPCError(code: .unauthenticated, message: "API key not valid")
+        case let error as APIKeyUnusable:
+            logger.warning("API key refused by its pepper version's state", metadata: ["method": "\(method)", "error": "\(error.cause)"])
             return RPCError(code: .unauthenticated, message: "API key not valid")
         case let error as APIKeyFormatError:
             return RPCError(code: .invalidArgument, message: error.description)

@@ -159,6 +159,82 @@ struct RPCInputTests {
         }
     }
 
+    @Test("Admin and API keys (attack review, session 18): timestamps out of range, control characters, a pasted whole key, a key revoked twice, a disabled pepper — precise codes, no crash, no echo")
+    func reviewedInputs() async throws {
+        try await RPCHarness.with("rpcinput18") { rpc in
+            let (tenant, issued) = try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                let tenant = try await admin.createTenant(.with { $0.label = "acme" }).tenant.tenantID
+                let issued = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["verification", "keys"] })
+                return (tenant, issued)
+            }
+            try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                let cases: [(String, RPCError.Code, () async throws -> Void)] = [
+                    // Both took the whole process down: SwiftProtobuf's conversion, then PostgresNIO's encoding.
+                    ("AuditExport since Int64.min", .invalidArgument, { _ = try await admin.auditExport(.with { $0.since = .with { $0.seconds = .min } }) }),
+                    ("AuditExport since year 318,000", .invalidArgument, { _ = try await admin.auditExport(.with { $0.since = .with { $0.seconds = 10_000_000_000_000 } }) }),
+                    ("AuditExport since negative nanos", .invalidArgument, { _ = try await admin.auditExport(.with { $0.since = .with { $0.seconds = 0; $0.nanos = -1 } }) }),
+                    // A regular expression's `$` matched before the final line break; the insert then failed as INTERNAL.
+                    ("CreateTenant label with a final newline", .invalidArgument, { _ = try await admin.createTenant(.with { $0.label = "acme2\n" }) }),
+                    ("CreateTenant label with a final line separator", .invalidArgument, { _ = try await admin.createTenant(.with { $0.label = "acme2\u{2028}" }) }),
+                    // PostgreSQL refuses NUL in text: INTERNAL before.
+                    ("IssueAPIKey label with NUL", .invalidArgument, { _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["keys"]; $0.label = "a\u{0}b" }) }),
+                    ("RevokeCertificate subject with NUL", .invalidArgument, { _ = try await admin.revokeCertificate(.with { $0.serial = "0a"; $0.subject = "\u{0}" }) }),
+                    ("RevokeCertificate subject over 256 bytes", .invalidArgument, {
+                        _ = try await admin.revokeCertificate(.with { $0.serial = "0a"; $0.subject = String(repeating: "s", count: 257) })
+                    }),
+                    ("Admin RevokeAPIKey malformed id", .invalidArgument, { _ = try await admin.revokeAPIKey(.with { $0.tenantID = tenant; $0.keyID = "../../etc" }) }),
+                ]
+                for (name, expected, call) in cases {
+                    let code = await RPCHarness.code(call)
+                    #expect(code == expected, "\(name): got \(code.map { "\($0)" } ?? "OK")")
+                }
+                // An officer who pastes the whole key where its id belongs: refused, and the key
+                // is not repeated in the answer (it was, in a NOT_FOUND message).
+                do {
+                    _ = try await admin.revokeAPIKey(.with { $0.tenantID = tenant; $0.keyID = issued.apiKey })
+                    Issue.record("a whole key was taken for a key id")
+                } catch let error as RPCError {
+                    #expect(error.code == .invalidArgument)
+                    #expect(!error.message.contains(issued.apiKey) && !error.message.contains(String(issued.apiKey.suffix(20))), "the key was echoed: \(error.message)")
+                }
+                #expect(try await admin.listTenants(.init()).tenants.count == 1, "still serving, no tenant half-made")
+            }
+            try await rpc.withClient(.frontend) { client in
+                let apiKeys = Custos_V1_APIKeys.Client(wrapping: client)
+                let whoAmI = await RPCHarness.code { _ = try await apiKeys.whoAmI(.init(), metadata: bearer(issued.apiKey)) }
+                #expect(whoAmI == nil, "the key works before its pepper is disabled: got \(String(describing: whoAmI))")
+            }
+            // The key's pepper version disabled: the secret cannot be compared, and the caller
+            // (who may know only the public key id) hears "not valid", not the key's state.
+            try await rpc.withClient(.alice) { client in
+                _ = try await Custos_V1_Admin.Client(wrapping: client).disableKey(.with { $0.tenantID = tenant; $0.purpose = .apikeyPepper; $0.version = 1 })
+            }
+            try await rpc.withClient(.frontend) { client in
+                let apiKeys = Custos_V1_APIKeys.Client(wrapping: client)
+                do {
+                    _ = try await apiKeys.whoAmI(.init(), metadata: bearer(issued.apiKey))
+                    Issue.record("a key under a disabled pepper version was accepted")
+                } catch let error as RPCError {
+                    #expect(error.code == .unauthenticated, "got \(error.code): \(error.message)")
+                    #expect(!error.message.contains(tenant), "the answer named the tenant: \(error.message)")
+                }
+            }
+            try await rpc.withClient(.alice) { client in
+                _ = try await Custos_V1_Admin.Client(wrapping: client).enableKey(.with { $0.tenantID = tenant; $0.purpose = .apikeyPepper; $0.version = 1 })
+            }
+            // Revoked twice: the second says so (it answered NOT_FOUND, as for a key that never was).
+            try await rpc.withClient(.frontend) { client in
+                let apiKeys = Custos_V1_APIKeys.Client(wrapping: client)
+                let keyID = issued.info.keyID
+                #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant)) } == nil)
+                #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant)) } == .failedPrecondition)
+                #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = "AAAAAAAAAAA" }, metadata: tenantMetadata(tenant)) } == .notFound)
+            }
+        }
+    }
+
     @Test("A request over the transport's limit is cut off by the transport (the client sees UNAVAILABLE); the server keeps serving")
     func transportLimit() async throws {
         try await RPCHarness.with("rpclimit") { rpc in
