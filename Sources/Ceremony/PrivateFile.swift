@@ -30,7 +30,8 @@ enum PrivateFile {
         try write(descriptor, contents, path: path)
     }
 
-    /// Reads a whole file into protected memory (share files hold share bytes).
+    /// Reads a whole share file into protected memory. Like a PIN file, it must be this user's
+    /// and readable by its owner only: a share copied with mode 0644 is refused, not used.
     static func read(_ path: String, limit: Int = 1 << 20) throws(CeremonyError) -> SecretBytes {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw .fileError(path: path, operation: "open", errno: errno) }
@@ -38,6 +39,12 @@ enum PrivateFile {
         var status = stat()
         guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
             throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
+        }
+        guard status.st_mode & 0o077 == 0 else {
+            throw .unreadableShareFile(path: path, reason: "mode \(String(status.st_mode & 0o777, radix: 8)) lets others read it; a share is its custodian's alone (chmod 600)")
+        }
+        guard status.st_uid == geteuid() else {
+            throw .unreadableShareFile(path: path, reason: "it is not owned by the user running custos")
         }
         let size = Int(status.st_size)
         guard size <= limit else { throw .fileError(path: path, operation: "read (file too large)", errno: EFBIG) }

@@ -53,7 +53,10 @@ public struct ShareSet: Sendable {
             throw .secretCheckFailed(ceremony: first.ceremonyID)
         }
         for key in first.keys {
-            guard key.offset >= 0, key.length > 0, key.offset + key.length <= secret.count, key.isEscrowKey || key.pkcs11KeyType != nil else {
+            // No sum of the two: a forged header's offset near Int.max overflowed it (a trap,
+            // where a clear refusal is due).
+            guard key.offset >= 0, key.length > 0, key.offset <= secret.count, key.length <= secret.count - key.offset,
+                  key.isEscrowKey || key.pkcs11KeyType != nil else {
                 throw .inconsistentShareFile(path: files[0].path, field: "key \(key.label) layout")
             }
             let actual: String

@@ -14,6 +14,9 @@ public struct HSMConfiguration: Sendable {
     public var userPIN: PINSource
     /// Worker threads, each owning one session. Capped by the token's session limit.
     public var workers: Int
+    /// The most workers a pool starts (each a thread owning a session; HSMs cap sessions far
+    /// lower).
+    public static let maximumWorkers = 256
     /// How long a request may wait for a free session before ``HSMError/exhausted(waitedNanoseconds:maxSessions:)``.
     public var acquireTimeout: Duration
     /// First and longest pause between attempts to re-initialise a lost device.

@@ -15,8 +15,18 @@ public enum PINSource: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .file(let path): "file \(path)"
-        case .environment(let name): "environment variable \(name)"
+        case .environment(let name):
+            // A PIN typed where the variable's name belongs (`--user-pin-env 1234`) would
+            // otherwise reach the error and, under `serve`, the log.
+            Self.isVariableName(name) ? "environment variable \(name)" : "environment variable (not a variable name; not shown)"
         }
+    }
+
+    /// A POSIX shell variable name: letters, digits and `_`, not starting with a digit.
+    static func isVariableName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        let letter = { (byte: UInt8) in (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x5F }
+        return (1...128).contains(bytes.count) && letter(bytes[0]) && bytes.allSatisfy { letter($0) || (0x30...0x39).contains($0) }
     }
 
     /// Reads the PIN into protected memory.

@@ -69,7 +69,11 @@ public final class SessionPool: Sendable {
     /// `C_Finalize`), and `replicaModules` for ``HSMConfiguration/replicas`` in order (`nil`:
     /// loaded from their paths, which must differ from each other and from the first token's).
     public init(configuration: HSMConfiguration, module: PKCS11Module, replicaModules: [PKCS11Module]? = nil, logger: Logger) throws {
-        guard configuration.workers >= 1 else { throw HSMError.configuration("the pool needs at least one worker") }
+        // Bounded: each worker is a thread with a session, and a thread the system refuses
+        // would stop the process rather than be reported.
+        guard (1...HSMConfiguration.maximumWorkers).contains(configuration.workers) else {
+            throw HSMError.configuration("the pool takes 1 to \(HSMConfiguration.maximumWorkers) workers (hsm.workers, --workers), not \(configuration.workers)")
+        }
         guard configuration.maxCachedKeys >= 1 else { throw HSMError.configuration("the key cache needs room for at least one key") }
         failover = try Self.replicaPools(configuration, modules: replicaModules, logger: logger)
         self.configuration = configuration

@@ -120,8 +120,10 @@ public final class BiometricTokenizer: Sendable {
         var message = Array("custos/bio/seed/v1".utf8)
         message.append(contentsOf: Array(tenant.rawValue.utf8))
         message.append(contentsOf: Array(String(keys.version).utf8))
-        let seedBytes = try await custodyCall { try await self.pool.hmacSHA256(key: keys.seed, data: message) }
+        var seedBytes = try await custodyCall { try await self.pool.hmacSHA256(key: keys.seed, data: message) }
         let seed = SecretBytes(seedBytes)
+        // The projection's seed: secret as the projection it expands to.
+        seedBytes.withUnsafeMutableBytes { wipe($0) }
         let hashing = try IndexOfMaxHashing(seed: seed, dimension: dimension, kind: kind, shape: shape)
         projections.withLock { cache in
             if cache.count >= projectionCacheLimit { cache.removeAll() }

@@ -14,13 +14,14 @@ struct ShareFileTests {
         let ceremonyID: String
     }
 
-    static func makeFixture(seed: UInt64, ceremonyID: String = UUID().uuidString.lowercased()) async throws -> Fixture {
+    /// `macOffset`: where the header says the MAC key starts (a forged set names another).
+    static func makeFixture(seed: UInt64, ceremonyID: String = UUID().uuidString.lowercased(), macOffset: Int = 32) async throws -> Fixture {
         let material = try await SeededRandomSource(seed: seed).randomSecret(count: 64)
         let kek = ShareSet.slice(material, .init(label: "k", keyType: .aes, offset: 0, length: 32, checkValue: []))
         let mac = ShareSet.slice(material, .init(label: "m", keyType: .genericSecret, offset: 32, length: 32, checkValue: []))
         let keys = [
             ShareFile.Key(label: "custos/root/kek/v1", keyType: .aes, offset: 0, length: 32, checkValue: try KeyCheckValue.compute(kek, keyType: .aes)),
-            ShareFile.Key(label: "custos/root/mac/v1", keyType: .genericSecret, offset: 32, length: 32, checkValue: try KeyCheckValue.compute(mac, keyType: .genericSecret)),
+            ShareFile.Key(label: "custos/root/mac/v1", keyType: .genericSecret, offset: macOffset, length: 32, checkValue: try KeyCheckValue.compute(mac, keyType: .genericSecret)),
         ]
         let shares = try await Shamir.split(material, threshold: 3, count: 5, random: SeededRandomSource(seed: seed + 100))
         TestEnvironment.prepare()
@@ -77,6 +78,7 @@ struct ShareFileTests {
         text.replaceSubrange(digit...digit, with: text[digit] == "0" ? "1" : "0")
         try FileManager.default.removeItem(atPath: path)
         try text.write(toFile: path, atomically: false, encoding: .utf8)
+        chmod(path, 0o600)
         let error = #expect(throws: CeremonyError.self) { try ShareSet(paths: [fixture.paths[0], path, fixture.paths[2]]).combine() }
         guard case .corruptedShare(_, index: 2) = error else { Issue.record("got \(String(describing: error))"); return }
 
@@ -84,7 +86,31 @@ struct ShareFileTests {
         let edited = try String(contentsOfFile: other, encoding: .utf8).replacingOccurrences(of: "\"index\" : 4", with: "\"index\" : 5")
         try FileManager.default.removeItem(atPath: other)
         try edited.write(toFile: other, atomically: false, encoding: .utf8)
+        chmod(other, 0o600)
         #expect(throws: CeremonyError.self) { try ShareFile.read(from: other) }
+    }
+
+    @Test("A share file others may read is refused, naming its mode, before its bytes are used")
+    func openShareFileRefused() async throws {
+        // Attack review, session 18: shares were read whatever their mode, while PIN files
+        // must be 0600. A custodian's share copied with mode 0644 is readable by every user.
+        let fixture = try await Self.makeFixture(seed: 15)
+        chmod(fixture.paths[0], 0o644)
+        let error = #expect(throws: CeremonyError.self) { try ShareSet(paths: Array(fixture.paths.prefix(3))).combine() }
+        guard case .unreadableShareFile(fixture.paths[0], let reason) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(reason.contains("mode 644"))
+        chmod(fixture.paths[0], 0o600)
+        #expect(try ShareSet(paths: Array(fixture.paths.prefix(3))).combine().withUnsafeBytes { Array($0) } == fixture.material.withUnsafeBytes { Array($0) })
+    }
+
+    @Test("A consistent set whose header places a key past the secret (offset near Int.max) is refused, not a crash")
+    func keyLayoutPastTheSecret() async throws {
+        // Attack review, session 18: the check values are unkeyed, so whoever writes every file
+        // of a set can make it consistent; `offset + length` then overflowed and trapped.
+        let fixture = try await Self.makeFixture(seed: 16, macOffset: .max)
+        let error = #expect(throws: CeremonyError.self) { try ShareSet(paths: Array(fixture.paths.prefix(3))).combine() }
+        guard case .inconsistentShareFile(_, let field) = error else { Issue.record("got \(String(describing: error))"); return }
+        #expect(field.contains("custos/root/mac/v1"))
     }
 
     @Test("Shares of two ceremonies, or the same share twice, never combine")

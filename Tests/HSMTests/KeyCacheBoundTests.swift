@@ -48,6 +48,20 @@ struct KeyCacheBoundTests {
         try await pool.hmacSHA256(key: keys.keys[index], data: data) == keys.known[index].expected(data)
     }
 
+    @Test("A pool of no worker, or of more than 256 (each a thread: a refused thread stopped the process), is a configuration error; 256 starts")
+    func workersBounded() async throws {
+        let token = try TestToken.make("workers")
+        for workers in [0, HSMConfiguration.maximumWorkers + 1, .max] {
+            #expect(throws: HSMError.self, "\(workers) workers") {
+                _ = try SessionPool(configuration: token.configuration(workers: workers), logger: .init(label: "test"))
+            }
+        }
+        let pool = try SessionPool(configuration: token.configuration(workers: HSMConfiguration.maximumWorkers), logger: .init(label: "test"))
+        try await pool.start()
+        #expect(try await pool.withSession { _ in true })
+        await pool.shutdown()
+    }
+
     @Test("A cache of 3 evicts the least recently used key and destroys its session object")
     func evictsLeastRecentlyUsed() async throws {
         let token = try TestToken.make("lru")

@@ -96,5 +96,12 @@ struct PINTests {
         }
         let error = PINSourceError.permissionsTooOpen(.file(path: path), mode: 0o644)
         #expect(error.description.contains("0600") && !error.description.contains("123456"))
+        // A PIN typed where the variable's name belongs (`--user-pin-env 4711-2203`): the error
+        // (which `serve` logs) must not repeat it (attack review, session 18).
+        for typed in ["4711-2203", "s3cr3t pin", "9"] {
+            let missing = PINSourceError.missing(.environment(name: typed))
+            #expect(!missing.description.contains(typed) && missing.description.contains("not a variable name"), "\(missing)")
+        }
+        #expect(PINSourceError.missing(.environment(name: "CUSTOS_NO_SUCH_PIN")).description.contains("CUSTOS_NO_SUCH_PIN"), "a real name is still named")
     }
 }

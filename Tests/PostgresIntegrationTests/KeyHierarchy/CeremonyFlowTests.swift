@@ -108,6 +108,7 @@ struct CeremonyFlowTests {
         let digit = text.index(shareStart.upperBound, offsetBy: 10)
         text.replaceSubrange(digit...digit, with: text[digit] == "a" ? "b" : "a")
         try text.write(toFile: corruptedPath, atomically: false, encoding: .utf8)
+        chmod(corruptedPath, 0o600)
         let corrupted = await #expect(throws: CeremonyError.self) {
             _ = try await ceremonyB.restore(sharePaths: [generated.sharePaths[0], generated.sharePaths[1], corruptedPath], transcript: transcript)
         }
