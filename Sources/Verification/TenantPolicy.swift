@@ -25,6 +25,10 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
     /// The widest overlap: a year covers subjects verified about once a year, and bounds how
     /// long a superseded (perhaps suspected) biometric key keeps matching.
     public static let bioOverlapDaysRange = 0...365
+    /// Fingerprints kept without activity: a day to ten years.
+    public static let retentionDaysRange = 1...3650
+    /// The tokenization budget a tenant may be given (DESIGN §6's rate limit).
+    public static let tokenizationsPerMinuteRange = 1...1_000_000
 
     /// 6,000 tokenizations a minute (100/s, bursts of 500): the tokenization PRF and the
     /// decisions behind it are an oracle (a codebook, or hill-climbing towards an enrolled face),
@@ -69,10 +73,10 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         guard green.isFinite, amber.isFinite, let thresholds = DecisionThresholds(green: green, amber: amber) else {
             throw VerificationError.invalidArgument(field: "thresholds", reason: "need 0 < amber < green ≤ 1")
         }
-        guard (1...3650).contains(retentionDays) else {
+        guard Self.retentionDaysRange.contains(retentionDays) else {
             throw VerificationError.invalidArgument(field: "retention_days", reason: "between 1 and 3650")
         }
-        guard (1...1_000_000).contains(tokenizationsPerMinute) else {
+        guard Self.tokenizationsPerMinuteRange.contains(tokenizationsPerMinute) else {
             throw VerificationError.invalidArgument(field: "tokenizations_per_minute", reason: "between 1 and 1000000")
         }
         guard Self.bioOverlapDaysRange.contains(bioOverlapDays) else {

@@ -16,7 +16,7 @@ extension KeyCommand {
 
         func run() async throws {
             let id = try tenantArgument(tenant)
-            let version = UInt32(clamping: version)
+            let version = try versionArgument(version)
             let response = try await remote.withAdmin {
                 try await $0.requestBiometricOverlapEnd(.with { $0.tenantID = id; $0.version = version })
             }

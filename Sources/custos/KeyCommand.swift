@@ -209,6 +209,6 @@ struct KeyVersionOptions: ParsableArguments {
 
     /// The request fields.
     func wire() throws -> (tenant: String, purpose: Custos_V1_KeyPurpose, version: UInt32) {
-        (try tenantArgument(tenant), purpose.wire, UInt32(clamping: version))
+        (try tenantArgument(tenant), purpose.wire, try versionArgument(version))
     }
 }

@@ -91,6 +91,20 @@ struct RemoteOptions: ParsableArguments {
 }
 
 /// Options the remote commands share: a tenant.
+/// An option's value for a `UInt32` request field: out of `range` is a local error (exit 1)
+/// naming the option, not a value clamped to 0 or `UInt32.max` that the server then refuses.
+func wireUInt32(_ value: Int, option: String, in range: ClosedRange<Int>) throws -> UInt32 {
+    guard range.contains(value), let wire = UInt32(exactly: value) else {
+        throw LocalError.failed("\(option): between \(range.lowerBound) and \(range.upperBound)")
+    }
+    return wire
+}
+
+/// A key version's option (`--version`): 1 or more.
+func versionArgument(_ version: Int) throws -> UInt32 {
+    try wireUInt32(version, option: "--version", in: 1...Int(UInt32.max))
+}
+
 func tenantArgument(_ text: String) throws -> String {
     guard TenantIDShape.valid(text) else { throw LocalError.failed("not a tenant id (a UUID): \(text)") }
     return text.lowercased()

@@ -73,6 +73,9 @@ struct TenantCommand: AsyncParsableCommand {
             var paths = [String]()
             if green != nil { paths.append("green_threshold") }
             if amber != nil { paths.append("amber_threshold") }
+            // Checked here: a value past a UInt32 would be clamped on the wire, silently.
+            let retentionDays = try days.map { try wireUInt32($0, option: "--retention-days", in: TenantPolicy.retentionDaysRange) }
+            let budgetPerMinute = try budget.map { try wireUInt32($0, option: "--tokenizations-per-minute", in: TenantPolicy.tokenizationsPerMinuteRange) }
             if days != nil { paths.append("retention_days") }
             if budget != nil { paths.append("tokenization_budget_per_minute") }
             let overlap = bioOverlapDays
@@ -93,9 +96,9 @@ struct TenantCommand: AsyncParsableCommand {
                     $0.policy = .with {
                         $0.greenThreshold = green ?? 0
                         $0.amberThreshold = amber ?? 0
-                        $0.retentionDays = UInt32(clamping: days ?? 0)
-                        $0.tokenizationBudgetPerMinute = UInt32(clamping: budget ?? 0)
-                        if let overlap { $0.bioOverlapDays = UInt32(clamping: overlap) }
+                        $0.retentionDays = retentionDays ?? 0
+                        $0.tokenizationBudgetPerMinute = budgetPerMinute ?? 0
+                        if let overlap { $0.bioOverlapDays = UInt32(overlap) }
                     }
                     $0.updateMask = .with { $0.paths = mask }
                 })
