@@ -74,7 +74,7 @@ struct APIKeyCommand: AsyncParsableCommand {
         @OptionGroup var options: LocalOptions
 
         func run() async throws {
-            let key = SecretBytes(readSecretFromStandardInput())
+            let key = try StandardInputSecret.read("API key")
             let verified = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.apiKeys.verify(key)
             }

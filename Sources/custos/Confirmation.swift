@@ -13,10 +13,3 @@ func confirm(_ question: String, yes: Bool) throws {
         throw LocalError.failed("cancelled")
     }
 }
-
-/// Reads a secret (an API key) from standard input, never from the command line.
-func readSecretFromStandardInput() -> [UInt8] {
-    var bytes = Array(FileHandle.standardInput.readDataToEndOfFile())
-    while let last = bytes.last, last == 0x0A || last == 0x0D || last == 0x20 { bytes.removeLast() }
-    return bytes
-}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RPC
+import SecureMemory
 
 struct SubjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,7 +18,7 @@ struct SubjectCommand: AsyncParsableCommand {
 
         func run() async throws {
             let id = try tenantArgument(tenant)
-            let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
+            let externalID = try StandardInputSecret.read("the subject's external id").withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
             let export = try await remote.withAdmin { try await $0.exportSubjectInPages(tenantID: id, externalID: externalID) }
             print(String(decoding: export, as: UTF8.self))
         }
@@ -32,7 +33,7 @@ struct SubjectCommand: AsyncParsableCommand {
         func run() async throws {
             let id = try tenantArgument(tenant)
             try confirm("Erase this subject's data in tenant \(id)?", yes: yes)
-            let externalID = String(decoding: readSecretFromStandardInput(), as: UTF8.self)
+            let externalID = try StandardInputSecret.read("the subject's external id").withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
             let response = try await remote.withAdmin {
                 try await $0.eraseSubject(.with { $0.tenantID = id; $0.subjectExternalID = externalID })
             }
