@@ -92,8 +92,8 @@ struct WebhookCommand: AsyncParsableCommand {
             guard let body = FileManager.default.contents(atPath: bodyFile) else { throw LocalError.failed("cannot read \(bodyFile)") }
             var secrets = [SecretBytes]()
             if let secretFile {
-                let text = try PINSource.file(path: secretFile).read().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-                secrets.append(try StandardWebhooks.decodeSecret(text))
+                // From its 0600 file to the decoded key in protected memory only.
+                secrets.append(try StandardWebhooks.decodeSecret(try PINSource.file(path: secretFile).read()))
             }
             let keys = try publicKey.map { [try StandardWebhooks.decodePublicKey($0)] } ?? []
             try WebhookVerifier(secrets: secrets, publicKeys: keys)

@@ -72,18 +72,31 @@ public enum StandardWebhooks {
     public static func decodeSecret(_ text: String) throws(WebhookVerificationError) -> SecretBytes {
         // Read the caller's string in place: no further unprotected copy of the secret.
         var text = text
-        let secret: SecretBytes? = text.withUTF8 { utf8 in
-            var input = UnsafeRawBufferPointer(utf8)
-            if input.starts(with: secretPrefix.utf8) {
-                input = UnsafeRawBufferPointer(rebasing: input[secretPrefix.utf8.count...])
-            }
-            guard let count = base64DecodedLength(input), secretByteCounts.contains(count) else { return nil }
-            var valid = false
-            let secret = SecretBytes(count: count) { valid = base64Decode(input, into: $0) }
-            return valid ? secret : nil
+        guard let secret = text.withUTF8({ decodeSecret(UnsafeRawBufferPointer($0)) }) else { throw .malformedSecret }
+        return secret
+    }
+
+    /// Reads a symmetric secret held in protected memory (a secret file's bytes, a trailing
+    /// line break ignored), with no unprotected copy on the way.
+    public static func decodeSecret(_ text: SecretBytes) throws(WebhookVerificationError) -> SecretBytes {
+        let secret = text.withUnsafeBytes { bytes -> SecretBytes? in
+            var end = bytes.count
+            while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D { end -= 1 }
+            return decodeSecret(UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
         }
         guard let secret else { throw .malformedSecret }
         return secret
+    }
+
+    private static func decodeSecret(_ text: UnsafeRawBufferPointer) -> SecretBytes? {
+        var input = text
+        if input.starts(with: secretPrefix.utf8) {
+            input = UnsafeRawBufferPointer(rebasing: input[secretPrefix.utf8.count...])
+        }
+        guard let count = base64DecodedLength(input), secretByteCounts.contains(count) else { return nil }
+        var valid = false
+        let secret = SecretBytes(count: count) { valid = base64Decode(input, into: $0) }
+        return valid ? secret : nil
     }
 
     /// The published form of an Ed25519 public key: `whpk_` + base64 of its 32 bytes.
