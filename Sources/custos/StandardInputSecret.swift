@@ -19,12 +19,16 @@ enum StandardInputSecret {
         if quiet {
             var silent = saved
             silent.c_lflag &= ~tcflag_t(ECHO)
+            // Ctrl-C or a kill while echo is off must not leave the officer's terminal silent.
+            savedTerminal = saved
+            for signal in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] { Glibc.signal(signal, restoreTerminalAndDie) }
             tcsetattr(STDIN_FILENO, TCSAFLUSH, &silent)
             FileHandle.standardError.write(Data("\(what) (not shown): ".utf8))
         }
         defer {
             if quiet {
                 tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
+                for signal in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] { Glibc.signal(signal, SIG_DFL) }
                 FileHandle.standardError.write(Data("\n".utf8))
             }
         }
@@ -52,4 +56,15 @@ enum StandardInputSecret {
             SecretBytes(count: trimmed) { target in target.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<trimmed])) }
         }
     }
+}
+
+/// The terminal's settings while a secret is read with echo off, for the signal handler (set
+/// before the handler is installed, read only by it: the CLI reads one secret, on one thread).
+nonisolated(unsafe) private var savedTerminal = termios()
+
+/// Puts the terminal's echo back and dies of the signal as it would have.
+private func restoreTerminalAndDie(_ signal: Int32) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &savedTerminal)
+    Glibc.signal(signal, SIG_DFL)
+    raise(signal)
 }
