@@ -44,10 +44,12 @@ final class CustodyHarness: Sendable {
     ///   `module`: a private copy of the PKCS#11 module (``TestToken/isolatedModule()``) for
     ///   tests that inject faults, so no other suite sees them.
     ///   `maxCachedKeys`: the pool's key cache bound (tests of eviction make it small).
+    ///   `operationTimeout`: the service database's, instead of the usual 30 s (a test whose one
+    ///   transaction holds many steps on purpose).
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
         keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
-        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys
+        maxCachedKeys: Int = HSMConfiguration.defaultMaxCachedKeys, operationTimeout: Duration? = nil
     ) async throws -> CustodyHarness {
         let settings = try PostgresSettings.load()
         let schema = "t_\(name)_\(UInt32.random(in: 0 ... .max))"
@@ -67,9 +69,11 @@ final class CustodyHarness: Sendable {
         // the graph uses the first ones (v1), as it would on that token.
         var poolConfiguration = token.configuration()
         poolConfiguration.maxCachedKeys = maxCachedKeys
-        let start = { (trusted: Set<EscrowKeyFingerprint>) in
+        var serviceConfiguration = settings.configuration(role: .service, schema: schema)
+        if let operationTimeout { serviceConfiguration.operationTimeout = operationTimeout }
+        let start = { [serviceConfiguration] (trusted: Set<EscrowKeyFingerprint>) in
             try await CustosRuntime.start(
-                pool: poolConfiguration, database: settings.configuration(role: .service, schema: schema),
+                pool: poolConfiguration, database: serviceConfiguration,
                 custody: CustodyGraph.Settings(
                     auditAnchorPath: anchorPath, keyEnvironment: "test", keyringStepHook: keyringStepHook, trustedEscrowKeys: trusted
                 ),

@@ -66,8 +66,8 @@ struct VerificationHarness: Sendable {
         }
     }
 
-    static func make(_ name: String) async throws -> VerificationHarness {
-        VerificationHarness(try await CustodyHarness.make(name))
+    static func make(_ name: String, operationTimeout: Duration? = nil) async throws -> VerificationHarness {
+        VerificationHarness(try await CustodyHarness.make(name, operationTimeout: operationTimeout))
     }
 
     /// A session for `externalID` whose candidate opened the link and consented.
