@@ -22,10 +22,12 @@ public enum PINSource: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// A POSIX shell variable name: letters, digits and `_`, not starting with a digit.
+    /// An environment variable's name as such names are written: upper-case letters, digits and
+    /// `_`, not starting with a digit. Stricter than POSIX on purpose: the PINs `scripts/setup`
+    /// makes are mixed-case letters and digits, and most would pass as lower-case names.
     static func isVariableName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        let letter = { (byte: UInt8) in (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x5F }
+        let letter = { (byte: UInt8) in (0x41...0x5A).contains(byte) || byte == 0x5F }
         return (1...128).contains(bytes.count) && letter(bytes[0]) && bytes.allSatisfy { letter($0) || (0x30...0x39).contains($0) }
     }
 

@@ -98,7 +98,7 @@ struct PINTests {
         #expect(error.description.contains("0600") && !error.description.contains("123456"))
         // A PIN typed where the variable's name belongs (`--user-pin-env 4711-2203`): the error
         // (which `serve` logs) must not repeat it (attack review, session 18).
-        for typed in ["4711-2203", "s3cr3t pin", "9"] {
+        for typed in ["4711-2203", "s3cr3t pin", "9", "hunter2", "Xk4pQz9Lw2RtYb7NcVm3HsJd"] {
             let missing = PINSourceError.missing(.environment(name: typed))
             #expect(!missing.description.contains(typed) && missing.description.contains("not a variable name"), "\(missing)")
         }

@@ -257,6 +257,8 @@ public final class APIKeyService: Sendable {
     public func revoke(tenant: TenantID, keyID: String, actor: String) async throws -> Bool {
         try await custody {
             let audit = audit
+            // Forgotten here whatever the outcome (the notification tells the other instances).
+            defer { cache.withLock { $0.invalidate(keyID) } }
             let revoked = try await database.withTenant(tenant, context: "revoke API key") { connection in
                 let revoked = try await APIKeyStore.revoke(keyID: keyID, on: connection)
                 if revoked {
@@ -267,7 +269,6 @@ public final class APIKeyService: Sendable {
                 }
                 return revoked
             }
-            cache.withLock { $0.invalidate(keyID) }
             return revoked
         }
     }

@@ -109,12 +109,13 @@ public final class Authenticator: Sendable {
                 _ = error
                 throw RPCError(code: .unauthenticated, message: "API key not valid")
             } catch let error as CustodyError {
-                // The pepper version the key's row names is refused (disabled, being destroyed,
-                // failed its integrity check) before the secret could be compared: telling the
-                // caller so would describe a key to whoever knows only its public id.
+                // The pepper version the key's row names is refused by its state (disabled,
+                // being destroyed, gone) before the secret could be compared: telling the caller
+                // so would describe a key to whoever knows only its public id. Everything else
+                // (a tampered row, the HSM or the database) keeps its own status and alarm.
                 switch error {
-                case .hsm, .storage: throw error
-                default: throw APIKeyUnusable(cause: error)
+                case .keyDisabled, .keyDestructionScheduled, .keyDestroyed, .unknownKeyVersion: throw APIKeyUnusable(cause: error)
+                default: throw error
                 }
             }
             if let named, named != verified.tenant {
@@ -279,9 +280,9 @@ public final class Authenticator: Sendable {
     }
 }
 
-/// A well-formed API key whose verification the key hierarchy refused before its secret was
-/// compared (its pepper version disabled, scheduled for destruction, tampered with): the caller
-/// hears "API key not valid"; the cause goes to the log for officers.
+/// A well-formed API key whose verification the key hierarchy refused by its pepper version's
+/// state (disabled, scheduled for destruction, destroyed) before its secret was compared: the
+/// caller hears "API key not valid"; the cause goes to the log for officers.
 struct APIKeyUnusable: Error {
     let cause: CustodyError
 }

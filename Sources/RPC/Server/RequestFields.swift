@@ -32,13 +32,15 @@ enum RequestFields {
     }
 
     /// Text an officer names something with (a key's label, a certificate's subject): at most
-    /// `maxBytes` bytes, no control characters — PostgreSQL refuses NUL in text (it came back
-    /// INTERNAL), and a line break would forge lines in what the CLI prints. The text is never
-    /// repeated in the refusal.
+    /// `maxBytes` bytes; no control characters (PostgreSQL refuses NUL in text: it came back
+    /// INTERNAL), no line breaks (they would forge lines in what the CLI prints), and no format,
+    /// private-use or unassigned characters (bidi overrides and zero-width characters make a
+    /// label read as another in `apikey list` and `audit tail`). Never repeated in the refusal.
     static func text(_ text: String, field: String, maxBytes: Int) throws -> String {
         guard text.utf8.count <= maxBytes else { throw RPCError(code: .invalidArgument, message: "\(field): at most \(maxBytes) bytes") }
-        guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .lineSeparator || $0.properties.generalCategory == .paragraphSeparator }) else {
-            throw RPCError(code: .invalidArgument, message: "\(field): control characters and line breaks are not allowed")
+        let refused: Set<Unicode.GeneralCategory> = [.control, .lineSeparator, .paragraphSeparator, .format, .privateUse, .unassigned, .surrogate]
+        guard !text.unicodeScalars.contains(where: { refused.contains($0.properties.generalCategory) }) else {
+            throw RPCError(code: .invalidArgument, message: "\(field): control, format and unassigned characters and line breaks are not allowed")
         }
         return text
     }

@@ -181,6 +181,12 @@ struct RPCInputTests {
                     // PostgreSQL refuses NUL in text: INTERNAL before.
                     ("IssueAPIKey label with NUL", .invalidArgument, { _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["keys"]; $0.label = "a\u{0}b" }) }),
                     ("RevokeCertificate subject with NUL", .invalidArgument, { _ = try await admin.revokeCertificate(.with { $0.serial = "0a"; $0.subject = "\u{0}" }) }),
+                    ("IssueAPIKey label with a right-to-left override", .invalidArgument, {
+                        _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["keys"]; $0.label = "ci-\u{202E}yek-dlo" })
+                    }),
+                    ("IssueAPIKey label with a zero-width space", .invalidArgument, {
+                        _ = try await admin.issueAPIKey(.with { $0.tenantID = tenant; $0.scopes = ["keys"]; $0.label = "prod\u{200B}" })
+                    }),
                     ("RevokeCertificate subject over 256 bytes", .invalidArgument, {
                         _ = try await admin.revokeCertificate(.with { $0.serial = "0a"; $0.subject = String(repeating: "s", count: 257) })
                     }),
