@@ -170,11 +170,21 @@ public final class SessionPool: Sendable {
         }
         guard shouldStart else { throw HSMError.configuration("the pool was already started") }
         var workers = [pthread_t]()
-        for index in 0..<configuration.workers {
-            let worker = SessionWorker(pool: self, index: index)
-            workers.append(startThread(name: "custos-hsm-\(index)") { worker.runLoop() })
+        let watchdog: pthread_t
+        do {
+            for index in 0..<configuration.workers {
+                let worker = SessionWorker(pool: self, index: index)
+                workers.append(try startThread(name: "custos-hsm-\(index)") { worker.runLoop() })
+            }
+            watchdog = try startThread(name: "custos-hsm-wd") { self.watchdogLoop() }
+        } catch {
+            // The system refused a thread (its limit, with many pools or tokens): the threads
+            // started so far end once the queue stops (no session is open yet), and start
+            // fails with the reason instead of the process stopping.
+            state.withLock { $0 = .stopped }
+            for request in queue.stop() { request.fail(.notRunning) }
+            throw error
         }
-        let watchdog = startThread(name: "custos-hsm-wd") { self.watchdogLoop() }
         state.withLock { $0 = .running(workers: workers, watchdog: watchdog) }
         metrics.sessionsMax.record(configuration.workers)
         do {
@@ -217,9 +227,10 @@ public final class SessionPool: Sendable {
         }
         recovery.step { $0.shutDown() }
         for request in queue.stop() { request.fail(.notRunning) }
-        // Joining blocks, so it happens on a thread of its own rather than the cooperative pool.
+        // Joining blocks, so it happens on a thread of its own rather than the cooperative pool
+        // (here, if the system refuses even that thread).
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            _ = startThread(name: "custos-hsm-join") {
+            let join: @Sendable () -> Void = {
                 for worker in workers { pthread_join(worker, nil) }
                 pthread_join(watchdog, nil)
                 self.gate.drain {
@@ -229,6 +240,11 @@ public final class SessionPool: Sendable {
                     }
                 }
                 continuation.resume()
+            }
+            do {
+                _ = try startThread(name: "custos-hsm-join", join)
+            } catch {
+                join()
             }
         }
         logger.info("HSM session pool stopped")

@@ -185,8 +185,9 @@ private let currentWorkerKey: pthread_key_t = {
 }()
 
 /// Starts a joinable thread running `body`. (`pthread_setname_np` needs _GNU_SOURCE and does not
-/// import; `name` documents the thread's role at the call site.)
-func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+/// import; `name` documents the thread's role at the call site and in the error.)
+/// - Throws: ``HSMError/configuration(_:)`` when the system refuses the thread.
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) throws(HSMError) -> pthread_t {
     final class Start: Sendable {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -198,6 +199,9 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthrea
         start.body()
         return nil
     }, start)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
+    guard rc == 0 else {
+        Unmanaged<Start>.fromOpaque(start).release()
+        throw HSMError.configuration("cannot start thread \(name): pthread_create returned \(rc) (the system's thread limit?)")
+    }
     return thread
 }

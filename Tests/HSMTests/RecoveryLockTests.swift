@@ -13,11 +13,11 @@ struct RecoveryLockTests {
         (.failed, .start(.login)),
         (.shutDown, .notRunning),
     ])
-    func waiterIsReleased(end: End, answer: RecoveryStateMachine.RecoveryAction) {
+    func waiterIsReleased(end: End, answer: RecoveryStateMachine.RecoveryAction) throws {
         let lock = RecoveryLock(RecoveryStateMachine(backoff: 1...2, login: .verified))
         #expect(lock.begin { $0.loginLost(seenGeneration: 1) } == .start(.login))
         let seen = Seen()
-        let waiter = startThread(name: "test-waiter") {
+        let waiter = try startThread(name: "test-waiter") {
             let action = lock.begin { machine in
                 seen.steps.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 return machine.loginLost(seenGeneration: 1)

@@ -33,8 +33,8 @@ struct SlotTableConcurrencyTests {
             let race = Race()
             // Real threads, released together by a spin barrier (a dispatch pool may run fewer
             // at once than asked, and the barrier would then never open).
-            let started = (0..<threads).map { _ in
-                startThread(name: "slot-race") {
+            let started = try (0..<threads).map { _ in
+                try startThread(name: "slot-race") {
                     race.arrived.add(1, ordering: .acquiringAndReleasing)
                     while race.arrived.load(ordering: .acquiring) < threads {}
                     do {

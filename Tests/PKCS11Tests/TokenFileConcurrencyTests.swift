@@ -23,8 +23,8 @@ struct TokenFileConcurrencyTests {
         let tokens = try (0..<4).map { _ in try TestToken.make("token-files") }
         let stop = Atomic<Bool>(false)
         let writerFailures = Mutex([String]())
-        let writers = tokens.map { token in
-            startThread(name: "token-writer") {
+        let writers = try tokens.map { token in
+            try startThread(name: "token-writer") {
                 do {
                     // A session has one owner: this thread's.
                     let session = try token.userSession()
@@ -157,7 +157,7 @@ struct SoftHSMTokenFolderLockTests {
         let slot = try TestToken.sharedModule.findToken(.label(token.label)).slot
         let loggingIn = Atomic<Bool>(false)
         let loggedIn = Atomic<Bool>(false)
-        let login = startThread(name: "softhsm-login") {
+        let login = try startThread(name: "softhsm-login") {
             guard let session = try? TestToken.sharedModule.openSession(slot: slot) else { return }
             defer { try? session.close() }
             loggingIn.store(true, ordering: .releasing)
