@@ -27,6 +27,14 @@ enum PrivateFile {
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw .fileError(path: path, operation: "open for append", errno: errno) }
         defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+            throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
+        }
+        // As its doc says (it did not check): a transcript others could write is not appended to.
+        guard status.st_mode & 0o077 == 0, status.st_uid == geteuid() else {
+            throw .transcriptUnreadable(path: path, reason: "mode \(String(status.st_mode & 0o777, radix: 8)) or its owner lets others change it; a transcript is written 0600 by the user running the ceremony")
+        }
         try write(descriptor, contents, path: path)
     }
 

@@ -35,7 +35,24 @@ struct TranscriptAnchorTests {
         let text = try String(contentsOfFile: transcript.path, encoding: .utf8).split(separator: "\n").prefix(lines).joined(separator: "\n") + "\n"
         let path = transcript.path + "." + name
         try text.write(toFile: path, atomically: false, encoding: .utf8)
+        // As the ceremony writes it: refused for the cut, not for its mode.
+        chmod(path, 0o600)
         return CeremonyTranscript(path: path)
+    }
+
+    @Test("A transcript others may write is not appended to")
+    func openTranscriptRefused() async throws {
+        let pool = try await pool("transcriptmode")
+        let transcript = CeremonyTranscript(path: TestEnvironment.directory + "/transcript-\(UInt32.random(in: 0 ... .max)).jsonl")
+        try await transcript.append(draft("init-token"), macKey: nil, pool: nil)
+        chmod(transcript.path, 0o664)
+        let refused = await #expect(throws: CeremonyError.self) { try await transcript.append(draft("generate-root"), macKey: Self.macLabel, pool: pool) }
+        guard case .transcriptUnreadable(_, let reason) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        #expect(reason.contains("mode 664"))
+        chmod(transcript.path, 0o600)
+        try await transcript.append(draft("generate-root"), macKey: Self.macLabel, pool: pool)
+        #expect(try String(contentsOfFile: transcript.path, encoding: .utf8).split(separator: "\n").count == 2)
+        await pool.shutdown()
     }
 
     @Test("Cutting lines from the end is found at the first missing line; a cut transcript is not extended")
