@@ -50,7 +50,7 @@ struct APIKeyCommand: AsyncParsableCommand {
         func run() async throws {
             let id = try tenantArgument(tenant)
             // Before the prompt repeats it: a whole key pasted here must go no further.
-            guard keyID.utf8.count == 11, keyID.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+            guard APIKeyFormat.isKeyID(keyID) else {
                 throw LocalError.failed("--key-id: the key's public id (11 characters, as `apikey list` shows), not the key")
             }
             try confirm("Revoke API key \(keyID)?", yes: yes)

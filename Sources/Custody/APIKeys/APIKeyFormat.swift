@@ -157,6 +157,13 @@ public enum APIKeyFormat {
         return .success((String(decoding: environmentBytes, as: UTF8.self), String(decoding: keyIDText, as: UTF8.self)))
     }
 
+    /// Whether `text` has a key id's shape (``keyIDWidth`` base62 characters): checked before
+    /// any lookup, so a whole key pasted where its id belongs goes no further.
+    public static func isKeyID(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { $0.count == keyIDWidth && Base62.isBase62(UnsafeRawBufferPointer($0)) }
+    }
+
     private static func isValidEnvironment(_ bytes: [UInt8]) -> Bool {
         (1...maximumEnvironmentLength).contains(bytes.count)
             && bytes.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }

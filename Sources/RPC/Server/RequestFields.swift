@@ -1,3 +1,4 @@
+import Custody
 import CustosModel
 import Foundation
 import GRPCCore
@@ -48,7 +49,7 @@ enum RequestFields {
     /// An API key's id: 11 base62 characters. Checked before any lookup and never repeated: an
     /// officer who pastes a whole key by mistake must not see it echoed back.
     static func apiKeyID(_ text: String) throws -> String {
-        guard text.utf8.count == 11, text.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+        guard APIKeyFormat.isKeyID(text) else {
             throw RPCError(code: .invalidArgument, message: "key_id is 11 base62 characters (the id `apikey list` shows, not the key)")
         }
         return text
