@@ -27,13 +27,8 @@ enum PrivateFile {
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw .fileError(path: path, operation: "open for append", errno: errno) }
         defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
-            throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
-        }
-        // As its doc says (it did not check): a transcript others could write is not appended to.
-        guard status.st_mode & 0o077 == 0, status.st_uid == geteuid() else {
-            throw .transcriptUnreadable(path: path, reason: "mode \(String(status.st_mode & 0o777, radix: 8)) or its owner lets others change it; a transcript is written 0600 by the user running the ceremony")
+        if let exposure = try ownersAlone(descriptor, path: path).exposure {
+            throw .transcriptUnreadable(path: path, reason: "\(exposure); a transcript is written 0600 by the user running the ceremony")
         }
         try write(descriptor, contents, path: path)
     }
@@ -44,16 +39,8 @@ enum PrivateFile {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw .fileError(path: path, operation: "open", errno: errno) }
         defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
-            throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
-        }
-        guard status.st_mode & 0o077 == 0 else {
-            throw .unreadableShareFile(path: path, reason: "mode \(String(status.st_mode & 0o777, radix: 8)) lets others read it; a share is its custodian's alone (chmod 600)")
-        }
-        guard status.st_uid == geteuid() else {
-            throw .unreadableShareFile(path: path, reason: "it is not owned by the user running custos")
-        }
+        let (status, exposure) = try ownersAlone(descriptor, path: path)
+        if let exposure { throw .unreadableShareFile(path: path, reason: "\(exposure); a share is its custodian's alone") }
         let size = Int(status.st_size)
         guard size <= limit else { throw .fileError(path: path, operation: "read (file too large)", errno: EFBIG) }
         var failure: Int32?
@@ -68,6 +55,18 @@ enum PrivateFile {
         }
         if let failure { throw .fileError(path: path, operation: "read", errno: failure) }
         return contents
+    }
+
+    /// The open file's status, if it is a regular file, and what lets others in (`nil` when it
+    /// is this user's with mode 0600 or stricter, as PIN files must be).
+    private static func ownersAlone(_ descriptor: Int32, path: String) throws(CeremonyError) -> (status: stat, exposure: String?) {
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+            throw .fileError(path: path, operation: "stat (not a regular file)", errno: errno)
+        }
+        if status.st_mode & 0o077 != 0 { return (status, "mode \(String(status.st_mode & 0o777, radix: 8)) lets others in (chmod 600)") }
+        if status.st_uid != geteuid() { return (status, "it is not owned by the user running custos") }
+        return (status, nil)
     }
 
     static func exists(_ path: String) -> Bool {

@@ -73,17 +73,13 @@ struct TenantCommand: AsyncParsableCommand {
             var paths = [String]()
             if green != nil { paths.append("green_threshold") }
             if amber != nil { paths.append("amber_threshold") }
-            // Checked here: a value past a UInt32 would be clamped on the wire, silently.
+            // Checked here: a value outside a UInt32 would be clamped on the wire, silently.
             let retentionDays = try days.map { try wireUInt32($0, option: "--retention-days", in: TenantPolicy.retentionDaysRange) }
             let budgetPerMinute = try budget.map { try wireUInt32($0, option: "--tokenizations-per-minute", in: TenantPolicy.tokenizationsPerMinuteRange) }
+            let overlap = try bioOverlapDays.map { try wireUInt32($0, option: "--bio-overlap-days", in: TenantPolicy.bioOverlapDaysRange) }
             if days != nil { paths.append("retention_days") }
             if budget != nil { paths.append("tokenization_budget_per_minute") }
-            let overlap = bioOverlapDays
-            if let overlap {
-                // Checked here too: a negative value would be clamped to 0 on the wire, silently.
-                guard TenantPolicy.bioOverlapDaysRange.contains(overlap) else { throw LocalError.failed("--bio-overlap-days: between 0 and 365") }
-                paths.append("bio_overlap_days")
-            }
+            if overlap != nil { paths.append("bio_overlap_days") }
             guard !paths.isEmpty else {
                 let response = try await remote.withAdmin { try await $0.getTenantPolicy(.with { $0.tenantID = id }) }
                 try remote.print(response) { "policy of \(id): " + Self.summary(response.policy) }
@@ -98,7 +94,7 @@ struct TenantCommand: AsyncParsableCommand {
                         $0.amberThreshold = amber ?? 0
                         $0.retentionDays = retentionDays ?? 0
                         $0.tokenizationBudgetPerMinute = budgetPerMinute ?? 0
-                        if let overlap { $0.bioOverlapDays = UInt32(overlap) }
+                        if let overlap { $0.bioOverlapDays = overlap }
                     }
                     $0.updateMask = .with { $0.paths = mask }
                 })
