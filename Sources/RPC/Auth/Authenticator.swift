@@ -39,6 +39,8 @@ public final class Authenticator: Sendable {
     /// time the deny-list may have changed (``waitUntilRevoked(_:)``).
     private let revocationWaiters = Mutex((next: UInt64(0), waiting: [UInt64: AsyncStream<Void>.Continuation]()))
     private let tenantRefreshes = SingleFlight<String, Bool?>()
+    /// One warning a minute per refused pepper version, however often its keys are presented.
+    private let unusableKeyWarnings = RepeatedWarningLimit()
 
     public init(apiKeys: APIKeyService, database: Database, changes: CacheChangeListener, cacheLifetime: Duration = .seconds(2)) {
         self.apiKeys = apiKeys
@@ -114,7 +116,8 @@ public final class Authenticator: Sendable {
                 // so would describe a key to whoever knows only its public id. Everything else
                 // (a tampered row, the HSM or the database) keeps its own status and alarm.
                 switch error {
-                case .keyDisabled, .keyDestructionScheduled, .keyDestroyed, .unknownKeyVersion: throw APIKeyUnusable(cause: error)
+                case .keyDisabled, .keyDestructionScheduled, .keyDestroyed, .unknownKeyVersion:
+                    throw APIKeyUnusable(cause: error, suppressedBefore: unusableKeyWarnings.admit("\(error)"))
                 default: throw error
                 }
             }
@@ -282,7 +285,11 @@ public final class Authenticator: Sendable {
 
 /// A well-formed API key whose verification the key hierarchy refused by its pepper version's
 /// state (disabled, scheduled for destruction, destroyed) before its secret was compared: the
-/// caller hears "API key not valid"; the cause goes to the log for officers.
+/// caller hears "API key not valid"; the cause goes to the log for officers, once a minute per
+/// cause (``RepeatedWarningLimit``).
 struct APIKeyUnusable: Error {
     let cause: CustodyError
+    /// `nil`: a line for this cause went out within the minute, log nothing; otherwise how many
+    /// were held back since the last one.
+    let suppressedBefore: Int?
 }

@@ -30,7 +30,12 @@ public enum StatusMapping {
             if case .alreadyRevoked = error { return RPCError(code: .failedPrecondition, message: error.description) }
             return RPCError(code: .unauthenticated, message: "API key not valid")
         case let error as APIKeyUnusable:
-            logger.warning("API key refused by its pepper version's state", metadata: ["method": "\(method)", "error": "\(error.cause)"])
+            if let suppressed = error.suppressedBefore {
+                logger.warning(
+                    "API key refused by its pepper version's state",
+                    metadata: ["method": "\(method)", "error": "\(error.cause)", "suppressed_since_last": "\(suppressed)"]
+                )
+            }
             return RPCError(code: .unauthenticated, message: "API key not valid")
         case let error as APIKeyFormatError:
             return RPCError(code: .invalidArgument, message: error.description)
