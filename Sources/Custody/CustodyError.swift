@@ -33,6 +33,10 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// The row changed between reading and writing it (another instance or a re-wrap acted
     /// first); nothing was written. Retry reads the new state.
     case changedConcurrently(TenantID, KeyPurpose, Int)
+    /// A root-KEK rotation recorded a newer root KEK set (`recorded`) while a key was being
+    /// wrapped under an older one: nothing was stored. The keyring adopts the new set and makes
+    /// the key again once; seen by a caller only if the set changed twice meanwhile.
+    case rootKEKRotated(recorded: Int)
     /// The token's root keys are not the ones this database was made with.
     case rootKeysDoNotMatch([RootKeyMismatch])
     /// The token still holds the permissive legacy root KEK (no unwrap template).
@@ -107,6 +111,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .stillNeeded(let tenant, let purpose, let version, let reason):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) cannot be destroyed: \(reason)"
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
+        case .rootKEKRotated(let recorded): "root KEK version \(recorded) was recorded while a key was being made under an older one; nothing was stored, try again"
         case .changedConcurrently(let tenant, let purpose, let version):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) changed while this operation ran; nothing was written, try again"
         case .rootKeysDoNotMatch(let mismatches):

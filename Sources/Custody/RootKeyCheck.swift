@@ -73,6 +73,9 @@ public enum RootKeyCheck {
     public static func record(_ inventory: RootKeyInventory, labels: Set<String>? = nil, in database: Database) async throws {
         try await custody {
             try await database.withTransaction(context: "record root key check values") { connection in
+                // Waits for transactions storing keys wrapped under the set this one supersedes;
+                // those after it wrap under the new set (TenantKeyring.requireNewestRootKEKs).
+                try await RootKeyStore.lockExclusive(on: connection)
                 let first = try await RootKeyStore.all(on: connection).isEmpty
                 for entry in inventory.entries where entry.kind != .legacyKEK && (first || labels?.contains(entry.label) ?? true) {
                     try await RootKeyStore.record(label: entry.label, checkValue: entry.checkValue, on: connection)

@@ -36,10 +36,14 @@ public struct RootKeyInventory: Sendable {
     /// Versions of the permissive legacy KEK still on the token.
     public var legacyKEKVersions: [Int] { entries.filter { $0.kind == .legacyKEK }.map(\.version) }
     /// Versions for which every wrapped purpose has its KEK.
-    public var completeKEKVersions: [Int] {
-        let versions = Set(entries.filter { $0.kind == .kek }.map(\.version))
+    public var completeKEKVersions: [Int] { Self.completeKEKVersions(among: Set(entries.map(\.label))) }
+
+    /// Versions for which every wrapped purpose's KEK label is among `labels` (e.g. the labels
+    /// a database recorded), oldest first.
+    public static func completeKEKVersions(among labels: Set<String>) -> [Int] {
+        let versions = Set(labels.compactMap(parse).filter { $0.kind == .kek }.map(\.version))
         return versions.sorted().filter { version in
-            RootKeys.wrappedPurposes.allSatisfy { entry(label: RootKeys.kekLabel($0, version: version)) != nil }
+            RootKeys.wrappedPurposes.allSatisfy { labels.contains(RootKeys.kekLabel($0, version: version)) }
         }
     }
 

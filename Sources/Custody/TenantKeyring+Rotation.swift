@@ -30,22 +30,58 @@ extension TenantKeyring {
     /// - Parameter overlapSeconds: the overlap as audited (by default, from now to `retiringUntil`).
     func rotate(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?, overlapSeconds: Int64? = nil, actor: String) async throws -> KeyVersionRecord {
         try await custody {
-            let pending = try await storeNextPending(tenant, purpose)
+            let pending = try await storeNextPending(tenant, purpose, retiringUntil: retiringUntil)
             try keyringStepHook?(.pendingStored)
-            return try await complete(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
+            return try await completeOrRollBack(pending) {
+                try await complete(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
+            }
         }
     }
 
-    /// Step (1) of a rotation: the next version, made in the HSM, stored `pending` and listed.
-    func storeNextPending(_ tenant: TenantID, _ purpose: KeyPurpose) async throws -> KeyVersionRecord {
+    /// Runs step (2) of `pending`'s rotation; if it fails, the version is given back: another
+    /// instance's reconciliation that completed it (as listed: same overlap) makes this a
+    /// success, otherwise the pending version and its listing go (best effort), so the rotation
+    /// can be asked for again at once — a listing left behind refused every later rotation of
+    /// the purpose until a restart reconciled it (attack review, session 19).
+    func completeOrRollBack(_ pending: KeyVersionRecord, _ step: () async throws -> KeyVersionRecord) async throws -> KeyVersionRecord {
+        do {
+            return try await step()
+        } catch {
+            let tenant = pending.tenant, purpose = pending.purpose, version = pending.version
+            do {
+                let now = try await database.withTenant(tenant, context: "give back pending key version") { connection in
+                    let row = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+                    guard row?.state == .pending else { return row }
+                    try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection)
+                    try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+                    return nil
+                }
+                if let now, now.state != .pending, now.activatedAt != nil, try await authenticator.mac(now, pool: pool) == now.rowMAC {
+                    invalidate(tenant, purpose)
+                    return now
+                }
+            } catch {
+                logger.warning("a failed rotation's pending version could not be given back; start-up or `custos key reconcile` will", metadata: [
+                    "tenant": "\(tenant)", "purpose": "\(purpose.rawValue)", "version": "\(version)", "error": "\(error)",
+                ])
+            }
+            throw error
+        }
+    }
+
+    /// Step (1) of a rotation: the next version, made in the HSM, stored `pending` and listed
+    /// with the end of the overlap asked for.
+    func storeNextPending(_ tenant: TenantID, _ purpose: KeyPurpose, retiringUntil: Date?) async throws -> KeyVersionRecord {
         let existing = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.versions(tenant, purpose, on: connection)
         }
         guard existing.contains(where: { $0.state == .active }) else { throw CustodyError.noActiveKey(tenant, purpose) }
         let next = try await nextVersion(tenant, purpose, after: existing)
-        let pending = try await makeVersion(tenant, purpose, version: next, state: .pending)
-        try await storePending(pending)
-        return pending
+        return try await underNewestRootKEKs {
+            let pending = try await makeVersion(tenant, purpose, version: next, state: .pending, replacedUntil: retiringUntil)
+            try await storePending(pending)
+            return pending
+        }
     }
 
     /// Step (2) of a rotation, audited as `key.rotate`.
@@ -60,6 +96,7 @@ extension TenantKeyring {
     func storePending(_ pending: KeyVersionRecord) async throws {
         try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
             try await self.refuseIfOffboarding(pending.tenant, on: connection)
+            try await Self.requireNewestRootKEKs([pending], on: connection)
             try await KeyVersionStore.insert(pending, on: connection)
             try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
         }
@@ -86,7 +123,7 @@ extension TenantKeyring {
             // reconciliation completes it, so tokens never need a seed without its PRF.
             var pending = [KeyVersionRecord]()
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                let stored = try await storeNextPending(tenant, purpose)
+                let stored = try await storeNextPending(tenant, purpose, retiringUntil: fixedEnd ?? nil)
                 guard stored.version == target else {
                     throw CustodyError.invalidTransition(tenant, purpose, stored.version, from: .pending, to: .active)
                 }
@@ -132,6 +169,8 @@ extension TenantKeyring {
         var activated = pending
         activated.state = .active
         activated.activatedAt = now
+        // While pending it held the overlap asked for (for reconciliation); active, none.
+        activated.retiringUntil = nil
         activated = try await authenticator.sealed(activated, pool: pool)
         let oldVersions = updates
         let newVersion = activated
@@ -145,11 +184,56 @@ extension TenantKeyring {
             guard try await KeyVersionStore.update(newVersion, expectedMAC: pendingMAC, on: connection) else {
                 throw CustodyError.changedConcurrently(tenant, purpose, newVersion.version)
             }
-            try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
+            try await KeyVersionStore.clearPending(tenant, purpose, version: newVersion.version, on: connection)
             try await entry.append(to: self.audit, on: connection)
+            // Other instances forget their cached versions now, not when their cache expires:
+            // until then they would seal, sign and make subject references with the version
+            // just retired (attack review, session 19).
+            try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection)
         }
         invalidate(tenant, purpose)
         return activated
+    }
+
+    /// Completes or rolls back one listed rotation; `nil` when it was done already (another
+    /// instance's reconciliation, or the rotation itself, completed it since the list was read).
+    private func reconcileRotation(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> Reconciliation? {
+        let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
+            try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+        }
+        func entry(_ outcome: String) -> AuditEntry {
+            AuditEntry(tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
+        }
+        let authentic = if let row { try await authenticator.mac(row, pool: pool) == row.rowMAC } else { false }
+        if let row, authentic, row.state != .pending {
+            // Completed meanwhile: only this version's listing, if still there, goes.
+            try await database.withTenant(tenant, context: "clear completed rotation") { connection in
+                try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+            }
+            return nil
+        }
+        // A v1 webhook secret is shown only to the caller of the call that made it, and that
+        // call failed: activated, it would sign every webhook with a secret nobody has, and
+        // retire the one the tenant checks against (attack review, session 19).
+        if let row, authentic, purpose != .webhook {
+            // The overlap the rotation asked for, under the row MAC. A biometric rotation keeps
+            // its overlap, or the crash would strand every subject enrolled under the old
+            // version (the cliff the overlap removes).
+            let until = purpose.isBiometric
+                ? try await biometricOverlapEnd(tenant, rotating: purpose, from: version - 1)
+                : row.retiringUntil.flatMap { $0 > Date.wholeSecondsNow ? $0 : nil }
+            _ = try await complete(row, retiringUntil: until, entry: entry("completed"))
+            return .completed(tenant, purpose, version: version)
+        }
+        let rolledBack = entry("rolled back"), audit = audit
+        try await database.withTenant(tenant, context: "roll back pending key version") { connection in
+            if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
+            try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+            try await rolledBack.append(to: audit, on: connection)
+        }
+        // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
+        if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
+        return .rolledBack(tenant, purpose, version: version)
     }
 
     /// What start-up reconciliation did with one interrupted rotation.
@@ -165,8 +249,11 @@ extension TenantKeyring {
     }
 
     /// Finishes or undoes every rotation interrupted by a crash: a pending version whose row
-    /// MAC is intact is activated (its material is stored, nothing is lost); one that fails its
-    /// check is deleted. Run at start-up.
+    /// MAC is intact is activated (its material is stored, nothing is lost), the version it
+    /// replaces kept for the overlap the rotation asked for; one that fails its check is deleted,
+    /// and so is a v1 webhook secret (shown only to the caller of the call that failed). A
+    /// rotation another instance completes meanwhile is left to it. Run at start-up; safe beside
+    /// another instance's run and beside rotations in progress.
     public func reconcile() async throws -> [Reconciliation] {
         try await custody {
             let pending = try await database.withTransaction(context: "list pending rotations") { connection in
@@ -176,28 +263,14 @@ extension TenantKeyring {
             // without the HSM's list of key states while the service keeps serving.
             var actions = try await reconcileKeyStateAnchor()
             for (tenant, purpose, version) in pending {
-                let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
-                    try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                }
-                func entry(_ outcome: String) -> AuditEntry {
-                    AuditEntry(tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": outcome])
-                }
-                if let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC {
-                    // A biometric rotation keeps its overlap, or the crash would strand every
-                    // subject enrolled under the old version (the cliff the overlap removes).
-                    let until = purpose.isBiometric ? try await biometricOverlapEnd(tenant, rotating: purpose, from: version - 1) : nil
-                    _ = try await complete(row, retiringUntil: until, entry: entry("completed"))
-                    actions.append(.completed(tenant, purpose, version: version))
-                } else {
-                    let rolledBack = entry("rolled back"), audit = audit
-                    try await database.withTenant(tenant, context: "roll back pending key version") { connection in
-                        if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
-                        try await KeyVersionStore.clearPending(tenant, purpose, on: connection)
-                        try await rolledBack.append(to: audit, on: connection)
-                    }
-                    // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
-                    if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
-                    actions.append(.rolledBack(tenant, purpose, version: version))
+                do {
+                    if let action = try await reconcileRotation(tenant, purpose, version: version) { actions.append(action) }
+                } catch CustodyError.changedConcurrently {
+                    // Another instance's reconciliation (or the rotation itself) got there first:
+                    // the rest of the list still needs this one.
+                    logger.notice("an interrupted rotation changed while it was reconciled; left to whoever changed it", metadata: [
+                        "tenant": "\(tenant)", "purpose": "\(purpose.rawValue)", "version": "\(version)",
+                    ])
                 }
             }
             // Token objects of versions whose destruction committed before a crash, and new key

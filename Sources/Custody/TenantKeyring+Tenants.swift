@@ -9,21 +9,24 @@ extension TenantKeyring {
     public func createTenant(label: String, actor: String) async throws -> TenantRecord {
         try await custody {
             let tenant = TenantID.random()
-            var records = [KeyVersionRecord]()
-            for purpose in KeyPurpose.createdWithTenant {
-                records.append(try await makeVersion(tenant, purpose, version: 1, state: .active))
-            }
-            let stored = records
-            let entry = AuditEntry(
-                tenant: tenant, actor: actor, action: .tenantCreate, target: tenant.rawValue,
-                details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(Hex.encode($0.checkValue))" }.joined(separator: ",")]
-            )
-            let audit = audit
-            return try await database.withTenant(tenant, context: "create tenant") { connection in
-                let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
-                for record in stored { try await KeyVersionStore.insert(record, on: connection) }
-                try await entry.append(to: audit, on: connection)
-                return tenantRecord
+            return try await underNewestRootKEKs {
+                var records = [KeyVersionRecord]()
+                for purpose in KeyPurpose.createdWithTenant {
+                    records.append(try await makeVersion(tenant, purpose, version: 1, state: .active))
+                }
+                let stored = records
+                let entry = AuditEntry(
+                    tenant: tenant, actor: actor, action: .tenantCreate, target: tenant.rawValue,
+                    details: ["label": label, "keys": stored.map { "\($0.purpose.rawValue)/v1 kcv=\(Hex.encode($0.checkValue))" }.joined(separator: ",")]
+                )
+                let audit = audit
+                return try await database.withTenant(tenant, context: "create tenant") { connection in
+                    try await Self.requireNewestRootKEKs(stored, on: connection)
+                    let tenantRecord = try await TenantStore.insert(id: tenant, label: label, on: connection)
+                    for record in stored { try await KeyVersionStore.insert(record, on: connection) }
+                    try await entry.append(to: audit, on: connection)
+                    return tenantRecord
+                }
             }
         }
     }

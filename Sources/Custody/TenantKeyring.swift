@@ -62,7 +62,10 @@ public final class TenantKeyring: Sendable {
 
     let pool: SessionPool
     let database: Database
-    public let rootKeys: RootKeys
+    /// The root keys in use: the KEK version moves up when a root-KEK rotation recorded a newer
+    /// set while this keyring was running (``adoptRecordedRootKEKs()``); the MAC key never changes.
+    public var rootKeys: RootKeys { rootKeyState.withLock { $0 } }
+    let rootKeyState: Mutex<RootKeys>
     let authenticator: KeyVersionAuthenticator
     let audit: AuditLog
     let logger: Logger
@@ -102,7 +105,7 @@ public final class TenantKeyring: Sendable {
     ) {
         self.pool = pool
         self.database = database
-        self.rootKeys = rootKeys
+        rootKeyState = Mutex(rootKeys)
         authenticator = KeyVersionAuthenticator(rootKeys: rootKeys)
         self.audit = audit
         self.logger = logger

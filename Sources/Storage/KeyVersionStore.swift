@@ -17,6 +17,9 @@ public struct KeyVersionRecord: Sendable, Hashable {
     public let publicKey: [UInt8]?
     public var tokenLabel: String?
     public var rowMAC: [UInt8]
+    /// While `retiring`, until when the version is still used to sign and encrypt. While
+    /// `pending`, when the version it is to replace stops being used (`nil`: at once): what a
+    /// rotation asked for, under the row MAC, so reconciliation completes it as asked.
     public var retiringUntil: Date?
     /// When the version became active. Like every lifecycle time it is set by custody (whole
     /// seconds) and covered by the row MAC, so a database writer cannot shorten a waiting period.
@@ -156,10 +159,18 @@ public enum KeyVersionStore {
             """, logger: Database.quiet)
     }
 
-    public static func clearPending(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws {
-        try await connection.query("""
-            DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
-            """, logger: Database.quiet)
+    /// Takes the rotation of `purpose` off the list: only the one of `version` when given (a
+    /// later rotation's listing stays), any otherwise.
+    public static func clearPending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int? = nil, on connection: DatabaseTransaction) async throws {
+        if let version {
+            try await connection.query("""
+                DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) AND version = \(version)
+                """, logger: Database.quiet)
+        } else {
+            try await connection.query("""
+                DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
+                """, logger: Database.quiet)
+        }
     }
 
     public static func pendingRotations(on connection: DatabaseTransaction) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {

@@ -12,6 +12,20 @@ public enum RootKeyStore {
         return recorded
     }
 
+    /// Holds the record against new root keys until the transaction ends, shared with every
+    /// other transaction that stores a wrapped tenant key: a ceremony recording a new root KEK
+    /// set (``lockExclusive(on:)``) waits for those in flight, and those that start after it
+    /// see the new set. So no blob wrapped under the superseded set commits after the set that
+    /// supersedes it, where a rotation's re-wrap, which reads its rows only then, would miss it.
+    public static func lockShared(on connection: DatabaseTransaction) async throws {
+        try await connection.run("SELECT pg_advisory_xact_lock_shared(hashtextextended('custos/root-keys:' || current_schema(), 0))")
+    }
+
+    /// The ceremony's side of ``lockShared(on:)``.
+    public static func lockExclusive(on connection: DatabaseTransaction) async throws {
+        try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended('custos/root-keys:' || current_schema(), 0))")
+    }
+
     /// Records `label` unless it is recorded already (a recorded value is never replaced).
     public static func record(label: String, checkValue: [UInt8], on connection: DatabaseTransaction) async throws {
         try await connection.query("""

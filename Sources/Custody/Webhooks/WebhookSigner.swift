@@ -57,12 +57,17 @@ public final class WebhookSigner: Sendable {
             let versions = try await keyring.versions(tenant).filter { $0.purpose == .webhook }
             let next = try await keyring.nextVersion(tenant, .webhook, after: versions)
             let hasActive = versions.contains { $0.state == .active }
-            let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
-            try await keyring.storePending(record)
-            _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
-                tenant: tenant, actor: actor, action: .webhookSecret, target: "webhook/v\(next)",
-                details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
-            ))
+            let record = try await keyring.underNewestRootKEKs {
+                let record = try await keyring.makeVersion(tenant, .webhook, version: next, state: .pending, importing: secret)
+                try await keyring.storePending(record)
+                return record
+            }
+            _ = try await keyring.completeOrRollBack(record) {
+                try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
+                    tenant: tenant, actor: actor, action: .webhookSecret, target: "webhook/v\(next)",
+                    details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+                ))
+            }
             return (next, StandardWebhooks.encodeSecret(secret))
         }
     }
@@ -111,7 +116,9 @@ public final class WebhookSigner: Sendable {
         try await keyring.listBeforeImport(PendingTokenDestructionStore.Entry(label: label, tenant: tenant, purpose: .webhookEd25519, version: next))
         let record: KeyVersionRecord
         do {
-            let (sealed, escrow) = try await makeEscrowedKeyPair(tenant: tenant, version: next, label: label, escrowKey: escrowKey)
+            let (sealed, escrow) = try await makeEscrowedKeyPair(
+                tenant: tenant, version: next, label: label, escrowKey: escrowKey, replacedUntil: hasActive ? TenantKeyring.end(of: overlap) : nil
+            )
             try keyring.keyringStepHook?(.tokenObjectImported)
             record = sealed
             try await keyring.storePendingTokenObject(record, escrow: escrow, limit: tokenObjectLimit)
@@ -132,7 +139,7 @@ public final class WebhookSigner: Sendable {
     /// escrow key, and wiped when this returns — the only moment the seed is outside a token.
     /// - Returns: the sealed pending row and the escrow that goes with it.
     private func makeEscrowedKeyPair(
-        tenant: TenantID, version: Int, label: String, escrowKey: EscrowKeyRecord
+        tenant: TenantID, version: Int, label: String, escrowKey: EscrowKeyRecord, replacedUntil: Date?
     ) async throws -> (record: KeyVersionRecord, escrow: SeedEscrowRecord) {
         let seed = try await pool.randomSecret(count: SeedEscrow.keyLength)
         let publicKey = try SeedEscrow.ed25519PublicKey(of: seed)
@@ -140,7 +147,7 @@ public final class WebhookSigner: Sendable {
         let unsealed = KeyVersionRecord(
             tenant: tenant, purpose: .webhookEd25519, version: version, state: .pending, wrappedKey: nil,
             wrapMechanism: "none (token object)", rootKEKVersion: keyring.rootKeys.kekVersion,
-            checkValue: TenantKeyring.fingerprint(publicKey), publicKey: publicKey, tokenLabel: label, rowMAC: []
+            checkValue: TenantKeyring.fingerprint(publicKey), publicKey: publicKey, tokenLabel: label, rowMAC: [], retiringUntil: replacedUntil
         )
         let escrow = try SeedEscrow.seal(seed, to: escrowKey, for: unsealed)
         return (try await keyring.authenticator.sealed(unsealed, pool: pool), escrow)

@@ -102,7 +102,7 @@ public enum StatusMapping {
             // Planted, or a new escrow key not yet in this instance's config: officers must look.
             logger.error("newest escrow key is not trusted by config.json", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .failedPrecondition, message: error.description)
-        case .changedConcurrently: return RPCError(code: .aborted, message: error.description)
+        case .changedConcurrently, .rootKEKRotated: return RPCError(code: .aborted, message: error.description)
         case .tokenObjectLimit: return RPCError(code: .resourceExhausted, message: error.description)
         case .rootKeyMissing, .rootKeysDoNotMatch, .legacyRootKEKPresent, .rootKeyNotRecorded, .rewrapKeyMissing:
             logger.error("root key missing", metadata: ["method": "\(method)", "error": "\(error)"])

@@ -1,0 +1,137 @@
+@testable import Custody
+import CustosModel
+import Foundation
+import HSMTestSupport
+import SecureMemory
+import Storage
+import Testing
+
+/// Rotations seen from two instances over one schema and token (attack review, session 19):
+/// the other instance learns of a rotation by its notice, not when its cache expires; start-up
+/// reconciliation on one instance completes another's rotation as that rotation asked (its
+/// overlap), never activates a webhook secret nobody was shown, and two reconciliations side by
+/// side both finish.
+@Suite("Rotations across instances: notices, reconciliation beside a rotation, two reconciliations", .serialized)
+struct RotationAcrossInstancesTests {
+    /// A second keyring on the harness's schema and token with its own database client, as
+    /// another instance has, keeping versions for a minute unless told.
+    static func otherInstance(_ harness: CustodyHarness) throws -> (keyring: TenantKeyring, database: Database) {
+        let database = try harness.secondServiceDatabase()
+        let keyring = TenantKeyring(
+            pool: harness.pool, database: database, rootKeys: harness.keyring.rootKeys, audit: harness.audit,
+            logger: harness.logs.logger, activeCacheTTL: .seconds(60)
+        )
+        return (keyring, database)
+    }
+
+    /// The outcome of every `key.reconcile` entry: "completed" or "rolled back".
+    static func reconcileOutcomes(_ harness: CustodyHarness) async throws -> [String] {
+        try await harness.audit.tail(limit: 200).filter { $0.action == AuditAction.keyReconcile.rawValue }.map {
+            $0.details.contains("rolled back") ? "rolled back" : "completed"
+        }
+    }
+
+    @Test("a rotation on one instance reaches the other's cached versions by its notice, well inside the other's cache lifetime")
+    func rotationNoticed() async throws {
+        let harness = try await CustodyHarness.make("rotnotice")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let (other, database) = try Self.otherInstance(harness)
+        let listener = Task { await other.runKeyStateListener() }
+        let listening = ContinuousClock.now + .seconds(20)
+        while !other.isListeningForKeyStates, ContinuousClock.now < listening { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(other.isListeningForKeyStates)
+        #expect(try await other.key(tenant, .data).version == 1)  // cached for a minute from here, unless told
+
+        let rotated = try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        #expect(try await DisabledKeyTests.eventually(within: .seconds(10)) {
+            try await other.key(tenant, .data).version == rotated.version
+        }, "the other instance seals with the retired v1 until its cache expires")
+        listener.cancel()
+        await listener.value
+        await database.shutdown()
+        await harness.shutdown()
+    }
+
+    @Test("reconciliation on another instance completes a rotation in progress with the overlap it asked for; the rotation then succeeds")
+    func reconciliationBesideRotation() async throws {
+        let harness = try await CustodyHarness.make("rotbeside")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let (other, database) = try Self.otherInstance(harness)
+        // Instance A's first step (pending version stored and listed), asking for a day's overlap ...
+        let until = Date.wholeSecondsNow.addingTimeInterval(86_400)
+        let pending = try await harness.keyring.storeNextPending(tenant, .pii, retiringUntil: until)
+        // ... while instance B starts and reconciles ...
+        #expect(try await other.reconcile() == [.completed(tenant, .pii, version: pending.version)])
+        let old = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .pii && $0.version == 1 })
+        #expect(old.state == .retiring && old.retiringUntil == until, "v1 is \(old.state) until \(String(describing: old.retiringUntil)); a day's overlap was asked")
+        // ... then A's second step: the rotation it asked for happened, so A reports it.
+        let activated = try await harness.keyring.completeOrRollBack(pending) {
+            try await harness.keyring.complete(pending, retiringUntil: until, overlapSeconds: 86_400, actor: "alice")
+        }
+        #expect(activated.version == pending.version && activated.state == .active && activated.retiringUntil == nil)
+        #expect(try await harness.keyring.versions(tenant).filter { $0.purpose == .pii && $0.state == .active }.map(\.version) == [pending.version])
+        #expect(try await Self.reconcileOutcomes(harness) == ["completed"])
+        await database.shutdown()
+        await harness.shutdown()
+    }
+
+    @Test("a v1 webhook secret whose call failed before it was shown is rolled back, never activated: the tenant's secret keeps signing")
+    func unshownWebhookSecretRolledBack() async throws {
+        let harness = try await CustodyHarness.make("rotwebhook")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        _ = try await harness.webhooks.createSecret(tenant: tenant, actor: "alice")
+        // What createSecret stores before completing, for a call that then failed or died.
+        let secret = try await harness.pool.randomSecret(count: 32)
+        let record = try await harness.keyring.makeVersion(
+            tenant, .webhook, version: 2, state: .pending, replacedUntil: Date.wholeSecondsNow.addingTimeInterval(86_400), importing: secret
+        )
+        try await harness.keyring.storePending(record)
+
+        #expect(try await harness.keyring.reconcile() == [.rolledBack(tenant, .webhook, version: 2)])
+        let webhook = try await harness.keyring.versions(tenant).filter { $0.purpose == .webhook }
+        #expect(webhook.map(\.version) == [1] && webhook.first?.state == .active, "the secret the tenant holds is \(webhook.map { "v\($0.version) \($0.state)" })")
+        // And a new secret can be asked for at once.
+        let (version, _) = try await harness.webhooks.createSecret(tenant: tenant, actor: "alice")
+        #expect(version >= 2)
+        await harness.shutdown()
+    }
+
+    @Test("two instances reconciling the same interrupted rotations side by side both finish; each rotation completed once, none recorded as rolled back")
+    func twoReconciliations() async throws {
+        let harness = try await CustodyHarness.make("rottwo")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let (other, database) = try Self.otherInstance(harness)
+        let purposes: [KeyPurpose] = [.data, .pii, .apiKeyPepper]
+        for purpose in purposes { _ = try await harness.keyring.storeNextPending(tenant, purpose, retiringUntil: nil) }
+
+        async let first = harness.keyring.reconcile()
+        async let second = other.reconcile()
+        let (a, b) = try await (first, second)
+        let completed = (a + b).filter { if case .completed = $0 { true } else { false } }
+        #expect(completed.count == purposes.count, "each interrupted rotation completed once: \(a) and \(b)")
+        #expect(try await Self.reconcileOutcomes(harness) == Array(repeating: "completed", count: purposes.count))
+        for purpose in purposes {
+            #expect(try await harness.keyring.versions(tenant).filter { $0.purpose == purpose && $0.state == .active }.map(\.version) == [2])
+        }
+        await database.shutdown()
+        await harness.shutdown()
+    }
+
+    @Test("a listing whose rotation completed elsewhere is cleared without a 'rolled back' entry")
+    func listingOfCompletedRotation() async throws {
+        let harness = try await CustodyHarness.make("rotlisted")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let rotated = try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        // Read before the rotation's commit, by a reconciliation that acts after it: as the
+        // listing the slower of two reconciliations finds.
+        try await harness.ownerSQL(tenant: nil, """
+            INSERT INTO pending_rotations (tenant_id, purpose, version) VALUES (\(tenant.rawValue)::uuid, 'data', \(rotated.version))
+            """)
+        #expect(try await harness.keyring.reconcile().isEmpty)
+        #expect(try await Self.reconcileOutcomes(harness).isEmpty, "a rotation that happened is not recorded as rolled back")
+        #expect(try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.version == rotated.version }?.state == .active)
+        // The listing is gone: a new rotation is not refused by it.
+        _ = try await harness.keyring.rotate(tenant, .data, actor: "alice")
+        await harness.shutdown()
+    }
+}
