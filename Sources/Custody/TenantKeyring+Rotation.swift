@@ -39,24 +39,27 @@ extension TenantKeyring {
     }
 
     /// Runs step (2) of `pending`'s rotation; if it fails, the version is given back: another
-    /// instance's reconciliation that completed it (as listed: same overlap) makes this a
-    /// success, otherwise the pending version and its listing go (best effort), so the rotation
-    /// can be asked for again at once — a listing left behind refused every later rotation of
-    /// the purpose until a restart reconciled it (attack review, session 19).
+    /// instance's reconciliation that completed this very key (as listed: same overlap) makes
+    /// this a success, otherwise the pending row this rotation stored and its listing go (best
+    /// effort), so the rotation can be asked for again at once — a listing left behind refused
+    /// every later rotation of the purpose until a restart reconciled it (attack review, session
+    /// 19). Version numbers can be taken again once a pending row is gone, so a row is this
+    /// rotation's only if it holds this rotation's key (helper-68).
     func completeOrRollBack(_ pending: KeyVersionRecord, _ step: () async throws -> KeyVersionRecord) async throws -> KeyVersionRecord {
         do {
             return try await step()
         } catch {
-            let tenant = pending.tenant, purpose = pending.purpose, version = pending.version
+            let tenant = pending.tenant, purpose = pending.purpose, version = pending.version, pendingMAC = pending.rowMAC
             do {
-                let now = try await database.withTenant(tenant, context: "give back pending key version") { connection in
-                    let row = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                    guard row?.state == .pending else { return row }
-                    try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection)
-                    try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
-                    return nil
+                let now = try await database.withTenant(tenant, context: "give back pending key version") { connection -> KeyVersionRecord? in
+                    if try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: pendingMAC, on: connection) {
+                        try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+                        return nil
+                    }
+                    return try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
                 }
-                if let now, now.state != .pending, now.activatedAt != nil, try await authenticator.mac(now, pool: pool) == now.rowMAC {
+                if let now, now.state != .pending, now.activatedAt != nil, Self.holdsSameKey(now, pending),
+                   try await authenticator.mac(now, pool: pool) == now.rowMAC {
                     invalidate(tenant, purpose)
                     return now
                 }
@@ -67,6 +70,14 @@ extension TenantKeyring {
             }
             throw error
         }
+    }
+
+    /// Whether `row` holds the key `pending` was stored with: the same check value, and the same
+    /// blob or token objects (a re-wrap since makes it look foreign: the caller then sees the
+    /// failure and asks again, never a key that is not its own).
+    static func holdsSameKey(_ row: KeyVersionRecord, _ pending: KeyVersionRecord) -> Bool {
+        row.checkValue == pending.checkValue && row.wrappedKey == pending.wrappedKey
+            && row.publicKey == pending.publicKey && row.tokenLabel == pending.tokenLabel
     }
 
     /// Step (1) of a rotation: the next version, made in the HSM, stored `pending` and listed
@@ -225,15 +236,32 @@ extension TenantKeyring {
             _ = try await complete(row, retiringUntil: until, entry: entry("completed"))
             return .completed(tenant, purpose, version: version)
         }
-        let rolledBack = entry("rolled back"), audit = audit
-        try await database.withTenant(tenant, context: "roll back pending key version") { connection in
-            if row?.state == .pending { try await KeyVersionStore.deletePending(tenant, purpose, version: version, on: connection) }
+        guard try await rollBackRotation(tenant, purpose, version: version, read: row) else { return nil }
+        return .rolledBack(tenant, purpose, version: version)
+    }
+
+    /// Rolls back the listed rotation of `version`, whose row read `row` (`nil`: none): the
+    /// pending row goes — only if it is still the one read — with the listing, under a `rolled
+    /// back` entry, and an Ed25519 version's key pair with it. A row that changed since it was
+    /// read (its rotation completed meanwhile) is left alone, unrecorded: `false` (helper-68: the
+    /// entry, and the destruction of a live v1a key's objects on every token, went ahead).
+    func rollBackRotation(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, read row: KeyVersionRecord?) async throws -> Bool {
+        let rolledBack = AuditEntry(
+            tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": "rolled back"]
+        )
+        let audit = audit
+        let done = try await database.withTenant(tenant, context: "roll back pending key version") { connection -> Bool in
+            if let row, row.state == .pending {
+                guard try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: row.rowMAC, on: connection) else { return false }
+            }
             try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
             try await rolledBack.append(to: audit, on: connection)
+            return true
         }
+        guard done else { return false }
         // An Ed25519 version's key pair is a token object: without its row it would be orphaned.
         if let row, row.state == .pending { await discardRolledBackTokenObjects(row) }
-        return .rolledBack(tenant, purpose, version: version)
+        return true
     }
 
     /// What start-up reconciliation did with one interrupted rotation.

@@ -144,11 +144,20 @@ public enum KeyVersionStore {
     }
 
     /// Deletes a version that never became active (a rotation rolled back).
-    public static func deletePending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, on connection: DatabaseTransaction) async throws {
-        try await connection.query("""
+    /// - Parameter rowMAC: delete only the row with this MAC — the pending row the caller read or
+    ///   stored, not another made since under the same version number.
+    /// - Returns: whether a row was deleted.
+    @discardableResult
+    public static func deletePending(
+        _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, rowMAC: [UInt8]? = nil, on connection: DatabaseTransaction
+    ) async throws -> Bool {
+        let rows = try await connection.query("""
             DELETE FROM key_versions WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
-                AND version = \(version) AND state = 'pending'
+                AND version = \(version) AND state = 'pending' AND (\(rowMAC.map { Data($0) })::bytea IS NULL OR row_mac = \(rowMAC.map { Data($0) }))
+            RETURNING version
             """, logger: Database.quiet)
+        for try await _ in rows { return true }
+        return false
     }
 
     // MARK: Rotations in progress (no tenant needed)

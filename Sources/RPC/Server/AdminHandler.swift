@@ -529,7 +529,8 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             $0.state = RequestFields.state(record.state)
             $0.checkValue = Hex.encode(record.checkValue)
             $0.rootKekVersion = UInt32(record.rootKEKVersion)
-            if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
+            // A pending row's holds its rotation's overlap for the version it replaces: not its own.
+            if record.state == .retiring, let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
             if let at = record.createdAt { $0.createdAt = Google_Protobuf_Timestamp(date: at) }
             if let at = record.destroyedAt { $0.destroyedAt = Google_Protobuf_Timestamp(date: at) }
             if let at = record.disabledAt { $0.disabledAt = Google_Protobuf_Timestamp(date: at) }

@@ -118,7 +118,7 @@ public struct WebhooksHandler: Custos_V1_Webhooks.SimpleServiceProtocol {
                     $0.version = UInt32(record.version)
                     $0.state = RequestFields.state(record.state)
                     $0.publicKey = StandardWebhooks.encodePublicKey(record.publicKey!)
-                    if let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
+                    if record.state == .retiring, let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
                 }
             }
         }

@@ -1,7 +1,9 @@
 @testable import Custody
 import CustosModel
 import Foundation
+import GRPCCore
 import HSMTestSupport
+import RPC
 import SecureMemory
 import Storage
 import Testing
@@ -133,5 +135,63 @@ struct RotationAcrossInstancesTests {
         // The listing is gone: a new rotation is not refused by it.
         _ = try await harness.keyring.rotate(tenant, .data, actor: "alice")
         await harness.shutdown()
+    }
+}
+
+/// helper-68's attack on the fixes above: version numbers are taken again once a pending row is
+/// gone, and a row read by reconciliation can change before it acts.
+extension RotationAcrossInstancesTests {
+    @Test("a failed rotation whose version number another rotation took meanwhile neither reports that rotation's key as its own nor deletes it")
+    func giveBackKeepsToItsOwnKey() async throws {
+        let harness = try await CustodyHarness.make("rotreuse")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        // A's first step; then its row and listing vanish (a database writer, or another
+        // instance's reconciliation rolling it back) and C rotates under the same number.
+        let pendingA = try await harness.keyring.storeNextPending(tenant, .data, retiringUntil: nil)
+        try await harness.ownerSQL(tenant: tenant, "DELETE FROM key_versions WHERE purpose = 'data' AND state = 'pending'")
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM pending_rotations WHERE purpose = 'data'")
+        let rotatedC = try await harness.keyring.rotate(tenant, .data, actor: "bob")
+        #expect(rotatedC.version == pendingA.version, "C took A's version number (the case under test)")
+        // A's second step fails; its give-back must not take C's key for A's.
+        await #expect(throws: (any Error).self) {
+            _ = try await harness.keyring.completeOrRollBack(pendingA) {
+                try await harness.keyring.complete(pendingA, retiringUntil: nil, overlapSeconds: nil, actor: "alice")
+            }
+        }
+        let active = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.state == .active })
+        #expect(active.version == rotatedC.version && active.checkValue == rotatedC.checkValue, "C's key stays active")
+        await harness.shutdown()
+    }
+
+    @Test("a rollback decided on a pending row that its rotation completed meanwhile does nothing and records nothing")
+    func rollBackOfChangedRow() async throws {
+        let harness = try await CustodyHarness.make("rotstale")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let pending = try await harness.keyring.storeNextPending(tenant, .pii, retiringUntil: nil)
+        // Read by a reconciliation (as pending) ...
+        let read = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .pii && $0.version == pending.version })
+        #expect(read.state == .pending)
+        // ... then completed by its own rotation before the reconciliation acts.
+        _ = try await harness.keyring.complete(pending, retiringUntil: nil, overlapSeconds: nil, actor: "alice")
+        #expect(try await !harness.keyring.rollBackRotation(tenant, .pii, version: pending.version, read: read))
+        #expect(try await Self.reconcileOutcomes(harness).isEmpty, "no 'rolled back' entry for a rotation that completed")
+        #expect(try await harness.keyring.versions(tenant).first { $0.purpose == .pii && $0.state == .active }?.version == pending.version)
+        await harness.shutdown()
+    }
+
+    @Test("ListKeys shows a pending row without the overlap it carries for the version it replaces (it is not the row's own)")
+    func pendingRowListedWithoutOverlap() async throws {
+        try await RPCHarness.with("rotlist") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            let id = try #require(TenantID(tenant))
+            let pending = try await rpc.custody.keyring.storeNextPending(id, .data, retiringUntil: Date.wholeSecondsNow.addingTimeInterval(86_400))
+            try await rpc.withClient(.alice) { client in
+                let keys = try await Custos_V1_Admin.Client(wrapping: client).listKeys(.with { $0.tenantID = tenant }).keys
+                let listed = try #require(keys.first { $0.purpose == .data && $0.version == UInt32(pending.version) })
+                #expect(listed.state == .pending && !listed.hasRetiringUntil, "a pending version listed as retiring until \(listed.retiringUntil)")
+            }
+        }
     }
 }
