@@ -134,6 +134,13 @@ extension TenantKeyring {
             // reconciliation completes it, so tokens never need a seed without its PRF.
             var pending = [KeyVersionRecord]()
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
+                // An earlier call that failed before completing left its pending version (the
+                // pair must level, so it is not given back): completed now, not made again
+                // (helper-68: a new one was numbered past the target, and every retry refused).
+                if let left = try await authenticPending(tenant, purpose, version: target) {
+                    pending.append(left)
+                    continue
+                }
                 let stored = try await storeNextPending(tenant, purpose, retiringUntil: fixedEnd ?? nil)
                 guard stored.version == target else {
                     throw CustodyError.invalidTransition(tenant, purpose, stored.version, from: .pending, to: .active)
@@ -148,6 +155,15 @@ extension TenantKeyring {
             }
             return target
         }
+    }
+
+    /// The pending row of `purpose` v`version`, if there is one and its MAC holds.
+    private func authenticPending(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int) async throws -> KeyVersionRecord? {
+        let row = try await database.withTenant(tenant, context: "read pending key version") { connection in
+            try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+        }
+        guard let row, row.state == .pending, try await authenticator.mac(row, pool: pool) == row.rowMAC else { return nil }
+        return row
     }
 
     /// Step (2) of a rotation: one transaction.

@@ -75,4 +75,27 @@ struct RootKEKRotationWhileServingTests {
         #expect(try await serving.versions(tenant).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 })
         await harness.shutdown()
     }
+
+    @Test("a newer set recorded by a database writer alone (not on the token): key creation fails closed, nothing is wrapped under the older set, until the record is removed")
+    func forgedRecordFailsClosed() async throws {
+        let harness = try await CustodyHarness.make("rootforged")
+        let serving = harness.keyring
+        try await RootKeyCheck.verify(pool: harness.pool, database: harness.service, logger: harness.logs.logger)
+        // The service role may insert into root_keys (helper-68): a complete v9 set the token lacks.
+        try await harness.service.withTransaction(context: "database writer") { connection in
+            for purpose in RootKeys.wrappedPurposes {
+                try await RootKeyStore.record(label: RootKeys.kekLabel(purpose, version: 9), checkValue: [1, 2, 3], on: connection)
+            }
+        }
+        let refused = await #expect(throws: CustodyError.self) { _ = try await serving.createTenant(label: "acme", actor: "officer") }
+        guard case .rootKeysDoNotMatch = refused else { Issue.record("got \(String(describing: refused))"); return }
+        #expect(try await TenantStore(harness.service).list().isEmpty, "no tenant made under the set the record says is superseded")
+        #expect(serving.rootKeys.kekVersion == 1)
+        // Only the owner role can take the rows out; then creation works again.
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v9'")
+        let tenant = try await serving.createTenant(label: "acme", actor: "officer").id
+        #expect(try await serving.versions(tenant).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 })
+        await harness.shutdown()
+    }
 }
+
