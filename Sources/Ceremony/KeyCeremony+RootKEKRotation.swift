@@ -3,12 +3,13 @@ import CustosModel
 import Foundation
 import HSM
 import PKCS11
+public import Storage
 
 /// Root-KEK rotation: new KEKs with their own shares, then every tenant key version re-wrapped
 /// under them (resumable), kept apart from the other ceremony steps because it is the one step
 /// that also rewrites the database.
 extension KeyCeremony {
-    /// What ``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)`` did.
+    /// What ``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:recordingIn:currentShares:)`` did.
     public struct Rotation: Sendable {
         public let generated: Outcome
         public let newKEKVersion: Int
@@ -27,11 +28,13 @@ extension KeyCeremony {
     /// when it ends. An installation still on the permissive legacy KEK needs no shares: its
     /// blobs are moved off it (the last use of that hole) and it is destroyed at the end.
     /// Old per-purpose KEKs stay on the token (rows of destroyed versions still name them).
+    /// - Parameter ownerDatabase: the keyring's database connected as the owner role, which
+    ///   alone records root keys (migration 31).
     /// - Throws: ``CeremonyError``; before anything is written when the shares do not rebuild a
     ///   KEK some blob needs.
     public func rotateRoot(
         threshold: Int, shares: Int, outputDirectory: String, transcript: CeremonyTranscript, keyring: TenantKeyring,
-        currentShares: [[String]] = []
+        recordingIn ownerDatabase: Database, currentShares: [[String]] = []
     ) async throws -> Rotation {
         try await ceremony {
             try Shamir.validate(threshold: threshold, count: shares)
@@ -52,7 +55,7 @@ extension KeyCeremony {
             try stepFault?.reached("rotate-root.transcribed")
             // Recorded before any row moves: a resume re-wraps only under KEKs the database
             // recorded, never under a newer set planted on the token with the user PIN meanwhile.
-            try await keyring.recordRootKeys(labels: Set(generated.keys.map(\.label)))
+            try await keyring.recordRootKeys(labels: Set(generated.keys.map(\.label)), in: ownerDatabase)
             try stepFault?.reached("rotate-root.keysRecorded")
             let (report, destroyed) = try await rewrap(toKEKVersion: next, sources: sources, transcript: transcript, keyring: keyring)
             return Rotation(generated: generated, newKEKVersion: next, rewrap: report, destroyedLegacyKEKs: destroyed)
@@ -60,7 +63,7 @@ extension KeyCeremony {
     }
 
     /// Re-wraps every tenant key version under the newest root KEK set the database recorded
-    /// (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:currentShares:)``
+    /// (``rotateRoot(threshold:shares:outputDirectory:transcript:keyring:recordingIn:currentShares:)``
     /// records its new set before moving any row): the second half of a rotation, run again
     /// after an interruption (rows already moved are left alone). Needs the same
     /// `currentShares` as the interrupted run.
@@ -71,7 +74,7 @@ extension KeyCeremony {
     /// matching check values, it is recorded first. Root keys cannot be destroyed, so this is
     /// how such a set is adopted; without its shares it stays unused.
     public func resumeRewrap(
-        transcript: CeremonyTranscript, keyring: TenantKeyring, currentShares: [[String]] = []
+        transcript: CeremonyTranscript, keyring: TenantKeyring, recordingIn ownerDatabase: Database, currentShares: [[String]] = []
     ) async throws -> (kekVersion: Int, report: TenantKeyring.RewrapReport, destroyedLegacyKEKs: [String]) {
         try await ceremony {
             let inventory = try await RootKeyInventory.read(from: pool)
@@ -79,7 +82,7 @@ extension KeyCeremony {
             var recorded = try await keyring.recordedRootKeys()
             let proven = inventory.entries.filter { recorded[$0.label] == nil && sources.provenLabels.contains($0.label) }.map(\.label)
             if !proven.isEmpty {
-                try await keyring.recordRootKeys(labels: Set(proven))
+                try await keyring.recordRootKeys(labels: Set(proven), in: ownerDatabase)
                 recorded = try await keyring.recordedRootKeys()
             }
             let trusted = inventory.completeKEKVersions.filter { version in

@@ -45,7 +45,12 @@ public enum RootKeyCheck {
             var trusted = inventory
             if recorded.isEmpty {
                 try requireComplete(inventory)
-                try await record(inventory, in: database)
+                let entries = inventory.entries.filter { $0.kind != .legacyKEK }.map { (label: $0.label, checkValue: $0.checkValue) }
+                let first = try await database.withTransaction(context: "record root key check values") { connection in
+                    try await RootKeyStore.recordFirst(entries, on: connection)
+                }
+                // Another process made the first record meanwhile: checked against it instead.
+                if !first { return try await verify(pool: pool, database: database, logger: logger) }
             } else {
                 let ignored = inventory.entries.filter { recorded[$0.label] == nil }.map(\.label)
                 if !ignored.isEmpty {
@@ -69,7 +74,9 @@ public enum RootKeyCheck {
 
     /// Records the check values of `inventory`'s keys the database has not recorded yet: of
     /// `labels` only (the keys a ceremony made), or of every key when the database has recorded
-    /// none yet (the first record of an installation).
+    /// none yet (the first record of an installation). `database` must be connected as the owner
+    /// role (migration 31): the service role can no longer record root keys, or the user PIN and
+    /// its password together could make a planted KEK set trusted (helper-68, session 19).
     public static func record(_ inventory: RootKeyInventory, labels: Set<String>? = nil, in database: Database) async throws {
         try await custody {
             try await database.withTransaction(context: "record root key check values") { connection in

@@ -1,7 +1,7 @@
 public import CustosModel
 public import HSM
 import PKCS11
-import Storage
+public import Storage
 
 extension TenantKeyring {
     /// What ``rewrapTenantKeys(toKEKVersion:unwrappingKey:acceptsFirstFormat:actor:)`` did.
@@ -100,9 +100,10 @@ extension TenantKeyring {
     }
 
     /// Records the check values of the root keys labelled `labels` (the keys a ceremony just
-    /// made) in this keyring's database (every root key on the first record).
-    public func recordRootKeys(labels: Set<String>) async throws {
-        try await custody { try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database) }
+    /// made) in `ownerDatabase` — this keyring's database, connected as the owner role (every
+    /// root key on the first record).
+    public func recordRootKeys(labels: Set<String>, in ownerDatabase: Database) async throws {
+        try await custody { try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: ownerDatabase) }
     }
 
     /// Label → check value of every root key this keyring's database recorded.

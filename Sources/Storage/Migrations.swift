@@ -953,6 +953,29 @@ public enum Migrations {
         );
         GRANT SELECT, INSERT, UPDATE ON retention_turns TO {service};
         """),
+        Migration(version: 31, summary: "root keys are recorded by the owner role (the ceremony), the service only at its first start", sql: """
+        -- The root keys the database vouches for decide which KEKs wrap every new tenant key. The
+        -- service role could record them: with the user PIN as well, a KEK set planted on the
+        -- token and recorded was trusted, and running instances adopt a newer recorded set at once
+        -- (helper-68, session 19). After the first record only the owner role (the key ceremony)
+        -- records root keys; the service's first start against a token records through this
+        -- function, which refuses once anything is recorded. Check values are given as hex.
+        REVOKE INSERT ON root_keys FROM {service};
+        CREATE FUNCTION {schema}.record_first_root_keys(p_labels text[], p_check_values text[]) RETURNS boolean
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+        BEGIN
+            LOCK TABLE root_keys IN SHARE ROW EXCLUSIVE MODE;
+            IF EXISTS (SELECT 1 FROM root_keys) OR cardinality(p_labels) = 0
+                OR cardinality(p_labels) <> cardinality(p_check_values) THEN
+                RETURN false;
+            END IF;
+            INSERT INTO root_keys (label, check_value)
+                SELECT label, decode(check_value, 'hex') FROM unnest(p_labels, p_check_values) AS entry (label, check_value);
+            RETURN true;
+        END $$;
+        REVOKE ALL ON FUNCTION {schema}.record_first_root_keys(text[], text[]) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.record_first_root_keys(text[], text[]) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

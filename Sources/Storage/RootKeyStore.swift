@@ -26,7 +26,19 @@ public enum RootKeyStore {
         try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended('custos/root-keys:' || current_schema(), 0))")
     }
 
-    /// Records `label` unless it is recorded already (a recorded value is never replaced).
+    /// The first record of an installation, as the service role may make it: `entries` go in
+    /// only if nothing is recorded yet (`false` otherwise, nothing written). Every later record is
+    /// the owner role's (``record(label:checkValue:on:)``, the key ceremony).
+    public static func recordFirst(_ entries: [(label: String, checkValue: [UInt8])], on connection: DatabaseTransaction) async throws -> Bool {
+        let labels = entries.map(\.label)
+        let checkValues = entries.map { $0.checkValue.map { String(format: "%02x", $0) }.joined() }
+        let rows = try await connection.query("SELECT record_first_root_keys(\(labels), \(checkValues))", logger: Database.quiet)
+        for try await recorded in rows.decode(Bool.self) { return recorded }
+        return false
+    }
+
+    /// Records `label` unless it is recorded already (a recorded value is never replaced). The
+    /// owner role's (migration 31): the service role may only make the first record.
     public static func record(label: String, checkValue: [UInt8], on connection: DatabaseTransaction) async throws {
         try await connection.query("""
             INSERT INTO root_keys (label, check_value) VALUES (\(label), \(Data(checkValue))) ON CONFLICT (label) DO NOTHING

@@ -78,13 +78,14 @@ func withCeremony<R>(
 
 /// Records the check values of the root keys labelled `labels` (those the ceremony made; every
 /// root key when the database has recorded none yet) in the configured database (when there is
-/// one), so that the service later refuses a token that is not this one (``RootKeyCheck``). Keys
-/// on the token the ceremony did not make stay unrecorded, and the service refuses them. The
-/// ceremony's work is done by then: a database that cannot record them yet (not migrated, not
-/// reachable) gets a warning, and the service's first start records them instead.
+/// one), as its owner role (migration 31), so that the service later refuses a token that is not
+/// this one (``RootKeyCheck``). Keys on the token the ceremony did not make stay unrecorded, and
+/// the service refuses them. The ceremony's work is done by then: a database that cannot record
+/// them yet (not migrated, not reachable, no owner password configured) gets a warning, and the
+/// service's first start records them instead when nothing is recorded yet.
 func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration, labels: Set<String>) async throws {
     guard configuration.postgres != nil else { return }
-    try await CustosRuntime.withDatabase(configuration, options: .cli()) { database in
+    try await CustosRuntime.withDatabase(configuration, role: .owner, options: .cli()) { database in
         do {
             try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
         } catch {
@@ -228,13 +229,32 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
         let participants = try ceremony.participants()
         let transcript = CeremonyTranscript(path: ceremony.transcript)
         let shareSets = try groupedShareSets(oldShares)
+        // The owner role records the new KEKs (the service role cannot: migration 31); connected
+        // and read first, so a missing owner password stops the rotation before anything changes.
+        let owner = try Database(configuration: try configuration.databaseConfiguration(role: .owner), logger: makeLogger())
+        owner.start()
+        do {
+            _ = try await RootKeyCheck.recorded(in: owner)
+            try await rotate(configuration, participants: participants, transcript: transcript, shareSets: shareSets, owner: owner)
+        } catch {
+            await owner.shutdown()
+            throw error
+        }
+        await owner.shutdown()
+    }
+
+    private func rotate(
+        _ configuration: CustosConfiguration, participants: CeremonyParticipants, transcript: CeremonyTranscript, shareSets: [[String]], owner: Database
+    ) async throws {
         try await CustosRuntime.run(configuration, options: .cli(verifyRootKeys: false)) { context in
             let keyCeremony = KeyCeremony(
                 pool: context.pool, participants: participants, configHash: configuration.configHash, logger: makeLogger(),
                 stepFault: .crashPointFromEnvironment
             )
             if resume {
-                let (version, report, destroyed) = try await keyCeremony.resumeRewrap(transcript: transcript, keyring: context.keyring, currentShares: shareSets)
+                let (version, report, destroyed) = try await keyCeremony.resumeRewrap(
+                    transcript: transcript, keyring: context.keyring, recordingIn: owner, currentShares: shareSets
+                )
                 print("re-wrapped \(report.rewrapped) key versions under root KEK v\(version) (\(report.alreadyCurrent) already there, \(report.resealed) resealed)")
                 if !destroyed.isEmpty { print("destroyed the legacy root KEK: \(destroyed.joined(separator: ", "))") }
                 try await reportUnrecordedRootKeys(context)
@@ -242,7 +262,8 @@ struct CeremonyRotateRootCommand: AsyncParsableCommand {
             }
             guard let threshold, let shares, let output else { throw ValidationError("give --threshold, --shares and --output (or --resume)") }
             let rotation = try await keyCeremony.rotateRoot(
-                threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring, currentShares: shareSets
+                threshold: threshold, shares: shares, outputDirectory: output, transcript: transcript, keyring: context.keyring,
+                recordingIn: owner, currentShares: shareSets
             )
             // rotateRoot recorded the new KEKs itself, before moving any row.
             print("root KEKs v\(rotation.newKEKVersion): ceremony \(rotation.generated.ceremonyID), \(threshold)-of-\(shares) shares")

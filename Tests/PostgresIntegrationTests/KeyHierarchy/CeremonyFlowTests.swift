@@ -160,13 +160,13 @@ struct CeremonyFlowTests {
         // refused before anything is written; with three of them, new shares, every tenant key
         // re-wrapped, still the same keys.
         let withoutShares = await #expect(throws: CeremonyError.self) {
-            _ = try await ceremonyB.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB)
+            _ = try await ceremonyB.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB, recordingIn: harness.owner)
         }
         guard case .custody(.rewrapKeyMissing) = withoutShares else { Issue.record("got \(String(describing: withoutShares))"); return }
         #expect(try await RootKeyInventory.read(from: poolB).newestKEKVersion == 1, "no new KEK without the old shares")
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/rotation").isEmpty, "no share file written")
         let rotation = try await ceremonyB.rotateRoot(
-            threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB,
+            threshold: 2, shares: 3, outputDirectory: directory + "/rotation", transcript: transcript, keyring: keyringB, recordingIn: harness.owner,
             currentShares: [[generated.sharePaths[0], generated.sharePaths[2], generated.sharePaths[4]]]
         )
         #expect(rotation.newKEKVersion == 2)
@@ -176,7 +176,7 @@ struct CeremonyFlowTests {
         #expect(rotation.rewrap.rewrapped == wrappedCount && wrappedCount > 0)
         let rows = try await keyringB.versions(tenant.id)
         #expect(rows.filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 2 })
-        let again = try await ceremonyB.resumeRewrap(transcript: transcript, keyring: keyringB, currentShares: [Array(generated.sharePaths.prefix(3))])
+        let again = try await ceremonyB.resumeRewrap(transcript: transcript, keyring: keyringB, recordingIn: harness.owner, currentShares: [Array(generated.sharePaths.prefix(3))])
         #expect(again.report.rewrapped == 0 && again.report.alreadyCurrent == wrappedCount)
         await poolB.shutdown()
 

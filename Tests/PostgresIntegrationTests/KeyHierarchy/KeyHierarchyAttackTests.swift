@@ -128,7 +128,7 @@ struct KeyHierarchyAttackTests {
         // MAC is unreadable for a moment, so the first row stops it; it is put back after).
         try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
         await #expect(throws: (any Error).self) {
-            _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, currentShares: shares)
+            _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, recordingIn: harness.owner, currentShares: shares)
         }
         try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = substring(row_mac from 1 for length(row_mac) - 1)")
         #expect(try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 })
@@ -137,7 +137,7 @@ struct KeyHierarchyAttackTests {
         let planted = try await Self.plantKEKSet(harness.pool, version: 3)
         let v3 = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 3) }
         // The resume finishes under the set the rotation recorded, never the planted one.
-        let resumed = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        let resumed = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, recordingIn: harness.owner, currentShares: shares)
         let moved = try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }
         if let piiRow = moved.first(where: { $0.purpose == .pii }), piiRow.rootKEKVersion == 3,
            let stolen = try? await Self.readPIIKey(harness.pool, blob: piiRow.wrappedKey ?? [], kekValue: planted[.pii] ?? [], message: message) {
@@ -160,7 +160,7 @@ struct KeyHierarchyAttackTests {
         // The crash: KEKs v2 imported, no row moved, their record gone (as if never written).
         try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = row_mac || '\\x00'::bytea")
         await #expect(throws: (any Error).self) {
-            _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, currentShares: shares)
+            _ = try await ceremony.rotateRoot(threshold: 2, shares: 3, outputDirectory: directory, transcript: transcript, keyring: harness.keyring, recordingIn: harness.owner, currentShares: shares)
         }
         try await harness.ownerSQL(tenant: tenant.id, "UPDATE key_versions SET row_mac = substring(row_mac from 1 for length(row_mac) - 1)")
         try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v2'")
@@ -171,13 +171,13 @@ struct KeyHierarchyAttackTests {
         #expect(RootKeys(inventory: before).kekVersion == 1)
         #expect(Set(before.entries.map(\.label)).isDisjoint(with: v2))
         // Resume with only the old shares: nothing to vouch for v2, so nothing moves.
-        let idle = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares)
+        let idle = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, recordingIn: harness.owner, currentShares: shares)
         #expect(idle.kekVersion == 1 && idle.report.rewrapped == 0)
         #expect(try await harness.keyring.versions(tenant.id).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 }, "no row names them")
         // With the new set's own shares (written before the import), the custodians vouch for it.
         let newShares = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("custos-share-") }.sorted().map { directory + "/" + $0 }
         #expect(newShares.count == 3)
-        let adopted = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, currentShares: shares + [Array(newShares.prefix(2))])
+        let adopted = try await ceremony.resumeRewrap(transcript: transcript, keyring: harness.keyring, recordingIn: harness.owner, currentShares: shares + [Array(newShares.prefix(2))])
         #expect(adopted.kekVersion == 2)
         let inventory = try await RootKeyCheck.verify(pool: harness.pool, database: harness.service)
         let fresh = TenantKeyring(pool: harness.pool, database: harness.service, rootKeys: RootKeys(inventory: inventory), audit: harness.audit, logger: harness.logs.logger)

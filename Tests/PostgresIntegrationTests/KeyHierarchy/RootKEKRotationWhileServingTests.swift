@@ -76,24 +76,36 @@ struct RootKEKRotationWhileServingTests {
         await harness.shutdown()
     }
 
-    @Test("a newer set recorded by a database writer alone (not on the token): key creation fails closed, nothing is wrapped under the older set, until the record is removed")
-    func forgedRecordFailsClosed() async throws {
+    @Test("the service role cannot record root keys once any are recorded (migration 31); a newer set the owner recorded that the token lacks makes key creation fail closed")
+    func recordsAreTheOwners() async throws {
         let harness = try await CustodyHarness.make("rootforged")
         let serving = harness.keyring
         try await RootKeyCheck.verify(pool: harness.pool, database: harness.service, logger: harness.logs.logger)
-        // The service role may insert into root_keys (helper-68): a complete v9 set the token lacks.
-        try await harness.service.withTransaction(context: "database writer") { connection in
-            for purpose in RootKeys.wrappedPurposes {
-                try await RootKeyStore.record(label: RootKeys.kekLabel(purpose, version: 9), checkValue: [1, 2, 3], on: connection)
+        // The service role's password (and the user PIN, for a planted set) no longer make a set
+        // recorded: neither a row of its own nor a second "first" record.
+        let labels = RootKeys.wrappedPurposes.map { RootKeys.kekLabel($0, version: 9) }
+        await #expect(throws: (any Error).self) {
+            try await harness.service.withTransaction(context: "database writer") { connection in
+                for label in labels { try await RootKeyStore.record(label: label, checkValue: [1, 2, 3], on: connection) }
             }
         }
-        let refused = await #expect(throws: CustodyError.self) { _ = try await serving.createTenant(label: "acme", actor: "officer") }
+        let again = try await harness.service.withTransaction(context: "database writer") { connection in
+            try await RootKeyStore.recordFirst(labels.map { (label: $0, checkValue: [1, 2, 3]) }, on: connection)
+        }
+        #expect(!again, "the first-start record is refused once anything is recorded")
+        #expect(try await RootKeyCheck.recorded(in: harness.service).keys.allSatisfy { !$0.hasSuffix("/v9") })
+        _ = try await serving.createTenant(label: "acme", actor: "officer")
+
+        // The owner role (the ceremony) recorded a set this token lacks: no key is made under the
+        // older set, and the refusal names the keys; once the record is put right, creation works.
+        try await harness.owner.withTransaction(context: "owner") { connection in
+            for label in labels { try await RootKeyStore.record(label: label, checkValue: [1, 2, 3], on: connection) }
+        }
+        let refused = await #expect(throws: CustodyError.self) { _ = try await serving.createTenant(label: "globex", actor: "officer") }
         guard case .rootKeysDoNotMatch = refused else { Issue.record("got \(String(describing: refused))"); return }
-        #expect(try await TenantStore(harness.service).list().isEmpty, "no tenant made under the set the record says is superseded")
-        #expect(serving.rootKeys.kekVersion == 1)
-        // Only the owner role can take the rows out; then creation works again.
+        #expect(try await TenantStore(harness.service).list().count == 1, "no tenant made under the set the record says is superseded")
         try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v9'")
-        let tenant = try await serving.createTenant(label: "acme", actor: "officer").id
+        let tenant = try await serving.createTenant(label: "globex", actor: "officer").id
         #expect(try await serving.versions(tenant).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 })
         await harness.shutdown()
     }

@@ -109,7 +109,7 @@ struct RootKeyHardeningTests {
         )
         let rotation = try await ceremony.rotateRoot(
             threshold: 2, shares: 3, outputDirectory: directory, transcript: CeremonyTranscript(path: directory + "/transcript.jsonl"),
-            keyring: harness.keyring
+            keyring: harness.keyring, recordingIn: harness.owner
         )
         #expect(rotation.newKEKVersion == 2)
         #expect(rotation.rewrap.rewrapped == rows.count && rotation.rewrap.resealed == rows.count)
