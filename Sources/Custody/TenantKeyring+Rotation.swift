@@ -32,8 +32,9 @@ extension TenantKeyring {
         try await custody {
             let pending = try await storeNextPending(tenant, purpose, retiringUntil: retiringUntil)
             try keyringStepHook?(.pendingStored)
-            return try await completeOrRollBack(pending) {
-                try await complete(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
+            let entry = rotationEntry(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor)
+            return try await completeOrRollBack(pending, entry: entry) {
+                try await complete(pending, retiringUntil: retiringUntil, entry: entry)
             }
         }
     }
@@ -45,7 +46,9 @@ extension TenantKeyring {
     /// every later rotation of the purpose until a restart reconciled it (attack review, session
     /// 19). Version numbers can be taken again once a pending row is gone, so a row is this
     /// rotation's only if it holds this rotation's key (helper-68).
-    func completeOrRollBack(_ pending: KeyVersionRecord, _ step: () async throws -> KeyVersionRecord) async throws -> KeyVersionRecord {
+    /// - Parameter entry: the rotation's own audit entry, which step (2) writes; when another
+    ///   instance completed it, written here (marked so), or the log would name only `custos`.
+    func completeOrRollBack(_ pending: KeyVersionRecord, entry: AuditEntry, _ step: () async throws -> KeyVersionRecord) async throws -> KeyVersionRecord {
         do {
             return try await step()
         } catch {
@@ -58,9 +61,17 @@ extension TenantKeyring {
                     }
                     return try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
                 }
+                // Its row gone (the escrow with it), an Ed25519 version's key pair would be orphaned.
+                if now == nil { await discardRolledBackTokenObjects(pending) }
                 if let now, now.state != .pending, now.activatedAt != nil, Self.holdsSameKey(now, pending),
                    try await authenticator.mac(now, pool: pool) == now.rowMAC {
                     invalidate(tenant, purpose)
+                    var own = entry
+                    own.details["completed_by"] = "reconciliation"
+                    let audit = audit, record = own
+                    try await database.withTenant(tenant, context: "record rotation completed elsewhere") { connection in
+                        try await record.append(to: audit, on: connection)
+                    }
                     return now
                 }
             } catch {
@@ -97,11 +108,16 @@ extension TenantKeyring {
 
     /// Step (2) of a rotation, audited as `key.rotate`.
     func complete(_ pending: KeyVersionRecord, retiringUntil: Date?, overlapSeconds: Int64?, actor: String) async throws -> KeyVersionRecord {
+        try await complete(pending, retiringUntil: retiringUntil, entry: rotationEntry(pending, retiringUntil: retiringUntil, overlapSeconds: overlapSeconds, actor: actor))
+    }
+
+    /// The `key.rotate` entry of `pending`'s rotation.
+    func rotationEntry(_ pending: KeyVersionRecord, retiringUntil: Date?, overlapSeconds: Int64?, actor: String) -> AuditEntry {
         let overlapSeconds = overlapSeconds ?? retiringUntil.map { max(0, Int64($0.timeIntervalSince(Date.wholeSecondsNow).rounded())) } ?? 0
-        return try await complete(pending, retiringUntil: retiringUntil, entry: AuditEntry(
+        return AuditEntry(
             tenant: pending.tenant, actor: actor, action: .keyRotate, target: "\(pending.purpose.rawValue)/v\(pending.version)",
             details: ["kcv": Hex.encode(pending.checkValue), "overlap_seconds": "\(overlapSeconds)"]
-        ))
+        )
     }
 
     func storePending(_ pending: KeyVersionRecord) async throws {

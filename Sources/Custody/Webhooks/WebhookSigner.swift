@@ -62,11 +62,12 @@ public final class WebhookSigner: Sendable {
                 try await keyring.storePending(record)
                 return record
             }
-            _ = try await keyring.completeOrRollBack(record) {
-                try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
-                    tenant: tenant, actor: actor, action: .webhookSecret, target: "webhook/v\(next)",
-                    details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
-                ))
+            let entry = AuditEntry(
+                tenant: tenant, actor: actor, action: .webhookSecret, target: "webhook/v\(next)",
+                details: ["kcv": Hex.encode(record.checkValue), "overlap_seconds": "\(overlap.components.seconds)"]
+            )
+            _ = try await keyring.completeOrRollBack(record, entry: entry) {
+                try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: entry)
             }
             return (next, StandardWebhooks.encodeSecret(secret))
         }
@@ -127,10 +128,15 @@ public final class WebhookSigner: Sendable {
             await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next)
             throw error
         }
-        _ = try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: AuditEntry(
+        let entry = AuditEntry(
             tenant: tenant, actor: actor, action: .webhookEd25519, target: "webhook-ed25519/v\(next)",
             details: ["public_key_sha256_prefix": Hex.encode(record.checkValue)]
-        ))
+        )
+        // A failure gives the version back, key pair included, so the next creation is not
+        // refused by its listing until a restart (helper-68, session 19).
+        _ = try await keyring.completeOrRollBack(record, entry: entry) {
+            try await keyring.complete(record, overlap: hasActive ? overlap : .zero, entry: entry)
+        }
         return (next, StandardWebhooks.encodePublicKey(record.publicKey ?? []))
     }
 

@@ -67,12 +67,17 @@ struct RotationAcrossInstancesTests {
         let old = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .pii && $0.version == 1 })
         #expect(old.state == .retiring && old.retiringUntil == until, "v1 is \(old.state) until \(String(describing: old.retiringUntil)); a day's overlap was asked")
         // ... then A's second step: the rotation it asked for happened, so A reports it.
-        let activated = try await harness.keyring.completeOrRollBack(pending) {
-            try await harness.keyring.complete(pending, retiringUntil: until, overlapSeconds: 86_400, actor: "alice")
+        let entry = harness.keyring.rotationEntry(pending, retiringUntil: until, overlapSeconds: 86_400, actor: "alice")
+        let activated = try await harness.keyring.completeOrRollBack(pending, entry: entry) {
+            try await harness.keyring.complete(pending, retiringUntil: until, entry: entry)
         }
         #expect(activated.version == pending.version && activated.state == .active && activated.retiringUntil == nil)
         #expect(try await harness.keyring.versions(tenant).filter { $0.purpose == .pii && $0.state == .active }.map(\.version) == [pending.version])
         #expect(try await Self.reconcileOutcomes(harness) == ["completed"])
+        // The officer's rotation is on record under the officer's name, marked as completed
+        // by reconciliation (the log named only `custos` before).
+        let rotations = try await harness.audit.tail(limit: 50).filter { $0.action == AuditAction.keyRotate.rawValue && $0.target == "pii/v\(pending.version)" }
+        #expect(rotations.count == 1 && rotations.first?.actor == "alice" && rotations.first?.details.contains("reconciliation") == true)
         await database.shutdown()
         await harness.shutdown()
     }
@@ -154,8 +159,9 @@ extension RotationAcrossInstancesTests {
         #expect(rotatedC.version == pendingA.version, "C took A's version number (the case under test)")
         // A's second step fails; its give-back must not take C's key for A's.
         await #expect(throws: (any Error).self) {
-            _ = try await harness.keyring.completeOrRollBack(pendingA) {
-                try await harness.keyring.complete(pendingA, retiringUntil: nil, overlapSeconds: nil, actor: "alice")
+            let entry = harness.keyring.rotationEntry(pendingA, retiringUntil: nil, overlapSeconds: nil, actor: "alice")
+            _ = try await harness.keyring.completeOrRollBack(pendingA, entry: entry) {
+                try await harness.keyring.complete(pendingA, retiringUntil: nil, entry: entry)
             }
         }
         let active = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .data && $0.state == .active })

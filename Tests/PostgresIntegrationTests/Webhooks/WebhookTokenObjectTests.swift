@@ -130,3 +130,25 @@ struct WebhookTokenObjectTests {
         }
     }
 }
+
+extension WebhookTokenObjectTests {
+    @Test("a v1a creation whose completion fails gives its version back, key pair included: the next creation is not refused (helper-68)")
+    func failedCreationGivesBack() async throws {
+        let harness = try await CustodyHarness.make("tokgiveback")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        let prefix = "custos/tenant/\(tenant.rawValue)/"
+        #expect(try await Self.tokenObjectLabels(harness.pool, prefix: prefix).count == 2)
+        // The active v1's row fails its MAC: the second step (which retires it) refuses.
+        let v1 = try #require(try await harness.keyring.versions(tenant).first { $0.purpose == .webhookEd25519 && $0.version == 1 })
+        try await harness.ownerSQL(tenant: tenant, "UPDATE key_versions SET row_mac = '\\x00'::bytea WHERE purpose = 'webhook-ed25519' AND version = 1")
+        await #expect(throws: CustodyError.self) { _ = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer") }
+        #expect(!(try await harness.keyring.versions(tenant).contains { $0.purpose == .webhookEd25519 && $0.state == .pending }), "the pending version was given back")
+        #expect(try await Self.tokenObjectLabels(harness.pool, prefix: prefix).count == 2, "and its key pair destroyed")
+        // Put right, the next creation goes through at once (its listing refused it before).
+        try await harness.ownerSQL(tenant: tenant, "UPDATE key_versions SET row_mac = \(Data(v1.rowMAC)) WHERE purpose = 'webhook-ed25519' AND version = 1")
+        let created = try await harness.webhooks.createEd25519Key(tenant: tenant, actor: "officer")
+        #expect(created.version == 2)
+        await harness.shutdown()
+    }
+}
