@@ -84,9 +84,17 @@ public enum RootKeyCheck {
                 // those after it wrap under the new set (TenantKeyring.requireNewestRootKEKs).
                 try await RootKeyStore.lockExclusive(on: connection)
                 let first = try await RootKeyStore.all(on: connection).isEmpty
-                for entry in inventory.entries where entry.kind != .legacyKEK && (first || labels?.contains(entry.label) ?? true) {
+                let recording = inventory.entries.filter { $0.kind != .legacyKEK && (first || labels?.contains($0.label) ?? true) }
+                for entry in recording {
                     try await RootKeyStore.record(label: entry.label, checkValue: entry.checkValue, on: connection)
                 }
+                // A label recorded already keeps its value: one that differs from the token's (a
+                // first record someone else made, helper-69) is an error, not a silent success.
+                let recorded = try await RootKeyStore.all(on: connection)
+                let differing = recording.filter { recorded[$0.label] != $0.checkValue }.map {
+                    RootKeyMismatch(label: $0.label, recorded: recorded[$0.label].map { Hex.encode($0) } ?? "none", onToken: Hex.encode($0.checkValue))
+                }
+                guard differing.isEmpty else { throw CustodyError.rootKeysDoNotMatch(differing) }
             }
         }
     }

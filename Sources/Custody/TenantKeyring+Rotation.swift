@@ -52,35 +52,52 @@ extension TenantKeyring {
         do {
             return try await step()
         } catch {
-            let tenant = pending.tenant, purpose = pending.purpose, version = pending.version, pendingMAC = pending.rowMAC
-            do {
-                let now = try await database.withTenant(tenant, context: "give back pending key version") { connection -> KeyVersionRecord? in
-                    if try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: pendingMAC, on: connection) {
-                        try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
-                        return nil
-                    }
-                    return try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                }
-                // Its row gone (the escrow with it), an Ed25519 version's key pair would be orphaned.
-                if now == nil { await discardRolledBackTokenObjects(pending) }
-                if let now, now.state != .pending, now.activatedAt != nil, Self.holdsSameKey(now, pending),
-                   try await authenticator.mac(now, pool: pool) == now.rowMAC {
-                    invalidate(tenant, purpose)
-                    var own = entry
-                    own.details["completed_by"] = "reconciliation"
-                    let audit = audit, record = own
-                    try await database.withTenant(tenant, context: "record rotation completed elsewhere") { connection in
-                        try await record.append(to: audit, on: connection)
-                    }
-                    return now
-                }
-            } catch {
-                logger.warning("a failed rotation's pending version could not be given back; start-up or `custos key reconcile` will", metadata: [
-                    "tenant": "\(tenant)", "purpose": "\(purpose.rawValue)", "version": "\(version)", "error": "\(error)",
-                ])
-            }
+            if let completed = await givenBackOrCompletedElsewhere(pending, entry: entry) { return completed }
             throw error
         }
+    }
+
+    /// After step (2) of `pending`'s rotation failed: gives it back (`nil`), or — when another
+    /// instance's reconciliation completed this very key — writes the rotation's own entry and
+    /// returns the completed row. Best effort: what cannot be looked at is logged, and counts as
+    /// given back (start-up or `custos key reconcile` finishes it).
+    private func givenBackOrCompletedElsewhere(_ pending: KeyVersionRecord, entry: AuditEntry) async -> KeyVersionRecord? {
+        let tenant = pending.tenant, purpose = pending.purpose, version = pending.version
+        do {
+            if try await giveBack(pending) { return nil }
+            let now = try await database.withTenant(tenant, context: "read key version given back") { connection in
+                try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+            }
+            guard let now, now.state != .pending, now.activatedAt != nil, Self.holdsSameKey(now, pending),
+                  try await authenticator.mac(now, pool: pool) == now.rowMAC else { return nil }
+            invalidate(tenant, purpose)
+            var own = entry
+            own.details["completed_by"] = "reconciliation"
+            let audit = audit, record = own
+            try await database.withTenant(tenant, context: "record rotation completed elsewhere") { connection in
+                try await record.append(to: audit, on: connection)
+            }
+            return now
+        } catch {
+            logger.warning("a failed rotation's pending version could not be given back; start-up or `custos key reconcile` will", metadata: [
+                "tenant": "\(tenant)", "purpose": "\(purpose.rawValue)", "version": "\(version)", "error": "\(error)",
+            ])
+            return nil
+        }
+    }
+
+    /// Deletes `pending`'s row — only while it is the row that was stored (its MAC) and still
+    /// pending — with its listing, and an Ed25519 version's key pair (its escrow row goes with
+    /// the row). - Returns: whether it was deleted.
+    func giveBack(_ pending: KeyVersionRecord) async throws -> Bool {
+        let tenant = pending.tenant, purpose = pending.purpose, version = pending.version, mac = pending.rowMAC
+        let deleted = try await database.withTenant(tenant, context: "give back pending key version") { connection -> Bool in
+            guard try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: mac, on: connection) else { return false }
+            try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+            return true
+        }
+        if deleted { await discardRolledBackTokenObjects(pending) }
+        return deleted
     }
 
     /// Whether `row` holds the key `pending` was stored with: the same check value, and the same
@@ -150,15 +167,17 @@ extension TenantKeyring {
             // reconciliation completes it, so tokens never need a seed without its PRF.
             var pending = [KeyVersionRecord]()
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                // An earlier call that failed before completing left its pending version (the
-                // pair must level, so it is not given back): completed now, not made again
-                // (helper-68: a new one was numbered past the target, and every retry refused).
-                if let left = try await authenticPending(tenant, purpose, version: target) {
-                    pending.append(left)
-                    continue
-                }
+                // An earlier call that failed before completing left its pending version: given
+                // back and made again (helper-68: a new one was numbered past the target, and
+                // every retry refused; helper-69: made again, it is checked against the newest
+                // root KEKs like any new key, which a version kept from before a root-KEK
+                // rotation would not be).
+                if let left = try await authenticPending(tenant, purpose, version: target) { _ = try await giveBack(left) }
                 let stored = try await storeNextPending(tenant, purpose, retiringUntil: fixedEnd ?? nil)
                 guard stored.version == target else {
+                    // Another call moved the pair meanwhile: this version is not wanted, and left
+                    // listed a restart would activate it alone (helper-69).
+                    _ = try? await giveBack(stored)
                     throw CustodyError.invalidTransition(tenant, purpose, stored.version, from: .pending, to: .active)
                 }
                 pending.append(stored)
@@ -275,8 +294,9 @@ extension TenantKeyring {
     /// Rolls back the listed rotation of `version`, whose row read `row` (`nil`: none): the
     /// pending row goes — only if it is still the one read — with the listing, under a `rolled
     /// back` entry, and an Ed25519 version's key pair with it. A row that changed since it was
-    /// read (its rotation completed meanwhile) is left alone, unrecorded: `false` (helper-68: the
-    /// entry, and the destruction of a live v1a key's objects on every token, went ahead).
+    /// read (its rotation completed meanwhile, or its number was given back and taken again) is
+    /// left alone, unrecorded: `false` (helper-68: the entry, and the destruction of a live v1a
+    /// key's objects on every token, went ahead).
     func rollBackRotation(_ tenant: TenantID, _ purpose: KeyPurpose, version: Int, read row: KeyVersionRecord?) async throws -> Bool {
         let rolledBack = AuditEntry(
             tenant: tenant, actor: "custos", action: .keyReconcile, target: "\(purpose.rawValue)/v\(version)", details: ["outcome": "rolled back"]
@@ -285,6 +305,12 @@ extension TenantKeyring {
         let done = try await database.withTenant(tenant, context: "roll back pending key version") { connection -> Bool in
             if let row, row.state == .pending {
                 guard try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: row.rowMAC, on: connection) else { return false }
+            } else {
+                // The row as read (none, or one that is not pending) must still be what is there:
+                // a version number given back and taken again since is another rotation's, and so
+                // is its listing (helper-69).
+                let now = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
+                guard now?.rowMAC == row?.rowMAC else { return false }
             }
             try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
             try await rolledBack.append(to: audit, on: connection)

@@ -965,8 +965,14 @@ public enum Migrations {
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
         BEGIN
             LOCK TABLE root_keys IN SHARE ROW EXCLUSIVE MODE;
-            IF EXISTS (SELECT 1 FROM root_keys) OR cardinality(p_labels) = 0
-                OR cardinality(p_labels) <> cardinality(p_check_values) THEN
+            -- NULL arrays or elements, empty or odd values, labels that are not root keys' (as
+            -- RootKeyInventory.parse reads them): nothing recorded.
+            IF EXISTS (SELECT 1 FROM root_keys) OR coalesce(cardinality(p_labels), 0) = 0
+                OR cardinality(p_labels) IS DISTINCT FROM cardinality(p_check_values)
+                OR array_position(p_labels, NULL) IS NOT NULL OR array_position(p_check_values, NULL) IS NOT NULL
+                OR EXISTS (SELECT 1 FROM unnest(p_labels, p_check_values) AS entry (label, check_value)
+                           WHERE label !~ '^custos/root/(mac/v[1-9][0-9]*|kek/v[1-9][0-9]*|kek/[a-z0-9-]+/v[1-9][0-9]*)$'
+                              OR check_value !~ '^([0-9a-f]{2}){1,64}$') THEN
                 RETURN false;
             END IF;
             INSERT INTO root_keys (label, check_value)

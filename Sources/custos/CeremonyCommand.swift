@@ -85,12 +85,13 @@ func withCeremony<R>(
 /// service's first start records them instead when nothing is recorded yet.
 func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration, labels: Set<String>) async throws {
     guard configuration.postgres != nil else { return }
-    try await CustosRuntime.withDatabase(configuration, role: .owner, options: .cli()) { database in
-        do {
+    // Also a configuration without the owner's password (helper-69): the step's work is done.
+    do {
+        try await CustosRuntime.withDatabase(configuration, role: .owner, options: .cli()) { database in
             try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
-        } catch {
-            FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
         }
+    } catch {
+        FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
     }
 }
 

@@ -3,8 +3,9 @@ import CustosModel
 import Foundation
 import HSM
 import HSMTestSupport
+import PostgresNIO
 import SecureMemory
-import Storage
+@testable import Storage
 import Testing
 
 /// `custos ceremony rotate-root` run while the service serves, as docs/operations.md allows: the
@@ -107,6 +108,33 @@ struct RootKEKRotationWhileServingTests {
         try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v9'")
         let tenant = try await serving.createTenant(label: "globex", actor: "officer").id
         #expect(try await serving.versions(tenant).filter { $0.wrappedKey != nil }.allSatisfy { $0.rootKEKVersion == 1 })
+        await harness.shutdown()
+    }
+
+    @Test("the service role's first record refuses malformed input, and a ceremony's record that finds other values already recorded fails rather than succeed silently (helper-69)")
+    func firstRecordAndCeremonyRecord() async throws {
+        let harness = try await CustodyHarness.make("rootfirst")
+        let inventory = try await RootKeyInventory.read(from: harness.pool)
+        func first(_ query: PostgresQuery) async throws -> Bool {
+            try await harness.service.withTransaction(context: "database writer") { connection in
+                var result = false
+                for try await recorded in try await connection.query(query, logger: Database.quiet).decode(Bool.self) { result = recorded }
+                return result
+            }
+        }
+        // Nothing recorded yet (the harness's runtime skips the check): inputs that record nothing.
+        #expect(try await !first("SELECT record_first_root_keys(NULL, NULL)"))
+        #expect(try await !first("SELECT record_first_root_keys(ARRAY['custos/root/mac/v1'], ARRAY[''])"))
+        #expect(try await !first("SELECT record_first_root_keys(ARRAY['custos/root/whatever'], ARRAY['00aa11'])"))
+        #expect(try await !first("SELECT record_first_root_keys(ARRAY['custos/root/mac/v1', NULL], ARRAY['00aa11', '00aa11'])"))
+        #expect(try await RootKeyCheck.recorded(in: harness.service).isEmpty)
+        // The service role makes the first record with values of its own choosing ...
+        let labels = inventory.entries.map(\.label)
+        #expect(try await first("SELECT record_first_root_keys(\(labels), \(labels.map { _ in "000000" }))"))
+        // ... then the ceremony's record (as the owner) finds them: an error naming the labels.
+        let refused = await #expect(throws: CustodyError.self) { try await RootKeyCheck.record(inventory, in: harness.owner) }
+        guard case .rootKeysDoNotMatch(let mismatches) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        #expect(Set(mismatches.map(\.label)) == Set(labels))
         await harness.shutdown()
     }
 }

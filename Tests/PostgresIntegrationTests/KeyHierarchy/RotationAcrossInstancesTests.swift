@@ -200,4 +200,22 @@ extension RotationAcrossInstancesTests {
             }
         }
     }
+
+    @Test("a rollback decided on no row leaves alone a version number given back and taken again since, and its listing (helper-69)")
+    func rollBackOfReusedNumber() async throws {
+        let harness = try await CustodyHarness.make("rotreused")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let first = try await harness.keyring.storeNextPending(tenant, .pii, retiringUntil: nil)
+        // A reconciliation lists v2 and reads no row: the rotation gave it back meanwhile ...
+        #expect(try await harness.keyring.giveBack(first))
+        // ... and a retry took the number again before the reconciliation acts.
+        let second = try await harness.keyring.storeNextPending(tenant, .pii, retiringUntil: nil)
+        #expect(second.version == first.version)
+        #expect(try await !harness.keyring.rollBackRotation(tenant, .pii, version: second.version, read: nil))
+        let listed = try await harness.service.withTransaction(context: "read listings") { try await KeyVersionStore.pendingRotations(on: $0) }
+        #expect(listed.contains { $0.tenant == tenant && $0.purpose == .pii && $0.version == second.version }, "the retry's listing stays, so a crash of it is reconciled")
+        #expect(try await Self.reconcileOutcomes(harness).isEmpty)
+        await harness.shutdown()
+    }
 }
+
