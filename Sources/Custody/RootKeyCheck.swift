@@ -49,8 +49,13 @@ public enum RootKeyCheck {
                 let first = try await database.withTransaction(context: "record root key check values") { connection in
                     try await RootKeyStore.recordFirst(entries, on: connection)
                 }
-                // Another process made the first record meanwhile: checked against it instead.
-                if !first { return try await verify(pool: pool, database: database, logger: logger) }
+                if !first {
+                    // Another process made the first record meanwhile: checked against it instead.
+                    // Or the function refused these values (an empty check value, say): nothing is
+                    // recorded, and checking again would loop (helper-70).
+                    guard try await !Self.recorded(in: database).isEmpty else { throw CustodyError.rootKeyNotRecorded(entries.map(\.label)) }
+                    return try await verify(pool: pool, database: database, logger: logger)
+                }
             } else {
                 let ignored = inventory.entries.filter { recorded[$0.label] == nil }.map(\.label)
                 if !ignored.isEmpty {

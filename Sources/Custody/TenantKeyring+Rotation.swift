@@ -71,11 +71,20 @@ extension TenantKeyring {
             guard let now, now.state != .pending, now.activatedAt != nil, Self.holdsSameKey(now, pending),
                   try await authenticator.mac(now, pool: pool) == now.rowMAC else { return nil }
             invalidate(tenant, purpose)
+            // Completed by another instance — or by this call's own commit whose answer was lost:
+            // then its entry is there already (helper-70). Best effort: the rotation is done.
             var own = entry
             own.details["completed_by"] = "reconciliation"
             let audit = audit, record = own
-            try await database.withTenant(tenant, context: "record rotation completed elsewhere") { connection in
-                try await record.append(to: audit, on: connection)
+            do {
+                try await database.withTenant(tenant, context: "record rotation completed elsewhere") { connection in
+                    guard try await !AuditLogStore.contains(tenant: tenant, action: record.action.rawValue, target: record.target, on: connection) else { return }
+                    try await record.append(to: audit, on: connection)
+                }
+            } catch {
+                logger.warning("a rotation completed by reconciliation has no entry under its requester", metadata: [
+                    "tenant": "\(tenant)", "target": "\(record.target)", "error": "\(error)",
+                ])
             }
             return now
         } catch {
@@ -88,15 +97,24 @@ extension TenantKeyring {
 
     /// Deletes `pending`'s row — only while it is the row that was stored (its MAC) and still
     /// pending — with its listing, and an Ed25519 version's key pair (its escrow row goes with
-    /// the row). - Returns: whether it was deleted.
+    /// the row; the pair is listed for destruction in the same transaction, so a crash before
+    /// it is gone leaves it to reconciliation, not orphaned: helper-70). - Returns: whether it
+    /// was deleted.
     func giveBack(_ pending: KeyVersionRecord) async throws -> Bool {
         let tenant = pending.tenant, purpose = pending.purpose, version = pending.version, mac = pending.rowMAC
+        let keyPair: PendingTokenDestructionStore.Entry? = if purpose == .webhookEd25519, let label = pending.tokenLabel,
+            label.hasPrefix(Self.tokenObjectLabelPrefix(tenant, version: version)) {
+            PendingTokenDestructionStore.Entry(label: label, tenant: tenant, purpose: purpose, version: version)
+        } else {
+            nil
+        }
         let deleted = try await database.withTenant(tenant, context: "give back pending key version") { connection -> Bool in
             guard try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: mac, on: connection) else { return false }
             try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+            if let keyPair { try await PendingTokenDestructionStore.insert(keyPair, on: connection) }
             return true
         }
-        if deleted { await discardRolledBackTokenObjects(pending) }
+        if deleted, let keyPair { try? await destroyTokenObjects(keyPair) }
         return deleted
     }
 
@@ -167,12 +185,17 @@ extension TenantKeyring {
             // reconciliation completes it, so tokens never need a seed without its PRF.
             var pending = [KeyVersionRecord]()
             for (purpose, active) in [(KeyPurpose.bioSeed, seed), (.bioPRF, prf)] where active < target {
-                // An earlier call that failed before completing left its pending version: given
-                // back and made again (helper-68: a new one was numbered past the target, and
-                // every retry refused; helper-69: made again, it is checked against the newest
-                // root KEKs like any new key, which a version kept from before a root-KEK
-                // rotation would not be).
-                if let left = try await authenticPending(tenant, purpose, version: target) { _ = try await giveBack(left) }
+                // An earlier call that failed before completing left its pending version: completed
+                // now, not made again (helper-68: a new one was numbered past the target, and
+                // every retry refused). Not given back and remade: with the other key already
+                // moved, a failure between the two would leave the pair uneven and unlisted, which
+                // nothing levels (helper-70). A key made before a root-KEK rotation is no more
+                // exposed than every other key that existed then (the rotation re-wraps, it does
+                // not renew), and the re-wrap moved its blob with the rest.
+                if let left = try await authenticPending(tenant, purpose, version: target) {
+                    pending.append(left)
+                    continue
+                }
                 let stored = try await storeNextPending(tenant, purpose, retiringUntil: fixedEnd ?? nil)
                 guard stored.version == target else {
                     // Another call moved the pair meanwhile: this version is not wanted, and left
@@ -303,16 +326,15 @@ extension TenantKeyring {
         )
         let audit = audit
         let done = try await database.withTenant(tenant, context: "roll back pending key version") { connection -> Bool in
+            var expected = row?.rowMAC
             if let row, row.state == .pending {
                 guard try await KeyVersionStore.deletePending(tenant, purpose, version: version, rowMAC: row.rowMAC, on: connection) else { return false }
-            } else {
-                // The row as read (none, or one that is not pending) must still be what is there:
-                // a version number given back and taken again since is another rotation's, and so
-                // is its listing (helper-69).
-                let now = try await KeyVersionStore.get(tenant, purpose, version: version, on: connection)
-                guard now?.rowMAC == row?.rowMAC else { return false }
+                expected = nil
             }
-            try await KeyVersionStore.clearPending(tenant, purpose, version: version, on: connection)
+            // The row as read (none, the same MAC, or none now that it is deleted) must still be
+            // what is there, checked in the listing's own delete: a version number given back and
+            // taken again since is another rotation's, and so is its listing (helper-69, -70).
+            guard try await KeyVersionStore.clearPending(tenant, purpose, version: version, ifRowMAC: expected, on: connection) else { return false }
             try await rolledBack.append(to: audit, on: connection)
             return true
         }

@@ -60,6 +60,16 @@ public enum AuditLogStore {
     }
 
     /// Entries with `seq > after`, in order, at most `limit`.
+    /// Whether `tenant` has an entry of `action` on `target` (e.g. `key.rotate` on `pii/v3`: a
+    /// version number becomes active at most once).
+    public static func contains(tenant: TenantID, action: String, target: String, on connection: DatabaseTransaction) async throws -> Bool {
+        let rows = try await connection.query("""
+            SELECT 1 FROM audit_log WHERE tenant_id = \(tenant.rawValue)::uuid AND action = \(action) AND target = \(target) LIMIT 1
+            """, logger: Database.quiet)
+        for try await _ in rows { return true }
+        return false
+    }
+
     public static func entries(after: Int64, limit: Int, on connection: DatabaseTransaction) async throws -> [AuditEntryRecord] {
         try await decode(try await connection.query("""
             SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version

@@ -182,6 +182,25 @@ public enum KeyVersionStore {
         }
     }
 
+    /// Takes the rotation of `version` off the list only while the version's row is the one a
+    /// reconciliation read — none (`rowMAC` nil), or the row with that MAC — in one statement, so
+    /// a listing of a rotation that took the number again since stays. - Returns: whether it went.
+    public static func clearPending(
+        _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, ifRowMAC rowMAC: [UInt8]?, on connection: DatabaseTransaction
+    ) async throws -> Bool {
+        let mac = rowMAC.map { Data($0) }
+        let rows = try await connection.query("""
+            DELETE FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue) AND version = \(version)
+                AND CASE WHEN \(mac)::bytea IS NULL
+                    THEN NOT EXISTS (SELECT 1 FROM key_versions k WHERE k.tenant_id = \(tenant.rawValue)::uuid AND k.purpose = \(purpose.rawValue) AND k.version = \(version))
+                    ELSE EXISTS (SELECT 1 FROM key_versions k WHERE k.tenant_id = \(tenant.rawValue)::uuid AND k.purpose = \(purpose.rawValue) AND k.version = \(version) AND k.row_mac = \(mac))
+                END
+            RETURNING version
+            """, logger: Database.quiet)
+        for try await _ in rows { return true }
+        return false
+    }
+
     public static func pendingRotations(on connection: DatabaseTransaction) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {
         var pending = [(tenant: TenantID, purpose: KeyPurpose, version: Int)]()
         let rows = try await connection.query("SELECT tenant_id::text, purpose, version FROM pending_rotations ORDER BY created_at", logger: Database.quiet)

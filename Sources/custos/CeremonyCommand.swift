@@ -90,6 +90,9 @@ func recordRootKeys(pool: SessionPool, configuration: CustosConfiguration, label
         try await CustosRuntime.withDatabase(configuration, role: .owner, options: .cli()) { database in
             try await RootKeyCheck.record(try await RootKeyInventory.read(from: pool), labels: labels, in: database)
         }
+    } catch CustodyError.rootKeysDoNotMatch(let mismatches) {
+        // Not "records them later": the database vouches for other keys, and start will refuse.
+        throw CustodyError.rootKeysDoNotMatch(mismatches)
     } catch {
         FileHandle.standardError.write(Data("warning: root-key check values not recorded in the database (\(error)); the first `custos hsm check-root-keys` or start records them\n".utf8))
     }

@@ -52,4 +52,30 @@ struct BiometricRotationRetryTests {
         #expect(try await harness.keyring.versions(tenant).filter { $0.state == .pending }.isEmpty)
         await harness.shutdown()
     }
+
+    @Test("failed between activations, then a retry that cannot make keys: the PRF's pending version keeps its listing, and reconciliation levels the pair (helper-70)")
+    func retryThatCannotMakeKeys() async throws {
+        let failures = CrashSwitch()
+        let harness = try await CustodyHarness.make("bioretry3", keyringStepHook: { step in
+            if failures.armed, step == .completed(.bioSeed) { throw Failure() }
+        })
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        try await RootKeyCheck.verify(pool: harness.pool, database: harness.service, logger: harness.logs.logger)
+        failures.armed = true
+        await #expect(throws: Failure.self) { _ = try await harness.keyring.rotateBiometric(tenant, overlap: .seconds(3600), actor: "alice") }
+        failures.armed = false
+        // New keys cannot be made now: the owner recorded a root KEK set this token lacks.
+        try await harness.owner.withTransaction(context: "owner") { connection in
+            for purpose in RootKeys.wrappedPurposes {
+                try await RootKeyStore.record(label: RootKeys.kekLabel(purpose, version: 9), checkValue: [1, 2, 3], on: connection)
+            }
+        }
+        _ = try? await harness.keyring.rotateBiometric(tenant, overlap: .seconds(3600), actor: "alice")
+        try await harness.ownerSQL(tenant: nil, "DELETE FROM root_keys WHERE label LIKE '%/v9'")
+        _ = try await harness.keyring.reconcile()
+        let active = try await Self.activeVersions(harness, tenant)
+        #expect(active[.bioSeed] == active[.bioPRF], "an uneven pair, seed v\(active[.bioSeed] ?? 0) with prf v\(active[.bioPRF] ?? 0), that nothing levels")
+        await harness.shutdown()
+    }
 }
+

@@ -217,5 +217,22 @@ extension RotationAcrossInstancesTests {
         #expect(try await Self.reconcileOutcomes(harness).isEmpty)
         await harness.shutdown()
     }
+
+    @Test("a rotation whose own commit went through but whose answer was lost reports success with one entry, not a second one credited to reconciliation (helper-70)")
+    func lostAnswerOneEntry() async throws {
+        struct LostAnswer: Error {}
+        let harness = try await CustodyHarness.make("rotlost")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        let pending = try await harness.keyring.storeNextPending(tenant, .data, retiringUntil: nil)
+        let entry = harness.keyring.rotationEntry(pending, retiringUntil: nil, overlapSeconds: nil, actor: "alice")
+        let activated = try await harness.keyring.completeOrRollBack(pending, entry: entry) {
+            _ = try await harness.keyring.complete(pending, retiringUntil: nil, entry: entry)
+            throw LostAnswer()
+        }
+        #expect(activated.version == pending.version && activated.state == .active)
+        let rotations = try await harness.audit.tail(limit: 50).filter { $0.action == AuditAction.keyRotate.rawValue && $0.target == "data/v\(pending.version)" }
+        #expect(rotations.count == 1 && rotations.first?.details.contains("reconciliation") == false, "\(rotations.map(\.details))")
+        await harness.shutdown()
+    }
 }
 
