@@ -11,9 +11,10 @@ import Synchronization
 /// rotated crash-safely, retired and destroyed.
 ///
 /// This file holds the state and the lookups (with their caches); each other job is an
-/// extension in its own file: `+Tenants`, `+KeyMaterial` (making versions), `+Rotation` (and
-/// reconciliation), `+Destruction` (retire, destroy), `+RootKEKRotation` (rewrap under a new
-/// root KEK), `+TokenObjects` (Ed25519 versions held on every token) and `+Escrow` (their
+/// extension in its own file: `+Tenants`, `+KeyMaterial` (making versions), `+Rotation`,
+/// `+Reconciliation` (of interrupted rotations, at start-up), `+Destruction` (retire, destroy),
+/// `+RootKEKRotation` (rewrap under a new root KEK), `+RootKEKAdoption` (a new root KEK set
+/// while running), `+TokenObjects` (Ed25519 versions held on every token) and `+Escrow` (their
 /// seeds escrowed to the custodians' escrow key; keys that live on one token only).
 public final class TenantKeyring: Sendable {
     public static let wrapMechanism = "CKM_AES_KEY_WRAP_PAD"
