@@ -44,59 +44,113 @@ extension TenantKeyring {
             let plan = try await rewrapPlan()
             // Every old KEK the blobs need must be at hand before anything changes.
             try Self.check(plan, toKEKVersion: newVersion, unwrappingKey: unwrappingKey)
-            let tenants = plan
-            var rewrapped = 0, alreadyCurrent = 0, withoutBlob = 0, resealed = 0
+            var tally = RewrapTally()
             for (tenant, records) in plan {
                 for record in records {
-                    let current = try await authenticator.mac(record, pool: pool) == record.rowMAC
-                    let authentic = current ? true : try await authenticator.isAuthentic(record, pool: pool)
-                    guard authentic else {
-                        throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
+                    // A row another instance changed since the plan was read (a state change,
+                    // which re-seals its MAC over the same blob) is read again and moved as it is
+                    // now; one that keeps changing under every attempt stops the run (`--resume`).
+                    var current: KeyVersionRecord? = record
+                    var attempts = 0
+                    while let row = current {
+                        attempts += 1
+                        guard let outcome = try await rewrapRow(
+                            row, toKEKVersion: newVersion, unwrappingKey: unwrappingKey, authenticator: authenticator, actor: actor
+                        ) else {
+                            guard attempts < Self.rewrapAttemptsPerRow else {
+                                throw CustodyError.changedConcurrently(row.tenant, row.purpose, row.version)
+                            }
+                            current = try await database.withTenant(tenant, context: "read key version again for re-wrap") { connection in
+                                try await KeyVersionStore.get(tenant, row.purpose, version: row.version, on: connection)
+                            }
+                            continue
+                        }
+                        tally.add(outcome)
+                        break
                     }
-                    var moved = record
-                    if let wrapped = record.wrappedKey, let usage = record.purpose.usage, record.rootKEKVersion != newVersion,
-                       let oldKEK = unwrappingKey(record.purpose, record.rootKEKVersion) {
-                        let newKEK = rootKeys.kek(record.purpose, version: newVersion)
-                        let blob = try await rewrap(record, wrapped: wrapped, usage: usage, from: oldKEK, to: newKEK)
-                        // Every other field as it is: the MAC covers the disabled and scheduled-
-                        // destruction marks too, and the UPDATE leaves them in place.
-                        moved = KeyVersionRecord(
-                            tenant: record.tenant, purpose: record.purpose, version: record.version, state: record.state,
-                            wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
-                            checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
-                            retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
-                            destroyedAt: record.destroyedAt, createdAt: record.createdAt, disabledAt: record.disabledAt,
-                            destructionDueAt: record.destructionDueAt, tokenFormat: record.tokenFormat
-                        )
-                    } else {
-                        if record.wrappedKey == nil { withoutBlob += 1 } else { alreadyCurrent += 1 }
-                        if current { continue }
-                    }
-                    let sealed = try await authenticator.sealed(moved, pool: pool)
-                    // The row and its audit entry commit together: a crash between two rows
-                    // leaves every moved row on record, and a resume records only what it moves.
-                    let entry = moved.rootKEKVersion == record.rootKEKVersion ? nil : AuditEntry(
-                        tenant: tenant, actor: actor, action: .keyRewrap, target: "\(record.purpose.rawValue)/v\(record.version)",
-                        details: ["fromRootKEK": "v\(record.rootKEKVersion)", "toRootKEK": "v\(newVersion)"]
-                    )
-                    let audit = audit
-                    let changed = try await database.withTenant(tenant, context: "re-wrap key version") { connection in
-                        guard try await KeyVersionStore.rewrap(sealed, expectedMAC: record.rowMAC, on: connection) else { return false }
-                        try await entry?.append(to: audit, on: connection)
-                        return true
-                    }
-                    guard changed else { throw CustodyError.changedConcurrently(record.tenant, record.purpose, record.version) }
-                    if entry != nil { rewrapped += 1 }
-                    if !current { resealed += 1 }
-                    try keyringStepHook?(.rewrapRowStored)
                 }
                 for purpose in KeyPurpose.allCases { invalidate(tenant, purpose) }
                 try keyringStepHook?(.rewrapTenantDone)
             }
             return RewrapReport(
-                tenants: tenants.count, rewrapped: rewrapped, alreadyCurrent: alreadyCurrent, withoutBlob: withoutBlob, resealed: resealed
+                tenants: plan.count, rewrapped: tally.rewrapped, alreadyCurrent: tally.alreadyCurrent, withoutBlob: tally.withoutBlob,
+                resealed: tally.resealed
             )
         }
+    }
+
+    /// How often one row is read again when another instance changed it under the re-wrap.
+    static let rewrapAttemptsPerRow = 3
+
+    /// What the re-wrap did with one row.
+    private struct RowOutcome {
+        var rewrapped = false, alreadyCurrent = false, withoutBlob = false, resealed = false
+    }
+
+    private struct RewrapTally {
+        var rewrapped = 0, alreadyCurrent = 0, withoutBlob = 0, resealed = 0
+
+        mutating func add(_ outcome: RowOutcome) {
+            if outcome.rewrapped { rewrapped += 1 }
+            if outcome.alreadyCurrent { alreadyCurrent += 1 }
+            if outcome.withoutBlob { withoutBlob += 1 }
+            if outcome.resealed { resealed += 1 }
+        }
+    }
+
+    /// Moves one row to root KEK version `newVersion` (and reseals a first-format MAC), its audit
+    /// entry in the same transaction. `nil`: the row changed since it was read (nothing written).
+    private func rewrapRow(
+        _ record: KeyVersionRecord, toKEKVersion newVersion: Int, unwrappingKey: @Sendable (KeyPurpose, Int) -> HSMKey?,
+        authenticator: KeyVersionAuthenticator, actor: String
+    ) async throws -> RowOutcome? {
+        var outcome = RowOutcome()
+        let current = try await authenticator.mac(record, pool: pool) == record.rowMAC
+        let authentic = current ? true : try await authenticator.isAuthentic(record, pool: pool)
+        guard authentic else {
+            throw CustodyError.rowTampered(record.tenant, record.purpose, record.version)
+        }
+        var moved = record
+        if let wrapped = record.wrappedKey, let usage = record.purpose.usage, record.rootKEKVersion != newVersion {
+            // Checked for the plan; a row read again could name another version.
+            guard let oldKEK = unwrappingKey(record.purpose, record.rootKEKVersion) else {
+                throw CustodyError.rewrapKeyMissing(record.purpose, version: record.rootKEKVersion)
+            }
+            let newKEK = rootKeys.kek(record.purpose, version: newVersion)
+            let blob = try await rewrap(record, wrapped: wrapped, usage: usage, from: oldKEK, to: newKEK)
+            // Every other field as it is: the MAC covers the disabled and scheduled-
+            // destruction marks too, and the UPDATE leaves them in place.
+            moved = KeyVersionRecord(
+                tenant: record.tenant, purpose: record.purpose, version: record.version, state: record.state,
+                wrappedKey: blob, wrapMechanism: record.wrapMechanism, rootKEKVersion: newVersion,
+                checkValue: record.checkValue, publicKey: record.publicKey, tokenLabel: record.tokenLabel, rowMAC: [],
+                retiringUntil: record.retiringUntil, activatedAt: record.activatedAt, retiredAt: record.retiredAt,
+                destroyedAt: record.destroyedAt, createdAt: record.createdAt, disabledAt: record.disabledAt,
+                destructionDueAt: record.destructionDueAt, tokenFormat: record.tokenFormat
+            )
+        } else {
+            if record.wrappedKey == nil { outcome.withoutBlob = true } else { outcome.alreadyCurrent = true }
+            if current { return outcome }
+        }
+        let sealed = try await authenticator.sealed(moved, pool: pool)
+        try keyringStepHook?(.rewrapRowSealed(record.purpose))
+        // The row and its audit entry commit together: a crash between two rows
+        // leaves every moved row on record, and a resume records only what it moves.
+        let entry = moved.rootKEKVersion == record.rootKEKVersion ? nil : AuditEntry(
+            tenant: record.tenant, actor: actor, action: .keyRewrap, target: "\(record.purpose.rawValue)/v\(record.version)",
+            details: ["fromRootKEK": "v\(record.rootKEKVersion)", "toRootKEK": "v\(newVersion)"]
+        )
+        let audit = audit
+        let changed = try await database.withTenant(record.tenant, context: "re-wrap key version") { connection in
+            guard try await KeyVersionStore.rewrap(sealed, expectedMAC: record.rowMAC, on: connection) else { return false }
+            try await entry?.append(to: audit, on: connection)
+            return true
+        }
+        guard changed else { return nil }
+        outcome.rewrapped = entry != nil
+        outcome.resealed = !current
+        try keyringStepHook?(.rewrapRowStored)
+        return outcome
     }
 
     /// Records the check values of the root keys labelled `labels` (the keys a ceremony just

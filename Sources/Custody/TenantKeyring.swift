@@ -35,6 +35,9 @@ public final class TenantKeyring: Sendable {
         /// A destruction's token objects are gone and off the list; the caller (a scheduled
         /// destruction's execution) has not recorded it as carried out yet.
         case destructionTokenObjectsDestroyed
+        /// One row of a root-KEK rewrap (of this purpose) is wrapped under the new KEK and sealed;
+        /// nothing of it is written yet (another instance may still change the row).
+        case rewrapRowSealed(KeyPurpose)
         /// One row of a root-KEK rewrap is committed under the new KEK (blob, KEK version, MAC
         /// and its `key.rewrap` audit entry together); the rest still name the old one.
         case rewrapRowStored
@@ -45,7 +48,7 @@ public final class TenantKeyring: Sendable {
         case tokenObjectImported
 
         /// The names crash tests arm: `rotation.pendingStored`, `rotation.completed.bio-seed`,
-        /// `destruction.recorded`, `destruction.tokenObjectsDestroyed`, `rewrap.rowStored`,
+        /// `destruction.recorded`, `destruction.tokenObjectsDestroyed`, `rewrap.rowSealed`, `rewrap.rowStored`,
         /// `rewrap.tenantDone`, `webhook.ed25519.imported`.
         public var description: String {
             switch self {
@@ -54,6 +57,7 @@ public final class TenantKeyring: Sendable {
             case .destructionAnchored: "destruction.anchored"
             case .destructionRecorded: "destruction.recorded"
             case .destructionTokenObjectsDestroyed: "destruction.tokenObjectsDestroyed"
+            case .rewrapRowSealed: "rewrap.rowSealed"
             case .rewrapRowStored: "rewrap.rowStored"
             case .rewrapTenantDone: "rewrap.tenantDone"
             case .tokenObjectImported: "webhook.ed25519.imported"
