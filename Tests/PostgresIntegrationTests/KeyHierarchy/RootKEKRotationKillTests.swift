@@ -109,7 +109,7 @@ struct RootKEKRotationKillTests {
 
     @Test("killed at each step of rotate-root: the service starts on what is left, the documented recovery finishes it", arguments: [
         "rotate-root.sharesWritten", "rotate-root.keysImported", "rotate-root.transcribed", "rotate-root.keysRecorded",
-        "rewrap.rowStored", "rewrap.tenantDone", "rewrap.rowsDone",
+        "rewrap.rowSealed", "rewrap.rowStored", "rewrap.tenantDone", "rewrap.rowsDone",
     ])
     func rotateRootKilled(step: String) async throws {
         let harness = try await CustodyHarness.make("rootkill")
