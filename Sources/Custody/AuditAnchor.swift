@@ -105,8 +105,11 @@ struct AuditAnchor: Sendable, Equatable {
             guard let previousHash else { return false }
             return (stored ?? (seq == 1 ? zero : nil)) == previousHash
         }
-        if seq > headSeq + 1 { return .truncated(firstMissing: headSeq + 1) }
-        if seq == headSeq + 1 {
+        // The head's number comes from the database, anything up to `Int64.max`; the anchor's is
+        // MAC'd and at least 1 (helper-71: `headSeq + 1` trapped on a planted `Int64.max`).
+        guard seq >= 1 else { return .diverged(seq: 1) }
+        if headSeq < seq - 1 { return .truncated(firstMissing: headSeq + 1) }
+        if headSeq == seq - 1 {
             return predecessorMatches(head?.hash) ? .newestAbsent : .diverged(seq: Swift.max(headSeq, 1))
         }
         let stored = seq == headSeq ? head?.hash : try await hashAt(seq)

@@ -86,8 +86,9 @@ public final class AuditLog: Sendable {
             let detailsText = Self.json(details)
             let milliseconds = Int64((Date().timeIntervalSince1970 * 1000).rounded())
             try await AuditLogStore.lockForAppend(on: connection)
-            let head = try await AuditLogStore.head(on: connection)
+            let head = try await authenticHead(on: connection)
             try await requireNotBehindAnchor(head: head, on: connection)
+            // An authentic head was made by an append: its successor's number cannot overflow.
             let seq = (head?.seq ?? 0) + 1
             let previous = head?.hash ?? [UInt8](repeating: 0, count: 32)
             let hash = Self.entryHash(
@@ -122,7 +123,9 @@ public final class AuditLog: Sendable {
             let hsmAnchor = hsmAnchor
             return try await database.withTransaction(context: "reset audit anchor") { connection in
                 try await AuditLogStore.lockForAppend(on: connection)
-                let head = try await AuditLogStore.head(on: connection)
+                // Checked before the anchor goes: a planted head would refuse the append below
+                // only after the HSM anchor and the anchor file were set aside.
+                let head = try await self.authenticHead(on: connection)
                 let previous: Int64? = if case .anchor(let anchor) = try await hsmAnchor.read() { anchor.seq } else { nil }
                 let destroyed = try await hsmAnchor.destroyAll()
                 if let anchorPath = self.anchorPath, FileManager.default.fileExists(atPath: anchorPath) {
@@ -142,6 +145,16 @@ public final class AuditLog: Sendable {
                 return previous
             }
         }
+    }
+
+    /// The newest entry, checked against its MAC: a row the database's writer planted (any
+    /// sequence number, `Int64.max` included) or altered is never chained onto — nor its number
+    /// trusted (helper-71: a planted `Int64.max` trapped every append, and so every instance).
+    private func authenticHead(on connection: DatabaseTransaction) async throws -> (seq: Int64, hash: [UInt8])? {
+        guard let head = try await AuditLogStore.headForAppend(on: connection) else { return nil }
+        let expected = try await pool.hmacSHA256(key: RootKeys(macVersion: head.macKeyVersion).mac, data: Self.macMessage(seq: head.seq, hash: head.hash))
+        guard constantTimeEqual(expected, head.mac) else { throw CustodyError.auditLogHeadInvalid(seq: head.seq) }
+        return (head.seq, head.hash)
     }
 
     /// The HSM anchor never moves backwards: appending to a log that stands behind it would

@@ -58,6 +58,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     case auditLogBehindAnchor(anchoredSeq: Int64, logSeq: Int64)
     /// The HSM holds an audit anchor object whose MAC is wrong: refused, never overwritten.
     case auditAnchorInvalid
+    /// The audit log's newest entry fails its MAC (planted or altered in the database): nothing
+    /// is chained onto it until an officer investigates (`custos audit verify`).
+    case auditLogHeadInvalid(seq: Int64)
     case hsm(HSMError)
     case storage(StorageError)
     /// A biometric version is still inside its rotation overlap (subjects migrate to the new
@@ -137,6 +140,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .auditLogBehindAnchor(let anchoredSeq, let logSeq):
             "the audit log ends at entry \(logSeq) but the HSM anchored entry \(anchoredSeq): refusing to append"
         case .auditAnchorInvalid: "the HSM's audit anchor fails its MAC: refusing to append"
+        case .auditLogHeadInvalid(let seq): "the audit log's newest entry (\(seq)) fails its MAC: refusing to append; run custos audit verify"
         case .featureUnavailable(let feature): "not available on this HSM: \(feature)"
         case .escrowKeyTampered(let version):
             "escrow key v\(version) in the database fails its HSM MAC (replaced or edited) or is missing though the HSM pinned it (deleted): no Ed25519 seed is escrowed until it is investigated"

@@ -45,6 +45,15 @@ public enum AuditLogStore {
     }
 
     /// The newest entry's sequence number and hash.
+    /// The newest entry with its MAC, for an append to check before chaining onto it.
+    public static func headForAppend(on connection: DatabaseTransaction) async throws -> (seq: Int64, hash: [UInt8], mac: [UInt8], macKeyVersion: Int)? {
+        let rows = try await connection.query(
+            "SELECT seq, entry_hash, mac, mac_key_version::int8 FROM audit_log ORDER BY seq DESC LIMIT 1", logger: Database.quiet
+        )
+        for try await (seq, hash, mac, version) in rows.decode((Int64, Data, Data, Int).self) { return (seq, Array(hash), Array(mac), version) }
+        return nil
+    }
+
     public static func head(on connection: DatabaseTransaction) async throws -> (seq: Int64, hash: [UInt8])? {
         let rows = try await connection.query("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1", logger: Database.quiet)
         for try await (seq, hash) in rows.decode((Int64, Data).self) { return (seq, Array(hash)) }

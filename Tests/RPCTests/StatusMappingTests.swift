@@ -120,6 +120,7 @@ struct StatusMappingTests {
         Row(error: CustodyError.tokenObjectLimit(tenant, limit: 8), code: .resourceExhausted),
         Row(error: CustodyError.auditLogBehindAnchor(anchoredSeq: 9, logSeq: 7), code: .dataLoss),
         Row(error: CustodyError.auditAnchorInvalid, code: .dataLoss),
+        Row(error: CustodyError.auditLogHeadInvalid(seq: 12), code: .dataLoss),
         Row(error: CustodyError.keyStateAnchorInvalid, code: .dataLoss),
         Row(error: CustodyError.featureUnavailable("v1a"), code: .failedPrecondition),
         Row(error: CustodyError.escrowKeyTampered(version: 1), code: .dataLoss),

@@ -95,7 +95,7 @@ public enum StatusMapping {
         case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable,
              .escrowKeysNotConfigured:
             return RPCError(code: .failedPrecondition, message: error.description)
-        case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
+        case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .auditLogHeadInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
         case .escrowKeyNotTrusted:
