@@ -731,12 +731,16 @@ public final class VerificationService: Sendable {
         }
     }
 
+    /// A notice from the channel, which any role that can connect may send (`pg_notify`): each
+    /// kind only makes this instance read the database again — a notice never removes a
+    /// template by its word alone (helper-71: a forged "erased" hid an enrolled subject from
+    /// identification until the tenant's galleries next reloaded).
     private func apply(_ change: GalleryChange) {
         switch change.kind {
         case .changed:
             requestCatchUp(change.tenant)
         case .enrolled, .migrated:
-            if change.kind == .migrated { galleryRemove(change.tenant, [change.subject], exceptVersion: change.keyVersion) }
+            if change.kind == .migrated { dropIfGone(change.tenant, change.subject, exceptVersion: change.keyVersion) }
             let key = galleryKey(change.tenant, change.keyVersion)
             guard galleries.withLock({ $0[key] != nil }) else { return }
             // The token itself is not in the payload: read the one row.
@@ -751,11 +755,33 @@ public final class VerificationService: Sendable {
                 }
             }
         case .erased:
-            galleryRemove(change.tenant, [change.subject])
+            dropIfGone(change.tenant, change.subject)
         case .reset:
             let prefix = change.tenant.rawValue + "/"
             galleries.withLock { galleries in
                 for key in galleries.keys where key.hasPrefix(prefix) { galleries[key] = nil }
+            }
+        }
+    }
+
+    /// Removes the subject from the tenant's galleries of the versions it has no template of now
+    /// (read after the notice, so after the commit that sent it), but `exceptVersion`'s. A failed
+    /// read drops the tenant's galleries: they reload from the database on their next use.
+    private func dropIfGone(_ tenant: TenantID, _ subject: String, exceptVersion: Int? = nil) {
+        let prefix = tenant.rawValue + "/"
+        guard galleries.withLock({ $0.keys.contains { $0.hasPrefix(prefix) } }) else { return }
+        Task { [self] in
+            do {
+                let stored = Set(try await database.withTenant(tenant, context: "gallery removal") { connection in
+                    try await TemplateStore.keyVersions(subject: subject, on: connection)
+                })
+                galleries.withLock { galleries in
+                    for (key, held) in galleries where key.hasPrefix(prefix) && held.keyVersion != exceptVersion && !stored.contains(held.keyVersion) {
+                        galleries[key]!.gallery.remove(subject)
+                    }
+                }
+            } catch {
+                galleryReset(tenant)
             }
         }
     }

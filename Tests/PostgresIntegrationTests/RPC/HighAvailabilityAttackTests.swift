@@ -87,10 +87,13 @@ struct HighAvailabilityAttackTests {
                     (KeyVersionStore.stateChannel, String(repeating: "/", count: 1_000)),
                     (APIKeyStore.revocationChannel, ""), (APIKeyStore.revocationChannel, long),
                     (TemplateStore.galleryChannel, ""), (TemplateStore.galleryChannel, "||||"),
-                    (TemplateStore.galleryChannel, "x|not-a-tenant|enrolled|1|s"),
-                    (TemplateStore.galleryChannel, "x|\(tenant)|enrolled|99999999999999999999999|s"),
-                    (TemplateStore.galleryChannel, "x|\(tenant)|migrated|-1|s"), (TemplateStore.galleryChannel, "x|\(tenant)|erased|1|"),
-                    (TemplateStore.galleryChannel, "x|\(tenant)|reset|0|" + long),
+                    // The kinds as the service sends them (`GalleryChange.Kind`: e, m, x, r, c), so
+                    // that each reaches the code that applies it (helper-71: spelt out, none did).
+                    (TemplateStore.galleryChannel, "x|not-a-tenant|e|1|s"),
+                    (TemplateStore.galleryChannel, "x|\(tenant)|e|99999999999999999999999|s"),
+                    (TemplateStore.galleryChannel, "x|\(tenant)|m|-1|s"), (TemplateStore.galleryChannel, "x|\(tenant)|x|1|"),
+                    (TemplateStore.galleryChannel, "x|\(tenant)|r|0|" + long), (TemplateStore.galleryChannel, "x|\(tenant)|c|0|" + long),
+                    (TemplateStore.galleryChannel, "x|\(tenant)|e|\(Int.max)|" + long),
                 ]
                 for (channel, payload) in payloads {
                     try await Self.asServiceRole(first, "SELECT pg_notify(\(channel), \(payload))")

@@ -2,7 +2,8 @@ import Composition
 import Custody
 import CustosModel
 import Foundation
-import Storage
+import PostgresNIO
+@testable import Storage
 import Testing
 import Tokenization
 import Verification
@@ -44,6 +45,42 @@ struct GallerySyncTests {
         _ = try await second.rights.erase(tenant: tenant, externalID: PersonalText("late"), actor: "dpo")
         let after = try await first.core.identify(tenant: tenant, probe: probeLate, top: 5)
         #expect(!after.contains { $0.subject == lateSubject.value }, "an erased subject is never identified")
+        await first.custody.shutdown()
+    }
+
+    @Test("Forged erasure and migration notices (pg_notify by any role that can connect) do not hide an enrolled subject from a warm gallery (helper-71)")
+    func forgedRemovalNotices() async throws {
+        let first = try await VerificationHarness.make("galleryforged")
+        let secondDatabase = try first.custody.secondServiceDatabase()
+        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let listener = Task { await first.core.runGalleryListener() }
+        defer { listener.cancel() }
+        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(first.core.isListening)
+
+        let session = try await first.consentedSession(tenant, "ada")
+        let subject = try await first.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.11))).subject
+        let probe = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.11)), tenant: tenant)
+        #expect(try await first.core.identify(tenant: tenant, probe: probe, top: 1).first?.subject == subject.value, "warm")
+
+        // The service role's password is enough to send these; the payloads name the subject.
+        for payload in [
+            "forged|\(tenant.rawValue)|x|\(probe.keyVersion)|\(subject.value)",
+            "forged|\(tenant.rawValue)|m|\(probe.keyVersion + 1)|\(subject.value)",
+        ] {
+            _ = try await secondDatabase.withTransaction(context: "forger") { connection in
+                try await connection.query("SELECT pg_notify(\(TemplateStore.galleryChannel), \(payload))", logger: Database.quiet)
+            }
+        }
+        // A notice is applied within milliseconds of its commit: a second of identifications
+        // covers it (on the code before, the subject was gone from the first or second one on).
+        for _ in 0..<20 {
+            let found = try await first.core.identify(tenant: tenant, probe: probe, top: 1)
+            #expect(found.first?.subject == subject.value, "the enrolled subject is still identified")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(first.core.isListening)
+        await secondDatabase.shutdown()
         await first.custody.shutdown()
     }
 
