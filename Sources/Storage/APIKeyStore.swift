@@ -38,7 +38,14 @@ public enum APIKeyStore {
     /// The channel on which revocations are announced to every instance.
     public static let revocationChannel = "custos_apikey_revoked"
 
-    private static let columns = "key_id, tenant_id::text, hash, pepper_version, scopes, label, expires_at, created_at, last_used_at, revoked_at"
+    /// Key rows with their revocation: revoked if `api_keys` says so or `api_key_revocations`
+    /// (insert-only for the service role, migration 32) has a row — the column alone can be set
+    /// back to NULL with the service role's password.
+    private static let selectKeys = """
+        SELECT k.key_id, k.tenant_id::text, k.hash, k.pepper_version, k.scopes, k.label, k.expires_at, k.created_at, k.last_used_at,
+            coalesce(r.revoked_at, k.revoked_at)
+        FROM api_keys k LEFT JOIN api_key_revocations r ON r.key_id = k.key_id
+        """
 
     /// Inserts the index row and the key row; run inside the tenant's transaction.
     public static func insert(_ record: APIKeyRecord, on connection: DatabaseTransaction) async throws {
@@ -72,14 +79,15 @@ public enum APIKeyStore {
     }
 
     public static func get(keyID: String, on connection: DatabaseTransaction) async throws -> APIKeyRecord? {
-        try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys WHERE key_id = \(keyID)", logger: Database.quiet)).first
+        try await decode(connection.query("\(unescaped: selectKeys) WHERE k.key_id = \(keyID)", logger: Database.quiet)).first
     }
 
     public static func list(on connection: DatabaseTransaction) async throws -> [APIKeyRecord] {
-        try await decode(connection.query("SELECT \(unescaped: columns) FROM api_keys ORDER BY created_at, key_id", logger: Database.quiet))
+        try await decode(connection.query("\(unescaped: selectKeys) ORDER BY k.created_at, k.key_id", logger: Database.quiet))
     }
 
-    /// Marks the key revoked and announces it (the notification is delivered at commit).
+    /// Marks the key revoked and announces it (the notification is delivered at commit); the
+    /// trigger of migration 32 records it in `api_key_revocations` in the same statement.
     /// - Returns: whether a live key was revoked.
     public static func revoke(keyID: String, on connection: DatabaseTransaction) async throws -> Bool {
         let rows = try await connection.query("""
@@ -108,8 +116,9 @@ public enum APIKeyStore {
     /// Revoked and expired keys never verify again, so they need no pepper.
     public static func count(pepperVersion version: Int, at now: Date, on connection: DatabaseTransaction) async throws -> Int {
         let rows = try await connection.query("""
-            SELECT count(*)::int FROM api_keys
+            SELECT count(*)::int FROM api_keys k
             WHERE pepper_version = \(version) AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > \(now))
+                AND NOT EXISTS (SELECT 1 FROM api_key_revocations r WHERE r.key_id = k.key_id)
             """, logger: Database.quiet)
         for try await count in rows.decode(Int.self) { return count }
         return 0

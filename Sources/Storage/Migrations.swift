@@ -982,6 +982,31 @@ public enum Migrations {
         REVOKE ALL ON FUNCTION {schema}.record_first_root_keys(text[], text[]) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION {schema}.record_first_root_keys(text[], text[]) TO {service};
         """),
+        Migration(version: 32, summary: "API-key revocations are insert-only for the service role", sql: """
+        -- The service role may set api_keys.revoked_at back to NULL (the column is granted for the
+        -- revocation itself), and delete and insert key rows (offboarding): with its password
+        -- alone a revoked key verified again (helper-71, session 20). Every revocation is now also
+        -- a row here, which the service role can add and never change or remove; a key is revoked
+        -- if either says so. The trigger records revocations by instances of the previous version
+        -- during a rolling upgrade too.
+        CREATE TABLE api_key_revocations (
+            key_id text PRIMARY KEY,
+            tenant_id uuid NOT NULL,
+            revoked_at timestamptz NOT NULL
+        );
+        ALTER TABLE api_key_revocations ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE api_key_revocations FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON api_key_revocations
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+        GRANT SELECT, INSERT ON api_key_revocations TO {service};
+        INSERT INTO api_key_revocations (key_id, tenant_id, revoked_at)
+            SELECT key_id, tenant_id, revoked_at FROM api_keys WHERE revoked_at IS NOT NULL;
+        CREATE FUNCTION {schema}.record_api_key_revocation() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {schema}.api_key_revocations (key_id, tenant_id, revoked_at) VALUES (NEW.key_id, NEW.tenant_id, NEW.revoked_at) ON CONFLICT (key_id) DO NOTHING; RETURN NEW; END $$;
+        REVOKE ALL ON FUNCTION {schema}.record_api_key_revocation() FROM PUBLIC;
+        CREATE TRIGGER record_api_key_revocation AFTER UPDATE OF revoked_at ON api_keys
+            FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION {schema}.record_api_key_revocation();
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -116,8 +116,9 @@ public enum TenantOffboardingStore {
 
 /// Deletes every data row of one tenant (offboarding): fingerprints, verification sessions
 /// and their gateway links, attempt counters, API keys, policy and tokenization budget. Kept:
-/// the tenant row, key-version metadata (material destroyed first), the audit log, and the
-/// administration requests — none holds personal data.
+/// the tenant row, key-version metadata (material destroyed first), the audit log, the
+/// administration requests and API-key revocations (key ids and times; insert-only for the
+/// service role, migration 32) — none holds personal data.
 public enum TenantDataStore {
     /// Row counts deleted, by table.
     public typealias Counts = [String: Int]

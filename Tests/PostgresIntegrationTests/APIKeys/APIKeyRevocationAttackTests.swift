@@ -1,0 +1,75 @@
+import Custody
+import CustosModel
+import Foundation
+import PostgresNIO
+@testable import Storage
+import Testing
+
+/// The service role's database password alone, against API-key revocation (helper-71, session
+/// 20): `api_keys.revoked_at` is granted for the revocation itself, so it could be set back to
+/// NULL — or the row deleted and inserted again without it — and, after a notice that empties
+/// every instance's cache, the revoked key verified again. Migration 32 keeps every revocation in
+/// `api_key_revocations` too, where the service role can add rows and never change or remove one.
+@Suite("API-key revocation against the service role's password", .serialized)
+struct APIKeyRevocationAttackTests {
+    /// SQL as the service role in the tenant's scope, as a database writer holding its password.
+    private func asServiceRole(_ harness: CustodyHarness, _ tenant: TenantID, _ query: PostgresQuery) async throws {
+        _ = try await harness.service.withTenant(tenant, context: "database writer") { connection in
+            try await connection.query(query, logger: Database.quiet)
+        }
+    }
+
+    @Test("a revoked key set back to live in api_keys (revoked_at NULL, or the row deleted and inserted again) and announced stays refused")
+    func revokedKeyStaysRevoked() async throws {
+        let harness = try await CustodyHarness.make("apikeyunrevoke")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: ["verification"], label: "ats", actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID)
+        #expect(try await harness.apiKeys.revoke(tenant: tenant, keyID: issued.keyID, actor: "officer"))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+
+        // The column back to NULL, and every instance told to forget the key.
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+
+        // The row deleted and inserted again, live, with wider scopes.
+        try await asServiceRole(harness, tenant, """
+            WITH old AS (DELETE FROM api_keys WHERE key_id = \(issued.keyID) RETURNING *)
+            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, created_at, revoked_at)
+            SELECT key_id, tenant_id, hash, pepper_version, ARRAY['verification', 'keys'], label, NULL, created_at, NULL FROM old
+            """)
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        #expect(try await harness.apiKeys.list(tenant: tenant).first { $0.keyID == issued.keyID }?.revokedAt != nil, "listed as revoked")
+
+        // The revocation itself is out of the service role's reach.
+        for query: PostgresQuery in [
+            "DELETE FROM api_key_revocations WHERE key_id = \(issued.keyID)",
+            "UPDATE api_key_revocations SET key_id = 'x' WHERE key_id = \(issued.keyID)",
+        ] {
+            await #expect(throws: (any Error).self) { try await asServiceRole(harness, tenant, query) }
+        }
+        await harness.shutdown()
+    }
+
+    @Test("a revocation written straight to api_keys (an instance of the previous version, mid-upgrade) is recorded by the trigger; another tenant's scope sees none of it")
+    func columnRevocationRecorded() async throws {
+        let harness = try await CustodyHarness.make("apikeytrigger")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let other = try await harness.keyring.createTenant(label: "globex", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = now() WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        func revocations(_ scope: TenantID) async throws -> Int {
+            try await harness.service.withTenant(scope, context: "count") { connection in
+                try await connection.query("SELECT count(*)::int8 FROM api_key_revocations", logger: Database.quiet).collect().first?.decode(Int.self) ?? -1
+            }
+        }
+        #expect(try await revocations(tenant) == 1)
+        #expect(try await revocations(other) == 0, "row-level security")
+        await harness.shutdown()
+    }
+}
