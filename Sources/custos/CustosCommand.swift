@@ -14,7 +14,7 @@ struct CustosCommand: AsyncParsableCommand {
         Both read .custos/config.json, which scripts/setup wrote (found by searching upwards \
         from the current directory, or given by --config or CUSTOS_CONFIG).
         Benchmarks and the biometric evaluation are in `custos-bench`.
-        Exit codes: 0 ok, 1 local error, 2 server error.
+        Exit codes: 0 ok, 1 local error, 2 server error, 64 invalid arguments.
         """,
         subcommands: [
             HSMCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self, APIKeyCommand.self,
