@@ -14,10 +14,13 @@ public struct APIKeyRecord: Sendable, Hashable {
     public let createdAt: Date?
     public var lastUsedAt: Date?
     public var revokedAt: Date?
+    /// What `hash` is the HMAC of: 1, the whole key alone (keys issued before migration 32); 2,
+    /// the key with its tenant, scopes and expiry (``APIKeyHashFormat``).
+    public let hashFormat: Int
 
     public init(
         keyID: String, tenant: TenantID, hash: [UInt8], pepperVersion: Int, scopes: [String], label: String,
-        expiresAt: Date?, createdAt: Date? = nil, lastUsedAt: Date? = nil, revokedAt: Date? = nil
+        expiresAt: Date?, createdAt: Date? = nil, lastUsedAt: Date? = nil, revokedAt: Date? = nil, hashFormat: Int
     ) {
         self.keyID = keyID
         self.tenant = tenant
@@ -29,6 +32,7 @@ public struct APIKeyRecord: Sendable, Hashable {
         self.createdAt = createdAt
         self.lastUsedAt = lastUsedAt
         self.revokedAt = revokedAt
+        self.hashFormat = hashFormat
     }
 }
 
@@ -43,7 +47,7 @@ public enum APIKeyStore {
     /// back to NULL with the service role's password.
     private static let selectKeys = """
         SELECT k.key_id, k.tenant_id::text, k.hash, k.pepper_version, k.scopes, k.label, k.expires_at, k.created_at, k.last_used_at,
-            coalesce(r.revoked_at, k.revoked_at)
+            coalesce(r.revoked_at, k.revoked_at), k.hash_format::int8
         FROM api_keys k LEFT JOIN api_key_revocations r ON r.key_id = k.key_id
         """
 
@@ -53,9 +57,9 @@ public enum APIKeyStore {
             INSERT INTO api_key_index (key_id, tenant_id) VALUES (\(record.keyID), \(record.tenant.rawValue)::uuid)
             """, logger: Database.quiet)
         try await connection.query("""
-            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at)
+            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, hash_format)
             VALUES (\(record.keyID), \(record.tenant.rawValue)::uuid, \(Data(record.hash)), \(record.pepperVersion),
-                \(record.scopes), \(record.label), \(record.expiresAt))
+                \(record.scopes), \(record.label), \(record.expiresAt), \(Int16(record.hashFormat)))
             """, logger: Database.quiet)
     }
 
@@ -127,12 +131,12 @@ public enum APIKeyStore {
     private static func decode(_ rows: PostgresRowSequence) async throws -> [APIKeyRecord] {
         var records = [APIKeyRecord]()
         for try await row in rows {
-            let (keyID, tenant, hash, pepper, scopes, label, expires, created, lastUsed, revoked) =
-                try row.decode((String, String, Data, Int, [String], String, Date?, Date, Date?, Date?).self)
+            let (keyID, tenant, hash, pepper, scopes, label, expires, created, lastUsed, revoked, format) =
+                try row.decode((String, String, Data, Int, [String], String, Date?, Date, Date?, Date?, Int).self)
             guard let tenantID = TenantID(tenant) else { continue }
             records.append(APIKeyRecord(
                 keyID: keyID, tenant: tenantID, hash: Array(hash), pepperVersion: pepper, scopes: scopes, label: label,
-                expiresAt: expires, createdAt: created, lastUsedAt: lastUsed, revokedAt: revoked
+                expiresAt: expires, createdAt: created, lastUsedAt: lastUsed, revokedAt: revoked, hashFormat: format
             ))
         }
         return records

@@ -982,7 +982,7 @@ public enum Migrations {
         REVOKE ALL ON FUNCTION {schema}.record_first_root_keys(text[], text[]) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION {schema}.record_first_root_keys(text[], text[]) TO {service};
         """),
-        Migration(version: 32, summary: "API-key revocations are insert-only for the service role", sql: """
+        Migration(version: 32, summary: "API-key revocations are insert-only for the service role; new keys' hashes bind their tenant, scopes and expiry", sql: """
         -- The service role may set api_keys.revoked_at back to NULL (the column is granted for the
         -- revocation itself), and delete and insert key rows (offboarding): with its password
         -- alone a revoked key verified again (helper-71, session 20). Every revocation is now also
@@ -1006,6 +1006,14 @@ public enum Migrations {
         REVOKE ALL ON FUNCTION {schema}.record_api_key_revocation() FROM PUBLIC;
         CREATE TRIGGER record_api_key_revocation AFTER UPDATE OF revoked_at ON api_keys
             FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION {schema}.record_api_key_revocation();
+        -- The same writer could delete a key's row and insert it again with wider scopes or no
+        -- expiry: the hash (an HMAC of the key alone) still matched. Keys issued from now on are
+        -- hashed with their tenant, scopes and expiry (format 2), so a row changed that way no
+        -- longer verifies; the writer cannot compute a format-1 hash of such a key. Rows issued
+        -- before keep format 1 (unbound) until the key is re-issued. Instances of the previous
+        -- version verify format 1 only: during a rolling upgrade a key issued by an upgraded
+        -- instance verifies on upgraded ones.
+        ALTER TABLE api_keys ADD COLUMN hash_format smallint NOT NULL DEFAULT 1 CHECK (hash_format IN (1, 2));
         """),
     ]
 

@@ -72,8 +72,10 @@ public final class APIKeyService: Sendable {
         /// itself): for ``APIKeyService/verifiedLifetime``, a key presented again is accepted
         /// on its digest instead of a new HMAC — a thread hop to an HSM worker and back, which
         /// cost more than the rest of an API-key call (docs/benchmarks.md, "WhoAmI ÷ Ping").
-        /// An entry names the row it was verified against (key id, stored hash, pepper
-        /// version): a re-hash or another row makes it useless. Forgotten with the rows.
+        /// An entry names the row it was verified against (key id, tenant, stored hash, its
+        /// format and pepper version, scopes, expiry): a re-hash or another row — a format-1 row
+        /// written again with wider scopes, whose hash does not change — makes it useless.
+        /// Forgotten with the rows.
         var verified = [SHA256.Digest: VerifiedKey]()
 
         /// Forgets `keyID`'s row and verified digests, or everything when `keyID` is nil.
@@ -105,16 +107,33 @@ public final class APIKeyService: Sendable {
         /// Whether `digest` was confirmed against exactly `record`, and not too long ago.
         func isVerified(_ digest: SHA256.Digest, against record: APIKeyRecord, now: ContinuousClock.Instant) -> Bool {
             guard let entry = verified[digest], entry.until > now else { return false }
-            return entry.keyID == record.keyID && entry.pepperVersion == record.pepperVersion && constantTimeEqual(entry.hash, record.hash)
+            return entry.keyID == record.keyID && entry.tenant == record.tenant && entry.pepperVersion == record.pepperVersion
+                && entry.hashFormat == record.hashFormat && entry.scopes == record.scopes && entry.expiresAt == record.expiresAt
+                && constantTimeEqual(entry.hash, record.hash)
         }
     }
 
     /// What a verified digest was confirmed against, and until when it is trusted.
     private struct VerifiedKey {
         let keyID: String
+        let tenant: TenantID
         let hash: [UInt8]
+        let hashFormat: Int
         let pepperVersion: Int
+        let scopes: [String]
+        let expiresAt: Date?
         let until: ContinuousClock.Instant
+
+        init(record: APIKeyRecord, until: ContinuousClock.Instant) {
+            keyID = record.keyID
+            tenant = record.tenant
+            hash = record.hash
+            hashFormat = record.hashFormat
+            pepperVersion = record.pepperVersion
+            scopes = record.scopes
+            expiresAt = record.expiresAt
+            self.until = until
+        }
     }
 
     /// SHA-256 of the whole presented key: what ``RowCache/verified`` is keyed by.
@@ -162,16 +181,20 @@ public final class APIKeyService: Sendable {
     /// Issues a key for `tenant`.
     /// - Throws: ``CustodyError``.
     public func issue(tenant: TenantID, scopes: [String], label: String = "", expiresAt: Date? = nil, actor: String) async throws -> Issued {
-        try await custody {
+        let expiresAt = APIKeyHashFormat.normalized(expiresAt)
+        return try await custody {
             let (pepper, pepperVersion) = try await keyring.key(tenant, .apiKeyPepper)
             let keyIDBytes = try await pool.random(count: APIKeyFormat.keyIDByteCount)
             let secret = try await pool.randomSecret(count: APIKeyFormat.secretByteCount)
             let key = try APIKeyFormat.make(environment: environment, keyID: keyIDBytes, secret: secret)
             let parsed = try APIKeyFormat.parse(key)
-            let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
+            let format = APIKeyHashFormat.current
+            let message = try APIKeyHashFormat.message(parsed.whole, tenant: tenant, scopes: scopes, expiresAt: expiresAt, format: format)
+                .orThrow(APIKeyError.invalid)
+            let hash = try await pool.hmacSHA256(key: pepper, data: message)
             let record = APIKeyRecord(
                 keyID: parsed.keyID, tenant: tenant, hash: hash, pepperVersion: pepperVersion, scopes: scopes,
-                label: label, expiresAt: expiresAt
+                label: label, expiresAt: expiresAt, hashFormat: format
             )
             // The key and its audit entry commit together: no issued key without its entry.
             let audit = audit
@@ -228,16 +251,23 @@ public final class APIKeyService: Sendable {
                     verifiedHits.add(1, ordering: .relaxed)
                     return
                 }
-                let hash = try await pool.hmacSHA256(key: pepper, data: parsed.whole)
+                guard let message = APIKeyHashFormat.message(
+                    parsed.whole, tenant: record.tenant, scopes: record.scopes, expiresAt: record.expiresAt, format: record.hashFormat
+                ) else { throw APIKeyError.invalid }
+                let hash = try await pool.hmacSHA256(key: pepper, data: message)
                 guard constantTimeEqual(hash, record.hash) else { throw APIKeyError.invalid }
             }
             let (active, activeVersion) = try await keyring.key(record.tenant, .apiKeyPepper)
             if activeVersion == record.pepperVersion, !known, let digest {
-                let entry = VerifiedKey(keyID: record.keyID, hash: record.hash, pepperVersion: record.pepperVersion, until: now + verifiedLifetime)
+                let entry = VerifiedKey(record: record, until: now + verifiedLifetime)
                 cache.withLock { $0.storeVerified(digest, entry, readUnder: readGeneration, now: now) }
             }
             if activeVersion != record.pepperVersion {
-                record.hash = try await pool.hmacSHA256(key: active, data: parsed.whole)
+                // In the row's own format: a format-1 key stays format 1 (unbound) until re-issued.
+                guard let message = APIKeyHashFormat.message(
+                    parsed.whole, tenant: record.tenant, scopes: record.scopes, expiresAt: record.expiresAt, format: record.hashFormat
+                ) else { throw APIKeyError.invalid }
+                record.hash = try await pool.hmacSHA256(key: active, data: message)
                 record.pepperVersion = activeVersion
                 let updated = record
                 try await database.withTenant(record.tenant, context: "re-hash API key") { connection in

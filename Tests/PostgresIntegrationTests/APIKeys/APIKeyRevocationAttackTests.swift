@@ -5,12 +5,13 @@ import PostgresNIO
 @testable import Storage
 import Testing
 
-/// The service role's database password alone, against API-key revocation (helper-71, session
-/// 20): `api_keys.revoked_at` is granted for the revocation itself, so it could be set back to
-/// NULL — or the row deleted and inserted again without it — and, after a notice that empties
-/// every instance's cache, the revoked key verified again. Migration 32 keeps every revocation in
-/// `api_key_revocations` too, where the service role can add rows and never change or remove one.
-@Suite("API-key revocation against the service role's password", .serialized)
+/// The service role's database password alone, against API-key revocation, scopes and expiry
+/// (helper-71, session 20): `api_keys.revoked_at` is granted for the revocation itself, so it
+/// could be set back to NULL — or the row deleted and inserted again without it, with wider scopes
+/// or no expiry — and, after a notice that empties every instance's cache, the key verified
+/// again. Migration 32 keeps every revocation in `api_key_revocations` too, where the service role
+/// can add rows and never change or remove one, and new keys' hashes bind tenant, scopes and expiry.
+@Suite("API keys against the service role's password", .serialized)
 struct APIKeyRevocationAttackTests {
     /// SQL as the service role in the tenant's scope, as a database writer holding its password.
     private func asServiceRole(_ harness: CustodyHarness, _ tenant: TenantID, _ query: PostgresQuery) async throws {
@@ -70,6 +71,57 @@ struct APIKeyRevocationAttackTests {
         }
         #expect(try await revocations(tenant) == 1)
         #expect(try await revocations(other) == 0, "row-level security")
+        await harness.shutdown()
+    }
+
+    @Test("a live key's row written again with wider scopes or without its expiry no longer verifies (its hash binds them); unchanged, it verifies with an expiry of any precision")
+    func widenedRowRefused() async throws {
+        let harness = try await CustodyHarness.make("apikeywiden")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        // An expiry with a fraction of a millisecond: stored in microseconds, hashed in milliseconds.
+        let expiry = Date().addingTimeInterval(3_600.123_456_7)
+        let storedExpiry = Date(timeIntervalSince1970: (expiry.timeIntervalSince1970 * 1000).rounded() / 1000)
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: ["verification"], expiresAt: expiry, actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"])
+        #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"], "twice (the verified-key cache)")
+
+        for (scopes, expires): (String, String) in [("ARRAY['verification', 'keys']", "expires_at"), ("scopes", "NULL")] {
+            try await asServiceRole(harness, tenant, """
+                WITH old AS (DELETE FROM api_keys WHERE key_id = \(issued.keyID) RETURNING *)
+                INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, created_at, hash_format)
+                SELECT key_id, tenant_id, hash, pepper_version, \(unescaped: scopes), label, \(unescaped: expires), created_at, hash_format FROM old
+                """)
+            try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+            await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+            // Or claiming the unbound format for it: its hash is not the key's alone.
+            try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET hash_format = 1 WHERE key_id = \(issued.keyID)")
+            await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+            try await harness.ownerSQL(tenant: tenant, """
+                UPDATE api_keys SET hash_format = 2, scopes = ARRAY['verification'], expires_at = \(storedExpiry)
+                WHERE key_id = \(issued.keyID)
+                """)
+            try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+            #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"], "put back, it verifies again")
+        }
+        await harness.shutdown()
+    }
+
+    @Test("a key hashed before migration 32 (the key alone, format 1) still verifies, and keeps its format through a pepper re-hash")
+    func unboundKeysStillVerify() async throws {
+        let harness = try await CustodyHarness.make("apikeyformat1")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: ["verification"], actor: "officer")
+        // As an earlier build stored it: HMAC of the whole key, format 1.
+        let (pepper, _) = try await harness.keyring.key(tenant, .apiKeyPepper)
+        let unbound = try await harness.pool.hmacSHA256(key: pepper, data: issued.key)
+        try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET hash = \(Data(unbound)), hash_format = 1 WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"])
+        _ = try await harness.keyring.rotate(tenant, .apiKeyPepper, actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID, "re-hashed under the new pepper")
+        let row = try #require(try await harness.apiKeys.list(tenant: tenant).first { $0.keyID == issued.keyID })
+        #expect(row.pepperVersion == 2 && row.hashFormat == 1)
+        #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID)
         await harness.shutdown()
     }
 }
