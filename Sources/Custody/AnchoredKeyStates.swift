@@ -3,8 +3,10 @@ import Foundation
 
 /// What the HSM's list (``KeyStateAnchor``) says about key versions, whatever their rows say:
 /// destroyed (for good: a version number is never reused), disabled (until enabled), awaiting a
-/// scheduled destruction (until destroyed or cancelled), and tenants whose offboarding two
-/// officers approved (for good: every version of theirs is refused and none may be enabled).
+/// scheduled destruction (until destroyed or cancelled), tenants whose offboarding two officers
+/// approved (for good: every version of theirs is refused and none may be enabled), and disabled
+/// tenants (every version of theirs refused while disabled: `tenants.status` alone, which the
+/// service role can write, could be set back to active — helper-71).
 struct AnchoredKeyStates: Sendable, Equatable {
     typealias Entry = KeyStateAnchor.Entry
 
@@ -13,11 +15,13 @@ struct AnchoredKeyStates: Sendable, Equatable {
     /// The due time of each scheduled destruction, in whole seconds since 1970.
     var scheduled = [Entry: Int64]()
     var offboarding = Set<TenantID>()
+    var disabledTenants = Set<TenantID>()
 
     /// Throws the error a use of `entry` gets when the list forbids it.
     func requireUsable(_ entry: Entry) throws {
         if destroyed.contains(entry) { throw CustodyError.keyDestroyed(entry.tenant, entry.purpose, entry.version) }
         if offboarding.contains(entry.tenant) { throw CustodyError.tenantOffboarding(entry.tenant) }
+        if disabledTenants.contains(entry.tenant) { throw CustodyError.tenantDisabled(entry.tenant) }
         if disabled.contains(entry) { throw CustodyError.keyDisabled(entry.tenant, entry.purpose, entry.version) }
         if let due = scheduled[entry] {
             throw CustodyError.keyDestructionScheduled(entry.tenant, entry.purpose, entry.version, due: Date(timeIntervalSince1970: Double(due)))
@@ -39,12 +43,15 @@ struct AnchoredKeyStates: Sendable, Equatable {
     // MARK: Encoding
 
     /// One line per fact, sorted (ids and times only, nothing secret):
-    /// `destroyed <tenant> <purpose> <version>`, `disabled …`, `scheduled … <due>`, `offboarding <tenant>`.
+    /// `destroyed <tenant> <purpose> <version>`, `disabled …`, `scheduled … <due>`, `offboarding <tenant>`,
+    /// `tenant-disabled <tenant>` (a build before session 20 skips that line, and drops it when it
+    /// writes the list: during a rolling upgrade, disable tenants from upgraded instances).
     var body: [UInt8] {
         var lines = destroyed.sorted().map { "destroyed \($0)" }
         lines += disabled.sorted().map { "disabled \($0)" }
         lines += scheduled.keys.sorted().map { "scheduled \($0) \(scheduled[$0]!)" }
         lines += offboarding.map(\.rawValue).sorted().map { "offboarding \($0)" }
+        lines += disabledTenants.map(\.rawValue).sorted().map { "tenant-disabled \($0)" }
         return Array(lines.map { $0 + "\n" }.joined().utf8)
     }
 
@@ -55,6 +62,10 @@ struct AnchoredKeyStates: Sendable, Equatable {
             let fields = line.split(separator: " ").map(String.init)
             if fields.count == 2, fields[0] == "offboarding", let tenant = TenantID(fields[1]) {
                 offboarding.insert(tenant)
+                continue
+            }
+            if fields.count == 2, fields[0] == "tenant-disabled", let tenant = TenantID(fields[1]) {
+                disabledTenants.insert(tenant)
                 continue
             }
             guard fields.count >= 4, let tenant = TenantID(fields[1]), let purpose = KeyPurpose(rawValue: fields[2]),

@@ -152,8 +152,9 @@ public final class AuditLog: Sendable {
     /// trusted (helper-71: a planted `Int64.max` trapped every append, and so every instance).
     private func authenticHead(on connection: DatabaseTransaction) async throws -> (seq: Int64, hash: [UInt8])? {
         guard let head = try await AuditLogStore.headForAppend(on: connection) else { return nil }
-        let expected = try await pool.hmacSHA256(key: RootKeys(macVersion: head.macKeyVersion).mac, data: Self.macMessage(seq: head.seq, hash: head.hash))
-        guard constantTimeEqual(expected, head.mac) else { throw CustodyError.auditLogHeadInvalid(seq: head.seq) }
+        guard try await macVerdict(seq: head.seq, hash: head.hash, mac: head.mac, macKeyVersion: head.macKeyVersion) == .valid else {
+            throw CustodyError.auditLogHeadInvalid(seq: head.seq)
+        }
         return (head.seq, head.hash)
     }
 
@@ -301,11 +302,26 @@ public final class AuditLog: Sendable {
         if hash != entry.entryHash {
             return (entry.seq, "entry \(entry.seq) was changed (its hash does not match its content)")
         }
-        let mac = try await pool.hmacSHA256(key: RootKeys(macVersion: entry.macKeyVersion).mac, data: Self.macMessage(seq: entry.seq, hash: entry.entryHash))
-        if !constantTimeEqual(mac, entry.mac) {
-            return (entry.seq, "entry \(entry.seq) has a wrong MAC")
+        switch try await macVerdict(seq: entry.seq, hash: entry.entryHash, mac: entry.mac, macKeyVersion: entry.macKeyVersion) {
+        case .valid: return nil
+        case .wrong: return (entry.seq, "entry \(entry.seq) has a wrong MAC")
+        case .unknownKey: return (entry.seq, "entry \(entry.seq) names MAC key v\(entry.macKeyVersion), which the token does not hold")
         }
-        return nil
+    }
+
+    private enum MACVerdict { case valid, wrong, unknownKey }
+
+    /// An entry's MAC checked under the MAC key version it names. A version the token does not
+    /// hold is a finding about the entry, not an HSM outage (helper-75: a planted head naming
+    /// v999 made every audited call UNAVAILABLE and `audit verify` abort).
+    private func macVerdict(seq: Int64, hash: [UInt8], mac: [UInt8], macKeyVersion: Int) async throws -> MACVerdict {
+        let expected: [UInt8]
+        do {
+            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: macKeyVersion).mac, data: Self.macMessage(seq: seq, hash: hash))
+        } catch HSMError.keyNotFound {
+            return .unknownKey
+        }
+        return constantTimeEqual(expected, mac) ? .valid : .wrong
     }
 
     // MARK: Encoding

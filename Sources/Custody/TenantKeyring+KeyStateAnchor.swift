@@ -193,6 +193,8 @@ extension TenantKeyring {
         for request in try await TenantOffboardingStore.approved(on: connection) {
             if try await OffboardingApprovalAuthenticator.isAuthentic(request, pool: pool) { states.offboarding.insert(request.tenant) }
         }
+        // Not authenticated (the status has no MAC), but it can only refuse more.
+        states.disabledTenants.formUnion(try await TenantStore.inactive(on: connection))
         return states
     }
 }

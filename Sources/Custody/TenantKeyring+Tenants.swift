@@ -32,13 +32,23 @@ extension TenantKeyring {
     }
 
     /// Disables or re-enables a tenant; its API keys stop (or start) verifying on every
-    /// instance once the announcement arrives.
-    /// - Returns: whether a tenant was changed.
+    /// instance once the announcement arrives. A disabled tenant is also on the HSM's list of key
+    /// states: every use of its keys is refused (``CustodyError/tenantDisabled(_:)``) whatever
+    /// `tenants.status` says.
+    /// - Returns: whether the tenant exists (and so was set).
     public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
         try await custody {
             let changed = try await database.withTransaction(context: "set tenant status") { connection in
                 let changed = try await TenantStore.setActive(tenant, active, on: connection)
                 if changed {
+                    // The HSM's list too (also when the status was already so: a disable repeated
+                    // brings the list in line): a status the database's writer alone set back to
+                    // active is still refused at every use of the tenant's keys.
+                    try await self.changeAnchoredStates(on: connection, scopedTo: nil, actor: actor) { states in
+                        if active { states.disabledTenants.remove(tenant) } else { states.disabledTenants.insert(tenant) }
+                    }
+                    // Every instance drops the tenant's unwrapped keys and reads the list again.
+                    for purpose in KeyPurpose.allCases { try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection) }
                     try await APIKeyStore.announceFlush(on: connection)
                     try await CacheChange.tenantStatus(tenant).announce(on: connection)
                     try await AuditEntry(tenant: tenant, actor: actor, action: active ? .tenantEnable : .tenantDisable, target: tenant.rawValue)
@@ -46,6 +56,7 @@ extension TenantKeyring {
                 }
                 return changed
             }
+            invalidate(prefix: tenant.rawValue + "/")
             return changed
         }
     }

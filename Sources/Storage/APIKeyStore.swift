@@ -48,7 +48,7 @@ public enum APIKeyStore {
     private static let selectKeys = """
         SELECT k.key_id, k.tenant_id::text, k.hash, k.pepper_version, k.scopes, k.label, k.expires_at, k.created_at, k.last_used_at,
             coalesce(r.revoked_at, k.revoked_at), k.hash_format::int8
-        FROM api_keys k LEFT JOIN api_key_revocations r ON r.key_id = k.key_id
+        FROM api_keys k LEFT JOIN api_key_revocations r ON r.tenant_id = k.tenant_id AND r.key_id = k.key_id
         """
 
     /// Inserts the index row and the key row; run inside the tenant's transaction.
@@ -122,7 +122,7 @@ public enum APIKeyStore {
         let rows = try await connection.query("""
             SELECT count(*)::int FROM api_keys k
             WHERE pepper_version = \(version) AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > \(now))
-                AND NOT EXISTS (SELECT 1 FROM api_key_revocations r WHERE r.key_id = k.key_id)
+                AND NOT EXISTS (SELECT 1 FROM api_key_revocations r WHERE r.tenant_id = k.tenant_id AND r.key_id = k.key_id)
             """, logger: Database.quiet)
         for try await count in rows.decode(Int.self) { return count }
         return 0

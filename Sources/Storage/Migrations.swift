@@ -989,10 +989,13 @@ public enum Migrations {
         -- a row here, which the service role can add and never change or remove; a key is revoked
         -- if either says so. The trigger records revocations by instances of the previous version
         -- during a rolling upgrade too.
+        -- Keyed by tenant too: a row the writer inserted in advance under another tenant must not
+        -- take the key's conflict, hidden from the key's own tenant by row-level security (helper-75).
         CREATE TABLE api_key_revocations (
-            key_id text PRIMARY KEY,
             tenant_id uuid NOT NULL,
-            revoked_at timestamptz NOT NULL
+            key_id text NOT NULL,
+            revoked_at timestamptz NOT NULL,
+            PRIMARY KEY (tenant_id, key_id)
         );
         ALTER TABLE api_key_revocations ENABLE ROW LEVEL SECURITY;
         ALTER TABLE api_key_revocations FORCE ROW LEVEL SECURITY;
@@ -1000,9 +1003,16 @@ public enum Migrations {
             USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
             WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
         GRANT SELECT, INSERT ON api_key_revocations TO {service};
-        INSERT INTO api_key_revocations (key_id, tenant_id, revoked_at)
-            SELECT key_id, tenant_id, revoked_at FROM api_keys WHERE revoked_at IS NOT NULL;
-        CREATE FUNCTION {schema}.record_api_key_revocation() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {schema}.api_key_revocations (key_id, tenant_id, revoked_at) VALUES (NEW.key_id, NEW.tenant_id, NEW.revoked_at) ON CONFLICT (key_id) DO NOTHING; RETURN NEW; END $$;
+        -- The revocations so far. Row-level security is forced on the owner too, and no tenant
+        -- is set here: lifted for this copy only, inside the migration's transaction (helper-75:
+        -- under it the copy saw no rows).
+        ALTER TABLE api_keys NO FORCE ROW LEVEL SECURITY;
+        ALTER TABLE api_key_revocations NO FORCE ROW LEVEL SECURITY;
+        INSERT INTO api_key_revocations (tenant_id, key_id, revoked_at)
+            SELECT tenant_id, key_id, revoked_at FROM api_keys WHERE revoked_at IS NOT NULL;
+        ALTER TABLE api_keys FORCE ROW LEVEL SECURITY;
+        ALTER TABLE api_key_revocations FORCE ROW LEVEL SECURITY;
+        CREATE FUNCTION {schema}.record_api_key_revocation() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {schema}.api_key_revocations (tenant_id, key_id, revoked_at) VALUES (NEW.tenant_id, NEW.key_id, NEW.revoked_at) ON CONFLICT (tenant_id, key_id) DO NOTHING; RETURN NEW; END $$;
         REVOKE ALL ON FUNCTION {schema}.record_api_key_revocation() FROM PUBLIC;
         CREATE TRIGGER record_api_key_revocation AFTER UPDATE OF revoked_at ON api_keys
             FOR EACH ROW WHEN (NEW.revoked_at IS NOT NULL) EXECUTE FUNCTION {schema}.record_api_key_revocation();

@@ -48,6 +48,15 @@ public struct TenantStore: Sendable {
         return changed
     }
 
+    /// Tenants whose status is not `active`, on the caller's transaction.
+    public static func inactive(on connection: DatabaseTransaction) async throws -> [TenantID] {
+        var found = [TenantID]()
+        for try await id in try await connection.query("SELECT id::text FROM tenants WHERE status <> 'active'", logger: Database.quiet).decode(String.self) {
+            if let tenant = TenantID(id) { found.append(tenant) }
+        }
+        return found
+    }
+
     public func get(_ id: TenantID) async throws -> TenantRecord? {
         try await database.withTransaction(context: "get tenant") { connection in
             let rows = try await connection.query(

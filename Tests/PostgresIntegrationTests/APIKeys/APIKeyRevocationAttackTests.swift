@@ -124,4 +124,71 @@ struct APIKeyRevocationAttackTests {
         #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID)
         await harness.shutdown()
     }
+
+    @Test("a disabled tenant set back to active in `tenants` by the database's writer stays disabled: the HSM's list refuses its keys; an officer's enable brings it back")
+    func reenabledTenantStaysDisabled() async throws {
+        let harness = try await CustodyHarness.make("tenantreenable")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
+        #expect(try await harness.keyring.setTenantActive(tenant, false, actor: "officer"))
+        await #expect(throws: (any Error).self) { _ = try await harness.apiKeys.verify(issued.key) }
+
+        _ = try await harness.service.withTransaction(context: "database writer") { connection in
+            try await connection.query("UPDATE tenants SET status = 'active' WHERE id = \(tenant.rawValue)::uuid", logger: Database.quiet)
+            try await connection.query("SELECT pg_notify(\(APIKeyStore.revocationChannel), '*')", logger: Database.quiet)
+        }
+        #expect(try await harness.keyring.tenant(tenant)?.status == "active", "the row says active")
+        await #expect(throws: (any Error).self) { _ = try await harness.apiKeys.verify(issued.key) }
+        let refused = await #expect(throws: CustodyError.self) { _ = try await harness.keyring.key(tenant, .pii) }
+        guard case .tenantDisabled(tenant) = refused else { Issue.record("got \(String(describing: refused))"); return }
+
+        #expect(try await harness.keyring.setTenantActive(tenant, true, actor: "officer"))
+        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
+        await harness.shutdown()
+    }
+
+    @Test("a revocation row planted in advance under another tenant does not take the key's own revocation (helper-75)")
+    func revocationPlantedElsewhere() async throws {
+        let harness = try await CustodyHarness.make("apikeyplanted")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let elsewhere = try await harness.keyring.createTenant(label: "globex", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
+        // Key ids are readable in api_key_index (no tenant scope): planted before the revocation.
+        try await asServiceRole(harness, elsewhere, "INSERT INTO api_key_revocations (tenant_id, key_id, revoked_at) VALUES (\(elsewhere.rawValue)::uuid, \(issued.keyID), now())")
+        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant, "another tenant's row revokes nothing here")
+        #expect(try await harness.apiKeys.revoke(tenant: tenant, keyID: issued.keyID, actor: "officer"))
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        await harness.shutdown()
+    }
+
+    @Test("migration 32 copies the revocations made before it, though row-level security is forced on its owner too (helper-75)")
+    func migrationCopiesEarlierRevocations() async throws {
+        let harness = try await CustodyHarness.make("apikeybackfill")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
+        // Back to schema 31, then a revocation as a build of then wrote it: the column alone.
+        for statement: PostgresQuery in [
+            "DROP TRIGGER record_api_key_revocation ON api_keys", "DROP FUNCTION record_api_key_revocation()",
+            "DROP TABLE api_key_revocations", "DELETE FROM schema_migrations WHERE version >= 32",
+        ] {
+            try await harness.ownerSQL(tenant: nil, statement)
+        }
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = now() WHERE key_id = \(issued.keyID)")
+        try await harness.ownerSQL(tenant: nil, "ALTER TABLE api_keys DROP COLUMN hash_format")
+        #expect(try await Migrations.migrate(harness.owner, serviceRole: harness.settings.serviceUser, logger: harness.logs.logger) == [32])
+        // The key's hash is format 2 (issued by this build): its row says so again.
+        try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET hash_format = 2 WHERE key_id = \(issued.keyID)")
+        let copied = try await harness.service.withTenant(tenant, context: "count") { connection in
+            try await connection.query("SELECT count(*)::int8 FROM api_key_revocations WHERE key_id = \(issued.keyID)", logger: Database.quiet)
+                .collect().first?.decode(Int.self) ?? -1
+        }
+        #expect(copied == 1, "the earlier revocation is in the insert-only table")
+        try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        await harness.shutdown()
+    }
 }

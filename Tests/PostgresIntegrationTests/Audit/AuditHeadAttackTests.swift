@@ -12,12 +12,12 @@ import Testing
 /// numbered next with a copied MAC was chained onto without a word.
 @Suite("Audit log head planted by the database's writer", .serialized)
 struct AuditHeadAttackTests {
-    private func plant(_ harness: CustodyHarness, seq: Int64, mac: [UInt8]) async throws {
+    private func plant(_ harness: CustodyHarness, seq: Int64, mac: [UInt8], macKeyVersion: Int = 1) async throws {
         let zero = Data(repeating: 0, count: 32)
         _ = try await harness.service.withTransaction(context: "database writer") { connection in
             try await connection.query("""
                 INSERT INTO audit_log (seq, at, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version)
-                VALUES (\(seq), now(), 'x', 'x', 'x', '{}', \(zero), \(zero), \(Data(mac)), 1)
+                VALUES (\(seq), now(), 'x', 'x', 'x', '{}', \(zero), \(zero), \(Data(mac)), \(macKeyVersion))
                 """, logger: Database.quiet)
         }
     }
@@ -62,6 +62,18 @@ struct AuditHeadAttackTests {
         try await plant(harness, seq: first + 1, mac: try #require(mac))
         let refused = await #expect(throws: CustodyError.self) { _ = try await append(harness, "after") }
         guard case .auditLogHeadInvalid(seq: first + 1) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        await harness.shutdown()
+    }
+
+    @Test("a planted head naming a MAC key version the token lacks is a finding (DATA_LOSS, and `audit verify` reports it), not an HSM outage (helper-75)")
+    func plantedHeadUnknownMACKey() async throws {
+        let harness = try await CustodyHarness.make("auditmackey")
+        let first = try await append(harness, "genuine")
+        try await plant(harness, seq: first + 1, mac: [UInt8](repeating: 1, count: 32), macKeyVersion: 999)
+        let refused = await #expect(throws: CustodyError.self) { _ = try await append(harness, "after") }
+        guard case .auditLogHeadInvalid(seq: first + 1) = refused else { Issue.record("got \(String(describing: refused))"); return }
+        let verification = try await harness.audit.verify()
+        #expect(verification.firstBroken == first + 1, "\(verification)")
         await harness.shutdown()
     }
 }
