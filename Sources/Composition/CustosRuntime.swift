@@ -193,14 +193,21 @@ public struct CustosRuntime: Sendable {
         return pool
     }
 
+    /// How long a graceful shutdown may wait for calls in flight before the group cancels them:
+    /// a `ResealKeys` stream (up to its client's 6 h deadline) or a stuck call must not hold a
+    /// deploy. A re-seal cut off rolls back only its batch in flight and resumes on its next run.
+    static let gracefulShutdownLimit = Duration.seconds(30)
+
     /// Runs the group and `body` side by side; ends the group when `body` ends (or, for
     /// ``Options/Lifetime/services``, waits for the group). `body`'s error wins over the group's.
     private static func lifecycle<R>(
         _ members: [ServiceGroupConfiguration.ServiceConfiguration], options: Options, _ body: () async throws -> R
     ) async throws -> R {
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+        var configuration = ServiceGroupConfiguration(
             services: members, gracefulShutdownSignals: options.gracefulShutdownSignals, logger: options.logger
-        ))
+        )
+        configuration.maximumGracefulShutdownDuration = gracefulShutdownLimit
+        let group = ServiceGroup(configuration: configuration)
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             let outcome: Result<R, any Error>
