@@ -5,8 +5,10 @@ import Foundation
 /// destroyed (for good: a version number is never reused), disabled (until enabled), awaiting a
 /// scheduled destruction (until destroyed or cancelled), tenants whose offboarding two officers
 /// approved (for good: every version of theirs is refused and none may be enabled), and disabled
-/// tenants (every version of theirs refused while disabled: `tenants.status` alone, which the
-/// service role can write, could be set back to active — helper-71).
+/// tenants (refused as callers while disabled — ``TenantKeyring/isTenantDisabled(_:)`` — but
+/// their keys stay usable for officers: a data-protection officer still erases and exports their
+/// subjects; `tenants.status` alone, which the service role can write, could be set back to
+/// active — helper-71).
 struct AnchoredKeyStates: Sendable, Equatable {
     typealias Entry = KeyStateAnchor.Entry
 
@@ -21,7 +23,6 @@ struct AnchoredKeyStates: Sendable, Equatable {
     func requireUsable(_ entry: Entry) throws {
         if destroyed.contains(entry) { throw CustodyError.keyDestroyed(entry.tenant, entry.purpose, entry.version) }
         if offboarding.contains(entry.tenant) { throw CustodyError.tenantOffboarding(entry.tenant) }
-        if disabledTenants.contains(entry.tenant) { throw CustodyError.tenantDisabled(entry.tenant) }
         if disabled.contains(entry) { throw CustodyError.keyDisabled(entry.tenant, entry.purpose, entry.version) }
         if let due = scheduled[entry] {
             throw CustodyError.keyDestructionScheduled(entry.tenant, entry.purpose, entry.version, due: Date(timeIntervalSince1970: Double(due)))

@@ -118,6 +118,7 @@ extension TenantKeyring {
             try await self.changeAnchoredStates(on: connection, scopedTo: nil, actor: "custos") { _ in }
         }
         invalidate(prefix: "")
+        await warnAboutUnlistedDisabledTenants()
         var completed = [Reconciliation]()
         for entry in try await anchoredStates().destroyed.sorted() {
             if try await completeAnchoredDestruction(entry) {
@@ -125,6 +126,25 @@ extension TenantKeyring {
             }
         }
         return completed
+    }
+
+    /// Logs the tenants whose row says disabled but whose disable the HSM's list does not hold
+    /// (disabled by a build before session 20, or the list rebuilt on a new token): the database's
+    /// writer alone could set them back to active. `custos tenant disable` again puts each on the list.
+    private func warnAboutUnlistedDisabledTenants() async {
+        do {
+            let inactive = try await database.withTransaction(context: "read disabled tenants") { connection in
+                try await TenantStore.inactive(on: connection)
+            }
+            let listed = try await anchoredStates().disabledTenants
+            let unlisted = inactive.filter { !listed.contains($0) }.map(\.rawValue).sorted()
+            guard !unlisted.isEmpty else { return }
+            logger.warning("disabled tenants the HSM's list of key states does not hold: run custos tenant disable again for each", metadata: [
+                "tenants": "\(unlisted)",
+            ])
+        } catch {
+            logger.warning("could not compare disabled tenants with the HSM's list", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Destroys the row of a version the HSM lists as destroyed, when the row is MAC-valid and
@@ -193,8 +213,9 @@ extension TenantKeyring {
         for request in try await TenantOffboardingStore.approved(on: connection) {
             if try await OffboardingApprovalAuthenticator.isAuthentic(request, pool: pool) { states.offboarding.insert(request.tenant) }
         }
-        // Not authenticated (the status has no MAC), but it can only refuse more.
-        states.disabledTenants.formUnion(try await TenantStore.inactive(on: connection))
+        // Disabled tenants are not rebuilt: `tenants.status` has no MAC, and no command enables a
+        // tenant again, so a status the database's writer set would become a disable for good
+        // (helper-76). Start-up names the tenants the list lacks (``warnAboutUnlistedDisabledTenants()``).
         return states
     }
 }

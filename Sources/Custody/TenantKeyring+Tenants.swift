@@ -33,7 +33,7 @@ extension TenantKeyring {
 
     /// Disables or re-enables a tenant; its API keys stop (or start) verifying on every
     /// instance once the announcement arrives. A disabled tenant is also on the HSM's list of key
-    /// states: every use of its keys is refused (``CustodyError/tenantDisabled(_:)``) whatever
+    /// states, which ``isTenantDisabled(_:)`` reads: its callers stay refused whatever
     /// `tenants.status` says.
     /// - Returns: whether the tenant exists (and so was set).
     public func setTenantActive(_ tenant: TenantID, _ active: Bool, actor: String) async throws -> Bool {
@@ -43,12 +43,12 @@ extension TenantKeyring {
                 if changed {
                     // The HSM's list too (also when the status was already so: a disable repeated
                     // brings the list in line): a status the database's writer alone set back to
-                    // active is still refused at every use of the tenant's keys.
+                    // active still leaves the tenant's callers refused.
                     try await self.changeAnchoredStates(on: connection, scopedTo: nil, actor: actor) { states in
                         if active { states.disabledTenants.remove(tenant) } else { states.disabledTenants.insert(tenant) }
                     }
-                    // Every instance drops the tenant's unwrapped keys and reads the list again.
-                    for purpose in KeyPurpose.allCases { try await KeyVersionStore.notifyStateChange(tenant, purpose, on: connection) }
+                    // Every instance reads the list again.
+                    try await KeyVersionStore.notifyStateChange(tenant, .data, on: connection)
                     try await APIKeyStore.announceFlush(on: connection)
                     try await CacheChange.tenantStatus(tenant).announce(on: connection)
                     try await AuditEntry(tenant: tenant, actor: actor, action: active ? .tenantEnable : .tenantDisable, target: tenant.rawValue)
@@ -59,6 +59,14 @@ extension TenantKeyring {
             invalidate(prefix: tenant.rawValue + "/")
             return changed
         }
+    }
+
+    /// Whether the HSM's list of key states names `tenant` disabled (cached as the list is, and
+    /// read again on every key-state notice). Callers are refused for it as for
+    /// `tenants.status`, which the database's writer alone could set back to active.
+    /// - Throws: ``CustodyError``.
+    public func isTenantDisabled(_ tenant: TenantID) async throws -> Bool {
+        try await custody { try await anchoredStates().disabledTenants.contains(tenant) }
     }
 
     /// Every tenant, active or disabled (`tenants` holds nothing secret).

@@ -14,7 +14,7 @@ import Synchronization
 public final class APIKeyService: Sendable {
     let pool: SessionPool
     let database: Database
-    let keyring: TenantKeyring
+    public let keyring: TenantKeyring
     let audit: AuditLog
     let logger: Logger
     /// `live` or `test`, the `<env>` part of issued keys.

@@ -190,7 +190,9 @@ public final class Authenticator: Sendable {
         } else {
             let stamp = cacheStamp
             let found = try await tenantRefreshes.run("\(tenant.rawValue)#\(stamp)") {
-                let found = try await TenantStore(self.database).get(tenant).map { $0.status == "active" }
+                var found = try await TenantStore(self.database).get(tenant).map { $0.status == "active" }
+                // The HSM's list too: the row alone could be set back by the database's writer.
+                if found == true, try await self.apiKeys.keyring.isTenantDisabled(tenant) { found = false }
                 // A change announced while this read ran may not be in it: use it, do not keep it.
                 // Checked under the lock `forget` takes after each bump, or a notice between the
                 // check and the store would leave the old status cached for its whole lifetime.

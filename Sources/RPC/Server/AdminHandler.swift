@@ -488,9 +488,21 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
     /// gives each biometric version that still matches — the pair Verify and Identify decide
     /// that version's comparisons with. Formats come from the versions' rows.
     private func appliedPolicy(_ policy: TenantPolicy, of tenant: TenantID) async throws -> Custos_V1_TenantPolicy {
-        let matching = try await deps.keyring.biometricMatchingVersions(tenant).sorted(by: >)
+        let rows = try await deps.keyring.versions(tenant)
+        let matching: [Int]
+        do {
+            matching = try await deps.keyring.biometricMatchingVersions(tenant).sorted(by: >)
+        } catch CustodyError.tenantDisabled, CustodyError.tenantOffboarding {
+            // Its keys are refused (an approved offboarding), yet officers list it: the versions
+            // its rows name as matching.
+            let now = Date()
+            let inWindow = { (purpose: KeyPurpose) in
+                Set(rows.filter { $0.purpose == purpose && ($0.state == .active || ($0.state == .retiring && ($0.retiringUntil.map { $0 > now } ?? false))) }.map(\.version))
+            }
+            matching = inWindow(.bioSeed).intersection(inWindow(.bioPRF)).sorted(by: >)
+        }
         let formats = Dictionary(
-            try await deps.keyring.versions(tenant).filter { $0.purpose == .bioPRF }.map { ($0.version, $0.tokenFormat ?? .wide) },
+            rows.filter { $0.purpose == .bioPRF }.map { ($0.version, $0.tokenFormat ?? .wide) },
             uniquingKeysWith: { first, _ in first }
         )
         let versions = matching.compactMap { version in formats[version].map { (version: version, format: $0) } }

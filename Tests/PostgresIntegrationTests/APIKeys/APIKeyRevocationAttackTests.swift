@@ -125,29 +125,6 @@ struct APIKeyRevocationAttackTests {
         await harness.shutdown()
     }
 
-    @Test("a disabled tenant set back to active in `tenants` by the database's writer stays disabled: the HSM's list refuses its keys; an officer's enable brings it back")
-    func reenabledTenantStaysDisabled() async throws {
-        let harness = try await CustodyHarness.make("tenantreenable")
-        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
-        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
-        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
-        #expect(try await harness.keyring.setTenantActive(tenant, false, actor: "officer"))
-        await #expect(throws: (any Error).self) { _ = try await harness.apiKeys.verify(issued.key) }
-
-        _ = try await harness.service.withTransaction(context: "database writer") { connection in
-            try await connection.query("UPDATE tenants SET status = 'active' WHERE id = \(tenant.rawValue)::uuid", logger: Database.quiet)
-            try await connection.query("SELECT pg_notify(\(APIKeyStore.revocationChannel), '*')", logger: Database.quiet)
-        }
-        #expect(try await harness.keyring.tenant(tenant)?.status == "active", "the row says active")
-        await #expect(throws: (any Error).self) { _ = try await harness.apiKeys.verify(issued.key) }
-        let refused = await #expect(throws: CustodyError.self) { _ = try await harness.keyring.key(tenant, .pii) }
-        guard case .tenantDisabled(tenant) = refused else { Issue.record("got \(String(describing: refused))"); return }
-
-        #expect(try await harness.keyring.setTenantActive(tenant, true, actor: "officer"))
-        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
-        await harness.shutdown()
-    }
-
     @Test("a revocation row planted in advance under another tenant does not take the key's own revocation (helper-75)")
     func revocationPlantedElsewhere() async throws {
         let harness = try await CustodyHarness.make("apikeyplanted")

@@ -114,4 +114,31 @@ struct HighAvailabilityAttackTests {
             }
         }
     }
+
+    @Test("a disabled tenant set back to active in `tenants` by the database writer stays refused (the HSM's list holds the disable); the keyring's enable brings it back (helper-71)")
+    func reenabledTenantStaysRefused() async throws {
+        try await RPCHarness.with("hatenantback") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            let ping: () async -> RPCError.Code? = {
+                await RPCHarness.code {
+                    try await rpc.withClient(.frontend) { client in
+                        _ = try await Custos_V1_Verification.Client(wrapping: client).ping(Custos_V1_PingRequest(), metadata: tenantMetadata(tenant))
+                    }
+                }
+            }
+            #expect(await ping() == nil)
+            try await rpc.withClient(.alice) { client in
+                _ = try await Custos_V1_Admin.Client(wrapping: client).disableTenant(.with { $0.tenantID = tenant })
+            }
+            #expect(await ping() == .permissionDenied)
+            try await Self.asServiceRole(rpc, "UPDATE tenants SET status = 'active' WHERE id = \(tenant)::uuid")
+            try await Self.asServiceRole(rpc, "SELECT pg_notify(\(CacheChangeListener.channel), \("tenant/" + tenant))")
+            #expect(await ping() == .permissionDenied, "the row says active; the list still says disabled")
+            let id = try #require(TenantID(tenant))
+            #expect(try await rpc.custody.keyring.setTenantActive(id, true, actor: "officer"))
+            #expect(await ping() == nil, "enabled again")
+        }
+    }
 }
