@@ -136,7 +136,8 @@ extension TenantKeyring {
             let inactive = try await database.withTransaction(context: "read disabled tenants") { connection in
                 try await TenantStore.inactive(on: connection)
             }
-            let listed = try await anchoredStates().disabledTenants
+            let states = try await anchoredStates()
+            let listed = states.disabledTenants.union(states.offboarding)
             let unlisted = inactive.filter { !listed.contains($0) }.map(\.rawValue).sorted()
             guard !unlisted.isEmpty else { return }
             logger.warning("disabled tenants the HSM's list of key states does not hold: run custos tenant disable again for each", metadata: [

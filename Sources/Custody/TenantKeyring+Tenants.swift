@@ -61,12 +61,15 @@ extension TenantKeyring {
         }
     }
 
-    /// Whether the HSM's list of key states names `tenant` disabled (cached as the list is, and
-    /// read again on every key-state notice). Callers are refused for it as for
+    /// Whether the HSM's list of key states names `tenant` disabled or offboarding (cached as the
+    /// list is, and read again on every key-state notice). Callers are refused for it as for
     /// `tenants.status`, which the database's writer alone could set back to active.
     /// - Throws: ``CustodyError``.
     public func isTenantDisabled(_ tenant: TenantID) async throws -> Bool {
-        try await custody { try await anchoredStates().disabledTenants.contains(tenant) }
+        try await custody {
+            let states = try await anchoredStates()
+            return states.disabledTenants.contains(tenant) || states.offboarding.contains(tenant)
+        }
     }
 
     /// Every tenant, active or disabled (`tenants` holds nothing secret).

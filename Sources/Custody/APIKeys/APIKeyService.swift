@@ -236,6 +236,9 @@ public final class APIKeyService: Sendable {
     public func verify(_ parsed: ParsedAPIKey) async throws -> Verified {
         try await custody {
             guard let (found, readGeneration) = try await row(keyID: parsed.keyID) else { throw APIKeyError.invalid }
+            // The HSM's list too, on every call (cached as the list is): the row's tenant status
+            // alone could be set back to active by the database's writer (helper-77).
+            if try await keyring.isTenantDisabled(found.tenant) { throw APIKeyError.invalid }
             var record = found
             if record.revokedAt != nil { throw APIKeyError.invalid }
             if let expiry = record.expiresAt, expiry <= Date() { throw APIKeyError.invalid }

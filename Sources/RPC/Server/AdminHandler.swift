@@ -492,12 +492,17 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let matching: [Int]
         do {
             matching = try await deps.keyring.biometricMatchingVersions(tenant).sorted(by: >)
-        } catch CustodyError.tenantDisabled, CustodyError.tenantOffboarding {
-            // Its keys are refused (an approved offboarding), yet officers list it: the versions
-            // its rows name as matching.
+        } catch let error as CustodyError where !error.isRetryable {
+            // The tenant's active biometric version is refused (disabled, being destroyed, an
+            // approved offboarding, a row failing its MAC), yet officers list every tenant: the
+            // usable versions its rows name as matching (helper-77: one such tenant failed the
+            // whole ListTenants).
             let now = Date()
             let inWindow = { (purpose: KeyPurpose) in
-                Set(rows.filter { $0.purpose == purpose && ($0.state == .active || ($0.state == .retiring && ($0.retiringUntil.map { $0 > now } ?? false))) }.map(\.version))
+                Set(rows.filter { row in
+                    row.purpose == purpose && row.isUsable
+                        && (row.state == .active || (row.state == .retiring && (row.retiringUntil.map { $0 > now } ?? false)))
+                }.map(\.version))
             }
             matching = inWindow(.bioSeed).intersection(inWindow(.bioPRF)).sorted(by: >)
         }

@@ -125,6 +125,26 @@ struct APIKeyRevocationAttackTests {
         await harness.shutdown()
     }
 
+    @Test("a disabled tenant set back to active in `tenants` by the database's writer: its API keys stay refused, the HSM's list holds the disable (helper-77); its keys stay usable to officers")
+    func reenabledTenantKeysStayRefused() async throws {
+        let harness = try await CustodyHarness.make("tenantreenable")
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
+        let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
+        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
+        #expect(try await harness.keyring.setTenantActive(tenant, false, actor: "officer"))
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        try await asServiceRole(harness, tenant, "UPDATE tenants SET status = 'active' WHERE id = \(tenant.rawValue)::uuid")
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), '*')")
+        #expect(try await harness.keyring.tenant(tenant)?.status == "active", "the row says active")
+        await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
+        // An officer's erasure or export still computes with the tenant's keys.
+        let (pii, _) = try await harness.keyring.key(tenant, .pii)
+        #expect(try await harness.pool.hmacSHA256(key: pii, data: Array("subject".utf8)).count == 32)
+        #expect(try await harness.keyring.setTenantActive(tenant, true, actor: "officer"))
+        #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant)
+        await harness.shutdown()
+    }
+
     @Test("a revocation row planted in advance under another tenant does not take the key's own revocation (helper-75)")
     func revocationPlantedElsewhere() async throws {
         let harness = try await CustodyHarness.make("apikeyplanted")

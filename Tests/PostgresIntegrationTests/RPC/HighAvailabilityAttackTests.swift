@@ -141,4 +141,20 @@ struct HighAvailabilityAttackTests {
             #expect(await ping() == nil, "enabled again")
         }
     }
+
+    @Test("ListTenants lists every tenant while one's active biometric version is disabled (helper-77: that tenant failed the whole list)")
+    func listTenantsWithRefusedBiometricVersion() async throws {
+        try await RPCHarness.with("halisttenants") { rpc in
+            let (first, second) = try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                return (try await admin.createTenant(.with { $0.label = "acme" }).tenant.tenantID, try await admin.createTenant(.with { $0.label = "globex" }).tenant.tenantID)
+            }
+            let id = try #require(TenantID(first))
+            _ = try await rpc.custody.keyring.disable(id, .bioSeed, version: 1, actor: "officer")
+            let listed = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).listTenants(Custos_V1_ListTenantsRequest()).tenants.map(\.tenantID)
+            }
+            #expect(Set(listed).isSuperset(of: [first, second]))
+        }
+    }
 }
