@@ -78,14 +78,17 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let label = try RequestFields.tenantLabel(request.label)
         let record = try await deps.keyring.createTenant(label: label, actor: try officer())
         let policy = try await appliedPolicy(.default, of: record.id)
-        return .with { $0.tenant = tenant(record, policy: policy) }
+        return .with { $0.tenant = tenant(record, policy: policy, listedDisabled: false) }
     }
 
     public func listTenants(request: Custos_V1_ListTenantsRequest, context: ServerContext) async throws -> Custos_V1_ListTenantsResponse {
         _ = try officer()
         var tenants = [Custos_V1_Tenant]()
         for record in try await deps.keyring.tenants() {
-            tenants.append(tenant(record, policy: try await appliedPolicy(try await deps.policies.policy(record.id), of: record.id)))
+            tenants.append(tenant(
+                record, policy: try await appliedPolicy(try await deps.policies.policy(record.id), of: record.id),
+                listedDisabled: try await deps.keyring.isTenantDisabled(record.id)
+            ))
         }
         return .with { $0.tenants = tenants }
     }
@@ -473,11 +476,13 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         return id
     }
 
-    private func tenant(_ record: TenantRecord, policy: Custos_V1_TenantPolicy) -> Custos_V1_Tenant {
+    /// - Parameter listedDisabled: the HSM's list of key states names the tenant disabled (or
+    ///   offboarding): shown disabled whatever its row says, which the database's writer can set.
+    private func tenant(_ record: TenantRecord, policy: Custos_V1_TenantPolicy, listedDisabled: Bool) -> Custos_V1_Tenant {
         .with {
             $0.tenantID = record.id.rawValue
             $0.label = record.label
-            $0.disabled = record.status != "active"
+            $0.disabled = record.status != "active" || listedDisabled
             $0.createdAt = Google_Protobuf_Timestamp(date: record.createdAt)
             $0.policy = policy
         }
@@ -492,16 +497,16 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let matching: [Int]
         do {
             matching = try await deps.keyring.biometricMatchingVersions(tenant).sorted(by: >)
-        } catch let error as CustodyError where !error.isRetryable {
-            // The tenant's active biometric version is refused (disabled, being destroyed, an
-            // approved offboarding, a row failing its MAC), yet officers list every tenant: the
-            // usable versions its rows name as matching (helper-77: one such tenant failed the
-            // whole ListTenants).
+        } catch CustodyError.keyDisabled, CustodyError.keyDestructionScheduled, CustodyError.keyDestroyed, CustodyError.tenantOffboarding {
+            // The tenant's active biometric version is refused by its (MAC-checked) state, yet
+            // officers list every tenant (helper-77: one such tenant failed the whole
+            // ListTenants): the versions its rows name as matching, refused or not, so the
+            // thresholds show on the tenant's own scale. Integrity, HSM and database errors
+            // still fail the call (helper-78).
             let now = Date()
             let inWindow = { (purpose: KeyPurpose) in
                 Set(rows.filter { row in
-                    row.purpose == purpose && row.isUsable
-                        && (row.state == .active || (row.state == .retiring && (row.retiringUntil.map { $0 > now } ?? false)))
+                    row.purpose == purpose && (row.state == .active || (row.state == .retiring && (row.retiringUntil.map { $0 > now } ?? false)))
                 }.map(\.version))
             }
             matching = inWindow(.bioSeed).intersection(inWindow(.bioPRF)).sorted(by: >)

@@ -20,6 +20,22 @@ struct APIKeyRevocationAttackTests {
         }
     }
 
+    /// Tells every instance to forget the key's cached row (any role that can connect may).
+    private func announce(_ harness: CustodyHarness, _ tenant: TenantID, _ keyID: String) async throws {
+        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(keyID))")
+    }
+
+    /// The writer deletes the key's row and inserts it again, live, with `scopes` and `expires`
+    /// (SQL over the old row), then announces it.
+    private func rewriteRow(_ harness: CustodyHarness, _ tenant: TenantID, _ keyID: String, scopes: String, expires: String) async throws {
+        try await asServiceRole(harness, tenant, """
+            WITH old AS (DELETE FROM api_keys WHERE key_id = \(keyID) RETURNING *)
+            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, created_at, hash_format)
+            SELECT key_id, tenant_id, hash, pepper_version, \(unescaped: scopes), label, \(unescaped: expires), created_at, hash_format FROM old
+            """)
+        try await announce(harness, tenant, keyID)
+    }
+
     @Test("a revoked key set back to live in api_keys (revoked_at NULL, or the row deleted and inserted again) and announced stays refused")
     func revokedKeyStaysRevoked() async throws {
         let harness = try await CustodyHarness.make("apikeyunrevoke")
@@ -31,16 +47,11 @@ struct APIKeyRevocationAttackTests {
 
         // The column back to NULL, and every instance told to forget the key.
         try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await announce(harness, tenant, issued.keyID)
         await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
 
         // The row deleted and inserted again, live, with wider scopes.
-        try await asServiceRole(harness, tenant, """
-            WITH old AS (DELETE FROM api_keys WHERE key_id = \(issued.keyID) RETURNING *)
-            INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, created_at, revoked_at)
-            SELECT key_id, tenant_id, hash, pepper_version, ARRAY['verification', 'keys'], label, NULL, created_at, NULL FROM old
-            """)
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await rewriteRow(harness, tenant, issued.keyID, scopes: "ARRAY['verification', 'keys']", expires: "NULL")
         await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
         #expect(try await harness.apiKeys.list(tenant: tenant).first { $0.keyID == issued.keyID }?.revokedAt != nil, "listed as revoked")
 
@@ -62,7 +73,7 @@ struct APIKeyRevocationAttackTests {
         let issued = try await harness.apiKeys.issue(tenant: tenant, scopes: [], actor: "officer")
         try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = now() WHERE key_id = \(issued.keyID)")
         try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await announce(harness, tenant, issued.keyID)
         await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
         func revocations(_ scope: TenantID) async throws -> Int {
             try await harness.service.withTenant(scope, context: "count") { connection in
@@ -86,12 +97,7 @@ struct APIKeyRevocationAttackTests {
         #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"], "twice (the verified-key cache)")
 
         for (scopes, expires): (String, String) in [("ARRAY['verification', 'keys']", "expires_at"), ("scopes", "NULL")] {
-            try await asServiceRole(harness, tenant, """
-                WITH old AS (DELETE FROM api_keys WHERE key_id = \(issued.keyID) RETURNING *)
-                INSERT INTO api_keys (key_id, tenant_id, hash, pepper_version, scopes, label, expires_at, created_at, hash_format)
-                SELECT key_id, tenant_id, hash, pepper_version, \(unescaped: scopes), label, \(unescaped: expires), created_at, hash_format FROM old
-                """)
-            try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+            try await rewriteRow(harness, tenant, issued.keyID, scopes: scopes, expires: expires)
             await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
             // Or claiming the unbound format for it: its hash is not the key's alone.
             try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET hash_format = 1 WHERE key_id = \(issued.keyID)")
@@ -100,7 +106,7 @@ struct APIKeyRevocationAttackTests {
                 UPDATE api_keys SET hash_format = 2, scopes = ARRAY['verification'], expires_at = \(storedExpiry)
                 WHERE key_id = \(issued.keyID)
                 """)
-            try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+            try await announce(harness, tenant, issued.keyID)
             #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"], "put back, it verifies again")
         }
         await harness.shutdown()
@@ -115,7 +121,7 @@ struct APIKeyRevocationAttackTests {
         let (pepper, _) = try await harness.keyring.key(tenant, .apiKeyPepper)
         let unbound = try await harness.pool.hmacSHA256(key: pepper, data: issued.key)
         try await harness.ownerSQL(tenant: tenant, "UPDATE api_keys SET hash = \(Data(unbound)), hash_format = 1 WHERE key_id = \(issued.keyID)")
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await announce(harness, tenant, issued.keyID)
         #expect(try await harness.apiKeys.verify(issued.key).scopes == ["verification"])
         _ = try await harness.keyring.rotate(tenant, .apiKeyPepper, actor: "officer")
         #expect(try await harness.apiKeys.verify(issued.key).keyID == issued.keyID, "re-hashed under the new pepper")
@@ -156,7 +162,7 @@ struct APIKeyRevocationAttackTests {
         #expect(try await harness.apiKeys.verify(issued.key).tenant == tenant, "another tenant's row revokes nothing here")
         #expect(try await harness.apiKeys.revoke(tenant: tenant, keyID: issued.keyID, actor: "officer"))
         try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await announce(harness, tenant, issued.keyID)
         await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
         await harness.shutdown()
     }
@@ -184,7 +190,7 @@ struct APIKeyRevocationAttackTests {
         }
         #expect(copied == 1, "the earlier revocation is in the insert-only table")
         try await asServiceRole(harness, tenant, "UPDATE api_keys SET revoked_at = NULL WHERE key_id = \(issued.keyID)")
-        try await asServiceRole(harness, tenant, "SELECT pg_notify(\(APIKeyStore.revocationChannel), \(issued.keyID))")
+        try await announce(harness, tenant, issued.keyID)
         await #expect(throws: APIKeyError.invalid) { _ = try await harness.apiKeys.verify(issued.key) }
         await harness.shutdown()
     }

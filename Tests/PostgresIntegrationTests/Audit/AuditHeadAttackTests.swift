@@ -22,6 +22,15 @@ struct AuditHeadAttackTests {
         }
     }
 
+    /// One genuine entry: its number and MAC (which a writer can copy).
+    private func genuineEntry(_ harness: CustodyHarness) async throws -> (seq: Int64, mac: [UInt8]) {
+        let seq = try await append(harness, "genuine")
+        let mac = try await harness.service.withTransaction(context: "read") { connection in
+            try await AuditLogStore.entries(after: seq - 1, limit: 1, on: connection).first?.mac
+        }
+        return (seq, try #require(mac))
+    }
+
     private func append(_ harness: CustodyHarness, _ target: String) async throws -> Int64 {
         try await harness.audit.append(tenant: nil, actor: "officer", action: .certificateRevoke, target: target, details: [:])
     }
@@ -29,11 +38,8 @@ struct AuditHeadAttackTests {
     @Test("an entry numbered Int64.max refuses appends and the anchor reset with DATA_LOSS, never a trap; the anchor stays; once the owner removes it, appends go on")
     func plantedMaximalHead() async throws {
         let harness = try await CustodyHarness.make("auditmaxhead")
-        let first = try await append(harness, "genuine")
-        let mac = try await harness.service.withTransaction(context: "read") { connection in
-            try await AuditLogStore.entries(after: first - 1, limit: 1, on: connection).first?.mac
-        }
-        try await plant(harness, seq: .max, mac: try #require(mac))
+        let (first, mac) = try await genuineEntry(harness)
+        try await plant(harness, seq: .max, mac: mac)
 
         let refused = await #expect(throws: CustodyError.self) { _ = try await append(harness, "after") }
         guard case .auditLogHeadInvalid(seq: .max) = refused else { Issue.record("got \(String(describing: refused))"); return }
@@ -55,11 +61,8 @@ struct AuditHeadAttackTests {
     @Test("an entry numbered next with another entry's MAC is refused as the head, not chained onto")
     func plantedNextHead() async throws {
         let harness = try await CustodyHarness.make("auditnexthead")
-        let first = try await append(harness, "genuine")
-        let mac = try await harness.service.withTransaction(context: "read") { connection in
-            try await AuditLogStore.entries(after: first - 1, limit: 1, on: connection).first?.mac
-        }
-        try await plant(harness, seq: first + 1, mac: try #require(mac))
+        let (first, mac) = try await genuineEntry(harness)
+        try await plant(harness, seq: first + 1, mac: mac)
         let refused = await #expect(throws: CustodyError.self) { _ = try await append(harness, "after") }
         guard case .auditLogHeadInvalid(seq: first + 1) = refused else { Issue.record("got \(String(describing: refused))"); return }
         await harness.shutdown()

@@ -136,6 +136,10 @@ struct HighAvailabilityAttackTests {
             try await Self.asServiceRole(rpc, "UPDATE tenants SET status = 'active' WHERE id = \(tenant)::uuid")
             try await Self.asServiceRole(rpc, "SELECT pg_notify(\(CacheChangeListener.channel), \("tenant/" + tenant))")
             #expect(await ping() == .permissionDenied, "the row says active; the list still says disabled")
+            let listed = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).listTenants(Custos_V1_ListTenantsRequest()).tenants.first { $0.tenantID == tenant }
+            }
+            #expect(listed?.disabled == true, "officers see it disabled too (helper-78)")
             let id = try #require(TenantID(tenant))
             #expect(try await rpc.custody.keyring.setTenantActive(id, true, actor: "officer"))
             #expect(await ping() == nil, "enabled again")

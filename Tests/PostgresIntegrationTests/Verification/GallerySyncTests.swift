@@ -12,6 +12,32 @@ import Verification
 struct GallerySyncTests {
     static func face(_ seed: Double) -> [Float] { (0..<128).map { Float(cos(Double($0) * seed + 1 / seed)) } }
 
+    /// Instance A with its gallery listener running (cancel `listener` at the end), a second
+    /// service-role connection (another instance's writes, or a forger's) and one tenant.
+    private static func listeningInstance(
+        _ name: String
+    ) async throws -> (first: VerificationHarness, second: Database, tenant: TenantID, listener: Task<Void, Never>) {
+        let first = try await VerificationHarness.make(name)
+        let second = try first.custody.secondServiceDatabase()
+        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let listener = Task { await first.core.runGalleryListener() }
+        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(first.core.isListening)
+        return (first, second, tenant, listener)
+    }
+
+    /// Enrols `name` with ``face(_:)`` of `seed` on `harness`, whose gallery then finds it GREEN.
+    private static func enrolWarm(
+        _ harness: VerificationHarness, _ tenant: TenantID, _ name: String, seed: Double
+    ) async throws -> (subject: SubjectReference, probe: BiometricToken) {
+        let session = try await harness.consentedSession(tenant, name)
+        let subject = try await harness.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(face(seed))).subject
+        let probe = try await harness.tokenizer.tokenize(try FeatureVector(face(seed)), tenant: tenant)
+        let found = try await harness.core.identify(tenant: tenant, probe: probe, top: 1).first
+        #expect(found?.subject == subject.value && found?.decision.color == .green, "warm")
+        return (subject, probe)
+    }
+
     @Test("An enrolment on instance B is found by instance A's warm gallery; an erasure on B is never returned by A")
     func twoInstances() async throws {
         let first = try await VerificationHarness.make("gallery")
@@ -50,18 +76,9 @@ struct GallerySyncTests {
 
     @Test("Forged erasure and migration notices (pg_notify by any role that can connect) do not hide an enrolled subject from a warm gallery (helper-71)")
     func forgedRemovalNotices() async throws {
-        let first = try await VerificationHarness.make("galleryforged")
-        let secondDatabase = try first.custody.secondServiceDatabase()
-        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
-        let listener = Task { await first.core.runGalleryListener() }
+        let (first, secondDatabase, tenant, listener) = try await Self.listeningInstance("galleryforged")
         defer { listener.cancel() }
-        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(first.core.isListening)
-
-        let session = try await first.consentedSession(tenant, "ada")
-        let subject = try await first.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face(0.11))).subject
-        let probe = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.11)), tenant: tenant)
-        #expect(try await first.core.identify(tenant: tenant, probe: probe, top: 1).first?.subject == subject.value, "warm")
+        let (subject, probe) = try await Self.enrolWarm(first, tenant, "ada", seed: 0.11)
 
         // The service role's password is enough to send these; the payloads name the subject.
         for payload in [
@@ -86,19 +103,10 @@ struct GallerySyncTests {
 
     @Test("A template committed with no notice (its writer died before sending one) reaches another instance's warm gallery by the periodic catch-up")
     func withoutNotice() async throws {
-        let first = try await VerificationHarness.make("gallerypoll")
-        let secondDatabase = try first.custody.secondServiceDatabase()
-        let tenant = try await first.custody.keyring.createTenant(label: "acme", actor: "officer").id
-        let listener = Task { await first.core.runGalleryListener() }
+        let (first, secondDatabase, tenant, listener) = try await Self.listeningInstance("gallerypoll")
         defer { listener.cancel() }
-        for _ in 0..<1_000 where !first.core.isListening { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(first.core.isListening)
-
         // Warm A's gallery with one subject.
-        let warm = try await first.consentedSession(tenant, "early")
-        _ = try await first.flow.enrol(tenant: tenant, session: warm, features: try FeatureVector(Self.face(0.11)))
-        let probeEarly = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.11)), tenant: tenant)
-        #expect(try await first.core.identify(tenant: tenant, probe: probeEarly, top: 1).first?.decision.color == .green)
+        _ = try await Self.enrolWarm(first, tenant, "early", seed: 0.11)
 
         // Another instance's write through the store alone: committed, and no notice follows.
         let token = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.37)), tenant: tenant)
