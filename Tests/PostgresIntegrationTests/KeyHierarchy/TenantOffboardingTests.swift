@@ -43,6 +43,21 @@ struct TenantOffboardingTests {
 
     struct InjectedCrash: Error {}
 
+    @Test("An approved offboarding keeps the tenant's callers out though the database's writer sets its row back to active (helper-77)")
+    func offboardingOutlastsRowFlip() async throws {
+        let harness = try await CustodyHarness.make("offboardflip")
+        let tenant = try await harness.keyring.createTenant(label: "leaving", actor: "officer").id
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        let request = try await offboarding.request(tenant, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        _ = try await harness.service.withTransaction(context: "database writer") { connection in
+            try await connection.query("UPDATE tenants SET status = 'active' WHERE id = \(tenant.rawValue)::uuid", logger: Database.quiet)
+        }
+        #expect(try await harness.keyring.tenant(tenant)?.status == "active", "the row says active")
+        #expect(try await harness.keyring.isTenantDisabled(tenant), "the HSM's list holds the offboarding")
+        await harness.shutdown()
+    }
+
     @Test("Approval disables the tenant at once; when due its keys and data are gone from a pg_dump, another tenant is untouched")
     func offboard() async throws {
         let harness = try await CustodyHarness.make("offboard")
