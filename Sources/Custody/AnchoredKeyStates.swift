@@ -18,6 +18,10 @@ struct AnchoredKeyStates: Sendable, Equatable {
     var scheduled = [Entry: Int64]()
     var offboarding = Set<TenantID>()
     var disabledTenants = Set<TenantID>()
+    /// Every template carries its MAC (migration 33): from now on one without is refused, so a
+    /// database writer cannot pass a forged row off as one written before MACs existed. Not
+    /// rebuilt from the database: start-up sets it again when it finds no unsealed template.
+    var templatesSealed = false
 
     /// Throws the error a use of `entry` gets when the list forbids it.
     func requireUsable(_ entry: Entry) throws {
@@ -46,13 +50,15 @@ struct AnchoredKeyStates: Sendable, Equatable {
     /// One line per fact, sorted (ids and times only, nothing secret):
     /// `destroyed <tenant> <purpose> <version>`, `disabled …`, `scheduled … <due>`, `offboarding <tenant>`,
     /// `tenant-disabled <tenant>` (a build before session 20 skips that line, and drops it when it
-    /// writes the list: during a rolling upgrade, disable tenants from upgraded instances).
+    /// writes the list: during a rolling upgrade, disable tenants from upgraded instances),
+    /// `templates-sealed` (likewise dropped by an older build: the next start sets it again).
     var body: [UInt8] {
         var lines = destroyed.sorted().map { "destroyed \($0)" }
         lines += disabled.sorted().map { "disabled \($0)" }
         lines += scheduled.keys.sorted().map { "scheduled \($0) \(scheduled[$0]!)" }
         lines += offboarding.map(\.rawValue).sorted().map { "offboarding \($0)" }
         lines += disabledTenants.map(\.rawValue).sorted().map { "tenant-disabled \($0)" }
+        if templatesSealed { lines.append("templates-sealed") }
         return Array(lines.map { $0 + "\n" }.joined().utf8)
     }
 
@@ -61,6 +67,10 @@ struct AnchoredKeyStates: Sendable, Equatable {
     init(body: [UInt8]) {
         for line in String(decoding: body, as: UTF8.self).split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
+            if fields == ["templates-sealed"] {
+                templatesSealed = true
+                continue
+            }
             if fields.count == 2, fields[0] == "offboarding", let tenant = TenantID(fields[1]) {
                 offboarding.insert(tenant)
                 continue

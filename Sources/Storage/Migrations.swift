@@ -1025,6 +1025,104 @@ public enum Migrations {
         -- instance verifies on upgraded ones.
         ALTER TABLE api_keys ADD COLUMN hash_format smallint NOT NULL DEFAULT 1 CHECK (hash_format IN (1, 2));
         """),
+        Migration(version: 33, summary: "templates carry an HSM MAC that binds the token to its tenant, subject and biometric version", sql: """
+        -- With the service role's password alone, one subject's token could be copied onto
+        -- another's row: an impostor enrolled under a throwaway subject then verified GREEN as
+        -- the target, and no audit entry said so (helper-71 F3, session 20). Each template now
+        -- carries a MAC under the root MAC key (domain "custos/templates/v1") over tenant,
+        -- subject reference, biometric version and token, checked before every comparison;
+        -- the writer cannot compute one. Rows written before have none: they count only until
+        -- the HSM's list of key states says every template was sealed (docs/operations.md,
+        -- "Template MACs"), and the index finds them for the sealing.
+        ALTER TABLE templates ADD COLUMN record_mac bytea CHECK (length(record_mac) = 32);
+        ALTER TABLE templates ADD COLUMN record_mac_version integer CHECK (record_mac_version > 0);
+        ALTER TABLE templates ADD CONSTRAINT templates_record_mac_whole CHECK ((record_mac IS NULL) = (record_mac_version IS NULL));
+        CREATE INDEX templates_unsealed ON templates (tenant_id) WHERE record_mac IS NULL;
+        GRANT UPDATE (record_mac, record_mac_version) ON templates TO {service};
+
+        -- Migration 23's read, with each template's MAC. A new name: a function's result columns
+        -- cannot change in place, and instances of the previous version call the old one during
+        -- a rolling upgrade.
+        CREATE FUNCTION {schema}.session_and_sealed_templates(p_tenant uuid, p_session uuid, p_now timestamptz, p_cutoff timestamptz)
+        RETURNS TABLE (
+            o_id uuid, o_subject_ref text, o_pii_version integer, o_sealed_name bytea, o_sealed_email bytea,
+            o_data_key_version integer, o_expires_at timestamptz, o_link_opened_at timestamptz, o_notice_version text,
+            o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
+            o_completed_at timestamptz, o_created_at timestamptz, o_attempts bigint, o_window_start timestamptz,
+            o_key_version bigint, o_token bytea, o_record_mac bytea, o_record_mac_version bigint)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            FOR i IN 1..3 LOOP
+                SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s WHERE s.id = p_session;
+                IF NOT FOUND THEN
+                    RETURN;
+                END IF;
+                RETURN QUERY
+                SELECT s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
+                    s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
+                    s.completed_at, s.created_at,
+                    CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END::bigint,
+                    CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN p_now ELSE a.window_start END,
+                    t.key_version::bigint, t.token, t.record_mac, t.record_mac_version::bigint
+                FROM {schema}.verification_sessions s
+                LEFT JOIN {schema}.verification_attempts a ON a.tenant_id = p_tenant AND a.subject_ref = v_subject
+                LEFT JOIN {schema}.templates t ON t.tenant_id = p_tenant AND t.subject_ref = v_subject
+                WHERE s.id = p_session AND s.subject_ref = v_subject;
+                IF FOUND THEN
+                    RETURN;
+                END IF;
+            END LOOP;
+        END
+        $$;
+
+        -- Migration 26's Enrol write, storing the template's MAC with it (an overload: the
+        -- previous version's instances keep calling the old signature during a rolling upgrade).
+        CREATE FUNCTION {schema}.complete_enrolment(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_key_version bigint, p_token bytea, p_now timestamptz, p_record_mac bytea, p_record_mac_version bigint)
+        RETURNS text
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND OR v_subject <> p_subject THEN
+                RETURN 'session_changed';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtextextended('custos-subject:' || p_tenant::text || '/' || v_subject, 0));
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || p_key_version::text, 0));
+            PERFORM 1 FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = p_key_version
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            IF NOT FOUND THEN
+                RETURN 'key_version_retired';
+            END IF;
+            IF EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject) THEN
+                RETURN 'already_enrolled';
+            END IF;
+            INSERT INTO {schema}.templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
+            VALUES (p_tenant, v_subject, p_pii_version, p_key_version, p_token, p_record_mac, p_record_mac_version)
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN 'already_enrolled';
+            END IF;
+            UPDATE {schema}.verification_sessions s SET outcome = 'enrolled', confidence = NULL,
+                biometric_key_version = p_key_version, completed_at = p_now
+            WHERE s.id = p_session;
+            RETURN 'completed';
+        END
+        $$;
+
+        REVOKE ALL ON FUNCTION {schema}.session_and_sealed_templates(uuid, uuid, timestamptz, timestamptz) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.session_and_sealed_templates(uuid, uuid, timestamptz, timestamptz) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

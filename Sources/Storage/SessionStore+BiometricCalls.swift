@@ -50,10 +50,10 @@ extension SessionStore {
     /// enrolments under two versions are serialised: migration 26).
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeEnrolmentIfOpen(
-        _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
+        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, at now: Date,
         on connection: DatabaseTransaction
     ) async throws -> BiometricWrite {
-        let statement = CompleteEnrolmentIfOpen(id: id, subject: subject, token: token, tenant: tenant, now: now)
+        let statement = CompleteEnrolmentIfOpen(id: id, subject: subject, token: token, seal: seal, tenant: tenant, now: now)
         for try await row in try await connection.execute(statement) {
             switch try row.decode(String.self) {
             case "completed": return .completed
@@ -92,8 +92,8 @@ extension SessionStore {
     }
 
     struct ReadForBiometrics: PreparedStatement {
-        static let name = "custos_session_for_biometrics"
-        static let sql = "SELECT * FROM session_for_biometrics($1::uuid, $2, $3, $4)"
+        static let name = "custos_session_and_sealed_templates"
+        static let sql = "SELECT * FROM session_and_sealed_templates($1::uuid, $2, $3, $4)"
         static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .timestamptz, .timestamptz]
         let id: UUID
         let tenant: TenantID
@@ -111,17 +111,18 @@ extension SessionStore {
     }
 
     struct CompleteEnrolmentIfOpen: PreparedStatement {
-        static let name = "custos_complete_enrolment_if_open"
-        static let sql = "SELECT complete_enrolment($1::uuid, $2, $3, $4, $5, $6, $7)"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .int8, .int8, .bytea, .timestamptz]
+        static let name = "custos_complete_sealed_enrolment_if_open"
+        static let sql = "SELECT complete_enrolment($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .int8, .int8, .bytea, .timestamptz, .bytea, .int8]
         let id: UUID
         let subject: SubjectReference
         let token: BiometricToken
+        let seal: TemplateSeal
         let tenant: TenantID
         let now: Date
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 7)
+            var bindings = PostgresBindings(capacity: 9)
             bindings.append(tenant.rawValue)
             bindings.append(id)
             bindings.append(subject.value)
@@ -129,6 +130,8 @@ extension SessionStore {
             bindings.append(token.keyVersion)
             try bindings.append(Data(token.bytes))
             bindings.append(now)
+            try bindings.append(Data(seal.mac))
+            bindings.append(seal.macVersion)
             return bindings
         }
     }

@@ -13,10 +13,10 @@ extension SessionStore {
     /// the caller announces the change after the commit (``TemplateStore/galleryChannel``).
     /// - Returns: whether the session was completed here (false: it was completed already).
     public static func completeEnrolment(
-        _ id: UUID, subject: SubjectReference, token: BiometricToken, tenant: TenantID, at now: Date,
+        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, at now: Date,
         on connection: DatabaseTransaction
     ) async throws -> Bool {
-        let statement = CompleteEnrolment(id: id, subject: subject, token: token, tenant: tenant, now: now)
+        let statement = CompleteEnrolment(id: id, subject: subject, token: token, seal: seal, tenant: tenant, now: now)
         for try await row in try await connection.execute(statement) { return try row.decode(Int.self) == 1 }
         return false
     }
@@ -38,15 +38,16 @@ extension SessionStore {
     }
 
     struct CompleteEnrolment: PreparedStatement {
-        static let name = "custos_complete_enrolment"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz]
+        static let name = "custos_complete_sealed_enrolment"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz, .bytea, .int8]
         // Data-modifying CTEs run to completion whether or not the outer query reads them.
         static let sql = """
             WITH stored AS (
-                INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
-                VALUES ($1::uuid, $2, $3, $4, $5)
+                INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
+                VALUES ($1::uuid, $2, $3, $4, $5, $8, $9)
                 ON CONFLICT (tenant_id, subject_ref, key_version)
-                DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
+                DO UPDATE SET token = EXCLUDED.token, record_mac = EXCLUDED.record_mac, record_mac_version = EXCLUDED.record_mac_version,
+                    enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
                 RETURNING 1
             ), completed AS (
                 UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
@@ -58,11 +59,12 @@ extension SessionStore {
         let id: UUID
         let subject: SubjectReference
         let token: BiometricToken
+        let seal: TemplateSeal
         let tenant: TenantID
         let now: Date
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 7)
+            var bindings = PostgresBindings(capacity: 9)
             bindings.append(tenant.rawValue)
             bindings.append(subject.value)
             bindings.append(subject.piiVersion)
@@ -70,6 +72,8 @@ extension SessionStore {
             try bindings.append(Data(token.bytes))
             bindings.append(id)
             bindings.append(now)
+            try bindings.append(Data(seal.mac))
+            bindings.append(seal.macVersion)
             return bindings
         }
     }

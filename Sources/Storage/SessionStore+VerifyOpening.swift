@@ -18,28 +18,28 @@ extension SessionStore {
         /// The subject's stored templates by key version, as stored: each is read in its
         /// version's format when it is compared (``StoredTemplate/token(format:)``), so one of
         /// another length fails there, as a single read did.
-        let templates: [Int: Data]
+        let templates: [Int: StoredTemplate]
 
         /// The key versions the subject has templates of.
         public var enrolledVersions: Set<Int> { Set(templates.keys) }
 
-        /// The subject's template of `keyVersion`, if it has one.
-        public func template(keyVersion: Int) -> StoredTemplate? {
-            templates[keyVersion].map { StoredTemplate(keyVersion: keyVersion, bytes: Array($0)) }
-        }
+        /// The subject's template of `keyVersion` (with its MAC), if it has one.
+        public func template(keyVersion: Int) -> StoredTemplate? { templates[keyVersion] }
 
-        /// Rows of ``SessionStore/columns``, then attempts, window start, key version and token
-        /// (one row per template; NULL template columns when there is none). `nil`: no rows.
+        /// Rows of ``SessionStore/columns``, then attempts, window start, key version, token and
+        /// the token's MAC and MAC key version (one row per template; NULL template columns when
+        /// there is none). `nil`: no rows.
         static func decode<Rows: AsyncSequence>(_ rows: Rows) async throws -> VerifyOpening? where Rows.Element == PostgresRow {
             var opening: (row: Row, attempts: Int, windowStart: Date)?
-            var templates = [Int: Data]()
+            var templates = [Int: StoredTemplate]()
             for try await row in rows {
                 let cells = row.makeRandomAccess()
                 if opening == nil {
                     opening = (try SessionStore.decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
                 }
                 if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
-                    templates[version] = bytes
+                    let seal = TemplateSeal(mac: try cells[19].decode(Data?.self), macVersion: try cells[20].decode(Int?.self))
+                    templates[version] = StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: seal)
                 }
             }
             guard let opening else { return nil }
@@ -74,9 +74,11 @@ extension SessionStore {
             // the session's reference and its templates': joined on the new reference, the old
             // snapshot shows none. Read them again in a new snapshot, which sees that commit
             // (only when none were found: an enrolled subject's Verify keeps its one round trip).
-            let query: PostgresQuery = "SELECT key_version::int8, token FROM templates WHERE subject_ref = \(opened.row.subject.value)"
-            for try await (version, bytes) in try await connection.query(query, logger: Database.quiet).decode((Int, Data).self) {
-                templates[version] = bytes
+            let query: PostgresQuery = """
+                SELECT key_version::int8, token, record_mac, record_mac_version::int8 FROM templates WHERE subject_ref = \(opened.row.subject.value)
+                """
+            for try await (version, bytes, mac, macVersion) in try await connection.query(query, logger: Database.quiet).decode((Int, Data, Data?, Int?).self) {
+                templates[version] = StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
             }
         }
         return VerifyOpening(row: opened.row, attempts: opened.attempts, windowStart: opened.windowStart, templates: templates)
@@ -88,7 +90,7 @@ extension SessionStore {
     /// tenant scope into a one-time filter and scanned all of a young tenant's templates (its
     /// statistics put it at one row) for every Verify during an overlap (9 ms of PostgreSQL each).
     struct OpenForVerify: PreparedStatement {
-        static let name = "custos_open_for_verify"
+        static let name = "custos_open_sealed_for_verify"
         static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .timestamptz, .timestamptz]
         static let sql = """
             WITH locked AS (
@@ -101,10 +103,10 @@ extension SessionStore {
                     window_start = CASE WHEN a.window_start <= $4 THEN EXCLUDED.window_start ELSE a.window_start END
                 RETURNING attempts, window_start
             )
-            SELECT locked.*, counted.attempts::int8, counted.window_start, t.key_version::int8, t.token
+            SELECT locked.*, counted.attempts::int8, counted.window_start, t.key_version::int8, t.token, t.record_mac, t.record_mac_version::int8
             FROM locked CROSS JOIN counted
             LEFT JOIN LATERAL (
-                SELECT key_version, token FROM templates
+                SELECT key_version, token, record_mac, record_mac_version FROM templates
                 WHERE tenant_id = $2::uuid AND subject_ref = locked.subject_ref OFFSET 0
             ) t ON true
             """

@@ -8,7 +8,7 @@ import PostgresNIO
 /// subject reference is here; `gateway_links` name sessions, the audit log names no subject.
 public enum SubjectReferenceStore {
     /// What a move changed.
-    public struct Moved: Sendable, Hashable {
+    public struct Moved: Sendable {
         /// Templates now under the new reference.
         public let templates: Int
         /// Templates dropped because the subject had one of the same biometric version under a
@@ -19,6 +19,9 @@ public enum SubjectReferenceStore {
         public let attemptCounters: Int
         /// The biometric versions of the templates moved (to announce to the 1:N galleries).
         public let keyVersions: [Int]
+        /// The templates moved, with the reference each was under: their MACs cover it, so the
+        /// caller seals them again under the new one.
+        public let movedTemplates: [(from: String, template: StoredTemplate)]
 
         public var isEmpty: Bool { templates + duplicateTemplates + sessions + attemptCounters == 0 }
     }
@@ -29,7 +32,7 @@ public enum SubjectReferenceStore {
     /// so they cannot deadlock on each other's rows; the second finds nothing left to move.
     public static func move(from old: [String], to new: SubjectReference, tenant: TenantID, on connection: DatabaseTransaction) async throws -> Moved {
         let old = old.filter { $0 != new.value }
-        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: []) }
+        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: [], movedTemplates: []) }
         try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))")
         // Sessions first: a verification locks its session, then touches the template, so a
         // move taking the template first and then waiting for that session would deadlock.
@@ -45,11 +48,17 @@ public enum SubjectReferenceStore {
                     OR (x.subject_ref = ANY(\(old)) AND (x.enrolled_at, x.subject_ref) > (o.enrolled_at, o.subject_ref))))
             RETURNING 1
             """, logger: Database.quiet).collect().count
-        var keyVersions = [Int]()
+        var movedTemplates = [(from: String, template: StoredTemplate)]()
         let moved = try await connection.query("""
-            UPDATE templates SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING key_version
+            UPDATE templates t SET subject_ref = \(new.value), pii_version = \(new.piiVersion)
+            FROM (SELECT subject_ref, key_version FROM templates WHERE subject_ref = ANY(\(old))) AS o
+            WHERE t.subject_ref = o.subject_ref AND t.key_version = o.key_version
+            RETURNING o.subject_ref, t.key_version, t.token, t.record_mac, t.record_mac_version
             """, logger: Database.quiet)
-        for try await version in moved.decode(Int.self) { keyVersions.append(version) }
+        for try await (from, version, bytes, mac, macVersion) in moved.decode((String, Int, Data, Data?, Int?).self) {
+            movedTemplates.append((from, StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))))
+        }
+        let keyVersions = movedTemplates.map(\.template.keyVersion)
         // Counters add up (a move must not hand a subject a fresh attempt window), from the
         // earliest window.
         try await connection.query("""
@@ -60,6 +69,9 @@ public enum SubjectReferenceStore {
                 attempts = a.attempts + EXCLUDED.attempts, window_start = LEAST(a.window_start, EXCLUDED.window_start)
             """, logger: Database.quiet)
         let counters = try await VerificationAttemptStore.delete(subjects: old, on: connection)
-        return Moved(templates: keyVersions.count, duplicateTemplates: duplicates, sessions: sessions, attemptCounters: counters, keyVersions: keyVersions.sorted())
+        return Moved(
+            templates: keyVersions.count, duplicateTemplates: duplicates, sessions: sessions, attemptCounters: counters,
+            keyVersions: keyVersions.sorted(), movedTemplates: movedTemplates
+        )
     }
 }

@@ -24,13 +24,17 @@ public enum TemplateStore {
         public let lastUsedAt: Date
     }
 
-    /// Stores (or replaces) the subject's token of its key version.
-    public static func upsert(subject: SubjectReference, token: BiometricToken, tenant: TenantID, on connection: DatabaseTransaction) async throws {
+    /// Stores (or replaces) the subject's token of its key version, with its MAC.
+    public static func upsert(
+        subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, on connection: DatabaseTransaction
+    ) async throws {
         try await connection.query("""
-            INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token)
-            VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)))
+            INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
+            VALUES (\(tenant.rawValue)::uuid, \(subject.value), \(subject.piiVersion), \(token.keyVersion), \(Data(token.bytes)),
+                \(Data(seal.mac)), \(seal.macVersion))
             ON CONFLICT (tenant_id, subject_ref, key_version)
-            DO UPDATE SET token = EXCLUDED.token, enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
+            DO UPDATE SET token = EXCLUDED.token, record_mac = EXCLUDED.record_mac, record_mac_version = EXCLUDED.record_mac_version,
+                enrolled_at = now(), last_used_at = now(), changed_xid = pg_current_xact_id()
             """, logger: Database.quiet)
     }
 
@@ -72,16 +76,17 @@ public enum TemplateStore {
     /// (``StoredTemplate/token(format:)``).
     public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> StoredTemplate? {
         for try await row in try await connection.execute(ReadTemplate(subject: subject, keyVersion: keyVersion)) {
-            return StoredTemplate(keyVersion: keyVersion, bytes: Array(try row.decode(Data.self)))
+            let (bytes, mac, macVersion) = try row.decode((Data, Data?, Int?).self)
+            return StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
         }
         return nil
     }
 
     /// Verify's template read, prepared (``PreparedStatement``).
     struct ReadTemplate: PreparedStatement {
-        static let name = "custos_read_template"
+        static let name = "custos_read_sealed_template"
         static let bindingDataTypes: [PostgresDataType] = [.text, .int8]
-        static let sql = "SELECT token FROM templates WHERE subject_ref = $1 AND key_version = $2"
+        static let sql = "SELECT token, record_mac, record_mac_version FROM templates WHERE subject_ref = $1 AND key_version = $2"
         let subject: String
         let keyVersion: Int
 
@@ -123,10 +128,11 @@ public enum TemplateStore {
         guard !subjects.isEmpty else { return [:] }
         var found = [String: StoredTemplate]()
         let rows = try await connection.query("""
-            SELECT subject_ref, token FROM templates WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
+            SELECT subject_ref, token, record_mac, record_mac_version FROM templates
+            WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
-        for try await (subject, bytes) in rows.decode((String, Data).self) {
-            found[subject] = StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes))
+        for try await (subject, bytes, mac, macVersion) in rows.decode((String, Data, Data?, Int?).self) {
+            found[subject] = StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
         }
         return found
     }

@@ -46,3 +46,14 @@ public protocol AuditRecording: Sendable {
         tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws
 }
+
+/// Computes and checks the HSM MAC every stored template carries (migration 33): a token the
+/// database's writer copied onto another subject's row, or changed in place, fails the check,
+/// so it is never compared.
+public protocol TemplateSealing: Sendable {
+    /// The MAC of `template` stored under `subject`.
+    func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> TemplateSeal
+    /// Whether `template`, read from `subject`'s row, is one Custos wrote there. A row without
+    /// a MAC (written before migration 33) passes only until every template has been sealed.
+    func isAuthentic(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> Bool
+}

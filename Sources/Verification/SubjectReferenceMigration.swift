@@ -16,12 +16,20 @@ enum SubjectReferenceMigration {
     /// template.
     /// - Returns: the reference the subject is stored under from now on.
     static func moveToActive(
-        _ references: [SubjectReference], tenant: TenantID, on connection: DatabaseTransaction
+        _ references: [SubjectReference], tenant: TenantID, seals: any TemplateSealing, on connection: DatabaseTransaction
     ) async throws -> SubjectReference? {
         guard let active = references.first else { return nil }
         let old = references.dropFirst().map(\.value).filter { $0 != active.value }
         guard !old.isEmpty else { return active }
         let moved = try await SubjectReferenceStore.move(from: old, to: active, tenant: tenant, on: connection)
+        // A template's MAC covers its reference: each moved one that was authentic under the old
+        // reference is sealed under the new. One that was not keeps its old MAC, which fails
+        // under the new reference too (one without a MAC stays without).
+        for (from, template) in moved.movedTemplates where template.seal != nil {
+            guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else { continue }
+            let seal = try await seals.seal(template, subject: active.value, tenant: tenant)
+            try await TemplateStore.replaceSeal(subject: active.value, template: template, with: seal, on: connection)
+        }
         if moved.templates + moved.duplicateTemplates > 0 {
             for subject in old {
                 try await TemplateStore.notify(GalleryChange(instance: noticeInstance, tenant: tenant, kind: .erased, subject: subject), on: connection)

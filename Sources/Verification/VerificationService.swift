@@ -23,6 +23,8 @@ public final class VerificationService: Sendable {
     public let galleryMemoryLimit: Int
     public let attemptLimit: VerificationAttemptLimit
     let audit: (any AuditRecording)?
+    /// Every template written carries its MAC, and every template compared is checked first.
+    let templateSeals: any TemplateSealing
     let now: @Sendable () -> Date
     let logger: Logger
     /// Fault injection for tests: runs inside a migration's transaction between storing the new
@@ -57,7 +59,7 @@ public final class VerificationService: Sendable {
     private let listening = Atomic<Bool>(false)
 
     public init(
-        database: Database, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
+        database: Database, templateSeals: any TemplateSealing, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
         galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
         logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() },
         migrationFault: (@Sendable () throws -> Void)? = nil, galleryCatchUpInterval: Duration = .seconds(1)
@@ -65,6 +67,7 @@ public final class VerificationService: Sendable {
         self.migrationFault = migrationFault
         self.galleryCatchUpInterval = galleryCatchUpInterval
         self.database = database
+        self.templateSeals = templateSeals
         let policies = policies ?? TenantPolicies(database: database, audit: nil)
         self.policies = policies
         self.galleryCapacity = galleryCapacity
@@ -119,8 +122,9 @@ public final class VerificationService: Sendable {
         guard opened.enrolledVersions.isEmpty else { throw VerificationError.alreadyEnrolled }
         let token = try await tokenize()
         let subject = opened.row.subject
+        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
         let written = try await database.withAutocommit(context: "enrol in session") { connection in
-            try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, tenant: tenant, at: now, on: connection)
+            try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, seal: seal, tenant: tenant, at: now, on: connection)
         }
         switch written {
         case .completed:
@@ -144,7 +148,7 @@ public final class VerificationService: Sendable {
         tenant: TenantID, session: UUID, replacing: Bool, actor: String, now: Date,
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
-        let audit = audit
+        let audit = audit, templateSeals = templateSeals
         return try await database.withTenant(tenant, context: "enrol in session") { connection in
             guard let (row, enrolled) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
                 throw VerificationError.sessionNotFound(session)
@@ -164,8 +168,9 @@ public final class VerificationService: Sendable {
             guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
             guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let replaced = check.enrolledVersions
+            let seal = try await templateSeals.seal(token.stored, subject: row.subject.value, tenant: tenant)
             // The template and the outcome in one statement.
-            _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, tenant: tenant, at: now, on: connection)
+            _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, seal: seal, tenant: tenant, at: now, on: connection)
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
             // gallery still holding it returns nothing stale).
@@ -217,7 +222,7 @@ public final class VerificationService: Sendable {
         try VerificationSessions.requireReady(opened.row, now: now)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
         let probe = try await makeProbe()
-        let match = try await Self.enrolment(in: opened, probe: probe, older: .none)
+        let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none)
         let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
         let written = try await database.withAutocommit(context: "verify in session") { connection in
             try await SessionStore.completeVerificationIfOpen(
@@ -260,7 +265,7 @@ public final class VerificationService: Sendable {
             try VerificationSessions.requireReady(row, now: now)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
             let probe = try await makeProbe()
-            let match = try await Self.enrolment(in: opened, probe: probe, older: older)
+            let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
@@ -345,33 +350,45 @@ public final class VerificationService: Sendable {
     /// the probe's own version when there is one (a migration that committed meanwhile wins),
     /// else under `olderProbe`'s version.
     /// - Throws: ``VerificationError/notEnrolled`` when neither exists.
-    static func enrolment(
-        of subject: String, probe: BiometricToken, olderProbe: BiometricToken?, on connection: DatabaseTransaction
+    func enrolment(
+        of subject: String, tenant: TenantID, probe: BiometricToken, olderProbe: BiometricToken?, on connection: DatabaseTransaction
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
         if let enrolled = try await TemplateStore.get(subject: subject, keyVersion: probe.keyVersion, on: connection) {
-            return (try sameFormat(enrolled, as: probe), probe)
+            return (try await authentic(enrolled, of: subject, tenant: tenant, as: probe), probe)
         }
         guard let olderProbe, let enrolled = try await TemplateStore.get(subject: subject, keyVersion: olderProbe.keyVersion, on: connection) else {
             throw VerificationError.notEnrolled
         }
-        return (try sameFormat(enrolled, as: olderProbe), olderProbe)
+        return (try await authentic(enrolled, of: subject, tenant: tenant, as: olderProbe), olderProbe)
     }
 
-    /// `template` read in the format of `probe` (made under the same version, whose format the
-    /// keyring records): one of another length was not written by this version's tokenizer.
-    /// - Throws: ``TemplateFormatError/formatMismatch(keyVersion:expected:byteCount:)``.
-    static func sameFormat(_ template: StoredTemplate, as probe: BiometricToken) throws -> BiometricToken {
-        try template.token(format: probe.format)
+    /// `template`, read from `subject`'s row, as a token in the format of `probe` (made under
+    /// the same version, whose format the keyring records), once its MAC shows Custos wrote it
+    /// there: a token copied from another subject's row would otherwise let that subject's
+    /// face verify as this one.
+    /// - Throws: ``TemplateIntegrityError/notAuthentic(keyVersion:)``;
+    ///   ``TemplateFormatError/formatMismatch(keyVersion:expected:byteCount:)`` for one of
+    ///   another length (not written by this version's tokenizer).
+    func authentic(_ template: StoredTemplate, of subject: String, tenant: TenantID, as probe: BiometricToken) async throws -> BiometricToken {
+        guard try await templateSeals.isAuthentic(template, subject: subject, tenant: tenant) else {
+            // The tenant and version only: never the subject's reference (DESIGN §9).
+            logger.error("a stored template failed its MAC check and was not compared (written or copied by the database's writer?)", metadata: [
+                "tenant": "\(tenant)", "key_version": "\(template.keyVersion)",
+            ])
+            throw TemplateIntegrityError.notAuthentic(keyVersion: template.keyVersion)
+        }
+        return try template.token(format: probe.format)
     }
 
-    /// As ``enrolment(of:probe:olderProbe:on:)``, among the templates Verify's opening read:
-    /// with none under the probe's version, the newest of `older`'s versions the subject has
-    /// one of, and `older`'s probe under it (made only then).
-    static func enrolment(
-        in opened: SessionStore.VerifyOpening, probe: BiometricToken, older: OlderBiometricProbes
+    /// As ``enrolment(of:tenant:probe:olderProbe:on:)``, among the templates Verify's opening
+    /// read: with none under the probe's version, the newest of `older`'s versions the subject
+    /// has one of, and `older`'s probe under it (made only then).
+    func enrolment(
+        in opened: SessionStore.VerifyOpening, tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
+        let subject = opened.row.subject.value
         if let enrolled = opened.template(keyVersion: probe.keyVersion) {
-            return (try sameFormat(enrolled, as: probe), probe)
+            return (try await authentic(enrolled, of: subject, tenant: tenant, as: probe), probe)
         }
         let held = opened.enrolledVersions
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
@@ -379,7 +396,7 @@ public final class VerificationService: Sendable {
             throw VerificationError.notEnrolled
         }
         let olderProbe = try await older.probe(version)
-        return (try sameFormat(enrolled, as: olderProbe), olderProbe)
+        return (try await authentic(enrolled, of: subject, tenant: tenant, as: olderProbe), olderProbe)
     }
 
     /// The least score that re-enrols a subject silently: the default GREEN threshold of the
@@ -408,7 +425,8 @@ public final class VerificationService: Sendable {
     /// (``TemplateStore/lockMatchingBiometricVersions(_:tenant:now:on:)``): a template write like
     /// any other, never under a retired version.
     func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
+        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        try await TemplateStore.upsert(subject: subject, token: token, seal: seal, tenant: tenant, on: connection)
         try migrationFault?()
         try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
     }
@@ -436,10 +454,11 @@ public final class VerificationService: Sendable {
     ///   longer matches (its overlap closed): nothing is stored.
     public func enrol(tenant: TenantID, subject: SubjectReference, token: BiometricToken) async throws {
         let now = now()
+        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
         try await database.withTenant(tenant, context: "enrol") { connection in
             let check = try await TemplateStore.lockForTemplateWrite(subject: subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection)
             guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
-            try await TemplateStore.upsert(subject: subject, token: token, tenant: tenant, on: connection)
+            try await TemplateStore.upsert(subject: subject, token: token, seal: seal, tenant: tenant, on: connection)
         }
         galleryEnrol(tenant, subject.value, token)
         noteTemplatesChanged(tenant)
@@ -454,7 +473,7 @@ public final class VerificationService: Sendable {
         let policy = try await policies.policy(tenant)
         let olderProbe = try await self.olderProbe(tenant: tenant, probe: probe, older: older, subject: subject.value)
         let (decision, migrated) = try await database.withTenant(tenant, context: "verify") { connection -> (Decision, Bool) in
-            let match = try await Self.enrolment(of: subject.value, probe: probe, olderProbe: olderProbe, on: connection)
+            let match = try await self.enrolment(of: subject.value, tenant: tenant, probe: probe, olderProbe: olderProbe, on: connection)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
             let migrated = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
@@ -544,9 +563,18 @@ public final class VerificationService: Sendable {
         let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
             try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
-        return try preselected.compactMap { candidate in
-            try tokens[candidate.subject].map { (subject: candidate.subject, score: probe.score(against: try Self.sameFormat($0, as: probe))) }
+        var scored = [(subject: String, score: Double)]()
+        for candidate in preselected {
+            guard let template = tokens[candidate.subject] else { continue }
+            do {
+                scored.append((candidate.subject, probe.score(against: try await authentic(template, of: candidate.subject, tenant: tenant, as: probe))))
+            } catch is TemplateIntegrityError {
+                // Logged: one forged row must not hide every other candidate from the tenant's
+                // identifications (its writer could as well delete rows).
+                continue
+            }
         }
+        return scored
     }
 
     /// Subjects all galleries together may hold (``galleryMemoryLimit`` / ``TokenGallery/bytesPerSubject``).

@@ -9,17 +9,20 @@ public final class VerificationSessions: Sendable {
     let database: Database
     let sealer: any PersonalDataSealing
     let referencer: any SubjectReferencing
+    /// Moving a subject to the active pii reference seals its templates again under it.
+    let templateSeals: any TemplateSealing
     let now: @Sendable () -> Date
     public let lifetime: Duration
 
     /// - Parameter now: the clock (injectable, so expiry can be tested).
     public init(
-        database: Database, sealer: any PersonalDataSealing, referencer: any SubjectReferencing,
+        database: Database, sealer: any PersonalDataSealing, referencer: any SubjectReferencing, templateSeals: any TemplateSealing,
         lifetime: Duration = .seconds(24 * 3600), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.database = database
         self.sealer = sealer
         self.referencer = referencer
+        self.templateSeals = templateSeals
         self.lifetime = lifetime
         self.now = now
     }
@@ -70,7 +73,7 @@ public final class VerificationSessions: Sendable {
             // Rare: once per subject after a pii rotation (or for an id first stored
             // unnormalised). The move and the insert commit together, as before.
             try await database.withTenant(tenant, context: "create session") { connection in
-                _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, on: connection)
+                _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, seals: self.templateSeals, on: connection)
                 try await SessionStore.insert(new, tenant: tenant, on: connection)
             }
         }

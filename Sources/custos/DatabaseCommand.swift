@@ -1,11 +1,12 @@
 import ArgumentParser
 import CustosCommandLine
 import Composition
+import Foundation
 import Storage
 
 struct DatabaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self]
+        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self, SealTemplates.self]
     )
 
     struct Migrate: AsyncParsableCommand {
@@ -19,6 +20,28 @@ struct DatabaseCommand: AsyncParsableCommand {
                 try await Migrations.migrate(owner, serviceRole: configuration.serviceUser, logger: runtimeOptions.logger)
             }
             print(applied.isEmpty ? "schema is at version \(Migrations.latestVersion); nothing to do" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+        }
+    }
+
+    struct SealTemplates: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "seal-templates",
+            abstract: "Give every template written before template MACs its MAC; from then on a template without one is refused (local).",
+            discussion: """
+                Run it once after an upgrade to schema 33, when every instance runs this build (an older instance still writes \
+                templates without a MAC, which would then be refused). It trusts the templates it seals as Custos wrote them: \
+                run it before the database's writer could have changed them, or after checking the database. Idempotent.
+                """
+        )
+        @OptionGroup var options: LocalOptions
+        @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
+
+        func run() async throws {
+            try confirm("Seal every template without a MAC, trusting it as written by Custos?", yes: yes)
+            let sealed = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
+                try await context.keyring.sealUnsealedTemplates(actor: "local:\(NSUserName())")
+            }
+            print("sealed \(sealed) templates; a template without a MAC is refused from now on")
         }
     }
 }

@@ -122,6 +122,7 @@ struct StatusMappingTests {
         Row(error: CustodyError.auditAnchorInvalid, code: .dataLoss),
         Row(error: CustodyError.auditLogHeadInvalid(seq: 12), code: .dataLoss),
         Row(error: CustodyError.keyStateAnchorInvalid, code: .dataLoss),
+        Row(error: TemplateIntegrityError.notAuthentic(keyVersion: 2), code: .dataLoss),
         Row(error: CustodyError.featureUnavailable("v1a"), code: .failedPrecondition),
         Row(error: CustodyError.escrowKeyTampered(version: 1), code: .dataLoss),
         Row(error: CustodyError.escrowKeysNotConfigured, code: .failedPrecondition),

@@ -20,6 +20,9 @@ public enum StatusMapping {
             return error
         case let error as VerificationError:
             return RPCError(code: code(for: error), message: error.description)
+        case let error as TemplateIntegrityError:
+            // The core logged it (tenant and version); the caller learns only that it stopped.
+            return RPCError(code: .dataLoss, message: error.description)
         case let error as FeatureVectorError:
             return RPCError(code: .invalidArgument, message: "features: \(error.description)")
         case let error as TokenizationError:

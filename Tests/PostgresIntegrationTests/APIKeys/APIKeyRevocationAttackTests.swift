@@ -175,7 +175,7 @@ struct APIKeyRevocationAttackTests {
         // Back to schema 31, then a revocation as a build of then wrote it: the column alone.
         for statement: PostgresQuery in [
             "DROP TRIGGER record_api_key_revocation ON api_keys", "DROP FUNCTION record_api_key_revocation()",
-            "DROP TABLE api_key_revocations", "DELETE FROM schema_migrations WHERE version >= 32",
+            "DROP TABLE api_key_revocations", "DELETE FROM schema_migrations WHERE version = 32",
         ] {
             try await harness.ownerSQL(tenant: nil, statement)
         }

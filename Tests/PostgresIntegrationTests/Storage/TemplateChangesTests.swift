@@ -36,7 +36,7 @@ struct TemplateChangesTests {
         let (release, released) = AsyncStream<Void>.makeStream()
         let slowWriter = Task {
             try await database.withTenant(tenant, context: "test slow writer") { connection in
-                try await TemplateStore.upsert(subject: early, token: Self.token(3), tenant: tenant, on: connection)
+                try await TemplateStore.upsert(subject: early, token: Self.token(3), seal: .unchecked, tenant: tenant, on: connection)
                 wrote.yield()
                 for await _ in release { break }
             }
@@ -44,7 +44,7 @@ struct TemplateChangesTests {
         for await _ in written { break }
         // A later writer commits first; a poll sees its template only.
         try await database.withTenant(tenant, context: "test late writer") { connection in
-            try await TemplateStore.upsert(subject: late, token: Self.token(5), tenant: tenant, on: connection)
+            try await TemplateStore.upsert(subject: late, token: Self.token(5), seal: .unchecked, tenant: tenant, on: connection)
         }
         let first = try await poll(tenant, since: loaded.watermark)
         #expect(first.subjects == [late.value])
@@ -66,7 +66,7 @@ struct TemplateChangesTests {
 
         // A replaced token is a change too; another tenant's poll sees none of it.
         try await database.withTenant(tenant, context: "test replace") { connection in
-            try await TemplateStore.upsert(subject: late, token: Self.token(7), tenant: tenant, on: connection)
+            try await TemplateStore.upsert(subject: late, token: Self.token(7), seal: .unchecked, tenant: tenant, on: connection)
         }
         let third = try await poll(tenant, since: second.watermark)
         #expect(third.subjects.contains(late.value))

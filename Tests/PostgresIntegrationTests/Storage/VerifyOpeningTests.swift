@@ -25,8 +25,8 @@ struct VerifyOpeningTests {
                                  expiresAt: now.addingTimeInterval(600), linkHash: Array(repeating: 7, count: 32)),
                 tenant: a, on: connection
             )
-            try await TemplateStore.upsert(subject: subject, token: Self.token(1, 3), tenant: a, on: connection)
-            try await TemplateStore.upsert(subject: subject, token: Self.token(2, 5), tenant: a, on: connection)
+            try await TemplateStore.upsert(subject: subject, token: Self.token(1, 3), seal: .unchecked, tenant: a, on: connection)
+            try await TemplateStore.upsert(subject: subject, token: Self.token(2, 5), seal: .unchecked, tenant: a, on: connection)
         }
         func open(_ tenant: TenantID, _ id: UUID, cutoff: Date) async throws -> SessionStore.VerifyOpening? {
             try await harness.service.withTenant(tenant, context: "test") { connection in

@@ -102,9 +102,18 @@ struct CompactTokenFormatTests {
         _ = try await Overlap.enrol(verification, tenant, "subject", 0.61)
         #expect(try await Self.storedLengths(verification, tenant) == [[1, 1024]])
 
-        // A wide-length token under a 1 KiB version (a bad restore, or a database writer).
+        // A wide-length token under a 1 KiB version (a bad restore, or a database writer): its
+        // MAC no longer matches, so it is refused before its length is looked at.
         let wide = Data(repeating: 7, count: 4096)
         try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET token = \(wide)")
+        await #expect(throws: TemplateIntegrityError.notAuthentic(keyVersion: 1)) {
+            _ = try await Overlap.verify(verification, tenant, "subject", Overlap.probe(0.61))
+        }
+        let searcher = try await verification.consentedSession(tenant, "searcher")
+        #expect(try await verification.flow.identify(tenant: tenant, session: searcher, features: try FeatureVector(Overlap.probe(0.61)), top: 5).isEmpty)
+        // As a row written before template MACs (none yet, and not every template sealed): the
+        // length is what refuses it.
+        try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL")
         await #expect(throws: TemplateFormatError.formatMismatch(keyVersion: 1, expected: .default, byteCount: 4096)) {
             _ = try await Overlap.verify(verification, tenant, "subject", Overlap.probe(0.61))
         }

@@ -1,0 +1,160 @@
+import Composition
+import Custody
+import CustosModel
+import Foundation
+import PostgresNIO
+@testable import Storage  // DatabaseTransaction.query: the database writer's statements
+import Testing
+import Tokenization
+import Verification
+
+/// helper-71 F3: with the service role's password alone, one subject's token could be copied
+/// onto another's row, and the impostor enrolled under the first then verified GREEN as the
+/// second. Each template now carries an HSM MAC over tenant, subject reference, version and
+/// token (migration 33), checked before every comparison.
+@Suite("Template MACs: a token the database's writer moved or changed is never compared")
+struct TemplateMACAttackTests {
+    static let face = PIIReferenceMigrationTests.face
+    static let impostorFace = PIIReferenceMigrationTests.otherFace
+
+    /// The victim and the impostor enrolled through the session flow.
+    static func enrolPair(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> (victim: String, impostor: String) {
+        let victim = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(face)
+        ).subject.value
+        let impostor = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "impostor"), features: try FeatureVector(impostorFace)
+        ).subject.value
+        return (victim, impostor)
+    }
+
+    /// `sql` as the service role in the tenant's scope: its password is all the attack has.
+    static func asDatabaseWriter(_ verification: VerificationHarness, _ tenant: TenantID, _ sql: PostgresQuery) async throws {
+        _ = try await verification.custody.service.withTenant(tenant, context: "test: database writer") { connection in
+            try await connection.query(sql, logger: Database.quiet)
+        }
+    }
+
+    /// The impostor's token (and, with `withMAC`, its MAC) written onto the victim's row.
+    static func copyImpostorToken(
+        _ verification: VerificationHarness, _ tenant: TenantID, _ pair: (victim: String, impostor: String), withMAC: Bool
+    ) async throws {
+        try await asDatabaseWriter(verification, tenant, withMAC ? """
+            UPDATE templates v SET token = i.token, record_mac = i.record_mac, record_mac_version = i.record_mac_version
+            FROM templates i WHERE v.subject_ref = \(pair.victim) AND i.subject_ref = \(pair.impostor) AND i.key_version = v.key_version
+            """ : """
+            UPDATE templates v SET token = i.token
+            FROM templates i WHERE v.subject_ref = \(pair.victim) AND i.subject_ref = \(pair.impostor) AND i.key_version = v.key_version
+            """)
+    }
+
+    /// The impostor's face sent for a fresh session of the victim.
+    static func impostorVerifiesAsVictim(_ verification: VerificationHarness, _ tenant: TenantID) async throws -> (UUID, Result<Decision, any Error>) {
+        let session = try await verification.consentedSession(tenant, "victim")
+        do {
+            return (session, .success(try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(impostorFace))))
+        } catch {
+            return (session, .failure(error))
+        }
+    }
+
+    static func outcome(_ verification: VerificationHarness, _ tenant: TenantID, _ session: UUID) async throws -> String? {
+        try await verification.custody.owner.withTransaction(context: "test: read outcome") { connection in
+            try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+            return try await connection.query(
+                "SELECT outcome FROM verification_sessions WHERE id = \(session)", logger: Database.quiet
+            ).collect().first!.decode(String?.self)
+        }
+    }
+
+    static func expectRefused(_ result: Result<Decision, any Error>, _ comment: Comment) {
+        switch result {
+        case .success(let decision): Issue.record("compared and answered \(decision.color): \(comment)")
+        case .failure(let error): #expect(error as? TemplateIntegrityError != nil, "refused for another reason (\(error)): \(comment)")
+        }
+    }
+
+    @Test("A token copied onto another subject's row, MAC and all, is not compared: the impostor does not verify as the subject, and the session stays open")
+    func copiedToken() async throws {
+        let verification = try await VerificationHarness.make("tmac_copy")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await Self.enrolPair(verification, tenant)
+        let (_, before) = try await Self.impostorVerifiesAsVictim(verification, tenant)
+        #expect((try? before.get())?.color != .green, "precondition: the impostor's face is not the victim's")
+
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        let (session, after) = try await Self.impostorVerifiesAsVictim(verification, tenant)
+        Self.expectRefused(after, "the victim's row holds the impostor's token")
+        #expect(try await Self.outcome(verification, tenant, session) == nil, "an outcome was recorded for a refused comparison")
+        await verification.custody.shutdown()
+    }
+
+    @Test("A token changed in place under its own MAC, and a MAC naming a key version the token does not hold, are refused as forged (not as an HSM outage)")
+    func changedInPlace() async throws {
+        let verification = try await VerificationHarness.make("tmac_inplace")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await Self.enrolPair(verification, tenant)
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "the token was changed in place")
+
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac_version = 999 WHERE subject_ref = \(pair.victim)")
+        Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "the MAC names root MAC key v999")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Identification does not return a subject whose row holds another subject's token")
+    func identifyDropsCopiedToken() async throws {
+        let verification = try await VerificationHarness.make("tmac_identify")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await Self.enrolPair(verification, tenant)
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+
+        let session = try await verification.consentedSession(tenant, "walk-in")
+        let found = try await verification.flow.identify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace), top: 5)
+        #expect(found.first?.subject == pair.impostor, "the impostor's own, authentic template is still found")
+        #expect(!found.contains { $0.subject == pair.victim }, "the victim was returned for the impostor's face")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Rows without a MAC count until the officer seals them; afterwards a MAC dropped by the database's writer is refused")
+    func legacyRowsThenSealed() async throws {
+        let verification = try await VerificationHarness.make("tmac_legacy")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await Self.enrolPair(verification, tenant)
+        // As rows written before migration 33.
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL")
+        // Start-up leaves the mark off while unsealed rows exist: they still verify.
+        try await keyring.reconcileTemplateSeals()
+        let own = try await verification.flow.verify(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
+        )
+        #expect(own.color == .green, "a template written before MACs stopped verifying before the officer sealed it")
+
+        #expect(try await keyring.sealUnsealedTemplates(actor: "officer") == 2)
+        #expect(try await keyring.sealUnsealedTemplates(actor: "officer") == 0, "sealing twice found rows to seal")
+        let sealed = try await verification.flow.verify(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
+        )
+        #expect(sealed.color == .green, "the sealed template no longer verifies")
+
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed after every template was sealed")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Start-up marks a database without unsealed templates: a MAC dropped afterwards is refused, with no officer step")
+    func newInstallationMarked() async throws {
+        let verification = try await VerificationHarness.make("tmac_fresh")
+        let keyring = verification.custody.keyring
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await Self.enrolPair(verification, tenant)
+        try await keyring.reconcileTemplateSeals()
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed on a database that never had one")
+        await verification.custody.shutdown()
+    }
+}
