@@ -131,7 +131,10 @@ public final class SessionPool: Sendable {
 
     /// Every token's own pool, the first token's (this one) first: for work that must reach a
     /// particular token (start-up's replica check, writes every token needs). With one token,
-    /// just this pool.
+    /// just this pool. The first is this pool itself, so its ``withSession(_:_:)`` and typed
+    /// operations still route replicable work to any token in service: use
+    /// ``withTokenSession(_:_:)``, ``withPersistentSession(_:)`` or ``discard(_:)`` to stay on
+    /// one token (helper-79: a test's "on each token" loop ran its first call on the replica).
     public var tokenPools: [SessionPool] { [self] + (failover?.replicas ?? []) }
 
     /// ``tokenPools`` in service: their root keys were checked (at start-up, or before their
@@ -269,9 +272,10 @@ public final class SessionPool: Sendable {
         return try await withTokenSession(operation, body)
     }
 
-    /// ``withSession(_:_:)`` on this pool's own token, whatever the replicas.
+    /// ``withSession(_:_:)`` on this pool's own token, whatever the replicas: for work that must
+    /// reach one particular token of ``tokenPools``.
     @inline(__always)
-    func withTokenSession<R: Sendable>(
+    public func withTokenSession<R: Sendable>(
         _ operation: HSMOperation,
         _ body: @escaping @Sendable (HSMSession) throws -> R
     ) async throws -> R {

@@ -89,7 +89,10 @@ struct ReplicaTokenTests {
         // The same root MAC key on both tokens: the same MAC, whichever token answers.
         let mac = HSMKey.tokenObject(label: RootKeys.macLabel(version: 1))
         let data = Array("audit row".utf8)
-        let macs = try await replicas.tokenPools.asyncMap { try await $0.hmacSHA256(key: mac, data: data) }
+        // On each token's own session (the first token's pool would route a plain HMAC to either).
+        let macs = try await replicas.tokenPools.asyncMap { token in
+            try await token.withTokenSession(.hmac) { session in try session.pkcs11.sign(.sha256HMAC, key: try session.handle(for: mac), data: data) }
+        }
         #expect(macs[0] == macs[1])
         await replicas.shutdown()
 

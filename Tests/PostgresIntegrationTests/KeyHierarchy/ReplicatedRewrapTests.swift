@@ -21,7 +21,8 @@ struct ReplicatedRewrapTests {
             try await pool.tokenPools[index].withPersistentSession { try $0.findObjects([.class(.secretKey), .token(false), .unwrap(true)]).count }
         }
         // Made where a re-wrap used it: on each token.
-        for token in pool.tokenPools { _ = try await token.withSession(.wrap) { session in try session.handle(for: rewrapKEK) } }
+        // Each token's own session: the first token's pool would route `withSession` to either.
+        for token in pool.tokenPools { _ = try await token.withTokenSession(.wrap) { session in try session.handle(for: rewrapKEK) } }
         #expect(try await unwrapCapableSessionObjects(0) == 1)
         #expect(try await unwrapCapableSessionObjects(1) == 1)
         await sources.destroy(on: pool)
