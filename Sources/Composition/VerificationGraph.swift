@@ -50,7 +50,7 @@ public struct VerificationGraph: Sendable {
     public let recorder: AuditLogRecorder
     public let sealer: CustodyPersonalDataSealer
     public let referencer: CustodySubjectReferencer
-    public let templateSeals: CustodyTemplateSealer
+    public let recordSeals: CustodyRecordSealer
     public let policies: TenantPolicies
     /// Certificate revocations, tenant statuses and policy changes from every instance
     /// (``CacheChange``): the policies here and the RPC's authenticator subscribe to it.
@@ -83,18 +83,18 @@ public struct VerificationGraph: Sendable {
         recorder = AuditLogRecorder(audit)
         sealer = CustodyPersonalDataSealer(pool: pool, keyring: keyring)
         referencer = CustodySubjectReferencer(pool: pool, keyring: keyring)
-        templateSeals = CustodyTemplateSealer(keyring: keyring)
+        recordSeals = CustodyRecordSealer(keyring: keyring)
         changes = CacheChangeListener(database: database, logger: logger)
         policies = TenantPolicies(database: database, audit: recorder, cacheLifetime: settings.policyCacheLifetime, changes: changes)
         core = VerificationService(
-            database: database, templateSeals: templateSeals, policies: policies, galleryCapacity: settings.galleryCapacity,
+            database: database, recordSeals: recordSeals, policies: policies, galleryCapacity: settings.galleryCapacity,
             galleryMemoryLimit: settings.galleryMemoryLimit, attemptLimit: settings.verificationAttempts, audit: recorder, logger: logger,
             now: settings.now,
             migrationFault: settings.biometricMigrationFault ?? settings.stepFault.map { fault -> @Sendable () throws -> Void in
                 { try fault.reached("migration.templateStored") }
             }
         )
-        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, templateSeals: templateSeals, now: settings.now)
+        sessions = VerificationSessions(database: database, sealer: sealer, referencer: referencer, recordSeals: recordSeals, now: settings.now)
         limiter = settings.tokenizationBudget.map {
             TokenizationRateLimiter(database: database, defaultBudget: $0, audit: audit, leaseLifetime: settings.tokenizationLeaseLifetime)
         }
@@ -125,7 +125,7 @@ public struct VerificationGraph: Sendable {
             logger.error("start-up reconciliation failed; run `custos key reconcile`", metadata: ["error": "\(error)"])
         }
         do {
-            try await custody.keyring.reconcileTemplateSeals()
+            try await custody.keyring.reconcileRecordSeals()
         } catch {
             logger.error("could not check whether every template carries its MAC", metadata: ["error": "\(error)"])
         }

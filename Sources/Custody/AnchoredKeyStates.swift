@@ -18,10 +18,11 @@ struct AnchoredKeyStates: Sendable, Equatable {
     var scheduled = [Entry: Int64]()
     var offboarding = Set<TenantID>()
     var disabledTenants = Set<TenantID>()
-    /// Every template carries its MAC (migration 33): from now on one without is refused, so a
-    /// database writer cannot pass a forged row off as one written before MACs existed. Not
-    /// rebuilt from the database: start-up sets it again when it finds no unsealed template.
-    var templatesSealed = false
+    /// Every template and session carries its MAC (migration 33): from now on a row without
+    /// one is refused, so a database writer cannot pass a forged row off as one written before
+    /// MACs existed. Not rebuilt from the database: start-up sets it again when it finds no
+    /// unsealed row.
+    var recordsSealed = false
 
     /// Throws the error a use of `entry` gets when the list forbids it.
     func requireUsable(_ entry: Entry) throws {
@@ -51,14 +52,14 @@ struct AnchoredKeyStates: Sendable, Equatable {
     /// `destroyed <tenant> <purpose> <version>`, `disabled …`, `scheduled … <due>`, `offboarding <tenant>`,
     /// `tenant-disabled <tenant>` (a build before session 20 skips that line, and drops it when it
     /// writes the list: during a rolling upgrade, disable tenants from upgraded instances),
-    /// `templates-sealed` (likewise dropped by an older build: the next start sets it again).
+    /// `records-sealed` (likewise dropped by an older build: the next start sets it again).
     var body: [UInt8] {
         var lines = destroyed.sorted().map { "destroyed \($0)" }
         lines += disabled.sorted().map { "disabled \($0)" }
         lines += scheduled.keys.sorted().map { "scheduled \($0) \(scheduled[$0]!)" }
         lines += offboarding.map(\.rawValue).sorted().map { "offboarding \($0)" }
         lines += disabledTenants.map(\.rawValue).sorted().map { "tenant-disabled \($0)" }
-        if templatesSealed { lines.append("templates-sealed") }
+        if recordsSealed { lines.append("records-sealed") }
         return Array(lines.map { $0 + "\n" }.joined().utf8)
     }
 
@@ -67,8 +68,8 @@ struct AnchoredKeyStates: Sendable, Equatable {
     init(body: [UInt8]) {
         for line in String(decoding: body, as: UTF8.self).split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
-            if fields == ["templates-sealed"] {
-                templatesSealed = true
+            if fields == ["records-sealed"] {
+                recordsSealed = true
                 continue
             }
             if fields.count == 2, fields[0] == "offboarding", let tenant = TenantID(fields[1]) {

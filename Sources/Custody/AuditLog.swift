@@ -309,6 +309,25 @@ public final class AuditLog: Sendable {
         }
     }
 
+    /// Whether the log holds an entry of `action` whose hash and MAC check: a fact custody
+    /// recorded, which the database's writer (INSERT only on `audit_log`) can neither forge nor
+    /// remove. The chain around it is `custos audit verify`'s to check.
+    func hasAuthenticEntry(action: AuditAction) async throws -> Bool {
+        let candidates = try await database.withTransaction(context: "read audit entries") { connection in
+            try await AuditLogStore.entries(action: action.rawValue, limit: 16, on: connection)
+        }
+        for entry in candidates {
+            let milliseconds = Int64((entry.at.timeIntervalSince1970 * 1000).rounded())
+            let hash = Self.entryHash(
+                previous: entry.previousHash, seq: entry.seq, milliseconds: milliseconds, tenant: entry.tenant,
+                actor: entry.actor, action: entry.action, target: entry.target, details: entry.details
+            )
+            guard hash == entry.entryHash else { continue }
+            if case .valid = try await macVerdict(seq: entry.seq, hash: hash, mac: entry.mac, macKeyVersion: entry.macKeyVersion) { return true }
+        }
+        return false
+    }
+
     private enum MACVerdict { case valid, wrong, unknownKey }
 
     /// An entry's MAC checked under the MAC key version it names. A version the token does not

@@ -1,5 +1,4 @@
 import CustosModel
-import HSM
 import Storage
 
 /// The HSM MAC of a `templates` row (migration 33) under the root MAC key: it binds the token
@@ -19,26 +18,5 @@ enum TemplateAuthenticator {
         encoding.append(template.keyVersion)
         encoding.append(template.bytes)
         return encoding.bytes
-    }
-
-    static func seal(_ template: StoredTemplate, subject: String, tenant: TenantID, pool: SessionPool, rootKeys: RootKeys) async throws -> TemplateSeal {
-        TemplateSeal(
-            mac: try await pool.hmacSHA256(key: rootKeys.mac, data: message(template, subject: subject, tenant: tenant)),
-            macVersion: rootKeys.macVersion
-        )
-    }
-
-    /// Whether `seal` is `template`'s under the MAC key version it names. A version the token
-    /// does not hold is a forged seal, not an HSM outage (as audit entries: helper-75).
-    static func isAuthentic(_ template: StoredTemplate, seal: TemplateSeal, subject: String, tenant: TenantID, pool: SessionPool) async throws -> Bool {
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(
-                key: RootKeys(macVersion: seal.macVersion).mac, data: message(template, subject: subject, tenant: tenant)
-            )
-        } catch HSMError.keyNotFound {
-            return false
-        }
-        return constantTimeEqual(expected, seal.mac)
     }
 }

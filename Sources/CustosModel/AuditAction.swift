@@ -68,6 +68,6 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable, Codable {
     /// restore-webhook-keys`): target the version, details the token and public-key prefix.
     case webhookEd25519Restore = "webhook.ed25519.restore"
     /// An officer sealed the templates written before template MACs existed (`custos db
-    /// seal-templates`): from then on a template without a MAC is refused. Details: the count.
-    case templatesSeal = "templates.seal"
+    /// seal-records`): from then on a template without a MAC is refused. Details: the count.
+    case recordsSeal = "records.seal"
 }

@@ -96,6 +96,14 @@ public enum AuditLogStore {
             """, logger: Database.quiet))
     }
 
+    /// The oldest `limit` entries of `action`, whatever their tenant.
+    public static func entries(action: String, limit: Int, on connection: DatabaseTransaction) async throws -> [AuditEntryRecord] {
+        try await decode(try await connection.query("""
+            SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
+            FROM audit_log WHERE action = \(action) ORDER BY seq LIMIT \(limit)
+            """, logger: Database.quiet))
+    }
+
     private static func decode(_ rows: PostgresRowSequence) async throws -> [AuditEntryRecord] {
         var entries = [AuditEntryRecord]()
         for try await row in rows {

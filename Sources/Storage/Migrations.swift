@@ -1025,31 +1025,59 @@ public enum Migrations {
         -- instance verifies on upgraded ones.
         ALTER TABLE api_keys ADD COLUMN hash_format smallint NOT NULL DEFAULT 1 CHECK (hash_format IN (1, 2));
         """),
-        Migration(version: 33, summary: "templates carry an HSM MAC that binds the token to its tenant, subject and biometric version", sql: """
+        Migration(version: 33, summary: "templates and verification sessions carry HSM MACs: a token bound to its tenant, subject and version; a session's consent and outcome", sql: """
         -- With the service role's password alone, one subject's token could be copied onto
-        -- another's row: an impostor enrolled under a throwaway subject then verified GREEN as
-        -- the target, and no audit entry said so (helper-71 F3, session 20). Each template now
-        -- carries a MAC under the root MAC key (domain "custos/templates/v1") over tenant,
-        -- subject reference, biometric version and token, checked before every comparison;
-        -- the writer cannot compute one. Rows written before have none: they count only until
-        -- the HSM's list of key states says every template was sealed (docs/operations.md,
-        -- "Template MACs"), and the index finds them for the sealing.
+        -- another's row (an impostor enrolled under a throwaway subject then verified GREEN as
+        -- the target), and a session's consent or outcome written directly (GetSession showed
+        -- GREEN and SignDelivery signed it); no audit entry said so (helper-71 F3, session 20).
+        -- Each template now carries a MAC under the root MAC key (domain "custos/templates/v1")
+        -- over tenant, subject reference, biometric version and token, checked before every
+        -- comparison; each session one over its subject reference and expiry, written at its
+        -- creation ("custos/verification_sessions/subject/v1": pointing an open session at another
+        -- subject had Enrol seal an impostor's token under that subject, helper-80), and one over
+        -- its consent and outcome ("custos/verification_sessions/v1"), written by the statement
+        -- that records them; both are checked before features are processed and before the
+        -- outcome is shown, signed or exported. The writer cannot compute one. Rows written before have none: they count
+        -- only until the HSM's list of key states says every record was sealed
+        -- (docs/operations.md, "Record MACs"); the partial indexes find them for the sealing.
         ALTER TABLE templates ADD COLUMN record_mac bytea CHECK (length(record_mac) = 32);
         ALTER TABLE templates ADD COLUMN record_mac_version integer CHECK (record_mac_version > 0);
         ALTER TABLE templates ADD CONSTRAINT templates_record_mac_whole CHECK ((record_mac IS NULL) = (record_mac_version IS NULL));
         CREATE INDEX templates_unsealed ON templates (tenant_id) WHERE record_mac IS NULL;
         GRANT UPDATE (record_mac, record_mac_version) ON templates TO {service};
+        ALTER TABLE verification_sessions ADD COLUMN record_mac bytea CHECK (length(record_mac) = 32);
+        ALTER TABLE verification_sessions ADD COLUMN record_mac_version integer CHECK (record_mac_version > 0);
+        ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_record_mac_whole
+            CHECK ((record_mac IS NULL) = (record_mac_version IS NULL));
+        ALTER TABLE verification_sessions ADD COLUMN subject_mac bytea CHECK (length(subject_mac) = 32);
+        ALTER TABLE verification_sessions ADD COLUMN subject_mac_version integer CHECK (subject_mac_version > 0);
+        ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_subject_mac_whole
+            CHECK ((subject_mac IS NULL) = (subject_mac_version IS NULL));
+        CREATE INDEX verification_sessions_unsealed ON verification_sessions (tenant_id) WHERE subject_mac IS NULL OR (record_mac IS NULL AND (
+            notice_version IS NOT NULL OR consented_at IS NOT NULL OR outcome IS NOT NULL
+            OR confidence IS NOT NULL OR biometric_key_version IS NOT NULL OR completed_at IS NOT NULL));
+        GRANT UPDATE (record_mac, record_mac_version, subject_mac, subject_mac_version) ON verification_sessions TO {service};
+        -- Whether this database was created with record MACs (migrations run in one transaction,
+        -- so migration 1 applied in this one has this transaction's time): then no row was ever
+        -- written without a MAC, and start-up marks every record sealed at once. An upgraded one
+        -- waits for its officer (`custos db seal-records`): instances of the previous build may
+        -- still write rows without a MAC (helper-80).
+        CREATE TABLE record_seal_origin (created_with_record_macs boolean NOT NULL);
+        INSERT INTO record_seal_origin (created_with_record_macs)
+            SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1 AND applied_at = now());
+        GRANT SELECT ON record_seal_origin TO {service};
 
-        -- Migration 23's read, with each template's MAC. A new name: a function's result columns
-        -- cannot change in place, and instances of the previous version call the old one during
-        -- a rolling upgrade.
+        -- Migration 23's read, with the session's MAC and each template's. A new name: a
+        -- function's result columns cannot change in place, and instances of the previous
+        -- version call the old one during a rolling upgrade.
         CREATE FUNCTION {schema}.session_and_sealed_templates(p_tenant uuid, p_session uuid, p_now timestamptz, p_cutoff timestamptz)
         RETURNS TABLE (
             o_id uuid, o_subject_ref text, o_pii_version integer, o_sealed_name bytea, o_sealed_email bytea,
             o_data_key_version integer, o_expires_at timestamptz, o_link_opened_at timestamptz, o_notice_version text,
             o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
-            o_completed_at timestamptz, o_created_at timestamptz, o_attempts bigint, o_window_start timestamptz,
-            o_key_version bigint, o_token bytea, o_record_mac bytea, o_record_mac_version bigint)
+            o_completed_at timestamptz, o_created_at timestamptz, o_record_mac bytea, o_record_mac_version integer,
+            o_subject_mac bytea, o_subject_mac_version integer, o_attempts bigint, o_window_start timestamptz,
+            o_key_version bigint, o_token bytea, o_token_mac bytea, o_token_mac_version bigint)
         LANGUAGE plpgsql AS $$
         DECLARE
             v_subject text;
@@ -1063,7 +1091,7 @@ public enum Migrations {
                 RETURN QUERY
                 SELECT s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
                     s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
-                    s.completed_at, s.created_at,
+                    s.completed_at, s.created_at, s.record_mac, s.record_mac_version, s.subject_mac, s.subject_mac_version,
                     CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END::bigint,
                     CASE WHEN a.window_start IS NULL OR a.window_start <= p_cutoff THEN p_now ELSE a.window_start END,
                     t.key_version::bigint, t.token, t.record_mac, t.record_mac_version::bigint
@@ -1078,10 +1106,12 @@ public enum Migrations {
         END
         $$;
 
-        -- Migration 26's Enrol write, storing the template's MAC with it (an overload: the
-        -- previous version's instances keep calling the old signature during a rolling upgrade).
+        -- Migration 26's Enrol write, storing the template's MAC and the completed session's
+        -- (overloads: the previous version's instances keep calling the old signatures during a
+        -- rolling upgrade; the service role could always write these rows directly).
         CREATE FUNCTION {schema}.complete_enrolment(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
-            p_key_version bigint, p_token bytea, p_now timestamptz, p_record_mac bytea, p_record_mac_version bigint)
+            p_key_version bigint, p_token bytea, p_now timestamptz, p_record_mac bytea, p_record_mac_version bigint,
+            p_session_mac bytea, p_session_mac_version bigint)
         RETURNS text
         LANGUAGE plpgsql AS $$
         DECLARE
@@ -1112,16 +1142,154 @@ public enum Migrations {
                 RETURN 'already_enrolled';
             END IF;
             UPDATE {schema}.verification_sessions s SET outcome = 'enrolled', confidence = NULL,
-                biometric_key_version = p_key_version, completed_at = p_now
+                biometric_key_version = p_key_version, completed_at = p_now,
+                record_mac = p_session_mac, record_mac_version = p_session_mac_version
             WHERE s.id = p_session;
             RETURN 'completed';
         END
         $$;
 
+        -- Migration 26's Verify write, storing the completed session's MAC.
+        CREATE FUNCTION {schema}.complete_verification(p_tenant uuid, p_session uuid, p_outcome text, p_confidence text,
+            p_key_version bigint, p_now timestamptz, p_cutoff timestamptz, p_attempt_limit bigint,
+            p_session_mac bytea, p_session_mac_version bigint)
+        RETURNS TABLE (o_status text, o_window_start timestamptz)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_subject text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+            FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'session_changed'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended('custos-bio-version:' || p_tenant::text || '/' || p_key_version::text, 0));
+            PERFORM 1 FROM {schema}.key_versions k
+            WHERE k.tenant_id = p_tenant AND k.purpose = 'bio-prf' AND k.version = p_key_version
+                AND (k.state = 'active' OR (k.state = 'retiring' AND k.retiring_until > p_now));
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'key_version_retired'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            INSERT INTO {schema}.verification_attempts AS a (tenant_id, subject_ref, window_start, attempts)
+            VALUES (p_tenant, v_subject, p_now, 1)
+            ON CONFLICT ON CONSTRAINT verification_attempts_pkey DO UPDATE SET
+                attempts = CASE WHEN a.window_start <= p_cutoff THEN 1 ELSE a.attempts + 1 END,
+                window_start = CASE WHEN a.window_start <= p_cutoff THEN EXCLUDED.window_start ELSE a.window_start END
+            WHERE a.window_start <= p_cutoff OR a.attempts < p_attempt_limit;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'too_many_attempts'::text, a.window_start FROM {schema}.verification_attempts a
+                WHERE a.tenant_id = p_tenant AND a.subject_ref = v_subject;
+                RETURN;
+            END IF;
+            UPDATE {schema}.templates t SET last_used_at = now()
+            WHERE t.tenant_id = p_tenant AND t.subject_ref = v_subject AND t.last_used_at < now() - interval '1 hour';
+            UPDATE {schema}.verification_sessions s SET outcome = p_outcome, confidence = p_confidence,
+                biometric_key_version = p_key_version, completed_at = p_now,
+                record_mac = p_session_mac, record_mac_version = p_session_mac_version
+            WHERE s.id = p_session;
+            RETURN QUERY SELECT 'completed'::text, NULL::timestamptz;
+        END
+        $$;
+
+        -- Migration 27's RecordConsent write, storing the consented session's MAC.
+        CREATE FUNCTION {schema}.record_consent(p_tenant uuid, p_session uuid, p_notice_version text, p_now timestamptz,
+            p_session_mac bytea, p_session_mac_version bigint)
+        RETURNS text
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        DECLARE
+            v_why text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            UPDATE {schema}.verification_sessions s SET notice_version = p_notice_version, consented_at = p_now,
+                record_mac = p_session_mac, record_mac_version = p_session_mac_version
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.expires_at > p_now AND s.link_opened_at IS NOT NULL;
+            IF FOUND THEN
+                RETURN 'consented';
+            END IF;
+            SELECT CASE WHEN s.outcome IS NOT NULL THEN 'completed' WHEN s.expires_at <= p_now THEN 'expired' ELSE 'not_opened' END
+            INTO v_why FROM {schema}.verification_sessions s WHERE s.id = p_session;
+            RETURN coalesce(v_why, 'not_found');
+        END
+        $$;
+
+        -- Migration 27's CreateSession write, storing the session's subject MAC.
+        CREATE FUNCTION {schema}.create_session(p_tenant uuid, p_session uuid, p_subject text, p_pii_version bigint,
+            p_old_subjects text[], p_sealed_name bytea, p_sealed_email bytea, p_data_key_version bigint,
+            p_expires_at timestamptz, p_link_hash bytea, p_subject_mac bytea, p_subject_mac_version bigint)
+        RETURNS text
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            IF cardinality(p_old_subjects) > 0 AND (
+                EXISTS (SELECT 1 FROM {schema}.verification_sessions s WHERE s.subject_ref = ANY (p_old_subjects))
+                OR EXISTS (SELECT 1 FROM {schema}.templates t WHERE t.tenant_id = p_tenant AND t.subject_ref = ANY (p_old_subjects))
+                OR EXISTS (SELECT 1 FROM {schema}.verification_attempts a WHERE a.tenant_id = p_tenant AND a.subject_ref = ANY (p_old_subjects))) THEN
+                RETURN 'move_first';
+            END IF;
+            INSERT INTO {schema}.verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version,
+                expires_at, subject_mac, subject_mac_version)
+            VALUES (p_session, p_tenant, p_subject, p_pii_version, p_sealed_name, p_sealed_email, p_data_key_version, p_expires_at,
+                p_subject_mac, p_subject_mac_version);
+            INSERT INTO {schema}.gateway_links (link_hash, tenant_id, session_id, expires_at)
+            VALUES (p_link_hash, p_tenant, p_session, p_expires_at);
+            RETURN 'created';
+        END
+        $$;
+
+        -- Migration 27's OpenGateway, returning the session with its MACs (a new name: the
+        -- result columns change).
+        CREATE FUNCTION {schema}.open_gateway_link(p_tenant uuid, p_link_hash bytea, p_now timestamptz)
+        RETURNS TABLE (
+            o_id uuid, o_subject_ref text, o_pii_version integer, o_sealed_name bytea, o_sealed_email bytea,
+            o_data_key_version integer, o_expires_at timestamptz, o_link_opened_at timestamptz, o_notice_version text,
+            o_consented_at timestamptz, o_outcome text, o_confidence text, o_biometric_key_version integer,
+            o_completed_at timestamptz, o_created_at timestamptz, o_record_mac bytea, o_record_mac_version integer,
+            o_subject_mac bytea, o_subject_mac_version integer, o_status text)
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        DECLARE
+            v_session uuid;
+            v_used boolean;
+            v_expired boolean;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            RETURN QUERY
+            UPDATE {schema}.verification_sessions s SET link_opened_at = p_now
+            WHERE s.id = (
+                SELECT l.session_id FROM {schema}.gateway_links l
+                WHERE l.link_hash = p_link_hash AND l.tenant_id = p_tenant AND l.opened_at IS NULL AND l.expires_at > p_now
+                FOR UPDATE)
+            RETURNING s.id, s.subject_ref, s.pii_version, s.sealed_name, s.sealed_email, s.data_key_version, s.expires_at,
+                s.link_opened_at, s.notice_version, s.consented_at, s.outcome, s.confidence, s.biometric_key_version,
+                s.completed_at, s.created_at, s.record_mac, s.record_mac_version, s.subject_mac, s.subject_mac_version, 'opened'::text;
+            IF FOUND THEN
+                UPDATE {schema}.gateway_links l SET opened_at = p_now WHERE l.link_hash = p_link_hash;
+                RETURN;
+            END IF;
+            SELECT l.session_id, l.opened_at IS NOT NULL, l.expires_at <= p_now INTO v_session, v_used, v_expired
+            FROM {schema}.gateway_links l WHERE l.link_hash = p_link_hash AND l.tenant_id = p_tenant;
+            o_status := CASE WHEN v_session IS NULL THEN 'unknown' WHEN v_used THEN 'already_used'
+                WHEN v_expired THEN 'expired' ELSE 'session_not_found' END;
+            o_id := v_session;
+            RETURN NEXT;
+        END
+        $$;
+
         REVOKE ALL ON FUNCTION {schema}.session_and_sealed_templates(uuid, uuid, timestamptz, timestamptz) FROM PUBLIC;
-        REVOKE ALL ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint, bytea, bigint) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.complete_verification(uuid, uuid, text, text, bigint, timestamptz, timestamptz, bigint, bytea, bigint) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.record_consent(uuid, uuid, text, timestamptz, bytea, bigint) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.open_gateway_link(uuid, bytea, timestamptz) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.create_session(uuid, uuid, text, bigint, text[], bytea, bytea, bigint, timestamptz, bytea, bytea, bigint) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION {schema}.session_and_sealed_templates(uuid, uuid, timestamptz, timestamptz) TO {service};
-        GRANT EXECUTE ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.complete_enrolment(uuid, uuid, text, bigint, bigint, bytea, timestamptz, bytea, bigint, bytea, bigint) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.complete_verification(uuid, uuid, text, text, bigint, timestamptz, timestamptz, bigint, bytea, bigint) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.record_consent(uuid, uuid, text, timestamptz, bytea, bigint) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.open_gateway_link(uuid, bytea, timestamptz) TO {service};
+        GRANT EXECUTE ON FUNCTION {schema}.create_session(uuid, uuid, text, bigint, text[], bytea, bytea, bigint, timestamptz, bytea, bytea, bigint) TO {service};
         """),
     ]
 

@@ -50,10 +50,12 @@ extension SessionStore {
     /// enrolments under two versions are serialised: migration 26).
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeEnrolmentIfOpen(
-        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, at now: Date,
-        on connection: DatabaseTransaction
+        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: RecordSeal, sessionSeal: RecordSeal, tenant: TenantID,
+        at now: Date, on connection: DatabaseTransaction
     ) async throws -> BiometricWrite {
-        let statement = CompleteEnrolmentIfOpen(id: id, subject: subject, token: token, seal: seal, tenant: tenant, now: now)
+        let statement = CompleteEnrolmentIfOpen(
+            id: id, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, now: now
+        )
         for try await row in try await connection.execute(statement) {
             switch try row.decode(String.self) {
             case "completed": return .completed
@@ -73,11 +75,11 @@ extension SessionStore {
     /// Run it outside a transaction (``Database/withAutocommit(context:_:)``): it is one.
     public static func completeVerificationIfOpen(
         _ id: UUID, tenant: TenantID, outcome: String, confidence: String?, biometricKeyVersion: Int,
-        at now: Date, cutoff: Date, attemptLimit: Int, on connection: DatabaseTransaction
+        at now: Date, cutoff: Date, attemptLimit: Int, seal: RecordSeal, on connection: DatabaseTransaction
     ) async throws -> BiometricWrite {
         let statement = CompleteVerificationIfOpen(
             id: id, tenant: tenant, outcome: outcome, confidence: confidence, biometricKeyVersion: biometricKeyVersion,
-            now: now, cutoff: cutoff, attemptLimit: attemptLimit
+            now: now, cutoff: cutoff, attemptLimit: attemptLimit, seal: seal
         )
         for try await row in try await connection.execute(statement) {
             let (status, windowStart) = try row.decode((String, Date?).self)
@@ -112,17 +114,18 @@ extension SessionStore {
 
     struct CompleteEnrolmentIfOpen: PreparedStatement {
         static let name = "custos_complete_sealed_enrolment_if_open"
-        static let sql = "SELECT complete_enrolment($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .int8, .int8, .bytea, .timestamptz, .bytea, .int8]
+        static let sql = "SELECT complete_enrolment($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .int8, .int8, .bytea, .timestamptz, .bytea, .int8, .bytea, .int8]
         let id: UUID
         let subject: SubjectReference
         let token: BiometricToken
-        let seal: TemplateSeal
+        let seal: RecordSeal
+        let sessionSeal: RecordSeal
         let tenant: TenantID
         let now: Date
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 9)
+            var bindings = PostgresBindings(capacity: 11)
             bindings.append(tenant.rawValue)
             bindings.append(id)
             bindings.append(subject.value)
@@ -132,14 +135,16 @@ extension SessionStore {
             bindings.append(now)
             try bindings.append(Data(seal.mac))
             bindings.append(seal.macVersion)
+            try bindings.append(Data(sessionSeal.mac))
+            bindings.append(sessionSeal.macVersion)
             return bindings
         }
     }
 
     struct CompleteVerificationIfOpen: PreparedStatement {
-        static let name = "custos_complete_verification_if_open"
-        static let sql = "SELECT * FROM complete_verification($1::uuid, $2, $3, $4, $5, $6, $7, $8)"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .text, .int8, .timestamptz, .timestamptz, .int8]
+        static let name = "custos_complete_sealed_verification_if_open"
+        static let sql = "SELECT * FROM complete_verification($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .text, .int8, .timestamptz, .timestamptz, .int8, .bytea, .int8]
         let id: UUID
         let tenant: TenantID
         let outcome: String
@@ -148,9 +153,10 @@ extension SessionStore {
         let now: Date
         let cutoff: Date
         let attemptLimit: Int
+        let seal: RecordSeal
 
-        func makeBindings() -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 8)
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 10)
             bindings.append(tenant.rawValue)
             bindings.append(id)
             bindings.append(outcome)
@@ -159,6 +165,8 @@ extension SessionStore {
             bindings.append(now)
             bindings.append(cutoff)
             bindings.append(attemptLimit)
+            try bindings.append(Data(seal.mac))
+            bindings.append(seal.macVersion)
             return bindings
         }
     }

@@ -13,10 +13,10 @@ extension SessionStore {
     /// the caller announces the change after the commit (``TemplateStore/galleryChannel``).
     /// - Returns: whether the session was completed here (false: it was completed already).
     public static func completeEnrolment(
-        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, at now: Date,
-        on connection: DatabaseTransaction
+        _ id: UUID, subject: SubjectReference, token: BiometricToken, seal: RecordSeal, sessionSeal: RecordSeal, tenant: TenantID,
+        at now: Date, on connection: DatabaseTransaction
     ) async throws -> Bool {
-        let statement = CompleteEnrolment(id: id, subject: subject, token: token, seal: seal, tenant: tenant, now: now)
+        let statement = CompleteEnrolment(id: id, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, now: now)
         for try await row in try await connection.execute(statement) { return try row.decode(Int.self) == 1 }
         return false
     }
@@ -27,10 +27,10 @@ extension SessionStore {
     /// - Returns: whether the session was completed here (false: it was completed already).
     public static func completeVerification(
         _ id: UUID, subject: String, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date,
-        on connection: DatabaseTransaction
+        seal: RecordSeal, on connection: DatabaseTransaction
     ) async throws -> Bool {
         let statement = CompleteVerification(
-            id: id, subject: subject, outcome: outcome, confidence: confidence, biometricKeyVersion: biometricKeyVersion, now: now
+            id: id, subject: subject, outcome: outcome, confidence: confidence, biometricKeyVersion: biometricKeyVersion, now: now, seal: seal
         )
         var completed = 0
         for try await _ in try await connection.execute(statement) { completed += 1 }
@@ -39,7 +39,7 @@ extension SessionStore {
 
     struct CompleteEnrolment: PreparedStatement {
         static let name = "custos_complete_sealed_enrolment"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz, .bytea, .int8]
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .bytea, .uuid, .timestamptz, .bytea, .int8, .bytea, .int8]
         // Data-modifying CTEs run to completion whether or not the outer query reads them.
         static let sql = """
             WITH stored AS (
@@ -51,7 +51,7 @@ extension SessionStore {
                 RETURNING 1
             ), completed AS (
                 UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
-                    biometric_key_version = $4, completed_at = $7
+                    biometric_key_version = $4, completed_at = $7, record_mac = $10, record_mac_version = $11
                 WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
             )
             SELECT (SELECT count(*) FROM completed)::int
@@ -59,12 +59,13 @@ extension SessionStore {
         let id: UUID
         let subject: SubjectReference
         let token: BiometricToken
-        let seal: TemplateSeal
+        let seal: RecordSeal
+        let sessionSeal: RecordSeal
         let tenant: TenantID
         let now: Date
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 9)
+            var bindings = PostgresBindings(capacity: 11)
             bindings.append(tenant.rawValue)
             bindings.append(subject.value)
             bindings.append(subject.piiVersion)
@@ -74,20 +75,22 @@ extension SessionStore {
             bindings.append(now)
             try bindings.append(Data(seal.mac))
             bindings.append(seal.macVersion)
+            try bindings.append(Data(sessionSeal.mac))
+            bindings.append(sessionSeal.macVersion)
             return bindings
         }
     }
 
     struct CompleteVerification: PreparedStatement {
-        static let name = "custos_complete_verification"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .timestamptz, .uuid]
+        static let name = "custos_complete_sealed_verification"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .timestamptz, .uuid, .bytea, .int8]
         static let sql = """
             WITH touched AS (
                 UPDATE templates SET last_used_at = now()
                 WHERE subject_ref = $1 AND last_used_at < now() - interval '1 hour' RETURNING 1
             )
             UPDATE verification_sessions SET outcome = $2, confidence = $3,
-                biometric_key_version = $4, completed_at = $5
+                biometric_key_version = $4, completed_at = $5, record_mac = $7, record_mac_version = $8
             WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
             """
         let id: UUID
@@ -96,15 +99,18 @@ extension SessionStore {
         let confidence: String?
         let biometricKeyVersion: Int
         let now: Date
+        let seal: RecordSeal
 
-        func makeBindings() -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 6)
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 8)
             bindings.append(subject)
             bindings.append(outcome)
             bindings.append(confidence)
             bindings.append(biometricKeyVersion)
             bindings.append(now)
             bindings.append(id)
+            try bindings.append(Data(seal.mac))
+            bindings.append(seal.macVersion)
             return bindings
         }
     }

@@ -37,7 +37,7 @@ extension SessionStore {
     public static func openGateway(hash: [UInt8], tenant: TenantID, now: Date, on connection: DatabaseTransaction) async throws -> Result<Row, GatewayRefusal> {
         for try await row in try await connection.execute(OpenGateway(hash: hash, tenant: tenant, now: now)) {
             let cells = row.makeRandomAccess()
-            switch try cells[15].decode(String.self) {
+            switch try cells[columnCount].decode(String.self) {
             case "opened": return .success(try decode(row))
             case "already_used": return .failure(.link(.alreadyUsed))
             case "expired": return .failure(.link(.expired))
@@ -65,27 +65,31 @@ extension SessionStore {
         case notOpened = "not_opened"
     }
 
-    /// Records consent to `noticeVersion` at `now` if the session is open (no outcome,
+    /// Records consent to `noticeVersion` at `now`, with the MAC of the consented record
+    /// (``SessionRecord``: `now` in whole seconds), if the session is open (no outcome,
     /// unexpired) and its link was opened; refusals are named in that order.
     public static func recordConsentIfOpen(
-        _ id: UUID, noticeVersion: String, tenant: TenantID, at now: Date, on connection: DatabaseTransaction
+        _ id: UUID, noticeVersion: String, tenant: TenantID, at now: Date, seal: RecordSeal, on connection: DatabaseTransaction
     ) async throws -> ConsentWrite {
-        for try await row in try await connection.execute(RecordConsentIfOpen(id: id, tenant: tenant, noticeVersion: noticeVersion, now: now)) {
+        let statement = RecordConsentIfOpen(id: id, tenant: tenant, noticeVersion: noticeVersion, now: now, seal: seal)
+        for try await row in try await connection.execute(statement) {
             return ConsentWrite(rawValue: try row.decode(String.self)) ?? .notFound
         }
         return .notFound
     }
 
     struct CreateSession: PreparedStatement {
-        static let name = "custos_create_session"
-        static let sql = "SELECT create_session($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .int8, .textArray, .bytea, .bytea, .int8, .timestamptz, .bytea]
+        static let name = "custos_create_sealed_session"
+        static let sql = "SELECT create_session($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        static let bindingDataTypes: [PostgresDataType] = [
+            .text, .uuid, .text, .int8, .textArray, .bytea, .bytea, .int8, .timestamptz, .bytea, .bytea, .int8,
+        ]
         let new: New
         let tenant: TenantID
         let oldSubjects: [String]
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 10)
+            var bindings = PostgresBindings(capacity: 12)
             bindings.append(tenant.rawValue)
             bindings.append(new.id)
             bindings.append(new.subject.value)
@@ -96,13 +100,15 @@ extension SessionStore {
             bindings.append(new.dataKeyVersion)
             bindings.append(new.expiresAt)
             try bindings.append(Data(new.linkHash))
+            try bindings.append(Data(new.subjectSeal.mac))
+            bindings.append(new.subjectSeal.macVersion)
             return bindings
         }
     }
 
     struct OpenGateway: PreparedStatement {
-        static let name = "custos_open_gateway"
-        static let sql = "SELECT * FROM open_gateway($1::uuid, $2, $3)"
+        static let name = "custos_open_gateway_link"
+        static let sql = "SELECT * FROM open_gateway_link($1::uuid, $2, $3)"
         static let bindingDataTypes: [PostgresDataType] = [.text, .bytea, .timestamptz]
         let hash: [UInt8]
         let tenant: TenantID
@@ -118,20 +124,23 @@ extension SessionStore {
     }
 
     struct RecordConsentIfOpen: PreparedStatement {
-        static let name = "custos_record_consent_if_open"
-        static let sql = "SELECT record_consent($1::uuid, $2, $3, $4)"
-        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .timestamptz]
+        static let name = "custos_record_sealed_consent_if_open"
+        static let sql = "SELECT record_consent($1::uuid, $2, $3, $4, $5, $6)"
+        static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .timestamptz, .bytea, .int8]
         let id: UUID
         let tenant: TenantID
         let noticeVersion: String
         let now: Date
+        let seal: RecordSeal
 
-        func makeBindings() -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 4)
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 6)
             bindings.append(tenant.rawValue)
             bindings.append(id)
             bindings.append(noticeVersion)
             bindings.append(now)
+            try bindings.append(Data(seal.mac))
+            bindings.append(seal.macVersion)
             return bindings
         }
     }

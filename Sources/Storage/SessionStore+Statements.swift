@@ -42,17 +42,18 @@ extension SessionStore {
     }
 
     struct InsertSession: PreparedStatement {
-        static let name = "custos_insert_session"
-        static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .text, .int8, .bytea, .bytea, .int8, .timestamptz]
+        static let name = "custos_insert_sealed_session"
+        static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .text, .int8, .bytea, .bytea, .int8, .timestamptz, .bytea, .int8]
         static let sql = """
-            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at)
-            VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8)
+            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at,
+                subject_mac, subject_mac_version)
+            VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10)
             """
         let new: New
         let tenant: TenantID
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 8)
+            var bindings = PostgresBindings(capacity: 10)
             bindings.append(new.id)
             bindings.append(tenant.rawValue)
             bindings.append(new.subject.value)
@@ -61,6 +62,8 @@ extension SessionStore {
             try bindings.append(new.sealedEmail.map { Data($0) })
             bindings.append(new.dataKeyVersion)
             bindings.append(new.expiresAt)
+            try bindings.append(Data(new.subjectSeal.mac))
+            bindings.append(new.subjectSeal.macVersion)
             return bindings
         }
     }

@@ -32,13 +32,14 @@ extension SessionStore {
         static func decode<Rows: AsyncSequence>(_ rows: Rows) async throws -> VerifyOpening? where Rows.Element == PostgresRow {
             var opening: (row: Row, attempts: Int, windowStart: Date)?
             var templates = [Int: StoredTemplate]()
+            let first = SessionStore.columnCount
             for try await row in rows {
                 let cells = row.makeRandomAccess()
                 if opening == nil {
-                    opening = (try SessionStore.decode(row), try cells[15].decode(Int.self), try cells[16].decode(Date.self))
+                    opening = (try SessionStore.decode(row), try cells[first].decode(Int.self), try cells[first + 1].decode(Date.self))
                 }
-                if let version = try cells[17].decode(Int?.self), let bytes = try cells[18].decode(Data?.self) {
-                    let seal = TemplateSeal(mac: try cells[19].decode(Data?.self), macVersion: try cells[20].decode(Int?.self))
+                if let version = try cells[first + 2].decode(Int?.self), let bytes = try cells[first + 3].decode(Data?.self) {
+                    let seal = RecordSeal(mac: try cells[first + 4].decode(Data?.self), macVersion: try cells[first + 5].decode(Int?.self))
                     templates[version] = StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: seal)
                 }
             }
@@ -78,7 +79,7 @@ extension SessionStore {
                 SELECT key_version::int8, token, record_mac, record_mac_version::int8 FROM templates WHERE subject_ref = \(opened.row.subject.value)
                 """
             for try await (version, bytes, mac, macVersion) in try await connection.query(query, logger: Database.quiet).decode((Int, Data, Data?, Int?).self) {
-                templates[version] = StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
+                templates[version] = StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))
             }
         }
         return VerifyOpening(row: opened.row, attempts: opened.attempts, windowStart: opened.windowStart, templates: templates)

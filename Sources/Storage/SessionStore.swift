@@ -21,6 +21,12 @@ public enum SessionStore {
         public let biometricKeyVersion: Int?
         public let completedAt: Date?
         public let createdAt: Date
+        /// The MAC of ``record`` (migration 33); `nil` on a row that records nothing yet, or
+        /// one written before.
+        public let seal: RecordSeal?
+        /// The MAC of ``subjectBinding`` (migration 33), written at creation; `nil` on a row
+        /// written before.
+        public let subjectSeal: RecordSeal?
     }
 
     /// What a new session stores.
@@ -32,8 +38,13 @@ public enum SessionStore {
         public let dataKeyVersion: Int?
         public let expiresAt: Date
         public let linkHash: [UInt8]
+        /// The MAC of the session's ``SessionSubject``.
+        public let subjectSeal: RecordSeal
 
-        public init(id: UUID, subject: SubjectReference, sealedName: [UInt8]?, sealedEmail: [UInt8]?, dataKeyVersion: Int?, expiresAt: Date, linkHash: [UInt8]) {
+        public init(
+            id: UUID, subject: SubjectReference, sealedName: [UInt8]?, sealedEmail: [UInt8]?, dataKeyVersion: Int?, expiresAt: Date,
+            linkHash: [UInt8], subjectSeal: RecordSeal
+        ) {
             self.id = id
             self.subject = subject
             self.sealedName = sealedName
@@ -41,6 +52,7 @@ public enum SessionStore {
             self.dataKeyVersion = dataKeyVersion
             self.expiresAt = expiresAt
             self.linkHash = linkHash
+            self.subjectSeal = subjectSeal
         }
     }
 
@@ -49,10 +61,14 @@ public enum SessionStore {
         case unknown, alreadyUsed, expired
     }
 
+    /// A row's columns, ``decode(_:)``'s order; statements that read more put theirs after
+    /// (from ``columnCount`` on).
     static let columns = """
         id, subject_ref, pii_version, sealed_name, sealed_email, data_key_version, expires_at, link_opened_at,
-        notice_version, consented_at, outcome, confidence, biometric_key_version, completed_at, created_at
+        notice_version, consented_at, outcome, confidence, biometric_key_version, completed_at, created_at,
+        record_mac, record_mac_version, subject_mac, subject_mac_version
         """
+    static let columnCount = 19
 
     /// Inserts the session and its link index row (the caller's tenant transaction).
     public static func insert(_ new: New, tenant: TenantID, on connection: DatabaseTransaction) async throws {
@@ -71,16 +87,21 @@ public enum SessionStore {
     /// templates of, ascending (what Enrol reads, in one round trip).
     public static func lockWithEnrolledVersions(_ id: UUID, on connection: DatabaseTransaction) async throws -> (row: Row, enrolledVersions: [Int])? {
         for try await row in try await connection.execute(LockSessionWithEnrolledVersions(id: id)) {
-            return (try decode(row), try row.makeRandomAccess()[15].decode([Int].self))
+            return (try decode(row), try row.makeRandomAccess()[columnCount].decode([Int].self))
         }
         return nil
     }
 
-    /// Writes the outcome if none is written yet. - Returns: whether it was written.
-    public static func complete(_ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, on connection: DatabaseTransaction) async throws -> Bool {
+    /// Writes the outcome, with the MAC of the completed record, if none is written yet.
+    /// - Returns: whether it was written.
+    public static func complete(
+        _ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, seal: RecordSeal,
+        on connection: DatabaseTransaction
+    ) async throws -> Bool {
         let rows = try await connection.query("""
             UPDATE verification_sessions SET outcome = \(outcome), confidence = \(confidence),
-                biometric_key_version = \(biometricKeyVersion), completed_at = \(now)
+                biometric_key_version = \(biometricKeyVersion), completed_at = \(now),
+                record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
             WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
             """, logger: Database.quiet)
         return try await rows.collect().count == 1
@@ -130,7 +151,7 @@ public enum SessionStore {
         }
         var page = [(row: Row, micros: Int64)]()
         for try await row in rows {
-            page.append((try decode(row), try row.makeRandomAccess()[15].decode(Int64.self)))
+            page.append((try decode(row), try row.makeRandomAccess()[columnCount].decode(Int64.self)))
         }
         guard page.count > limit else { return (page.map(\.row), nil) }
         let last = page[limit - 1]
@@ -173,16 +194,20 @@ public enum SessionStore {
         return result
     }
 
-    /// The first 15 columns of `row`: ``columns``.
+    /// The first ``columnCount`` columns of `row`: ``columns``.
     static func decode(_ row: PostgresRow) throws -> Row {
+        // A tuple decodes at most 15 columns: the MAC's two are read by position.
         let cells = try row.decode(
             (UUID, String, Int, Data?, Data?, Int?, Date, Date?, String?, Date?, String?, String?, Int?, Date?, Date).self
         )
+        let more = row.makeRandomAccess()
         return Row(
             id: cells.0, subject: SubjectReference(value: cells.1, piiVersion: cells.2),
             sealedName: cells.3.map { Array($0) }, sealedEmail: cells.4.map { Array($0) }, dataKeyVersion: cells.5,
             expiresAt: cells.6, linkOpenedAt: cells.7, noticeVersion: cells.8, consentedAt: cells.9,
-            outcome: cells.10, confidence: cells.11, biometricKeyVersion: cells.12, completedAt: cells.13, createdAt: cells.14
+            outcome: cells.10, confidence: cells.11, biometricKeyVersion: cells.12, completedAt: cells.13, createdAt: cells.14,
+            seal: RecordSeal(mac: try more[15].decode(Data?.self), macVersion: try more[16].decode(Int?.self)),
+            subjectSeal: RecordSeal(mac: try more[17].decode(Data?.self), macVersion: try more[18].decode(Int?.self))
         )
     }
 }

@@ -1,5 +1,4 @@
 public import CustosModel
-import Foundation
 
 /// A template as read from `templates`: its key version and token bytes, not yet a token. The
 /// length does not name the format (compact and quaternary tokens are both 1,024 bytes); the
@@ -10,9 +9,9 @@ public struct StoredTemplate: Sendable, Hashable {
     public let bytes: [UInt8]
     /// The row's MAC (migration 33), `nil` for a row written before it, or when the read did
     /// not ask for it (the 1:N gallery: identification checks its candidates' re-read rows).
-    public let seal: TemplateSeal?
+    public let seal: RecordSeal?
 
-    public init(keyVersion: Int, bytes: [UInt8], seal: TemplateSeal? = nil) {
+    public init(keyVersion: Int, bytes: [UInt8], seal: RecordSeal? = nil) {
         self.keyVersion = keyVersion
         self.bytes = bytes
         self.seal = seal
@@ -32,24 +31,4 @@ public struct StoredTemplate: Sendable, Hashable {
 extension BiometricToken {
     /// The token as it is stored.
     public var stored: StoredTemplate { StoredTemplate(keyVersion: keyVersion, bytes: bytes) }
-}
-
-/// A template row's MAC under the root MAC key of `macVersion`, over its tenant, subject
-/// reference, biometric version and token (custody computes and checks it; storage only
-/// carries it).
-public struct TemplateSeal: Sendable, Hashable {
-    public let mac: [UInt8]
-    public let macVersion: Int
-
-    public init(mac: [UInt8], macVersion: Int) {
-        self.mac = mac
-        self.macVersion = macVersion
-    }
-
-    /// The seal of a row's two columns; `nil` when either is NULL (the table's check keeps
-    /// them NULL together).
-    init?(mac: Data?, macVersion: Int?) {
-        guard let mac, let macVersion else { return nil }
-        self.init(mac: Array(mac), macVersion: macVersion)
-    }
 }

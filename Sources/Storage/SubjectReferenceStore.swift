@@ -1,5 +1,5 @@
 public import CustosModel
-import Foundation
+public import Foundation
 import PostgresNIO
 
 /// Moves a subject's stored references to another reference (the active `pii` version's), in
@@ -22,6 +22,8 @@ public enum SubjectReferenceStore {
         /// The templates moved, with the reference each was under: their MACs cover it, so the
         /// caller seals them again under the new one.
         public let movedTemplates: [(from: String, template: StoredTemplate)]
+        /// The sessions moved, with the reference each was under (their subject MACs cover it).
+        public let movedSessions: [(from: String, id: UUID, expiresAt: Date, seal: RecordSeal?)]
 
         public var isEmpty: Bool { templates + duplicateTemplates + sessions + attemptCounters == 0 }
     }
@@ -32,13 +34,21 @@ public enum SubjectReferenceStore {
     /// so they cannot deadlock on each other's rows; the second finds nothing left to move.
     public static func move(from old: [String], to new: SubjectReference, tenant: TenantID, on connection: DatabaseTransaction) async throws -> Moved {
         let old = old.filter { $0 != new.value }
-        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: [], movedTemplates: []) }
+        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: [], movedTemplates: [], movedSessions: []) }
         try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))")
         // Sessions first: a verification locks its session, then touches the template, so a
         // move taking the template first and then waiting for that session would deadlock.
-        let sessions = try await connection.query("""
-            UPDATE verification_sessions SET subject_ref = \(new.value), pii_version = \(new.piiVersion) WHERE subject_ref = ANY(\(old)) RETURNING 1
-            """, logger: Database.quiet).collect().count
+        var movedSessions = [(from: String, id: UUID, expiresAt: Date, seal: RecordSeal?)]()
+        let sessionRows = try await connection.query("""
+            UPDATE verification_sessions s SET subject_ref = \(new.value), pii_version = \(new.piiVersion)
+            FROM (SELECT id, subject_ref FROM verification_sessions WHERE subject_ref = ANY(\(old))) AS o
+            WHERE s.id = o.id
+            RETURNING o.subject_ref, s.id, s.expires_at, s.subject_mac, s.subject_mac_version
+            """, logger: Database.quiet)
+        for try await (from, id, expiresAt, mac, macVersion) in sessionRows.decode((String, UUID, Date, Data?, Int?).self) {
+            movedSessions.append((from, id, expiresAt, RecordSeal(mac: mac, macVersion: macVersion)))
+        }
+        let sessions = movedSessions.count
         // One template per subject and biometric version: the newest enrolment wins (the new
         // reference's first, else the most recently enrolled old one).
         let duplicates = try await connection.query("""
@@ -56,7 +66,7 @@ public enum SubjectReferenceStore {
             RETURNING o.subject_ref, t.key_version, t.token, t.record_mac, t.record_mac_version
             """, logger: Database.quiet)
         for try await (from, version, bytes, mac, macVersion) in moved.decode((String, Int, Data, Data?, Int?).self) {
-            movedTemplates.append((from, StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))))
+            movedTemplates.append((from, StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))))
         }
         let keyVersions = movedTemplates.map(\.template.keyVersion)
         // Counters add up (a move must not hand a subject a fresh attempt window), from the
@@ -71,7 +81,7 @@ public enum SubjectReferenceStore {
         let counters = try await VerificationAttemptStore.delete(subjects: old, on: connection)
         return Moved(
             templates: keyVersions.count, duplicateTemplates: duplicates, sessions: sessions, attemptCounters: counters,
-            keyVersions: keyVersions.sorted(), movedTemplates: movedTemplates
+            keyVersions: keyVersions.sorted(), movedTemplates: movedTemplates, movedSessions: movedSessions
         )
     }
 }

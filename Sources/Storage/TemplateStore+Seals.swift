@@ -2,7 +2,7 @@ import Foundation
 import PostgresNIO
 
 // Template MACs (migration 33): rows written before it carry none until an officer seals
-// them (`custos db seal-templates`), and a subject's move to another pii reference changes
+// them (`custos db seal-records`), and a subject's move to another pii reference changes
 // what its MAC covers. Functions run inside ``Database/withTenant(_:context:_:)``.
 extension TemplateStore {
     /// Whether the tenant in scope has a template without a MAC (the partial index answers).
@@ -26,7 +26,7 @@ extension TemplateStore {
     /// exactly `template`'s token and still has no MAC (a row rewritten meanwhile carries its
     /// writer's MAC). - Returns: whether the row was sealed here.
     public static func sealUnsealed(
-        subject: String, template: StoredTemplate, seal: TemplateSeal, on connection: DatabaseTransaction
+        subject: String, template: StoredTemplate, seal: RecordSeal, on connection: DatabaseTransaction
     ) async throws -> Bool {
         try await !connection.query("""
             UPDATE templates SET record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
@@ -41,7 +41,7 @@ extension TemplateStore {
     /// - Returns: whether the row was changed.
     @discardableResult
     public static func replaceSeal(
-        subject: String, template: StoredTemplate, with seal: TemplateSeal, on connection: DatabaseTransaction
+        subject: String, template: StoredTemplate, with seal: RecordSeal, on connection: DatabaseTransaction
     ) async throws -> Bool {
         guard let old = template.seal else { return false }
         return try await !connection.query("""

@@ -26,7 +26,7 @@ public enum TemplateStore {
 
     /// Stores (or replaces) the subject's token of its key version, with its MAC.
     public static func upsert(
-        subject: SubjectReference, token: BiometricToken, seal: TemplateSeal, tenant: TenantID, on connection: DatabaseTransaction
+        subject: SubjectReference, token: BiometricToken, seal: RecordSeal, tenant: TenantID, on connection: DatabaseTransaction
     ) async throws {
         try await connection.query("""
             INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
@@ -77,7 +77,7 @@ public enum TemplateStore {
     public static func get(subject: String, keyVersion: Int, on connection: DatabaseTransaction) async throws -> StoredTemplate? {
         for try await row in try await connection.execute(ReadTemplate(subject: subject, keyVersion: keyVersion)) {
             let (bytes, mac, macVersion) = try row.decode((Data, Data?, Int?).self)
-            return StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
+            return StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))
         }
         return nil
     }
@@ -132,7 +132,7 @@ public enum TemplateStore {
             WHERE subject_ref = ANY(\(subjects)) AND key_version = \(keyVersion)
             """, logger: Database.quiet)
         for try await (subject, bytes, mac, macVersion) in rows.decode((String, Data, Data?, Int?).self) {
-            found[subject] = StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: TemplateSeal(mac: mac, macVersion: macVersion))
+            found[subject] = StoredTemplate(keyVersion: keyVersion, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))
         }
         return found
     }

@@ -47,13 +47,35 @@ public protocol AuditRecording: Sendable {
     ) async throws
 }
 
-/// Computes and checks the HSM MAC every stored template carries (migration 33): a token the
-/// database's writer copied onto another subject's row, or changed in place, fails the check,
-/// so it is never compared.
-public protocol TemplateSealing: Sendable {
+/// Computes and checks the HSM MACs stored records carry (migration 33): a template's, binding
+/// its token to tenant, subject and biometric version, and a session's, over its consent and
+/// outcome. A token the database's writer copied onto another subject's row, or a consent or
+/// outcome it wrote, fails the check, so it is never compared, shown, signed or exported.
+public protocol RecordSealing: Sendable {
     /// The MAC of `template` stored under `subject`.
-    func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> TemplateSeal
+    func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> RecordSeal
     /// Whether `template`, read from `subject`'s row, is one Custos wrote there. A row without
-    /// a MAC (written before migration 33) passes only until every template has been sealed.
+    /// a MAC (written before migration 33) passes only until every record has been sealed.
     func isAuthentic(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> Bool
+    /// The MAC of a session recording `record`.
+    func seal(_ record: SessionRecord, tenant: TenantID) async throws -> RecordSeal
+    /// Whether a session row recording `record` with `seal` is as Custos wrote it (a row that
+    /// records nothing yet needs no MAC; one without passes only until every record is sealed).
+    func isAuthentic(_ record: SessionRecord, seal: RecordSeal?, tenant: TenantID) async throws -> Bool
+    /// The MAC binding a new session to its subject and expiry.
+    func seal(_ binding: SessionSubject, tenant: TenantID) async throws -> RecordSeal
+    /// Whether a session row binds the subject and expiry Custos created it with (one without a
+    /// MAC passes only until every record is sealed).
+    func isAuthentic(_ binding: SessionSubject, seal: RecordSeal?, tenant: TenantID) async throws -> Bool
+}
+
+extension RecordSealing {
+    /// - Throws: ``RecordIntegrityError/session(_:)`` unless `row`'s subject, expiry, consent
+    ///   and outcome are as Custos recorded them.
+    func requireAuthentic(_ row: SessionStore.Row, tenant: TenantID) async throws {
+        guard try await isAuthentic(row.subjectBinding, seal: row.subjectSeal, tenant: tenant),
+              try await isAuthentic(row.record, seal: row.seal, tenant: tenant) else {
+            throw RecordIntegrityError.session(row.id)
+        }
+    }
 }

@@ -1,14 +1,21 @@
-/// A stored template failed its MAC check (``TemplateSealing``): it was not written by Custos
-/// for this subject — copied from another subject's row, changed in place, or left without a
-/// MAC after every template was sealed. Never the caller's mistake: the RPC answers DATA_LOSS
-/// and the log names the tenant and version (never the subject's reference).
-public enum TemplateIntegrityError: Error, Sendable, Equatable, CustomStringConvertible {
-    case notAuthentic(keyVersion: Int)
+public import Foundation
+
+/// A stored record failed its MAC check (``RecordSealing``): Custos did not write it as it
+/// stands — a template copied from another subject's row or changed in place, a session whose
+/// consent or outcome was written directly, or a row left without a MAC after every record was
+/// sealed. Never the caller's mistake: the RPC answers DATA_LOSS, and nothing is compared,
+/// shown, signed or exported from it.
+public enum RecordIntegrityError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The subject's template of this biometric version (the subject is never named: DESIGN §9).
+    case template(keyVersion: Int)
+    case session(UUID)
 
     public var description: String {
         switch self {
-        case .notAuthentic(let version):
+        case .template(let version):
             "the subject's stored template (biometric version \(version)) failed its integrity check and was not compared: an officer must look; the subject re-enrols afterwards"
+        case .session(let id):
+            "session \(id.uuidString.lowercased()) failed its integrity check (its consent or outcome was not recorded by Custos): an officer must look"
         }
     }
 }

@@ -16,7 +16,7 @@ enum SubjectReferenceMigration {
     /// template.
     /// - Returns: the reference the subject is stored under from now on.
     static func moveToActive(
-        _ references: [SubjectReference], tenant: TenantID, seals: any TemplateSealing, on connection: DatabaseTransaction
+        _ references: [SubjectReference], tenant: TenantID, seals: any RecordSealing, on connection: DatabaseTransaction
     ) async throws -> SubjectReference? {
         guard let active = references.first else { return nil }
         let old = references.dropFirst().map(\.value).filter { $0 != active.value }
@@ -29,6 +29,14 @@ enum SubjectReferenceMigration {
             guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else { continue }
             let seal = try await seals.seal(template, subject: active.value, tenant: tenant)
             try await TemplateStore.replaceSeal(subject: active.value, template: template, with: seal, on: connection)
+        }
+        // Likewise each moved session's subject MAC.
+        for session in moved.movedSessions {
+            guard let old = session.seal,
+                  try await seals.isAuthentic(SessionSubject(id: session.id, subject: session.from, expiresAt: session.expiresAt), seal: old, tenant: tenant)
+            else { continue }
+            let seal = try await seals.seal(SessionSubject(id: session.id, subject: active.value, expiresAt: session.expiresAt), tenant: tenant)
+            try await SessionStore.replaceSubjectSeal(session.id, expected: old, with: seal, on: connection)
         }
         if moved.templates + moved.duplicateTemplates > 0 {
             for subject in old {

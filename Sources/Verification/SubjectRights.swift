@@ -43,7 +43,7 @@ public final class SubjectRights: Sendable {
         let (templates, sessions, next) = try await database.withTenant(tenant, context: "export subject") { connection in
             // A lookup by external id: the subject's references move to the active pii version
             // first, so the export shows them as they are stored from now on.
-            _ = try await SubjectReferenceMigration.moveToActive(found, tenant: tenant, seals: self.core.templateSeals, on: connection)
+            _ = try await SubjectReferenceMigration.moveToActive(found, tenant: tenant, seals: self.core.recordSeals, on: connection)
             let templates = try await TemplateStore.metadata(subjects: references, on: connection)
             guard let paging else {
                 return (templates, try await SessionStore.bySubjects(references, on: connection), SessionStore.Position?.none)
@@ -54,6 +54,8 @@ public final class SubjectRights: Sendable {
         let at = now()
         var exported = [SubjectExport.Session]()
         for row in sessions {
+            // An export states what Custos recorded: a consent or outcome it did not stops it.
+            try await core.recordSeals.requireAuthentic(row, tenant: tenant)
             var name: String?
             var email: String?
             if let version = row.dataKeyVersion {

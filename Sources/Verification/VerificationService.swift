@@ -24,7 +24,7 @@ public final class VerificationService: Sendable {
     public let attemptLimit: VerificationAttemptLimit
     let audit: (any AuditRecording)?
     /// Every template written carries its MAC, and every template compared is checked first.
-    let templateSeals: any TemplateSealing
+    let recordSeals: any RecordSealing
     let now: @Sendable () -> Date
     let logger: Logger
     /// Fault injection for tests: runs inside a migration's transaction between storing the new
@@ -59,7 +59,7 @@ public final class VerificationService: Sendable {
     private let listening = Atomic<Bool>(false)
 
     public init(
-        database: Database, templateSeals: any TemplateSealing, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
+        database: Database, recordSeals: any RecordSealing, policies: TenantPolicies? = nil, galleryCapacity: Int = 1_000_000,
         galleryMemoryLimit: Int = VerificationService.defaultGalleryMemoryLimit, attemptLimit: VerificationAttemptLimit = .default, audit: (any AuditRecording)? = nil,
         logger: Logger = Logger(label: "custos.verification"), now: @escaping @Sendable () -> Date = { Date() },
         migrationFault: (@Sendable () throws -> Void)? = nil, galleryCatchUpInterval: Duration = .seconds(1)
@@ -67,7 +67,7 @@ public final class VerificationService: Sendable {
         self.migrationFault = migrationFault
         self.galleryCatchUpInterval = galleryCatchUpInterval
         self.database = database
-        self.templateSeals = templateSeals
+        self.recordSeals = recordSeals
         let policies = policies ?? TenantPolicies(database: database, audit: nil)
         self.policies = policies
         self.galleryCapacity = galleryCapacity
@@ -101,7 +101,8 @@ public final class VerificationService: Sendable {
         tenant: TenantID, session: UUID, replacing: Bool = false, actor: String = "custos",
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
-        let now = now()
+        // Whole seconds: the session's MAC covers its completion time as PostgreSQL returns it.
+        let now = now().wholeSeconds
         let (subject, token) = replacing
             ? try await enrolInTransaction(tenant: tenant, session: session, replacing: true, actor: actor, now: now, tokenize: tokenize)
             : try await firstEnrolment(tenant: tenant, session: session, actor: actor, now: now, tokenize: tokenize)
@@ -119,12 +120,16 @@ public final class VerificationService: Sendable {
         }
         guard let opened else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(opened.row, now: now)
+        try await recordSeals.requireAuthentic(opened.row, tenant: tenant)
         guard opened.enrolledVersions.isEmpty else { throw VerificationError.alreadyEnrolled }
         let token = try await tokenize()
         let subject = opened.row.subject
-        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        let seal = try await recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        let sessionSeal = try await recordSeals.seal(Self.enrolled(opened.row, token, at: now), tenant: tenant)
         let written = try await database.withAutocommit(context: "enrol in session") { connection in
-            try await SessionStore.completeEnrolmentIfOpen(session, subject: subject, token: token, seal: seal, tenant: tenant, at: now, on: connection)
+            try await SessionStore.completeEnrolmentIfOpen(
+                session, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
+            )
         }
         switch written {
         case .completed:
@@ -148,12 +153,13 @@ public final class VerificationService: Sendable {
         tenant: TenantID, session: UUID, replacing: Bool, actor: String, now: Date,
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
-        let audit = audit, templateSeals = templateSeals
+        let audit = audit, recordSeals = recordSeals
         return try await database.withTenant(tenant, context: "enrol in session") { connection in
             guard let (row, enrolled) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
                 throw VerificationError.sessionNotFound(session)
             }
             try VerificationSessions.requireReady(row, now: now)
+            try await recordSeals.requireAuthentic(row, tenant: tenant)
             // Refused before tokenizing; checked again below, under the subject's lock.
             guard enrolled.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let token = try await tokenize()
@@ -168,9 +174,12 @@ public final class VerificationService: Sendable {
             guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
             guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let replaced = check.enrolledVersions
-            let seal = try await templateSeals.seal(token.stored, subject: row.subject.value, tenant: tenant)
+            let seal = try await recordSeals.seal(token.stored, subject: row.subject.value, tenant: tenant)
+            let sessionSeal = try await recordSeals.seal(Self.enrolled(row, token, at: now), tenant: tenant)
             // The template and the outcome in one statement.
-            _ = try await SessionStore.completeEnrolment(session, subject: row.subject, token: token, seal: seal, tenant: tenant, at: now, on: connection)
+            _ = try await SessionStore.completeEnrolment(
+                session, subject: row.subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
+            )
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
             // gallery still holding it returns nothing stale).
@@ -208,7 +217,7 @@ public final class VerificationService: Sendable {
         tenant: TenantID, session: UUID, older: OlderBiometricProbes = .none,
         probe makeProbe: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> Decision {
-        let now = now()
+        let now = now().wholeSeconds
         let policy = try await policies.policy(tenant)
         guard older.versions.isEmpty else {
             return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now, probe: makeProbe)
@@ -220,14 +229,17 @@ public final class VerificationService: Sendable {
         }
         guard let opened else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(opened.row, now: now)
+        try await recordSeals.requireAuthentic(opened.row, tenant: tenant)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
         let probe = try await makeProbe()
         let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none)
         let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
+        let sessionSeal = try await recordSeals.seal(Self.decided(opened.row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
         let written = try await database.withAutocommit(context: "verify in session") { connection in
             try await SessionStore.completeVerificationIfOpen(
                 session, tenant: tenant, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
-                biometricKeyVersion: match.probe.keyVersion, at: now, cutoff: cutoff, attemptLimit: limit.attempts, on: connection
+                biometricKeyVersion: match.probe.keyVersion, at: now, cutoff: cutoff, attemptLimit: limit.attempts, seal: sessionSeal,
+                on: connection
             )
         }
         switch written {
@@ -263,6 +275,7 @@ public final class VerificationService: Sendable {
             }
             let row = opened.row
             try VerificationSessions.requireReady(row, now: now)
+            try await self.recordSeals.requireAuthentic(row, tenant: tenant)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
             let probe = try await makeProbe()
             let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older)
@@ -280,10 +293,11 @@ public final class VerificationService: Sendable {
                 guard matching.contains(probe.keyVersion) else { throw VerificationError.biometricVersionRetired(probe.keyVersion) }
                 try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection)
             }
+            let sessionSeal = try await self.recordSeals.seal(Self.decided(row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
             // The templates' last use and the outcome in one statement.
             _ = try await SessionStore.completeVerification(
                 session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
-                biometricKeyVersion: match.probe.keyVersion, at: now, on: connection
+                biometricKeyVersion: match.probe.keyVersion, at: now, seal: sessionSeal, on: connection
             )
             return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)
         }
@@ -303,16 +317,23 @@ public final class VerificationService: Sendable {
     public func identify(
         tenant: TenantID, session: UUID, probe: BiometricToken, older: OlderBiometricProbes = .none, top: Int = 5
     ) async throws -> [IdentifiedCandidate] {
-        let now = now()
-        _ = try await database.withTenant(tenant, context: "check session") { connection in
+        let now = now().wholeSeconds
+        let row = try await database.withTenant(tenant, context: "check session") { connection in
             try await Self.lockReadySession(session, now: now, on: connection)
         }
+        try await recordSeals.requireAuthentic(row, tenant: tenant)
         let candidates = try await identify(tenant: tenant, probe: probe, older: older, top: top)
         let best = candidates.first?.decision
-        let written = try await database.withTenant(tenant, context: "record identification") { connection in
-            try await SessionStore.complete(
-                session, outcome: best?.color.rawValue ?? "no_match", confidence: best?.confidence.rawValue,
-                biometricKeyVersion: probe.keyVersion, at: now, on: connection
+        let recordSeals = recordSeals
+        let written = try await database.withTenant(tenant, context: "record identification") { connection -> Bool in
+            // Read again under the lock: the MAC covers the consent as the row holds it now.
+            guard let row = try await SessionStore.get(session, forUpdate: true, on: connection), row.outcome == nil else { return false }
+            let completed = row.record.completed(
+                outcome: best?.color.rawValue ?? "no_match", confidence: best?.confidence.rawValue, biometricKeyVersion: probe.keyVersion, at: now
+            )
+            return try await SessionStore.complete(
+                session, outcome: completed.outcome!, confidence: completed.confidence, biometricKeyVersion: probe.keyVersion, at: now,
+                seal: try await recordSeals.seal(completed, tenant: tenant), on: connection
             )
         }
         // Another request completed the session between the two transactions: its outcome stands.
@@ -324,6 +345,16 @@ public final class VerificationService: Sendable {
         guard let row = try await SessionStore.get(session, forUpdate: true, on: connection) else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(row, now: now)
         return row
+    }
+
+    /// `row`'s record once Enrol completes it with `token`.
+    static func enrolled(_ row: SessionStore.Row, _ token: BiometricToken, at now: Date) -> SessionRecord {
+        row.record.completed(outcome: "enrolled", confidence: nil, biometricKeyVersion: token.keyVersion, at: now)
+    }
+
+    /// `row`'s record once Verify completes it with `decision`, compared under `version`.
+    static func decided(_ row: SessionStore.Row, _ decision: Decision, under version: Int, at now: Date) -> SessionRecord {
+        row.record.completed(outcome: decision.color.rawValue, confidence: decision.confidence.rawValue, biometricKeyVersion: version, at: now)
     }
 
     // MARK: Migration during a biometric rotation's overlap
@@ -366,16 +397,16 @@ public final class VerificationService: Sendable {
     /// the same version, whose format the keyring records), once its MAC shows Custos wrote it
     /// there: a token copied from another subject's row would otherwise let that subject's
     /// face verify as this one.
-    /// - Throws: ``TemplateIntegrityError/notAuthentic(keyVersion:)``;
+    /// - Throws: ``RecordIntegrityError/notAuthentic(keyVersion:)``;
     ///   ``TemplateFormatError/formatMismatch(keyVersion:expected:byteCount:)`` for one of
     ///   another length (not written by this version's tokenizer).
     func authentic(_ template: StoredTemplate, of subject: String, tenant: TenantID, as probe: BiometricToken) async throws -> BiometricToken {
-        guard try await templateSeals.isAuthentic(template, subject: subject, tenant: tenant) else {
+        guard try await recordSeals.isAuthentic(template, subject: subject, tenant: tenant) else {
             // The tenant and version only: never the subject's reference (DESIGN §9).
             logger.error("a stored template failed its MAC check and was not compared (written or copied by the database's writer?)", metadata: [
                 "tenant": "\(tenant)", "key_version": "\(template.keyVersion)",
             ])
-            throw TemplateIntegrityError.notAuthentic(keyVersion: template.keyVersion)
+            throw RecordIntegrityError.template(keyVersion: template.keyVersion)
         }
         return try template.token(format: probe.format)
     }
@@ -425,7 +456,7 @@ public final class VerificationService: Sendable {
     /// (``TemplateStore/lockMatchingBiometricVersions(_:tenant:now:on:)``): a template write like
     /// any other, never under a retired version.
     func migrate(_ subject: SubjectReference, to token: BiometricToken, from old: Int, tenant: TenantID, on connection: DatabaseTransaction) async throws {
-        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        let seal = try await recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
         try await TemplateStore.upsert(subject: subject, token: token, seal: seal, tenant: tenant, on: connection)
         try migrationFault?()
         try await TemplateStore.delete(subject: subject.value, keyVersion: old, on: connection)
@@ -454,7 +485,7 @@ public final class VerificationService: Sendable {
     ///   longer matches (its overlap closed): nothing is stored.
     public func enrol(tenant: TenantID, subject: SubjectReference, token: BiometricToken) async throws {
         let now = now()
-        let seal = try await templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        let seal = try await recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
         try await database.withTenant(tenant, context: "enrol") { connection in
             let check = try await TemplateStore.lockForTemplateWrite(subject: subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection)
             guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
@@ -568,7 +599,7 @@ public final class VerificationService: Sendable {
             guard let template = tokens[candidate.subject] else { continue }
             do {
                 scored.append((candidate.subject, probe.score(against: try await authentic(template, of: candidate.subject, tenant: tenant, as: probe))))
-            } catch is TemplateIntegrityError {
+            } catch is RecordIntegrityError {
                 // Logged: one forged row must not hide every other candidate from the tenant's
                 // identifications (its writer could as well delete rows).
                 continue

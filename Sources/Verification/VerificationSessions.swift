@@ -9,20 +9,21 @@ public final class VerificationSessions: Sendable {
     let database: Database
     let sealer: any PersonalDataSealing
     let referencer: any SubjectReferencing
-    /// Moving a subject to the active pii reference seals its templates again under it.
-    let templateSeals: any TemplateSealing
+    /// Consents are sealed as they are recorded and checked before anything relies on them;
+    /// moving a subject to the active pii reference seals its templates again under it.
+    let recordSeals: any RecordSealing
     let now: @Sendable () -> Date
     public let lifetime: Duration
 
     /// - Parameter now: the clock (injectable, so expiry can be tested).
     public init(
-        database: Database, sealer: any PersonalDataSealing, referencer: any SubjectReferencing, templateSeals: any TemplateSealing,
+        database: Database, sealer: any PersonalDataSealing, referencer: any SubjectReferencing, recordSeals: any RecordSealing,
         lifetime: Duration = .seconds(24 * 3600), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.database = database
         self.sealer = sealer
         self.referencer = referencer
-        self.templateSeals = templateSeals
+        self.recordSeals = recordSeals
         self.lifetime = lifetime
         self.now = now
     }
@@ -57,10 +58,12 @@ public final class VerificationSessions: Sendable {
             sealed[field] = box.sealed
         }
         let link = GatewayLink.random()
-        let expiresAt = now().addingTimeInterval(Double(lifetime.components.seconds))
+        // Whole seconds: the subject MAC covers the expiry as PostgreSQL returns it.
+        let expiresAt = now().wholeSeconds.addingTimeInterval(Double(lifetime.components.seconds))
+        let subjectSeal = try await recordSeals.seal(SessionSubject(id: id, subject: subject.value, expiresAt: expiresAt), tenant: tenant)
         let new = SessionStore.New(
             id: id, subject: subject, sealedName: sealed["name"], sealedEmail: sealed["email"],
-            dataKeyVersion: dataKeyVersion, expiresAt: expiresAt, linkHash: link.hash
+            dataKeyVersion: dataKeyVersion, expiresAt: expiresAt, linkHash: link.hash, subjectSeal: subjectSeal
         )
         // One statement, one commit (issue 12): the function inserts unless rows of the subject
         // are still stored under an older reference, and then writes nothing.
@@ -73,7 +76,7 @@ public final class VerificationSessions: Sendable {
             // Rare: once per subject after a pii rotation (or for an id first stored
             // unnormalised). The move and the insert commit together, as before.
             try await database.withTenant(tenant, context: "create session") { connection in
-                _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, seals: self.templateSeals, on: connection)
+                _ = try await SubjectReferenceMigration.moveToActive(references, tenant: tenant, seals: self.recordSeals, on: connection)
                 try await SessionStore.insert(new, tenant: tenant, on: connection)
             }
         }
@@ -100,6 +103,8 @@ public final class VerificationSessions: Sendable {
             case .failure(.sessionNotFound(let session)): throw VerificationError.sessionNotFound(session)
             }
         }
+        // A row opened now records nothing a MAC covers, unless the database's writer put it there.
+        try await recordSeals.requireAuthentic(opened, tenant: tenant)
         return SessionStatus(opened, now: now)
     }
 
@@ -108,10 +113,12 @@ public final class VerificationSessions: Sendable {
         guard (1...64).contains(noticeVersion.utf8.count), noticeVersion.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw VerificationError.invalidArgument(field: "notice_version", reason: "1 to 64 printable ASCII characters")
         }
-        let now = now()
+        // Whole seconds: the session's MAC covers the consent time as PostgreSQL returns it.
+        let now = now().wholeSeconds
+        let seal = try await recordSeals.seal(SessionRecord(id: session, noticeVersion: noticeVersion, consentedAt: now), tenant: tenant)
         // One statement, one commit (issue 12): the function re-checks the session as it writes.
         try await database.withAutocommit(context: "record consent") { connection in
-            switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, on: connection) {
+            switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection) {
             case .consented: return
             case .notFound: throw VerificationError.sessionNotFound(session)
             case .completed: throw VerificationError.sessionCompleted(session)
@@ -128,6 +135,8 @@ public final class VerificationSessions: Sendable {
             try await SessionStore.get(session, on: connection)
         }
         guard let row else { throw VerificationError.sessionNotFound(session) }
+        // What GetSession shows and SignDelivery signs: never a consent or outcome Custos did not record.
+        try await recordSeals.requireAuthentic(row, tenant: tenant)
         return SessionStatus(row, now: now)
     }
 
@@ -139,6 +148,7 @@ public final class VerificationSessions: Sendable {
         }
         guard let row else { throw VerificationError.sessionNotFound(session) }
         try Self.requireReady(row, now: now())
+        try await recordSeals.requireAuthentic(row, tenant: tenant)
         return row.subject
     }
 

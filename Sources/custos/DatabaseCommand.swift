@@ -6,7 +6,7 @@ import Storage
 
 struct DatabaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self, SealTemplates.self]
+        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self, SealRecords.self]
     )
 
     struct Migrate: AsyncParsableCommand {
@@ -23,25 +23,25 @@ struct DatabaseCommand: AsyncParsableCommand {
         }
     }
 
-    struct SealTemplates: AsyncParsableCommand {
+    struct SealRecords: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "seal-templates",
-            abstract: "Give every template written before template MACs its MAC; from then on a template without one is refused (local).",
+            commandName: "seal-records",
+            abstract: "Give every template and session written before record MACs its MAC; from then on a record without one is refused (local).",
             discussion: """
                 Run it once after an upgrade to schema 33, when every instance runs this build (an older instance still writes \
-                templates without a MAC, which would then be refused). It trusts the templates it seals as Custos wrote them: \
-                run it before the database's writer could have changed them, or after checking the database. Idempotent.
+                templates and sessions without a MAC, which would then be refused). It trusts the rows it seals as Custos wrote \
+                them: run it before the database's writer could have changed them, or after checking the database. Idempotent.
                 """
         )
         @OptionGroup var options: LocalOptions
         @Flag(help: "Do not ask for confirmation (required without a terminal).") var yes = false
 
         func run() async throws {
-            try confirm("Seal every template without a MAC, trusting it as written by Custos?", yes: yes)
+            try confirm("Seal every template and session without a MAC, trusting it as written by Custos?", yes: yes)
             let sealed = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
-                try await context.keyring.sealUnsealedTemplates(actor: "local:\(NSUserName())")
+                try await context.keyring.sealUnsealedRecords(actor: "local:\(NSUserName())")
             }
-            print("sealed \(sealed) templates; a template without a MAC is refused from now on")
+            print("sealed \(sealed.templates) templates and \(sealed.sessions) sessions; a record without a MAC is refused from now on")
         }
     }
 }

@@ -43,7 +43,7 @@ struct AuditActionTests {
         .keyUse: "key.use",
         .keyStateAnchorRebuild: "key.state_anchor.rebuild",
         .webhookEd25519Restore: "webhook.ed25519.restore",
-        .templatesSeal: "templates.seal",
+        .recordsSeal: "records.seal",
     ]
 
     @Test("Each case stores the string entries were written with before the type existed", arguments: AuditAction.allCases)

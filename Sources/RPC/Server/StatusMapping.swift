@@ -20,8 +20,11 @@ public enum StatusMapping {
             return error
         case let error as VerificationError:
             return RPCError(code: code(for: error), message: error.description)
-        case let error as TemplateIntegrityError:
-            // The core logged it (tenant and version); the caller learns only that it stopped.
+        case let error as RecordIntegrityError:
+            // A template's the core logged with its tenant and version (never the subject).
+            if case .session = error {
+                logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
+            }
             return RPCError(code: .dataLoss, message: error.description)
         case let error as FeatureVectorError:
             return RPCError(code: .invalidArgument, message: "features: \(error.description)")

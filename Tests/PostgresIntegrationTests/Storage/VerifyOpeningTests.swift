@@ -22,7 +22,7 @@ struct VerifyOpeningTests {
         try await harness.service.withTenant(a, context: "test") { connection in
             try await SessionStore.insert(
                 SessionStore.New(id: session, subject: subject, sealedName: nil, sealedEmail: nil, dataKeyVersion: nil,
-                                 expiresAt: now.addingTimeInterval(600), linkHash: Array(repeating: 7, count: 32)),
+                                 expiresAt: now.addingTimeInterval(600), linkHash: Array(repeating: 7, count: 32), subjectSeal: .unchecked),
                 tenant: a, on: connection
             )
             try await TemplateStore.upsert(subject: subject, token: Self.token(1, 3), seal: .unchecked, tenant: a, on: connection)
@@ -67,7 +67,7 @@ struct VerifyOpeningTests {
         let opened = try await harness.service.withTenant(a, context: "test") { connection in
             try await SessionStore.insert(
                 SessionStore.New(id: session, subject: SubjectReference(value: "subject-0", piiVersion: 1), sealedName: nil, sealedEmail: nil,
-                                 dataKeyVersion: nil, expiresAt: now.addingTimeInterval(600), linkHash: Array(repeating: 9, count: 32)),
+                                 dataKeyVersion: nil, expiresAt: now.addingTimeInterval(600), linkHash: Array(repeating: 9, count: 32), subjectSeal: .unchecked),
                 tenant: a, on: connection
             )
             return try await SessionStore.openForVerify(session, tenant: a, now: now, cutoff: now.addingTimeInterval(-60), on: connection)

@@ -27,7 +27,7 @@ struct VerificationHarness: Sendable {
     let graph: VerificationGraph
     var sealer: CustodyPersonalDataSealer { graph.sealer }
     var referencer: CustodySubjectReferencer { graph.referencer }
-    var templateSeals: CustodyTemplateSealer { graph.templateSeals }
+    var recordSeals: CustodyRecordSealer { graph.recordSeals }
     var recorder: AuditLogRecorder { graph.recorder }
     var policies: TenantPolicies { graph.policies }
     var core: VerificationService { graph.core }

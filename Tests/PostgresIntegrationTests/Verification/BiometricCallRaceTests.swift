@@ -172,17 +172,18 @@ struct BiometricCallRaceTests {
         // The write functions straight, as a compromised service role could call them.
         let token = try await verification.tokenizer.tokenize(face, tenant: hostile)
         let database = verification.custody.service
-        let seal = try await verification.templateSeals.seal(token.stored, subject: "x", tenant: hostile)
+        let seal = try await verification.recordSeals.seal(token.stored, subject: "x", tenant: hostile)
         let enrolled = try await database.withAutocommit(context: "test") { connection in
             try await SessionStore.completeEnrolmentIfOpen(
-                session, subject: SubjectReference(value: "x", piiVersion: 1), token: token, seal: seal, tenant: hostile, at: Date(), on: connection
+                session, subject: SubjectReference(value: "x", piiVersion: 1), token: token, seal: seal, sessionSeal: .unchecked, tenant: hostile,
+                at: Date(), on: connection
             )
         }
         #expect(enrolled == .sessionChanged)
         let verified = try await database.withAutocommit(context: "test") { connection in
             try await SessionStore.completeVerificationIfOpen(
                 session, tenant: hostile, outcome: "green", confidence: "high", biometricKeyVersion: 1,
-                at: Date(), cutoff: Date().addingTimeInterval(-60), attemptLimit: 20, on: connection
+                at: Date(), cutoff: Date().addingTimeInterval(-60), attemptLimit: 20, seal: .unchecked, on: connection
             )
         }
         #expect(verified == .sessionChanged)
@@ -255,9 +256,13 @@ struct BiometricCallRaceTests {
         return try await verification.custody.service.withTransaction(context: "test: hold a first enrolment") { connection in
             let opened = try await SessionStore.readForBiometrics(session, tenant: tenant, now: now, cutoff: now, on: connection)
             let subject = try #require(opened).row.subject
-            let seal = try await verification.templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+            let seal = try await verification.recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+            let sessionSeal = try await verification.recordSeals.seal(
+                try #require(opened).row.record.completed(outcome: "enrolled", confidence: nil, biometricKeyVersion: token.keyVersion, at: now),
+                tenant: tenant
+            )
             let written = try await SessionStore.completeEnrolmentIfOpen(
-                session, subject: subject, token: token, seal: seal, tenant: tenant, at: now, on: connection
+                session, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
             )
             let pid = try await connection.query("SELECT pg_backend_pid()", logger: Database.quiet).collect().first!.decode(Int32.self)
             // `body` starts calls that take connections while this one is held: on purpose.

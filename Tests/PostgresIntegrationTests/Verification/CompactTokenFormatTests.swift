@@ -106,7 +106,7 @@ struct CompactTokenFormatTests {
         // MAC no longer matches, so it is refused before its length is looked at.
         let wide = Data(repeating: 7, count: 4096)
         try await verification.custody.ownerSQL(tenant: tenant, "UPDATE templates SET token = \(wide)")
-        await #expect(throws: TemplateIntegrityError.notAuthentic(keyVersion: 1)) {
+        await #expect(throws: RecordIntegrityError.template(keyVersion: 1)) {
             _ = try await Overlap.verify(verification, tenant, "subject", Overlap.probe(0.61))
         }
         let searcher = try await verification.consentedSession(tenant, "searcher")

@@ -111,7 +111,7 @@ struct GallerySyncTests {
         // Another instance's write through the store alone: committed, and no notice follows.
         let token = try await first.tokenizer.tokenize(try FeatureVector(Self.face(0.37)), tenant: tenant)
         let subject = SubjectReference(value: "v1:" + String(repeating: "7e", count: 32), piiVersion: 1)
-        let seal = try await first.templateSeals.seal(token.stored, subject: subject.value, tenant: tenant)
+        let seal = try await first.recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
         try await secondDatabase.withTenant(tenant, context: "test writer without notice") { connection in
             try await TemplateStore.upsert(subject: subject, token: token, seal: seal, tenant: tenant, on: connection)
         }

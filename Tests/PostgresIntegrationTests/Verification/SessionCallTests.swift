@@ -48,8 +48,13 @@ struct SessionCallTests {
         let sessions = verification.sessions
 
         let (waited, consent) = try await custody.service.withTenant(tenant, context: "test: complete") { connection -> (Bool, Task<Date, any Error>) in
-            _ = try await SessionStore.get(session, forUpdate: true, on: connection)
-            _ = try await SessionStore.complete(session, outcome: "green", confidence: "high", biometricKeyVersion: 1, at: Date(), on: connection)
+            let row = try #require(try await SessionStore.get(session, forUpdate: true, on: connection))
+            // As the service completes one: whole seconds, sealed (GetSession below checks it).
+            let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+            let seal = try await verification.recordSeals.seal(
+                row.record.completed(outcome: "green", confidence: "high", biometricKeyVersion: 1, at: now), tenant: tenant
+            )
+            _ = try await SessionStore.complete(session, outcome: "green", confidence: "high", biometricKeyVersion: 1, at: now, seal: seal, on: connection)
             // Started only now that this transaction holds the session's lock: started earlier,
             // under load it could consent before the lock was taken.
             // It takes a connection while this transaction holds one: on purpose.
@@ -86,16 +91,17 @@ struct SessionCallTests {
             var gateway: (UUID?, String)?
             for try await row in try await connection.execute(SessionStore.OpenGateway(hash: unopened.gatewayLink.hash, tenant: a, now: now)) {
                 let cells = row.makeRandomAccess()
-                gateway = (try cells[0].decode(UUID?.self), try cells[15].decode(String.self))
+                gateway = (try cells[0].decode(UUID?.self), try cells[SessionStore.columnCount].decode(String.self))
             }
             var consent: String?
-            for try await row in try await connection.execute(SessionStore.RecordConsentIfOpen(id: opened.id, tenant: a, noticeVersion: "n1", now: now)) {
+            for try await row in try await connection.execute(SessionStore.RecordConsentIfOpen(id: opened.id, tenant: a, noticeVersion: "n1", now: now, seal: .unchecked)) {
                 consent = try row.decode(String.self)
             }
             // B's subject as an "older reference" of a session of A: B's rows are not A's to move.
             let new = SessionStore.New(
                 id: UUID(), subject: SubjectReference(value: "v1:" + String(repeating: "ab", count: 32), piiVersion: 1),
-                sealedName: nil, sealedEmail: nil, dataKeyVersion: nil, expiresAt: now.addingTimeInterval(3600), linkHash: Array(repeating: 7, count: 32)
+                sealedName: nil, sealedEmail: nil, dataKeyVersion: nil, expiresAt: now.addingTimeInterval(3600), linkHash: Array(repeating: 7, count: 32),
+                subjectSeal: .unchecked
             )
             let created = try await SessionStore.insertUnlessStoredUnder([unopened.subject.value], new, tenant: a, on: connection)
             return (gateway, consent, created)

@@ -70,7 +70,7 @@ struct TemplateMACAttackTests {
     static func expectRefused(_ result: Result<Decision, any Error>, _ comment: Comment) {
         switch result {
         case .success(let decision): Issue.record("compared and answered \(decision.color): \(comment)")
-        case .failure(let error): #expect(error as? TemplateIntegrityError != nil, "refused for another reason (\(error)): \(comment)")
+        case .failure(let error): #expect(error as? RecordIntegrityError != nil, "refused for another reason (\(error)): \(comment)")
         }
     }
 
@@ -117,23 +117,24 @@ struct TemplateMACAttackTests {
         await verification.custody.shutdown()
     }
 
-    @Test("Rows without a MAC count until the officer seals them; afterwards a MAC dropped by the database's writer is refused")
+    @Test("On an upgraded database, rows without a MAC count until the officer seals them; afterwards a MAC dropped by the database's writer is refused")
     func legacyRowsThenSealed() async throws {
         let verification = try await VerificationHarness.make("tmac_legacy")
         let keyring = verification.custody.keyring
         let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        // An upgraded database, whose rows written before migration 33 have no MAC.
+        try await verification.custody.ownerSQL(tenant: nil, "UPDATE record_seal_origin SET created_with_record_macs = false")
         let pair = try await Self.enrolPair(verification, tenant)
-        // As rows written before migration 33.
         try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL")
-        // Start-up leaves the mark off while unsealed rows exist: they still verify.
-        try await keyring.reconcileTemplateSeals()
+        // Start-up leaves the mark to the officer on an upgraded database: they still verify.
+        try await keyring.reconcileRecordSeals()
         let own = try await verification.flow.verify(
             tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
         )
         #expect(own.color == .green, "a template written before MACs stopped verifying before the officer sealed it")
 
-        #expect(try await keyring.sealUnsealedTemplates(actor: "officer") == 2)
-        #expect(try await keyring.sealUnsealedTemplates(actor: "officer") == 0, "sealing twice found rows to seal")
+        #expect(try await keyring.sealUnsealedRecords(actor: "officer").templates == 2)
+        #expect(try await keyring.sealUnsealedRecords(actor: "officer").templates == 0, "sealing twice found rows to seal")
         let sealed = try await verification.flow.verify(
             tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
         )
@@ -145,13 +146,13 @@ struct TemplateMACAttackTests {
         await verification.custody.shutdown()
     }
 
-    @Test("Start-up marks a database without unsealed templates: a MAC dropped afterwards is refused, with no officer step")
+    @Test("Start-up marks a database created with record MACs: a MAC dropped afterwards is refused, with no officer step")
     func newInstallationMarked() async throws {
         let verification = try await VerificationHarness.make("tmac_fresh")
         let keyring = verification.custody.keyring
         let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
         let pair = try await Self.enrolPair(verification, tenant)
-        try await keyring.reconcileTemplateSeals()
+        try await keyring.reconcileRecordSeals()
         try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
         try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed on a database that never had one")

@@ -1,0 +1,140 @@
+import Composition
+@testable import Custody  // KeyStateAnchor.label: the list a restored token lacks
+import CustosModel
+import Foundation
+import HSM
+import PKCS11
+import PostgresNIO
+@testable import Storage  // DatabaseTransaction.query: the database writer's statements
+import Testing
+import Tokenization
+import Verification
+
+/// helper-71 F3 (second half) and helper-80 F1, F2: with the service role's password alone, a
+/// session's consent or outcome could be written directly (GetSession then showed GREEN and
+/// SignDelivery signed it), and an open session pointed at another subject made Enrol seal an
+/// impostor's token under that subject. Sessions now carry two MACs (migration 33): one over
+/// subject and expiry from creation, one over consent and outcome.
+@Suite("Session MACs: a consent, an outcome or a subject the database's writer set is never relied on")
+struct SessionMACAttackTests {
+    static let face = PIIReferenceMigrationTests.face
+    static let impostorFace = PIIReferenceMigrationTests.otherFace
+
+    static func asDatabaseWriter(_ verification: VerificationHarness, _ tenant: TenantID, _ sql: PostgresQuery) async throws {
+        _ = try await verification.custody.service.withTenant(tenant, context: "test: database writer") { connection in
+            try await connection.query(sql, logger: Database.quiet)
+        }
+    }
+
+    static func expectSessionRefused(_ session: UUID, _ comment: Comment, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            Issue.record("relied on a session the database's writer changed: \(comment)")
+        } catch let error as RecordIntegrityError {
+            #expect(error == .session(session), "\(comment)")
+        } catch {
+            Issue.record("refused for another reason (\(error)): \(comment)")
+        }
+    }
+
+    @Test("A session pointed at another subject is refused: Enrol seals no impostor's token under it, Verify compares nothing")
+    func redirectedSession() async throws {
+        let verification = try await VerificationHarness.make("smac_redirect")
+        // As `serve` at start: a database created with record MACs is marked at once.
+        try await verification.custody.keyring.reconcileRecordSeals()
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let victim = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
+        ).subject.value
+        // Enrol: a throwaway's session pointed at the victim, whose template the writer deleted.
+        let throwaway = try await verification.consentedSession(tenant, "throwaway")
+        try await Self.asDatabaseWriter(verification, tenant, """
+            UPDATE verification_sessions SET subject_ref = \(victim) WHERE id = \(throwaway)
+            """)
+        try await Self.asDatabaseWriter(verification, tenant, "DELETE FROM templates WHERE subject_ref = \(victim)")
+        await Self.expectSessionRefused(throwaway, "Enrol on a redirected session") {
+            _ = try await verification.flow.enrol(tenant: tenant, session: throwaway, features: try FeatureVector(Self.impostorFace))
+        }
+        #expect(try await verification.count("templates", tenant: tenant) == 0, "a template was written for the victim")
+
+        // Verify: the victim's session pointed at the impostor, enrolled meanwhile.
+        let impostor = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "impostor"), features: try FeatureVector(Self.impostorFace)
+        ).subject.value
+        let session = try await verification.consentedSession(tenant, "victim-2")
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE verification_sessions SET subject_ref = \(impostor) WHERE id = \(session)")
+        await Self.expectSessionRefused(session, "Verify on a redirected session") {
+            _ = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace))
+        }
+        await verification.custody.shutdown()
+    }
+
+    @Test("An outcome written by the database's writer is neither shown (GetSession, SignDelivery's source) nor exported")
+    func forgedOutcome() async throws {
+        let verification = try await VerificationHarness.make("smac_outcome")
+        // As `serve` at start: a database created with record MACs is marked at once.
+        try await verification.custody.keyring.reconcileRecordSeals()
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "cand"), features: try FeatureVector(Self.face)
+        )
+        let session = try await verification.consentedSession(tenant, "cand")
+        let decision = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace))
+        #expect(decision.color != .green, "precondition: the other face is not the candidate's")
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome?.rawValue == decision.color.rawValue)
+
+        try await Self.asDatabaseWriter(verification, tenant, """
+            UPDATE verification_sessions SET outcome = 'green', confidence = 'high' WHERE id = \(session)
+            """)
+        await Self.expectSessionRefused(session, "GetSession of a forged GREEN") {
+            _ = try await verification.sessions.status(tenant: tenant, session: session)
+        }
+        await Self.expectSessionRefused(session, "an export holding a forged GREEN") {
+            _ = try await verification.rights.export(tenant: tenant, externalID: PersonalText("cand"), actor: "dpo")
+        }
+        await verification.custody.shutdown()
+    }
+
+    @Test("A consent written by the database's writer lets no features in: Enrol refuses before tokenizing, nothing is written")
+    func forgedConsent() async throws {
+        let verification = try await VerificationHarness.make("smac_consent")
+        // As `serve` at start: a database created with record MACs is marked at once.
+        try await verification.custody.keyring.reconcileRecordSeals()
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let created = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("cand"), name: nil, email: nil)
+        let session = try await verification.sessions.openGateway(tenant: tenant, link: created.gatewayLink)
+        try await Self.asDatabaseWriter(verification, tenant, """
+            UPDATE verification_sessions SET notice_version = 'custos-notice-1', consented_at = now() WHERE id = \(session)
+            """)
+        await Self.expectSessionRefused(session, "Enrol after a forged consent") {
+            _ = try await verification.flow.enrol(tenant: tenant, session: session, features: try FeatureVector(Self.face))
+        }
+        #expect(try await verification.count("templates", tenant: tenant) == 0)
+        await verification.custody.shutdown()
+    }
+
+    @Test("A list that lost its mark gets it back from the officer's audited sealing: a row without a MAC planted meanwhile stays refused")
+    func markRestoredFromAudit() async throws {
+        let verification = try await VerificationHarness.make("smac_restore")
+        let keyring = verification.custody.keyring
+        // An upgraded database (not created with record MACs): its officer sealed it.
+        try await verification.custody.ownerSQL(tenant: nil, "UPDATE record_seal_origin SET created_with_record_macs = false")
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        let pair = try await TemplateMACAttackTests.enrolPair(verification, tenant)
+        _ = try await keyring.sealUnsealedRecords(actor: "officer")
+
+        // The list lost (a token restored from shares has none) and rebuilt without the mark;
+        // the writer plants the impostor's token without a MAC on the victim's row.
+        _ = try await verification.custody.pool.tokenPools[0].withPersistentSession { session in
+            for handle in try session.findObjects([.class(.data), .label(KeyStateAnchor.label)]) { try session.destroyObject(handle) }
+        }
+        _ = try await keyring.reconcile()
+        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        try await keyring.reconcileRecordSeals()
+        TemplateMACAttackTests.expectRefused(
+            try await TemplateMACAttackTests.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed after the list was rebuilt"
+        )
+        await verification.custody.shutdown()
+    }
+}
