@@ -1062,6 +1062,36 @@ public enum Migrations {
         -- written without a MAC, and start-up marks every record sealed at once. An upgraded one
         -- waits for its officer (`custos db seal-records`): instances of the previous build may
         -- still write rows without a MAC (helper-80).
+        -- A completion is for good. The writer could clear a completed session's outcome columns,
+        -- and RecordConsent then sealed a fresh consent on it: the session was verified again and
+        -- a RED already signed came back GREEN (helper-81). Every completion is also a row here,
+        -- which the service role can insert and never change or remove (a trigger records it, by
+        -- instances of the previous version too); consent and completion refuse a session that
+        -- has one. Ids and times only: nothing about the subject.
+        CREATE TABLE session_completions (
+            tenant_id uuid NOT NULL,
+            session_id uuid NOT NULL,
+            completed_at timestamptz NOT NULL,
+            PRIMARY KEY (tenant_id, session_id)
+        );
+        ALTER TABLE session_completions ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE session_completions FORCE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_isolation ON session_completions
+            USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+            WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
+        GRANT SELECT, INSERT ON session_completions TO {service};
+        -- The completions so far, with forcing lifted for this copy only (as migration 32's).
+        ALTER TABLE verification_sessions NO FORCE ROW LEVEL SECURITY;
+        ALTER TABLE session_completions NO FORCE ROW LEVEL SECURITY;
+        INSERT INTO session_completions (tenant_id, session_id, completed_at)
+            SELECT tenant_id, id, coalesce(completed_at, now()) FROM verification_sessions WHERE outcome IS NOT NULL;
+        ALTER TABLE verification_sessions FORCE ROW LEVEL SECURITY;
+        ALTER TABLE session_completions FORCE ROW LEVEL SECURITY;
+        CREATE FUNCTION {schema}.record_session_completion() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {schema}.session_completions (tenant_id, session_id, completed_at) VALUES (NEW.tenant_id, NEW.id, coalesce(NEW.completed_at, now())) ON CONFLICT (tenant_id, session_id) DO NOTHING; RETURN NEW; END $$;
+        REVOKE ALL ON FUNCTION {schema}.record_session_completion() FROM PUBLIC;
+        CREATE TRIGGER record_session_completion AFTER UPDATE OF outcome ON verification_sessions
+            FOR EACH ROW WHEN (NEW.outcome IS NOT NULL) EXECUTE FUNCTION {schema}.record_session_completion();
+
         CREATE TABLE record_seal_origin (created_with_record_macs boolean NOT NULL);
         INSERT INTO record_seal_origin (created_with_record_macs)
             SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1 AND applied_at = now());
@@ -1120,6 +1150,7 @@ public enum Migrations {
             PERFORM set_config('app.tenant_id', p_tenant::text, true);
             SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
             WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+                AND NOT EXISTS (SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session)
             FOR UPDATE;
             IF NOT FOUND OR v_subject <> p_subject THEN
                 RETURN 'session_changed';
@@ -1161,6 +1192,7 @@ public enum Migrations {
             PERFORM set_config('app.tenant_id', p_tenant::text, true);
             SELECT s.subject_ref INTO v_subject FROM {schema}.verification_sessions s
             WHERE s.id = p_session AND s.outcome IS NULL AND s.consented_at IS NOT NULL AND s.expires_at > p_now
+                AND NOT EXISTS (SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session)
             FOR UPDATE;
             IF NOT FOUND THEN
                 RETURN QUERY SELECT 'session_changed'::text, NULL::timestamptz;
@@ -1206,11 +1238,14 @@ public enum Migrations {
             PERFORM set_config('app.tenant_id', p_tenant::text, true);
             UPDATE {schema}.verification_sessions s SET notice_version = p_notice_version, consented_at = p_now,
                 record_mac = p_session_mac, record_mac_version = p_session_mac_version
-            WHERE s.id = p_session AND s.outcome IS NULL AND s.expires_at > p_now AND s.link_opened_at IS NOT NULL;
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.expires_at > p_now AND s.link_opened_at IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session);
             IF FOUND THEN
                 RETURN 'consented';
             END IF;
-            SELECT CASE WHEN s.outcome IS NOT NULL THEN 'completed' WHEN s.expires_at <= p_now THEN 'expired' ELSE 'not_opened' END
+            SELECT CASE WHEN s.outcome IS NOT NULL OR EXISTS (
+                    SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session) THEN 'completed'
+                WHEN s.expires_at <= p_now THEN 'expired' ELSE 'not_opened' END
             INTO v_why FROM {schema}.verification_sessions s WHERE s.id = p_session;
             RETURN coalesce(v_why, 'not_found');
         END

@@ -52,7 +52,9 @@ extension SessionStore {
             ), completed AS (
                 UPDATE verification_sessions SET outcome = 'enrolled', confidence = NULL,
                     biometric_key_version = $4, completed_at = $7, record_mac = $10, record_mac_version = $11
-                WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
+                WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM session_completions c WHERE c.session_id = $6)
+                RETURNING 1
             )
             SELECT (SELECT count(*) FROM completed)::int
             """
@@ -91,7 +93,9 @@ extension SessionStore {
             )
             UPDATE verification_sessions SET outcome = $2, confidence = $3,
                 biometric_key_version = $4, completed_at = $5, record_mac = $7, record_mac_version = $8
-            WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
+            WHERE id = $6 AND outcome IS NULL AND consented_at IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM session_completions c WHERE c.session_id = $6)
+            RETURNING 1
             """
         let id: UUID
         let subject: String

@@ -92,8 +92,8 @@ public enum SessionStore {
         return nil
     }
 
-    /// Writes the outcome, with the MAC of the completed record, if none is written yet.
-    /// - Returns: whether it was written.
+    /// Writes the outcome, with the MAC of the completed record, if none is written yet and
+    /// none was ever (`session_completions`, migration 33). - Returns: whether it was written.
     public static func complete(
         _ id: UUID, outcome: String, confidence: String?, biometricKeyVersion: Int, at now: Date, seal: RecordSeal,
         on connection: DatabaseTransaction
@@ -102,7 +102,9 @@ public enum SessionStore {
             UPDATE verification_sessions SET outcome = \(outcome), confidence = \(confidence),
                 biometric_key_version = \(biometricKeyVersion), completed_at = \(now),
                 record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
-            WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL RETURNING 1
+            WHERE id = \(id) AND outcome IS NULL AND consented_at IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM session_completions c WHERE c.session_id = \(id))
+            RETURNING 1
             """, logger: Database.quiet)
         return try await rows.collect().count == 1
     }

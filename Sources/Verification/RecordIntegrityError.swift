@@ -15,7 +15,7 @@ public enum RecordIntegrityError: Error, Sendable, Equatable, CustomStringConver
         case .template(let version):
             "the subject's stored template (biometric version \(version)) failed its integrity check and was not compared: an officer must look; the subject re-enrols afterwards"
         case .session(let id):
-            "session \(id.uuidString.lowercased()) failed its integrity check (its consent or outcome was not recorded by Custos): an officer must look"
+            "session \(id.uuidString.lowercased()) failed its integrity check (its subject, expiry, consent or outcome is not as Custos recorded it): an officer must look"
         }
     }
 }

@@ -177,9 +177,11 @@ public final class VerificationService: Sendable {
             let seal = try await recordSeals.seal(token.stored, subject: row.subject.value, tenant: tenant)
             let sessionSeal = try await recordSeals.seal(Self.enrolled(row, token, at: now), tenant: tenant)
             // The template and the outcome in one statement.
-            _ = try await SessionStore.completeEnrolment(
+            // The session is locked, open and consented: only a completion recorded before (which
+            // its row no longer shows: helper-81) keeps the statement from completing it.
+            guard try await SessionStore.completeEnrolment(
                 session, subject: row.subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
-            )
+            ) else { throw VerificationError.sessionCompleted(session) }
             // Re-enrolment after a biometric rotation is how a subject leaves the old version:
             // its template of that version goes (identification re-reads candidates, so a
             // gallery still holding it returns nothing stale).
@@ -295,10 +297,10 @@ public final class VerificationService: Sendable {
             }
             let sessionSeal = try await self.recordSeals.seal(Self.decided(row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
             // The templates' last use and the outcome in one statement.
-            _ = try await SessionStore.completeVerification(
+            guard try await SessionStore.completeVerification(
                 session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
                 biometricKeyVersion: match.probe.keyVersion, at: now, seal: sessionSeal, on: connection
-            )
+            ) else { throw VerificationError.sessionCompleted(session) }
             return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)
         }
         if let migrated { self.migrated(tenant, migrated.subject, migrated.token, from: migrated.from) }
@@ -326,8 +328,12 @@ public final class VerificationService: Sendable {
         let best = candidates.first?.decision
         let recordSeals = recordSeals
         let written = try await database.withTenant(tenant, context: "record identification") { connection -> Bool in
-            // Read again under the lock: the MAC covers the consent as the row holds it now.
-            guard let row = try await SessionStore.get(session, forUpdate: true, on: connection), row.outcome == nil else { return false }
+            // Read again under the lock, and checked again: the MAC written covers the consent
+            // as the row holds it now, which the database's writer may have changed while the
+            // gallery was read (helper-81: a consent changed then was sealed as genuine).
+            guard let row = try await SessionStore.get(session, forUpdate: true, on: connection) else { throw VerificationError.sessionNotFound(session) }
+            try VerificationSessions.requireReady(row, now: now)
+            try await recordSeals.requireAuthentic(row, tenant: tenant)
             let completed = row.record.completed(
                 outcome: best?.color.rawValue ?? "no_match", confidence: best?.confidence.rawValue, biometricKeyVersion: probe.keyVersion, at: now
             )

@@ -137,4 +137,72 @@ struct SessionMACAttackTests {
         )
         await verification.custody.shutdown()
     }
+
+    static func recordMAC(_ verification: VerificationHarness, _ tenant: TenantID, _ session: UUID) async throws -> Data? {
+        try await verification.custody.service.withTenant(tenant, context: "test: read record MAC") { connection in
+            try await connection.query("SELECT record_mac FROM verification_sessions WHERE id = \(session)", logger: Database.quiet)
+                .collect().first!.decode(Data?.self)
+        }
+    }
+
+    @Test("A completed session stays completed: with its outcome cleared, or set back to its consented state and MAC, it is neither consented nor completed again")
+    func reopenedSessionStaysCompleted() async throws {
+        let verification = try await VerificationHarness.make("smac_reopen")
+        try await verification.custody.keyring.reconcileRecordSeals()
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "carol"), features: try FeatureVector(Self.face)
+        )
+        let session = try await verification.consentedSession(tenant, "carol")
+        let consentedMAC = try #require(try await Self.recordMAC(verification, tenant, session))
+        let red = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace))
+        #expect(red.color != .green, "precondition")
+
+        // Outcome cleared: a fresh consent is refused as the completion it is.
+        try await Self.asDatabaseWriter(verification, tenant, """
+            UPDATE verification_sessions SET outcome = NULL, confidence = NULL, biometric_key_version = NULL, completed_at = NULL WHERE id = \(session)
+            """)
+        await #expect(throws: VerificationError.sessionCompleted(session)) {
+            _ = try await verification.sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "custos-notice-1")
+        }
+        // Set back to its consented state with that state's own, genuine MAC: Verify compares
+        // (the row is as Custos once wrote it) but records nothing, and answers that it is completed.
+        try await Self.asDatabaseWriter(verification, tenant, """
+            UPDATE verification_sessions SET record_mac = \(consentedMAC) WHERE id = \(session)
+            """)
+        await #expect(throws: VerificationError.sessionCompleted(session)) {
+            _ = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.face))
+        }
+        let shown = try await verification.sessions.status(tenant: tenant, session: session)
+        #expect(shown.outcome == nil, "a second outcome was recorded for a completed session")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Identify checks the session again when it records the outcome: a consent changed while the gallery was read is not sealed")
+    func identifyRechecksConsent() async throws {
+        let verification = try await VerificationHarness.make("smac_identify")
+        try await verification.custody.keyring.reconcileRecordSeals()
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "dora"), features: try FeatureVector(Self.face)
+        )
+        let session = try await verification.consentedSession(tenant, "walk-in")
+        let identify = try await verification.custody.service.withTenant(tenant, context: "test: writer holding templates") { connection in
+            // The writer holds the templates (it may: it can delete from them) while Identify reads the gallery.
+            try await connection.query("LOCK TABLE templates IN ACCESS EXCLUSIVE MODE", logger: Database.quiet)
+            let identify = Task {
+                try await Database.allowingSecondConnection {
+                    try await verification.flow.identify(tenant: tenant, session: session, features: try FeatureVector(Self.face), top: 1)
+                }
+            }
+            #expect(try await verification.someoneWaitsOnALock(), "Identify never waited for the templates")
+            try await connection.query("""
+                UPDATE verification_sessions SET notice_version = 'forged-notice', consented_at = '2001-02-03 04:05:06+00' WHERE id = \(session)
+                """, logger: Database.quiet)
+            return identify
+        }
+        await Self.expectSessionRefused(session, "Identify sealed a consent the writer changed") { _ = try await identify.value }
+        await Self.expectSessionRefused(session, "GetSession after it") { _ = try await verification.sessions.status(tenant: tenant, session: session) }
+        await verification.custody.shutdown()
+    }
 }
