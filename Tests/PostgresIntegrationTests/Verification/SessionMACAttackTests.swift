@@ -21,9 +21,15 @@ struct SessionMACAttackTests {
     static let impostorFace = PIIReferenceMigrationTests.otherFace
 
     static func asDatabaseWriter(_ verification: VerificationHarness, _ tenant: TenantID, _ sql: PostgresQuery) async throws {
-        _ = try await verification.custody.service.withTenant(tenant, context: "test: database writer") { connection in
-            try await connection.query(sql, logger: Database.quiet)
-        }
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, sql)
+    }
+
+    /// A harness whose list is marked as `serve` marks it at start (the database was created
+    /// with record MACs), and one tenant.
+    static func marked(_ name: String) async throws -> (VerificationHarness, TenantID) {
+        let verification = try await VerificationHarness.make(name)
+        try await verification.custody.keyring.reconcileRecordSeals()
+        return (verification, try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id)
     }
 
     static func expectSessionRefused(_ session: UUID, _ comment: Comment, _ body: () async throws -> Void) async {
@@ -39,10 +45,7 @@ struct SessionMACAttackTests {
 
     @Test("A session pointed at another subject is refused: Enrol seals no impostor's token under it, Verify compares nothing")
     func redirectedSession() async throws {
-        let verification = try await VerificationHarness.make("smac_redirect")
-        // As `serve` at start: a database created with record MACs is marked at once.
-        try await verification.custody.keyring.reconcileRecordSeals()
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await Self.marked("smac_redirect")
         let victim = try await verification.flow.enrol(
             tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
         ).subject.value
@@ -71,10 +74,7 @@ struct SessionMACAttackTests {
 
     @Test("An outcome written by the database's writer is neither shown (GetSession, SignDelivery's source) nor exported")
     func forgedOutcome() async throws {
-        let verification = try await VerificationHarness.make("smac_outcome")
-        // As `serve` at start: a database created with record MACs is marked at once.
-        try await verification.custody.keyring.reconcileRecordSeals()
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await Self.marked("smac_outcome")
         _ = try await verification.flow.enrol(
             tenant: tenant, session: try await verification.consentedSession(tenant, "cand"), features: try FeatureVector(Self.face)
         )
@@ -97,10 +97,7 @@ struct SessionMACAttackTests {
 
     @Test("A consent written by the database's writer lets no features in: Enrol refuses before tokenizing, nothing is written")
     func forgedConsent() async throws {
-        let verification = try await VerificationHarness.make("smac_consent")
-        // As `serve` at start: a database created with record MACs is marked at once.
-        try await verification.custody.keyring.reconcileRecordSeals()
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await Self.marked("smac_consent")
         let created = try await verification.sessions.create(tenant: tenant, externalID: PersonalText("cand"), name: nil, email: nil)
         let session = try await verification.sessions.openGateway(tenant: tenant, link: created.gatewayLink)
         try await Self.asDatabaseWriter(verification, tenant, """
@@ -147,9 +144,7 @@ struct SessionMACAttackTests {
 
     @Test("A completed session stays completed: with its outcome cleared, or set back to its consented state and MAC, it is neither consented nor completed again")
     func reopenedSessionStaysCompleted() async throws {
-        let verification = try await VerificationHarness.make("smac_reopen")
-        try await verification.custody.keyring.reconcileRecordSeals()
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await Self.marked("smac_reopen")
         _ = try await verification.flow.enrol(
             tenant: tenant, session: try await verification.consentedSession(tenant, "carol"), features: try FeatureVector(Self.face)
         )
@@ -180,9 +175,7 @@ struct SessionMACAttackTests {
 
     @Test("Identify checks the session again when it records the outcome: a consent changed while the gallery was read is not sealed")
     func identifyRechecksConsent() async throws {
-        let verification = try await VerificationHarness.make("smac_identify")
-        try await verification.custody.keyring.reconcileRecordSeals()
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await Self.marked("smac_identify")
         _ = try await verification.flow.enrol(
             tenant: tenant, session: try await verification.consentedSession(tenant, "dora"), features: try FeatureVector(Self.face)
         )

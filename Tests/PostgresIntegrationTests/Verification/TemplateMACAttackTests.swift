@@ -76,8 +76,7 @@ struct TemplateMACAttackTests {
 
     @Test("A token copied onto another subject's row, MAC and all, is not compared: the impostor does not verify as the subject, and the session stays open")
     func copiedToken() async throws {
-        let verification = try await VerificationHarness.make("tmac_copy")
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_copy")
         let pair = try await Self.enrolPair(verification, tenant)
         let (_, before) = try await Self.impostorVerifiesAsVictim(verification, tenant)
         #expect((try? before.get())?.color != .green, "precondition: the impostor's face is not the victim's")
@@ -91,8 +90,7 @@ struct TemplateMACAttackTests {
 
     @Test("A token changed in place under its own MAC, and a MAC naming a key version the token does not hold, are refused as forged (not as an HSM outage)")
     func changedInPlace() async throws {
-        let verification = try await VerificationHarness.make("tmac_inplace")
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_inplace")
         let pair = try await Self.enrolPair(verification, tenant)
         try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "the token was changed in place")
@@ -105,8 +103,7 @@ struct TemplateMACAttackTests {
 
     @Test("Identification does not return a subject whose row holds another subject's token")
     func identifyDropsCopiedToken() async throws {
-        let verification = try await VerificationHarness.make("tmac_identify")
-        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_identify")
         let pair = try await Self.enrolPair(verification, tenant)
         try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
 
