@@ -10,28 +10,38 @@ extension TemplateStore {
         try await scalar("SELECT count(*)::int FROM (SELECT 1 FROM templates WHERE record_mac IS NULL LIMIT 1) AS unsealed", on: connection) > 0
     }
 
-    /// At most `limit` templates of the tenant in scope without a MAC.
-    public static func unsealed(limit: Int, on connection: DatabaseTransaction) async throws -> [(subject: String, template: StoredTemplate)] {
-        var found = [(subject: String, template: StoredTemplate)]()
+    /// A template the sealing read, with its row version (`xmin`): sealed only if unchanged since.
+    public struct Unsealed: Sendable {
+        public let subject: String
+        public let template: StoredTemplate
+        public let rowVersion: String
+    }
+
+    /// At most `limit` templates of the tenant in scope without a MAC, in (subject, version)
+    /// order after `after`.
+    public static func unsealed(
+        after: (subject: String, keyVersion: Int)?, limit: Int, on connection: DatabaseTransaction
+    ) async throws -> [Unsealed] {
+        var found = [Unsealed]()
+        let (subject, version) = after ?? ("", 0)
         let rows = try await connection.query("""
-            SELECT subject_ref, key_version, token FROM templates WHERE record_mac IS NULL ORDER BY subject_ref, key_version LIMIT \(limit)
+            SELECT subject_ref, key_version, token, xmin::text FROM templates
+            WHERE record_mac IS NULL AND (subject_ref, key_version) > (\(subject), \(version))
+            ORDER BY subject_ref, key_version LIMIT \(limit)
             """, logger: Database.quiet)
-        for try await (subject, version, bytes) in rows.decode((String, Int, Data).self) {
-            found.append((subject, StoredTemplate(keyVersion: version, bytes: Array(bytes))))
+        for try await (subject, version, bytes, rowVersion) in rows.decode((String, Int, Data, String).self) {
+            found.append(Unsealed(subject: subject, template: StoredTemplate(keyVersion: version, bytes: Array(bytes)), rowVersion: rowVersion))
         }
         return found
     }
 
-    /// Stores `seal` on the subject's template of `template`'s version if the row still holds
-    /// exactly `template`'s token and still has no MAC (a row rewritten meanwhile carries its
-    /// writer's MAC). - Returns: whether the row was sealed here.
-    public static func sealUnsealed(
-        subject: String, template: StoredTemplate, seal: RecordSeal, on connection: DatabaseTransaction
-    ) async throws -> Bool {
+    /// Stores `seal` on the template if its row is the version the sealing read (a row
+    /// rewritten since carries its writer's MAC). - Returns: whether it was sealed here.
+    public static func sealUnsealed(_ unsealed: Unsealed, seal: RecordSeal, on connection: DatabaseTransaction) async throws -> Bool {
         try await !connection.query("""
             UPDATE templates SET record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
-            WHERE subject_ref = \(subject) AND key_version = \(template.keyVersion) AND token = \(Data(template.bytes))
-                AND record_mac IS NULL
+            WHERE subject_ref = \(unsealed.subject) AND key_version = \(unsealed.template.keyVersion)
+                AND xmin::text = \(unsealed.rowVersion) AND record_mac IS NULL
             RETURNING 1
             """, logger: Database.quiet).collect().isEmpty
     }

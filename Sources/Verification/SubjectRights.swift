@@ -40,22 +40,27 @@ public final class SubjectRights: Sendable {
         try VerificationSessions.check(externalID, field: "external_id", maxBytes: 256, required: true)
         let found = try await referencer.references(for: externalID, tenant: tenant)
         let references = found.map(\.value)
-        let (templates, sessions, next) = try await database.withTenant(tenant, context: "export subject") { connection in
+        let (templates, sessions, next, completed) = try await database.withTenant(tenant, context: "export subject") { connection in
             // A lookup by external id: the subject's references move to the active pii version
             // first, so the export shows them as they are stored from now on.
             _ = try await SubjectReferenceMigration.moveToActive(found, tenant: tenant, seals: self.core.recordSeals, on: connection)
             let templates = try await TemplateStore.metadata(subjects: references, on: connection)
-            guard let paging else {
-                return (templates, try await SessionStore.bySubjects(references, on: connection), SessionStore.Position?.none)
+            let (rows, next): ([SessionStore.Row], SessionStore.Position?)
+            if let paging {
+                (rows, next) = try await SessionStore.bySubjects(references, after: paging.after, limit: paging.size, on: connection)
+            } else {
+                (rows, next) = (try await SessionStore.bySubjects(references, on: connection), nil)
             }
-            let page = try await SessionStore.bySubjects(references, after: paging.after, limit: paging.size, on: connection)
-            return (templates, page.rows, page.next)
+            // Completions the rows no longer show (an outcome cleared by the database's writer).
+            let completed = try await SessionStore.completed(rows.filter { $0.outcome == nil }.map(\.id), on: connection)
+            return (templates, rows, next, completed)
         }
         let at = now()
         var exported = [SubjectExport.Session]()
         for row in sessions {
             // An export states what Custos recorded: a consent or outcome it did not stops it.
             try await core.recordSeals.requireAuthentic(row, tenant: tenant)
+            if completed.contains(row.id) { throw RecordIntegrityError.session(row.id) }
             var name: String?
             var email: String?
             if let version = row.dataKeyVersion {

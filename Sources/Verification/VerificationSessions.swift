@@ -131,12 +131,15 @@ public final class VerificationSessions: Sendable {
 
     public func status(tenant: TenantID, session: UUID) async throws -> SessionStatus {
         let now = now()
-        let row = try await database.withTenant(tenant, context: "read session") { connection in
-            try await SessionStore.get(session, on: connection)
+        let (row, completed) = try await database.withTenant(tenant, context: "read session") { connection -> (SessionStore.Row?, Bool) in
+            guard let row = try await SessionStore.get(session, on: connection) else { return (nil, false) }
+            return (row, row.outcome == nil ? try await !SessionStore.completed([session], on: connection).isEmpty : false)
         }
         guard let row else { throw VerificationError.sessionNotFound(session) }
-        // What GetSession shows and SignDelivery signs: never a consent or outcome Custos did not record.
+        // What GetSession shows and SignDelivery signs: never a consent or outcome Custos did not
+        // record, nor an open session for one Custos completed (its outcome cleared: helper-82).
         try await recordSeals.requireAuthentic(row, tenant: tenant)
+        if completed { throw RecordIntegrityError.session(session) }
         return SessionStatus(row, now: now)
     }
 

@@ -41,7 +41,12 @@ struct DatabaseCommand: AsyncParsableCommand {
             let sealed = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.keyring.sealUnsealedRecords(actor: "local:\(NSUserName())")
             }
-            print("sealed \(sealed.templates) templates and \(sealed.sessions) sessions; a record without a MAC is refused from now on")
+            print("sealed \(sealed.templates) templates and \(sealed.sessions) sessions")
+            guard sealed.tenantsLeft == 0 else {
+                print("\(sealed.tenantsLeft) tenants still have rows without a MAC (written or changed while this ran): the list is not marked; run it again")
+                throw ExitCode(1)
+            }
+            print("a record without a MAC is refused from now on")
         }
     }
 }

@@ -168,8 +168,38 @@ struct SessionMACAttackTests {
         await #expect(throws: VerificationError.sessionCompleted(session)) {
             _ = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.face))
         }
-        let shown = try await verification.sessions.status(tenant: tenant, session: session)
-        #expect(shown.outcome == nil, "a second outcome was recorded for a completed session")
+        // Nor shown as open (helper-82): GetSession and SignDelivery see the completion it lost.
+        await Self.expectSessionRefused(session, "GetSession of a completed session shown as consented") {
+            _ = try await verification.sessions.status(tenant: tenant, session: session)
+        }
+        #expect(try await TemplateMACAttackTests.outcome(verification, tenant, session) == nil, "a second outcome was recorded for a completed session")
+        await verification.custody.shutdown()
+    }
+
+    @Test("The officer's sealing reads every row once, past rows the writer planted ahead of the real ones: the real ones are sealed, not refused")
+    func sealingReadsEveryRow() async throws {
+        let verification = try await VerificationHarness.make("smac_sealpass")
+        let keyring = verification.custody.keyring
+        try await verification.custody.ownerSQL(tenant: nil, "UPDATE record_seal_origin SET created_with_record_macs = false")
+        let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
+        _ = try await verification.flow.enrol(
+            tenant: tenant, session: try await verification.consentedSession(tenant, "erin"), features: try FeatureVector(Self.face)
+        )
+        let session = try await verification.consentedSession(tenant, "erin")
+        _ = try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.face))
+        // As a session completed before migration 33 (the owner strips its MACs).
+        try await verification.custody.ownerSQL(tenant: tenant, """
+            UPDATE verification_sessions SET record_mac = NULL, record_mac_version = NULL, subject_mac = NULL, subject_mac_version = NULL WHERE id = \(session)
+            """)
+        // The writer plants 500 rows without MACs that sort first, with far-future times (helper-82).
+        try await Self.asDatabaseWriter(verification, tenant, """
+            INSERT INTO verification_sessions (id, tenant_id, subject_ref, pii_version, expires_at, link_opened_at, consented_at)
+            SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, \(tenant.rawValue)::uuid, 'planted', 1,
+                '5000-01-01 00:00:00.999999+00', '5000-01-01 00:00:00.999999+00', '5000-01-01 00:00:00.999999+00'
+            FROM generate_series(1, 500) AS g
+            """)
+        _ = try await keyring.sealUnsealedRecords(actor: "officer")
+        #expect(try await verification.sessions.status(tenant: tenant, session: session).outcome == .green, "the real session was left unsealed")
         await verification.custody.shutdown()
     }
 

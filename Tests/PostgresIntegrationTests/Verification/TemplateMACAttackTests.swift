@@ -130,12 +130,14 @@ struct TemplateMACAttackTests {
         )
         #expect(own.color == .green, "a template written before MACs stopped verifying before the officer sealed it")
 
-        #expect(try await keyring.sealUnsealedRecords(actor: "officer").templates == 2)
+        let sealed = try await keyring.sealUnsealedRecords(actor: "officer")
+        #expect(sealed.templates == 2)
+        #expect(sealed.tenantsLeft == 0, "rows without a MAC left after sealing")
         #expect(try await keyring.sealUnsealedRecords(actor: "officer").templates == 0, "sealing twice found rows to seal")
-        let sealed = try await verification.flow.verify(
+        let afterSealing = try await verification.flow.verify(
             tenant: tenant, session: try await verification.consentedSession(tenant, "victim"), features: try FeatureVector(Self.face)
         )
-        #expect(sealed.color == .green, "the sealed template no longer verifies")
+        #expect(afterSealing.color == .green, "the sealed template no longer verifies")
 
         try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
         try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
