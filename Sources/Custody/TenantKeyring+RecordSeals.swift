@@ -4,7 +4,8 @@ import HSM
 public import Storage
 
 // Record MACs (migration 33): templates (``TemplateAuthenticator``) and verification sessions'
-// consent and outcome (``SessionRecordAuthenticator``), under the root MAC key. Rows written
+// subject and expiry, and consent and outcome (``SessionRecordAuthenticator``), under the root
+// MAC key. Rows written
 // before carry none; they count as written by Custos only until the HSM's list of key states
 // says every record was sealed, after which a row without a MAC is as forged as one with a
 // wrong MAC.
