@@ -47,7 +47,7 @@ extension TemplateStore {
     }
 
     /// Replaces the MAC of the subject's template of `template`'s version (it moved to this
-    /// subject reference) if the row still holds `template`'s token and MAC.
+    /// subject reference) if the row still holds `template`'s MAC (which covers its token).
     /// - Returns: whether the row was changed.
     @discardableResult
     public static func replaceSeal(
@@ -56,7 +56,7 @@ extension TemplateStore {
         guard let old = template.seal else { return false }
         return try await !connection.query("""
             UPDATE templates SET record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
-            WHERE subject_ref = \(subject) AND key_version = \(template.keyVersion) AND token = \(Data(template.bytes))
+            WHERE subject_ref = \(subject) AND key_version = \(template.keyVersion)
                 AND record_mac = \(Data(old.mac)) AND record_mac_version = \(old.macVersion)
             RETURNING 1
             """, logger: Database.quiet).collect().isEmpty

@@ -48,9 +48,10 @@ public protocol AuditRecording: Sendable {
 }
 
 /// Computes and checks the HSM MACs stored records carry (migration 33): a template's, binding
-/// its token to tenant, subject and biometric version, and a session's, over its consent and
-/// outcome. A token the database's writer copied onto another subject's row, or a consent or
-/// outcome it wrote, fails the check, so it is never compared, shown, signed or exported.
+/// its token to tenant, subject and biometric version, and a session's two, over its subject and
+/// expiry and over its consent and outcome. A token the database's writer copied onto another
+/// subject's row, a session it pointed at another subject, or a consent or outcome it wrote,
+/// fails the check, so it is never compared, shown, signed or exported.
 public protocol RecordSealing: Sendable {
     /// The MAC of `template` stored under `subject`.
     func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> RecordSeal

@@ -320,10 +320,12 @@ public final class VerificationService: Sendable {
         tenant: TenantID, session: UUID, probe: BiometricToken, older: OlderBiometricProbes = .none, top: Int = 5
     ) async throws -> [IdentifiedCandidate] {
         let now = now().wholeSeconds
-        let row = try await database.withTenant(tenant, context: "check session") { connection in
+        // Open and consented, for a precise refusal before the search. Its MACs were checked
+        // before the features were tokenized (`VerificationSessions.requireConsent`) and are
+        // checked again below, under the lock of the write that relies on them.
+        _ = try await database.withTenant(tenant, context: "check session") { connection in
             try await Self.lockReadySession(session, now: now, on: connection)
         }
-        try await recordSeals.requireAuthentic(row, tenant: tenant)
         let candidates = try await identify(tenant: tenant, probe: probe, older: older, top: top)
         let best = candidates.first?.decision
         let recordSeals = recordSeals
