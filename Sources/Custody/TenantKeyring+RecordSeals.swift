@@ -80,9 +80,16 @@ extension TenantKeyring {
     /// off, and the sealing then gave it a genuine MAC).
     public func reconcileRecordSeals() async throws {
         try await custody {
-            guard !(try await anchoredStates(fresh: true).recordsSealed) else { return }
             let created = try await database.withTransaction(context: "read record seal origin") { connection in
                 try await RecordSealOrigin.createdWithRecordMACs(on: connection)
+            }
+            if try await anchoredStates(fresh: true).recordsSealed {
+                // An upgraded database's mark must be restorable from its entry: a crash between
+                // the list's write and the commit left the mark without one (helper-83).
+                if !created, !(try await audit.hasAuthenticEntry(action: .recordsSeal)) {
+                    try await markRecordsSealed(actor: "custos", details: ["reason": "list marked, entry missing"], evenIfMarked: true)
+                }
+                return
             }
             if created {
                 try await markRecordsSealed(actor: "custos", details: ["reason": "created with record MACs"])
@@ -103,6 +110,9 @@ extension TenantKeyring {
         /// Tenants that still have a row without a MAC after the pass (written or changed
         /// meanwhile): the mark is not set while there is one.
         public let tenantsLeft: Int
+        /// The list was marked already: nothing was sealed, and rows without a MAC
+        /// (``tenantsLeft``) are forged.
+        public let alreadySealed: Bool
     }
 
     /// Seals every template and session without a MAC, trusting it as written by Custos (the
@@ -114,15 +124,23 @@ extension TenantKeyring {
     /// - Throws: ``CustodyError``.
     public func sealUnsealedRecords(actor: String) async throws -> RecordSealing {
         try await custody {
+            // Once marked, a row without a MAC can only be the database writer's: sealing it
+            // would make it genuine (helper-83). Count what is there instead.
+            if try await anchoredStates(fresh: true).recordsSealed {
+                var left = 0
+                for tenant in try await TenantStore(database).list().map(\.id) where try await hasUnsealedRecords(tenant) { left += 1 }
+                if left > 0 {
+                    logger.error("rows without a MAC on a database whose records are all sealed: written by the database's writer; not sealed", metadata: [
+                        "tenants": "\(left)",
+                    ])
+                }
+                return RecordSealing(templates: 0, sessions: 0, tenantsLeft: left, alreadySealed: true)
+            }
             var templates = 0, sessions = 0, left = 0
             for tenant in try await TenantStore(database).list().map(\.id) {
                 templates += try await sealUnsealedTemplates(tenant)
                 sessions += try await sealUnsealedSessions(tenant)
-                let unsealed = try await database.withTenant(tenant, context: "look for unsealed records") { connection in
-                    if try await TemplateStore.hasUnsealed(on: connection) { return true }
-                    return try await SessionStore.hasUnsealed(on: connection)
-                }
-                if unsealed { left += 1 }
+                if try await hasUnsealedRecords(tenant) { left += 1 }
             }
             if left == 0 {
                 try await markRecordsSealed(actor: actor, details: ["templates": "\(templates)", "sessions": "\(sessions)"])
@@ -131,7 +149,14 @@ extension TenantKeyring {
                     "tenants": "\(left)",
                 ])
             }
-            return RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left)
+            return RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left, alreadySealed: false)
+        }
+    }
+
+    private func hasUnsealedRecords(_ tenant: TenantID) async throws -> Bool {
+        try await database.withTenant(tenant, context: "look for unsealed records") { connection in
+            if try await TemplateStore.hasUnsealed(on: connection) { return true }
+            return try await SessionStore.hasUnsealed(on: connection)
         }
     }
 
@@ -189,10 +214,14 @@ extension TenantKeyring {
     }
 
     /// Puts the mark on the list, with its audit entry (what a list that loses the mark gets it
-    /// back from).
-    private func markRecordsSealed(actor: String, details: [String: String]) async throws {
+    /// back from) — one entry: an instance that finds the list marked meanwhile (two starting
+    /// at once) writes none, unless `evenIfMarked` (the entry is what is missing).
+    private func markRecordsSealed(actor: String, details: [String: String], evenIfMarked: Bool = false) async throws {
         let audit = audit
         try await database.withTransaction(context: "mark records sealed") { connection in
+            // The list's lock, held to the commit (changeAnchoredStates takes it again).
+            try await KeyStateAnchorStore.lock(on: connection)
+            if !evenIfMarked, try await self.anchoredStates(fresh: true).recordsSealed { return }
             try await self.changeAnchoredStates(on: connection, scopedTo: nil, actor: actor) { $0.recordsSealed = true }
             try await AuditEntry(tenant: nil, actor: actor, action: .recordsSeal, target: "records", details: details).append(to: audit, on: connection)
         }

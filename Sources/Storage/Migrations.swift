@@ -1092,6 +1092,8 @@ public enum Migrations {
         CREATE TRIGGER record_session_completion AFTER UPDATE OF outcome ON verification_sessions
             FOR EACH ROW WHEN (NEW.outcome IS NOT NULL) EXECUTE FUNCTION {schema}.record_session_completion();
 
+        -- Start-up looks for the sealing's audit entry (TenantKeyring.reconcileRecordSeals).
+        CREATE INDEX audit_log_action ON audit_log (action);
         CREATE TABLE record_seal_origin (created_with_record_macs boolean NOT NULL);
         INSERT INTO record_seal_origin (created_with_record_macs)
             SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1 AND applied_at = now());

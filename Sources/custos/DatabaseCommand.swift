@@ -41,6 +41,14 @@ struct DatabaseCommand: AsyncParsableCommand {
             let sealed = try await CustosRuntime.run(try options.loadConfiguration(), options: .cli()) { context in
                 try await context.keyring.sealUnsealedRecords(actor: "local:\(NSUserName())")
             }
+            if sealed.alreadySealed {
+                guard sealed.tenantsLeft == 0 else {
+                    print("every record was sealed before: \(sealed.tenantsLeft) tenants have rows without a MAC, which only the database's writer can have written; none was sealed (they stay refused)")
+                    throw ExitCode(1)
+                }
+                print("every record was sealed before; nothing to do")
+                return
+            }
             print("sealed \(sealed.templates) templates and \(sealed.sessions) sessions")
             guard sealed.tenantsLeft == 0 else {
                 print("\(sealed.tenantsLeft) tenants still have rows without a MAC (written or changed while this ran): the list is not marked; run it again")

@@ -228,4 +228,53 @@ struct SessionMACAttackTests {
         await Self.expectSessionRefused(session, "GetSession after it") { _ = try await verification.sessions.status(tenant: tenant, session: session) }
         await verification.custody.shutdown()
     }
+
+    static func sealEntries(_ verification: VerificationHarness) async throws -> Int {
+        try await verification.custody.service.withTransaction(context: "test: count entries") { connection in
+            try await connection.query("SELECT count(*)::int8 FROM audit_log WHERE action = 'records.seal'", logger: Database.quiet)
+                .collect().first!.decode(Int.self)
+        }
+    }
+
+    @Test("Once every record is sealed, the officer's sealing seals nothing: rows without a MAC planted since stay refused")
+    func sealingAfterTheMarkSealsNothing() async throws {
+        let (verification, tenant) = try await Self.marked("smac_aftermark")
+        let pair = try await TemplateMACAttackTests.enrolPair(verification, tenant)
+        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+
+        let sealed = try await verification.custody.keyring.sealUnsealedRecords(actor: "officer")
+        #expect(sealed.alreadySealed && sealed.templates == 0 && sealed.sessions == 0, "rows were sealed after the mark: \(sealed)")
+        #expect(sealed.tenantsLeft == 1, "the planted row is reported")
+        TemplateMACAttackTests.expectRefused(
+            try await TemplateMACAttackTests.impostorVerifiesAsVictim(verification, tenant).1, "a planted row was sealed after the mark"
+        )
+        await verification.custody.shutdown()
+    }
+
+    @Test("A marked list without its audit entry (a crash between the list and the commit) gets the entry at the next start")
+    func missingEntryWrittenAgain() async throws {
+        let verification = try await VerificationHarness.make("smac_entry")
+        let keyring = verification.custody.keyring
+        try await verification.custody.ownerSQL(tenant: nil, "UPDATE record_seal_origin SET created_with_record_macs = false")
+        // The list marked, and the transaction that was to append the entry never committed.
+        try await verification.custody.service.withTransaction(context: "test: list only") { connection in
+            try await keyring.changeAnchoredStates(on: connection, scopedTo: nil, actor: "test") { $0.recordsSealed = true }
+        }
+        #expect(try await Self.sealEntries(verification) == 0)
+        try await keyring.reconcileRecordSeals()
+        #expect(try await keyring.audit.hasAuthenticEntry(action: .recordsSeal), "the mark still has no entry to be restored from")
+        await verification.custody.shutdown()
+    }
+
+    @Test("Two instances marking a new database at once write one audit entry")
+    func oneEntryForTwoStarts() async throws {
+        let verification = try await VerificationHarness.make("smac_twostarts")
+        let keyring = verification.custody.keyring
+        async let first: Void = keyring.reconcileRecordSeals()
+        async let second: Void = keyring.reconcileRecordSeals()
+        _ = try await (first, second)
+        #expect(try await Self.sealEntries(verification) == 1)
+        await verification.custody.shutdown()
+    }
 }
