@@ -13,61 +13,57 @@ extension TenantKeyring {
     /// Rows sealed per transaction by ``sealUnsealedRecords(actor:)``.
     static let recordSealBatch = 500
 
-    /// The MAC a template stored under `subject` carries (the newest root MAC key).
+    /// The MACs `records` carry (the newest root MAC key), in order, computed in one HSM round
+    /// trip.
     /// - Throws: ``CustodyError``.
-    public func sealTemplate(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> RecordSeal {
-        try await custody { try await seal(TemplateAuthenticator.message(template, subject: subject, tenant: tenant)) }
+    public func seal(_ records: [SealableRecord], tenant: TenantID) async throws -> [RecordSeal] {
+        try await custody {
+            let rootKeys = rootKeys
+            let macs = try await pool.hmacSHA256(records.map { (rootKeys.mac, Self.message($0, tenant: tenant)) })
+            return macs.map { RecordSeal(mac: $0, macVersion: rootKeys.macVersion) }
+        }
     }
 
-    /// Whether `template`, read from `subject`'s row, is one Custos wrote there: its MAC checks,
-    /// or it has none and not every record has been sealed yet.
+    /// Whether every record, read with its seal, is as Custos wrote it: its MAC checks (all in
+    /// one HSM round trip), or it has none and not every record has been sealed yet. A session
+    /// that records nothing yet needs no MAC for its consent and outcome.
     /// - Throws: ``CustodyError`` (HSM trouble, an unreadable list of key states).
-    public func isAuthenticTemplate(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> Bool {
-        try await custody { try await isAuthentic(TemplateAuthenticator.message(template, subject: subject, tenant: tenant), seal: template.seal) }
+    public func areAuthentic(_ records: [(record: SealableRecord, seal: RecordSeal?)], tenant: TenantID) async throws -> Bool {
+        try await custody {
+            var sealed = [(message: [UInt8], seal: RecordSeal)]()
+            var unsealed = false
+            for (record, seal) in records {
+                if case .session(let session) = record, seal == nil, !session.needsSeal { continue }
+                if let seal { sealed.append((Self.message(record, tenant: tenant), seal)) } else { unsealed = true }
+            }
+            if unsealed, try await anchoredStates().recordsSealed { return false }
+            guard !sealed.isEmpty else { return true }
+            let expected: [[UInt8]]
+            do {
+                expected = try await pool.hmacSHA256(sealed.map { (RootKeys(macVersion: $0.seal.macVersion).mac, $0.message) })
+            } catch HSMError.keyNotFound {
+                // A MAC key version the token does not hold is a forged seal, not an HSM outage
+                // (as audit entries: helper-75).
+                return false
+            }
+            // Every comparison runs, whichever fails: the time does not say which record did.
+            var authentic = true
+            for (mac, item) in zip(expected, sealed) where !constantTimeEqual(mac, item.seal.mac) { authentic = false }
+            return authentic
+        }
     }
 
-    /// The MAC a session recording `record` carries.
-    /// - Throws: ``CustodyError``.
-    public func sealSession(_ record: SessionRecord, tenant: TenantID) async throws -> RecordSeal {
-        try await custody { try await seal(SessionRecordAuthenticator.message(record, tenant: tenant)) }
-    }
-
-    /// Whether the session `record` was read from, with `seal`, records what Custos wrote: a
-    /// row that records nothing yet needs no MAC.
-    /// - Throws: ``CustodyError``.
-    public func isAuthenticSession(_ record: SessionRecord, seal: RecordSeal?, tenant: TenantID) async throws -> Bool {
-        guard record.needsSeal || seal != nil else { return true }
-        return try await custody { try await isAuthentic(SessionRecordAuthenticator.message(record, tenant: tenant), seal: seal) }
-    }
-
-    /// The MAC binding a new session to its subject and expiry.
-    /// - Throws: ``CustodyError``.
-    public func sealSessionSubject(_ binding: SessionSubject, tenant: TenantID) async throws -> RecordSeal {
-        try await custody { try await seal(SessionRecordAuthenticator.message(binding, tenant: tenant)) }
-    }
-
-    /// Whether a session row binding `binding` with `seal` is still the subject Custos created it for.
-    /// - Throws: ``CustodyError``.
-    public func isAuthenticSessionSubject(_ binding: SessionSubject, seal: RecordSeal?, tenant: TenantID) async throws -> Bool {
-        try await custody { try await isAuthentic(SessionRecordAuthenticator.message(binding, tenant: tenant), seal: seal) }
+    static func message(_ record: SealableRecord, tenant: TenantID) -> [UInt8] {
+        switch record {
+        case .template(let template, let subject): TemplateAuthenticator.message(template, subject: subject, tenant: tenant)
+        case .session(let session): SessionRecordAuthenticator.message(session, tenant: tenant)
+        case .sessionSubject(let binding): SessionRecordAuthenticator.message(binding, tenant: tenant)
+        }
     }
 
     private func seal(_ message: [UInt8]) async throws -> RecordSeal {
         let rootKeys = rootKeys
         return RecordSeal(mac: try await pool.hmacSHA256(key: rootKeys.mac, data: message), macVersion: rootKeys.macVersion)
-    }
-
-    /// A missing seal passes only before every record was sealed. A MAC key version the token
-    /// does not hold is a forged seal, not an HSM outage (as audit entries: helper-75).
-    private func isAuthentic(_ message: [UInt8], seal: RecordSeal?) async throws -> Bool {
-        guard let seal else { return !(try await anchoredStates().recordsSealed) }
-        let expected: [UInt8]
-        do {
-            expected = try await pool.hmacSHA256(key: RootKeys(macVersion: seal.macVersion).mac, data: message)
-        } catch HSMError.keyNotFound {
-            return false
-        }
-        return constantTimeEqual(expected, seal.mac)
     }
 
     /// At start (the verification graph's background work), when the list does not say every

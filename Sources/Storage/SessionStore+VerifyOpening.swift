@@ -26,6 +26,9 @@ extension SessionStore {
         /// The subject's template of `keyVersion` (with its MAC), if it has one.
         public func template(keyVersion: Int) -> StoredTemplate? { templates[keyVersion] }
 
+        /// Every template read, by version.
+        public var storedTemplates: [StoredTemplate] { templates.keys.sorted().compactMap { templates[$0] } }
+
         /// Rows of ``SessionStore/columns``, then attempts, window start, key version, token and
         /// the token's MAC and MAC key version (one row per template; NULL template columns when
         /// there is none). `nil`: no rows.

@@ -53,30 +53,53 @@ public protocol AuditRecording: Sendable {
 /// subject's row, a session it pointed at another subject, or a consent or outcome it wrote,
 /// fails the check, so it is never compared, shown, signed or exported.
 public protocol RecordSealing: Sendable {
-    /// The MAC of `template` stored under `subject`.
-    func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> RecordSeal
-    /// Whether `template`, read from `subject`'s row, is one Custos wrote there. A row without
-    /// a MAC (written before migration 33) passes only until every record has been sealed.
-    func isAuthentic(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> Bool
-    /// The MAC of a session recording `record`.
-    func seal(_ record: SessionRecord, tenant: TenantID) async throws -> RecordSeal
-    /// Whether a session row recording `record` with `seal` is as Custos wrote it (a row that
-    /// records nothing yet needs no MAC; one without passes only until every record is sealed).
-    func isAuthentic(_ record: SessionRecord, seal: RecordSeal?, tenant: TenantID) async throws -> Bool
-    /// The MAC binding a new session to its subject and expiry.
-    func seal(_ binding: SessionSubject, tenant: TenantID) async throws -> RecordSeal
-    /// Whether a session row binds the subject and expiry Custos created it with (one without a
-    /// MAC passes only until every record is sealed).
-    func isAuthentic(_ binding: SessionSubject, seal: RecordSeal?, tenant: TenantID) async throws -> Bool
+    /// The MACs of `records`, in order (one HSM round trip for all).
+    func seal(_ records: [SealableRecord], tenant: TenantID) async throws -> [RecordSeal]
+    /// Whether every record, read with its seal, is one Custos wrote (one HSM round trip for
+    /// all). A record without a MAC passes only until every record has been sealed; a session
+    /// that records nothing yet needs none for its consent and outcome.
+    func areAuthentic(_ records: [(record: SealableRecord, seal: RecordSeal?)], tenant: TenantID) async throws -> Bool
 }
 
 extension RecordSealing {
+    /// The MAC of `template` stored under `subject`.
+    public func seal(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> RecordSeal {
+        try await seal([.template(template, subject: subject)], tenant: tenant)[0]
+    }
+
+    /// The MAC of a session recording `record`.
+    public func seal(_ record: SessionRecord, tenant: TenantID) async throws -> RecordSeal {
+        try await seal([.session(record)], tenant: tenant)[0]
+    }
+
+    /// The MAC binding a new session to its subject and expiry.
+    public func seal(_ binding: SessionSubject, tenant: TenantID) async throws -> RecordSeal {
+        try await seal([.sessionSubject(binding)], tenant: tenant)[0]
+    }
+
+    /// Whether `template`, read from `subject`'s row, is one Custos wrote there.
+    public func isAuthentic(_ template: StoredTemplate, subject: String, tenant: TenantID) async throws -> Bool {
+        try await areAuthentic([(.template(template, subject: subject), template.seal)], tenant: tenant)
+    }
+
+    /// Whether a session row binds the subject and expiry Custos created it with.
+    public func isAuthentic(_ binding: SessionSubject, seal: RecordSeal?, tenant: TenantID) async throws -> Bool {
+        try await areAuthentic([(.sessionSubject(binding), seal)], tenant: tenant)
+    }
+
     /// - Throws: ``RecordIntegrityError/session(_:)`` unless `row`'s subject, expiry, consent
-    ///   and outcome are as Custos recorded them.
-    func requireAuthentic(_ row: SessionStore.Row, tenant: TenantID) async throws {
-        guard try await isAuthentic(row.subjectBinding, seal: row.subjectSeal, tenant: tenant),
-              try await isAuthentic(row.record, seal: row.seal, tenant: tenant) else {
-            throw RecordIntegrityError.session(row.id)
+    ///   and outcome are as Custos recorded them; ``RecordIntegrityError/template(keyVersion:)``
+    ///   unless each of `templates` (read from the row's subject) is one Custos wrote there.
+    ///   All in one HSM round trip.
+    func requireAuthentic(_ row: SessionStore.Row, templates: [StoredTemplate] = [], tenant: TenantID) async throws {
+        let session: [(record: SealableRecord, seal: RecordSeal?)] = [(.sessionSubject(row.subjectBinding), row.subjectSeal), (.session(row.record), row.seal)]
+        let stored = templates.map { (record: SealableRecord.template($0, subject: row.subject.value), seal: $0.seal) }
+        if try await areAuthentic(session + stored, tenant: tenant) { return }
+        // Which one failed, for a precise error (a rare path: the database's writer was here).
+        if !templates.isEmpty, !(try await areAuthentic(session, tenant: tenant)) { throw RecordIntegrityError.session(row.id) }
+        for template in templates where !(try await isAuthentic(template, subject: row.subject.value, tenant: tenant)) {
+            throw RecordIntegrityError.template(keyVersion: template.keyVersion)
         }
+        throw RecordIntegrityError.session(row.id)
     }
 }

@@ -124,8 +124,7 @@ public final class VerificationService: Sendable {
         guard opened.enrolledVersions.isEmpty else { throw VerificationError.alreadyEnrolled }
         let token = try await tokenize()
         let subject = opened.row.subject
-        let seal = try await recordSeals.seal(token.stored, subject: subject.value, tenant: tenant)
-        let sessionSeal = try await recordSeals.seal(Self.enrolled(opened.row, token, at: now), tenant: tenant)
+        let (seal, sessionSeal) = try await Self.enrolmentSeals(token, opened.row, at: now, tenant: tenant, recordSeals)
         let written = try await database.withAutocommit(context: "enrol in session") { connection in
             try await SessionStore.completeEnrolmentIfOpen(
                 session, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
@@ -174,8 +173,7 @@ public final class VerificationService: Sendable {
             guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
             guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
             let replaced = check.enrolledVersions
-            let seal = try await recordSeals.seal(token.stored, subject: row.subject.value, tenant: tenant)
-            let sessionSeal = try await recordSeals.seal(Self.enrolled(row, token, at: now), tenant: tenant)
+            let (seal, sessionSeal) = try await Self.enrolmentSeals(token, row, at: now, tenant: tenant, recordSeals)
             // The template and the outcome in one statement.
             // The session is locked, open and consented: only a completion recorded before (which
             // its row no longer shows: helper-81) keeps the statement from completing it.
@@ -231,7 +229,7 @@ public final class VerificationService: Sendable {
         }
         guard let opened else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(opened.row, now: now)
-        try await recordSeals.requireAuthentic(opened.row, tenant: tenant)
+        try await requireAuthentic(opened, tenant: tenant)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
         let probe = try await makeProbe()
         let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none)
@@ -277,7 +275,7 @@ public final class VerificationService: Sendable {
             }
             let row = opened.row
             try VerificationSessions.requireReady(row, now: now)
-            try await self.recordSeals.requireAuthentic(row, tenant: tenant)
+            try await self.requireAuthentic(opened, tenant: tenant)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
             let probe = try await makeProbe()
             let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older)
@@ -410,24 +408,21 @@ public final class VerificationService: Sendable {
     ///   another length (not written by this version's tokenizer).
     func authentic(_ template: StoredTemplate, of subject: String, tenant: TenantID, as probe: BiometricToken) async throws -> BiometricToken {
         guard try await recordSeals.isAuthentic(template, subject: subject, tenant: tenant) else {
-            // The tenant and version only: never the subject's reference (DESIGN §9).
-            logger.error("a stored template failed its MAC check and was not compared (written or copied by the database's writer?)", metadata: [
-                "tenant": "\(tenant)", "key_version": "\(template.keyVersion)",
-            ])
+            logTamperedTemplate(tenant: tenant, keyVersion: template.keyVersion)
             throw RecordIntegrityError.template(keyVersion: template.keyVersion)
         }
         return try template.token(format: probe.format)
     }
 
     /// As ``enrolment(of:tenant:probe:olderProbe:on:)``, among the templates Verify's opening
-    /// read: with none under the probe's version, the newest of `older`'s versions the subject
-    /// has one of, and `older`'s probe under it (made only then).
+    /// read, whose MACs were checked with the session's (``requireAuthentic(_:tenant:)``): with
+    /// none under the probe's version, the newest of `older`'s versions the subject has one of,
+    /// and `older`'s probe under it (made only then).
     func enrolment(
         in opened: SessionStore.VerifyOpening, tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
-        let subject = opened.row.subject.value
         if let enrolled = opened.template(keyVersion: probe.keyVersion) {
-            return (try await authentic(enrolled, of: subject, tenant: tenant, as: probe), probe)
+            return (try enrolled.token(format: probe.format), probe)
         }
         let held = opened.enrolledVersions
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
@@ -435,7 +430,36 @@ public final class VerificationService: Sendable {
             throw VerificationError.notEnrolled
         }
         let olderProbe = try await older.probe(version)
-        return (try await authentic(enrolled, of: subject, tenant: tenant, as: olderProbe), olderProbe)
+        return (try enrolled.token(format: olderProbe.format), olderProbe)
+    }
+
+    /// Verify's opening as Custos wrote it: the session's subject, expiry, consent and outcome,
+    /// and every template of its subject that was read, in one HSM round trip (the probe is
+    /// compared with one of them, whose version is known only once it is made).
+    /// - Throws: ``RecordIntegrityError``.
+    func requireAuthentic(_ opened: SessionStore.VerifyOpening, tenant: TenantID) async throws {
+        do {
+            try await recordSeals.requireAuthentic(opened.row, templates: opened.storedTemplates, tenant: tenant)
+        } catch RecordIntegrityError.template(let version) {
+            logTamperedTemplate(tenant: tenant, keyVersion: version)
+            throw RecordIntegrityError.template(keyVersion: version)
+        }
+    }
+
+    /// The tenant and version only: never the subject's reference (DESIGN §9).
+    private func logTamperedTemplate(tenant: TenantID, keyVersion: Int) {
+        logger.error("a stored template failed its MAC check and was not compared (written or copied by the database's writer?)", metadata: [
+            "tenant": "\(tenant)", "key_version": "\(keyVersion)",
+        ])
+    }
+
+    /// The MACs Enrol writes with `token`: its template's under `row`'s subject, and the
+    /// session's completed record (one HSM round trip).
+    static func enrolmentSeals(
+        _ token: BiometricToken, _ row: SessionStore.Row, at now: Date, tenant: TenantID, _ recordSeals: any RecordSealing
+    ) async throws -> (template: RecordSeal, session: RecordSeal) {
+        let seals = try await recordSeals.seal([.template(token.stored, subject: row.subject.value), .session(enrolled(row, token, at: now))], tenant: tenant)
+        return (seals[0], seals[1])
     }
 
     /// The least score that re-enrols a subject silently: the default GREEN threshold of the
@@ -602,11 +626,15 @@ public final class VerificationService: Sendable {
         let tokens = try await database.withTenant(tenant, context: "re-score candidates") { connection in
             try await TemplateStore.tokens(subjects: preselected.map(\.subject), keyVersion: probe.keyVersion, on: connection)
         }
+        let read = preselected.compactMap { candidate in tokens[candidate.subject].map { (subject: candidate.subject, template: $0) } }
+        // Every candidate's MAC in one HSM round trip; only when one fails, each on its own.
+        let allAuthentic = try await recordSeals.areAuthentic(read.map { (.template($0.template, subject: $0.subject), $0.template.seal) }, tenant: tenant)
         var scored = [(subject: String, score: Double)]()
-        for candidate in preselected {
-            guard let template = tokens[candidate.subject] else { continue }
+        for (subject, template) in read {
             do {
-                scored.append((candidate.subject, probe.score(against: try await authentic(template, of: candidate.subject, tenant: tenant, as: probe))))
+                let enrolled = allAuthentic
+                    ? try template.token(format: probe.format) : try await authentic(template, of: subject, tenant: tenant, as: probe)
+                scored.append((subject, probe.score(against: enrolled)))
             } catch is RecordIntegrityError {
                 // Logged: one forged row must not hide every other candidate from the tenant's
                 // identifications (its writer could as well delete rows).

@@ -75,6 +75,9 @@ struct RPCBenchCommand: AsyncParsableCommand {
             /// The service's own PostgreSQL commits during the phase ÷ calls answered OK
             /// (`custos_db_commits_total`); nil for the bare service.
             let commits_per_call: Double?
+            /// The service's HSM calls that hopped to a worker thread and back during the phase ÷
+            /// calls answered OK (``ServerMetrics/hsmHops``; --server only).
+            let hsm_hops_per_call: Double?
             /// CPU per call answered, by process (--server only; nil in-process, where the
             /// service and the load generator are one process).
             let cpu_us_per_call: CPUPerCall?
@@ -341,7 +344,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
 
             // The measured phases, back to back, in this order; each with the server's commits and
             // the CPU its processes spent.
-            var phases = [(String, RPCLoadGenerator.Phase, Double?, PhaseCPU?)]()
+            var phases = [MeasuredPhase]()
             func measured(_ name: String, _ call: @escaping @Sendable (Int) async throws -> Bool) async throws {
                 let before = try await counters()
                 let cpuBefore = PhaseCPU.now(server: before.cpuSeconds, postmaster: postmaster)
@@ -350,7 +353,13 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 PhaseMarks.mark("end", name)
                 let after = try await counters()
                 let cpu = PhaseCPU.now(server: after.cpuSeconds, postmaster: postmaster).flatMap { end in cpuBefore.map { end.since($0) } }
-                phases.append((name, phase, phase.requests > 0 ? Double(after.commits - before.commits) / Double(phase.requests) : nil, cpu))
+                func perCall(_ before: Int?, _ after: Int?) -> Double? {
+                    guard phase.requests > 0, let after else { return nil }
+                    return Double(after - (before ?? 0)) / Double(phase.requests)
+                }
+                phases.append(MeasuredPhase(
+                    name: name, phase: phase, commitsPerCall: perCall(before.commits, after.commits), hopsPerCall: perCall(before.hsmHops, after.hsmHops), cpu: cpu
+                ))
             }
             // The bare server's CPU: from /proc, as it is a child of this process.
             func bareCPU() -> PhaseCPU? { PhaseCPU.now(server: barePID.flatMap(ProcessTreeCPU.seconds), postmaster: postmaster) }
@@ -381,7 +390,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
             barePhase.merge(bareHalves.1.0)
             barePhase.seconds = bareHalves.0.0.seconds + bareHalves.1.0.seconds
             let bareSpent = bareHalves.0.1.flatMap { first in bareHalves.1.1.map { first + $0 } }
-            phases.insert(("Bare.Ping (grpc-swift, no interceptors)", barePhase, nil, bareSpent), at: 0)
+            phases.insert(MeasuredPhase(name: "Bare.Ping (grpc-swift, no interceptors)", phase: barePhase, commitsPerCall: nil, hopsPerCall: nil, cpu: bareSpent), at: 0)
             try await measured("APIKeys.WhoAmI", whoAmI)
             try await measured("Verification.Enrol", enrol(queue(enrolSessions)))
             try await measured("Verification.Verify", verify(queue(verifySessions), tally: decisions))
@@ -400,7 +409,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 )
                 return true
             }
-            let ceiling = phases[1].1.rate
+            let ceiling = phases[1].phase.rate
 
             var recording = [RecordingComparison]()
             if let setRecording, recordingRounds > 0 {
@@ -438,18 +447,20 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 try await Task.sleep(for: .seconds(1))
                 try await measured(Self.overlapVerifyMethod, verify(WorkQueue(items: sessions.enumerated().map { (session: $0.element, index: $0.offset) }), tally: nil))
             }
-            let bareRate = phases[0].1.rate
-            let flowRate = phases.first { $0.0 == Self.sessionFlowMethod }?.1.rate ?? 0
+            let bareRate = phases[0].phase.rate
+            let flowRate = phases.first { $0.name == Self.sessionFlowMethod }?.phase.rate ?? 0
             return Report(
-                methods: phases.map { name, phase, commitsPerCall, cpu in
+                methods: phases.map { measured in
+                    let phase = measured.phase
                     let latency = BenchmarkLoop.percentiles(phase.latencies)
                     return Report.Method(
-                        method: name, requests: phase.requests, seconds: Self.rounded(phase.seconds, 3),
+                        method: measured.name, requests: phase.requests, seconds: Self.rounded(phase.seconds, 3),
                         requests_per_s: Self.rounded(phase.rate, 1),
                         latency_ms: Latency(p50: Self.rounded(latency.p50 / 1000, 3), p99: Self.rounded(latency.p99 / 1000, 3)),
                         errors: phase.errors, ratio_to_ping: ceiling > 0 ? Self.rounded(phase.rate / ceiling, 4) : 0,
-                        ran_out_of_sessions: phase.exhausted, commits_per_call: commitsPerCall.map { Self.rounded($0, 3) },
-                        cpu_us_per_call: cpu?.perCall(calls: phase.requests, seconds: phase.seconds)
+                        ran_out_of_sessions: phase.exhausted, commits_per_call: measured.commitsPerCall.map { Self.rounded($0, 3) },
+                        hsm_hops_per_call: measured.hopsPerCall.map { Self.rounded($0, 3) },
+                        cpu_us_per_call: measured.cpu?.perCall(calls: phase.requests, seconds: phase.seconds)
                     )
                 },
                 ping_to_bare: bareRate > 0 ? Self.rounded(ceiling / bareRate, 4) : 0,
@@ -462,6 +473,15 @@ struct RPCBenchCommand: AsyncParsableCommand {
                 cores: ProcessInfo.processInfo.activeProcessorCount, recording: recording
             )
         }
+    }
+
+    /// One measured phase and what the server spent on it.
+    struct MeasuredPhase {
+        let name: String
+        let phase: RPCLoadGenerator.Phase
+        let commitsPerCall: Double?
+        let hopsPerCall: Double?
+        let cpu: PhaseCPU?
     }
 
     static let sessionFlowMethod = "Session: Create+Open+Consent+Verify"
@@ -480,7 +500,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
         var lines = [
             "server \(report.server), mutual TLS, \(report.connections) connections, \(report.callers) callers, \(report.seconds_per_method) s per method, \(report.cores) cores"
                 + (report.hsm_workers.map { ", \($0) HSM workers" } ?? ""),
-            pad("method", 40, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + pad("commits", 9) + pad("CPU µs/call: server+generator+postgres", 40) + "  errors",
+            pad("method", 40, left: true) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("÷ Ping", 8) + pad("commits", 9) + pad("HSM hops", 9) + pad("CPU µs/call: server+generator+postgres", 40) + "  errors",
         ]
         for method in report.methods {
             let errors = method.errors.isEmpty ? "0" : method.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -489,6 +509,7 @@ struct RPCBenchCommand: AsyncParsableCommand {
                     + pad(String(format: "%.2f", method.latency_ms.p50), 9) + pad(String(format: "%.2f", method.latency_ms.p99), 9)
                     + pad(String(format: "%.3f", method.ratio_to_ping), 8)
                     + pad(method.commits_per_call.map { String(format: "%.3f", $0) } ?? "-", 9)
+                    + pad(method.hsm_hops_per_call.map { String(format: "%.2f", $0) } ?? "-", 9)
                     + pad(method.cpu_us_per_call.map { cpu in
                         String(format: "%.0f+%.0f+%@ = %.0f", cpu.server, cpu.load_generator, cpu.postgres.map { String(format: "%.0f", $0) } ?? "?", cpu.total)
                     } ?? "-", 40) + "  " + errors

@@ -55,6 +55,23 @@ struct SessionPoolTests {
         await pool.shutdown()
     }
 
+    @Test("Several HMACs in one round trip: each under its own key, in order; a key the token lacks fails them all")
+    func hmacBatch() async throws {
+        let token = try TestToken.make("batch")
+        let pool = try await startedPool(token)
+        let first = KnownHMACKey(), second = KnownHMACKey(name: "second", seed: 0x17)
+        let messages = (0..<5).map { message(3, $0) }
+        let macs = try await pool.hmacSHA256(messages.enumerated().map { ($0.offset.isMultiple(of: 2) ? first.key : second.key, $0.element) })
+        #expect(macs == messages.enumerated().map { $0.offset.isMultiple(of: 2) ? first.expected($0.element) : second.expected($0.element) })
+        let missing = HSMKey.tokenObject(label: "custos/test/absent")
+        let error = await #expect(throws: HSMError.self) {
+            try await pool.hmacSHA256([(first.key, messages[0]), (missing, messages[1])])
+        }
+        guard case .keyNotFound = error else { Issue.record("expected keyNotFound, got \(String(describing: error))"); return }
+        #expect(try await pool.hmacSHA256([]).isEmpty)
+        await pool.shutdown()
+    }
+
     @Test("More waiters than sessions with a tiny timeout: the typed exhausted error, then a healthy pool")
     func exhaustion() async throws {
         let token = try TestToken.make("exhaust")

@@ -101,6 +101,28 @@ struct TemplateMACAttackTests {
         await verification.custody.shutdown()
     }
 
+    @Test("Verify checks the session's MACs and the template's in one HSM round trip, and still names which failed")
+    func batchedCheckNamesTheForgery() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_batch")
+        let pair = try await Self.enrolPair(verification, tenant)
+        let version = try await verification.custody.service.withTenant(tenant, context: "test: read version") { connection in
+            try await connection.query("SELECT key_version FROM templates WHERE subject_ref = \(pair.victim)", logger: Database.quiet)
+                .collect().first!.decode(Int.self)
+        }
+        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        let (_, templateForged) = try await Self.impostorVerifiesAsVictim(verification, tenant)
+        #expect(throws: RecordIntegrityError.template(keyVersion: version), "the template alone is forged") { try templateForged.get() }
+
+        // Both forged: the session is named (its consent is what the comparison would rely on first).
+        let session = try await verification.consentedSession(tenant, "victim")
+        try await Self.asDatabaseWriter(verification, tenant, "UPDATE verification_sessions SET record_mac_version = 999 WHERE id = \(session)")
+        await #expect(throws: RecordIntegrityError.session(session), "the session's consent is forged too") {
+            try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace))
+        }
+        #expect(try await Self.outcome(verification, tenant, session) == nil)
+        await verification.custody.shutdown()
+    }
+
     @Test("Identification does not return a subject whose row holds another subject's token")
     func identifyDropsCopiedToken() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_identify")
