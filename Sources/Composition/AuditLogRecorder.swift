@@ -18,4 +18,8 @@ public struct AuditLogRecorder: AuditRecording {
     ) async throws {
         _ = try await log.append(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
     }
+
+    public func newestAuthenticEntry(action: AuditAction, tenant: TenantID, on connection: DatabaseTransaction) async throws -> NewestAuditEntry {
+        try await log.newestAuthenticEntry(action: action, tenant: tenant, on: connection)
+    }
 }

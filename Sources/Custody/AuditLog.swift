@@ -316,15 +316,38 @@ public final class AuditLog: Sendable {
         let candidates = try await database.withTransaction(context: "read audit entries") { connection in
             try await AuditLogStore.entries(action: action.rawValue, limit: 16, on: connection)
         }
-        for entry in candidates {
-            let milliseconds = Int64((entry.at.timeIntervalSince1970 * 1000).rounded())
-            let hash = Self.entryHash(
-                previous: entry.previousHash, seq: entry.seq, milliseconds: milliseconds, tenant: entry.tenant,
-                actor: entry.actor, action: entry.action, target: entry.target, details: entry.details
-            )
-            guard hash == entry.entryHash else { continue }
-            if case .valid = try await macVerdict(seq: entry.seq, hash: hash, mac: entry.mac, macKeyVersion: entry.macKeyVersion) { return true }
+        for entry in candidates where try await isAuthentic(entry) { return true }
+        return false
+    }
+
+    /// Entries ``newestAuthenticEntry(action:tenant:on:)`` looks at: the writer can insert
+    /// entries (never authentic ones) above the newest genuine one, and may make the answer
+    /// ``NewestAuditEntry/forged`` that way, never another genuine entry's.
+    public static let newestEntryWindow = 16
+
+    /// The newest entry of `action` for `tenant` whose hash and MAC check. Entries cannot be
+    /// changed or removed by the service role, so it is the newest one Custos wrote.
+    /// - Throws: ``CustodyError``.
+    public func newestAuthenticEntry(action: AuditAction, tenant: TenantID, on connection: DatabaseTransaction) async throws -> NewestAuditEntry {
+        try await custody {
+            let entries = try await AuditLogStore.newestEntries(action: action.rawValue, tenant: tenant, limit: Self.newestEntryWindow, on: connection)
+            guard !entries.isEmpty else { return .none }
+            for entry in entries where try await isAuthentic(entry) {
+                let object = try? JSONSerialization.jsonObject(with: Data(entry.details.utf8))
+                return .authentic(details: object as? [String: String] ?? [:])
+            }
+            return .forged
         }
+    }
+
+    private func isAuthentic(_ entry: AuditEntryRecord) async throws -> Bool {
+        let milliseconds = Int64((entry.at.timeIntervalSince1970 * 1000).rounded())
+        let hash = Self.entryHash(
+            previous: entry.previousHash, seq: entry.seq, milliseconds: milliseconds, tenant: entry.tenant,
+            actor: entry.actor, action: entry.action, target: entry.target, details: entry.details
+        )
+        guard hash == entry.entryHash else { return false }
+        if case .valid = try await macVerdict(seq: entry.seq, hash: hash, mac: entry.mac, macKeyVersion: entry.macKeyVersion) { return true }
         return false
     }
 

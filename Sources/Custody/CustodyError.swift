@@ -83,6 +83,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// config.json's `webhookEscrowKeys` is empty or absent: no seed may be sealed, so no v1a
     /// key is made (v1 is unaffected).
     case escrowKeysNotConfigured
+    /// The tenant's policy row is not what its newest audited change recorded (the database's
+    /// writer's): its biometric overlap is not believed.
+    case tenantPolicyTampered(TenantID)
 
     public var isRetryable: Bool {
         switch self {
@@ -100,6 +103,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "tenant \(tenant) is being offboarded (approved by two officers): its keys stay disabled until they are destroyed, and it gets no new ones"
         case .noActiveKey(let tenant, let purpose): "tenant \(tenant) has no active \(purpose.rawValue) key"
         case .unknownKeyVersion(let tenant, let purpose, let version): "tenant \(tenant) has no \(purpose.rawValue) key v\(version)"
+        case .tenantPolicyTampered(let tenant):
+            "tenant \(tenant)'s policy is not what its last audited change recorded: an officer must look, then set the whole policy again"
         case .rowTampered(let tenant, let purpose, let version):
             "stored \(purpose.rawValue) key v\(version) of tenant \(tenant) fails its integrity check; refusing to use it"
         case .cannotUnwrap(let tenant, let purpose, let version): "cannot unwrap \(purpose.rawValue) key v\(version) of tenant \(tenant)"

@@ -197,10 +197,17 @@ extension TenantKeyring {
     /// crash left one behind), else now plus the tenant's `bio_overlap_days`; `nil` for none.
     func biometricOverlapEnd(_ tenant: TenantID, rotating purpose: KeyPurpose, from previous: Int) async throws -> Date? {
         let sibling: KeyPurpose = purpose == .bioSeed ? .bioPRF : .bioSeed
+        let audit = audit
         let (row, days) = try await database.withTenant(tenant, context: "read biometric overlap") { connection in
-            (
+            let policy = try await TenantPolicyStore.get(on: connection)
+            // Only the audited policy's overlap is believed: a longer one the database's writer
+            // set would keep the old version matching (and its templates stored) for longer.
+            guard TenantPolicyStore.isAttested(policy, by: try await audit.newestAuthenticEntry(action: .tenantPolicy, tenant: tenant, on: connection)) else {
+                throw CustodyError.tenantPolicyTampered(tenant)
+            }
+            return (
                 try await KeyVersionStore.get(tenant, sibling, version: previous, on: connection),
-                try await TenantPolicyStore.get(on: connection)?.bioOverlapDays ?? TenantPolicyStore.defaultBioOverlapDays
+                policy?.bioOverlapDays ?? TenantPolicyStore.defaultBioOverlapDays
             )
         }
         if let row, row.state == .retiring || row.state == .retired {

@@ -170,6 +170,7 @@ public final class TenantOffboarding: Sendable {
                                 tenant: tenant, actor: officer, action: .tenantOffboardDelete, target: tenant.rawValue,
                                 details: [table.rawValue: String(count), "request": id.uuidString.lowercased()], on: connection
                             )
+                            if table == .tenantPolicies { try await Self.recordPolicyRemoval(tenant, request: id, officer: officer, audit: audit, on: connection) }
                         }
                         return count
                     }
@@ -191,6 +192,7 @@ public final class TenantOffboarding: Sendable {
                 // Every instance drops the tenant's galleries (fingerprints held in memory).
                 try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection)
                 if !marked { try await TenantOffboardingStore.markCompleted(id, at: at, on: connection) }
+                if counts[TenantDataStore.Table.tenantPolicies.rawValue] ?? 0 > 0 { try await Self.recordPolicyRemoval(tenant, request: id, officer: officer, audit: audit, on: connection) }
                 try await audit.append(
                     tenant: tenant, actor: officer, action: .tenantOffboard, target: tenant.rawValue,
                     details: counts.filter { $0.value > 0 }.mapValues { String($0) }.merging(["request": id.uuidString.lowercased()]) { $1 },
@@ -199,6 +201,18 @@ public final class TenantOffboarding: Sendable {
             }
         }
         return try await get(id)
+    }
+
+    /// A policy row is checked against the newest `tenant.policy` entry
+    /// (``TenantPolicyStore/isAttested(_:by:)``): its removal is one, or the tenant's reads
+    /// (retention's among them) would take the missing row for the database writer's deletion.
+    private static func recordPolicyRemoval(
+        _ tenant: TenantID, request: UUID, officer: String, audit: AuditLog, on connection: DatabaseTransaction
+    ) async throws {
+        try await audit.append(
+            tenant: tenant, actor: officer, action: .tenantPolicy, target: tenant.rawValue,
+            details: TenantPolicyStore.removalAuditDetails(request: request.uuidString.lowercased()), on: connection
+        )
     }
 
     /// Completes every approved offboarding that is due (the sweep of `custos serve`).

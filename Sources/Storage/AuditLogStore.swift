@@ -2,6 +2,16 @@ public import CustosModel
 public import Foundation
 import PostgresNIO
 
+/// What a tenant's newest audit entries of one action say, once their MACs are checked.
+public enum NewestAuditEntry: Sendable, Equatable {
+    /// The tenant has no such entry.
+    case none
+    /// The details of the newest one whose MAC checks.
+    case authentic(details: [String: String])
+    /// Among the newest few, none is authentic (the database's writer's).
+    case forged
+}
+
 /// One audit entry as stored. `details` is JSON text that never holds a secret, a name, an
 /// email or a subject reference.
 public struct AuditEntryRecord: Sendable, Hashable {
@@ -101,6 +111,16 @@ public enum AuditLogStore {
         try await decode(try await connection.query("""
             SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
             FROM audit_log WHERE action = \(action) ORDER BY seq LIMIT \(limit)
+            """, logger: Database.quiet))
+    }
+
+    /// `tenant`'s newest `limit` entries of `action`, newest first.
+    public static func newestEntries(
+        action: String, tenant: TenantID, limit: Int, on connection: DatabaseTransaction
+    ) async throws -> [AuditEntryRecord] {
+        try await decode(try await connection.query("""
+            SELECT seq, at, tenant_id::text, actor, action, target, details, previous_hash, entry_hash, mac, mac_key_version
+            FROM audit_log WHERE action = \(action) AND tenant_id = \(tenant.rawValue)::uuid ORDER BY seq DESC LIMIT \(limit)
             """, logger: Database.quiet))
     }
 

@@ -45,6 +45,9 @@ public protocol AuditRecording: Sendable {
     func record(
         tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
     ) async throws
+    /// The newest entry of `action` for `tenant` whose MAC checks, read on `connection`: what
+    /// Custos last recorded, which the database's writer can neither change nor remove.
+    func newestAuthenticEntry(action: AuditAction, tenant: TenantID, on connection: DatabaseTransaction) async throws -> NewestAuditEntry
 }
 
 /// Computes and checks the HSM MACs stored records carry (migration 33): a template's, binding

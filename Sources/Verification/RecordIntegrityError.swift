@@ -1,3 +1,4 @@
+public import CustosModel
 public import Foundation
 
 /// A stored record failed its MAC check (``RecordSealing``): Custos did not write it as it
@@ -9,6 +10,8 @@ public enum RecordIntegrityError: Error, Sendable, Equatable, CustomStringConver
     /// The subject's template of this biometric version (the subject is never named: DESIGN §9).
     case template(keyVersion: Int)
     case session(UUID)
+    /// The tenant's policy row is not what its newest audited change recorded.
+    case tenantPolicy(TenantID)
 
     public var description: String {
         switch self {
@@ -16,6 +19,8 @@ public enum RecordIntegrityError: Error, Sendable, Equatable, CustomStringConver
             "the subject's stored template (biometric version \(version)) failed its integrity check and was not compared: an officer must look; the subject re-enrols afterwards"
         case .session(let id):
             "session \(id.uuidString.lowercased()) failed its integrity check (its subject, expiry, consent or outcome is not as Custos recorded it): an officer must look"
+        case .tenantPolicy(let tenant):
+            "tenant \(tenant)'s policy (thresholds, retention, budget, overlap) is not what its last audited change recorded: an officer must look, then set the whole policy again"
         }
     }
 }

@@ -194,8 +194,9 @@ public final class TenantPolicies: Sendable {
         if let cached = cache.withLock({ $0[tenant] }), cached.until > now { return cached.policy }
         let stamp = cacheStamp
         return try await refreshes.run("\(tenant.rawValue)#\(stamp)") {
+            let audit = self.audit
             let row = try await self.database.withTenant(tenant, context: "read tenant policy") { connection in
-                try await TenantPolicyStore.get(on: connection)
+                try await Self.attestedRow(tenant, audit: audit, on: connection)
             }
             let policy = row.map(TenantPolicy.init) ?? .default
             // A change announced while this read ran may not be in it: use it, do not keep it.
@@ -211,9 +212,11 @@ public final class TenantPolicies: Sendable {
     /// Stores the tenant's whole policy (audited); its thresholds are recorded as set for the
     /// format of the tenant's active biometric version.
     /// - Returns: the policy now stored (its thresholds recorded with their format).
+    /// A policy row the database's writer wrote or changed (``RecordIntegrityError/tenantPolicy(_:)``)
+    /// is replaced: nothing of it is kept.
     @discardableResult
     public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
-        try await change(tenant, actor: actor, setsThresholds: true) { stored in
+        try await change(tenant, actor: actor, setsThresholds: true, replacesAll: true) { stored in
             policy.with(thresholds: policy.thresholds, setFor: stored.thresholdsFormat)
         }
     }
@@ -222,9 +225,24 @@ public final class TenantPolicies: Sendable {
     /// transaction that no other change of this tenant's policy interleaves with (audited).
     /// - Returns: the policy now stored.
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` when the result is out of
-    ///   range (nothing is written).
+    ///   range (nothing is written); ``RecordIntegrityError/tenantPolicy(_:)`` when the stored
+    ///   policy is not the audited one (its fields would otherwise be carried into a genuine
+    ///   entry): ``set(_:for:actor:)`` replaces it.
     public func update(_ changes: TenantPolicy.Changes, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
-        try await change(tenant, actor: actor, setsThresholds: TenantPolicy.setsThresholds(changes)) { try $0.applying(changes) }
+        try await change(tenant, actor: actor, setsThresholds: TenantPolicy.setsThresholds(changes), replacesAll: false) { try $0.applying(changes) }
+    }
+
+    /// `tenant`'s policy row (nil: none), once its newest authentic `tenant.policy` audit entry
+    /// records it (``TenantPolicyStore/isAttested(_:by:)``). Without an audit port (one-shot
+    /// commands, unit tests) the row as read.
+    /// - Throws: ``RecordIntegrityError/tenantPolicy(_:)``.
+    static func attestedRow(_ tenant: TenantID, audit: (any AuditRecording)?, on connection: DatabaseTransaction) async throws -> TenantPolicyStore.Row? {
+        let row = try await TenantPolicyStore.get(on: connection)
+        guard let audit else { return row }
+        guard TenantPolicyStore.isAttested(row, by: try await audit.newestAuthenticEntry(action: .tenantPolicy, tenant: tenant, on: connection)) else {
+            throw RecordIntegrityError.tenantPolicy(tenant)
+        }
+        return row
     }
 
     /// The format of the tenant's active biometric version (a version that records none is
@@ -238,12 +256,17 @@ public final class TenantPolicies: Sendable {
     }
 
     private func change(
-        _ tenant: TenantID, actor: String, setsThresholds: Bool, _ make: @escaping @Sendable (TenantPolicy) throws -> TenantPolicy
+        _ tenant: TenantID, actor: String, setsThresholds: Bool, replacesAll: Bool, _ make: @escaping @Sendable (TenantPolicy) throws -> TenantPolicy
     ) async throws -> TenantPolicy {
         let audit = audit
         let policy = try await database.withTenant(tenant, context: "set tenant policy") { connection in
             try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)
-            var stored = try await TenantPolicyStore.get(on: connection).map(TenantPolicy.init) ?? .default
+            var stored: TenantPolicy
+            do {
+                stored = try await Self.attestedRow(tenant, audit: audit, on: connection).map(TenantPolicy.init) ?? .default
+            } catch RecordIntegrityError.tenantPolicy(_) where replacesAll {
+                stored = .default
+            }
             let format = setsThresholds ? try await Self.activeBiometricFormat(tenant, on: connection) : nil
             if let format {
                 // A threshold the change leaves out keeps the value that decides the active
@@ -261,17 +284,14 @@ public final class TenantPolicies: Sendable {
                     )
                 }
             }
-            try await TenantPolicyStore.put(TenantPolicyStore.Row(
+            let row = TenantPolicyStore.Row(
                 green: policy.thresholds.green, amber: policy.thresholds.amber,
                 retentionDays: policy.retentionDays, tokenizationsPerMinute: policy.tokenizationsPerMinute,
                 bioOverlapDays: policy.bioOverlapDays, thresholdsFormat: policy.thresholdsFormat
-            ), tenant: tenant, on: connection)
-            try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: [
-                "green": "\(policy.thresholds.green)", "amber": "\(policy.thresholds.amber)",
-                "thresholds_format": policy.thresholdsFormat?.name ?? "defaults",
-                "retention_days": "\(policy.retentionDays)", "tokenizations_per_minute": "\(policy.tokenizationsPerMinute)",
-                "bio_overlap_days": "\(policy.bioOverlapDays)",
-            ], on: connection)
+            )
+            try await TenantPolicyStore.put(row, tenant: tenant, on: connection)
+            // Every field: the entry is what later reads check the row against.
+            try await audit?.record(tenant: tenant, actor: actor, action: .tenantPolicy, target: tenant.rawValue, details: row.auditDetails, on: connection)
             try await CacheChange.tenantPolicy(tenant).announce(on: connection)
             return policy
         }

@@ -22,7 +22,7 @@ public enum StatusMapping {
             return RPCError(code: code(for: error), message: error.description)
         case let error as RecordIntegrityError:
             // A template's the core logged with its tenant and version (never the subject).
-            if case .session = error {
+            if case .template = error {} else {
                 logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             }
             return RPCError(code: .dataLoss, message: error.description)
@@ -101,7 +101,7 @@ public enum StatusMapping {
         case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable,
              .escrowKeysNotConfigured:
             return RPCError(code: .failedPrecondition, message: error.description)
-        case .rowTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .auditLogHeadInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
+        case .rowTampered, .tenantPolicyTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .auditLogHeadInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])
             return RPCError(code: .dataLoss, message: error.description)
         case .escrowKeyNotTrusted:

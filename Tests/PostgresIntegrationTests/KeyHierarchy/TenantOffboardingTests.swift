@@ -9,6 +9,7 @@ import SecureMemory
 @testable import Storage
 import Synchronization
 import Testing
+import Verification
 
 @Suite("Tenant offboarding by crypto-shredding: two officers, disabled at once, shredded when due, crash-safe")
 struct TenantOffboardingTests {
@@ -66,6 +67,9 @@ struct TenantOffboardingTests {
         let leaving = try await Self.populate(harness, label: "leaving", sealer: sealer)
         let staying = try await Self.populate(harness, label: "staying", sealer: sealer)
         let leavingLabel = try #require(try await harness.keyring.versions(leaving.tenant).first { $0.purpose == .webhookEd25519 }?.tokenLabel)
+        // A policy row, checked against its newest audited change when read.
+        let policies = TenantPolicies(database: harness.service, audit: AuditLogRecorder(harness.audit), cacheLifetime: .zero)
+        _ = try await policies.update(.init(retentionDays: 30), for: leaving.tenant, actor: "officer")
 
         // A crash after the first key version is destroyed stands for kill -9 between steps.
         let crashing = TenantOffboarding(
@@ -122,6 +126,10 @@ struct TenantOffboardingTests {
         _ = try await harness.apiKeys.verify(staying.apiKey)
         #expect(try await sealer.open(staying.sealedName, keyVersion: 1, tenant: staying.tenant, context: [7]).value == "Ada Lovelace")
         _ = try await harness.webhooks.signatureHeader(tenant: staying.tenant, id: "msg_1", timestamp: 1, body: [1])
+
+        // Its policy row's removal was audited too: its reads (retention's) do not take the
+        // missing row for a forged deletion.
+        #expect(try await policies.policy(leaving.tenant) == .default)
 
         // The audit log keeps the offboarded tenant's history.
         let actions = try await harness.audit.tail(limit: 100).filter { $0.tenant == leaving.tenant }.compactMap { AuditAction(rawValue: $0.action) }

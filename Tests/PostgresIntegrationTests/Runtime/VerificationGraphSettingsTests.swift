@@ -21,7 +21,9 @@ struct VerificationGraphSettingsTests {
         let before = Date()
         let created = try await graph.sessions.create(tenant: try await custody.keyring.createTenant(label: "acme", actor: "officer").id,
                                                       externalID: PersonalText("wall"), name: nil, email: nil)
-        #expect(created.expiresAt >= before.addingTimeInterval(24 * 3_600), "sessions run on the wall clock")
+        // Whole seconds: the session's MAC covers its expiry as PostgreSQL returns it.
+        let second = Date(timeIntervalSince1970: before.timeIntervalSince1970.rounded(.down))
+        #expect(created.expiresAt >= second.addingTimeInterval(24 * 3_600), "sessions run on the wall clock")
         await custody.shutdown()
     }
 
@@ -40,7 +42,7 @@ struct VerificationGraphSettingsTests {
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         #expect(try await graph.policies.policy(tenant).tokenizationsPerMinute == TenantPolicy.default.tokenizationsPerMinute)
         // Another instance's policies: the graph's own cache does not learn of this write.
-        let elsewhere = TenantPolicies(database: custody.service, audit: nil)
+        let elsewhere = TenantPolicies(database: custody.service, audit: graph.recorder)
         try await elsewhere.set(try TenantPolicy(green: 0.6, amber: 0.5, retentionDays: 30, tokenizationsPerMinute: 12), for: tenant, actor: "officer")
         #expect(try await graph.policies.policy(tenant).tokenizationsPerMinute == 12)
 

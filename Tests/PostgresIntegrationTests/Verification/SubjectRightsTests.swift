@@ -183,6 +183,10 @@ struct SubjectRightsTests {
             }
             try await inner.record(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
         }
+
+        func newestAuthenticEntry(action: AuditAction, tenant: TenantID, on connection: DatabaseTransaction) async throws -> NewestAuditEntry {
+            try await inner.newestAuthenticEntry(action: action, tenant: tenant, on: connection)
+        }
     }
 
     @Test("A run cut off in one tenant: the next begins with the tenants it did not reach, then that one; never the oldest again")

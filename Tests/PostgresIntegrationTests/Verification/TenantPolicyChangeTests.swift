@@ -12,7 +12,8 @@ struct TenantPolicyChangeTests {
         let first = verification.policies
         // A second instance: its own database client, no cache.
         let secondDatabase = try verification.custody.secondServiceDatabase()
-        let second = TenantPolicies(database: secondDatabase, audit: nil, cacheLifetime: .zero)
+        // Audited, as every instance is: a change without its entry would read as forged.
+        let second = TenantPolicies(database: secondDatabase, audit: verification.recorder, cacheLifetime: .zero)
 
         let fromDefault = try await first.update(.init(retentionDays: 12), for: tenant, actor: "officer")
         let expected = try TenantPolicy.default.applying(TenantPolicy.Changes(retentionDays: 12))
