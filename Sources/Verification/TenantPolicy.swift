@@ -237,12 +237,18 @@ public final class TenantPolicies: Sendable {
     /// commands, unit tests) the row as read.
     /// - Throws: ``RecordIntegrityError/tenantPolicy(_:)``.
     static func attestedRow(_ tenant: TenantID, audit: (any AuditRecording)?, on connection: DatabaseTransaction) async throws -> TenantPolicyStore.Row? {
-        let row = try await TenantPolicyStore.get(on: connection)
-        guard let audit else { return row }
-        guard TenantPolicyStore.isAttested(row, by: try await audit.newestAuthenticEntry(action: .tenantPolicy, tenant: tenant, on: connection)) else {
-            throw RecordIntegrityError.tenantPolicy(tenant)
+        guard let audit else { return try await TenantPolicyStore.get(on: connection) }
+        // The row and the entries are two statements, each with its own snapshot: a change that
+        // commits between them shows the old row with the new entry. Read again once; a change
+        // holds the tenant's policy lock, so a reader that takes it meets none in progress.
+        for attempt in 0..<2 {
+            if attempt > 0 { try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection) }
+            let row = try await TenantPolicyStore.get(on: connection)
+            if TenantPolicyStore.isAttested(row, by: try await audit.newestAuthenticEntry(action: .tenantPolicy, tenant: tenant, on: connection)) {
+                return row
+            }
         }
-        return row
+        throw RecordIntegrityError.tenantPolicy(tenant)
     }
 
     /// The format of the tenant's active biometric version (a version that records none is

@@ -2,7 +2,8 @@ import Custody
 import CustosModel
 import Foundation
 import PostgresNIO
-@testable import Storage  // DatabaseTransaction.query: the database writer's statements
+@testable import Storage
+import Synchronization  // DatabaseTransaction.query: the database writer's statements
 import Testing
 import Tokenization
 import Verification
@@ -117,6 +118,45 @@ struct PolicyAttestationAttackTests {
         // The same pair moved onto the quaternary scale (impostors near 0.44): not what was set.
         try await Self.writer(verification, tenant, "UPDATE tenant_policies SET thresholds_format = 3")
         await #expect(throws: RecordIntegrityError.tenantPolicy(tenant)) { try await verification.policies.policy(tenant) }
+        await verification.custody.shutdown()
+    }
+
+    /// An audit port that lets an officer's change commit between a reader's row read and its
+    /// entry read, once.
+    final class ChangeBetweenReads: AuditRecording {
+        let inner: any AuditRecording
+        let change: @Sendable () async throws -> Void
+        let pending = Atomic(true)
+
+        init(inner: any AuditRecording, change: @escaping @Sendable () async throws -> Void) {
+            self.inner = inner
+            self.change = change
+        }
+
+        func record(tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String]) async throws {
+            try await inner.record(tenant: tenant, actor: actor, action: action, target: target, details: details)
+        }
+
+        func record(
+            tenant: TenantID?, actor: String, action: AuditAction, target: String, details: [String: String], on connection: DatabaseTransaction
+        ) async throws {
+            try await inner.record(tenant: tenant, actor: actor, action: action, target: target, details: details, on: connection)
+        }
+
+        func newestAuthenticEntry(action: AuditAction, tenant: TenantID, on connection: DatabaseTransaction) async throws -> NewestAuditEntry {
+            if pending.exchange(false, ordering: .relaxed) { try await change() }
+            return try await inner.newestAuthenticEntry(action: action, tenant: tenant, on: connection)
+        }
+    }
+
+    @Test("A genuine change committing between a reader's two reads (the old row, the new entry) is not taken for a forgery")
+    func changeBetweenReads() async throws {
+        let (verification, tenant) = try await Self.audited("pol_race")
+        let reader = TenantPolicies(database: verification.custody.service, audit: ChangeBetweenReads(inner: verification.recorder) {
+            // Another instance's change (its own task: not a lease nested in the reader's).
+            _ = try await Task.detached { try await verification.policies.update(.init(retentionDays: 77), for: tenant, actor: "officer") }.value
+        }, cacheLifetime: .zero)
+        #expect(try await reader.policy(tenant).retentionDays == 77)
         await verification.custody.shutdown()
     }
 
