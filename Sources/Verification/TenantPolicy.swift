@@ -119,6 +119,11 @@ public struct TenantPolicy: Sendable, Hashable, Codable {
         }
 
         public var isEmpty: Bool { self == Changes() }
+
+        /// Every field set: nothing of the stored policy is kept.
+        public var setsEveryField: Bool {
+            green != nil && amber != nil && retentionDays != nil && tokenizationsPerMinute != nil && bioOverlapDays != nil
+        }
     }
 
     /// This policy with `changes` applied, checked as a whole (a new amber must stay below the
@@ -226,10 +231,13 @@ public final class TenantPolicies: Sendable {
     /// - Returns: the policy now stored.
     /// - Throws: ``VerificationError/invalidArgument(field:reason:)`` when the result is out of
     ///   range (nothing is written); ``RecordIntegrityError/tenantPolicy(_:)`` when the stored
-    ///   policy is not the audited one (its fields would otherwise be carried into a genuine
-    ///   entry): ``set(_:for:actor:)`` replaces it.
+    ///   policy is not the audited one and `changes` leave a field to it (its fields would
+    ///   otherwise be carried into a genuine entry): ``set(_:for:actor:)``, or changes that set
+    ///   every field, replace it.
     public func update(_ changes: TenantPolicy.Changes, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
-        try await change(tenant, actor: actor, setsThresholds: TenantPolicy.setsThresholds(changes), replacesAll: false) { try $0.applying(changes) }
+        try await change(tenant, actor: actor, setsThresholds: TenantPolicy.setsThresholds(changes), replacesAll: changes.setsEveryField) {
+            try $0.applying(changes)
+        }
     }
 
     /// `tenant`'s policy row (nil: none), once its newest authentic `tenant.policy` audit entry

@@ -97,6 +97,12 @@ struct PolicyAttestationAttackTests {
         _ = try await verification.policies.set(whole, for: tenant, actor: "officer")
         let read = try await verification.policies.policy(tenant)
         #expect(read.tokenizationsPerMinute == 120 && read.retentionDays == 60, "the officer's policy, not the forged budget")
+        // The CLI's way (`custos tenant policy` with every option): a mask naming every field.
+        try await Self.writer(verification, tenant, "UPDATE tenant_policies SET tokenizations_per_minute = 1000000")
+        _ = try await verification.policies.update(.init(
+            green: thresholds.green, amber: thresholds.amber, retentionDays: 61, tokenizationsPerMinute: 121, bioOverlapDays: 30
+        ), for: tenant, actor: "officer")
+        #expect(try await verification.policies.policy(tenant).tokenizationsPerMinute == 121)
         #expect(try await Self.impostorVerifies(verification, tenant).color != .green)
         await verification.custody.shutdown()
     }
