@@ -45,6 +45,9 @@ public final class SessionPool: Sendable {
     /// Orders key uses for least-recently-used eviction (``CachedKeyHandle/lastUse``).
     private let keyUseClock = Atomic<UInt64>(0)
     private let keyEvictions = Atomic<Int>(0)
+    /// Requests queued to a worker thread (a hop there and back): calls from a task that
+    /// prefers ``executor`` run inline and are not counted.
+    private let requestsQueued = Atomic<Int>(0)
     /// Recovery, circuit breaker and login policy (``RecoveryStateMachine``).
     let recovery: RecoveryLock
     private let openSessions = Atomic<Int>(0)
@@ -292,7 +295,8 @@ public final class SessionPool: Sendable {
     }
 
     func submit<R: Sendable>(_ body: @escaping @Sendable (SessionWorker) throws -> R) async throws -> R {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
+        requestsQueued.wrappingAdd(1, ordering: .relaxed)
+        return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<R, any Error>) in
             let request = PendingRequest(
                 heldBackAtEnqueue: gate.heldBackNanoseconds,
                 run: { worker in
@@ -619,6 +623,7 @@ public final class SessionPool: Sendable {
             cachedSessionObjects: keyCache.withLock { $0.sessionObjects },
             maxCachedKeys: configuration.maxCachedKeys,
             keyEvictions: keyEvictions.load(ordering: .relaxed),
+            requestsQueued: requestsQueued.load(ordering: .relaxed),
             running: isRunning
         )
     }
@@ -646,5 +651,8 @@ public struct SessionPoolStatistics: Sendable, Hashable, Codable {
     public let maxCachedKeys: Int
     /// Session objects destroyed to stay within ``maxCachedKeys`` since the pool started.
     public let keyEvictions: Int
+    /// Requests queued to a worker thread since the pool started (each a hop there and back;
+    /// calls from tasks on the pool's executor run inline and are not counted).
+    public let requestsQueued: Int
     public let running: Bool
 }

@@ -9,6 +9,12 @@ public import Logging
 public struct AuthenticationInterceptor: ServerInterceptor {
     let authenticator: Authenticator
     let logger: Logger
+
+    /// Methods whose handler has nothing to do after authentication but answer: an API-key
+    /// call's task stays on the HSM worker that verified its key (no hop back).
+    static let handledOnHSMWorker: Set<MethodDescriptor> = [
+        Custos_V1_APIKeys.Method.WhoAmI.descriptor, Custos_V1_Verification.Method.Ping.descriptor,
+    ]
     private let certificates = CallerCertificateCache()
     private let metrics = RPCCallMetrics()
 
@@ -39,11 +45,22 @@ public struct AuthenticationInterceptor: ServerInterceptor {
                 // when it finishes without suspending), except for an API-key call: its task
                 // starts on an HSM worker, where the key's HMAC then runs inline rather than
                 // hopping there and back (`bench pool`: a hop costs about as much as the HMAC).
-                let work = Task.immediate(executorPreference: authenticator.preferredExecutor(for: request.metadata)) {
+                let preferred = authenticator.preferredExecutor(for: request.metadata)
+                let leavesWorker = preferred != nil && !Self.handledOnHSMWorker.contains(context.descriptor)
+                let work = Task.immediate(executorPreference: preferred) {
                     let caller = try await authenticator.authenticate(
                         service: context.descriptor.service.fullyQualifiedService, metadata: request.metadata, certificate: certificate
                     )
-                    return try await Caller.$current.withValue(caller) { try await next(request, context) }
+                    return try await Caller.$current.withValue(caller) {
+                        // The key's HMAC done, a handler with work of its own leaves the HSM
+                        // worker (helper-84): there its projection or gallery scan would hold up
+                        // every other call's HSM requests, its own HSM calls would skip the queue's
+                        // wait limit and the replica tokens, and each resumption after a
+                        // database round trip would wait for one of the pool's few threads
+                        // (session 19 measured that slower).
+                        guard leavesWorker else { return try await next(request, context) }
+                        return try await withTaskExecutorPreference(globalConcurrentExecutor) { try await next(request, context) }
+                    }
                 }
                 return try await withRPCCancellationHandler {
                     try await work.value
