@@ -199,6 +199,9 @@ extension TenantKeyring {
         let sibling: KeyPurpose = purpose == .bioSeed ? .bioPRF : .bioSeed
         let audit = audit
         let (row, days) = try await database.withTenant(tenant, context: "read biometric overlap") { connection in
+            // Under the policy's change lock: a change committing between the row's read and
+            // the entries' would otherwise read as a forgery (helper-85).
+            try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)
             let policy = try await TenantPolicyStore.get(on: connection)
             // Only the audited policy's overlap is believed: a longer one the database's writer
             // set would keep the old version matching (and its templates stored) for longer.

@@ -203,6 +203,24 @@ public final class TenantOffboarding: Sendable {
         return try await get(id)
     }
 
+    /// An offboarding completed by a build that recorded no removal entry (before session 22)
+    /// left a tenant whose newest `tenant.policy` entry records a row that is gone: every read
+    /// of its policy (each retention run's) would be refused as the writer's deletion
+    /// (helper-85). The sweep records the removal for a tenant whose every key version is a
+    /// MAC-valid destroyed row (checked by the caller), so the database's writer cannot use it.
+    private func recordPolicyRemovalIfMissing(_ row: Request) async throws {
+        let (audit, tenant) = (audit, row.tenant)
+        try await custody {
+            try await database.withTenant(tenant, context: "record offboarded tenant's policy removal") { connection in
+                try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)
+                guard try await TenantPolicyStore.get(on: connection) == nil else { return }
+                let newest = try await audit.newestAuthenticEntry(action: .tenantPolicy, tenant: tenant, on: connection)
+                guard !TenantPolicyStore.isAttested(nil, by: newest) else { return }
+                try await Self.recordPolicyRemoval(tenant, request: row.id, officer: "custos", audit: audit, on: connection)
+            }
+        }
+    }
+
     /// A policy row is checked against the newest `tenant.policy` entry
     /// (``TenantPolicyStore/isAttested(_:by:)``): its removal is one, or the tenant's reads
     /// (retention's among them) would take the missing row for the database writer's deletion.
@@ -235,7 +253,11 @@ public final class TenantOffboarding: Sendable {
                 continue
             }
             do {
-                if try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) == false { pending.append(row) }
+                if try await custody({ try await keyring.allVersionsDestroyed(row.tenant) }) == false {
+                    pending.append(row)
+                } else {
+                    try await recordPolicyRemovalIfMissing(row)
+                }
             } catch {
                 refused.append((row, error))
             }

@@ -91,18 +91,15 @@ extension RecordSealing {
     }
 
     /// - Throws: ``RecordIntegrityError/session(_:)`` unless `row`'s subject, expiry, consent
-    ///   and outcome are as Custos recorded them; ``RecordIntegrityError/template(keyVersion:)``
-    ///   unless each of `templates` (read from the row's subject) is one Custos wrote there.
-    ///   All in one HSM round trip.
-    func requireAuthentic(_ row: SessionStore.Row, templates: [StoredTemplate] = [], tenant: TenantID) async throws {
-        let session: [(record: SealableRecord, seal: RecordSeal?)] = [(.sessionSubject(row.subjectBinding), row.subjectSeal), (.session(row.record), row.seal)]
-        let stored = templates.map { (record: SealableRecord.template($0, subject: row.subject.value), seal: $0.seal) }
-        if try await areAuthentic(session + stored, tenant: tenant) { return }
-        // Which one failed, for a precise error (a rare path: the database's writer was here).
-        if !templates.isEmpty, !(try await areAuthentic(session, tenant: tenant)) { throw RecordIntegrityError.session(row.id) }
-        for template in templates where !(try await isAuthentic(template, subject: row.subject.value, tenant: tenant)) {
-            throw RecordIntegrityError.template(keyVersion: template.keyVersion)
-        }
-        throw RecordIntegrityError.session(row.id)
+    ///   and outcome are as Custos recorded them (its two MACs in one HSM round trip).
+    func requireAuthentic(_ row: SessionStore.Row, tenant: TenantID) async throws {
+        guard try await areAuthentic(row.sealedParts, tenant: tenant) else { throw RecordIntegrityError.session(row.id) }
+    }
+}
+
+extension SessionStore.Row {
+    /// The row's two sealed parts: its subject and expiry, its consent and outcome.
+    var sealedParts: [(record: SealableRecord, seal: RecordSeal?)] {
+        [(.sessionSubject(subjectBinding), subjectSeal), (.session(record), seal)]
     }
 }

@@ -229,10 +229,10 @@ public final class VerificationService: Sendable {
         }
         guard let opened else { throw VerificationError.sessionNotFound(session) }
         try VerificationSessions.requireReady(opened.row, now: now)
-        try await requireAuthentic(opened, tenant: tenant)
+        let templatesChecked = try await requireAuthentic(opened, tenant: tenant)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
         let probe = try await makeProbe()
-        let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none)
+        let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none, checked: templatesChecked)
         let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
         let sessionSeal = try await recordSeals.seal(Self.decided(opened.row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
         let written = try await database.withAutocommit(context: "verify in session") { connection in
@@ -275,10 +275,10 @@ public final class VerificationService: Sendable {
             }
             let row = opened.row
             try VerificationSessions.requireReady(row, now: now)
-            try await self.requireAuthentic(opened, tenant: tenant)
+            let templatesChecked = try await self.requireAuthentic(opened, tenant: tenant)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
             let probe = try await makeProbe()
-            let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older)
+            let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older, checked: templatesChecked)
             let score = match.probe.score(against: match.enrolled)
             let decision = policy.thresholds(for: match.probe.format).decide(score: score)
             let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
@@ -415,14 +415,18 @@ public final class VerificationService: Sendable {
     }
 
     /// As ``enrolment(of:tenant:probe:olderProbe:on:)``, among the templates Verify's opening
-    /// read, whose MACs were checked with the session's (``requireAuthentic(_:tenant:)``): with
-    /// none under the probe's version, the newest of `older`'s versions the subject has one of,
-    /// and `older`'s probe under it (made only then).
+    /// read (`checked`: their MACs were checked with the session's, ``requireAuthentic(_:tenant:)``;
+    /// else the one compared is checked now): with none under the probe's version, the newest of
+    /// `older`'s versions the subject has one of, and `older`'s probe under it (made only then).
     func enrolment(
-        in opened: SessionStore.VerifyOpening, tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes
+        in opened: SessionStore.VerifyOpening, tenant: TenantID, probe: BiometricToken, older: OlderBiometricProbes, checked: Bool
     ) async throws -> (enrolled: BiometricToken, probe: BiometricToken) {
+        let subject = opened.row.subject.value
+        func token(_ template: StoredTemplate, as probe: BiometricToken) async throws -> BiometricToken {
+            checked ? try template.token(format: probe.format) : try await authentic(template, of: subject, tenant: tenant, as: probe)
+        }
         if let enrolled = opened.template(keyVersion: probe.keyVersion) {
-            return (try enrolled.token(format: probe.format), probe)
+            return (try await token(enrolled, as: probe), probe)
         }
         let held = opened.enrolledVersions
         guard let version = older.versions.first(where: { $0 != probe.keyVersion && held.contains($0) }),
@@ -430,20 +434,30 @@ public final class VerificationService: Sendable {
             throw VerificationError.notEnrolled
         }
         let olderProbe = try await older.probe(version)
-        return (try enrolled.token(format: olderProbe.format), olderProbe)
+        return (try await token(enrolled, as: olderProbe), olderProbe)
     }
 
+    /// Templates of a subject whose MACs Verify checks with the session's, ahead of the
+    /// comparison: one, two during a biometric overlap. More can only be the database writer's
+    /// rows (each an HSM MAC: helper-85 planted 20,000).
+    static let templatesCheckedAhead = 4
+
     /// Verify's opening as Custos wrote it: the session's subject, expiry, consent and outcome,
-    /// and every template of its subject that was read, in one HSM round trip (the probe is
+    /// with every template of its subject that was read, in one HSM round trip (the probe is
     /// compared with one of them, whose version is known only once it is made).
-    /// - Throws: ``RecordIntegrityError``.
-    func requireAuthentic(_ opened: SessionStore.VerifyOpening, tenant: TenantID) async throws {
-        do {
-            try await recordSeals.requireAuthentic(opened.row, templates: opened.storedTemplates, tenant: tenant)
-        } catch RecordIntegrityError.template(let version) {
-            logTamperedTemplate(tenant: tenant, keyVersion: version)
-            throw RecordIntegrityError.template(keyVersion: version)
+    /// - Returns: whether the templates passed too; if not (or there are too many to check
+    ///   ahead), the one compared is checked on its own, so a forged row of a version never
+    ///   compared refuses nothing (helper-85).
+    /// - Throws: ``RecordIntegrityError/session(_:)``.
+    func requireAuthentic(_ opened: SessionStore.VerifyOpening, tenant: TenantID) async throws -> Bool {
+        let templates = opened.storedTemplates
+        if templates.count <= Self.templatesCheckedAhead {
+            let subject = opened.row.subject.value
+            let records = opened.row.sealedParts + templates.map { (record: SealableRecord.template($0, subject: subject), seal: $0.seal) }
+            if try await recordSeals.areAuthentic(records, tenant: tenant) { return true }
         }
+        try await recordSeals.requireAuthentic(opened.row, tenant: tenant)
+        return false
     }
 
     /// The tenant and version only: never the subject's reference (DESIGN §9).

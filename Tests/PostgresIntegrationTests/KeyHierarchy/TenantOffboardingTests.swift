@@ -130,6 +130,15 @@ struct TenantOffboardingTests {
         // Its policy row's removal was audited too: its reads (retention's) do not take the
         // missing row for a forged deletion.
         #expect(try await policies.policy(leaving.tenant) == .default)
+        // A tenant offboarded by a build that recorded no removal (helper-85): its newest entry
+        // records a row that is gone. The sweep records the removal, its keys being destroyed.
+        _ = try await harness.audit.append(
+            tenant: leaving.tenant, actor: "officer", action: .tenantPolicy, target: leaving.tenant.rawValue,
+            details: TenantPolicyStore.Row(green: 0.6, amber: 0.5, retentionDays: 30, tokenizationsPerMinute: 10).auditDetails
+        )
+        await #expect(throws: RecordIntegrityError.tenantPolicy(leaving.tenant)) { try await policies.policy(leaving.tenant) }
+        _ = try await offboarding.sweep(officer: "system")
+        #expect(try await policies.policy(leaving.tenant) == .default)
 
         // The audit log keeps the offboarded tenant's history.
         let actions = try await harness.audit.tail(limit: 100).filter { $0.tenant == leaving.tenant }.compactMap { AuditAction(rawValue: $0.action) }

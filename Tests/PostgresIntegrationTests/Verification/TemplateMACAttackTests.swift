@@ -123,6 +123,20 @@ struct TemplateMACAttackTests {
         await verification.custody.shutdown()
     }
 
+    @Test("A forged template of a version never compared refuses nothing: the subject still verifies (helper-85)")
+    func forgedUncomparedVersion() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_uncompared")
+        let pair = try await Self.enrolPair(verification, tenant)
+        // A copy of the victim's own row, MAC and all, under a version the tenant never had.
+        try await Self.asDatabaseWriter(verification, tenant, """
+            INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
+            SELECT tenant_id, subject_ref, pii_version, 999, token, record_mac, record_mac_version FROM templates WHERE subject_ref = \(pair.victim)
+            """)
+        let session = try await verification.consentedSession(tenant, "victim")
+        #expect(try await verification.flow.verify(tenant: tenant, session: session, features: try FeatureVector(Self.face)).color == .green)
+        await verification.custody.shutdown()
+    }
+
     @Test("Identification does not return a subject whose row holds another subject's token")
     func identifyDropsCopiedToken() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_identify")
