@@ -10,6 +10,11 @@ import Synchronization
 /// bucket released (burst + rate × time); a lease an instance does not use within
 /// ``leaseLifetime`` is dropped, not returned (the safe direction: it under-spends).
 ///
+/// Each instance also keeps its own bucket per tenant, in memory, and leases no more than it
+/// holds: the database's writer can refill the shared row at will (helper-85: five refills,
+/// five tokenizations at a budget of one a minute), never this one, so with N instances the
+/// PRF oracle stays bounded by N budgets whatever the database says.
+///
 /// A tenant's own budget (its policy, ``setBudget(_:perMinute:)``) replaces the default.
 /// Hitting the budget is audited at most once a minute per tenant, across instances (the time
 /// of the last audit is kept in the same row).
@@ -24,6 +29,9 @@ public final class TokenizationRateLimiter: Sendable {
     private let budgets = Mutex([TenantID: TokenizationBudget]())
     /// At most one lease transaction per tenant in flight.
     private let leaseRefreshes = SingleFlight<TenantID, Void>()
+    /// This instance's own buckets (seconds since ``origin``), full at a tenant's first lease.
+    private let ownBuckets = Mutex([TenantID: TokenBucket]())
+    private let origin = ContinuousClock.now
 
     struct Lease {
         var tokens = 0
@@ -107,8 +115,16 @@ public final class TokenizationRateLimiter: Sendable {
     /// (audited at most once a minute per tenant) for ``takeLocally(_:)`` to report.
     private func lease(_ tenant: TenantID) async throws {
         let budget = budgets.withLock { $0[tenant] } ?? defaultBudget
-        let block = blockSize(budget)
-        let (granted, wait, auditDue) = try await database.withTenant(tenant, context: "lease tokenization budget") { connection in
+        let elapsed = ContinuousClock.now - origin
+        let now = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let own = ownBuckets.withLock { buckets -> TokenBucket in
+            var bucket = buckets[tenant] ?? TokenBucket(tokens: budget.burst, at: now)
+            bucket.refill(to: now, budget: budget)
+            buckets[tenant] = bucket
+            return bucket
+        }
+        let block = min(blockSize(budget), Int(own.tokens.rounded(.down)))
+        let (shared, sharedWait, auditDue) = try await database.withTenant(tenant, context: "lease tokenization budget") { connection in
             let row = try await TokenizationBudgetStore.lock(tenant: tenant, burst: budget.burst, on: connection)
             var bucket = TokenBucket(tokens: row.tokens, at: row.refilledAt)
             bucket.refill(to: row.now, budget: budget)
@@ -120,6 +136,8 @@ public final class TokenizationRateLimiter: Sendable {
             )
             return (granted, bucket.secondsUntilNextToken(budget), auditDue)
         }
+        let granted = ownBuckets.withLock { $0[tenant]?.take(upTo: shared) } ?? 0
+        let wait = max(sharedWait, own.secondsUntilNextToken(budget))
         let leasedAt = ContinuousClock.now
         leases.withLock { leases in
             var lease = leases[tenant] ?? Lease(until: leasedAt + leaseLifetime)

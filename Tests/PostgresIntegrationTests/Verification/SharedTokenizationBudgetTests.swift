@@ -21,6 +21,27 @@ struct SharedTokenizationBudgetTests {
         return atMost
     }
 
+    @Test("The database's writer refilling the shared row gets an instance no more than its own bucket holds (helper-85)")
+    func refilledRowIgnored() async throws {
+        let custody = try await CustodyHarness.make("budgetrefill")
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let budget = TokenizationBudget(perSecond: 1e-6, burst: 10)
+        let limiter = TokenizationRateLimiter(database: custody.service, defaultBudget: budget, audit: custody.audit, leaseLifetime: .seconds(3_600))
+        #expect(try await Self.spend(limiter, tenant) == 10, "the burst")
+        var more = 0
+        for _ in 0..<5 {
+            // As the service role: the shared bucket full again.
+            _ = try await custody.service.withTenant(tenant, context: "test: database writer") { connection in
+                try await connection.query("UPDATE tokenization_budgets SET tokens = 1000000", logger: Database.quiet)
+            }
+            // A refusal stands locally for up to a second before the row is asked again.
+            try await Task.sleep(for: .milliseconds(1_100))
+            more += try await Self.spend(limiter, tenant)
+        }
+        #expect(more == 0, "\(more) more tokenizations from a refilled row")
+        await custody.shutdown()
+    }
+
     @Test("Two instances spend one budget together, in blocks; a restarted instance gets no fresh budget; one audit entry")
     func sharedAndDurable() async throws {
         let custody = try await CustodyHarness.make("budgetshared")
