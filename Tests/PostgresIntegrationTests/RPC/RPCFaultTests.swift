@@ -27,12 +27,7 @@ struct RPCFaultTests {
             let scope = tenantMetadata(tenant)
             try await rpc.withClient(.frontend) { client in
                 let verification = Custos_V1_Verification.Client(wrapping: client)
-                @Sendable func consentedSession() async throws -> String {
-                    let created = try await verification.createSession(.with { $0.subjectExternalID = "cand-1" }, metadata: scope)
-                    let opened = try await verification.openGateway(.with { $0.gatewayLink = created.gatewayLink }, metadata: scope)
-                    _ = try await verification.recordConsent(.with { $0.sessionID = opened.sessionID; $0.noticeVersion = opened.noticeVersion }, metadata: scope)
-                    return opened.sessionID
-                }
+                @Sendable func consentedSession() async throws -> String { try await PostgresIntegrationTests.consentedSession(verification, scope: scope) }
                 let enrolment = try await consentedSession()
                 _ = try await verification.enrol(.with { $0.sessionID = enrolment; $0.features = Self.face }, metadata: scope)
 

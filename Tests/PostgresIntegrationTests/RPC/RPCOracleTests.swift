@@ -65,12 +65,7 @@ struct RPCOracleTests {
             let scope = tenantMetadata(tenant)
             try await rpc.withClient(.frontend) { client in
                 let verification = Custos_V1_Verification.Client(wrapping: client)
-                func consentedSession() async throws -> String {
-                    let created = try await verification.createSession(.with { $0.subjectExternalID = "cand-1" }, metadata: scope)
-                    let opened = try await verification.openGateway(.with { $0.gatewayLink = created.gatewayLink }, metadata: scope)
-                    _ = try await verification.recordConsent(.with { $0.sessionID = opened.sessionID; $0.noticeVersion = opened.noticeVersion }, metadata: scope)
-                    return opened.sessionID
-                }
+                func consentedSession() async throws -> String { try await PostgresIntegrationTests.consentedSession(verification, scope: scope) }
                 func flagged(_ value: String) -> Metadata {
                     var metadata = scope
                     metadata.addString(value, forKey: VerificationHandler.reenrolMetadataKey)

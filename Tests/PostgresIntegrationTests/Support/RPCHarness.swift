@@ -119,3 +119,14 @@ func bearer(_ key: String, tenant: String? = nil) -> Metadata {
     if let tenant { metadata.addString(tenant, forKey: "custos-tenant") }
     return metadata
 }
+
+/// A session of `subject` created, opened and consented to through the Verification RPC, as a
+/// front-end does before Enrol or Verify. - Returns: its id.
+func consentedSession(
+    _ verification: Custos_V1_Verification.Client<HTTP2ClientTransport.Posix>, scope: Metadata, subject: String = "cand-1"
+) async throws -> String {
+    let created = try await verification.createSession(.with { $0.subjectExternalID = subject }, metadata: scope)
+    let opened = try await verification.openGateway(.with { $0.gatewayLink = created.gatewayLink }, metadata: scope)
+    _ = try await verification.recordConsent(.with { $0.sessionID = opened.sessionID; $0.noticeVersion = opened.noticeVersion }, metadata: scope)
+    return opened.sessionID
+}
