@@ -101,6 +101,10 @@ extension TenantKeyring {
         let rows = try await database.withTenant(tenant, context: "read key versions") { connection in
             try await KeyVersionStore.all(on: connection)
         }
+        // Every tenant has key versions, and destroyed ones are kept: none at all is the
+        // database writer's deletion, not a shredding done (helper-86: it held an approved
+        // offboarding off for good, and made the sweep vouch for a live tenant).
+        guard !rows.isEmpty else { return false }
         for row in rows {
             guard row.state == .destroyed else { return false }
             try await authenticator.verify(row, pool: pool)

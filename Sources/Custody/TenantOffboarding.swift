@@ -210,6 +210,11 @@ public final class TenantOffboarding: Sendable {
     /// MAC-valid destroyed row (checked by the caller), so the database's writer cannot use it.
     private func recordPolicyRemovalIfMissing(_ row: Request) async throws {
         let (audit, tenant) = (audit, row.tenant)
+        // The entry vouches for a missing row: only for a tenant two officers really offboarded
+        // (the approval's MAC, and the HSM's list of offboarding tenants), never on the request
+        // row alone, which the writer can plant for a live tenant (helper-86).
+        guard try await custody({ try await OffboardingApprovalAuthenticator.isAuthentic(row, pool: keyring.pool) }),
+              try await keyring.anchoredStates().offboarding.contains(tenant) else { return }
         try await custody {
             try await database.withTenant(tenant, context: "record offboarded tenant's policy removal") { connection in
                 try await TenantPolicyStore.lockForChange(tenant: tenant, on: connection)

@@ -44,6 +44,58 @@ struct TenantOffboardingTests {
 
     struct InjectedCrash: Error {}
 
+    @Test("An approved offboarding marked completed by the database's writer, its key rows deleted, is still carried out (helper-86)")
+    func completionPlantedOnApproved() async throws {
+        let harness = try await CustodyHarness.make("offboard_marked")
+        let clock = TestClock()
+        let sealer = CustodyPersonalDataSealer(pool: harness.pool, keyring: harness.keyring)
+        let leaving = try await Self.populate(harness, label: "leaving", sealer: sealer)
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit, now: clock.now)
+        let request = try await offboarding.request(leaving.tenant, officer: "alice", waitingDays: 7)
+        _ = try await offboarding.approve(request.id, officer: "bob", certificateSerial: "b0b")
+        _ = try await harness.service.withTenant(leaving.tenant, context: "test: database writer") { connection in
+            try await connection.query("UPDATE tenant_offboardings SET completed_at = now() WHERE id = \(request.id)", logger: Database.quiet)
+            try await connection.query("UPDATE key_versions SET state = 'pending'", logger: Database.quiet)
+            try await connection.query("DELETE FROM key_versions", logger: Database.quiet)
+        }
+        clock.advance(days: 7.1)
+        let swept = try await offboarding.sweep(officer: "system")
+        #expect(swept.completed.map(\.id) == [request.id], "the sweep took the planted mark for a shredding done")
+        let templates = try await harness.owner.withTenant(leaving.tenant, context: "test: count templates") { connection in
+            try await connection.query("SELECT count(*) FROM templates", logger: Database.quiet).collect().first!.decode(Int.self)
+        }
+        #expect(templates == 0)
+        await harness.shutdown()
+    }
+
+    @Test("A completed offboarding the database's writer planted for a live tenant, its key rows deleted, does not vouch for a missing policy row (helper-86)")
+    func plantedCompletion() async throws {
+        let harness = try await CustodyHarness.make("offboard_planted")
+        let sealer = CustodyPersonalDataSealer(pool: harness.pool, keyring: harness.keyring)
+        let live = try await Self.populate(harness, label: "live", sealer: sealer)
+        let policies = TenantPolicies(database: harness.service, audit: AuditLogRecorder(harness.audit), cacheLifetime: .zero)
+        _ = try await policies.update(.init(retentionDays: 40), for: live.tenant, actor: "officer")
+        let offboarding = TenantOffboarding(database: harness.service, keyring: harness.keyring, audit: harness.audit)
+        // As the service role: every key row gone (pending rows may be deleted), a completed
+        // offboarding planted, the policy row deleted.
+        _ = try await harness.service.withTenant(live.tenant, context: "test: database writer") { connection in
+            try await connection.query("UPDATE key_versions SET state = 'pending'", logger: Database.quiet)
+            try await connection.query("DELETE FROM key_versions", logger: Database.quiet)
+            try await connection.query("""
+                INSERT INTO tenant_offboardings (id, tenant_id, requested_by, requested_at, expires_at, waiting_days, approved_by, approved_at, completed_at)
+                VALUES (\(UUID()), \(live.tenant.rawValue)::uuid, 'mallory', now(), now() + interval '1 day', 7, 'eve', now(), now())
+                """, logger: Database.quiet)
+            try await connection.query("DELETE FROM tenant_policies", logger: Database.quiet)
+        }
+        _ = try await offboarding.sweep(officer: "system")
+        let newest = try await harness.service.withTenant(live.tenant, context: "test: read newest") { connection in
+            try await harness.audit.newestAuthenticEntry(action: .tenantPolicy, tenant: live.tenant, on: connection)
+        }
+        #expect(!TenantPolicyStore.isAttested(nil, by: newest), "the sweep recorded a removal of a live tenant's policy")
+        await #expect(throws: RecordIntegrityError.tenantPolicy(live.tenant)) { try await policies.policy(live.tenant) }
+        await harness.shutdown()
+    }
+
     @Test("An approved offboarding keeps the tenant's callers out though the database's writer sets its row back to active (helper-77)")
     func offboardingOutlastsRowFlip() async throws {
         let harness = try await CustodyHarness.make("offboardflip")
