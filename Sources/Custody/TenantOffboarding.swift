@@ -207,7 +207,8 @@ public final class TenantOffboarding: Sendable {
     /// left a tenant whose newest `tenant.policy` entry records a row that is gone: every read
     /// of its policy (each retention run's) would be refused as the writer's deletion
     /// (helper-85). The sweep records the removal for a tenant whose every key version is a
-    /// MAC-valid destroyed row (checked by the caller), so the database's writer cannot use it.
+    /// MAC-valid destroyed row (checked by the caller) and whose offboarding two officers
+    /// approved (checked here).
     private func recordPolicyRemovalIfMissing(_ row: Request) async throws {
         let (audit, tenant) = (audit, row.tenant)
         // The entry vouches for a missing row: only for a tenant two officers really offboarded

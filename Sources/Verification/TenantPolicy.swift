@@ -215,10 +215,9 @@ public final class TenantPolicies: Sendable {
     }
 
     /// Stores the tenant's whole policy (audited); its thresholds are recorded as set for the
-    /// format of the tenant's active biometric version.
+    /// format of the tenant's active biometric version. A policy row the database's writer wrote
+    /// or changed (``RecordIntegrityError/tenantPolicy(_:)``) is replaced: nothing of it is kept.
     /// - Returns: the policy now stored (its thresholds recorded with their format).
-    /// A policy row the database's writer wrote or changed (``RecordIntegrityError/tenantPolicy(_:)``)
-    /// is replaced: nothing of it is kept.
     @discardableResult
     public func set(_ policy: TenantPolicy, for tenant: TenantID, actor: String) async throws -> TenantPolicy {
         try await change(tenant, actor: actor, setsThresholds: true, replacesAll: true) { stored in
