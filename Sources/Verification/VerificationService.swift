@@ -22,6 +22,8 @@ public final class VerificationService: Sendable {
     /// each subject): past it the galleries used least recently are dropped whole.
     public let galleryMemoryLimit: Int
     public let attemptLimit: VerificationAttemptLimit
+    /// This instance's own count against ``attemptLimit``, which the database's writer cannot reset.
+    let ownAttempts: SubjectAttemptCounter
     let audit: (any AuditRecording)?
     /// Every template written carries its MAC, and every template compared is checked first.
     let recordSeals: any RecordSealing
@@ -73,6 +75,7 @@ public final class VerificationService: Sendable {
         self.galleryCapacity = galleryCapacity
         self.galleryMemoryLimit = galleryMemoryLimit
         self.attemptLimit = attemptLimit
+        ownAttempts = SubjectAttemptCounter(limit: attemptLimit)
         // Re-enrolments are audited: by default through the policies' recorder.
         self.audit = audit ?? policies.audit
         self.logger = logger
@@ -231,6 +234,8 @@ public final class VerificationService: Sendable {
         try VerificationSessions.requireReady(opened.row, now: now)
         let templatesChecked = try await requireAuthentic(opened, tenant: tenant)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
+        let attemptKey = SubjectAttemptCounter.key(tenant, opened.row.subject)
+        try ownAttempts.check(attemptKey, now: now)
         let probe = try await makeProbe()
         let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none, checked: templatesChecked)
         let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
@@ -244,6 +249,7 @@ public final class VerificationService: Sendable {
         }
         switch written {
         case .completed:
+            ownAttempts.count(attemptKey, now: now)
             return decision
         case .tooManyAttempts(let windowStart):
             throw limit.refusal(windowStart: windowStart)
@@ -266,7 +272,7 @@ public final class VerificationService: Sendable {
     ) async throws -> Decision {
         let limit = attemptLimit
         let cutoff = now.addingTimeInterval(-Double(limit.window.components.seconds))
-        let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?) in
+        let (decision, migrated, subject) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?, SubjectReference) in
             // The session locked, the attempt counted and the subject's templates read in one
             // statement. Counted before any comparison; a refusal rolls the count back with
             // everything else, so the stored count stops at the limit until the window passes.
@@ -277,6 +283,7 @@ public final class VerificationService: Sendable {
             try VerificationSessions.requireReady(row, now: now)
             let templatesChecked = try await self.requireAuthentic(opened, tenant: tenant)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
+            try self.ownAttempts.check(SubjectAttemptCounter.key(tenant, row.subject), now: now)
             let probe = try await makeProbe()
             let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older, checked: templatesChecked)
             let score = match.probe.score(against: match.enrolled)
@@ -299,8 +306,9 @@ public final class VerificationService: Sendable {
                 session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
                 biometricKeyVersion: match.probe.keyVersion, at: now, seal: sessionSeal, on: connection
             ) else { throw VerificationError.sessionCompleted(session) }
-            return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)
+            return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil, row.subject)
         }
+        ownAttempts.count(SubjectAttemptCounter.key(tenant, subject), now: now)
         if let migrated { self.migrated(tenant, migrated.subject, migrated.token, from: migrated.from) }
         return decision
     }

@@ -2,7 +2,8 @@ import Composition
 import Custody
 import CustosModel
 import Foundation
-import Storage
+import PostgresNIO
+@testable import Storage  // DatabaseTransaction.query: the database writer's statements
 import Testing
 import Tokenization
 import Verification
@@ -52,6 +53,32 @@ struct BiometricOracleTests {
         #expect(try await verification.count("verification_attempts", tenant: tenant) == 1, "erasure removes the subject's counter")
         _ = try await verification.retention.run(tenant: tenant)
         #expect(try await verification.count("verification_attempts", tenant: tenant) == 0, "retention removes counters of ended windows")
+        await custody.shutdown()
+    }
+
+    @Test("The database's writer resetting the shared attempt counter gets a subject no more decisions from an instance (helper-85)")
+    func resetCounterStillLimited() async throws {
+        let custody = try await CustodyHarness.make("attempts_reset")
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)) }
+        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let face = try FeatureVector(Self.face)
+        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        var decisions = 0
+        for _ in 0..<4 {
+            // As the service role: the subject's counter gone before each attempt.
+            _ = try await custody.service.withTenant(tenant, context: "test: database writer") { connection in
+                try await connection.query("DELETE FROM verification_attempts", logger: Database.quiet)
+            }
+            let session = try await verification.consentedSession(tenant, "cand-1")
+            do {
+                _ = try await verification.flow.verify(tenant: tenant, session: session, features: face)
+                decisions += 1
+            } catch VerificationError.tooManyAttempts {}
+        }
+        #expect(decisions == 2, "\(decisions) decisions with the counter reset each time")
+        // The window over, the subject may be verified again.
+        verification.clock.advance(hours: 1.5)
+        #expect(try await verification.flow.verify(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face).color == .green)
         await custody.shutdown()
     }
 
