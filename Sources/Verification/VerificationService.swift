@@ -235,11 +235,19 @@ public final class VerificationService: Sendable {
         let templatesChecked = try await requireAuthentic(opened, tenant: tenant)
         guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
         let attemptKey = SubjectAttemptCounter.key(tenant, opened.row.subject)
-        try ownAttempts.check(attemptKey, now: now)
-        let probe = try await makeProbe()
-        let match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none, checked: templatesChecked)
-        let decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
-        let sessionSeal = try await recordSeals.seal(Self.decided(opened.row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
+        try ownAttempts.reserve(attemptKey, now: now)
+        let probe: BiometricToken, match: (enrolled: BiometricToken, probe: BiometricToken), decision: Decision, sessionSeal: RecordSeal
+        do {
+            probe = try await makeProbe()
+            match = try await enrolment(in: opened, tenant: tenant, probe: probe, older: .none, checked: templatesChecked)
+            decision = policy.thresholds(for: match.probe.format).decide(score: match.probe.score(against: match.enrolled))
+            sessionSeal = try await recordSeals.seal(Self.decided(opened.row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
+        } catch {
+            ownAttempts.release(attemptKey)
+            throw error
+        }
+        // From here an error keeps the attempt: the write may have committed (a call cancelled
+        // while its statement still ran), and its decision is readable through GetSession.
         let written = try await database.withAutocommit(context: "verify in session") { connection in
             try await SessionStore.completeVerificationIfOpen(
                 session, tenant: tenant, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
@@ -249,18 +257,20 @@ public final class VerificationService: Sendable {
         }
         switch written {
         case .completed:
-            ownAttempts.count(attemptKey, now: now)
             return decision
         case .tooManyAttempts(let windowStart):
+            ownAttempts.release(attemptKey)
             throw limit.refusal(windowStart: windowStart)
         case .keyVersionRetired:
+            ownAttempts.release(attemptKey)
             // The compared version's overlap closed since the read: its templates, this one
             // included, are gone. Nothing recorded, no attempt counted; sent again, the features
             // are compared under the active version.
             throw VerificationError.biometricVersionRetired(match.probe.keyVersion)
         case .sessionChanged, .alreadyEnrolled:
             // Changed since the read: the transaction names the refusal exactly (the probe is
-            // made already; it is not made twice).
+            // made already; it is not made twice) and takes the attempt itself.
+            ownAttempts.release(attemptKey)
             return try await verifyInTransaction(tenant: tenant, session: session, older: older, policy: policy, now: now) { probe }
         }
     }
@@ -272,7 +282,7 @@ public final class VerificationService: Sendable {
     ) async throws -> Decision {
         let limit = attemptLimit
         let cutoff = now.addingTimeInterval(-Double(limit.window.components.seconds))
-        let (decision, migrated, subject) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?, SubjectReference) in
+        let (decision, migrated) = try await database.withTenant(tenant, context: "verify in session") { connection -> (Decision, Migrated?) in
             // The session locked, the attempt counted and the subject's templates read in one
             // statement. Counted before any comparison; a refusal rolls the count back with
             // everything else, so the stored count stops at the limit until the window passes.
@@ -283,32 +293,39 @@ public final class VerificationService: Sendable {
             try VerificationSessions.requireReady(row, now: now)
             let templatesChecked = try await self.requireAuthentic(opened, tenant: tenant)
             guard opened.attempts <= limit.attempts else { throw limit.refusal(windowStart: opened.windowStart) }
-            try self.ownAttempts.check(SubjectAttemptCounter.key(tenant, row.subject), now: now)
-            let probe = try await makeProbe()
-            let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older, checked: templatesChecked)
-            let score = match.probe.score(against: match.enrolled)
-            let decision = policy.thresholds(for: match.probe.format).decide(score: score)
-            let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
-            // As the single-statement write: no decision recorded against a template whose
-            // version's overlap closed since it was read (the throw rolls the attempt back), and
-            // no template moved to a version that stopped matching — both locks in one call.
-            let matching = try await TemplateStore.lockMatchingBiometricVersions(
-                migrates ? [match.probe.keyVersion, probe.keyVersion] : [match.probe.keyVersion], tenant: tenant, now: now, on: connection
-            )
-            guard matching.contains(match.probe.keyVersion) else { throw VerificationError.biometricVersionRetired(match.probe.keyVersion) }
-            if migrates {
-                guard matching.contains(probe.keyVersion) else { throw VerificationError.biometricVersionRetired(probe.keyVersion) }
-                try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection)
+            // Taken before the probe is made; given back if the body throws (the transaction then
+            // commits nothing). A failed commit keeps it: the decision may have been recorded.
+            let attemptKey = SubjectAttemptCounter.key(tenant, row.subject)
+            try self.ownAttempts.reserve(attemptKey, now: now)
+            do {
+                let probe = try await makeProbe()
+                let match = try await self.enrolment(in: opened, tenant: tenant, probe: probe, older: older, checked: templatesChecked)
+                let score = match.probe.score(against: match.enrolled)
+                let decision = policy.thresholds(for: match.probe.format).decide(score: score)
+                let migrates = Self.migrates(decision, score: score, comparedUnder: match.probe, active: probe.keyVersion)
+                // As the single-statement write: no decision recorded against a template whose
+                // version's overlap closed since it was read (the throw rolls the attempt back),
+                // and no template moved to a version that stopped matching — both locks in one call.
+                let matching = try await TemplateStore.lockMatchingBiometricVersions(
+                    migrates ? [match.probe.keyVersion, probe.keyVersion] : [match.probe.keyVersion], tenant: tenant, now: now, on: connection
+                )
+                guard matching.contains(match.probe.keyVersion) else { throw VerificationError.biometricVersionRetired(match.probe.keyVersion) }
+                if migrates {
+                    guard matching.contains(probe.keyVersion) else { throw VerificationError.biometricVersionRetired(probe.keyVersion) }
+                    try await self.migrate(row.subject, to: probe, from: match.probe.keyVersion, tenant: tenant, on: connection)
+                }
+                let sessionSeal = try await self.recordSeals.seal(Self.decided(row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
+                // The templates' last use and the outcome in one statement.
+                guard try await SessionStore.completeVerification(
+                    session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
+                    biometricKeyVersion: match.probe.keyVersion, at: now, seal: sessionSeal, on: connection
+                ) else { throw VerificationError.sessionCompleted(session) }
+                return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil)
+            } catch {
+                self.ownAttempts.release(attemptKey)
+                throw error
             }
-            let sessionSeal = try await self.recordSeals.seal(Self.decided(row, decision, under: match.probe.keyVersion, at: now), tenant: tenant)
-            // The templates' last use and the outcome in one statement.
-            guard try await SessionStore.completeVerification(
-                session, subject: row.subject.value, outcome: decision.color.rawValue, confidence: decision.confidence.rawValue,
-                biometricKeyVersion: match.probe.keyVersion, at: now, seal: sessionSeal, on: connection
-            ) else { throw VerificationError.sessionCompleted(session) }
-            return (decision, migrates ? Migrated(subject: row.subject.value, token: probe, from: match.probe.keyVersion) : nil, row.subject)
         }
-        ownAttempts.count(SubjectAttemptCounter.key(tenant, subject), now: now)
         if let migrated { self.migrated(tenant, migrated.subject, migrated.token, from: migrated.from) }
         return decision
     }
