@@ -15,13 +15,21 @@ struct BiometricOracleTests {
     static let face: [Float] = (0..<128).map { Float(sin(Double($0) * 0.61)) }
     static let otherFace: [Float] = (0..<128).map { Float(cos(Double($0) * 1.37 + 0.4)) }
 
-    @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure and retention forget counters")
-    func attemptLimit() async throws {
-        let custody = try await CustodyHarness.make("attempts")
-        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)) }
+    /// A tenant with `cand-1` enrolled (``face``), its verifications limited to `attempts` an hour.
+    static func enrolledUnderLimit(
+        _ name: String, attempts: Int
+    ) async throws -> (CustodyHarness, VerificationHarness, TenantID, FeatureVector) {
+        let custody = try await CustodyHarness.make(name)
+        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: attempts, window: .seconds(3_600)) }
         let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
         let face = try FeatureVector(Self.face)
         _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        return (custody, verification, tenant, face)
+    }
+
+    @Test("A subject's 1:1 attempts are limited per window in the verification's own transaction; others are unaffected; erasure and retention forget counters")
+    func attemptLimit() async throws {
+        let (custody, verification, tenant, face) = try await Self.enrolledUnderLimit("attempts", attempts: 2)
         for _ in 0..<2 {
             let session = try await verification.consentedSession(tenant, "cand-1")
             #expect(try await verification.flow.verify(tenant: tenant, session: session, features: face).color == .green)
@@ -58,11 +66,7 @@ struct BiometricOracleTests {
 
     @Test("The database's writer resetting the shared attempt counter gets a subject no more decisions from an instance (helper-85)")
     func resetCounterStillLimited() async throws {
-        let custody = try await CustodyHarness.make("attempts_reset")
-        let verification = VerificationHarness(custody) { $0.verificationAttempts = VerificationAttemptLimit(attempts: 2, window: .seconds(3_600)) }
-        let tenant = try await custody.keyring.createTenant(label: "acme", actor: "officer").id
-        let face = try FeatureVector(Self.face)
-        _ = try await verification.flow.enrol(tenant: tenant, session: try await verification.consentedSession(tenant, "cand-1"), features: face)
+        let (custody, verification, tenant, face) = try await Self.enrolledUnderLimit("attempts_reset", attempts: 2)
         var decisions = 0
         for _ in 0..<4 {
             // As the service role: the subject's counter gone before each attempt.
