@@ -109,6 +109,9 @@ extension TenantKeyring {
         /// The list was marked already: nothing was sealed, and rows without a MAC
         /// (``tenantsLeft``) are forged.
         public let alreadySealed: Bool
+        /// Templates without a MAC whose MAC would have been a withdrawn one (migration 34): put
+        /// back by the database's writer after Custos deleted or replaced them; deleted again.
+        public var templatesDeleted = 0
     }
 
     /// Seals every template and session without a MAC, trusting it as written by Custos (the
@@ -132,9 +135,11 @@ extension TenantKeyring {
                 }
                 return RecordSealing(templates: 0, sessions: 0, tenantsLeft: left, alreadySealed: true)
             }
-            var templates = 0, sessions = 0, left = 0
+            var templates = 0, sessions = 0, left = 0, deleted = 0
             for tenant in try await TenantStore(database).list().map(\.id) {
-                templates += try await sealUnsealedTemplates(tenant)
+                let tenantTemplates = try await sealUnsealedTemplates(tenant)
+                templates += tenantTemplates.sealed
+                deleted += tenantTemplates.deleted
                 sessions += try await sealUnsealedSessions(tenant)
                 if try await hasUnsealedRecords(tenant) { left += 1 }
             }
@@ -145,7 +150,9 @@ extension TenantKeyring {
                     "tenants": "\(left)",
                 ])
             }
-            return RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left, alreadySealed: false)
+            var sealing = RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left, alreadySealed: false)
+            sealing.templatesDeleted = deleted
+            return sealing
         }
     }
 
@@ -156,25 +163,39 @@ extension TenantKeyring {
         }
     }
 
-    private func sealUnsealedTemplates(_ tenant: TenantID) async throws -> Int {
-        var sealed = 0
+    /// - Returns: the templates sealed, and those deleted as put back after their removal.
+    private func sealUnsealedTemplates(_ tenant: TenantID) async throws -> (sealed: Int, deleted: Int) {
+        var sealed = 0, deletedInAll = 0
         var after: (subject: String, keyVersion: Int)?
         while true {
             let cursor = after
             let batch = try await database.withTenant(tenant, context: "read unsealed templates") { connection in
                 try await TemplateStore.unsealed(after: cursor, limit: Self.recordSealBatch, on: connection)
             }
-            guard let last = batch.last else { return sealed }
+            guard let last = batch.last else { return (sealed, deletedInAll) }
             after = (last.subject, last.template.keyVersion)
             var seals = [(TemplateStore.Unsealed, RecordSeal)]()
             for row in batch {
                 seals.append((row, try await seal(TemplateAuthenticator.message(row.template, subject: row.subject, tenant: tenant))))
             }
             let made = seals
-            sealed += try await database.withTenant(tenant, context: "seal templates") { connection in
-                var done = 0
-                for (row, seal) in made where try await TemplateStore.sealUnsealed(row, seal: seal, on: connection) { done += 1 }
-                return done
+            let (done, deleted) = try await database.withTenant(tenant, context: "seal templates") { connection in
+                var done = 0, deleted = 0
+                for (row, seal) in made {
+                    if try await TemplateStore.deleteIfWithdrawn(row, seal: seal, on: connection) {
+                        deleted += 1
+                    } else if try await TemplateStore.sealUnsealed(row, seal: seal, on: connection) {
+                        done += 1
+                    }
+                }
+                return (done, deleted)
+            }
+            sealed += done
+            deletedInAll += deleted
+            if deleted > 0 {
+                logger.error("templates put back without their MAC after Custos removed them (their MAC is withdrawn): deleted again, not sealed", metadata: [
+                    "tenant": "\(tenant)", "templates": "\(deleted)",
+                ])
             }
         }
     }

@@ -1328,6 +1328,68 @@ public enum Migrations {
         GRANT EXECUTE ON FUNCTION {schema}.open_gateway_link(uuid, bytea, timestamptz) TO {service};
         GRANT EXECUTE ON FUNCTION {schema}.create_session(uuid, uuid, text, bigint, text[], bytea, bytea, bigint, timestamptz, bytea, bytea, bigint) TO {service};
         """),
+        Migration(version: 34, summary: "a template's MAC is withdrawn when its row is deleted or changed, and a row carrying a withdrawn MAC cannot be written again", sql: """
+        -- A template's MAC proves Custos wrote the row once, not that it is still the subject's:
+        -- a copy of a row taken before an erasure, a retention run, a replacing re-enrolment, a
+        -- pii move or an overlap's migration, put back by the service role, passed its check
+        -- (helper-80 F3). From now on every MAC a row loses — deleted, or any column the MAC
+        -- covers changed — is listed here, by the owner's trigger, and no row carrying a listed
+        -- MAC can be inserted or updated into the table. The service role can neither read nor
+        -- change the list, nor turn the triggers off (that needs the owner, or a superuser's
+        -- session_replication_role). Custos itself never writes a withdrawn MAC again unless the
+        -- very same token is enrolled again for the same subject and version (the same features
+        -- sent again, or features so close that every symbol is the same): refused with SQLSTATE \(TemplateStore.withdrawnMACState), which Enrol
+        -- reports as such. Rows deleted before this migration were not listed.
+        CREATE TABLE withdrawn_template_macs (
+            record_mac bytea PRIMARY KEY,
+            tenant_id uuid NOT NULL,
+            key_version integer NOT NULL,
+            withdrawn_at timestamptz NOT NULL DEFAULT now()
+        );
+        -- No policy and no grant: only the owner's trigger functions below read or write it.
+        ALTER TABLE withdrawn_template_macs ENABLE ROW LEVEL SECURITY;
+        CREATE FUNCTION {schema}.withdraw_template_mac() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+        BEGIN
+            INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version)
+            VALUES (OLD.record_mac, OLD.tenant_id, OLD.key_version) ON CONFLICT (record_mac) DO NOTHING;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION {schema}.refuse_withdrawn_template_mac() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM withdrawn_template_macs w WHERE w.record_mac = NEW.record_mac) THEN
+                RAISE EXCEPTION 'this template''s MAC was withdrawn (its row was deleted or replaced): it cannot be written again'
+                    USING ERRCODE = '\(TemplateStore.withdrawnMACState)';
+            END IF;
+            RETURN NEW;
+        END $$;
+        REVOKE ALL ON FUNCTION {schema}.withdraw_template_mac() FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.refuse_withdrawn_template_mac() FROM PUBLIC;
+        CREATE TRIGGER templates_withdraw_deleted AFTER DELETE ON templates FOR EACH ROW
+            WHEN (OLD.record_mac IS NOT NULL) EXECUTE FUNCTION {schema}.withdraw_template_mac();
+        -- Any covered column: a row moved to another subject before an erasure (so that the
+        -- erasure misses it) and moved back afterwards is refused on the way back.
+        CREATE TRIGGER templates_withdraw_changed AFTER UPDATE ON templates FOR EACH ROW
+            WHEN (OLD.record_mac IS NOT NULL AND (OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token, OLD.record_mac, OLD.record_mac_version)
+                IS DISTINCT FROM (NEW.tenant_id, NEW.subject_ref, NEW.key_version, NEW.token, NEW.record_mac, NEW.record_mac_version))
+            EXECUTE FUNCTION {schema}.withdraw_template_mac();
+        CREATE TRIGGER templates_refuse_withdrawn_insert BEFORE INSERT ON templates FOR EACH ROW
+            WHEN (NEW.record_mac IS NOT NULL) EXECUTE FUNCTION {schema}.refuse_withdrawn_template_mac();
+        -- Not when only last_used_at, enrolled_at, pii_version or changed_xid change (Verify's touch).
+        CREATE TRIGGER templates_refuse_withdrawn_update BEFORE UPDATE ON templates FOR EACH ROW
+            WHEN (NEW.record_mac IS NOT NULL AND (OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token, OLD.record_mac, OLD.record_mac_version)
+                IS DISTINCT FROM (NEW.tenant_id, NEW.subject_ref, NEW.key_version, NEW.token, NEW.record_mac, NEW.record_mac_version))
+            EXECUTE FUNCTION {schema}.refuse_withdrawn_template_mac();
+        -- For `custos db seal-records` (rows written before migration 33): a row without a MAC
+        -- whose MAC would be a withdrawn one was put back after its removal, and is deleted
+        -- again rather than sealed. It tells the service role nothing a refused insert would not.
+        CREATE FUNCTION {schema}.template_mac_withdrawn(p_mac bytea) RETURNS boolean
+            LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {schema}, pg_temp
+            AS $$ SELECT EXISTS (SELECT 1 FROM withdrawn_template_macs w WHERE w.record_mac = p_mac) $$;
+        REVOKE ALL ON FUNCTION {schema}.template_mac_withdrawn(bytea) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.template_mac_withdrawn(bytea) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

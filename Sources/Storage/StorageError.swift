@@ -14,6 +14,10 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A row the statement locks without waiting (`NOWAIT`) is held by another transaction
     /// (`55P03`): the caller may try again once that one ends.
     case locked(String)
+    /// The template row carries a MAC withdrawn when a row of it was deleted or replaced
+    /// (``TemplateStore/withdrawnMACState``): the same token of the same subject and version was
+    /// written before and removed since.
+    case withdrawnTemplateMAC(String)
     /// Any other server error, by SQLSTATE.
     case query(sqlState: String, context: String)
     /// A configuration problem (bad schema name, unreadable password file, …).
@@ -31,6 +35,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .permissionDenied(let context): "permission denied: \(context)"
         case .notFound(let context): "not found: \(context)"
         case .locked(let context): "held by another transaction: \(context)"
+        case .withdrawnTemplateMAC(let context): "template withdrawn before: \(context)"
         case .query(let sqlState, let context): "database error \(sqlState): \(context)"
         case .configuration(let reason): "database configuration: \(reason)"
         }
@@ -49,6 +54,7 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             case "23505": return .conflict(context)
             case "42501": return .permissionDenied(context)
             case "55P03": return .locked(context)
+            case TemplateStore.withdrawnMACState: return .withdrawnTemplateMAC(context)
             case "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004":
                 return .unavailable("\(context) (SQLSTATE \(state))")
             case "57014": return .unavailable("\(context): statement timeout")

@@ -46,6 +46,19 @@ extension TemplateStore {
             """, logger: Database.quiet).collect().isEmpty
     }
 
+    /// Deletes the template if its row is the version the sealing read and `seal` is a
+    /// withdrawn MAC (migration 34): the row was put back without its MAC after Custos deleted
+    /// or replaced it, and sealing it would make the copy genuine. - Returns: whether it was
+    /// deleted here.
+    public static func deleteIfWithdrawn(_ unsealed: Unsealed, seal: RecordSeal, on connection: DatabaseTransaction) async throws -> Bool {
+        try await !connection.query("""
+            DELETE FROM templates
+            WHERE subject_ref = \(unsealed.subject) AND key_version = \(unsealed.template.keyVersion)
+                AND xmin::text = \(unsealed.rowVersion) AND record_mac IS NULL AND template_mac_withdrawn(\(Data(seal.mac)))
+            RETURNING 1
+            """, logger: Database.quiet).collect().isEmpty
+    }
+
     /// Replaces the MAC of the subject's template of `template`'s version (it moved to this
     /// subject reference) if the row still holds `template`'s MAC (which covers its token).
     /// - Returns: whether the row was changed.

@@ -50,6 +50,9 @@ struct DatabaseCommand: AsyncParsableCommand {
                 return
             }
             print("sealed \(sealed.templates) templates and \(sealed.sessions) sessions")
+            if sealed.templatesDeleted > 0 {
+                print("deleted \(sealed.templatesDeleted) templates put back without their MAC after Custos had removed them (only the database's writer can have done it)")
+            }
             guard sealed.tenantsLeft == 0 else {
                 print("\(sealed.tenantsLeft) tenants still have rows without a MAC (written or changed while this ran): the list is not marked; run it again")
                 throw ExitCode(1)

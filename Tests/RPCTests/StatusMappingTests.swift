@@ -53,6 +53,7 @@ struct StatusMappingTests {
         Row(error: VerificationError.alreadyEnrolled, code: .alreadyExists),
         Row(error: VerificationError.tooManyAttempts(limit: 20, window: .seconds(86_400), retryAfter: Date(timeIntervalSince1970: 0)), code: .resourceExhausted),
         Row(error: VerificationError.biometricVersionRetired(1), code: .aborted),
+        Row(error: VerificationError.tokenWithdrawn, code: .failedPrecondition),
     ]
 
     static let tokenization: [Row] = [
@@ -157,6 +158,9 @@ struct StatusMappingTests {
         Row(error: StorageError.locked("key destruction request"), code: .aborted, message: "held by another call, try again: key destruction request"),
         Row(error: StorageError.permissionDenied(canary), code: .internalError),
         Row(error: StorageError.query(sqlState: "42P01", context: canary), code: .internalError),
+        // Outside Enrol (which answers VerificationError.tokenWithdrawn), Custos writing a
+        // withdrawn template MAC is its own fault.
+        Row(error: StorageError.withdrawnTemplateMAC(canary), code: .internalError),
     ]
 
     static let others: [Row] = [

@@ -90,6 +90,7 @@ public enum StatusMapping {
         case .tooManyAttempts: .resourceExhausted
         // A conflict with a concurrent key change that a retry of the same call resolves.
         case .biometricVersionRetired: .aborted
+        case .tokenWithdrawn: .failedPrecondition
         }
     }
 
@@ -139,7 +140,7 @@ public enum StatusMapping {
         case .conflict(let context): return RPCError(code: .alreadyExists, message: "already exists: \(context)")
         case .notFound(let context): return RPCError(code: .notFound, message: "not found: \(context)")
         case .locked(let context): return RPCError(code: .aborted, message: "held by another call, try again: \(context)")
-        case .permissionDenied, .query: return internalError(error, method: method, logger: logger)
+        case .permissionDenied, .query, .withdrawnTemplateMAC: return internalError(error, method: method, logger: logger)
         }
     }
 
