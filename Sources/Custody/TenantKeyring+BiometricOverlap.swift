@@ -40,7 +40,7 @@ extension TenantKeyring {
     public func closeBiometricOverlap(_ tenant: TenantID, version: Int, actor: String, reason: BiometricOverlapClosing = .windowEnded) async throws -> Int {
         try await custody {
             let close = try await prepareBiometricOverlapClose(tenant, version: version)
-            let dropped = try await database.withTenant(tenant, context: "close biometric overlap") { connection in
+            let dropped = try await database.withTenant(tenant, context: "close biometric overlap", timeout: BiometricOverlapClose.limit) { connection in
                 try await close.apply(actor: actor, reason: reason, on: connection)
             }
             biometricOverlapClosed(close, dropped: dropped, reason: reason)
@@ -52,6 +52,12 @@ extension TenantKeyring {
     /// transaction that writes them (``apply(actor:reason:on:)``), so that a caller can put it
     /// in a transaction of its own: a two-officer approval commits with its effect.
     struct BiometricOverlapClose: Sendable {
+        /// How long the transaction that applies it may take: it deletes every template still
+        /// under the version, a few µs each with migration 34's trigger (docs/benchmarks.md,
+        /// "Session 23"), so the statement timeout (8 s) and the operation timeout (10 s) stopped
+        /// a close at one to two million; 2 minutes cover well over ten million.
+        static let limit: Duration = .seconds(120)
+
         let tenant: TenantID
         let version: Int
         let updates: [(record: KeyVersionRecord, expectedMAC: [UInt8])]
@@ -72,7 +78,7 @@ extension TenantKeyring {
                 // Other instances stop matching under it at once, not when their cache expires.
                 try await KeyVersionStore.notifyStateChange(tenant, update.record.purpose, on: connection)
             }
-            let dropped = try await TemplateStore.deleteAll(keyVersion: version, on: connection)
+            let dropped = try await TemplateStore.withdrawAndDeleteAll(keyVersion: version, tenant: tenant, limit: BiometricOverlapClose.limit, on: connection)
             // Every instance, this one included (no instance has the empty name), reloads.
             if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
             try await AuditEntry(

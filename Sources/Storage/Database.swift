@@ -84,12 +84,14 @@ public final class Database: Sendable {
     }
 
     /// A transaction scoped to `tenant`: row-level security shows and accepts only its rows.
+    /// - Parameter timeout: how long it may take, when not the configured operation timeout (a
+    ///   maintenance step over a whole tenant).
     /// - Throws: ``StorageError``.
     public func withTenant<Result: Sendable>(
-        _ tenant: TenantID, context: String,
+        _ tenant: TenantID, context: String, timeout: Duration? = nil,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await withTransaction(context: context) { connection in
+        try await transaction(context: context, released: nil, timeout: timeout) { connection in
             try await connection.scope(to: tenant)
             return try await body(connection)
         }
@@ -101,16 +103,16 @@ public final class Database: Sendable {
         context: String,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await transaction(context: context, released: nil, body)
+        try await transaction(context: context, released: nil, timeout: nil, body)
     }
 
     /// ``withTransaction(context:_:)``, calling `released` once its connection is back in the
     /// pool.
     private func transaction<Result: Sendable>(
-        context: String, released: (@Sendable () -> Void)?,
+        context: String, released: (@Sendable () -> Void)?, timeout: Duration?,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
-        try await leased(context: context, released: released) { connection in
+        try await leased(context: context, released: released, timeout: timeout) { connection in
             for try await _ in try await connection.execute(Begin()) {}
             do {
                 let result = try await body(connection)
@@ -156,7 +158,7 @@ public final class Database: Sendable {
         }
         await Self.nestingTurns.acquire(pool)
         return try await Self.$nestingPools.withValue(Self.nestingPools + [pool]) {
-            try await transaction(context: context, released: { Self.nestingTurns.release(pool) }) { connection in
+            try await transaction(context: context, released: { Self.nestingTurns.release(pool) }, timeout: nil) { connection in
                 try await Self.allowingSecondConnection { try await body(connection) }
             }
         }
@@ -206,7 +208,7 @@ public final class Database: Sendable {
     /// profile of issue 12 found a separate timer task and watcher task per transaction, and two
     /// thread hops per statement, among the service's largest costs per Enrol and Verify.
     private func leased<Result: Sendable>(
-        context: String, released: (@Sendable () -> Void)? = nil,
+        context: String, released: (@Sendable () -> Void)? = nil, timeout: Duration? = nil,
         _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Result
     ) async throws -> Result {
         do {
@@ -216,7 +218,7 @@ public final class Database: Sendable {
             throw error
         }
         let client = self.client
-        let timeout = configuration.operationTimeout
+        let timeout = timeout ?? configuration.operationTimeout
         let outcome = OnceResult<Result>()
         let work = Task {
             // The connection is back in the pool here, also for work its caller gave up on.

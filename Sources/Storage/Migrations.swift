@@ -1333,62 +1333,125 @@ public enum Migrations {
         -- a copy of a row taken before an erasure, a retention run, a replacing re-enrolment, a
         -- pii move or an overlap's migration, put back by the service role, passed its check
         -- (helper-80 F3). From now on every MAC a row loses — deleted, or any column the MAC
-        -- covers changed — is listed here, by the owner's trigger, and no row carrying a listed
-        -- MAC can be inserted or updated into the table. The service role can neither read nor
-        -- change the list, nor turn the triggers off (that needs the owner, or a superuser's
-        -- session_replication_role). Custos itself never writes a withdrawn MAC again unless the
-        -- very same token is enrolled again for the same subject and version (the same features
-        -- sent again, or features so close that every symbol is the same): refused with SQLSTATE \(TemplateStore.withdrawnMACState), which Enrol
-        -- reports as such. Rows deleted before this migration were not listed.
+        -- covers changed — is listed here by the owner's triggers, and a row that carries a
+        -- listed MAC cannot be inserted or updated into the table. The service role can neither
+        -- read nor change the list, nor turn the triggers off (that needs the owner, or a
+        -- superuser's session_replication_role). Custos itself never writes a withdrawn MAC again
+        -- unless the very same token is enrolled again for the same subject and version (the
+        -- same features sent again, or features so close that every symbol is the same): refused
+        -- with SQLSTATE \(TemplateStore.withdrawnMACState), which Enrol reports as such. A row
+        -- without a MAC (written before migration 33) is listed by a digest of what a MAC would
+        -- cover instead, for `custos db seal-records`. Rows deleted before this migration were not
+        -- listed.
         CREATE TABLE withdrawn_template_macs (
             record_mac bytea PRIMARY KEY,
             tenant_id uuid NOT NULL,
             key_version integer NOT NULL,
             withdrawn_at timestamptz NOT NULL DEFAULT now()
         );
-        -- No policy and no grant: only the owner's trigger functions below read or write it.
+        -- No policy and no grant: only the owner's functions below read or write it.
         ALTER TABLE withdrawn_template_macs ENABLE ROW LEVEL SECURITY;
-        CREATE FUNCTION {schema}.withdraw_template_mac() RETURNS trigger
+        -- The end of a biometric overlap withdraws a whole version at once (a million templates
+        -- listed one by one outlived the statement timeout: helper-88): no row of it can be
+        -- written again, and its rows are deleted without being listed. Anyone may withdraw a
+        -- version (the function is the service role's): withdrawing only ever refuses more.
+        CREATE TABLE withdrawn_template_versions (
+            tenant_id uuid NOT NULL,
+            key_version integer NOT NULL,
+            withdrawn_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, key_version)
+        );
+        ALTER TABLE withdrawn_template_versions ENABLE ROW LEVEL SECURITY;
+        CREATE FUNCTION {schema}.withdraw_template_version(p_tenant uuid, p_version integer) RETURNS void
+            LANGUAGE sql SECURITY DEFINER SET search_path = {schema}, pg_temp
+            AS $$ INSERT INTO withdrawn_template_versions (tenant_id, key_version) VALUES (p_tenant, p_version) ON CONFLICT DO NOTHING $$;
+        REVOKE ALL ON FUNCTION {schema}.withdraw_template_version(uuid, integer) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.withdraw_template_version(uuid, integer) TO {service};
+        CREATE FUNCTION {schema}.unsealed_template_digest(p_tenant uuid, p_subject text, p_version integer, p_token bytea) RETURNS bytea
+            LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+            AS $$ SELECT sha256(convert_to('custos/unsealed-template/v1', 'UTF8') || uuid_send(p_tenant)
+                || int4send(octet_length(convert_to(p_subject, 'UTF8'))) || convert_to(p_subject, 'UTF8')
+                || int4send(p_version) || p_token) $$;
+        -- Deletions are listed once per statement (an overlap's end or a retention batch deletes
+        -- many rows: one INSERT … SELECT, not one per row); still before the deleting
+        -- transaction commits.
+        CREATE FUNCTION {schema}.withdraw_deleted_template_macs() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
         BEGIN
             INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version)
-            VALUES (OLD.record_mac, OLD.tenant_id, OLD.key_version) ON CONFLICT (record_mac) DO NOTHING;
+            SELECT coalesce(g.record_mac, unsealed_template_digest(g.tenant_id, g.subject_ref, g.key_version, g.token)), g.tenant_id, g.key_version
+            FROM gone g
+            WHERE NOT EXISTS (SELECT 1 FROM withdrawn_template_versions v WHERE v.tenant_id = g.tenant_id AND v.key_version = g.key_version)
+            ON CONFLICT (record_mac) DO NOTHING;
             RETURN NULL;
         END $$;
+        -- Changes are listed before the row changes: a later row of the same statement already
+        -- finds the MAC listed.
+        CREATE FUNCTION {schema}.withdraw_changed_template_mac() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+        BEGIN
+            INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version)
+            VALUES (coalesce(OLD.record_mac, unsealed_template_digest(OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token)),
+                OLD.tenant_id, OLD.key_version)
+            ON CONFLICT (record_mac) DO NOTHING;
+            RETURN NEW;
+        END $$;
+        -- The check goes through the list's primary key, not a snapshot: a withdrawal that
+        -- committed after the writer's snapshot was taken counts, and one still in flight is
+        -- waited for (helper-88: a repeatable-read snapshot, or a withdrawal held uncommitted
+        -- behind a lock the writer took, let a snapshot check pass). It runs after the row (and
+        -- its primary key, which may itself have waited for the deleting transaction) is in
+        -- place. The probe row is undone with its subtransaction.
+        -- A withdrawn version is checked through a snapshot: one withdrawn while this row was
+        -- written is retired with it, and a retired version's templates are never compared.
         CREATE FUNCTION {schema}.refuse_withdrawn_template_mac() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
         BEGIN
-            IF EXISTS (SELECT 1 FROM withdrawn_template_macs w WHERE w.record_mac = NEW.record_mac) THEN
-                RAISE EXCEPTION 'this template''s MAC was withdrawn (its row was deleted or replaced): it cannot be written again'
+            IF EXISTS (SELECT 1 FROM withdrawn_template_versions v WHERE v.tenant_id = NEW.tenant_id AND v.key_version = NEW.key_version) THEN
+                RAISE EXCEPTION 'biometric version % of this tenant was withdrawn: none of its templates can be written again', NEW.key_version
                     USING ERRCODE = '\(TemplateStore.withdrawnMACState)';
             END IF;
-            RETURN NEW;
+            BEGIN
+                INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version) VALUES (NEW.record_mac, NEW.tenant_id, NEW.key_version);
+                RAISE EXCEPTION USING ERRCODE = 'CS000';
+            EXCEPTION
+                WHEN unique_violation OR serialization_failure THEN
+                    RAISE EXCEPTION 'this template''s MAC was withdrawn (its row was deleted or replaced): it cannot be written again'
+                        USING ERRCODE = '\(TemplateStore.withdrawnMACState)';
+                WHEN SQLSTATE 'CS000' THEN
+                    NULL;
+            END;
+            RETURN NULL;
         END $$;
-        REVOKE ALL ON FUNCTION {schema}.withdraw_template_mac() FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.unsealed_template_digest(uuid, text, integer, bytea) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.withdraw_deleted_template_macs() FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {schema}.withdraw_changed_template_mac() FROM PUBLIC;
         REVOKE ALL ON FUNCTION {schema}.refuse_withdrawn_template_mac() FROM PUBLIC;
-        CREATE TRIGGER templates_withdraw_deleted AFTER DELETE ON templates FOR EACH ROW
-            WHEN (OLD.record_mac IS NOT NULL) EXECUTE FUNCTION {schema}.withdraw_template_mac();
+        CREATE TRIGGER templates_withdraw_deleted AFTER DELETE ON templates REFERENCING OLD TABLE AS gone
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.withdraw_deleted_template_macs();
         -- Any covered column: a row moved to another subject before an erasure (so that the
-        -- erasure misses it) and moved back afterwards is refused on the way back.
-        CREATE TRIGGER templates_withdraw_changed AFTER UPDATE ON templates FOR EACH ROW
-            WHEN (OLD.record_mac IS NOT NULL AND (OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token, OLD.record_mac, OLD.record_mac_version)
+        -- erasure misses it) and moved back afterwards is refused on the way back. Not when only
+        -- last_used_at, enrolled_at, pii_version or changed_xid change (Verify's touch).
+        CREATE TRIGGER templates_withdraw_changed BEFORE UPDATE ON templates FOR EACH ROW
+            WHEN ((OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token, OLD.record_mac, OLD.record_mac_version)
                 IS DISTINCT FROM (NEW.tenant_id, NEW.subject_ref, NEW.key_version, NEW.token, NEW.record_mac, NEW.record_mac_version))
-            EXECUTE FUNCTION {schema}.withdraw_template_mac();
-        CREATE TRIGGER templates_refuse_withdrawn_insert BEFORE INSERT ON templates FOR EACH ROW
+            EXECUTE FUNCTION {schema}.withdraw_changed_template_mac();
+        CREATE TRIGGER templates_refuse_withdrawn_insert AFTER INSERT ON templates FOR EACH ROW
             WHEN (NEW.record_mac IS NOT NULL) EXECUTE FUNCTION {schema}.refuse_withdrawn_template_mac();
-        -- Not when only last_used_at, enrolled_at, pii_version or changed_xid change (Verify's touch).
-        CREATE TRIGGER templates_refuse_withdrawn_update BEFORE UPDATE ON templates FOR EACH ROW
+        CREATE TRIGGER templates_refuse_withdrawn_update AFTER UPDATE ON templates FOR EACH ROW
             WHEN (NEW.record_mac IS NOT NULL AND (OLD.tenant_id, OLD.subject_ref, OLD.key_version, OLD.token, OLD.record_mac, OLD.record_mac_version)
                 IS DISTINCT FROM (NEW.tenant_id, NEW.subject_ref, NEW.key_version, NEW.token, NEW.record_mac, NEW.record_mac_version))
             EXECUTE FUNCTION {schema}.refuse_withdrawn_template_mac();
-        -- For `custos db seal-records` (rows written before migration 33): a row without a MAC
-        -- whose MAC would be a withdrawn one was put back after its removal, and is deleted
-        -- again rather than sealed. It tells the service role nothing a refused insert would not.
-        CREATE FUNCTION {schema}.template_mac_withdrawn(p_mac bytea) RETURNS boolean
+        -- For `custos db seal-records`: a template without a MAC that carried a withdrawn one,
+        -- or whose content was listed by its digest, was put back after its removal, and is
+        -- deleted again rather than sealed. It tells the service role nothing a refused insert
+        -- would not.
+        CREATE FUNCTION {schema}.template_withdrawn(p_mac bytea, p_tenant uuid, p_subject text, p_version integer, p_token bytea) RETURNS boolean
             LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {schema}, pg_temp
-            AS $$ SELECT EXISTS (SELECT 1 FROM withdrawn_template_macs w WHERE w.record_mac = p_mac) $$;
-        REVOKE ALL ON FUNCTION {schema}.template_mac_withdrawn(bytea) FROM PUBLIC;
-        GRANT EXECUTE ON FUNCTION {schema}.template_mac_withdrawn(bytea) TO {service};
+            AS $$ SELECT EXISTS (SELECT 1 FROM withdrawn_template_macs w
+                WHERE w.record_mac = p_mac OR w.record_mac = unsealed_template_digest(p_tenant, p_subject, p_version, p_token)) $$;
+        REVOKE ALL ON FUNCTION {schema}.template_withdrawn(bytea, uuid, text, integer, bytea) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.template_withdrawn(bytea, uuid, text, integer, bytea) TO {service};
         """),
     ]
 

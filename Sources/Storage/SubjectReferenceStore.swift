@@ -3,13 +3,14 @@ public import Foundation
 import PostgresNIO
 
 /// Moves a subject's stored references to another reference (the active `pii` version's), in
-/// the caller's tenant transaction: `templates` (subject_ref, pii_version), `verification_sessions`
+/// the caller's tenant transaction: `templates` (subject_ref, pii_version: read and locked here,
+/// moved by the caller with their new MACs), `verification_sessions`
 /// (subject_ref, pii_version) and `verification_attempts` (merged). Every table keyed by a
 /// subject reference is here; `gateway_links` name sessions, the audit log names no subject.
 public enum SubjectReferenceStore {
     /// What a move changed.
     public struct Moved: Sendable {
-        /// Templates now under the new reference.
+        /// Templates to move to the new reference (``templatesToMove``).
         public let templates: Int
         /// Templates dropped because the subject had one of the same biometric version under a
         /// newer reference (a primary key allows one per subject and version).
@@ -17,11 +18,12 @@ public enum SubjectReferenceStore {
         public let sessions: Int
         /// Attempt counters merged into the new reference's.
         public let attemptCounters: Int
-        /// The biometric versions of the templates moved (to announce to the 1:N galleries).
+        /// The biometric versions of the templates to move (to announce to the 1:N galleries).
         public let keyVersions: [Int]
-        /// The templates moved, with the reference each was under: their MACs cover it, so the
-        /// caller seals them again under the new one.
-        public let movedTemplates: [(from: String, template: StoredTemplate)]
+        /// The templates still to move, each with the reference it is under, locked: their MACs
+        /// cover it, so the caller checks each, seals it under the new reference and moves it
+        /// with its new MAC in one statement (``TemplateStore/move(_:from:to:seal:on:)``).
+        public let templatesToMove: [(from: String, template: StoredTemplate)]
         /// The sessions moved, with the reference each was under (their subject MACs cover it).
         public let movedSessions: [(from: String, id: UUID, expiresAt: Date, seal: RecordSeal?)]
 
@@ -34,7 +36,7 @@ public enum SubjectReferenceStore {
     /// so they cannot deadlock on each other's rows; the second finds nothing left to move.
     public static func move(from old: [String], to new: SubjectReference, tenant: TenantID, on connection: DatabaseTransaction) async throws -> Moved {
         let old = old.filter { $0 != new.value }
-        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: [], movedTemplates: [], movedSessions: []) }
+        guard !old.isEmpty else { return Moved(templates: 0, duplicateTemplates: 0, sessions: 0, attemptCounters: 0, keyVersions: [], templatesToMove: [], movedSessions: []) }
         try await connection.run("SELECT pg_advisory_xact_lock(hashtextextended(\("custos-subject-move:" + tenant.rawValue + "/" + new.value), 0))")
         // Sessions first: a verification locks its session, then touches the template, so a
         // move taking the template first and then waiting for that session would deadlock.
@@ -58,17 +60,15 @@ public enum SubjectReferenceStore {
                     OR (x.subject_ref = ANY(\(old)) AND (x.enrolled_at, x.subject_ref) > (o.enrolled_at, o.subject_ref))))
             RETURNING 1
             """, logger: Database.quiet).collect().count
-        var movedTemplates = [(from: String, template: StoredTemplate)]()
-        let moved = try await connection.query("""
-            UPDATE templates t SET subject_ref = \(new.value), pii_version = \(new.piiVersion)
-            FROM (SELECT subject_ref, key_version FROM templates WHERE subject_ref = ANY(\(old))) AS o
-            WHERE t.subject_ref = o.subject_ref AND t.key_version = o.key_version
-            RETURNING o.subject_ref, t.key_version, t.token, t.record_mac, t.record_mac_version
+        var templatesToMove = [(from: String, template: StoredTemplate)]()
+        let toMove = try await connection.query("""
+            SELECT subject_ref, key_version, token, record_mac, record_mac_version FROM templates
+            WHERE subject_ref = ANY(\(old)) ORDER BY subject_ref, key_version FOR UPDATE
             """, logger: Database.quiet)
-        for try await (from, version, bytes, mac, macVersion) in moved.decode((String, Int, Data, Data?, Int?).self) {
-            movedTemplates.append((from, StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))))
+        for try await (from, version, bytes, mac, macVersion) in toMove.decode((String, Int, Data, Data?, Int?).self) {
+            templatesToMove.append((from, StoredTemplate(keyVersion: version, bytes: Array(bytes), seal: RecordSeal(mac: mac, macVersion: macVersion))))
         }
-        let keyVersions = movedTemplates.map(\.template.keyVersion)
+        let keyVersions = templatesToMove.map(\.template.keyVersion)
         // Counters add up (a move must not hand a subject a fresh attempt window), from the
         // earliest window.
         try await connection.query("""
@@ -81,7 +81,7 @@ public enum SubjectReferenceStore {
         let counters = try await VerificationAttemptStore.delete(subjects: old, on: connection)
         return Moved(
             templates: keyVersions.count, duplicateTemplates: duplicates, sessions: sessions, attemptCounters: counters,
-            keyVersions: keyVersions.sorted(), movedTemplates: movedTemplates, movedSessions: movedSessions
+            keyVersions: keyVersions.sorted(), templatesToMove: templatesToMove, movedSessions: movedSessions
         )
     }
 }

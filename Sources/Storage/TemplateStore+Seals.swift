@@ -1,9 +1,10 @@
+public import CustosModel
 import Foundation
 import PostgresNIO
 
 // Template MACs (migration 33): rows written before it carry none until an officer seals
 // them (`custos db seal-records`), and a subject's move to another pii reference changes
-// what its MAC covers. Functions run inside ``Database/withTenant(_:context:_:)``.
+// what its MAC covers; a MAC a row loses is withdrawn (migration 34). Functions run inside ``Database/withTenant(_:context:_:)``.
 extension TemplateStore {
     /// Whether the tenant in scope has a template without a MAC (the partial index answers).
     public static func hasUnsealed(on connection: DatabaseTransaction) async throws -> Bool {
@@ -46,31 +47,34 @@ extension TemplateStore {
             """, logger: Database.quiet).collect().isEmpty
     }
 
-    /// Deletes the template if its row is the version the sealing read and `seal` is a
-    /// withdrawn MAC (migration 34): the row was put back without its MAC after Custos deleted
-    /// or replaced it, and sealing it would make the copy genuine. - Returns: whether it was
-    /// deleted here.
+    /// Deletes the template if its row is the version the sealing read and was withdrawn
+    /// (migration 34) — `seal` is a listed MAC, or its content was listed when it was removed
+    /// without one: the row was put back without its MAC after Custos deleted or replaced it, and
+    /// sealing it would make the copy genuine. - Returns: whether it was deleted here.
     public static func deleteIfWithdrawn(_ unsealed: Unsealed, seal: RecordSeal, on connection: DatabaseTransaction) async throws -> Bool {
         try await !connection.query("""
             DELETE FROM templates
             WHERE subject_ref = \(unsealed.subject) AND key_version = \(unsealed.template.keyVersion)
-                AND xmin::text = \(unsealed.rowVersion) AND record_mac IS NULL AND template_mac_withdrawn(\(Data(seal.mac)))
+                AND xmin::text = \(unsealed.rowVersion) AND record_mac IS NULL
+                AND template_withdrawn(\(Data(seal.mac)), tenant_id, subject_ref, key_version, token)
             RETURNING 1
             """, logger: Database.quiet).collect().isEmpty
     }
 
-    /// Replaces the MAC of the subject's template of `template`'s version (it moved to this
-    /// subject reference) if the row still holds `template`'s MAC (which covers its token).
-    /// - Returns: whether the row was changed.
+    /// Moves the subject's template of `template`'s version from reference `from` to `to` with
+    /// `seal` (its MAC under the new reference; `nil` for a template that has none), if the row
+    /// still holds `template`'s MAC. One statement: a row never keeps its MAC across a change of
+    /// what the MAC covers, which would withdraw the MAC it keeps (migration 34).
+    /// - Returns: whether the row was moved.
     @discardableResult
-    public static func replaceSeal(
-        subject: String, template: StoredTemplate, with seal: RecordSeal, on connection: DatabaseTransaction
+    public static func move(
+        _ template: StoredTemplate, from: String, to: SubjectReference, seal: RecordSeal?, on connection: DatabaseTransaction
     ) async throws -> Bool {
-        guard let old = template.seal else { return false }
-        return try await !connection.query("""
-            UPDATE templates SET record_mac = \(Data(seal.mac)), record_mac_version = \(seal.macVersion)
-            WHERE subject_ref = \(subject) AND key_version = \(template.keyVersion)
-                AND record_mac = \(Data(old.mac)) AND record_mac_version = \(old.macVersion)
+        try await !connection.query("""
+            UPDATE templates SET subject_ref = \(to.value), pii_version = \(to.piiVersion),
+                record_mac = \(seal.map { Data($0.mac) }), record_mac_version = \(seal?.macVersion)
+            WHERE subject_ref = \(from) AND key_version = \(template.keyVersion)
+                AND record_mac IS NOT DISTINCT FROM \(template.seal.map { Data($0.mac) })
             RETURNING 1
             """, logger: Database.quiet).collect().isEmpty
     }

@@ -178,10 +178,19 @@ public enum TemplateStore {
             """, logger: Database.quiet).collect().isEmpty
     }
 
-    /// Deletes every template of one key version of the tenant in scope (the end of a biometric
-    /// rotation's overlap). - Returns: rows deleted.
-    public static func deleteAll(keyVersion: Int, on connection: DatabaseTransaction) async throws -> Int {
-        try await connection.query("DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1", logger: Database.quiet).collect().count
+    /// Withdraws one key version of the tenant's templates, then deletes them all (the end of a
+    /// biometric rotation's overlap): none can be written again, and they are not listed one by
+    /// one (migration 34). A million templates take seconds (docs/benchmarks.md, "Session 23"):
+    /// the delete may run for `limit`, beyond the statement timeout; the caller's transaction
+    /// must allow as much (``Database/withTenant(_:context:timeout:_:)``). - Returns: rows deleted.
+    public static func withdrawAndDeleteAll(
+        keyVersion: Int, tenant: TenantID, limit: Duration, on connection: DatabaseTransaction
+    ) async throws -> Int {
+        try await connection.run("SELECT withdraw_template_version(\(tenant.rawValue)::uuid, \(keyVersion)::int4)")
+        try await connection.run("SELECT set_config('statement_timeout', \(String(limit.components.seconds * 1000)), true)")
+        return try await scalar("""
+            WITH gone AS (DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1) SELECT count(*)::int FROM gone
+            """, on: connection)
     }
 
     /// Retention: deletes at most `limit` templates with no activity since `cutoff` (a batch: a

@@ -22,13 +22,22 @@ enum SubjectReferenceMigration {
         let old = references.dropFirst().map(\.value).filter { $0 != active.value }
         guard !old.isEmpty else { return active }
         let moved = try await SubjectReferenceStore.move(from: old, to: active, tenant: tenant, on: connection)
-        // A template's MAC covers its reference: each moved one that was authentic under the old
-        // reference is sealed under the new. One that was not keeps its old MAC, which fails
-        // under the new reference too (one without a MAC stays without).
-        for (from, template) in moved.movedTemplates where template.seal != nil {
-            guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else { continue }
+        // A template's MAC covers its reference: each one authentic under the old reference moves
+        // with its MAC under the new, in one statement (a row that kept its MAC across the change
+        // would withdraw it: migration 34). One that is not authentic is the database writer's:
+        // deleted, as moving it would need a MAC Custos does not give it. One without a MAC
+        // (written before migration 33) moves without one.
+        for (from, template) in moved.templatesToMove {
+            guard template.seal != nil else {
+                try await TemplateStore.move(template, from: from, to: active, seal: nil, on: connection)
+                continue
+            }
+            guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else {
+                try await TemplateStore.delete(subject: from, keyVersion: template.keyVersion, on: connection)
+                continue
+            }
             let seal = try await seals.seal(template, subject: active.value, tenant: tenant)
-            try await TemplateStore.replaceSeal(subject: active.value, template: template, with: seal, on: connection)
+            try await TemplateStore.move(template, from: from, to: active, seal: seal, on: connection)
         }
         // Likewise each moved session's subject MAC.
         for session in moved.movedSessions {

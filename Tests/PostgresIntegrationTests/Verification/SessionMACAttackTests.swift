@@ -126,8 +126,7 @@ struct SessionMACAttackTests {
             for handle in try session.findObjects([.class(.data), .label(KeyStateAnchor.label)]) { try session.destroyObject(handle) }
         }
         _ = try await keyring.reconcile()
-        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, withMAC: false)
-        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, mac: .dropped)
         try await keyring.reconcileRecordSeals()
         TemplateMACAttackTests.expectRefused(
             try await TemplateMACAttackTests.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed after the list was rebuilt"
@@ -240,8 +239,7 @@ struct SessionMACAttackTests {
     func sealingAfterTheMarkSealsNothing() async throws {
         let (verification, tenant) = try await Self.marked("smac_aftermark")
         let pair = try await TemplateMACAttackTests.enrolPair(verification, tenant)
-        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, withMAC: false)
-        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        try await TemplateMACAttackTests.copyImpostorToken(verification, tenant, pair, mac: .dropped)
 
         let sealed = try await verification.custody.keyring.sealUnsealedRecords(actor: "officer")
         #expect(sealed.alreadySealed && sealed.templates == 0 && sealed.sessions == 0, "rows were sealed after the mark: \(sealed)")

@@ -35,17 +35,53 @@ struct TemplateMACAttackTests {
         }
     }
 
-    /// The impostor's token (and, with `withMAC`, its MAC) written onto the victim's row.
+    /// What becomes of the victim's MAC when the impostor's token is written onto its row.
+    enum CopiedMAC {
+        /// The impostor's MAC comes along.
+        case impostors
+        /// The row is left without a MAC.
+        case dropped
+        /// The victim's MAC stays: the table refuses that change since migration 34 (it
+        /// withdraws the MAC it keeps), unless its triggers are off.
+        case kept
+    }
+
+    /// The impostor's token written onto the victim's row, with `mac`.
     static func copyImpostorToken(
-        _ verification: VerificationHarness, _ tenant: TenantID, _ pair: (victim: String, impostor: String), withMAC: Bool
+        _ verification: VerificationHarness, _ tenant: TenantID, _ pair: (victim: String, impostor: String), mac: CopiedMAC,
+        triggersOff: Bool = false
     ) async throws {
-        try await asDatabaseWriter(verification, tenant, withMAC ? """
+        let sql: PostgresQuery = switch mac {
+        case .impostors: """
             UPDATE templates v SET token = i.token, record_mac = i.record_mac, record_mac_version = i.record_mac_version
             FROM templates i WHERE v.subject_ref = \(pair.victim) AND i.subject_ref = \(pair.impostor) AND i.key_version = v.key_version
-            """ : """
+            """
+        case .dropped: """
+            UPDATE templates v SET token = i.token, record_mac = NULL, record_mac_version = NULL
+            FROM templates i WHERE v.subject_ref = \(pair.victim) AND i.subject_ref = \(pair.impostor) AND i.key_version = v.key_version
+            """
+        case .kept: """
             UPDATE templates v SET token = i.token
             FROM templates i WHERE v.subject_ref = \(pair.victim) AND i.subject_ref = \(pair.impostor) AND i.key_version = v.key_version
-            """)
+            """
+        }
+        if triggersOff {
+            try await asOwnerWithoutTriggers(verification, tenant, sql)
+        } else {
+            try await asDatabaseWriter(verification, tenant, sql)
+        }
+    }
+
+    /// `sql` as the schema owner in the tenant's scope with `templates`' triggers off: the
+    /// changes the table refuses to the service role (migration 34), to show that the MAC check
+    /// behind it refuses them too.
+    static func asOwnerWithoutTriggers(_ verification: VerificationHarness, _ tenant: TenantID, _ sql: PostgresQuery) async throws {
+        try await verification.custody.owner.withTransaction(context: "test: owner without triggers") { connection in
+            try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+            try await connection.query("ALTER TABLE templates DISABLE TRIGGER USER", logger: Database.quiet)
+            try await connection.query(sql, logger: Database.quiet)
+            try await connection.query("ALTER TABLE templates ENABLE TRIGGER USER", logger: Database.quiet)
+        }
     }
 
     /// The impostor's face sent for a fresh session of the victim.
@@ -81,7 +117,7 @@ struct TemplateMACAttackTests {
         let (_, before) = try await Self.impostorVerifiesAsVictim(verification, tenant)
         #expect((try? before.get())?.color != .green, "precondition: the impostor's face is not the victim's")
 
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .impostors)
         let (session, after) = try await Self.impostorVerifiesAsVictim(verification, tenant)
         Self.expectRefused(after, "the victim's row holds the impostor's token")
         #expect(try await Self.outcome(verification, tenant, session) == nil, "an outcome was recorded for a refused comparison")
@@ -92,11 +128,16 @@ struct TemplateMACAttackTests {
     func changedInPlace() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_inplace")
         let pair = try await Self.enrolPair(verification, tenant)
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
+        // The table refuses the change to the service role (migration 34); made anyway (its
+        // triggers off), the MAC check refuses the row.
+        await TemplateReplayAttackTests.expectWithdrawn("a token changed under the MAC it keeps") {
+            try await Self.copyImpostorToken(verification, tenant, pair, mac: .kept)
+        }
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .kept, triggersOff: true)
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "the token was changed in place")
 
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
-        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac_version = 999 WHERE subject_ref = \(pair.victim)")
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .impostors, triggersOff: true)
+        try await Self.asOwnerWithoutTriggers(verification, tenant, "UPDATE templates SET record_mac_version = 999 WHERE subject_ref = \(pair.victim)")
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "the MAC names root MAC key v999")
         await verification.custody.shutdown()
     }
@@ -109,7 +150,7 @@ struct TemplateMACAttackTests {
             try await connection.query("SELECT key_version FROM templates WHERE subject_ref = \(pair.victim)", logger: Database.quiet)
                 .collect().first!.decode(Int.self)
         }
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .impostors)
         let (_, templateForged) = try await Self.impostorVerifiesAsVictim(verification, tenant)
         #expect(throws: RecordIntegrityError.template(keyVersion: version), "the template alone is forged") { try templateForged.get() }
 
@@ -141,7 +182,7 @@ struct TemplateMACAttackTests {
     func identifyDropsCopiedToken() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("tmac_identify")
         let pair = try await Self.enrolPair(verification, tenant)
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: true)
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .impostors)
 
         let session = try await verification.consentedSession(tenant, "walk-in")
         let found = try await verification.flow.identify(tenant: tenant, session: session, features: try FeatureVector(Self.impostorFace), top: 5)
@@ -177,8 +218,7 @@ struct TemplateMACAttackTests {
         )
         #expect(afterSealing.color == .green, "the sealed template no longer verifies")
 
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
-        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .dropped)
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed after every template was sealed")
         await verification.custody.shutdown()
     }
@@ -190,8 +230,7 @@ struct TemplateMACAttackTests {
         let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
         let pair = try await Self.enrolPair(verification, tenant)
         try await keyring.reconcileRecordSeals()
-        try await Self.copyImpostorToken(verification, tenant, pair, withMAC: false)
-        try await Self.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(pair.victim)")
+        try await Self.copyImpostorToken(verification, tenant, pair, mac: .dropped)
         Self.expectRefused(try await Self.impostorVerifiesAsVictim(verification, tenant).1, "a row without a MAC passed on a database that never had one")
         await verification.custody.shutdown()
     }

@@ -39,7 +39,7 @@ struct TemplateReplayAttackTests {
     }
 
     /// `row` written back by the service role, over the subject's row of its version if there
-    /// is one — without its MAC when `withMAC` is false.
+    /// is one — without a MAC when `withMAC` is false.
     static func putBack(_ verification: VerificationHarness, _ tenant: TenantID, _ row: CapturedRow, withMAC: Bool = true) async throws {
         let mac = withMAC ? row.mac : nil, macVersion = withMAC ? row.macVersion : nil
         try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, """
@@ -117,30 +117,124 @@ struct TemplateReplayAttackTests {
         await verification.custody.shutdown()
     }
 
-    @Test("A template moved out of an erasure's way and moved back afterwards is refused on the way back")
+    @Test("A template cannot be moved out of an erasure's way under its MAC; moved without it, it is refused or deleted on the way back")
     func hiddenFromErasure() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_hidden")
         let subject = try await Self.enrolVictim(verification, tenant)
-        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, "UPDATE templates SET subject_ref = subject_ref || '-hidden' WHERE subject_ref = \(subject)")
+        await Self.expectWithdrawn("the template moved to another subject under the MAC it keeps") {
+            try await TemplateMACAttackTests.asDatabaseWriter(
+                verification, tenant, "UPDATE templates SET subject_ref = subject_ref || '-hidden' WHERE subject_ref = \(subject)"
+            )
+        }
+        // Moved with its MAC dropped (allowed: a row without one is refused once read), then
+        // moved back with it after the erasure: the MAC it left with is withdrawn.
+        let copy = try await Self.capture(verification, tenant, subject: subject)
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, """
+            UPDATE templates SET subject_ref = subject_ref || '-hidden', record_mac = NULL, record_mac_version = NULL WHERE subject_ref = \(subject)
+            """)
         let erased = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("victim"), actor: "dpo")
         #expect(erased.templates == 0, "the erasure found the moved row")
-
-        await Self.expectWithdrawn("the hidden template moved back") {
-            try await TemplateMACAttackTests.asDatabaseWriter(
-                verification, tenant, "UPDATE templates SET subject_ref = \(subject) WHERE subject_ref = \(subject + "-hidden")"
-            )
+        await Self.expectWithdrawn("the hidden template moved back with its MAC") {
+            try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, """
+                UPDATE templates SET subject_ref = \(subject), record_mac = \(copy.mac), record_mac_version = \(copy.macVersion)
+                WHERE subject_ref = \(subject + "-hidden")
+                """)
         }
         Self.expectNotEnrolled(try await Self.victimVerifies(verification, tenant), "the erased subject verified against its hidden template")
         await verification.custody.shutdown()
     }
 
-    @Test("On an upgraded database, an erased template put back without its MAC is deleted by the sealing, not sealed")
-    func sealingDeletesPutBackRow() async throws {
-        let verification = try await VerificationHarness.make("treplay_sealing")
+    @Test("A copy inserted from a repeatable-read snapshot taken before the erasure is refused (helper-88 A)")
+    func putBackFromAnOldSnapshot() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_snapshot")
+        let subject = try await Self.enrolVictim(verification, tenant)
+        let rights = verification.rights
+        let refusal = try await verification.custody.service.withConnection(context: "test: old snapshot") { connection -> String? in
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ", logger: Database.quiet)
+            try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+            _ = try await connection.query("SELECT count(*) FROM templates", logger: Database.quiet).collect()
+            let erased = try await Database.allowingSecondConnection {
+                try await rights.erase(tenant: tenant, externalID: PersonalText("victim"), actor: "dpo")
+            }
+            #expect(erased.templates == 1)
+            do {
+                // The erased row, as this transaction's snapshot still shows it.
+                try await connection.query("INSERT INTO templates SELECT * FROM templates WHERE subject_ref = \(subject)", logger: Database.quiet)
+                try await connection.query("COMMIT", logger: Database.quiet)
+                return nil
+            } catch let error as PSQLError {
+                try await connection.query("ROLLBACK", logger: Database.quiet)
+                return error.serverInfo?[.sqlState]
+            }
+        }
+        #expect(refusal == TemplateStore.withdrawnMACState, "the erased row went back in from an old snapshot")
+        Self.expectNotEnrolled(try await Self.victimVerifies(verification, tenant), "the erased subject verified")
+        await verification.custody.shutdown()
+    }
+
+    @Test("A copy inserted while the erasure's withdrawal waits uncommitted behind a lock the writer holds is refused once it commits (helper-88 B)")
+    func putBackBehindAnUncommittedErasure() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_behind")
+        let subject = try await Self.enrolVictim(verification, tenant)
+        let copy = try await Self.capture(verification, tenant, subject: subject)
+        let rights = verification.rights
+        // The erasure deletes, lists the MAC, then waits for the audit log's lock, held here.
+        let (erasure, putBack) = try await verification.custody.service.withTransaction(context: "test: hold the audit lock") { holder in
+            try await holder.query("SELECT pg_advisory_xact_lock(hashtext('custos-audit-append:' || current_schema()))", logger: Database.quiet)
+            return try await Database.allowingSecondConnection {
+                let erasure = Task { try await rights.erase(tenant: tenant, externalID: PersonalText("victim"), actor: "dpo") }
+                let erasureWaits = try await verification.someoneWaitsOnALock(running: "custos-audit-append")
+                #expect(erasureWaits, "the erasure never waited for the audit lock")
+                let putBack = Task { () -> (any Error)? in
+                    do {
+                        try await Self.putBack(verification, tenant, copy)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                let insertWaits = try await verification.someoneWaitsOnALock(running: "INSERT INTO templates")
+                #expect(insertWaits, "the copy's insert never waited for the erasure")
+                return (erasure, putBack)
+            }
+        }
+        #expect(try await erasure.value.templates == 1)
+        let error = await putBack.value
+        #expect(error as? StorageError == .withdrawnTemplateMAC("test: database writer"), "the copy went in behind the erasure: \(String(describing: error))")
+        Self.expectNotEnrolled(try await Self.victimVerifies(verification, tenant), "the erased subject verified")
+        await verification.custody.shutdown()
+    }
+
+    @Test("A live template's MAC listed through a decoy row does not stop its subject's pii move (helper-88 C)")
+    func decoyDoesNotStopTheMove() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_decoy")
+        let subject = try await Self.enrolVictim(verification, tenant)
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, """
+            INSERT INTO templates (tenant_id, subject_ref, pii_version, key_version, token, record_mac, record_mac_version)
+            SELECT tenant_id, 'decoy', pii_version, key_version, token, record_mac, record_mac_version FROM templates WHERE subject_ref = \(subject)
+            """)
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, "DELETE FROM templates WHERE subject_ref = 'decoy'")
+        try await verification.custody.keyring.rotate(tenant, .pii, actor: "officer")
+        // CreateSession moves the subject to the new pii version's reference, MAC and all.
+        let own = try await Self.victimVerifies(verification, tenant)
+        #expect((try? own.get())?.color == .green, "the subject could not be moved or verified: \(own)")
+        await verification.custody.shutdown()
+    }
+
+    @Test(
+        "On an upgraded database, an erased template put back without its MAC is deleted by the sealing, not sealed",
+        arguments: [true, false]
+    )
+    func sealingDeletesPutBackRow(sealedWhenErased: Bool) async throws {
+        let verification = try await VerificationHarness.make("treplay_sealing_\(sealedWhenErased)")
         let keyring = verification.custody.keyring
         let tenant = try await keyring.createTenant(label: "acme", actor: "officer").id
         try await verification.custody.ownerSQL(tenant: nil, "UPDATE record_seal_origin SET created_with_record_macs = false")
         let subject = try await Self.enrolVictim(verification, tenant)
+        if !sealedWhenErased {
+            // A row written before migration 33 (helper-88 D): it never had a MAC to withdraw.
+            try await TemplateMACAttackTests.asOwnerWithoutTriggers(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL")
+        }
         let copy = try await Self.capture(verification, tenant, subject: subject)
         _ = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("victim"), actor: "dpo")
         // Before the sealing a row without a MAC counts as written before migration 33 (the
@@ -177,6 +271,22 @@ struct TemplateReplayAttackTests {
         await verification.custody.shutdown()
     }
 
+    @Test("An overlap's end withdraws its version at once: its templates are not listed one by one, and none can be put back")
+    func closedVersionWithdrawnWhole() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_close")
+        let keyring = verification.custody.keyring
+        let subject = try await Self.enrolVictim(verification, tenant)
+        let copy = try await Self.capture(verification, tenant, subject: subject)
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        #expect(try await keyring.closeBiometricOverlap(tenant, version: copy.keyVersion, actor: "officer") == 1)
+        let listed = try await verification.custody.owner.withTransaction(context: "test: count withdrawn") { connection in
+            try await connection.query("SELECT count(*)::int FROM withdrawn_template_macs", logger: Database.quiet).collect().first!.decode(Int.self)
+        }
+        #expect(listed == 0, "the closed version's templates were listed one by one")
+        await Self.expectWithdrawn("a template of the closed version put back") { try await Self.putBack(verification, tenant, copy) }
+        await verification.custody.shutdown()
+    }
+
     @Test("The service role can neither read nor change the withdrawn MACs, nor turn the table's triggers off")
     func listOutOfReach() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_list")
@@ -185,6 +295,7 @@ struct TemplateReplayAttackTests {
         for statement: PostgresQuery in [
             "SELECT count(*) FROM withdrawn_template_macs",
             "DELETE FROM withdrawn_template_macs",
+            "DELETE FROM withdrawn_template_versions",
             "UPDATE withdrawn_template_macs SET record_mac = '\\x00'",
             "TRUNCATE withdrawn_template_macs",
             "ALTER TABLE templates DISABLE TRIGGER templates_refuse_withdrawn_insert",
