@@ -53,9 +53,9 @@ extension TenantKeyring {
     /// in a transaction of its own: a two-officer approval commits with its effect.
     struct BiometricOverlapClose: Sendable {
         /// How long the transaction that applies it may take: it deletes every template still
-        /// under the version, a few µs each with migration 34's trigger (docs/benchmarks.md,
-        /// "Session 23"), so the statement timeout (8 s) and the operation timeout (10 s) stopped
-        /// a close at one to two million; 2 minutes cover well over ten million.
+        /// under the version, each withdrawn by migration 34's trigger (about 10 µs each:
+        /// docs/benchmarks.md, "Session 23"), so the statement timeout (8 s) and the operation
+        /// timeout (10 s) stopped a close at under a million; 2 minutes cover over ten million.
         static let limit: Duration = .seconds(120)
 
         let tenant: TenantID
@@ -78,7 +78,7 @@ extension TenantKeyring {
                 // Other instances stop matching under it at once, not when their cache expires.
                 try await KeyVersionStore.notifyStateChange(tenant, update.record.purpose, on: connection)
             }
-            let dropped = try await TemplateStore.withdrawAndDeleteAll(keyVersion: version, tenant: tenant, limit: BiometricOverlapClose.limit, on: connection)
+            let dropped = try await TemplateStore.deleteAll(keyVersion: version, limit: BiometricOverlapClose.limit, on: connection)
             // Every instance, this one included (no instance has the empty name), reloads.
             if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
             try await AuditEntry(

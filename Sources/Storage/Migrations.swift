@@ -1351,22 +1351,6 @@ public enum Migrations {
         );
         -- No policy and no grant: only the owner's functions below read or write it.
         ALTER TABLE withdrawn_template_macs ENABLE ROW LEVEL SECURITY;
-        -- The end of a biometric overlap withdraws a whole version at once (a million templates
-        -- listed one by one outlived the statement timeout: helper-88): no row of it can be
-        -- written again, and its rows are deleted without being listed. Anyone may withdraw a
-        -- version (the function is the service role's): withdrawing only ever refuses more.
-        CREATE TABLE withdrawn_template_versions (
-            tenant_id uuid NOT NULL,
-            key_version integer NOT NULL,
-            withdrawn_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (tenant_id, key_version)
-        );
-        ALTER TABLE withdrawn_template_versions ENABLE ROW LEVEL SECURITY;
-        CREATE FUNCTION {schema}.withdraw_template_version(p_tenant uuid, p_version integer) RETURNS void
-            LANGUAGE sql SECURITY DEFINER SET search_path = {schema}, pg_temp
-            AS $$ INSERT INTO withdrawn_template_versions (tenant_id, key_version) VALUES (p_tenant, p_version) ON CONFLICT DO NOTHING $$;
-        REVOKE ALL ON FUNCTION {schema}.withdraw_template_version(uuid, integer) FROM PUBLIC;
-        GRANT EXECUTE ON FUNCTION {schema}.withdraw_template_version(uuid, integer) TO {service};
         CREATE FUNCTION {schema}.unsealed_template_digest(p_tenant uuid, p_subject text, p_version integer, p_token bytea) RETURNS bytea
             LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
             AS $$ SELECT sha256(convert_to('custos/unsealed-template/v1', 'UTF8') || uuid_send(p_tenant)
@@ -1374,14 +1358,15 @@ public enum Migrations {
                 || int4send(p_version) || p_token) $$;
         -- Deletions are listed once per statement (an overlap's end or a retention batch deletes
         -- many rows: one INSERT … SELECT, not one per row); still before the deleting
-        -- transaction commits.
+        -- transaction commits. Every deleted row, an overlap's end's too: a version withdrawn
+        -- whole instead (skipping its rows) let a writer that withdrew a live version delete
+        -- rows unlisted and put them back from an older snapshot.
         CREATE FUNCTION {schema}.withdraw_deleted_template_macs() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
         BEGIN
             INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version)
             SELECT coalesce(g.record_mac, unsealed_template_digest(g.tenant_id, g.subject_ref, g.key_version, g.token)), g.tenant_id, g.key_version
             FROM gone g
-            WHERE NOT EXISTS (SELECT 1 FROM withdrawn_template_versions v WHERE v.tenant_id = g.tenant_id AND v.key_version = g.key_version)
             ON CONFLICT (record_mac) DO NOTHING;
             RETURN NULL;
         END $$;
@@ -1402,15 +1387,9 @@ public enum Migrations {
         -- behind a lock the writer took, let a snapshot check pass). It runs after the row (and
         -- its primary key, which may itself have waited for the deleting transaction) is in
         -- place. The probe row is undone with its subtransaction.
-        -- A withdrawn version is checked through a snapshot: one withdrawn while this row was
-        -- written is retired with it, and a retired version's templates are never compared.
         CREATE FUNCTION {schema}.refuse_withdrawn_template_mac() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
         BEGIN
-            IF EXISTS (SELECT 1 FROM withdrawn_template_versions v WHERE v.tenant_id = NEW.tenant_id AND v.key_version = NEW.key_version) THEN
-                RAISE EXCEPTION 'biometric version % of this tenant was withdrawn: none of its templates can be written again', NEW.key_version
-                    USING ERRCODE = '\(TemplateStore.withdrawnMACState)';
-            END IF;
             BEGIN
                 INSERT INTO withdrawn_template_macs (record_mac, tenant_id, key_version) VALUES (NEW.record_mac, NEW.tenant_id, NEW.key_version);
                 RAISE EXCEPTION USING ERRCODE = 'CS000';

@@ -178,15 +178,12 @@ public enum TemplateStore {
             """, logger: Database.quiet).collect().isEmpty
     }
 
-    /// Withdraws one key version of the tenant's templates, then deletes them all (the end of a
-    /// biometric rotation's overlap): none can be written again, and they are not listed one by
-    /// one (migration 34). A million templates take seconds (docs/benchmarks.md, "Session 23"):
-    /// the delete may run for `limit`, beyond the statement timeout; the caller's transaction
-    /// must allow as much (``Database/withTenant(_:context:timeout:_:)``). - Returns: rows deleted.
-    public static func withdrawAndDeleteAll(
-        keyVersion: Int, tenant: TenantID, limit: Duration, on connection: DatabaseTransaction
-    ) async throws -> Int {
-        try await connection.run("SELECT withdraw_template_version(\(tenant.rawValue)::uuid, \(keyVersion)::int4)")
+    /// Deletes every template of one key version of the tenant in scope (the end of a biometric
+    /// rotation's overlap), each MAC withdrawn (migration 34). A million templates take about ten
+    /// seconds (docs/benchmarks.md, "Session 23"): the delete may run for `limit`, beyond the
+    /// statement timeout; the caller's transaction must allow as much
+    /// (``Database/withTenant(_:context:timeout:_:)``). - Returns: rows deleted.
+    public static func deleteAll(keyVersion: Int, limit: Duration, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.run("SELECT set_config('statement_timeout', \(String(limit.components.seconds * 1000)), true)")
         return try await scalar("""
             WITH gone AS (DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1) SELECT count(*)::int FROM gone
