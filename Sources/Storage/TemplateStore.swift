@@ -180,11 +180,15 @@ public enum TemplateStore {
 
     /// Deletes every template of one key version of the tenant in scope (the end of a biometric
     /// rotation's overlap), each MAC withdrawn (migration 34). A million templates take about ten
-    /// seconds (docs/benchmarks.md, "Session 23"): the delete may run for `limit`, beyond the
-    /// statement timeout; the caller's transaction must allow as much
-    /// (``Database/withTenant(_:context:timeout:_:)``). - Returns: rows deleted.
+    /// seconds (docs/benchmarks.md, "Session 23"): the delete may run for `limit` less 10 s,
+    /// beyond the statement timeout, within a transaction allowed `limit`
+    /// (``Database/withTenant(_:context:timeout:_:)``). The database cancels a delete that runs
+    /// too long before the transaction's own deadline can: the caller is then told of a rollback,
+    /// never of a deadline passed while the delete might still commit (helper-89).
+    /// - Returns: rows deleted.
     public static func deleteAll(keyVersion: Int, limit: Duration, on connection: DatabaseTransaction) async throws -> Int {
-        try await connection.run("SELECT set_config('statement_timeout', \(String(limit.components.seconds * 1000)), true)")
+        let statementLimit = max(limit - .seconds(10), .seconds(1))
+        try await connection.run("SELECT set_config('statement_timeout', \(String(statementLimit.components.seconds * 1000)), true)")
         return try await scalar("""
             WITH gone AS (DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1) SELECT count(*)::int FROM gone
             """, on: connection)
