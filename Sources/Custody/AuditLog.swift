@@ -71,7 +71,7 @@ public final class AuditLog: Sendable {
     /// own writes and checks.
     /// - Parameters:
     ///   - connection: inside ``Database/withTransaction(context:_:)`` or
-    ///     ``Database/withTenant(_:context:_:)`` of this log's database.
+    ///     ``Database/withTenant(_:context:timeout:_:)`` of this log's database.
     ///   - details: non-secret facts (key versions, KCVs, counts); stored as JSON.
     /// - Returns: the entry's sequence number.
     /// - Throws: ``CustodyError``; ``CustodyError/auditLogBehindAnchor(anchoredSeq:logSeq:)`` when

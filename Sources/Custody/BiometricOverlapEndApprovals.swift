@@ -82,7 +82,7 @@ public final class BiometricOverlapEndApprovals: Sendable {
         let close = try await keyring.prepareBiometricOverlapClose(requested.tenant, version: requested.version)
         let pool = keyring.pool
         let dropped = try await custody {
-            try await database.withTenant(requested.tenant, context: "approve early end of biometric overlap", timeout: TenantKeyring.BiometricOverlapClose.limit) { connection in
+            try await database.withTenant(requested.tenant, context: "approve early end of biometric overlap", timeout: TenantKeyring.BiometricOverlapClose.transactionTimeout) { connection in
                 guard let row = try await OverlapEndRequestStore.lock(id, on: connection) else { throw OverlapEndApprovalError.unknown(id) }
                 guard row.requestedBy != officer else { throw OverlapEndApprovalError.approverIsRequester(id) }
                 // Only a request Custos recorded, unchanged since, can be approved.

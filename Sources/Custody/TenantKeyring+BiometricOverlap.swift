@@ -40,7 +40,7 @@ extension TenantKeyring {
     public func closeBiometricOverlap(_ tenant: TenantID, version: Int, actor: String, reason: BiometricOverlapClosing = .windowEnded) async throws -> Int {
         try await custody {
             let close = try await prepareBiometricOverlapClose(tenant, version: version)
-            let dropped = try await database.withTenant(tenant, context: "close biometric overlap", timeout: BiometricOverlapClose.limit) { connection in
+            let dropped = try await database.withTenant(tenant, context: "close biometric overlap", timeout: BiometricOverlapClose.transactionTimeout) { connection in
                 try await close.apply(actor: actor, reason: reason, on: connection)
             }
             biometricOverlapClosed(close, dropped: dropped, reason: reason)
@@ -56,7 +56,8 @@ extension TenantKeyring {
         /// under the version, each withdrawn by migration 34's trigger (about 10 µs each:
         /// docs/benchmarks.md, "Session 23"), so the statement timeout (8 s) and the operation
         /// timeout (10 s) stopped a close at under a million; 2 minutes cover over ten million.
-        static let limit: Duration = .seconds(120)
+        /// The officer's client allows the calls that close an overlap as long (RemoteOptions).
+        static let transactionTimeout: Duration = .seconds(120)
 
         let tenant: TenantID
         let version: Int
@@ -78,7 +79,7 @@ extension TenantKeyring {
                 // Other instances stop matching under it at once, not when their cache expires.
                 try await KeyVersionStore.notifyStateChange(tenant, update.record.purpose, on: connection)
             }
-            let dropped = try await TemplateStore.deleteAll(keyVersion: version, limit: BiometricOverlapClose.limit, on: connection)
+            let dropped = try await TemplateStore.deleteAll(keyVersion: version, transactionTimeout: BiometricOverlapClose.transactionTimeout, on: connection)
             // Every instance, this one included (no instance has the empty name), reloads.
             if dropped > 0 { try await TemplateStore.notify(GalleryChange(instance: "", tenant: tenant, kind: .reset), on: connection) }
             try await AuditEntry(

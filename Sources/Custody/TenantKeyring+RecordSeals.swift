@@ -111,9 +111,10 @@ extension TenantKeyring {
         /// The list was marked already: nothing was sealed, and rows without a MAC
         /// (``tenantsLeft``) are forged.
         public let alreadySealed: Bool
-        /// Templates without a MAC whose MAC would have been a withdrawn one (migration 34): put
-        /// back by the database's writer after Custos deleted or replaced them; deleted again.
-        public var templatesDeleted = 0
+        /// Templates without a MAC that were withdrawn (migration 34): put back by the database's
+        /// writer after Custos deleted or replaced them; deleted again (in the `records.seal`
+        /// entry's `templates_deleted`, and logged).
+        public let templatesDeleted: Int
     }
 
     /// Seals every template and session without a MAC, trusting it as written by Custos (the
@@ -135,7 +136,7 @@ extension TenantKeyring {
                         "tenants": "\(left)",
                     ])
                 }
-                return RecordSealing(templates: 0, sessions: 0, tenantsLeft: left, alreadySealed: true)
+                return RecordSealing(templates: 0, sessions: 0, tenantsLeft: left, alreadySealed: true, templatesDeleted: 0)
             }
             var templates = 0, sessions = 0, left = 0, deleted = 0
             for tenant in try await TenantStore(database).list().map(\.id) {
@@ -146,15 +147,15 @@ extension TenantKeyring {
                 if try await hasUnsealedRecords(tenant) { left += 1 }
             }
             if left == 0 {
-                try await markRecordsSealed(actor: actor, details: ["templates": "\(templates)", "sessions": "\(sessions)"])
+                try await markRecordsSealed(actor: actor, details: [
+                    "templates": "\(templates)", "sessions": "\(sessions)", "templates_deleted": "\(deleted)",
+                ])
             } else {
                 logger.warning("rows without a MAC remain after sealing (written or changed meanwhile): the list is not marked; run the sealing again", metadata: [
                     "tenants": "\(left)",
                 ])
             }
-            var sealing = RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left, alreadySealed: false)
-            sealing.templatesDeleted = deleted
-            return sealing
+            return RecordSealing(templates: templates, sessions: sessions, tenantsLeft: left, alreadySealed: false, templatesDeleted: deleted)
         }
     }
 

@@ -17,7 +17,7 @@ public struct DatabaseTransaction: Sendable {
         self.connection = connection
     }
 
-    /// Scopes the rest of this transaction to `tenant` (as ``Database/withTenant(_:context:_:)``
+    /// Scopes the rest of this transaction to `tenant` (as ``Database/withTenant(_:context:timeout:_:)``
     /// does at its start), for a step that changes administration rows and one tenant's rows
     /// in one transaction (approving a scheduled key destruction).
     public func scope(to tenant: TenantID) async throws {

@@ -75,7 +75,7 @@ public struct KeyVersionRecord: Sendable, Hashable {
 
 /// `key_versions` and `pending_rotations`. Functions take the caller's connection so that the
 /// custody layer composes one transaction per step; tenant-scoped ones must run inside
-/// ``Database/withTenant(_:context:_:)``.
+/// ``Database/withTenant(_:context:timeout:_:)``.
 public enum KeyVersionStore {
     private static let columns = """
         tenant_id::text, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, \

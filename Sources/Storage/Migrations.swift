@@ -1336,10 +1336,12 @@ public enum Migrations {
         -- covers changed — is listed here by the owner's triggers, and a row that carries a
         -- listed MAC cannot be inserted or updated into the table. The service role can neither
         -- read nor change the list, nor turn the triggers off (that needs the owner, or a
-        -- superuser's session_replication_role). Custos itself never writes a withdrawn MAC again
+        -- superuser's session_replication_role). This build never writes a withdrawn MAC again
         -- unless the very same token is enrolled again for the same subject and version (the
         -- same features sent again, or features so close that every symbol is the same): refused
-        -- with SQLSTATE \(TemplateStore.withdrawnMACState), which Enrol reports as such. A row
+        -- with SQLSTATE \(TemplateStore.withdrawnMACState), which Enrol reports as such. The
+        -- previous build's pii move does (it changed a template's reference before sealing it
+        -- again): upgrade with no pii rotation in progress (docs/operations.md). A row
         -- without a MAC (written before migration 33) is listed by a digest of what a MAC would
         -- cover instead, for `custos db seal-records`. Rows deleted before this migration were not
         -- listed.
@@ -1423,8 +1425,8 @@ public enum Migrations {
             EXECUTE FUNCTION {schema}.refuse_withdrawn_template_mac();
         -- For `custos db seal-records`: a template without a MAC that carried a withdrawn one,
         -- or whose content was listed by its digest, was put back after its removal, and is
-        -- deleted again rather than sealed. It tells the service role nothing a refused insert
-        -- would not.
+        -- deleted again rather than sealed. It tells the service role whether a MAC, or a row's
+        -- content, was ever withdrawn: what a refused insert of that row tells it too.
         CREATE FUNCTION {schema}.template_withdrawn(p_mac bytea, p_tenant uuid, p_subject text, p_version integer, p_token bytea) RETURNS boolean
             LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {schema}, pg_temp
             AS $$ SELECT EXISTS (SELECT 1 FROM withdrawn_template_macs w
@@ -1440,7 +1442,8 @@ public enum Migrations {
     /// Refuses a schema older than this build: every call that needs a newer table or function
     /// would otherwise fail with an internal error once the service is up (seen: Enrol against
     /// a schema without migration 23's functions). A newer schema is fine: migrations only add,
-    /// so an instance of the previous version keeps working during a rolling upgrade.
+    /// so an instance of the previous version keeps working during a rolling upgrade (one
+    /// exception, migration 34: the previous build's `pii` move fails; docs/operations.md).
     /// - Parameter database: connected as the service role.
     /// - Throws: ``StorageError/configuration(_:)`` naming both versions and the command to run.
     public static func requireCurrent(_ database: Database) async throws {

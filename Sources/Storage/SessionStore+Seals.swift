@@ -2,7 +2,7 @@ public import Foundation
 import PostgresNIO
 
 // Session MACs (migration 33): rows written before it carry none until an officer seals them
-// (`custos db seal-records`). Functions run inside ``Database/withTenant(_:context:_:)``.
+// (`custos db seal-records`). Functions run inside ``Database/withTenant(_:context:timeout:_:)``.
 extension SessionStore {
     /// Rows without a subject MAC, or that record something (``SessionRecord/needsSeal``) without
     /// a record MAC: the partial index `verification_sessions_unsealed` has the same condition.

@@ -30,7 +30,9 @@ public enum SubjectReferenceStore {
         public var isEmpty: Bool { templates + duplicateTemplates + sessions + attemptCounters == 0 }
     }
 
-    /// Moves every row stored under one of `old` to `new`.
+    /// Moves every session and attempt counter stored under one of `old` to `new`, drops the
+    /// templates a move would duplicate, and reads and locks the others for the caller to move
+    /// (``Moved/templatesToMove``).
     ///
     /// Concurrent moves of one subject are serialised by an advisory lock on the new reference,
     /// so they cannot deadlock on each other's rows; the second finds nothing left to move.

@@ -3,7 +3,7 @@ public import Foundation
 import PostgresNIO
 
 /// `templates`: enrolled biometric tokens (never features), tenant-scoped by row-level
-/// security. Functions run inside ``Database/withTenant(_:context:_:)``.
+/// security. Functions run inside ``Database/withTenant(_:context:timeout:_:)``.
 public enum TemplateStore {
     /// Gallery changes are announced here (payload: ``GalleryChange``). Erasures, resets and
     /// reference migrations announce inside the writing transaction (rare; a row that is gone
@@ -180,18 +180,22 @@ public enum TemplateStore {
 
     /// Deletes every template of one key version of the tenant in scope (the end of a biometric
     /// rotation's overlap), each MAC withdrawn (migration 34). A million templates take about ten
-    /// seconds (docs/benchmarks.md, "Session 23"): the delete may run for `limit` less 10 s,
-    /// beyond the statement timeout, within a transaction allowed `limit`
-    /// (``Database/withTenant(_:context:timeout:_:)``). The database cancels a delete that runs
-    /// too long before the transaction's own deadline can: the caller is then told of a rollback,
-    /// never of a deadline passed while the delete might still commit (helper-89).
+    /// seconds (docs/benchmarks.md, "Session 23"): the delete may run for `transactionTimeout`
+    /// less 20 s, beyond the statement timeout, in a transaction allowed `transactionTimeout`
+    /// (``Database/withTenant(_:context:timeout:_:)``). The margin covers what the transaction
+    /// does before (a lock wait is bounded by the statement timeout, 8 s) and after it: the
+    /// database normally cancels a delete that runs too long before the transaction's own
+    /// deadline can, so the caller learns of a rollback rather than of a deadline passed while
+    /// the delete might still commit (helper-89). The statement timeout is restored after it.
     /// - Returns: rows deleted.
-    public static func deleteAll(keyVersion: Int, limit: Duration, on connection: DatabaseTransaction) async throws -> Int {
-        let statementLimit = max(limit - .seconds(10), .seconds(1))
-        try await connection.run("SELECT set_config('statement_timeout', \(String(statementLimit.components.seconds * 1000)), true)")
-        return try await scalar("""
+    public static func deleteAll(keyVersion: Int, transactionTimeout: Duration, on connection: DatabaseTransaction) async throws -> Int {
+        let statementTimeout = max(transactionTimeout - .seconds(20), .seconds(1))
+        try await connection.run("SELECT set_config('statement_timeout', \(String(statementTimeout.components.seconds * 1000)), true)")
+        let deleted = try await scalar("""
             WITH gone AS (DELETE FROM templates WHERE key_version = \(keyVersion) RETURNING 1) SELECT count(*)::int FROM gone
             """, on: connection)
+        try await connection.run("SET LOCAL statement_timeout TO DEFAULT")
+        return deleted
     }
 
     /// Retention: deletes at most `limit` templates with no activity since `cutoff` (a batch: a

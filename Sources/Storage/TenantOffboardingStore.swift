@@ -139,7 +139,7 @@ public enum TenantDataStore {
 
     /// Deletes at most `limit` of the tenant's rows from `table` (a batch: a large tenant's rows
     /// in one statement outlived the statement timeout). Runs in a transaction scoped to `tenant`
-    /// (``Database/withTenant(_:context:_:)``). - Returns: rows deleted.
+    /// (``Database/withTenant(_:context:timeout:_:)``). - Returns: rows deleted.
     public static func delete(_ tenant: TenantID, from table: Table, limit: Int, on connection: DatabaseTransaction) async throws -> Int {
         try await connection.query("""
             WITH batch AS (SELECT ctid FROM \(unescaped: table.rawValue) WHERE tenant_id = \(tenant.rawValue)::uuid LIMIT \(limit))
@@ -148,7 +148,7 @@ public enum TenantDataStore {
             """, logger: Database.quiet).collect().count
     }
 
-    /// Runs in a transaction scoped to `tenant` (``Database/withTenant(_:context:_:)``).
+    /// Runs in a transaction scoped to `tenant` (``Database/withTenant(_:context:timeout:_:)``).
     /// Idempotent: a second run deletes nothing. For what batches have left (see
     /// ``delete(_:from:limit:on:)``).
     public static func deleteAll(_ tenant: TenantID, on connection: DatabaseTransaction) async throws -> Counts {

@@ -3,7 +3,7 @@ import PostgresNIO
 
 /// `tokenization_budgets`: one token bucket per tenant, shared by every instance (DESIGN §6: the
 /// PRF is reachable only at a budgeted rate). Functions run inside
-/// ``Database/withTenant(_:context:_:)``; times are the database's clock, in Unix seconds, so
+/// ``Database/withTenant(_:context:timeout:_:)``; times are the database's clock, in Unix seconds, so
 /// instances with skewed clocks still agree.
 public enum TokenizationBudgetStore {
     /// The tenant's bucket as stored, and the database's clock when it was read.

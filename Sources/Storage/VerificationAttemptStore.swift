@@ -4,7 +4,7 @@ import PostgresNIO
 /// `verification_attempts`: 1:1 verification attempts per subject in a fixed window, counted in
 /// the transaction that records the verification itself (no commit of its own), by Verify's
 /// opening statement (``SessionStore/openForVerify(_:tenant:now:cutoff:on:)``). Functions run
-/// inside ``Database/withTenant(_:context:_:)``.
+/// inside ``Database/withTenant(_:context:timeout:_:)``.
 public enum VerificationAttemptStore {
     /// Forgets counters whose window started at or before `cutoff` (ended windows: the limit no
     /// longer needs them, and each names a subject). - Returns: rows deleted.

@@ -1,4 +1,5 @@
 import CustosModel
+import Logging
 import Storage
 
 /// `pii` references move on use (DESIGN §5): HMAC references cannot be recomputed without the
@@ -9,6 +10,10 @@ enum SubjectReferenceMigration {
     /// Gallery notices of a move name no instance, so every instance applies them (this one
     /// included, through its listener).
     static let noticeInstance = "pii-move"
+
+    /// Names the tenant and version of a template the move deleted for its failing MAC (never
+    /// the subject), as a comparison refused for one does.
+    static let logger = Logger(label: "custos.verification.pii-move")
 
     /// Moves every row stored under one of `references` other than the first (the active
     /// version's NFC reference, as ``SubjectReferencing`` orders them) to the first, and tells
@@ -34,6 +39,9 @@ enum SubjectReferenceMigration {
             }
             guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else {
                 try await TemplateStore.delete(subject: from, keyVersion: template.keyVersion, on: connection)
+                logger.error("a template under an old pii reference failed its MAC check and was deleted, not moved (written by the database's writer?)", metadata: [
+                    "tenant": "\(tenant)", "key_version": "\(template.keyVersion)",
+                ])
                 continue
             }
             let seal = try await seals.seal(template, subject: active.value, tenant: tenant)

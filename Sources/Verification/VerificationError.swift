@@ -33,7 +33,7 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
     /// session stays open; sending the features again tokenizes them under the active version.
     case biometricVersionRetired(Int)
     /// The features gave exactly a token this subject had under this version and lost since
-    /// (erased, replaced, moved or aged out): a template once withdrawn is never written again
+    /// (erased, replaced or aged out): a template once withdrawn is never written again
     /// (migration 34). Only the same features, or features so close that every symbol comes out
     /// the same, do that; two live captures never come that close. Nothing was written; the
     /// session stays open.
@@ -57,7 +57,7 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
         case .biometricVersionRetired(let version):
             "biometric key version \(version) stopped matching (a rotation's overlap closed) while the features were tokenized; nothing was recorded: send the features again"
         case .tokenWithdrawn:
-            "these features give exactly the template this subject had before it was erased or replaced (the same capture sent again): enrol from a new capture"
+            "these features give exactly the template this subject had before it was erased, replaced or aged out (the same capture sent again): enrol from a new capture"
         }
     }
 }

@@ -6,7 +6,7 @@ import Storage
 
 struct DatabaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self, SealRecords.self]
+        commandName: "db", abstract: "Database maintenance (local).", subcommands: [Migrate.self, SealRecords.self, DropWithdrawn.self]
     )
 
     struct Migrate: AsyncParsableCommand {
@@ -58,6 +58,38 @@ struct DatabaseCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             print("a record without a MAC is refused from now on")
+        }
+    }
+
+    struct DropWithdrawn: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drop-withdrawn",
+            abstract: "Drop the withdrawn template MACs of destroyed biometric versions (local: the HSM and the owner role).",
+            discussion: """
+                Every template removed leaves its MAC on a list that keeps a copy of the row from being put back (schema 34). \
+                Once a biometric version's bio-prf key is destroyed, as the HSM's list of key states records, no template of that \
+                version can be compared again, and its entries guard nothing: this drops them. Run it after destroying old \
+                biometric versions. Idempotent.
+                """
+        )
+        @OptionGroup var options: LocalOptions
+
+        func run() async throws {
+            let configuration = try options.loadConfiguration()
+            let runtimeOptions = CustosRuntime.Options.cli()
+            let destroyed = try await CustosRuntime.run(configuration, options: runtimeOptions) { context in
+                try await context.keyring.destroyedBiometricVersions()
+            }
+            let dropped = try await CustosRuntime.withDatabase(configuration, role: .owner, options: runtimeOptions) { owner in
+                var dropped = 0
+                for (tenant, versions) in destroyed {
+                    dropped += try await owner.withTransaction(context: "drop withdrawn template MACs") { connection in
+                        try await TemplateStore.dropWithdrawnMACs(tenant: tenant, keyVersions: versions, on: connection)
+                    }
+                }
+                return dropped
+            }
+            print("dropped \(dropped) withdrawn template MACs of \(destroyed.values.map(\.count).reduce(0, +)) destroyed biometric versions")
         }
     }
 }

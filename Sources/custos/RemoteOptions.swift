@@ -66,8 +66,14 @@ struct RemoteOptions: ParsableArguments {
         let deadline = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin")], timeout: .seconds(60))
         // A re-seal streams progress for as long as it runs; cut off, it continues next time.
         let reseal = MethodConfig(names: [MethodConfig.Name(service: "custos.v1.Admin", method: "ResealKeys")], timeout: .seconds(6 * 3600))
+        // Ending a biometric overlap deletes the version's remaining templates in a transaction
+        // the server allows 2 minutes (``TenantKeyring/BiometricOverlapClose``): the call may take
+        // as long, and a client deadline would roll it back.
+        let overlapEnds = MethodConfig(
+            names: ["ApproveBiometricOverlapEnd", "RetireKey"].map { MethodConfig.Name(service: "custos.v1.Admin", method: $0) }, timeout: .seconds(150)
+        )
         // Several instances: round robin, reads retried on another (``RoundRobinClient``).
-        let transport = try RoundRobinClient.transport(addresses, security: security, methodConfigs: [deadline, reseal])
+        let transport = try RoundRobinClient.transport(addresses, security: security, methodConfigs: [deadline, reseal, overlapEnds])
         do {
             return try await withGRPCClient(transport: transport) { client in
                 try await body(Custos_V1_Admin.Client(wrapping: client))

@@ -272,7 +272,7 @@ struct TemplateReplayAttackTests {
     }
 
     @Test("An overlap's end withdraws the templates it deletes: none can be put back")
-    func closedVersionWithdrawn() async throws {
+    func closedOverlapTemplatesListed() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_close")
         let keyring = verification.custody.keyring
         let subject = try await Self.enrolVictim(verification, tenant)
@@ -284,6 +284,47 @@ struct TemplateReplayAttackTests {
         }
         #expect(listed == 1, "the closed version's template was not listed")
         await Self.expectWithdrawn("a template of the closed version put back") { try await Self.putBack(verification, tenant, copy) }
+        await verification.custody.shutdown()
+    }
+
+    @Test("The withdrawn MACs of a version whose bio-prf key the HSM's list records as destroyed are dropped by the owner; a live version's stay")
+    func destroyedVersionsDropped() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_drop")
+        let keyring = verification.custody.keyring
+        _ = try await Self.enrolVictim(verification, tenant)
+        _ = try await verification.rights.erase(tenant: tenant, externalID: PersonalText("victim"), actor: "dpo")
+        try await keyring.rotateBiometric(tenant, actor: "officer")
+        try await keyring.closeBiometricOverlap(tenant, version: 1, actor: "officer")
+        // A version-2 entry: a template replaced.
+        for features in [Self.face, Self.impostorFace] {
+            _ = try await verification.flow.enrol(
+                tenant: tenant, session: try await verification.consentedSession(tenant, "other"), features: try FeatureVector(features),
+                replacing: features == Self.impostorFace
+            )
+        }
+        #expect(try await keyring.destroyedBiometricVersions()[tenant] == nil)
+        try await keyring.destroy(tenant, .bioSeed, version: 1, waitingPeriod: .zero, actor: "officer")
+        try await keyring.destroy(tenant, .bioPRF, version: 1, waitingPeriod: .zero, actor: "officer")
+        // A row that says destroyed is not the HSM's list: version 2 still compares.
+        try await verification.custody.ownerSQL(tenant: tenant, "UPDATE key_versions SET state = 'destroyed' WHERE purpose = 'bio-prf' AND version = 2")
+        let destroyed = try await keyring.destroyedBiometricVersions()
+        #expect(destroyed[tenant] == [1])
+
+        let owner = verification.custody.owner
+        let dropped = try await owner.withTransaction(context: "test: drop withdrawn") { connection in
+            try await TemplateStore.dropWithdrawnMACs(tenant: tenant, keyVersions: destroyed[tenant] ?? [], on: connection)
+        }
+        #expect(dropped == 1)
+        let left = try await owner.withTransaction(context: "test: count withdrawn") { connection in
+            try await connection.query("SELECT key_version FROM withdrawn_template_macs WHERE tenant_id = \(tenant.rawValue)::uuid", logger: Database.quiet)
+                .collect().map { try $0.decode(Int.self) }
+        }
+        #expect(left == [2], "the live version's entry went, or the destroyed one's stayed")
+        await #expect(throws: StorageError.permissionDenied("test: writer drops withdrawn")) {
+            try await verification.custody.service.withTransaction(context: "test: writer drops withdrawn") { connection in
+                try await TemplateStore.dropWithdrawnMACs(tenant: tenant, keyVersions: [2], on: connection)
+            }
+        }
         await verification.custody.shutdown()
     }
 
