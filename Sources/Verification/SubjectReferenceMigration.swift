@@ -30,13 +30,10 @@ enum SubjectReferenceMigration {
         // A template's MAC covers its reference: each one authentic under the old reference moves
         // with its MAC under the new, in one statement (a row that kept its MAC across the change
         // would withdraw it: migration 34). One that is not authentic is the database writer's:
-        // deleted, as moving it would need a MAC Custos does not give it. One without a MAC
-        // (written before migration 33) moves without one.
+        // deleted, as moving it would need a MAC Custos does not give it — a row without a MAC
+        // too, once every record is sealed. Before that, one without a MAC (written before
+        // migration 33) moves without one.
         for (from, template) in moved.templatesToMove {
-            guard template.seal != nil else {
-                try await TemplateStore.move(template, from: from, to: active, seal: nil, on: connection)
-                continue
-            }
             guard try await seals.isAuthentic(template, subject: from, tenant: tenant) else {
                 try await TemplateStore.delete(subject: from, keyVersion: template.keyVersion, on: connection)
                 logger.error("a template under an old pii reference failed its MAC check and was deleted, not moved (written by the database's writer?)", metadata: [
@@ -44,7 +41,7 @@ enum SubjectReferenceMigration {
                 ])
                 continue
             }
-            let seal = try await seals.seal(template, subject: active.value, tenant: tenant)
+            let seal = template.seal == nil ? nil : try await seals.seal(template, subject: active.value, tenant: tenant)
             try await TemplateStore.move(template, from: from, to: active, seal: seal, on: connection)
         }
         // Likewise each moved session's subject MAC.

@@ -287,6 +287,19 @@ struct TemplateReplayAttackTests {
         await verification.custody.shutdown()
     }
 
+    @Test("Once every record is sealed, a pii move deletes a template without a MAC under an old reference instead of moving it")
+    func moveDeletesUnsealedAfterTheMark() async throws {
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_moveunsealed")
+        _ = try await Self.enrolVictim(verification, tenant)
+        try await verification.custody.keyring.rotate(tenant, .pii, actor: "officer")
+        // The victim's template, still under the old pii version's reference, stripped of its MAC.
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, "UPDATE templates SET record_mac = NULL, record_mac_version = NULL")
+        // CreateSession moves the subject to the active pii version.
+        Self.expectNotEnrolled(try await Self.victimVerifies(verification, tenant), "the row without a MAC was moved and compared")
+        #expect(try await verification.count("templates", tenant: tenant) == 0, "the row without a MAC was moved, not deleted")
+        await verification.custody.shutdown()
+    }
+
     @Test("The withdrawn MACs of a version whose bio-prf key the HSM's list records as destroyed are dropped by the owner; a live version's stay")
     func destroyedVersionsDropped() async throws {
         let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_drop")
