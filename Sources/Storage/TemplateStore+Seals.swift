@@ -4,7 +4,8 @@ import PostgresNIO
 
 // Template MACs (migration 33): rows written before it carry none until an officer seals
 // them (`custos db seal-records`), and a subject's move to another pii reference changes
-// what its MAC covers; a MAC a row loses is withdrawn (migration 34). Functions run inside ``Database/withTenant(_:context:timeout:_:)``.
+// what its MAC covers; a MAC a row loses is withdrawn (migration 34). Functions run inside
+// ``Database/withTenant(_:context:timeout:_:)``.
 extension TemplateStore {
     /// Whether the tenant in scope has a template without a MAC (the partial index answers).
     public static func hasUnsealed(on connection: DatabaseTransaction) async throws -> Bool {

@@ -106,9 +106,11 @@ public final class VerificationService: Sendable {
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         // Whole seconds: the session's MAC covers its completion time as PostgreSQL returns it.
         let now = now().wholeSeconds
-        let (subject, token) = replacing
-            ? try await enrolInTransaction(tenant: tenant, session: session, replacing: true, actor: actor, now: now, tokenize: tokenize)
-            : try await firstEnrolment(tenant: tenant, session: session, actor: actor, now: now, tokenize: tokenize)
+        let (subject, token) = try await Self.refusingWithdrawn {
+            replacing
+                ? try await enrolInTransaction(tenant: tenant, session: session, replacing: true, actor: actor, now: now, tokenize: tokenize)
+                : try await firstEnrolment(tenant: tenant, session: session, actor: actor, now: now, tokenize: tokenize)
+        }
         galleryEnrol(tenant, subject.value, token)
         noteTemplatesChanged(tenant)
         return (subject, token)
@@ -128,12 +130,10 @@ public final class VerificationService: Sendable {
         let token = try await tokenize()
         let subject = opened.row.subject
         let (seal, sessionSeal) = try await Self.enrolmentSeals(token, opened.row, at: now, tenant: tenant, recordSeals)
-        let written = try await Self.refusingWithdrawn {
-            try await database.withAutocommit(context: "enrol in session") { connection in
-                try await SessionStore.completeEnrolmentIfOpen(
-                    session, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
-                )
-            }
+        let written = try await database.withAutocommit(context: "enrol in session") { connection in
+            try await SessionStore.completeEnrolmentIfOpen(
+                session, subject: subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
+            )
         }
         switch written {
         case .completed:
@@ -158,47 +158,45 @@ public final class VerificationService: Sendable {
         tokenize: @escaping @Sendable () async throws -> BiometricToken
     ) async throws -> (subject: SubjectReference, token: BiometricToken) {
         let audit = audit, recordSeals = recordSeals
-        return try await Self.refusingWithdrawn {
-            try await database.withTenant(tenant, context: "enrol in session") { connection in
-                guard let (row, enrolled) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
-                    throw VerificationError.sessionNotFound(session)
-                }
-                try VerificationSessions.requireReady(row, now: now)
-                try await recordSeals.requireAuthentic(row, tenant: tenant)
-                // Refused before tokenizing; checked again below, under the subject's lock.
-                guard enrolled.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
-                let token = try await tokenize()
-                // The token's version may have stopped matching since the composition root chose it
-                // (TemplateStore+VersionLock); a close of its overlap now waits for this commit. Under
-                // the subject's lock, the templates are looked for again: a first enrolment under
-                // another version may have committed since the session's lock (the primary key
-                // includes the version, so nothing else would stop a second template).
-                let check = try await TemplateStore.lockForTemplateWrite(
-                    subject: row.subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection
-                )
-                guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
-                guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
-                let replaced = check.enrolledVersions
-                let (seal, sessionSeal) = try await Self.enrolmentSeals(token, row, at: now, tenant: tenant, recordSeals)
-                // The template and the outcome in one statement.
-                // The session is locked, open and consented: only a completion recorded before (which
-                // its row no longer shows: helper-81) keeps the statement from completing it.
-                guard try await SessionStore.completeEnrolment(
-                    session, subject: row.subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
-                ) else { throw VerificationError.sessionCompleted(session) }
-                // Re-enrolment after a biometric rotation is how a subject leaves the old version:
-                // its template of that version goes (identification re-reads candidates, so a
-                // gallery still holding it returns nothing stale).
-                if replacing { try await TemplateStore.deleteOtherVersions(subject: row.subject.value, keeping: token.keyVersion, on: connection) }
-                if !replaced.isEmpty, let audit {
-                    // No subject reference in the log (DESIGN §9): the session names the event.
-                    // The recorder wants to be the transaction's last statement.
-                    try await audit.record(tenant: tenant, actor: actor, action: .subjectReenrol, target: "session:" + session.uuidString.lowercased(), details: [
-                        "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
-                    ], on: connection)
-                }
-                return (row.subject, token)
+        return try await database.withTenant(tenant, context: "enrol in session") { connection in
+            guard let (row, enrolled) = try await SessionStore.lockWithEnrolledVersions(session, on: connection) else {
+                throw VerificationError.sessionNotFound(session)
             }
+            try VerificationSessions.requireReady(row, now: now)
+            try await recordSeals.requireAuthentic(row, tenant: tenant)
+            // Refused before tokenizing; checked again below, under the subject's lock.
+            guard enrolled.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
+            let token = try await tokenize()
+            // The token's version may have stopped matching since the composition root chose it
+            // (TemplateStore+VersionLock); a close of its overlap now waits for this commit. Under
+            // the subject's lock, the templates are looked for again: a first enrolment under
+            // another version may have committed since the session's lock (the primary key
+            // includes the version, so nothing else would stop a second template).
+            let check = try await TemplateStore.lockForTemplateWrite(
+                subject: row.subject.value, keyVersion: token.keyVersion, tenant: tenant, now: now, on: connection
+            )
+            guard check.versionMatches else { throw VerificationError.biometricVersionRetired(token.keyVersion) }
+            guard check.enrolledVersions.isEmpty || replacing else { throw VerificationError.alreadyEnrolled }
+            let replaced = check.enrolledVersions
+            let (seal, sessionSeal) = try await Self.enrolmentSeals(token, row, at: now, tenant: tenant, recordSeals)
+            // The template and the outcome in one statement.
+            // The session is locked, open and consented: only a completion recorded before (which
+            // its row no longer shows: helper-81) keeps the statement from completing it.
+            guard try await SessionStore.completeEnrolment(
+                session, subject: row.subject, token: token, seal: seal, sessionSeal: sessionSeal, tenant: tenant, at: now, on: connection
+            ) else { throw VerificationError.sessionCompleted(session) }
+            // Re-enrolment after a biometric rotation is how a subject leaves the old version:
+            // its template of that version goes (identification re-reads candidates, so a
+            // gallery still holding it returns nothing stale).
+            if replacing { try await TemplateStore.deleteOtherVersions(subject: row.subject.value, keeping: token.keyVersion, on: connection) }
+            if !replaced.isEmpty, let audit {
+                // No subject reference in the log (DESIGN §9): the session names the event.
+                // The recorder wants to be the transaction's last statement.
+                try await audit.record(tenant: tenant, actor: actor, action: .subjectReenrol, target: "session:" + session.uuidString.lowercased(), details: [
+                    "key_version": "\(token.keyVersion)", "replaced_key_versions": replaced.map { String($0) }.joined(separator: " "),
+                ], on: connection)
+            }
+            return (row.subject, token)
         }
     }
 
