@@ -45,7 +45,8 @@ final class CustodyHarness: Sendable {
     ///   tests that inject faults, so no other suite sees them.
     ///   `maxCachedKeys`: the pool's key cache bound (tests of eviction make it small).
     ///   `operationTimeout`: the service database's, instead of the usual 30 s (a test whose one
-    ///   transaction holds many steps on purpose).
+    ///   transaction holds many steps on purpose); its statement timeout keeps the usual
+    ///   proportion (24 s of 30), since that transaction's steps wait on each other's locks.
     static func make(
         _ name: String, createRootKeys: Bool = true, module: PKCS11Module? = nil,
         keyringStepHook: (@Sendable (TenantKeyring.KeyringStep) throws -> Void)? = nil,
@@ -70,7 +71,10 @@ final class CustodyHarness: Sendable {
         var poolConfiguration = token.configuration()
         poolConfiguration.maxCachedKeys = maxCachedKeys
         var serviceConfiguration = settings.configuration(role: .service, schema: schema)
-        if let operationTimeout { serviceConfiguration.operationTimeout = operationTimeout }
+        if let operationTimeout {
+            serviceConfiguration.operationTimeout = operationTimeout
+            serviceConfiguration.statementTimeout = operationTimeout * 4 / 5
+        }
         let start = { [serviceConfiguration] (trusted: Set<EscrowKeyFingerprint>) in
             try await CustosRuntime.start(
                 pool: poolConfiguration, database: serviceConfiguration,

@@ -90,12 +90,14 @@ struct VerificationHarness: Sendable {
         }
     }
 
-    /// Whether, within 10 s, another backend of this database waits on a lock — one running a
+    /// Whether, within 20 s (the racing call's steps before the lock may wait their turn behind
+    /// other suites), another backend of this database waits on a lock — one running a
     /// statement that contains `statement`, when given. Race tests hold a lock until the racing
     /// statement is blocked on it, so they race the statement's own check, not the call's start.
     /// As the service role: pg_stat_activity shows a backend's query to its own role only.
     func someoneWaitsOnALock(running statement: String = "") async throws -> Bool {
-        for _ in 0..<400 {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
             // Called while the test holds a connection of this pool (the lock's holder): on purpose.
             let waiting = try await Database.allowingSecondConnection { try await custody.service.withConnection(context: "test: lock waits") { watcher in
                 try await watcher.query("""

@@ -26,8 +26,8 @@ struct SessionMACAttackTests {
 
     /// A harness whose list is marked as `serve` marks it at start (the database was created
     /// with record MACs), and one tenant.
-    static func marked(_ name: String) async throws -> (VerificationHarness, TenantID) {
-        let verification = try await VerificationHarness.make(name)
+    static func marked(_ name: String, operationTimeout: Duration? = nil) async throws -> (VerificationHarness, TenantID) {
+        let verification = try await VerificationHarness.make(name, operationTimeout: operationTimeout)
         try await verification.custody.keyring.reconcileRecordSeals()
         return (verification, try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id)
     }

@@ -174,7 +174,9 @@ struct TemplateReplayAttackTests {
 
     @Test("A copy inserted while the erasure's withdrawal waits uncommitted behind a lock the writer holds is refused once it commits (helper-88 B)")
     func putBackBehindAnUncommittedErasure() async throws {
-        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_behind")
+        // The lock's holder spans the erasure's and the copy's steps (HSM lookups included) on
+        // a machine running some 40 suites at once: 30 s was not enough in CI once.
+        let (verification, tenant) = try await SessionMACAttackTests.marked("treplay_behind", operationTimeout: .seconds(120))
         let subject = try await Self.enrolVictim(verification, tenant)
         let copy = try await Self.capture(verification, tenant, subject: subject)
         let rights = verification.rights
