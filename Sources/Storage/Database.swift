@@ -64,10 +64,19 @@ public final class Database: Sendable {
         runner.withLock { task in
             guard task == nil else { return }
             let (client, listenClient) = (self.client, self.listenClient)
+            // Immediate tasks: each `run()` marks its client running before `start()` returns.
+            // A lease made right after start() (every local command's first statement) found it
+            // not yet running about every other time, and PostgresNIO warned an operator that
+            // "run() hasn't been called yet".
+            let running = Task.immediate { await client.run() }
+            let listening = Task.immediate { await listenClient.run() }
             task = Task {
-                await withDiscardingTaskGroup { group in
-                    group.addTask { await client.run() }
-                    group.addTask { await listenClient.run() }
+                await withTaskCancellationHandler {
+                    await running.value
+                    await listening.value
+                } onCancel: {
+                    running.cancel()
+                    listening.cancel()
                 }
             }
         }
