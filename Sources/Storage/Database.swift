@@ -50,7 +50,7 @@ public final class Database: Sendable {
         clientConfiguration.options.additionalStartupParameters = [
             ("search_path", schema),
             ("statement_timeout", String(statementMilliseconds)),
-            ("application_name", "custos"),
+            ("application_name", configuration.applicationName),
         ]
         client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
         var listenConfiguration = clientConfiguration

@@ -9,7 +9,7 @@ extension DatabaseConfiguration: CustomStringConvertible, CustomReflectable {
         Mirror(self, children: [
             "socketPath": socketPath, "database": database, "username": username, "password": "<redacted>", "schema": schema,
             "maximumConnections": maximumConnections, "connectTimeout": connectTimeout,
-            "statementTimeout": statementTimeout, "operationTimeout": operationTimeout,
+            "statementTimeout": statementTimeout, "operationTimeout": operationTimeout, "applicationName": applicationName,
         ])
     }
 }

@@ -17,6 +17,9 @@ public struct DatabaseConfiguration: Sendable {
     public var statementTimeout: Duration
     /// How long one database operation (lease + statements) may take before ``StorageError/unavailable(_:)``: the pool would otherwise wait for a down server indefinitely.
     public var operationTimeout: Duration
+    /// What `pg_stat_activity` shows for these connections (`application_name`): tests name
+    /// their schema's, so a check of who waits on a lock sees only its own backends.
+    public var applicationName = "custos"
 
     public init(
         socketDirectory: String, port: Int = 5432, database: String, username: String, password: String,

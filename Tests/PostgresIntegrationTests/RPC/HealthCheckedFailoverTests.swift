@@ -55,9 +55,9 @@ struct HealthCheckedFailoverTests {
                     removed.armed.store(true, ordering: .relaxed)
                     try await Self.waitForHealth(transport, [.serving, .notServing])
                     #expect(second.services.health.status(of: "") == .notServing)
-                    var failed = [RPCError.Code]()
+                    var failed = [String]()
                     for index in 0..<12 {
-                        if let code = await RPCHarness.code({ _ = try await admin.createTenant(.with { $0.label = "hc-\(index)" }) }) { failed.append(code) }
+                        if let failure = await Self.failure({ _ = try await admin.createTenant(.with { $0.label = "hc-\(index)" }) }) { failed.append(failure) }
                     }
                     #expect(failed.isEmpty, "writes routed to the instance that reports NOT_SERVING: \(failed)")
                     let labels = try await admin.listTenants(Custos_V1_ListTenantsRequest()).tenants.map(\.label).filter { $0.hasPrefix("hc-") }

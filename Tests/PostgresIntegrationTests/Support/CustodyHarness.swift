@@ -215,11 +215,15 @@ struct PostgresSettings: Sendable {
     /// and a call that waits its turn there is not a failure of what the suites test (the
     /// suites that test timeouts set their own).
     func configuration(role: Role, schema: String) -> DatabaseConfiguration {
-        DatabaseConfiguration(
+        var configuration = DatabaseConfiguration(
             socketDirectory: socketDirectory, port: port, database: database,
             username: role == .owner ? ownerUser : serviceUser, password: role == .owner ? ownerPassword : servicePassword,
             schema: schema, maximumConnections: 4, statementTimeout: .seconds(24), operationTimeout: .seconds(30)
         )
+        // Every suite's backends share one database and role: named by schema, a suite's lock
+        // checks (`VerificationHarness.someoneWaitsOnALock`) see none of the others'.
+        configuration.applicationName = "custos-\(schema)"
+        return configuration
     }
 
     func binary(_ name: String) -> String {

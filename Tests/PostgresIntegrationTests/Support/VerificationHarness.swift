@@ -91,8 +91,10 @@ struct VerificationHarness: Sendable {
     }
 
     /// Whether, within 20 s (the racing call's steps before the lock may wait their turn behind
-    /// other suites), another backend of this database waits on a lock — one running a
-    /// statement that contains `statement`, when given. Race tests hold a lock until the racing
+    /// other suites), another backend of this harness's schema waits on a lock — one running a
+    /// statement that contains `statement`, when given. By schema (`application_name`), not by
+    /// database: another suite's backend waiting on its own audit lock or insert once passed
+    /// for this test's, in CI, and the race ran in the wrong order. Race tests hold a lock until the racing
     /// statement is blocked on it, so they race the statement's own check, not the call's start.
     /// As the service role: pg_stat_activity shows a backend's query to its own role only.
     func someoneWaitsOnALock(running statement: String = "") async throws -> Bool {
@@ -103,7 +105,7 @@ struct VerificationHarness: Sendable {
                 try await watcher.query("""
                     SELECT count(*)::int FROM pg_stat_activity
                     WHERE wait_event_type = 'Lock' AND strpos(query, \(statement)) > 0 AND pid <> pg_backend_pid()
-                        AND datname = current_database()
+                        AND datname = current_database() AND application_name = current_setting('application_name')
                     """, logger: Database.quiet).collect().first!.decode(Int.self)
             } }
             if waiting > 0 { return true }
