@@ -34,7 +34,7 @@ struct TenantCommand: AsyncParsableCommand {
             try remote.print(response) {
                 response.tenants.map { tenant in
                     "\(tenant.tenantID)  \(pad(tenant.disabled ? "disabled" : "active", 9))\(pad(tenant.label, 24))"
-                        + Policy.summary(tenant.policy)
+                        + (tenant.policyRefused ? Policy.refusedSummary : Policy.summary(tenant.policy))
                 }.joined(separator: "\n")
             }
         }
@@ -112,6 +112,9 @@ struct TenantCommand: AsyncParsableCommand {
 
         /// The thresholds that decide the active biometric version, with their format and whether
         /// they are the tenant's own; during an overlap, those of each older version too.
+        /// A tenant whose policy row the database's writer changed (`policy_refused`).
+        static let refusedSummary = "policy REFUSED: its row is not what the audit log records (data-plane calls answer DATA_LOSS); `custos tenant policy` with all five options repairs it"
+
         static func summary(_ policy: Custos_V1_TenantPolicy) -> String {
             func pair(_ green: Double, _ amber: Double, _ format: Custos_V1_BiometricTokenFormat, own: Bool) -> String {
                 "green ≥ \(fraction(green)), amber ≥ \(fraction(amber)) (\(UserFacingNames.format(format)) tokens, \(own ? "the tenant's own" : "defaults"))"

@@ -561,7 +561,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > All tenants, with their state.
+        /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+        /// > policy_refused (it failed the whole list before).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_ListTenantsRequest` messages.
@@ -1257,7 +1258,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > All tenants, with their state.
+        /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+        /// > policy_refused (it failed the whole list before).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ListTenantsRequest` message.
@@ -1951,7 +1953,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > All tenants, with their state.
+        /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+        /// > policy_refused (it failed the whole list before).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_ListTenantsRequest` message.
@@ -3864,7 +3867,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > All tenants, with their state.
+        /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+        /// > policy_refused (it failed the whole list before).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ListTenantsRequest` message.
@@ -4749,7 +4753,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > All tenants, with their state.
+        /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+        /// > policy_refused (it failed the whole list before).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_ListTenantsRequest` message.
@@ -5978,7 +5983,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > All tenants, with their state.
+    /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+    /// > policy_refused (it failed the whole list before).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_ListTenantsRequest` message.
@@ -7045,7 +7051,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > All tenants, with their state.
+    /// > All tenants, with their state. A tenant whose policy row is refused is listed with
+    /// > policy_refused (it failed the whole list before).
     ///
     /// - Parameters:
     ///   - message: request message to send.

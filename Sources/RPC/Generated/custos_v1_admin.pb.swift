@@ -155,6 +155,7 @@ public nonisolated struct Custos_V1_Tenant: Sendable {
   /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
   public mutating func clearCreatedAt() {self._createdAt = nil}
 
+  /// Unset when policy_refused.
   public var policy: Custos_V1_TenantPolicy {
     get {_policy ?? Custos_V1_TenantPolicy()}
     set {_policy = newValue}
@@ -163,6 +164,11 @@ public nonisolated struct Custos_V1_Tenant: Sendable {
   public var hasPolicy: Bool {self._policy != nil}
   /// Clears the value of `policy`. Subsequent reads from it will return its default value.
   public mutating func clearPolicy() {self._policy = nil}
+
+  /// The tenant's policy row is not what its newest authentic audit entry records: the
+  /// database's writer changed, planted or deleted it. The tenant's own calls and
+  /// GetTenantPolicy answer DATA_LOSS; SetTenantPolicy with every field repairs it.
+  public var policyRefused: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1676,7 +1682,7 @@ nonisolated extension Custos_V1_BiometricTokenFormat: SwiftProtobuf._ProtoNamePr
 
 nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Tenant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}label\0\u{1}disabled\0\u{3}created_at\0\u{1}policy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tenant_id\0\u{1}label\0\u{1}disabled\0\u{3}created_at\0\u{1}policy\0\u{3}policy_refused\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1689,6 +1695,7 @@ nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularBoolField(value: &self.disabled) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.policyRefused) }()
       default: break
       }
     }
@@ -1714,6 +1721,9 @@ nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Me
     try { if let v = self._policy {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.policyRefused != false {
+      try visitor.visitSingularBoolField(value: self.policyRefused, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1723,6 +1733,7 @@ nonisolated extension Custos_V1_Tenant: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.disabled != rhs.disabled {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._policy != rhs._policy {return false}
+    if lhs.policyRefused != rhs.policyRefused {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

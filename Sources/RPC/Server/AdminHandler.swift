@@ -85,10 +85,15 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         _ = try officer()
         var tenants = [Custos_V1_Tenant]()
         for record in try await deps.keyring.tenants() {
-            tenants.append(tenant(
-                record, policy: try await appliedPolicy(try await deps.policies.policy(record.id), of: record.id),
-                listedDisabled: try await deps.keyring.isTenantDisabled(record.id)
-            ))
+            let listedDisabled = try await deps.keyring.isTenantDisabled(record.id)
+            do {
+                let policy = try await appliedPolicy(try await deps.policies.policy(record.id), of: record.id)
+                tenants.append(tenant(record, policy: policy, listedDisabled: listedDisabled))
+            } catch RecordIntegrityError.tenantPolicy(let refused) where refused == record.id {
+                // Shown, not skipped (helper-78), and no longer at the cost of every other
+                // tenant: one forged policy row failed the whole list, hiding the others.
+                tenants.append(tenant(record, policy: nil, listedDisabled: listedDisabled))
+            }
         }
         return .with { $0.tenants = tenants }
     }
@@ -478,13 +483,14 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     /// - Parameter listedDisabled: the HSM's list of key states names the tenant disabled (or
     ///   offboarding): shown disabled whatever its row says, which the database's writer can set.
-    private func tenant(_ record: TenantRecord, policy: Custos_V1_TenantPolicy, listedDisabled: Bool) -> Custos_V1_Tenant {
+    /// - Parameter policy: nil when the tenant's policy row is refused.
+    private func tenant(_ record: TenantRecord, policy: Custos_V1_TenantPolicy?, listedDisabled: Bool) -> Custos_V1_Tenant {
         .with {
             $0.tenantID = record.id.rawValue
             $0.label = record.label
             $0.disabled = record.status != "active" || listedDisabled
             $0.createdAt = Google_Protobuf_Timestamp(date: record.createdAt)
-            $0.policy = policy
+            if let policy { $0.policy = policy } else { $0.policyRefused = true }
         }
     }
 

@@ -1,7 +1,9 @@
 import CustosModel
 import Foundation
 import GRPCCore
+import PostgresNIO
 import RPC
+@testable import Storage
 import SwiftProtobuf
 import Testing
 
@@ -47,6 +49,39 @@ struct TenantPolicyUpdateTests {
                 }
                 let stored = try await admin.listTenants(.init()).tenants.first { $0.tenantID == tenant }?.policy
                 #expect(stored == budget, "refused updates wrote nothing")
+            }
+        }
+    }
+
+    @Test("A tenant whose policy row the database's writer planted is listed as refused, the others as usual; setting the whole policy clears it")
+    func refusedPolicyListed() async throws {
+        try await RPCHarness.with("policylisted") { rpc in
+            try await rpc.withClient(.alice) { client in
+                let admin = Custos_V1_Admin.Client(wrapping: client)
+                let forged = try await admin.createTenant(.with { $0.label = "acme" }).tenant.tenantID
+                let other = try await admin.createTenant(.with { $0.label = "globex" }).tenant.tenantID
+                let writer = try rpc.custody.secondServiceDatabase()
+                _ = try await writer.withTenant(try #require(TenantID(forged)), context: "test: database writer") { connection in
+                    try await connection.query("""
+                        INSERT INTO tenant_policies (tenant_id, green_threshold, amber_threshold, retention_days, tokenizations_per_minute, thresholds_format)
+                        VALUES (\(forged)::uuid, 0.02, 0.01, 90, 1000000, 3)
+                        """, logger: Database.quiet)
+                }
+                await writer.shutdown()
+
+                let listed = try await admin.listTenants(.init()).tenants
+                let refused = try #require(listed.first { $0.tenantID == forged }, "the forged tenant was hidden")
+                #expect(refused.policyRefused && !refused.hasPolicy, "its planted thresholds were shown as its policy")
+                let untouched = try #require(listed.first { $0.tenantID == other })
+                #expect(!untouched.policyRefused && untouched.policy.retentionDays == 90)
+                #expect(await RPCHarness.code { _ = try await admin.getTenantPolicy(.with { $0.tenantID = forged }) } == .dataLoss)
+
+                _ = try await admin.setTenantPolicy(.with {
+                    $0.tenantID = forged
+                    $0.policy = .with { $0.greenThreshold = 0.7; $0.amberThreshold = 0.5; $0.retentionDays = 30; $0.tokenizationBudgetPerMinute = 100 }
+                })
+                let repaired = try #require(try await admin.listTenants(.init()).tenants.first { $0.tenantID == forged })
+                #expect(!repaired.policyRefused && repaired.policy.retentionDays == 30)
             }
         }
     }
