@@ -270,6 +270,10 @@ public final class Database: Sendable {
             return value
         case .failure(let error as CallerError):
             throw error.error
+        case .failure(let error as CancellationError):
+            // The caller gave up (its deadline, its client): nothing is wrong with the database.
+            // As "unavailable" it was logged as an outage and counted UNAVAILABLE (helper-91).
+            throw error
         case .failure(let error):
             throw StorageError.from(error, context: context)
         }
