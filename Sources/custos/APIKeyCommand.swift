@@ -56,7 +56,7 @@ struct APIKeyCommand: AsyncParsableCommand {
             try confirm("Revoke API key \(keyID)?", yes: yes)
             let keyID = keyID
             let response = try await remote.withAdmin { try await $0.revokeAPIKey(.with { $0.tenantID = id; $0.keyID = keyID }) }
-            try remote.print(response) { "revoked \(keyID)" }
+            try remote.print(response) { response.revoked ? "revoked \(keyID)" : "\(keyID) was already revoked" }
         }
     }
 

@@ -165,8 +165,18 @@ public final class Authenticator: Sendable {
         )
     }
 
+    /// The one value of `key`, nil without one. Sent twice, a value is refused rather than the
+    /// first taken (helper-91): a proxy in front that checks the last would see another tenant
+    /// or key than Custos.
+    func single(_ key: String, in metadata: Metadata, refusedWith code: RPCError.Code) throws -> String? {
+        var values = metadata[stringValues: key].makeIterator()
+        guard let value = values.next() else { return nil }
+        guard values.next() == nil else { throw RPCError(code: code, message: "\(key) metadata given more than once") }
+        return value
+    }
+
     func requestedTenant(_ metadata: Metadata) throws -> TenantID? {
-        guard let text = metadata[stringValues: Self.tenantMetadataKey].first(where: { _ in true }) else { return nil }
+        guard let text = try single(Self.tenantMetadataKey, in: metadata, refusedWith: .invalidArgument) else { return nil }
         do {
             return try TenantID.parse(text)
         } catch {
@@ -175,7 +185,7 @@ public final class Authenticator: Sendable {
     }
 
     func bearerToken(_ metadata: Metadata) throws -> SecretBytes? {
-        guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }) else { return nil }
+        guard let value = try single("authorization", in: metadata, refusedWith: .unauthenticated) else { return nil }
         guard value.hasPrefix("Bearer "), value.utf8.count > 7 else {
             throw RPCError(code: .unauthenticated, message: "authorization must be 'Bearer <API key>'")
         }

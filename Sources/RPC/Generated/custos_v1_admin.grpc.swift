@@ -777,8 +777,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The newest audit entries, newest last.
-        /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+        /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+        /// > Errors: INVALID_ARGUMENT (limit over 1000).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_AuditTailRequest` messages.
@@ -1474,8 +1474,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The newest audit entries, newest last.
-        /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+        /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+        /// > Errors: INVALID_ARGUMENT (limit over 1000).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_AuditTailRequest` message.
@@ -2169,8 +2169,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The newest audit entries, newest last.
-        /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+        /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+        /// > Errors: INVALID_ARGUMENT (limit over 1000).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_AuditTailRequest` message.
@@ -4138,8 +4138,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The newest audit entries, newest last.
-        /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+        /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+        /// > Errors: INVALID_ARGUMENT (limit over 1000).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_AuditTailRequest` message.
@@ -5145,8 +5145,8 @@ extension Custos_V1_Admin {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The newest audit entries, newest last.
-        /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+        /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+        /// > Errors: INVALID_ARGUMENT (limit over 1000).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_AuditTailRequest` message.
@@ -6320,8 +6320,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The newest audit entries, newest last.
-    /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+    /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+    /// > Errors: INVALID_ARGUMENT (limit over 1000).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_AuditTailRequest` message.
@@ -7432,8 +7432,8 @@ extension Custos_V1_Admin.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The newest audit entries, newest last.
-    /// > Errors: INVALID_ARGUMENT (limit outside 1..1000).
+    /// > The newest audit entries, newest last: `limit` of them, 20 when it is 0.
+    /// > Errors: INVALID_ARGUMENT (limit over 1000).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -586,6 +586,7 @@ public nonisolated struct Custos_V1_RevokeAPIKeyResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// False when the key was already revoked.
   public var revoked: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

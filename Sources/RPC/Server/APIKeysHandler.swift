@@ -30,10 +30,15 @@ public struct APIKeysHandler: Custos_V1_APIKeys.SimpleServiceProtocol {
     public func revokeKey(request: Custos_V1_RevokeKeyRequest, context: ServerContext) async throws -> Custos_V1_RevokeKeyResponse {
         let tenant = try Caller.requireTenant()
         let keyID = try RequestFields.apiKeyID(request.keyID)
-        guard try await apiKeys.revoke(tenant: tenant, keyID: keyID, actor: Caller.current?.actor ?? "tenant") else {
-            throw RPCError(code: .notFound, message: "no API key \(keyID) in this tenant")
+        do {
+            guard try await apiKeys.revoke(tenant: tenant, keyID: keyID, actor: Caller.current?.actor ?? "tenant") else {
+                throw RPCError(code: .notFound, message: "no API key \(keyID) in this tenant")
+            }
+            return .with { $0.revoked = true }
+        } catch APIKeyError.alreadyRevoked {
+            // The proto's contract: a revocation sent again succeeds, saying it changed nothing.
+            return .with { $0.revoked = false }
         }
-        return .with { $0.revoked = true }
     }
 
     static func info(_ record: APIKeyRecord) -> Custos_V1_APIKeyInfo {

@@ -294,10 +294,14 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
         let actor = try officer()
         let keyID = try RequestFields.apiKeyID(request.keyID)
         let id = try await existingTenant(request.tenantID)
-        guard try await deps.apiKeys.revoke(tenant: id, keyID: keyID, actor: actor) else {
-            throw RPCError(code: .notFound, message: "no API key \(keyID) in tenant \(id)")
+        do {
+            guard try await deps.apiKeys.revoke(tenant: id, keyID: keyID, actor: actor) else {
+                throw RPCError(code: .notFound, message: "no API key \(keyID) in tenant \(id)")
+            }
+            return .with { $0.revoked = true }
+        } catch APIKeyError.alreadyRevoked {
+            return .with { $0.revoked = false }
         }
-        return .with { $0.revoked = true }
     }
 
     public func listAPIKeys(request: Custos_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Custos_V1_ListAPIKeysResponse {
@@ -351,7 +355,9 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
 
     public func auditTail(request: Custos_V1_AuditTailRequest, context: ServerContext) async throws -> Custos_V1_AuditTailResponse {
         _ = try officer()
-        let limit = Int(request.limit == 0 ? 20 : min(request.limit, 1_000))
+        // As AuditExport: over the bound is refused, not cut silently (helper-91).
+        guard request.limit <= 1_000 else { throw RPCError(code: .invalidArgument, message: "limit is at most 1000") }
+        let limit = Int(request.limit == 0 ? 20 : request.limit)
         let entries = try await deps.audit.tail(limit: limit)
         return .with { $0.entries = entries.map(Self.wire) }
     }

@@ -33,7 +33,8 @@ public enum StatusMapping {
             case .rateLimited: return RPCError(code: .resourceExhausted, message: error.description)
             }
         case let error as APIKeyError:
-            if case .alreadyRevoked = error { return RPCError(code: .failedPrecondition, message: error.description) }
+            // alreadyRevoked never gets here: RevokeKey and RevokeAPIKey answer it as success.
+            if case .alreadyRevoked = error { return internalError(error, method: method, logger: logger) }
             return RPCError(code: .unauthenticated, message: "API key not valid")
         case let error as APIKeyUnusable:
             if let suppressed = error.suppressedBefore {

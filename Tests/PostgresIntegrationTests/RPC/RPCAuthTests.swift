@@ -47,6 +47,13 @@ struct RPCAuthTests {
                 #expect(await RPCHarness.code { _ = try await verification.ping(.init(), metadata: { var m = Metadata(); m.addString("Basic Zm9vOmJhcg==", forKey: "authorization"); return m }()) } == .unauthenticated)
                 let me = try await apiKeys.whoAmI(.init(), metadata: bearer(key))
                 #expect(me.tenantID == a && me.scopes == ["verification", "keys"])
+                // Sent twice, a tenant or a key is refused, not the first taken (helper-91: a
+                // session was created in the first-named tenant; a proxy checking the last sees
+                // the other).
+                let twoTenants: Metadata = { var m = tenantMetadata(b); m.addString(a, forKey: "custos-tenant"); return m }()
+                #expect(await RPCHarness.code { _ = try await verification.ping(.init(), metadata: twoTenants) } == .invalidArgument)
+                let twoKeys: Metadata = { var m = bearer(key); m.addString("Bearer \(webhooksOnly)", forKey: "authorization"); return m }()
+                #expect(await RPCHarness.code { _ = try await apiKeys.whoAmI(.init(), metadata: twoKeys) } == .unauthenticated)
 
                 // Tenant B's session is invisible to tenant A's key: NOT_FOUND, as if it did not exist.
                 let bSession = try await verification.createSession(.with { $0.subjectExternalID = "b-1" }, metadata: tenantMetadata(b)).sessionID

@@ -191,6 +191,9 @@ struct RPCInputTests {
                         _ = try await admin.revokeCertificate(.with { $0.serial = "0a"; $0.subject = String(repeating: "s", count: 257) })
                     }),
                     ("Admin RevokeAPIKey malformed id", .invalidArgument, { _ = try await admin.revokeAPIKey(.with { $0.tenantID = tenant; $0.keyID = "../../etc" }) }),
+                    // helper-91: cut to 1000 silently, as AuditExport refuses it.
+                    ("AuditTail limit over 1000", .invalidArgument, { _ = try await admin.auditTail(.with { $0.limit = 1_001 }) }),
+                    ("AuditTail limit 2^32 - 1", .invalidArgument, { _ = try await admin.auditTail(.with { $0.limit = .max }) }),
                 ]
                 for (name, expected, call) in cases {
                     let code = await RPCHarness.code(call)
@@ -236,13 +239,19 @@ struct RPCInputTests {
             try await rpc.withClient(.alice) { client in
                 _ = try await Custos_V1_Admin.Client(wrapping: client).enableKey(.with { $0.tenantID = tenant; $0.purpose = .apikeyPepper; $0.version = 1 })
             }
-            // Revoked twice: the second says so (it answered NOT_FOUND, as for a key that never was).
+            // Revoked twice: the second succeeds and says it changed nothing, as the proto promises
+            // (it answered NOT_FOUND, as for a key that never was, then FAILED_PRECONDITION).
             try await rpc.withClient(.frontend) { client in
                 let apiKeys = Custos_V1_APIKeys.Client(wrapping: client)
                 let keyID = issued.info.keyID
-                #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant)) } == nil)
-                #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant)) } == .failedPrecondition)
+                let first = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant))
+                let again = try await apiKeys.revokeKey(.with { $0.keyID = keyID }, metadata: tenantMetadata(tenant))
+                #expect(first.revoked && !again.revoked)
                 #expect(await RPCHarness.code { _ = try await apiKeys.revokeKey(.with { $0.keyID = "AAAAAAAAAAA" }, metadata: tenantMetadata(tenant)) } == .notFound)
+            }
+            try await rpc.withClient(.alice) { client in
+                let revoked = try await Custos_V1_Admin.Client(wrapping: client).revokeAPIKey(.with { $0.tenantID = tenant; $0.keyID = issued.info.keyID })
+                #expect(revoked.revoked == false, "an officer's revocation of a revoked key")
             }
         }
     }
