@@ -157,11 +157,19 @@ extension TenantKeyring {
     }
 
     func storePending(_ pending: KeyVersionRecord) async throws {
-        try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
-            try await self.refuseIfOffboarding(pending.tenant, on: connection)
-            try await Self.requireNewestRootKEKs([pending], on: connection)
-            try await KeyVersionStore.insert(pending, on: connection)
-            try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
+        do {
+            try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
+                try await self.refuseIfOffboarding(pending.tenant, on: connection)
+                try await Self.requireNewestRootKEKs([pending], on: connection)
+                try await KeyVersionStore.insert(pending, on: connection)
+                try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
+            }
+        } catch StorageError.conflict {
+            // Another rotation of this purpose read the same newest version and stored the next
+            // one first: nothing of this one was stored, and sent again it takes the number
+            // after (helper-91: it answered ALREADY_EXISTS, as if the caller had asked for a
+            // version that exists).
+            throw CustodyError.changedConcurrently(pending.tenant, pending.purpose, pending.version)
         }
     }
 

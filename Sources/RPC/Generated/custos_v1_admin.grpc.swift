@@ -621,7 +621,8 @@ extension Custos_V1_Admin {
         /// >
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+        /// > the purpose stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RotateKeyRequest` messages.
@@ -1318,7 +1319,8 @@ extension Custos_V1_Admin {
         /// >
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+        /// > the purpose stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -2013,7 +2015,8 @@ extension Custos_V1_Admin {
         /// >
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+        /// > the purpose stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RotateKeyRequest` message.
@@ -3942,7 +3945,8 @@ extension Custos_V1_Admin {
         /// >
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+        /// > the purpose stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -4861,7 +4865,8 @@ extension Custos_V1_Admin {
         /// >
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+        /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+        /// > the purpose stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -6076,7 +6081,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// >
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+    /// > the purpose stored the next version first: send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -7156,7 +7162,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// >
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
-    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified).
+    /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
+    /// > the purpose stored the next version first: send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -159,7 +159,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
-        /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+        /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_CreateSecretRequest` messages.
@@ -198,7 +199,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+        /// > (another rotation stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RotateRequest` messages.
@@ -269,7 +271,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
-        /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+        /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -308,7 +311,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+        /// > (another rotation stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -377,7 +381,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
-        /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+        /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_CreateSecretRequest` message.
@@ -416,7 +421,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+        /// > (another rotation stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RotateRequest` message.
@@ -684,7 +690,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
-        /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+        /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -733,7 +740,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+        /// > (another rotation stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -838,7 +846,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
-        /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+        /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -909,7 +918,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+        /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+        /// > (another rotation stored the next version first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -1019,7 +1029,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
     /// > Any previous version becomes RETIRING for the default overlap (24 h).
-    /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+    /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+    /// > first: send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -1080,7 +1091,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
     /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-    /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+    /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+    /// > (another rotation stored the next version first: send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -1183,7 +1195,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
     /// > Any previous version becomes RETIRING for the default overlap (24 h).
-    /// > Errors: RESOURCE_EXHAUSTED (HSM pool).
+    /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
+    /// > first: send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1252,7 +1265,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
     /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
-    /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days).
+    /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
+    /// > (another rotation stored the next version first: send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.
