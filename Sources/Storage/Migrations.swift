@@ -1434,6 +1434,39 @@ public enum Migrations {
         REVOKE ALL ON FUNCTION {schema}.template_withdrawn(bytea, uuid, text, integer, bytea) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION {schema}.template_withdrawn(bytea, uuid, text, integer, bytea) TO {service};
         """),
+        Migration(version: 35, summary: "a consent recorded again for the same notice keeps its first time", sql: """
+        -- Migration 33's RecordConsent overwrote consented_at (and its MAC) on every repeat: the
+        -- evidence of when the candidate consented moved with each retry (helper-91). A new
+        -- name, so that instances of the previous build keep the function they call during a
+        -- rolling upgrade.
+        CREATE FUNCTION {schema}.record_consent_once(p_tenant uuid, p_session uuid, p_notice_version text, p_now timestamptz,
+            p_session_mac bytea, p_session_mac_version bigint)
+        RETURNS text
+        LANGUAGE plpgsql SECURITY INVOKER AS $$
+        DECLARE
+            v_why text;
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            UPDATE {schema}.verification_sessions s SET notice_version = p_notice_version, consented_at = p_now,
+                record_mac = p_session_mac, record_mac_version = p_session_mac_version
+            WHERE s.id = p_session AND s.outcome IS NULL AND s.expires_at > p_now AND s.link_opened_at IS NOT NULL
+                AND (s.consented_at IS NULL OR s.notice_version IS DISTINCT FROM p_notice_version)
+                AND NOT EXISTS (SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session);
+            IF FOUND THEN
+                RETURN 'consented';
+            END IF;
+            SELECT CASE WHEN s.outcome IS NOT NULL OR EXISTS (
+                    SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session) THEN 'completed'
+                WHEN s.expires_at <= p_now THEN 'expired'
+                WHEN s.link_opened_at IS NULL THEN 'not_opened'
+                ELSE 'already_consented' END
+            INTO v_why FROM {schema}.verification_sessions s WHERE s.id = p_session;
+            RETURN coalesce(v_why, 'not_found');
+        END
+        $$;
+        REVOKE ALL ON FUNCTION {schema}.record_consent_once(uuid, uuid, text, timestamptz, bytea, bigint) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {schema}.record_consent_once(uuid, uuid, text, timestamptz, bytea, bigint) TO {service};
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -63,6 +63,9 @@ extension SessionStore {
         case expired
         /// Nothing written: the session's gateway link was not opened.
         case notOpened = "not_opened"
+        /// Nothing written: the session was consented to this notice version before; its
+        /// consent keeps its first time.
+        case alreadyConsented = "already_consented"
     }
 
     /// Records consent to `noticeVersion` at `now`, with the MAC of the consented record
@@ -124,8 +127,8 @@ extension SessionStore {
     }
 
     struct RecordConsentIfOpen: PreparedStatement {
-        static let name = "custos_record_sealed_consent_if_open"
-        static let sql = "SELECT record_consent($1::uuid, $2, $3, $4, $5, $6)"
+        static let name = "custos_record_sealed_consent_once"
+        static let sql = "SELECT record_consent_once($1::uuid, $2, $3, $4, $5, $6)"
         static let bindingDataTypes: [PostgresDataType] = [.text, .uuid, .text, .timestamptz, .bytea, .int8]
         let id: UUID
         let tenant: TenantID

@@ -117,16 +117,29 @@ public final class VerificationSessions: Sendable {
         let now = now().wholeSeconds
         let seal = try await recordSeals.seal(SessionRecord(id: session, noticeVersion: noticeVersion, consentedAt: now), tenant: tenant)
         // One statement, one commit (issue 12): the function re-checks the session as it writes.
-        try await database.withAutocommit(context: "record consent") { connection in
-            switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection) {
-            case .consented: return
-            case .notFound: throw VerificationError.sessionNotFound(session)
-            case .completed: throw VerificationError.sessionCompleted(session)
-            case .expired: throw VerificationError.sessionExpired(session)
-            case .notOpened: throw VerificationError.linkNotOpened(session)
-            }
+        let written = try await database.withAutocommit(context: "record consent") { connection in
+            try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection)
         }
-        return now
+        switch written {
+        case .consented: return now
+        case .notFound: throw VerificationError.sessionNotFound(session)
+        case .completed: throw VerificationError.sessionCompleted(session)
+        case .expired: throw VerificationError.sessionExpired(session)
+        case .notOpened: throw VerificationError.linkNotOpened(session)
+        case .alreadyConsented: return try await firstConsent(tenant: tenant, session: session)
+        }
+    }
+
+    /// The time of a consent recorded before, as Custos recorded it: a repeat returns it
+    /// unchanged (it overwrote it, helper-91), never a time the database's writer set.
+    private func firstConsent(tenant: TenantID, session: UUID) async throws -> Date {
+        let row = try await database.withTenant(tenant, context: "read consent") { connection in
+            try await SessionStore.get(session, on: connection)
+        }
+        guard let row else { throw VerificationError.sessionNotFound(session) }
+        try await recordSeals.requireAuthentic(row, tenant: tenant)
+        guard let consentedAt = row.consentedAt else { throw RecordIntegrityError.session(session) }
+        return consentedAt
     }
 
     public func status(tenant: TenantID, session: UUID) async throws -> SessionStatus {

@@ -39,6 +39,26 @@ struct SessionCallTests {
         await verification.custody.shutdown()
     }
 
+    @Test("Consent sent again for the same notice keeps its first time (helper-91: it was overwritten); a first time the database's writer changed is refused, not returned")
+    func consentRecordedOnce() async throws {
+        let verification = try await VerificationHarness.make("consent_once")
+        let tenant = try await verification.custody.keyring.createTenant(label: "acme", actor: "officer").id
+        let sessions = verification.sessions
+        let created = try await sessions.create(tenant: tenant, externalID: PersonalText("cand"), name: nil, email: nil)
+        let session = try await sessions.openGateway(tenant: tenant, link: created.gatewayLink)
+        let first = try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2026-01")
+        verification.clock.advance(hours: 0.05)
+        let again = try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2026-01")
+        #expect(again == first, "the consent's time moved with the repeat")
+        #expect(try await sessions.status(tenant: tenant, session: session).consentedAt == first, "the stored consent is not the first, or its MAC fails")
+
+        try await TemplateMACAttackTests.asDatabaseWriter(verification, tenant, "UPDATE verification_sessions SET consented_at = consented_at - interval '1 day'")
+        await #expect(throws: RecordIntegrityError.session(session)) {
+            _ = try await sessions.recordConsent(tenant: tenant, session: session, noticeVersion: "notice-2026-01")
+        }
+        await verification.custody.shutdown()
+    }
+
     @Test("Consent sent while a completion holds the session's lock waits for it, is refused as completed and writes nothing")
     func consentOvertakenByCompletion() async throws {
         let verification = try await VerificationHarness.make("consent_race")
