@@ -68,11 +68,8 @@ public struct AuthenticationInterceptor: ServerInterceptor {
                     work.cancel()
                 }
             }
-            // An error a handler throws reaches here already wrapped by grpc-swift as UNKNOWN,
-            // with the original as its cause: give it its precise status.
             if case .failure(let error) = response.accepted {
-                let status = error.code == .unknown && error.cause != nil
-                    ? StatusMapping.rpcError(for: error.cause!, method: method, logger: logger) : error
+                let status = Self.status(ofFailed: error, method: method, logger: logger)
                 code = "\(status.code)"
                 return StreamingServerResponse(error: status)
             }
@@ -82,5 +79,23 @@ public struct AuthenticationInterceptor: ServerInterceptor {
             code = "\(status.code)"
             throw status
         }
+    }
+
+    /// The precise status of a call whose response failed.
+    static func status(ofFailed error: RPCError, method: String, logger: Logger) -> RPCError {
+        // An error a handler throws reaches here already wrapped by grpc-swift as UNKNOWN, with
+        // the original as its cause.
+        if error.code == .unknown, let cause = error.cause {
+            return StatusMapping.rpcError(for: cause, method: method, logger: logger)
+        }
+        // The transport refused the request's framing — a length prefix over the 1 MiB limit (its
+        // deframer's RESOURCE_EXHAUSTED, which grpc-swift-nio-transport replaces with this), or
+        // a compressed frame without compression — and reset the stream: the caller never sees
+        // a status, but it was counted INTERNAL, a Custos bug, at any caller's will (helper-91).
+        if error.code == .internalError, error.cause == nil, error.message == "Failed to decode message" {
+            logger.debug("request refused by the transport: over 1 MiB, or not a gRPC frame", metadata: ["method": "\(method)"])
+            return RPCError(code: .resourceExhausted, message: "request larger than the transport's limit (1 MiB) or not a gRPC frame")
+        }
+        return error
     }
 }

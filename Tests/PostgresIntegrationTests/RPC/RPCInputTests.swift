@@ -270,6 +270,15 @@ struct RPCInputTests {
                 }
                 #expect(code == .unavailable || code == .resourceExhausted, "got \(String(describing: code))")
             }
+            // Counted as the caller's oversized request, not as INTERNAL (helper-91): the
+            // transport's own failure is what the interceptor recognises. The server ends the
+            // call after the client has seen the reset.
+            var recognised = false
+            for _ in 0..<200 where !recognised {
+                recognised = rpc.custody.logs.text.contains("request refused by the transport")
+                if !recognised { try await Task.sleep(for: .milliseconds(25)) }
+            }
+            #expect(recognised, "the transport's refusal was not recognised")
             let after = await RPCHarness.code {
                 try await rpc.withClient(.frontend) { client in
                     _ = try await Custos_V1_Verification.Client(wrapping: client).ping(.init(), metadata: tenantMetadata(tenant))
