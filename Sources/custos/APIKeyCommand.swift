@@ -23,7 +23,7 @@ struct APIKeyCommand: AsyncParsableCommand {
         @Option(help: "Tenant id.") var tenant: String
         @Option(help: "Scope (repeatable): verification, webhooks, keys.") var scope: [String] = ["verification"]
         @Option(help: "A label for the key (not secret).") var label = ""
-        @Option(help: "Lifetime in seconds (0: no expiry).") var ttl: UInt64 = 0
+        @Option(help: "Lifetime in seconds (0: no expiry; at most 2 years, 63072000).") var ttl: UInt64 = 0
 
         func run() async throws {
             let id = try tenantArgument(tenant)

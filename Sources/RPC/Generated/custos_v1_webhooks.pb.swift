@@ -276,12 +276,35 @@ public nonisolated struct Custos_V1_WebhookPublicKey: Sendable {
   /// Clears the value of `retiringUntil`. Subsequent reads from it will return its default value.
   public mutating func clearRetiringUntil() {self._retiringUntil = nil}
 
+  /// Set while officers have disabled the version: Custos signs nothing with it until it is
+  /// enabled again (its state is unchanged).
+  public var disabledAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_disabledAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_disabledAt = newValue}
+  }
+  /// Returns true if `disabledAt` has been explicitly set.
+  public var hasDisabledAt: Bool {self._disabledAt != nil}
+  /// Clears the value of `disabledAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDisabledAt() {self._disabledAt = nil}
+
+  /// Set while an approved destruction of the version is scheduled: Custos signs nothing with it.
+  public var destructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_destructionDueAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_destructionDueAt = newValue}
+  }
+  /// Returns true if `destructionDueAt` has been explicitly set.
+  public var hasDestructionDueAt: Bool {self._destructionDueAt != nil}
+  /// Clears the value of `destructionDueAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDestructionDueAt() {self._destructionDueAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _retiringUntil: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _disabledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _destructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Custos_V1_PublicKeysResponse: Sendable {
@@ -615,7 +638,7 @@ nonisolated extension Custos_V1_PublicKeysRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Custos_V1_WebhookPublicKey: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WebhookPublicKey"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{3}public_key\0\u{3}created_at\0\u{3}retiring_until\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}state\0\u{3}public_key\0\u{3}created_at\0\u{3}retiring_until\0\u{3}disabled_at\0\u{3}destruction_due_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -628,6 +651,8 @@ nonisolated extension Custos_V1_WebhookPublicKey: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._retiringUntil) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._disabledAt) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._destructionDueAt) }()
       default: break
       }
     }
@@ -653,6 +678,12 @@ nonisolated extension Custos_V1_WebhookPublicKey: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._retiringUntil {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    try { if let v = self._disabledAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._destructionDueAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -662,6 +693,8 @@ nonisolated extension Custos_V1_WebhookPublicKey: SwiftProtobuf.Message, SwiftPr
     if lhs.publicKey != rhs.publicKey {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._retiringUntil != rhs._retiringUntil {return false}
+    if lhs._disabledAt != rhs._disabledAt {return false}
+    if lhs._destructionDueAt != rhs._destructionDueAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

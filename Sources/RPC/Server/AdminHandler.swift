@@ -280,9 +280,12 @@ public struct AdminHandler: Custos_V1_Admin.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "scopes: one or more of \(known.sorted().joined(separator: ", "))")
         }
         let label = try RequestFields.text(request.label, field: "label", maxBytes: 128)
-        guard request.ttlSeconds <= 3 * 365 * 86_400 else { throw RPCError(code: .invalidArgument, message: "ttl_seconds: at most 3 years") }
+        guard request.ttlSeconds <= 2 * 365 * 86_400 else { throw RPCError(code: .invalidArgument, message: "ttl_seconds: at most 2 years (63072000)") }
         let expiry = request.ttlSeconds == 0 ? nil : Date().addingTimeInterval(Double(request.ttlSeconds))
-        let issued = try await deps.apiKeys.issue(tenant: id, scopes: request.scopes, label: label, expiresAt: expiry, actor: actor)
+        // Each scope once, in the order given (helper-91: ["keys", "keys"] was stored as sent).
+        var seen = Set<String>()
+        let scopes = request.scopes.filter { seen.insert($0).inserted }
+        let issued = try await deps.apiKeys.issue(tenant: id, scopes: scopes, label: label, expiresAt: expiry, actor: actor)
         let record = try await deps.apiKeys.list(tenant: id).first { $0.keyID == issued.keyID }
         return .with {
             $0.apiKey = issued.key.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }

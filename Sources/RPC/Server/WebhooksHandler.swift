@@ -119,6 +119,10 @@ public struct WebhooksHandler: Custos_V1_Webhooks.SimpleServiceProtocol {
                     $0.state = RequestFields.state(record.state)
                     $0.publicKey = StandardWebhooks.encodePublicKey(record.publicKey!)
                     if record.state == .retiring, let until = record.retiringUntil { $0.retiringUntil = Google_Protobuf_Timestamp(date: until) }
+                    // Listed ACTIVE with nothing else, a disabled version read as one Custos
+                    // signs with (helper-91).
+                    if let at = record.disabledAt { $0.disabledAt = Google_Protobuf_Timestamp(date: at) }
+                    if let due = record.destructionDueAt { $0.destructionDueAt = Google_Protobuf_Timestamp(date: due) }
                 }
             }
         }

@@ -95,4 +95,27 @@ struct KeyLifecycleRPCTests {
             }
         }
     }
+
+    @Test("PublicKeys shows a disabled Ed25519 version as disabled (it listed it ACTIVE with nothing else while Custos refused to sign with it)")
+    func disabledPublicKeyShown() async throws {
+        try await RPCHarness.with("rpcpubdisabled") { rpc in
+            let tenant = try await rpc.withClient(.alice) { client in
+                try await Custos_V1_Admin.Client(wrapping: client).createTenant(.with { $0.label = "acme" }).tenant.tenantID
+            }
+            let created = try await rpc.withClient(.frontend) { client in
+                try await Custos_V1_Webhooks.Client(wrapping: client).createEd25519Key(.init(), metadata: tenantMetadata(tenant))
+            }
+            func listed() async throws -> Custos_V1_WebhookPublicKey? {
+                try await rpc.withClient(.frontend) { client in
+                    try await Custos_V1_Webhooks.Client(wrapping: client).publicKeys(.init(), metadata: tenantMetadata(tenant)).keys.first { $0.version == created.version }
+                }
+            }
+            #expect(try await listed()?.hasDisabledAt == false)
+            try await rpc.withClient(.alice) { client in
+                _ = try await Custos_V1_Admin.Client(wrapping: client).disableKey(.with { $0.tenantID = tenant; $0.purpose = .webhookEd25519; $0.version = created.version })
+            }
+            let disabled = try #require(try await listed())
+            #expect(disabled.hasDisabledAt && disabled.state == .active && !disabled.hasDestructionDueAt)
+        }
+    }
 }
