@@ -33,6 +33,9 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
     /// The row changed between reading and writing it (another instance or a re-wrap acted
     /// first); nothing was written. Retry reads the new state.
     case changedConcurrently(TenantID, KeyPurpose, Int)
+    /// Another rotation of the purpose, to the version given, is still listed as pending: in
+    /// progress, or interrupted (a crash) and left to a reconciliation. Nothing was stored.
+    case rotationPending(TenantID, KeyPurpose, Int)
     /// A root-KEK rotation recorded a newer root KEK set (`recorded`) while a key was being
     /// wrapped under an older one: nothing was stored. The keyring adopts the new set and makes
     /// the key again once; seen by a caller only if the set changed twice meanwhile.
@@ -120,6 +123,8 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) cannot be destroyed: \(reason)"
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
         case .rootKEKRotated(let recorded): "root KEK version \(recorded) was recorded while a key was being made under an older one; nothing was stored, try again"
+        case .rotationPending(let tenant, let purpose, let version):
+            "a rotation of tenant \(tenant)'s \(purpose.rawValue) key to v\(version) is still pending: rotate again once it completes; if it was interrupted, `custos key reconcile` (or a restart) completes it"
         case .changedConcurrently(let tenant, let purpose, let version):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) changed while this operation ran; nothing was written, try again"
         case .rootKeysDoNotMatch(let mismatches):

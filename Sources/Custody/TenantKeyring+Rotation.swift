@@ -53,7 +53,11 @@ extension TenantKeyring {
         do {
             return try await step()
         } catch {
-            if let completed = await givenBackOrCompletedElsewhere(pending, entry: entry) { return completed }
+            // In a task of its own: a rotation failed by its caller's cancellation (a deadline)
+            // would otherwise fail its give-back at once too, and leave its listing to refuse
+            // every later rotation of the purpose until a reconciliation (helper-92).
+            let givenBack = Task { await self.givenBackOrCompletedElsewhere(pending, entry: entry) }
+            if let completed = await givenBack.value { return completed }
             throw error
         }
     }
@@ -157,18 +161,31 @@ extension TenantKeyring {
     }
 
     func storePending(_ pending: KeyVersionRecord) async throws {
+        try await storingPending(pending, context: "store pending key version") { connection in
+            try await self.refuseIfOffboarding(pending.tenant, on: connection)
+            try await Self.requireNewestRootKEKs([pending], on: connection)
+            try await KeyVersionStore.insert(pending, on: connection)
+            try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
+        }
+    }
+
+    /// Runs `body`, which stores `pending` and lists its rotation, in one transaction. A unique
+    /// violation means another rotation of the purpose got there first; it answered
+    /// ALREADY_EXISTS, as if the caller had asked for a version that exists (helper-91). Which
+    /// rotation decides the answer: one that took this version number → `changedConcurrently`
+    /// (nothing stored; sent again, the call takes the next number); one of another version
+    /// still listed as pending → `rotationPending`, since the call sent again would meet the same
+    /// listing until that rotation completes, is given back, or is reconciled (helper-92).
+    func storingPending(
+        _ pending: KeyVersionRecord, context: String, _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Void
+    ) async throws {
         do {
-            try await database.withTenant(pending.tenant, context: "store pending key version") { connection in
-                try await self.refuseIfOffboarding(pending.tenant, on: connection)
-                try await Self.requireNewestRootKEKs([pending], on: connection)
-                try await KeyVersionStore.insert(pending, on: connection)
-                try await KeyVersionStore.markPending(pending.tenant, pending.purpose, version: pending.version, on: connection)
-            }
+            try await database.withTenant(pending.tenant, context: context, body)
         } catch StorageError.conflict {
-            // Another rotation of this purpose read the same newest version and stored the next
-            // one first: nothing of this one was stored, and sent again it takes the number
-            // after (helper-91: it answered ALREADY_EXISTS, as if the caller had asked for a
-            // version that exists).
+            let listed = try await database.withTenant(pending.tenant, context: "read pending rotation") { connection in
+                try await KeyVersionStore.pendingRotation(pending.tenant, pending.purpose, on: connection)
+            }
+            if let listed, listed != pending.version { throw CustodyError.rotationPending(pending.tenant, pending.purpose, listed) }
             throw CustodyError.changedConcurrently(pending.tenant, pending.purpose, pending.version)
         }
     }

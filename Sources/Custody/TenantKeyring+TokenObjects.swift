@@ -19,7 +19,7 @@ extension TenantKeyring {
     /// of a new version without it.
     /// - Throws: ``CustodyError/tokenObjectLimit(_:limit:)``; storage errors.
     func storePendingTokenObject(_ pending: KeyVersionRecord, escrow: SeedEscrowRecord? = nil, limit: Int) async throws {
-        try await database.withTenant(pending.tenant, context: "store pending token-object key version") { connection in
+        try await storingPending(pending, context: "store pending token-object key version") { connection in
             // Listed before its import (``listBeforeImport(_:)``): off the list with its row. Gone
             // already means start-up reconciliation (another instance's) destroyed the objects.
             guard let label = pending.tokenLabel, try await PendingTokenDestructionStore.claim(label: label, on: connection) else {

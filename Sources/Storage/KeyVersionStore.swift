@@ -201,6 +201,15 @@ public enum KeyVersionStore {
         return false
     }
 
+    /// The version of `purpose`'s rotation listed as pending, if one is.
+    public static func pendingRotation(_ tenant: TenantID, _ purpose: KeyPurpose, on connection: DatabaseTransaction) async throws -> Int? {
+        let rows = try await connection.query("""
+            SELECT version FROM pending_rotations WHERE tenant_id = \(tenant.rawValue)::uuid AND purpose = \(purpose.rawValue)
+            """, logger: Database.quiet)
+        for try await version in rows.decode(Int.self) { return version }
+        return nil
+    }
+
     public static func pendingRotations(on connection: DatabaseTransaction) async throws -> [(tenant: TenantID, purpose: KeyPurpose, version: Int)] {
         var pending = [(tenant: TenantID, purpose: KeyPurpose, version: Int)]()
         let rows = try await connection.query("SELECT tenant_id::text, purpose, version FROM pending_rotations ORDER BY created_at", logger: Database.quiet)

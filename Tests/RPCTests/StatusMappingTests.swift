@@ -54,6 +54,7 @@ struct StatusMappingTests {
         Row(error: VerificationError.tooManyAttempts(limit: 20, window: .seconds(86_400), retryAfter: Date(timeIntervalSince1970: 0)), code: .resourceExhausted),
         Row(error: VerificationError.biometricVersionRetired(1), code: .aborted),
         Row(error: VerificationError.tokenWithdrawn, code: .failedPrecondition),
+        Row(error: VerificationError.consentChanged(UUID(uuidString: "00000000-0000-0000-0000-000000000001")!), code: .aborted),
     ]
 
     static let tokenization: [Row] = [
@@ -113,6 +114,7 @@ struct StatusMappingTests {
         Row(error: CustodyError.biometricOverlapOpen(tenant, .bioSeed, 1, until: Date(timeIntervalSince1970: 1_800_000_000)), code: .failedPrecondition),
         Row(error: CustodyError.rootKeyMissing("custos/root/kek/data/v1"), code: .unavailable),
         Row(error: CustodyError.changedConcurrently(tenant, .data, 3), code: .aborted),
+        Row(error: CustodyError.rotationPending(tenant, .data, 3), code: .failedPrecondition),
         Row(error: CustodyError.rootKeysDoNotMatch([]), code: .unavailable),
         Row(error: CustodyError.legacyRootKEKPresent(versions: [1]), code: .unavailable),
         Row(error: CustodyError.rootKeyNotRecorded(["custos/root/kek/data/v2"]), code: .unavailable),

@@ -90,7 +90,7 @@ public enum StatusMapping {
         // caller must repair (FAILED_PRECONDITION): the same code as the tokenization budget.
         case .tooManyAttempts: .resourceExhausted
         // A conflict with a concurrent key change that a retry of the same call resolves.
-        case .biometricVersionRetired: .aborted
+        case .biometricVersionRetired, .consentChanged: .aborted
         case .tokenWithdrawn: .failedPrecondition
         }
     }
@@ -101,7 +101,7 @@ public enum StatusMapping {
         case .tenantDisabled: return RPCError(code: .permissionDenied, message: error.description)
         case .unknownKeyVersion: return RPCError(code: .notFound, message: error.description)
         case .noActiveKey, .tenantOffboarding, .keyDestroyed, .keyDisabled, .keyDestructionScheduled, .invalidTransition, .stillNeeded, .biometricOverlapOpen, .featureUnavailable,
-             .escrowKeysNotConfigured:
+             .escrowKeysNotConfigured, .rotationPending:
             return RPCError(code: .failedPrecondition, message: error.description)
         case .rowTampered, .tenantPolicyTampered, .cannotUnwrap, .sealedDataInvalid, .auditLogBehindAnchor, .auditAnchorInvalid, .auditLogHeadInvalid, .keyStateAnchorInvalid, .escrowKeyTampered:
             logger.error("stored data failed its integrity check", metadata: ["method": "\(method)", "error": "\(error)"])

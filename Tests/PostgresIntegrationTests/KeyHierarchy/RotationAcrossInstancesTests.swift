@@ -274,4 +274,42 @@ extension RotationAcrossInstancesTests {
         }
         await harness.shutdown()
     }
+
+    @Test("a rotation its caller cancels after storing its pending version gives it back: the next rotation succeeds (helper-92: every later one answered ABORTED)")
+    func cancelledRotationGivenBack() async throws {
+        let cancelling = CrashSwitch()
+        let harness = try await CustodyHarness.make("rotcancel", keyringStepHook: { step in
+            if cancelling.armed, step == .pendingStored { withUnsafeCurrentTask { $0?.cancel() } }
+        })
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        cancelling.armed = true
+        let cancelled = Task { try await harness.keyring.rotate(tenant, .pii, actor: "alice") }
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        cancelling.armed = false
+        let next = try await harness.keyring.rotate(tenant, .pii, actor: "alice")
+        #expect(next.version == 2 && next.state == .active, "the cancelled rotation's version was not given back")
+        await harness.shutdown()
+    }
+
+    @Test("a rotation of a purpose whose earlier rotation a crash left pending is FAILED_PRECONDITION naming it, not ABORTED; reconciled, the next succeeds")
+    func rotationLeftPending() async throws {
+        struct Crash: Error {}
+        let crashes = CrashSwitch()
+        let harness = try await CustodyHarness.make("rotleft", keyringStepHook: { step in
+            if crashes.armed, step == .pendingStored { throw Crash() }
+        })
+        let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
+        crashes.armed = true
+        await #expect(throws: Crash.self) { try await harness.keyring.rotate(tenant, .pii, actor: "alice") }
+        crashes.armed = false
+        await #expect {
+            try await harness.keyring.rotate(tenant, .pii, actor: "alice")
+        } throws: { error in
+            guard case CustodyError.rotationPending(tenant, .pii, 2) = error else { return false }
+            return true
+        }
+        #expect(try await harness.keyring.reconcile() == [.completed(tenant, .pii, version: 2)])
+        #expect(try await harness.keyring.rotate(tenant, .pii, actor: "alice").version == 3)
+        await harness.shutdown()
+    }
 }
