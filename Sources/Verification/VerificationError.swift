@@ -38,6 +38,9 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
     /// the same, do that; two live captures never come that close. Nothing was written; the
     /// session stays open.
     case tokenWithdrawn
+    /// RecordConsent found the session consented to this notice, then, reading it, to another:
+    /// another call consented meanwhile. Nothing was written; sending it again records it.
+    case consentChanged(UUID)
 
     public var description: String {
         switch self {
@@ -58,6 +61,8 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
             "biometric key version \(version) stopped matching (a rotation's overlap closed) while the features were tokenized; nothing was recorded: send the features again"
         case .tokenWithdrawn:
             "these features give exactly the template this subject had before it was erased, replaced or aged out (the same capture sent again): enrol from a new capture"
+        case .consentChanged(let id):
+            "session \(id.uuidString.lowercased()): another call recorded a consent to another notice version meanwhile; nothing was written: send it again"
         }
     }
 }

@@ -126,19 +126,22 @@ public final class VerificationSessions: Sendable {
         case .completed: throw VerificationError.sessionCompleted(session)
         case .expired: throw VerificationError.sessionExpired(session)
         case .notOpened: throw VerificationError.linkNotOpened(session)
-        case .alreadyConsented: return try await firstConsent(tenant: tenant, session: session)
+        case .alreadyConsented: return try await firstConsent(tenant: tenant, session: session, noticeVersion: noticeVersion)
         }
     }
 
-    /// The time of a consent recorded before, as Custos recorded it: a repeat returns it
-    /// unchanged (it overwrote it, helper-91), never a time the database's writer set.
-    private func firstConsent(tenant: TenantID, session: UUID) async throws -> Date {
+    /// The time of a consent to `noticeVersion` recorded before, as Custos recorded it: a repeat
+    /// returns it unchanged (it overwrote it, helper-91), never a time the database's writer set.
+    private func firstConsent(tenant: TenantID, session: UUID, noticeVersion: String) async throws -> Date {
         let row = try await database.withTenant(tenant, context: "read consent") { connection in
             try await SessionStore.get(session, on: connection)
         }
         guard let row else { throw VerificationError.sessionNotFound(session) }
         try await recordSeals.requireAuthentic(row, tenant: tenant)
         guard let consentedAt = row.consentedAt else { throw RecordIntegrityError.session(session) }
+        // Another call consented to another notice between the write and this read (helper-92):
+        // that consent's time is not this one's.
+        guard row.noticeVersion == noticeVersion else { throw VerificationError.consentChanged(session) }
         return consentedAt
     }
 

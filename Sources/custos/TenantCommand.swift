@@ -110,11 +110,11 @@ struct TenantCommand: AsyncParsableCommand {
 
         static func fraction(_ value: Double) -> String { String(format: "%.4f", value) }
 
-        /// The thresholds that decide the active biometric version, with their format and whether
-        /// they are the tenant's own; during an overlap, those of each older version too.
         /// A tenant whose policy row the database's writer changed (`policy_refused`).
         static let refusedSummary = "policy REFUSED: its row is not what the audit log records (data-plane calls answer DATA_LOSS); `custos tenant policy` with all five options repairs it"
 
+        /// The thresholds that decide the active biometric version, with their format and whether
+        /// they are the tenant's own; during an overlap, those of each older version too.
         static func summary(_ policy: Custos_V1_TenantPolicy) -> String {
             func pair(_ green: Double, _ amber: Double, _ format: Custos_V1_BiometricTokenFormat, own: Bool) -> String {
                 "green ≥ \(fraction(green)), amber ≥ \(fraction(amber)) (\(UserFacingNames.format(format)) tokens, \(own ? "the tenant's own" : "defaults"))"

@@ -622,7 +622,8 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RotateKeyRequest` messages.
@@ -723,7 +724,7 @@ extension Custos_V1_Admin {
         /// >
         /// > Issues an API key for a tenant and returns it once.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-        /// > ttl negative or over 2 years).
+        /// > ttl over 2 years).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_IssueAPIKeyRequest` messages.
@@ -1320,7 +1321,8 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -1421,7 +1423,7 @@ extension Custos_V1_Admin {
         /// >
         /// > Issues an API key for a tenant and returns it once.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-        /// > ttl negative or over 2 years).
+        /// > ttl over 2 years).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IssueAPIKeyRequest` message.
@@ -2016,7 +2018,8 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RotateKeyRequest` message.
@@ -2117,7 +2120,7 @@ extension Custos_V1_Admin {
         /// >
         /// > Issues an API key for a tenant and returns it once.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-        /// > ttl negative or over 2 years).
+        /// > ttl over 2 years).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_IssueAPIKeyRequest` message.
@@ -3946,7 +3949,8 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -4072,7 +4076,7 @@ extension Custos_V1_Admin {
         /// >
         /// > Issues an API key for a tenant and returns it once.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-        /// > ttl negative or over 2 years).
+        /// > ttl over 2 years).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IssueAPIKeyRequest` message.
@@ -4866,7 +4870,8 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -5047,7 +5052,7 @@ extension Custos_V1_Admin {
         /// >
         /// > Issues an API key for a tenant and returns it once.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-        /// > ttl negative or over 2 years).
+        /// > ttl over 2 years).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_IssueAPIKeyRequest` message.
@@ -6082,7 +6087,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-    /// > the purpose stored the next version first: send it again).
+    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+    /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -6238,7 +6244,7 @@ extension Custos_V1_Admin.ClientProtocol {
     /// >
     /// > Issues an API key for a tenant and returns it once.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-    /// > ttl negative or over 2 years).
+    /// > ttl over 2 years).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_IssueAPIKeyRequest` message.
@@ -7163,7 +7169,8 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-    /// > the purpose stored the next version first: send it again).
+    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
+    /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7339,7 +7346,7 @@ extension Custos_V1_Admin.ClientProtocol {
     /// >
     /// > Issues an API key for a tenant and returns it once.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (no scope, unknown scope, label over 128 characters,
-    /// > ttl negative or over 2 years).
+    /// > ttl over 2 years).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -224,9 +224,12 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-        /// > before Enrol or Verify. Idempotent for the same notice version.
+        /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+        /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+        /// > a consent to another notice version recorded meanwhile: send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RecordConsentRequest` messages.
@@ -398,9 +401,12 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-        /// > before Enrol or Verify. Idempotent for the same notice version.
+        /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+        /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+        /// > a consent to another notice version recorded meanwhile: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -570,9 +576,12 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-        /// > before Enrol or Verify. Idempotent for the same notice version.
+        /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+        /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+        /// > a consent to another notice version recorded meanwhile: send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RecordConsentRequest` message.
@@ -1051,9 +1060,12 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-        /// > before Enrol or Verify. Idempotent for the same notice version.
+        /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+        /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+        /// > a consent to another notice version recorded meanwhile: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1295,9 +1307,12 @@ extension Custos_V1_Verification {
         /// > Source IDL Documentation:
         /// >
         /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-        /// > before Enrol or Verify. Idempotent for the same notice version.
+        /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+        /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+        /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+        /// > a consent to another notice version recorded meanwhile: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1583,9 +1598,12 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-    /// > before Enrol or Verify. Idempotent for the same notice version.
+    /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+    /// > consent's time.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+    /// > a consent to another notice version recorded meanwhile: send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1848,9 +1866,12 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Records the candidate's consent to the named notice version (GDPR Art. 9, BIPA). Required
-    /// > before Enrol or Verify. Idempotent for the same notice version.
+    /// > before Enrol or Verify. Idempotent for the same notice version: a repeat returns the first
+    /// > consent's time.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
-    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed).
+    /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
+    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
+    /// > a consent to another notice version recorded meanwhile: send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -180,6 +180,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+        /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_CreateEd25519KeyRequest` messages.
@@ -292,6 +294,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+        /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -402,6 +406,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+        /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_CreateEd25519KeyRequest` message.
@@ -716,6 +722,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+        /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -883,6 +891,8 @@ extension Custos_V1_Webhooks {
         /// >
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+        /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+        /// > first: send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -1061,6 +1071,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
     /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+    /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+    /// > first: send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -1231,6 +1243,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// >
     /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
     /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
+    /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
+    /// > first: send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -276,8 +276,9 @@ public nonisolated struct Custos_V1_WebhookPublicKey: Sendable {
   /// Clears the value of `retiringUntil`. Subsequent reads from it will return its default value.
   public mutating func clearRetiringUntil() {self._retiringUntil = nil}
 
-  /// Set while officers have disabled the version: Custos signs nothing with it until it is
-  /// enabled again (its state is unchanged).
+  /// As the version's row records them (signing checks the row's MAC and the HSM's list of key
+  /// states; this listing does not): set while officers have disabled the version, which Custos
+  /// then signs nothing with until it is enabled again (its state is unchanged)...
   public var disabledAt: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_disabledAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_disabledAt = newValue}
@@ -287,7 +288,7 @@ public nonisolated struct Custos_V1_WebhookPublicKey: Sendable {
   /// Clears the value of `disabledAt`. Subsequent reads from it will return its default value.
   public mutating func clearDisabledAt() {self._disabledAt = nil}
 
-  /// Set while an approved destruction of the version is scheduled: Custos signs nothing with it.
+  /// ...and while an approved destruction of it is scheduled.
   public var destructionDueAt: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_destructionDueAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_destructionDueAt = newValue}
