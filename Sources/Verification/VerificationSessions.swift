@@ -117,17 +117,18 @@ public final class VerificationSessions: Sendable {
         let now = now().wholeSeconds
         let seal = try await recordSeals.seal(SessionRecord(id: session, noticeVersion: noticeVersion, consentedAt: now), tenant: tenant)
         // One statement, one commit (issue 12): the function re-checks the session as it writes.
-        let written = try await database.withAutocommit(context: "record consent") { connection in
-            try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection)
+        // A refusal throws inside, so that it is not counted as a commit: it wrote nothing.
+        let consentedNow = try await database.withAutocommit(context: "record consent") { connection -> Bool in
+            switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection) {
+            case .consented: return true
+            case .alreadyConsented: return false
+            case .notFound: throw VerificationError.sessionNotFound(session)
+            case .completed: throw VerificationError.sessionCompleted(session)
+            case .expired: throw VerificationError.sessionExpired(session)
+            case .notOpened: throw VerificationError.linkNotOpened(session)
+            }
         }
-        switch written {
-        case .consented: return now
-        case .notFound: throw VerificationError.sessionNotFound(session)
-        case .completed: throw VerificationError.sessionCompleted(session)
-        case .expired: throw VerificationError.sessionExpired(session)
-        case .notOpened: throw VerificationError.linkNotOpened(session)
-        case .alreadyConsented: return try await firstConsent(tenant: tenant, session: session, noticeVersion: noticeVersion)
-        }
+        return consentedNow ? now : try await firstConsent(tenant: tenant, session: session, noticeVersion: noticeVersion)
     }
 
     /// The time of a consent to `noticeVersion` recorded before, as Custos recorded it: a repeat
