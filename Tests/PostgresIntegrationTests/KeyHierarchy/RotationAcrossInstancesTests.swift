@@ -3,10 +3,9 @@ import CustosModel
 import Foundation
 import GRPCCore
 import HSMTestSupport
-import PostgresNIO
 import RPC
 import SecureMemory
-@testable import Storage
+import Storage
 import Testing
 
 /// Rotations seen from two instances over one schema and token (attack review, session 19):
@@ -242,29 +241,8 @@ extension RotationAcrossInstancesTests {
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "alice").id
         // The other rotation's row, stored and not committed yet: this rotation reads version 1
         // as the newest, makes version 2 and waits on the other's row to insert its own.
-        let columns = "tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, public_key, token_label, row_mac, retiring_until, created_at, activated_at, retired_at, destroyed_at, disabled_at, destruction_due_at, token_format"
-        let copied = columns.replacingOccurrences(of: "version, state,", with: "2, 'pending',")
-        let rotation = try await harness.owner.withTransaction(context: "test: the other rotation") { other in
-            try await other.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
-            try await other.query(
-                "INSERT INTO key_versions (\(unescaped: columns)) SELECT \(unescaped: copied) FROM key_versions WHERE purpose = 'pii' AND version = 1",
-                logger: Database.quiet
-            )
-            let rotation = Task { try await harness.keyring.rotate(tenant, .pii, actor: "alice") }
-            var waits = false
-            for _ in 0..<800 where !waits {
-                try await Task.sleep(for: .milliseconds(25))
-                waits = try await Database.allowingSecondConnection {
-                    try await harness.service.withConnection(context: "test: lock waits") { watcher in
-                        try await watcher.query("""
-                            SELECT count(*)::int FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                                AND application_name = current_setting('application_name') AND strpos(query, 'INSERT INTO key_versions') > 0
-                            """, logger: Database.quiet).collect().first!.decode(Int.self) > 0
-                    }
-                }
-            }
-            #expect(waits, "the rotation never waited for the other's row")
-            return rotation
+        let rotation = try await harness.racingAnotherInstancesVersion(tenant, .pii, version: 2, copying: 1) {
+            try await harness.keyring.rotate(tenant, .pii, actor: "alice")
         }
         await #expect {
             try await rotation.value

@@ -9,6 +9,7 @@ import Logging
 import PKCS11
 import PostgresNIO
 @testable import Storage
+import Testing
 
 /// Everything a custody test needs, all real: a fresh SoftHSM token with root keys, and a fresh
 /// schema in the PostgreSQL cluster that `scripts/setup` started (migrated by the owner role,
@@ -151,6 +152,39 @@ final class CustodyHarness: Sendable {
                 try await connection.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
             }
             try await connection.query(query, logger: Database.quiet)
+        }
+    }
+
+    /// Another instance's `purpose` v`version` of `tenant` (a copy of v`copying`), stored and not
+    /// committed while `call` starts; committed once the call's insert of the same version
+    /// waits for it, so that the call meets the unique violation. - Returns: the call's task.
+    func racingAnotherInstancesVersion<Result: Sendable>(
+        _ tenant: TenantID, _ purpose: KeyPurpose, version: Int, copying: Int, _ call: @escaping @Sendable () async throws -> Result
+    ) async throws -> Task<Result, any Error> {
+        let columns = "tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, public_key, token_label, row_mac, retiring_until, created_at, activated_at, retired_at, destroyed_at, disabled_at, destruction_due_at, token_format"
+        let copied = columns.replacingOccurrences(of: "version, state,", with: "\(version), 'pending',")
+        let service = self.service
+        return try await owner.withTransaction(context: "test: the other instance") { other in
+            try await other.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
+            try await other.query(
+                "INSERT INTO key_versions (\(unescaped: columns)) SELECT \(unescaped: copied) FROM key_versions WHERE purpose = \(purpose.rawValue) AND version = \(copying)",
+                logger: Database.quiet
+            )
+            let task = Task { try await call() }
+            var waits = false
+            for _ in 0..<800 where !waits {
+                try await Task.sleep(for: .milliseconds(25))
+                waits = try await Database.allowingSecondConnection {
+                    try await service.withConnection(context: "test: lock waits") { watcher in
+                        try await watcher.query("""
+                            SELECT count(*)::int FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                                AND application_name = current_setting('application_name') AND strpos(query, 'INSERT INTO key_versions') > 0
+                            """, logger: Database.quiet).collect().first!.decode(Int.self) > 0
+                    }
+                }
+            }
+            #expect(waits, "the call never waited for the other instance's row")
+            return task
         }
     }
 

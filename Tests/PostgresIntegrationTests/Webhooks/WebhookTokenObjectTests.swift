@@ -5,9 +5,8 @@ import GRPCCore
 import HSM
 import Logging
 import PKCS11
-import PostgresNIO
 import RPC
-@testable import Storage
+import Storage
 import Testing
 
 @Suite("Ed25519 webhook keys: a bounded number of uniquely labelled token objects per tenant")
@@ -18,30 +17,8 @@ struct WebhookTokenObjectTests {
         let signer = WebhookSigner(pool: harness.pool, keyring: harness.keyring, audit: harness.audit, trustedEscrowKeys: harness.trustedEscrowKeys, tokenObjectLimit: 5)
         let tenant = try await harness.keyring.createTenant(label: "acme", actor: "officer").id
         _ = try await signer.createEd25519Key(tenant: tenant, actor: "officer")
-        let columns = "tenant_id, purpose, version, state, wrapped_key, wrap_mechanism, root_kek_version, check_value, public_key, token_label, row_mac, retiring_until, created_at, activated_at, retired_at, destroyed_at, disabled_at, destruction_due_at, token_format"
-        let copied = columns.replacingOccurrences(of: "version, state,", with: "2, 'pending',")
-        // The other instance's version 2, stored and not committed yet.
-        let creation = try await harness.owner.withTransaction(context: "test: the other instance") { other in
-            try await other.query("SELECT set_config('app.tenant_id', \(tenant.rawValue), true)", logger: Database.quiet)
-            try await other.query(
-                "INSERT INTO key_versions (\(unescaped: columns)) SELECT \(unescaped: copied) FROM key_versions WHERE purpose = 'webhook-ed25519' AND version = 1",
-                logger: Database.quiet
-            )
-            let creation = Task { try await signer.createEd25519Key(tenant: tenant, actor: "officer") }
-            var waits = false
-            for _ in 0..<800 where !waits {
-                try await Task.sleep(for: .milliseconds(25))
-                waits = try await Database.allowingSecondConnection {
-                    try await harness.service.withConnection(context: "test: lock waits") { watcher in
-                        try await watcher.query("""
-                            SELECT count(*)::int FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                                AND application_name = current_setting('application_name') AND strpos(query, 'INSERT INTO key_versions') > 0
-                            """, logger: Database.quiet).collect().first!.decode(Int.self) > 0
-                    }
-                }
-            }
-            #expect(waits, "the new key pair's row never waited for the other's")
-            return creation
+        let creation = try await harness.racingAnotherInstancesVersion(tenant, .webhookEd25519, version: 2, copying: 1) {
+            try await signer.createEd25519Key(tenant: tenant, actor: "officer")
         }
         await #expect {
             _ = try await creation.value
