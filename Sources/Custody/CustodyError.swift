@@ -124,7 +124,7 @@ public enum CustodyError: Error, Sendable, CustomStringConvertible {
         case .rootKeyMissing(let label): "root key \(label) is not on the token"
         case .rootKEKRotated(let recorded): "root KEK version \(recorded) was recorded while a key was being made under an older one; nothing was stored, try again"
         case .rotationPending(let tenant, let purpose, let version):
-            "a rotation of tenant \(tenant)'s \(purpose.rawValue) key to v\(version) is still pending: rotate again once it completes; if it was interrupted, `custos key reconcile` (or a restart) completes it"
+            "a rotation of tenant \(tenant)'s \(purpose.rawValue) key to v\(version) is still pending: rotate again once it completes; if it was interrupted, an operator's `custos key reconcile` (or a restart) completes or rolls it back"
         case .changedConcurrently(let tenant, let purpose, let version):
             "\(purpose.rawValue) key v\(version) of tenant \(tenant) changed while this operation ran; nothing was written, try again"
         case .rootKeysDoNotMatch(let mismatches):

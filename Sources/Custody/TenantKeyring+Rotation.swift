@@ -169,13 +169,16 @@ extension TenantKeyring {
         }
     }
 
-    /// Runs `body`, which stores `pending` and lists its rotation, in one transaction. A unique
-    /// violation means another rotation of the purpose got there first; it answered
-    /// ALREADY_EXISTS, as if the caller had asked for a version that exists (helper-91). Which
-    /// rotation decides the answer: one that took this version number → `changedConcurrently`
-    /// (nothing stored; sent again, the call takes the next number); one of another version
-    /// still listed as pending → `rotationPending`, since the call sent again would meet the same
-    /// listing until that rotation completes, is given back, or is reconciled (helper-92).
+    /// Runs `body`, which stores `pending` and lists its rotation, in one transaction.
+    ///
+    /// A unique violation means another rotation of the purpose got there first (until session
+    /// 24 it answered ALREADY_EXISTS, as if the caller had asked for a version that exists:
+    /// helper-91). Which rotation decides the answer: one that took this version number →
+    /// `changedConcurrently` (nothing stored; sent again, the call takes the next number); one of
+    /// another version still listed as pending → `rotationPending`, since the call sent again
+    /// would meet the same listing until that rotation completes or is rolled back (helper-92).
+    /// That is also the answer while the other rotation is merely finishing: two rotations of
+    /// one purpose at once are two officers' (or automations') mistake, and told so.
     func storingPending(
         _ pending: KeyVersionRecord, context: String, _ body: @escaping @Sendable (DatabaseTransaction) async throws -> Void
     ) async throws {
@@ -187,7 +190,23 @@ extension TenantKeyring {
             }
             if let listed, listed != pending.version { throw CustodyError.rotationPending(pending.tenant, pending.purpose, listed) }
             throw CustodyError.changedConcurrently(pending.tenant, pending.purpose, pending.version)
+        } catch let error where Self.mayHaveCommitted(error) {
+            // The caller was told of a failure (its cancellation, or the operation timeout)
+            // while the COMMIT may still have landed: give the version back, in a task its
+            // cancellation does not reach, or its listing would refuse every later rotation of
+            // the purpose until a reconciliation (helper-93). Nothing stored: the delete, which
+            // needs this row's MAC, finds nothing.
+            let pending = pending
+            _ = await Task { try? await self.giveBack(pending) }.value
+            throw error
         }
+    }
+
+    /// Whether a transaction that failed with `error` may have committed all the same.
+    static func mayHaveCommitted(_ error: any Error) -> Bool {
+        if error is CancellationError { return true }
+        if case StorageError.unavailable = error { return true }
+        return false
     }
 
     /// Rotates `bio-seed` and `bio-prf` together: one biometric key version covers both

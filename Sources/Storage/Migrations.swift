@@ -1459,7 +1459,10 @@ public enum Migrations {
                     SELECT 1 FROM {schema}.session_completions c WHERE c.tenant_id = p_tenant AND c.session_id = p_session) THEN 'completed'
                 WHEN s.expires_at <= p_now THEN 'expired'
                 WHEN s.link_opened_at IS NULL THEN 'not_opened'
-                ELSE 'already_consented' END
+                WHEN s.consented_at IS NOT NULL AND s.notice_version = p_notice_version THEN 'already_consented'
+                -- Changed since the UPDATE's snapshot (this SELECT takes its own): the link opened,
+                -- or another notice consented, meanwhile (helper-93).
+                ELSE 'changed' END
             INTO v_why FROM {schema}.verification_sessions s WHERE s.id = p_session;
             RETURN coalesce(v_why, 'not_found');
         END

@@ -66,6 +66,9 @@ extension SessionStore {
         /// Nothing written: the session was consented to this notice version before; its
         /// consent keeps its first time.
         case alreadyConsented = "already_consented"
+        /// Nothing written: the session changed between the function's write and its read (the
+        /// link opened, or a consent to another notice recorded, meanwhile).
+        case changed
     }
 
     /// Records consent to `noticeVersion` at `now`, with the MAC of the consented record

@@ -38,8 +38,8 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
     /// the same, do that; two live captures never come that close. Nothing was written; the
     /// session stays open.
     case tokenWithdrawn
-    /// RecordConsent found the session consented to this notice, then, reading it, to another:
-    /// another call consented meanwhile. Nothing was written; sending it again records it.
+    /// RecordConsent met the session changing under it: another call opened its link or
+    /// consented to another notice meanwhile. Nothing was written; sending it again records it.
     case consentChanged(UUID)
 
     public var description: String {
@@ -62,7 +62,7 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
         case .tokenWithdrawn:
             "these features give exactly the template this subject had before it was erased, replaced or aged out (the same capture sent again): enrol from a new capture"
         case .consentChanged(let id):
-            "session \(id.uuidString.lowercased()): another call recorded a consent to another notice version meanwhile; nothing was written: send it again"
+            "session \(id.uuidString.lowercased()) changed while the consent was recorded (its link opened, or a consent to another notice version); nothing was written: send it again"
         }
     }
 }

@@ -109,6 +109,7 @@ public final class VerificationSessions: Sendable {
     }
 
     /// Records the candidate's consent to the notice `noticeVersion`, once the link is open.
+    /// Sent again for the same notice, it writes nothing and returns the first consent's time.
     public func recordConsent(tenant: TenantID, session: UUID, noticeVersion: String) async throws -> Date {
         guard (1...64).contains(noticeVersion.utf8.count), noticeVersion.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw VerificationError.invalidArgument(field: "notice_version", reason: "1 to 64 printable ASCII characters")
@@ -117,7 +118,8 @@ public final class VerificationSessions: Sendable {
         let now = now().wholeSeconds
         let seal = try await recordSeals.seal(SessionRecord(id: session, noticeVersion: noticeVersion, consentedAt: now), tenant: tenant)
         // One statement, one commit (issue 12): the function re-checks the session as it writes.
-        // A refusal throws inside, so that it is not counted as a commit: it wrote nothing.
+        // A refusal throws inside, so that it is not counted as a commit (a repeat is: its
+        // statement ran and committed, writing nothing).
         let consentedNow = try await database.withAutocommit(context: "record consent") { connection -> Bool in
             switch try await SessionStore.recordConsentIfOpen(session, noticeVersion: noticeVersion, tenant: tenant, at: now, seal: seal, on: connection) {
             case .consented: return true
@@ -126,6 +128,7 @@ public final class VerificationSessions: Sendable {
             case .completed: throw VerificationError.sessionCompleted(session)
             case .expired: throw VerificationError.sessionExpired(session)
             case .notOpened: throw VerificationError.linkNotOpened(session)
+            case .changed: throw VerificationError.consentChanged(session)
             }
         }
         return consentedNow ? now : try await firstConsent(tenant: tenant, session: session, noticeVersion: noticeVersion)

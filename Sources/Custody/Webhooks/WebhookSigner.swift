@@ -124,8 +124,10 @@ public final class WebhookSigner: Sendable {
             record = sealed
             try await keyring.storePendingTokenObject(record, escrow: escrow, limit: tokenObjectLimit)
         } catch {
-            // Without its row nothing would ever find or destroy this key pair.
-            await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next)
+            // Without its row nothing would ever find or destroy this key pair. In a task of its
+            // own: a cancelled caller's check would fail at once and keep the pair (helper-93).
+            let keyring = keyring
+            await Task { await keyring.discardUnstoredTokenObjects(label: label, tenant: tenant, purpose: .webhookEd25519, version: next) }.value
             throw error
         }
         let entry = AuditEntry(

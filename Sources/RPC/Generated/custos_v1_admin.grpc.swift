@@ -622,8 +622,9 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+        /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+        /// > completes or rolls back an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RotateKeyRequest` messages.
@@ -1321,8 +1322,9 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+        /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+        /// > completes or rolls back an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -2018,8 +2020,9 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+        /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+        /// > completes or rolls back an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RotateKeyRequest` message.
@@ -3949,8 +3952,9 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+        /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+        /// > completes or rolls back an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -4870,8 +4874,9 @@ extension Custos_V1_Admin {
         /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
         /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-        /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+        /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+        /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+        /// > completes or rolls back an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -6087,8 +6092,9 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-    /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+    /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+    /// > completes or rolls back an interrupted one).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RotateKeyRequest` message.
@@ -7169,8 +7175,9 @@ extension Custos_V1_Admin.ClientProtocol {
     /// > Makes a new active version of one purpose; the old one becomes RETIRED (or RETIRING for
     /// > webhook purposes). Rotating BIO_SEED or BIO_PRF rotates both. Crash-safe.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (purpose unspecified), ABORTED (another rotation of
-    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (an earlier
-    /// > rotation of the purpose is still pending; `custos key reconcile` completes an interrupted one).
+    /// > the purpose stored the next version first: send it again), FAILED_PRECONDITION (another
+    /// > rotation of the purpose is still pending, finishing or interrupted: `custos key reconcile`
+    /// > completes or rolls back an interrupted one).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -228,8 +228,8 @@ extension Custos_V1_Verification {
         /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
         /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-        /// > a consent to another notice version recorded meanwhile: send it again).
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+        /// > changed meanwhile: its link opened, or another notice consented; send it again).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RecordConsentRequest` messages.
@@ -405,8 +405,8 @@ extension Custos_V1_Verification {
         /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
         /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-        /// > a consent to another notice version recorded meanwhile: send it again).
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+        /// > changed meanwhile: its link opened, or another notice consented; send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -580,8 +580,8 @@ extension Custos_V1_Verification {
         /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
         /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-        /// > a consent to another notice version recorded meanwhile: send it again).
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+        /// > changed meanwhile: its link opened, or another notice consented; send it again).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RecordConsentRequest` message.
@@ -1064,8 +1064,8 @@ extension Custos_V1_Verification {
         /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
         /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-        /// > a consent to another notice version recorded meanwhile: send it again).
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+        /// > changed meanwhile: its link opened, or another notice consented; send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1311,8 +1311,8 @@ extension Custos_V1_Verification {
         /// > consent's time.
         /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
         /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-        /// > a consent to another notice version recorded meanwhile: send it again).
+        /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+        /// > changed meanwhile: its link opened, or another notice consented; send it again).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1602,8 +1602,8 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > consent's time.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
     /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-    /// > a consent to another notice version recorded meanwhile: send it again).
+    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+    /// > changed meanwhile: its link opened, or another notice consented; send it again).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RecordConsentRequest` message.
@@ -1870,8 +1870,8 @@ extension Custos_V1_Verification.ClientProtocol {
     /// > consent's time.
     /// > Errors: NOT_FOUND, INVALID_ARGUMENT (a notice version other than the one OpenGateway
     /// > returned), FAILED_PRECONDITION (link not opened yet, session expired or completed),
-    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (a repeat met
-    /// > a consent to another notice version recorded meanwhile: send it again).
+    /// > DATA_LOSS (a repeat finds the stored consent failing its record MAC), ABORTED (the session
+    /// > changed meanwhile: its link opened, or another notice consented; send it again).
     ///
     /// - Parameters:
     ///   - message: request message to send.

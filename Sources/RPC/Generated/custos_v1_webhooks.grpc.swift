@@ -160,7 +160,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
         /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_CreateSecretRequest` messages.
@@ -181,7 +182,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
         /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_CreateEd25519KeyRequest` messages.
@@ -202,7 +204,8 @@ extension Custos_V1_Webhooks {
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
         /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-        /// > (another rotation stored the next version first: send it again).
+        /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+        /// > (another rotation still pending: an operator reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Custos_V1_RotateRequest` messages.
@@ -274,7 +277,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
         /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -295,7 +299,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
         /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -316,7 +321,8 @@ extension Custos_V1_Webhooks {
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
         /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-        /// > (another rotation stored the next version first: send it again).
+        /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+        /// > (another rotation still pending: an operator reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -386,7 +392,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
         /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_CreateSecretRequest` message.
@@ -407,7 +414,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
         /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_CreateEd25519KeyRequest` message.
@@ -428,7 +436,8 @@ extension Custos_V1_Webhooks {
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
         /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-        /// > (another rotation stored the next version first: send it again).
+        /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+        /// > (another rotation still pending: an operator reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A `Custos_V1_RotateRequest` message.
@@ -697,7 +706,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
         /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -723,7 +733,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
         /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -749,7 +760,8 @@ extension Custos_V1_Webhooks {
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
         /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-        /// > (another rotation stored the next version first: send it again).
+        /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+        /// > (another rotation still pending: an operator reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -855,7 +867,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
         /// > Any previous version becomes RETIRING for the default overlap (24 h).
         /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -892,7 +905,8 @@ extension Custos_V1_Webhooks {
         /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
         /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
         /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-        /// > first: send it again).
+        /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+        /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -929,7 +943,8 @@ extension Custos_V1_Webhooks {
         /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
         /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
         /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-        /// > (another rotation stored the next version first: send it again).
+        /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+        /// > (another rotation still pending: an operator reconciles an interrupted one).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -1040,7 +1055,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
     /// > Any previous version becomes RETIRING for the default overlap (24 h).
     /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-    /// > first: send it again).
+    /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+    /// > reconciles an interrupted one).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_CreateSecretRequest` message.
@@ -1072,7 +1088,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
     /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
     /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-    /// > first: send it again).
+    /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+    /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_CreateEd25519KeyRequest` message.
@@ -1104,7 +1121,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
     /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
     /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-    /// > (another rotation stored the next version first: send it again).
+    /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+    /// > (another rotation still pending: an operator reconciles an interrupted one).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Custos_V1_RotateRequest` message.
@@ -1208,7 +1226,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Creates a new v1 (HMAC-SHA256) secret version and returns it once as `whsec_<base64>`.
     /// > Any previous version becomes RETIRING for the default overlap (24 h).
     /// > Errors: RESOURCE_EXHAUSTED (HSM pool), ABORTED (another call stored the next version
-    /// > first: send it again).
+    /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+    /// > reconciles an interrupted one).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1244,7 +1263,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Creates a new v1a (Ed25519) key in the HSM; the private key never leaves it. Returns the
     /// > public key as `whpk_<base64>`. Any previous version becomes RETIRING.
     /// > Errors: RESOURCE_EXHAUSTED (token objects), ABORTED (another call stored the next version
-    /// > first: send it again).
+    /// > first: send it again), FAILED_PRECONDITION (another rotation still pending: an operator
+    /// > reconciles an interrupted one; no escrow key configured; no Ed25519 on the HSM).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1280,7 +1300,8 @@ extension Custos_V1_Webhooks.ClientProtocol {
     /// > Rotates the webhook key of the given purpose (WEBHOOK or WEBHOOK_ED25519 only): like
     /// > CreateSecret / CreateEd25519Key, with an explicit overlap (0 after a leak).
     /// > Errors: INVALID_ARGUMENT (another purpose, negative overlap, overlap over 7 days), ABORTED
-    /// > (another rotation stored the next version first: send it again).
+    /// > (another rotation stored the next version first: send it again), FAILED_PRECONDITION
+    /// > (another rotation still pending: an operator reconciles an interrupted one).
     ///
     /// - Parameters:
     ///   - message: request message to send.
